@@ -1,0 +1,321 @@
+"""Speed and accuracy benchmarks, each against a plain baseline measured in the same run.
+
+    python benchmarks/run.py                     # everything (the default recipe takes ~20 min on 2 cores)
+    python benchmarks/run.py --only gemm train   # a subset: gemm train predict recipe
+    python benchmarks/run.py --quick             # fewer steps, recipe skipped (a smoke run)
+
+Writes benchmarks/results.json and benchmarks/results.md (or --out DIR). Needs the data:
+$HERITAGE_DATA or ../shared/datasets/ahe64.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from heritage_cnn import __version__
+from heritage_cnn.augment import AugmentConfig, augment_batch
+from heritage_cnn.data import channel_stats, find_layout, load_images
+from heritage_cnn.model import build_model, forward_flops
+
+HERE = Path(__file__).resolve().parent
+
+
+def data_root() -> Path:
+    for candidate in (os.environ.get("HERITAGE_DATA"), HERE.parents[1] / "shared" / "datasets" / "ahe64"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    sys.exit("benchmarks need the data: set HERITAGE_DATA or put it in ../shared/datasets/ahe64")
+
+
+def hardware() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "python": platform.python_version(),
+        "heritage_cnn": __version__,
+    }
+
+
+def bench_gemm(size: int = 2048, repeats: int = 10) -> dict[str, float]:
+    """The machine's float32 compute bound: FLOP/s of a large matrix multiply on all threads."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = min(best, time.perf_counter() - start)
+    return {"gemm_gflops": 2 * size**3 * repeats / best / 1e9}
+
+
+def _timed_steps(step, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return time.perf_counter() - start
+
+
+def bench_train(root: Path, steps: int, batch_size: int = 128) -> dict[str, float]:
+    """Training images/s: ours (in-memory uint8, batched augmentation, channels_last) vs the
+    notebook way (torchvision ImageFolder + PIL transforms + DataLoader), same model and optimiser."""
+    import torchvision.transforms as T
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    train_dir = find_layout(root).train
+    images = load_images(train_dir)
+    mean, std = channel_stats(images.images)
+    mean_t, std_t = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    flops = forward_flops(build_model())
+    config = AugmentConfig()
+
+    torch.manual_seed(0)
+    model = build_model().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    labels = images.labels
+
+    def ours() -> None:
+        index = torch.randint(0, len(labels), (batch_size,), generator=generator)
+        x = (augment_batch(images.images[index], config, generator) - mean_t) / std_t
+        loss = F.cross_entropy(
+            model(x.contiguous(memory_format=torch.channels_last)), labels[index], label_smoothing=0.1
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    ours_seconds = _timed_steps(ours, steps, warmup=3)
+
+    torch.manual_seed(0)
+    baseline_model = build_model()
+    baseline_optimizer = torch.optim.AdamW(baseline_model.parameters(), lr=1e-3)
+    transform = T.Compose(
+        [
+            T.Resize(64),
+            T.RandomRotation(15),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+    loader = DataLoader(
+        ImageFolder(str(train_dir), transform=transform),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=2,
+        drop_last=True,
+        persistent_workers=True,
+    )
+    batches = iter(loader)
+
+    def baseline() -> None:
+        nonlocal batches
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            x, y = next(batches)
+        loss = F.cross_entropy(baseline_model(x), y, label_smoothing=0.1)
+        baseline_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        baseline_optimizer.step()
+
+    baseline_seconds = _timed_steps(baseline, steps, warmup=3)
+    ours_rate = steps * batch_size / ours_seconds
+    baseline_rate = steps * batch_size / baseline_seconds
+    return {
+        "train_images_per_s": ours_rate,
+        "train_baseline_images_per_s": baseline_rate,
+        "train_speedup": ours_rate / baseline_rate,
+        "forward_mflop": flops / 1e6,
+        "train_gflops_effective": 3 * flops * ours_rate / 1e9,
+    }
+
+
+def bench_predict(
+    root: Path, checkpoint_path: str | None, batches: int = 10, batch_size: int = 256
+) -> dict[str, float]:
+    """Prediction images/s of batched inference, decode excluded and included, vs a plain eager
+    NCHW loop over the same batches."""
+    from heritage_cnn.checkpoint import load_checkpoint
+    from heritage_cnn.evaluate import predict_logits
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = checkpoint.model.to(memory_format=torch.channels_last)
+    images = load_images(find_layout(root).train).images[: batches * batch_size]
+    predict_logits(model, images[:batch_size], checkpoint.normalise)
+    start = time.perf_counter()
+    predict_logits(model, images, checkpoint.normalise, batch_size=batch_size)
+    ours = len(images) / (time.perf_counter() - start)
+
+    plain = load_checkpoint(checkpoint_path).model
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i in range(0, len(images), 32):
+            plain(checkpoint.normalise(images[i : i + 32]))
+    baseline = len(images) / (time.perf_counter() - start)
+
+    start = time.perf_counter()
+    decoded = load_images(find_layout(root).train)
+    decode_seconds = time.perf_counter() - start
+    per_image_decode = decode_seconds / len(decoded)
+    with_decode = 1.0 / (1.0 / ours + per_image_decode)
+    return {
+        "predict_images_per_s": ours,
+        "predict_baseline_images_per_s": baseline,
+        "predict_speedup": ours / baseline,
+        "predict_with_decode_images_per_s": with_decode,
+        "predict_forward_mflop": forward_flops(model) / 1e6,
+    }
+
+
+def bench_recipe(root: Path, out: Path) -> dict[str, float]:
+    """The default recipe end to end, in a fresh process: wall time, peak memory, validation figures."""
+    run = out / "recipe-run"
+    command = [sys.executable, "-m", "heritage_cnn.cli", "train", "--data", str(root), "--out", str(run)]
+    start = time.perf_counter()
+    subprocess.run(command, check=True)
+    wall = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    eval_out = out / "recipe-eval"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "heritage_cnn.cli",
+            "evaluate",
+            "--model",
+            str(run / "last.safetensors"),
+            "--data",
+            str(root),
+            "--split",
+            "val",
+            "--out",
+            str(eval_out),
+        ],
+        check=True,
+    )
+    metrics = json.loads((eval_out / "metrics.json").read_text())
+    return {
+        "recipe_wall_minutes": wall / 60,
+        "recipe_peak_rss_gb": peak_kb / 1024**2,
+        "recipe_val_accuracy": metrics["accuracy"]["value"],
+        "recipe_val_accuracy_ci95": metrics["accuracy"]["ci95"],
+        "recipe_val_macro_f1": metrics["macro_f1"]["value"],
+        "recipe_val_images": metrics["n_images"],
+    }
+
+
+def markdown(results: dict[str, Any]) -> str:
+    hw = results["hardware"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Measured by `python benchmarks/run.py` on {hw['cpu']}, {hw['cores']} cores, {hw['threads']} threads, "
+        f"torch {hw['torch']} ({hw['cpu_capability']}), heritage-cnn {hw['heritage_cnn']}, {results['date']}.",
+        "Every ratio compares two figures measured in the same run on the same machine.",
+        "",
+        "| figure | value | baseline / bound | ratio |",
+        "|---|---|---|---|",
+    ]
+    r = results
+    if "gemm_gflops" in r:
+        lines.append(f"| float32 GEMM (2048², all threads) | {r['gemm_gflops']:.0f} GFLOP/s | | |")
+    if "train_images_per_s" in r:
+        lines.append(
+            f"| training images/s (default model, batch 128) | {r['train_images_per_s']:.0f} | {r['train_baseline_images_per_s']:.0f} (ImageFolder + PIL transforms + DataLoader, 2 workers) | **{r['train_speedup']:.2f}x** |"
+        )
+        if "gemm_gflops" in r:
+            bound = r["gemm_gflops"] * 1e9 / (3 * r["forward_mflop"] * 1e6)
+            lines.append(
+                f"| training vs compute bound (GEMM / 3 x {r['forward_mflop']:.0f} MFLOP) | {r['train_images_per_s']:.0f} img/s | {bound:.0f} img/s | **{r['train_images_per_s'] / bound:.0%}** |"
+            )
+    if "predict_images_per_s" in r:
+        lines.append(
+            f"| prediction images/s, decode excluded (batch 256, channels_last) | {r['predict_images_per_s']:.0f} | {r['predict_baseline_images_per_s']:.0f} (eager NCHW, batch 32) | **{r['predict_speedup']:.2f}x** |"
+        )
+        if "gemm_gflops" in r:
+            bound = r["gemm_gflops"] * 1e9 / (r["predict_forward_mflop"] * 1e6)
+            lines.append(
+                f"| prediction vs compute bound (GEMM / {r['predict_forward_mflop']:.0f} MFLOP) | {r['predict_images_per_s']:.0f} img/s | {bound:.0f} img/s | **{r['predict_images_per_s'] / bound:.0%}** |"
+            )
+        lines.append(f"| prediction images/s, JPEG decode included | {r['predict_with_decode_images_per_s']:.0f} | | |")
+    if "recipe_wall_minutes" in r:
+        low, high = r["recipe_val_accuracy_ci95"]
+        lines.append(
+            f"| default recipe: validation accuracy ({r['recipe_val_images']} images, duplicate-aware split) | {r['recipe_val_accuracy']:.2%} (95% CI {low:.2%}–{high:.2%}) | | |"
+        )
+        lines.append(f"| default recipe: macro F1 | {r['recipe_val_macro_f1']:.4f} | | |")
+        lines.append(
+            f"| default recipe: wall time (decode, 30 epochs, validation) | {r['recipe_wall_minutes']:.1f} min | | |"
+        )
+        lines.append(f"| default recipe: peak memory (max RSS) | {r['recipe_peak_rss_gb']:.2f} GB | | |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", choices=["gemm", "train", "predict", "recipe"], help="run only these")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and no recipe run")
+    parser.add_argument("--model", help="checkpoint for the prediction benchmark (default: shipped model)")
+    parser.add_argument("--out", default=str(HERE), help="where results.json/md go (default benchmarks/)")
+    args = parser.parse_args()
+    wanted = set(args.only or ["gemm", "train", "predict", "recipe"])
+    if args.quick:
+        wanted.discard("recipe")
+    root = data_root()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {"hardware": hardware(), "date": time.strftime("%Y-%m-%d"), "data": str(root)}
+    steps = 8 if args.quick else 30
+    if "gemm" in wanted:
+        results |= bench_gemm()
+        print(f"gemm: {results['gemm_gflops']:.0f} GFLOP/s", flush=True)
+    if "train" in wanted:
+        results |= bench_train(root, steps)
+        print(
+            f"train: {results['train_images_per_s']:.0f} vs {results['train_baseline_images_per_s']:.0f} img/s",
+            flush=True,
+        )
+    if "predict" in wanted:
+        results |= bench_predict(root, args.model)
+        print(f"predict: {results['predict_images_per_s']:.0f} img/s", flush=True)
+    if "recipe" in wanted:
+        results |= bench_recipe(root, HERE / "out")  # run folder kept (git-ignored) for inspection
+    from heritage_cnn.io import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "results.md", markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

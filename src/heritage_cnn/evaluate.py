@@ -1,0 +1,217 @@
+"""Judge a trained network on a labelled set: accuracy, per-class precision / recall / F1, confusion matrix.
+
+The figures come from scikit-learn's metrics, not re-derived here. Headline figures carry a 95 %
+bootstrap confidence interval, so that a difference of a few images is not read as progress.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from heritage_cnn.io import atomic_path, atomic_write_json, atomic_write_text
+
+
+@torch.no_grad()
+def predict_logits(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    normalise: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    tta: bool = False,
+) -> torch.Tensor:
+    """Logits for uint8 images (N, 3, H, W), batched, in eval mode; `tta` averages with the mirror image."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        x = normalise(images[start : start + batch_size].to(device, non_blocking=True))
+        x = x.contiguous(memory_format=torch.channels_last)
+        logits = model(x).float()
+        if tta:
+            logits = 0.5 * (logits + model(torch.flip(x, dims=[3])).float())
+        outputs.append(logits)
+    model.train(was_training)
+    if not outputs:
+        return torch.empty(0, 0)
+    return torch.cat(outputs)
+
+
+def bootstrap_interval(
+    statistic: Callable[[np.ndarray], float], n: int, rounds: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `statistic(indices)` over resamples of n items."""
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(rounds)])
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def compute_metrics(
+    y_true: Sequence[int] | np.ndarray,
+    probabilities: np.ndarray,
+    class_names: Sequence[str],
+    bootstrap_rounds: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """All figures of an evaluation, from true labels and predicted class probabilities (N, C)."""
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
+
+    y_true = np.asarray(y_true)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.arange(len(class_names))
+    y_pred = probabilities.argmax(1)
+    n = len(y_true)
+    if n == 0:
+        raise ValueError("no images to evaluate")
+
+    def top3(idx: np.ndarray) -> float:
+        if len(class_names) <= 3:  # every class is in the top 3
+            return 1.0
+        return float(top_k_accuracy_score(y_true[idx], probabilities[idx], k=3, labels=labels))
+
+    headline: dict[str, Callable[[np.ndarray], float]] = {
+        "accuracy": lambda idx: float(accuracy_score(y_true[idx], y_pred[idx])),
+        "top3_accuracy": top3,
+        "balanced_accuracy": lambda idx: float(balanced_accuracy_score(y_true[idx], y_pred[idx])),
+        "macro_f1": lambda idx: float(
+            f1_score(y_true[idx], y_pred[idx], labels=labels, average="macro", zero_division=0)
+        ),
+    }
+    everything = np.arange(n)
+    result: dict[str, Any] = {"n_images": int(n)}
+    with warnings.catch_warnings():  # resamples of a small set may miss a class
+        warnings.simplefilter("ignore", UserWarning)
+        for name, fn in headline.items():
+            value = fn(everything)
+            low, high = bootstrap_interval(fn, n, bootstrap_rounds, seed) if bootstrap_rounds else (value, value)
+            result[name] = {"value": value, "ci95": [low, high]}
+
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    result["per_class"] = [
+        {"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for c, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
+    ]
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average, zero_division=0)
+        result[f"{average}_avg"] = {"precision": float(p), "recall": float(r), "f1": float(f)}
+    result["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
+    result["expected_calibration_error"], result["calibration_bins"] = calibration(y_true, probabilities)
+    return result
+
+
+def calibration(
+    y_true: np.ndarray, probabilities: np.ndarray, n_bins: int = 15
+) -> tuple[float, list[dict[str, float]]]:
+    """Expected calibration error over equal-width confidence bins, and the bins themselves."""
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == y_true
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins, ece = [], 0.0
+    for low, high in itertools.pairwise(edges):
+        inside = (confidence > low) & (confidence <= high)
+        if not inside.any():
+            continue
+        accuracy, mean_conf = float(correct[inside].mean()), float(confidence[inside].mean())
+        ece += inside.mean() * abs(accuracy - mean_conf)
+        bins.append(
+            {
+                "low": float(low),
+                "high": float(high),
+                "count": int(inside.sum()),
+                "accuracy": accuracy,
+                "confidence": mean_conf,
+            }
+        )
+    return float(ece), bins
+
+
+def metrics_markdown(metrics: dict[str, Any], title: str) -> str:
+    """A readable table of the figures, with the split they were measured on in the title."""
+    lines = [f"# {title}", "", f"{metrics['n_images']} images.", ""]
+    lines += ["| figure | value | 95 % CI (bootstrap) |", "|---|---|---|"]
+    for name in ("accuracy", "top3_accuracy", "balanced_accuracy", "macro_f1"):
+        entry = metrics[name]
+        lines.append(
+            f"| {name.replace('_', ' ')} | {entry['value']:.4f} | {entry['ci95'][0]:.4f} – {entry['ci95'][1]:.4f} |"
+        )
+    lines.append(f"| expected calibration error | {metrics['expected_calibration_error']:.4f} | |")
+    lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for row in metrics["per_class"]:
+        lines.append(
+            f"| {row['class']} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |"
+        )
+    for average in ("macro", "weighted"):
+        row = metrics[f"{average}_avg"]
+        lines.append(
+            f"| *{average} avg* | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {metrics['n_images']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluation(
+    out: str | Path,
+    metrics: dict[str, Any],
+    class_names: Sequence[str],
+    title: str,
+    extra: dict[str, Any] | None = None,
+    images: torch.Tensor | None = None,
+    probabilities: np.ndarray | None = None,
+    y_true: np.ndarray | None = None,
+    error_count: int = 24,
+) -> dict[str, Path]:
+    """Write metrics.json/md, confusion_matrix.csv/png, calibration.png and (given the images) errors.png."""
+    from heritage_cnn.report import plot_calibration, plot_confusion_matrix, plot_errors
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics_json": out / "metrics.json",
+        "metrics_md": out / "metrics.md",
+        "confusion_csv": out / "confusion_matrix.csv",
+        "confusion_png": out / "confusion_matrix.png",
+        "calibration_png": out / "calibration.png",
+    }
+    atomic_write_json(paths["metrics_json"], {"title": title, **(extra or {}), **metrics})
+    atomic_write_text(paths["metrics_md"], metrics_markdown(metrics, title))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["true \\ predicted", *class_names])
+    for name, row in zip(class_names, metrics["confusion_matrix"], strict=True):
+        writer.writerow([name, *row])
+    atomic_write_text(paths["confusion_csv"], buffer.getvalue())
+    with atomic_path(paths["confusion_png"]) as tmp:
+        plot_confusion_matrix(np.array(metrics["confusion_matrix"]), list(class_names), tmp, title=title)
+    with atomic_path(paths["calibration_png"]) as tmp:
+        plot_calibration(metrics["calibration_bins"], metrics["expected_calibration_error"], tmp)
+    if images is not None and probabilities is not None and y_true is not None:
+        paths["errors_png"] = out / "errors.png"
+        predicted = probabilities.argmax(1)
+        wrong = np.flatnonzero(predicted != y_true)
+        worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:error_count]
+        with atomic_path(paths["errors_png"]) as tmp:
+            plot_errors(
+                images[torch.as_tensor(worst, dtype=torch.long)].permute(0, 2, 3, 1).numpy(),
+                [class_names[i] for i in y_true[worst]],
+                [class_names[i] for i in predicted[worst]],
+                probabilities[worst, predicted[worst]].tolist(),
+                tmp,
+            )
+    return paths

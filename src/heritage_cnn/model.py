@@ -1,0 +1,201 @@
+"""The network: conv + batch norm + ReLU blocks, max-pooling between stages, a fully connected head.
+
+Every layer is an `nn.Conv2d`, `nn.BatchNorm2d`, `nn.ReLU`, `nn.MaxPool2d` or `nn.Linear` module
+with a stable dotted name (`stage2.block1.conv1`, `stage2.pool`, `head.fc1`), so that the
+visualisation code can address any layer by name and replay the network step by step.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Width and depth of the network; saved with every checkpoint."""
+
+    num_classes: int = 10
+    widths: tuple[int, ...] = (24, 48, 96, 192)  # channels of stage 1..n; each stage ends in a 2x2 max-pool
+    blocks: tuple[int, ...] = (1, 1, 1, 1)  # conv blocks per stage
+    stem_kernel: int = 5  # first layer's kernel: larger, so its learned filters are legible
+    residual: bool = True  # stages after the first use residual blocks (two convs + skip)
+    hidden: int = 256  # width of the hidden fully connected layer
+    dropout: float = 0.2
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
+        if len(self.widths) != len(self.blocks) or not self.widths:
+            raise ValueError(f"widths {self.widths} and blocks {self.blocks} must be non-empty and of equal length")
+        if min(self.widths) < 1 or min(self.blocks) < 1 or self.num_classes < 2:
+            raise ValueError(f"invalid model config: {self}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+class ConvBlock(nn.Module):
+    """conv -> batch norm -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+class ResidualBlock(nn.Module):
+    """Two conv + batch norm layers with a skip connection (1x1 projection when widths differ)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                OrderedDict(conv=nn.Conv2d(in_channels, out_channels, 1, bias=False), bn=nn.BatchNorm2d(out_channels))
+            )
+        self.relu2 = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu2(out + self.shortcut(x))
+
+
+class Stage(nn.Sequential):
+    """`block1 .. blockN` then `pool` (2x2 max-pool): the unit whose output halves the resolution."""
+
+
+class HeritageNet(nn.Module):
+    """A small CNN for 64x64 photos of architectural elements, trained from scratch."""
+
+    def __init__(self, config: ModelConfig = ModelConfig()) -> None:
+        super().__init__()
+        self.config = config
+        in_channels = 3
+        stages = []
+        for index, (width, count) in enumerate(zip(config.widths, config.blocks, strict=True)):
+            blocks: list[tuple[str, nn.Module]] = []
+            for b in range(count):
+                if index == 0:
+                    kernel = config.stem_kernel if b == 0 else 3
+                    block: nn.Module = ConvBlock(in_channels, width, kernel)
+                elif config.residual:
+                    block = ResidualBlock(in_channels, width)
+                else:
+                    block = ConvBlock(in_channels, width)
+                blocks.append((f"block{b + 1}", block))
+                in_channels = width
+            blocks.append(("pool", nn.MaxPool2d(2)))
+            stages.append(Stage(OrderedDict(blocks)))
+        self.stage_names = [f"stage{i + 1}" for i in range(len(stages))]
+        for name, stage in zip(self.stage_names, stages, strict=True):  # stable names: stage1, ...
+            self.add_module(name, stage)
+        self.head = nn.Sequential(
+            OrderedDict(
+                gap=nn.AdaptiveAvgPool2d(1),
+                flatten=nn.Flatten(),
+                drop1=nn.Dropout(config.dropout),
+                fc1=nn.Linear(in_channels, config.hidden),
+                relu=nn.ReLU(inplace=True),
+                drop2=nn.Dropout(config.dropout),
+                fc2=nn.Linear(config.hidden, config.num_classes),
+            )
+        )
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for module in self.modules():  # residual branches start near identity
+            if isinstance(module, ResidualBlock):
+                nn.init.zeros_(module.bn2.weight)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
+    """Every conv layer by stable name, in forward order."""
+    return {n: m for n, m in dict(model.named_modules()).items() if isinstance(m, nn.Conv2d)}
+
+
+def layer(model: nn.Module, name: str) -> nn.Module:
+    """A layer by stable name, with a clear error that lists the valid names."""
+    modules = dict(model.named_modules())
+    if name not in modules or not name:
+        raise KeyError(f"no layer {name!r}; conv layers are: {', '.join(conv_layers(model))}")
+    return modules[name]
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def forward_flops(model: nn.Module, image_size: int = 64) -> int:
+    """Forward FLOPs per image (multiply-add = 2), counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, image_size, image_size, device=device))
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def build_model(
+    config: ModelConfig | dict | None = None, **overrides: Sequence[int] | int | float | bool
+) -> HeritageNet:
+    """A fresh network from a config (or a dict of one), with optional overrides."""
+    if config is None:
+        config = ModelConfig()
+    elif isinstance(config, dict):
+        config = ModelConfig.from_dict(config)
+    if overrides:
+        config = ModelConfig.from_dict({**config.to_dict(), **overrides})
+    return HeritageNet(config)
+
+
+__all__ = [
+    "ConvBlock",
+    "HeritageNet",
+    "ModelConfig",
+    "ResidualBlock",
+    "build_model",
+    "conv_layers",
+    "forward_flops",
+    "layer",
+    "parameter_count",
+]

@@ -1,0 +1,433 @@
+"""The training recipe, every knob named: AdamW, cross-entropy with label smoothing, warm-up + cosine.
+
+Data are decoded once into uint8 tensors and augmented in batches in memory; the network runs in
+channels_last. Each epoch's randomness comes from a generator seeded by (seed, epoch), and the
+last checkpoint stores the generator state, so `--resume` after an interruption reaches the same
+result as an uninterrupted run on the same machine.
+
+Run as `heritage train ...` or `python -m heritage_cnn.train ...`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from heritage_cnn import __version__
+from heritage_cnn.augment import AugmentConfig, augment_batch
+from heritage_cnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from heritage_cnn.data import (
+    ImageSet,
+    SplitRecipe,
+    channel_stats,
+    find_layout,
+    load_images,
+    make_split,
+)
+from heritage_cnn.evaluate import predict_logits
+from heritage_cnn.io import atomic_path, atomic_write_json, atomic_write_text, load_tensors, read_json, save_tensors
+from heritage_cnn.model import HeritageNet, ModelConfig, forward_flops, parameter_count
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Saved as `config.json` in the run folder."""
+
+    data: str
+    out: str
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 3e-3  # peak learning rate of AdamW
+    weight_decay: float = 0.05  # on conv and linear weights; none on batch norm and biases
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
+    label_smoothing: float = 0.1
+    seed: int = 0
+    split: SplitRecipe = field(default_factory=SplitRecipe)  # 1/5 validation, seed 0, pHash distance 10
+    limit_per_class: int | None = None  # use at most this many images per class (quick runs)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16/fp16 autocast on CUDA; ignored on CPU
+    threads: int | None = None  # intra-op threads on CPU (default: all cores)
+    cache_dir: str | None = None  # keep decoded images here between runs
+    resume: bool = False
+    progress: bool = True
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"--batch-size must be at least 2 (batch norm), got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"--lr must be positive, got {self.lr}")
+        if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or self.warmup_epochs < 0:
+            raise ValueError("weight decay, warm-up must be >= 0 and label smoothing in [0, 1)")
+        if self.limit_per_class is not None and self.limit_per_class < 2:
+            raise ValueError(f"--limit-per-class must be at least 2, got {self.limit_per_class}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        data["split"] = SplitRecipe(**data.get("split", {}))
+        data["model"] = ModelConfig.from_dict(data.get("model", {}))
+        data["augment"] = AugmentConfig(**data.get("augment", {}))
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    checkpoint: Path
+    history: list[dict[str, float]]
+    classes: list[str]
+    train_size: int
+    val_size: int
+    skipped: list[tuple[str, str]]
+    seconds: float
+    interrupted: bool = False
+
+    @property
+    def final(self) -> dict[str, float]:
+        return self.history[-1] if self.history else {}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but no CUDA GPU is available")
+    return torch.device(name)
+
+
+def stratified_limit(images: ImageSet, per_class: int, seed: int) -> ImageSet:
+    """At most `per_class` images of each class, chosen with a fixed seed."""
+    rng = np.random.default_rng(seed)
+    labels = images.labels.numpy()
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(len(images.classes))]
+    return images.subset(np.sort(np.concatenate(keep)))
+
+
+def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """Decode the training folder once; return (all, train, validation)."""
+    layout = find_layout(config.data)
+    images = load_images(layout.train, cache_dir=config.cache_dir, progress=config.progress)
+    if images.skipped:
+        log(f"skipped {len(images.skipped)} unreadable file(s); see skipped.json in the run folder")
+    if config.limit_per_class:
+        images = stratified_limit(images, config.limit_per_class, config.seed)
+    train_set, val_set = make_split(images, config.split)
+    return images, train_set, val_set
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warm-up to `peak`, then cosine decay to zero."""
+    if warmup_steps and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on conv/linear weights only (not on batch norm or biases)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (decay if param.ndim > 1 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999))
+
+
+# ---- resumable state: optimizer tensors and RNG states as safetensors, the rest as JSON ----
+
+
+def _save_training_state(out: Path, optimizer: torch.optim.Optimizer, generator: torch.Generator, state: dict) -> None:
+    opt_state = optimizer.state_dict()
+    tensors = {"rng.generator": generator.get_state(), "rng.global": torch.get_rng_state()}
+    layout: dict[str, dict[str, Any]] = {}
+    for index, values in opt_state["state"].items():
+        layout[str(index)] = {}
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{index}.{key}"] = value
+                layout[str(index)][key] = "tensor"
+            else:
+                layout[str(index)][key] = value
+    save_tensors(out / "optimizer.safetensors", tensors)
+    atomic_write_json(
+        out / "state.json", {**state, "optimizer_layout": layout, "param_groups": opt_state["param_groups"]}
+    )
+
+
+def _load_training_state(out: Path, optimizer: torch.optim.Optimizer) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    state = read_json(out / "state.json")
+    tensors = load_tensors(out / "optimizer.safetensors")
+    opt_state: dict[str, Any] = {"state": {}, "param_groups": state.pop("param_groups")}
+    for index, values in state.pop("optimizer_layout").items():
+        opt_state["state"][int(index)] = {
+            key: tensors[f"optim.{index}.{key}"] if value == "tensor" else value for key, value in values.items()
+        }
+    optimizer.load_state_dict(opt_state)
+    return state, tensors["rng.generator"], tensors["rng.global"]
+
+
+class _StopFlag:
+    """SIGINT sets a flag; the loop finishes the current step, writes a checkpoint and stops."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stop:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.stop = True
+        print("\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _write_history(out: Path, history: list[dict[str, float]]) -> None:
+    if not history:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(out / "metrics.csv", buffer.getvalue())
+    atomic_write_json(out / "metrics.json", history)
+
+
+def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int], bool] | None = None) -> TrainResult:
+    """Train a network from scratch (or resume one) and write the run folder.
+
+    `should_stop(epoch, step)` is polled after every step like Ctrl-C is (tests use it to interrupt).
+    """
+    started = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+
+    resuming = config.resume and (out / "state.json").exists()
+    if config.resume and not resuming:
+        log(f"--resume: no earlier run in {out}, starting from scratch")
+    if resuming:  # the run folder's own config wins, so a resumed run is the same run
+        saved = TrainConfig.from_dict(read_json(out / "config.json"))
+        config = replace(saved, resume=True, progress=config.progress, device=config.device, threads=config.threads)
+    atomic_write_json(out / "config.json", config.to_dict())
+
+    all_images, train_set, val_set = prepare_data(config, log)
+    atomic_write_json(out / "skipped.json", [{"path": p, "reason": r} for p, r in all_images.skipped])
+    atomic_write_json(
+        out / "split.json",
+        {"recipe": asdict(config.split), "train": len(train_set), "val": len(val_set), "val_paths": val_set.paths},
+    )
+    classes = train_set.classes
+    mean, std = channel_stats(train_set.images)
+    model_config = replace(config.model, num_classes=len(classes))
+    model = HeritageNet(model_config)
+    flops = forward_flops(model)
+    log(
+        f"data: {len(train_set)} train / {len(val_set)} validation images (duplicate-aware stratified split, "
+        f"seed {config.split.seed}), {len(classes)} classes; model: {parameter_count(model) / 1e6:.2f} M parameters, "
+        f"{flops / 1e6:.0f} MFLOP per image; device: {device}"
+    )
+    model.to(device=device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+
+    steps_per_epoch = max(1, len(train_set) // config.batch_size)  # drop the ragged last batch
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+
+    checkpoint = Checkpoint(model, classes, mean, std, info={})
+    history: list[dict[str, float]] = []
+    start_epoch, start_step, best_acc = 0, 0, -1.0
+    partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    generator_state = global_state = None
+    if resuming:
+        restored = load_checkpoint(out / "last", device=device)
+        model.load_state_dict(restored.model.state_dict())
+        state, generator_state, global_state = _load_training_state(out, optimizer)
+        history, best_acc = state["history"], state["best_val_accuracy"]
+        start_epoch, start_step, partial = state["epoch"], state["step"], state["partial"]
+        log(f"resuming at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}")
+
+    images = train_set.images.to(device)
+    labels = train_set.labels.to(device)
+    use_amp = config.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    normalise = checkpoint.normalise
+
+    def save_last(epoch: int, step: int, generator: torch.Generator) -> None:
+        checkpoint.info = _info(config, history, len(train_set), len(val_set), flops)
+        save_checkpoint(out / "last", checkpoint)
+        _save_training_state(
+            out,
+            optimizer,
+            generator,
+            {"epoch": epoch, "step": step, "partial": partial, "history": history, "best_val_accuracy": best_acc},
+        )
+
+    interrupted = False
+    with _StopFlag() as flag:
+        for epoch in range(start_epoch, config.epochs):
+            epoch_seed = config.seed * 1_000_003 + epoch
+            generator = torch.Generator(device=device).manual_seed(epoch_seed)
+            order = torch.randperm(len(train_set), generator=generator, device=device)
+            torch.manual_seed(epoch_seed)  # dropout
+            first_step = 0
+            if epoch == start_epoch and start_step:  # resume inside an epoch: replay its RNG state
+                first_step = start_step
+                generator.set_state(generator_state)
+                torch.set_rng_state(global_state)
+            else:
+                partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            model.train()
+            bar = _progress(range(first_step, steps_per_epoch), config.progress, f"epoch {epoch + 1}/{config.epochs}")
+            tick = time.perf_counter()
+            for step in bar:
+                index = order[step * config.batch_size : (step + 1) * config.batch_size]
+                x = normalise(augment_batch(images[index], config.augment, generator))
+                x = x.contiguous(memory_format=torch.channels_last)
+                y = labels[index]
+                lr = learning_rate(epoch * steps_per_epoch + step, total_steps, warmup_steps, config.lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    logits = model(x)
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                partial["loss_sum"] += loss.item() * len(y)
+                partial["correct"] += int((logits.argmax(1) == y).sum())
+                partial["seen"] += len(y)
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(
+                        loss=f"{partial['loss_sum'] / partial['seen']:.3f}",
+                        acc=f"{partial['correct'] / partial['seen']:.3f}",
+                    )
+                if should_stop is not None and should_stop(epoch, step):
+                    flag.stop = True
+                if flag.stop and step + 1 < steps_per_epoch:
+                    partial["seconds"] += time.perf_counter() - tick
+                    save_last(epoch, step + 1, generator)
+                    log(f"stopped at epoch {epoch + 1}, step {step + 1}; continue with --resume")
+                    interrupted = True
+                    break
+            if interrupted:
+                break
+            train_seconds = partial["seconds"] + time.perf_counter() - tick
+            val_logits = predict_logits(model, val_set.images, normalise, config.eval_batch_size, device)
+            val_labels = val_set.labels.to(val_logits.device)
+            row = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "train_loss": partial["loss_sum"] / partial["seen"],
+                "train_accuracy": partial["correct"] / partial["seen"],
+                "val_loss": float(F.cross_entropy(val_logits, val_labels)),
+                "val_accuracy": float((val_logits.argmax(1) == val_labels).float().mean()),
+                "epoch_seconds": train_seconds,
+                "train_images_per_second": partial["seen"] / max(train_seconds, 1e-9),
+            }
+            history.append(row)
+            log(
+                f"epoch {epoch + 1}/{config.epochs}  train loss {row['train_loss']:.3f} acc {row['train_accuracy']:.3f}  "
+                f"val loss {row['val_loss']:.3f} acc {row['val_accuracy']:.4f}  "
+                f"{row['train_images_per_second']:.0f} img/s  {train_seconds:.0f}s"
+            )
+            if row["val_accuracy"] > best_acc:
+                best_acc = row["val_accuracy"]
+                checkpoint.info = _info(config, history, len(train_set), len(val_set), flops)
+                save_checkpoint(out / "best", checkpoint)
+            save_last(epoch + 1, 0, generator)
+            _write_history(out, history)
+            _plot_curves(out, history)
+            if flag.stop:
+                log(f"stopped after epoch {epoch + 1}; continue with --resume")
+                interrupted = epoch + 1 < config.epochs
+                break
+
+    return TrainResult(
+        out,
+        out / "last.safetensors",
+        history,
+        classes,
+        len(train_set),
+        len(val_set),
+        all_images.skipped,
+        time.perf_counter() - started,
+        interrupted,
+    )
+
+
+def _info(config: TrainConfig, history: list[dict[str, float]], n_train: int, n_val: int, flops: int) -> dict[str, Any]:
+    return {
+        "trained_with": f"heritage-cnn {__version__}, torch {torch.__version__}",
+        "seed": config.seed,
+        "split": {**asdict(config.split), "train": n_train, "val": n_val},
+        "recipe": {
+            k: v for k, v in config.to_dict().items() if k not in {"data", "out", "resume", "progress", "cache_dir"}
+        },
+        "epochs_trained": len(history),
+        "validation": history[-1] if history else {},
+        "forward_mflop": round(flops / 1e6, 2),
+    }
+
+
+def _progress(iterable: range, enabled: bool, desc: str) -> Any:
+    if not enabled or not sys.stderr.isatty():
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def _plot_curves(out: Path, history: list[dict[str, float]]) -> None:
+    from heritage_cnn.report import plot_training_curves
+
+    with atomic_path(out / "curves.png") as tmp:
+        plot_training_curves(history, tmp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m heritage_cnn.train` is `heritage train`."""
+    from heritage_cnn.cli import main as cli_main
+
+    return cli_main(["train", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,87 @@
+"""Shared fixtures: synthetic photo folders drawn by the tests themselves (no dataset images)."""
+
+from __future__ import annotations
+
+import colorsys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSES = [
+    "altar",
+    "apse",
+    "bell_tower",
+    "column",
+    "dome(inner)",
+    "dome(outer)",
+    "flying buttress",
+    "gargoyle",
+    "stained_glass",
+    "vault",
+]
+
+
+def draw(label: int, rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    """A noisy picture: the class sets the colour and stripe frequency, a random smooth pattern
+    makes every picture a different scene (so perceptual hashes do not call them duplicates)."""
+    hue = label / len(CLASSES)
+    base = np.array(colorsys.hsv_to_rgb(hue, 0.8, 0.9)) * 255
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (label + 2) * (xx * np.cos(label) + yy * np.sin(label)))
+    coarse = rng.random((5, 5))
+    scene = np.kron(coarse, np.ones((size // 4 + 1, size // 4 + 1)))[:size, :size]
+    shade = 0.35 + 0.35 * scene + 0.3 * stripes
+    image = base[None, None, :] * shade[..., None]
+    image += rng.normal(0, 8, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_dataset(
+    root: Path, per_class: int = 20, seed: int = 0, classes: list[str] = CLASSES, fmt: str = "png"
+) -> Path:
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            Image.fromarray(draw(label, rng)).save(folder / f"{i:03d}.{fmt}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten classes x 24 images in a bare class-folder root."""
+    return make_dataset(tmp_path_factory.mktemp("synthetic"), per_class=24)
+
+
+@pytest.fixture(scope="session")
+def kaggle_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Kaggle layout: train/ and test/ with the same ten classes."""
+    root = tmp_path_factory.mktemp("kaggle")
+    make_dataset(root / "train", per_class=24, seed=1)
+    make_dataset(root / "test", per_class=6, seed=2)
+    return root
+
+
+TINY = {"widths": (8, 16), "blocks": (1, 1), "hidden": 32, "stem_kernel": 3}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A tiny model trained for a few seconds on the synthetic set (shared by several tests)."""
+    from heritage_cnn.model import ModelConfig
+    from heritage_cnn.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(
+        data=str(synthetic_root),
+        out=str(out),
+        epochs=8,
+        batch_size=32,
+        lr=1e-2,
+        model=ModelConfig(**TINY),
+        progress=False,
+    )
+    return train(config, log=lambda _: None)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import torch
+
+from heritage_cnn.augment import AugmentConfig, augment_batch
+
+OFF = AugmentConfig(rotation_degrees=0, hflip=False, zoom=0, shift=0, brightness=0, contrast=0, saturation=0)
+
+
+def _batch() -> torch.Tensor:
+    return torch.randint(0, 256, (8, 3, 64, 64), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+
+
+def test_output_is_float_in_unit_range() -> None:
+    out = augment_batch(_batch(), AugmentConfig(), torch.Generator().manual_seed(1))
+    assert out.dtype == torch.float32 and out.shape == (8, 3, 64, 64)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_same_seed_same_batch_and_different_seed_differs() -> None:
+    a = augment_batch(_batch(), AugmentConfig(), torch.Generator().manual_seed(1))
+    b = augment_batch(_batch(), AugmentConfig(), torch.Generator().manual_seed(1))
+    c = augment_batch(_batch(), AugmentConfig(), torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_switched_off_is_identity_and_flip_only_mirrors() -> None:
+    x = _batch()
+    assert torch.allclose(augment_batch(x, OFF), x.float() / 255, atol=1e-5)
+    flipped = augment_batch(
+        x,
+        AugmentConfig(rotation_degrees=0, hflip=True, zoom=0, shift=0, brightness=0, contrast=0, saturation=0),
+        torch.Generator().manual_seed(3),
+    )
+    for original, out in zip(x.float() / 255, flipped, strict=True):
+        assert torch.allclose(out, original, atol=1e-5) or torch.allclose(out, original.flip(-1), atol=1e-5)
+    mirrored = sum(not torch.allclose(o, i.float() / 255, atol=1e-5) for o, i in zip(flipped, x, strict=True))
+    assert 0 < mirrored < len(x)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from heritage_cnn.evaluate import bootstrap_interval, calibration, compute_metrics, write_evaluation
+
+NAMES = ["altar", "apse", "dome (inner)"]
+
+
+def _predictions(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 3, n)
+    logits = rng.normal(size=(n, 3))
+    logits[np.arange(n), y_true] += 1.5  # mostly right, sometimes wrong
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return y_true, probabilities
+
+
+def test_every_figure_equals_scikit_learn() -> None:
+    y_true, probabilities = _predictions(300)
+    y_pred = probabilities.argmax(1)
+    metrics = compute_metrics(y_true, probabilities, NAMES, bootstrap_rounds=100)
+    assert metrics["accuracy"]["value"] == accuracy_score(y_true, y_pred)
+    assert metrics["macro_f1"]["value"] == f1_score(y_true, y_pred, average="macro")
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred)
+    for row, p, r, f, s in zip(metrics["per_class"], precision, recall, f1, support, strict=True):
+        assert (row["precision"], row["recall"], row["f1"], row["support"]) == (p, r, f, s)
+    matrix = np.array(metrics["confusion_matrix"])
+    assert np.array_equal(matrix, confusion_matrix(y_true, y_pred)) and matrix.sum() == 300
+    assert 0 < metrics["accuracy"]["value"] < metrics["top3_accuracy"]["value"] == 1.0
+
+
+def test_bootstrap_interval_contains_estimate_and_narrows_with_n() -> None:
+    widths = []
+    for n in (100, 2000):
+        y_true, probabilities = _predictions(n, seed=n)
+        metrics = compute_metrics(y_true, probabilities, NAMES, bootstrap_rounds=300)
+        for name in ("accuracy", "balanced_accuracy", "macro_f1"):
+            low, high = metrics[name]["ci95"]
+            assert low <= metrics[name]["value"] <= high
+        widths.append(metrics["accuracy"]["ci95"][1] - metrics["accuracy"]["ci95"][0])
+    assert widths[1] < widths[0] / 2
+    values = np.arange(10.0)
+    assert bootstrap_interval(lambda idx: float(values[idx].mean()), 10, rounds=200)[0] < 4.5
+
+
+def test_calibration_error_is_zero_for_confident_right_answers() -> None:
+    y_true = np.array([0, 1, 2, 1])
+    assert calibration(y_true, np.eye(3)[y_true])[0] == 0.0
+    ece, bins = calibration(y_true, np.full((4, 3), 1 / 3))  # always unsure, right a quarter of the time
+    assert ece == pytest.approx(abs(0.25 - 1 / 3)) and sum(b["count"] for b in bins) == 4
+
+
+def test_written_files_decode(tmp_path: Path) -> None:
+    y_true, probabilities = _predictions(60)
+    images = torch.randint(0, 256, (60, 3, 64, 64), dtype=torch.uint8)
+    metrics = compute_metrics(y_true, probabilities, NAMES, bootstrap_rounds=50)
+    paths = write_evaluation(tmp_path, metrics, NAMES, "synthetic predictions", None, images, probabilities, y_true)
+    for name, min_size in (("confusion_png", (600, 250)), ("calibration_png", (300, 300)), ("errors_png", (500, 200))):
+        with Image.open(paths[name]) as image:
+            image.load()
+            assert image.width > min_size[0] and image.height > min_size[1], name
+    assert "| dome (inner) |" in paths["metrics_md"].read_text()
+    rows = paths["confusion_csv"].read_text().splitlines()
+    assert rows[0].endswith("altar,apse,dome (inner)") and len(rows) == 4

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from heritage_cnn.model import HeritageNet, ModelConfig, build_model, conv_layers, forward_flops, layer, parameter_count
+
+
+def test_default_model_fits_the_budget() -> None:
+    model = build_model()
+    assert parameter_count(model) <= 2_000_000
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 10)
+
+
+def test_layers_have_stable_names() -> None:
+    model = build_model(widths=(8, 16, 32), blocks=(1, 2, 1))
+    names = list(conv_layers(model))
+    assert names[0] == "stage1.block1.conv"
+    assert "stage2.block2.conv2" in names and "stage2.block1.shortcut.conv" in names
+    assert isinstance(layer(model, "stage2.pool"), torch.nn.MaxPool2d)
+    with pytest.raises(KeyError, match=r"stage1\.block1\.conv"):
+        layer(model, "conv99")
+    assert all(k.startswith(("stage", "head")) for k in model.state_dict())
+
+
+def test_plain_network_has_no_shortcuts() -> None:
+    model = build_model(widths=(8, 16), blocks=(1, 1), residual=False)
+    assert all("shortcut" not in name for name in conv_layers(model))
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_config_round_trip_and_validation() -> None:
+    config = ModelConfig(widths=(8, 16), blocks=(1, 1), num_classes=4)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError):
+        ModelConfig(widths=(8, 16), blocks=(1,))
+    with pytest.raises(ValueError, match="unknown"):
+        ModelConfig.from_dict({"depth": 3})
+
+
+def test_flop_count_matches_hand_count() -> None:
+    model = HeritageNet(ModelConfig(widths=(4,), blocks=(1,), stem_kernel=3, hidden=8, num_classes=2))
+    conv = 64 * 64 * 4 * 3 * 9 * 2  # output pixels x out channels x in channels x kernel x (mul + add)
+    linear = 2 * (4 * 8 + 8 * 2)
+    assert forward_flops(model) == conv + linear

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY
+from heritage_cnn.checkpoint import load_checkpoint
+from heritage_cnn.data import load_images
+from heritage_cnn.evaluate import predict_logits
+from heritage_cnn.io import load_tensors
+from heritage_cnn.model import ModelConfig
+from heritage_cnn.train import TrainConfig, learning_rate, train
+
+
+def _config(root: Path, out: Path, **overrides) -> TrainConfig:
+    base = TrainConfig(data=str(root), out=str(out), epochs=3, batch_size=32, model=ModelConfig(**TINY), progress=False)
+    return replace(base, **overrides)
+
+
+def test_tiny_model_learns_the_synthetic_set(tiny_run) -> None:
+    assert tiny_run.final["val_accuracy"] >= 0.9
+    assert tiny_run.train_size + tiny_run.val_size == 240 and 40 <= tiny_run.val_size <= 56
+    out = tiny_run.out
+    for name in (
+        "last.safetensors",
+        "last.json",
+        "best.safetensors",
+        "metrics.csv",
+        "metrics.json",
+        "curves.png",
+        "config.json",
+        "split.json",
+    ):
+        assert (out / name).exists(), name
+    meta = json.loads((out / "last.json").read_text())
+    assert meta["classes"][4] == "dome(inner)" and meta["display_names"][4] == "dome (inner)"
+    assert meta["seed"] == 0 and meta["model_config"]["widths"] == [8, 16]
+    assert len(meta["normalisation"]["mean"]) == 3
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy")
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tiny_run, synthetic_root: Path) -> None:
+    checkpoint = load_checkpoint(tiny_run.out / "last.safetensors")
+    images = load_images(synthetic_root).images[:16]
+    a = predict_logits(checkpoint.model, images, checkpoint.normalise)
+    again = load_checkpoint(tiny_run.out / "last")
+    b = predict_logits(again.model, images, again.normalise)
+    assert torch.equal(a, b)
+    assert checkpoint.model.config.widths == (8, 16) and checkpoint.classes == tiny_run.classes
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(synthetic_root: Path, tmp_path: Path) -> None:
+    whole = train(_config(synthetic_root, tmp_path / "whole"), log=lambda _: None)
+    stopped = train(
+        _config(synthetic_root, tmp_path / "cut"),
+        log=lambda _: None,
+        should_stop=lambda epoch, step: (epoch, step) == (1, 2),
+    )
+    assert stopped.interrupted and len(stopped.history) == 1
+    resumed = train(_config(synthetic_root, tmp_path / "cut", resume=True), log=lambda _: None)
+    assert not resumed.interrupted
+    assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in whole.history]
+    assert [r["train_loss"] for r in resumed.history] == pytest.approx(
+        [r["train_loss"] for r in whole.history], rel=1e-6
+    )
+    a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_same_seed_same_weights_and_other_seed_differs(synthetic_root: Path, tmp_path: Path) -> None:
+    runs = [
+        train(_config(synthetic_root, tmp_path / name, epochs=1, seed=seed), log=lambda _: None)
+        for name, seed in (("a", 0), ("b", 0), ("c", 1))
+    ]
+    a, b, c = (load_tensors(r.checkpoint) for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_bad_recipes_are_refused(tmp_path: Path) -> None:
+    for bad in ({"epochs": 0}, {"epochs": -3}, {"batch_size": 1}, {"lr": 0.0}):
+        with pytest.raises(ValueError):
+            TrainConfig(data="x", out=str(tmp_path), **bad)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    rates = [learning_rate(s, 100, 10, 1.0) for s in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+    assert learning_rate(100, 100, 10, 1.0) == pytest.approx(0.0)
