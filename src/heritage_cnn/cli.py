@@ -136,6 +136,9 @@ def _train_config(args: argparse.Namespace, data: str, out: str) -> Any:
         threads=args.threads,
         cache_dir=args.cache_dir,
         resume=getattr(args, "resume", False),
+        sync_bn=getattr(args, "sync_bn", False),
+        compile=args.compile,
+        amp=not args.no_amp,
     )
 
 
@@ -160,10 +163,29 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     group.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")
     group.add_argument("--cache-dir", help="keep decoded images here between runs")
+    group.add_argument("--compile", action="store_true", help="torch.compile the network (GPU, long runs)")
+    group.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA (it is on by default)")
+
+
+def _launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """`heritage train --nproc N ...` is `torchrun --standalone --nproc_per_node=N -m heritage_cnn.train ...`."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    print("running: torchrun " + " ".join([*command[4:], "-m", "heritage_cnn.train", *argv]), flush=True)
+    return subprocess.call([*command, "-m", "heritage_cnn.train", *argv])
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from heritage_cnn.train import train
+
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        if (args.batch_size or 128) % args.nproc:
+            raise UsageError(f"--batch-size {args.batch_size or 128} must be divisible by the {args.nproc} processes")
+        argv = list(args.argv)
+        index = argv.index("--nproc")
+        del argv[index : index + 2]
+        return _launch_torchrun(args.nproc, argv)
 
     config = _train_config(args, _data_arg(args.data), args.out)
     result = train(config)
@@ -278,19 +300,97 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model_path = str(result.checkpoint)
     print("\n== 3/3 evaluate")
     evaluate_on(model_path, data, "val", str(out / "eval-val"))
-    from heritage_cnn.data import find_layout
-
-    if find_layout(data).test is not None:
+    if find_layout_test(data):
         evaluate_on(model_path, data, "test", str(out / "eval-test"))
     for step in _demo_tool_steps():
         step(model_path, data, out)
-    print(f"\ndemo finished in {(time.perf_counter() - started) / 60:.1f} min; everything is in {out.resolve()}")
+    from heritage_cnn.report import build_html_report
+
+    page = build_html_report(out, out / "index.html", title=f"heritage-cnn demo on {data}")
+    print(f"\nreport: {page.resolve()}")
+    print(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; everything is in {out.resolve()}")
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# predict and sort
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from heritage_cnn.predict import Classifier, find_photos, format_predictions
+
+    photos, missing = find_photos(args.inputs)
+    for path, reason in missing:
+        print(f"heritage: {path}: {reason}", file=sys.stderr)
+    if not photos:
+        raise UsageError("no photos found in " + ", ".join(args.inputs))
+    classifier = Classifier.load(args.model)
+    predictions, skipped = [], []
+    for item in classifier.predict_files(photos, top=args.top):
+        (skipped if isinstance(item, tuple) else predictions).append(item)
+    if predictions:
+        print(format_predictions(predictions, args.format))
+    for path, reason in skipped:
+        print(f"heritage: skipped {path}: {reason}", file=sys.stderr)
+    if skipped:
+        print(f"heritage: {len(skipped)} of {len(photos)} file(s) could not be read", file=sys.stderr)
+    return 0 if predictions else 2
+
+
+def cmd_sort(args: argparse.Namespace) -> int:
+    from heritage_cnn.predict import Classifier, sort_photos
+
+    summary = sort_photos(Classifier.load(args.model), args.in_dir, args.out, args.min_confidence, args.mode)
+    print(
+        f"{summary.placed} photo(s) sorted ({summary.uncertain} below {args.min_confidence:.2f} in _uncertain/), "
+        f"{summary.already_done} already done earlier, {len(summary.skipped)} unreadable (listed in skipped.csv)"
+    )
+    for name, count in sorted(summary.per_class.items()):
+        print(f"  {name:<20} {count}")
+    print(f"manifest: {summary.manifest}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Make every figure for one model and gather them into one self-contained HTML page."""
+    from heritage_cnn.checkpoint import load_checkpoint
+    from heritage_cnn.datacheck import check_dataset
+    from heritage_cnn.io import atomic_path, atomic_write_json
+    from heritage_cnn.report import build_html_report, plot_training_curves
+
+    data, out = _data_arg(args.data), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = load_checkpoint(args.model)
+    atomic_write_json(out / "data_check.json", check_dataset(data))
+    history = checkpoint.info.get("history")
+    if history:
+        with atomic_path(out / "train" / "curves.png") as tmp:
+            plot_training_curves(history, tmp)
+    split = "val" if checkpoint.info.get("recipe") else "all"
+    evaluate_on(args.model, data, split, str(out / "eval-val"))
+    if split == "val" and find_layout_test(data):
+        evaluate_on(args.model, data, "test", str(out / "eval-test"))
+    for step in _demo_tool_steps():
+        step(args.model, data, out)
+    page = build_html_report(
+        out, out / "index.html", title=f"heritage-cnn report: {Path(str(checkpoint.path)).name} on {data}"
+    )
+    print(f"report: {page.resolve()}")
+    return 0
+
+
+def find_layout_test(data: str) -> bool:
+    from heritage_cnn.data import find_layout
+
+    return find_layout(data).test is not None
 
 
 def _demo_tool_steps() -> list[Any]:
     """Figure-making steps of the demo defined beside their code: `demo_step(model_path, data, out)`."""
-    return []
+    from heritage_cnn import synthesis, visualize
+
+    return [visualize.demo_step, synthesis.demo_step]
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,12 +448,19 @@ def build_parser() -> argparse.ArgumentParser:
         "stratified split every epoch. Writes checkpoints (safetensors + JSON), metrics.csv/json and curves.png.",
         epilog="examples:\n  heritage train --data data/ahe64 --out runs/a\n"
         "  heritage train --data data/ahe64 --out runs/a --resume     continue an interrupted run\n"
-        "  heritage train --data data/ahe64 --out runs/quick --epochs 3 --limit-per-class 100",
+        "  heritage train --data data/ahe64 --out runs/quick --epochs 3 --limit-per-class 100\n"
+        "  heritage train --data data/ahe64 --out runs/ddp --nproc 2        data-parallel, 2 processes\n"
+        "  torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\\n"
+        "      -m heritage_cnn.train --data data/ahe64 --out runs/multi   several machines",
         formatter_class=_formatter,
     )
     p.add_argument("--data", help="data folder (default $HERITAGE_DATA)")
     p.add_argument("--out", required=True, help="run folder for checkpoints, metrics and figures")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument(
+        "--nproc", type=_positive_int, default=1, help="processes for distributed data-parallel training (torchrun)"
+    )
+    p.add_argument("--sync-bn", action="store_true", help="synchronised batch norm across processes")
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -393,6 +500,55 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_options(p)
     p.set_defaults(func=cmd_demo)
 
+    p = commands.add_parser(
+        "predict",
+        help="classify photos",
+        description="Classify photos of any size and common format (JPEG, PNG, WebP, TIFF, BMP, GIF). Each is "
+        "decoded as in training: EXIF orientation honoured, converted to RGB, shorter side scaled to 64 px, "
+        "centre square cropped. Unreadable files are listed and skipped.",
+        epilog="examples:\n  heritage predict photo.jpg\n  heritage predict survey/ --top 5 --format csv > predictions.csv",
+        formatter_class=_formatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR", help="photos, or folders searched recursively")
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.add_argument("--top", type=_positive_int, default=3, help="how many classes to list (default 3)")
+    p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format (default table)")
+    p.set_defaults(func=cmd_predict)
+
+    p = commands.add_parser(
+        "sort",
+        help="copy a survey folder's photos into one folder per class",
+        description="Copy (never move, never delete) each photo below IN_DIR into OUT_DIR/<class>/, or "
+        "OUT_DIR/_uncertain/ below the confidence threshold, and write OUT_DIR/manifest.csv. Safe to run again: "
+        "photos already sorted are skipped, names never overwrite each other.",
+        epilog="example:\n  heritage sort survey_2026/ --out sorted/ --min-confidence 0.7",
+        formatter_class=_formatter,
+    )
+    p.add_argument("in_dir", metavar="IN_DIR", help="folder of photos (searched recursively; only read)")
+    p.add_argument("--out", required=True, help="output folder (must not be inside IN_DIR)")
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.add_argument(
+        "--min-confidence", type=float, default=0.6, help="below this, photos go to _uncertain/ (default 0.6)"
+    )
+    p.add_argument(
+        "--mode", choices=["copy", "link"], default="copy", help="copy files, or hard-link them (default copy)"
+    )
+    p.set_defaults(func=cmd_sort)
+
+    p = commands.add_parser(
+        "report",
+        help="one self-contained HTML page with every figure",
+        description="Evaluate a model, make every figure (curves, confusion matrix, errors, calibration, feature "
+        "maps, kernels, deconvnet, attributions, class images) and gather them, images embedded, in one "
+        "index.html that opens offline.",
+        epilog="example:\n  heritage report --data data/ahe64 --out report/",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--model", help="checkpoint (default: the shipped model)")
+    p.add_argument("--data", help="data folder (default $HERITAGE_DATA)")
+    p.add_argument("--out", required=True, help="folder for index.html and the figures")
+    p.set_defaults(func=cmd_report)
+
     visualize = commands.add_parser(
         "visualize",
         help="look inside the network: feature maps, kernels, deconvnet, unit images",
@@ -404,8 +560,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _register_tool_commands(commands: argparse._SubParsersAction, visualize_commands: argparse._SubParsersAction) -> None:
+def _register_tool_commands(
+    commands: argparse._SubParsersAction, visualize_commands: argparse._SubParsersAction
+) -> None:
     """Commands defined beside their code: each module's `register_cli(commands, visualize_commands)`."""
+    from heritage_cnn import explain, visualize
+
+    visualize.register_cli(commands, visualize_commands)
+    explain.register_cli(commands, visualize_commands)
+    from heritage_cnn import synthesis
+
+    synthesis.register_cli(commands, visualize_commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -415,12 +580,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from heritage_cnn.io import CheckpointError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv[1:]  # the subcommand's own arguments (relaunching under torchrun needs them)
     try:
         return int(args.func(args) or 0)
     except (UsageError, DatasetError, ImageError, CheckpointError, DownloadError, ValueError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         print(f"heritage: error: {message}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a read-only or full disk, a missing folder: name the file, no traceback
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"heritage: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("heritage: interrupted", file=sys.stderr)

@@ -164,7 +164,7 @@ def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None)
 # --------------------------------------------------------------------------------------------
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB: 16-bit is scaled (not clipped), alpha is laid on white."""
     mode = image.mode
     if mode.startswith("I;16") or mode in ("I", "F"):
@@ -207,7 +207,7 @@ def decode_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
         with Image.open(path) as image:
             image.seek(0)  # first frame of an animated GIF / multi-page TIFF
             image = ImageOps.exif_transpose(image)
-            image = _to_rgb(image)
+            image = to_rgb(image)
             image = fit_square(image, size)
             return np.asarray(image, dtype=np.uint8).copy()
     except Image.DecompressionBombError as error:

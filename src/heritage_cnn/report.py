@@ -1,9 +1,10 @@
-"""Figures: training curves and the confusion matrix (matplotlib, no display needed)."""
+"""Figures (matplotlib, no display needed) and the one-file HTML report that gathers them."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -127,3 +128,120 @@ def plot_calibration(bins: Sequence[dict[str, float]], ece: float, path: str | o
     ax_hist.set(xlabel="confidence of the predicted class", ylabel="images")
     fig.tight_layout()
     _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# The one-file HTML report
+# --------------------------------------------------------------------------------------------
+
+CAPTIONS = {
+    "curves.png": "Loss and accuracy per epoch. Training figures are on augmented images; validation on the untouched duplicate-aware split.",
+    "confusion_matrix.png": "Left: how many photos of each true class (rows) went to each predicted class (columns). Right: the same per row, so the diagonal is each class's recall.",
+    "errors.png": "The mistakes the network was most sure of: worth a look for mislabelled photos and genuinely ambiguous scenes.",
+    "calibration.png": "Is a 0.9 probability right 90 % of the time? Bars on the diagonal mean yes; the lower panel shows how many photos fall at each confidence.",
+    "feature_maps_layer1.png": "What the first layer responds to in one photo: each tile is one filter's activation map (edges, colours and textures).",
+    "kernels.png": "The first layer's learned filters as colour tiles (grey is zero).",
+    "class_images.png": "Images synthesised by the network for each class (regularised activation maximisation): what it looks for.",
+}
+
+
+def _embed(path: Path) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _caption(path: Path) -> str:
+    if path.name in CAPTIONS:
+        return CAPTIONS[path.name]
+    name = path.stem.replace("_", " ")
+    if "deconv" in path.name:
+        return f"Deconvnet ({name}): the strongest activations of a layer projected back to pixels (Zeiler & Fergus), beside the photo patches that caused them."
+    if "explain" in path.name or "attribution" in path.name:
+        return f"Attribution maps ({name}): which pixels drove the prediction, by several methods."
+    if "feature" in path.name:
+        return f"Activation maps ({name}) of a conv layer for one photo."
+    return name
+
+
+def _metrics_table(metrics: dict) -> str:
+    from html import escape
+
+    rows = "".join(
+        f"<tr><td>{escape(name.replace('_', ' '))}</td><td>{metrics[name]['value']:.4f}</td>"
+        f"<td>{metrics[name]['ci95'][0]:.4f} – {metrics[name]['ci95'][1]:.4f}</td></tr>"
+        for name in ("accuracy", "top3_accuracy", "balanced_accuracy", "macro_f1")
+    )
+    per_class = "".join(
+        f"<tr><td>{escape(r['class'])}</td><td>{r['precision']:.3f}</td><td>{r['recall']:.3f}</td><td>{r['f1']:.3f}</td><td>{r['support']}</td></tr>"
+        for r in metrics["per_class"]
+    )
+    return (
+        f"<p>{escape(metrics.get('title', ''))}</p>"
+        f"<table><tr><th>figure</th><th>value</th><th>95 % CI (bootstrap)</th></tr>{rows}</table>"
+        f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{per_class}</table>"
+    )
+
+
+def build_html_report(
+    folder: str | os.PathLike, out_file: str | os.PathLike, title: str = "heritage-cnn report"
+) -> Path:
+    """One self-contained HTML page (images embedded) from a demo/report folder's figures and metrics."""
+    import json
+    from html import escape
+
+    from heritage_cnn.io import atomic_write_text
+
+    folder = Path(folder)
+    parts = [f"<h1>{escape(title)}</h1>"]
+    check = folder / "data_check.json"
+    if check.exists():
+        report = json.loads(check.read_text())
+        splits = report["splits"]
+        classes = sorted({c for s in splits.values() for c in s["per_class"]})
+        head = "".join(f"<th>{escape(s)}</th>" for s in splits)
+        body = "".join(
+            f"<tr><td>{escape(c)}</td>"
+            + "".join(f"<td>{s['per_class'].get(c, 0)}</td>" for s in splits.values())
+            + "</tr>"
+            for c in classes
+        )
+        ident = report["identical_files"]
+        parts.append(
+            f"<h2>Data</h2><p>{escape(report['root'])} ({escape(report['layout'])} layout). "
+            f"{ident['files']} byte-identical files in {ident['groups']} groups, {len(ident['conflicting_labels'])} with conflicting labels; "
+            f"{report['near_duplicates']['pairs']} near-duplicate pairs ({escape(report['near_duplicates']['method'])}).</p>"
+            f"<table><tr><th>class</th>{head}</tr>{body}</table>"
+        )
+    sections = [
+        ("Training", folder / "train", ["curves.png"]),
+        ("Validation split", folder / "eval-val", ["confusion_matrix.png", "calibration.png", "errors.png"]),
+        ("Test split", folder / "eval-test", ["confusion_matrix.png", "calibration.png", "errors.png"]),
+        ("Inside the network", folder / "inside", None),
+        ("Class images", folder / "class_images", None),
+    ]
+    for heading, sub, names in sections:
+        if not sub.is_dir():
+            continue
+        html = [f"<h2>{escape(heading)}</h2>"]
+        metrics_path = sub / "metrics.json"
+        if metrics_path.exists():
+            html.append(_metrics_table(json.loads(metrics_path.read_text())))
+        paths = [sub / n for n in names] if names else sorted(sub.rglob("*.png"))
+        for path in paths:
+            if path.exists():
+                html.append(
+                    f"<figure><img src='{_embed(path)}' alt='{escape(path.stem)}'><figcaption>{escape(_caption(path))}</figcaption></figure>"
+                )
+        if len(html) > 1:
+            parts.append("".join(html))
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}figcaption{color:#555;font-size:.9em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}"
+    )
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    out_file = Path(out_file)
+    atomic_write_text(out_file, page)
+    return out_file

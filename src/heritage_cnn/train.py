@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import signal
 import sys
 import threading
@@ -50,7 +51,7 @@ class TrainConfig:
 
     data: str
     out: str
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 128
     lr: float = 3e-3  # peak learning rate of AdamW
     weight_decay: float = 0.05  # on conv and linear weights; none on batch norm and biases
@@ -62,7 +63,9 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # bf16/fp16 autocast on CUDA; ignored on CPU
+    amp: bool = True  # mixed precision: bf16 (fp16 on older GPUs) on CUDA, bf16 on CPUs with native bf16
+    sync_bn: bool = False  # synchronised batch norm across processes (distributed runs)
+    compile: bool = False  # torch.compile the network (pays off on GPUs and long runs)
     threads: int | None = None  # intra-op threads on CPU (default: all cores)
     cache_dir: str | None = None  # keep decoded images here between runs
     resume: bool = False
@@ -108,6 +111,24 @@ class TrainResult:
     @property
     def final(self) -> dict[str, float]:
         return self.history[-1] if self.history else {}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where oneDNN runs bf16 convolutions in hardware (AVX-512 BF16 / AMX), so autocast pays off."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def mixed_precision(device: torch.device, wanted: bool) -> tuple[bool, torch.dtype]:
+    """Whether to autocast, and to which type: bf16 on CPUs with native bf16 (about 1.8x faster here)
+    and on recent GPUs, fp16 (with loss scaling) on older GPUs. Evaluation always runs in float32."""
+    if not wanted:
+        return False, torch.float32
+    if device.type == "cuda":
+        return True, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return (True, torch.bfloat16) if cpu_has_native_bf16() else (False, torch.float32)
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -225,6 +246,60 @@ def _write_history(out: Path, history: list[dict[str, float]]) -> None:
     atomic_write_json(out / "metrics.json", history)
 
 
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands in a torchrun job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: list[float]) -> list[float]:
+        """Add numbers across processes (identity when alone)."""
+        if self.world == 1:
+            return values
+        import torch.distributed as dist
+
+        tensor = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+
+def init_distributed(device_name: str, threads: int | None) -> tuple[Ranks, torch.device]:
+    """Join the torchrun job described by the environment (WORLD_SIZE, RANK, ...), if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Ranks(), pick_device(device_name)
+    import torch.distributed as dist
+
+    ranks = Ranks(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    device = pick_device(device_name)
+    if device.type == "cuda":
+        torch.cuda.set_device(ranks.local_rank)
+        device = torch.device("cuda", ranks.local_rank)
+    elif not threads:  # share the cores of this machine between its processes
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // per_node))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return ranks, device
+
+
+def _check_replicas_agree(model: torch.nn.Module, ranks: Ranks) -> None:
+    """Debug check (HERITAGE_CHECK_REPLICAS=1): every process holds the same weights after a step."""
+    import torch.distributed as dist
+
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().cpu().view(1)
+    gathered = [torch.zeros(1, dtype=torch.float64) for _ in range(ranks.world)]
+    dist.all_gather(gathered, checksum)
+    if any(not torch.allclose(g, gathered[0], rtol=1e-9, atol=1e-9) for g in gathered):
+        raise RuntimeError(f"replicas disagree after a step: {[float(g) for g in gathered]}")
+
+
 def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int], bool] | None = None) -> TrainResult:
     """Train a network from scratch (or resume one) and write the run folder.
 
@@ -232,10 +307,17 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
     """
     started = time.perf_counter()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = pick_device(config.device)
+    ranks, device = init_distributed(config.device, config.threads)
+    if not ranks.main:  # only rank 0 logs and writes files
+        log = _silent
+    if config.batch_size % ranks.world:
+        raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {ranks.world} processes")
+    out.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        for stale in out.glob(".*.tmp"):  # half-written files of a killed run; the real files are intact
+            stale.unlink(missing_ok=True)
     torch.manual_seed(config.seed)
 
     resuming = config.resume and (out / "state.json").exists()
@@ -244,26 +326,39 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
     if resuming:  # the run folder's own config wins, so a resumed run is the same run
         saved = TrainConfig.from_dict(read_json(out / "config.json"))
         config = replace(saved, resume=True, progress=config.progress, device=config.device, threads=config.threads)
-    atomic_write_json(out / "config.json", config.to_dict())
-
     all_images, train_set, val_set = prepare_data(config, log)
-    atomic_write_json(out / "skipped.json", [{"path": p, "reason": r} for p, r in all_images.skipped])
-    atomic_write_json(
-        out / "split.json",
-        {"recipe": asdict(config.split), "train": len(train_set), "val": len(val_set), "val_paths": val_set.paths},
-    )
+    if ranks.main:
+        atomic_write_json(out / "config.json", config.to_dict())
+        atomic_write_json(out / "skipped.json", [{"path": p, "reason": r} for p, r in all_images.skipped])
+        atomic_write_json(
+            out / "split.json",
+            {"recipe": asdict(config.split), "train": len(train_set), "val": len(val_set), "val_paths": val_set.paths},
+        )
     classes = train_set.classes
     mean, std = channel_stats(train_set.images)
     model_config = replace(config.model, num_classes=len(classes))
     model = HeritageNet(model_config)
     flops = forward_flops(model)
+    use_amp, amp_dtype = mixed_precision(device, config.amp)
     log(
         f"data: {len(train_set)} train / {len(val_set)} validation images (duplicate-aware stratified split, "
         f"seed {config.split.seed}), {len(classes)} classes; model: {parameter_count(model) / 1e6:.2f} M parameters, "
         f"{flops / 1e6:.0f} MFLOP per image; device: {device}"
+        + (f" ({amp_dtype} autocast)" if use_amp else "")
+        + (f", {ranks.world} processes" if ranks.world > 1 else "")
     )
+    if config.sync_bn and ranks.world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device=device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
+    network: torch.nn.Module = model  # what the steps run: the model itself, or its DDP wrapper
+    if ranks.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        network = torch.compile(network)
+    check_replicas = ranks.world > 1 and os.environ.get("HERITAGE_CHECK_REPLICAS") == "1"
 
     steps_per_epoch = max(1, len(train_set) // config.batch_size)  # drop the ragged last batch
     total_steps = steps_per_epoch * config.epochs
@@ -282,14 +377,16 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
         start_epoch, start_step, partial = state["epoch"], state["step"], state["partial"]
         log(f"resuming at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}")
 
-    images = train_set.images.to(device)
+    # The whole uint8 training set lives on the device; on a GPU it is copied once from pinned memory.
+    pinned = device.type == "cuda"
+    images = (train_set.images.pin_memory() if pinned else train_set.images).to(device, non_blocking=pinned)
     labels = train_set.labels.to(device)
-    use_amp = config.amp and device.type == "cuda"
-    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     normalise = checkpoint.normalise
 
     def save_last(epoch: int, step: int, generator: torch.Generator) -> None:
+        if not ranks.main:
+            return
         checkpoint.info = _info(config, history, len(train_set), len(val_set), flops)
         save_checkpoint(out / "last", checkpoint)
         _save_training_state(
@@ -304,8 +401,11 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
         for epoch in range(start_epoch, config.epochs):
             epoch_seed = config.seed * 1_000_003 + epoch
             generator = torch.Generator(device=device).manual_seed(epoch_seed)
-            order = torch.randperm(len(train_set), generator=generator, device=device)
-            torch.manual_seed(epoch_seed)  # dropout
+            order = torch.randperm(len(train_set), generator=generator, device=device)  # the same on every rank
+            torch.manual_seed(epoch_seed + 7919 * ranks.rank)  # dropout
+            augment_generator = generator  # rank 0 continues the stream; other ranks get their own
+            if ranks.rank:
+                augment_generator = torch.Generator(device=device).manual_seed(epoch_seed * 7919 + ranks.rank)
             first_step = 0
             if epoch == start_epoch and start_step:  # resume inside an epoch: replay its RNG state
                 first_step = start_step
@@ -317,20 +417,22 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
             bar = _progress(range(first_step, steps_per_epoch), config.progress, f"epoch {epoch + 1}/{config.epochs}")
             tick = time.perf_counter()
             for step in bar:
-                index = order[step * config.batch_size : (step + 1) * config.batch_size]
-                x = normalise(augment_batch(images[index], config.augment, generator))
+                index = order[step * config.batch_size : (step + 1) * config.batch_size][ranks.rank :: ranks.world]
+                x = normalise(augment_batch(images[index], config.augment, augment_generator))
                 x = x.contiguous(memory_format=torch.channels_last)
                 y = labels[index]
                 lr = learning_rate(epoch * steps_per_epoch + step, total_steps, warmup_steps, config.lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    logits = model(x)
+                    logits = network(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+                if check_replicas:
+                    _check_replicas_agree(model, ranks)
                 partial["loss_sum"] += loss.item() * len(y)
                 partial["correct"] += int((logits.argmax(1) == y).sum())
                 partial["seen"] += len(y)
@@ -341,7 +443,7 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
                     )
                 if should_stop is not None and should_stop(epoch, step):
                     flag.stop = True
-                if flag.stop and step + 1 < steps_per_epoch:
+                if flag.stop and step + 1 < steps_per_epoch and ranks.world == 1:  # distributed: at epoch end
                     partial["seconds"] += time.perf_counter() - tick
                     save_last(epoch, step + 1, generator)
                     log(f"stopped at epoch {epoch + 1}, step {step + 1}; continue with --resume")
@@ -350,17 +452,30 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
             if interrupted:
                 break
             train_seconds = partial["seconds"] + time.perf_counter() - tick
-            val_logits = predict_logits(model, val_set.images, normalise, config.eval_batch_size, device)
-            val_labels = val_set.labels.to(val_logits.device)
+            shard = slice(ranks.rank, None, ranks.world)  # each process validates its share
+            val_logits = predict_logits(model, val_set.images[shard], normalise, config.eval_batch_size, device)
+            val_labels = val_set.labels[shard].to(val_logits.device)
+            loss_sum, correct, seen, val_loss_sum, val_correct, val_seen, stop = ranks.sum(
+                [
+                    partial["loss_sum"],
+                    partial["correct"],
+                    partial["seen"],
+                    float(F.cross_entropy(val_logits, val_labels, reduction="sum")),
+                    float((val_logits.argmax(1) == val_labels).sum()),
+                    len(val_labels),
+                    float(flag.stop),
+                ]
+            )
+            flag.stop = stop > 0
             row = {
                 "epoch": epoch + 1,
                 "lr": lr,
-                "train_loss": partial["loss_sum"] / partial["seen"],
-                "train_accuracy": partial["correct"] / partial["seen"],
-                "val_loss": float(F.cross_entropy(val_logits, val_labels)),
-                "val_accuracy": float((val_logits.argmax(1) == val_labels).float().mean()),
+                "train_loss": loss_sum / seen,
+                "train_accuracy": correct / seen,
+                "val_loss": val_loss_sum / val_seen,
+                "val_accuracy": val_correct / val_seen,
                 "epoch_seconds": train_seconds,
-                "train_images_per_second": partial["seen"] / max(train_seconds, 1e-9),
+                "train_images_per_second": seen / max(train_seconds, 1e-9),
             }
             history.append(row)
             log(
@@ -368,13 +483,14 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
                 f"val loss {row['val_loss']:.3f} acc {row['val_accuracy']:.4f}  "
                 f"{row['train_images_per_second']:.0f} img/s  {train_seconds:.0f}s"
             )
-            if row["val_accuracy"] > best_acc:
+            if row["val_accuracy"] > best_acc and ranks.main:
                 best_acc = row["val_accuracy"]
                 checkpoint.info = _info(config, history, len(train_set), len(val_set), flops)
                 save_checkpoint(out / "best", checkpoint)
             save_last(epoch + 1, 0, generator)
-            _write_history(out, history)
-            _plot_curves(out, history)
+            if ranks.main:
+                _write_history(out, history)
+                _plot_curves(out, history)
             if flag.stop:
                 log(f"stopped after epoch {epoch + 1}; continue with --resume")
                 interrupted = epoch + 1 < config.epochs
@@ -393,6 +509,10 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
     )
 
 
+def _silent(message: str) -> None:
+    """The log of processes other than rank 0."""
+
+
 def _info(config: TrainConfig, history: list[dict[str, float]], n_train: int, n_val: int, flops: int) -> dict[str, Any]:
     return {
         "trained_with": f"heritage-cnn {__version__}, torch {torch.__version__}",
@@ -403,6 +523,7 @@ def _info(config: TrainConfig, history: list[dict[str, float]], n_train: int, n_
         },
         "epochs_trained": len(history),
         "validation": history[-1] if history else {},
+        "history": history,
         "forward_mflop": round(flops / 1e6, 2),
     }
 

@@ -1,0 +1,222 @@
+"""Nothing lost: interrupted runs, untrusted files, failing disks, random bytes."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from conftest import TINY
+from heritage_cnn import io as hio
+from heritage_cnn.checkpoint import load_checkpoint, save_checkpoint
+from heritage_cnn.data import ImageError, decode_image
+from heritage_cnn.io import CheckpointError
+from heritage_cnn.model import ModelConfig
+from heritage_cnn.train import TrainConfig, train
+
+TRAIN_ARGS = ["--widths", "8,16", "--batch-size", "16", "--epochs", "4", "--lr", "0.01"]
+
+
+def _run_cli(args: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "heritage_cnn.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _wait_for(process: subprocess.Popen[str], text: str, timeout: float = 120) -> str:
+    seen, deadline = "", time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line and process.poll() is not None:
+            break
+        seen += line
+        if text in line:
+            return seen
+    raise AssertionError(f"{text!r} not seen in time; output so far:\n{seen}")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    out = tmp_path_factory.mktemp("whole")
+    config = TrainConfig(
+        data=str(synthetic_root),
+        out=str(out),
+        epochs=4,
+        batch_size=16,
+        lr=0.01,
+        model=ModelConfig(widths=(8, 16), blocks=(1, 1)),
+        progress=False,
+    )
+    return train(config, log=lambda _: None)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_interrupted_training_resumes_to_the_same_result(
+    sig: signal.Signals, uninterrupted, synthetic_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    process = _run_cli(["train", "--data", str(synthetic_root), "--out", str(out), *TRAIN_ARGS])
+    _wait_for(process, "epoch 1/4")
+    time.sleep(0.3)  # somewhere inside epoch 2
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=120)
+    if sig == signal.SIGINT:
+        assert process.returncode == 130 and "--resume" in output, output
+    else:
+        assert process.returncode == -signal.SIGKILL
+    assert (out / "state.json").exists() and (out / "last.safetensors").exists()
+    resumed = _run_cli(["train", "--data", str(synthetic_root), "--out", str(out), "--resume"])
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    final = load_checkpoint(out / "last").info["validation"]
+    assert final["epoch"] == 4
+    assert final["val_accuracy"] == uninterrupted.final["val_accuracy"]
+    assert final["val_loss"] == pytest.approx(uninterrupted.final["val_loss"], rel=1e-5)
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_pickles_and_broken_checkpoints_are_refused(tiny_run, tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    weights = tmp_path / "evil.safetensors"
+    weights.write_bytes(pickle.dumps(Evil()))
+    (tmp_path / "evil.json").write_bytes(tiny_run.checkpoint.with_suffix(".json").read_bytes())
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_checkpoint(weights)
+    torch.save({"w": torch.zeros(1)}, tmp_path / "saved.pt")
+    with pytest.raises(CheckpointError, match="pickle"):
+        hio.load_tensors(tmp_path / "saved.pt")
+    assert not (tmp_path / "pwned").exists()
+
+    truncated = tmp_path / "cut.safetensors"
+    truncated.write_bytes(tiny_run.checkpoint.read_bytes()[:5000])
+    (tmp_path / "cut.json").write_bytes(tiny_run.checkpoint.with_suffix(".json").read_bytes())
+    with pytest.raises(CheckpointError, match="not a valid safetensors"):
+        load_checkpoint(truncated)
+
+    other = load_checkpoint(tiny_run.checkpoint)
+    other.model = other.model.__class__(ModelConfig(**{**TINY, "widths": (8, 32)}))
+    save_checkpoint(tmp_path / "other", other)
+    (tmp_path / "other.json").write_bytes(tiny_run.checkpoint.with_suffix(".json").read_bytes())
+    with pytest.raises(CheckpointError, match="do not match the model config"):
+        load_checkpoint(tmp_path / "other")
+    (tmp_path / "lonely.safetensors").write_bytes(tiny_run.checkpoint.read_bytes())
+    with pytest.raises(CheckpointError, match=r"lonely\.json is missing"):
+        load_checkpoint(tmp_path / "lonely.safetensors")
+
+
+def test_a_full_disk_never_replaces_a_good_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "metrics.json"
+    hio.atomic_write_json(target, {"good": True})
+    real_fsync = os.fsync
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        hio.atomic_write_json(target, {"good": False, "padding": "x" * 10_000})
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert target.read_text().strip() == '{\n  "good": true\n}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # no temp file left behind
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=2048), suffix=st.sampled_from([".jpg", ".png", ".gif", ".webp", ".tif", ".bmp"]))
+def test_random_bytes_only_ever_raise_image_error(tmp_path: Path, data: bytes, suffix: str) -> None:
+    path = tmp_path / f"fuzz{suffix}"
+    path.write_bytes(data)
+    try:
+        array = decode_image(path)
+    except ImageError as error:
+        assert str(error).startswith(str(path)) and "\n" not in str(error)
+    else:
+        assert array.shape == (64, 64, 3) and array.dtype == np.uint8
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    width=st.integers(1, 300),
+    height=st.integers(1, 300),
+    mode=st.sampled_from(["RGB", "L", "RGBA", "P", "CMYK", "I;16", "1", "LA"]),
+    fmt=st.sampled_from(["PNG", "JPEG", "GIF", "TIFF", "BMP", "WEBP"]),
+    cut=st.integers(0, 3),
+)
+def test_random_small_images_decode_or_raise_image_error(
+    tmp_path: Path, width: int, height: int, mode: str, fmt: str, cut: int
+) -> None:
+    image = Image.new(mode, (width, height))
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, format=fmt)
+    except (OSError, ValueError, KeyError):
+        return  # this format cannot hold this mode: nothing to test
+    data = buffer.getvalue()
+    if cut:
+        data = data[: len(data) * cut // 4]  # truncated file
+    path = tmp_path / f"img.{fmt.lower()}"
+    path.write_bytes(data)
+    try:
+        array = decode_image(path)
+    except ImageError:
+        return
+    assert array.shape == (64, 64, 3) and array.dtype == np.uint8
+
+
+def test_awkward_files_and_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from heritage_cnn.data import load_images
+
+    root = tmp_path / "data"
+    (root / "gargoyle").mkdir(parents=True)
+    frames = [Image.new("RGB", (32, 32), colour) for colour in ("red", "green", "blue")]
+    frames[0].save(root / "gargoyle" / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    odd_name = os.fsencode(root / "gargoyle") + b"/caf\xe9-latin1.png"  # not valid UTF-8
+    Image.new("RGB", (64, 64), "white").save(odd_name.decode("utf-8", "surrogateescape"))
+    os.symlink(root / "gargoyle", root / "gargoyle" / "loop")  # a folder that contains itself
+    Image.new("RGB", (64, 64), "grey").save(root / "gargoyle" / "locked.png")
+    real_open = Image.open
+
+    def locked(path, *args, **kwargs):
+        if str(path).endswith("locked.png"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", locked)
+    images = load_images(root)
+    assert len(images) == 2
+    gif = images.images[[Path(p).name for p in images.paths].index("animated.gif")]
+    assert gif[0].float().mean() > 200 and gif[1].float().mean() < 50  # the first frame (red)
+    assert [(Path(p).name, r) for p, r in images.skipped] == [("locked.png", "permission denied")]
+
+
+def test_unwritable_output_is_one_line(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from heritage_cnn import cli
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    assert cli.main(["train", "--data", str(synthetic_root), "--out", str(blocker / "run"), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("heritage: error: ") and str(blocker) in err and len(err.strip().splitlines()) == 1
