@@ -1,7 +1,7 @@
 """Speed and accuracy benchmarks, each against a plain baseline measured in the same run.
 
     python benchmarks/run.py                     # everything (the default recipe takes ~20 min on 2 cores)
-    python benchmarks/run.py --only gemm train   # a subset: gemm train predict recipe
+    python benchmarks/run.py --only gemm train   # a subset: gemm train predict ddp deconv synthesis recipe
     python benchmarks/run.py --quick             # fewer steps, recipe skipped (a smoke run)
 
 Writes benchmarks/results.json and benchmarks/results.md (or --out DIR). Needs the data:
@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from heritage_cnn.data import channel_stats, find_layout, load_images
 from heritage_cnn.model import build_model, forward_flops
 
 HERE = Path(__file__).resolve().parent
+SECTIONS = ["gemm", "train", "predict", "ddp", "deconv", "synthesis", "recipe"]
 
 
 def data_root() -> Path:
@@ -234,6 +236,26 @@ def bench_recipe(root: Path, out: Path) -> dict[str, float]:
     }
 
 
+def bench_ddp(root: Path, out: Path) -> dict[str, float]:
+    """Data-parallel scaling on this machine: 2 processes x (cores/2) threads vs 1 process x all cores,
+    same global batch, same model; throughput of the second epoch (the first warms up)."""
+    rates = {}
+    for nproc in (1, 2):
+        run = out / f"ddp-{nproc}"
+        shutil.rmtree(run, ignore_errors=True)
+        command = [sys.executable, "-m", "heritage_cnn.cli", "train", "--data", str(root), "--out", str(run)]
+        command += ["--epochs", "2", "--limit-per-class", "200", "--nproc", str(nproc)]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        rates[nproc] = json.loads((run / "metrics.json").read_text())[-1]["train_images_per_second"]
+    return {"ddp1_images_per_s": rates[1], "ddp2_images_per_s": rates[2], "ddp_scaling": rates[2] / rates[1]}
+
+
+def bench_script(script: str, out: Path, key: str) -> dict[str, Any]:
+    """Run one of the feature benchmarks (they write their own JSON) and keep its figures."""
+    subprocess.run([sys.executable, str(HERE / script), "--out", str(out)], check=True)
+    return {key: json.loads((out / f"{key}.json").read_text())}
+
+
 def markdown(results: dict[str, Any]) -> str:
     hw = results["hardware"]
     lines = [
@@ -268,6 +290,20 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| prediction vs compute bound (GEMM / {r['predict_forward_mflop']:.0f} MFLOP) | {r['predict_images_per_s']:.0f} img/s | {bound:.0f} img/s | **{r['predict_images_per_s'] / bound:.0%}** |"
             )
         lines.append(f"| prediction images/s, JPEG decode included | {r['predict_with_decode_images_per_s']:.0f} | | |")
+    if "ddp_scaling" in r:
+        lines.append(
+            f"| data-parallel training, 2 processes vs 1 (same global batch, CPU, gloo) | {r['ddp2_images_per_s']:.0f} img/s | {r['ddp1_images_per_s']:.0f} img/s | **{r['ddp_scaling']:.2f}x** |"
+        )
+    if "deconvnet" in r:
+        d = r["deconvnet"]
+        lines.append(
+            f"| deconvnet top-{d['k']} scan of `{d['layer']}` over {d['images']} images | {d['scan_s']:.1f} s | {d['baseline_extrapolated_s']:.0f} s (one image at a time) | **{d['speedup']:.1f}x** |"
+        )
+    if "synthesis" in r:
+        syn = r["synthesis"]
+        lines.append(
+            f"| class image synthesis, 64 px | {syn.get('seconds_per_image', float('nan')):.2f} s per image | | |"
+        )
     if "recipe_wall_minutes" in r:
         low, high = r["recipe_val_accuracy_ci95"]
         lines.append(
@@ -283,14 +319,14 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", choices=["gemm", "train", "predict", "recipe"], help="run only these")
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these")
     parser.add_argument("--quick", action="store_true", help="fewer steps and no recipe run")
     parser.add_argument("--model", help="checkpoint for the prediction benchmark (default: shipped model)")
     parser.add_argument("--out", default=str(HERE), help="where results.json/md go (default benchmarks/)")
     args = parser.parse_args()
-    wanted = set(args.only or ["gemm", "train", "predict", "recipe"])
+    wanted = set(args.only or SECTIONS)
     if args.quick:
-        wanted.discard("recipe")
+        wanted -= {"recipe", "synthesis", "ddp"}
     root = data_root()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -308,6 +344,13 @@ def main() -> None:
     if "predict" in wanted:
         results |= bench_predict(root, args.model)
         print(f"predict: {results['predict_images_per_s']:.0f} img/s", flush=True)
+    if "ddp" in wanted:
+        results |= bench_ddp(root, HERE / "out")
+        print(f"ddp: {results['ddp_scaling']:.2f}x", flush=True)
+    if "deconv" in wanted:
+        results |= bench_script("bench_deconvnet.py", HERE / "out", "deconvnet")
+    if "synthesis" in wanted:
+        results |= bench_script("bench_synthesis.py", HERE / "out", "synthesis")
     if "recipe" in wanted:
         results |= bench_recipe(root, HERE / "out")  # run folder kept (git-ignored) for inspection
     from heritage_cnn.io import atomic_write_json, atomic_write_text

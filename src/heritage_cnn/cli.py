@@ -571,6 +571,9 @@ def _register_tool_commands(
     from heritage_cnn import synthesis
 
     synthesis.register_cli(commands, visualize_commands)
+    from heritage_cnn import serve
+
+    serve.register_cli(commands, visualize_commands)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -225,8 +225,9 @@ def build_html_report(
             continue
         html = [f"<h2>{escape(heading)}</h2>"]
         metrics_path = sub / "metrics.json"
-        if metrics_path.exists():
-            html.append(_metrics_table(json.loads(metrics_path.read_text())))
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
+        if isinstance(metrics, dict) and "accuracy" in metrics:  # an evaluation (train/ has a history list)
+            html.append(_metrics_table(metrics))
         paths = [sub / n for n in names] if names else sorted(sub.rglob("*.png"))
         for path in paths:
             if path.exists():

@@ -1,0 +1,237 @@
+"""Attribution maps for one photo through Captum, one call shape: `attribute(method, model, x, target) -> map`.
+
+Methods: saliency (|gradient|), guided backpropagation, deconvolution (Captum's ReLU-rule versions),
+Grad-CAM on the last conv block's output upsampled to the input, and occlusion (8x8 grey patches,
+stride 4). Gradient-type maps are reduced over colour channels by the largest magnitude.
+
+The sanity check of Adebayo et al. (2018), "Sanity checks for saliency maps", re-initialises the
+weights from the top layer down (`cascading_randomisation`): a map that barely changes when the
+network it explains is destroyed says more about the input than about the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGradCam, Occlusion, Saliency
+from torch import nn
+
+from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
+from heritage_cnn.model import HeritageNet
+from heritage_cnn.report import plt
+
+METHODS = ("saliency", "guided_backprop", "deconvolution", "grad_cam", "occlusion")
+LABELS = {
+    "saliency": "saliency (abs. gradient)",
+    "guided_backprop": "guided backprop",
+    "deconvolution": "deconvolution",
+    "grad_cam": "Grad-CAM (last conv block)",
+    "occlusion": "occlusion 8x8",
+}
+
+
+def captum_ready(model: nn.Module) -> nn.Module:
+    """An eval-mode copy whose ReLUs are not in place (Captum's ReLU hooks and layer hooks need that)."""
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if isinstance(module, nn.ReLU):
+            module.inplace = False
+    return model
+
+
+def last_conv_block(model: HeritageNet) -> nn.Module:
+    """The last block of the last stage: its output is the last conv layer's rectified feature map."""
+    stage = getattr(model, model.stage_names[-1])
+    return [module for name, module in stage.named_children() if name != "pool"][-1]
+
+
+def attribute(method: str, model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
+    """One (H, W) map for one normalised input (1, 3, H, W) and one class. `model`: see `captum_ready`."""
+    x = x.detach().clone().requires_grad_(True)
+    if method == "saliency":
+        raw = Saliency(model).attribute(x, target=target, abs=True)
+    elif method == "guided_backprop":
+        raw = GuidedBackprop(model).attribute(x, target=target)
+    elif method == "deconvolution":
+        raw = Deconvolution(model).attribute(x, target=target)
+    elif method == "grad_cam":
+        cam = LayerGradCam(model, last_conv_block(model)).attribute(x, target=target, relu_attributions=True)
+        return LayerAttribution.interpolate(cam, tuple(x.shape[-2:]), interpolate_mode="bilinear")[0, 0].detach()
+    elif method == "occlusion":
+        raw = Occlusion(model).attribute(
+            x,
+            target=target,
+            sliding_window_shapes=(3, 8, 8),
+            strides=(3, 4, 4),
+            baselines=0.0,
+            perturbations_per_eval=64,
+        )
+        return raw[0].mean(0).detach()  # the same value on all three channels: the score drop
+    else:
+        raise ValueError(f"no attribution method {method!r}; methods are: {', '.join(METHODS)}")
+    return raw[0].abs().amax(0).detach()
+
+
+def attribute_all(model: nn.Module, x: torch.Tensor, target: int) -> dict[str, torch.Tensor]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(backward hooks|required_grads|requires_grad).*")
+        return {method: attribute(method, model, x, target) for method in METHODS}
+
+
+def parse_target(target: str | None, classes: list[str], display_names: list[str]) -> int | None:
+    """A class given by folder name, display name or index; a one-line error listing the classes."""
+    if target is None:
+        return None
+    for names in (classes, display_names):
+        if target in names:
+            return names.index(target)
+    if target.isdigit() and int(target) < len(classes):
+        return int(target)
+    raise ValueError(f"no class {target!r}; classes are: {', '.join(classes)} (or their index 0-{len(classes) - 1})")
+
+
+# --------------------------------------------------------------------------------------------
+# Figure
+# --------------------------------------------------------------------------------------------
+
+
+def plot_explanation(
+    photo: np.ndarray, maps: dict[str, torch.Tensor], title: str, path: Path, alpha: float = 0.55
+) -> Path:
+    """The photo, then every map laid over it (each scaled to its own range)."""
+    from heritage_cnn.visualize import _save
+
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.6 * (len(maps) + 1), 3.2))
+    axes[0].imshow(photo)
+    axes[0].set_title("photo (as predicted)", fontsize=9)
+    for ax, (method, heat) in zip(axes[1:], maps.items(), strict=True):
+        heat = heat.numpy()
+        ax.imshow(photo)
+        if method == "occlusion":  # signed: red = hiding this lowers the score, blue = raises it
+            scale = max(float(np.abs(heat).max()), 1e-12)
+            ax.imshow(heat, cmap="RdBu_r", vmin=-scale, vmax=scale, alpha=alpha)
+        else:
+            ax.imshow(heat, cmap="inferno", vmin=0, vmax=max(float(heat.max()), 1e-12), alpha=alpha)
+        ax.set_title(LABELS[method], fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_explanation(
+    checkpoint: Checkpoint, image: str | os.PathLike, out: str | os.PathLike, target: str | None = None
+) -> Path:
+    """explain_<photo>.png: the five maps for `target` (default: the predicted class), with the top-3."""
+    from heritage_cnn.visualize import load_photo
+
+    names = checkpoint.display_names
+    index = parse_target(target, checkpoint.classes, names)
+    photo = load_photo(image)
+    x = checkpoint.normalise(photo)
+    with torch.no_grad():
+        probabilities = torch.softmax(checkpoint.model.eval()(x), 1)[0]
+    best = probabilities.topk(3)
+    index = int(best.indices[0]) if index is None else index
+    maps = attribute_all(captum_ready(checkpoint.model), x, index)
+    top3 = ", ".join(f"{names[i]} {p:.0%}" for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True))
+    title = f"{Path(image).name}: top-3 {top3}; maps for '{names[index]}'"
+    return plot_explanation(
+        photo[0].permute(1, 2, 0).numpy(), maps, title, Path(out) / f"explain_{Path(image).stem}.png"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Sanity check (Adebayo et al. 2018)
+# --------------------------------------------------------------------------------------------
+
+
+def cascading_randomisation(model: HeritageNet, seed: int = 0) -> Iterator[tuple[str, HeritageNet]]:
+    """Copies of the model with its layers re-initialised from the top down, one more block each time.
+
+    Yields (name of the last block re-initialised, model). Conv, linear and batch-norm layers get their
+    PyTorch default initialisation (batch norm: identity statistics).
+    """
+    groups: list[tuple[str, nn.Module]] = [("head.fc2", model.head.fc2), ("head.fc1", model.head.fc1)]
+    for stage_name in reversed(model.stage_names):
+        stage = getattr(model, stage_name)
+        for name, block in reversed(list(stage.named_children())):
+            if name != "pool":
+                groups.append((f"{stage_name}.{name}", block))
+    randomised = copy.deepcopy(model).eval()
+    modules = dict(randomised.named_modules())
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for name, _ in groups:
+            for module in modules[name].modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+                if isinstance(module, nn.BatchNorm2d):
+                    module.reset_running_stats()
+            yield name, copy.deepcopy(randomised)
+
+
+def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Spearman rank correlation of two maps; 0 when either is constant (it ranks nothing)."""
+    from scipy.stats import spearmanr
+
+    a, b = a.flatten().numpy(), b.flatten().numpy()
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
+    return float(spearmanr(a, b).statistic)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    checkpoint = load_checkpoint(args.model)
+    parse_target(args.target, checkpoint.classes, checkpoint.display_names)  # fail before any work
+    path = write_explanation(checkpoint, args.image, args.out, args.target)
+    print(f"attribution maps: {path}")
+    return 0
+
+
+def register_cli(commands: argparse._SubParsersAction, visualize_commands: argparse._SubParsersAction) -> None:
+    """`heritage explain`."""
+    from heritage_cnn.cli import _formatter
+
+    p = commands.add_parser(
+        "explain",
+        help="which pixels made the prediction: saliency, guided backprop, deconvolution, Grad-CAM, occlusion",
+        description="Attribution maps for one photo (through Captum): saliency, guided backpropagation, "
+        "deconvolution, Grad-CAM on the last conv layer (upsampled) and occlusion, laid over the photo in one "
+        "figure with the top-3 prediction. Maps explain --target, or the predicted class.",
+        epilog="examples:\n  heritage explain --image photo.jpg --out runs/explain\n"
+        "  heritage explain --image photo.jpg --target gargoyle --out runs/explain",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--model", help="checkpoint (.safetensors with its .json); default: the shipped model")
+    p.add_argument("--image", required=True, help="a photo, any size or format")
+    p.add_argument("--target", help="class to explain: folder name, display name or index (default: predicted)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_explain)
+
+
+__all__ = [
+    "METHODS",
+    "attribute",
+    "attribute_all",
+    "captum_ready",
+    "cascading_randomisation",
+    "parse_target",
+    "rank_correlation",
+    "register_cli",
+    "write_explanation",
+]

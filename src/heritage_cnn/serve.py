@@ -1,0 +1,374 @@
+"""`heritage serve`: a local web page, and a JSON endpoint, that classify one uploaded photo at a time.
+
+FastAPI with one plain HTML page (`static/index.html`, a little vanilla JavaScript) rather than Gradio: the
+page works offline (no CDN, nothing fetched from the internet), the JSON endpoint is the same code path as
+the page, the dependencies are small and pull no second copy of anything, and FastAPI's TestClient tests it.
+
+What an upload must pass, in this order, so that nothing large is stored or decoded before it is refused:
+- size: the declared Content-Length, then the bytes actually received, are capped (413) before the
+  multipart parser spools anything;
+- type: the content is decoded by Pillow; the file name and the declared content type are ignored (415);
+- pixels: the size declared in the image header is checked against `data.MAX_IMAGE_PIXELS` before the
+  pixels are decoded, so a small PNG that declares a gigapixel canvas (a decompression bomb) is refused (413).
+The photo is then decoded with the same policy as training and `heritage predict` (EXIF orientation, RGB,
+shorter side to 64 px, centre crop).
+
+This module does not import FastAPI or uvicorn at import time: `heritage` imports it to register the
+`serve` command, and no other command should pay for the web stack.
+"""
+
+import argparse
+import base64
+import io
+import ipaddress
+import json
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from heritage_cnn import deconvnet, explain
+from heritage_cnn.checkpoint import Checkpoint
+from heritage_cnn.data import MAX_IMAGE_PIXELS, fit_square, to_rgb
+from heritage_cnn.predict import Classifier
+from heritage_cnn.visualize import _signed_to_rgb
+
+DEFAULT_MAX_UPLOAD_MB = 20.0
+MULTIPART_SLACK = 64 * 1024  # a multipart body is the file plus boundaries and part headers
+PAGE = Path(__file__).with_name("static") / "index.html"
+REPO_CLASS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "figures" / "class_images.png"
+GRAD_CAM_ALPHA = 0.55  # as in `heritage explain`'s figure
+
+
+class UploadError(Exception):
+    """An upload refused with an HTTP status and a one-line message shown in the page."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding an upload
+# --------------------------------------------------------------------------------------------
+
+
+def decode_upload(data: bytes, size: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Uploaded bytes -> (size x size x 3 uint8 photo, what was uploaded); UploadError if it is not a safe image."""
+    if not data:
+        raise UploadError(400, "the file is empty (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise UploadError(
+                    413,
+                    f"the image declares {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS:,} this server "
+                    "decodes (a decompression-bomb guard); scale it down first",
+                )
+            kind = image.format
+            image.seek(0)  # first frame of an animated GIF / multi-page TIFF
+            photo = fit_square(to_rgb(ImageOps.exif_transpose(image)), size)
+            array = np.asarray(photo, dtype=np.uint8).copy()
+    except Image.DecompressionBombError:
+        raise UploadError(413, "the image declares far too many pixels to decode safely (decompression bomb)") from None
+    except Image.UnidentifiedImageError:
+        raise UploadError(
+            415, "not an image: the content is not JPEG, PNG, WebP, TIFF, BMP or GIF (the file name does not matter)"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
+        raise UploadError(415, f"corrupt or truncated image ({error})") from None
+    return array, {"width": width, "height": height, "format": kind, "bytes": len(data)}
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def _capped(receive: Callable[[], Awaitable[dict]], limit: int) -> Callable[[], Awaitable[dict]]:
+    """An ASGI `receive` that stops once the request body passes `limit` bytes (chunked uploads too)."""
+    received = 0
+
+    async def capped_receive() -> dict:
+        nonlocal received
+        message = await receive()
+        received += len(message.get("body", b""))
+        if received > limit:
+            raise _BodyTooLarge
+        return message
+
+    return capped_receive
+
+
+# --------------------------------------------------------------------------------------------
+# Overlays
+# --------------------------------------------------------------------------------------------
+
+
+def png_data_url(rgb: np.ndarray) -> str:
+    """An (H, W, 3) uint8 or [0, 1] float image as a `data:` URL, so one JSON answer holds the whole result."""
+    if rgb.dtype != np.uint8:
+        rgb = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class Overlays:
+    """Grad-CAM (through Captum, as `heritage explain`) and the deconvnet projection (as `heritage visualize deconv`).
+
+    Grad-CAM runs one photo at a time: Captum hooks the model copy it explains, so two requests must not
+    share it at once. The deconvnet only reads the model and runs in parallel.
+    """
+
+    def __init__(self, checkpoint: Checkpoint) -> None:
+        self.checkpoint = checkpoint
+        self.captum_model = explain.captum_ready(checkpoint.model)
+        self.deconv_model = checkpoint.model  # only read: the deconvnet needs no hooks
+        self.layer = deconvnet.deconv_layers(self.deconv_model)[-1]
+        self.colormap = matplotlib.colormaps["inferno"]
+        self.lock = threading.Lock()
+
+    def __call__(self, photo: np.ndarray, target: int) -> dict[str, str]:
+        x = self.checkpoint.normalise(torch.from_numpy(photo).permute(2, 0, 1).unsqueeze(0).contiguous())
+        with self.lock:
+            cam = explain.attribute("grad_cam", self.captum_model, x, target).numpy()
+        with torch.no_grad():
+            activation, _ = deconvnet.forward_to(self.deconv_model, x, self.layer, record_switches=False)
+        channel, row, col = np.unravel_index(int(activation[0].argmax()), activation.shape[1:])
+        projection = deconvnet.project(
+            self.deconv_model, x, self.layer, torch.tensor([int(channel)]), torch.tensor([[int(row), int(col)]])
+        )
+        heat = self.colormap(cam / max(float(cam.max()), 1e-12))[..., :3]
+        blended = (1 - GRAD_CAM_ALPHA) * (photo / 255.0) + GRAD_CAM_ALPHA * heat
+        return {
+            "input": png_data_url(photo),
+            "grad_cam": png_data_url(blended),
+            "deconvnet": png_data_url(_signed_to_rgb(projection[0].numpy())),
+            "deconvnet_unit": f"{self.layer}, channel {channel} at ({row}, {col}) = "
+            f"{float(activation[0, channel, row, col]):.2f}",
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Class images made by `heritage generate --all --out DIR`
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClassImages:
+    """The PNGs the page may show, by file name (nothing else under the folder is reachable)."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    grid: str | None = None
+    per_class: dict[str, list[str]] = field(default_factory=dict)  # class folder name -> file names
+    note: str = ""
+
+
+def find_class_images(path: str | Path | None) -> ClassImages:
+    """A `heritage generate --all` folder, or one grid PNG; default: the repository's docs/figures/class_images.png."""
+    if path is None:
+        if REPO_CLASS_IMAGES.is_file():
+            return ClassImages({REPO_CLASS_IMAGES.name: REPO_CLASS_IMAGES}, REPO_CLASS_IMAGES.name)
+        return ClassImages(
+            note="no class images: make them with `heritage generate --all --out DIR`, then start the server "
+            "with --class-images DIR"
+        )
+    path = Path(path)
+    if path.is_file():
+        return ClassImages({path.name: path}, path.name)
+    if not path.is_dir():
+        raise ValueError(f"--class-images {path}: no such folder or PNG file")
+    files = {p.name: p for p in sorted(path.glob("*.png")) if p.is_file()}
+    found = ClassImages(files, "class_images.png" if "class_images.png" in files else None)
+    manifest = path / "class_images.json"
+    if manifest.is_file():
+        for record in json.loads(manifest.read_text(encoding="utf-8")).get("images", []):
+            if record.get("file") in files:
+                found.per_class.setdefault(record["class"], []).append(record["file"])
+    if not files:
+        found.note = f"no PNG files in {path}: make them with `heritage generate --all --out {path}`"
+    return found
+
+
+# --------------------------------------------------------------------------------------------
+# The app
+# --------------------------------------------------------------------------------------------
+
+
+def create_app(
+    model_path: str | Path | None = None,
+    class_images_dir: str | Path | None = None,
+    max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2**20),
+) -> Any:
+    """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `GET /api/info`, class images."""
+    from fastapi import FastAPI, HTTPException, Query, Request
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+    from starlette.datastructures import UploadFile
+
+    if max_upload_bytes < 1:
+        raise ValueError(f"the upload limit must be positive, got {max_upload_bytes} bytes")
+    classifier = Classifier.load(model_path)
+    checkpoint = classifier.checkpoint
+    overlays = Overlays(checkpoint)
+    gallery = find_class_images(class_images_dir)
+    page = PAGE.read_text(encoding="utf-8")
+    labels = dict(zip(checkpoint.display_names, checkpoint.classes, strict=True))  # display name -> class folder
+    too_large = f"the upload is larger than the {max_upload_bytes / 2**20:g} MB limit"
+
+    app = FastAPI(title="heritage-cnn", docs_url=None, redoc_url=None)  # the API docs pages need a CDN
+
+    @app.get("/", response_class=HTMLResponse)
+    def index() -> str:
+        return page
+
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        return {
+            "model": Path(str(checkpoint.path)).name,
+            "classes": [{"label": c, "name": n} for n, c in labels.items()],
+            "image_size": checkpoint.image_size,
+            "val_accuracy": checkpoint.info.get("validation", {}).get("val_accuracy"),
+            "max_upload_bytes": max_upload_bytes,
+            "max_image_pixels": MAX_IMAGE_PIXELS,
+            "class_images": {
+                "grid": f"/class-images/{gallery.grid}" if gallery.grid else None,
+                "per_class": {c: [f"/class-images/{f}" for f in fs] for c, fs in gallery.per_class.items()},
+                "note": gallery.note,
+            },
+        }
+
+    @app.get("/class-images/{name}")
+    def class_image(name: str) -> FileResponse:
+        if name not in gallery.files:
+            raise HTTPException(404, f"no class image {name!r}")
+        return FileResponse(gallery.files[name], media_type="image/png")
+
+    async def read_upload(request: Request) -> bytes:
+        """The bytes of the form field `photo`, refused (413) before anything over the limit is stored."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_upload_bytes + MULTIPART_SLACK:
+            raise UploadError(413, too_large)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise UploadError(400, "send the photo as multipart/form-data in a field named 'photo'")
+        capped = Request(request.scope, _capped(request.receive, max_upload_bytes + MULTIPART_SLACK))
+        try:
+            async with capped.form(max_files=1, max_fields=8) as form:
+                upload = form.get("photo")
+                if not isinstance(upload, UploadFile):
+                    raise UploadError(400, "no file in the form field 'photo'")
+                data = await upload.read(max_upload_bytes + 1)
+        except _BodyTooLarge:
+            raise UploadError(413, too_large) from None
+        if len(data) > max_upload_bytes:
+            raise UploadError(413, too_large)
+        return data
+
+    def answer(data: bytes, top: int, with_overlays: bool) -> dict[str, Any]:
+        photo, uploaded = decode_upload(data, checkpoint.image_size)
+        prediction = classifier.predict(photo, top=top)[0]
+        result: dict[str, Any] = {
+            "label": prediction.label,
+            "name": prediction.name,
+            "probability": prediction.probability,
+            "top": [{"label": labels[n], "name": n, "probability": p} for n, p in prediction.top],
+            "upload": uploaded,
+        }
+        if with_overlays:
+            result["overlays"] = overlays(photo, checkpoint.classes.index(prediction.label))
+        return result
+
+    @app.post("/api/predict")
+    async def predict(
+        request: Request,
+        top: int = Query(5, ge=1, le=100, description="how many classes to return"),
+        overlays: bool = Query(False, description="add the input crop, Grad-CAM and deconvnet images (PNG data URLs)"),
+    ) -> JSONResponse:
+        try:
+            data = await read_upload(request)
+            return JSONResponse(await run_in_threadpool(answer, data, top, overlays))
+        except UploadError as error:
+            return JSONResponse({"detail": error.message}, status_code=error.status)
+
+    return app
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the port before loading anything, so a port in use is a one-line error (port 0: any free port)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as error:
+        raise ValueError(f"--host {host}: {error.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port}: {error.strerror} (choose another --port)") from None
+    return sock
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.max_upload_mb <= 0:
+        raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    sock = listen(args.host, args.port)
+    app = create_app(args.model, args.class_images, int(args.max_upload_mb * 2**20))
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"heritage serve: http://{shown}:{port}/  (JSON: POST /api/predict; Ctrl+C to stop)", flush=True)
+    if not ipaddress.ip_address(host).is_loopback:
+        print("note: this address is reachable from other machines; there is no login", flush=True)
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    return 0
+
+
+def register_cli(commands: argparse._SubParsersAction, visualize_commands: argparse._SubParsersAction) -> None:
+    """`heritage serve`."""
+    from heritage_cnn.cli import _formatter
+
+    p = commands.add_parser(
+        "serve",
+        help="a local web page: drop a photo, see the top-5 classes and why",
+        description="Serve a local web page where you drop a photo and see the top-5 classes with bars, the "
+        "Grad-CAM and deconvnet overlays, and the generated class images; and a JSON endpoint for the same "
+        "prediction (POST /api/predict, the photo in the multipart field 'photo'). The page needs no internet. "
+        "Uploads over the size limit are refused with 413, files that Pillow cannot decode with 415 (whatever "
+        "their name), images declaring more than 120 million pixels with 413.",
+        epilog="examples:\n  heritage serve\n  heritage serve --model runs/a/best.safetensors --port 8080\n"
+        "  heritage serve --class-images runs/classes      after: heritage generate --all --out runs/classes\n"
+        "  curl -F photo=@photo.jpg http://127.0.0.1:8000/api/predict",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--model", help="checkpoint (.safetensors with its .json); default: the shipped model")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    p.add_argument(
+        "--class-images",
+        metavar="DIR",
+        help="output folder of `heritage generate --all` (default: docs/figures/class_images.png if present)",
+    )
+    p.add_argument(
+        "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload accepted (default 20)"
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+__all__ = ["ClassImages", "Overlays", "UploadError", "create_app", "decode_upload", "find_class_images", "register_cli"]

@@ -1,0 +1,477 @@
+"""See inside the network: feature maps, kernels and deconvnet projections (figures + `heritage visualize`).
+
+Feature maps and projections are the rectified outputs of conv layers, named as in `deconvnet`:
+`stage1.block1.conv` (conv -> BN -> ReLU), `stageN.block1.conv1` (inside a residual block, after relu1),
+`stageN.block1.conv2` (the block's output: relu2 of branch + shortcut).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from heritage_cnn import deconvnet
+from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
+from heritage_cnn.data import decode_image, find_layout, list_images, load_images
+from heritage_cnn.io import atomic_path
+from heritage_cnn.model import conv_layers
+from heritage_cnn.report import plt
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def load_photo(path: str | os.PathLike) -> torch.Tensor:
+    """One photo of any size or format as a (1, 3, 64, 64) uint8 tensor, resized exactly as for prediction."""
+    return torch.from_numpy(decode_image(path)).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    """Atomic PNG write (a crash never leaves half a figure)."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def _mosaic(tiles: np.ndarray, columns: int, pad: int = 1, fill: float = np.nan) -> np.ndarray:
+    """(N, h, w[, 3]) tiles -> one image, `columns` tiles per row, separated by `pad` pixels of `fill`."""
+    n, h, w = tiles.shape[:3]
+    rows = math.ceil(n / columns)
+    shape = (rows * (h + pad) - pad, columns * (w + pad) - pad, *tiles.shape[3:])
+    out = np.full(shape, fill, dtype=np.float32)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, columns)
+        out[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = tile
+    return out
+
+
+def _signed_to_rgb(x: np.ndarray) -> np.ndarray:
+    """A signed (3, h, w) array as an RGB image: zero is grey, scaled by its own largest magnitude."""
+    scale = np.abs(x).max()
+    x = x / (2 * scale) if scale > 0 else x
+    return np.clip(x + 0.5, 0, 1).transpose(1, 2, 0)
+
+
+def _file_name(layer: str) -> str:
+    return layer.replace(".", "_")
+
+
+# --------------------------------------------------------------------------------------------
+# Feature maps
+# --------------------------------------------------------------------------------------------
+
+
+def feature_maps(checkpoint: Checkpoint, photo: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+    """Rectified activations (C, h, w) of each layer for one uint8 photo (1, 3, H, W)."""
+    model = checkpoint.model.eval()
+    kept: dict[str, torch.Tensor] = {}
+    last = max(layers, key=deconvnet.deconv_layers(model).index)
+    with torch.no_grad():
+        deconvnet.forward_to(model, checkpoint.normalise(photo), last, keep=kept)
+    return {name: kept[name][0] for name in layers}
+
+
+def plot_feature_maps(photo: torch.Tensor, maps: torch.Tensor, layer: str, path: Path, large: bool = False) -> Path:
+    """A grid of one layer's activation maps, strongest mean first, one colour scale; the input beside it."""
+    order = maps.mean(dim=(1, 2)).argsort(descending=True)
+    tiles = maps[order].numpy()
+    columns = math.ceil(math.sqrt(len(tiles) * 1.5))
+    mosaic = _mosaic(tiles, columns)
+    size = 12 if large else 8
+    fig, (ax_in, ax_maps) = plt.subplots(
+        1, 2, figsize=(size * 1.35, size * mosaic.shape[0] / mosaic.shape[1] + 1), width_ratios=[1, 3.5]
+    )
+    ax_in.imshow(photo[0].permute(1, 2, 0).numpy())
+    ax_in.set_title("input (64x64, as predicted)")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+    image = ax_maps.imshow(mosaic, cmap=cmap, vmin=0, vmax=max(float(tiles.max()), 1e-8), interpolation="nearest")
+    if large:  # label each map with its channel number
+        h, w = tiles.shape[1:]
+        for i, channel in enumerate(order.tolist()):
+            r, c = divmod(i, columns)
+            ax_maps.text(c * (w + 1) + 1, r * (h + 1) + 1, str(channel), color="white", fontsize=7, va="top")
+    fig.colorbar(image, ax=ax_maps, fraction=0.03, pad=0.02, label="activation (after ReLU)")
+    ax_maps.set_title(
+        f"{layer}: {len(tiles)} feature maps after ReLU (conv -> BN -> ReLU), {tiles.shape[1]}x{tiles.shape[2]}, "
+        "ordered by mean activation, shared colour scale"
+    )
+    for ax in (ax_in, ax_maps):
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def write_feature_maps(
+    checkpoint: Checkpoint, image: str | os.PathLike, out: str | os.PathLike, layers: list[str] | None = None
+) -> list[Path]:
+    """One figure per layer; the first layer gets a large one, `feature_maps_layer1.png`."""
+    out = Path(out)
+    all_layers = deconvnet.deconv_layers(checkpoint.model)
+    layers = [deconvnet.resolve_layer(checkpoint.model, name) for name in layers] if layers else all_layers
+    photo = load_photo(image)
+    maps = feature_maps(checkpoint, photo, layers)
+    paths = []
+    for name, activation in maps.items():
+        first = name == all_layers[0]
+        path = out / ("feature_maps_layer1.png" if first else f"feature_maps_{_file_name(name)}.png")
+        paths.append(plot_feature_maps(photo, activation, name, path, large=first))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------
+
+
+def plot_first_layer_kernels(weight: torch.Tensor, path: Path, title: str = "") -> Path:
+    """First-layer filters (C, 3, k, k) as RGB tiles, each normalised by its own largest weight, zero grey."""
+    tiles = np.stack([_signed_to_rgb(w) for w in weight.detach().numpy()])
+    columns = math.ceil(math.sqrt(len(tiles)))
+    fig, ax = plt.subplots(figsize=(6, 6))
+    ax.imshow(_mosaic(tiles, columns, fill=1.0), interpolation="nearest")
+    ax.set_title(title or f"first-layer filters: {len(tiles)} x {weight.shape[2]}x{weight.shape[3]} RGB (grey = 0)")
+    ax.axis("off")
+    return _save(fig, path)
+
+
+def plot_strongest_slices(weight: torch.Tensor, layer: str, path: Path) -> Path:
+    """A deeper layer (C_out, C_in, k, k): each filter's strongest input-channel slice (largest L2 norm)."""
+    w = weight.detach()
+    strongest = w.flatten(2).norm(dim=2).argmax(dim=1)
+    slices = w[torch.arange(len(w)), strongest].numpy()
+    scale = np.abs(slices).reshape(len(slices), -1).max(1).reshape(-1, 1, 1)
+    tiles = slices / np.where(scale > 0, scale, 1)
+    columns = math.ceil(math.sqrt(len(tiles) * 1.5))
+    fig, ax = plt.subplots(figsize=(8, 8 * math.ceil(len(tiles) / columns) / columns + 0.6))
+    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
+    ax.imshow(_mosaic(tiles, columns), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_title(
+        f"{layer}: strongest input-channel slice of each of {len(tiles)} filters "
+        f"({w.shape[1]} input channels, {w.shape[2]}x{w.shape[3]}), each scaled to its largest weight; red > 0 > blue"
+    )
+    ax.axis("off")
+    return _save(fig, path)
+
+
+def write_kernels(checkpoint: Checkpoint, out: str | os.PathLike) -> list[Path]:
+    """kernels_layer1.png (RGB) and one strongest-slice grid per deeper conv layer (1x1 shortcuts left out)."""
+    out = Path(out)
+    convs = {name: conv for name, conv in conv_layers(checkpoint.model).items() if conv.kernel_size != (1, 1)}
+    names = list(convs)
+    paths = [plot_first_layer_kernels(convs[names[0]].weight, out / "kernels_layer1.png")]
+    for name in names[1:]:
+        paths.append(plot_strongest_slices(convs[name].weight, name, out / f"kernels_{_file_name(name)}.png"))
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Deconvnet figures
+# --------------------------------------------------------------------------------------------
+
+
+def _crop(images: np.ndarray, box: tuple[int, int, int, int], fill: float) -> np.ndarray:
+    """Crop (..., H, W) arrays to a box that may reach outside them, padding with `fill`."""
+    top, left, bottom, right = box
+    h, w = images.shape[-2:]
+    margin = max(0, -top, -left, bottom - h, right - w)
+    pad = [(0, 0)] * (images.ndim - 2) + [(margin, margin), (margin, margin)]
+    padded = np.pad(images, pad, constant_values=fill)
+    return padded[..., top + margin : bottom + margin, left + margin : right + margin]
+
+
+def deconv_tiles(
+    checkpoint: Checkpoint, images: torch.Tensor, top: deconvnet.TopActivations, channels: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Projections and image patches, each cropped to the unit's receptive field: two (K, k, s, s, 3) arrays."""
+    projections = deconvnet.project_top(checkpoint.model, images, checkpoint.normalise, top, channels).numpy()
+    k = top.values.shape[1]
+    proj_tiles, patch_tiles = [], []
+    for i, channel in enumerate(channels):
+        for j in range(k):
+            row, col = top.positions[channel, j].tolist()
+            box = deconvnet.receptive_field(checkpoint.model, top.layer, row, col)
+            proj_tiles.append(_signed_to_rgb(_crop(projections[i, j], box, 0.0)))
+            if top.images[channel, j] >= 0 and top.values[channel, j] > 0:
+                patch = images[top.images[channel, j]].numpy().astype(np.float32) / 255
+            else:
+                patch = np.full((3, *images.shape[-2:]), 1.0, dtype=np.float32)  # no such unit: blank
+            patch_tiles.append(_crop(patch, box, 0.5).transpose(1, 2, 0))
+    shape = (len(channels), k, *proj_tiles[0].shape)
+    return np.stack(proj_tiles).reshape(shape), np.stack(patch_tiles).reshape(shape)
+
+
+def plot_deconv_sheet(
+    projections: np.ndarray,
+    patches: np.ndarray | None,
+    top: deconvnet.TopActivations,
+    channels: list[int],
+    path: Path,
+    title: str,
+) -> Path:
+    """Zeiler & Fergus Fig. 2: per channel, the k projections (left) next to their image patches (right).
+
+    With `patches=None`, projections only (a figure without dataset pixels).
+    """
+    k = projections.shape[1]
+    side = math.ceil(math.sqrt(k))
+    per_row = 4 if patches is None else 2
+    rows = math.ceil(len(channels) / per_row)
+    fig, axes = plt.subplots(rows, per_row, figsize=(4 * per_row * (1 if patches is None else 1.9), 4.2 * rows))
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    for ax, i, channel in zip(np.atleast_1d(axes).ravel(), range(len(channels)), channels, strict=False):
+        block = _mosaic(projections[i], side, pad=2, fill=1.0)
+        if patches is not None:
+            gap = np.ones((block.shape[0], 6, 3), dtype=np.float32)
+            block = np.concatenate([block, gap, _mosaic(patches[i], side, pad=2, fill=1.0)], axis=1)
+        ax.imshow(block, interpolation="nearest")
+        ax.set_title(f"channel {channel} (top {float(top.values[channel, 0]):.2f})", fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_contact_sheet(
+    sheets: dict[str, tuple[np.ndarray, deconvnet.TopActivations, list[int]]], path: Path, title: str
+) -> Path:
+    """Projections only: per layer (row), the strongest activation's projection of each shown channel."""
+    width = max(len(channels) for _, _, channels in sheets.values())
+    fig, axes = plt.subplots(len(sheets), 1, figsize=(min(1.1 * width, 20), 1.8 * len(sheets) + 0.6), squeeze=False)
+    for ax, (layer, (projections, _, channels)) in zip(axes[:, 0], sheets.items(), strict=True):
+        ax.imshow(_mosaic(projections[:, 0], width, pad=2, fill=1.0), interpolation="nearest")
+        ax.set_title(f"{layer}: channels {', '.join(map(str, channels))}", fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def write_deconv(
+    checkpoint: Checkpoint,
+    images: torch.Tensor,
+    layers: list[str],
+    out: str | os.PathLike,
+    channels: list[int] | None = None,
+    top_channels: int = 16,
+    k: int = 9,
+    source: str = "",
+    progress: bool = False,
+) -> list[Path]:
+    """Scan the images once per layer, project the top-k of the chosen channels, write the figures.
+
+    Per layer: `deconv_<layer>.png` (projections + patches) and `deconv_<layer>_projections.png`
+    (projections only); then `deconv_contact_sheet.png`, every layer's strongest projections.
+    """
+    out = Path(out)
+    model = checkpoint.model
+    paths, sheets = [], {}
+    for name in [deconvnet.resolve_layer(model, layer) for layer in layers]:
+        top = deconvnet.scan_top_activations(model, images, checkpoint.normalise, name, k=k, progress=progress)
+        count = top.values.shape[0]
+        chosen = channels if channels is not None else top.strongest_channels(top_channels)
+        bad = [c for c in chosen if not 0 <= c < count]
+        if bad:
+            raise ValueError(f"{name} has channels 0..{count - 1}; no channel {bad[0]}")
+        projections, patches = deconv_tiles(checkpoint, images, top, chosen)
+        what = f"{name}: top {k} activations over {len(images)} images{source}; deconvnet projections"
+        paths.append(plot_deconv_sheet(projections, patches, top, chosen, out / f"deconv_{_file_name(name)}.png", what))
+        paths.append(
+            plot_deconv_sheet(
+                projections, None, top, chosen, out / f"deconv_{_file_name(name)}_projections.png", what + " only"
+            )
+        )
+        sheets[name] = (projections, top, chosen)
+    paths.append(plot_contact_sheet(sheets, out / "deconv_contact_sheet.png", "strongest projection per channel"))
+    return paths
+
+
+def write_deconv_photo(checkpoint: Checkpoint, image: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """For one photo: the strongest activation of every layer, projected alone back to pixel space."""
+    model = checkpoint.model
+    photo = load_photo(image)
+    x = checkpoint.normalise(photo)
+    layers = deconvnet.deconv_layers(model)
+    fig, axes = plt.subplots(1, len(layers) + 1, figsize=(2.2 * (len(layers) + 1), 2.8))
+    axes[0].imshow(photo[0].permute(1, 2, 0).numpy())
+    axes[0].set_title("input", fontsize=9)
+    for ax, name in zip(axes[1:], layers, strict=True):
+        with torch.no_grad():
+            activation, _ = deconvnet.forward_to(model, x, name)
+        h, w = activation.shape[2:]
+        flat = int(activation[0].flatten().argmax())
+        channel, row, col = flat // (h * w), (flat % (h * w)) // w, flat % w
+        projection = deconvnet.project(model, x, name, torch.tensor([channel]), torch.tensor([[row, col]]))
+        ax.imshow(_signed_to_rgb(projection[0].numpy()))
+        ax.set_title(
+            f"{name}\nch {channel} at ({row},{col}) = {float(activation[0, channel, row, col]):.2f}", fontsize=7
+        )
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(f"{Path(image).name}: strongest activation of each layer, projected alone (deconvnet)", fontsize=10)
+    return _save(fig, Path(out) / f"deconv_image_{Path(image).stem}.png")
+
+
+def sample_images(
+    data: str | os.PathLike, classes: list[str], limit: int | None = None, seed: int = 0
+) -> tuple[torch.Tensor, int]:
+    """Decoded uint8 images of a data folder's training images (a seeded random `limit` of them); and the total."""
+    folder = find_layout(data).train
+    if limit is None:
+        return load_images(folder, classes=classes, progress=True).images, -1
+    files = list_images(folder, classes).files
+    chosen = sorted(np.random.default_rng(seed).permutation(len(files))[:limit].tolist())
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        arrays = list(pool.map(lambda i: decode_image(files[i]), chosen))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), len(files)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI and demo
+# --------------------------------------------------------------------------------------------
+
+
+def _channels(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated channel numbers, got {text!r}") from None
+    if min(values) < 0:
+        raise argparse.ArgumentTypeError(f"channel numbers start at 0, got {text!r}")
+    return values
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    checkpoint = load_checkpoint(args.model)
+    paths = write_feature_maps(checkpoint, args.image, args.out, args.layers)
+    print(f"{len(paths)} feature-map figures in {args.out}/ (first layer: {paths[0].name})")
+    return 0
+
+
+def cmd_kernels(args: argparse.Namespace) -> int:
+    paths = write_kernels(load_checkpoint(args.model), args.out)
+    print(f"{len(paths)} kernel figures in {args.out}/ (first layer: {paths[0].name})")
+    return 0
+
+
+def cmd_deconv(args: argparse.Namespace) -> int:
+    checkpoint = load_checkpoint(args.model)
+    if args.image:
+        path = write_deconv_photo(checkpoint, args.image, args.out)
+        print(f"projections of the strongest activation of every layer: {path}")
+        return 0
+    if not args.data:
+        raise ValueError("deconv needs --data DIR (images to scan) or --image PHOTO")
+    layers = args.layer or [
+        deconvnet.deconv_layers(checkpoint.model)[len(deconvnet.deconv_layers(checkpoint.model)) // 2]
+    ]
+    images, total = sample_images(args.data, checkpoint.classes, args.limit)
+    source = f" of {args.data}" if total < 0 else f" (random {len(images)} of {total}) of {args.data}"
+    paths = write_deconv(
+        checkpoint, images, layers, args.out, args.channels, args.top_channels, args.top, source, progress=True
+    )
+    print(f"{len(paths)} deconvnet figures in {args.out}/: " + ", ".join(p.name for p in paths))
+    return 0
+
+
+def register_cli(commands: argparse._SubParsersAction, visualize_commands: argparse._SubParsersAction) -> None:
+    """`heritage visualize features | kernels | deconv`."""
+    from heritage_cnn.cli import _formatter
+
+    p = visualize_commands.add_parser(
+        "features",
+        help="activation maps of every conv layer for one photo",
+        description="One grid per conv layer of the activation maps (after ReLU) for one photo, preprocessed as "
+        "for prediction, channels ordered by mean activation, one colour scale per grid, the input beside it. "
+        "The first layer gets a large figure, feature_maps_layer1.png.",
+        epilog="example:\n  heritage visualize features --image photo.jpg --out runs/inside",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--model", help="checkpoint (.safetensors with its .json); default: the shipped model")
+    p.add_argument("--image", required=True, help="a photo, any size or format")
+    p.add_argument("--layers", nargs="+", help="layers to show, e.g. stage1.block1.conv stage2 (default: all)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_features)
+
+    p = visualize_commands.add_parser(
+        "kernels",
+        help="learned filters: first layer in colour, deeper layers' strongest slices",
+        description="The first layer's filters as RGB tiles (each normalised by its largest weight, zero is grey); "
+        "for each deeper conv layer, every filter's strongest input-channel slice.",
+        epilog="example:\n  heritage visualize kernels --out runs/inside",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--model", help="checkpoint (.safetensors with its .json); default: the shipped model")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_kernels)
+
+    p = visualize_commands.add_parser(
+        "deconv",
+        help="deconvnet: top-9 activations per channel projected to pixels",
+        description="Zeiler & Fergus deconvnet. With --data: one pass over the images records the 9 strongest "
+        "activations of every channel of a layer; each is projected alone back to pixel space (max-unpooling "
+        "at the recorded switches, ReLU, transposed BN-folded filters) and shown beside the image patch under "
+        "the unit's receptive field. With --image: the strongest activation of every layer for one photo.",
+        epilog="examples:\n  heritage visualize deconv --data data/ahe64 --layer stage3 --top-channels 16 --out runs/deconv\n"
+        "  heritage visualize deconv --data data/ahe64 --layer stage2.block1.conv2 --channels 0,5,7 --out runs/deconv\n"
+        "  heritage visualize deconv --image photo.jpg --out runs/deconv",
+        formatter_class=_formatter,
+    )
+    p.add_argument("--model", help="checkpoint (.safetensors with its .json); default: the shipped model")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--data", help="data folder whose training images are scanned")
+    source.add_argument("--image", help="one photo: project the strongest activation of every layer")
+    p.add_argument("--layer", nargs="+", help="layer(s), e.g. stage2.block1.conv2 or stage3 (default: a middle one)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--channels", type=_channels, help="comma-separated channels, e.g. 0,5,7")
+    which.add_argument("--top-channels", type=int, default=16, help="the N channels with the strongest top activation")
+    p.add_argument("--top", type=int, default=9, help="activations per channel (default 9)")
+    p.add_argument("--limit", type=int, help="scan a seeded random N of the images (default: all)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.set_defaults(func=cmd_deconv)
+
+
+def demo_step(model_path: str | None, data: str, out: Path) -> None:
+    """The demo's look inside: first-layer feature maps, kernels, one deconv sheet, one explanation."""
+    from heritage_cnn import explain
+
+    inside = Path(out) / "inside"
+    checkpoint = load_checkpoint(model_path)
+    photo = _validation_photo(model_path, data, checkpoint.classes)
+    print(f"\n== look inside the network -> {inside}  (photo: {photo})")
+    write_feature_maps(checkpoint, photo, inside, [deconvnet.deconv_layers(checkpoint.model)[0]])
+    write_kernels(checkpoint, inside)
+    layers = deconvnet.deconv_layers(checkpoint.model)
+    images, total = sample_images(data, checkpoint.classes, limit=2000)
+    write_deconv(checkpoint, images, [layers[len(layers) // 2]], inside, top_channels=6, source=f" (of {total})")
+    explain.write_explanation(checkpoint, photo, inside)
+
+
+def _validation_photo(model_path: str | None, data: str, classes: list[str]) -> str:
+    """A photo of the model's validation split (from the run's split.json), else the first training photo."""
+    from heritage_cnn.io import read_json
+
+    split = Path(model_path).parent / "split.json" if model_path else None
+    if split is not None and split.exists():
+        paths = read_json(split).get("val_paths") or []
+        if paths and Path(paths[0]).exists():
+            return paths[0]
+    return str(list_images(find_layout(data).train, classes).files[0])
+
+
+__all__ = [
+    "demo_step",
+    "feature_maps",
+    "load_photo",
+    "register_cli",
+    "write_deconv",
+    "write_deconv_photo",
+    "write_feature_maps",
+    "write_kernels",
+]

@@ -1,0 +1,171 @@
+"""Class-image synthesis on the tiny synthetic-data model: the parts, the loop, the files, the CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from heritage_cnn import synthesis as s
+from heritage_cnn.checkpoint import load_checkpoint
+from heritage_cnn.cli import main
+
+# The tiny model tells its synthetic classes apart by exact stripe frequency and angle; under the random
+# transforms it settles on images between neighbouring classes, so the class test ascends pixel-exactly.
+FAST = replace(s.Settings(), steps=48, lr=0.1, transforms=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_run):
+    return load_checkpoint(tiny_run.checkpoint)
+
+
+def test_objective_rises_during_rendering(checkpoint) -> None:
+    g = torch.Generator().manual_seed(0)
+    result = s.render(checkpoint, s.class_margin(3), s.FourierImage(2, 32, g), s.standard_transforms(32), 40, 0.1, g)
+    assert len(result.history) == 40
+    assert np.mean(result.history[-5:]) > np.mean(result.history[:5]) + 1.0
+
+
+def test_generated_images_are_classified_as_the_target(checkpoint) -> None:
+    targets = [0, 4, 7]
+    generated = s.draw_classes(checkpoint, targets, n=2, settings=FAST, progress=False)
+    assert generated.images.shape == (6, 3, 64, 64)
+    assert generated.targets == [0, 0, 4, 4, 7, 7]
+    assert generated.predicted == generated.targets
+    assert min(generated.probabilities) > 0.5
+    # the recorded probabilities are those of the returned images
+    probs = s.classify(checkpoint, generated.images)
+    assert probs[torch.arange(6), torch.tensor(generated.targets)].tolist() == pytest.approx(generated.probabilities)
+
+
+def test_same_seed_same_image(checkpoint) -> None:
+    settings = replace(FAST, steps=6)
+    a = s.draw_classes(checkpoint, [1], n=2, settings=settings, seed=3, progress=False).images
+    b = s.draw_classes(checkpoint, [1], n=2, settings=settings, seed=3, progress=False).images
+    c = s.draw_classes(checkpoint, [1], n=2, settings=settings, seed=4, progress=False).images
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+    assert not torch.allclose(a[0], a[1])  # images of a batch start from different noise
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda g: s.PixelImage(2, 24, g),
+        lambda g: s.PixelImage(2, 24, g, decorrelate=True),
+        lambda g: s.FourierImage(2, 24, g),
+        lambda g: s.FourierImage(2, 24, g, decay_power=1.5, decorrelate=False),
+    ],
+)
+def test_parametrisations_round_trip_to_valid_images(make, tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    param = make(g)
+    image = param()
+    assert image.shape == (2, 3, 24, 24) and image.min() >= 0 and image.max() <= 1
+    # every parametrisation can express a given picture: fit one by gradient descent
+    target = torch.rand(2, 3, 24, 24, generator=g) * 0.6 + 0.2
+    optimizer = torch.optim.Adam(param.parameters(), lr=0.1)
+    for _ in range(300):
+        optimizer.zero_grad()
+        loss = (param() - target).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 1e-3
+    # and the saved PNG is that image to 8 bits
+    fitted = param().detach()
+    s.save_png(fitted[0], tmp_path / "a.png")
+    back = torch.from_numpy(np.array(Image.open(tmp_path / "a.png"))).permute(2, 0, 1) / 255
+    assert (back - fitted[0]).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_transforms_keep_batches_and_are_seeded() -> None:
+    x = torch.rand(3, 3, 64, 64)
+    shapes = [t(x, torch.Generator().manual_seed(0)).shape for t in s.standard_transforms(64)]
+    assert shapes == [(3, 3, 72, 72), (3, 3, 60, 60), (3, 3, 64, 64), (3, 3, 64, 64), (3, 3, 62, 62)]
+
+    def run(seed: int) -> torch.Tensor:
+        g, y = torch.Generator().manual_seed(seed), x
+        for t in s.standard_transforms(64):
+            y = t(y, g)
+        return y
+
+    assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+    assert torch.allclose(s.rotate(0.0)(x, torch.Generator()), x, atol=1e-5)
+    assert torch.allclose(s.scale(1.0, 1.0)(x, torch.Generator()), x, atol=1e-5)
+
+
+def test_objectives_compose() -> None:
+    g = torch.Generator().manual_seed(0)
+    context = s.Context(
+        image=torch.rand(3, 3, 16, 16, generator=g),
+        logits=torch.randn(3, 10, generator=g),
+        activations={"a": torch.randn(3, 4, 5, 5, generator=g)},
+    )
+    logit, margin, tv = s.class_logit([1, 2, 3]), s.class_margin(2), s.total_variation()
+    composed = logit - 0.5 * tv + 2 * s.channel("a", 1) + s.l2() * 3
+    expected = logit(context) - 0.5 * tv(context) + 2 * s.channel("a", 1)(context) + 3 * s.l2()(context)
+    assert composed(context).item() == pytest.approx(expected.item())
+    assert composed.layers == {"a"} and "tv" in composed.name
+    assert sum([logit, margin, tv])(context).item() == pytest.approx(
+        (logit(context) + margin(context) + tv(context)).item()
+    )
+    assert (-margin)(context).item() == pytest.approx(-margin(context).item())
+    # the definitions themselves
+    assert logit(context).item() == pytest.approx(context.logits[[0, 1, 2], [1, 2, 3]].sum().item())
+    others = (context.logits.sum(1) - context.logits[:, 2]) / 9
+    assert margin(context).item() == pytest.approx((context.logits[:, 2] - others).sum().item(), rel=1e-5)
+    assert s.unit("a", 0)(context).item() == pytest.approx(context.activations["a"][:, 0, 2, 2].sum().item())
+    assert s.diversity("a")(context).item() < 0
+    flat = {**context.__dict__, "image": torch.full((3, 3, 16, 16), 0.5)}
+    assert tv(s.Context(**flat)).item() == 0 and s.l2()(s.Context(**flat)).item() == 0
+    assert s.blur()(s.Context(**flat)).item() == 0 and s.blur()(context).item() > 0
+    with pytest.raises(ValueError, match="2 targets for a batch of 3"):
+        s.class_logit([1, 2])(context)
+
+
+def test_channel_objective_reads_the_layer_before_its_relu(checkpoint) -> None:
+    g = torch.Generator().manual_seed(0)
+    result = s.render(checkpoint, s.channel("stage2.block1.conv1", 2), s.FourierImage(1, 32, g), (), 30, 0.1, g, False)
+    assert result.history[-1] > result.history[0]
+    assert min(result.history) < 0 or result.history[0] != 0  # a BN output, not a clipped ReLU output
+    with pytest.raises(KeyError, match="conv layers are"):
+        s.draw_units(checkpoint, "stage9.conv", settings=FAST, progress=False)
+
+
+def test_class_names_resolve_and_unknown_names_fail_clearly(checkpoint) -> None:
+    classes = checkpoint.classes
+    assert s.resolve_class("gargoyle", classes) == classes.index("gargoyle")
+    for name in ("dome (inner)", "dome(inner)", "Dome (Inner)"):
+        assert s.resolve_class(name, classes) == classes.index("dome(inner)")
+    assert s.resolve_class("flying_buttress", classes) == s.resolve_class("flying buttress", classes)
+    with pytest.raises(ValueError, match=r"unknown class 'dragon'; the classes are: altar, apse"):
+        s.resolve_class("dragon", classes)
+
+
+def test_generate_cli_writes_pngs_grid_and_json(tiny_run, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "gen"
+    args = ["generate", "--model", str(tiny_run.checkpoint), "--steps", "4", "--out", str(out)]
+    assert main([*args, "--all", "--n", "1"]) == 0
+    report = json.loads((out / "class_images.json").read_text())
+    assert len(report["images"]) == 10 and report["settings"]["steps"] == 4
+    assert all(0 <= row["probability"] <= 1 and (out / row["file"]).exists() for row in report["images"])
+    assert Image.open(out / "class_images.png").size[0] > 600
+    assert main([*args, "--class", "dome (inner)", "--n", "2", "--size", "128"]) == 0
+    assert Image.open(out / "dome_inner_1.png").size == (128, 128)
+    capsys.readouterr()
+    assert main([*args, "--class", "dragon"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "unknown class 'dragon'" in error and "gargoyle" in error
+
+
+def test_visualize_units_cli(tiny_run, tmp_path: Path) -> None:
+    args = ["visualize", "units", "--model", str(tiny_run.checkpoint), "--steps", "3", "--out", str(tmp_path)]
+    assert main([*args, "--layer", "stage1.block1.conv", "--channels", "0-2,5"]) == 0
+    assert (tmp_path / "units_stage1_block1_conv.png").exists()
+    assert main([*args, "--layer", "stage1.block1.conv", "--channels", "99"]) == 2
