@@ -32,10 +32,13 @@ def photo(seed: int = 0, size: tuple[int, int] = (64, 64)) -> Image.Image:
 
 def run(args: list[str]) -> tuple[int, str]:
     result = subprocess.run(
-        [sys.executable, "-m", "heritage_cnn.cli", *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "heritage_cnn.cli", *args], capture_output=True, text=True, errors="replace", timeout=600
     )
     lines = [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
-    interesting = [line for line in lines if "skipped" in line or "error" in line or "could not" in line]
+    keys = ("skipped", "error", "could not", "mismatch")
+    interesting = [line for line in lines if any(key in line for key in keys)]
+    if not interesting and result.returncode == 0 and len(lines) > 1:  # a prediction table: show its first row
+        interesting = [" ".join(lines[1].split())]
     return result.returncode, (interesting or lines or [""])[0].strip()
 
 

@@ -318,7 +318,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from heritage_cnn.predict import Classifier, find_photos, format_predictions
+    from heritage_cnn.predict import Classifier, find_photos, format_predictions, printable
 
     photos, missing = find_photos(args.inputs)
     for path, reason in missing:
@@ -332,7 +332,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if predictions:
         print(format_predictions(predictions, args.format))
     for path, reason in skipped:
-        print(f"heritage: skipped {path}: {reason}", file=sys.stderr)
+        print(f"heritage: skipped {printable(path)}: {reason}", file=sys.stderr)
     if skipped:
         print(f"heritage: {len(skipped)} of {len(photos)} file(s) could not be read", file=sys.stderr)
     return 0 if predictions else 2

@@ -204,7 +204,15 @@ def decode_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
     """Decode one photo to a `size`x`size`x3 uint8 array; raise ImageError naming the file."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, on the header
+            image_file = Image.open(path)
+        with image_file as image:
+            if image.width * image.height > Image.MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(
+                    f"{image.width}x{image.height} = {image.width * image.height} pixels, "
+                    f"over the limit of {Image.MAX_IMAGE_PIXELS}"
+                )
             image.seek(0)  # first frame of an animated GIF / multi-page TIFF
             image = ImageOps.exif_transpose(image)
             image = to_rgb(image)

@@ -16,7 +16,7 @@ import shutil
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +145,16 @@ def find_photos(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[t
 # --------------------------------------------------------------------------------------------
 
 
+def printable(path: str | None) -> str | None:
+    """A file name fit for any terminal or file: bytes that are not UTF-8 (an old camera's Latin-1
+    name, say) are shown as U+FFFD instead of crashing the output."""
+    if path is None:
+        return None
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def format_predictions(predictions: Sequence[Prediction], fmt: str) -> str:
+    predictions = [replace(p, path=printable(p.path)) for p in predictions]
     if fmt == "json":
         import json
 

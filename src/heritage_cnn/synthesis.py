@@ -408,7 +408,7 @@ class Settings:
     pixels: int = 4  # pad and jitter, in pixels of a 64 px image
     zoom: float = 0.1  # scale in [1 - zoom, 1 + zoom]
     degrees: float = 8.0  # rotation in [-degrees, degrees]
-    tv: float = 5.0  # weight of the total-variation penalty: transfer 0.6 -> 0.8 in the first sweep
+    tv: float = 10.0  # weight of the total-variation penalty (the tuning log in docs/synthesis.md)
     l2: float = 0.0  # weight of the L2 penalty
     blur: float = 0.0  # weight of the blur penalty
     diversity: float = 0.0  # weight of the diversity reward among images of the same class
@@ -715,7 +715,7 @@ def demo_step(model_path: str | None, data: str, out: Path) -> None:
     """The demo's class grid: one image per class, fewer steps (well under a minute on 2 cores)."""
     print("\n== class images (gradient ascent, heritage generate)")
     checkpoint = load_checkpoint(model_path)
-    settings = replace(Settings(), steps=128)
+    settings = replace(Settings(), steps=96)
     generated = draw_classes(checkpoint, range(len(checkpoint.classes)), 1, 64, settings, seed=0)
     grid = write_generated(Path(out) / "class_images", generated, checkpoint, seed=0, n=1)
     mean = sum(generated.probabilities) / len(generated.probabilities)
