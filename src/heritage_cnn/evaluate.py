@@ -25,7 +25,7 @@ def predict_logits(
     model: torch.nn.Module,
     images: torch.Tensor,
     normalise: Callable[[torch.Tensor], torch.Tensor],
-    batch_size: int = 512,
+    batch_size: int = 64,
     device: torch.device | str | None = None,
     tta: bool = False,
 ) -> torch.Tensor:

@@ -526,7 +526,9 @@ def draw_units(
         raise ValueError(f"{layer_name} has channels 0..{count - 1}, got {channels}")
     generator = torch.Generator().manual_seed(seed)
     param = make_param(settings, len(channels), size, generator)
-    objective = sum(regularisers(replace(settings, diversity=0.0)), channel(layer_name, channels))
+    # a channel's mean response is about a tenth of a class margin, so the penalties are scaled down alike
+    quiet = replace(settings, tv=settings.tv / 10, l2=settings.l2 / 10, blur=settings.blur / 10, diversity=0.0)
+    objective = sum(regularisers(quiet), channel(layer_name, channels))
     transforms = (
         standard_transforms(size, settings.pixels, settings.zoom, settings.degrees) if settings.transforms else []
     )
@@ -701,7 +703,7 @@ def register_cli(commands: argparse._SubParsersAction, visualize_commands: argpa
         help="images that excite each channel of a conv layer",
         description="Feature visualisation: for each channel of a conv layer, an image maximising its mean "
         "response (after batch norm, before the ReLU), with the same parametrisation and transforms as "
-        "`heritage generate`. Writes the grid units_<layer>.png.",
+        "`heritage generate` (penalties a tenth as strong). Writes the grid units_<layer>.png.",
         epilog="example:\n  heritage visualize units --layer stage3.block1.conv2 --channels 0-15 --out runs/units",
         formatter_class=_formatter,
     )

@@ -70,7 +70,7 @@ class TrainConfig:
     cache_dir: str | None = None  # keep decoded images here between runs
     resume: bool = False
     progress: bool = True
-    eval_batch_size: int = 512
+    eval_batch_size: int = 64  # small batches keep channels_last inference in cache (900 vs 625 img/s at 256)
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
