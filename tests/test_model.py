@@ -3,7 +3,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from heritage_cnn.model import HeritageNet, ModelConfig, build_model, conv_layers, forward_flops, layer, parameter_count
+from heritage_cnn.model import (
+    HeritageNet,
+    ModelConfig,
+    build_model,
+    conv_layers,
+    fold_batch_norm,
+    forward_flops,
+    layer,
+    parameter_count,
+)
 
 
 def test_default_model_fits_the_budget() -> None:
@@ -44,3 +53,16 @@ def test_flop_count_matches_hand_count() -> None:
     conv = 64 * 64 * 4 * 3 * 9 * 2  # output pixels x out channels x in channels x kernel x (mul + add)
     linear = 2 * (4 * 8 + 8 * 2)
     assert forward_flops(model) == conv + linear
+
+
+def test_folding_batch_norm_keeps_the_outputs() -> None:
+    model = build_model(widths=(8, 16), blocks=(1, 2)).eval()
+    for module in model.modules():  # non-trivial statistics, as after training
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+    folded = fold_batch_norm(model)
+    x = torch.randn(4, 3, 64, 64)
+    assert torch.allclose(model(x), folded(x), atol=1e-5)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())

@@ -24,16 +24,14 @@ activation with every ReLU's backward replaced by ReLU of the incoming signal (C
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from heritage_cnn.model import ConvBlock, HeritageNet, ResidualBlock
+from heritage_cnn.model import ConvBlock, HeritageNet, ResidualBlock, fold_batch_norm
 
 Step = tuple[str, nn.Module, str]  # (name, module, kind): kind is pool, conv, residual or residual_conv1
 
@@ -218,18 +216,6 @@ def _grow(box: list[int], conv: nn.Conv2d) -> list[int]:
 # --------------------------------------------------------------------------------------------
 # Top-k scan
 # --------------------------------------------------------------------------------------------
-
-
-def fold_batch_norm(model: HeritageNet) -> HeritageNet:
-    """A copy whose convs carry their eval-mode batch norm (weights and bias): same outputs, fewer passes."""
-    folded = copy.deepcopy(model).eval()
-    for module in folded.modules():
-        for conv_name, bn_name in (("conv", "bn"), ("conv1", "bn1"), ("conv2", "bn2")):
-            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
-                setattr(module, bn_name, nn.Identity())
-    return folded
 
 
 @dataclass

@@ -7,12 +7,14 @@ visualisation code can address any layer by name and replay the network step by 
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,18 @@ def layer(model: nn.Module, name: str) -> nn.Module:
     return modules[name]
 
 
+def fold_batch_norm(model: HeritageNet) -> HeritageNet:
+    """A copy whose convs carry their eval-mode batch norm (weights and bias): same outputs, fewer passes."""
+    folded = copy.deepcopy(model).eval()
+    for module in folded.modules():
+        for conv_name, bn_name in (("conv", "bn"), ("conv1", "bn1"), ("conv2", "bn2")):
+            conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(module, bn_name, nn.Identity())
+    return folded
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -195,6 +209,7 @@ __all__ = [
     "ResidualBlock",
     "build_model",
     "conv_layers",
+    "fold_batch_norm",
     "forward_flops",
     "layer",
     "parameter_count",

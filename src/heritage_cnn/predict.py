@@ -25,8 +25,8 @@ from PIL import Image
 
 from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.data import IMAGE_EXTENSIONS, ImageError, decode_image, fit_square, to_rgb
-from heritage_cnn.deconvnet import fold_batch_norm
 from heritage_cnn.io import atomic_path, atomic_write_text
+from heritage_cnn.model import fold_batch_norm
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
