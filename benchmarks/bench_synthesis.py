@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,13 +23,6 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 SECOND = OUT / "second"
-
-
-def data_root() -> Path:
-    for candidate in (os.environ.get("HERITAGE_DATA"), HERE.parents[1] / "shared" / "datasets" / "ahe64"):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    sys.exit("the benchmark needs the data: set HERITAGE_DATA or put it in ../shared/datasets/ahe64")
 
 
 def second_network(data: Path, epochs: int = 20) -> Path:
@@ -143,6 +135,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     model = load_checkpoint(args.model or default_checkpoint_path())
+    from run import data_root  # benchmarks/run.py, beside this script
+
     second = load_checkpoint(args.second or second_network(data_root()))
     load = os.getloadavg()[0]
     methods = {

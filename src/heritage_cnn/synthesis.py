@@ -623,10 +623,6 @@ def write_generated(out: str | Path, generated: Generated, checkpoint: Checkpoin
 # --------------------------------------------------------------------------------------------
 
 
-def _formatter(prog: str) -> argparse.HelpFormatter:
-    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=36)
-
-
 def _channel_list(text: str) -> list[int]:
     """`0-7,12` -> [0, 1, ..., 7, 12]."""
     channels: list[int] = []
@@ -679,6 +675,8 @@ def cmd_units(args: argparse.Namespace) -> int:
 
 def register_cli(commands: argparse._SubParsersAction, visualize_commands: argparse._SubParsersAction) -> None:
     """`heritage generate` and `heritage visualize units`."""
+    from heritage_cnn.cli import _formatter as cli_formatter  # one help layout for every command
+
     p = commands.add_parser(
         "generate",
         help="draw what the network sees in a class (gradient ascent)",
@@ -688,7 +686,7 @@ def register_cli(commands: argparse._SubParsersAction, visualize_commands: argpa
         "image's probability under the generating network).",
         epilog="example:\n  heritage generate --all --n 4 --out runs/classes\n"
         '  heritage generate --class "dome (inner)" --n 8 --size 128 --out runs/domes',
-        formatter_class=_formatter,
+        formatter_class=cli_formatter,
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--class", dest="cls", help='a class, folder or display name ("dome (inner)")')
@@ -705,7 +703,7 @@ def register_cli(commands: argparse._SubParsersAction, visualize_commands: argpa
         "response (after batch norm, before the ReLU), with the same parametrisation and transforms as "
         "`heritage generate` (penalties a tenth as strong). Writes the grid units_<layer>.png.",
         epilog="example:\n  heritage visualize units --layer stage3.block1.conv2 --channels 0-15 --out runs/units",
-        formatter_class=_formatter,
+        formatter_class=cli_formatter,
     )
     p.add_argument("--layer", required=True, help="conv layer name, e.g. stage2.block1.conv1")
     p.add_argument("--channels", type=_channel_list, help="which channels, e.g. 0-15,20 (default all)")
