@@ -73,6 +73,37 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(synthetic_root: 
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
 
 
+def test_resume_with_weight_average_and_batch_mixing_matches_an_uninterrupted_run(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """The EMA, the raw weights under it and the MixUp/CutMix draws all survive an interruption."""
+    recipe = {"ema_decay": 0.9, "mixup_alpha": 0.2, "cutmix_alpha": 1.0}
+    whole = train(_config(synthetic_root, tmp_path / "whole", **recipe), log=lambda _: None)
+    stopped = train(
+        _config(synthetic_root, tmp_path / "cut", **recipe),
+        log=lambda _: None,
+        should_stop=lambda epoch, step: (epoch, step) == (1, 2),
+    )
+    assert stopped.interrupted
+    resumed = train(_config(synthetic_root, tmp_path / "cut", resume=True), log=lambda _: None)
+    for key in ("val_accuracy", "raw_val_accuracy"):
+        assert [r[key] for r in resumed.history] == [r[key] for r in whole.history]
+    a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_saved_weights_are_the_moving_average_of_the_raw_weights(synthetic_root: Path, tmp_path: Path) -> None:
+    """With --ema the checkpoint holds the average, which follows the raw weights as the decay goes to 0."""
+    for decay, same in ((1e-9, True), (0.9, False)):
+        run = train(_config(synthetic_root, tmp_path / str(decay), epochs=1, ema_decay=decay), log=lambda _: None)
+        state = load_tensors(Path(run.out) / "optimizer.safetensors")
+        saved = load_tensors(run.checkpoint)
+        for name in (k for k in saved if k.endswith(("conv.weight", "running_mean"))):
+            assert torch.equal(state[f"ema.module.{name}"], saved[name])
+            assert torch.allclose(state[f"raw.{name}"], saved[name], atol=1e-6) == same, (decay, name)
+        assert "raw_val_accuracy" in run.final
+
+
 def test_same_seed_same_weights_and_other_seed_differs(synthetic_root: Path, tmp_path: Path) -> None:
     runs = [
         train(_config(synthetic_root, tmp_path / name, epochs=1, seed=seed), log=lambda _: None)
@@ -84,7 +115,7 @@ def test_same_seed_same_weights_and_other_seed_differs(synthetic_root: Path, tmp
 
 
 def test_bad_recipes_are_refused(tmp_path: Path) -> None:
-    for bad in ({"epochs": 0}, {"epochs": -3}, {"batch_size": 1}, {"lr": 0.0}):
+    for bad in ({"epochs": 0}, {"epochs": -3}, {"batch_size": 1}, {"lr": 0.0}, {"ema_decay": 1.0}, {"mixup_alpha": -1}):
         with pytest.raises(ValueError):
             TrainConfig(data="x", out=str(tmp_path), **bad)
 

@@ -116,6 +116,12 @@ def _train_config(args: argparse.Namespace, data: str, out: str) -> Any:
     augment = base.augment if not args.no_augment else AugmentConfig(0, False, 0, 0, 0, 0, 0)
     if args.rotation is not None:
         augment = replace(augment, rotation_degrees=args.rotation)
+    if args.zoom is not None:
+        augment = replace(augment, zoom=args.zoom)
+    if args.shift is not None:
+        augment = replace(augment, shift=args.shift)
+    if args.dropout is not None:
+        model = replace(model, dropout=args.dropout)
     return replace(
         base,
         epochs=args.epochs if args.epochs is not None else base.epochs,
@@ -123,6 +129,11 @@ def _train_config(args: argparse.Namespace, data: str, out: str) -> Any:
         lr=args.lr or base.lr,
         weight_decay=base.weight_decay if args.weight_decay is None else args.weight_decay,
         label_smoothing=base.label_smoothing if args.label_smoothing is None else args.label_smoothing,
+        ema_decay=base.ema_decay if args.ema is None else args.ema,
+        mixup_alpha=base.mixup_alpha if args.mixup is None else args.mixup,
+        cutmix_alpha=base.cutmix_alpha if args.cutmix is None else args.cutmix,
+        warmup_epochs=base.warmup_epochs if args.warmup is None else args.warmup,
+        balanced_loss=args.balanced_loss or base.balanced_loss,
         seed=args.seed,
         split=SplitRecipe(
             val_fraction=args.val_fraction or base.split.val_fraction,
@@ -144,11 +155,36 @@ def _train_config(args: argparse.Namespace, data: str, out: str) -> Any:
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("recipe (defaults are the shipped model's recipe)")
-    group.add_argument("--epochs", type=int, help="passes over the training split (default 30)")
-    group.add_argument("--batch-size", type=_positive_int, help="images per step (default 128)")
-    group.add_argument("--lr", type=float, help="peak AdamW learning rate (default 3e-3)")
-    group.add_argument("--weight-decay", type=float, help="AdamW weight decay on weights (default 0.05)")
-    group.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing (default 0.1)")
+    from heritage_cnn.augment import AugmentConfig
+    from heritage_cnn.model import ModelConfig
+    from heritage_cnn.train import TrainConfig
+
+    d, a, m = TrainConfig(data="", out=""), AugmentConfig(), ModelConfig()
+    group.add_argument("--epochs", type=int, help=f"passes over the training split (default {d.epochs})")
+    group.add_argument("--batch-size", type=_positive_int, help=f"images per step (default {d.batch_size})")
+    group.add_argument("--lr", type=float, help=f"peak AdamW learning rate (default {d.lr:g})")
+    group.add_argument(
+        "--warmup", type=float, help=f"epochs of linear warm-up before the cosine (default {d.warmup_epochs:g})"
+    )
+    group.add_argument("--weight-decay", type=float, help=f"AdamW weight decay on weights (default {d.weight_decay:g})")
+    group.add_argument(
+        "--label-smoothing", type=float, help=f"cross-entropy label smoothing (default {d.label_smoothing:g})"
+    )
+    group.add_argument(
+        "--ema",
+        type=float,
+        help=f"per-step decay of a weight average that is validated and saved, e.g. 0.998 (default {d.ema_decay:g}: off)",
+    )
+    group.add_argument("--mixup", type=float, help=f"MixUp alpha, 0 = off (default {d.mixup_alpha:g})")
+    group.add_argument("--cutmix", type=float, help=f"CutMix alpha, 0 = off (default {d.cutmix_alpha:g})")
+    group.add_argument(
+        "--balanced-loss",
+        action="store_true",
+        help="weight the loss by inverse class frequency (small classes count more)",
+    )
+    group.add_argument(
+        "--dropout", type=float, help=f"dropout before each fully connected layer (default {m.dropout:g})"
+    )
     group.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation (default 0)")
     group.add_argument(
         "--val-fraction", type=float, help="validation share, 1/k of a stratified group k-fold (default 0.2)"
@@ -158,7 +194,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--widths", type=_int_list, help="channels per stage, e.g. 24,48,96,192")
     group.add_argument("--blocks", type=_int_list, help="conv blocks per stage, e.g. 1,1,1,1")
     group.add_argument("--plain", action="store_true", help="no residual connections")
-    group.add_argument("--rotation", type=float, help="max random rotation in degrees (default 15)")
+    group.add_argument(
+        "--rotation", type=float, help=f"max random rotation in degrees (default {a.rotation_degrees:g})"
+    )
+    group.add_argument("--zoom", type=float, help=f"random zoom range, scale in [1/(1+z), 1+z] (default {a.zoom:g})")
+    group.add_argument("--shift", type=float, help=f"random shift, fraction of the side (default {a.shift:g})")
     group.add_argument("--no-augment", action="store_true", help="switch augmentation off (for comparisons)")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     group.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")

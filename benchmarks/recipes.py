@@ -1,0 +1,153 @@
+"""Judge finished training runs on their validation split and append them to the recipe log.
+
+    python benchmarks/recipes.py runs/search/a runs/search/b --ref runs/search/a --note "what changed"
+
+For each run folder: the final checkpoint (`last`, never the best epoch, so that the validation
+split is not also used to pick the model) is evaluated on the run's own duplicate-aware
+validation split, with and without flip test-time augmentation. Accuracy and macro F1 carry 95 %
+bootstrap intervals; `--ref` adds the paired bootstrap interval of the accuracy difference
+against a reference run on the same images, so that a gain of a few images is not read as
+progress. One row per run is appended to benchmarks/recipes.md (table) and recipes.json (all figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from heritage_cnn.checkpoint import load_checkpoint
+from heritage_cnn.evaluate import compute_metrics, predict_logits
+from heritage_cnn.io import atomic_write_json, atomic_write_text, read_json
+from heritage_cnn.model import forward_flops, parameter_count
+from heritage_cnn.train import TrainConfig, prepare_data
+
+HERE = Path(__file__).resolve().parent
+LOG_MD, LOG_JSON = HERE / "recipes.md", HERE / "recipes.json"
+
+
+def command_of(config: TrainConfig) -> str:
+    """The `heritage train` flags that differ from the defaults, i.e. the command that reproduces the run."""
+    base = TrainConfig(data=config.data, out=config.out)
+    flags = []
+    simple = {
+        "epochs": "--epochs",
+        "batch_size": "--batch-size",
+        "lr": "--lr",
+        "warmup_epochs": "--warmup",
+        "weight_decay": "--weight-decay",
+        "label_smoothing": "--label-smoothing",
+        "ema_decay": "--ema",
+        "mixup_alpha": "--mixup",
+        "cutmix_alpha": "--cutmix",
+        "seed": "--seed",
+    }
+    always = {"epochs", "batch_size", "lr"}  # spelled out, so that the command survives a change of defaults
+    for key, flag in simple.items():
+        if key in always or getattr(config, key) != getattr(base, key):
+            flags.append(f"{flag} {getattr(config, key):g}")
+    model, base_model = config.model, base.model
+    if model.widths != base_model.widths:
+        flags.append("--widths " + ",".join(map(str, model.widths)))
+    if model.blocks != base_model.blocks:
+        flags.append("--blocks " + ",".join(map(str, model.blocks)))
+    if model.dropout != base_model.dropout:
+        flags.append(f"--dropout {model.dropout:g}")
+    if config.balanced_loss:
+        flags.append("--balanced-loss")
+    if not model.residual:
+        flags.append("--plain")
+    for key, flag in {"rotation_degrees": "--rotation", "zoom": "--zoom", "shift": "--shift"}.items():
+        if getattr(config.augment, key) != getattr(base.augment, key):
+            flags.append(f"{flag} {getattr(config.augment, key):g}")
+    if config.split != base.split:
+        flags.append(f"(split {asdict(config.split)})")
+    return "heritage train --out RUN " + " ".join(flags)
+
+
+def judge(run: Path) -> dict[str, Any]:
+    """Validation figures of a run's final checkpoint, plus its per-image correctness for paired comparisons."""
+    config = TrainConfig.from_dict(read_json(run / "config.json"))
+    config.progress = False
+    _, _, val_set = prepare_data(config, log=lambda message: None)
+    checkpoint = load_checkpoint(run / "last")
+    history = read_json(run / "metrics.json")
+    figures: dict[str, Any] = {"run": str(run), "command": command_of(config), "epochs": len(history)}
+    for name, tta in (("plain", False), ("tta", True)):
+        logits = predict_logits(checkpoint.model, val_set.images, checkpoint.normalise, 64, "cpu", tta=tta)
+        probabilities = torch.softmax(logits, 1).numpy()
+        metrics = compute_metrics(val_set.labels.numpy(), probabilities, checkpoint.classes)
+        figures[name] = {
+            "accuracy": metrics["accuracy"],
+            "macro_f1": metrics["macro_f1"],
+            "per_class_f1": {row["class"]: round(row["f1"], 4) for row in metrics["per_class"]},
+            "correct": (probabilities.argmax(1) == val_set.labels.numpy()).astype(int).tolist(),
+        }
+    figures["val_images"] = len(val_set)
+    figures["params_m"] = parameter_count(checkpoint.model) / 1e6
+    figures["mflop"] = forward_flops(checkpoint.model) / 1e6
+    figures["train_minutes"] = sum(row["epoch_seconds"] for row in history) / 60
+    figures["val_paths_sha"] = hashlib.sha1("\n".join(val_set.paths).encode()).hexdigest()[:12]
+    return figures
+
+
+def paired_difference(a: list[int], b: list[int], rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Accuracy of a minus accuracy of b on the same images, with a paired 95 % bootstrap interval."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    samples = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(rounds)]
+    return float(diff.mean()), float(np.quantile(samples, 0.025)), float(np.quantile(samples, 0.975))
+
+
+def _ci(metric: dict[str, Any]) -> str:
+    low, high = metric["ci95"]
+    return f"{metric['value']:.4f} ({low:.3f}–{high:.3f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="finished run folders")
+    parser.add_argument("--ref", type=Path, help="reference run for paired differences")
+    parser.add_argument("--note", default="", help="what this run tests (one line)")
+    args = parser.parse_args()
+    log: list[dict[str, Any]] = json.loads(LOG_JSON.read_text()) if LOG_JSON.exists() else []
+    known = {entry["run"]: entry for entry in log}
+    reference = None
+    if args.ref:
+        reference = known.get(str(args.ref)) or judge(args.ref)
+        known[str(args.ref)] = reference
+    rows = []
+    for run in args.runs:
+        if not (run / "metrics.json").exists():
+            sys.exit(f"{run}: no metrics.json; is it a finished run folder?")
+        entry = judge(run)
+        entry["note"] = args.note
+        delta = ""
+        if reference is not None and reference["run"] != entry["run"]:
+            if reference["val_paths_sha"] != entry["val_paths_sha"]:
+                sys.exit(f"{run} and {args.ref} were validated on different images; no paired difference")
+            d, low, high = paired_difference(entry["plain"]["correct"], reference["plain"]["correct"])
+            entry["delta_vs_ref"] = {"ref": str(args.ref), "value": d, "ci95": [low, high]}
+            delta = f"{d * 100:+.2f} pt ({low * 100:+.1f}…{high * 100:+.1f}) vs {args.ref.name}"
+        known[entry["run"]] = entry
+        rows.append(
+            f"| {run.name} | {args.note} | {entry['epochs']} | {entry['params_m']:.2f} M / {entry['mflop']:.0f} | "
+            f"{entry['train_minutes']:.1f} | {_ci(entry['plain']['accuracy'])} | {delta} | "
+            f"{entry['tta']['accuracy']['value']:.4f} | {entry['plain']['macro_f1']['value']:.4f} | "
+            f"`{entry['command']}` |"
+        )
+        print(rows[-1])
+    atomic_write_json(LOG_JSON, list(known.values()))
+    text = LOG_MD.read_text() if LOG_MD.exists() else ""
+    atomic_write_text(LOG_MD, text.rstrip("\n") + "\n" + "\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()
