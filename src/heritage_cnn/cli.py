@@ -19,7 +19,7 @@ EPILOG = """\
 examples:
   heritage data download --dest data/ahe64          fetch the Kaggle dataset
   heritage data check data/ahe64                    counts, bad files, duplicates
-  heritage train --data data/ahe64 --out runs/a     train from scratch (about 17 min on 2 CPU cores)
+  heritage train --data data/ahe64 --out runs/a     train from scratch (about 25 min on 2 CPU cores)
   heritage evaluate --model runs/a/last.safetensors --data data/ahe64 --split val --out runs/a/eval
   heritage demo --data data/ahe64                   the whole pipeline, figures in runs/demo
 
