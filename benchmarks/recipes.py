@@ -88,7 +88,7 @@ def judge(run: Path) -> dict[str, Any]:
             "accuracy": metrics["accuracy"],
             "macro_f1": metrics["macro_f1"],
             "per_class_f1": {row["class"]: round(row["f1"], 4) for row in metrics["per_class"]},
-            "correct": (probabilities.argmax(1) == val_set.labels.numpy()).astype(int).tolist(),
+            "correct": "".join("1" if ok else "0" for ok in probabilities.argmax(1) == val_set.labels.numpy()),
         }
     figures["val_images"] = len(val_set)
     figures["params_m"] = parameter_count(checkpoint.model) / 1e6
@@ -98,9 +98,10 @@ def judge(run: Path) -> dict[str, Any]:
     return figures
 
 
-def paired_difference(a: list[int], b: list[int], rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Accuracy of a minus accuracy of b on the same images, with a paired 95 % bootstrap interval."""
-    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+def paired_difference(a: str, b: str, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Accuracy of a minus accuracy of b on the same images (per-image "1"/"0" strings), with a paired
+    95 % bootstrap interval."""
+    diff = np.array([int(x) - int(y) for x, y in zip(a, b, strict=True)], dtype=np.float64)
     rng = np.random.default_rng(seed)
     samples = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(rounds)]
     return float(diff.mean()), float(np.quantile(samples, 0.025)), float(np.quantile(samples, 0.975))
