@@ -16,7 +16,7 @@ import argparse
 import hashlib
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +72,20 @@ def command_of(config: TrainConfig) -> str:
     return "heritage train --out RUN " + " ".join(flags)
 
 
+_VAL_SETS: dict[str, Any] = {}  # runs judged in one call usually share their validation split: decode it once
+
+
+def validation_set(config: TrainConfig) -> Any:
+    key = json.dumps([config.data, asdict(config.split), config.limit_per_class, config.seed])
+    if key not in _VAL_SETS:
+        _, _, _VAL_SETS[key] = prepare_data(replace(config, progress=False), log=lambda message: None)
+    return _VAL_SETS[key]
+
+
 def judge(run: Path) -> dict[str, Any]:
     """Validation figures of a run's final checkpoint, plus its per-image correctness for paired comparisons."""
     config = TrainConfig.from_dict(read_json(run / "config.json"))
-    config.progress = False
-    _, _, val_set = prepare_data(config, log=lambda message: None)
+    val_set = validation_set(config)
     checkpoint = load_checkpoint(run / "last")
     history = read_json(run / "metrics.json")
     figures: dict[str, Any] = {"run": str(run), "command": command_of(config), "epochs": len(history)}
