@@ -8,6 +8,11 @@ validation split, with and without flip test-time augmentation. Accuracy and mac
 bootstrap intervals; `--ref` adds the paired bootstrap interval of the accuracy difference
 against a reference run on the same images, so that a gain of a few images is not read as
 progress. One row per run is appended to benchmarks/recipes.md (table) and recipes.json (all figures).
+
+    python benchmarks/recipes.py runs/search/a runs/search/b --ensemble
+
+prints (and logs nothing) the accuracy of the runs' averaged probabilities: the ceiling that
+distilling these networks into one could aim at.
 """
 
 from __future__ import annotations
@@ -62,9 +67,17 @@ def command_of(config: TrainConfig) -> str:
         flags.append(f"--dropout {model.dropout:g}")
     if config.balanced_loss:
         flags.append("--balanced-loss")
+    if config.teachers:
+        flags += [f"--teacher {teacher}" for teacher in config.teachers]
+        flags.append(f"--distill-weight {config.distill_weight:g} --distill-temperature {config.distill_temperature:g}")
     if not model.residual:
         flags.append("--plain")
-    for key, flag in {"rotation_degrees": "--rotation", "zoom": "--zoom", "shift": "--shift"}.items():
+    for key, flag in {
+        "rotation_degrees": "--rotation",
+        "zoom": "--zoom",
+        "shift": "--shift",
+        "erase": "--erase",
+    }.items():
         if getattr(config.augment, key) != getattr(base.augment, key):
             flags.append(f"{flag} {getattr(config.augment, key):g}")
     if config.split != base.split:
@@ -107,6 +120,24 @@ def judge(run: Path) -> dict[str, Any]:
     return figures
 
 
+def ensemble(runs: list[Path]) -> dict[str, Any]:
+    """Accuracy and macro F1 of the mean softmax of several runs' final checkpoints (same validation split)."""
+    configs = [TrainConfig.from_dict(read_json(run / "config.json")) for run in runs]
+    sets = [validation_set(config) for config in configs]
+    if any(s.paths != sets[0].paths for s in sets):
+        sys.exit("the runs were validated on different images; no ensemble figure")
+    val_set, figures = sets[0], {}
+    checkpoints = [load_checkpoint(run / "last") for run in runs]
+    for name, tta in (("plain", False), ("tta", True)):
+        probabilities = sum(
+            torch.softmax(predict_logits(c.model, val_set.images, c.normalise, 64, "cpu", tta=tta), 1)
+            for c in checkpoints
+        ) / len(checkpoints)
+        metrics = compute_metrics(val_set.labels.numpy(), probabilities.numpy(), checkpoints[0].classes)
+        figures[name] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+    return figures
+
+
 def paired_difference(a: str, b: str, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Accuracy of a minus accuracy of b on the same images (per-image "1"/"0" strings), with a paired
     95 % bootstrap interval."""
@@ -126,7 +157,16 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path, help="finished run folders")
     parser.add_argument("--ref", type=Path, help="reference run for paired differences")
     parser.add_argument("--note", default="", help="what this run tests (one line)")
+    parser.add_argument("--ensemble", action="store_true", help="print the accuracy of the runs' averaged outputs")
     args = parser.parse_args()
+    if args.ensemble:
+        figures = ensemble(args.runs)
+        print(
+            f"ensemble of {len(args.runs)} ({', '.join(run.name for run in args.runs)}): "
+            f"accuracy {_ci(figures['plain']['accuracy'])}, macro F1 {figures['plain']['macro_f1']['value']:.4f}; "
+            f"with flip TTA {_ci(figures['tta']['accuracy'])}, macro F1 {figures['tta']['macro_f1']['value']:.4f}"
+        )
+        return
     log: list[dict[str, Any]] = json.loads(LOG_JSON.read_text()) if LOG_JSON.exists() else []
     known = {entry["run"]: entry for entry in log}
     reference = None

@@ -36,3 +36,19 @@ def test_switched_off_is_identity_and_flip_only_mirrors() -> None:
         assert torch.allclose(out, original, atol=1e-5) or torch.allclose(out, original.flip(-1), atol=1e-5)
     mirrored = sum(not torch.allclose(o, i.float() / 255, atol=1e-5) for o, i in zip(flipped, x, strict=True))
     assert 0 < mirrored < len(x)
+
+
+def test_random_erase_replaces_one_rectangle_in_about_the_chosen_share_of_images() -> None:
+    from dataclasses import replace
+
+    x = torch.full((400, 3, 32, 32), 128, dtype=torch.uint8)
+    out = augment_batch(x, replace(OFF, erase=0.5), torch.Generator().manual_seed(4))
+    changed = (out != 128 / 255).any(1)  # (N, H, W): erased pixels
+    erased_images = changed.flatten(1).any(1)
+    assert 150 < int(erased_images.sum()) < 250  # binomial(400, 0.5)
+    for mask in changed[erased_images]:
+        rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
+        box = mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert box.float().mean() > 0.98  # a filled rectangle (noise may equal 0.5 at a pixel or two)
+        assert 0.01 <= box.numel() / mask.numel() <= 0.3
+    assert torch.equal(augment_batch(x, replace(OFF, erase=0.0)), x.float() / 255)

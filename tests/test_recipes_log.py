@@ -20,9 +20,16 @@ def test_command_spells_out_the_schedule_and_every_changed_knob() -> None:
     assert (
         command_of(base) == f"heritage train --out RUN --epochs {base.epochs} --batch-size {base.batch_size} --lr 0.003"
     )
-    changed = replace(base, ema_decay=0.998, cutmix_alpha=1.0, model=ModelConfig(widths=(32, 64), blocks=(1, 1)))
+    changed = replace(
+        base,
+        ema_decay=0.998,
+        cutmix_alpha=1.0,
+        model=ModelConfig(widths=(32, 64), blocks=(1, 1)),
+        augment=replace(base.augment, erase=0.25),
+    )
     command = command_of(changed)
     assert "--ema 0.998" in command and "--cutmix 1" in command and "--widths 32,64 --blocks 1,1" in command
+    assert "--erase 0.25" in command
 
 
 def test_paired_difference_and_its_interval() -> None:

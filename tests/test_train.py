@@ -125,3 +125,42 @@ def test_learning_rate_warms_up_then_decays_to_zero() -> None:
     assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
     assert learning_rate(100, 100, 10, 1.0) == pytest.approx(0.0)
+
+
+def test_distillation_follows_the_teacher_not_the_labels(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
+    """A teacher that calls every class c "c + 1" (its last layer's rows rolled): with the teacher's soft
+    targets as the whole loss, the student learns that mapping, not the folder labels."""
+    from heritage_cnn.checkpoint import save_checkpoint
+
+    teacher = load_checkpoint(tiny_run.out / "last")
+    fc2 = teacher.model.head.fc2
+    with torch.no_grad():
+        fc2.weight.copy_(fc2.weight.roll(1, dims=0))
+        fc2.bias.copy_(fc2.bias.roll(1, dims=0))
+    save_checkpoint(tmp_path / "teacher", teacher)
+    base = _config(synthetic_root, tmp_path / "x", epochs=8, lr=1e-2, label_smoothing=0.0)
+    # temperature 0.5 sharpens the tiny teacher (mean top probability ~0.6 at T = 1) so 8 epochs suffice
+    student = train(
+        replace(
+            base,
+            out=str(tmp_path / "student"),
+            teachers=(str(tmp_path / "teacher"),),
+            distill_weight=1.0,
+            distill_temperature=0.5,
+        ),
+        log=lambda _: None,
+    )
+    images = load_images(synthetic_root)
+    model = load_checkpoint(student.checkpoint)
+    predicted = predict_logits(model.model, images.images, model.normalise).argmax(1)
+    taught = predict_logits(teacher.model, images.images, teacher.normalise).argmax(1)
+    assert (taught == images.labels).float().mean() < 0.2  # the rolled teacher is wrong on purpose
+    assert (predicted == taught).float().mean() > 0.85  # and the student agrees with it
+    assert student.final["val_accuracy"] < 0.2
+    with pytest.raises(ValueError, match="distill"):
+        replace(base, distill_weight=1.5)
+    with pytest.raises(ValueError, match="classes"):  # a teacher for other classes is refused by name
+        other = load_checkpoint(tmp_path / "teacher")
+        other.classes = [f"class{i}" for i in range(10)]
+        save_checkpoint(tmp_path / "other", other)
+        train(replace(base, out=str(tmp_path / "y"), teachers=(str(tmp_path / "other"),)), log=lambda _: None)

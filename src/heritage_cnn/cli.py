@@ -120,6 +120,8 @@ def _train_config(args: argparse.Namespace, data: str, out: str) -> Any:
         augment = replace(augment, zoom=args.zoom)
     if args.shift is not None:
         augment = replace(augment, shift=args.shift)
+    if args.erase is not None:
+        augment = replace(augment, erase=args.erase)
     if args.dropout is not None:
         model = replace(model, dropout=args.dropout)
     return replace(
@@ -134,6 +136,9 @@ def _train_config(args: argparse.Namespace, data: str, out: str) -> Any:
         cutmix_alpha=base.cutmix_alpha if args.cutmix is None else args.cutmix,
         warmup_epochs=base.warmup_epochs if args.warmup is None else args.warmup,
         balanced_loss=args.balanced_loss or base.balanced_loss,
+        teachers=tuple(args.teacher),
+        distill_weight=base.distill_weight if args.distill_weight is None else args.distill_weight,
+        distill_temperature=base.distill_temperature if args.distill_temperature is None else args.distill_temperature,
         seed=args.seed,
         split=SplitRecipe(
             val_fraction=args.val_fraction or base.split.val_fraction,
@@ -185,6 +190,23 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--dropout", type=float, help=f"dropout before each fully connected layer (default {m.dropout:g})"
     )
+    group.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        metavar="RUN",
+        help="distil from this trained run folder or checkpoint (repeat for an ensemble)",
+    )
+    group.add_argument(
+        "--distill-weight",
+        type=float,
+        help=f"share of the teachers' soft targets in the loss (default {d.distill_weight:g})",
+    )
+    group.add_argument(
+        "--distill-temperature",
+        type=float,
+        help=f"softmax temperature of the distillation term (default {d.distill_temperature:g})",
+    )
     group.add_argument("--seed", type=int, default=0, help="seed of initialisation, order and augmentation (default 0)")
     group.add_argument(
         "--val-fraction", type=float, help="validation share, 1/k of a stratified group k-fold (default 0.2)"
@@ -199,6 +221,9 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--zoom", type=float, help=f"random zoom range, scale in [1/(1+z), 1+z] (default {a.zoom:g})")
     group.add_argument("--shift", type=float, help=f"random shift, fraction of the side (default {a.shift:g})")
+    group.add_argument(
+        "--erase", type=float, help=f"probability of random erasing of a rectangle per image (default {a.erase:g})"
+    )
     group.add_argument("--no-augment", action="store_true", help="switch augmentation off (for comparisons)")
     group.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
     group.add_argument("--threads", type=_positive_int, help="CPU threads (default: all cores)")

@@ -61,6 +61,9 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # MixUp on every batch (torchvision.transforms.v2); 0 = off
     cutmix_alpha: float = 0.0  # CutMix on every batch; with both on, one of the two per batch
     balanced_loss: bool = False  # weight the loss by inverse class frequency (scikit-learn's "balanced")
+    teachers: tuple[str, ...] = ()  # trained checkpoints or run folders to distil from (knowledge distillation)
+    distill_weight: float = 0.5  # share of the distillation term in the loss when there are teachers
+    distill_temperature: float = 2.0  # softmax temperature of teachers and student in that term
     seed: int = 0
     split: SplitRecipe = field(default_factory=SplitRecipe)  # 1/5 validation, seed 0, pHash distance 10
     limit_per_class: int | None = None  # use at most this many images per class (quick runs)
@@ -89,6 +92,9 @@ class TrainConfig:
             raise ValueError(f"--ema must be in [0, 1), got {self.ema_decay}")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
             raise ValueError("--mixup and --cutmix alphas must be >= 0")
+        object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))
+        if not 0 <= self.distill_weight <= 1 or not self.distill_temperature > 0:
+            raise ValueError("--distill-weight must be in [0, 1] and --distill-temperature positive")
         if self.limit_per_class is not None and self.limit_per_class < 2:
             raise ValueError(f"--limit-per-class must be at least 2, got {self.limit_per_class}")
 
@@ -208,6 +214,42 @@ def make_batch_mixer(config: TrainConfig, num_classes: int) -> Callable[..., tup
     if not mixers:
         return None
     return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+
+
+def load_teachers(paths: tuple[str, ...], classes: list[str], device: torch.device) -> list[Checkpoint]:
+    """Trained networks to distil from, in eval mode with batch norm folded (they only run forward)."""
+    from heritage_cnn.model import fold_batch_norm
+
+    teachers = []
+    for path in paths:
+        where = Path(path) / "last" if Path(path).is_dir() else Path(path)
+        teacher = load_checkpoint(where, device=device)
+        if teacher.classes != classes:
+            raise ValueError(f"teacher {path}: its classes {teacher.classes} differ from the data's {classes}")
+        teacher.model = fold_batch_norm(teacher.model).to(memory_format=torch.channels_last)
+        for parameter in teacher.model.parameters():
+            parameter.requires_grad_(False)
+        teachers.append(teacher)
+    return teachers
+
+
+@torch.no_grad()
+def teacher_probabilities(teachers: list[Checkpoint], images: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean softmax (at `temperature`) of the teachers on the very images the student sees: [0, 1] floats,
+    normalised with each teacher's own statistics."""
+    total = None
+    for teacher in teachers:
+        x = teacher.normalise(images).contiguous(memory_format=torch.channels_last)
+        p = torch.softmax(teacher.model(x).float() / temperature, 1)
+        total = p if total is None else total + p
+    return total / len(teachers)
+
+
+def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s soft-target term: KL(teachers || student) at `temperature`, times T^2 so that its
+    gradient keeps its size when T changes."""
+    log_student = F.log_softmax(logits.float() / temperature, 1)
+    return F.kl_div(log_student, teacher_probs, reduction="batchmean") * temperature**2
 
 
 # ---- resumable state: optimizer tensors and RNG states as safetensors, the rest as JSON ----
@@ -416,6 +458,12 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
 
     ema = make_ema(model, config.ema_decay)
     mixer = make_batch_mixer(config, len(classes))
+    teachers = load_teachers(config.teachers, classes, device)
+    if teachers:
+        log(
+            f"distilling from {len(teachers)} teacher(s) (weight {config.distill_weight:g}, "
+            f"temperature {config.distill_temperature:g}): {', '.join(config.teachers)}"
+        )
     checkpoint = Checkpoint(ema.module if ema is not None else model, classes, mean, std, info={})
     history: list[dict[str, float]] = []
     start_epoch, start_step, best_acc = 0, 0, -1.0
@@ -479,11 +527,11 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
             tick = time.perf_counter()
             for step in bar:
                 index = order[step * config.batch_size : (step + 1) * config.batch_size][ranks.rank :: ranks.world]
-                x = normalise(augment_batch(images[index], config.augment, augment_generator))
-                x = x.contiguous(memory_format=torch.channels_last)
+                pixels = augment_batch(images[index], config.augment, augment_generator)  # [0, 1]
                 y = target = labels[index]
-                if mixer is not None:
-                    x, target = mixer(x, y)
+                if mixer is not None:  # on pixels (normalising is affine, so the same as mixing after it)
+                    pixels, target = mixer(pixels, y)
+                x = normalise(pixels).contiguous(memory_format=torch.channels_last)
                 lr = learning_rate(epoch * steps_per_epoch + step, total_steps, warmup_steps, config.lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -492,6 +540,10 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
                     loss = F.cross_entropy(
                         logits.float(), target, weight=class_weights, label_smoothing=config.label_smoothing
                     )
+                    if teachers:  # the teachers see the same augmented (and mixed) images
+                        soft = teacher_probabilities(teachers, pixels, config.distill_temperature)
+                        kd = distillation_loss(logits, soft, config.distill_temperature)
+                        loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
