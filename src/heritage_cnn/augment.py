@@ -2,7 +2,8 @@
 
 One random affine matrix per image (rotation, zoom, shift, horizontal flip) is applied to the
 whole batch with a single `grid_sample`, then brightness, contrast and saturation are jittered
-with tensor arithmetic, and (optionally) one random rectangle per image is erased with a mask. No PIL and no per-image Python in the hot loop. Vertical flips are left
+with tensor arithmetic, and (optionally) one random rectangle per image is erased with a mask.
+No PIL and no per-image Python in the hot loop. Vertical flips are left
 out on purpose: an upside-down bell tower is not a photo anyone takes.
 """
 
