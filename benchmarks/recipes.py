@@ -4,7 +4,8 @@
 
 For each run folder: the final checkpoint (`last`, never the best epoch, so that the validation
 split is not also used to pick the model) is evaluated on the run's own duplicate-aware
-validation split, with and without flip test-time augmentation. Accuracy and macro F1 carry 95 %
+validation split, without test-time augmentation, with the mirror image (flip) and with seven views
+(`--tta-multi`). Accuracy and macro F1 carry 95 %
 bootstrap intervals; `--ref` adds the paired bootstrap interval of the accuracy difference
 against a reference run on the same images, so that a gain of a few images is not read as
 progress. One row per run is appended to benchmarks/recipes.md (table) and recipes.json (all figures).
@@ -85,6 +86,7 @@ def command_of(config: TrainConfig) -> str:
     return "heritage train --out RUN " + " ".join(flags)
 
 
+VIEWS = (("plain", "none"), ("tta", "flip"), ("multi", "multi"))  # figure name, evaluate.tta_views mode
 _VAL_SETS: dict[str, Any] = {}  # runs judged in one call usually share their validation split: decode it once
 
 
@@ -102,7 +104,7 @@ def judge(run: Path) -> dict[str, Any]:
     checkpoint = load_checkpoint(run / "last")
     history = read_json(run / "metrics.json")
     figures: dict[str, Any] = {"run": str(run), "command": command_of(config), "epochs": len(history)}
-    for name, tta in (("plain", False), ("tta", True)):
+    for name, tta in VIEWS:
         logits = predict_logits(checkpoint.model, val_set.images, checkpoint.normalise, 64, "cpu", tta=tta)
         probabilities = torch.softmax(logits, 1).numpy()
         metrics = compute_metrics(val_set.labels.numpy(), probabilities, checkpoint.classes)
@@ -128,7 +130,7 @@ def ensemble(runs: list[Path]) -> dict[str, Any]:
         sys.exit("the runs were validated on different images; no ensemble figure")
     val_set, figures = sets[0], {}
     checkpoints = [load_checkpoint(run / "last") for run in runs]
-    for name, tta in (("plain", False), ("tta", True)):
+    for name, tta in VIEWS:
         probabilities = sum(
             torch.softmax(predict_logits(c.model, val_set.images, c.normalise, 64, "cpu", tta=tta), 1)
             for c in checkpoints
@@ -164,7 +166,8 @@ def main() -> None:
         print(
             f"ensemble of {len(args.runs)} ({', '.join(run.name for run in args.runs)}): "
             f"accuracy {_ci(figures['plain']['accuracy'])}, macro F1 {figures['plain']['macro_f1']['value']:.4f}; "
-            f"with flip TTA {_ci(figures['tta']['accuracy'])}, macro F1 {figures['tta']['macro_f1']['value']:.4f}"
+            f"with flip TTA {_ci(figures['tta']['accuracy'])}, macro F1 {figures['tta']['macro_f1']['value']:.4f}; "
+            f"with 7-view TTA {_ci(figures['multi']['accuracy'])}, macro F1 {figures['multi']['macro_f1']['value']:.4f}"
         )
         return
     log: list[dict[str, Any]] = json.loads(LOG_JSON.read_text()) if LOG_JSON.exists() else []
@@ -190,7 +193,8 @@ def main() -> None:
         rows.append(
             f"| {run.name} | {args.note} | {entry['epochs']} | {entry['params_m']:.2f} M / {entry['mflop']:.0f} | "
             f"{entry['train_minutes']:.1f} | {_ci(entry['plain']['accuracy'])} | {delta} | "
-            f"{entry['tta']['accuracy']['value']:.4f} | {entry['plain']['macro_f1']['value']:.4f} | "
+            f"{entry['tta']['accuracy']['value']:.4f} / {entry['multi']['accuracy']['value']:.4f} | "
+            f"{entry['plain']['macro_f1']['value']:.4f} | "
             f"`{entry['command']}` |"
         )
         print(rows[-1])

@@ -113,3 +113,21 @@ def test_sort_threshold_link_mode_and_refusals(classifier: Classifier, synthetic
         sort_photos(classifier, survey / "day1", survey, progress=False)
     with pytest.raises(ValueError, match="min-confidence"):
         sort_photos(classifier, survey, tmp_path / "x", min_confidence=1.5, progress=False)
+
+
+def test_test_time_augmentation_in_classifier_and_commands(
+    tiny_run, classifier: Classifier, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = sorted(synthetic_root.rglob("*.png"))[:6]
+    multi = Classifier.load(tiny_run.checkpoint, tta="multi")
+    plain_probs = [p.probability for p in classifier.predict(photos)]
+    multi_preds = multi.predict(photos)
+    assert all(0 < p.probability <= 1 for p in multi_preds) and [p.probability for p in multi_preds] != plain_probs
+    with pytest.raises(ValueError, match="unknown test-time augmentation"):
+        Classifier.load(tiny_run.checkpoint, tta="crops")
+    model = str(tiny_run.checkpoint)
+    # the photo after the flag stays a photo (no optional value that could swallow it)
+    assert cli.main(["predict", "--model", model, "--tta-multi", str(photos[0]), "--format", "csv"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--model", model, "--tta", "--tta-multi", str(photos[0])])

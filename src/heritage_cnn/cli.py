@@ -158,6 +158,25 @@ def _train_config(args: argparse.Namespace, data: str, out: str) -> Any:
     )
 
 
+def _add_tta_option(parser: argparse.ArgumentParser) -> None:
+    """Test-time augmentation flags (two flags, not `--tta [MODE]`, which would swallow a photo's path)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--tta",
+        action="store_const",
+        const="flip",
+        default="none",
+        help="average the logits of each photo and its mirror image (2x the cost)",
+    )
+    group.add_argument(
+        "--tta-multi",
+        dest="tta",
+        action="store_const",
+        const="multi",
+        help="average 7 views: the photo, its mirror, four small shifts, a slight zoom (7x the cost)",
+    )
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("recipe (defaults are the shipped model's recipe)")
     from heritage_cnn.augment import AugmentConfig
@@ -269,7 +288,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def evaluate_on(model_path: str | None, data: str, split: str, out: str, tta: bool = False) -> dict[str, Any]:
+def evaluate_on(model_path: str | None, data: str, split: str, out: str, tta: str = "none") -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a data folder; write the figures; return the metrics."""
     import torch
 
@@ -307,7 +326,8 @@ def evaluate_on(model_path: str | None, data: str, split: str, out: str, tta: bo
     logits = predict_logits(checkpoint.model, images.images, checkpoint.normalise, tta=tta)
     probabilities = torch.softmax(logits, 1).numpy()
     metrics = compute_metrics(images.labels.numpy(), probabilities, checkpoint.display_names)
-    title = f"{Path(str(checkpoint.path)).name} on the {described}" + (", TTA (image + mirror)" if tta else "")
+    tta_label = {"none": "", "flip": ", TTA (image + mirror)", "multi": ", TTA (7 views: mirror, shifts, zoom)"}[tta]
+    title = f"{Path(str(checkpoint.path)).name} on the {described}{tta_label}"
     extra = {
         "model": str(checkpoint.path),
         "data": str(data),
@@ -321,7 +341,7 @@ def evaluate_on(model_path: str | None, data: str, split: str, out: str, tta: bo
     print(
         f"{split}: accuracy {metrics['accuracy']['value']:.4f} (95% CI {metrics['accuracy']['ci95'][0]:.4f}-"
         f"{metrics['accuracy']['ci95'][1]:.4f}), macro F1 {metrics['macro_f1']['value']:.4f}, "
-        f"{metrics['n_images']} images{', TTA' if tta else ''}"
+        f"{metrics['n_images']} images{tta_label}"
     )
     if images.skipped:
         print(f"skipped {len(images.skipped)} unreadable file(s): listed in {paths['metrics_json']}")
@@ -390,7 +410,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"heritage: {path}: {reason}", file=sys.stderr)
     if not photos:
         raise UsageError("no photos found in " + ", ".join(args.inputs))
-    classifier = Classifier.load(args.model)
+    classifier = Classifier.load(args.model, tta=args.tta)
     predictions, skipped = [], []
     for item in classifier.predict_files(photos, top=args.top):
         (skipped if isinstance(item, tuple) else predictions).append(item)
@@ -406,7 +426,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_sort(args: argparse.Namespace) -> int:
     from heritage_cnn.predict import Classifier, sort_photos
 
-    summary = sort_photos(Classifier.load(args.model), args.in_dir, args.out, args.min_confidence, args.mode)
+    summary = sort_photos(
+        Classifier.load(args.model, tta=args.tta), args.in_dir, args.out, args.min_confidence, args.mode
+    )
     print(
         f"{summary.placed} photo(s) sorted ({summary.uncertain} below {args.min_confidence:.2f} in _uncertain/), "
         f"{summary.already_done} already done earlier, {len(summary.skipped)} unreadable (listed in skipped.csv)"
@@ -546,7 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="val: the model's own validation split; test: DIR/test; all: every image (default: test if present, else all)",
     )
-    p.add_argument("--tta", action="store_true", help="average the logits of each image and its mirror image")
+    _add_tta_option(p)
     p.add_argument("--out", required=True, help="folder for metrics.json/md and confusion_matrix.png/csv")
     p.set_defaults(func=cmd_evaluate)
 
@@ -578,6 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--top", type=_positive_int, default=3, help="how many classes to list (default 3)")
     p.add_argument("--format", choices=["table", "json", "csv"], default="table", help="output format (default table)")
+    _add_tta_option(p)
     p.set_defaults(func=cmd_predict)
 
     p = commands.add_parser(
@@ -598,6 +621,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mode", choices=["copy", "link"], default="copy", help="copy files, or hard-link them (default copy)"
     )
+    _add_tta_option(p)
     p.set_defaults(func=cmd_sort)
 
     p = commands.add_parser(
