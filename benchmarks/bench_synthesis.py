@@ -39,7 +39,7 @@ def second_network(data: Path, epochs: int = 20) -> Path:
         out=str(SECOND),
         epochs=epochs,
         seed=1,
-        model=ModelConfig(widths=(16, 32, 64, 128)),
+        model=ModelConfig(widths=(16, 32, 64, 128), blocks=(1, 1, 1, 1)),
         resume=True,  # continues an interrupted run
         progress=False,
     )

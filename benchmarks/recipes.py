@@ -62,8 +62,7 @@ def command_of(config: TrainConfig) -> str:
     model, base_model = config.model, base.model
     if model.widths != base_model.widths:
         flags.append("--widths " + ",".join(map(str, model.widths)))
-    if model.blocks != base_model.blocks:
-        flags.append("--blocks " + ",".join(map(str, model.blocks)))
+    flags.append("--blocks " + ",".join(map(str, model.blocks)))  # always: the default depth changed once
     if model.dropout != base_model.dropout:
         flags.append(f"--dropout {model.dropout:g}")
     if config.balanced_loss:

@@ -152,3 +152,18 @@ def test_train_flags_become_the_recipe_and_defaults_stay_the_shipped_recipe() ->
     assert (config.warmup_epochs, config.batch_size) == (2, 64)
     plain = cli._train_config(parser.parse_args(["train", "--out", "o"]), "d", "o")
     assert plain == TrainConfig(data="d", out="o")
+
+
+def test_widths_keep_the_default_depth_when_the_stage_count_matches() -> None:
+    from heritage_cnn.model import ModelConfig
+
+    parser = cli.build_parser()
+
+    def model_of(*flags: str) -> ModelConfig:
+        return cli._train_config(parser.parse_args(["train", "--out", "o", *flags]), "d", "o").model
+
+    default_blocks = ModelConfig().blocks
+    assert model_of("--widths", "32,64,128,256").blocks == default_blocks  # four stages: the default depth
+    assert model_of("--widths", "8,16").blocks == (1, 1)  # another stage count: one block each
+    assert model_of("--widths", "8,16", "--blocks", "2,1").blocks == (2, 1)
+    assert model_of("--blocks", "1,1,1,1").blocks == (1, 1, 1, 1)

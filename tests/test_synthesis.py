@@ -17,7 +17,8 @@ from heritage_cnn.cli import main
 
 # The tiny model tells its synthetic classes apart by exact stripe frequency and angle; under the random
 # transforms it settles on images between neighbouring classes, so the class test ascends pixel-exactly.
-FAST = replace(s.Settings(), steps=48, lr=0.1, transforms=False)
+# The penalty is pinned: the shipped default (tuned for the real model) blurs the tiny model's stripes.
+FAST = replace(s.Settings(), steps=48, lr=0.1, transforms=False, tv=10.0)
 
 
 @pytest.fixture(scope="module")

@@ -108,7 +108,9 @@ def _train_config(args: argparse.Namespace, data: str, out: str) -> Any:
     base = TrainConfig(data=data, out=out)
     model = base.model
     if args.widths:
-        model = replace(model, widths=args.widths, blocks=args.blocks or (1,) * len(args.widths))
+        same_depth = len(args.widths) == len(model.blocks)  # keep the default blocks when the stage count matches
+        blocks = args.blocks or (model.blocks if same_depth else (1,) * len(args.widths))
+        model = replace(model, widths=args.widths, blocks=blocks)
     elif args.blocks:
         model = replace(model, blocks=args.blocks)
     if args.plain:
@@ -232,8 +234,10 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--split-seed", type=int, help="seed of the validation split (default 0)")
     group.add_argument("--limit-per-class", type=_positive_int, help="at most N images per class (quick runs)")
-    group.add_argument("--widths", type=_int_list, help="channels per stage, e.g. 24,48,96,192")
-    group.add_argument("--blocks", type=_int_list, help="conv blocks per stage, e.g. 1,1,1,1")
+    group.add_argument("--widths", type=_int_list, help="channels per stage (default 24,48,96,192)")
+    group.add_argument(
+        "--blocks", type=_int_list, help="conv blocks per stage (default 1,1,1,2; 1 each with other --widths lengths)"
+    )
     group.add_argument("--plain", action="store_true", help="no residual connections")
     group.add_argument(
         "--rotation", type=float, help=f"max random rotation in degrees (default {a.rotation_degrees:g})"

@@ -408,7 +408,7 @@ class Settings:
     pixels: int = 4  # pad and jitter, in pixels of a 64 px image
     zoom: float = 0.1  # scale in [1 - zoom, 1 + zoom]
     degrees: float = 8.0  # rotation in [-degrees, degrees]
-    tv: float = 10.0  # weight of the total-variation penalty (the tuning log in docs/synthesis.md)
+    tv: float = 20.0  # weight of the total-variation penalty; 20 for the deeper model (docs/synthesis.md)
     l2: float = 0.0  # weight of the L2 penalty
     blur: float = 0.0  # weight of the blur penalty
     diversity: float = 0.0  # weight of the diversity reward among images of the same class
@@ -423,8 +423,8 @@ class Settings:
             raise ValueError(f"steps must be >= 1 and lr > 0, got {self.steps} and {self.lr}")
 
 
-# Feature visualisation (`draw_units`, `heritage visualize units`) keeps the step size it was tuned with.
-UNIT_SETTINGS = Settings(lr=0.05)
+# Feature visualisation (`draw_units`, `heritage visualize units`) keeps the step size and penalty it was tuned with.
+UNIT_SETTINGS = Settings(lr=0.05, tv=10.0)
 
 # Unregularised gradient ascent on raw pixels: the baseline of benchmarks/bench_synthesis.py.
 PIXEL_BASELINE = Settings(param="pixel", decorrelate=False, transforms=False, tv=0.0)
@@ -648,8 +648,8 @@ def _add_render_options(p: argparse.ArgumentParser, steps: int, lr: float = Sett
     p.add_argument("--out", required=True, help="output folder")
 
 
-def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    return replace(Settings(), steps=args.steps, lr=args.lr, param=args.param, **extra)
+def _settings(args: argparse.Namespace, base: Settings | None = None, **extra: Any) -> Settings:
+    return replace(base or Settings(), steps=args.steps, lr=args.lr, param=args.param, **extra)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -668,7 +668,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_units(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.model)
-    rendering = draw_units(checkpoint, args.layer, args.channels, args.size, _settings(args), args.seed)
+    settings = _settings(args, UNIT_SETTINGS)
+    rendering = draw_units(checkpoint, args.layer, args.channels, args.size, settings, args.seed)
     channels = args.channels or list(range(len(rendering.images)))
     path = Path(args.out) / f"units_{args.layer.replace('.', '_')}.png"
     save_grid(rendering.images, [f"channel {c}" for c in channels], min(8, len(channels)), path)
