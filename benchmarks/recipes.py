@@ -53,6 +53,7 @@ def command_of(config: TrainConfig) -> str:
         "ema_decay": "--ema",
         "mixup_alpha": "--mixup",
         "cutmix_alpha": "--cutmix",
+        "consistency_weight": "--consistency",
         "seed": "--seed",
     }
     always = {"epochs", "batch_size", "lr"}  # spelled out, so that the command survives a change of defaults

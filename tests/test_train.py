@@ -14,7 +14,7 @@ from heritage_cnn.data import load_images
 from heritage_cnn.evaluate import predict_logits
 from heritage_cnn.io import load_tensors
 from heritage_cnn.model import ModelConfig
-from heritage_cnn.train import TrainConfig, learning_rate, train
+from heritage_cnn.train import TrainConfig, consistency_loss, learning_rate, train
 
 
 def _config(root: Path, out: Path, **overrides) -> TrainConfig:
@@ -92,6 +92,48 @@ def test_resume_with_weight_average_and_batch_mixing_matches_an_uninterrupted_ru
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
 
 
+def test_consistency_term_is_zero_for_agreeing_views_and_grows_with_disagreement() -> None:
+    same = torch.randn(6, 10)
+    assert consistency_loss(torch.cat([same, same])).item() == pytest.approx(0.0, abs=1e-6)
+    near, far = same + 0.1 * torch.randn(6, 10), same + 3 * torch.randn(6, 10)
+    small, large = (consistency_loss(torch.cat([same, other])).item() for other in (near, far))
+    assert 0 < small < large <= torch.log(torch.tensor(2.0)).item() + 1e-6  # Jensen-Shannon is bounded by log 2
+    other = torch.randn(6, 10)  # symmetric in the two views
+    assert consistency_loss(torch.cat([same, other])).item() == pytest.approx(
+        consistency_loss(torch.cat([other, same])).item()
+    )
+
+
+def test_consistency_training_resumes_exactly_and_pulls_the_views_together(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """Both views' augmentation draws survive an interruption; the term makes the views' answers closer."""
+    whole = train(_config(synthetic_root, tmp_path / "whole", consistency_weight=12.0), log=lambda _: None)
+    train(
+        _config(synthetic_root, tmp_path / "cut", consistency_weight=12.0),
+        log=lambda _: None,
+        should_stop=lambda epoch, step: (epoch, step) == (1, 2),
+    )
+    resumed = train(_config(synthetic_root, tmp_path / "cut", resume=True), log=lambda _: None)
+    assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in whole.history]
+    a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    plain = train(_config(synthetic_root, tmp_path / "plain"), log=lambda _: None)
+
+    from heritage_cnn.augment import augment_batch
+
+    images = load_images(synthetic_root).images[:64]
+    disagreement = []
+    for run in (plain, whole):
+        model = load_checkpoint(run.checkpoint)
+        generator = torch.Generator().manual_seed(5)
+        views = [augment_batch(images, TrainConfig(data="x", out="y").augment, generator) for _ in range(2)]
+        with torch.no_grad():
+            logits = torch.cat([model.model.eval()(model.normalise(v)) for v in views])
+        disagreement.append(consistency_loss(logits).item())
+    assert disagreement[1] < disagreement[0], disagreement
+
+
 def test_saved_weights_are_the_moving_average_of_the_raw_weights(synthetic_root: Path, tmp_path: Path) -> None:
     """With --ema the checkpoint holds the average, which follows the raw weights as the decay goes to 0."""
     for decay, same in ((1e-9, True), (0.9, False)):
@@ -115,7 +157,16 @@ def test_same_seed_same_weights_and_other_seed_differs(synthetic_root: Path, tmp
 
 
 def test_bad_recipes_are_refused(tmp_path: Path) -> None:
-    for bad in ({"epochs": 0}, {"epochs": -3}, {"batch_size": 1}, {"lr": 0.0}, {"ema_decay": 1.0}, {"mixup_alpha": -1}):
+    for bad in (
+        {"epochs": 0},
+        {"epochs": -3},
+        {"batch_size": 1},
+        {"lr": 0.0},
+        {"ema_decay": 1.0},
+        {"mixup_alpha": -1},
+        {"consistency_weight": -1},
+        {"consistency_weight": 1, "cutmix_alpha": 1},
+    ):
         with pytest.raises(ValueError):
             TrainConfig(data="x", out=str(tmp_path), **bad)
 

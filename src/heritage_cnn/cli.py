@@ -136,6 +136,7 @@ def _train_config(args: argparse.Namespace, data: str, out: str) -> Any:
         ema_decay=base.ema_decay if args.ema is None else args.ema,
         mixup_alpha=base.mixup_alpha if args.mixup is None else args.mixup,
         cutmix_alpha=base.cutmix_alpha if args.cutmix is None else args.cutmix,
+        consistency_weight=base.consistency_weight if args.consistency is None else args.consistency,
         warmup_epochs=base.warmup_epochs if args.warmup is None else args.warmup,
         balanced_loss=args.balanced_loss or base.balanced_loss,
         teachers=tuple(args.teacher),
@@ -203,6 +204,12 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--mixup", type=float, help=f"MixUp alpha, 0 = off (default {d.mixup_alpha:g})")
     group.add_argument("--cutmix", type=float, help=f"CutMix alpha, 0 = off (default {d.cutmix_alpha:g})")
+    group.add_argument(
+        "--consistency",
+        type=float,
+        help="weight of a Jensen-Shannon term between two augmented views of each image (each step then runs "
+        f"2x --batch-size images; AugMix uses 12); 0 = off (default {d.consistency_weight:g})",
+    )
     group.add_argument(
         "--balanced-loss",
         action="store_true",

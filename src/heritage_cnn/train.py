@@ -61,6 +61,7 @@ class TrainConfig:
     mixup_alpha: float = 0.0  # MixUp on every batch (torchvision.transforms.v2); 0 = off
     cutmix_alpha: float = 0.0  # CutMix on every batch; with both on, one of the two per batch
     balanced_loss: bool = False  # weight the loss by inverse class frequency (scikit-learn's "balanced")
+    consistency_weight: float = 0.0  # two augmented views per image + a Jensen-Shannon term between them; 0 = off
     teachers: tuple[str, ...] = ()  # trained checkpoints or run folders to distil from (knowledge distillation)
     distill_weight: float = 0.5  # share of the distillation term in the loss when there are teachers
     distill_temperature: float = 2.0  # softmax temperature of teachers and student in that term
@@ -92,6 +93,12 @@ class TrainConfig:
             raise ValueError(f"--ema must be in [0, 1), got {self.ema_decay}")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
             raise ValueError("--mixup and --cutmix alphas must be >= 0")
+        if self.consistency_weight < 0:
+            raise ValueError(f"--consistency must be >= 0, got {self.consistency_weight}")
+        if self.consistency_weight and (self.mixup_alpha or self.cutmix_alpha):
+            raise ValueError(
+                "--consistency compares two views of the same image: it cannot be combined with --mixup/--cutmix"
+            )
         object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))
         if not 0 <= self.distill_weight <= 1 or not self.distill_temperature > 0:
             raise ValueError("--distill-weight must be in [0, 1] and --distill-temperature positive")
@@ -250,6 +257,20 @@ def distillation_loss(logits: torch.Tensor, teacher_probs: torch.Tensor, tempera
     gradient keeps its size when T changes."""
     log_student = F.log_softmax(logits.float() / temperature, 1)
     return F.kl_div(log_student, teacher_probs, reduction="batchmean") * temperature**2
+
+
+def consistency_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon divergence between the predictions for two views of the same images.
+
+    `logits` holds the first views' rows, then the second views' in the same order. The term pulls
+    the two predictions together, so that the network answers the same whatever the crop or mirror
+    (what test-time augmentation otherwise buys with extra forward passes). AugMix (Hendrycks et al.
+    2020) uses the same divergence over three views.
+    """
+    first, second = logits.float().chunk(2)
+    p, q = first.softmax(1), second.softmax(1)
+    middle = ((p + q) / 2).clamp_min(1e-7).log()
+    return (F.kl_div(middle, p, reduction="batchmean") + F.kl_div(middle, q, reduction="batchmean")) / 2
 
 
 # ---- resumable state: optimizer tensors and RNG states as safetensors, the rest as JSON ----
@@ -529,6 +550,9 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
                 index = order[step * config.batch_size : (step + 1) * config.batch_size][ranks.rank :: ranks.world]
                 pixels = augment_batch(images[index], config.augment, augment_generator)  # [0, 1]
                 y = target = labels[index]
+                if config.consistency_weight:  # a second, independently augmented view of the same images
+                    second = augment_batch(images[index], config.augment, augment_generator)
+                    pixels, target = torch.cat([pixels, second]), torch.cat([y, y])
                 if mixer is not None:  # on pixels (normalising is affine, so the same as mixing after it)
                     pixels, target = mixer(pixels, y)
                 x = normalise(pixels).contiguous(memory_format=torch.channels_last)
@@ -544,6 +568,9 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
                         soft = teacher_probabilities(teachers, pixels, config.distill_temperature)
                         kd = distillation_loss(logits, soft, config.distill_temperature)
                         loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
+                    if config.consistency_weight:
+                        loss = loss + config.consistency_weight * consistency_loss(logits)
+                        logits = logits[: len(y)]  # the training accuracy counts each image once
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
