@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from conftest import TINY
+from heritage_cnn.augment import AugmentConfig, augment_batch
 from heritage_cnn.checkpoint import load_checkpoint
 from heritage_cnn.data import load_images
 from heritage_cnn.evaluate import predict_logits
@@ -119,15 +120,12 @@ def test_consistency_training_resumes_exactly_and_pulls_the_views_together(
     a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
     plain = train(_config(synthetic_root, tmp_path / "plain"), log=lambda _: None)
-
-    from heritage_cnn.augment import augment_batch
-
     images = load_images(synthetic_root).images[:64]
     disagreement = []
     for run in (plain, whole):
         model = load_checkpoint(run.checkpoint)
         generator = torch.Generator().manual_seed(5)
-        views = [augment_batch(images, TrainConfig(data="x", out="y").augment, generator) for _ in range(2)]
+        views = [augment_batch(images, AugmentConfig(), generator) for _ in range(2)]
         with torch.no_grad():
             logits = torch.cat([model.model.eval()(model.normalise(v)) for v in views])
         disagreement.append(consistency_loss(logits).item())

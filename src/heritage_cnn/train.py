@@ -548,10 +548,11 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
             tick = time.perf_counter()
             for step in bar:
                 index = order[step * config.batch_size : (step + 1) * config.batch_size][ranks.rank :: ranks.world]
-                pixels = augment_batch(images[index], config.augment, augment_generator)  # [0, 1]
+                batch = images[index]
+                pixels = augment_batch(batch, config.augment, augment_generator)  # [0, 1]
                 y = target = labels[index]
                 if config.consistency_weight:  # a second, independently augmented view of the same images
-                    second = augment_batch(images[index], config.augment, augment_generator)
+                    second = augment_batch(batch, config.augment, augment_generator)
                     pixels, target = torch.cat([pixels, second]), torch.cat([y, y])
                 if mixer is not None:  # on pixels (normalising is affine, so the same as mixing after it)
                     pixels, target = mixer(pixels, y)
