@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +11,7 @@ from PIL import Image
 
 from heritage_cnn import cli
 from heritage_cnn.data import ImageError
-from heritage_cnn.predict import Classifier, sort_photos
+from heritage_cnn.predict import Classifier, Prediction, TopClass, format_predictions
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +33,6 @@ def _survey(synthetic_root: Path, root: Path) -> Path:
     return root
 
 
-def _tree_digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 def test_predict_accepts_paths_pil_images_and_arrays(classifier: Classifier, synthetic_root: Path) -> None:
     path = synthetic_root / "gargoyle" / "003.png"
     pil = Image.open(path)
@@ -49,8 +40,8 @@ def test_predict_accepts_paths_pil_images_and_arrays(classifier: Classifier, syn
     by_path, by_pil, by_array = (classifier.predict(x)[0] for x in (path, pil, array))
     assert by_path.label == by_pil.label == by_array.label == "gargoyle"
     assert by_path.probability == pytest.approx(by_pil.probability, abs=1e-6)
-    assert by_path.top[0][0] == "gargoyle" and len(by_path.top) == 3
-    assert by_path.top[0][1] >= by_path.top[1][1] >= by_path.top[2][1]
+    assert by_path.top[0] == TopClass("gargoyle", "gargoyle", by_path.probability) and len(by_path.top) == 3
+    assert by_path.top[0].probability >= by_path.top[1].probability >= by_path.top[2].probability
     with pytest.raises(ImageError, match="HxWx3 uint8"):
         classifier.predict(np.zeros((4, 4), dtype=np.float32))
 
@@ -74,45 +65,14 @@ def test_predict_command_formats_and_skips_bad_files(
     assert cli.main(["predict", "--model", model, str(survey), "--format", "json"]) == 0
     captured = capsys.readouterr()
     rows = json.loads(captured.out)
-    assert len(rows) == 9 and {"path", "label", "probability", "top"} <= set(rows[0])
+    assert len(rows) == 9 and list(rows[0]) == ["path", "label", "name", "probability", "top"]
+    assert list(rows[0]["top"][0]) == ["label", "name", "probability"] and len(rows[0]["top"]) == 3
     assert "broken.jpg" in captured.err and "1 of 10 file(s) could not be read" in captured.err
     assert cli.main(["predict", "--model", model, str(survey / "day1" / "altar.png"), "--format", "csv"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "path,class,probability,top" and lines[1].split(",")[1] == "altar"
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert len(rows) == 1 and rows[0]["label"] == rows[0]["top1_label"] == "altar"
+    assert rows[0]["top3_name"] and "top4_label" not in rows[0]
     assert cli.main(["predict", "--model", model, str(survey / "day2" / "broken.jpg")]) == 2
-
-
-def test_sort_copies_never_touches_sources_and_resumes(
-    classifier: Classifier, synthetic_root: Path, tmp_path: Path
-) -> None:
-    survey = _survey(synthetic_root, tmp_path / "survey")
-    before = _tree_digest(survey)
-    out = tmp_path / "sorted"
-    first = sort_photos(classifier, survey, out, min_confidence=0.0, progress=False)
-    assert _tree_digest(survey) == before  # nothing moved, changed or deleted
-    assert first.placed == 9 and first.already_done == 0 and [Path(p).name for p, _ in first.skipped] == ["broken.jpg"]
-    altars = sorted(p.name for p in (out / "altar").iterdir())
-    assert altars == ["altar-1.png", "altar.png", "altar_0.jpg"]  # a name collision gets a suffix
-    with open(out / "manifest.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert len(rows) == 9 and all(Path(r["destination"]).exists() for r in rows)
-    second = sort_photos(classifier, survey, out, min_confidence=0.0, progress=False)
-    assert second.placed == 0 and second.already_done == 9
-    assert sum(1 for p in out.rglob("*") if p.is_file() and p.parent != out) == 9
-
-
-def test_sort_threshold_link_mode_and_refusals(classifier: Classifier, synthetic_root: Path, tmp_path: Path) -> None:
-    survey = _survey(synthetic_root, tmp_path / "survey")
-    summary = sort_photos(classifier, survey, tmp_path / "unsure", min_confidence=1.0, mode="link", progress=False)
-    assert summary.uncertain == 9 and len(list((tmp_path / "unsure" / "_uncertain").iterdir())) == 9
-    linked = next((tmp_path / "unsure" / "_uncertain").iterdir())
-    assert linked.stat().st_nlink == 2 or linked.is_symlink()
-    with pytest.raises(ValueError, match="must not be inside the input folder"):
-        sort_photos(classifier, survey, survey / "out", progress=False)
-    with pytest.raises(ValueError, match="must not be inside the output folder"):
-        sort_photos(classifier, survey / "day1", survey, progress=False)
-    with pytest.raises(ValueError, match="min-confidence"):
-        sort_photos(classifier, survey, tmp_path / "x", min_confidence=1.5, progress=False)
 
 
 def test_test_time_augmentation_in_classifier_and_commands(
@@ -131,3 +91,41 @@ def test_test_time_augmentation_in_classifier_and_commands(
     assert len(capsys.readouterr().out.splitlines()) == 2
     with pytest.raises(SystemExit):
         cli.main(["predict", "--model", model, "--tta", "--tta-multi", str(photos[0])])
+
+
+def _prediction(path: str | None = "a/b.jpg") -> Prediction:
+    top = (TopClass("dome(inner)", "dome (inner)", 0.75), TopClass("altar", "altar", 0.25))
+    return Prediction("dome(inner)", "dome (inner)", 0.75, top, path)
+
+
+def test_one_prediction_schema_for_python_json_and_csv(classifier: Classifier, synthetic_root: Path) -> None:
+    """`to_dict()` is the schema; `format_predictions(..., "json")` is a list of it; CSV is its flat columns."""
+    expected = {
+        "path": "a/b.jpg",
+        "label": "dome(inner)",
+        "name": "dome (inner)",
+        "probability": 0.75,
+        "top": [
+            {"label": "dome(inner)", "name": "dome (inner)", "probability": 0.75},
+            {"label": "altar", "name": "altar", "probability": 0.25},
+        ],
+    }
+    assert _prediction().to_dict() == expected
+    assert json.loads(format_predictions([_prediction(), _prediction(None)], "json")) == [
+        expected,
+        expected | {"path": None},
+    ]
+    header, row = format_predictions([_prediction()], "csv").splitlines()
+    assert header == (
+        "path,label,name,probability,top1_label,top1_name,top1_probability,top2_label,top2_name,top2_probability"
+    )
+    assert row == "a/b.jpg,dome(inner),dome (inner),0.7500,dome(inner),dome (inner),0.7500,altar,altar,0.2500"
+    table = format_predictions([_prediction()], "table")
+    assert "dome (inner)" in table and "altar 0.25" in table
+    with pytest.raises(ValueError, match="unknown output format"):
+        format_predictions([_prediction()], "yaml")
+    # a real prediction: the answer is the first of the top list, and the JSON round-trips
+    real = classifier.predict(synthetic_root / "altar" / "005.png", top=4)[0]
+    as_dict = real.to_dict()
+    assert as_dict["top"][0] == {"label": real.label, "name": real.name, "probability": real.probability}
+    assert json.loads(format_predictions([real], "json")) == [as_dict]

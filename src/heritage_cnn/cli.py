@@ -435,18 +435,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_sort(args: argparse.Namespace) -> int:
-    from heritage_cnn.predict import Classifier, sort_photos
+    from heritage_cnn.predict import Classifier
+    from heritage_cnn.sort import sort_photos
 
     summary = sort_photos(
         Classifier.load(args.model, tta=args.tta), args.in_dir, args.out, args.min_confidence, args.mode
     )
-    print(
-        f"{summary.placed} photo(s) sorted ({summary.uncertain} below {args.min_confidence:.2f} in _uncertain/), "
-        f"{summary.already_done} already done earlier, {len(summary.skipped)} unreadable (listed in skipped.csv)"
-    )
-    for name, count in sorted(summary.per_class.items()):
-        print(f"  {name:<20} {count}")
-    print(f"manifest: {summary.manifest}")
+    print(summary.describe(args.min_confidence))
     return 0
 
 
@@ -619,7 +614,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="copy a survey folder's photos into one folder per class",
         description="Copy (never move, never delete) each photo below IN_DIR into OUT_DIR/<class>/, or "
         "OUT_DIR/_uncertain/ below the confidence threshold, and write OUT_DIR/manifest.csv. Safe to run again: "
-        "photos already sorted are skipped, names never overwrite each other.",
+        "photos already sorted are skipped, names never overwrite each other. One sort at a time per OUT_DIR: a "
+        "second one exits 2 at once, naming the process that holds OUT_DIR/.heritage-sort.lock.",
         epilog="example:\n  heritage sort survey_2026/ --out sorted/ --min-confidence 0.7",
         formatter_class=_formatter,
     )
@@ -630,7 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-confidence", type=float, default=0.6, help="below this, photos go to _uncertain/ (default 0.6)"
     )
     p.add_argument(
-        "--mode", choices=["copy", "link"], default="copy", help="copy files, or hard-link them (default copy)"
+        "--mode",
+        choices=["copy", "link"],
+        default="copy",
+        help="copy files, or make hard links (never symbolic links); where a hard link is impossible (another "
+        "file system) the photo is copied and the summary counts it (default copy)",
     )
     _add_tta_option(p)
     p.set_defaults(func=cmd_sort)

@@ -1,23 +1,23 @@
-"""Use a trained network on real photos: `Classifier` for Python, `heritage predict` and `heritage sort`.
+"""Use a trained network on real photos: `Classifier` for Python, and the one prediction schema.
 
 Photos of any size, aspect ratio and common format are decoded with the same policy as in training
 and evaluation (`data.decode_image`: EXIF orientation honoured, any mode to RGB, shorter side to 64 px,
-centre crop), then classified in batches. `sort` copies (never moves, never deletes) each photo into a
-folder per class and keeps a manifest, so it can be stopped and run again.
+centre crop), then classified in batches. A `Prediction` has one shape everywhere: the Python API, the
+CLI's JSON (`Prediction.to_dict`), the HTTP API and, flattened to `top1_label, top1_name, ...` columns,
+the CSV output and `sort`'s manifest. Sorting photos into class folders lives in `sort.py`.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
+import json
 import os
-import shutil
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,21 +26,57 @@ from PIL import Image
 from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.data import IMAGE_EXTENSIONS, ImageError, decode_image, fit_square, to_rgb
 from heritage_cnn.evaluate import tta_views
-from heritage_cnn.io import atomic_path, atomic_write_text
 from heritage_cnn.model import fold_batch_norm
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
 
 @dataclass(frozen=True)
-class Prediction:
-    """The network's answer for one photo."""
+class TopClass:
+    """One of the best classes for a photo."""
 
     label: str  # class folder name, e.g. dome(inner)
     name: str  # readable name, e.g. dome (inner)
     probability: float
-    top: list[tuple[str, float]]  # (readable name, probability), best first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "name": self.name, "probability": self.probability}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The network's answer for one photo; `to_dict()` is the schema of the CLI's JSON and the HTTP API."""
+
+    label: str  # class folder name, e.g. dome(inner)
+    name: str  # readable name, e.g. dome (inner)
+    probability: float
+    top: tuple[TopClass, ...]  # best first; top[0] is the answer itself
     path: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "label": self.label,
+            "name": self.name,
+            "probability": self.probability,
+            "top": [t.to_dict() for t in self.top],
+        }
+
+    def flat(self, k: int | None = None) -> dict[str, Any]:
+        """One CSV row: the answer, then `top1_label, top1_name, top1_probability, top2_...` (k of them)."""
+        row: dict[str, Any] = {"path": self.path, "label": self.label, "name": self.name}
+        row["probability"] = f"{self.probability:.4f}"
+        for i, t in enumerate(self.top[:k], start=1):
+            row |= {f"top{i}_label": t.label, f"top{i}_name": t.name, f"top{i}_probability": f"{t.probability:.4f}"}
+        return row
+
+
+def flat_fields(k: int) -> list[str]:
+    """The CSV columns of `Prediction.flat` for `k` top classes."""
+    fields = ["path", "label", "name", "probability"]
+    for i in range(1, k + 1):
+        fields += [f"top{i}_label", f"top{i}_name", f"top{i}_probability"]
+    return fields
 
 
 class Classifier:
@@ -93,11 +129,11 @@ class Classifier:
         probs = self.probabilities(batch)
         k = min(top, len(self.classes))
         values, indices = probs.topk(k, dim=1)
-        names = self.checkpoint.display_names
+        names, labels = self.checkpoint.display_names, self.classes
         result = []
         for path, vals, idxs in zip(paths, values.tolist(), indices.tolist(), strict=True):
-            ranked = [(names[i], float(v)) for i, v in zip(idxs, vals, strict=True)]
-            result.append(Prediction(self.classes[idxs[0]], names[idxs[0]], float(vals[0]), ranked, path))
+            ranked = tuple(TopClass(labels[i], names[i], float(v)) for i, v in zip(idxs, vals, strict=True))
+            result.append(Prediction(ranked[0].label, ranked[0].name, ranked[0].probability, ranked, path))
         return result
 
     def predict(self, images: ImageLike | Sequence[ImageLike], top: int = 3) -> list[Prediction]:
@@ -161,158 +197,21 @@ def printable(path: str | None) -> str | None:
 
 
 def format_predictions(predictions: Sequence[Prediction], fmt: str) -> str:
+    """Predictions as text: "table" (for people), "json" (a list of `to_dict()`), "csv" (flat top-k columns)."""
     predictions = [replace(p, path=printable(p.path)) for p in predictions]
     if fmt == "json":
-        import json
-
-        return json.dumps([asdict(p) for p in predictions], indent=2, ensure_ascii=False)
+        return json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False)
     if fmt == "csv":
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["path", "class", "probability", "top"])
-        for p in predictions:
-            writer.writerow([p.path, p.label, f"{p.probability:.4f}", "; ".join(f"{n} {v:.3f}" for n, v in p.top)])
+        writer = csv.DictWriter(buffer, fieldnames=flat_fields(max([len(p.top) for p in predictions] + [0])))
+        writer.writeheader()
+        writer.writerows(p.flat() for p in predictions)
         return buffer.getvalue().rstrip("\n")
+    if fmt != "table":
+        raise ValueError(f"unknown output format {fmt!r}: choose table, json or csv")
     width = max([len(str(p.path)) for p in predictions] + [4])
     lines = [f"{'path'.ljust(width)}  {'class':<16} {'prob':>5}  top"]
     for p in predictions:
-        others = ", ".join(f"{n} {v:.2f}" for n, v in p.top[1:])
+        others = ", ".join(f"{t.name} {t.probability:.2f}" for t in p.top[1:])
         lines.append(f"{str(p.path).ljust(width)}  {p.name:<16} {p.probability:5.2f}  {others}")
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
-# sort: copy photos into class folders, resumably
-# --------------------------------------------------------------------------------------------
-
-MANIFEST_FIELDS = ["source", "destination", "class", "probability", "top3"]
-UNCERTAIN = "_uncertain"
-
-
-def _same_file_content(a: Path, b: Path) -> bool:
-    if a.stat().st_size != b.stat().st_size:
-        return False
-
-    def digest(path: Path) -> str:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-
-    return digest(a) == digest(b)
-
-
-def _free_name(folder: Path, name: str, source: Path) -> tuple[Path, bool]:
-    """Where `source` goes in `folder`: (path, already_there). Never overwrites another file."""
-    stem, suffix = Path(name).stem, Path(name).suffix
-    candidate, n = folder / name, 1
-    while candidate.exists() or candidate.is_symlink():
-        if candidate.is_file() and _same_file_content(candidate, source):
-            return candidate, True
-        candidate, n = folder / f"{stem}-{n}{suffix}", n + 1
-    return candidate, False
-
-
-def _place(source: Path, destination: Path, mode: str) -> None:
-    """Copy (or link) atomically: the destination appears whole or not at all."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if mode == "link":
-        try:
-            os.link(source, destination)
-            return
-        except OSError:  # another file system: a symbolic link instead
-            destination.symlink_to(source.resolve())
-            return
-    with atomic_path(destination) as tmp:
-        shutil.copy2(source, tmp)
-
-
-def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
-    if not path.exists():
-        return {}
-    with open(path, newline="", encoding="utf-8") as handle:
-        return {row["source"]: row for row in csv.DictReader(handle)}
-
-
-def _write_rows(path: Path, fields: list[str], rows: Iterable[dict[str, str]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
-@dataclass
-class SortSummary:
-    placed: int
-    already_done: int
-    uncertain: int
-    skipped: list[tuple[str, str]]
-    per_class: dict[str, int]
-    manifest: Path
-
-
-def sort_photos(
-    classifier: Classifier,
-    in_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    min_confidence: float = 0.6,
-    mode: str = "copy",
-    progress: bool = True,
-) -> SortSummary:
-    """Copy every photo below `in_dir` into `out_dir/<class>/` (or `_uncertain/`), with a manifest.
-
-    The source photos are only read. Running it again skips photos already in the manifest whose copy
-    exists, so an interrupted sort resumes; name collisions get a numbered suffix, never an overwrite.
-    """
-    if mode not in ("copy", "link"):
-        raise ValueError(f"--mode must be copy or link, got {mode!r}")
-    if not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"--min-confidence must be between 0 and 1, got {min_confidence}")
-    source_root, target_root = Path(in_dir).resolve(), Path(out_dir).resolve()
-    if not source_root.is_dir():
-        raise ValueError(f"{in_dir}: not a folder")
-    if target_root == source_root or source_root in target_root.parents:
-        raise ValueError(f"{out_dir}: the output folder must not be inside the input folder {in_dir}")
-    if target_root in source_root.parents:
-        raise ValueError(f"{in_dir}: the input folder must not be inside the output folder {out_dir}")
-    target_root.mkdir(parents=True, exist_ok=True)
-    manifest_path = target_root / "manifest.csv"
-    manifest = _read_manifest(manifest_path)
-    photos, _ = find_photos([source_root])
-    todo = [p for p in photos if not (str(p) in manifest and Path(manifest[str(p)]["destination"]).exists())]
-    summary = SortSummary(0, len(photos) - len(todo), 0, [], {}, manifest_path)
-    bar = None
-    if progress and sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(todo), desc="sort", unit="photo")
-    try:
-        for count, item in enumerate(classifier.predict_files(todo), start=1):
-            if isinstance(item, tuple):
-                summary.skipped.append(item)
-            else:
-                source = Path(str(item.path))
-                folder = target_root / (item.label if item.probability >= min_confidence else UNCERTAIN)
-                destination, already = _free_name(folder, source.name, source)
-                if not already:
-                    _place(source, destination, mode)
-                summary.placed += 1
-                summary.uncertain += folder.name == UNCERTAIN
-                summary.per_class[folder.name] = summary.per_class.get(folder.name, 0) + 1
-                manifest[str(source)] = {
-                    "source": str(source),
-                    "destination": str(destination),
-                    "class": item.label,
-                    "probability": f"{item.probability:.4f}",
-                    "top3": "; ".join(f"{n} {v:.3f}" for n, v in item.top[:3]),
-                }
-            if bar is not None:
-                bar.update(1)
-            if count % 256 == 0:  # progress survives an interruption
-                _write_rows(manifest_path, MANIFEST_FIELDS, manifest.values())
-    finally:
-        if bar is not None:
-            bar.close()
-        _write_rows(manifest_path, MANIFEST_FIELDS, manifest.values())
-        _write_rows(
-            target_root / "skipped.csv", ["source", "reason"], ({"source": p, "reason": r} for p, r in summary.skipped)
-        )
-    return summary

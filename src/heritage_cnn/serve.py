@@ -10,21 +10,27 @@ What an upload must pass, in this order, so that nothing large is stored or deco
 - type: the content is decoded by Pillow; the file name and the declared content type are ignored (415);
 - pixels: the size declared in the image header is checked against `data.MAX_IMAGE_PIXELS` before the
   pixels are decoded, so a small PNG that declares a gigapixel canvas (a decompression bomb) is refused (413).
+- time: a client that has not sent its whole body within `body_timeout` seconds (or pauses longer than
+  `idle_timeout` between chunks) gets 408 and its connection is closed, so slow clients cannot pile up.
+- Host header: only the names of this machine's loopback (localhost, 127.0.0.1, [::1]) and the bound address
+  are answered (400 otherwise), so a web page that rebinds its DNS name to 127.0.0.1 cannot read the API.
 The photo is then decoded with the same policy as training and `heritage predict` (EXIF orientation, RGB,
-shorter side to 64 px, centre crop).
+shorter side to 64 px, centre crop). Answers use the one prediction schema (`Prediction.to_dict()`), with
+the upload's description and, on request, the overlays beside it.
 
 This module does not import FastAPI or uvicorn at import time: `heritage` imports it to register the
 `serve` command, and no other command should pay for the web stack.
 """
 
 import argparse
+import asyncio
 import base64
 import io
 import ipaddress
 import json
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,8 +49,10 @@ from heritage_cnn.visualize import _signed_to_rgb
 DEFAULT_MAX_UPLOAD_MB = 20.0
 MULTIPART_SLACK = 64 * 1024  # a multipart body is the file plus boundaries and part headers
 PAGE = Path(__file__).with_name("static") / "index.html"
-REPO_CLASS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "figures" / "class_images.png"
 GRAD_CAM_ALPHA = 0.55  # as in `heritage explain`'s figure
+BODY_TIMEOUT_S = 60.0  # the whole request body: 20 MB at 3 Mbit/s; loopback takes milliseconds
+IDLE_TIMEOUT_S = 15.0  # the longest pause between two chunks of a body
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 
 
 class UploadError(Exception):
@@ -78,6 +86,8 @@ def decode_upload(data: bytes, size: int) -> tuple[np.ndarray, dict[str, Any]]:
             image.seek(0)  # first frame of an animated GIF / multi-page TIFF
             photo = fit_square(to_rgb(ImageOps.exif_transpose(image)), size)
             array = np.asarray(photo, dtype=np.uint8).copy()
+    except UploadError:
+        raise
     except Image.DecompressionBombError:
         raise UploadError(413, "the image declares far too many pixels to decode safely (decompression bomb)") from None
     except Image.UnidentifiedImageError:
@@ -86,6 +96,8 @@ def decode_upload(data: bytes, size: int) -> tuple[np.ndarray, dict[str, Any]]:
         ) from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
         raise UploadError(415, f"corrupt or truncated image ({error})") from None
+    except Exception as error:  # a decoder plugin's own failure (NotImplementedError, struct.error, ...)
+        raise UploadError(415, f"cannot decode this image ({type(error).__name__}: {error})") from None
     return array, {"width": width, "height": height, "format": kind, "bytes": len(data)}
 
 
@@ -93,13 +105,25 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def _capped(receive: Callable[[], Awaitable[dict]], limit: int) -> Callable[[], Awaitable[dict]]:
-    """An ASGI `receive` that stops once the request body passes `limit` bytes (chunked uploads too)."""
+class _BodyTooSlow(Exception):
+    pass
+
+
+def _capped(
+    receive: Callable[[], Awaitable[dict]], limit: int, total_s: float = BODY_TIMEOUT_S, idle_s: float = IDLE_TIMEOUT_S
+) -> Callable[[], Awaitable[dict]]:
+    """An ASGI `receive` that stops once the request body passes `limit` bytes (chunked uploads too), or
+    when the body takes longer than `total_s` seconds in all or `idle_s` between two chunks."""
     received = 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total_s
 
     async def capped_receive() -> dict:
         nonlocal received
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, min(idle_s, deadline - loop.time())))
+        except TimeoutError:
+            raise _BodyTooSlow from None
         received += len(message.get("body", b""))
         if received > limit:
             raise _BodyTooLarge
@@ -174,10 +198,8 @@ class ClassImages:
 
 
 def find_class_images(path: str | Path | None) -> ClassImages:
-    """A `heritage generate --all` folder, or one grid PNG; default: the repository's docs/figures/class_images.png."""
+    """A `heritage generate --all` folder, or one grid PNG, given explicitly; without one, none (and a note)."""
     if path is None:
-        if REPO_CLASS_IMAGES.is_file():
-            return ClassImages({REPO_CLASS_IMAGES.name: REPO_CLASS_IMAGES}, REPO_CLASS_IMAGES.name)
         return ClassImages(
             note="no class images: make them with `heritage generate --all --out DIR`, then start the server "
             "with --class-images DIR"
@@ -204,19 +226,37 @@ def find_class_images(path: str | Path | None) -> ClassImages:
 # --------------------------------------------------------------------------------------------
 
 
+def allowed_hosts(host: str = "127.0.0.1") -> list[str]:
+    """Host-header values answered when serving on `host`: loopback names and `host` itself; any for 0.0.0.0/::."""
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            return ["*"]  # listening on every address was asked for explicitly: names cannot be known
+    except ValueError:
+        pass  # a name such as localhost or myhost.local
+    return [*LOCAL_HOSTS, f"[{host}]" if ":" in host else host]
+
+
 def create_app(
     model_path: str | Path | None = None,
     class_images_dir: str | Path | None = None,
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2**20),
+    hosts: Sequence[str] | None = None,
+    body_timeout: float = BODY_TIMEOUT_S,
+    idle_timeout: float = IDLE_TIMEOUT_S,
 ) -> Any:
-    """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `GET /api/info`, class images."""
+    """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `GET /api/info`, class images.
+
+    `hosts`: the Host-header values answered (default `allowed_hosts()`: loopback names only)."""
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
     from starlette.datastructures import UploadFile
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     if max_upload_bytes < 1:
         raise ValueError(f"the upload limit must be positive, got {max_upload_bytes} bytes")
+    if not (body_timeout > 0 and idle_timeout > 0):
+        raise ValueError(f"timeouts must be positive, got {body_timeout} and {idle_timeout} s")
     classifier = Classifier.load(model_path)
     checkpoint = classifier.checkpoint
     overlays = Overlays(checkpoint)
@@ -226,6 +266,7 @@ def create_app(
     too_large = f"the upload is larger than the {max_upload_bytes / 2**20:g} MB limit"
 
     app = FastAPI(title="heritage-cnn", docs_url=None, redoc_url=None)  # the API docs pages need a CDN
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts or allowed_hosts()))
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -260,7 +301,9 @@ def create_app(
             raise UploadError(413, too_large)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise UploadError(400, "send the photo as multipart/form-data in a field named 'photo'")
-        capped = Request(request.scope, _capped(request.receive, max_upload_bytes + MULTIPART_SLACK))
+        capped = Request(
+            request.scope, _capped(request.receive, max_upload_bytes + MULTIPART_SLACK, body_timeout, idle_timeout)
+        )
         try:
             async with capped.form(max_files=1, max_fields=8) as form:
                 upload = form.get("photo")
@@ -269,6 +312,8 @@ def create_app(
                 data = await upload.read(max_upload_bytes + 1)
         except _BodyTooLarge:
             raise UploadError(413, too_large) from None
+        except _BodyTooSlow:
+            raise UploadError(408, f"the upload was not received within {body_timeout:g} s; try again") from None
         if len(data) > max_upload_bytes:
             raise UploadError(413, too_large)
         return data
@@ -276,13 +321,7 @@ def create_app(
     def answer(data: bytes, top: int, with_overlays: bool) -> dict[str, Any]:
         photo, uploaded = decode_upload(data, checkpoint.image_size)
         prediction = classifier.predict(photo, top=top)[0]
-        result: dict[str, Any] = {
-            "label": prediction.label,
-            "name": prediction.name,
-            "probability": prediction.probability,
-            "top": [{"label": labels[n], "name": n, "probability": p} for n, p in prediction.top],
-            "upload": uploaded,
-        }
+        result = prediction.to_dict() | {"upload": uploaded}  # the schema of `heritage predict --format json`
         if with_overlays:
             result["overlays"] = overlays(photo, checkpoint.classes.index(prediction.label))
         return result
@@ -297,7 +336,8 @@ def create_app(
             data = await read_upload(request)
             return JSONResponse(await run_in_threadpool(answer, data, top, overlays))
         except UploadError as error:
-            return JSONResponse({"detail": error.message}, status_code=error.status)
+            close = {"connection": "close"} if error.status in (408, 413) else None  # do not read the rest
+            return JSONResponse({"detail": error.message}, status_code=error.status, headers=close)
 
     return app
 
@@ -309,6 +349,8 @@ def create_app(
 
 def listen(host: str, port: int) -> socket.socket:
     """Bind the port before loading anything, so a port in use is a one-line error (port 0: any free port)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"--port {port}: a port is a number from 1 to 65535 (or 0: any free port)")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as error:
@@ -330,8 +372,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0:
         raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     sock = listen(args.host, args.port)
-    app = create_app(args.model, args.class_images, int(args.max_upload_mb * 2**20))
     host, port = sock.getsockname()[:2]
+    hosts = sorted(set(allowed_hosts(args.host) + allowed_hosts(host)))
+    app = create_app(args.model, args.class_images, int(args.max_upload_mb * 2**20), hosts=hosts)
     shown = f"[{host}]" if ":" in host else host
     print(f"heritage serve: http://{shown}:{port}/  (JSON: POST /api/predict; Ctrl+C to stop)", flush=True)
     if not ipaddress.ip_address(host).is_loopback:
@@ -363,7 +406,7 @@ def register_cli(commands: argparse._SubParsersAction, visualize_commands: argpa
     p.add_argument(
         "--class-images",
         metavar="DIR",
-        help="output folder of `heritage generate --all` (default: docs/figures/class_images.png if present)",
+        help="output folder of `heritage generate --all`, or one grid PNG (default: none)",
     )
     p.add_argument(
         "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload accepted (default 20)"
@@ -371,4 +414,14 @@ def register_cli(commands: argparse._SubParsersAction, visualize_commands: argpa
     p.set_defaults(func=cmd_serve)
 
 
-__all__ = ["ClassImages", "Overlays", "UploadError", "create_app", "decode_upload", "find_class_images", "register_cli"]
+__all__ = [
+    "ClassImages",
+    "Overlays",
+    "UploadError",
+    "allowed_hosts",
+    "create_app",
+    "decode_upload",
+    "find_class_images",
+    "listen",
+    "register_cli",
+]
