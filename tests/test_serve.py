@@ -9,6 +9,7 @@ import json
 import os
 import select
 import shutil
+import socket
 import struct
 import subprocess
 import sys
@@ -24,7 +25,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import CLASSES, draw
-from heritage_cnn.serve import create_app, find_class_images, listen
+from heritage_cnn.predict import Classifier
+from heritage_cnn.serve import allowed_hosts, create_app, find_class_images, listen
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 LIMIT = 256 * 1024  # a small upload limit, so the 413 tests stay small
 
@@ -64,11 +68,11 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(tiny_run, gallery: Path) -> TestClient:
-    return TestClient(create_app(tiny_run.checkpoint, gallery, max_upload_bytes=LIMIT))
+    return TestClient(create_app(tiny_run.checkpoint, gallery, max_upload_bytes=LIMIT), base_url="http://127.0.0.1")
 
 
-def post(client: TestClient, content: bytes, name: str = "photo.png", kind: str = "image/png", **params):
-    return client.post("/api/predict", params=params, files={"photo": (name, content, kind)})
+def post(client: TestClient, content: bytes, name: str = "photo.png", kind: str = "image/png", headers=None, **params):
+    return client.post("/api/predict", params=params, files={"photo": (name, content, kind)}, headers=headers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,6 +93,27 @@ def test_predict_returns_top5_probabilities(client: TestClient, tiny_run) -> Non
     assert body["probability"] == probabilities[0]
     assert body["upload"] == {"width": 64, "height": 64, "format": "PNG", "bytes": len(png_bytes(3))}
     assert "overlays" not in body
+
+
+def test_answer_is_the_one_prediction_schema(client: TestClient, tiny_run) -> None:
+    """The HTTP answer is `Prediction.to_dict()` (as `heritage predict --format json`), plus the upload."""
+    photo = np.asarray(Image.open(io.BytesIO(png_bytes(6))).convert("RGB"))
+    expected = Classifier.load(tiny_run.checkpoint).predict(photo, top=4)[0].to_dict()
+    body = post(client, png_bytes(6), top=4).json()
+    assert list(body) == ["path", "label", "name", "probability", "top", "upload"]
+    assert body["path"] is None and list(body["top"][0]) == ["label", "name", "probability"]
+    assert {k: v for k, v in body.items() if k != "upload"} == expected
+
+
+def test_host_header_is_checked(client: TestClient) -> None:
+    """A DNS-rebinding page reaches the server under its own name: refused (400). Loopback names are answered."""
+    for host in ("evil.example", "evil.example:8000", "192.168.1.20", "127.0.0.1.evil.example"):
+        assert client.get("/api/info", headers={"host": host}).status_code == 400, host
+        assert post(client, png_bytes(), headers={"host": host}).status_code == 400, host
+    for host in ("localhost", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST:1"):
+        assert client.get("/api/info", headers={"host": host}).status_code == 200, host
+    assert allowed_hosts("::1") == ["localhost", "127.0.0.1", "[::1]", "[::1]"]
+    assert allowed_hosts("myhost.local")[-1] == "myhost.local" and allowed_hosts("0.0.0.0") == ["*"]
 
 
 def test_overlays_are_pngs_of_the_input_size(client: TestClient) -> None:
@@ -180,6 +205,8 @@ def test_info_and_class_images(client: TestClient) -> None:
 
 def test_class_images_absent_or_missing(tmp_path: Path) -> None:
     assert "heritage generate --all" in find_class_images(tmp_path).note
+    nothing = find_class_images(None)  # only a path given explicitly: never the repository's docs/
+    assert nothing.files == {} and nothing.grid is None and "--class-images" in nothing.note
     with pytest.raises(ValueError, match="no such folder"):
         find_class_images(tmp_path / "missing")
 
@@ -194,6 +221,9 @@ def test_cli_help_and_busy_port() -> None:
         busy.listen()
         with pytest.raises(ValueError, match="cannot listen"):
             listen("127.0.0.1", busy.getsockname()[1])
+    for port in (-5, 65536, 99999):
+        with pytest.raises(ValueError, match=f"--port {port}: a port is a number from 1 to 65535"):
+            listen("127.0.0.1", port)
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,4 +350,133 @@ def test_load_no_errors_bounded_memory(server) -> None:
     assert statuses == [200] * REQUESTS
     assert elapsed < SECONDS
     assert after - before < MAX_GROWTH_MB
+    assert process.poll() is None
+
+
+# --------------------------------------------------------------------------------------------
+# A hardened server with short timeouts: slow clients, and a soak test with hostile uploads
+# --------------------------------------------------------------------------------------------
+
+BODY_S, IDLE_S = 3.0, 1.5
+
+
+@pytest.fixture(scope="module")
+def quick_server(tiny_run) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The library's server (create_app + listen + run) in its own process, with 3 s / 1.5 s body timeouts."""
+    script = (
+        "from heritage_cnn.serve import create_app, listen, run\n"
+        "sock = listen('127.0.0.1', 0)\n"
+        f"app = create_app({str(tiny_run.checkpoint)!r}, max_upload_bytes=2**20, body_timeout={BODY_S}, "
+        f"idle_timeout={IDLE_S})\n"
+        "print(f'http://127.0.0.1:{sock.getsockname()[1]}/', flush=True)\n"
+        "run(app, sock)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": SRC}
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 90)
+        line = process.stdout.readline() if ready else ""
+        if not line.startswith("http://"):
+            process.kill()
+            pytest.fail(f"the server did not start: {line}")
+        yield line.strip(), process
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _slow_post(url: str, pause_s: float, chunks: int) -> tuple[bytes, float]:
+    """A raw POST that declares 100 kB and sends `chunks` bytes, one every `pause_s` seconds; (reply, seconds)."""
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        started = time.monotonic()
+        conn.sendall(
+            b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+            b"Content-Type: multipart/form-data; boundary=xyz\r\n\r\n--xyz\r\n"
+        )
+        reply = b""
+        for _ in range(chunks):
+            time.sleep(pause_s)
+            try:
+                conn.sendall(b"x")
+            except OSError:
+                break  # closed by the server
+        while chunk := conn.recv(65536):  # until the server closes the connection
+            reply += chunk
+        return reply, time.monotonic() - started
+
+
+def test_slow_clients_get_408_and_are_disconnected(quick_server) -> None:
+    url, process = quick_server
+    stalled, seconds = _slow_post(url, pause_s=0.0, chunks=0)  # sends a little, then nothing
+    assert stalled.startswith(b"HTTP/1.1 408") and b"not received within" in stalled
+    assert IDLE_S - 0.2 < seconds < IDLE_S + 5
+    trickle, seconds = _slow_post(url, pause_s=0.5, chunks=20)  # a byte every 0.5 s: never idle, too slow
+    assert trickle.startswith(b"HTTP/1.1 408")
+    assert BODY_S - 0.2 < seconds < BODY_S + 5
+    with httpx_client() as http:  # the server still answers
+        assert http.post(f"{url}api/predict", files={"photo": ("p.png", png_bytes(), "image/png")}).status_code == 200
+    assert process.poll() is None
+
+
+def httpx_client():
+    import httpx
+
+    return httpx.Client(timeout=60)
+
+
+def dds_unsupported() -> bytes:
+    """A DDS texture header with a pixel format Pillow recognises but cannot decode (NotImplementedError)."""
+    header = struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44
+    pixel_format = struct.pack("<8I", 32, 0x4, int.from_bytes(b"ZZZZ", "little"), 0, 0, 0, 0, 0)
+    return b"DDS " + header + pixel_format + struct.pack("<5I", 0x1000, 0, 0, 0, 0) + b"\0" * 64
+
+
+def hostile_uploads() -> dict[str, tuple[bytes, set[int]]]:
+    """Hostile files and the statuses each may get (never a 500)."""
+    thin = io.BytesIO()
+    Image.new("RGB", (1, 100_000), (200, 120, 40)).save(thin, format="PNG")  # 64 x 6.4 M if resized naively
+    jpeg = io.BytesIO()
+    Image.fromarray(draw(3, np.random.default_rng(9), 256)).save(jpeg, format="JPEG", quality=90)
+    return {
+        "thin.png": (thin.getvalue(), {200}),
+        "bomb.png": (declared_png(100_000, 100_000), {413}),
+        "texture.dds": (dds_unsupported(), {415}),
+        "truncated.jpg": (jpeg.getvalue()[: len(jpeg.getvalue()) // 3], {415}),
+        "random.jpg": (np.random.default_rng(0).bytes(20_000), {415}),
+    }
+
+
+SOAK_BATCHES, SOAK_GOOD, SOAK_SECONDS, SOAK_LAST_THIRD_MB = 20, 5, 60, 25
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_soak_hostile_uploads_between_good_ones(quick_server) -> None:
+    """200 uploads in 20 batches of 5 good + 5 hostile, 4 at a time: every good one 200 with the same answer,
+    no hostile one a 500, and the server's RSS levels off (the last third grows by less than 25 MB)."""
+    url, process = quick_server
+    good = png_bytes(7, size=160, seed=4)
+    uploads = [("good.png", good, {200})] * SOAK_GOOD + [(n, d, ok) for n, (d, ok) in hostile_uploads().items()]
+
+    def one(upload: tuple[str, bytes, set[int]]) -> tuple[str, int, dict]:
+        name, data, _ = upload
+        response = http.post(f"{url}api/predict", files={"photo": (name, data, "application/octet-stream")})
+        return name, response.status_code, response.json()
+
+    rss, answers, started = [], [], time.monotonic()
+    with httpx_client() as http, ThreadPoolExecutor(4) as pool:
+        for batch in range(SOAK_BATCHES):
+            order = np.random.default_rng(batch).permutation(len(uploads))
+            for (name, status, body), i in zip(pool.map(one, [uploads[i] for i in order]), order, strict=True):
+                assert status in uploads[i][2], (name, status, body)
+                if name == "good.png":
+                    answers.append({k: v for k, v in body.items() if k != "upload"})
+            rss.append(rss_mb(process.pid))
+    elapsed = time.monotonic() - started
+    third = SOAK_BATCHES // 3
+    growth = max(rss[-third:]) - rss[-third - 1]
+    print(f"\nsoak: {SOAK_BATCHES * len(uploads)} uploads in {elapsed:.1f} s; RSS per batch (MB): {np.round(rss)}")
+    assert len(answers) == SOAK_BATCHES * SOAK_GOOD and all(a == answers[0] for a in answers)
+    assert growth < SOAK_LAST_THIRD_MB, rss
+    assert elapsed < SOAK_SECONDS
     assert process.poll() is None

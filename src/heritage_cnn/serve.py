@@ -348,7 +348,9 @@ def create_app(
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """Bind the port before loading anything, so a port in use is a one-line error (port 0: any free port)."""
+    """Bind the port before loading anything, so a port in use is a one-line error (port 0: any free port).
+
+    Ports are 1 to 65535, or 0 for any free port; anything else is a ValueError naming --port."""
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"--port {port}: a port is a number from 1 to 65535 (or 0: any free port)")
     try:
@@ -363,12 +365,18 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as error:
         sock.close()
         raise ValueError(f"cannot listen on {host}:{port}: {error.strerror} (choose another --port)") from None
+    sock.listen(128)  # connections made before the server starts wait in the queue instead of being refused
     return sock
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def run(app: Any, sock: socket.socket) -> None:
+    """Serve `app` on the bound socket until Ctrl+C (uvicorn, quiet: no access log)."""
     import uvicorn
 
+    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0:
         raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     sock = listen(args.host, args.port)
@@ -379,7 +387,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"heritage serve: http://{shown}:{port}/  (JSON: POST /api/predict; Ctrl+C to stop)", flush=True)
     if not ipaddress.ip_address(host).is_loopback:
         print("note: this address is reachable from other machines; there is no login", flush=True)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    run(app, sock)
     return 0
 
 
@@ -424,4 +432,5 @@ __all__ = [
     "find_class_images",
     "listen",
     "register_cli",
+    "run",
 ]
