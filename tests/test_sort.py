@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import hashlib
 import os
 import shutil
@@ -23,6 +24,7 @@ from PIL import Image
 
 from conftest import draw
 from heritage_cnn import cli
+from heritage_cnn import sort as sort_module
 from heritage_cnn.predict import Classifier
 from heritage_cnn.sort import LOCK_NAME, MANIFEST_FIELDS, TEMP_PREFIX, SortLocked, SortSummary, output_lock, sort_photos
 
@@ -198,6 +200,25 @@ def test_link_across_file_systems_copies_and_says_so(
         assert all(p.stat().st_nlink == 1 for p in copies)
         _check_complete([p for p in survey.rglob("*") if p.is_file() and p.name != "broken.jpg"], out)
     assert all(p.is_file() for p in copies)  # the originals are gone; real copies stay
+
+
+def test_file_system_without_hard_links(
+    classifier: Classifier, synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FAT or exFAT (no hard links at all): copies in both modes, said so, clashing names still kept apart."""
+
+    def no_links(source: object, target: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(sort_module.os, "link", no_links)
+    survey = _survey(synthetic_root, tmp_path / "survey")
+    for mode in ("copy", "link"):
+        out = tmp_path / mode
+        summary = sort_photos(classifier, survey, out, min_confidence=0.0, mode=mode, progress=False)
+        assert summary.copied == 9 and summary.linked == 0
+        expected = "copied 9" if mode == "copy" else "linked 0, copied 9 (hard link not permitted)"
+        assert summary.how_placed() == expected
+        _check_complete([p for p in survey.rglob("*") if p.is_file() and p.name != "broken.jpg"], out)
 
 
 # --------------------------------------------------------------------------------------------

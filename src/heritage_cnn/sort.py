@@ -130,7 +130,31 @@ def _class_folders(root: Path, classes: Iterable[str]) -> dict[str, Path]:
 def _same_content(a: Path, b: Path) -> bool:
     if a.stat().st_size != b.stat().st_size:
         return False
-    return hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
+
+    def digest(path: Path) -> bytes:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").digest()  # in chunks: photos can be large
+
+    return digest(a) == digest(b)
+
+
+def _publish(temp: Path, name: Path) -> bool:
+    """Give the finished copy `temp` the name `name` unless that name exists (False): never an overwrite.
+
+    A hard link does it atomically; on a file system without hard links (FAT, exFAT) a rename after a
+    check, safe because the folder is locked against other sorts."""
+    try:
+        os.link(temp, name)
+        return True
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in NOT_LINKABLE:
+            raise
+    if name.exists() or name.is_symlink():
+        return False
+    os.rename(temp, name)
+    return True
 
 
 def _candidates(folder: Path, name: str) -> Iterator[Path]:
@@ -168,9 +192,7 @@ def _place(source: Path, folder: Path, mode: str, summary: SortSummary) -> tuple
                 os.close(fd)
                 temp = Path(name)
                 shutil.copy2(source, temp)
-            try:
-                os.link(temp, candidate)  # publish the whole copy under a name nobody else holds
-            except FileExistsError:
+            if not _publish(temp, candidate):
                 continue
             summary.copied += 1
             return candidate, False
@@ -251,7 +273,7 @@ def _sort_locked(
     manifest_path = target_root / "manifest.csv"
     manifest = _read_manifest(manifest_path)
     photos, problems = find_photos([source_root])
-    todo = [p for p in photos if not (str(p) in manifest and Path(manifest[str(p)]["destination"]).is_file())]
+    todo = [p for p in photos if not (str(p) in manifest and Path(manifest[str(p)].get("destination") or "").is_file())]
     summary = SortSummary(already_done=len(photos) - len(todo), skipped=list(problems), manifest=manifest_path)
     bar = None
     if progress and sys.stderr.isatty():
