@@ -3,23 +3,30 @@
     python benchmarks/bench_serve.py                                         # shipped model, 500 requests, 8 at once
     python benchmarks/bench_serve.py --model runs/default-v1/best.safetensors --overlays
     python benchmarks/bench_serve.py --screenshot docs/figures/serve.png     # and the README figure (headless Chromium)
+    python benchmarks/bench_serve.py --hostile                               # a hostile upload after every good one
 
 The server runs as `heritage serve --port 0` in its own process, so the RSS read from /proc is the server's
 alone; it is read after a warm-up of 2 x concurrency requests (first-use allocations are not a leak) and
 again after the run. The photo is drawn here (a bell tower, 480 x 640, JPEG), never a dataset photo.
-Exits 1 when any request fails or RSS grows by more than --max-growth-mb.
+With --hostile every good upload is followed by a hostile one (a 1 x 100,000 PNG, a decompression-bomb
+PNG, a DDS texture Pillow cannot decode, a truncated JPEG, random bytes), each of which must get its
+expected status (200 for the thin PNG, 413 for the bomb, 415 for the rest), and every good upload the
+same answer. Exits 1 when any request fails or RSS grows by more than --max-growth-mb.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import select
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -75,23 +82,49 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS in /proc")
 
 
-def load(
-    url: str, photo: bytes, requests: int, concurrency: int, overlays: bool
-) -> tuple[list[int], np.ndarray, float]:
-    """`requests` POSTs, `concurrency` at a time: (statuses, latencies in ms, seconds)."""
-    endpoint = f"{url}api/predict" + ("?overlays=true" if overlays else "")
+def hostile_uploads(photo: bytes) -> list[tuple[bytes, int]]:
+    """Hostile files, each with the status it must get."""
+    thin = io.BytesIO()
+    Image.new("RGB", (1, 100_000), (200, 120, 40)).save(thin, format="PNG")  # 64 x 6.4 M if resized naively
 
-    def one(_: int) -> tuple[int, float]:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+    bomb += chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
+    dds = b"DDS " + struct.pack("<7I", 124, 0x1007, 4, 4, 0, 0, 0) + b"\0" * 44  # pixel format "ZZZZ"
+    dds += struct.pack("<8I", 32, 0x4, int.from_bytes(b"ZZZZ", "little"), 0, 0, 0, 0, 0) + b"\0" * 84
+    random_bytes = np.random.default_rng(0).bytes(20_000)
+    return [(thin.getvalue(), 200), (bomb, 413), (dds, 415), (photo[: len(photo) // 3], 415), (random_bytes, 415)]
+
+
+def load(
+    url: str, photo: bytes, requests: int, concurrency: int, overlays: bool, hostile: bool = False
+) -> tuple[list[int], np.ndarray, float]:
+    """`requests` POSTs, `concurrency` at a time: (statuses, latencies in ms, seconds). With `hostile`, every
+    odd request is a hostile file; a status other than the expected one is returned as 0 (an error)."""
+    endpoint = f"{url}api/predict" + ("?overlays=true" if overlays else "")
+    bad = hostile_uploads(photo) if hostile else []
+    answers: set[str] = set()
+
+    def one(i: int) -> tuple[int, float]:
+        data, expected = bad[(i // 2) % len(bad)] if hostile and i % 2 else (photo, 200)
         started = time.perf_counter()
-        response = client.post(endpoint, files={"photo": ("tower.jpg", photo, "image/jpeg")})
-        return response.status_code, time.perf_counter() - started
+        response = client.post(endpoint, files={"photo": ("tower.jpg", data, "image/jpeg")})
+        seconds = time.perf_counter() - started
+        if data is photo and response.status_code == 200:
+            answers.add(json.dumps({k: v for k, v in response.json().items() if k != "overlays"}))
+        if hostile:
+            return (200 if response.status_code == expected else 0), seconds
+        return response.status_code, seconds
 
     limits = httpx.Limits(max_connections=concurrency)
     with httpx.Client(timeout=60, limits=limits) as client, ThreadPoolExecutor(concurrency) as pool:
         started = time.perf_counter()
         results = list(pool.map(one, range(requests)))
         seconds = time.perf_counter() - started
-    return [s for s, _ in results], np.array([t for _, t in results]) * 1000, seconds
+    statuses = [s for s, _ in results] + ([0] if len(answers) > 1 else [])  # good photo, differing answers: error
+    return statuses, np.array([t for _, t in results]) * 1000, seconds
 
 
 def screenshot(url: str, photo: Path, path: Path) -> None:
@@ -128,6 +161,7 @@ def main() -> int:
     parser.add_argument("--max-growth-mb", type=float, default=200.0, help="RSS growth that fails the run")
     parser.add_argument("--class-images", help="passed to heritage serve --class-images")
     parser.add_argument("--screenshot", type=Path, help="also save the page after an upload to this PNG")
+    parser.add_argument("--hostile", action="store_true", help="a hostile upload after every good one")
     args = parser.parse_args()
 
     buffer = io.BytesIO()
@@ -137,11 +171,12 @@ def main() -> int:
     try:
         load(url, photo, 2 * args.concurrency, args.concurrency, args.overlays)  # warm-up
         before = rss_mb(process.pid)
-        statuses, latencies, seconds = load(url, photo, args.requests, args.concurrency, args.overlays)
+        statuses, latencies, seconds = load(url, photo, args.requests, args.concurrency, args.overlays, args.hostile)
         after = rss_mb(process.pid)
         errors = sum(status != 200 for status in statuses)
         print(
-            f"{args.requests} requests, {args.concurrency} concurrent{', with overlays' if args.overlays else ''}: "
+            f"{args.requests} requests{' (half of them hostile)' if args.hostile else ''}, {args.concurrency} "
+            f"concurrent{', with overlays' if args.overlays else ''}: "
             f"{seconds:.1f} s, {args.requests / seconds:.1f} requests/s, {errors} errors\n"
             f"latency p50 {np.percentile(latencies, 50):.1f} ms, p95 {np.percentile(latencies, 95):.1f} ms, "
             f"max {latencies.max():.1f} ms\n"
