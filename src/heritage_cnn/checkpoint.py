@@ -1,12 +1,18 @@
 """Checkpoints: weights as safetensors, everything else (classes, normalisation, config) as JSON.
 
-A checkpoint is a pair `NAME.safetensors` + `NAME.json`. Loading never executes code from a file.
+A checkpoint is a pair `NAME.safetensors` + `NAME.json`. Loading never executes code from a file,
+and checks the JSON as a whole before building anything: an edited or hostile file is refused with
+one line naming the file and the field. Both halves carry the same `generation` (a hash of the
+weights), so a pair whose halves come from different saves is refused rather than silently mixed.
 The model that ships with the package lives in `heritage_cnn/weights/default.*`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,10 +23,21 @@ from torch import nn
 
 from heritage_cnn import __version__
 from heritage_cnn.data import display_name
-from heritage_cnn.io import CheckpointError, atomic_write_json, load_tensors, read_json, save_tensors
+from heritage_cnn.io import CheckpointError, atomic_write_json, read_json, read_safetensors, save_tensors
 from heritage_cnn.model import HeritageNet, ModelConfig
 
 FORMAT = "heritage-cnn-checkpoint/1"
+MAX_CLASSES = 10_000
+_RESERVED = {"format", "package_version", "classes", "display_names", "normalisation", "image_size", "model_config"}
+_MODEL_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "num_classes": int,
+    "widths": list,
+    "blocks": list,
+    "stem_kernel": int,
+    "residual": bool,
+    "hidden": int,
+    "dropout": (int, float),
+}
 
 
 @dataclass
@@ -62,22 +79,128 @@ class Checkpoint:
 
 def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
     path = Path(path)
+    if path.is_dir():  # a run folder stands for its last checkpoint
+        path = path / "last"
     if path.suffix in (".safetensors", ".json"):
         path = path.with_suffix("")
     return path.with_suffix(".safetensors"), path.with_suffix(".json")
 
 
+def weights_generation(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of names, types, shapes and bytes of the tensors: the id both halves of a pair carry."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity, if any."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
-    """Write `path.safetensors` and `path.json` atomically; returns the weights path."""
+    """Write `path.safetensors` and `path.json` atomically, tagged with one generation; returns the weights
+    path. Non-finite weights are refused: a diverged network is never written over a good one."""
     weights_path, meta_path = _paths(path)
-    state = {name: t for name, t in checkpoint.model.state_dict().items()}
-    save_tensors(weights_path, state, metadata={"format": FORMAT})
-    atomic_write_json(meta_path, checkpoint.metadata())
+    state = dict(checkpoint.model.state_dict())
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise CheckpointError(f"{weights_path}: not written: tensor {bad} holds NaN or infinite values")
+    generation = weights_generation(state)
+    save_tensors(weights_path, state, metadata={"format": FORMAT, "generation": generation})
+    atomic_write_json(meta_path, {**checkpoint.metadata(), "generation": generation})
     return weights_path
 
 
+def class_name_problem(name: object) -> str | None:
+    """Why `name` cannot be a class name (tools use class names as folder names), or None."""
+    if not isinstance(name, str) or not name:
+        return "is not a non-empty string"
+    if name in (".", "..") or name.startswith("."):
+        return "starts with '.'"
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+        return "contains a control character"
+    if len(name.encode("utf-8", "surrogatepass")) > 255:
+        return "is longer than a file name may be"
+    return None
+
+
+def _numbers(value: object, count: int) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == count
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    )
+
+
+def validate_metadata(meta: object, where: Path) -> ModelConfig:
+    """Check a checkpoint's JSON as a whole (types, ranges, safe class names); return its model config."""
+
+    def fail(field: str, problem: str) -> CheckpointError:
+        return CheckpointError(f"{where}: {field}: {problem}")
+
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{where}: not a heritage-cnn checkpoint (format {FORMAT!r} expected)")
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES:
+        raise fail("classes", f"must be a list of 2 to {MAX_CLASSES} class names")
+    for name in classes:
+        problem = class_name_problem(name)
+        if problem:
+            raise fail("classes", f"{name!r} {problem}")
+    if len(set(classes)) != len(classes):
+        raise fail("classes", "names repeat")
+    norm = meta.get("normalisation")
+    if not isinstance(norm, dict) or not _numbers(norm.get("mean"), 3) or not _numbers(norm.get("std"), 3):
+        raise fail("normalisation", "must hold 'mean' and 'std', each a list of 3 finite numbers")
+    if min(norm["std"]) <= 0:
+        raise fail("normalisation", f"std must be positive, got {norm['std']}")
+    size = meta.get("image_size", 64)
+    if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 512:
+        raise fail("image_size", f"must be a whole number from 8 to 512, got {size!r}")
+    raw = meta.get("model_config")
+    if not isinstance(raw, dict):
+        raise fail("model_config", "missing or not an object")
+    for key, value in raw.items():
+        kind = _MODEL_FIELDS.get(key)
+        if kind is None:
+            raise fail("model_config", f"unknown key {key!r}")
+        ints = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if (kind is list and not ints) or (kind is not list and not isinstance(value, kind)):
+            raise fail(f"model_config.{key}", f"has the wrong type ({value!r})")
+        if kind is not bool and isinstance(value, bool):
+            raise fail(f"model_config.{key}", f"has the wrong type ({value!r})")
+    try:
+        config = ModelConfig.from_dict({**raw, "num_classes": len(classes)})
+    except (TypeError, ValueError) as error:
+        raise fail("model_config", str(error)) from None
+    if size < 2 ** len(config.widths):
+        raise fail("image_size", f"{size} px is too small for {len(config.widths)} stages of 2x2 pooling")
+    return config
+
+
+def _check_tensors(tensors: dict[str, torch.Tensor], model: nn.Module, where: Path) -> None:
+    """Float parameters must come as finite floats: an integer or NaN tensor would predict garbage."""
+    for name, expected in model.state_dict().items():
+        tensor = tensors.get(name)
+        if tensor is None or not expected.is_floating_point():
+            continue
+        if not tensor.is_floating_point():
+            raise CheckpointError(f"{where}: tensor {name} is {tensor.dtype}, not floating point")
+        if not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{where}: tensor {name} holds NaN or infinite values")
+
+
 def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint (default: the model shipped with the package) in eval mode."""
+    """Load a checkpoint (a pair, or a run folder for its last one; default: the shipped model) in eval mode."""
     if path is None:
         path = default_checkpoint_path()
     weights_path, meta_path = _paths(path)
@@ -86,15 +209,10 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
     if not meta_path.exists():
         raise CheckpointError(f"{weights_path}: its metadata file {meta_path.name} is missing")
     meta = read_json(meta_path)
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{meta_path}: not a heritage-cnn checkpoint (format {FORMAT!r} expected)")
-    try:
-        config = ModelConfig.from_dict(meta["model_config"])
-        config = ModelConfig.from_dict({**config.to_dict(), "num_classes": len(meta["classes"])})
-        model = HeritageNet(config)
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{meta_path}: invalid model config ({error})") from None
-    state = load_tensors(weights_path)
+    config = validate_metadata(meta, meta_path)
+    model = HeritageNet(config)
+    state, tensor_meta = read_safetensors(weights_path)
+    _check_tensors(state, model, weights_path)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -102,18 +220,19 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
         raise CheckpointError(
             f"{weights_path}: weights do not match the model config in {meta_path.name} ({first})"
         ) from None
+    ours, theirs = tensor_meta.get("generation"), meta.get("generation")
+    if (ours or theirs) and ours != theirs:  # pairs written before generations existed carry neither
+        raise CheckpointError(
+            f"{weights_path}: its weights (generation {ours}) and {meta_path.name} (generation {theirs}) "
+            "come from different saves"
+        )
     model.to(device).eval()
-    info = {
-        k: v
-        for k, v in meta.items()
-        if k
-        not in {"format", "package_version", "classes", "display_names", "normalisation", "image_size", "model_config"}
-    }
+    info = {k: v for k, v in meta.items() if k not in _RESERVED and k != "generation"}
     return Checkpoint(
         model,
         list(meta["classes"]),
-        list(meta["normalisation"]["mean"]),
-        list(meta["normalisation"]["std"]),
+        [float(v) for v in meta["normalisation"]["mean"]],
+        [float(v) for v in meta["normalisation"]["std"]],
         int(meta.get("image_size", 64)),
         info,
         weights_path,

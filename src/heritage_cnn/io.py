@@ -8,9 +8,12 @@ safetensors, which cannot carry code, unlike pickles.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import pickletools
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
+MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit on the JSON header
+
+
 def save_tensors(
     path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
@@ -70,8 +76,37 @@ def save_tensors(
     atomic_write_bytes(path, save(contiguous, metadata=metadata))
 
 
-def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a safetensors file; anything else (a pickle, a truncated file) is a CheckpointError."""
+def safetensors_header(data: bytes) -> dict[str, Any] | None:
+    """The JSON header of safetensors bytes (8-byte little-endian length, then that much JSON), or None
+    when `data` does not start like one. Decided by parsing, never by a magic byte: a valid header
+    length of 128 mod 256 makes the first byte 0x80, the same as a pickle's."""
+    if len(data) < 8:
+        return None
+    length = int.from_bytes(data[:8], "little")
+    if not 2 <= length <= min(len(data) - 8, MAX_HEADER_BYTES):
+        return None
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except (ValueError, RecursionError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def is_pickle(data: bytes) -> bool:
+    """True for a torch.save zip archive or bytes that parse as a pickle (opcodes are read, never run)."""
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        return True
+    try:
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
+    except Exception:  # whatever the parser trips on, it is not a pickle
+        return False
+    return True
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of a safetensors file; a pickle, a zip or a truncated file is a
+    CheckpointError that names the file."""
     from safetensors import SafetensorError
     from safetensors.torch import load
 
@@ -80,15 +115,25 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         data = path.read_bytes()
     except OSError as error:
         raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
-    if data[:2] == b"\x80\x02" or data[:2] == b"PK" or data[:1] == b"\x80":
-        raise CheckpointError(
-            f"{path}: is a pickle/torch.save file; heritage-cnn only loads safetensors "
-            "(pickles can run code when loaded)"
-        )
+    header = safetensors_header(data)
+    if header is None:
+        if is_pickle(data):
+            raise CheckpointError(
+                f"{path}: is a pickle/torch.save file; heritage-cnn only loads safetensors "
+                "(pickles can run code when loaded)"
+            )
+        raise CheckpointError(f"{path}: not a valid safetensors file (no safetensors header)")
     try:
-        return load(data)
+        tensors = load(data)
     except (SafetensorError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{path}: not a valid safetensors file ({error})") from None
+    metadata = header.get("__metadata__") or {}
+    return tensors, metadata if isinstance(metadata, dict) else {}
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything else (a pickle, a truncated file) is a CheckpointError."""
+    return read_safetensors(path)[0]
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -99,3 +144,5 @@ def read_json(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deeply to read") from None

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+MAX_PARAMETERS = 200_000_000  # far above any network this project trains; bounds what a crafted config allocates
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -36,6 +38,26 @@ class ModelConfig:
             raise ValueError(f"widths {self.widths} and blocks {self.blocks} must be non-empty and of equal length")
         if min(self.widths) < 1 or min(self.blocks) < 1 or self.num_classes < 2:
             raise ValueError(f"invalid model config: {self}")
+        if len(self.widths) > 8 or max(self.blocks) > 32:
+            raise ValueError(f"at most 8 stages of at most 32 blocks, got blocks {self.blocks}")
+        if not (1 <= self.stem_kernel <= 15 and self.stem_kernel % 2 == 1):
+            raise ValueError(f"stem_kernel must be an odd number from 1 to 15, got {self.stem_kernel}")
+        if self.hidden < 1 or not 0 <= self.dropout < 1:
+            raise ValueError(f"hidden must be positive and dropout in [0, 1), got {self.hidden} and {self.dropout}")
+        if self.weight_count() > MAX_PARAMETERS:
+            raise ValueError(f"{self.weight_count():,} parameters is more than the {MAX_PARAMETERS:,} allowed")
+
+    def weight_count(self) -> int:
+        """Weights of conv and linear layers, counted from the config alone (nothing is allocated)."""
+        total, in_channels = 0, 3
+        for index, (width, count) in enumerate(zip(self.widths, self.blocks, strict=True)):
+            for b in range(count):
+                kernel = self.stem_kernel if index == 0 and b == 0 else 3
+                total += in_channels * width * kernel * kernel
+                if index and self.residual:
+                    total += width * width * 9 + (in_channels * width if in_channels != width else 0)
+                in_channels = width
+        return total + in_channels * self.hidden + self.hidden * self.num_classes
 
     def to_dict(self) -> dict:
         return asdict(self)
