@@ -83,8 +83,8 @@ def test_interrupted_training_resumes_to_the_same_result(
         assert process.returncode == 130 and "--resume" in output, output
     else:
         assert process.returncode == -signal.SIGKILL
-    assert (out / "state.json").exists() and (out / "last.safetensors").exists()
-    resumed = _run_cli(["train", "--data", str(synthetic_root), "--out", str(out), "--resume"])
+    assert (out / "resume.safetensors").exists() and (out / "last.safetensors").exists()
+    resumed = _run_cli(["train", "--data", str(synthetic_root), "--out", str(out), *TRAIN_ARGS, "--resume"])
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output
     final = load_checkpoint(out / "last").info["validation"]

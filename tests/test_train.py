@@ -86,7 +86,7 @@ def test_resume_with_weight_average_and_batch_mixing_matches_an_uninterrupted_ru
         should_stop=lambda epoch, step: (epoch, step) == (1, 2),
     )
     assert stopped.interrupted
-    resumed = train(_config(synthetic_root, tmp_path / "cut", resume=True), log=lambda _: None)
+    resumed = train(_config(synthetic_root, tmp_path / "cut", resume=True, **recipe), log=lambda _: None)
     for key in ("val_accuracy", "raw_val_accuracy"):
         assert [r[key] for r in resumed.history] == [r[key] for r in whole.history]
     a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
@@ -115,7 +115,7 @@ def test_consistency_training_resumes_exactly_and_pulls_the_views_together(
         log=lambda _: None,
         should_stop=lambda epoch, step: (epoch, step) == (1, 2),
     )
-    resumed = train(_config(synthetic_root, tmp_path / "cut", resume=True), log=lambda _: None)
+    resumed = train(_config(synthetic_root, tmp_path / "cut", resume=True, consistency_weight=12.0), log=lambda _: None)
     assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in whole.history]
     a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
@@ -136,7 +136,7 @@ def test_saved_weights_are_the_moving_average_of_the_raw_weights(synthetic_root:
     """With --ema the checkpoint holds the average, which follows the raw weights as the decay goes to 0."""
     for decay, same in ((1e-9, True), (0.9, False)):
         run = train(_config(synthetic_root, tmp_path / str(decay), epochs=1, ema_decay=decay), log=lambda _: None)
-        state = load_tensors(Path(run.out) / "optimizer.safetensors")
+        state = load_tensors(Path(run.out) / "resume.safetensors")
         saved = load_tensors(run.checkpoint)
         for name in (k for k in saved if k.endswith(("conv.weight", "running_mean"))):
             assert torch.equal(state[f"ema.module.{name}"], saved[name])

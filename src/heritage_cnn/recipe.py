@@ -1,0 +1,181 @@
+"""The recipe of a training run: every knob named in `TrainConfig`, and the pieces it builds -
+the data split, AdamW, warm-up + cosine, the weight average, MixUp/CutMix.
+
+`TrainConfig` is saved as `config.json` in the run folder; `--resume` refuses a config whose
+recipe fields differ from it (runtime fields such as the device may change).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from heritage_cnn.augment import AugmentConfig
+from heritage_cnn.data import ImageSet, SplitRecipe, find_layout, load_images, make_split
+from heritage_cnn.model import ModelConfig
+
+Log = Callable[[str], None]
+RUNTIME_FIELDS = ("out", "device", "threads", "progress", "cache_dir", "resume")  # free to differ on --resume
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Saved as `config.json` in the run folder."""
+
+    data: str
+    out: str
+    epochs: int = 56  # the deeper stage 4 costs 1.3x per epoch: 56 epochs keep the run under 30 min
+    batch_size: int = 32  # small batches: more steps per epoch won 3.5 points in the recipe search
+    lr: float = 3e-3  # peak learning rate of AdamW
+    weight_decay: float = 0.05  # on conv and linear weights; none on batch norm and biases
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
+    label_smoothing: float = 0.1
+    ema_decay: float = 0.0  # per-step decay of an exponential moving average of the weights; 0 = off
+    mixup_alpha: float = 0.0  # MixUp on every batch (torchvision.transforms.v2); 0 = off
+    cutmix_alpha: float = 0.0  # CutMix on every batch; with both on, one of the two per batch
+    balanced_loss: bool = False  # weight the loss by inverse class frequency (scikit-learn's "balanced")
+    consistency_weight: float = 0.0  # two augmented views per image + a Jensen-Shannon term between them; 0 = off
+    teachers: tuple[str, ...] = ()  # trained checkpoints or run folders to distil from (knowledge distillation)
+    distill_weight: float = 0.5  # share of the distillation term in the loss when there are teachers
+    distill_temperature: float = 2.0  # softmax temperature of teachers and student in that term
+    seed: int = 0
+    split: SplitRecipe = field(default_factory=SplitRecipe)  # 1/5 validation, seed 0, pHash distance 10
+    limit_per_class: int | None = None  # use at most this many images per class (quick runs)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # mixed precision: bf16 (fp16 on older GPUs) on CUDA, bf16 on CPUs with native bf16
+    sync_bn: bool = False  # synchronised batch norm across processes (distributed runs)
+    compile: bool = False  # torch.compile the network (pays off on GPUs and long runs)
+    threads: int | None = None  # intra-op threads on CPU (default: all cores)
+    cache_dir: str | None = None  # keep decoded images here between runs
+    resume: bool = False
+    progress: bool = True
+    eval_batch_size: int = 64  # small batches keep channels_last inference in cache (900 vs 625 img/s at 256)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 2:
+            raise ValueError(f"--batch-size must be at least 2 (batch norm), got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"--lr must be a positive finite number, got {self.lr}")
+        if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or self.warmup_epochs < 0:
+            raise ValueError("weight decay, warm-up must be >= 0 and label smoothing in [0, 1)")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"--ema must be in [0, 1), got {self.ema_decay}")
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            raise ValueError("--mixup and --cutmix alphas must be >= 0")
+        if self.consistency_weight < 0:
+            raise ValueError(f"--consistency must be >= 0, got {self.consistency_weight}")
+        if self.consistency_weight and (self.mixup_alpha or self.cutmix_alpha):
+            raise ValueError(
+                "--consistency compares two views of the same image: it cannot be combined with --mixup/--cutmix"
+            )
+        object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))
+        if not 0 <= self.distill_weight <= 1 or not self.distill_temperature > 0:
+            raise ValueError("--distill-weight must be in [0, 1] and --distill-temperature positive")
+        if self.limit_per_class is not None and self.limit_per_class < 2:
+            raise ValueError(f"--limit-per-class must be at least 2, got {self.limit_per_class}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def recipe_differences(self, saved: TrainConfig) -> list[str]:
+        """'field: saved value -> this value' for every recipe field that differs (runtime fields may)."""
+        mine, theirs = _flat(self.to_dict()), _flat(saved.to_dict())
+        if Path(self.data).resolve() == Path(saved.data).resolve():
+            mine["data"] = theirs["data"]  # the same folder, spelled another way
+        return [
+            f"{key}: {theirs.get(key)!r} in the run, {mine.get(key)!r} now"
+            for key in sorted(set(mine) | set(theirs))
+            if key not in RUNTIME_FIELDS and mine.get(key) != theirs.get(key)
+        ]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        data["split"] = SplitRecipe(**data.get("split", {}))
+        data["model"] = ModelConfig.from_dict(data.get("model", {}))
+        data["augment"] = AugmentConfig(**data.get("augment", {}))
+        return cls(**data)
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"widths": ...}} -> {"model.widths": ...}, tuples as lists (as JSON gives them back)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
+
+
+def stratified_limit(images: ImageSet, per_class: int, seed: int) -> ImageSet:
+    """At most `per_class` images of each class, chosen with a fixed seed."""
+    rng = np.random.default_rng(seed)
+    labels = images.labels.numpy()
+    keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(len(images.classes))]
+    return images.subset(np.sort(np.concatenate(keep)))
+
+
+def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """Decode the training folder once; return (all, train, validation)."""
+    layout = find_layout(config.data)
+    images = load_images(layout.train, cache_dir=config.cache_dir, progress=config.progress)
+    if images.skipped:
+        log(f"skipped {len(images.skipped)} unreadable file(s); see skipped.json in the run folder")
+    if config.limit_per_class:
+        images = stratified_limit(images, config.limit_per_class, config.seed)
+    train_set, val_set = make_split(images, config.split)
+    return images, train_set, val_set
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warm-up to `peak`, then cosine decay to zero."""
+    if warmup_steps and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on conv/linear weights only (not on batch norm or biases)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (decay if param.ndim > 1 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999))
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> torch.nn.Module | None:
+    """An exponential moving average of the weights and batch-norm statistics (torch's AveragedModel)."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def make_batch_mixer(config: TrainConfig, num_classes: int) -> Callable[..., tuple[torch.Tensor, torch.Tensor]] | None:
+    """MixUp and/or CutMix from torchvision.transforms.v2, applied to whole batches (labels become soft)."""
+    from torchvision.transforms import v2
+
+    mixers: list[Any] = []
+    if config.mixup_alpha:
+        mixers.append(v2.MixUp(alpha=config.mixup_alpha, num_classes=num_classes))
+    if config.cutmix_alpha:
+        mixers.append(v2.CutMix(alpha=config.cutmix_alpha, num_classes=num_classes))
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)

@@ -1,0 +1,192 @@
+"""What `--resume` needs, kept as ONE file written atomically, and what a run folder records as it goes
+(metrics, curves, the checkpoint's provenance).
+
+`resume.safetensors` holds the raw weights, the weight average, the optimizer's tensors and the
+random generators' states; the rest (epoch, step, history, optimizer settings) rides along as JSON in
+its string metadata. A single rename puts it in place, so a kill at any moment leaves either the
+previous state or the new one, whole: never new weights with old optimizer state.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from heritage_cnn import __version__
+from heritage_cnn.checkpoint import first_non_finite, load_checkpoint
+from heritage_cnn.data import NEAR_DUPLICATE_DISTANCE, ImageSet, perceptual_hashes
+from heritage_cnn.devices import machine_description
+from heritage_cnn.io import (
+    CheckpointError,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    load_tensors,
+    read_json,
+    read_safetensors,
+    save_tensors,
+)
+from heritage_cnn.recipe import TrainConfig
+
+RESUME_FILE = "resume.safetensors"
+RESUME_FORMAT = "heritage-cnn-resume/1"
+_LEGACY = ("state.json", "optimizer.safetensors")  # the two files of runs written before the single file
+
+
+def has_resume_state(out: Path) -> bool:
+    return (out / RESUME_FILE).exists() or (out / _LEGACY[0]).exists()
+
+
+def save_resume_state(
+    out: Path,
+    model: torch.nn.Module,
+    ema: torch.nn.Module | None,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    state: dict[str, Any],
+) -> None:
+    """Write the training state at (state["epoch"], state["step"]) as one file; non-finite weights are refused."""
+    opt_state = optimizer.state_dict()
+    tensors = {"rng.generator": generator.get_state(), "rng.global": torch.get_rng_state()}
+    tensors.update({f"raw.{k}": v.detach() for k, v in model.state_dict().items()})
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach() for k, v in ema.state_dict().items()})
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"{out / RESUME_FILE}: not written: tensor {bad} holds NaN or infinite values")
+    layout: dict[str, dict[str, Any]] = {}
+    for index, values in opt_state["state"].items():
+        layout[str(index)] = {}
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{index}.{key}"] = value
+                layout[str(index)][key] = "tensor"
+            else:
+                layout[str(index)][key] = value
+    everything = {**state, "optimizer_layout": layout, "param_groups": opt_state["param_groups"]}
+    save_tensors(out / RESUME_FILE, tensors, metadata={"format": RESUME_FORMAT, "state": json.dumps(everything)})
+    for legacy in _LEGACY:
+        (out / legacy).unlink(missing_ok=True)
+
+
+def load_resume_state(
+    out: Path, optimizer: torch.optim.Optimizer, model: torch.nn.Module, ema: torch.nn.Module | None
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """Restore weights, average and optimizer in place; return (state, generator state, global RNG state)."""
+    path = out / RESUME_FILE
+    if path.exists():
+        tensors, metadata = read_safetensors(path)
+        if metadata.get("format") != RESUME_FORMAT or "state" not in metadata:
+            raise CheckpointError(f"{path}: not a heritage-cnn resume file")
+        state = json.loads(metadata["state"])
+    else:  # a run folder from before the single file: state.json + optimizer.safetensors + last.*
+        state, tensors = read_json(out / _LEGACY[0]), load_tensors(out / _LEGACY[1])
+        if not any(k.startswith("raw.") for k in tensors):
+            weights = load_checkpoint(out / "last").model.state_dict()
+            tensors.update({f"raw.{k}": v for k, v in weights.items()})
+    model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("raw.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    opt_state: dict[str, Any] = {"state": {}, "param_groups": state.pop("param_groups")}
+    for index, values in state.pop("optimizer_layout").items():
+        opt_state["state"][int(index)] = {
+            key: tensors[f"optim.{index}.{key}"] if value == "tensor" else value for key, value in values.items()
+        }
+    optimizer.load_state_dict(opt_state)
+    return state, tensors["rng.generator"], tensors["rng.global"]
+
+
+def pause_for_tests(where: str) -> None:
+    """Widen the window between two writes of a save (HERITAGE_TEST_SAVE_PAUSE=seconds), so that tests
+    can kill a run exactly there. Does nothing otherwise."""
+    seconds = float(os.environ.get("HERITAGE_TEST_SAVE_PAUSE", "0") or 0)
+    if seconds > 0:
+        print(f"save window: {where}", file=sys.stderr, flush=True)
+        time.sleep(seconds)
+
+
+class StopFlag:
+    """SIGINT sets a flag; the loop finishes the current step, writes a checkpoint and stops."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._previous: Any = None
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stop:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.stop = True
+        print("\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def write_history(out: Path, history: list[dict[str, float]]) -> None:
+    """metrics.csv and metrics.json: one row per epoch."""
+    if not history:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(out / "metrics.csv", buffer.getvalue())
+    atomic_write_json(out / "metrics.json", history)
+
+
+def provenance(train_set: ImageSet, device: torch.device) -> dict[str, Any]:
+    """What trained the model, computed once per run: the perceptual hash of every training image (so that
+    evaluation can tell trained-on images apart) and the machine (bf16 kernels differ between CPUs)."""
+    hashes = perceptual_hashes(train_set.images)
+    return {
+        "trained_on": {"phash": [f"{int(h):016x}" for h in hashes], "distance": NEAR_DUPLICATE_DISTANCE},
+        "trained_on_machine": machine_description(device),
+    }
+
+
+def checkpoint_info(
+    config: TrainConfig,
+    history: list[dict[str, float]],
+    n_train: int,
+    n_val: int,
+    flops: int,
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """The checkpoint's metadata beyond classes and normalisation: recipe, split, metrics, provenance."""
+    return {
+        "trained_with": f"heritage-cnn {__version__}, torch {torch.__version__}",
+        "seed": config.seed,
+        "split": {**asdict(config.split), "train": n_train, "val": n_val},
+        "recipe": {
+            k: v for k, v in config.to_dict().items() if k not in {"data", "out", "resume", "progress", "cache_dir"}
+        },
+        "epochs_trained": len(history),
+        "validation": history[-1] if history else {},
+        "history": history,
+        "forward_mflop": round(flops / 1e6, 2),
+        **record,
+    }
+
+
+def plot_curves(out: Path, history: list[dict[str, float]]) -> None:
+    from heritage_cnn.report import plot_training_curves
+
+    with atomic_path(out / "curves.png") as tmp:
+        plot_training_curves(history, tmp)
