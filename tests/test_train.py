@@ -2,6 +2,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +21,7 @@ from heritage_cnn.data import load_images
 from heritage_cnn.evaluate import predict_logits
 from heritage_cnn.io import load_tensors
 from heritage_cnn.model import ModelConfig
-from heritage_cnn.train import TrainConfig, consistency_loss, learning_rate, train
+from heritage_cnn.train import NonFiniteLossError, TrainConfig, consistency_loss, learning_rate, train
 
 
 def _config(root: Path, out: Path, **overrides) -> TrainConfig:
@@ -213,3 +219,110 @@ def test_distillation_follows_the_teacher_not_the_labels(tiny_run, synthetic_roo
         other.classes = [f"class{i}" for i in range(10)]
         save_checkpoint(tmp_path / "other", other)
         train(replace(base, out=str(tmp_path / "y"), teachers=(str(tmp_path / "other"),)), log=lambda _: None)
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_keeps_the_good_checkpoint(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    train(_config(synthetic_root, out, epochs=1), log=lambda _: None)
+    good = {name: (out / name).read_bytes() for name in ("last.safetensors", "last.json", "resume.safetensors")}
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step \d+.*lower --lr"):
+        train(_config(synthetic_root, out, epochs=2, lr=1e9), log=lambda _: None)
+    assert {name: (out / name).read_bytes() for name in good} == good
+    with pytest.raises(ValueError, match="--lr"):
+        _config(synthetic_root, out, lr=float("inf"))
+
+
+def test_resume_refuses_a_changed_recipe_but_not_changed_runtime_settings(synthetic_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cut"
+    train(_config(synthetic_root, out, epochs=2), log=lambda _: None, should_stop=lambda e, s: (e, s) == (0, 2))
+    with pytest.raises(
+        ValueError, match=r"epochs: 2 in the run, 5 now.*model\.widths: \[8, 16\] in the run, \[8, 32\]"
+    ):
+        train(
+            _config(synthetic_root, out, epochs=5, resume=True, model=ModelConfig(**{**TINY, "widths": (8, 32)})),
+            log=lambda _: None,
+        )
+    spelled_otherwise = Path(os.path.relpath(synthetic_root))
+    resumed = train(
+        replace(_config(synthetic_root, out, epochs=2, resume=True), data=str(spelled_otherwise), threads=1),
+        log=lambda _: None,
+    )
+    assert len(resumed.history) == 2 and not resumed.interrupted
+
+
+def test_checkpoints_record_the_training_images_and_the_machine(tiny_run) -> None:
+    from heritage_cnn.data import NEAR_DUPLICATE_DISTANCE, load_images, perceptual_hashes
+
+    meta = json.loads((tiny_run.out / "last.json").read_text())
+    record = meta["trained_on"]
+    assert record["distance"] == NEAR_DUPLICATE_DISTANCE and len(record["phash"]) == tiny_run.train_size
+    assert all(len(h) == 16 and int(h, 16) >= 0 for h in record["phash"])
+    val_paths = set(json.loads((tiny_run.out / "split.json").read_text())["val_paths"])
+    images = load_images(Path(json.loads((tiny_run.out / "config.json").read_text())["data"]))
+    train_images = images.subset([i for i, p in enumerate(images.paths) if p not in val_paths])
+    assert record["phash"] == [f"{int(h):016x}" for h in perceptual_hashes(train_images.images)]
+    machine = meta["trained_on_machine"]
+    assert machine["torch"] == torch.__version__ and machine["device"] == "cpu" and machine["cpu"]
+
+
+_KILLABLE = """
+import sys
+from heritage_cnn.model import ModelConfig
+from heritage_cnn.train import TrainConfig, train
+model = ModelConfig(widths=(8, 16), blocks=(1, 1), hidden=32, stem_kernel=3)
+config = TrainConfig(data=sys.argv[1], out=sys.argv[2], epochs=4, batch_size=16, lr=0.01, model=model,
+                     progress=False, resume=True)
+train(config, log=lambda message: print(message, flush=True))
+"""
+
+
+def _start(root: Path, out: Path, pause: float) -> subprocess.Popen[str]:
+    env = {**os.environ, "HERITAGE_TEST_SAVE_PAUSE": str(pause), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE, str(root), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _read_until(process: subprocess.Popen[str], text: str) -> None:
+    assert process.stdout is not None
+    seen = ""
+    while process.poll() is None:
+        line = process.stdout.readline()
+        seen += line
+        if text in line:
+            return
+    raise AssertionError(f"{text!r} not seen; output:\n{seen}")
+
+
+def test_sigkills_anywhere_even_inside_a_save_resume_to_identical_weights(synthetic_root: Path, tmp_path: Path) -> None:
+    """Real SIGKILLs: inside the save window (between the resume state and last.*), and at random moments.
+    Every kill leaves a whole checkpoint, and resuming ends on bit-identical weights."""
+    whole = _start(synthetic_root, tmp_path / "whole", pause=0)  # runs alongside the killed ones
+    out, rng = tmp_path / "killed", random.Random(17)
+    for kill in ("in the save window", "at random", "in the save window"):
+        process = _start(synthetic_root, out, pause=0.5)
+        if kill == "at random":
+            _read_until(process, "data:")
+            time.sleep(rng.uniform(0.0, 2.0))
+        else:
+            _read_until(process, "save window")
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        if kill != "at random":  # the new resume state is whole; last.* is whole too (the previous save's)
+            assert (out / "resume.safetensors").exists()
+            if (out / "last.safetensors").exists():
+                load_checkpoint(out)
+    finish = _start(synthetic_root, out, pause=0)
+    output = finish.communicate(timeout=600)[0]
+    assert finish.returncode == 0, output
+    assert whole.wait(timeout=600) == 0, whole.communicate()[0]
+    a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(out / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((out / "last.json").read_text())["epochs_trained"] == 4
+    assert not list(out.glob(".*.tmp"))
