@@ -23,10 +23,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from heritage_cnn import trainstate
 from heritage_cnn.augment import augment_batch
 from heritage_cnn.checkpoint import Checkpoint, save_checkpoint
 from heritage_cnn.data import ImageSet, channel_stats
-from heritage_cnn.devices import cpu_has_native_bf16, mixed_precision, pick_device
+from heritage_cnn.devices import mixed_precision
 from heritage_cnn.distributed import (
     Ranks,
     check_replicas_agree,
@@ -55,17 +56,6 @@ from heritage_cnn.recipe import (
     prepare_data,
     stratified_limit,
 )
-from heritage_cnn.trainstate import (
-    StopFlag,
-    checkpoint_info,
-    has_resume_state,
-    load_resume_state,
-    pause_for_tests,
-    plot_curves,
-    provenance,
-    save_resume_state,
-    write_history,
-)
 
 __all__ = [  # what other modules import from here, including names that moved to their own modules
     "RUNTIME_FIELDS",
@@ -73,11 +63,9 @@ __all__ = [  # what other modules import from here, including names that moved t
     "TrainConfig",
     "TrainResult",
     "consistency_loss",
-    "cpu_has_native_bf16",
     "learning_rate",
     "leave_process_group",
     "mixed_precision",
-    "pick_device",
     "prepare_data",
     "stratified_limit",
     "train",
@@ -248,7 +236,7 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
             stale.unlink(missing_ok=True)
     torch.manual_seed(config.seed)
 
-    resuming = config.resume and has_resume_state(out)
+    resuming = config.resume and trainstate.has_resume_state(out)
     if config.resume and not resuming:
         log(f"--resume: no earlier run in {out}, starting from scratch")
     if resuming:  # a resumed run is the same run: a changed recipe is refused, runtime settings may change
@@ -303,14 +291,14 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
     start_epoch, start_step, best_acc = 0, 0, -1.0
     partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
     generator_state = global_state = None
-    record = provenance(train_set, device) if ranks.main else {}
+    record = trainstate.provenance(train_set, device) if ranks.main else {}
 
     def save(name: str) -> None:
-        checkpoint.info = checkpoint_info(config, history, len(train_set), len(val_set), flops, record)
+        checkpoint.info = trainstate.checkpoint_info(config, history, len(train_set), len(val_set), flops, record)
         save_checkpoint(out / name, checkpoint)
 
     if resuming:
-        state, generator_state, global_state = load_resume_state(out, optimizer, model, ema)
+        state, generator_state, global_state = trainstate.load_resume_state(out, optimizer, model, ema)
         history, best_acc = state["history"], state["best_val_accuracy"]
         start_epoch, start_step, partial = state["epoch"], state["step"], state["partial"]
         if ranks.main:  # a kill inside the last save may have left last.* a save behind the resume state
@@ -322,8 +310,8 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
         if not ranks.main:
             return
         state = {"epoch": epoch, "step": step, "partial": partial, "history": history, "best_val_accuracy": best_acc}
-        save_resume_state(out, model, ema, optimizer, generator, state)
-        pause_for_tests("between the resume state and last.*")
+        trainstate.save_resume_state(out, model, ema, optimizer, generator, state)
+        trainstate.pause_for_tests("between the resume state and last.*")
         save("last")
 
     # The whole uint8 training set lives on the device; on a GPU it is copied once from pinned memory.
@@ -358,7 +346,7 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
     )
 
     interrupted = False
-    with StopFlag() as flag:
+    with trainstate.StopFlag() as flag:
 
         def stop(epoch: int, step: int) -> bool:
             if should_stop is not None and should_stop(epoch, step):
@@ -420,8 +408,8 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
                 save("best")
             save_last(epoch + 1, 0, generator)
             if ranks.main:
-                write_history(out, history)
-                plot_curves(out, history)
+                trainstate.write_history(out, history)
+                trainstate.plot_curves(out, history)
             if flag.stop:
                 log(f"stopped after epoch {epoch + 1}; continue with --resume")
                 interrupted = epoch + 1 < config.epochs
