@@ -191,7 +191,11 @@ def main() -> int:
             print(f"screenshot: {args.screenshot}")
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
     return 1 if errors or after - before > args.max_growth_mb else 0
 
 
