@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from heritage_cnn import cli, datacheck
+from heritage_cnn.cli.recipe import new_config
 
 COMMANDS = [["data", "download"], ["data", "check"], ["train"], ["evaluate"], ["demo"]]
 
@@ -147,12 +148,12 @@ def test_train_flags_become_the_recipe_and_defaults_stay_the_shipped_recipe() ->
     flags = "--ema 0.998 --cutmix 1 --mixup 0.2 --balanced-loss --zoom 0.3 --shift 0.05 --dropout 0.1 --warmup 2"
     args = parser.parse_args(["train", "--out", "o", *flags.split(), "--batch-size", "64"])
     two_views = parser.parse_args(["train", "--out", "o", "--consistency", "12"])
-    assert cli._train_config(two_views, "d", "o").consistency_weight == 12
-    config = cli._train_config(args, "d", "o")
+    assert new_config(two_views, "d", "o").consistency_weight == 12
+    config = new_config(args, "d", "o")
     assert (config.ema_decay, config.cutmix_alpha, config.mixup_alpha, config.balanced_loss) == (0.998, 1, 0.2, True)
     assert (config.augment.zoom, config.augment.shift, config.model.dropout) == (0.3, 0.05, 0.1)
     assert (config.warmup_epochs, config.batch_size) == (2, 64)
-    plain = cli._train_config(parser.parse_args(["train", "--out", "o"]), "d", "o")
+    plain = new_config(parser.parse_args(["train", "--out", "o"]), "d", "o")
     assert plain == TrainConfig(data="d", out="o")
 
 
@@ -162,7 +163,7 @@ def test_widths_keep_the_default_depth_when_the_stage_count_matches() -> None:
     parser = cli.build_parser()
 
     def model_of(*flags: str) -> ModelConfig:
-        return cli._train_config(parser.parse_args(["train", "--out", "o", *flags]), "d", "o").model
+        return new_config(parser.parse_args(["train", "--out", "o", *flags]), "d", "o").model
 
     default_blocks = ModelConfig().blocks
     assert model_of("--widths", "32,64,128,256").blocks == default_blocks  # four stages: the default depth

@@ -35,10 +35,10 @@ def test_every_method_gives_one_map(tiny_run, synthetic_root: Path) -> None:
 
 def test_explain_command(tiny_run, synthetic_root: Path, tmp_path: Path, capsys) -> None:
     photo = photos(synthetic_root, 1)[0]
-    assert main(["explain", "--model", str(tiny_run.checkpoint), "--image", str(photo), "--out", str(tmp_path)]) == 0
+    assert main(["explain", str(photo), "--model", str(tiny_run.checkpoint), "--out", str(tmp_path)]) == 0
     figure = tmp_path / f"explain_{photo.stem}.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    args = ["explain", "--model", str(tiny_run.checkpoint), "--image", str(photo), "--target", "gargoyle", "--out"]
+    args = ["explain", str(photo), "--model", str(tiny_run.checkpoint), "--target", "gargoyle", "--out"]
     assert main([*args, str(tmp_path / "g")]) == 0
     assert main([*args[:-3], "--target", "pagoda", "--out", str(tmp_path / "bad")]) == 2
     error = capsys.readouterr().err.strip()

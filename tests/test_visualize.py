@@ -41,7 +41,7 @@ def test_feature_maps_are_the_rectified_conv_outputs(tiny_run, synthetic_root: P
 def test_features_and_kernels_commands(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
     model = str(tiny_run.checkpoint)
     photo = a_photo(synthetic_root)
-    assert main(["visualize", "features", "--model", model, "--image", str(photo), "--out", str(tmp_path)]) == 0
+    assert main(["visualize", "features", str(photo), "--model", model, "--out", str(tmp_path)]) == 0
     expected = [
         "feature_maps_layer1.png",
         "feature_maps_stage2_block1_conv1.png",
@@ -74,9 +74,9 @@ def test_deconv_commands(tiny_run, synthetic_root: Path, tmp_path: Path, capsys)
     assert main([*base, "--layer", "stage2", "--channels", "99", "--out", str(tmp_path)]) == 2
     assert "no channel 99" in capsys.readouterr().err
     photo = a_photo(synthetic_root)
-    assert main(["visualize", "deconv", "--model", model, "--image", str(photo), "--out", str(tmp_path)]) == 0
+    assert main(["visualize", "deconv", str(photo), "--model", model, "--out", str(tmp_path)]) == 0
     assert (tmp_path / f"deconv_image_{photo.stem}.png").read_bytes()[:8] == PNG
-    assert main(["visualize", "deconv", "--model", model, "--image", str(tmp_path / "none.jpg"), "--out", "x"]) == 2
+    assert main(["visualize", "deconv", str(tmp_path / "none.jpg"), "--model", model, "--out", "x"]) == 2
     assert "none.jpg" in capsys.readouterr().err
 
 

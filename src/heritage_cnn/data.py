@@ -84,12 +84,22 @@ def find_layout(root: str | os.PathLike) -> Layout:
     train, test = root / "train", root / "test"
     if train.is_dir():
         return Layout(root, train, test if test.is_dir() else None)
+    if _only_test_folder(root, test):  # the Kaggle test split downloaded alone: train/ is missing
+        return Layout(root, train, test)
     return Layout(root, root, None)
+
+
+def _only_test_folder(root: Path, test: Path) -> bool:
+    """`<root>/test/<class>/*` and no other folder: a Kaggle layout without train/, not a class named test."""
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return folders == [test] and any(p.is_dir() and not p.name.startswith(".") for p in test.iterdir())
 
 
 def split_folder(layout: Layout, split: str) -> Path:
     """The folder holding one split (`train`, `test`) of a layout."""
     if split == "train":
+        if not layout.train.is_dir():
+            raise DatasetError(f"{layout.root}: has no train/ folder (only test/)")
         return layout.train
     if split == "test":
         if layout.test is None:
@@ -473,6 +483,10 @@ class SplitRecipe:
     val_fraction: float = 0.2
     seed: int = 0
     near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE
+
+    def __post_init__(self) -> None:  # refused when the recipe is made, not after the images are decoded
+        if not 0.0 < self.val_fraction < 0.5:
+            raise ValueError(f"--val-fraction must be in (0, 0.5), got {self.val_fraction}")
 
 
 def make_split(images: ImageSet, recipe: SplitRecipe = SplitRecipe()) -> tuple[ImageSet, ImageSet]:

@@ -54,7 +54,7 @@ def _header(path: Path) -> tuple[str, tuple[int, int]] | None:
 def check_dataset(root: str | os.PathLike, near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE) -> dict[str, Any]:
     """Everything worth knowing before training: counts, bad files, modes, sizes, duplicates."""
     layout = find_layout(root)
-    splits = {"train": layout.train} | ({"test": layout.test} if layout.test else {})
+    splits = ({"train": layout.train} if layout.train.is_dir() else {}) | ({"test": layout.test} if layout.test else {})
     report: dict[str, Any] = {
         "root": str(layout.root),
         "layout": "kaggle" if layout.is_kaggle else "class folders",
@@ -119,7 +119,7 @@ def check_dataset(root: str | os.PathLike, near_duplicate_distance: int = NEAR_D
             {"a": owners[i][2], "a_class": owners[i][1], "b": owners[j][2], "b_class": owners[j][1]} for i, j in cross
         ],
     }
-    if layout.test is not None and set(classes_seen["train"]) != set(classes_seen["test"]):
+    if len(classes_seen) == 2 and set(classes_seen["train"]) != set(classes_seen["test"]):
         report["class_mismatch"] = {
             "only_in_train": sorted(set(classes_seen["train"]) - set(classes_seen["test"])),
             "only_in_test": sorted(set(classes_seen["test"]) - set(classes_seen["train"])),

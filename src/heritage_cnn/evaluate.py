@@ -47,6 +47,28 @@ def tta_views(x: torch.Tensor, mode: str = "none") -> list[torch.Tensor]:
     return [view.contiguous(memory_format=torch.channels_last) for view in views]
 
 
+def hashes_to_hex(hashes: np.ndarray) -> list[str]:
+    """64-bit perceptual hashes as 16-digit hex strings (how a checkpoint records its training images)."""
+    return [f"{int(h):016x}" for h in hashes]
+
+
+def hashes_from_hex(texts: Sequence[str]) -> np.ndarray:
+    return np.array([int(t, 16) for t in texts], dtype=np.uint64)
+
+
+def near_any(hashes: np.ndarray, reference: np.ndarray, max_distance: int, chunk: int = 1024) -> np.ndarray:
+    """For each hash, whether some reference hash lies within `max_distance` bits (Hamming distance)."""
+    hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
+    reference = np.ascontiguousarray(reference, dtype=np.uint64)
+    found = np.zeros(len(hashes), dtype=bool)
+    if len(reference) == 0:
+        return found
+    for start in range(0, len(hashes), chunk):
+        distance = np.bitwise_count(hashes[start : start + chunk, None] ^ reference[None, :])
+        found[start : start + chunk] = (distance <= max_distance).any(axis=1)
+    return found
+
+
 @torch.no_grad()
 def predict_logits(
     model: torch.nn.Module,
@@ -55,17 +77,23 @@ def predict_logits(
     batch_size: int = 64,
     device: torch.device | str | None = None,
     tta: bool | str = False,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Logits for uint8 images (N, 3, H, W), batched, in eval mode.
 
-    `tta` ("flip", "multi"; True means "flip") averages the logits of `tta_views`.
+    `tta` ("flip", "multi"; True means "flip") averages the logits of `tta_views`; `progress` shows a bar.
     """
     mode = ("flip" if tta else "none") if isinstance(tta, bool) else tta
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
     outputs = []
-    for start in range(0, len(images), batch_size):
+    starts: Any = range(0, len(images), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="predict", unit="batch", leave=False, dynamic_ncols=True)
+    for start in starts:
         x = normalise(images[start : start + batch_size].to(device, non_blocking=True))
         views = tta_views(x, mode)
         outputs.append(sum(model(view).float() for view in views) / len(views))

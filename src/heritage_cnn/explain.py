@@ -11,7 +11,6 @@ network it explains is destroyed says more about the input than about the networ
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import torch
 from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGradCam, Occlusion, Saliency
 from torch import nn
 
-from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
+from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.model import HeritageNet
 from heritage_cnn.report import plt
 
@@ -137,12 +136,12 @@ def write_explanation(
     names = checkpoint.display_names
     index = parse_target(target, checkpoint.classes, names)
     photo = load_photo(image)
-    x = checkpoint.normalise(photo)
+    x = checkpoint.normalise(photo.to(next(checkpoint.model.parameters()).device))
     with torch.no_grad():
-        probabilities = torch.softmax(checkpoint.model.eval()(x), 1)[0]
+        probabilities = torch.softmax(checkpoint.model.eval()(x), 1)[0].cpu()
     best = probabilities.topk(3)
     index = int(best.indices[0]) if index is None else index
-    maps = attribute_all(captum_ready(checkpoint.model), x, index)
+    maps = {method: heat.cpu() for method, heat in attribute_all(captum_ready(checkpoint.model), x, index).items()}
     top3 = ", ".join(f"{names[i]} {p:.0%}" for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True))
     title = f"{Path(image).name}: top-3 {top3}; maps for '{names[index]}'"
     return plot_explanation(
@@ -190,40 +189,6 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-# --------------------------------------------------------------------------------------------
-# CLI
-# --------------------------------------------------------------------------------------------
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    checkpoint = load_checkpoint(args.model)
-    parse_target(args.target, checkpoint.classes, checkpoint.display_names)  # fail before any work
-    path = write_explanation(checkpoint, args.image, args.out, args.target)
-    print(f"attribution maps: {path}")
-    return 0
-
-
-def register_cli(commands: argparse._SubParsersAction, visualize_commands: argparse._SubParsersAction) -> None:
-    """`heritage explain`."""
-    from heritage_cnn.cli import _formatter
-
-    p = commands.add_parser(
-        "explain",
-        help="which pixels made the prediction: saliency, guided backprop, deconvolution, Grad-CAM, occlusion",
-        description="Attribution maps for one photo (through Captum): saliency, guided backpropagation, "
-        "deconvolution, Grad-CAM on the last conv layer (upsampled) and occlusion, laid over the photo in one "
-        "figure with the top-3 prediction. Maps explain --target, or the predicted class.",
-        epilog="examples:\n  heritage explain --image photo.jpg --out runs/explain\n"
-        "  heritage explain --image photo.jpg --target gargoyle --out runs/explain",
-        formatter_class=_formatter,
-    )
-    p.add_argument("--model", help="checkpoint (.safetensors with its .json); default: the shipped model")
-    p.add_argument("--image", required=True, help="a photo, any size or format")
-    p.add_argument("--target", help="class to explain: folder name, display name or index (default: predicted)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=cmd_explain)
-
-
 __all__ = [
     "METHODS",
     "attribute",
@@ -232,6 +197,5 @@ __all__ = [
     "cascading_randomisation",
     "parse_target",
     "rank_correlation",
-    "register_cli",
     "write_explanation",
 ]

@@ -18,11 +18,10 @@ The photo is then decoded with the same policy as training and `heritage predict
 shorter side to 64 px, centre crop). Answers use the one prediction schema (`Prediction.to_dict()`), with
 the upload's description and, on request, the overlays beside it.
 
-This module does not import FastAPI or uvicorn at import time: `heritage` imports it to register the
-`serve` command, and no other command should pay for the web stack.
+This module does not import FastAPI or uvicorn at import time: importing it should not pay for the web
+stack. The `heritage serve` command itself lives in `heritage_cnn.cli.serve`.
 """
 
-import argparse
 import asyncio
 import base64
 import io
@@ -162,11 +161,13 @@ class Overlays:
         self.lock = threading.Lock()
 
     def __call__(self, photo: np.ndarray, target: int) -> dict[str, str]:
-        x = self.checkpoint.normalise(torch.from_numpy(photo).permute(2, 0, 1).unsqueeze(0).contiguous())
+        photo_tensor = torch.from_numpy(photo).permute(2, 0, 1).unsqueeze(0).contiguous()
+        x = self.checkpoint.normalise(photo_tensor.to(next(self.deconv_model.parameters()).device))
         with self.lock:
-            cam = explain.attribute("grad_cam", self.captum_model, x, target).numpy()
+            cam = explain.attribute("grad_cam", self.captum_model, x, target).cpu().numpy()
         with torch.no_grad():
             activation, _ = deconvnet.forward_to(self.deconv_model, x, self.layer, record_switches=False)
+        activation = activation.cpu()
         channel, row, col = np.unravel_index(int(activation[0].argmax()), activation.shape[1:])
         projection = deconvnet.project(
             self.deconv_model, x, self.layer, torch.tensor([int(channel)]), torch.tensor([[int(row), int(col)]])
@@ -176,7 +177,7 @@ class Overlays:
         return {
             "input": png_data_url(photo),
             "grad_cam": png_data_url(blended),
-            "deconvnet": png_data_url(_signed_to_rgb(projection[0].numpy())),
+            "deconvnet": png_data_url(_signed_to_rgb(projection[0].cpu().numpy())),
             "deconvnet_unit": f"{self.layer}, channel {channel} at ({row}, {col}) = "
             f"{float(activation[0, channel, row, col]):.2f}",
         }
@@ -243,6 +244,7 @@ def create_app(
     hosts: Sequence[str] | None = None,
     body_timeout: float = BODY_TIMEOUT_S,
     idle_timeout: float = IDLE_TIMEOUT_S,
+    device: str = "cpu",
 ) -> Any:
     """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `GET /api/info`, class images.
 
@@ -257,7 +259,7 @@ def create_app(
         raise ValueError(f"the upload limit must be positive, got {max_upload_bytes} bytes")
     if not (body_timeout > 0 and idle_timeout > 0):
         raise ValueError(f"timeouts must be positive, got {body_timeout} and {idle_timeout} s")
-    classifier = Classifier.load(model_path)
+    classifier = Classifier.load(model_path, device=device)
     checkpoint = classifier.checkpoint
     overlays = Overlays(checkpoint)
     gallery = find_class_images(class_images_dir)
@@ -343,7 +345,7 @@ def create_app(
 
 
 # --------------------------------------------------------------------------------------------
-# Command line
+# Listening
 # --------------------------------------------------------------------------------------------
 
 
@@ -376,52 +378,6 @@ def run(app: Any, sock: socket.socket) -> None:
     uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    if args.max_upload_mb <= 0:
-        raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
-    sock = listen(args.host, args.port)
-    host, port = sock.getsockname()[:2]
-    hosts = sorted(set(allowed_hosts(args.host) + allowed_hosts(host)))
-    app = create_app(args.model, args.class_images, int(args.max_upload_mb * 2**20), hosts=hosts)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"heritage serve: http://{shown}:{port}/  (JSON: POST /api/predict; Ctrl+C to stop)", flush=True)
-    if not ipaddress.ip_address(host).is_loopback:
-        print("note: this address is reachable from other machines; there is no login", flush=True)
-    run(app, sock)
-    return 0
-
-
-def register_cli(commands: argparse._SubParsersAction, visualize_commands: argparse._SubParsersAction) -> None:
-    """`heritage serve`."""
-    from heritage_cnn.cli import _formatter
-
-    p = commands.add_parser(
-        "serve",
-        help="a local web page: drop a photo, see the top-5 classes and why",
-        description="Serve a local web page where you drop a photo and see the top-5 classes with bars, the "
-        "Grad-CAM and deconvnet overlays, and the generated class images; and a JSON endpoint for the same "
-        "prediction (POST /api/predict, the photo in the multipart field 'photo'). The page needs no internet. "
-        "Uploads over the size limit are refused with 413, files that Pillow cannot decode with 415 (whatever "
-        "their name), images declaring more than 120 million pixels with 413.",
-        epilog="examples:\n  heritage serve\n  heritage serve --model runs/a/best.safetensors --port 8080\n"
-        "  heritage serve --class-images runs/classes      after: heritage generate --all --out runs/classes\n"
-        "  curl -F photo=@photo.jpg http://127.0.0.1:8000/api/predict",
-        formatter_class=_formatter,
-    )
-    p.add_argument("--model", help="checkpoint (.safetensors with its .json); default: the shipped model")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
-    p.add_argument(
-        "--class-images",
-        metavar="DIR",
-        help="output folder of `heritage generate --all`, or one grid PNG (default: none)",
-    )
-    p.add_argument(
-        "--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload accepted (default 20)"
-    )
-    p.set_defaults(func=cmd_serve)
-
-
 __all__ = [
     "ClassImages",
     "Overlays",
@@ -431,6 +387,5 @@ __all__ = [
     "decode_upload",
     "find_class_images",
     "listen",
-    "register_cli",
     "run",
 ]

@@ -17,7 +17,6 @@ with frequency), decorrelated colour and the transforms push it towards images o
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import time
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
+from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.data import display_name
 from heritage_cnn.io import atomic_path, atomic_write_json
 from heritage_cnn.model import conv_layers, layer
@@ -130,7 +129,7 @@ def jitter(pixels: int) -> Transform:
 
 
 def _affine(x: Tensor, theta: Tensor) -> Tensor:
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
@@ -346,6 +345,7 @@ def render(
     from tqdm import tqdm
 
     model = checkpoint.model.eval()
+    param = param.to(next(model.parameters()).device)  # the image lives where the network does
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     activations: dict[str, Tensor] = {}
 
@@ -386,7 +386,7 @@ def render(
         for p, flag in zip(model.parameters(), trainable, strict=True):
             p.requires_grad_(flag)
     with torch.no_grad():
-        return Rendering(param().detach().clamp(0, 1), history)
+        return Rendering(param().detach().clamp(0, 1).cpu(), history)
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,8 +474,9 @@ def classify(checkpoint: Checkpoint, images: Tensor) -> Tensor:
     """Softmax probabilities of [0, 1] images (resized to the network's input size)."""
     if images.shape[-1] != checkpoint.image_size:
         images = F.interpolate(images, size=checkpoint.image_size, mode="bilinear", antialias=True)
+    model = checkpoint.model.eval()
     with torch.no_grad():
-        return torch.softmax(checkpoint.model.eval()(checkpoint.normalise(images)), 1)
+        return torch.softmax(model(checkpoint.normalise(images.to(next(model.parameters()).device))), 1).cpu()
 
 
 def draw_classes(
@@ -619,108 +620,3 @@ def write_generated(out: str | Path, generated: Generated, checkpoint: Checkpoin
         },
     )
     return out / "class_images.png"
-
-
-# --------------------------------------------------------------------------------------------
-# Command line and demo
-# --------------------------------------------------------------------------------------------
-
-
-def _channel_list(text: str) -> list[int]:
-    """`0-7,12` -> [0, 1, ..., 7, 12]."""
-    channels: list[int] = []
-    try:
-        for part in text.split(","):
-            low, _, high = part.partition("-")
-            channels.extend(range(int(low), int(high or low) + 1))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected channels like 0-7,12, got {text!r}") from None
-    return channels
-
-
-def _add_render_options(p: argparse.ArgumentParser, steps: int, lr: float = Settings.lr) -> None:
-    p.add_argument("--model", help="checkpoint (.safetensors with its .json); default: the shipped model")
-    p.add_argument("--size", type=int, choices=[64, 128], default=64, help="image size in pixels (default 64)")
-    p.add_argument("--steps", type=int, default=steps, help=f"optimisation steps (default {steps})")
-    p.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr:g})")
-    p.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="parametrisation (default fourier)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same images (default 0)")
-    p.add_argument("--out", required=True, help="output folder")
-
-
-def _settings(args: argparse.Namespace, base: Settings | None = None, **extra: Any) -> Settings:
-    return replace(base or Settings(), steps=args.steps, lr=args.lr, param=args.param, **extra)
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    checkpoint = load_checkpoint(args.model)
-    targets = list(range(len(checkpoint.classes))) if args.all else [resolve_class(args.cls, checkpoint.classes)]
-    settings = _settings(args, diversity=args.diversity)
-    generated = draw_classes(checkpoint, targets, args.n, args.size, settings, args.seed)
-    grid = write_generated(args.out, generated, checkpoint, args.seed, args.n)
-    mean = sum(generated.probabilities) / len(generated.probabilities)
-    print(
-        f"{len(generated.images)} images in {generated.seconds:.1f} s, mean probability of the target class "
-        f"{mean:.3f} (generating model)\ngrid: {grid}\nper image: {Path(args.out) / 'class_images.json'}"
-    )
-    return 0
-
-
-def cmd_units(args: argparse.Namespace) -> int:
-    checkpoint = load_checkpoint(args.model)
-    settings = _settings(args, UNIT_SETTINGS)
-    rendering = draw_units(checkpoint, args.layer, args.channels, args.size, settings, args.seed)
-    channels = args.channels or list(range(len(rendering.images)))
-    path = Path(args.out) / f"units_{args.layer.replace('.', '_')}.png"
-    save_grid(rendering.images, [f"channel {c}" for c in channels], min(8, len(channels)), path)
-    print(f"{len(channels)} channels of {args.layer}: {path}")
-    return 0
-
-
-def register_cli(commands: argparse._SubParsersAction, visualize_commands: argparse._SubParsersAction) -> None:
-    """`heritage generate` and `heritage visualize units`."""
-    from heritage_cnn.cli import _formatter as cli_formatter  # one help layout for every command
-
-    p = commands.add_parser(
-        "generate",
-        help="draw what the network sees in a class (gradient ascent)",
-        description="Synthesise images that a trained network classifies as a class: gradient ascent on a "
-        "Fourier-parametrised image with decorrelated colour, random pad/jitter/scale/rotation each step. "
-        "Writes one PNG per image, class_images.png (a column per class) and class_images.json (each "
-        "image's probability under the generating network).",
-        epilog="example:\n  heritage generate --all --n 4 --out runs/classes\n"
-        '  heritage generate --class "dome (inner)" --n 8 --size 128 --out runs/domes',
-        formatter_class=cli_formatter,
-    )
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--class", dest="cls", help='a class, folder or display name ("dome (inner)")')
-    which.add_argument("--all", action="store_true", help="every class")
-    p.add_argument("--n", type=int, default=4, help="images per class (default 4)")
-    p.add_argument("--diversity", type=float, default=0.0, help="reward images of a class for differing (e.g. 0.5)")
-    _add_render_options(p, Settings.steps)
-    p.set_defaults(func=cmd_generate)
-
-    p = visualize_commands.add_parser(
-        "units",
-        help="images that excite each channel of a conv layer",
-        description="Feature visualisation: for each channel of a conv layer, an image maximising its mean "
-        "response (after batch norm, before the ReLU), with the same parametrisation and transforms as "
-        "`heritage generate` (penalties a tenth as strong). Writes the grid units_<layer>.png.",
-        epilog="example:\n  heritage visualize units --layer stage3.block1.conv2 --channels 0-15 --out runs/units",
-        formatter_class=cli_formatter,
-    )
-    p.add_argument("--layer", required=True, help="conv layer name, e.g. stage2.block1.conv1")
-    p.add_argument("--channels", type=_channel_list, help="which channels, e.g. 0-15,20 (default all)")
-    _add_render_options(p, 128, UNIT_SETTINGS.lr)
-    p.set_defaults(func=cmd_units)
-
-
-def demo_step(model_path: str | None, data: str, out: Path) -> None:
-    """The demo's class grid: one image per class, fewer steps (well under a minute on 2 cores)."""
-    print("\n== class images (gradient ascent, heritage generate)")
-    checkpoint = load_checkpoint(model_path)
-    settings = replace(Settings(), steps=96)
-    generated = draw_classes(checkpoint, range(len(checkpoint.classes)), 1, 64, settings, seed=0)
-    grid = write_generated(Path(out) / "class_images", generated, checkpoint, seed=0, n=1)
-    mean = sum(generated.probabilities) / len(generated.probabilities)
-    print(f"{grid} ({generated.seconds:.0f} s, mean target probability {mean:.3f})")

@@ -438,17 +438,3 @@ def _progress(iterable: range, enabled: bool, desc: str) -> Any:
     from tqdm import tqdm
 
     return tqdm(iterable, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m heritage_cnn.train` is `heritage train`."""
-    from heritage_cnn.cli import main as cli_main
-
-    try:
-        return cli_main(["train", *(argv if argv is not None else sys.argv[1:])])
-    finally:
-        leave_process_group()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""See inside the network: feature maps, kernels and deconvnet projections (figures + `heritage visualize`).
+"""See inside the network: feature maps, kernels and deconvnet projections (the figures of `heritage visualize`).
 
 Feature maps and projections are the rectified outputs of conv layers, named as in `deconvnet`:
 `stage1.block1.conv` (conv -> BN -> ReLU), `stageN.block1.conv1` (inside a residual block, after relu1),
@@ -7,7 +7,6 @@ Feature maps and projections are the rectified outputs of conv layers, named as 
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ import numpy as np
 import torch
 
 from heritage_cnn import deconvnet
-from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
+from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.data import decode_image, find_layout, list_images, load_images
 from heritage_cnn.io import atomic_path
 from heritage_cnn.model import conv_layers
@@ -332,144 +331,9 @@ def sample_images(
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), len(files)
 
 
-# --------------------------------------------------------------------------------------------
-# CLI and demo
-# --------------------------------------------------------------------------------------------
-
-
-def _channels(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated channel numbers, got {text!r}") from None
-    if min(values) < 0:
-        raise argparse.ArgumentTypeError(f"channel numbers start at 0, got {text!r}")
-    return values
-
-
-def cmd_features(args: argparse.Namespace) -> int:
-    checkpoint = load_checkpoint(args.model)
-    paths = write_feature_maps(checkpoint, args.image, args.out, args.layers)
-    print(f"{len(paths)} feature-map figures in {args.out}/ (first layer: {paths[0].name})")
-    return 0
-
-
-def cmd_kernels(args: argparse.Namespace) -> int:
-    paths = write_kernels(load_checkpoint(args.model), args.out)
-    print(f"{len(paths)} kernel figures in {args.out}/ (first layer: {paths[0].name})")
-    return 0
-
-
-def cmd_deconv(args: argparse.Namespace) -> int:
-    checkpoint = load_checkpoint(args.model)
-    if args.image:
-        path = write_deconv_photo(checkpoint, args.image, args.out)
-        print(f"projections of the strongest activation of every layer: {path}")
-        return 0
-    if not args.data:
-        raise ValueError("deconv needs --data DIR (images to scan) or --image PHOTO")
-    layers = args.layer or [
-        deconvnet.deconv_layers(checkpoint.model)[len(deconvnet.deconv_layers(checkpoint.model)) // 2]
-    ]
-    images, total = sample_images(args.data, checkpoint.classes, args.limit)
-    source = f" of {args.data}" if total < 0 else f" (random {len(images)} of {total}) of {args.data}"
-    paths = write_deconv(
-        checkpoint, images, layers, args.out, args.channels, args.top_channels, args.top, source, progress=True
-    )
-    print(f"{len(paths)} deconvnet figures in {args.out}/: " + ", ".join(p.name for p in paths))
-    return 0
-
-
-def register_cli(commands: argparse._SubParsersAction, visualize_commands: argparse._SubParsersAction) -> None:
-    """`heritage visualize features | kernels | deconv`."""
-    from heritage_cnn.cli import _formatter
-
-    p = visualize_commands.add_parser(
-        "features",
-        help="activation maps of every conv layer for one photo",
-        description="One grid per conv layer of the activation maps (after ReLU) for one photo, preprocessed as "
-        "for prediction, channels ordered by mean activation, one colour scale per grid, the input beside it. "
-        "The first layer gets a large figure, feature_maps_layer1.png.",
-        epilog="example:\n  heritage visualize features --image photo.jpg --out runs/inside",
-        formatter_class=_formatter,
-    )
-    p.add_argument("--model", help="checkpoint (.safetensors with its .json); default: the shipped model")
-    p.add_argument("--image", required=True, help="a photo, any size or format")
-    p.add_argument("--layers", nargs="+", help="layers to show, e.g. stage1.block1.conv stage2 (default: all)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=cmd_features)
-
-    p = visualize_commands.add_parser(
-        "kernels",
-        help="learned filters: first layer in colour, deeper layers' strongest slices",
-        description="The first layer's filters as RGB tiles (each normalised by its largest weight, zero is grey); "
-        "for each deeper conv layer, every filter's strongest input-channel slice.",
-        epilog="example:\n  heritage visualize kernels --out runs/inside",
-        formatter_class=_formatter,
-    )
-    p.add_argument("--model", help="checkpoint (.safetensors with its .json); default: the shipped model")
-    p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=cmd_kernels)
-
-    p = visualize_commands.add_parser(
-        "deconv",
-        help="deconvnet: top-9 activations per channel projected to pixels",
-        description="Zeiler & Fergus deconvnet. With --data: one pass over the images records the 9 strongest "
-        "activations of every channel of a layer; each is projected alone back to pixel space (max-unpooling "
-        "at the recorded switches, ReLU, transposed BN-folded filters) and shown beside the image patch under "
-        "the unit's receptive field. With --image: the strongest activation of every layer for one photo.",
-        epilog="examples:\n  heritage visualize deconv --data data/ahe64 --layer stage3 --top-channels 16 --out runs/deconv\n"
-        "  heritage visualize deconv --data data/ahe64 --layer stage2.block1.conv2 --channels 0,5,7 --out runs/deconv\n"
-        "  heritage visualize deconv --image photo.jpg --out runs/deconv",
-        formatter_class=_formatter,
-    )
-    p.add_argument("--model", help="checkpoint (.safetensors with its .json); default: the shipped model")
-    source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", help="data folder whose training images are scanned")
-    source.add_argument("--image", help="one photo: project the strongest activation of every layer")
-    p.add_argument("--layer", nargs="+", help="layer(s), e.g. stage2.block1.conv2 or stage3 (default: a middle one)")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--channels", type=_channels, help="comma-separated channels, e.g. 0,5,7")
-    which.add_argument("--top-channels", type=int, default=16, help="the N channels with the strongest top activation")
-    p.add_argument("--top", type=int, default=9, help="activations per channel (default 9)")
-    p.add_argument("--limit", type=int, help="scan a seeded random N of the images (default: all)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.set_defaults(func=cmd_deconv)
-
-
-def demo_step(model_path: str | None, data: str, out: Path) -> None:
-    """The demo's look inside: first-layer feature maps, kernels, one deconv sheet, one explanation."""
-    from heritage_cnn import explain
-
-    inside = Path(out) / "inside"
-    checkpoint = load_checkpoint(model_path)
-    photo = _validation_photo(model_path, data, checkpoint.classes)
-    print(f"\n== look inside the network -> {inside}  (photo: {photo})")
-    write_feature_maps(checkpoint, photo, inside, [deconvnet.deconv_layers(checkpoint.model)[0]])
-    write_kernels(checkpoint, inside)
-    layers = deconvnet.deconv_layers(checkpoint.model)
-    images, total = sample_images(data, checkpoint.classes, limit=2000)
-    write_deconv(checkpoint, images, [layers[len(layers) // 2]], inside, top_channels=6, source=f" (of {total})")
-    explain.write_explanation(checkpoint, photo, inside)
-
-
-def _validation_photo(model_path: str | None, data: str, classes: list[str]) -> str:
-    """A photo of the model's validation split (from the run's split.json), else the first training photo."""
-    from heritage_cnn.io import read_json
-
-    split = Path(model_path).parent / "split.json" if model_path else None
-    if split is not None and split.exists():
-        paths = read_json(split).get("val_paths") or []
-        if paths and Path(paths[0]).exists():
-            return paths[0]
-    return str(list_images(find_layout(data).train, classes).files[0])
-
-
 __all__ = [
-    "demo_step",
     "feature_maps",
     "load_photo",
-    "register_cli",
     "write_deconv",
     "write_deconv_photo",
     "write_feature_maps",

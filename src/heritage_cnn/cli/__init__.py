@@ -1,0 +1,88 @@
+"""The `heritage` command: one subcommand per job, each with its own --help and an example.
+
+Each command group is a module here (`data`, `train`, `evaluate`, `predict`, `inside`, `generate`,
+`serve`) with a `register(commands)` and thin `cmd_*` functions over the library; options shared by
+several commands are declared once in `options`. The library never imports this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from heritage_cnn import __version__
+from heritage_cnn.cli.options import UsageError, formatter
+
+EPILOG = """\
+examples:
+  heritage data download --dest data/ahe64          fetch the Kaggle dataset
+  heritage data check data/ahe64                    counts, bad files, duplicates
+  heritage train --data data/ahe64 --out runs/a     train from scratch (about 28 min on 2 CPU cores)
+  heritage evaluate --model runs/a --data data/ahe64 --out runs/a/eval    never scores trained-on images
+  heritage predict photo.jpg                        classify photos with the shipped model
+  heritage demo --data data/ahe64                   the whole pipeline, figures in runs/demo
+
+The data folder is either <root>/<class>/<image> or the Kaggle layout <root>/train/<class>/<image>
+(+ optional <root>/test/, or test/ alone). $HERITAGE_DATA is used when --data is not given.
+--model takes a checkpoint (.safetensors) or a run folder everywhere; -q silences progress bars.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from heritage_cnn.cli import data, evaluate, generate, inside, predict, serve, train
+
+    parser = argparse.ArgumentParser(
+        prog="heritage",
+        description="Recognise elements of architectural heritage in photos with a CNN trained from scratch.",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"heritage-cnn {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in (data, train, evaluate, predict, inside, generate, serve):
+        group.register(commands)
+    return parser
+
+
+def _where(args: argparse.Namespace) -> str:
+    """The file a bare KeyError most likely came from: the checkpoint a command loads."""
+    if not hasattr(args, "model"):
+        return "input"
+    if args.model:
+        return str(args.model)
+    from heritage_cnn.checkpoint import default_checkpoint_path
+
+    return str(default_checkpoint_path().with_suffix(".json"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `heritage` command; errors the user can fix are one line, exit 2."""
+    from heritage_cnn.data import DatasetError, ImageError
+    from heritage_cnn.datacheck import DownloadError
+    from heritage_cnn.io import CheckpointError
+
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv[1:]  # the subcommand's own arguments (relaunching under torchrun needs them)
+    try:
+        return int(args.func(args) or 0)
+    except KeyError as error:  # a lookup: a sentence from the library, or a bare key missing from a file
+        key = error.args[0] if error.args else ""
+        message = key if isinstance(key, str) and " " in key else f"{_where(args)}: missing entry {key!r}"
+        print(f"heritage: error: {message}", file=sys.stderr)
+        return 2
+    except (UsageError, DatasetError, ImageError, CheckpointError, DownloadError, ValueError) as error:
+        print(f"heritage: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a read-only or full disk, a missing folder: name the file, no traceback
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"heritage: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("heritage: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["UsageError", "build_parser", "main"]

@@ -1,0 +1,66 @@
+"""`heritage data download | check`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from heritage_cnn.cli.options import add_command, data_folder
+
+
+def cmd_data_download(args: argparse.Namespace) -> int:
+    from heritage_cnn.datacheck import download_dataset
+
+    root = download_dataset(args.dest)
+    print(f"dataset ready in {root}\nnext: heritage data check {root}   or   export HERITAGE_DATA={root}")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from heritage_cnn.datacheck import check_dataset, format_report
+    from heritage_cnn.io import atomic_write_json
+
+    report = check_dataset(data_folder(args.dir), args.near_duplicate_distance)
+    if args.format == "json":
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(format_report(report))
+    if args.json:
+        atomic_write_json(args.json, report)
+        if args.format != "json":
+            print(f"\nJSON written to {args.json}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from heritage_cnn.data import NEAR_DUPLICATE_DISTANCE
+
+    group = add_command(commands, "data", "download or check a dataset", "Download or check a dataset.")
+    actions = group.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = add_command(
+        actions,
+        "download",
+        "fetch the Kaggle dataset with kagglehub",
+        "Fetch the Architectural Heritage Elements Image64 dataset from Kaggle (kagglehub).",
+        ["heritage data download --dest data/ahe64"],
+        cmd_data_download,
+    )
+    p.add_argument("--dest", default="data/ahe64", help="where to put it (default data/ahe64)")
+    p = add_command(
+        actions,
+        "check",
+        "counts, unreadable files, modes, sizes, duplicates",
+        "Images per class and split, unreadable files, image modes and sizes, byte-identical "
+        "duplicates (and those with conflicting labels), near-duplicates across splits (perceptual hash).",
+        ["heritage data check data/ahe64 --json check.json"],
+        cmd_data_check,
+    )
+    p.add_argument("dir", nargs="?", help="data folder (default $HERITAGE_DATA)")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="what to print (default table)")
+    p.add_argument("--json", help="also write the JSON report to this file")
+    p.add_argument(
+        "--near-duplicate-distance",
+        type=int,
+        default=NEAR_DUPLICATE_DISTANCE,
+        help="max Hamming distance of perceptual hashes (default %(default)s)",
+    )

@@ -1,0 +1,72 @@
+"""`heritage generate`, and the rendering options it shares with `heritage visualize units`."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from heritage_cnn.cli.options import add_command, add_device, add_model, add_out, add_seed, device_name, positive_int
+
+
+def add_render_options(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
+    add_model(p)
+    p.add_argument("--size", type=int, choices=[64, 128], default=64, help="image size in pixels (default 64)")
+    p.add_argument("--steps", type=positive_int, default=steps, help=f"optimisation steps (default {steps})")
+    p.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr:g})")
+    p.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="parametrisation (default fourier)")
+    add_seed(p, "same seed, same images")
+    add_device(p)
+    add_out(p)
+
+
+def render_settings(args: argparse.Namespace, base: Any, **extra: Any) -> Any:
+    return replace(base, steps=args.steps, lr=args.lr, param=args.param, **extra)
+
+
+def load_for_render(args: argparse.Namespace) -> Any:
+    from heritage_cnn.checkpoint import load_checkpoint
+
+    return load_checkpoint(args.model, device=device_name(args.device))
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from heritage_cnn.synthesis import Settings, draw_classes, resolve_class, write_generated
+
+    checkpoint = load_for_render(args)
+    targets = list(range(len(checkpoint.classes))) if args.all else [resolve_class(args.cls, checkpoint.classes)]
+    settings = render_settings(args, Settings(), diversity=args.diversity)
+    generated = draw_classes(checkpoint, targets, args.n, args.size, settings, args.seed, progress=not args.quiet)
+    grid = write_generated(args.out, generated, checkpoint, args.seed, args.n)
+    mean = sum(generated.probabilities) / len(generated.probabilities)
+    print(
+        f"{len(generated.images)} images in {generated.seconds:.1f} s, mean probability of the target class "
+        f"{mean:.3f} (generating model)\ngrid: {grid}\nper image: {Path(args.out) / 'class_images.json'}"
+    )
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from heritage_cnn.synthesis import Settings
+
+    p = add_command(
+        commands,
+        "generate",
+        "draw what the network sees in a class (gradient ascent)",
+        "Synthesise images that a trained network classifies as a class: gradient ascent on a "
+        "Fourier-parametrised image with decorrelated colour, random pad/jitter/scale/rotation each step. "
+        "Writes one PNG per image, class_images.png (a column per class) and class_images.json (each "
+        "image's probability under the generating network).",
+        [
+            "heritage generate --all --n 4 --out runs/classes",
+            'heritage generate --class "dome (inner)" --n 8 --size 128 --out runs/domes',
+        ],
+        cmd_generate,
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--class", dest="cls", help='a class, folder or display name ("dome (inner)")')
+    which.add_argument("--all", action="store_true", help="every class")
+    p.add_argument("--n", type=positive_int, default=4, help="images per class (default 4)")
+    p.add_argument("--diversity", type=float, default=0.0, help="reward images of a class for differing (e.g. 0.5)")
+    add_render_options(p, Settings.steps, Settings.lr)

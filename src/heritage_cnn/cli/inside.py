@@ -1,0 +1,201 @@
+"""`heritage visualize features | kernels | deconv | units` and `heritage explain`: look inside the network."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from heritage_cnn.cli.options import (
+    UsageError,
+    add_channels,
+    add_command,
+    add_data,
+    add_device,
+    add_model,
+    add_out,
+    device_name,
+    positive_int,
+)
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    from heritage_cnn.checkpoint import load_checkpoint
+    from heritage_cnn.visualize import write_feature_maps
+
+    paths = write_feature_maps(load_checkpoint(args.model), args.photo, args.out, args.layers)
+    print(f"{len(paths)} feature-map figures in {args.out}/ (first layer: {paths[0].name})")
+    return 0
+
+
+def cmd_kernels(args: argparse.Namespace) -> int:
+    from heritage_cnn.checkpoint import load_checkpoint
+    from heritage_cnn.visualize import write_kernels
+
+    paths = write_kernels(load_checkpoint(args.model), args.out)
+    print(f"{len(paths)} kernel figures in {args.out}/ (first layer: {paths[0].name})")
+    return 0
+
+
+def cmd_deconv(args: argparse.Namespace) -> int:
+    from heritage_cnn import deconvnet
+    from heritage_cnn.checkpoint import load_checkpoint
+    from heritage_cnn.visualize import sample_images, write_deconv, write_deconv_photo
+
+    if args.photo and args.data:
+        raise UsageError("visualize deconv: give a PHOTO or --data DIR, not both")
+    checkpoint = load_checkpoint(args.model)
+    if args.photo:
+        path = write_deconv_photo(checkpoint, args.photo, args.out)
+        print(f"projections of the strongest activation of every layer: {path}")
+        return 0
+    if not args.data:
+        raise UsageError("visualize deconv: give --data DIR (images to scan) or a PHOTO")
+    all_layers = deconvnet.deconv_layers(checkpoint.model)
+    layers = args.layer or [all_layers[len(all_layers) // 2]]
+    images, total = sample_images(args.data, checkpoint.classes, args.limit)
+    source = f" of {args.data}" if total < 0 else f" (random {len(images)} of {total}) of {args.data}"
+    paths = write_deconv(
+        checkpoint,
+        images,
+        layers,
+        args.out,
+        args.channels,
+        args.top_channels,
+        args.top,
+        source,
+        progress=not args.quiet,
+    )
+    print(f"{len(paths)} deconvnet figures in {args.out}/: " + ", ".join(p.name for p in paths))
+    return 0
+
+
+def cmd_units(args: argparse.Namespace) -> int:
+    from heritage_cnn.cli.generate import load_for_render, render_settings
+    from heritage_cnn.synthesis import UNIT_SETTINGS, draw_units, save_grid
+
+    checkpoint = load_for_render(args)
+    settings = render_settings(args, UNIT_SETTINGS)
+    rendering = draw_units(
+        checkpoint, args.layer, args.channels, args.size, settings, args.seed, progress=not args.quiet
+    )
+    channels = args.channels or list(range(len(rendering.images)))
+    path = Path(args.out) / f"units_{args.layer.replace('.', '_')}.png"
+    save_grid(rendering.images, [f"channel {c}" for c in channels], min(8, len(channels)), path)
+    print(f"{len(channels)} channels of {args.layer}: {path}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from heritage_cnn.checkpoint import load_checkpoint
+    from heritage_cnn.explain import parse_target, write_explanation
+
+    checkpoint = load_checkpoint(args.model, device=device_name(args.device))
+    parse_target(args.target, checkpoint.classes, checkpoint.display_names)  # fail before any work
+    path = write_explanation(checkpoint, args.photo, args.out, args.target)
+    print(f"attribution maps: {path}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from heritage_cnn.cli.generate import add_render_options
+    from heritage_cnn.synthesis import UNIT_SETTINGS
+
+    group = add_command(
+        commands,
+        "visualize",
+        "look inside the network: feature maps, kernels, deconvnet, unit images",
+        "Look inside a trained network.",
+    )
+    what = group.add_subparsers(dest="visualize_command", metavar="WHAT", required=True)
+    p = add_command(
+        what,
+        "features",
+        "activation maps of every conv layer for one photo",
+        "One grid per conv layer of the activation maps (after ReLU) for one photo, preprocessed as "
+        "for prediction, channels ordered by mean activation, one colour scale per grid, the input beside it. "
+        "The first layer gets a large figure, feature_maps_layer1.png.",
+        ["heritage visualize features photo.jpg --out runs/inside"],
+        cmd_features,
+    )
+    p.add_argument("photo", metavar="PHOTO", help="a photo, any size or format")
+    add_model(p)
+    p.add_argument("--layers", nargs="+", help="layers to show, e.g. stage1.block1.conv stage2 (default: all)")
+    add_out(p)
+
+    p = add_command(
+        what,
+        "kernels",
+        "learned filters: first layer in colour, deeper layers' strongest slices",
+        "The first layer's filters as RGB tiles (each normalised by its largest weight, zero is grey); "
+        "for each deeper conv layer, every filter's strongest input-channel slice.",
+        ["heritage visualize kernels --out runs/inside"],
+        cmd_kernels,
+    )
+    add_model(p)
+    add_out(p)
+
+    p = add_command(
+        what,
+        "deconv",
+        "deconvnet: top-9 activations per channel projected to pixels",
+        "Zeiler & Fergus deconvnet. With --data: one pass over the images records the 9 strongest "
+        "activations of every channel of a layer; each is projected alone back to pixel space (max-unpooling "
+        "at the recorded switches, ReLU, transposed BN-folded filters) and shown beside the image patch under "
+        "the unit's receptive field. With a PHOTO: the strongest activation of every layer for that photo.",
+        [
+            "heritage visualize deconv --data data/ahe64 --layer stage3 --top-channels 16 --out runs/deconv",
+            "heritage visualize deconv --data data/ahe64 --layer stage2.block1.conv2 --channels 0-3,7 --out runs/deconv",
+            "heritage visualize deconv photo.jpg --out runs/deconv",
+        ],
+        cmd_deconv,
+    )
+    p.add_argument(
+        "photo", metavar="PHOTO", nargs="?", help="one photo: project the strongest activation of every layer"
+    )
+    add_model(p)
+    add_data(p, "data folder whose training images are scanned")
+    p.add_argument("--layer", nargs="+", help="layer(s), e.g. stage2.block1.conv2 or stage3 (default: a middle one)")
+    which = p.add_mutually_exclusive_group()
+    add_channels(which, "which channels, e.g. 0-7,12")
+    which.add_argument(
+        "--top-channels",
+        type=positive_int,
+        default=16,
+        help="the N channels with the strongest top activation (default 16)",
+    )
+    p.add_argument("--top", type=positive_int, default=9, help="activations per channel (default 9)")
+    p.add_argument("--limit", type=positive_int, help="scan a seeded random N of the images (default: all)")
+    add_out(p)
+
+    p = add_command(
+        what,
+        "units",
+        "images that excite each channel of a conv layer",
+        "Feature visualisation: for each channel of a conv layer, an image maximising its mean "
+        "response (after batch norm, before the ReLU), with the same parametrisation and transforms as "
+        "`heritage generate` (penalties a tenth as strong). Writes the grid units_<layer>.png.",
+        ["heritage visualize units --layer stage3.block1.conv2 --channels 0-15 --out runs/units"],
+        cmd_units,
+    )
+    p.add_argument("--layer", required=True, help="conv layer name, e.g. stage2.block1.conv1")
+    add_channels(p)
+    add_render_options(p, 128, UNIT_SETTINGS.lr)
+
+    p = add_command(
+        commands,
+        "explain",
+        "which pixels made the prediction: saliency, guided backprop, deconvolution, Grad-CAM, occlusion",
+        "Attribution maps for one photo (through Captum): saliency, guided backpropagation, "
+        "deconvolution, Grad-CAM on the last conv layer (upsampled) and occlusion, laid over the photo in one "
+        "figure with the top-3 prediction. Maps explain --target, or the predicted class.",
+        [
+            "heritage explain photo.jpg --out runs/explain",
+            "heritage explain photo.jpg --target gargoyle --out runs/explain",
+        ],
+        cmd_explain,
+    )
+    p.add_argument("photo", metavar="PHOTO", help="a photo, any size or format")
+    add_model(p)
+    p.add_argument("--target", help="class to explain: folder name, display name or index (default: predicted)")
+    add_device(p)
+    add_out(p)

@@ -1,0 +1,178 @@
+"""Options shared by several commands, each declared once: argument types, `--model`, `--data`, `--out`,
+`--device`, `--tta`, `--channels`, `--seed`, `-q`, and the one help layout of every command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+DEVICES = ("auto", "cpu", "cuda")
+MODEL_HELP = "checkpoint (.safetensors with its .json) or run folder (its last checkpoint); default: the shipped model"
+
+
+class UsageError(Exception):
+    """A user mistake worth one line, not a traceback."""
+
+
+def formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=36)
+
+
+def add_command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    help: str,
+    description: str,
+    examples: list[str] | None = None,
+    func: Callable[[argparse.Namespace], int] | None = None,
+) -> argparse.ArgumentParser:
+    """A subcommand with the shared help layout, its examples, and -q/--quiet."""
+    epilog = None
+    if examples:
+        epilog = ("example:\n" if len(examples) == 1 else "examples:\n") + "\n".join(f"  {e}" for e in examples)
+    parser = commands.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=formatter)
+    if func is not None:
+        parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        parser.set_defaults(func=func)
+    return parser
+
+
+# --------------------------------------------------------------------------------------------
+# Argument types
+# --------------------------------------------------------------------------------------------
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535 (0: any free port), got {value}")
+    return value
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """`24,48,96` -> (24, 48, 96), every value at least 1."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def channel_list(text: str) -> list[int]:
+    """The one channel grammar: `0-7,12` -> [0, 1, ..., 7, 12] (numbers from 0, ranges inclusive)."""
+    channels: list[int] = []
+    try:
+        for part in text.split(","):
+            low, dash, high = part.strip().partition("-")
+            start, stop = int(low), int(high) if dash else int(low)
+            if start > stop:
+                raise ValueError
+            channels.extend(range(start, stop + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected channels like 0-7,12 (numbers from 0, ranges low-high), got {text!r}"
+        ) from None
+    return list(dict.fromkeys(channels))
+
+
+# --------------------------------------------------------------------------------------------
+# Shared options
+# --------------------------------------------------------------------------------------------
+
+
+def add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help=MODEL_HELP)
+
+
+def add_data(parser: argparse.ArgumentParser, help: str = "data folder (default $HERITAGE_DATA)") -> None:
+    parser.add_argument("--data", help=help)
+
+
+def add_out(parser: argparse.ArgumentParser, help: str = "output folder", default: str | None = None) -> None:
+    if default is None:
+        parser.add_argument("--out", required=True, help=help)
+    else:
+        parser.add_argument("--out", default=default, help=f"{help} (default {default})")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", choices=DEVICES, default="auto", help="auto (CUDA when present), cpu or cuda (default auto)"
+    )
+
+
+def add_seed(parser: argparse.ArgumentParser, help: str = "same seed, same result") -> None:
+    parser.add_argument("--seed", type=int, default=0, help=f"{help} (default 0)")
+
+
+def add_channels(parser: Any, help: str = "which channels, e.g. 0-7,12 (default all)") -> None:
+    parser.add_argument("--channels", type=channel_list, help=help)
+
+
+def add_tta(parser: argparse.ArgumentParser) -> None:
+    """Test-time augmentation flags (two flags, not `--tta [MODE]`, which would swallow a photo's path)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--tta",
+        action="store_const",
+        const="flip",
+        default="none",
+        help="average the logits of each photo and its mirror image (2x the cost)",
+    )
+    group.add_argument(
+        "--tta-multi",
+        dest="tta",
+        action="store_const",
+        const="multi",
+        help="average 7 views: the photo, its mirror, four small shifts, a slight zoom (7x the cost)",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Resolving what the options say
+# --------------------------------------------------------------------------------------------
+
+
+def data_folder(value: str | None) -> str:
+    """--data, else $HERITAGE_DATA, else a one-line error that says how to get the data."""
+    data = value or os.environ.get("HERITAGE_DATA")
+    if not data:
+        raise UsageError(
+            "no data folder: pass --data DIR or set HERITAGE_DATA (get the data with `heritage data download --dest DIR`)"
+        )
+    return data
+
+
+def device_name(name: str) -> str:
+    """`auto` -> cuda when a GPU is present, else cpu; `cuda` without a GPU is a one-line error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu)")
+    return name
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars go to a terminal only, and never with -q."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()

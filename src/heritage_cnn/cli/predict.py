@@ -1,0 +1,132 @@
+"""`heritage predict | sort`: classify photos, or copy them into one folder per class."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from heritage_cnn.cli.options import (
+    UsageError,
+    add_command,
+    add_device,
+    add_model,
+    add_tta,
+    device_name,
+    positive_int,
+    show_progress,
+)
+
+FORMATS = {".json": "json", ".csv": "csv", ".txt": "table"}
+
+
+def output_format(args: argparse.Namespace) -> str:
+    """--format, else the extension of -o/--output, else a table."""
+    if args.format:
+        return args.format
+    if args.output:
+        suffix = Path(args.output).suffix.lower()
+        if suffix not in FORMATS:
+            raise UsageError(
+                f"{args.output}: cannot tell the format from {suffix or 'no extension'}: use .json, .csv, .txt or --format"
+            )
+        return FORMATS[suffix]
+    return "table"
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from heritage_cnn.predict import Classifier, find_photos, format_predictions, printable
+
+    fmt = output_format(args)
+    photos, missing = find_photos(args.inputs)
+    for path, reason in missing:
+        print(f"heritage: {path}: {reason}", file=sys.stderr)
+    if not photos:
+        raise UsageError("no photos found in " + ", ".join(args.inputs))
+    classifier = Classifier.load(args.model, device=device_name(args.device), tta=args.tta)
+    items = classifier.predict_files(photos, top=args.top)
+    if show_progress(args):
+        from tqdm import tqdm
+
+        items = tqdm(items, total=len(photos), desc="predict", unit="photo", leave=False)
+    predictions, skipped = [], []
+    for item in items:
+        (skipped if isinstance(item, tuple) else predictions).append(item)
+    if predictions:
+        text = format_predictions(predictions, fmt)
+        if args.output:
+            from heritage_cnn.io import atomic_write_text
+
+            atomic_write_text(args.output, text + "\n")
+            print(f"{len(predictions)} prediction(s) written to {args.output}", file=sys.stderr)
+        else:
+            print(text)
+    for path, reason in skipped:
+        print(f"heritage: skipped {printable(path)}: {reason}", file=sys.stderr)
+    if skipped:
+        print(f"heritage: {len(skipped)} of {len(photos)} file(s) could not be read", file=sys.stderr)
+    return 0 if predictions else 2
+
+
+def cmd_sort(args: argparse.Namespace) -> int:
+    from heritage_cnn.predict import Classifier
+    from heritage_cnn.sort import sort_photos
+
+    classifier = Classifier.load(args.model, device=device_name(args.device), tta=args.tta)
+    summary = sort_photos(classifier, args.in_dir, args.out, args.min_confidence, args.mode, progress=not args.quiet)
+    print(summary.describe(args.min_confidence))
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = add_command(
+        commands,
+        "predict",
+        "classify photos",
+        "Classify photos of any size and common format (JPEG, PNG, WebP, TIFF, BMP, GIF). Each is "
+        "decoded as in training: EXIF orientation honoured, converted to RGB, shorter side scaled to 64 px, "
+        "centre square cropped. Unreadable files are listed and skipped.",
+        [
+            "heritage predict photo.jpg",
+            "heritage predict survey/ --top 5 -o predictions.csv",
+            "heritage predict survey/ --model runs/a --format json > predictions.json",
+        ],
+        cmd_predict,
+    )
+    p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR", help="photos, or folders searched recursively")
+    add_model(p)
+    p.add_argument("--top", type=positive_int, default=3, help="how many classes to list (default 3)")
+    p.add_argument(
+        "--format",
+        choices=["table", "json", "csv"],
+        help="output format (default: from --output's extension, else table)",
+    )
+    p.add_argument("-o", "--output", metavar="FILE", help="write the predictions to FILE (.json, .csv or .txt)")
+    add_tta(p)
+    add_device(p)
+
+    p = add_command(
+        commands,
+        "sort",
+        "copy a survey folder's photos into one folder per class",
+        "Copy (never move, never delete) each photo below IN_DIR into OUT_DIR/<class>/, or "
+        "OUT_DIR/_uncertain/ below the confidence threshold, and write OUT_DIR/manifest.csv. Safe to run again: "
+        "photos already sorted are skipped, names never overwrite each other.",
+        ["heritage sort survey_2026/ --out sorted/ --min-confidence 0.7"],
+        cmd_sort,
+    )
+    p.add_argument("in_dir", metavar="IN_DIR", help="folder of photos (searched recursively; only read)")
+    p.add_argument("--out", required=True, help="output folder (must not be inside IN_DIR)")
+    add_model(p)
+    p.add_argument(
+        "--min-confidence", type=float, default=0.6, help="below this, photos go to _uncertain/ (default 0.6)"
+    )
+    p.add_argument(
+        "--mode",
+        choices=["copy", "link"],
+        default="copy",
+        help="copy files, or make hard links (never symbolic links); where a hard link is impossible (another "
+        "file system) the photo is copied and the summary counts it (default copy)",
+    )
+    add_tta(p)
+    add_device(p)

@@ -1,0 +1,216 @@
+"""The training recipe's flags, declared once: each flag names the `TrainConfig` field it sets.
+
+The same table builds the argparse group (help shows the dataclass's default) and the config (only the
+flags the user typed are applied, so `--lr 0` reaches `TrainConfig` and is refused there, never replaced
+by a default), and tells a resumed run which typed flags disagree with the run's saved recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int
+from heritage_cnn.train import TrainConfig
+
+_UNSET = object()
+NO_AUGMENT = {
+    "rotation_degrees": 0.0,
+    "hflip": False,
+    "zoom": 0.0,
+    "shift": 0.0,
+    "brightness": 0.0,
+    "contrast": 0.0,
+    "saturation": 0.0,
+    "erase": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag of the recipe: `--name` sets the config field at `path` (dots go into sub-configs)."""
+
+    name: str
+    path: str
+    help: str
+    type: Callable[[str], Any] | None = float
+    const: Any = _UNSET  # a switch: the value it sets when given
+    runtime: bool = False  # how to run, not what is trained: may differ when resuming
+    show_default: bool = True
+    choices: tuple[str, ...] | None = None
+    append: bool = False
+
+    @property
+    def dest(self) -> str:
+        return "recipe_" + self.name.lstrip("-").replace("-", "_")
+
+
+RECIPE = (
+    Flag("--epochs", "epochs", "passes over the training split", int),
+    Flag("--batch-size", "batch_size", "images per step", int),
+    Flag("--lr", "lr", "peak AdamW learning rate"),
+    Flag("--warmup", "warmup_epochs", "epochs of linear warm-up before the cosine"),
+    Flag("--weight-decay", "weight_decay", "AdamW weight decay on weights"),
+    Flag("--label-smoothing", "label_smoothing", "cross-entropy label smoothing"),
+    Flag("--ema", "ema_decay", "per-step decay of a weight average that is validated and saved, e.g. 0.998; 0 = off"),
+    Flag("--mixup", "mixup_alpha", "MixUp alpha, 0 = off"),
+    Flag("--cutmix", "cutmix_alpha", "CutMix alpha, 0 = off"),
+    Flag(
+        "--consistency",
+        "consistency_weight",
+        "weight of a Jensen-Shannon term between two augmented views of each image (each step then runs "
+        "2x --batch-size images; AugMix uses 12); 0 = off",
+    ),
+    Flag(
+        "--balanced-loss",
+        "balanced_loss",
+        "weight the loss by inverse class frequency (small classes count more)",
+        const=True,
+    ),
+    Flag("--dropout", "model.dropout", "dropout before each fully connected layer"),
+    Flag(
+        "--teacher",
+        "teachers",
+        "distil from this trained run folder or checkpoint (repeat for an ensemble)",
+        str,
+        append=True,
+        show_default=False,
+    ),
+    Flag("--distill-weight", "distill_weight", "share of the teachers' soft targets in the loss"),
+    Flag("--distill-temperature", "distill_temperature", "softmax temperature of the distillation term"),
+    Flag("--seed", "seed", "seed of initialisation, order and augmentation", int),
+    Flag("--val-fraction", "split.val_fraction", "validation share, 1/k of a stratified group k-fold"),
+    Flag("--split-seed", "split.seed", "seed of the validation split", int),
+    Flag(
+        "--limit-per-class",
+        "limit_per_class",
+        "at most N images per class (quick runs; default: all)",
+        int,
+        show_default=False,
+    ),
+    Flag("--widths", "model.widths", "channels per stage", int_list),
+    Flag("--blocks", "model.blocks", "conv blocks per stage (1 each when --widths has another length)", int_list),
+    Flag("--plain", "model.residual", "no residual connections", const=False),
+    Flag("--rotation", "augment.rotation_degrees", "max random rotation in degrees"),
+    Flag("--zoom", "augment.zoom", "random zoom range, scale in [1/(1+z), 1+z]"),
+    Flag("--shift", "augment.shift", "random shift, fraction of the side"),
+    Flag("--erase", "augment.erase", "probability of random erasing of a rectangle per image"),
+    Flag("--no-augment", "augment", "switch augmentation off (for comparisons)", const=NO_AUGMENT),
+    Flag("--no-amp", "amp", "no mixed precision on CUDA (it is on by default)", const=False),
+    Flag("--sync-bn", "sync_bn", "synchronised batch norm across processes (distributed runs)", const=True),
+    Flag("--compile", "compile", "torch.compile the network (GPU, long runs)", const=True, runtime=True),
+    Flag("--device", "device", "where to train", str, runtime=True, choices=DEVICES),
+    Flag("--threads", "threads", "CPU threads (default: all cores)", positive_int, runtime=True, show_default=False),
+    Flag("--cache-dir", "cache_dir", "keep decoded images here between runs", str, runtime=True, show_default=False),
+)
+# TrainConfig fields that are not recipe flags: where the data and the run are, and how it is run.
+NOT_FLAGS = frozenset({"data", "out", "resume", "progress", "eval_batch_size"})
+
+
+def _get(config: dict[str, Any], path: str) -> Any:
+    for key in path.split("."):
+        config = config[key]
+    return config
+
+
+def _set(config: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        config = config[key]
+    config[last] = value
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def add_recipe_options(parser: argparse.ArgumentParser) -> None:
+    """The recipe group; a flag not typed leaves no value behind (argparse.SUPPRESS), so defaults live only in TrainConfig."""
+    defaults = TrainConfig(data="", out="").to_dict()
+    group = parser.add_argument_group("recipe (defaults are the shipped model's recipe)")
+    for flag in RECIPE:
+        if flag.const is not _UNSET:
+            group.add_argument(
+                flag.name,
+                dest=flag.dest,
+                action="store_const",
+                const=flag.const,
+                help=flag.help,
+                default=argparse.SUPPRESS,
+            )
+            continue
+        text = flag.help + (f" (default {_shown(_get(defaults, flag.path))})" if flag.show_default else "")
+        group.add_argument(
+            flag.name,
+            dest=flag.dest,
+            type=flag.type,
+            choices=flag.choices,
+            action="append" if flag.append else "store",
+            metavar="RUN"
+            if flag.append
+            else (None if flag.choices else flag.name.lstrip("-").upper().replace("-", "_")),
+            help=text,
+            default=argparse.SUPPRESS,
+        )
+
+
+def typed_flags(args: argparse.Namespace) -> dict[Flag, Any]:
+    """The recipe flags the user typed, with their values."""
+    given = vars(args)
+    return {flag: given[flag.dest] for flag in RECIPE if flag.dest in given}
+
+
+def build_config(base: TrainConfig, typed: dict[Flag, Any]) -> TrainConfig:
+    """`base` with the typed flags applied (whole sub-configs first, then their fields)."""
+    config = base.to_dict()
+    for flag, value in sorted(typed.items(), key=lambda item: item[0].path.count(".")):
+        _set(config, flag.path, dict(value) if isinstance(value, dict) else value)
+    names = {flag.name for flag in typed}
+    if "--widths" in names and "--blocks" not in names and len(config["model"]["widths"]) != len(base.model.blocks):
+        config["model"]["blocks"] = (1,) * len(config["model"]["widths"])  # another stage count: one block each
+    return TrainConfig.from_dict(config)
+
+
+def resume_config(args: argparse.Namespace, out: str, data: str | None) -> TrainConfig | None:
+    """The saved config of the run in `out` with the typed runtime flags; a typed flag that changes the
+    recipe is a one-line error naming it and both values. None when `out` holds no earlier run."""
+    from heritage_cnn.io import read_json
+
+    path = Path(out) / "config.json"
+    if not path.exists():
+        return None
+    saved = TrainConfig.from_dict(read_json(path))
+    typed = typed_flags(args)
+    wanted = build_config(saved, typed).to_dict()
+    before = saved.to_dict()
+    conflicts = [
+        f"{flag.name} {_shown(_get(wanted, flag.path))} (the run has {_shown(_get(before, flag.path))})"
+        for flag in typed
+        if not flag.runtime and _get(wanted, flag.path) != _get(before, flag.path)
+    ]
+    if data is not None and Path(data).resolve() != Path(saved.data).resolve():
+        conflicts.append(f"--data {data} (the run has {saved.data})")
+    if conflicts:
+        raise UsageError(
+            f"--resume: {'; '.join(conflicts)} in {path}: resume without these flags, or train into a new --out"
+        )
+    return build_config(saved, {flag: value for flag, value in typed.items() if flag.runtime})
+
+
+def recipe_fields() -> set[str]:
+    """Top-level TrainConfig fields that the table reaches (for the test that none is forgotten)."""
+    return {flag.path.split(".")[0] for flag in RECIPE}
+
+
+def config_fields() -> set[str]:
+    return {f.name for f in fields(TrainConfig)} - NOT_FLAGS
+
+
+def new_config(args: argparse.Namespace, data: str, out: str) -> TrainConfig:
+    """A fresh run's config: TrainConfig's defaults with the typed flags."""
+    return build_config(TrainConfig(data=data, out=out), typed_flags(args))

@@ -1,0 +1,64 @@
+"""`heritage serve`: the local web page and JSON endpoint (the app itself is `heritage_cnn.serve`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from heritage_cnn.cli.options import add_command, add_device, add_model, device_name, port_number
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import ipaddress
+
+    from heritage_cnn.serve import allowed_hosts, create_app, listen, run
+
+    if args.max_upload_mb <= 0:
+        raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    sock = listen(args.host, args.port)
+    host, port = sock.getsockname()[:2]
+    hosts = sorted(set(allowed_hosts(args.host) + allowed_hosts(host)))
+    megabytes = int(args.max_upload_mb * 2**20)
+    app = create_app(args.model, args.class_images, megabytes, hosts=hosts, device=device_name(args.device))
+    shown = f"[{host}]" if ":" in host else host
+    print(f"heritage serve: http://{shown}:{port}/  (JSON: POST /api/predict; Ctrl+C to stop)", flush=True)
+    if not ipaddress.ip_address(host).is_loopback:
+        print("note: this address is reachable from other machines; there is no login", flush=True)
+    run(app, sock)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from heritage_cnn.serve import DEFAULT_MAX_UPLOAD_MB
+
+    p = add_command(
+        commands,
+        "serve",
+        "a local web page: drop a photo, see the top-5 classes and why",
+        "Serve a local web page where you drop a photo and see the top-5 classes with bars, the "
+        "Grad-CAM and deconvnet overlays, and the generated class images; and a JSON endpoint for the same "
+        "prediction (POST /api/predict, the photo in the multipart field 'photo'). The page needs no internet. "
+        "Uploads over the size limit are refused with 413, files that Pillow cannot decode with 415 (whatever "
+        "their name), images declaring more than 120 million pixels with 413.",
+        [
+            "heritage serve",
+            "heritage serve --model runs/a --port 8080",
+            "heritage serve --class-images runs/classes      after: heritage generate --all --out runs/classes",
+            "curl -F photo=@photo.jpg http://127.0.0.1:8000/api/predict",
+        ],
+        cmd_serve,
+    )
+    add_model(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=port_number, default=8000, help="port, 1-65535 (default 8000; 0: any free port)")
+    p.add_argument(
+        "--class-images",
+        metavar="DIR",
+        help="output folder of `heritage generate --all`, or one grid PNG (default: none)",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help=f"largest upload accepted (default {DEFAULT_MAX_UPLOAD_MB:g})",
+    )
+    add_device(p)

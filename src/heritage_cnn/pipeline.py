@@ -1,0 +1,277 @@
+"""Workflows that chain the tools: honest evaluation on a named split, the report, the demo.
+
+The `heritage` command and Python users call the same functions; nothing here knows about argparse.
+Messages go through `log` (default `print`) so a caller can silence or capture them.
+
+Which images an evaluation scores is the point of this module. `evaluate_on(..., split="auto")` never
+silently mixes training images into a figure: it uses the official `test/` folder when there is one;
+else, when the checkpoint records the perceptual hashes of the images that trained it
+(`info["trained_on"]`), every image within that Hamming distance of a training image is left out and
+counted (on the training folder this is the validation split again); else it scores every image and
+says loudly that it cannot tell trained-on images apart.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
+from heritage_cnn.data import ImageSet, find_layout, list_images, load_images, perceptual_hashes, split_folder
+from heritage_cnn.evaluate import compute_metrics, hashes_from_hex, near_any, predict_logits, write_evaluation
+from heritage_cnn.io import CheckpointError, atomic_path, atomic_write_json, read_json
+
+Log = Callable[[str], None]
+SPLITS = ("auto", "test", "val", "unseen", "all")
+TTA_LABELS = {"none": "", "flip": ", TTA (image + mirror)", "multi": ", TTA (7 views: mirror, shifts, zoom)"}
+
+
+def trained_on(checkpoint: Checkpoint) -> tuple[np.ndarray, int] | None:
+    """The perceptual hashes of the images that trained a checkpoint and their distance, if it records them."""
+    record = checkpoint.info.get("trained_on")
+    if record is None:
+        return None
+    try:
+        hashes, distance = hashes_from_hex(record["phash"]), int(record["distance"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{checkpoint.path}: invalid trained_on record ({error})") from None
+    return hashes, distance
+
+
+def choose_split(data: str | os.PathLike, checkpoint: Checkpoint, split: str = "auto") -> str:
+    """`auto`: test when the folder has test/, else unseen when the checkpoint records its training images, else all."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if split != "auto":
+        return split
+    if find_layout(data).test is not None:
+        return "test"
+    return "unseen" if trained_on(checkpoint) is not None else "all"
+
+
+def _validation_images(checkpoint: Checkpoint, data: str, log: Log) -> tuple[ImageSet, str]:
+    from heritage_cnn.train import TrainConfig, prepare_data
+
+    recipe = checkpoint.info.get("recipe")
+    if not recipe:
+        raise CheckpointError(f"{checkpoint.path}: has no training recipe, so its validation split cannot be rebuilt")
+    config = TrainConfig.from_dict({**recipe, "data": data, "out": "-", "progress": False})
+    _, _, images = prepare_data(config, log=lambda _: None)
+    if images.classes != checkpoint.classes:
+        raise ValueError(f"{data}: classes {images.classes} differ from the model's {checkpoint.classes}")
+    return (
+        images,
+        f"validation split (duplicate-aware, stratified, seed {config.split.seed}, {len(images)} images) of {data}",
+    )
+
+
+def _select(
+    checkpoint: Checkpoint, data: str, split: str, progress: bool, log: Log
+) -> tuple[ImageSet, str, dict[str, Any]]:
+    """The images a split scores, a description for titles, and what was left out or mixed in."""
+    if split == "val":
+        images, described = _validation_images(checkpoint, data, log)
+        return images, described, {}
+    layout = find_layout(data)
+    folder = split_folder(layout, "test" if split == "test" else "train")
+    images = load_images(folder, classes=checkpoint.classes, progress=progress)
+    missing = [c for c, n in zip(checkpoint.classes, images.class_counts(), strict=True) if n == 0]
+    if missing:
+        log(f"note: no images of {len(missing)} model class(es) in the folder: {', '.join(missing)}")
+    if split == "test":
+        return images, f"test split of {data} ({len(images)} images)", {}
+    record = trained_on(checkpoint)
+    if record is None:
+        log(
+            f"WARNING: {checkpoint.path} does not record which images trained it, so trained-on images cannot be "
+            f"told apart: the figure below may include them and overstate accuracy"
+        )
+        return images, f"all of {folder} ({len(images)} images)", {"trained_on_known": False}
+    reference, distance = record
+    seen = near_any(perceptual_hashes(images.images), reference, distance)
+    count, reason = (
+        int(seen.sum()),
+        f"trained on, or a near-duplicate of a training image (pHash distance <= {distance})",
+    )
+    if split == "all":
+        if count:
+            log(f"warning: --split all includes {count} of {len(images)} images the model {reason}")
+        extra = {"trained_on_known": True, "trained_on_included": {"count": count, "reason": reason}}
+        return images, f"all of {folder} ({len(images)} images, {count} trained on)", extra
+    if count == len(images):
+        raise ValueError(
+            f"{folder}: all {count} images were {reason}: nothing unseen to evaluate (--split all scores them)"
+        )
+    log(f"excluded {count} of {len(images)} images: {reason}")
+    kept = images.subset(np.flatnonzero(~seen))
+    kept.skipped = images.skipped
+    extra = {"trained_on_known": True, "excluded": {"count": count, "of": len(images), "reason": reason}}
+    described = f"images of {folder} the model did not train on ({len(kept)} of {len(images)})"
+    return kept, described, extra
+
+
+def evaluate_on(
+    model: str | os.PathLike | None,
+    data: str | os.PathLike,
+    split: str = "auto",
+    out: str | os.PathLike = "eval",
+    tta: str = "none",
+    device: str = "cpu",
+    progress: bool = False,
+    log: Log = print,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split of a data folder, write the figures to `out`, return the metrics.
+
+    Splits: test (DIR/test), val (the model's own validation split, rebuilt from its recipe), unseen
+    (the folder's images that did not train the model), all (every image, trained-on ones counted),
+    auto (test, else unseen, else all; see the module's docstring).
+    """
+    data = str(data)
+    checkpoint = load_checkpoint(model, device=device)
+    split = choose_split(data, checkpoint, split)
+    images, described, extra = _select(checkpoint, data, split, progress, log)
+    logits = predict_logits(checkpoint.model, images.images, checkpoint.normalise, tta=tta, progress=progress)
+    probabilities = torch.softmax(logits.float(), 1).cpu().numpy()
+    labels = images.labels.numpy()
+    metrics = compute_metrics(labels, probabilities, checkpoint.display_names)
+    title = f"{Path(str(checkpoint.path)).name} on the {described}{TTA_LABELS[tta]}"
+    extra = {"model": str(checkpoint.path), "data": data, "split": split, "tta": tta, **extra}
+    extra["skipped"] = [{"path": p, "reason": r} for p, r in images.skipped]
+    paths = write_evaluation(out, metrics, checkpoint.display_names, title, extra, images.images, probabilities, labels)
+    low, high = metrics["accuracy"]["ci95"]
+    log(
+        f"{split}: accuracy {metrics['accuracy']['value']:.4f} (95% CI {low:.4f}-{high:.4f}), "
+        f"macro F1 {metrics['macro_f1']['value']:.4f}, {metrics['n_images']} images{TTA_LABELS[tta]}"
+    )
+    if images.skipped:
+        log(f"skipped {len(images.skipped)} unreadable file(s): listed in {paths['metrics_json']}")
+    log(f"figures: {out}/ (confusion_matrix.png, errors.png, calibration.png, metrics.md)")
+    return metrics
+
+
+# --------------------------------------------------------------------------------------------
+# Figure steps of the demo and the report
+# --------------------------------------------------------------------------------------------
+
+
+def validation_photo(model: str | os.PathLike | None, data: str, classes: list[str]) -> str:
+    """A photo of the model's validation split (from the run's split.json), else the first training photo."""
+    if model is not None:
+        run = Path(model) if Path(model).is_dir() else Path(model).parent
+        split = run / "split.json"
+        if split.exists():
+            paths = read_json(split).get("val_paths") or []
+            if paths and Path(paths[0]).exists():
+                return paths[0]
+    return str(list_images(split_folder(find_layout(data), "train"), classes).files[0])
+
+
+def inside_step(model: str | os.PathLike | None, data: str, out: Path, log: Log = print) -> None:
+    """Look inside: first-layer feature maps, kernels, one deconvnet sheet, one explanation."""
+    from heritage_cnn import deconvnet, explain, visualize
+
+    inside = Path(out) / "inside"
+    checkpoint = load_checkpoint(model)
+    photo = validation_photo(model, data, checkpoint.classes)
+    log(f"\n== look inside the network -> {inside}  (photo: {photo})")
+    layers = deconvnet.deconv_layers(checkpoint.model)
+    visualize.write_feature_maps(checkpoint, photo, inside, [layers[0]])
+    visualize.write_kernels(checkpoint, inside)
+    images, total = visualize.sample_images(data, checkpoint.classes, limit=2000)
+    visualize.write_deconv(
+        checkpoint, images, [layers[len(layers) // 2]], inside, top_channels=6, source=f" (of {total})"
+    )
+    explain.write_explanation(checkpoint, photo, inside)
+
+
+def class_images_step(model: str | os.PathLike | None, data: str, out: Path, log: Log = print) -> None:
+    """One generated image per class, fewer steps than `heritage generate` (well under a minute on 2 cores)."""
+    from heritage_cnn import synthesis
+
+    log("\n== class images (gradient ascent, heritage generate)")
+    checkpoint = load_checkpoint(model)
+    settings = replace(synthesis.Settings(), steps=96)
+    generated = synthesis.draw_classes(checkpoint, range(len(checkpoint.classes)), 1, 64, settings, seed=0)
+    grid = synthesis.write_generated(Path(out) / "class_images", generated, checkpoint, seed=0, n=1)
+    mean = sum(generated.probabilities) / len(generated.probabilities)
+    log(f"{grid} ({generated.seconds:.0f} s, mean target probability {mean:.3f})")
+
+
+FIGURE_STEPS = (inside_step, class_images_step)
+
+
+def _evaluate_splits(model: str | os.PathLike | None, data: str, out: Path, progress: bool, log: Log) -> None:
+    """The model's validation split (when its recipe and the training folder allow) and the test split."""
+    checkpoint = load_checkpoint(model)
+    layout = find_layout(data)
+    if checkpoint.info.get("recipe") and layout.train.is_dir():
+        evaluate_on(model, data, "val", out / "eval-val", progress=progress, log=log)
+    elif layout.test is None:
+        evaluate_on(model, data, "auto", out / "eval-val", progress=progress, log=log)
+    if layout.test is not None:
+        evaluate_on(model, data, "test", out / "eval-test", progress=progress, log=log)
+
+
+def run_report(
+    model: str | os.PathLike | None, data: str, out: str | os.PathLike, progress: bool = False, log: Log = print
+) -> Path:
+    """Every figure for one model, gathered in one self-contained `out/index.html`; returns its path."""
+    from heritage_cnn.datacheck import check_dataset
+    from heritage_cnn.report import build_html_report, plot_training_curves
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = load_checkpoint(model)
+    atomic_write_json(out / "data_check.json", check_dataset(data))
+    history = checkpoint.info.get("history")
+    if history:
+        with atomic_path(out / "train" / "curves.png") as tmp:
+            plot_training_curves(history, tmp)
+    _evaluate_splits(model, data, out, progress, log)
+    for step in FIGURE_STEPS:
+        step(model, data, out, log)
+    title = f"heritage-cnn report: {Path(str(checkpoint.path)).name} on {data}"
+    return build_html_report(out, out / "index.html", title=title)
+
+
+def run_demo(data: str, out: str | os.PathLike, config: Any | None = None, log: Log = print) -> Path | None:
+    """Check the data, train `config` (resuming an interrupted run; None: the shipped model), evaluate, draw.
+
+    Returns the report page, or None when training was interrupted (run it again to resume).
+    """
+    from heritage_cnn.datacheck import check_dataset, format_report
+    from heritage_cnn.report import build_html_report
+    from heritage_cnn.train import train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    log("== 1/3 data check")
+    report = check_dataset(data)
+    atomic_write_json(out / "data_check.json", report)
+    log(format_report(report))
+    model: str | None = None
+    if config is None:
+        log("\n== 2/3 training skipped: using the model shipped with the package")
+    else:
+        log(f"\n== 2/3 train -> {config.out}")
+        result = train(replace(config, resume=True), log=log)
+        if result.interrupted:
+            log("interrupted: run the same command again to resume")
+            return None
+        model = str(result.checkpoint)
+    log("\n== 3/3 evaluate")
+    _evaluate_splits(model, data, out, config is not None and config.progress, log)
+    for step in FIGURE_STEPS:
+        step(model, data, out, log)
+    page = build_html_report(out, out / "index.html", title=f"heritage-cnn demo on {data}")
+    log(f"\nreport: {page.resolve()}")
+    log(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; everything is in {out.resolve()}")
+    return page
