@@ -170,3 +170,180 @@ def test_widths_keep_the_default_depth_when_the_stage_count_matches() -> None:
     assert model_of("--widths", "8,16").blocks == (1, 1)  # another stage count: one block each
     assert model_of("--widths", "8,16", "--blocks", "2,1").blocks == (2, 1)
     assert model_of("--blocks", "1,1,1,1").blocks == (1, 1, 1, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The recipe table, resume, and the conventions every command shares
+# --------------------------------------------------------------------------------------------
+
+
+def test_every_recipe_field_has_one_flag_and_its_default_comes_from_the_dataclass(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from heritage_cnn.cli import recipe
+    from heritage_cnn.train import TrainConfig
+
+    assert recipe.config_fields() <= recipe.recipe_fields()
+    assert len({flag.name for flag in recipe.RECIPE}) == len(recipe.RECIPE)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"images per step (default {TrainConfig.batch_size})" in help_text
+
+
+def test_zero_is_a_value_not_a_missing_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = cli.build_parser()
+    flags = "--label-smoothing 0 --warmup 0 --weight-decay 0 --dropout 0 --split-seed 0 --rotation 0"
+    config = new_config(parser.parse_args(["train", "--out", "o", *flags.split()]), "d", "o")
+    assert (config.label_smoothing, config.warmup_epochs, config.weight_decay, config.model.dropout) == (0, 0, 0, 0)
+    assert config.augment.rotation_degrees == 0
+    for flag, message in (("--lr", "--lr must be positive, got 0"), ("--val-fraction", "--val-fraction must be in")):
+        assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), flag, "0"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_nproc_checks_the_batch_size_that_train_config_will_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from heritage_cnn.train import TrainConfig
+
+    assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--nproc", "3"]) == 2
+    assert f"--batch-size {TrainConfig.batch_size} must be divisible by the 3" in capsys.readouterr().err
+
+
+def test_resume_takes_the_saved_recipe_and_refuses_a_different_one(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from heritage_cnn import train
+    from heritage_cnn.io import atomic_write_json
+    from heritage_cnn.train import TrainConfig
+
+    run = tmp_path / "run"
+    saved = TrainConfig(data=str(synthetic_root), out=str(run), epochs=56, lr=0.002)
+    atomic_write_json(run / "config.json", saved.to_dict())
+    seen: list[TrainConfig] = []
+
+    def fake_train(config: TrainConfig, *args: object, **kwargs: object) -> None:
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "train", fake_train)
+    resume = ["train", "--out", str(run), "--resume"]
+    assert cli.main(resume) == 130
+    assert cli.main([*resume, "--epochs", "56", "--lr", "0.002", "--data", str(synthetic_root)]) == 130
+    assert cli.main([*resume, "--device", "cpu", "--threads", "1"]) == 130
+    assert seen[0] == seen[1] and seen[0].resume and seen[0].epochs == 56 and seen[0].lr == 0.002
+    assert (seen[2].device, seen[2].threads) == ("cpu", 1)
+    capsys.readouterr()
+    assert cli.main([*resume, "--epochs", "80"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--epochs 80 (the run has 56)" in err and "config.json" in err
+    assert cli.main([*resume, "--widths", "8,16", "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--widths 8,16 (the run has 24,48,96,192)" in err and f"--data {tmp_path}" in err
+    assert len(seen) == 3
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    from heritage_cnn import __version__
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(["-V"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"heritage-cnn {__version__}"
+
+
+def test_predict_output_file_format_and_device(
+    tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, photo = str(tiny_run.checkpoint), str(synthetic_root / "apse" / "000.png")
+    assert cli.main(["predict", photo, "--model", model, "--device", "cpu", "-o", str(tmp_path / "p.json")]) == 0
+    assert "written to" in capsys.readouterr().err
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert len(rows) == 1 and rows[0]["path"] == photo
+    assert cli.main(["predict", photo, "--model", model, "--output", str(tmp_path / "p.csv")]) == 0
+    assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("path")
+    assert cli.main(["predict", photo, "--model", model, "-o", str(tmp_path / "p.txt"), "--format", "json"]) == 0
+    assert json.loads((tmp_path / "p.txt").read_text())[0]["path"] == photo
+    assert not list(tmp_path.glob(".*.tmp"))
+    capsys.readouterr()
+    assert cli.main(["predict", photo, "--model", model, "-o", str(tmp_path / "p.xyz")]) == 2
+    assert "p.xyz" in capsys.readouterr().err
+
+
+def test_one_line_errors_name_the_file(
+    tiny_run, synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+
+    photo = str(synthetic_root / "apse" / "000.png")
+    broken = tmp_path / "broken.safetensors"
+    shutil.copy(tiny_run.checkpoint, broken)
+    meta = json.loads(tiny_run.checkpoint.with_suffix(".json").read_text())
+    del meta["normalisation"]
+    broken.with_suffix(".json").write_text(json.dumps(meta))
+    assert cli.main(["predict", photo, "--model", str(broken)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "broken" in err and err != "heritage: error: normalisation" and len(err.splitlines()) == 1
+
+    def full_disk(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    target = tmp_path / "out.json"
+    assert cli.main(["predict", photo, "--model", str(tiny_run.checkpoint), "-o", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"heritage: error: {target}: No space left on device"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--port", "-5"],
+        ["serve", "--port", "99999"],
+        ["visualize", "deconv", "--top", "0", "--out", "x"],
+        ["visualize", "deconv", "--top-channels", "-1", "--out", "x"],
+        ["generate", "--all", "--n", "0", "--out", "x"],
+        ["visualize", "units", "--layer", "stage1", "--channels", "7-2", "--out", "x"],
+        ["predict", "p.jpg", "--device", "tpu"],
+    ],
+    ids=" ".join,
+)
+def test_bad_numbers_are_refused_by_argparse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 2 and last.startswith("heritage ") and "--host" not in last
+
+
+def test_one_channel_grammar() -> None:
+    from heritage_cnn.cli.options import channel_list
+
+    assert channel_list("0-3,7") == [0, 1, 2, 3, 7]
+    assert channel_list("5") == [5]
+    assert channel_list("0,5,7") == [0, 5, 7]
+
+
+def test_cuda_when_absent_is_one_line(
+    tiny_run, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    photo = str(synthetic_root / "apse" / "000.png")
+    assert cli.main(["predict", photo, "--model", str(tiny_run.checkpoint), "--device", "cuda"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+    assert cli.main(["predict", photo, "--model", str(tiny_run.checkpoint), "--device", "auto"]) == 0
+
+
+def test_sort_summary_mentions_unreadable_files_only_when_there_are_some(
+    tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    survey = tmp_path / "survey"
+    shutil.copytree(synthetic_root / "apse", survey)
+    model = str(tiny_run.checkpoint)
+    assert cli.main(["sort", str(survey), "--out", str(tmp_path / "a"), "--model", model, "-q"]) == 0
+    assert "unreadable" not in capsys.readouterr().out
+    (survey / "broken.jpg").write_bytes(b"not a jpeg")
+    assert cli.main(["sort", str(survey), "--out", str(tmp_path / "b"), "--model", model]) == 0
+    assert "1 unreadable (listed in skipped.csv)" in capsys.readouterr().out
