@@ -9,6 +9,13 @@ from heritage_cnn.cli.options import add_command, data_folder
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
+    """Fetch the Kaggle dataset with kagglehub.
+
+    Fetch the Architectural Heritage Elements Image64 dataset from Kaggle (kagglehub).
+
+    Example:
+      heritage data download --dest data/ahe64
+    """
     from heritage_cnn.datacheck import download_dataset
 
     root = download_dataset(args.dest)
@@ -17,6 +24,14 @@ def cmd_data_download(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
+    """Counts, unreadable files, modes, sizes, duplicates.
+
+    Images per class and split, unreadable files, image modes and sizes, byte-identical duplicates (and those with
+    conflicting labels), near-duplicates across splits (perceptual hash).
+
+    Example:
+      heritage data check data/ahe64 --json check.json
+    """
     from heritage_cnn.datacheck import check_dataset, format_report
     from heritage_cnn.io import atomic_write_json
 
@@ -35,26 +50,13 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     from heritage_cnn.data import NEAR_DUPLICATE_DISTANCE
 
-    group = add_command(commands, "data", "download or check a dataset", "Download or check a dataset.")
+    group = add_command(
+        commands, "data", help="download or check a dataset", description="Download or check a dataset."
+    )
     actions = group.add_subparsers(dest="data_command", metavar="ACTION", required=True)
-    p = add_command(
-        actions,
-        "download",
-        "fetch the Kaggle dataset with kagglehub",
-        "Fetch the Architectural Heritage Elements Image64 dataset from Kaggle (kagglehub).",
-        ["heritage data download --dest data/ahe64"],
-        cmd_data_download,
-    )
+    p = add_command(actions, "download", cmd_data_download)
     p.add_argument("--dest", default="data/ahe64", help="where to put it (default data/ahe64)")
-    p = add_command(
-        actions,
-        "check",
-        "counts, unreadable files, modes, sizes, duplicates",
-        "Images per class and split, unreadable files, image modes and sizes, byte-identical "
-        "duplicates (and those with conflicting labels), near-duplicates across splits (perceptual hash).",
-        ["heritage data check data/ahe64 --json check.json"],
-        cmd_data_check,
-    )
+    p = add_command(actions, "check", cmd_data_check)
     p.add_argument("dir", nargs="?", help="data folder (default $HERITAGE_DATA)")
     p.add_argument("--format", choices=["table", "json"], default="table", help="what to print (default table)")
     p.add_argument("--json", help="also write the JSON report to this file")

@@ -18,6 +18,20 @@ from heritage_cnn.cli.options import (
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Accuracy, per-class P/R/F1, confusion matrix.
+
+    Evaluate a checkpoint on a labelled folder: accuracy, top-3, balanced accuracy, per-class precision/recall/F1
+    with bootstrap confidence intervals, and the confusion matrix (PNG + CSV).
+
+    Which images are scored (--split auto): the folder's test/ when it has one (Kaggle layout); else the images the
+    model did not train on, when the checkpoint records its training images (each image within the split's
+    perceptual-hash distance of one is left out and counted); else every image, with a warning.
+
+    Examples:
+      heritage evaluate --data data/ahe64 --out runs/eval
+      heritage evaluate --model runs/a --data data/ahe64 --split val --out runs/a/eval
+      heritage evaluate --model runs/a/last.safetensors --data my_photos --out runs/mine
+    """
     from heritage_cnn.pipeline import evaluate_on
 
     data = data_folder(args.data)
@@ -26,6 +40,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    """One self-contained HTML page with every figure.
+
+    Evaluate a model, make every figure (curves, confusion matrix, errors, calibration, feature maps, kernels,
+    deconvnet, attributions, class images) and gather them, images embedded, in one index.html that opens offline.
+
+    Example:
+      heritage report --data data/ahe64 --out report/
+    """
     from heritage_cnn.pipeline import run_report
 
     page = run_report(args.model, data_folder(args.data), args.out, show_progress(args))
@@ -34,6 +56,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """The whole pipeline: check, train, evaluate.
+
+    Check the data, train with the default recipe (or reuse the shipped model), evaluate on the validation split
+    (and test/ when present) and write every figure to one folder. Re-running resumes an interrupted training.
+
+    Examples:
+      heritage demo --data data/ahe64
+      heritage demo --data data/ahe64 --no-train
+    """
     from dataclasses import replace
     from pathlib import Path
 
@@ -50,22 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     from heritage_cnn.cli.recipe import add_recipe_options
 
-    p = add_command(
-        commands,
-        "evaluate",
-        "accuracy, per-class P/R/F1, confusion matrix",
-        "Evaluate a checkpoint on a labelled folder: accuracy, top-3, balanced accuracy, per-class "
-        "precision/recall/F1 with bootstrap confidence intervals, and the confusion matrix (PNG + CSV).\n\n"
-        "Which images are scored (--split auto): the folder's test/ when it has one (Kaggle layout); else the "
-        "images the model did not train on, when the checkpoint records its training images (each image within "
-        "the split's perceptual-hash distance of one is left out and counted); else every image, with a warning.",
-        [
-            "heritage evaluate --data data/ahe64 --out runs/eval",
-            "heritage evaluate --model runs/a --data data/ahe64 --split val --out runs/a/eval",
-            "heritage evaluate --model runs/a/last.safetensors --data my_photos --out runs/mine",
-        ],
-        cmd_evaluate,
-    )
+    p = add_command(commands, "evaluate", cmd_evaluate)
     add_model(p)
     add_data(p)
     p.add_argument(
@@ -80,30 +96,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_device(p)
     add_out(p, "folder for metrics.json/md and confusion_matrix.png/csv")
 
-    p = add_command(
-        commands,
-        "report",
-        "one self-contained HTML page with every figure",
-        "Evaluate a model, make every figure (curves, confusion matrix, errors, calibration, feature "
-        "maps, kernels, deconvnet, attributions, class images) and gather them, images embedded, in one "
-        "index.html that opens offline.",
-        ["heritage report --data data/ahe64 --out report/"],
-        cmd_report,
-    )
+    p = add_command(commands, "report", cmd_report)
     add_model(p)
     add_data(p)
     add_out(p, "folder for index.html and the figures")
 
-    p = add_command(
-        commands,
-        "demo",
-        "the whole pipeline: check, train, evaluate",
-        "Check the data, train with the default recipe (or reuse the shipped model), evaluate on "
-        "the validation split (and test/ when present) and write every figure to one folder. Re-running "
-        "resumes an interrupted training.",
-        ["heritage demo --data data/ahe64", "heritage demo --data data/ahe64 --no-train"],
-        cmd_demo,
-    )
+    p = add_command(commands, "demo", cmd_demo)
     add_data(p)
     add_out(p, "output folder", default="runs/demo")
     p.add_argument("--no-train", action="store_true", help="use the shipped model instead of training")

@@ -32,6 +32,16 @@ def load_for_render(args: argparse.Namespace) -> Any:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """Draw what the network sees in a class (gradient ascent).
+
+    Synthesise images that a trained network classifies as a class: gradient ascent on a Fourier-parametrised image
+    with decorrelated colour, random pad/jitter/scale/rotation each step. Writes one PNG per image, class_images.png
+    (a column per class) and class_images.json (each image's probability under the generating network).
+
+    Examples:
+      heritage generate --all --n 4 --out runs/classes
+      heritage generate --class "dome (inner)" --n 8 --size 128 --out runs/domes
+    """
     from heritage_cnn.synthesis import Settings, draw_classes, resolve_class, write_generated
 
     checkpoint = load_for_render(args)
@@ -50,20 +60,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     from heritage_cnn.synthesis import Settings
 
-    p = add_command(
-        commands,
-        "generate",
-        "draw what the network sees in a class (gradient ascent)",
-        "Synthesise images that a trained network classifies as a class: gradient ascent on a "
-        "Fourier-parametrised image with decorrelated colour, random pad/jitter/scale/rotation each step. "
-        "Writes one PNG per image, class_images.png (a column per class) and class_images.json (each "
-        "image's probability under the generating network).",
-        [
-            "heritage generate --all --n 4 --out runs/classes",
-            'heritage generate --class "dome (inner)" --n 8 --size 128 --out runs/domes',
-        ],
-        cmd_generate,
-    )
+    p = add_command(commands, "generate", cmd_generate)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--class", dest="cls", help='a class, folder or display name ("dome (inner)")')
     which.add_argument("--all", action="store_true", help="every class")

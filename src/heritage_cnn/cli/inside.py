@@ -19,6 +19,15 @@ from heritage_cnn.cli.options import (
 
 
 def cmd_features(args: argparse.Namespace) -> int:
+    """Activation maps of every conv layer for one photo.
+
+    One grid per conv layer of the activation maps (after ReLU) for one photo, preprocessed as for prediction,
+    channels ordered by mean activation, one colour scale per grid, the input beside it. The first layer gets a
+    large figure, feature_maps_layer1.png.
+
+    Example:
+      heritage visualize features photo.jpg --out runs/inside
+    """
     from heritage_cnn.checkpoint import load_checkpoint
     from heritage_cnn.visualize import write_feature_maps
 
@@ -28,6 +37,14 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_kernels(args: argparse.Namespace) -> int:
+    """Learned filters: first layer in colour, deeper layers' strongest slices.
+
+    The first layer's filters as RGB tiles (each normalised by its largest weight, zero is grey); for each deeper
+    conv layer, every filter's strongest input-channel slice.
+
+    Example:
+      heritage visualize kernels --out runs/inside
+    """
     from heritage_cnn.checkpoint import load_checkpoint
     from heritage_cnn.visualize import write_kernels
 
@@ -37,6 +54,18 @@ def cmd_kernels(args: argparse.Namespace) -> int:
 
 
 def cmd_deconv(args: argparse.Namespace) -> int:
+    """Deconvnet: top-9 activations per channel projected to pixels.
+
+    Zeiler & Fergus deconvnet. With --data: one pass over the images records the 9 strongest activations of every
+    channel of a layer; each is projected alone back to pixel space (max-unpooling at the recorded switches, ReLU,
+    transposed BN-folded filters) and shown beside the image patch under the unit's receptive field. With a PHOTO:
+    the strongest activation of every layer for that photo.
+
+    Examples:
+      heritage visualize deconv --data data/ahe64 --layer stage3 --top-channels 16 --out runs/deconv
+      heritage visualize deconv --data data/ahe64 --layer stage2.block1.conv2 --channels 0-3,7 --out runs/deconv
+      heritage visualize deconv photo.jpg --out runs/deconv
+    """
     from heritage_cnn import deconvnet
     from heritage_cnn.checkpoint import load_checkpoint
     from heritage_cnn.visualize import sample_images, write_deconv, write_deconv_photo
@@ -70,6 +99,15 @@ def cmd_deconv(args: argparse.Namespace) -> int:
 
 
 def cmd_units(args: argparse.Namespace) -> int:
+    """Images that excite each channel of a conv layer.
+
+    Feature visualisation: for each channel of a conv layer, an image maximising its mean response (after batch
+    norm, before the ReLU), with the same parametrisation and transforms as `heritage generate` (penalties a tenth
+    as strong). Writes the grid units_<layer>.png.
+
+    Example:
+      heritage visualize units --layer stage3.block1.conv2 --channels 0-15 --out runs/units
+    """
     from heritage_cnn.cli.generate import load_for_render, render_settings
     from heritage_cnn.synthesis import UNIT_SETTINGS, draw_units, save_grid
 
@@ -86,6 +124,16 @@ def cmd_units(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    """Which pixels made the prediction: saliency, guided backprop, deconvolution, Grad-CAM, occlusion.
+
+    Attribution maps for one photo (through Captum): saliency, guided backpropagation, deconvolution, Grad-CAM on
+    the last conv layer (upsampled) and occlusion, laid over the photo in one figure with the top-3 prediction. Maps
+    explain --target, or the predicted class.
+
+    Examples:
+      heritage explain photo.jpg --out runs/explain
+      heritage explain photo.jpg --target gargoyle --out runs/explain
+    """
     from heritage_cnn.checkpoint import load_checkpoint
     from heritage_cnn.explain import parse_target, write_explanation
 
@@ -103,52 +151,21 @@ def register(commands: argparse._SubParsersAction) -> None:
     group = add_command(
         commands,
         "visualize",
-        "look inside the network: feature maps, kernels, deconvnet, unit images",
-        "Look inside a trained network.",
+        help="look inside the network: feature maps, kernels, deconvnet, unit images",
+        description="Look inside a trained network.",
     )
     what = group.add_subparsers(dest="visualize_command", metavar="WHAT", required=True)
-    p = add_command(
-        what,
-        "features",
-        "activation maps of every conv layer for one photo",
-        "One grid per conv layer of the activation maps (after ReLU) for one photo, preprocessed as "
-        "for prediction, channels ordered by mean activation, one colour scale per grid, the input beside it. "
-        "The first layer gets a large figure, feature_maps_layer1.png.",
-        ["heritage visualize features photo.jpg --out runs/inside"],
-        cmd_features,
-    )
+    p = add_command(what, "features", cmd_features)
     p.add_argument("photo", metavar="PHOTO", help="a photo, any size or format")
     add_model(p)
     p.add_argument("--layers", nargs="+", help="layers to show, e.g. stage1.block1.conv stage2 (default: all)")
     add_out(p)
 
-    p = add_command(
-        what,
-        "kernels",
-        "learned filters: first layer in colour, deeper layers' strongest slices",
-        "The first layer's filters as RGB tiles (each normalised by its largest weight, zero is grey); "
-        "for each deeper conv layer, every filter's strongest input-channel slice.",
-        ["heritage visualize kernels --out runs/inside"],
-        cmd_kernels,
-    )
+    p = add_command(what, "kernels", cmd_kernels)
     add_model(p)
     add_out(p)
 
-    p = add_command(
-        what,
-        "deconv",
-        "deconvnet: top-9 activations per channel projected to pixels",
-        "Zeiler & Fergus deconvnet. With --data: one pass over the images records the 9 strongest "
-        "activations of every channel of a layer; each is projected alone back to pixel space (max-unpooling "
-        "at the recorded switches, ReLU, transposed BN-folded filters) and shown beside the image patch under "
-        "the unit's receptive field. With a PHOTO: the strongest activation of every layer for that photo.",
-        [
-            "heritage visualize deconv --data data/ahe64 --layer stage3 --top-channels 16 --out runs/deconv",
-            "heritage visualize deconv --data data/ahe64 --layer stage2.block1.conv2 --channels 0-3,7 --out runs/deconv",
-            "heritage visualize deconv photo.jpg --out runs/deconv",
-        ],
-        cmd_deconv,
-    )
+    p = add_command(what, "deconv", cmd_deconv)
     p.add_argument(
         "photo", metavar="PHOTO", nargs="?", help="one photo: project the strongest activation of every layer"
     )
@@ -167,33 +184,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=positive_int, help="scan a seeded random N of the images (default: all)")
     add_out(p)
 
-    p = add_command(
-        what,
-        "units",
-        "images that excite each channel of a conv layer",
-        "Feature visualisation: for each channel of a conv layer, an image maximising its mean "
-        "response (after batch norm, before the ReLU), with the same parametrisation and transforms as "
-        "`heritage generate` (penalties a tenth as strong). Writes the grid units_<layer>.png.",
-        ["heritage visualize units --layer stage3.block1.conv2 --channels 0-15 --out runs/units"],
-        cmd_units,
-    )
+    p = add_command(what, "units", cmd_units)
     p.add_argument("--layer", required=True, help="conv layer name, e.g. stage2.block1.conv1")
     add_channels(p)
     add_render_options(p, 128, UNIT_SETTINGS.lr)
 
-    p = add_command(
-        commands,
-        "explain",
-        "which pixels made the prediction: saliency, guided backprop, deconvolution, Grad-CAM, occlusion",
-        "Attribution maps for one photo (through Captum): saliency, guided backpropagation, "
-        "deconvolution, Grad-CAM on the last conv layer (upsampled) and occlusion, laid over the photo in one "
-        "figure with the top-3 prediction. Maps explain --target, or the predicted class.",
-        [
-            "heritage explain photo.jpg --out runs/explain",
-            "heritage explain photo.jpg --target gargoyle --out runs/explain",
-        ],
-        cmd_explain,
-    )
+    p = add_command(commands, "explain", cmd_explain)
     p.add_argument("photo", metavar="PHOTO", help="a photo, any size or format")
     add_model(p)
     p.add_argument("--target", help="class to explain: folder name, display name or index (default: predicted)")

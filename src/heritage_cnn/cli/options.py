@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 from collections.abc import Callable
@@ -24,15 +25,20 @@ def formatter(prog: str) -> argparse.HelpFormatter:
 def add_command(
     commands: argparse._SubParsersAction,
     name: str,
-    help: str,
-    description: str,
-    examples: list[str] | None = None,
     func: Callable[[argparse.Namespace], int] | None = None,
+    help: str = "",
+    description: str = "",
 ) -> argparse.ArgumentParser:
-    """A subcommand with the shared help layout, its examples, and -q/--quiet."""
+    """A subcommand with the shared help layout and -q/--quiet; its help, description and examples are the
+    docstring of `func` (first line; paragraphs; an `Examples:` block), so each is written once, beside the code."""
     epilog = None
-    if examples:
-        epilog = ("example:\n" if len(examples) == 1 else "examples:\n") + "\n".join(f"  {e}" for e in examples)
+    if func is not None and func.__doc__:
+        first, _, rest = inspect.cleandoc(func.__doc__).partition("\n")
+        help = help or first.rstrip(".")[:1].lower() + first.rstrip(".")[1:]
+        text, _, examples = rest.partition("\nExample")
+        description = description or text.strip()
+        if examples:
+            epilog = "example" + examples.strip()
     parser = commands.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=formatter)
     if func is not None:
         parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -35,6 +35,17 @@ def output_format(args: argparse.Namespace) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    """Classify photos.
+
+    Classify photos of any size and common format (JPEG, PNG, WebP, TIFF, BMP, GIF). Each is decoded as in training:
+    EXIF orientation honoured, converted to RGB, shorter side scaled to 64 px, centre square cropped. Unreadable
+    files are listed and skipped.
+
+    Examples:
+      heritage predict photo.jpg
+      heritage predict survey/ --top 5 -o predictions.csv
+      heritage predict survey/ --model runs/a --format json > predictions.json
+    """
     from heritage_cnn.predict import Classifier, find_photos, format_predictions, printable
 
     fmt = output_format(args)
@@ -69,6 +80,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_sort(args: argparse.Namespace) -> int:
+    """Copy a survey folder's photos into one folder per class.
+
+    Copy (never move, never delete) each photo below IN_DIR into OUT_DIR/<class>/, or OUT_DIR/_uncertain/ below the
+    confidence threshold, and write OUT_DIR/manifest.csv. Safe to run again: photos already sorted are skipped,
+    names never overwrite each other. One sort at a time per OUT_DIR: a second one exits 2 at once, naming the
+    process that holds OUT_DIR/.heritage-sort.lock.
+
+    Example:
+      heritage sort survey_2026/ --out sorted/ --min-confidence 0.7
+    """
     from heritage_cnn.predict import Classifier
     from heritage_cnn.sort import sort_photos
 
@@ -79,20 +100,7 @@ def cmd_sort(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    p = add_command(
-        commands,
-        "predict",
-        "classify photos",
-        "Classify photos of any size and common format (JPEG, PNG, WebP, TIFF, BMP, GIF). Each is "
-        "decoded as in training: EXIF orientation honoured, converted to RGB, shorter side scaled to 64 px, "
-        "centre square cropped. Unreadable files are listed and skipped.",
-        [
-            "heritage predict photo.jpg",
-            "heritage predict survey/ --top 5 -o predictions.csv",
-            "heritage predict survey/ --model runs/a --format json > predictions.json",
-        ],
-        cmd_predict,
-    )
+    p = add_command(commands, "predict", cmd_predict)
     p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR", help="photos, or folders searched recursively")
     add_model(p)
     p.add_argument("--top", type=positive_int, default=3, help="how many classes to list (default 3)")
@@ -105,16 +113,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_tta(p)
     add_device(p)
 
-    p = add_command(
-        commands,
-        "sort",
-        "copy a survey folder's photos into one folder per class",
-        "Copy (never move, never delete) each photo below IN_DIR into OUT_DIR/<class>/, or "
-        "OUT_DIR/_uncertain/ below the confidence threshold, and write OUT_DIR/manifest.csv. Safe to run again: "
-        "photos already sorted are skipped, names never overwrite each other.",
-        ["heritage sort survey_2026/ --out sorted/ --min-confidence 0.7"],
-        cmd_sort,
-    )
+    p = add_command(commands, "sort", cmd_sort)
     p.add_argument("in_dir", metavar="IN_DIR", help="folder of photos (searched recursively; only read)")
     p.add_argument("--out", required=True, help="output folder (must not be inside IN_DIR)")
     add_model(p)

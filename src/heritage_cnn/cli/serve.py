@@ -8,6 +8,20 @@ from heritage_cnn.cli.options import add_command, add_device, add_model, device_
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """A local web page: drop a photo, see the top-5 classes and why.
+
+    Serve a local web page where you drop a photo and see the top-5 classes with bars, the Grad-CAM and deconvnet
+    overlays, and the generated class images; and a JSON endpoint for the same prediction (POST /api/predict, the
+    photo in the multipart field 'photo'). The page needs no internet. Uploads over the size limit are refused with
+    413, files that Pillow cannot decode with 415 (whatever their name), images declaring more than 120 million
+    pixels with 413.
+
+    Examples:
+      heritage serve
+      heritage serve --model runs/a --port 8080
+      heritage serve --class-images runs/classes      after: heritage generate --all --out runs/classes
+      curl -F photo=@photo.jpg http://127.0.0.1:8000/api/predict
+    """
     import ipaddress
 
     from heritage_cnn.serve import allowed_hosts, create_app, listen, run
@@ -30,23 +44,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction) -> None:
     from heritage_cnn.serve import DEFAULT_MAX_UPLOAD_MB
 
-    p = add_command(
-        commands,
-        "serve",
-        "a local web page: drop a photo, see the top-5 classes and why",
-        "Serve a local web page where you drop a photo and see the top-5 classes with bars, the "
-        "Grad-CAM and deconvnet overlays, and the generated class images; and a JSON endpoint for the same "
-        "prediction (POST /api/predict, the photo in the multipart field 'photo'). The page needs no internet. "
-        "Uploads over the size limit are refused with 413, files that Pillow cannot decode with 415 (whatever "
-        "their name), images declaring more than 120 million pixels with 413.",
-        [
-            "heritage serve",
-            "heritage serve --model runs/a --port 8080",
-            "heritage serve --class-images runs/classes      after: heritage generate --all --out runs/classes",
-            "curl -F photo=@photo.jpg http://127.0.0.1:8000/api/predict",
-        ],
-        cmd_serve,
-    )
+    p = add_command(commands, "serve", cmd_serve)
     add_model(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port_number, default=8000, help="port, 1-65535 (default 8000; 0: any free port)")

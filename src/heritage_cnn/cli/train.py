@@ -11,15 +11,6 @@ from dataclasses import replace
 from heritage_cnn.cli.options import UsageError, add_command, add_data, data_folder, positive_int, show_progress
 from heritage_cnn.cli.recipe import add_recipe_options, new_config, resume_config
 
-EXAMPLES = [
-    "heritage train --data data/ahe64 --out runs/a",
-    "heritage train --out runs/a --resume                    continue an interrupted run",
-    "heritage train --data data/ahe64 --out runs/quick --epochs 3 --limit-per-class 100",
-    "heritage train --data data/ahe64 --out runs/ddp --nproc 2        data-parallel, 2 processes",
-    "torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\\n"
-    "      -m heritage_cnn.cli train --data data/ahe64 --out runs/multi   several machines",
-]
-
 
 def launch_torchrun(nproc: int, argv: list[str]) -> int:
     """`heritage train --nproc N ...` is `torchrun --standalone --nproc_per_node=N -m heritage_cnn.cli train ...`."""
@@ -42,6 +33,20 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    """Train a network from scratch.
+
+    Train a CNN from scratch on a class-folder dataset, validating on a duplicate-aware stratified split every
+    epoch. Writes checkpoints (safetensors + JSON), metrics.csv/json and curves.png. With --resume, the run folder's
+    config.json is the recipe: a typed recipe flag that differs from it is refused.
+
+    Examples:
+      heritage train --data data/ahe64 --out runs/a
+      heritage train --out runs/a --resume                    continue an interrupted run
+      heritage train --data data/ahe64 --out runs/quick --epochs 3 --limit-per-class 100
+      heritage train --data data/ahe64 --out runs/ddp --nproc 2        data-parallel, 2 processes
+      torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+            -m heritage_cnn.cli train --data data/ahe64 --out runs/multi   several machines
+    """
     from heritage_cnn.train import leave_process_group, train
 
     config = resume_config(args, args.out, args.data) if args.resume else None
@@ -67,16 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    p = add_command(
-        commands,
-        "train",
-        "train a network from scratch",
-        "Train a CNN from scratch on a class-folder dataset, validating on a duplicate-aware stratified split "
-        "every epoch. Writes checkpoints (safetensors + JSON), metrics.csv/json and curves.png. With --resume, "
-        "the run folder's config.json is the recipe: a typed recipe flag that differs from it is refused.",
-        EXAMPLES,
-        cmd_train,
-    )
+    p = add_command(commands, "train", cmd_train)
     add_data(p, "data folder (default $HERITAGE_DATA; with --resume, the run's own)")
     p.add_argument("--out", required=True, help="run folder for checkpoints, metrics and figures")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
