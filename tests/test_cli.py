@@ -346,4 +346,4 @@ def test_sort_summary_mentions_unreadable_files_only_when_there_are_some(
     assert "unreadable" not in capsys.readouterr().out
     (survey / "broken.jpg").write_bytes(b"not a jpeg")
     assert cli.main(["sort", str(survey), "--out", str(tmp_path / "b"), "--model", model]) == 0
-    assert "1 unreadable (listed in skipped.csv)" in capsys.readouterr().out
+    assert "1 unreadable file(s) skipped, listed in" in capsys.readouterr().out
