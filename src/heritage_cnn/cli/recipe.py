@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int
-from heritage_cnn.train import TrainConfig
+from heritage_cnn.train import RUNTIME_FIELDS, TrainConfig
 
 _UNSET = object()
 NO_AUGMENT = {
@@ -38,10 +38,14 @@ class Flag:
     help: str
     type: Callable[[str], Any] | None = float
     const: Any = _UNSET  # a switch: the value it sets when given
-    runtime: bool = False  # how to run, not what is trained: may differ when resuming
     show_default: bool = True
     choices: tuple[str, ...] | None = None
     append: bool = False
+
+    @property
+    def runtime(self) -> bool:
+        """How to run, not what is trained: free to differ on --resume (the library's RUNTIME_FIELDS)."""
+        return self.path in RUNTIME_FIELDS
 
     @property
     def dest(self) -> str:
@@ -101,10 +105,10 @@ RECIPE = (
     Flag("--no-augment", "augment", "switch augmentation off (for comparisons)", const=NO_AUGMENT),
     Flag("--no-amp", "amp", "no mixed precision on CUDA (it is on by default)", const=False),
     Flag("--sync-bn", "sync_bn", "synchronised batch norm across processes (distributed runs)", const=True),
-    Flag("--compile", "compile", "torch.compile the network (GPU, long runs)", const=True, runtime=True),
-    Flag("--device", "device", "where to train", str, runtime=True, choices=DEVICES),
-    Flag("--threads", "threads", "CPU threads (default: all cores)", positive_int, runtime=True, show_default=False),
-    Flag("--cache-dir", "cache_dir", "keep decoded images here between runs", str, runtime=True, show_default=False),
+    Flag("--compile", "compile", "torch.compile the network (GPU, long runs)", const=True),
+    Flag("--device", "device", "where to train", str, choices=DEVICES),
+    Flag("--threads", "threads", "CPU threads (default: all cores)", positive_int, show_default=False),
+    Flag("--cache-dir", "cache_dir", "keep decoded images here between runs", str, show_default=False),
 )
 # TrainConfig fields that are not recipe flags: where the data and the run are, and how it is run.
 NOT_FLAGS = frozenset({"data", "out", "resume", "progress", "eval_batch_size"})
