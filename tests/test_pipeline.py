@@ -123,8 +123,11 @@ def test_on_another_folder_trained_on_copies_and_near_copies_are_flagged(
 def test_without_a_record_it_scores_everything_and_says_so(
     tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = str(tiny_run.checkpoint)
-    assert cli.main(["evaluate", "--model", model, "--data", str(synthetic_root), "--out", str(tmp_path)]) == 0
+    model = copy_checkpoint(tiny_run, tmp_path / "old")  # as written before checkpoints recorded their images
+    meta = json.loads(model.with_suffix(".json").read_text())
+    meta.pop("trained_on", None)
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    assert cli.main(["evaluate", "--model", str(model), "--data", str(synthetic_root), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "WARNING" in out and "cannot be told apart" in out
     saved = json.loads((tmp_path / "metrics.json").read_text())
