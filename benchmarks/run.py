@@ -43,22 +43,25 @@ def data_root() -> Path:
 
 
 def hardware() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from heritage_cnn.devices import cpu_model
+
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python": platform.python_version(),
         "heritage_cnn": __version__,
+    }
+
+
+def when_measured() -> dict[str, Any]:
+    """Date, machine and load of a section's run: docs quote them beside each figure (docs_figures.py)."""
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{hardware()['cpu']}, {os.cpu_count()} cores",
+        "load_average_1min": round(os.getloadavg()[0], 2),
     }
 
 
@@ -378,9 +381,11 @@ def main() -> None:
     results |= {"hardware": hardware(), "date": time.strftime("%Y-%m-%d"), "data": str(root)}
     steps = 8 if args.quick else 30
     if "gemm" in wanted:
+        results.setdefault("measured", {})["gemm"] = when_measured()
         results |= bench_gemm()
         print(f"gemm: {results['gemm_gflops']:.0f} GFLOP/s", flush=True)
     if "train" in wanted:  # at the default recipe's batch size, and at 128 (the notebooks' usual batch)
+        results.setdefault("measured", {})["train"] = when_measured()
         recipe_batch = TrainConfig(data="", out="").batch_size
         decoded = load_images(find_layout(root).train)  # once, for both batch sizes
         for batch in dict.fromkeys((recipe_batch, 128)):
@@ -392,17 +397,22 @@ def main() -> None:
                 flush=True,
             )
     if "predict" in wanted:
+        results.setdefault("measured", {})["predict"] = when_measured()
         results |= bench_predict(root, args.model)
         print(f"predict: {results['predict_images_per_s']:.0f} img/s", flush=True)
     if "ddp" in wanted:
+        results.setdefault("measured", {})["ddp"] = when_measured()
         results |= bench_ddp(root, HERE / "out")
         print(f"ddp: {results['ddp_scaling']:.2f}x", flush=True)
     if "deconv" in wanted:
+        results.setdefault("measured", {})["deconv"] = when_measured()
         results |= bench_script("bench_deconvnet.py", "deconvnet", "--out", str(HERE / "out"))
     if "synthesis" in wanted:
+        results.setdefault("measured", {})["synthesis"] = when_measured()
         judge = [] if args.judge is None else ["--second", args.judge]
         results |= bench_script("bench_synthesis.py", "synthesis", *judge)
     if "recipe" in wanted:
+        results.setdefault("measured", {})["recipe"] = when_measured()
         results |= bench_recipe(root, HERE / "out")  # run folder kept (git-ignored) for inspection
     from heritage_cnn.io import atomic_write_json, atomic_write_text
 
