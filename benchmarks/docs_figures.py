@@ -51,6 +51,7 @@ FIGURES: dict[str, tuple[str, str, Callable[[Any], str]]] = {
     "train_images_per_s": ("train_images_per_s", "train", lambda v: f"{v:.0f}"),
     "train_speedup": ("train_speedup", "train", lambda v: f"{v:.2f}x"),
     "gemm_gflops": ("gemm_gflops", "gemm", lambda v: f"{v:.0f}"),
+    "forward_mflop": ("predict_forward_mflop", "predict", lambda v: f"{v:.0f}"),
 }
 
 
