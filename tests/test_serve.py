@@ -25,8 +25,11 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import CLASSES, draw
+from heritage_cnn.checkpoint import load_checkpoint
+from heritage_cnn.classimages import PACKAGED, Gallery, drawn_for, weights_sha256
 from heritage_cnn.predict import Classifier
 from heritage_cnn.serve import allowed_hosts, create_app, find_class_images, listen
+from heritage_cnn.sort import MIN_CONFIDENCE
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -206,9 +209,53 @@ def test_info_and_class_images(client: TestClient) -> None:
 def test_class_images_absent_or_missing(tmp_path: Path) -> None:
     assert "heritage generate --all" in find_class_images(tmp_path).note
     nothing = find_class_images(None)  # only a path given explicitly: never the repository's docs/
-    assert nothing.files == {} and nothing.grid is None and "--class-images" in nothing.note
+    assert nothing.files == {} and nothing.grid is None and nothing.state == "none"
     with pytest.raises(ValueError, match="no such folder"):
         find_class_images(tmp_path / "missing")
+
+
+def test_shipped_model_class_images_are_packaged() -> None:
+    """The shipped model's class images come with the package (no flag, no drawing), stamped with its hash."""
+    checkpoint = Classifier.load(None).checkpoint
+    assert drawn_for(PACKAGED, weights_sha256(checkpoint.path))
+    images = Gallery(checkpoint, draw=False).current()
+    assert images.state == "ready" and images.grid == "class_images.png"
+    assert sorted(images.per_class) == sorted(checkpoint.classes)
+    assert sum(p.stat().st_size for p in PACKAGED.iterdir()) < 400_000
+
+
+def test_other_models_draw_class_images_once_into_the_cache(tiny_run, tmp_path: Path, monkeypatch) -> None:
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    first = Gallery(checkpoint, cache_dir=tmp_path, steps=3)
+    assert first.current().state == "drawing" and "drawing" in first.current().note
+    first.thread.join(120)
+    images = first.current()
+    assert images.state == "ready", images.note
+    folder = tmp_path / "class-images" / weights_sha256(tiny_run.checkpoint)[:16]
+    assert sorted(images.per_class) == sorted(CLASSES) and all(p.parent == folder for p in images.files.values())
+    assert not [p for p in tmp_path.rglob(".*")]  # no temporary folder or file left
+
+    def never(*args, **kwargs):
+        raise AssertionError("drew again")
+
+    monkeypatch.setattr("heritage_cnn.synthesis.draw_classes", never)
+    again = Gallery(checkpoint, cache_dir=tmp_path)
+    assert again.thread is None and again.current().files == images.files
+    manifest = folder / "class_images.json"  # drawn for other weights: not shown, drawn again
+    manifest.write_text(manifest.read_text().replace('"weights_sha256": "', '"weights_sha256": "0'))
+    assert Gallery(checkpoint, cache_dir=tmp_path, draw=False).current().state == "none"
+    failing = Gallery(checkpoint, cache_dir=tmp_path)
+    failing.thread.join(60)
+    assert failing.current().state == "failed" and "drew again" in failing.current().note
+
+
+def test_info_gives_the_sort_threshold_and_deconvnet_in_words(client: TestClient) -> None:
+    assert client.get("/api/info").json()["min_confidence"] == MIN_CONFIDENCE
+    overlays = post(client, png_bytes(5, size=200), overlays="true").json()["overlays"]
+    box = overlays["deconvnet_box"]
+    assert 0 <= box["top"] < box["bottom"] <= 64 and 0 <= box["left"] < box["right"] <= 64
+    assert "outlined" in overlays["deconvnet_text"] and "channel" not in overlays["deconvnet_text"]
+    assert "receptive field" in overlays["deconvnet_details"]
 
 
 def test_cli_help_and_busy_port() -> None:
@@ -292,30 +339,172 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
     driver.quit()
 
 
-def test_page_in_chromium(server, browser, tmp_path: Path) -> None:
+def photo_with_confidence(checkpoint: Path, uncertain: bool) -> bytes:
+    """A 64 px PNG that the tiny model answers below (or at/above) the threshold `sort` and the page use."""
+    classifier = Classifier.load(checkpoint)
+    rng = np.random.default_rng(5)
+    candidates = [draw(label, rng) for label in range(len(CLASSES))]
+    for a in range(len(CLASSES)):  # blends of two classes' pictures: ambiguous on purpose
+        for b in range(a + 1, len(CLASSES)):
+            for weight in (0.5, 0.4, 0.6):
+                candidates.append((weight * candidates[a] + (1 - weight) * candidates[b]).astype(np.uint8))
+    for photo in candidates:
+        if (classifier.predict(photo)[0].probability < MIN_CONFIDENCE) == uncertain:
+            buffer = io.BytesIO()
+            Image.fromarray(photo).save(buffer, format="PNG")
+            return buffer.getvalue()
+    raise AssertionError(f"no {'uncertain' if uncertain else 'confident'} photo among {len(candidates)} tried")
+
+
+def open_page(browser, url: str, width: int = 1100):
+    """Load the page at `width` CSS px and wait for the model description."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    url, _ = server
-    wait = WebDriverWait(browser, 30)
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": False}
+    )
     browser.get(url)
+    wait = WebDriverWait(browser, 60)
     wait.until(lambda d: d.find_element(By.ID, "model").text.startswith("model "))
+    return wait
+
+
+def cards(browser) -> list:
+    from selenium.webdriver.common.by import By
+
+    return browser.find_elements(By.CSS_SELECTOR, "#results article")
+
+
+def settled(browser, count: int) -> bool:
+    """`count` result cards, none still waiting."""
+    found = cards(browser)
+    return len(found) == count and not any("pending" in c.get_attribute("class") for c in found)
+
+
+def overflow(browser) -> int:
+    """How many CSS px the page is wider than the window (0: no horizontal scroll bar)."""
+    return browser.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
+
+
+def test_page_in_chromium(server, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    wait = open_page(browser, url)
     photo = tmp_path / "bell tower.png"
     photo.write_bytes(png_bytes(2, size=160))
     browser.find_element(By.ID, "file").send_keys(str(photo))
-    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#top li")) == 5)
-    wait.until(lambda d: d.execute_script("return document.getElementById('gradcam').naturalWidth") == 64)
-    assert browser.find_element(By.ID, "verdict").text.endswith("%)")
-    assert browser.execute_script("return document.getElementById('grid').naturalWidth") == 640
+    wait.until(lambda d: settled(d, 1))
+    card = cards(browser)[0]
+    assert len(card.find_elements(By.CSS_SELECTOR, "ol.top li")) == 5
+    wait.until(lambda d: d.execute_script("return document.querySelector('#results img.pixel').naturalWidth") == 64)
+    assert card.find_element(By.CSS_SELECTOR, ".verdict").text.endswith("%)")
+    # the deconvnet panel: the projection over the photo, its window outlined, words, details on hover
+    field = card.find_element(By.CSS_SELECTOR, ".frame .field")
+    assert 0 < field.size["width"] <= card.find_element(By.CSS_SELECTOR, ".frame img").size["width"]
+    assert "receptive field" in card.find_element(By.CSS_SELECTOR, "img.deconv").get_attribute("title")
+    assert "outlined window" in card.text
+    # class images without any click: one tile per class, named by display name, in class order
+    labels = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#classes li")]
+    assert labels == [c.replace("_", " ").replace("(", " (") for c in CLASSES]
+    assert browser.execute_script("return [...document.querySelectorAll('#classes img')].every(i => i.naturalWidth)")
     shot = Path(os.environ.get("HERITAGE_SERVE_SCREENSHOT", tmp_path / "serve.png"))
     assert browser.save_screenshot(str(shot))
 
     notes = tmp_path / "holiday.jpg"
     notes.write_text("not a photo\n")
     browser.find_element(By.ID, "file").send_keys(str(notes))
-    wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
-    assert "not an image" in browser.find_element(By.ID, "error").text
-    assert "415" in browser.find_element(By.ID, "error").text
+    wait.until(lambda d: settled(d, 1) and "failed" in cards(d)[0].get_attribute("class"))
+    assert "not an image" in cards(browser)[0].text and "415" in cards(browser)[0].text
+    assert "holiday.jpg: refused" in browser.find_element(By.ID, "status").text
+
+
+def test_page_uncertain_answer_names_the_runner_up(server, browser, tmp_path: Path, tiny_run) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    wait = open_page(browser, url)
+    for name, uncertain in (("unsure.png", True), ("sure.png", False)):
+        (tmp_path / name).write_bytes(photo_with_confidence(tiny_run.checkpoint, uncertain))
+        expected = Classifier.load(tiny_run.checkpoint).predict(np.asarray(Image.open(tmp_path / name)))[0]
+        browser.find_element(By.ID, "file").send_keys(str(tmp_path / name))
+        wait.until(lambda d, name=name: settled(d, 1) and name in cards(d)[0].text)
+        card = cards(browser)[0]
+        verdict = card.find_element(By.CSS_SELECTOR, ".verdict").text
+        badge = card.find_element(By.CSS_SELECTOR, ".badge").text
+        if uncertain:
+            assert "uncertain" in card.get_attribute("class") and badge == "not sure"
+            assert verdict.startswith("probably a") and f" {expected.top[0].name} (" in verdict
+            assert f", or a{'n' if expected.top[1].name[0] in 'aeiou' else ''} {expected.top[1].name} (" in verdict
+            assert "_uncertain/" in card.text
+        else:
+            assert "uncertain" not in card.get_attribute("class") and badge == "answer"
+            assert verdict.startswith(f"{expected.name} (") and "probably" not in verdict
+
+
+def test_page_several_photos_at_once(server, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    wait = open_page(browser, url)
+    paths = []
+    for label in (1, 4, 8):
+        paths.append(tmp_path / f"photo {label}.png")
+        paths[-1].write_bytes(png_bytes(label, size=96, seed=label))
+    (tmp_path / "broken.png").write_bytes(png_bytes(3)[:200])
+    paths.append(tmp_path / "broken.png")
+    browser.find_element(By.ID, "file").send_keys("\n".join(str(p) for p in paths))
+    wait.until(lambda d: settled(d, 4))
+    texts = [c.text for c in cards(browser)]
+    assert [p.name in t for p, t in zip(paths, texts, strict=True)] == [True] * 4
+    assert sum(len(c.find_elements(By.CSS_SELECTOR, "ol.top li")) == 5 for c in cards(browser)) == 3
+    assert "failed" in cards(browser)[3].get_attribute("class") and "truncated" in texts[3]
+    status = browser.find_element(By.ID, "status")
+    assert status.get_attribute("aria-live") == "polite"
+    assert status.text.startswith("4 photos classified.") and all(p.name in status.text for p in paths)
+    time.sleep(1.5)  # the announcement stays: screen readers and late readers find it
+    assert status.text.startswith("4 photos classified.")
+    for width in (400, 1280):
+        open_page(browser, url, width)
+        browser.find_element(By.ID, "file").send_keys("\n".join(str(p) for p in paths[:3]))
+        wait.until(lambda d: settled(d, 3))
+        for card in cards(browser):  # open every "why" panel: the widest content
+            browser.execute_script("arguments[0].querySelector('details').open = true", card)
+        assert overflow(browser) <= 0, f"horizontal overflow at {width} px"
+        sizes = browser.execute_script(
+            "return [...document.querySelectorAll('#classes span, ol.top li, figcaption')]"
+            ".map(e => parseFloat(getComputedStyle(e).fontSize))"
+        )
+        assert min(sizes) >= 13, f"text under 13 px at {width} px"
+
+
+def test_page_keyboard_only_upload(server, browser, tmp_path: Path) -> None:
+    """Tab from the top of the page reaches the file input; the photo is sent from there, no mouse."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, _ = server
+    wait = open_page(browser, url)
+    for _ in range(10):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.switch_to.active_element.get_attribute("id") == "file":
+            break
+    focused = browser.switch_to.active_element
+    assert focused.get_attribute("id") == "file", "Tab never reached the file input"
+    photo = tmp_path / "keyboard.png"
+    photo.write_bytes(png_bytes(5, size=80))
+    focused.send_keys(str(photo))
+    wait.until(lambda d: settled(d, 1))
+    assert browser.find_element(By.ID, "status").text.startswith("keyboard.png: ")
+    # everything in the result is reachable by Tab: the "why" and "technical details" summaries
+    summaries = browser.find_elements(By.CSS_SELECTOR, "#results summary")
+    reached = set()
+    for _ in range(12):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        reached.add(browser.switch_to.active_element.text)
+    assert {s.text for s in summaries} <= reached
 
 
 REQUESTS, CONCURRENCY, SECONDS, MAX_GROWTH_MB = 200, 8, 60, 100
@@ -367,7 +556,7 @@ def quick_server(tiny_run) -> Iterator[tuple[str, subprocess.Popen]]:
         "from heritage_cnn.serve import create_app, listen, run\n"
         "sock = listen('127.0.0.1', 0)\n"
         f"app = create_app({str(tiny_run.checkpoint)!r}, max_upload_bytes=2**20, body_timeout={BODY_S}, "
-        f"idle_timeout={IDLE_S})\n"
+        f"idle_timeout={IDLE_S}, draw_class_images=False)\n"
         "print(f'http://127.0.0.1:{sock.getsockname()[1]}/', flush=True)\n"
         "run(app, sock)\n"
     )

@@ -26,11 +26,9 @@ import asyncio
 import base64
 import io
 import ipaddress
-import json
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +39,10 @@ from PIL import Image, ImageOps
 
 from heritage_cnn import deconvnet, explain
 from heritage_cnn.checkpoint import Checkpoint
+from heritage_cnn.classimages import ClassImages, Gallery, find_class_images
 from heritage_cnn.data import MAX_IMAGE_PIXELS, fit_square, to_rgb
 from heritage_cnn.predict import Classifier
+from heritage_cnn.sort import MIN_CONFIDENCE
 from heritage_cnn.visualize import _signed_to_rgb
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
@@ -149,18 +149,31 @@ class Overlays:
     """Grad-CAM (through Captum, as `heritage explain`) and the deconvnet projection (as `heritage visualize deconv`).
 
     Grad-CAM runs one photo at a time: Captum hooks the model copy it explains, so two requests must not
-    share it at once. The deconvnet only reads the model and runs in parallel.
+    share it at once. The deconvnet only reads the model and runs in parallel. It projects the strongest
+    unit of the deepest layer whose window on the photo is at most half the photo wide: deeper units see
+    the whole 64 x 64 photo (the shipped model's last layer sees 100 px), so a box drawn for them says nothing.
     """
 
     def __init__(self, checkpoint: Checkpoint) -> None:
         self.checkpoint = checkpoint
         self.captum_model = explain.captum_ready(checkpoint.model)
         self.deconv_model = checkpoint.model  # only read: the deconvnet needs no hooks
-        self.layer = deconvnet.deconv_layers(self.deconv_model)[-1]
+        self.layers = deconvnet.deconv_layers(self.deconv_model)
+        self.layer = self._legible_layer(checkpoint.image_size)
         self.colormap = matplotlib.colormaps["inferno"]
         self.lock = threading.Lock()
 
-    def __call__(self, photo: np.ndarray, target: int) -> dict[str, str]:
+    def _legible_layer(self, size: int) -> str:
+        """The deepest layer whose units see at most half the photo (else the first layer)."""
+        chosen = self.layers[0]
+        for name in self.layers:
+            top, _, bottom, _ = deconvnet.receptive_field(self.deconv_model, name, 0, 0)  # unclipped: any unit's width
+            if bottom - top <= size // 2:
+                chosen = name
+        return chosen
+
+    def __call__(self, photo: np.ndarray, target: int) -> dict[str, Any]:
+        size = photo.shape[0]
         photo_tensor = torch.from_numpy(photo).permute(2, 0, 1).unsqueeze(0).contiguous()
         x = self.checkpoint.normalise(photo_tensor.to(next(self.deconv_model.parameters()).device))
         with self.lock:
@@ -168,58 +181,41 @@ class Overlays:
         with torch.no_grad():
             activation, _ = deconvnet.forward_to(self.deconv_model, x, self.layer, record_switches=False)
         activation = activation.cpu()
-        channel, row, col = np.unravel_index(int(activation[0].argmax()), activation.shape[1:])
+        channel, row, col = (int(i) for i in np.unravel_index(int(activation[0].argmax()), activation.shape[1:]))
         projection = deconvnet.project(
-            self.deconv_model, x, self.layer, torch.tensor([int(channel)]), torch.tensor([[int(row), int(col)]])
-        )
+            self.deconv_model, x, self.layer, torch.tensor([channel]), torch.tensor([[row, col]])
+        )[0].cpu().numpy()
+        top, left, bottom, right = deconvnet.receptive_field(self.deconv_model, self.layer, row, col)
+        box = {"top": max(top, 0), "left": max(left, 0), "bottom": min(bottom, size), "right": min(right, size)}
         heat = self.colormap(cam / max(float(cam.max()), 1e-12))[..., :3]
         blended = (1 - GRAD_CAM_ALPHA) * (photo / 255.0) + GRAD_CAM_ALPHA * heat
+        depth, value = self.layers.index(self.layer) + 1, float(activation[0, channel, row, col])
         return {
             "input": png_data_url(photo),
             "grad_cam": png_data_url(blended),
-            "deconvnet": png_data_url(_signed_to_rgb(projection[0].cpu().numpy())),
-            "deconvnet_unit": f"{self.layer}, channel {channel} at ({row}, {col}) = "
-            f"{float(activation[0, channel, row, col]):.2f}",
+            "deconvnet": png_data_url(projection_over_photo(projection, photo)),
+            "deconvnet_projection": png_data_url(_signed_to_rgb(projection)),
+            "deconvnet_unit": f"{self.layer}, channel {channel} at ({row}, {col}) = {value:.2f}",
+            "deconvnet_box": box,
+            "deconvnet_text": f"The network's layer {depth} of {len(self.layers)} holds many small pattern "
+            f"detectors, each looking at a {bottom - top} x {right - left} px window of the photo. The one that "
+            "responded most strongly looks at the outlined window; the coloured pixels are the details it "
+            "responded to (the rest of the photo is dimmed).",
+            "deconvnet_details": f"layer {self.layer}, channel {channel}, at row {row}, column {col} of its "
+            f"{activation.shape[2]} x {activation.shape[3]} map, activation {value:.2f}; receptive field rows "
+            f"{top} to {bottom - 1}, columns {left} to {right - 1} ({bottom - top} x {right - left} px, clipped "
+            "to the photo); deconvnet projection of this one activation to pixels (Zeiler & Fergus 2014)",
         }
 
 
-# --------------------------------------------------------------------------------------------
-# Class images made by `heritage generate --all --out DIR`
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ClassImages:
-    """The PNGs the page may show, by file name (nothing else under the folder is reachable)."""
-
-    files: dict[str, Path] = field(default_factory=dict)
-    grid: str | None = None
-    per_class: dict[str, list[str]] = field(default_factory=dict)  # class folder name -> file names
-    note: str = ""
-
-
-def find_class_images(path: str | Path | None) -> ClassImages:
-    """A `heritage generate --all` folder, or one grid PNG, given explicitly; without one, none (and a note)."""
-    if path is None:
-        return ClassImages(
-            note="no class images: make them with `heritage generate --all --out DIR`, then start the server "
-            "with --class-images DIR"
-        )
-    path = Path(path)
-    if path.is_file():
-        return ClassImages({path.name: path}, path.name)
-    if not path.is_dir():
-        raise ValueError(f"--class-images {path}: no such folder or PNG file")
-    files = {p.name: p for p in sorted(path.glob("*.png")) if p.is_file()}
-    found = ClassImages(files, "class_images.png" if "class_images.png" in files else None)
-    manifest = path / "class_images.json"
-    if manifest.is_file():
-        for record in json.loads(manifest.read_text(encoding="utf-8")).get("images", []):
-            if record.get("file") in files:
-                found.per_class.setdefault(record["class"], []).append(record["file"])
-    if not files:
-        found.note = f"no PNG files in {path}: make them with `heritage generate --all --out {path}`"
-    return found
+def projection_over_photo(projection: np.ndarray, photo: np.ndarray) -> np.ndarray:
+    """A (3, H, W) signed projection over the dimmed grey photo: opaque where it is strong (its 99th percentile)."""
+    magnitude = np.abs(projection).sum(0)
+    scale = float(np.percentile(magnitude, 99)) or float(magnitude.max()) or 1.0
+    alpha = np.clip(magnitude / scale, 0, 1)[..., None]
+    colour = np.clip(1.5 * projection.transpose(1, 2, 0) / scale + 0.5, 0, 1)  # a channel is ~1/3 of the sum
+    grey = np.repeat(0.25 + 0.45 * photo.mean(-1, keepdims=True) / 255.0, 3, axis=-1)
+    return (1 - alpha) * grey + alpha * colour
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,10 +241,14 @@ def create_app(
     body_timeout: float = BODY_TIMEOUT_S,
     idle_timeout: float = IDLE_TIMEOUT_S,
     device: str = "cpu",
+    cache_dir: str | Path | None = None,
+    draw_class_images: bool = True,
 ) -> Any:
     """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `GET /api/info`, class images.
 
-    `hosts`: the Host-header values answered (default `allowed_hosts()`: loopback names only)."""
+    `hosts`: the Host-header values answered (default `allowed_hosts()`: loopback names only).
+    Class images: `class_images_dir` if given, else the packaged ones (shipped model) or the cache under
+    `cache_dir`, drawn once in the background when missing unless `draw_class_images` is False."""
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -262,7 +262,7 @@ def create_app(
     classifier = Classifier.load(model_path, device=device)
     checkpoint = classifier.checkpoint
     overlays = Overlays(checkpoint)
-    gallery = find_class_images(class_images_dir)
+    gallery = Gallery(checkpoint, class_images_dir, cache_dir, draw=draw_class_images)
     page = PAGE.read_text(encoding="utf-8")
     labels = dict(zip(checkpoint.display_names, checkpoint.classes, strict=True))  # display name -> class folder
     too_large = f"the upload is larger than the {max_upload_bytes / 2**20:g} MB limit"
@@ -276,6 +276,7 @@ def create_app(
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
+        images = gallery.current()
         return {
             "model": Path(str(checkpoint.path)).name,
             "classes": [{"label": c, "name": n} for n, c in labels.items()],
@@ -283,18 +284,21 @@ def create_app(
             "val_accuracy": checkpoint.info.get("validation", {}).get("val_accuracy"),
             "max_upload_bytes": max_upload_bytes,
             "max_image_pixels": MAX_IMAGE_PIXELS,
+            "min_confidence": MIN_CONFIDENCE,  # below it the page says "not sure", as `heritage sort` does
             "class_images": {
-                "grid": f"/class-images/{gallery.grid}" if gallery.grid else None,
-                "per_class": {c: [f"/class-images/{f}" for f in fs] for c, fs in gallery.per_class.items()},
-                "note": gallery.note,
+                "state": images.state,
+                "grid": f"/class-images/{images.grid}" if images.grid else None,
+                "per_class": {c: [f"/class-images/{f}" for f in fs] for c, fs in images.per_class.items()},
+                "note": images.note,
             },
         }
 
     @app.get("/class-images/{name}")
     def class_image(name: str) -> FileResponse:
-        if name not in gallery.files:
+        files = gallery.current().files
+        if name not in files:
             raise HTTPException(404, f"no class image {name!r}")
-        return FileResponse(gallery.files[name], media_type="image/png")
+        return FileResponse(files[name], media_type="image/png")
 
     async def read_upload(request: Request) -> bytes:
         """The bytes of the form field `photo`, refused (413) before anything over the limit is stored."""

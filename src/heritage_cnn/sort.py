@@ -36,6 +36,7 @@ from heritage_cnn.io import atomic_write_text
 from heritage_cnn.predict import Classifier, Prediction, find_photos, flat_fields
 
 UNCERTAIN = "_uncertain"
+MIN_CONFIDENCE = 0.6  # below this top-class probability a photo is "uncertain": sort's default, the web page's
 LOCK_NAME = ".heritage-sort.lock"
 TEMP_PREFIX = ".heritage-sort-"
 MANIFEST_TOP = 3  # top-k columns in the manifest
@@ -234,7 +235,7 @@ def sort_photos(
     classifier: Classifier,
     in_dir: str | os.PathLike,
     out_dir: str | os.PathLike,
-    min_confidence: float = 0.6,
+    min_confidence: float = MIN_CONFIDENCE,
     mode: str = "copy",
     progress: bool = True,
 ) -> SortSummary:
