@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import colorsys
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -85,3 +88,43 @@ def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
         progress=False,
     )
     return train(config, log=lambda _: None)
+
+
+# --------------------------------------------------------------------------------------------
+# A real browser: Debian's headless Chromium driven by Selenium (the page and the report tests)
+# --------------------------------------------------------------------------------------------
+
+
+def find_chromium() -> tuple[str, str] | None:
+    """Debian's chromium and chromedriver; installed with apt-get when missing and running as root."""
+    browser, driver = shutil.which("chromium") or "/usr/bin/chromium", "/usr/bin/chromedriver"
+    if not (Path(browser).exists() and Path(driver).exists()) and hasattr(os, "geteuid") and os.geteuid() == 0:
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"],
+            capture_output=True,
+            timeout=600,
+            check=False,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    return (browser, driver) if Path(browser).exists() and Path(driver).exists() else None
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
+    found = find_chromium()
+    if found is None:
+        pytest.skip(
+            "no /usr/bin/chromium + /usr/bin/chromedriver, and `apt-get install chromium chromium-driver` failed"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = found[0]
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1100,1250"):  # fmt: skip
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=found[1]))
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()

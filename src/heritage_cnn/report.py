@@ -1,10 +1,21 @@
-"""Figures (matplotlib, no display needed) and the one-file HTML report that gathers them."""
+"""Figures (matplotlib, no display needed) and the one-file HTML report that gathers them.
+
+The page is written for a colleague who was not there: what model, what data, when, the headline figure
+and its split first; then a table of contents; every figure embedded (one file to send), captioned with
+what the reader sees; deeper layers' kernel figures linked as files rather than inlined.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from html import escape
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -12,9 +23,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from heritage_cnn.checkpoint import Checkpoint
+from heritage_cnn.data import display_name
+from heritage_cnn.io import atomic_path, atomic_write_text
+
+DPI = 120  # every figure of the report; the page shows them at most at their natural size
+CELL_FONT_PT = 10  # confusion-matrix cell text: 10 pt at 120 dpi is 16.7 px, at least 14 px on a 1280 px page
+
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
-    fig.savefig(path, dpi=120, bbox_inches="tight", format="png")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", format="png")
     plt.close(fig)
 
 
@@ -46,46 +64,37 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: str | os.Pat
 def plot_confusion_matrix(
     matrix: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, title: str = ""
 ) -> None:
-    """Counts and row-normalised (recall) confusion matrices side by side, each with a colour bar."""
+    """One matrix: each cell the count and its share of the true class (row %); colour by row %.
+
+    One panel rather than two side by side, so that at a page's width the cell text stays legible."""
     matrix = np.asarray(matrix)
     with np.errstate(invalid="ignore", divide="ignore"):
         normalised = np.nan_to_num(matrix / matrix.sum(axis=1, keepdims=True))
-    size = max(5.0, 0.55 * len(class_names) + 2.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1.5, size))
-    for ax, data, fmt, label in (
-        (axes[0], matrix, "d", "images"),
-        (axes[1], normalised, ".2f", "fraction of the true class"),
-    ):
-        image = ax.imshow(data, cmap="Blues", vmin=0)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label=label)
-        threshold = data.max() / 2 if data.size else 0
-        for i in range(data.shape[0]):
-            for j in range(data.shape[1]):
-                value = data[i, j]
-                if fmt == "d" and value == 0:
-                    continue
-                ax.text(
-                    j,
-                    i,
-                    format(value, fmt),
-                    ha="center",
-                    va="center",
-                    fontsize=8,
-                    color="white" if value > threshold else "black",
-                )
-        ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-        ax.set_yticks(range(len(class_names)), class_names)
-        ax.set_xlabel("predicted class")
-        ax.set_ylabel("true class")
-    axes[0].set_title("Counts")
-    axes[1].set_title("Row-normalised (recall on the diagonal)")
-    if title:
-        fig.suptitle(title)
+    side = min(8.5, max(5.0, 0.62 * len(class_names) + 1.8))
+    fig, ax = plt.subplots(figsize=(side + 1.6, side))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="share of the true class (row)")
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if matrix[i, j] == 0:
+                continue
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]}\n{100 * normalised[i, j]:.0f}%",
+                ha="center",
+                va="center",
+                fontsize=CELL_FONT_PT,
+                linespacing=1.1,
+                color="white" if normalised[i, j] > 0.5 else "black",
+            )
+    ax.set_xticks(range(len(class_names)), class_names, rotation=40, ha="right", fontsize=CELL_FONT_PT)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=CELL_FONT_PT)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title or "Confusion matrix: count and row % (recall on the diagonal)", fontsize=CELL_FONT_PT + 1)
     fig.tight_layout()
     _save(fig, path)
-
-
-__all__ = ["plot_confusion_matrix", "plot_training_curves"]
 
 
 def plot_errors(
@@ -116,7 +125,7 @@ def plot_errors(
 
 def plot_calibration(bins: Sequence[dict[str, float]], ece: float, path: str | os.PathLike) -> None:
     """Reliability diagram: accuracy per confidence bin against the diagonal, and how many images fall in each bin."""
-    fig, (ax, ax_hist) = plt.subplots(2, 1, figsize=(5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    fig, (ax, ax_hist) = plt.subplots(2, 1, figsize=(4.6, 5.2), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     centres = [(b["low"] + b["high"]) / 2 for b in bins]
     width = bins[0]["high"] - bins[0]["low"] if bins else 0.1
     ax.bar(centres, [b["accuracy"] for b in bins], width=width * 0.95, color="tab:blue", alpha=0.8, label="accuracy")
@@ -134,115 +143,235 @@ def plot_calibration(bins: Sequence[dict[str, float]], ece: float, path: str | o
 # The one-file HTML report
 # --------------------------------------------------------------------------------------------
 
-CAPTIONS = {
-    "curves.png": "Loss and accuracy per epoch. Training figures are on augmented images; validation on the untouched duplicate-aware split.",
-    "confusion_matrix.png": "Left: how many photos of each true class (rows) went to each predicted class (columns). Right: the same per row, so the diagonal is each class's recall.",
-    "errors.png": "The mistakes the network was most sure of: worth a look for mislabelled photos and genuinely ambiguous scenes.",
-    "calibration.png": "Is a 0.9 probability right 90 % of the time? Bars on the diagonal mean yes; the lower panel shows how many photos fall at each confidence.",
-    "feature_maps_layer1.png": "What the first layer responds to in one photo: each tile is one filter's activation map (edges, colours and textures).",
-    "kernels.png": "The first layer's learned filters as colour tiles (grey is zero).",
-    "class_images.png": "Images synthesised by the network for each class (regularised activation maximisation): what it looks for.",
-}
+STYLE = """
+body{font:16px/1.5 system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 16px;color:#1d1d1d}
+h1{font-size:26px;margin:0 0 .2em}h2{margin-top:2em;border-bottom:1px solid #ddd}h3{margin-top:1.4em}
+img{max-width:100%;height:auto;border:1px solid #ddd}figure{margin:1.2em 0}
+figcaption{color:#444;font-size:15px;max-width:900px}
+table{border-collapse:collapse;margin:.8em 0;font-variant-numeric:tabular-nums}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}td:first-child,th:first-child{text-align:left}
+.scroll{overflow-x:auto;max-width:100%}.facts{color:#444}.headline{font-size:19px;margin:.6em 0}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.1em 1em;margin:.5em 0}dd{margin:0}
+dt{font-weight:600}nav ol{columns:2;column-gap:2em;padding-left:1.4em}@media (max-width:600px){nav ol{columns:1}}
+code{overflow-wrap:anywhere}
+"""
+
+
+@dataclass
+class Section:
+    """One numbered section of the page: an anchor, a heading and its HTML."""
+
+    anchor: str
+    heading: str
+    body: list[str] = field(default_factory=list)
 
 
 def _embed(path: Path) -> str:
-    import base64
-
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _caption(path: Path) -> str:
-    if path.name in CAPTIONS:
-        return CAPTIONS[path.name]
-    name = path.stem.replace("_", " ")
-    if "deconv" in path.name:
-        return f"Deconvnet ({name}): the strongest activations of a layer projected back to pixels (Zeiler & Fergus), beside the photo patches that caused them."
-    if "explain" in path.name or "attribution" in path.name:
-        return f"Attribution maps ({name}): which pixels drove the prediction, by several methods."
-    if "feature" in path.name:
-        return f"Activation maps ({name}) of a conv layer for one photo."
-    return name
+def _figure(path: Path, caption: str, alt: str) -> str:
+    return f"<figure><img src='{_embed(path)}' alt='{escape(alt)}'><figcaption>{escape(caption)}</figcaption></figure>"
 
 
-def _metrics_table(metrics: dict) -> str:
-    from html import escape
+def _links(paths: Sequence[Path], root: Path, what: str) -> str:
+    """Files shown as links relative to the page (deeper layers' figures: there, not inlined)."""
+    if not paths:
+        return ""
+    items = ", ".join(f"<a href='{escape(p.relative_to(root).as_posix())}'>{escape(p.stem)}</a>" for p in paths)
+    return f"<p>{escape(what)}: {items}.</p>"
 
-    rows = "".join(
-        f"<tr><td>{escape(name.replace('_', ' '))}</td><td>{metrics[name]['value']:.4f}</td>"
-        f"<td>{metrics[name]['ci95'][0]:.4f} – {metrics[name]['ci95'][1]:.4f}</td></tr>"
-        for name in ("accuracy", "top3_accuracy", "balanced_accuracy", "macro_f1")
-    )
-    per_class = "".join(
-        f"<tr><td>{escape(r['class'])}</td><td>{r['precision']:.3f}</td><td>{r['recall']:.3f}</td><td>{r['f1']:.3f}</td><td>{r['support']}</td></tr>"
+
+def _ci(metric: dict[str, Any]) -> str:
+    low, high = metric["ci95"]
+    return f"{100 * metric['value']:.1f} % (95 % CI {100 * low:.1f}–{100 * high:.1f})"
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<div class='scroll'><table><tr>{''.join(f'<th>{escape(h)}</th>' for h in head)}</tr>{cells}</table></div>"
+
+
+def _evaluation(sub: Path, split: str) -> Section | None:
+    """Metrics, per-class table (display names), confusion matrix, calibration and the error gallery."""
+    metrics_path = sub / "metrics.json"
+    if not metrics_path.exists():
+        return None
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    section = Section(f"eval-{split}", f"{'Test' if split == 'test' else 'Validation'} split")
+    section.body.append(f"<p>{escape(metrics.get('title', ''))}: {metrics['n_images']} images.</p>")
+    names = {"accuracy": "accuracy", "top3_accuracy": "top-3 accuracy", "balanced_accuracy": "balanced accuracy"}
+    rows = [(label, _ci(metrics[key])) for key, label in (names | {"macro_f1": "macro F1"}).items() if key in metrics]
+    section.body.append(_table(["figure", "value (bootstrap CI)"], rows))
+    per_class = [
+        (display_name(r["class"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", r["support"])
         for r in metrics["per_class"]
+    ]
+    section.body.append(_table(["class", "precision", "recall", "F1", "photos"], per_class))
+    captions = {
+        "confusion_matrix.png": "Each row is a true class, each column a predicted class; each cell gives the count of "
+        "photos and their share of the row, so the diagonal is each class's recall.",
+        "calibration.png": "Is a 0.9 probability right 90 % of the time? Bars on the diagonal mean yes; the lower panel "
+        "shows how many photos fall at each confidence.",
+        "errors.png": "The mistakes the network was most sure of: worth a look for mislabelled photos and genuinely "
+        "ambiguous scenes.",
+    }
+    for name, caption in captions.items():
+        if (sub / name).exists():
+            section.body.append(_figure(sub / name, caption, f"{name[:-4].replace('_', ' ')}, {split} split"))
+    return section
+
+
+def _headline(folder: Path) -> tuple[str, str]:
+    """(the headline sentence, the split it comes from): the test split if evaluated, else validation."""
+    for split in ("test", "val"):
+        path = folder / f"eval-{split}" / "metrics.json"
+        if path.exists():
+            m = json.loads(path.read_text(encoding="utf-8"))
+            what = "test" if split == "test" else "validation"
+            text = f"Accuracy {_ci(m['accuracy'])}, macro F1 {100 * m['macro_f1']['value']:.1f} % on the {what} split"
+            return f"{text} ({m['n_images']} images).", split
+    return "No evaluation in this folder.", ""
+
+
+def _model_facts(checkpoint: Checkpoint) -> str:
+    from heritage_cnn.model import parameter_count
+
+    mflop = checkpoint.info.get("forward_mflop")
+    flops = f", {mflop:.0f} MFLOP per image" if isinstance(mflop, (int, float)) else ""
+    epochs = checkpoint.info.get("epochs_trained")
+    trained = f", trained {epochs} epochs" if epochs else ""
+    name = Path(str(checkpoint.path)).name
+    return f"{name}: {parameter_count(checkpoint.model) / 1e6:.2f} M parameters{flops}{trained}"
+
+
+def _data_section(folder: Path) -> Section | None:
+    check = folder / "data_check.json"
+    if not check.exists():
+        return None
+    report = json.loads(check.read_text(encoding="utf-8"))
+    splits = report["splits"]
+    classes = sorted({c for s in splits.values() for c in s["per_class"]})
+    rows = [(display_name(c), *(s["per_class"].get(c, 0) for s in splits.values())) for c in classes]
+    ident, near = report["identical_files"], report["near_duplicates"]
+    text = (
+        f"<p><code>{escape(Path(report['root']).name)}</code> ({escape(report['layout'])} layout): "
+        f"{ident['files']} byte-identical files in {ident['groups']} groups, {len(ident['conflicting_labels'])} with "
+        f"conflicting labels; {near['pairs']} near-duplicate pairs ({escape(near['method'])}).</p>"
     )
-    return (
-        f"<p>{escape(metrics.get('title', ''))}</p>"
-        f"<table><tr><th>figure</th><th>value</th><th>95 % CI (bootstrap)</th></tr>{rows}</table>"
-        f"<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>{per_class}</table>"
-    )
+    return Section("data", "Data", [text, _table(["class", *splits], rows)])
+
+
+def _inside_section(folder: Path, checkpoint: Checkpoint | None) -> Section | None:
+    """First-layer kernels and maps inline; deconvnet sheets with true captions; deeper kernels linked."""
+    from heritage_cnn import deconvnet
+
+    inside = folder / "inside"
+    if not inside.is_dir():
+        return None
+    section = Section("inside", "Inside the network")
+    for path in sorted(inside.glob("feature_maps*.png"))[:1]:
+        caption = "What the first layer responds to in one photo: each tile is one filter's activation map."
+        section.body.append(_figure(path, caption, "first-layer activation maps"))
+    if (inside / "kernels_layer1.png").exists():
+        caption = "The first layer's learned filters as colour tiles (grey is zero): mostly edges and colour blobs."
+        section.body.append(_figure(inside / "kernels_layer1.png", caption, "first-layer kernels"))
+    deeper = [p for p in sorted(inside.glob("kernels_*.png")) if p.name != "kernels_layer1.png"]
+    section.body.append(_links(deeper, folder, "Deeper layers' strongest kernel slices (files beside this page)"))
+    layers = deconvnet.deconv_layers(checkpoint.model) if checkpoint is not None else []
+    for path in sorted(inside.glob("deconv_*.png")):
+        layer = next((name for name in layers if path.stem == "deconv_" + name.replace(".", "_")), None)
+        if layer is None:
+            continue
+        top, left, bottom, right = deconvnet.receptive_field(checkpoint.model, layer, 0, 0)
+        caption = (
+            f"Layer {layer} (layer {layers.index(layer) + 1} of {len(layers)}), deconvnet: for each channel shown "
+            f"(titled with its number and strongest activation), its nine strongest activations over the sampled "
+            f"photos. Each is shown twice, cropped to what the unit sees ({bottom - top} x {right - left} px, its "
+            "receptive field): the deconvnet projection of that one activation back to pixels (grey is zero) and "
+            "the photo patch that caused it, in the same order."
+        )
+        section.body.append(_figure(path, caption, f"deconvnet top-9 sheet, {layer}"))
+    others = sorted(inside.glob("deconv_*projections.png")) + sorted(inside.glob("deconv_contact_sheet.png"))
+    section.body.append(_links(others, folder, "Projections without the photos"))
+    for path in sorted(inside.glob("explain_*.png")):
+        caption = "Attribution maps for one photo: which pixels drove the prediction, by several methods."
+        section.body.append(_figure(path, caption, "attribution maps"))
+    return section
+
+
+def _recorded(folder: Path) -> dict[str, Any]:
+    """The model and data an evaluation in `folder` recorded (metrics.json), else the data check's root."""
+    for split in ("val", "test"):
+        path = folder / f"eval-{split}" / "metrics.json"
+        if path.exists():
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+            return {"model": metrics.get("model"), "data": metrics.get("data")}
+    check = folder / "data_check.json"
+    return {"data": json.loads(check.read_text(encoding="utf-8"))["root"]} if check.exists() else {}
 
 
 def build_html_report(
-    folder: str | os.PathLike, out_file: str | os.PathLike, title: str = "heritage-cnn report"
+    folder: str | os.PathLike,
+    out_file: str | os.PathLike,
+    title: str | None = None,
+    model: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
 ) -> Path:
-    """One self-contained HTML page (images embedded) from a demo/report folder's figures and metrics."""
-    import json
-    from html import escape
+    """One self-contained HTML page (images embedded) from a demo/report folder's figures and metrics.
 
-    from heritage_cnn.io import atomic_write_text
+    `model`: the checkpoint, for the header, the training curves (drawn here from its history when the
+    folder has none: `demo --no-train` too) and the deconvnet captions; default: the one the folder's
+    evaluation recorded, else the shipped one. `data`: the data folder (default: the recorded one); the
+    page names it, and shows its path only when relative (an absolute path says little to a reader)."""
+    from heritage_cnn import __version__
+    from heritage_cnn.checkpoint import load_checkpoint
 
     folder = Path(folder)
-    parts = [f"<h1>{escape(title)}</h1>"]
-    check = folder / "data_check.json"
-    if check.exists():
-        report = json.loads(check.read_text())
-        splits = report["splits"]
-        classes = sorted({c for s in splits.values() for c in s["per_class"]})
-        head = "".join(f"<th>{escape(s)}</th>" for s in splits)
-        body = "".join(
-            f"<tr><td>{escape(c)}</td>"
-            + "".join(f"<td>{s['per_class'].get(c, 0)}</td>" for s in splits.values())
-            + "</tr>"
-            for c in classes
-        )
-        ident = report["identical_files"]
-        parts.append(
-            f"<h2>Data</h2><p>{escape(report['root'])} ({escape(report['layout'])} layout). "
-            f"{ident['files']} byte-identical files in {ident['groups']} groups, {len(ident['conflicting_labels'])} with conflicting labels; "
-            f"{report['near_duplicates']['pairs']} near-duplicate pairs ({escape(report['near_duplicates']['method'])}).</p>"
-            f"<table><tr><th>class</th>{head}</tr>{body}</table>"
-        )
-    sections = [
-        ("Training", folder / "train", ["curves.png"]),
-        ("Validation split", folder / "eval-val", ["confusion_matrix.png", "calibration.png", "errors.png"]),
-        ("Test split", folder / "eval-test", ["confusion_matrix.png", "calibration.png", "errors.png"]),
-        ("Inside the network", folder / "inside", None),
-        ("Class images", folder / "class_images", None),
+    recorded = _recorded(folder)
+    checkpoint = load_checkpoint(model if model is not None else recorded.get("model"))
+    data = data if data is not None else recorded.get("data")
+    curves = folder / "train" / "curves.png"
+    if not curves.exists() and checkpoint.info.get("history"):
+        with atomic_path(curves) as tmp:
+            plot_training_curves(checkpoint.info["history"], tmp)
+    headline, _ = _headline(folder)
+    data_name = Path(str(data)).name if data else "?"
+    title = title or f"heritage-cnn report: {Path(str(checkpoint.path)).name} on {data_name}"
+    facts = [
+        ("model", _model_facts(checkpoint)),
+        ("data", f"{data_name} ({data})" if data and not Path(str(data)).is_absolute() else data_name),
+        ("made", f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z} with heritage-cnn {__version__}"),
     ]
-    for heading, sub, names in sections:
-        if not sub.is_dir():
-            continue
-        html = [f"<h2>{escape(heading)}</h2>"]
-        metrics_path = sub / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
-        if isinstance(metrics, dict) and "accuracy" in metrics:  # an evaluation (train/ has a history list)
-            html.append(_metrics_table(metrics))
-        paths = [sub / n for n in names] if names else sorted(sub.rglob("*.png"))
-        for path in paths:
-            if path.exists():
-                html.append(
-                    f"<figure><img src='{_embed(path)}' alt='{escape(path.stem)}'><figcaption>{escape(_caption(path))}</figcaption></figure>"
-                )
-        if len(html) > 1:
-            parts.append("".join(html))
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "img{max-width:100%;border:1px solid #ddd}figure{margin:1.5em 0}figcaption{color:#555;font-size:.9em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
-        "td:first-child,th:first-child{text-align:left}"
+    sections = [_data_section(folder)]
+    if curves.exists():
+        caption = (
+            f"Loss and accuracy per epoch ({len(checkpoint.info.get('history') or [])} epochs). Training figures are on "
+            "augmented images; validation on the untouched duplicate-aware split."
+        )
+        sections.append(Section("training", "Training", [_figure(curves, caption, "training curves")]))
+    sections += [_evaluation(folder / "eval-val", "val"), _evaluation(folder / "eval-test", "test")]
+    sections.append(_inside_section(folder, checkpoint))
+    grid = folder / "class_images" / "class_images.png"
+    if grid.exists():
+        caption = "One image per class, drawn by the network itself (gradient ascent from noise), in class order."
+        sections.append(Section("class-images", "Class images", [_figure(grid, caption, "class images")]))
+    shown = [s for s in sections if s is not None]
+    toc = "".join(f"<li><a href='#{s.anchor}'>{escape(s.heading)}</a></li>" for s in shown)
+    header = (
+        f"<header><h1>{escape(title)}</h1><p class='headline'>{escape(headline)}</p><dl class='facts'>"
+        + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
+        + f"</dl></header><nav aria-label='contents'><h2 id='contents'>Contents</h2><ol>{toc}</ol></nav>"
     )
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>\n"
+    body = "".join(f"<section id='{s.anchor}'><h2>{escape(s.heading)}</h2>{''.join(s.body)}</section>" for s in shown)
+    page = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>{header}<main>{body}</main></body></html>\n"
+    )
     out_file = Path(out_file)
     atomic_write_text(out_file, page)
     return out_file
+
+
+__all__ = ["build_html_report", "plot_calibration", "plot_confusion_matrix", "plot_errors", "plot_training_curves"]
