@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CLASSES
 from heritage_cnn import __version__, cli
 from heritage_cnn.report import CELL_FONT_PT, DPI, build_html_report
 
@@ -50,7 +51,10 @@ def test_report_is_one_self_contained_page(report: Path, tiny_run) -> None:
     assert links and all((report / link).exists() for link in links)
     # the deconvnet caption says what the figure shows; the class images are one grid
     assert "receptive field" in page and "photo patch" in page
-    assert page.count("alt='class images'") == 1
+    grid = re.findall(r"<ul class='classes'>(.*?)</ul>", page)
+    assert len(grid) == 1 and re.findall(r"alt='drawn for ([^']+)'", grid[0]) == [
+        c.replace("_", " ").replace("(", " (") for c in CLASSES
+    ]
 
 
 def test_curves_come_from_the_checkpoint_history(tmp_path: Path) -> None:

@@ -153,7 +153,9 @@ td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}td:first-child,t
 .scroll{overflow-x:auto;max-width:100%}.facts{color:#444}.headline{font-size:19px;margin:.6em 0}
 dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.1em 1em;margin:.5em 0}dd{margin:0}
 dt{font-weight:600}nav ol{columns:2;column-gap:2em;padding-left:1.4em}@media (max-width:600px){nav ol{columns:1}}
-code{overflow-wrap:anywhere}
+code{overflow-wrap:anywhere}ul.classes{list-style:none;padding:0;display:grid;gap:10px;
+grid-template-columns:repeat(auto-fill,minmax(96px,1fr))}ul.classes li{text-align:center}
+ul.classes img{display:block;width:100%;image-rendering:pixelated}
 """
 
 
@@ -170,8 +172,11 @@ def _embed(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _figure(path: Path, caption: str, alt: str) -> str:
-    return f"<figure><img src='{_embed(path)}' alt='{escape(alt)}'><figcaption>{escape(caption)}</figcaption></figure>"
+def _figure(path: Path, caption: str, alt: str, width: int | None = None) -> str:
+    """An embedded PNG with its caption; `width`: at most this many CSS px (figures drawn larger than useful)."""
+    style = f" style='width:{width}px'" if width else ""
+    image = f"<img src='{_embed(path)}' alt='{escape(alt)}'{style}>"
+    return f"<figure>{image}<figcaption>{escape(caption)}</figcaption></figure>"
 
 
 def _links(paths: Sequence[Path], root: Path, what: str) -> str:
@@ -275,7 +280,7 @@ def _inside_section(folder: Path, checkpoint: Checkpoint | None) -> Section | No
         section.body.append(_figure(path, caption, "first-layer activation maps"))
     if (inside / "kernels_layer1.png").exists():
         caption = "The first layer's learned filters as colour tiles (grey is zero): mostly edges and colour blobs."
-        section.body.append(_figure(inside / "kernels_layer1.png", caption, "first-layer kernels"))
+        section.body.append(_figure(inside / "kernels_layer1.png", caption, "first-layer kernels", width=480))
     deeper = [p for p in sorted(inside.glob("kernels_*.png")) if p.name != "kernels_layer1.png"]
     section.body.append(_links(deeper, folder, "Deeper layers' strongest kernel slices (files beside this page)"))
     layers = deconvnet.deconv_layers(checkpoint.model) if checkpoint is not None else []
@@ -285,11 +290,11 @@ def _inside_section(folder: Path, checkpoint: Checkpoint | None) -> Section | No
             continue
         top, left, bottom, right = deconvnet.receptive_field(checkpoint.model, layer, 0, 0)
         caption = (
-            f"Layer {layer} (layer {layers.index(layer) + 1} of {len(layers)}), deconvnet: for each channel shown "
-            f"(titled with its number and strongest activation), its nine strongest activations over the sampled "
-            f"photos. Each is shown twice, cropped to what the unit sees ({bottom - top} x {right - left} px, its "
-            "receptive field): the deconvnet projection of that one activation back to pixels (grey is zero) and "
-            "the photo patch that caused it, in the same order."
+            f"Layer {layer} (layer {layers.index(layer) + 1} of {len(layers)}), deconvnet. For each channel shown "
+            "(titled with its number and its strongest activation): its nine strongest activations over the sampled "
+            "photos, each cropped to what the unit sees (its receptive field, "
+            f"{bottom - top} x {right - left} px). Left, the deconvnet projection of each activation back to pixels "
+            "(grey is zero); right, in the same order, the photo patch that produced it."
         )
         section.body.append(_figure(path, caption, f"deconvnet top-9 sheet, {layer}"))
     others = sorted(inside.glob("deconv_*projections.png")) + sorted(inside.glob("deconv_contact_sheet.png"))
@@ -298,6 +303,27 @@ def _inside_section(folder: Path, checkpoint: Checkpoint | None) -> Section | No
         caption = "Attribution maps for one photo: which pixels drove the prediction, by several methods."
         section.body.append(_figure(path, caption, "attribution maps"))
     return section
+
+
+def _class_images(sub: Path, checkpoint: Checkpoint) -> Section | None:
+    """One grid in class order: each class's drawn image with its display name (HTML text: legible at any width)."""
+    manifest = sub / "class_images.json"
+    if not manifest.exists():
+        return None
+    records = {r["class"]: r for r in json.loads(manifest.read_text(encoding="utf-8"))["images"]}
+    tiles = [
+        f"<li><img src='{_embed(sub / records[c]['file'])}' alt='drawn for {escape(display_name(c))}'>"
+        f"{escape(display_name(c))}<br><small>p = {records[c]['probability']:.2f}</small></li>"
+        for c in checkpoint.classes
+        if c in records and (sub / records[c]["file"]).exists()
+    ]
+    grid = sub / "class_images.png"
+    text = (
+        "<p>One image per class, drawn by the network itself (gradient ascent from noise, no photo), in class "
+        "order; p is the probability the network gives the class it was drawn for.</p>"
+    )
+    link = _links([grid], sub.parent, "The same images as one PNG") if grid.exists() else ""
+    return Section("class-images", "Class images", [text, f"<ul class='classes'>{''.join(tiles)}</ul>", link])
 
 
 def _recorded(folder: Path) -> dict[str, Any]:
@@ -352,10 +378,7 @@ def build_html_report(
         sections.append(Section("training", "Training", [_figure(curves, caption, "training curves")]))
     sections += [_evaluation(folder / "eval-val", "val"), _evaluation(folder / "eval-test", "test")]
     sections.append(_inside_section(folder, checkpoint))
-    grid = folder / "class_images" / "class_images.png"
-    if grid.exists():
-        caption = "One image per class, drawn by the network itself (gradient ascent from noise), in class order."
-        sections.append(Section("class-images", "Class images", [_figure(grid, caption, "class images")]))
+    sections.append(_class_images(folder / "class_images", checkpoint))
     shown = [s for s in sections if s is not None]
     toc = "".join(f"<li><a href='#{s.anchor}'>{escape(s.heading)}</a></li>" for s in shown)
     header = (
