@@ -145,7 +145,12 @@ def screenshot(url: str, photo: Path, path: Path) -> None:
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: d.find_element(By.ID, "model").text.startswith("model "))
         driver.find_element(By.ID, "file").send_keys(str(photo))
-        wait.until(lambda d: d.execute_script("return document.getElementById('gradcam').naturalWidth") > 0)
+        wait.until(  # the result card complete: answer and every image decoded
+            lambda d: d.execute_script(
+                "const c = document.querySelector('#results article');"
+                "return c && !c.classList.contains('pending') && [...document.images].every(i => i.naturalWidth)"
+            )
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         driver.save_screenshot(str(path))
     finally:
