@@ -192,11 +192,19 @@ def inside_step(model: str | os.PathLike | None, data: str, out: Path, log: Log 
 
 
 def class_images_step(model: str | os.PathLike | None, data: str, out: Path, log: Log = print) -> None:
-    """One generated image per class, fewer steps than `heritage generate` (well under a minute on 2 cores)."""
-    from heritage_cnn import synthesis
+    """One generated image per class, fewer steps than `heritage generate` (well under a minute on 2 cores).
+
+    The shipped model's images come with the package (drawn with the full 160 steps): copied, not redrawn."""
+    from heritage_cnn import classimages, synthesis
+    from heritage_cnn.io import atomic_write_bytes
 
     log("\n== class images (gradient ascent, heritage generate)")
     checkpoint = load_checkpoint(model)
+    if classimages.drawn_for(classimages.PACKAGED, classimages.weights_sha256(checkpoint.path)):
+        for path in sorted(classimages.PACKAGED.iterdir()):
+            atomic_write_bytes(Path(out) / "class_images" / path.name, path.read_bytes())
+        log(f"{Path(out) / 'class_images'}: the shipped model's, from the package ({classimages.PACKAGED})")
+        return
     settings = replace(synthesis.Settings(), steps=96)
     generated = synthesis.draw_classes(checkpoint, range(len(checkpoint.classes)), 1, 64, settings, seed=0)
     grid = synthesis.write_generated(Path(out) / "class_images", generated, checkpoint, seed=0, n=1)
@@ -237,8 +245,7 @@ def run_report(
     _evaluate_splits(model, data, out, progress, log)
     for step in FIGURE_STEPS:
         step(model, data, out, log)
-    title = f"heritage-cnn report: {Path(str(checkpoint.path)).name} on {data}"
-    return build_html_report(out, out / "index.html", title=title)
+    return build_html_report(out, out / "index.html", model=model, data=data)
 
 
 def run_demo(data: str, out: str | os.PathLike, config: Any | None = None, log: Log = print) -> Path | None:
@@ -271,7 +278,7 @@ def run_demo(data: str, out: str | os.PathLike, config: Any | None = None, log: 
     _evaluate_splits(model, data, out, config is not None and config.progress, log)
     for step in FIGURE_STEPS:
         step(model, data, out, log)
-    page = build_html_report(out, out / "index.html", title=f"heritage-cnn demo on {data}")
+    page = build_html_report(out, out / "index.html", model=model, data=data)
     log(f"\nreport: {page.resolve()}")
     log(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; everything is in {out.resolve()}")
     return page

@@ -182,9 +182,11 @@ class Overlays:
             activation, _ = deconvnet.forward_to(self.deconv_model, x, self.layer, record_switches=False)
         activation = activation.cpu()
         channel, row, col = (int(i) for i in np.unravel_index(int(activation[0].argmax()), activation.shape[1:]))
-        projection = deconvnet.project(
-            self.deconv_model, x, self.layer, torch.tensor([channel]), torch.tensor([[row, col]])
-        )[0].cpu().numpy()
+        projection = (
+            deconvnet.project(self.deconv_model, x, self.layer, torch.tensor([channel]), torch.tensor([[row, col]]))[0]
+            .cpu()
+            .numpy()
+        )
         top, left, bottom, right = deconvnet.receptive_field(self.deconv_model, self.layer, row, col)
         box = {"top": max(top, 0), "left": max(left, 0), "bottom": min(bottom, size), "right": min(right, size)}
         heat = self.colormap(cam / max(float(cam.max()), 1e-12))[..., :3]

@@ -100,6 +100,8 @@ def cmd_sort(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    from heritage_cnn.sort import MIN_CONFIDENCE  # one threshold: sort's default and the web page's "not sure"
+
     p = add_command(commands, "predict", cmd_predict)
     p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR", help="photos, or folders searched recursively")
     add_model(p)
@@ -118,7 +120,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (must not be inside IN_DIR)")
     add_model(p)
     p.add_argument(
-        "--min-confidence", type=float, default=0.6, help="below this, photos go to _uncertain/ (default 0.6)"
+        "--min-confidence",
+        type=float,
+        default=MIN_CONFIDENCE,
+        help=f"below this, photos go to _uncertain/ (default {MIN_CONFIDENCE:g}, as the web page's 'not sure')",
     )
     p.add_argument(
         "--mode",

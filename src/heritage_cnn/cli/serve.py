@@ -8,10 +8,12 @@ from heritage_cnn.cli.options import add_command, add_device, add_model, device_
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """A local web page: drop a photo, see the top-5 classes and why.
+    """A local web page: drop photos, see the top-5 classes and why.
 
-    Serve a local web page where you drop a photo and see the top-5 classes with bars, the Grad-CAM and deconvnet
-    overlays, and the generated class images; and a JSON endpoint for the same prediction (POST /api/predict, the
+    Serve a local web page where you drop one or several photos and see, for each, the top-5 classes with bars
+    ("not sure" below sort's threshold, naming the runner-up), the Grad-CAM and deconvnet overlays explained in
+    words, and the class images (the shipped model's from the package; another model's drawn once in the
+    background and cached by its weights' hash); and a JSON endpoint for the same prediction (POST /api/predict, the
     photo in the multipart field 'photo'). The page needs no internet. Uploads over the size limit are refused with
     413, files that Pillow cannot decode with 415 (whatever their name), images declaring more than 120 million
     pixels with 413.
@@ -51,7 +53,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--class-images",
         metavar="DIR",
-        help="output folder of `heritage generate --all`, or one grid PNG (default: none)",
+        help="output folder of `heritage generate --all`, or one grid PNG (default: the shipped model's from the "
+        "package; another model's drawn once and cached under ~/.cache/heritage-cnn)",
     )
     p.add_argument(
         "--max-upload-mb",
