@@ -142,7 +142,7 @@ def test_cache_round_trip(synthetic_root: Path, tmp_path: Path, monkeypatch: pyt
     def fail(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")
 
-    monkeypatch.setattr(data, "_try_decode", fail)
+    monkeypatch.setattr(data, "try_decode", fail)
     second = data.load_images(synthetic_root, cache_dir=tmp_path)
     assert torch.equal(first.images, second.images) and first.paths == second.paths
 

@@ -1,4 +1,4 @@
-"""Find, decode and split photos.
+"""Find, load and split photos (decoding one photo is `decode.py`).
 
 Every image is decoded once into a uint8 tensor held in memory (optionally cached on disk), so
 training never touches PIL or the file system in its hot loop. The validation split is stratified
@@ -21,27 +21,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image
 
 from heritage_cnn import __version__
+from heritage_cnn.decode import (  # noqa: F401  (re-exported: the names callers have always imported from here)
+    IMAGE_SIZE,
+    MAX_IMAGE_PIXELS,
+    ImageError,
+    decode_image,
+    fit_square,
+    os_reason,
+    to_rgb,
+    try_decode,
+)
 from heritage_cnn.io import atomic_write_json, load_tensors, save_tensors
 
-IMAGE_SIZE = 64
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
-# Pillow's decompression-bomb guard, set deliberately: a survey photo from a 100 MP camera passes,
-# a PNG that declares a gigapixel canvas to exhaust memory does not.
-MAX_IMAGE_PIXELS = 120_000_000
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never half a photo
 
 # Default near-duplicate threshold: Hamming distance between 64-bit perceptual hashes. At 10 on the
 # AHE64 train split, 213 photos fall in groups of 2-4 (re-uploads, crops, the same dome twice); false
 # matches only make a group larger, which costs nothing, while a missed copy inflates validation.
 NEAR_DUPLICATE_DISTANCE = 10
-
-
-class ImageError(ValueError):
-    """A file that cannot be used as an image. The message names the file and what is wrong."""
 
 
 class DatasetError(ValueError):
@@ -108,13 +108,30 @@ def split_folder(layout: Layout, split: str) -> Path:
     raise ValueError(f"unknown split {split!r}")
 
 
-def _walk_files(folder: Path) -> list[Path]:
-    """Every file below `folder`, sorted; symlinked folders are not followed (no loops)."""
+def walk_files(
+    folder: str | os.PathLike, extensions: frozenset[str] | None = None, hidden: bool = False
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files below `folder` (folders first-to-last, names sorted) and the folders that could not be read.
+
+    Symlinked folders are not followed (no loops); hidden folders are skipped, hidden files unless
+    `hidden`. A folder without read permission is returned with its reason, never silently left out.
+    Entries that are not regular files (a FIFO named photo.jpg) are returned: the decoder refuses them
+    before opening them, so they are listed with the other skipped files.
+    """
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False, onerror=None):
+    problems: list[tuple[str, str]] = []
+
+    def unreadable(error: OSError) -> None:
+        problems.append((str(error.filename or folder), f"folder not read ({os_reason(error)})"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False, onerror=unreadable):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(Path(dirpath) / f for f in filenames if not f.startswith("."))
-    return sorted(found)
+        found.extend(
+            Path(dirpath) / f
+            for f in sorted(filenames)
+            if (hidden or not f.startswith(".")) and (extensions is None or Path(f).suffix.lower() in extensions)
+        )
+    return found, problems
 
 
 @dataclass
@@ -155,7 +172,9 @@ def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None)
     out = FileList(folder, list(classes), [], [])
     for class_dir in class_dirs:
         count = 0
-        for path in _walk_files(class_dir):
+        paths, problems = walk_files(class_dir)
+        out.skipped.extend(problems)
+        for path in sorted(paths):
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
                 out.skipped.append((str(path), f"not an image file extension ({path.suffix or 'none'})"))
                 continue
@@ -165,90 +184,10 @@ def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None)
         if count == 0:
             out.empty_classes.append(class_dir.name)
     if not out.files:
-        raise DatasetError(f"{folder}: no image files in any class folder")
+        unread = [f"{p}: {r}" for p, r in out.skipped if r.startswith("folder not read")]
+        detail = f" ({len(unread)} folder(s) could not be read, first: {unread[0]})" if unread else ""
+        raise DatasetError(f"{folder}: no image files in any class folder{detail}")
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# Decoding
-# --------------------------------------------------------------------------------------------
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB: 16-bit is scaled (not clipped), alpha is laid on white."""
-    mode = image.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        array = np.asarray(image).astype(np.float64)
-        if mode.startswith("I;16"):
-            array = array / 257.0
-        elif array.max(initial=0) > 255:
-            array = array * (255.0 / array.max())
-        grey = np.clip(np.rint(array), 0, 255).astype(np.uint8)
-        return Image.fromarray(grey, mode="L").convert("RGB")
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    if mode != "RGB":
-        return image.convert("RGB")
-    return image
-
-
-def fit_square(image: Image.Image, size: int = IMAGE_SIZE) -> Image.Image:
-    """The resize policy, the same for training, evaluation and prediction.
-
-    Scale the shorter side to `size` (bicubic, antialiased), then crop the centre square. Photos
-    of any aspect ratio keep their proportions; a border strip of the longer side is lost.
-    """
-    width, height = image.size
-    if (width, height) == (size, size):
-        return image
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
-def decode_image(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray:
-    """Decode one photo to a `size`x`size`x3 uint8 array; raise ImageError naming the file."""
-    path = Path(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, on the header
-            image_file = Image.open(path)
-        with image_file as image:
-            if image.width * image.height > Image.MAX_IMAGE_PIXELS:
-                raise Image.DecompressionBombError(
-                    f"{image.width}x{image.height} = {image.width * image.height} pixels, "
-                    f"over the limit of {Image.MAX_IMAGE_PIXELS}"
-                )
-            image.seek(0)  # first frame of an animated GIF / multi-page TIFF
-            image = ImageOps.exif_transpose(image)
-            image = to_rgb(image)
-            image = fit_square(image, size)
-            return np.asarray(image, dtype=np.uint8).copy()
-    except Image.DecompressionBombError as error:
-        raise ImageError(f"{path}: image too large to decode safely ({error})") from None
-    except FileNotFoundError:
-        raise ImageError(f"{path}: file not found") from None
-    except PermissionError:
-        raise ImageError(f"{path}: permission denied") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a folder, not an image") from None
-    except Image.UnidentifiedImageError:
-        size_bytes = path.stat().st_size if path.exists() else 0
-        what = "empty file (0 bytes)" if size_bytes == 0 else "not a recognised image format"
-        raise ImageError(f"{path}: {what}") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
-        raise ImageError(f"{path}: corrupt or truncated image ({error})") from None
-
-
-def _try_decode(path: Path, size: int) -> np.ndarray | str:
-    try:
-        return decode_image(path, size)
-    except ImageError as error:
-        return str(error)
 
 
 # --------------------------------------------------------------------------------------------
@@ -313,11 +252,14 @@ def load_images(
     cache_dir: str | os.PathLike | None = None,
     progress: bool = False,
     workers: int | None = None,
+    require_every_class: bool = False,
 ) -> ImageSet:
     """Decode every image of a class-folder root once into memory.
 
-    Unreadable files are skipped and listed in `ImageSet.skipped`; they never stop the run.
-    With `cache_dir`, the decoded tensor is stored there, keyed by the file list.
+    Unreadable files and folders are skipped and listed in `ImageSet.skipped`; they never stop the run.
+    With `require_every_class` (training), a class folder without one readable image is a DatasetError:
+    a model in which that class can never appear is a silent wrong result. With `cache_dir`, the decoded
+    tensor is stored there, keyed by the file list.
     """
     files = list_images(folder, classes)
     cache_path = None
@@ -325,12 +267,12 @@ def load_images(
         cache_path = Path(cache_dir) / f"images-{_cache_key(files, size)}"
         cached = _read_cache(cache_path, files)
         if cached is not None:
-            return cached
+            return _check_classes(cached, files.root, require_every_class)
 
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     items: Iterable[np.ndarray | str]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        items = pool.map(lambda p: _try_decode(p, size), files.files, chunksize=64)
+        items = pool.map(lambda p: try_decode(p, size), files.files, chunksize=64)
         if progress and sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -341,30 +283,36 @@ def load_images(
     skipped = list(files.skipped)
     for path, label, item in zip(files.files, files.labels, decoded, strict=True):
         if isinstance(item, str):
-            skipped.append((str(path), item.split(": ", 1)[-1] if item.startswith(str(path)) else item))
+            skipped.append((str(path), item))
             continue
         arrays.append(item)
         labels.append(label)
         paths.append(str(path))
     if not arrays:
-        raise DatasetError(f"{files.root}: none of the {len(files.files)} image files could be read")
+        first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DatasetError(f"{files.root}: none of the {len(files.files)} image files could be read{first}")
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    result = ImageSet(
-        images,
-        torch.tensor(labels, dtype=torch.long),
-        paths,
-        files.classes,
-        skipped,
-        files.empty_classes,
-    )
-    if files.empty_classes:
-        warnings.warn(
-            f"{files.root}: class folders with no readable images: {files.empty_classes}",
-            stacklevel=2,
-        )
+    counts = np.bincount(labels, minlength=len(files.classes))
+    present = {p.name for p in files.root.iterdir() if p.is_dir()} if classes is not None else set(files.classes)
+    empty = [c for c, n in zip(files.classes, counts, strict=True) if n == 0 and c in present]
+    result = ImageSet(images, torch.tensor(labels, dtype=torch.long), paths, files.classes, skipped, empty)
     if cache_path is not None:
         _write_cache(cache_path, result)
-    return result
+    return _check_classes(result, files.root, require_every_class)
+
+
+def _check_classes(images: ImageSet, root: Path, require_every_class: bool) -> ImageSet:
+    """Refuse (training) or warn about class folders in which no image could be read."""
+    if not images.empty_classes:
+        return images
+    if not require_every_class:
+        warnings.warn(f"{root}: class folders with no readable images: {images.empty_classes}", stacklevel=3)
+        return images
+    folder = root / images.empty_classes[0]
+    reasons = [r for p, r in images.skipped if p == str(folder) or p.startswith(str(folder) + os.sep)]
+    why = f"{len(reasons)} skipped, first: {reasons[0]}" if reasons else "no image files"
+    more = f"; also {images.empty_classes[1:]}" if len(images.empty_classes) > 1 else ""
+    raise DatasetError(f"{folder}: no readable image in this class folder ({why}){more}")
 
 
 def _write_cache(path: Path, images: ImageSet) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from heritage_cnn.data import (
     NEAR_DUPLICATE_DISTANCE,
@@ -22,6 +21,7 @@ from heritage_cnn.data import (
     load_images,
     perceptual_hashes,
 )
+from heritage_cnn.decode import ImageError, image_header, open_regular
 
 KAGGLE_DATASET = "ikobzev/architectural-heritage-elements-image64-dataset"
 KAGGLE_PAGE = f"https://www.kaggle.com/datasets/{KAGGLE_DATASET}"
@@ -36,18 +36,11 @@ class DownloadError(RuntimeError):
 
 
 def _file_digest(path: Path) -> str | None:
+    """SHA-256 of a regular file, read in blocks; None if it cannot be read (listed by the decoding pass)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
-
-
-def _header(path: Path) -> tuple[str, tuple[int, int]] | None:
-    """Mode and size from the image header (no full decode)."""
-    try:
-        with Image.open(path) as image:
-            return image.mode, image.size
-    except Exception:  # any unreadable header: counted by the decoding pass
+        with open_regular(path) as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except (OSError, ImageError):
         return None
 
 
@@ -70,7 +63,7 @@ def check_dataset(root: str | os.PathLike, near_duplicate_distance: int = NEAR_D
         modes: Counter[str] = Counter()
         sizes: Counter[str] = Counter()
         for path, label in zip(files.files, files.labels, strict=True):
-            header = _header(path)
+            header = image_header(path)
             if header is not None:
                 modes[header[0]] += 1
                 sizes[f"{header[1][0]}x{header[1][1]}"] += 1

@@ -1,7 +1,7 @@
 """Use a trained network on real photos: `Classifier` for Python, and the one prediction schema.
 
 Photos of any size, aspect ratio and common format are decoded with the same policy as in training
-and evaluation (`data.decode_image`: EXIF orientation honoured, any mode to RGB, shorter side to 64 px,
+and evaluation (`decode.read_image`: EXIF orientation honoured, any mode to RGB, shorter side to 64 px,
 centre crop), then classified in batches. A `Prediction` has one shape everywhere: the Python API, the
 CLI's JSON (`Prediction.to_dict`), the HTTP API and, flattened to `top1_label, top1_name, ...` columns,
 the CSV output and `sort`'s manifest. Sorting photos into class folders lives in `sort.py`.
@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 
 from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
-from heritage_cnn.data import IMAGE_EXTENSIONS, ImageError, decode_image, fit_square, to_rgb
+from heritage_cnn.data import IMAGE_EXTENSIONS, walk_files
+from heritage_cnn.decode import ImageError, decode_image, fit_square, to_rgb, try_decode
 from heritage_cnn.evaluate import tta_views
 from heritage_cnn.model import fold_batch_norm
 
@@ -152,30 +153,24 @@ class Classifier:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for start in range(0, len(paths), chunk):
                 part = paths[start : start + chunk]
-                decoded = list(pool.map(_decode_or_reason, part, [self.checkpoint.image_size] * len(part)))
+                decoded = list(pool.map(try_decode, part, [self.checkpoint.image_size] * len(part)))
                 good = [(p, d) for p, d in zip(part, decoded, strict=True) if not isinstance(d, str)]
                 predictions = iter(self._predictions([d for _, d in good], [p for p, _ in good], top))
                 for path, item in zip(part, decoded, strict=True):
                     yield (path, item) if isinstance(item, str) else next(predictions)
 
 
-def _decode_or_reason(path: str, size: int) -> np.ndarray | str:
-    try:
-        return decode_image(path, size)
-    except ImageError as error:
-        return str(error).removeprefix(f"{path}: ")
-
-
 def find_photos(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Image files named directly or found below folders (symlinked folders not followed), sorted."""
+    """Image files named directly or found below folders (symlinked folders not followed), sorted;
+    and what could not be looked at (a missing input, a folder without read permission)."""
     photos: list[Path] = []
     problems: list[tuple[str, str]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                photos += [Path(dirpath) / f for f in sorted(filenames) if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+            found, unreadable = walk_files(path, IMAGE_EXTENSIONS, hidden=True)
+            photos += found
+            problems += unreadable
         elif path.exists():
             photos.append(path)
         else:

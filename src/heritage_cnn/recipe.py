@@ -8,6 +8,7 @@ recipe fields differ from it (runtime fields such as the device may change).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -129,9 +130,13 @@ def stratified_limit(images: ImageSet, per_class: int, seed: int) -> ImageSet:
 def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, ImageSet, ImageSet]:
     """Decode the training folder once; return (all, train, validation)."""
     layout = find_layout(config.data)
-    images = load_images(layout.train, cache_dir=config.cache_dir, progress=config.progress)
+    images = load_images(layout.train, cache_dir=config.cache_dir, progress=config.progress, require_every_class=True)
+    for path, reason in images.skipped[:10]:
+        log(f"skipped {os.fsencode(path).decode('utf-8', 'replace')}: {reason}")
     if images.skipped:
-        log(f"skipped {len(images.skipped)} unreadable file(s); see skipped.json in the run folder")
+        log(
+            f"skipped {len(images.skipped)} unreadable file(s) or folder(s); all listed in skipped.json in the run folder"
+        )
     if config.limit_per_class:
         images = stratified_limit(images, config.limit_per_class, config.seed)
     train_set, val_set = make_split(images, config.split)

@@ -8,7 +8,7 @@ What an upload must pass, in this order, so that nothing large is stored or deco
 - size: the declared Content-Length, then the bytes actually received, are capped (413) before the
   multipart parser spools anything;
 - type: the content is decoded by Pillow; the file name and the declared content type are ignored (415);
-- pixels: the size declared in the image header is checked against `data.MAX_IMAGE_PIXELS` before the
+- pixels: the size declared in the image header is checked against `decode.MAX_IMAGE_PIXELS` before the
   pixels are decoded, so a small PNG that declares a gigapixel canvas (a decompression bomb) is refused (413).
 - time: a client that has not sent its whole body within `body_timeout` seconds (or pauses longer than
   `idle_timeout` between chunks) gets 408 and its connection is closed, so slow clients cannot pile up.
@@ -35,12 +35,12 @@ from typing import Any
 import matplotlib
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from heritage_cnn import deconvnet, explain
 from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.classimages import ClassImages, Gallery, find_class_images
-from heritage_cnn.data import MAX_IMAGE_PIXELS, fit_square, to_rgb
+from heritage_cnn.decode import MAX_IMAGE_PIXELS, ImageError, ImageTooLarge, read_image
 from heritage_cnn.predict import Classifier
 from heritage_cnn.sort import MIN_CONFIDENCE
 from heritage_cnn.visualize import _signed_to_rgb
@@ -69,35 +69,28 @@ class UploadError(Exception):
 
 
 def decode_upload(data: bytes, size: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Uploaded bytes -> (size x size x 3 uint8 photo, what was uploaded); UploadError if it is not a safe image."""
+    """Uploaded bytes -> (size x size x 3 uint8 photo, what was uploaded); UploadError if it is not a safe image.
+
+    The same decoder as every command (`decode.read_image`): any decoder failure is a 415, a header over
+    the pixel limit a 413, and memory stays bounded by the output whatever the header claims.
+    """
     if not data:
         raise UploadError(400, "the file is empty (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            if width * height > MAX_IMAGE_PIXELS:
-                raise UploadError(
-                    413,
-                    f"the image declares {width} x {height} pixels, more than the {MAX_IMAGE_PIXELS:,} this server "
-                    "decodes (a decompression-bomb guard); scale it down first",
-                )
-            kind = image.format
-            image.seek(0)  # first frame of an animated GIF / multi-page TIFF
-            photo = fit_square(to_rgb(ImageOps.exif_transpose(image)), size)
-            array = np.asarray(photo, dtype=np.uint8).copy()
-    except UploadError:
-        raise
-    except Image.DecompressionBombError:
-        raise UploadError(413, "the image declares far too many pixels to decode safely (decompression bomb)") from None
-    except Image.UnidentifiedImageError:
+        decoded = read_image(data, size, name="upload")
+    except ImageTooLarge as error:
         raise UploadError(
-            415, "not an image: the content is not JPEG, PNG, WebP, TIFF, BMP or GIF (the file name does not matter)"
+            413, f"{str(error).removeprefix('upload: ')}; this server refuses it (a decompression-bomb guard)"
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as error:
-        raise UploadError(415, f"corrupt or truncated image ({error})") from None
-    except Exception as error:  # a decoder plugin's own failure (NotImplementedError, struct.error, ...)
-        raise UploadError(415, f"cannot decode this image ({type(error).__name__}: {error})") from None
-    return array, {"width": width, "height": height, "format": kind, "bytes": len(data)}
+    except ImageError as error:
+        reason = str(error).removeprefix("upload: ")
+        if reason == "not a recognised image format":
+            reason = (
+                "not an image: the content is not JPEG, PNG, WebP, TIFF, BMP or GIF (the file name does not matter)"
+            )
+        raise UploadError(415, reason) from None
+    info = {"width": decoded.width, "height": decoded.height, "format": decoded.format, "bytes": len(data)}
+    return decoded.pixels, info
 
 
 class _BodyTooLarge(Exception):

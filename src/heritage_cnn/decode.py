@@ -1,0 +1,289 @@
+"""Decode one photo, from a file or from bytes, into the network's input: a uint8 size x size x 3 array.
+
+Every command goes through `read_image` (training, data check, evaluate, predict, sort, the server,
+visualize, explain), so its promises hold everywhere:
+- a path that is not a regular file (a FIFO, a device, a socket, a folder) is refused before it is opened:
+  reading a FIFO named photo.jpg would wait forever for a writer;
+- any exception from Pillow or one of its decoder plugins (NotImplementedError from a DDS texture,
+  struct.error, SyntaxError, MemoryError, ...) becomes an ImageError whose message starts with the file's
+  name: the caller skips and lists the file, a long run goes on;
+- memory is bounded by the header: above MAX_IMAGE_PIXELS a file is refused before its pixels are decoded,
+  and only the window of the image that lands in the centre square is converted and resized. A 1 x 300,000
+  strip therefore costs what a 300,000-pixel photo costs, not a 64 x 19,200,000 intermediate image.
+The policy: EXIF orientation honoured, any mode to 8-bit RGB, shorter side scaled to `size` (bicubic,
+antialiased), centre square kept.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps
+
+IMAGE_SIZE = 64
+MAX_OUTPUT_SIZE = 2048  # the largest square this module produces (a checkpoint asking for more is refused)
+# Pillow's decompression-bomb guard, set deliberately: a survey photo from a 100 MP camera passes,
+# a PNG that declares a gigapixel canvas to exhaust memory does not.
+MAX_IMAGE_PIXELS = 120_000_000
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never half a photo
+# Between the limit and twice it Pillow only warns; read_image refuses those on the header itself. Set once
+# here: warnings.catch_warnings() is not thread-safe, and files are decoded in threads.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+REDUCING_GAP = 3.0  # integer box reduction first, then bicubic over the last factor of at least 3
+_BICUBIC_SUPPORT = 2.0
+# Pixels of the "shorter side scaled to size" image up to which it is made whole and cropped (16 MB of RGB):
+# any photo with an aspect ratio under about 1000:1. Beyond, only the window under the square is resized.
+RESIZE_BUDGET = 4_000_000
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as an image. The message names the file and what is wrong."""
+
+
+class ImageTooLarge(ImageError):
+    """An image whose header declares more pixels than MAX_IMAGE_PIXELS (the server answers 413)."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A photo at the network's size, and what the file declared."""
+
+    pixels: np.ndarray  # (size, size, 3) uint8
+    width: int
+    height: int
+    format: str | None
+
+
+# --------------------------------------------------------------------------------------------
+# Opening: regular files only
+# --------------------------------------------------------------------------------------------
+
+
+def not_regular_reason(mode: int) -> str | None:
+    """Why a file of this `st_mode` is not read as a photo, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder, not an image"
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a regular file; not read"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a regular file; not read"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a regular file; not read"
+    return "is not a regular file; not read"
+
+
+def os_reason(error: OSError) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "file not found"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    return f"cannot read ({error.strerror or error})"
+
+
+def open_regular(path: str | os.PathLike) -> BinaryIO:
+    """Open a regular file for reading; anything else is refused before it is opened.
+
+    The open is non-blocking and checked again on the descriptor, so a file swapped for a FIFO
+    between the two checks is refused too instead of blocking.
+    """
+    try:
+        reason = not_regular_reason(os.stat(path).st_mode)
+        if reason is None:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+            try:
+                reason = not_regular_reason(os.fstat(fd).st_mode)
+                if reason is None:
+                    return os.fdopen(fd, "rb")
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+    except OSError as error:
+        raise ImageError(f"{os.fsdecode(path)}: {os_reason(error)}") from None
+    raise ImageError(f"{os.fsdecode(path)}: {reason}")
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion and the resize policy
+# --------------------------------------------------------------------------------------------
+
+
+def to_rgb(image: Image.Image, peak: float | None = None) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB: 16-bit is scaled (not clipped), alpha is laid on white.
+
+    `peak` is the largest value of a 32-bit ("I") or float ("F") image when `image` is a window of it,
+    so that the window is scaled as the whole image would be.
+    """
+    mode = image.mode
+    if mode.startswith("I;16"):  # round(v / 257) in integers: 4 bytes a pixel, not a float64 copy
+        grey = ((np.asarray(image).astype(np.uint32) * 2 + 257) // 514).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if mode in ("I", "F"):
+        array = np.asarray(image).astype(np.float64)
+        peak = array.max(initial=0) if peak is None else peak
+        if peak > 255:
+            array = array * (255.0 / peak)
+        grey = np.clip(np.rint(array), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, mode="L").convert("RGB")
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """One axis of the resize, restricted to the output window: source pixels [start, stop) are reduced
+    by `factor`, and the bicubic filter reads the reduced window between `box0` and `box1`."""
+
+    start: int
+    stop: int
+    factor: int
+    box0: float
+    box1: float
+
+
+def _axis(length: int, scaled: int, offset: int, size: int) -> _Axis:
+    """Replicates Pillow's resize(scaled, BICUBIC, reducing_gap=3) of a whole axis, for the output pixels
+    [offset, offset + size) only: the same reduction blocks and the same filter centres."""
+    factor = int(length / scaled / REDUCING_GAP) or 1
+    reduced = math.ceil(length / factor)
+    scale = length / factor / scaled  # reduced pixels per output pixel
+    support = _BICUBIC_SUPPORT * max(scale, 1.0)
+    lo = max(0, math.floor(offset * scale - support) - 1)
+    hi = min(reduced, math.ceil((offset + size) * scale + support) + 1)
+    box0 = offset * scale - lo
+    return _Axis(lo * factor, min(length, hi * factor), factor, box0, box0 + size * scale)
+
+
+def fit_square(image: Image.Image, size: int = IMAGE_SIZE, peak: float | None = None) -> Image.Image:
+    """The resize policy, the same for training, evaluation and prediction; returns an RGB image.
+
+    Scale the shorter side to `size` (bicubic, antialiased), then crop the centre square. Photos of any
+    aspect ratio keep their proportions; a border strip of the longer side is lost. Only the source
+    window under the square is converted and resized: the same pixels as resizing the whole image and
+    cropping, at the memory cost of the output.
+    """
+    if not 1 <= size <= MAX_OUTPUT_SIZE:
+        raise ValueError(f"image size must be between 1 and {MAX_OUTPUT_SIZE} pixels, got {size}")
+    width, height = image.size
+    if (width, height) == (size, size):
+        return to_rgb(image, peak)
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    x = _axis(width, new_w, (new_w - size) // 2, size)
+    y = _axis(height, new_h, (new_h - size) // 2, size)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    if new_w * new_h <= RESIZE_BUDGET:  # every ordinary photo: resize whole, crop (Pillow picks the pass order)
+        image = to_rgb(image, peak).resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
+        return image.crop((left, top, left + size, top + size))
+    # A strip: only the window under the square, reduced and filtered as the whole would be, one axis at a time.
+    x, y = _axis(width, new_w, left, size), _axis(height, new_h, top, size)
+    if image.mode in ("I", "F") and peak is None:
+        peak = image.getextrema()[1]
+    window = to_rgb(image.crop((x.start, y.start, x.stop, y.stop)), peak)
+    if x.factor > 1 or y.factor > 1:
+        window = window.reduce((x.factor, y.factor))
+    window = window.resize((size, window.height), Image.Resampling.BICUBIC, box=(x.box0, 0, x.box1, window.height))
+    return window.resize((size, size), Image.Resampling.BICUBIC, box=(0, y.box0, size, y.box1))
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0][:160] if text else "") or type(error).__name__
+
+
+def _decode_open(image: Image.Image, name: str, size: int) -> DecodedImage:
+    width, height, kind = image.width, image.height, image.format
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        raise ImageTooLarge(
+            f"{name}: image too large to decode safely ({width}x{height} = {width * height} pixels, "
+            f"over the limit of {Image.MAX_IMAGE_PIXELS})"
+        )
+    if width < 1 or height < 1:
+        raise ImageError(f"{name}: {kind} image of {width}x{height} pixels has nothing to show")
+    image.seek(0)  # first frame of an animated GIF / multi-page TIFF
+    image.load()
+    ImageOps.exif_transpose(image, in_place=True)
+    pixels = np.asarray(fit_square(image, size), dtype=np.uint8).copy()
+    return DecodedImage(pixels, width, height, kind)
+
+
+def read_image(source: str | os.PathLike | bytes, size: int = IMAGE_SIZE, name: str | None = None) -> DecodedImage:
+    """Decode a file (by path) or bytes (an upload) with the one policy; raise ImageError naming the file.
+
+    `name` is what messages call the input (default: the path, or "upload" for bytes).
+    """
+    is_bytes = isinstance(source, (bytes, bytearray, memoryview))
+    name = name or ("upload" if is_bytes else os.fsdecode(source))
+    if is_bytes and len(source) == 0:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    stream = io.BytesIO(source) if is_bytes else open_regular(source)
+    kind = None
+    try:
+        with stream, Image.open(stream) as image:
+            kind = image.format
+            return _decode_open(image, name, size)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise ImageTooLarge(f"{name}: image too large to decode safely ({_first_line(error)})") from None
+    except Image.UnidentifiedImageError:
+        empty = (len(source) if is_bytes else _size_or_zero(source)) == 0
+        raise ImageError(f"{name}: {'empty file (0 bytes)' if empty else 'not a recognised image format'}") from None
+    except NotImplementedError as error:
+        what = f"a {kind} image" if kind else "an image"
+        raise ImageError(f"{name}: {what} in a variant Pillow cannot decode ({_first_line(error)})") from None
+    except MemoryError:
+        raise ImageError(f"{name}: not enough memory to decode this image") from None
+    except OSError as error:
+        raise ImageError(f"{name}: corrupt or truncated image ({_first_line(error)})") from None
+    except Exception as error:  # any decoder plugin's failure means the same: this file cannot be used
+        raise ImageError(f"{name}: corrupt or truncated image ({type(error).__name__}: {_first_line(error)})") from None
+
+
+def _size_or_zero(path: str | os.PathLike) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def decode_image(source: str | os.PathLike | bytes, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Decode one photo to a `size`x`size`x3 uint8 array; raise ImageError naming the file."""
+    return read_image(source, size).pixels
+
+
+def try_decode(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray | str:
+    """The pixels, or the reason (without the file name) the file was skipped; never raises for a bad file."""
+    try:
+        return decode_image(path, size)
+    except ImageError as error:
+        return str(error).removeprefix(f"{os.fsdecode(path)}: ")
+
+
+def image_header(path: str | os.PathLike) -> tuple[str, tuple[int, int]] | None:
+    """Mode and size from the header of a regular file (no pixels decoded); None if unreadable."""
+    try:
+        with open_regular(path) as stream, Image.open(stream) as image:
+            return image.mode, image.size
+    except Exception:  # any unreadable header: the decoding pass says why
+        return None
