@@ -250,8 +250,8 @@ def read_image(source: str | os.PathLike | bytes, size: int = IMAGE_SIZE, name: 
         empty = (len(source) if is_bytes else _size_or_zero(source)) == 0
         raise ImageError(f"{name}: {'empty file (0 bytes)' if empty else 'not a recognised image format'}") from None
     except NotImplementedError as error:
-        what = f"a {kind} image" if kind else "an image"
-        raise ImageError(f"{name}: {what} in a variant Pillow cannot decode ({_first_line(error)})") from None
+        what = f"a {kind} image" if kind else "an image format Pillow recognises"
+        raise ImageError(f"{name}: {what} in a variant it cannot decode ({_first_line(error)})") from None
     except MemoryError:
         raise ImageError(f"{name}: not enough memory to decode this image") from None
     except OSError as error:
