@@ -137,7 +137,7 @@ def test_bytes_and_files_decode_alike(tmp_path: Path) -> None:
     from_bytes = read_image(path.read_bytes(), name="upload")
     assert np.array_equal(from_bytes.pixels, decode_image(path))
     assert (from_bytes.width, from_bytes.height, from_bytes.format) == (333, 222, "JPEG")
-    with pytest.raises(ImageError, match="^upload: empty file"):
+    with pytest.raises(ImageError, match=r"^upload: empty file"):
         read_image(b"")
 
 
