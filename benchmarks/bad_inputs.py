@@ -272,7 +272,7 @@ def main() -> None:
     case("sort: FIFO and DDS texture", ["sort", *model, str(dataset), "--out", str(tmp / "sorted")], 0)
     case(
         "explain a DDS texture",
-        ["explain", *model, "--image", str(dataset / "vault" / "texture.jpg"), "--out", str(tmp / "x")],
+        ["explain", *model, str(dataset / "vault" / "texture.jpg"), "--out", str(tmp / "x")],
         2,
         "texture.jpg",
     )

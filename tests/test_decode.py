@@ -309,7 +309,7 @@ def test_fifo_never_hangs_a_command(fifo_dataset: Path, tiny_run, tmp_path: Path
     assert f"heritage: skipped {pipe}: is a named pipe (FIFO)" in result.stderr
     alone = heritage(["predict", *model, str(pipe)])
     assert alone.returncode == 2 and "named pipe" in alone.stderr
-    explained = heritage(["explain", *model, "--image", str(pipe), "--out", str(tmp_path / "x")])
+    explained = heritage(["explain", *model, str(pipe), "--out", str(tmp_path / "x")])
     assert explained.returncode == 2 and explained.stderr.count("\n") == 1 and str(pipe) in explained.stderr
     checked = heritage(["data", "check", "--format", "json", str(fifo_dataset)])
     assert checked.returncode == 0, checked.stderr

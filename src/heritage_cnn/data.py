@@ -111,13 +111,9 @@ def split_folder(layout: Layout, split: str) -> Path:
 def walk_files(
     folder: str | os.PathLike, extensions: frozenset[str] | None = None, hidden: bool = False
 ) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files below `folder` (folders first-to-last, names sorted) and the folders that could not be read.
-
-    Symlinked folders are not followed (no loops); hidden folders are skipped, hidden files unless
-    `hidden`. A folder without read permission is returned with its reason, never silently left out.
-    Entries that are not regular files (a FIFO named photo.jpg) are returned: the decoder refuses them
-    before opening them, so they are listed with the other skipped files.
-    """
+    """Files below `folder` (names sorted, symlinked folders not followed, hidden ones skipped) and the
+    folders that could not be read, with why. A FIFO named photo.jpg is returned: the decoder refuses it
+    before opening it, so it is listed with the other skipped files."""
     found: list[Path] = []
     problems: list[tuple[str, str]] = []
 
