@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from heritage_cnn.io import atomic_path, atomic_write_json, atomic_write_text
+from heritage_cnn.io import atomic_write_json, atomic_write_text
 
 TTA_MODES = ("none", "flip", "multi")
 
@@ -253,21 +253,19 @@ def write_evaluation(
     for name, row in zip(class_names, metrics["confusion_matrix"], strict=True):
         writer.writerow([name, *row])
     atomic_write_text(paths["confusion_csv"], buffer.getvalue())
-    with atomic_path(paths["confusion_png"]) as tmp:
-        plot_confusion_matrix(np.array(metrics["confusion_matrix"]), list(class_names), tmp, title=title)
-    with atomic_path(paths["calibration_png"]) as tmp:
-        plot_calibration(metrics["calibration_bins"], metrics["expected_calibration_error"], tmp)
+    # the plots save through heritage_cnn.figures.save_figure: atomic
+    plot_confusion_matrix(np.array(metrics["confusion_matrix"]), list(class_names), paths["confusion_png"], title=title)
+    plot_calibration(metrics["calibration_bins"], metrics["expected_calibration_error"], paths["calibration_png"])
     if images is not None and probabilities is not None and y_true is not None:
         paths["errors_png"] = out / "errors.png"
         predicted = probabilities.argmax(1)
         wrong = np.flatnonzero(predicted != y_true)
         worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:error_count]
-        with atomic_path(paths["errors_png"]) as tmp:
-            plot_errors(
-                images[torch.as_tensor(worst, dtype=torch.long)].permute(0, 2, 3, 1).numpy(),
-                [class_names[i] for i in y_true[worst]],
-                [class_names[i] for i in predicted[worst]],
-                probabilities[worst, predicted[worst]].tolist(),
-                tmp,
-            )
+        plot_errors(
+            images[torch.as_tensor(worst, dtype=torch.long)].permute(0, 2, 3, 1).numpy(),
+            [class_names[i] for i in y_true[worst]],
+            [class_names[i] for i in predicted[worst]],
+            probabilities[worst, predicted[worst]].tolist(),
+            paths["errors_png"],
+        )
     return paths

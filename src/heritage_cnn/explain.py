@@ -22,8 +22,9 @@ from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGr
 from torch import nn
 
 from heritage_cnn.checkpoint import Checkpoint
+from heritage_cnn.figures import plt, save_figure
+from heritage_cnn.labels import resolve_class
 from heritage_cnn.model import HeritageNet
-from heritage_cnn.report import plt
 
 METHODS = ("saliency", "guided_backprop", "deconvolution", "grad_cam", "occlusion")
 LABELS = {
@@ -85,16 +86,9 @@ def attribute_all(model: nn.Module, x: torch.Tensor, target: int) -> dict[str, t
         return {method: attribute(method, model, x, target) for method in METHODS}
 
 
-def parse_target(target: str | None, classes: list[str], display_names: list[str]) -> int | None:
-    """A class given by folder name, display name or index; a one-line error listing the classes."""
-    if target is None:
-        return None
-    for names in (classes, display_names):
-        if target in names:
-            return names.index(target)
-    if target.isdigit() and int(target) < len(classes):
-        return int(target)
-    raise ValueError(f"no class {target!r}; classes are: {', '.join(classes)} (or their index 0-{len(classes) - 1})")
+def parse_target(target: str | None, classes: list[str], display_names: list[str] | None = None) -> int | None:
+    """`--target`: None (the predicted class) or a class as `labels.resolve_class` accepts it."""
+    return None if target is None else resolve_class(target, classes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -106,8 +100,6 @@ def plot_explanation(
     photo: np.ndarray, maps: dict[str, torch.Tensor], title: str, path: Path, alpha: float = 0.55
 ) -> Path:
     """The photo, then every map laid over it (each scaled to its own range)."""
-    from heritage_cnn.visualize import _save
-
     fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.6 * (len(maps) + 1), 3.2))
     axes[0].imshow(photo)
     axes[0].set_title("photo (as predicted)", fontsize=9)
@@ -124,7 +116,7 @@ def plot_explanation(
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_explanation(

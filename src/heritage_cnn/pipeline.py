@@ -26,7 +26,7 @@ import torch
 from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.data import ImageSet, find_layout, list_images, load_images, perceptual_hashes, split_folder
 from heritage_cnn.evaluate import compute_metrics, hashes_from_hex, near_any, predict_logits, write_evaluation
-from heritage_cnn.io import CheckpointError, atomic_path, atomic_write_json, read_json
+from heritage_cnn.io import CheckpointError, atomic_write_json, read_json
 
 Log = Callable[[str], None]
 SPLITS = ("auto", "test", "val", "unseen", "all")
@@ -240,8 +240,7 @@ def run_report(
     atomic_write_json(out / "data_check.json", check_dataset(data))
     history = checkpoint.info.get("history")
     if history:
-        with atomic_path(out / "train" / "curves.png") as tmp:
-            plot_training_curves(history, tmp)
+        plot_training_curves(history, out / "train" / "curves.png")  # atomic (heritage_cnn.figures)
     _evaluate_splits(model, data, out, progress, log)
     for step in FIGURE_STEPS:
         step(model, data, out, log)

@@ -25,15 +25,16 @@ import numpy as np
 
 from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.data import display_name
-from heritage_cnn.io import atomic_path, atomic_write_text
+from heritage_cnn.io import atomic_write_text
 
 DPI = 120  # every figure of the report; the page shows them at most at their natural size
 CELL_FONT_PT = 10  # confusion-matrix cell text: 10 pt at 120 dpi is 16.7 px, at least 14 px on a 1280 px page
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
-    fig.savefig(path, dpi=DPI, bbox_inches="tight", format="png")
-    plt.close(fig)
+    from heritage_cnn.figures import save_figure
+
+    save_figure(fig, path, dpi=DPI)
 
 
 def plot_training_curves(history: Sequence[dict[str, float]], path: str | os.PathLike) -> None:
@@ -359,8 +360,7 @@ def build_html_report(
     data = data if data is not None else recorded.get("data")
     curves = folder / "train" / "curves.png"
     if not curves.exists() and checkpoint.info.get("history"):
-        with atomic_path(curves) as tmp:
-            plot_training_curves(checkpoint.info["history"], tmp)
+        plot_training_curves(checkpoint.info["history"], curves)  # saved atomically
     headline, _ = _headline(folder)
     data_name = Path(str(data)).name if data else "?"
     title = title or f"heritage-cnn report: {Path(str(checkpoint.path)).name} on {data_name}"

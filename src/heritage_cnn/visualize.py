@@ -18,45 +18,20 @@ import torch
 from heritage_cnn import deconvnet
 from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.data import decode_image, find_layout, list_images, load_images
-from heritage_cnn.io import atomic_path
+from heritage_cnn.figures import mosaic, plt, save_figure, signed_to_rgb
 from heritage_cnn.model import conv_layers
-from heritage_cnn.report import plt
 
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
 
 
+_signed_to_rgb = signed_to_rgb  # the name serve.py imports
+
+
 def load_photo(path: str | os.PathLike) -> torch.Tensor:
     """One photo of any size or format as a (1, 3, 64, 64) uint8 tensor, resized exactly as for prediction."""
     return torch.from_numpy(decode_image(path)).permute(2, 0, 1).unsqueeze(0).contiguous()
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    """Atomic PNG write (a crash never leaves half a figure)."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    plt.close(fig)
-    return path
-
-
-def _mosaic(tiles: np.ndarray, columns: int, pad: int = 1, fill: float = np.nan) -> np.ndarray:
-    """(N, h, w[, 3]) tiles -> one image, `columns` tiles per row, separated by `pad` pixels of `fill`."""
-    n, h, w = tiles.shape[:3]
-    rows = math.ceil(n / columns)
-    shape = (rows * (h + pad) - pad, columns * (w + pad) - pad, *tiles.shape[3:])
-    out = np.full(shape, fill, dtype=np.float32)
-    for i, tile in enumerate(tiles):
-        r, c = divmod(i, columns)
-        out[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = tile
-    return out
-
-
-def _signed_to_rgb(x: np.ndarray) -> np.ndarray:
-    """A signed (3, h, w) array as an RGB image: zero is grey, scaled by its own largest magnitude."""
-    scale = np.abs(x).max()
-    x = x / (2 * scale) if scale > 0 else x
-    return np.clip(x + 0.5, 0, 1).transpose(1, 2, 0)
 
 
 def _file_name(layer: str) -> str:
@@ -83,15 +58,15 @@ def plot_feature_maps(photo: torch.Tensor, maps: torch.Tensor, layer: str, path:
     order = maps.mean(dim=(1, 2)).argsort(descending=True)
     tiles = maps[order].numpy()
     columns = math.ceil(math.sqrt(len(tiles) * 1.5))
-    mosaic = _mosaic(tiles, columns)
+    sheet = mosaic(tiles, columns)
     size = 12 if large else 8
     fig, (ax_in, ax_maps) = plt.subplots(
-        1, 2, figsize=(size * 1.35, size * mosaic.shape[0] / mosaic.shape[1] + 1), width_ratios=[1, 3.5]
+        1, 2, figsize=(size * 1.35, size * sheet.shape[0] / sheet.shape[1] + 1), width_ratios=[1, 3.5]
     )
     ax_in.imshow(photo[0].permute(1, 2, 0).numpy())
     ax_in.set_title("input (64x64, as predicted)")
     cmap = plt.get_cmap("viridis").with_extremes(bad="white")
-    image = ax_maps.imshow(mosaic, cmap=cmap, vmin=0, vmax=max(float(tiles.max()), 1e-8), interpolation="nearest")
+    image = ax_maps.imshow(sheet, cmap=cmap, vmin=0, vmax=max(float(tiles.max()), 1e-8), interpolation="nearest")
     if large:  # label each map with its channel number
         h, w = tiles.shape[1:]
         for i, channel in enumerate(order.tolist()):
@@ -104,7 +79,7 @@ def plot_feature_maps(photo: torch.Tensor, maps: torch.Tensor, layer: str, path:
     )
     for ax in (ax_in, ax_maps):
         ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_feature_maps(
@@ -131,13 +106,13 @@ def write_feature_maps(
 
 def plot_first_layer_kernels(weight: torch.Tensor, path: Path, title: str = "") -> Path:
     """First-layer filters (C, 3, k, k) as RGB tiles, each normalised by its own largest weight, zero grey."""
-    tiles = np.stack([_signed_to_rgb(w) for w in weight.detach().numpy()])
+    tiles = np.stack([signed_to_rgb(w) for w in weight.detach().numpy()])
     columns = math.ceil(math.sqrt(len(tiles)))
     fig, ax = plt.subplots(figsize=(6, 6))
-    ax.imshow(_mosaic(tiles, columns, fill=1.0), interpolation="nearest")
+    ax.imshow(mosaic(tiles, columns, fill=1.0), interpolation="nearest")
     ax.set_title(title or f"first-layer filters: {len(tiles)} x {weight.shape[2]}x{weight.shape[3]} RGB (grey = 0)")
     ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_strongest_slices(weight: torch.Tensor, layer: str, path: Path) -> Path:
@@ -150,13 +125,13 @@ def plot_strongest_slices(weight: torch.Tensor, layer: str, path: Path) -> Path:
     columns = math.ceil(math.sqrt(len(tiles) * 1.5))
     fig, ax = plt.subplots(figsize=(8, 8 * math.ceil(len(tiles) / columns) / columns + 0.6))
     cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
-    ax.imshow(_mosaic(tiles, columns), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.imshow(mosaic(tiles, columns), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_title(
         f"{layer}: strongest input-channel slice of each of {len(tiles)} filters "
         f"({w.shape[1]} input channels, {w.shape[2]}x{w.shape[3]}), each scaled to its largest weight; red > 0 > blue"
     )
     ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_kernels(checkpoint: Checkpoint, out: str | os.PathLike) -> list[Path]:
@@ -196,7 +171,7 @@ def deconv_tiles(
         for j in range(k):
             row, col = top.positions[channel, j].tolist()
             box = deconvnet.receptive_field(checkpoint.model, top.layer, row, col)
-            proj_tiles.append(_signed_to_rgb(_crop(projections[i, j], box, 0.0)))
+            proj_tiles.append(signed_to_rgb(_crop(projections[i, j], box, 0.0)))
             if top.images[channel, j] >= 0 and top.values[channel, j] > 0:
                 patch = images[top.images[channel, j]].numpy().astype(np.float32) / 255
             else:
@@ -226,15 +201,15 @@ def plot_deconv_sheet(
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, i, channel in zip(np.atleast_1d(axes).ravel(), range(len(channels)), channels, strict=False):
-        block = _mosaic(projections[i], side, pad=2, fill=1.0)
+        block = mosaic(projections[i], side, pad=2, fill=1.0)
         if patches is not None:
             gap = np.ones((block.shape[0], 6, 3), dtype=np.float32)
-            block = np.concatenate([block, gap, _mosaic(patches[i], side, pad=2, fill=1.0)], axis=1)
+            block = np.concatenate([block, gap, mosaic(patches[i], side, pad=2, fill=1.0)], axis=1)
         ax.imshow(block, interpolation="nearest")
         ax.set_title(f"channel {channel} (top {float(top.values[channel, 0]):.2f})", fontsize=9)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_contact_sheet(
@@ -244,12 +219,12 @@ def plot_contact_sheet(
     width = max(len(channels) for _, _, channels in sheets.values())
     fig, axes = plt.subplots(len(sheets), 1, figsize=(min(1.1 * width, 20), 1.8 * len(sheets) + 0.6), squeeze=False)
     for ax, (layer, (projections, _, channels)) in zip(axes[:, 0], sheets.items(), strict=True):
-        ax.imshow(_mosaic(projections[:, 0], width, pad=2, fill=1.0), interpolation="nearest")
+        ax.imshow(mosaic(projections[:, 0], width, pad=2, fill=1.0), interpolation="nearest")
         ax.set_title(f"{layer}: channels {', '.join(map(str, channels))}", fontsize=9)
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_deconv(
@@ -307,14 +282,14 @@ def write_deconv_photo(checkpoint: Checkpoint, image: str | os.PathLike, out: st
         flat = int(activation[0].flatten().argmax())
         channel, row, col = flat // (h * w), (flat % (h * w)) // w, flat % w
         projection = deconvnet.project(model, x, name, torch.tensor([channel]), torch.tensor([[row, col]]))
-        ax.imshow(_signed_to_rgb(projection[0].numpy()))
+        ax.imshow(signed_to_rgb(projection[0].numpy()))
         ax.set_title(
             f"{name}\nch {channel} at ({row},{col}) = {float(activation[0, channel, row, col]):.2f}", fontsize=7
         )
     for ax in axes:
         ax.axis("off")
     fig.suptitle(f"{Path(image).name}: strongest activation of each layer, projected alone (deconvnet)", fontsize=10)
-    return _save(fig, Path(out) / f"deconv_image_{Path(image).stem}.png")
+    return save_figure(fig, Path(out) / f"deconv_image_{Path(image).stem}.png")
 
 
 def sample_images(

@@ -42,7 +42,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
       heritage generate --all --n 4 --out runs/classes
       heritage generate --class "dome (inner)" --n 8 --size 128 --out runs/domes
     """
-    from heritage_cnn.synthesis import Settings, draw_classes, resolve_class, write_generated
+    from heritage_cnn.labels import resolve_class
+    from heritage_cnn.synthesis import Settings, draw_classes, write_generated
 
     checkpoint = load_for_render(args)
     targets = list(range(len(checkpoint.classes))) if args.all else [resolve_class(args.cls, checkpoint.classes)]

@@ -109,7 +109,8 @@ def cmd_units(args: argparse.Namespace) -> int:
       heritage visualize units --layer stage3.block1.conv2 --channels 0-15 --out runs/units
     """
     from heritage_cnn.cli.generate import load_for_render, render_settings
-    from heritage_cnn.synthesis import UNIT_SETTINGS, draw_units, save_grid
+    from heritage_cnn.figures import image_grid
+    from heritage_cnn.synthesis import UNIT_SETTINGS, draw_units
 
     checkpoint = load_for_render(args)
     settings = render_settings(args, UNIT_SETTINGS)
@@ -118,7 +119,7 @@ def cmd_units(args: argparse.Namespace) -> int:
     )
     channels = args.channels or list(range(len(rendering.images)))
     path = Path(args.out) / f"units_{args.layer.replace('.', '_')}.png"
-    save_grid(rendering.images, [f"channel {c}" for c in channels], min(8, len(channels)), path)
+    image_grid(rendering.images, [f"channel {c}" for c in channels], min(8, len(channels)), path)
     print(f"{len(channels)} channels of {args.layer}: {path}")
     return 0
 
@@ -135,10 +136,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
       heritage explain photo.jpg --target gargoyle --out runs/explain
     """
     from heritage_cnn.checkpoint import load_checkpoint
-    from heritage_cnn.explain import parse_target, write_explanation
+    from heritage_cnn.explain import write_explanation
+    from heritage_cnn.labels import resolve_class
 
     checkpoint = load_checkpoint(args.model, device=device_name(args.device))
-    parse_target(args.target, checkpoint.classes, checkpoint.display_names)  # fail before any work
+    if args.target is not None:
+        resolve_class(args.target, checkpoint.classes)  # fail before any work
     path = write_explanation(checkpoint, args.photo, args.out, args.target)
     print(f"attribution maps: {path}")
     return 0

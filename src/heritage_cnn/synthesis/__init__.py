@@ -1,0 +1,85 @@
+"""Draw each class: images synthesised by gradient ascent on a trained network (feature visualisation).
+
+In the spirit of Lucid's optvis, built from small parts that can be swapped independently, one module each:
+
+  param         PixelImage, FourierImage (default)        the trainable tensor -> images in [0, 1]
+  transforms    pad, jitter, scale, rotate                 random each step, so the image must work
+                                                           under small shifts, not only pixel-exactly
+  objectives    class_logit, class_margin, channel,       scores to maximise; compose with +, - and *
+                unit, diversity, l2, total_variation, blur
+  loop          render(): one Adam loop with a tqdm bar, deterministic for a seed
+  draw          Settings, draw_classes, draw_units         the tuned defaults of `heritage generate`
+  files         write_generated                            PNGs, the grid and the JSON
+
+`draw_classes()` puts them together with the defaults of `heritage generate` (`Settings`, tuned on the
+shipped model; figures in docs/synthesis.md). Unregularised ascent on raw pixels finds high-frequency
+patterns that fool the generating network only; the Fourier parametrisation (which scales steps down
+with frequency), decorrelated colour and the transforms push it towards images other networks agree on.
+"""
+
+from heritage_cnn.figures import save_png
+from heritage_cnn.labels import resolve_class
+from heritage_cnn.synthesis.draw import (
+    PIXEL_BASELINE,
+    UNIT_SETTINGS,
+    Generated,
+    Settings,
+    classify,
+    draw_classes,
+    draw_units,
+    make_param,
+    regularisers,
+)
+from heritage_cnn.synthesis.files import write_generated
+from heritage_cnn.synthesis.loop import Rendering, render
+from heritage_cnn.synthesis.objectives import (
+    Context,
+    Objective,
+    blur,
+    channel,
+    class_logit,
+    class_margin,
+    diversity,
+    l2,
+    total_variation,
+    unit,
+)
+from heritage_cnn.synthesis.param import AHE64_COLOUR, FourierImage, PixelImage, colour_matrix
+from heritage_cnn.synthesis.transforms import Transform, jitter, pad, rotate, scale, standard_transforms
+
+__all__ = [
+    "AHE64_COLOUR",
+    "PIXEL_BASELINE",
+    "UNIT_SETTINGS",
+    "Context",
+    "FourierImage",
+    "Generated",
+    "Objective",
+    "PixelImage",
+    "Rendering",
+    "Settings",
+    "Transform",
+    "blur",
+    "channel",
+    "class_logit",
+    "class_margin",
+    "classify",
+    "colour_matrix",
+    "diversity",
+    "draw_classes",
+    "draw_units",
+    "jitter",
+    "l2",
+    "make_param",
+    "pad",
+    "regularisers",
+    "render",
+    "resolve_class",
+    "rotate",
+    "save_png",
+    "scale",
+    "standard_transforms",
+    "total_variation",
+    "unit",
+    "write_generated",
+]

@@ -1,0 +1,154 @@
+"""Drawing classes and units with the tuned defaults of `heritage generate` (`Settings`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import heritage_cnn.synthesis.objectives as o
+from heritage_cnn.checkpoint import Checkpoint
+from heritage_cnn.model import conv_layers
+from heritage_cnn.synthesis.loop import Rendering, render
+from heritage_cnn.synthesis.objectives import Objective
+from heritage_cnn.synthesis.param import FourierImage, PixelImage
+from heritage_cnn.synthesis.transforms import standard_transforms
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Defaults of `heritage generate`, tuned for 64 px on the shipped model (see docs/synthesis.md)."""
+
+    steps: int = 160  # ~5 s per 64 px image on 2 cores; the images barely change after ~128
+    lr: float = 0.025  # re-tuned for the batch-32 model: at 0.05 its images transfer less (docs/synthesis.md)
+    param: str = "fourier"  # fourier | pixel
+    decorrelate: bool = True  # optimise in the decorrelated colour basis of ahe64
+    decay_power: float = 1.0  # Fourier: step size ~ 1 / frequency**decay_power
+    objective: str = "logit"  # logit | margin (logit minus mean of the others); logit transferred better
+    transforms: bool = True
+    pixels: int = 4  # pad and jitter, in pixels of a 64 px image
+    zoom: float = 0.1  # scale in [1 - zoom, 1 + zoom]
+    degrees: float = 8.0  # rotation in [-degrees, degrees]
+    tv: float = 20.0  # weight of the total-variation penalty; 20 for the deeper model (docs/synthesis.md)
+    l2: float = 0.0  # weight of the L2 penalty
+    blur: float = 0.0  # weight of the blur penalty
+    diversity: float = 0.0  # weight of the diversity reward among images of the same class
+    diversity_layer: str = "stage2.block1.conv2"
+
+    def __post_init__(self) -> None:
+        if self.param not in ("fourier", "pixel") or self.objective not in ("margin", "logit"):
+            raise ValueError(
+                f"param must be fourier|pixel and objective margin|logit, got {self.param}/{self.objective}"
+            )
+        if self.steps < 1 or self.lr <= 0:
+            raise ValueError(f"steps must be >= 1 and lr > 0, got {self.steps} and {self.lr}")
+
+
+# Feature visualisation (`draw_units`, `heritage visualize units`) keeps the step size and penalty it was tuned with.
+UNIT_SETTINGS = Settings(lr=0.05, tv=10.0)
+
+# Unregularised gradient ascent on raw pixels: the baseline of benchmarks/bench_synthesis.py.
+PIXEL_BASELINE = Settings(param="pixel", decorrelate=False, transforms=False, tv=0.0)
+
+
+def make_param(settings: Settings, n: int, size: int, generator: torch.Generator) -> nn.Module:
+    if settings.param == "pixel":
+        return PixelImage(n, size, generator, decorrelate=settings.decorrelate)
+    return FourierImage(n, size, generator, decay_power=settings.decay_power, decorrelate=settings.decorrelate)
+
+
+def regularisers(settings: Settings) -> list[Objective]:
+    """The penalties (negative) and the diversity reward that have a non-zero weight."""
+    terms = [(settings.tv, o.total_variation()), (settings.l2, o.l2()), (settings.blur, o.blur())]
+    out = [-weight * term for weight, term in terms if weight]
+    if settings.diversity:
+        out.append(settings.diversity * o.diversity(settings.diversity_layer))
+    return out
+
+
+@dataclass
+class Generated:
+    """Images drawn for classes, with what the generating network thinks of them."""
+
+    images: Tensor  # (k, 3, size, size) in [0, 1]
+    targets: list[int]
+    probabilities: list[float]  # of the target class, under the generating network
+    predicted: list[int]
+    history: list[float]
+    seconds: float
+    settings: Settings = field(default_factory=Settings)
+
+
+def classify(checkpoint: Checkpoint, images: Tensor) -> Tensor:
+    """Softmax probabilities of [0, 1] images (resized to the network's input size)."""
+    if images.shape[-1] != checkpoint.image_size:
+        images = F.interpolate(images, size=checkpoint.image_size, mode="bilinear", antialias=True)
+    model = checkpoint.model.eval()
+    with torch.no_grad():
+        return torch.softmax(model(checkpoint.normalise(images.to(next(model.parameters()).device))), 1).cpu()
+
+
+def draw_classes(
+    checkpoint: Checkpoint,
+    targets: Sequence[int],
+    n: int = 4,
+    size: int = 64,
+    settings: Settings = Settings(),
+    seed: int = 0,
+    progress: bool = True,
+) -> Generated:
+    """`n` images of each target class, rendered together as one batch (image i*n + j: class i)."""
+    if n < 1 or not targets:
+        raise ValueError(f"need at least one class and --n >= 1, got {len(targets)} classes and n = {n}")
+    per_image = [t for t in targets for _ in range(n)]
+    generator = torch.Generator().manual_seed(seed)
+    param = make_param(settings, len(per_image), size, generator)
+    objective = o.class_margin(per_image) if settings.objective == "margin" else o.class_logit(per_image)
+    objective = sum(regularisers(settings), objective)
+    transforms = (
+        standard_transforms(size, settings.pixels, settings.zoom, settings.degrees) if settings.transforms else []
+    )
+    started = time.perf_counter()
+    result = render(
+        checkpoint, objective, param, transforms, settings.steps, settings.lr, generator, progress, "generate"
+    )
+    seconds = time.perf_counter() - started
+    probs = classify(checkpoint, result.images)
+    chosen = probs[torch.arange(len(per_image)), torch.tensor(per_image)]
+    return Generated(
+        result.images, per_image, chosen.tolist(), probs.argmax(1).tolist(), result.history, seconds, settings
+    )
+
+
+def draw_units(
+    checkpoint: Checkpoint,
+    layer_name: str,
+    channels: Sequence[int] | None = None,
+    size: int = 64,
+    settings: Settings = UNIT_SETTINGS,
+    seed: int = 0,
+    progress: bool = True,
+) -> Rendering:
+    """One image per channel of a conv layer, each maximising that channel's mean response."""
+    convs = conv_layers(checkpoint.model)
+    if layer_name not in convs:
+        raise KeyError(f"no conv layer {layer_name!r}; conv layers are: {', '.join(convs)}")
+    count = convs[layer_name].out_channels
+    channels = list(range(count)) if channels is None else list(channels)
+    if not channels or min(channels) < 0 or max(channels) >= count:
+        raise ValueError(f"{layer_name} has channels 0..{count - 1}, got {channels}")
+    generator = torch.Generator().manual_seed(seed)
+    param = make_param(settings, len(channels), size, generator)
+    # a channel's mean response is about a tenth of a class margin, so the penalties are scaled down alike
+    quiet = replace(settings, tv=settings.tv / 10, l2=settings.l2 / 10, blur=settings.blur / 10, diversity=0.0)
+    objective = sum(regularisers(quiet), o.channel(layer_name, channels))
+    transforms = (
+        standard_transforms(size, settings.pixels, settings.zoom, settings.degrees) if settings.transforms else []
+    )
+    return render(
+        checkpoint, objective, param, transforms, settings.steps, settings.lr, generator, progress, layer_name
+    )
