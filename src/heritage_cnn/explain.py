@@ -22,7 +22,7 @@ from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGr
 from torch import nn
 
 from heritage_cnn.checkpoint import Checkpoint
-from heritage_cnn.figures import plt, save_figure
+from heritage_cnn.figures import PERCENTILE, overlay, plt, save_figure
 from heritage_cnn.labels import resolve_class
 from heritage_cnn.model import HeritageNet
 
@@ -99,22 +99,19 @@ def parse_target(target: str | None, classes: list[str], display_names: list[str
 def plot_explanation(
     photo: np.ndarray, maps: dict[str, torch.Tensor], title: str, path: Path, alpha: float = 0.55
 ) -> Path:
-    """The photo, then every map laid over it (each scaled to its own range)."""
-    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.6 * (len(maps) + 1), 3.2))
+    """The photo, then every map laid over it, clipped at the 99th percentile of |map|, each with a colour bar.
+
+    Clipping keeps a few extreme pixels (gradients are heavy-tailed) from washing out the rest of the map."""
+    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(3.0 * (len(maps) + 1), 3.3))
     axes[0].imshow(photo)
     axes[0].set_title("photo (as predicted)", fontsize=9)
+    axes[0].axis("off")
     for ax, (method, heat) in zip(axes[1:], maps.items(), strict=True):
-        heat = heat.numpy()
-        ax.imshow(photo)
-        if method == "occlusion":  # signed: red = hiding this lowers the score, blue = raises it
-            scale = max(float(np.abs(heat).max()), 1e-12)
-            ax.imshow(heat, cmap="RdBu_r", vmin=-scale, vmax=scale, alpha=alpha)
-        else:
-            ax.imshow(heat, cmap="inferno", vmin=0, vmax=max(float(heat.max()), 1e-12), alpha=alpha)
+        # occlusion is signed: red = hiding this lowers the score, blue = raises it
+        signed = method == "occlusion"
+        overlay(ax, photo, heat.numpy(), signed=signed, alpha=alpha, label="score drop" if signed else "")
         ax.set_title(LABELS[method], fontsize=9)
-    for ax in axes:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title + f" (maps clipped at the {PERCENTILE:g}th percentile of |map|)", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
 

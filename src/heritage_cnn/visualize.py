@@ -18,7 +18,7 @@ import torch
 from heritage_cnn import deconvnet
 from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.data import decode_image, find_layout, list_images, load_images
-from heritage_cnn.figures import mosaic, plt, save_figure, signed_to_rgb
+from heritage_cnn.figures import PERCENTILE, draw_box, mosaic, plt, save_figure, signed_to_rgb
 from heritage_cnn.model import conv_layers
 
 # --------------------------------------------------------------------------------------------
@@ -171,7 +171,7 @@ def deconv_tiles(
         for j in range(k):
             row, col = top.positions[channel, j].tolist()
             box = deconvnet.receptive_field(checkpoint.model, top.layer, row, col)
-            proj_tiles.append(signed_to_rgb(_crop(projections[i, j], box, 0.0)))
+            proj_tiles.append(signed_to_rgb(_crop(projections[i, j], box, 0.0), PERCENTILE))
             if top.images[channel, j] >= 0 and top.values[channel, j] > 0:
                 patch = images[top.images[channel, j]].numpy().astype(np.float32) / 255
             else:
@@ -179,6 +179,14 @@ def deconv_tiles(
             patch_tiles.append(_crop(patch, box, 0.5).transpose(1, 2, 0))
     shape = (len(channels), k, *proj_tiles[0].shape)
     return np.stack(proj_tiles).reshape(shape), np.stack(patch_tiles).reshape(shape)
+
+
+def _pairs(projections: np.ndarray, patches: np.ndarray | None, columns: int) -> np.ndarray:
+    """One channel's k tiles as a mosaic; with patches, each photo patch directly left of its projection."""
+    if patches is None:
+        return mosaic(projections, columns, pad=2, fill=1.0)
+    gap = np.ones((*projections.shape[:2], 1, 3), dtype=np.float32)
+    return mosaic(np.concatenate([patches, gap, projections], axis=2), columns, pad=3, fill=1.0)
 
 
 def plot_deconv_sheet(
@@ -189,7 +197,8 @@ def plot_deconv_sheet(
     path: Path,
     title: str,
 ) -> Path:
-    """Zeiler & Fergus Fig. 2: per channel, the k projections (left) next to their image patches (right).
+    """Zeiler & Fergus Fig. 2: per channel its top-k units, each cropped to its receptive field and enlarged,
+    the photo patch beside its projection.
 
     With `patches=None`, projections only (a figure without dataset pixels).
     """
@@ -197,14 +206,12 @@ def plot_deconv_sheet(
     side = math.ceil(math.sqrt(k))
     per_row = 4 if patches is None else 2
     rows = math.ceil(len(channels) / per_row)
-    fig, axes = plt.subplots(rows, per_row, figsize=(4 * per_row * (1 if patches is None else 1.9), 4.2 * rows))
+    inch = 4.2 if patches is None else 6.5  # a 22 px window becomes ~80 screen px
+    fig, axes = plt.subplots(rows, per_row, figsize=(inch * per_row, inch * rows * (1 if patches is None else 0.55)))
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, i, channel in zip(np.atleast_1d(axes).ravel(), range(len(channels)), channels, strict=False):
-        block = mosaic(projections[i], side, pad=2, fill=1.0)
-        if patches is not None:
-            gap = np.ones((block.shape[0], 6, 3), dtype=np.float32)
-            block = np.concatenate([block, gap, mosaic(patches[i], side, pad=2, fill=1.0)], axis=1)
+        block = _pairs(projections[i], None if patches is None else patches[i], side)
         ax.imshow(block, interpolation="nearest")
         ax.set_title(f"channel {channel} (top {float(top.values[channel, 0]):.2f})", fontsize=9)
     fig.suptitle(title, fontsize=11)
@@ -266,29 +273,46 @@ def write_deconv(
     return paths
 
 
+def describe_unit(layer: str, channel: int, row: int, col: int, box: tuple[int, int, int, int]) -> str:
+    """A unit in words: "stage 3 (stage3.block1.conv2), channel 12: strongest at row 4, col 5; sees 22x22 px"."""
+    stage = layer.split(".")[0].removeprefix("stage")
+    height, width = box[2] - box[0], box[3] - box[1]
+    return f"stage {stage} ({layer}), channel {channel}:\nstrongest at row {row}, col {col}; sees {height}x{width} px"
+
+
 def write_deconv_photo(checkpoint: Checkpoint, image: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """For one photo: the strongest activation of every layer, projected alone back to pixel space."""
+    """For one photo, per layer: the strongest unit's window outlined on the photo, and beside it (same
+    scale, same window) its deconvnet projection alone, the unit described in words."""
     model = checkpoint.model
     photo = load_photo(image)
+    rgb = photo[0].permute(1, 2, 0).numpy()
     x = checkpoint.normalise(photo)
     layers = deconvnet.deconv_layers(model)
-    fig, axes = plt.subplots(1, len(layers) + 1, figsize=(2.2 * (len(layers) + 1), 2.8))
-    axes[0].imshow(photo[0].permute(1, 2, 0).numpy())
-    axes[0].set_title("input", fontsize=9)
-    for ax, name in zip(axes[1:], layers, strict=True):
+    fig, axes = plt.subplots(2, len(layers), figsize=(3.0 * len(layers), 6.6), squeeze=False)
+    for column, name in enumerate(layers):
         with torch.no_grad():
             activation, _ = deconvnet.forward_to(model, x, name)
         h, w = activation.shape[2:]
         flat = int(activation[0].flatten().argmax())
         channel, row, col = flat // (h * w), (flat % (h * w)) // w, flat % w
         projection = deconvnet.project(model, x, name, torch.tensor([channel]), torch.tensor([[row, col]]))
-        ax.imshow(signed_to_rgb(projection[0].numpy()))
-        ax.set_title(
-            f"{name}\nch {channel} at ({row},{col}) = {float(activation[0, channel, row, col]):.2f}", fontsize=7
-        )
-    for ax in axes:
+        box = deconvnet.receptive_field(model, name, row, col)
+        top, bottom = axes[0, column], axes[1, column]
+        top.imshow(rgb, interpolation="nearest")
+        draw_box(top, box)
+        top.set_title(describe_unit(name, channel, row, col, box), fontsize=7.5)
+        bottom.imshow(signed_to_rgb(projection[0].numpy(), PERCENTILE), interpolation="nearest")
+        draw_box(bottom, box)
+        bottom.set_title(f"its projection (activation {float(activation[0, channel, row, col]):.2f})", fontsize=7.5)
+    for ax in axes.flat:
         ax.axis("off")
-    fig.suptitle(f"{Path(image).name}: strongest activation of each layer, projected alone (deconvnet)", fontsize=10)
+    fig.suptitle(
+        f"{Path(image).name}: the strongest unit of each layer; top: the window it sees on the photo, "
+        f"bottom: what it responded to there (deconvnet projection, grey = 0, clipped at the {PERCENTILE:g}th "
+        "percentile)",
+        fontsize=9,
+    )
+    fig.tight_layout(h_pad=2.0)
     return save_figure(fig, Path(out) / f"deconv_image_{Path(image).stem}.png")
 
 
