@@ -113,32 +113,44 @@ def test_evaluate_command_writes_figures_and_names_unknown_classes(
     assert "unknown ['castle']" in capsys.readouterr().err
 
 
-def test_demo_runs_the_whole_pipeline(kaggle_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import make_dataset
+    from heritage_cnn.checkpoint import load_checkpoint
+
+    data = tmp_path / "kaggle"  # the shipped model's classes, so the demo compares it with the new network
+    classes = load_checkpoint(None).classes
+    make_dataset(data / "train", per_class=12, seed=1, classes=classes)
+    make_dataset(data / "test", per_class=4, seed=2, classes=classes)
     out = tmp_path / "demo"
-    args = [
-        "demo",
-        "--data",
-        str(kaggle_root),
-        "--out",
-        str(out),
-        "--epochs",
-        "2",
-        "--widths",
-        "8,16",
-        "--batch-size",
-        "32",
-    ]
+    args = ["demo", "--data", str(data), "--out", str(out), "--epochs", "2", "--widths", "8,16", "--batch-size", "32"]
     assert cli.main(args) == 0
     text = capsys.readouterr().out
     assert "== 3/3 evaluate" in text and str(out.resolve()) in text
+    assert "the shipped model, for comparison" in text
     for name in (
         "data_check.json",
-        "train/last.safetensors",
-        "train/curves.png",
+        "train-quick/last.safetensors",
+        "train-quick/curves.png",
         "eval-val/confusion_matrix.png",
         "eval-test/metrics.md",
+        "shipped/eval-test/metrics.md",
     ):
         assert (out / name).exists(), name
+
+
+def test_recipe_presets_are_starting_points_that_typed_flags_override() -> None:
+    from heritage_cnn.recipe import preset_config
+    from heritage_cnn.train import TrainConfig
+
+    parser = cli.build_parser()
+    quick = new_config(parser.parse_args(["demo"]), "d", "o")
+    assert quick == preset_config("quick", "d", "o")
+    assert (quick.epochs, quick.model.blocks) == (16, (1, 1, 1, 1))
+    assert new_config(parser.parse_args(["demo", "--recipe", "full"]), "d", "o") == TrainConfig(data="d", out="o")
+    assert new_config(parser.parse_args(["train", "--out", "o"]), "d", "o") == TrainConfig(data="d", out="o")
+    assert new_config(parser.parse_args(["demo", "--epochs", "3"]), "d", "o").epochs == 3
+    with pytest.raises(ValueError, match="the recipes are: full, quick"):
+        preset_config("slow", "d", "o")
 
 
 def test_train_flags_become_the_recipe_and_defaults_stay_the_shipped_recipe() -> None:

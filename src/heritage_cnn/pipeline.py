@@ -274,7 +274,14 @@ def run_demo(data: str, out: str | os.PathLike, config: Any | None = None, log: 
             return None
         model = str(result.checkpoint)
     log("\n== 3/3 evaluate")
-    _evaluate_splits(model, data, out, config is not None and config.progress, log)
+    progress = config is not None and config.progress
+    _evaluate_splits(model, data, out, progress, log)
+    if model is not None:  # the network just trained beside the shipped one, on the same images
+        if load_checkpoint(None).classes == load_checkpoint(model).classes:
+            log("the shipped model, for comparison (figures in shipped/):")
+            _evaluate_splits(None, data, out / "shipped", progress, log)
+        else:
+            log("the shipped model knows other classes: no comparison")
     for step in FIGURE_STEPS:
         step(model, data, out, log)
     page = build_html_report(out, out / "index.html", model=model, data=data)

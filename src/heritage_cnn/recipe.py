@@ -108,6 +108,25 @@ class TrainConfig:
         return cls(**data)
 
 
+# Named starting points of a run; typed flags apply on top. "full" is TrainConfig's defaults, the recipe of
+# the shipped model; "quick" shows the whole pipeline in minutes (the demo's default): a residual block
+# per stage and 16 epochs. Both are measured in benchmarks/recipes.md.
+PRESETS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "quick": {"epochs": 16, "model": {"blocks": (1, 1, 1, 1)}},
+}
+
+
+def preset_config(name: str, data: str, out: str) -> TrainConfig:
+    """TrainConfig for a named preset (PRESETS); a ValueError lists the names."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown recipe {name!r}; the recipes are: {', '.join(PRESETS)}")
+    values = TrainConfig(data=data, out=out).to_dict()
+    for key, value in PRESETS[name].items():
+        values[key] = {**values[key], **value} if isinstance(value, dict) else value
+    return TrainConfig.from_dict(values)
+
+
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"model": {"widths": ...}} -> {"model.widths": ...}, tuples as lists (as JSON gives them back)."""
     flat: dict[str, Any] = {}

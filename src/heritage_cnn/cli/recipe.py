@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int
+from heritage_cnn.recipe import PRESETS, preset_config
 from heritage_cnn.train import RUNTIME_FIELDS, TrainConfig
 
 _UNSET = object()
@@ -133,6 +134,16 @@ def _shown(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def add_preset_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """`--recipe quick|full`: the named starting point (heritage_cnn.recipe.PRESETS) the flags apply to."""
+    parser.add_argument(
+        "--recipe",
+        choices=tuple(PRESETS),
+        default=default,
+        help=f"starting point: full = the shipped model's recipe, quick = minutes, for a first look (default {default})",
+    )
+
+
 def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     """The recipe group; a flag not typed leaves no value behind (argparse.SUPPRESS), so defaults live only in TrainConfig."""
     defaults = TrainConfig(data="", out="").to_dict()
@@ -216,5 +227,6 @@ def config_fields() -> set[str]:
 
 
 def new_config(args: argparse.Namespace, data: str, out: str) -> TrainConfig:
-    """A fresh run's config: TrainConfig's defaults with the typed flags."""
-    return build_config(TrainConfig(data=data, out=out), typed_flags(args))
+    """A fresh run's config: the chosen preset (`--recipe`, default full: TrainConfig's defaults) with the
+    typed flags."""
+    return build_config(preset_config(getattr(args, "recipe", "full"), data, out), typed_flags(args))

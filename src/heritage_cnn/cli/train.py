@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 
 from heritage_cnn.cli.options import UsageError, add_command, add_data, data_folder, positive_int, show_progress
-from heritage_cnn.cli.recipe import add_recipe_options, new_config, resume_config
+from heritage_cnn.cli.recipe import add_preset_option, add_recipe_options, new_config, resume_config
 
 
 def launch_torchrun(nproc: int, argv: list[str]) -> int:
@@ -79,4 +79,5 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--nproc", type=positive_int, default=1, help="processes for distributed data-parallel training (torchrun)"
     )
+    add_preset_option(p, default="full")
     add_recipe_options(p)
