@@ -294,8 +294,9 @@ def _inside_section(folder: Path, checkpoint: Checkpoint | None) -> Section | No
             f"Layer {layer} (layer {layers.index(layer) + 1} of {len(layers)}), deconvnet. For each channel shown "
             "(titled with its number and its strongest activation): its nine strongest activations over the sampled "
             "photos, each cropped to what the unit sees (its receptive field, "
-            f"{bottom - top} x {right - left} px). Left, the deconvnet projection of each activation back to pixels "
-            "(grey is zero); right, in the same order, the photo patch that produced it."
+            f"{bottom - top} x {right - left} px), shown as pairs: on the left of each pair the photo patch, on "
+            "the right the deconvnet projection of that activation back to pixels (grey is zero, clipped at the "
+            "99th percentile)."
         )
         section.body.append(_figure(path, caption, f"deconvnet top-9 sheet, {layer}"))
     others = sorted(inside.glob("deconv_*projections.png")) + sorted(inside.glob("deconv_contact_sheet.png"))

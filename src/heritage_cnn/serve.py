@@ -41,9 +41,9 @@ from heritage_cnn import deconvnet, explain
 from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.classimages import ClassImages, Gallery, find_class_images
 from heritage_cnn.decode import MAX_IMAGE_PIXELS, ImageError, ImageTooLarge, read_image
+from heritage_cnn.figures import signed_to_rgb
 from heritage_cnn.predict import Classifier
 from heritage_cnn.sort import MIN_CONFIDENCE
-from heritage_cnn.visualize import _signed_to_rgb
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
 MULTIPART_SLACK = 64 * 1024  # a multipart body is the file plus boundaries and part headers
@@ -189,7 +189,7 @@ class Overlays:
             "input": png_data_url(photo),
             "grad_cam": png_data_url(blended),
             "deconvnet": png_data_url(projection_over_photo(projection, photo)),
-            "deconvnet_projection": png_data_url(_signed_to_rgb(projection)),
+            "deconvnet_projection": png_data_url(signed_to_rgb(projection)),
             "deconvnet_unit": f"{self.layer}, channel {channel} at ({row}, {col}) = {value:.2f}",
             "deconvnet_box": box,
             "deconvnet_text": f"The network's layer {depth} of {len(self.layers)} holds many small pattern "

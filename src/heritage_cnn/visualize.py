@@ -26,9 +26,6 @@ from heritage_cnn.model import conv_layers
 # --------------------------------------------------------------------------------------------
 
 
-_signed_to_rgb = signed_to_rgb  # the name serve.py imports
-
-
 def load_photo(path: str | os.PathLike) -> torch.Tensor:
     """One photo of any size or format as a (1, 3, 64, 64) uint8 tensor, resized exactly as for prediction."""
     return torch.from_numpy(decode_image(path)).permute(2, 0, 1).unsqueeze(0).contiguous()
