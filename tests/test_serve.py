@@ -510,7 +510,7 @@ def test_load_no_errors_bounded_memory(server) -> None:
 # A hardened server with short timeouts: slow clients, and a soak test with hostile uploads
 # --------------------------------------------------------------------------------------------
 
-BODY_S, IDLE_S = 3.0, 1.5
+BODY_S, IDLE_S, HEADER_S = 3.0, 1.5, 2.0
 
 
 @pytest.fixture(scope="module")
@@ -522,7 +522,7 @@ def quick_server(tiny_run) -> Iterator[tuple[str, subprocess.Popen]]:
         f"app = create_app({str(tiny_run.checkpoint)!r}, max_upload_bytes=2**20, body_timeout={BODY_S}, "
         f"idle_timeout={IDLE_S}, draw_class_images=False)\n"
         "print(f'http://127.0.0.1:{sock.getsockname()[1]}/', flush=True)\n"
-        "run(app, sock)\n"
+        f"run(app, sock, header_timeout={HEADER_S})\n"
     )
     env = {**os.environ, "PYTHONPATH": SRC}
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
@@ -569,6 +569,30 @@ def test_slow_clients_get_408_and_are_disconnected(quick_server) -> None:
     assert BODY_S - 0.2 < seconds < BODY_S + 5
     with httpx_client() as http:  # the server still answers
         assert http.post(f"{url}api/predict", files={"photo": ("p.png", png_bytes(), "image/png")}).status_code == 200
+    assert process.poll() is None
+
+
+def test_a_client_that_trickles_its_headers_is_disconnected(quick_server) -> None:
+    url, process = quick_server
+    port = int(url.rstrip("/").rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        started = time.monotonic()
+        conn.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        closed = False
+        for _ in range(40):  # a header byte every 0.25 s, never finishing: 10 s unless the server hangs up
+            time.sleep(0.25)
+            try:
+                conn.sendall(b"X")
+            except OSError:
+                closed = True
+                break
+        if not closed:
+            closed = conn.recv(1) == b""
+        seconds = time.monotonic() - started
+    assert closed and HEADER_S - 0.2 < seconds < HEADER_S + 4
+    with httpx_client() as http:  # keep-alive clients that send whole requests are unaffected
+        for _ in range(3):
+            assert http.get(f"{url}api/info").status_code == 200
     assert process.poll() is None
 
 

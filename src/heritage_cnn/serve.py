@@ -370,11 +370,52 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(app: Any, sock: socket.socket) -> None:
-    """Serve `app` on the bound socket until Ctrl+C (uvicorn, quiet: no access log)."""
+HEADER_TIMEOUT_S = 10.0  # a request's line and headers must arrive within this (slowloris)
+
+
+def header_deadline_protocol(timeout: float) -> type:
+    """uvicorn's h11 protocol with a deadline on each request's headers.
+
+    uvicorn closes idle keep-alive connections and the app's middleware answers a slow body with 408, but
+    nothing limits a client that trickles its request line and headers a byte at a time: enough of them
+    would hold every connection. The deadline is armed when a connection opens and after each response,
+    and closes the connection unless a new request has begun by then.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadline(H11Protocol):
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._deadline.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            waiting_after = self.cycle  # the request before the one awaited (None on a new connection)
+            if hasattr(self, "_deadline"):
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(timeout, self._expire, waiting_after)
+
+        def _expire(self, waiting_after: Any) -> None:
+            if self.cycle is waiting_after and not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderDeadline
+
+
+def run(app: Any, sock: socket.socket, header_timeout: float = HEADER_TIMEOUT_S) -> None:
+    """Serve `app` on the bound socket until Ctrl+C (uvicorn, quiet: no access log), closing connections
+    whose request headers take longer than `header_timeout` seconds."""
     import uvicorn
 
-    uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False)).run(sockets=[sock])
+    config = uvicorn.Config(app, log_level="warning", access_log=False, http=header_deadline_protocol(header_timeout))
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 __all__ = [
