@@ -122,7 +122,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
     make_dataset(data / "train", per_class=12, seed=1, classes=classes)
     make_dataset(data / "test", per_class=4, seed=2, classes=classes)
     out = tmp_path / "demo"
-    args = ["demo", "--data", str(data), "--out", str(out), "--epochs", "2", "--widths", "8,16", "--batch-size", "32"]
+    args = ["demo", "--data", str(data), "--out", str(out), "--recipe", "quick", "--epochs", "2", "--widths", "8,16"]
     assert cli.main(args) == 0
     text = capsys.readouterr().out
     assert "== 3/3 evaluate" in text and str(out.resolve()) in text
@@ -143,10 +143,10 @@ def test_recipe_presets_are_starting_points_that_typed_flags_override() -> None:
     from heritage_cnn.train import TrainConfig
 
     parser = cli.build_parser()
-    quick = new_config(parser.parse_args(["demo"]), "d", "o")
+    quick = new_config(parser.parse_args(["demo", "--recipe", "quick"]), "d", "o")
     assert quick == preset_config("quick", "d", "o")
     assert (quick.epochs, quick.model.blocks) == (16, (1, 1, 1, 1))
-    assert new_config(parser.parse_args(["demo", "--recipe", "full"]), "d", "o") == TrainConfig(data="d", out="o")
+    assert new_config(parser.parse_args(["demo"]), "d", "o") == TrainConfig(data="d", out="o")
     assert new_config(parser.parse_args(["train", "--out", "o"]), "d", "o") == TrainConfig(data="d", out="o")
     assert new_config(parser.parse_args(["demo", "--epochs", "3"]), "d", "o").epochs == 3
     with pytest.raises(ValueError, match="the recipes are: full, quick"):

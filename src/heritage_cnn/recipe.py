@@ -109,8 +109,8 @@ class TrainConfig:
 
 
 # Named starting points of a run; typed flags apply on top. "full" is TrainConfig's defaults, the recipe of
-# the shipped model; "quick" shows the whole pipeline in minutes (the demo's default): a residual block
-# per stage and 16 epochs. Both are measured in benchmarks/recipes.md.
+# the shipped model; "quick" is a first look at the whole pipeline in a fraction of the time: a residual
+# block per stage and 16 epochs (the 15-epoch runs of that network in benchmarks/recipes.md reached 0.88-0.89).
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {},
     "quick": {"epochs": 16, "model": {"blocks": (1, 1, 1, 1)}},
