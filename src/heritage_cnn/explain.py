@@ -2,18 +2,14 @@
 
 Methods: saliency (|gradient|), guided backpropagation, deconvolution (Captum's ReLU-rule versions),
 Grad-CAM on the last conv block's output upsampled to the input, and occlusion (8x8 grey patches,
-stride 4). Gradient-type maps are reduced over colour channels by the largest magnitude.
-
-The sanity check of Adebayo et al. (2018), "Sanity checks for saliency maps", re-initialises the
-weights from the top layer down (`cascading_randomisation`): a map that barely changes when the
-network it explains is destroyed says more about the input than about the network.
+stride 4). Gradient-type maps are reduced over colour channels by the largest magnitude for display, or by the
+sum of magnitudes (`channels="sum"`) as the sanity check (heritage_cnn.sanity) compares them.
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +47,13 @@ def last_conv_block(model: HeritageNet) -> nn.Module:
     return [module for name, module in stage.named_children() if name != "pool"][-1]
 
 
-def attribute(method: str, model: nn.Module, x: torch.Tensor, target: int) -> torch.Tensor:
-    """One (H, W) map for one normalised input (1, 3, H, W) and one class. `model`: see `captum_ready`."""
+def attribute(method: str, model: nn.Module, x: torch.Tensor, target: int, channels: str = "max") -> torch.Tensor:
+    """One (H, W) map for one normalised input (1, 3, H, W) and one class. `model`: see `captum_ready`.
+
+    Gradient methods give |map| reduced over colour channels by `channels`: "max" or "sum".
+    """
+    if channels not in ("max", "sum"):
+        raise ValueError(f"channels must be 'max' or 'sum', got {channels!r}")
     x = x.detach().clone().requires_grad_(True)
     if method == "saliency":
         raw = Saliency(model).attribute(x, target=target, abs=True)
@@ -75,15 +76,16 @@ def attribute(method: str, model: nn.Module, x: torch.Tensor, target: int) -> to
         return raw[0].mean(0).detach()  # the same value on all three channels: the score drop
     else:
         raise ValueError(f"no attribution method {method!r}; methods are: {', '.join(METHODS)}")
-    return raw[0].abs().amax(0).detach()
+    magnitude = raw[0].abs()
+    return (magnitude.amax(0) if channels == "max" else magnitude.sum(0)).detach()
 
 
-def attribute_all(model: nn.Module, x: torch.Tensor, target: int) -> dict[str, torch.Tensor]:
+def attribute_all(model: nn.Module, x: torch.Tensor, target: int, channels: str = "max") -> dict[str, torch.Tensor]:
     import warnings
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(backward hooks|required_grads|requires_grad).*")
-        return {method: attribute(method, model, x, target) for method in METHODS}
+        return {method: attribute(method, model, x, target, channels) for method in METHODS}
 
 
 def parse_target(target: str | None, classes: list[str], display_names: list[str] | None = None) -> int | None:
@@ -138,53 +140,11 @@ def write_explanation(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Sanity check (Adebayo et al. 2018)
-# --------------------------------------------------------------------------------------------
-
-
-def cascading_randomisation(model: HeritageNet, seed: int = 0) -> Iterator[tuple[str, HeritageNet]]:
-    """Copies of the model with its layers re-initialised from the top down, one more block each time.
-
-    Yields (name of the last block re-initialised, model). Conv, linear and batch-norm layers get their
-    PyTorch default initialisation (batch norm: identity statistics).
-    """
-    groups: list[tuple[str, nn.Module]] = [("head.fc2", model.head.fc2), ("head.fc1", model.head.fc1)]
-    for stage_name in reversed(model.stage_names):
-        stage = getattr(model, stage_name)
-        for name, block in reversed(list(stage.named_children())):
-            if name != "pool":
-                groups.append((f"{stage_name}.{name}", block))
-    randomised = copy.deepcopy(model).eval()
-    modules = dict(randomised.named_modules())
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for name, _ in groups:
-            for module in modules[name].modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-                if isinstance(module, nn.BatchNorm2d):
-                    module.reset_running_stats()
-            yield name, copy.deepcopy(randomised)
-
-
-def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Spearman rank correlation of two maps; 0 when either is constant (it ranks nothing)."""
-    from scipy.stats import spearmanr
-
-    a, b = a.flatten().numpy(), b.flatten().numpy()
-    if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return 0.0
-    return float(spearmanr(a, b).statistic)
-
-
 __all__ = [
     "METHODS",
     "attribute",
     "attribute_all",
     "captum_ready",
-    "cascading_randomisation",
     "parse_target",
-    "rank_correlation",
     "write_explanation",
 ]
