@@ -30,7 +30,7 @@ from heritage_cnn import explain, sanity
 from heritage_cnn.checkpoint import load_checkpoint
 from heritage_cnn.data import find_layout, load_images
 from heritage_cnn.io import atomic_write_json, atomic_write_text
-from heritage_cnn.train import TrainConfig, prepare_data
+from heritage_cnn.recipe import TrainConfig, prepare_data
 
 HERE = Path(__file__).resolve().parent
 warnings.filterwarnings("ignore", message=".*(backward hooks|required_grads|requires_grad).*")
