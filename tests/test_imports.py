@@ -105,3 +105,13 @@ def test_classifier_is_importable_from_the_package_which_stays_light() -> None:
     code = "import sys, heritage_cnn; print('torch' in sys.modules, heritage_cnn.__version__)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", heritage_cnn.__version__]
+
+
+MAX_MODULE_LINES = 450  # a module longer than this holds two ideas: split it
+
+
+def test_no_module_is_two_ideas_long() -> None:
+    long = {
+        name: n for name, path in module_names().items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
