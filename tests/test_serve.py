@@ -611,14 +611,16 @@ def dds_unsupported() -> bytes:
 
 def hostile_uploads() -> dict[str, tuple[bytes, set[int]]]:
     """Hostile files and the statuses each may get (never a 500)."""
+    thin = io.BytesIO()
+    Image.new("RGB", (1, 100_000), (200, 120, 40)).save(thin, format="PNG")  # 64 x 6.4 M if resized naively
     jpeg = io.BytesIO()
     Image.fromarray(draw(3, np.random.default_rng(9), 256)).save(jpeg, format="JPEG", quality=90)
     return {
+        "thin.png": (thin.getvalue(), {200}),
         "bomb.png": (declared_png(100_000, 100_000), {413}),
         "texture.dds": (dds_unsupported(), {415}),
         "truncated.jpg": (jpeg.getvalue()[: len(jpeg.getvalue()) // 3], {415}),
         "random.jpg": (np.random.default_rng(0).bytes(20_000), {415}),
-        "notes.jpg": (b"not a photo at all\n" * 50, {415}),
     }
 
 
