@@ -142,6 +142,27 @@ def test_a_full_disk_never_replaces_a_good_file(tmp_path: Path, monkeypatch: pyt
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]  # no temp file left behind
 
 
+def test_writing_onto_a_folder_names_the_folder_not_a_temp_file(
+    tmp_path: Path, tiny_run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    from heritage_cnn.cli import main
+
+    with pytest.raises(IsADirectoryError) as error:
+        hio.atomic_write_json(tmp_path, {})
+    assert error.value.filename == str(tmp_path)
+    with pytest.raises(IsADirectoryError):
+        hio.atomic_write_text(f"{tmp_path}/not_yet_a_folder/", "x")  # a trailing separator means a folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written, no temp file
+    photo = tmp_path / "p.png"
+    Image.new("RGB", (64, 64), "grey").save(photo)
+    model = str(tiny_run.checkpoint)
+    assert main(["predict", str(photo), "--model", model, "-o", str(tmp_path), "--format", "json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"heritage: error: {tmp_path}: is a folder: give a file name", err
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.binary(max_size=2048), suffix=st.sampled_from([".jpg", ".png", ".gif", ".webp", ".tif", ".bmp"]))
 def test_random_bytes_only_ever_raise_image_error(tmp_path: Path, data: bytes, suffix: str) -> None:

@@ -8,6 +8,7 @@ safetensors, which cannot carry code, unlike pickles.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -27,8 +28,14 @@ class CheckpointError(ValueError):
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    Errors name `path`, never the temporary file; a folder (or a name ending in a separator) is refused
+    before anything is written."""
+    given = os.fspath(path)
     path = Path(path)
+    if given.endswith(("/", os.sep)) or path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder: give a file name", given)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -39,8 +46,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(error, OSError) and error.filename is None:
-            error.filename = str(path)  # a full disk says which file it was writing
+        if isinstance(error, OSError) and error.filename in (None, tmp):
+            error.filename, error.filename2 = str(path), None  # a full disk says which file it was writing
         raise
 
 
