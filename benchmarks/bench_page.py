@@ -15,27 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import select
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench_serve import draw_bell_tower
-
-
-def start_server(model: str | None) -> tuple[subprocess.Popen, str]:
-    command = [sys.executable, "-m", "heritage_cnn.cli", "serve", "--port", "0"]
-    command += ["--model", model] if model else []
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    ready, _, _ = select.select([process.stdout], [], [], 120)
-    line = process.stdout.readline() if ready else ""
-    if "http://" not in line:
-        process.kill()
-        raise SystemExit(f"heritage serve did not start: {line}")
-    return process, line.split()[2]
+from bench_serve import draw_bell_tower, start_server
 
 
 def main() -> int:
@@ -47,7 +32,7 @@ def main() -> int:
     from selenium import webdriver
     from selenium.webdriver.common.by import By
 
-    process, url = start_server(args.model)
+    url, process = start_server(args.model, [])
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,1000"):

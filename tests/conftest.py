@@ -128,3 +128,25 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_run):
+    """The tiny run's network, ready for photos (predict and sort tests)."""
+    from heritage_cnn.predict import Classifier
+
+    return Classifier.load(tiny_run.checkpoint)
+
+
+def make_survey(synthetic_root: Path, root: Path) -> Path:
+    """A messy survey folder: photos from a few classes in nested folders, a duplicate name, a broken file."""
+    (root / "day1" / "nave").mkdir(parents=True)
+    (root / "day2").mkdir()
+    for i, name in enumerate(["altar", "gargoyle", "stained_glass"]):
+        shutil.copy(synthetic_root / name / "000.png", root / "day1" / f"{name}.png")
+        shutil.copy(synthetic_root / name / "001.png", root / "day2" / f"{name}.png")  # same name, other photo
+        Image.open(synthetic_root / name / "002.png").convert("RGB").save(
+            root / "day1" / "nave" / f"{name}_{i}.jpg", quality=95
+        )
+    (root / "day2" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    return root

@@ -2,35 +2,16 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import make_survey
 from heritage_cnn import cli
 from heritage_cnn.data import ImageError
 from heritage_cnn.predict import Classifier, Prediction, TopClass, format_predictions
-
-
-@pytest.fixture(scope="module")
-def classifier(tiny_run) -> Classifier:
-    return Classifier.load(tiny_run.checkpoint)
-
-
-def _survey(synthetic_root: Path, root: Path) -> Path:
-    """A messy survey folder: photos from a few classes in nested folders, a duplicate name, a broken file."""
-    (root / "day1" / "nave").mkdir(parents=True)
-    (root / "day2").mkdir()
-    for i, name in enumerate(["altar", "gargoyle", "stained_glass"]):
-        shutil.copy(synthetic_root / name / "000.png", root / "day1" / f"{name}.png")
-        shutil.copy(synthetic_root / name / "001.png", root / "day2" / f"{name}.png")  # same name, other photo
-        Image.open(synthetic_root / name / "002.png").convert("RGB").save(
-            root / "day1" / "nave" / f"{name}_{i}.jpg", quality=95
-        )
-    (root / "day2" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
-    return root
 
 
 def test_predict_accepts_paths_pil_images_and_arrays(classifier: Classifier, synthetic_root: Path) -> None:
@@ -60,7 +41,7 @@ def test_any_size_mode_and_format(classifier: Classifier, synthetic_root: Path, 
 def test_predict_command_formats_and_skips_bad_files(
     tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    survey = _survey(synthetic_root, tmp_path / "survey")
+    survey = make_survey(synthetic_root, tmp_path / "survey")
     model = str(tiny_run.checkpoint)
     assert cli.main(["predict", "--model", model, str(survey), "--format", "json"]) == 0
     captured = capsys.readouterr()

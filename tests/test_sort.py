@@ -8,7 +8,6 @@ import dataclasses
 import errno
 import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,32 +21,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import draw
+from conftest import draw, make_survey
 from heritage_cnn import cli
 from heritage_cnn import sort as sort_module
 from heritage_cnn.predict import Classifier
 from heritage_cnn.sort import LOCK_NAME, MANIFEST_FIELDS, TEMP_PREFIX, SortLocked, SortSummary, output_lock, sort_photos
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-
-
-@pytest.fixture(scope="module")
-def classifier(tiny_run) -> Classifier:
-    return Classifier.load(tiny_run.checkpoint)
-
-
-def _survey(synthetic_root: Path, root: Path) -> Path:
-    """A messy survey folder: photos from a few classes in nested folders, a duplicate name, a broken file."""
-    (root / "day1" / "nave").mkdir(parents=True)
-    (root / "day2").mkdir()
-    for i, name in enumerate(["altar", "gargoyle", "stained_glass"]):
-        shutil.copy(synthetic_root / name / "000.png", root / "day1" / f"{name}.png")
-        shutil.copy(synthetic_root / name / "001.png", root / "day2" / f"{name}.png")  # same name, other photo
-        Image.open(synthetic_root / name / "002.png").convert("RGB").save(
-            root / "day1" / "nave" / f"{name}_{i}.jpg", quality=95
-        )
-    (root / "day2" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
-    return root
 
 
 def _many(root: Path, count: int, seed: int, size: int = 64) -> Path:
@@ -117,7 +97,7 @@ def _run_sort(model: Path, survey: Path, out: Path, slow_s: float = 0.0) -> subp
 def test_sort_copies_never_touches_sources_and_resumes(
     classifier: Classifier, synthetic_root: Path, tmp_path: Path
 ) -> None:
-    survey = _survey(synthetic_root, tmp_path / "survey")
+    survey = make_survey(synthetic_root, tmp_path / "survey")
     before = _tree_digest(survey)
     out = tmp_path / "sorted"
     first = sort_photos(classifier, survey, out, min_confidence=0.0, progress=False)
@@ -139,7 +119,7 @@ def test_sort_copies_never_touches_sources_and_resumes(
 
 
 def test_sort_threshold_link_mode_and_refusals(classifier: Classifier, synthetic_root: Path, tmp_path: Path) -> None:
-    survey = _survey(synthetic_root, tmp_path / "survey")
+    survey = make_survey(synthetic_root, tmp_path / "survey")
     summary = sort_photos(classifier, survey, tmp_path / "unsure", min_confidence=1.0, mode="link", progress=False)
     assert summary.uncertain == 9 and len(list((tmp_path / "unsure" / "_uncertain").iterdir())) == 9
     assert summary.linked == 9 and summary.copied == 0 and summary.how_placed() == "linked 9, copied 0"
@@ -161,7 +141,7 @@ def test_class_names_never_write_outside_out(
     hostile = Classifier.__new__(Classifier)
     hostile.__dict__ |= classifier.__dict__
     hostile.checkpoint = dataclasses.replace(classifier.checkpoint, classes=[bad, *classifier.classes[1:]])
-    survey = _survey(synthetic_root, tmp_path / "survey")
+    survey = make_survey(synthetic_root, tmp_path / "survey")
     out = tmp_path / "deep" / "out"
     with pytest.raises(ValueError, match="not a plain folder name"):
         sort_photos(hostile, survey, out, min_confidence=0.0, progress=False)
@@ -171,7 +151,7 @@ def test_class_names_never_write_outside_out(
 def test_class_folder_linked_out_of_out_is_refused(
     classifier: Classifier, synthetic_root: Path, tmp_path: Path
 ) -> None:
-    survey = _survey(synthetic_root, tmp_path / "survey")
+    survey = make_survey(synthetic_root, tmp_path / "survey")
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
     out.mkdir()
     elsewhere.mkdir()
@@ -189,7 +169,7 @@ def test_link_across_file_systems_copies_and_says_so(
     if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
         pytest.skip("/dev/shm is missing or on the same file system as the temporary folder")
     with tempfile.TemporaryDirectory(dir=shm) as other:
-        survey = _survey(synthetic_root, Path(other) / "survey")
+        survey = make_survey(synthetic_root, Path(other) / "survey")
         out = tmp_path / "out"
         summary = sort_photos(classifier, survey, out, min_confidence=0.0, mode="link", progress=False)
         assert summary.linked == 0 and summary.copied == 9 and summary.copied_because == {"other file system": 9}
@@ -211,7 +191,7 @@ def test_file_system_without_hard_links(
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(sort_module.os, "link", no_links)
-    survey = _survey(synthetic_root, tmp_path / "survey")
+    survey = make_survey(synthetic_root, tmp_path / "survey")
     for mode in ("copy", "link"):
         out = tmp_path / mode
         summary = sort_photos(classifier, survey, out, min_confidence=0.0, mode=mode, progress=False)
@@ -229,7 +209,7 @@ def test_file_system_without_hard_links(
 def test_a_second_sort_refuses_while_the_folder_is_locked(
     tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    survey = _survey(synthetic_root, tmp_path / "survey")
+    survey = make_survey(synthetic_root, tmp_path / "survey")
     out = tmp_path / "out"
     out.mkdir()
     holder = subprocess.Popen(
