@@ -29,7 +29,6 @@ from heritage_cnn.data import NEAR_DUPLICATE_DISTANCE, ImageSet, perceptual_hash
 from heritage_cnn.devices import machine_description
 from heritage_cnn.io import (
     CheckpointError,
-    atomic_path,
     atomic_write_json,
     atomic_write_text,
     load_tensors,
@@ -188,5 +187,4 @@ def checkpoint_info(
 def plot_curves(out: Path, history: list[dict[str, float]]) -> None:
     from heritage_cnn.report import plot_training_curves
 
-    with atomic_path(out / "curves.png") as tmp:
-        plot_training_curves(history, tmp)
+    plot_training_curves(history, out / "curves.png")  # saved atomically by figures.save_figure
