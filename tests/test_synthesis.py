@@ -14,6 +14,7 @@ from PIL import Image
 from heritage_cnn import synthesis as s
 from heritage_cnn.checkpoint import load_checkpoint
 from heritage_cnn.cli import main
+from heritage_cnn.synthesis import objectives as o
 
 # The tiny model tells its synthetic classes apart by exact stripe frequency and angle; under the random
 # transforms it settles on images between neighbouring classes, so the class test ascends pixel-exactly.
@@ -170,3 +171,19 @@ def test_visualize_units_cli(tiny_run, tmp_path: Path) -> None:
     assert main([*args, "--layer", "stage1.block1.conv", "--channels", "0-2,5"]) == 0
     assert (tmp_path / "units_stage1_block1_conv.png").exists()
     assert main([*args, "--layer", "stage1.block1.conv", "--channels", "99"]) == 2
+
+
+@pytest.mark.parametrize("make", [lambda: o.class_logit([1, 2]), lambda: o.class_margin(3)])
+def test_objectives_index_on_the_logits_device(make, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target indices follow the logits to their device: built on the CPU, CUDA refused them in gather.
+    Without a GPU, the meta device stands in, and gather is made as strict about devices as CUDA's."""
+    gather = torch.Tensor.gather
+
+    def strict_gather(self: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+        assert index.device == self.device, f"index on {index.device}, values on {self.device}"
+        return gather(self, dim, index)
+
+    monkeypatch.setattr(torch.Tensor, "gather", strict_gather)
+    logits = torch.randn(2, 10, device="meta")
+    value = make()(o.Context(torch.zeros(2, 3, 8, 8, device="meta"), logits, {}))
+    assert value.device.type == "meta"

@@ -56,9 +56,9 @@ class Objective:
     __rmul__ = __mul__
 
 
-def _per_image(index: int | Sequence[int], n: int) -> Tensor:
-    """One index per image: an int applies to all, a sequence gives image i index[i]."""
-    indices = torch.as_tensor([index] * n if isinstance(index, int) else list(index), dtype=torch.long)
+def _per_image(index: int | Sequence[int], n: int, device: torch.device) -> Tensor:
+    """One index per image: an int applies to all, a sequence gives image i index[i]; on the images' device."""
+    indices = torch.as_tensor([index] * n if isinstance(index, int) else list(index), dtype=torch.long, device=device)
     if len(indices) != n:
         raise ValueError(f"{len(indices)} targets for a batch of {n} images")
     return indices
@@ -68,7 +68,7 @@ def class_logit(target: int | Sequence[int]) -> Objective:
     """The target class's logit (raw score before softmax)."""
 
     def fn(c: Context) -> Tensor:
-        return c.logits.gather(1, _per_image(target, len(c.logits))[:, None]).sum()
+        return c.logits.gather(1, _per_image(target, len(c.logits), c.logits.device)[:, None]).sum()
 
     return Objective(fn, f"logit[{target}]")
 
@@ -77,7 +77,7 @@ def class_margin(target: int | Sequence[int]) -> Objective:
     """Target logit minus the mean of the others: raising every logit together gains nothing."""
 
     def fn(c: Context) -> Tensor:
-        own = c.logits.gather(1, _per_image(target, len(c.logits))[:, None])[:, 0]
+        own = c.logits.gather(1, _per_image(target, len(c.logits), c.logits.device)[:, None])[:, 0]
         others = (c.logits.sum(1) - own) / (c.logits.shape[1] - 1)
         return (own - others).sum()
 
@@ -89,7 +89,9 @@ def channel(layer_name: str, index: int | Sequence[int]) -> Objective:
 
     def fn(c: Context) -> Tensor:
         act = c.activations[layer_name]
-        return act[torch.arange(len(act)), _per_image(index, len(act))].mean((1, 2)).sum()
+        return (
+            act[torch.arange(len(act), device=act.device), _per_image(index, len(act), act.device)].mean((1, 2)).sum()
+        )
 
     return Objective(fn, f"{layer_name}:{index}", frozenset({layer_name}))
 
@@ -101,7 +103,7 @@ def unit(layer_name: str, index: int | Sequence[int], y: int | None = None, x: i
         act = c.activations[layer_name]
         row = act.shape[2] // 2 if y is None else y
         col = act.shape[3] // 2 if x is None else x
-        return act[torch.arange(len(act)), _per_image(index, len(act)), row, col].sum()
+        return act[torch.arange(len(act), device=act.device), _per_image(index, len(act), act.device), row, col].sum()
 
     return Objective(fn, f"{layer_name}:{index}@{y},{x}", frozenset({layer_name}))
 

@@ -1,0 +1,175 @@
+"""Train every network this project ships or measures with, from one table: the ensemble members, the
+distilled student, the judges of the class images and the quick-recipe candidates.
+
+    python benchmarks/train_pool.py --out runs/pool                           # everything, one at a time
+    python benchmarks/train_pool.py --out runs/pool --only member student     # the shipped ensemble + student
+    python benchmarks/train_pool.py --out runs/pool --device cuda --parallel 14   # a GPU: many at once
+
+Each job is one command line (`heritage train ...` or `benchmarks/judges.py train ...`), so each network
+can be retrained alone by copying its line; a job starts when the jobs it needs have finished. Finished jobs
+are skipped on a rerun, and `heritage train` resumes an interrupted run (`--resume` is passed), so a pool
+longer than a working session is simply run again. Logs: OUT/NAME.log; OUT/pool.json: each job's command,
+exit status and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHIPPED = HERE.parent / "src" / "heritage_cnn" / "weights" / "default.safetensors"
+HERITAGE = [sys.executable, "-m", "heritage_cnn.cli", "train"]
+JUDGES = [sys.executable, str(HERE / "judges.py"), "train"]
+
+
+@dataclass
+class Job:
+    name: str
+    group: str  # member | student | judge | tuning-judge | quick
+    args: list[str]
+    needs: list[str] = field(default_factory=list)
+    judge: bool = False  # benchmarks/judges.py instead of heritage train
+
+
+# The shipped ensemble: the shipped network (seed 0, the default recipe) and three members that differ from it
+# in augmentation, architecture and width, each the default recipe's 56 epochs at batch 32.
+ENSEMBLE = ("m-weakaug-s2", "m-vgg-s3", "m-wide-s4")
+TEACHERS = [arg for name in ENSEMBLE for arg in ("--teacher", f"{{out}}/{name}")]
+# The student: the default network (298 MFLOP) distilled from the ensemble for 150 epochs at batch 64.
+STUDENT = ["--epochs", "150", "--batch-size", "64", "--teacher", str(SHIPPED), *TEACHERS, "--distill-weight", "0.9"]
+
+JOBS = [
+    Job("m-s1", "member", ["--seed", "1"]),  # the default recipe, another seed: what a recipe change adds
+    Job("m-weakaug-s2", "member", ["--seed", "2", "--rotation", "10", "--zoom", "0.1", "--shift", "0.05"]),
+    Job("m-vgg-s3", "member", ["--seed", "3", "--plain", "--blocks", "2,2,2,2"]),
+    Job("m-wide-s4", "member", ["--seed", "4", "--widths", "32,64,128,256", "--blocks", "1,1,1,1"]),
+    Job("m-mix-s5", "member", ["--seed", "5", "--mixup", "0.2", "--cutmix", "1"]),
+    Job(
+        "st-kd",
+        "student",
+        ["--seed", "7", *STUDENT, "--distill-temperature", "2"],
+        needs=list(ENSEMBLE),
+    ),
+    Job(
+        "st-kd-mix",
+        "student",
+        ["--seed", "8", *STUDENT, "--distill-temperature", "2", "--mixup", "0.2", "--cutmix", "1"],
+        needs=list(ENSEMBLE),
+    ),
+    # Judges of the class images. Held out (never used while choosing synthesis settings): another architecture
+    # and normalisation (torchvision ResNet-18; a VGG-style network with group norm and [-1, 1] inputs) and the
+    # project's own network at another width. Tuning judges: the only ones the synthesis settings may be tuned on.
+    Job("j-resnet18-s11", "judge", ["--arch", "resnet18", "--seed", "11"], judge=True),
+    Job("j-vgggn-s12", "judge", ["--arch", "vgg-gn", "--seed", "12"], judge=True),
+    Job("j-wide-s13", "judge", ["--seed", "13", "--widths", "32,64,128,256", "--blocks", "1,1,1,1", "--epochs", "40"]),
+    Job("t-b1111-s21", "tuning-judge", ["--seed", "21", "--blocks", "1,1,1,1", "--epochs", "30"]),
+    Job("t-vgggn-s22", "tuning-judge", ["--arch", "vgg-gn", "--seed", "22"], judge=True),
+    # Candidates for the quick recipe of `heritage demo` (minutes on two CPU cores).
+    Job("q-b1111-e16", "quick", ["--blocks", "1,1,1,1", "--epochs", "16"]),
+    Job("q-deep4-e12", "quick", ["--epochs", "12"]),
+    Job("q-b1111-e16-bs16", "quick", ["--blocks", "1,1,1,1", "--epochs", "16", "--batch-size", "16"]),
+    Job(
+        "q-b1111-e18-ls2",
+        "quick",
+        ["--blocks", "1,1,1,1", "--epochs", "18", "--label-smoothing", "0.2", "--lr", "0.004"],
+    ),
+]
+
+
+def command(job: Job, args: argparse.Namespace) -> list[str]:
+    out = Path(args.out)
+    extra = [a.replace("{out}", str(out)) for a in job.args]
+    if job.judge:
+        return [*JUDGES, *extra, "--data", args.data, "--out", str(out / job.name), "--device", args.device]
+    runtime = ["--resume", "-q", "--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
+    if args.cache_dir:
+        runtime += ["--cache-dir", args.cache_dir]
+    return [*HERITAGE, "--data", args.data, "--out", str(out / job.name), *extra, *runtime]
+
+
+def finished(job: Job, out: Path) -> bool:
+    if job.judge:
+        return (out / f"{job.name}.safetensors").exists()
+    meta = out / job.name / "last.json"
+    if not meta.exists():
+        return False
+    info = json.loads(meta.read_text())
+    return info.get("epochs_trained") == info.get("recipe", {}).get("epochs", -1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default=os.environ.get("HERITAGE_DATA") or "../shared/datasets/ahe64")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--only", nargs="*", default=None, help="groups: member student judge tuning-judge quick")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--parallel", type=int, default=1, help="jobs at once (a GPU takes many small ones)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per job")
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--deadline", type=float, default=None, help="seconds: stop every job then (resumable)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [j for j in JOBS if args.only is None or j.group in args.only]
+    names = {j.name for j in jobs}
+    started, running, record = time.monotonic(), {}, {}
+    pending = [j for j in jobs if not finished(j, out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    while pending or running:
+        elapsed = time.monotonic() - started
+        if args.deadline and elapsed > args.deadline:
+            for name, (proc, _, _) in running.items():
+                proc.terminate()
+                record[name] = {"status": "stopped at the deadline (resumable)", "seconds": round(elapsed, 1)}
+            for proc, _, _ in running.values():
+                proc.wait()
+            break
+        for name, (proc, t0, log) in list(running.items()):
+            if proc.poll() is not None:
+                log.close()
+                record[name]["status"] = proc.returncode
+                record[name]["seconds"] = round(time.monotonic() - t0, 1)
+                print(
+                    f"[{elapsed:6.0f} s] {name}: exit {proc.returncode} after {record[name]['seconds']:.0f} s",
+                    flush=True,
+                )
+                del running[name]
+        done = {j.name for j in jobs if finished(j, out)}
+        for job in list(pending):
+            if len(running) >= args.parallel:
+                break
+            if any(n in names and n not in done for n in job.needs):
+                if any(n in names and record.get(n, {}).get("status") not in (None, 0) for n in job.needs):
+                    pending.remove(job)  # a job it needs failed
+                    record[job.name] = {"status": "skipped: a job it needs failed"}
+                continue
+            pending.remove(job)
+            cmd = command(job, args)
+            log = open(out / f"{job.name}.log", "w")  # noqa: SIM115 - closed when the job ends
+            running[job.name] = (
+                subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env),
+                time.monotonic(),
+                log,
+            )
+            record[job.name] = {"group": job.group, "command": " ".join(cmd), "status": None}
+            print(f"[{elapsed:6.0f} s] start {job.name}", flush=True)
+        tmp = out / "pool.json.tmp"
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(out / "pool.json")
+        time.sleep(2)
+    failed = [n for n, r in record.items() if r.get("status") not in (0, None)]
+    print(f"pool: {len(record) - len(failed)} of {len(record)} jobs finished; failed or stopped: {failed or 'none'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
