@@ -97,6 +97,13 @@ def validation_set(config: TrainConfig) -> Any:
     return _VAL_SETS[key]
 
 
+def paths_sha(paths: list[str], data: str) -> str:
+    """A short hash of the validation photos' paths inside the data folder: the same photos give the same
+    hash wherever the folder lies (runs trained on another machine are compared with runs trained here)."""
+    relative = [str(Path(p).relative_to(data)) for p in paths]
+    return hashlib.sha1("\n".join(relative).encode()).hexdigest()[:12]
+
+
 def judge(run: Path) -> dict[str, Any]:
     """Validation figures of a run's final checkpoint, plus its per-image correctness for paired comparisons."""
     config = TrainConfig.from_dict(read_json(run / "config.json"))
@@ -118,7 +125,7 @@ def judge(run: Path) -> dict[str, Any]:
     figures["params_m"] = parameter_count(checkpoint.model) / 1e6
     figures["mflop"] = forward_flops(checkpoint.model) / 1e6
     figures["train_minutes"] = sum(row["epoch_seconds"] for row in history) / 60
-    figures["val_paths_sha"] = hashlib.sha1("\n".join(val_set.paths).encode()).hexdigest()[:12]
+    figures["val_paths_sha"] = paths_sha(val_set.paths, config.data)
     return figures
 
 
