@@ -137,7 +137,7 @@ def screenshot(url: str, photo: Path, path: Path) -> None:
     options.binary_location = "/usr/bin/chromium"
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1040,1180", f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):  # fmt: skip
+                 "--window-size=1280,1180", f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):  # fmt: skip
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path="/usr/bin/chromedriver"))
     try:
