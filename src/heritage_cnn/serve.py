@@ -281,6 +281,8 @@ def create_app(
             "classes": [{"label": c, "name": n} for n, c in labels.items()],
             "image_size": checkpoint.image_size,
             "val_accuracy": checkpoint.info.get("validation", {}).get("val_accuracy"),
+            "members": checkpoint.member_count,  # networks averaged; overlays and class images: member `member`
+            "member": member,
             "max_upload_bytes": max_upload_bytes,
             "max_image_pixels": MAX_IMAGE_PIXELS,
             "min_confidence": MIN_CONFIDENCE,  # below it the page says "not sure", as `heritage sort` does
