@@ -119,6 +119,7 @@ def test_members_must_agree_and_be_at_most_sixteen(members, tmp_path: Path) -> N
         ("members[1].model_config", lambda m: m["members"][1]["model_config"].__setitem__("widths", "wide")),
         ("members", lambda m: m.__setitem__("members", m["members"] * 6)),
         ("members", lambda m: m.__setitem__("members", [])),
+        ("parameters in all", lambda m: [x["model_config"].__setitem__("widths", [3000, 3000]) for x in m["members"]]),
         ("members[0].command", lambda m: m["members"][0].__setitem__("command", 3)),
         ("classes", lambda m: m["classes"].__setitem__(0, "../up")),
         ("normalisation", lambda m: m["normalisation"].__setitem__("std", [1, 0, 1])),

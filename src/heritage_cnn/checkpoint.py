@@ -27,7 +27,7 @@ from torch import nn
 from heritage_cnn import __version__
 from heritage_cnn.data import display_name
 from heritage_cnn.io import CheckpointError, atomic_write_json, read_json, read_safetensors, save_tensors
-from heritage_cnn.model import Ensemble, HeritageNet, ModelConfig
+from heritage_cnn.model import MAX_PARAMETERS, Ensemble, HeritageNet, ModelConfig
 
 FORMAT = "heritage-cnn-checkpoint/1"
 MAX_CLASSES = 10_000
@@ -252,6 +252,11 @@ def validate_ensemble_metadata(meta: object, where: Path) -> list[ModelConfig]:
             configs.append(validate_metadata(single, where))
         except CheckpointError as error:  # name the member: "FILE: members[2].model_config: ..."
             raise CheckpointError(str(error).replace(f"{where}: ", f"{where}: members[{i}].", 1)) from None
+    total = sum(config.weight_count() for config in configs)
+    if total > MAX_PARAMETERS:  # the members together, not only each, stay within what one network may allocate
+        raise CheckpointError(
+            f"{where}: members: {total:,} parameters in all, more than the {MAX_PARAMETERS:,} allowed"
+        )
     return configs
 
 
