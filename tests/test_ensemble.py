@@ -187,3 +187,16 @@ def test_member_option_on_look_inside_commands(
     single = ["explain", photo, "--model", str(tiny_run.checkpoint), "--member", "1", "--out", str(tmp_path / "e")]
     assert cli.main(single) == 2 and "has 1 network: --member 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "e").exists()
+
+
+def test_evaluate_rebuilds_the_members_split_and_leaves_out_what_trained_them(
+    ensemble_path: Path, tiny_run, synthetic_root: Path, tmp_path: Path
+) -> None:
+    from heritage_cnn.pipeline import choose_split, evaluate_on
+
+    quiet = {"log": lambda _: None}
+    scored = evaluate_on(ensemble_path, synthetic_root, "val", tmp_path / "val", **quiet)
+    assert scored["n_images"] == tiny_run.val_size  # the split rebuilt from member 0's recipe
+    assert choose_split(synthetic_root, load_checkpoint(ensemble_path)) == "unseen"  # the shared trained_on record
+    unseen = evaluate_on(ensemble_path, synthetic_root, "auto", tmp_path / "auto", **quiet)
+    assert unseen["n_images"] < tiny_run.train_size + tiny_run.val_size
