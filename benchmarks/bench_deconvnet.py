@@ -44,6 +44,7 @@ def baseline_scan(checkpoint, images: torch.Tensor, layer: str, k: int) -> torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint (default: the shipped model)")
+    parser.add_argument("--member", type=int, default=0, help="network of an ensemble to look inside (default 0)")
     parser.add_argument(
         "--data", default=os.environ.get("HERITAGE_DATA") or str(HERE.parents[1] / "shared/datasets/ahe64")
     )
@@ -55,7 +56,7 @@ def main() -> None:
     if not Path(args.data).is_dir():
         sys.exit(f"no data at {args.data}: pass --data or set HERITAGE_DATA")
 
-    checkpoint = load_checkpoint(args.model)
+    checkpoint = load_checkpoint(args.model).member(args.member)
     layer = deconvnet.resolve_layer(checkpoint.model, args.layer)
     started = time.perf_counter()
     images = load_images(find_layout(args.data).train, classes=checkpoint.classes).images

@@ -127,6 +127,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="generating checkpoint (default: the shipped model)")
+    parser.add_argument("--member", type=int, default=0, help="network of an ensemble to look inside (default 0)")
     parser.add_argument("--n", type=int, default=4, help="images per class (default 4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
@@ -134,7 +135,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_checkpoint(args.model or default_checkpoint_path())
+    model = load_checkpoint(args.model or default_checkpoint_path()).member(args.member)
     from run import data_root  # benchmarks/run.py, beside this script
 
     second = load_checkpoint(args.second or second_network(data_root()))

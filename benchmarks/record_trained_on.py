@@ -5,7 +5,7 @@ on, so that `heritage evaluate` can leave trained-on images and their near-dupli
 training split is rebuilt from the checkpoint's own recipe over the data folder, exactly as
 `heritage evaluate --split val` rebuilds the validation split.
 
-    python benchmarks/record_trained_on.py --data /path/to/ahe64 [--model src/heritage_cnn/weights/default.json]
+    python benchmarks/record_trained_on.py --data /path/to/ahe64 [--model src/heritage_cnn/weights/fast.json]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from heritage_cnn.checkpoint import default_checkpoint_path
+from heritage_cnn.checkpoint import shipped_checkpoint_path
 from heritage_cnn.data import perceptual_hashes
 from heritage_cnn.evaluate import hashes_to_hex
 from heritage_cnn.io import atomic_write_text, read_json
@@ -24,7 +24,9 @@ from heritage_cnn.train import TrainConfig, prepare_data
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="the data folder the model was trained on")
-    parser.add_argument("--model", default=str(default_checkpoint_path().with_suffix(".json")), help="checkpoint JSON")
+    parser.add_argument(
+        "--model", default=str(shipped_checkpoint_path("fast").with_suffix(".json")), help="checkpoint JSON"
+    )
     args = parser.parse_args()
     path = Path(args.model).with_suffix(".json")
     meta = read_json(path)

@@ -60,6 +60,7 @@ def choose_photos(checkpoint, data: str, per_class: int, seed: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint (default: the shipped model)")
+    parser.add_argument("--member", type=int, default=0, help="network of an ensemble to look inside (default 0)")
     parser.add_argument(
         "--data", default=os.environ.get("HERITAGE_DATA") or str(HERE.parents[1] / "shared/datasets/ahe64")
     )
@@ -72,7 +73,7 @@ def main() -> None:
         sys.exit(f"no data at {args.data}: pass --data or set HERITAGE_DATA")
 
     started = time.perf_counter()
-    checkpoint = load_checkpoint(args.model)
+    checkpoint = load_checkpoint(args.model).member(args.member)
     images, source = choose_photos(checkpoint, args.data, args.per_class, args.seed)
     occlusion_photos = args.occlusion_per_class * len(checkpoint.classes)
     photos = [checkpoint.normalise(images.images[i : i + 1]) for i in range(len(images))]

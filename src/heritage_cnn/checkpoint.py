@@ -4,7 +4,10 @@ A checkpoint is a pair `NAME.safetensors` + `NAME.json`. Loading never executes 
 and checks the JSON as a whole before building anything: an edited or hostile file is refused with
 one line naming the file and the field. Both halves carry the same `generation` (a hash of the
 weights), so a pair whose halves come from different saves is refused rather than silently mixed.
-The model that ships with the package lives in `heritage_cnn/weights/default.*`.
+The package ships two models, named on every command with `--model NAME`: `default` (also what no
+--model means), an ensemble of networks (`heritage_cnn.ensemble`: one pair holding every member), and
+`fast`, the single network that is the ensemble's member 0 (`heritage_cnn/weights/{default,fast}.*`).
+`load_checkpoint` takes either kind; tools that look inside a network take `checkpoint.member(i)`.
 """
 
 from __future__ import annotations
@@ -24,10 +27,15 @@ from torch import nn
 from heritage_cnn import __version__
 from heritage_cnn.data import display_name
 from heritage_cnn.io import CheckpointError, atomic_write_json, read_json, read_safetensors, save_tensors
-from heritage_cnn.model import HeritageNet, ModelConfig
+from heritage_cnn.model import MAX_PARAMETERS, Ensemble, HeritageNet, ModelConfig
 
 FORMAT = "heritage-cnn-checkpoint/1"
 MAX_CLASSES = 10_000
+ENSEMBLE_FORMAT = "heritage-cnn-ensemble/1"  # several networks in one pair: heritage_cnn.ensemble describes it
+MAX_MEMBERS = 16
+SHARED = ("classes", "normalisation", "image_size")  # one value for an ensemble, never per member
+NOT_PER_MEMBER = {"format", "package_version", "display_names", "generation", "trained_on", *SHARED}
+SHIPPED = ("default", "fast")  # names of the packaged models: the ensemble, and its member 0 alone
 _RESERVED = {"format", "package_version", "classes", "display_names", "normalisation", "image_size", "model_config"}
 _MODEL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "num_classes": int,
@@ -42,15 +50,34 @@ _MODEL_FIELDS: dict[str, type | tuple[type, ...]] = {
 
 @dataclass
 class Checkpoint:
-    """A trained network and what is needed to use it: classes, normalisation, provenance."""
+    """A trained network (or an ensemble of them) and what is needed to use it: classes, normalisation, provenance."""
 
-    model: HeritageNet
+    model: nn.Module  # a HeritageNet, or an Ensemble whose output is the log of its members' mean softmax
     classes: list[str]
     mean: list[float]
     std: list[float]
     image_size: int = 64
     info: dict[str, Any] = field(default_factory=dict)  # training recipe, metrics, seed, version
     path: Path | None = None
+    index: int | None = None  # which member of the ensemble file at `path` this is; None: a single-network file
+
+    @property
+    def member_count(self) -> int:
+        return len(self.model.members) if isinstance(self.model, Ensemble) else 1
+
+    def member(self, index: int = 0) -> Checkpoint:
+        """Network `index` as an ordinary single-network Checkpoint, for the tools that look inside a network.
+        A single network is its own member 0."""
+        count = self.member_count
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < count:
+            networks = "1 network: --member 0" if count == 1 else f"{count} networks: --member 0 to {count - 1}"
+            raise ValueError(f"{self.path}: no member {index!r}; this model has {networks}")
+        if not isinstance(self.model, Ensemble):
+            return self
+        info = dict(self.model.infos[index])
+        return Checkpoint(
+            self.model.members[index], self.classes, self.mean, self.std, self.image_size, info, self.path, index
+        )
 
     @property
     def display_names(self) -> list[str]:
@@ -107,6 +134,8 @@ def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     """Write `path.safetensors` and `path.json` atomically, tagged with one generation; returns the weights
     path. Non-finite weights are refused: a diverged network is never written over a good one."""
+    if isinstance(checkpoint.model, Ensemble):
+        raise CheckpointError(f"{path}: not written: an ensemble is saved with heritage_cnn.ensemble.save_ensemble")
     weights_path, meta_path = _paths(path)
     state = dict(checkpoint.model.state_dict())
     bad = first_non_finite(state)
@@ -199,16 +228,99 @@ def _check_tensors(tensors: dict[str, torch.Tensor], model: nn.Module, where: Pa
             raise CheckpointError(f"{where}: tensor {name} holds NaN or infinite values")
 
 
+def validate_ensemble_metadata(meta: object, where: Path) -> list[ModelConfig]:
+    """Check an ensemble's JSON as a whole; return each member's model config."""
+    if not isinstance(meta, dict) or meta.get("format") != ENSEMBLE_FORMAT:
+        raise CheckpointError(f"{where}: not a heritage-cnn ensemble (format {ENSEMBLE_FORMAT!r} expected)")
+    members = meta.get("members")
+    if not isinstance(members, list) or not 1 <= len(members) <= MAX_MEMBERS:
+        raise CheckpointError(f"{where}: members: must be a list of 1 to {MAX_MEMBERS} networks")
+    shared = {key: meta[key] for key in SHARED if key in meta}
+    validate_metadata({"format": FORMAT, **shared, "model_config": {}}, where)  # the shared fields, named as such
+    configs = []
+    for i, member in enumerate(members):
+        if not isinstance(member, dict):
+            raise CheckpointError(f"{where}: members[{i}]: not an object")
+        for key in ("name", "command"):
+            if not isinstance(member.get(key), str) or len(member[key]) > 2000:
+                raise CheckpointError(f"{where}: members[{i}].{key}: must be a string")
+        for key in SHARED:
+            if key in member and member[key] != shared.get(key):
+                raise CheckpointError(f"{where}: members[{i}].{key}: differs from the ensemble's {key}")
+        single = {"format": FORMAT, **shared, "model_config": member.get("model_config")}
+        try:
+            configs.append(validate_metadata(single, where))
+        except CheckpointError as error:  # name the member: "FILE: members[2].model_config: ..."
+            raise CheckpointError(str(error).replace(f"{where}: ", f"{where}: members[{i}].", 1)) from None
+    total = sum(config.weight_count() for config in configs)
+    if total > MAX_PARAMETERS:  # the members together, not only each, stay within what one network may allocate
+        raise CheckpointError(
+            f"{where}: members: {total:,} parameters in all, more than the {MAX_PARAMETERS:,} allowed"
+        )
+    return configs
+
+
+def load_ensemble(
+    weights_path: Path, meta_path: Path, meta: dict[str, Any], device: str | torch.device = "cpu"
+) -> Checkpoint:
+    """An ensemble pair as one Checkpoint; `.model` is an Ensemble (log of the members' mean softmax)."""
+    configs = validate_ensemble_metadata(meta, meta_path)
+    infos = [{k: v for k, v in m.items() if k != "model_config"} for m in meta["members"]]
+    model = Ensemble([HeritageNet(config) for config in configs], infos)
+    state, tensor_meta = read_safetensors(weights_path)
+    _check_tensors(state, model, weights_path)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[0] if str(error) else "shape or key mismatch"
+        raise CheckpointError(
+            f"{weights_path}: weights do not match the members' configs in {meta_path.name} ({first})"
+        ) from None
+    check_generation(weights_path, meta_path, tensor_meta, meta)
+    model.to(device).eval()
+    info = {k: v for k, v in meta.items() if k not in ("members", "generation", *NOT_PER_MEMBER)}
+    if meta.get("trained_on") is not None:
+        info["trained_on"] = meta["trained_on"]
+    for member_info in model.infos:  # each member shares the split, so each knows what trained it
+        if "trained_on" in info:
+            member_info["trained_on"] = info["trained_on"]
+    info["members"] = len(configs)
+    norm = meta["normalisation"]
+    return Checkpoint(
+        model,
+        list(meta["classes"]),
+        [float(v) for v in norm["mean"]],
+        [float(v) for v in norm["std"]],
+        int(meta.get("image_size", 64)),
+        info,
+        weights_path,
+    )
+
+
+def check_generation(weights_path: Path, meta_path: Path, tensor_meta: dict[str, str], meta: dict) -> None:
+    """Both halves of a pair must carry the same generation (pairs older than generations carry neither)."""
+    ours, theirs = tensor_meta.get("generation"), meta.get("generation")
+    if (ours or theirs) and ours != theirs:
+        raise CheckpointError(
+            f"{weights_path}: its weights (generation {ours}) and {meta_path.name} (generation {theirs}) "
+            "come from different saves"
+        )
+
+
 def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint (a pair, or a run folder for its last one; default: the shipped model) in eval mode."""
-    if path is None:
-        path = default_checkpoint_path()
+    """Load a checkpoint in eval mode: a pair, a run folder (its last pair), an ensemble pair, or a shipped
+    model's name (`default`, the ensemble, which is also what None means; `fast`, its single network)."""
+    if path is None or str(path) in SHIPPED:
+        path = shipped_checkpoint_path(str(path) if path is not None else "default")
     weights_path, meta_path = _paths(path)
     if not weights_path.exists():
         raise CheckpointError(f"{weights_path}: no such checkpoint")
     if not meta_path.exists():
         raise CheckpointError(f"{weights_path}: its metadata file {meta_path.name} is missing")
     meta = read_json(meta_path)
+    if isinstance(meta, dict) and meta.get("format") == ENSEMBLE_FORMAT:
+        return load_ensemble(weights_path, meta_path, meta, device)
     config = validate_metadata(meta, meta_path)
     model = HeritageNet(config)
     state, tensor_meta = read_safetensors(weights_path)
@@ -220,12 +332,7 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
         raise CheckpointError(
             f"{weights_path}: weights do not match the model config in {meta_path.name} ({first})"
         ) from None
-    ours, theirs = tensor_meta.get("generation"), meta.get("generation")
-    if (ours or theirs) and ours != theirs:  # pairs written before generations existed carry neither
-        raise CheckpointError(
-            f"{weights_path}: its weights (generation {ours}) and {meta_path.name} (generation {theirs}) "
-            "come from different saves"
-        )
+    check_generation(weights_path, meta_path, tensor_meta, meta)
     model.to(device).eval()
     info = {k: v for k, v in meta.items() if k not in _RESERVED and k != "generation"}
     return Checkpoint(
@@ -239,13 +346,22 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
     )
 
 
+def shipped_checkpoint_path(name: str = "default") -> Path:
+    """A model shipped inside the package: `default` (the ensemble) or `fast` (its member 0 alone)."""
+    if name not in SHIPPED:
+        raise CheckpointError(f"{name}: no such shipped model (choose {' or '.join(SHIPPED)})")
+    return Path(str(resources.files("heritage_cnn") / "weights" / f"{name}.safetensors"))
+
+
 def default_checkpoint_path() -> Path:
-    """The network trained by this project and shipped inside the package."""
-    return Path(str(resources.files("heritage_cnn") / "weights" / "default.safetensors"))
+    """The model trained by this project and shipped inside the package: what no --model means."""
+    return shipped_checkpoint_path("default")
 
 
-def copy_model(model: nn.Module) -> HeritageNet:
-    """An independent copy of a network (same config and weights)."""
+def copy_model(model: nn.Module) -> nn.Module:
+    """An independent copy of a network or an ensemble (same configs and weights)."""
+    if isinstance(model, Ensemble):
+        return Ensemble([copy_model(member) for member in model.members], model.infos)
     assert isinstance(model, HeritageNet)
     clone = HeritageNet(model.config)
     clone.load_state_dict(model.state_dict())

@@ -4,11 +4,14 @@ A folder of class images is what `heritage generate --all --n 1 --out DIR` write
 `class_images.png` (the grid) and `class_images.json` (which file shows which class). The page must show
 them without any flag, so:
 
-- the shipped model's folder ships inside the package (`weights/default.class_images/`, about 100 KB);
+- the shipped model's folder ships inside the package (`weights/default.class_images/`, about 100 KB),
+  drawn by the `fast` network, which is also member 0 of the `default` ensemble: its JSON names the fast
+  network's hash and, under `also_for`, the key of the ensemble's member 0;
 - any other model gets its own folder under the cache (`~/.cache/heritage-cnn/class-images/<hash>/`, or
-  `$HERITAGE_CACHE`), keyed by the SHA-256 of its weights file, drawn once in a background thread while
-  the server already answers. A folder counts only once its JSON, written last, names the same hash:
-  a half-written folder or one drawn for other weights is never shown.
+  `$HERITAGE_CACHE`), keyed by the SHA-256 of its weights file (plus `:member<i>` for a member of an
+  ensemble), drawn once in a background thread while the server already answers. A folder counts only once
+  its JSON, written last, names the same key: a half-written folder or one drawn for other weights is never
+  shown.
 """
 
 from __future__ import annotations
@@ -79,11 +82,18 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "heritage-cnn"
 
 
-def drawn_for(folder: Path, sha: str) -> bool:
-    """Whether `folder` holds a complete set of class images drawn for the weights with this hash."""
+def model_key(checkpoint: Checkpoint) -> str:
+    """What class images are drawn for: the weights file's SHA-256, plus `:member<i>` for a member of an ensemble."""
+    sha = weights_sha256(checkpoint.path)
+    return sha if checkpoint.index is None else f"{sha}:member{checkpoint.index}"
+
+
+def drawn_for(folder: Path, key: str) -> bool:
+    """Whether `folder` holds a complete set of class images drawn for the network with this key (`model_key`)."""
     try:
-        return json.loads((folder / MANIFEST).read_text(encoding="utf-8")).get("weights_sha256") == sha
-    except (OSError, ValueError):
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        return manifest.get("weights_sha256") == key or key in (manifest.get("also_for") or [])
+    except (OSError, ValueError, TypeError):
         return False
 
 
@@ -98,7 +108,7 @@ def draw_into(checkpoint: Checkpoint, folder: str | Path, steps: int | None = No
 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    sha = weights_sha256(checkpoint.path)
+    sha = model_key(checkpoint)
     settings = Settings() if steps is None else replace(Settings(), steps=steps)
     generated = draw_classes(checkpoint, range(len(checkpoint.classes)), 1, 64, settings, seed=0, progress=False)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
@@ -157,11 +167,12 @@ class Gallery:
         if explicit is not None:
             self.images = find_class_images(explicit)
             return
-        sha = weights_sha256(checkpoint.path)
+        sha = model_key(checkpoint)
         if drawn_for(PACKAGED, sha):
             self.images = find_class_images(PACKAGED)
             return
-        self.folder = Path(cache_dir or default_cache_dir()) / "class-images" / sha[:16]
+        folder = sha[:16] if checkpoint.index is None else hashlib.sha256(sha.encode()).hexdigest()[:16]
+        self.folder = Path(cache_dir or default_cache_dir()) / "class-images" / folder
         if drawn_for(self.folder, sha):
             self.images = find_class_images(self.folder)
         elif not draw:
@@ -176,13 +187,16 @@ class Gallery:
                 state="drawing",
             )
             self.thread = threading.Thread(
-                target=self._draw, args=(Path(str(checkpoint.path)), steps), name="class-images", daemon=True
+                target=self._draw,
+                args=(Path(str(checkpoint.path)), checkpoint.index or 0, steps),
+                name="class-images",
+                daemon=True,
             )
             self.thread.start()
 
-    def _draw(self, weights: Path, steps: int | None) -> None:
+    def _draw(self, weights: Path, member: int, steps: int | None) -> None:
         try:
-            own = load_checkpoint(weights)  # its own copy: drawing toggles requires_grad on the weights
+            own = load_checkpoint(weights).member(member)  # its own copy: drawing toggles requires_grad
             found = find_class_images(draw_into(own, self.folder, steps))
         except Exception as error:  # shown on the page; the server keeps answering
             found = ClassImages(
@@ -204,5 +218,6 @@ __all__ = [
     "draw_into",
     "drawn_for",
     "find_class_images",
+    "model_key",
     "weights_sha256",
 ]

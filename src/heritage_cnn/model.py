@@ -8,9 +8,11 @@ visualisation code can address any layer by name and replay the network step by 
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -169,6 +171,23 @@ class HeritageNet(nn.Module):
         return self.head(self.features(x))
 
 
+class Ensemble(nn.Module):
+    """Several networks answering as one. The output is the log of the mean of the members' softmax, so every
+    consumer of a network's logits (softmax, argmax, cross-entropy) sees the ensemble's probabilities unchanged."""
+
+    def __init__(self, members: Sequence[nn.Module], infos: Sequence[dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.infos = [dict(info) for info in infos] if infos is not None else [{} for _ in members]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack([member(x).float().log_softmax(1) for member in self.members])
+        return torch.logsumexp(log_probs, 0) - math.log(len(self.members))
+
+
+Net = TypeVar("Net", bound=nn.Module)
+
+
 def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
     """Every conv layer by stable name, in forward order."""
     return {n: m for n, m in dict(model.named_modules()).items() if isinstance(m, nn.Conv2d)}
@@ -182,8 +201,9 @@ def layer(model: nn.Module, name: str) -> nn.Module:
     return modules[name]
 
 
-def fold_batch_norm(model: HeritageNet) -> HeritageNet:
-    """A copy whose convs carry their eval-mode batch norm (weights and bias): same outputs, fewer passes."""
+def fold_batch_norm(model: Net) -> Net:
+    """A copy whose convs carry their eval-mode batch norm (weights and bias): same outputs, fewer passes.
+    Works on a HeritageNet and on an Ensemble of them (every member is folded)."""
     folded = copy.deepcopy(model).eval()
     for module in folded.modules():
         for conv_name, bn_name in (("conv", "bn"), ("conv1", "bn1"), ("conv2", "bn2")):
@@ -226,6 +246,7 @@ def build_model(
 
 __all__ = [
     "ConvBlock",
+    "Ensemble",
     "HeritageNet",
     "ModelConfig",
     "ResidualBlock",

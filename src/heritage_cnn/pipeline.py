@@ -45,6 +45,12 @@ def trained_on(checkpoint: Checkpoint) -> tuple[np.ndarray, int] | None:
     return hashes, distance
 
 
+def split_recipe(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The recipe that rebuilds the model's validation split: its own, or an ensemble's first member's
+    (the members share one split; `heritage_cnn.ensemble` refuses to save members trained on others)."""
+    return checkpoint.info.get("recipe") or checkpoint.member(0).info.get("recipe")
+
+
 def choose_split(data: str | os.PathLike, checkpoint: Checkpoint, split: str = "auto") -> str:
     """`auto`: test when the folder has test/, else unseen when the checkpoint records its training images, else all."""
     if split not in SPLITS:
@@ -59,7 +65,7 @@ def choose_split(data: str | os.PathLike, checkpoint: Checkpoint, split: str = "
 def _validation_images(checkpoint: Checkpoint, data: str, log: Log) -> tuple[ImageSet, str]:
     from heritage_cnn.train import TrainConfig, prepare_data
 
-    recipe = checkpoint.info.get("recipe")
+    recipe = split_recipe(checkpoint)
     if not recipe:
         raise CheckpointError(f"{checkpoint.path}: has no training recipe, so its validation split cannot be rebuilt")
     config = TrainConfig.from_dict({**recipe, "data": data, "out": "-", "progress": False})
@@ -173,12 +179,12 @@ def validation_photo(model: str | os.PathLike | None, data: str, classes: list[s
     return str(list_images(split_folder(find_layout(data), "train"), classes).files[0])
 
 
-def inside_step(model: str | os.PathLike | None, data: str, out: Path, log: Log = print) -> None:
-    """Look inside: first-layer feature maps, kernels, one deconvnet sheet, one explanation."""
+def inside_step(model: str | os.PathLike | None, data: str, out: Path, log: Log = print, member: int = 0) -> None:
+    """Look inside network `member` of the model: first-layer feature maps, kernels, a deconvnet sheet, an explanation."""
     from heritage_cnn import deconvnet, explain, visualize
 
     inside = Path(out) / "inside"
-    checkpoint = load_checkpoint(model)
+    checkpoint = load_checkpoint(model).member(member)
     photo = validation_photo(model, data, checkpoint.classes)
     log(f"\n== look inside the network -> {inside}  (photo: {photo})")
     layers = deconvnet.deconv_layers(checkpoint.model)
@@ -191,16 +197,16 @@ def inside_step(model: str | os.PathLike | None, data: str, out: Path, log: Log 
     explain.write_explanation(checkpoint, photo, inside)
 
 
-def class_images_step(model: str | os.PathLike | None, data: str, out: Path, log: Log = print) -> None:
-    """One generated image per class, fewer steps than `heritage generate` (well under a minute on 2 cores).
-
-    The shipped model's images come with the package (drawn with the full 160 steps): copied, not redrawn."""
+def class_images_step(model: str | os.PathLike | None, data: str, out: Path, log: Log = print, member: int = 0) -> None:
+    """One generated image per class by network `member`, fewer steps than `heritage generate` (well under a
+    minute on 2 cores). The shipped model's images come with the package (drawn with the full 160 steps by the
+    fast network, the ensemble's member 0): copied, not redrawn."""
     from heritage_cnn import classimages, synthesis
     from heritage_cnn.io import atomic_write_bytes
 
     log("\n== class images (gradient ascent, heritage generate)")
-    checkpoint = load_checkpoint(model)
-    if classimages.drawn_for(classimages.PACKAGED, classimages.weights_sha256(checkpoint.path)):
+    checkpoint = load_checkpoint(model).member(member)
+    if classimages.drawn_for(classimages.PACKAGED, classimages.model_key(checkpoint)):
         for path in sorted(classimages.PACKAGED.iterdir()):
             atomic_write_bytes(Path(out) / "class_images" / path.name, path.read_bytes())
         log(f"{Path(out) / 'class_images'}: the shipped model's, from the package ({classimages.PACKAGED})")
@@ -219,7 +225,7 @@ def _evaluate_splits(model: str | os.PathLike | None, data: str, out: Path, prog
     """The model's validation split (when its recipe and the training folder allow) and the test split."""
     checkpoint = load_checkpoint(model)
     layout = find_layout(data)
-    if checkpoint.info.get("recipe") and layout.train.is_dir():
+    if split_recipe(checkpoint) and layout.train.is_dir():
         evaluate_on(model, data, "val", out / "eval-val", progress=progress, log=log)
     elif layout.test is None:
         evaluate_on(model, data, "auto", out / "eval-val", progress=progress, log=log)
@@ -228,23 +234,30 @@ def _evaluate_splits(model: str | os.PathLike | None, data: str, out: Path, prog
 
 
 def run_report(
-    model: str | os.PathLike | None, data: str, out: str | os.PathLike, progress: bool = False, log: Log = print
+    model: str | os.PathLike | None,
+    data: str,
+    out: str | os.PathLike,
+    progress: bool = False,
+    log: Log = print,
+    member: int = 0,
 ) -> Path:
-    """Every figure for one model, gathered in one self-contained `out/index.html`; returns its path."""
+    """Every figure for one model, gathered in one self-contained `out/index.html`; returns its path.
+    The figures from inside the network (and the class images) are those of network `member`."""
     from heritage_cnn.datacheck import check_dataset
-    from heritage_cnn.report import build_html_report, plot_training_curves
+    from heritage_cnn.report import build_html_report, plot_training_curves, training_history
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = load_checkpoint(model)
+    checkpoint.member(member)  # a bad --member fails before any work
     atomic_write_json(out / "data_check.json", check_dataset(data))
-    history = checkpoint.info.get("history")
+    history = training_history(checkpoint, member)
     if history:
         plot_training_curves(history, out / "train" / "curves.png")  # atomic (heritage_cnn.figures)
     _evaluate_splits(model, data, out, progress, log)
     for step in FIGURE_STEPS:
-        step(model, data, out, log)
-    return build_html_report(out, out / "index.html", model=model, data=data)
+        step(model, data, out, log, member=member)
+    return build_html_report(out, out / "index.html", model=model, data=data, member=member)
 
 
 def run_demo(data: str, out: str | os.PathLike, config: Any | None = None, log: Log = print) -> Path | None:

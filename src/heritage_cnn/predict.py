@@ -26,6 +26,7 @@ from PIL import Image
 from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.data import IMAGE_EXTENSIONS, walk_files
 from heritage_cnn.decode import ImageError, decode_image, fit_square, to_rgb, try_decode
+from heritage_cnn.devices import mixed_precision
 from heritage_cnn.evaluate import tta_views
 from heritage_cnn.model import fold_batch_norm
 
@@ -81,22 +82,27 @@ def flat_fields(k: int) -> list[str]:
 
 
 class Classifier:
-    """A trained network ready for photos: `Classifier.load(path).predict(images)`."""
+    """A trained network (or ensemble) ready for photos: `Classifier.load(path).predict(images)`."""
 
-    def __init__(self, checkpoint: Checkpoint, batch_size: int = 64, tta: str = "none") -> None:
+    def __init__(self, checkpoint: Checkpoint, batch_size: int = 64, tta: str = "none", bf16: bool = True) -> None:
         tta_views(torch.empty(0, 3, 1, 1), tta)  # an unknown mode fails here, not at the first photo
         self.checkpoint = checkpoint
         self.tta = tta  # "flip" or "multi" average the logits of 2 or 7 views: more accurate, 2x or 7x slower
         # Batch norm folded into the convs: the same outputs (to ~1e-6) with one pass less per layer,
-        # about 25 % faster on this CPU.
+        # about 25 % faster on this CPU. An ensemble has every member folded.
         self.model = fold_batch_norm(checkpoint.model).eval().to(memory_format=torch.channels_last)
         self.device = next(self.model.parameters()).device
+        # bf16 autocast on CPUs that run it natively (mixed_precision): about 2x the photos per second on this
+        # CPU, same top class on test batches; float32 elsewhere (GPUs too). Outputs are float32 either way.
+        self.bf16 = self.device.type == "cpu" and mixed_precision(self.device, bf16)[0]
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, device: str = "cpu", tta: str = "none") -> Classifier:
-        """Load a checkpoint; without a path, the model shipped with the package."""
-        return cls(load_checkpoint(path, device=device), tta=tta)
+    def load(
+        cls, path: str | os.PathLike | None = None, device: str = "cpu", tta: str = "none", bf16: bool = True
+    ) -> Classifier:
+        """Load a checkpoint; without a path, the model shipped with the package (`fast`: its single network)."""
+        return cls(load_checkpoint(path, device=device), tta=tta, bf16=bf16)
 
     @property
     def classes(self) -> list[str]:
@@ -120,7 +126,9 @@ class Classifier:
         for start in range(0, len(images), self.batch_size):
             x = self.checkpoint.normalise(images[start : start + self.batch_size].to(self.device))
             views = tta_views(x, self.tta)
-            outputs.append(torch.softmax(sum(self.model(view).float() for view in views) / len(views), 1))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                logits = [self.model(view).float() for view in views]
+            outputs.append(torch.softmax(sum(logits) / len(views), 1))
         return torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
 
     def _predictions(self, arrays: Sequence[np.ndarray], paths: Sequence[str | None], top: int) -> list[Prediction]:

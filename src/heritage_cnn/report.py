@@ -240,6 +240,11 @@ def _headline(folder: Path) -> tuple[str, str]:
     return "No evaluation in this folder.", ""
 
 
+def training_history(checkpoint: Checkpoint, member: int = 0) -> list[dict[str, Any]] | None:
+    """Epoch records to plot: the network's own, or for an ensemble its member `member`'s."""
+    return checkpoint.info.get("history") or checkpoint.member(member).info.get("history")
+
+
 def _model_facts(checkpoint: Checkpoint) -> str:
     from heritage_cnn.model import parameter_count
 
@@ -247,6 +252,8 @@ def _model_facts(checkpoint: Checkpoint) -> str:
     flops = f", {mflop:.0f} MFLOP per image" if isinstance(mflop, (int, float)) else ""
     epochs = checkpoint.info.get("epochs_trained")
     trained = f", trained {epochs} epochs" if epochs else ""
+    if checkpoint.member_count > 1:
+        trained = f", an ensemble of {checkpoint.member_count} networks (the mean of their probabilities)"
     name = Path(str(checkpoint.path)).name
     return f"{name}: {parameter_count(checkpoint.model) / 1e6:.2f} M parameters{flops}{trained}"
 
@@ -345,6 +352,7 @@ def build_html_report(
     title: str | None = None,
     model: str | os.PathLike | None = None,
     data: str | os.PathLike | None = None,
+    member: int = 0,
 ) -> Path:
     """One self-contained HTML page (images embedded) from a demo/report folder's figures and metrics.
 
@@ -360,8 +368,9 @@ def build_html_report(
     checkpoint = load_checkpoint(model if model is not None else recorded.get("model"))
     data = data if data is not None else recorded.get("data")
     curves = folder / "train" / "curves.png"
-    if not curves.exists() and checkpoint.info.get("history"):
-        plot_training_curves(checkpoint.info["history"], curves)  # saved atomically
+    history = training_history(checkpoint, member)
+    if not curves.exists() and history:
+        plot_training_curves(history, curves)  # saved atomically
     headline, _ = _headline(folder)
     data_name = Path(str(data)).name if data else "?"
     title = title or f"heritage-cnn report: {Path(str(checkpoint.path)).name} on {data_name}"
@@ -373,12 +382,12 @@ def build_html_report(
     sections = [_data_section(folder)]
     if curves.exists():
         caption = (
-            f"Loss and accuracy per epoch ({len(checkpoint.info.get('history') or [])} epochs). Training figures are on "
+            f"Loss and accuracy per epoch ({len(history or [])} epochs). Training figures are on "
             "augmented images; validation on the untouched duplicate-aware split."
         )
         sections.append(Section("training", "Training", [_figure(curves, caption, "training curves")]))
     sections += [_evaluation(folder / "eval-val", "val"), _evaluation(folder / "eval-test", "test")]
-    sections.append(_inside_section(folder, checkpoint))
+    sections.append(_inside_section(folder, checkpoint.member(member)))
     sections.append(_class_images(folder / "class_images", checkpoint))
     shown = [s for s in sections if s is not None]
     toc = "".join(f"<li><a href='#{s.anchor}'>{escape(s.heading)}</a></li>" for s in shown)

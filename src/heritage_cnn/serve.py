@@ -238,12 +238,15 @@ def create_app(
     device: str = "cpu",
     cache_dir: str | Path | None = None,
     draw_class_images: bool = True,
+    member: int = 0,
 ) -> Any:
     """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `GET /api/info`, class images.
 
     `hosts`: the Host-header values answered (default `allowed_hosts()`: loopback names only).
     Class images: `class_images_dir` if given, else the packaged ones (shipped model) or the cache under
-    `cache_dir`, drawn once in the background when missing unless `draw_class_images` is False."""
+    `cache_dir`, drawn once in the background when missing unless `draw_class_images` is False. The answer is the
+    whole model's (an ensemble's mean); the Grad-CAM and deconvnet overlays and the class images are those of
+    network `member` (a single network is its own member 0)."""
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -256,8 +259,9 @@ def create_app(
         raise ValueError(f"timeouts must be positive, got {body_timeout} and {idle_timeout} s")
     classifier = Classifier.load(model_path, device=device)
     checkpoint = classifier.checkpoint
-    overlays = Overlays(checkpoint)
-    gallery = Gallery(checkpoint, class_images_dir, cache_dir, draw=draw_class_images)
+    inside = checkpoint.member(member)  # the network the overlays and class images show
+    overlays = Overlays(inside)
+    gallery = Gallery(inside, class_images_dir, cache_dir, draw=draw_class_images)
     page = PAGE.read_text(encoding="utf-8")
     labels = dict(zip(checkpoint.display_names, checkpoint.classes, strict=True))  # display name -> class folder
     too_large = f"the upload is larger than the {max_upload_bytes / 2**20:g} MB limit"
@@ -277,6 +281,8 @@ def create_app(
             "classes": [{"label": c, "name": n} for n, c in labels.items()],
             "image_size": checkpoint.image_size,
             "val_accuracy": checkpoint.info.get("validation", {}).get("val_accuracy"),
+            "members": checkpoint.member_count,  # networks averaged; overlays and class images: member `member`
+            "member": member,
             "max_upload_bytes": max_upload_bytes,
             "max_image_pixels": MAX_IMAGE_PIXELS,
             "min_confidence": MIN_CONFIDENCE,  # below it the page says "not sure", as `heritage sort` does

@@ -8,6 +8,7 @@ from heritage_cnn.cli.options import (
     add_command,
     add_data,
     add_device,
+    add_member,
     add_model,
     add_out,
     add_tta,
@@ -50,7 +51,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """
     from heritage_cnn.pipeline import run_report
 
-    page = run_report(args.model, data_folder(args.data), args.out, show_progress(args))
+    page = run_report(args.model, data_folder(args.data), args.out, show_progress(args), member=args.member)
     print(f"report: {page.resolve()}")
     return 0
 
@@ -102,6 +103,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = add_command(commands, "report", cmd_report)
     add_model(p)
+    add_member(p)
     add_data(p)
     add_out(p, "folder for index.html and the figures")
 

@@ -7,11 +7,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from heritage_cnn.cli.options import add_command, add_device, add_model, add_out, add_seed, device_name, positive_int
+from heritage_cnn.cli.options import (
+    add_command,
+    add_device,
+    add_member,
+    add_model,
+    add_out,
+    add_seed,
+    device_name,
+    inside_model,
+    positive_int,
+)
 
 
 def add_render_options(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
     add_model(p)
+    add_member(p)
     p.add_argument("--size", type=int, choices=[64, 128], default=64, help="image size in pixels (default 64)")
     p.add_argument("--steps", type=positive_int, default=steps, help=f"optimisation steps (default {steps})")
     p.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr:g})")
@@ -26,9 +37,7 @@ def render_settings(args: argparse.Namespace, base: Any, **extra: Any) -> Any:
 
 
 def load_for_render(args: argparse.Namespace) -> Any:
-    from heritage_cnn.checkpoint import load_checkpoint
-
-    return load_checkpoint(args.model, device=device_name(args.device))
+    return inside_model(args, device_name(args.device))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

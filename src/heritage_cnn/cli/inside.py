@@ -11,9 +11,11 @@ from heritage_cnn.cli.options import (
     add_command,
     add_data,
     add_device,
+    add_member,
     add_model,
     add_out,
     device_name,
+    inside_model,
     positive_int,
 )
 
@@ -28,10 +30,9 @@ def cmd_features(args: argparse.Namespace) -> int:
     Example:
       heritage visualize features photo.jpg --out runs/inside
     """
-    from heritage_cnn.checkpoint import load_checkpoint
     from heritage_cnn.visualize import write_feature_maps
 
-    paths = write_feature_maps(load_checkpoint(args.model), args.photo, args.out, args.layers)
+    paths = write_feature_maps(inside_model(args), args.photo, args.out, args.layers)
     print(f"{len(paths)} feature-map figures in {args.out}/ (first layer: {paths[0].name})")
     return 0
 
@@ -45,10 +46,9 @@ def cmd_kernels(args: argparse.Namespace) -> int:
     Example:
       heritage visualize kernels --out runs/inside
     """
-    from heritage_cnn.checkpoint import load_checkpoint
     from heritage_cnn.visualize import write_kernels
 
-    paths = write_kernels(load_checkpoint(args.model), args.out)
+    paths = write_kernels(inside_model(args), args.out)
     print(f"{len(paths)} kernel figures in {args.out}/ (first layer: {paths[0].name})")
     return 0
 
@@ -67,12 +67,11 @@ def cmd_deconv(args: argparse.Namespace) -> int:
       heritage visualize deconv photo.jpg --out runs/deconv
     """
     from heritage_cnn import deconvnet
-    from heritage_cnn.checkpoint import load_checkpoint
     from heritage_cnn.visualize import sample_images, write_deconv, write_deconv_photo
 
     if args.photo and args.data:
         raise UsageError("visualize deconv: give a PHOTO or --data DIR, not both")
-    checkpoint = load_checkpoint(args.model)
+    checkpoint = inside_model(args)
     if args.photo:
         path = write_deconv_photo(checkpoint, args.photo, args.out)
         print(f"projections of the strongest activation of every layer: {path}")
@@ -134,12 +133,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     Examples:
       heritage explain photo.jpg --out runs/explain
       heritage explain photo.jpg --target gargoyle --out runs/explain
+      heritage explain photo.jpg --member 3 --out runs/explain      the ensemble's member 3 (a plain VGG-style net)
     """
-    from heritage_cnn.checkpoint import load_checkpoint
     from heritage_cnn.explain import write_explanation
     from heritage_cnn.labels import resolve_class
 
-    checkpoint = load_checkpoint(args.model, device=device_name(args.device))
+    checkpoint = inside_model(args, device_name(args.device))
     if args.target is not None:
         resolve_class(args.target, checkpoint.classes)  # fail before any work
     path = write_explanation(checkpoint, args.photo, args.out, args.target)
@@ -161,11 +160,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = add_command(what, "features", cmd_features)
     p.add_argument("photo", metavar="PHOTO", help="a photo, any size or format")
     add_model(p)
+    add_member(p)
     p.add_argument("--layers", nargs="+", help="layers to show, e.g. stage1.block1.conv stage2 (default: all)")
     add_out(p)
 
     p = add_command(what, "kernels", cmd_kernels)
     add_model(p)
+    add_member(p)
     add_out(p)
 
     p = add_command(what, "deconv", cmd_deconv)
@@ -173,6 +174,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "photo", metavar="PHOTO", nargs="?", help="one photo: project the strongest activation of every layer"
     )
     add_model(p)
+    add_member(p)
     add_data(p, "data folder whose training images are scanned")
     p.add_argument("--layer", nargs="+", help="layer(s), e.g. stage2.block1.conv2 or stage3 (default: a middle one)")
     which = p.add_mutually_exclusive_group()
@@ -195,6 +197,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = add_command(commands, "explain", cmd_explain)
     p.add_argument("photo", metavar="PHOTO", help="a photo, any size or format")
     add_model(p)
+    add_member(p)
     p.add_argument("--target", help="class to explain: folder name, display name or index (default: predicted)")
     add_device(p)
     add_out(p)

@@ -1,4 +1,4 @@
-"""Options shared by several commands, each declared once: argument types, `--model`, `--data`, `--out`,
+"""Options shared by several commands, each declared once: argument types, `--model`, `--member`, `--data`, `--out`,
 `--device`, `--tta`, `--channels`, `--seed`, `-q`, and the one help layout of every command."""
 
 from __future__ import annotations
@@ -11,7 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 DEVICES = ("auto", "cpu", "cuda")
-MODEL_HELP = "checkpoint (.safetensors with its .json) or run folder (its last checkpoint); default: the shipped model"
+MODEL_HELP = (
+    "checkpoint (.safetensors with its .json, one network or an ensemble), run folder (its last checkpoint), or a "
+    "shipped model: default (the ensemble; also what no --model means) or fast (its single network, member 0)"
+)
 
 
 class UsageError(Exception):
@@ -109,6 +112,23 @@ def add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help=MODEL_HELP)
 
 
+def add_member(parser: argparse.ArgumentParser) -> None:
+    """Which network of an ensemble a tool that looks inside a network works on."""
+    parser.add_argument(
+        "--member",
+        type=_member,
+        default=0,
+        help="which network of an ensemble to look inside, from 0 (default 0; a single network has only 0)",
+    )
+
+
+def _member(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def add_data(parser: argparse.ArgumentParser, help: str = "data folder (default $HERITAGE_DATA)") -> None:
     parser.add_argument("--data", help=help)
 
@@ -156,6 +176,13 @@ def add_tta(parser: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------------------------
 # Resolving what the options say
 # --------------------------------------------------------------------------------------------
+
+
+def inside_model(args: argparse.Namespace, device: str = "cpu") -> Any:
+    """The network a look-inside command works on: member --member of --model (checked before any work)."""
+    from heritage_cnn.checkpoint import load_checkpoint
+
+    return load_checkpoint(args.model, device=device).member(args.member)
 
 
 def data_folder(value: str | None) -> str:

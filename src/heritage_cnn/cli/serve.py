@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from heritage_cnn.cli.options import add_command, add_device, add_model, device_name, port_number
+from heritage_cnn.cli.options import add_command, add_device, add_member, add_model, device_name, port_number
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -34,7 +34,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     hosts = sorted(set(allowed_hosts(args.host) + allowed_hosts(host)))
     megabytes = int(args.max_upload_mb * 2**20)
-    app = create_app(args.model, args.class_images, megabytes, hosts=hosts, device=device_name(args.device))
+    app = create_app(
+        args.model, args.class_images, megabytes, hosts=hosts, device=device_name(args.device), member=args.member
+    )
     shown = f"[{host}]" if ":" in host else host
     print(f"heritage serve: http://{shown}:{port}/  (JSON: POST /api/predict; Ctrl+C to stop)", flush=True)
     if not ipaddress.ip_address(host).is_loopback:
@@ -48,6 +50,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = add_command(commands, "serve", cmd_serve)
     add_model(p)
+    add_member(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=port_number, default=8000, help="port, 1-65535 (default 8000; 0: any free port)")
     p.add_argument(

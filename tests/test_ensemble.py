@@ -1,0 +1,202 @@
+"""Ensemble checkpoints: one pair for several networks, loaded as one model that averages their softmax."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from heritage_cnn import cli
+from heritage_cnn.checkpoint import Checkpoint, load_checkpoint, shipped_checkpoint_path
+from heritage_cnn.ensemble import MAX_MEMBERS, save_ensemble
+from heritage_cnn.io import CheckpointError
+from heritage_cnn.model import Ensemble, HeritageNet, ModelConfig
+from heritage_cnn.predict import Classifier
+
+
+def _other(single: Checkpoint, seed: int, **config: object) -> Checkpoint:
+    """Another network for the same classes: a fresh one (other widths allowed), as if trained with `seed`."""
+    torch.manual_seed(seed)
+    model = HeritageNet(ModelConfig.from_dict({**single.model.config.to_dict(), **config})).eval()
+    return replace(single, model=model, info={**single.info, "seed": seed})
+
+
+@pytest.fixture(scope="module")
+def members(tiny_run) -> list[Checkpoint]:
+    single = load_checkpoint(tiny_run.checkpoint)
+    return [single, _other(single, 1, widths=[12, 16]), _other(single, 2, residual=False)]
+
+
+@pytest.fixture(scope="module")
+def ensemble_path(members, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    stem = tmp_path_factory.mktemp("ensemble") / "ens"
+    save_ensemble(
+        stem, members, ["a", "b", "c"], [f"heritage train --data DATA --out RUN --seed {i}" for i in range(3)]
+    )
+    return stem
+
+
+def _refused(stem: Path, field: str) -> str:
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(stem)
+    message = str(caught.value)
+    assert "\n" not in message and stem.name in message and field in message, message
+    return message
+
+
+def _edited(ensemble_path: Path, folder: Path, edit) -> Path:
+    stem = folder / "edited"
+    stem.with_suffix(".safetensors").write_bytes(ensemble_path.with_suffix(".safetensors").read_bytes())
+    meta = json.loads(ensemble_path.with_suffix(".json").read_text())
+    edit(meta)
+    stem.with_suffix(".json").write_text(json.dumps(meta))
+    return stem
+
+
+def test_round_trip_stores_float16_and_loads_float32(members, ensemble_path: Path) -> None:
+    loaded = load_checkpoint(ensemble_path)
+    assert isinstance(loaded.model, Ensemble) and loaded.member_count == 3 and loaded.info["members"] == 3
+    meta = json.loads(ensemble_path.with_suffix(".json").read_text())
+    assert meta["format"] == "heritage-cnn-ensemble/1" and [m["name"] for m in meta["members"]] == ["a", "b", "c"]
+    with safe_open(str(ensemble_path.with_suffix(".safetensors")), "pt") as handle:
+        assert handle.metadata()["generation"] == meta["generation"]
+        assert handle.get_tensor("members.1.head.fc2.weight").dtype == torch.float16
+    for i, original in enumerate(members):
+        member = loaded.member(i)
+        assert isinstance(member.model, HeritageNet) and member.index == i and member.path == loaded.path
+        assert member.model.config == original.model.config and member.info["seed"] == original.info.get("seed", i)
+        assert member.info["command"].endswith(f"--seed {i}") and "history" in member.info
+        for key, tensor in original.model.state_dict().items():
+            got = member.model.state_dict()[key]
+            expected = tensor.half().float() if tensor.is_floating_point() else tensor
+            assert got.dtype == tensor.dtype and torch.equal(got, expected), key
+    assert loaded.info["trained_on"] == members[0].info["trained_on"]
+    assert loaded.info["forward_mflop"] == pytest.approx(sum(m.info["forward_mflop"] for m in members), abs=0.02)
+    assert loaded.classes == members[0].classes and loaded.mean == members[0].mean
+
+
+def test_output_is_the_log_of_the_mean_member_softmax(ensemble_path: Path) -> None:
+    loaded = load_checkpoint(ensemble_path)
+    x = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        by_hand = torch.stack([loaded.member(i).model(x).softmax(1) for i in range(3)]).mean(0)
+        output = loaded.model(x)
+    assert torch.allclose(output.softmax(1), by_hand, atol=1e-6)
+    assert torch.allclose(output.exp().sum(1), torch.ones(5), atol=1e-5)  # already normalised log-probabilities
+    assert not torch.allclose(by_hand, loaded.member(0).model(x).softmax(1), atol=1e-3)
+
+
+def test_a_single_network_is_its_own_member_0_and_bad_members_are_one_line(tiny_run, ensemble_path: Path) -> None:
+    single = load_checkpoint(tiny_run.checkpoint)
+    assert single.member(0) is single and single.member_count == 1
+    for checkpoint, index in ((single, 1), (load_checkpoint(ensemble_path), 3), (single, -1)):
+        with pytest.raises(ValueError, match=f"no member {index}") as caught:
+            checkpoint.member(index)
+        assert "\n" not in str(caught.value) and checkpoint.path.name in str(caught.value)
+
+
+def test_members_must_agree_and_be_at_most_sixteen(members, tmp_path: Path) -> None:
+    other_classes = replace(members[1], classes=list(reversed(members[1].classes)))
+    with pytest.raises(CheckpointError, match=r"member 1 .* has other classes"):
+        save_ensemble(tmp_path / "x", [members[0], other_classes])
+    other_norm = replace(members[1], mean=[0.5, 0.5, 0.5])
+    with pytest.raises(CheckpointError, match="other normalisation"):
+        save_ensemble(tmp_path / "x", [members[0], other_norm])
+    with pytest.raises(CheckpointError, match=f"1 to {MAX_MEMBERS} members"):
+        save_ensemble(tmp_path / "x", [members[0]] * (MAX_MEMBERS + 1))
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("field", "edit"),
+    [
+        ("members[1].classes", lambda m: m["members"][1].__setitem__("classes", ["x", "y"])),
+        ("members[2].image_size", lambda m: m["members"][2].__setitem__("image_size", 32)),
+        ("members[1].model_config", lambda m: m["members"][1]["model_config"].__setitem__("widths", "wide")),
+        ("members", lambda m: m.__setitem__("members", m["members"] * 6)),
+        ("members", lambda m: m.__setitem__("members", [])),
+        ("parameters in all", lambda m: [x["model_config"].__setitem__("widths", [3000, 3000]) for x in m["members"]]),
+        ("members[0].command", lambda m: m["members"][0].__setitem__("command", 3)),
+        ("classes", lambda m: m["classes"].__setitem__(0, "../up")),
+        ("normalisation", lambda m: m["normalisation"].__setitem__("std", [1, 0, 1])),
+    ],
+)
+def test_edited_ensemble_metadata_is_refused_in_one_line(ensemble_path: Path, tmp_path: Path, field, edit) -> None:
+    _refused(_edited(ensemble_path, tmp_path, edit), field)
+
+
+def test_halves_of_different_saves_are_refused(members, ensemble_path: Path, tmp_path: Path) -> None:
+    retrained = [members[0], members[1], _other(members[0], 7, residual=False)]  # same shapes, other weights
+    save_ensemble(tmp_path / "b", retrained, ["a", "b", "c"], ["", "", ""])
+    (tmp_path / "mixed.safetensors").write_bytes((tmp_path / "b.safetensors").read_bytes())
+    (tmp_path / "mixed.json").write_bytes(ensemble_path.with_suffix(".json").read_bytes())
+    assert "different saves" in _refused(tmp_path / "mixed", "generation")
+    (tmp_path / "single.safetensors").write_bytes(members[0].path.read_bytes())  # one network's weights
+    (tmp_path / "single.json").write_bytes(ensemble_path.with_suffix(".json").read_bytes())
+    assert "do not match" in _refused(tmp_path / "single", "members")
+
+
+def test_classifier_on_an_ensemble_gives_its_mean_probabilities(ensemble_path: Path) -> None:
+    loaded = load_checkpoint(ensemble_path)
+    images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
+    with torch.no_grad():
+        expected = loaded.model(loaded.normalise(images)).softmax(1)
+    exact = Classifier(loaded, bf16=False).probabilities(images)
+    assert exact.dtype == torch.float32 and torch.allclose(exact, expected, atol=1e-5)
+    fast = Classifier(loaded)  # bf16 where the CPU has it natively
+    assert fast.probabilities(images).dtype == torch.float32
+    assert torch.allclose(fast.probabilities(images), expected, atol=0.05)
+    predictions = Classifier(loaded, bf16=False).predict([img.permute(1, 2, 0).numpy() for img in images])
+    assert [p.label for p in predictions] == [loaded.classes[i] for i in expected.argmax(1).tolist()]
+
+
+def test_shipped_names_default_is_the_ensemble_and_fast_its_member_0() -> None:
+    default, fast = load_checkpoint(None), load_checkpoint("fast")
+    assert load_checkpoint("default").path == default.path == shipped_checkpoint_path("default")
+    assert fast.path.name == "fast.safetensors" and fast.member_count == 1 and default.member_count == 6
+    assert default.info["forward_mflop"] > 5 * fast.info["forward_mflop"]
+    assert default.info["trained_on"] == fast.info["trained_on"]
+    first = default.member(0)
+    for key, tensor in fast.model.state_dict().items():
+        expected = tensor.half().float() if tensor.is_floating_point() else tensor
+        assert torch.equal(first.model.state_dict()[key], expected), key
+    commands = [m["command"] for m in json.loads(default.path.with_suffix(".json").read_text())["members"]]
+    assert all(c.startswith("heritage train --data DATA --out RUN --seed ") for c in commands)
+
+
+def test_member_option_on_look_inside_commands(
+    ensemble_path: Path, tiny_run, synthetic_root: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "k"
+    assert cli.main(["visualize", "kernels", "--model", str(ensemble_path), "--member", "1", "--out", str(out)]) == 0
+    assert (out / "kernels_layer1.png").exists()
+    capsys.readouterr()
+    bad = ["visualize", "kernels", "--model", str(ensemble_path), "--member", "3", "--out", str(tmp_path / "x")]
+    assert cli.main(bad) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "ens.safetensors" in error and "--member 0 to 2" in error
+    photo = str(sorted(synthetic_root.rglob("*.png"))[0])
+    explained = tmp_path / "explained"
+    assert cli.main(["explain", photo, "--model", str(ensemble_path), "--member", "2", "--out", str(explained)]) == 0
+    assert list(explained.glob("*.png"))
+    capsys.readouterr()
+    single = ["explain", photo, "--model", str(tiny_run.checkpoint), "--member", "1", "--out", str(tmp_path / "e")]
+    assert cli.main(single) == 2 and "has 1 network: --member 0" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "e").exists()
+
+
+def test_evaluate_rebuilds_the_members_split_and_leaves_out_what_trained_them(
+    ensemble_path: Path, tiny_run, synthetic_root: Path, tmp_path: Path
+) -> None:
+    from heritage_cnn.pipeline import choose_split, evaluate_on
+
+    quiet = {"log": lambda _: None}
+    scored = evaluate_on(ensemble_path, synthetic_root, "val", tmp_path / "val", **quiet)
+    assert scored["n_images"] == tiny_run.val_size  # the split rebuilt from member 0's recipe
+    assert choose_split(synthetic_root, load_checkpoint(ensemble_path)) == "unseen"  # the shared trained_on record
+    unseen = evaluate_on(ensemble_path, synthetic_root, "auto", tmp_path / "auto", **quiet)
+    assert unseen["n_images"] < tiny_run.train_size + tiny_run.val_size
