@@ -13,7 +13,7 @@ from torch import Tensor, nn
 import heritage_cnn.synthesis.objectives as o
 from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.model import conv_layers
-from heritage_cnn.synthesis.loop import Rendering, render
+from heritage_cnn.synthesis.loop import Rendering, networks_of, render
 from heritage_cnn.synthesis.objectives import Objective
 from heritage_cnn.synthesis.param import FourierImage, PixelImage
 from heritage_cnn.synthesis.transforms import standard_transforms
@@ -52,7 +52,10 @@ class Settings:
 UNIT_SETTINGS = Settings(lr=0.05, tv=10.0)
 
 # Unregularised gradient ascent on raw pixels: the baseline of benchmarks/bench_synthesis.py.
-PIXEL_BASELINE = Settings(param="pixel", decorrelate=False, transforms=False, tv=0.0)
+# Pinned (steps, lr, objective), so that a change of the defaults does not move the baseline.
+PIXEL_BASELINE = Settings(
+    steps=160, lr=0.025, param="pixel", decorrelate=False, objective="logit", transforms=False, tv=0.0
+)
 
 
 def make_param(settings: Settings, n: int, size: int, generator: torch.Generator) -> nn.Module:
@@ -83,8 +86,12 @@ class Generated:
     settings: Settings = field(default_factory=Settings)
 
 
-def classify(checkpoint: Checkpoint, images: Tensor) -> Tensor:
-    """Softmax probabilities of [0, 1] images (resized to the network's input size)."""
+def classify(checkpoint: Checkpoint | Sequence[Checkpoint], images: Tensor) -> Tensor:
+    """Softmax probabilities of [0, 1] images (resized to the network's input size); for several networks,
+    the mean of their probabilities."""
+    if not isinstance(checkpoint, Checkpoint):
+        networks = networks_of(checkpoint)
+        return sum(classify(net, images) for net in networks) / len(networks)
     if images.shape[-1] != checkpoint.image_size:
         images = F.interpolate(images, size=checkpoint.image_size, mode="bilinear", antialias=True)
     model = checkpoint.model.eval()
@@ -93,7 +100,7 @@ def classify(checkpoint: Checkpoint, images: Tensor) -> Tensor:
 
 
 def draw_classes(
-    checkpoint: Checkpoint,
+    checkpoint: Checkpoint | Sequence[Checkpoint],
     targets: Sequence[int],
     n: int = 4,
     size: int = 64,
@@ -101,7 +108,11 @@ def draw_classes(
     seed: int = 0,
     progress: bool = True,
 ) -> Generated:
-    """`n` images of each target class, rendered together as one batch (image i*n + j: class i)."""
+    """`n` images of each target class, rendered together as one batch (image i*n + j: class i).
+
+    `checkpoint` may be a list of networks (e.g. the members of an ensemble): the objective is then their mean
+    logit for the same transformed image, and `probabilities`/`predicted` are their mean softmax's.
+    """
     if n < 1 or not targets:
         raise ValueError(f"need at least one class and --n >= 1, got {len(targets)} classes and n = {n}")
     per_image = [t for t in targets for _ in range(n)]
