@@ -150,43 +150,89 @@ def score(scorer: Scorer, images: Any, targets: list[int], classes: list[str]) -
     }
 
 
-def run_method(
-    name: str, settings: Any, networks: list[Any], scorers: list[Scorer], n: int, seeds: list[int], out_name: str
-) -> dict[str, Any]:
+def draw_batch(settings: Any, generators: list[str | None], n: int, seed: int, threads: int | None) -> dict[str, Any]:
+    """One seed's batch (n images of each class); a function of paths, so that it can run in a worker process."""
     import torch
 
-    from heritage_cnn.synthesis import draw_classes, write_generated
+    from heritage_cnn.checkpoint import load_checkpoint
+    from heritage_cnn.synthesis import draw_classes
 
-    classes = networks[0].classes
-    images, targets, seconds = [], [], 0.0
-    for seed in seeds:
-        generated = draw_classes(networks, list(range(len(classes))), n, 64, settings, seed, progress=False)
-        if seed == seeds[0]:
-            write_generated(OUT / f"generated_{out_name}_{name}", generated, networks[0], seed, n)
-        images.append(generated.images)
-        targets += generated.targets
-        seconds += generated.seconds
-        print(f"  {name}: seed {seed} drawn in {generated.seconds:.0f} s", flush=True)
-    images = torch.cat(images)
-    generating = Scorer(
-        "generating", "generating", f"{len(networks)} network(s)", classes, None, lambda x: _mean_probs(networks, x)
-    )
-    row = {
-        "settings": asdict(settings),
-        "generators": [str(net.path) for net in networks],
-        "images": len(images),
-        "seconds_per_image": seconds / len(images),
-        "generating": score(generating, images, targets, classes),
-        "judges": {s.name: score(s, images, targets, classes) for s in scorers},
-    }
-    for judge_name, r in row["judges"].items():
-        print(
-            f"{name:>9} | {judge_name:<16} top-1 {r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] "
-            f"p {r['probability']:.3f} worst {r['worst_class']} {r['worst_class_accuracy']:.2f}",
-            flush=True,
+    if threads:
+        torch.set_num_threads(threads)
+    networks = [load_checkpoint(p) for p in generators]
+    generated = draw_classes(networks, list(range(len(networks[0].classes))), n, 64, settings, seed, progress=False)
+    return {"generated": generated, "seed": seed}
+
+
+def run_methods(
+    methods: dict[str, tuple[Any, list[str | None]]],
+    scorers: list[Scorer],
+    n: int,
+    seeds: list[int],
+    out_name: str,
+    workers: int,
+    threads: int | None,
+) -> dict[str, dict[str, Any]]:
+    """Every (method, seed) batch, in `workers` processes; then every judge scores every method's images."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    import torch
+
+    from heritage_cnn.checkpoint import load_checkpoint
+    from heritage_cnn.synthesis import write_generated
+
+    tasks = [(name, seed) for name in methods for seed in seeds]
+    batches: dict[tuple[str, int], Any] = {}
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = {
+                task: pool.submit(draw_batch, methods[task[0]][0], methods[task[0]][1], n, task[1], threads)
+                for task in tasks
+            }
+            for task, future in futures.items():
+                batches[task] = future.result()["generated"]
+                print(f"  {task[0]}: seed {task[1]} drawn in {batches[task].seconds:.0f} s", flush=True)
+    else:
+        for task in tasks:
+            batches[task] = draw_batch(methods[task[0]][0], methods[task[0]][1], n, task[1], threads)["generated"]
+            print(f"  {task[0]}: seed {task[1]} drawn in {batches[task].seconds:.0f} s", flush=True)
+    rows = {}
+    for name, (settings, generators) in methods.items():
+        networks = [load_checkpoint(p) for p in generators]
+        classes = networks[0].classes
+        drawn = [batches[name, seed] for seed in seeds]
+        write_generated(OUT / f"generated_{out_name}_{name}", drawn[0], networks[0], seeds[0], n)
+        images = torch.cat([g.images for g in drawn])
+        targets = [t for g in drawn for t in g.targets]
+        seconds = sum(g.seconds for g in drawn)
+        generating = Scorer(
+            "generating",
+            "generating",
+            f"{len(networks)} network(s)",
+            classes,
+            None,
+            lambda x, m=networks: _mean_probs(m, x),
         )
-    print(f"{name:>9} | generating p {row['generating']['probability']:.3f}; {row['seconds_per_image']:.2f} s/image")
-    return row
+        row = {
+            "settings": asdict(settings),
+            "generators": [str(net.path) for net in networks],
+            "images": len(images),
+            "seconds_per_image": seconds / len(images),
+            "generating": score(generating, images, targets, classes),
+            "judges": {s.name: score(s, images, targets, classes) for s in scorers},
+        }
+        for judge_name, r in row["judges"].items():
+            print(
+                f"{name:>9} | {judge_name:<16} top-1 {r['accuracy']:.3f} [{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] "
+                f"p {r['probability']:.3f} worst {r['worst_class']} {r['worst_class_accuracy']:.2f}",
+                flush=True,
+            )
+        print(
+            f"{name:>9} | generating p {row['generating']['probability']:.3f}; {row['seconds_per_image']:.2f} s/image"
+        )
+        rows[name] = row
+    return rows
 
 
 def _mean_probs(networks: list[Any], images: Any) -> Any:
@@ -270,7 +316,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 def main() -> None:
     import torch
 
-    from heritage_cnn.checkpoint import load_checkpoint
+    from heritage_cnn.checkpoint import default_checkpoint_path
     from heritage_cnn.io import atomic_write_json, atomic_write_text
     from heritage_cnn.synthesis import PIXEL_BASELINE, Settings
 
@@ -283,28 +329,28 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="changes to Settings()")
     parser.add_argument("--no-baseline", action="store_true", help="skip the pixel-space baseline")
     parser.add_argument("--name", default="synthesis", help="output stem in benchmarks/out (default synthesis)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument("--threads", type=int, help="torch threads per process (default: all cores)")
+    parser.add_argument("--workers", type=int, default=1, help="processes drawing batches at once (default 1)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.held_out and not args.tuning:
         raise SystemExit("give judges: --held-out PATH... and/or --tuning PATH...")
-    networks = [load_checkpoint(p) for p in (args.generators or [None])]
+    generators = args.generators or [str(default_checkpoint_path())]
     scorers = [load_scorer(p, "held-out") for p in args.held_out] + [load_scorer(p, "tuning") for p in args.tuning]
     changes = parse_settings(args.set)
     settings = replace(Settings(), **changes)
     load = os.getloadavg()[0]
     OUT.mkdir(parents=True, exist_ok=True)
-    methods = {"ours": run_method("ours", settings, networks, scorers, args.n, args.seeds, args.name)}
+    todo = {"ours": (settings, generators)}
     if not args.no_baseline:
-        methods["baseline"] = run_method(
-            "baseline", PIXEL_BASELINE, networks[:1], scorers, args.n, args.seeds, args.name
-        )
+        todo["baseline"] = (PIXEL_BASELINE, generators[:1])
+    methods = run_methods(todo, scorers, args.n, args.seeds, args.name, args.workers, args.threads)
     result = {
         "command": "python benchmarks/bench_synthesis.py " + " ".join(sys.argv[1:]),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-        f"{torch.__version__} with {torch.get_num_threads()} threads, load average {load:.1f} at the start",
+        f"{torch.__version__}, {args.workers} process(es) x {torch.get_num_threads()} thread(s), load average {load:.1f} at the start",
         "seeds": args.seeds,
         "n": args.n,
         "images_per_method": len(args.seeds) * args.n * 10,

@@ -187,3 +187,32 @@ def test_objectives_index_on_the_logits_device(make, monkeypatch: pytest.MonkeyP
     logits = torch.randn(2, 10, device="meta")
     value = make()(o.Context(torch.zeros(2, 3, 8, 8, device="meta"), logits, {}))
     assert value.device.type == "meta"
+
+
+def test_render_over_several_networks_reads_their_mean_logits(checkpoint) -> None:
+    """The ensemble objective: a list of networks sees one transformed image and the objective their mean logit."""
+    from heritage_cnn.checkpoint import copy_model
+
+    settings = replace(FAST, steps=5)
+    one = s.draw_classes(checkpoint, [2], n=2, settings=settings, seed=1, progress=False)
+    twice = s.draw_classes([checkpoint, checkpoint], [2], n=2, settings=settings, seed=1, progress=False)
+    assert torch.allclose(one.images, twice.images, atol=1e-6)  # the mean of equal logits is the logit
+    other = replace(checkpoint, model=copy_model(checkpoint.model))
+    with torch.no_grad():
+        for p in other.model.parameters():
+            p.mul_(0.5)
+    seen: list[torch.Tensor] = []
+    objective = s.Objective(lambda c: seen.append(c.logits.detach()) or c.logits[:, 2].sum(), "spy")
+    image = s.FourierImage(1, 32, torch.Generator().manual_seed(0))
+    s.render([checkpoint, other], objective, image, (), 1, 0.1, None, False)
+    # one Adam step has changed the image since; compare with the logits of the image before the step
+    image_before = s.FourierImage(1, 32, torch.Generator().manual_seed(0))
+    x = torch.nn.functional.interpolate(image_before().detach(), scale_factor=2, mode="bilinear", antialias=True)
+    with torch.no_grad():
+        expected = (checkpoint.model(checkpoint.normalise(x)) + other.model(other.normalise(x))) / 2
+    assert torch.allclose(seen[0], expected, atol=1e-5)
+    assert all(p.requires_grad for p in other.model.parameters())  # the networks are given back trainable
+    probs = s.classify([checkpoint, other], x)
+    assert torch.allclose(probs, (s.classify(checkpoint, x) + s.classify(other, x)) / 2)
+    with pytest.raises(ValueError, match="at least one generating network"):
+        s.draw_classes([], [1], settings=settings, progress=False)
