@@ -216,3 +216,19 @@ def test_render_over_several_networks_reads_their_mean_logits(checkpoint) -> Non
     assert torch.allclose(probs, (s.classify(checkpoint, x) + s.classify(other, x)) / 2)
     with pytest.raises(ValueError, match="at least one generating network"):
         s.draw_classes([], [1], settings=settings, progress=False)
+
+
+def test_maco_optimises_the_phase_only() -> None:
+    g = torch.Generator().manual_seed(0)
+    param = s.MacoImage(2, 24, g, decorrelate=False)
+    assert [name for name, _ in param.named_parameters()] == ["phase"]
+    image = param()
+    assert image.shape == (2, 3, 24, 24) and image.min() >= 0 and image.max() <= 1
+    # before the sigmoid the image is standardised, and its spectrum has the fixed magnitude (up to that scale)
+    x = torch.logit(image.double().clamp(1e-9, 1 - 1e-9))
+    assert x.mean((1, 2, 3)).abs().max() < 1e-4 and (x.std((1, 2, 3)) - 1).abs().max() < 1e-3
+    ratio = torch.fft.rfft2(x, norm="ortho").abs()[:, :, 1:, 1:-1] / param.magnitude[:, 1:, 1:-1]
+    assert torch.allclose(ratio, ratio[:, :1, :1, :1].expand_as(ratio), rtol=1e-3)
+    # a settings value, drawn like the others
+    settings = s.Settings(param="maco")
+    assert isinstance(s.make_param(settings, 1, 16, g), s.MacoImage)

@@ -2,12 +2,14 @@
 
 In the spirit of Lucid's optvis, built from small parts that can be swapped independently, one module each:
 
-  param         PixelImage, FourierImage (default)        the trainable tensor -> images in [0, 1]
+  param         PixelImage, FourierImage (default),       the trainable tensor -> images in [0, 1]
+                MacoImage (phase only)
   transforms    pad, jitter, scale, rotate                 random each step, so the image must work
                                                            under small shifts, not only pixel-exactly
   objectives    class_logit, class_margin, channel,       scores to maximise; compose with +, - and *
                 unit, diversity, l2, total_variation, blur
-  loop          render(): one Adam loop with a tqdm bar, deterministic for a seed
+  loop          render(): one Adam loop with a tqdm bar, deterministic for a seed; one network or a
+                list of them (the ensemble objective: their mean logits)
   draw          Settings, draw_classes, draw_units         the tuned defaults of `heritage generate`
   files         write_generated                            PNGs, the grid and the JSON
 
@@ -44,7 +46,7 @@ from heritage_cnn.synthesis.objectives import (
     total_variation,
     unit,
 )
-from heritage_cnn.synthesis.param import AHE64_COLOUR, FourierImage, PixelImage, colour_matrix
+from heritage_cnn.synthesis.param import AHE64_COLOUR, FourierImage, MacoImage, PixelImage, colour_matrix
 from heritage_cnn.synthesis.transforms import Transform, jitter, pad, rotate, scale, standard_transforms
 
 __all__ = [
@@ -54,6 +56,7 @@ __all__ = [
     "Context",
     "FourierImage",
     "Generated",
+    "MacoImage",
     "Objective",
     "PixelImage",
     "Rendering",

@@ -15,7 +15,7 @@ from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.model import conv_layers
 from heritage_cnn.synthesis.loop import Rendering, networks_of, render
 from heritage_cnn.synthesis.objectives import Objective
-from heritage_cnn.synthesis.param import FourierImage, PixelImage
+from heritage_cnn.synthesis.param import FourierImage, MacoImage, PixelImage
 from heritage_cnn.synthesis.transforms import standard_transforms
 
 
@@ -25,7 +25,7 @@ class Settings:
 
     steps: int = 160  # ~5 s per 64 px image on 2 cores; the images barely change after ~128
     lr: float = 0.025  # re-tuned for the batch-32 model: at 0.05 its images transfer less (docs/synthesis.md)
-    param: str = "fourier"  # fourier | pixel
+    param: str = "fourier"  # fourier | pixel | maco (phase only, magnitude fixed at 1/frequency)
     decorrelate: bool = True  # optimise in the decorrelated colour basis of ahe64
     decay_power: float = 1.0  # Fourier: step size ~ 1 / frequency**decay_power
     objective: str = "logit"  # logit | margin (logit minus mean of the others); logit transferred better
@@ -40,9 +40,9 @@ class Settings:
     diversity_layer: str = "stage2.block1.conv2"
 
     def __post_init__(self) -> None:
-        if self.param not in ("fourier", "pixel") or self.objective not in ("margin", "logit"):
+        if self.param not in ("fourier", "pixel", "maco") or self.objective not in ("margin", "logit"):
             raise ValueError(
-                f"param must be fourier|pixel and objective margin|logit, got {self.param}/{self.objective}"
+                f"param must be fourier|pixel|maco and objective margin|logit, got {self.param}/{self.objective}"
             )
         if self.steps < 1 or self.lr <= 0:
             raise ValueError(f"steps must be >= 1 and lr > 0, got {self.steps} and {self.lr}")
@@ -61,6 +61,8 @@ PIXEL_BASELINE = Settings(
 def make_param(settings: Settings, n: int, size: int, generator: torch.Generator) -> nn.Module:
     if settings.param == "pixel":
         return PixelImage(n, size, generator, decorrelate=settings.decorrelate)
+    if settings.param == "maco":
+        return MacoImage(n, size, generator, decay_power=settings.decay_power, decorrelate=settings.decorrelate)
     return FourierImage(n, size, generator, decay_power=settings.decay_power, decorrelate=settings.decorrelate)
 
 
