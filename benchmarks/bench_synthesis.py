@@ -42,6 +42,9 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 BOOTSTRAP = 2000
+# benchmarks/train_pool.py --out runs/pool writes these (relative to the working directory)
+HELD_OUT = ["runs/pool/j-resnet18-s11.safetensors", "runs/pool/j-vgggn-s12.safetensors", "runs/pool/j-wide-s13"]
+TUNING = ["runs/pool/t-b1111-s21", "runs/pool/t-vgggn-s22.safetensors"]
 
 
 @dataclass
@@ -150,7 +153,9 @@ def score(scorer: Scorer, images: Any, targets: list[int], classes: list[str]) -
     }
 
 
-def draw_batch(settings: Any, generators: list[str | None], n: int, seed: int, threads: int | None) -> dict[str, Any]:
+def draw_batch(
+    settings: Any, generators: list[str | None], n: int, seed: int, threads: int | None, one_class: bool = False
+) -> dict[str, Any]:
     """One seed's batch (n images of each class); a function of paths, so that it can run in a worker process."""
     import torch
 
@@ -160,7 +165,8 @@ def draw_batch(settings: Any, generators: list[str | None], n: int, seed: int, t
     if threads:
         torch.set_num_threads(threads)
     networks = [load_checkpoint(p) for p in generators]
-    generated = draw_classes(networks, list(range(len(networks[0].classes))), n, 64, settings, seed, progress=False)
+    targets = [0] if one_class else list(range(len(networks[0].classes)))
+    generated = draw_classes(networks, targets, n, 64, settings, seed, progress=False)
     return {"generated": generated, "seed": seed}
 
 
@@ -322,8 +328,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generators", nargs="+", help="generating networks (default: the shipped model)")
-    parser.add_argument("--held-out", nargs="*", default=[], help="judges never used to choose settings")
-    parser.add_argument("--tuning", nargs="*", default=[], help="judges settings may be chosen on")
+    parser.add_argument("--held-out", nargs="*", help=f"judges never used to choose settings (default: {HELD_OUT})")
+    parser.add_argument("--tuning", nargs="*", help=f"judges settings may be chosen on (default: {TUNING})")
+    parser.add_argument("--second", help="one more held-out judge (what benchmarks/run.py --judge passes)")
     parser.add_argument("--n", type=int, default=4, help="images per class and seed (default 4)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="changes to Settings()")
@@ -334,8 +341,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.held_out is None and args.tuning is None:  # the pool's judges, where benchmarks/train_pool.py put them
+        args.held_out = [p for p in HELD_OUT if Path(p).exists()]
+        args.tuning = [p for p in TUNING if Path(p).exists()]
+    args.held_out, args.tuning = [*(args.held_out or []), *([args.second] if args.second else [])], args.tuning or []
     if not args.held_out and not args.tuning:
-        raise SystemExit("give judges: --held-out PATH... and/or --tuning PATH...")
+        raise SystemExit("give judges: --held-out PATH... and/or --tuning PATH... (none found in runs/pool)")
     generators = args.generators or [str(default_checkpoint_path())]
     scorers = [load_scorer(p, "held-out") for p in args.held_out] + [load_scorer(p, "tuning") for p in args.tuning]
     changes = parse_settings(args.set)
@@ -346,6 +357,11 @@ def main() -> None:
     if not args.no_baseline:
         todo["baseline"] = (PIXEL_BASELINE, generators[:1])
     methods = run_methods(todo, scorers, args.n, args.seeds, args.name, args.workers, args.threads)
+    # what benchmarks/run.py reads: one image drawn alone, and "transfer" = the first judge's figures
+    alone = draw_batch(settings, generators, 1, 0, args.threads, one_class=True)["generated"].seconds
+    first = scorers[0].name
+    for row in methods.values():
+        row["transfer"] = row["judges"][first]
     result = {
         "command": "python benchmarks/bench_synthesis.py " + " ".join(sys.argv[1:]),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -354,6 +370,7 @@ def main() -> None:
         "seeds": args.seeds,
         "n": args.n,
         "images_per_method": len(args.seeds) * args.n * 10,
+        "single_image_seconds": alone,
         "changed_settings": ", ".join(f"{k}={v}" for k, v in changes.items()),
         "judges": {
             s.name: {"role": s.role, "kind": s.kind, "val_accuracy": s.val_accuracy, "path": p}
