@@ -10,7 +10,8 @@ In the spirit of Lucid's optvis, built from small parts that can be swapped inde
                 unit, diversity, l2, total_variation, blur
   loop          render(): one Adam loop with a tqdm bar, deterministic for a seed; one network or a
                 list of them (the ensemble objective: their mean logits)
-  draw          Settings, draw_classes, draw_units         the tuned defaults of `heritage generate`
+  draw          Settings, draw_classes, draw_units         the tuned defaults of `heritage generate`;
+                ENSEMBLE_SETTINGS                          with a list of networks (the ensemble)
   files         write_generated                            PNGs, the grid and the JSON
 
 `draw_classes()` puts them together with the defaults of `heritage generate` (`Settings`, tuned on the
@@ -22,6 +23,7 @@ with frequency), decorrelated colour and the transforms push it towards images o
 from heritage_cnn.figures import save_png
 from heritage_cnn.labels import resolve_class
 from heritage_cnn.synthesis.draw import (
+    ENSEMBLE_SETTINGS,
     PIXEL_BASELINE,
     UNIT_SETTINGS,
     Generated,
@@ -51,6 +53,7 @@ from heritage_cnn.synthesis.transforms import Transform, jitter, pad, rotate, sc
 
 __all__ = [
     "AHE64_COLOUR",
+    "ENSEMBLE_SETTINGS",
     "PIXEL_BASELINE",
     "UNIT_SETTINGS",
     "Context",

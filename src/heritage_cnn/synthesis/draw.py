@@ -51,6 +51,11 @@ class Settings:
 # Feature visualisation (`draw_units`, `heritage visualize units`) keeps the step size and penalty it was tuned with.
 UNIT_SETTINGS = Settings(lr=0.05, tv=10.0)
 
+# The ensemble recipe (docs/synthesis.md, "Transfer to independent judges"): for several generating networks,
+# `draw_classes([net0, net1, ...], targets, n, size, ENSEMBLE_SETTINGS, seed)`; stronger transforms, and 80
+# steps, which keep six networks' cost at about three networks' 160 steps.
+ENSEMBLE_SETTINGS = Settings(steps=80, pixels=6, zoom=0.2, degrees=15.0)
+
 # Unregularised gradient ascent on raw pixels: the baseline of benchmarks/bench_synthesis.py.
 # Pinned (steps, lr, objective), so that a change of the defaults does not move the baseline.
 PIXEL_BASELINE = Settings(
