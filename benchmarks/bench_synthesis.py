@@ -247,6 +247,11 @@ def _mean_probs(networks: list[Any], images: Any) -> Any:
     return classify(networks, images)
 
 
+def _network_name(path: str) -> str:
+    """A run folder's name for its last.safetensors, else the file name."""
+    return Path(path).parent.name if Path(path).name == "last.safetensors" else Path(path).name
+
+
 def _short(name: str) -> str:
     return name.replace("_", " ").replace("(", " (")
 
@@ -259,7 +264,7 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['images_per_method']} images per method (seeds {', '.join(map(str, result['seeds']))} x "
         f"{result['n']} images x 10 classes). Ours: generating networks "
-        f"{', '.join('`' + Path(p).parent.name if Path(p).name == 'last.safetensors' else '`' + Path(p).name for p in methods['ours']['generators'])}` "
+        f"{', '.join('`' + _network_name(p) + '`' for p in methods['ours']['generators'])} "
         f"with {result['changed_settings'] or 'the library defaults'}.",
         "",
         "| method | judge (role, validation accuracy) | transfer top-1 [95 % CI] | judge's p | worst class |",
