@@ -232,3 +232,26 @@ def test_maco_optimises_the_phase_only() -> None:
     # a settings value, drawn like the others
     settings = s.Settings(param="maco")
     assert isinstance(s.make_param(settings, 1, 16, g), s.MacoImage)
+
+
+def test_benchmark_intervals_and_judge_kinds(tiny_run, tmp_path: Path) -> None:
+    """benchmarks/bench_synthesis.py: the class-stratified bootstrap, and a judge's kind read from its file."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from safetensors.torch import save_file
+
+    from bench_synthesis import bootstrap_interval, judge_kind
+
+    groups = torch.arange(4).repeat_interleave(10)
+    perfect = torch.ones(40)
+    assert bootstrap_interval(perfect, groups) == (1.0, 1.0)
+    hits = (torch.arange(40) % 10 < 7).float()  # 7 of 10 in every class
+    low, high = bootstrap_interval(hits, groups, reps=500)
+    assert low < 0.7 < high and low > 0.5 and high < 0.9
+    assert bootstrap_interval(hits, groups, reps=500) == (low, high)  # seeded
+    judge = tmp_path / "judge.safetensors"
+    save_file({"w": torch.zeros(1)}, str(judge), metadata={"judge": json.dumps({"arch": "vgg-gn"})})
+    assert judge_kind(judge) == "judges.py"
+    assert judge_kind(tiny_run.checkpoint) == "heritage"
+    assert judge_kind(Path(tiny_run.checkpoint).parent) == "heritage"
