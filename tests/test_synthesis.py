@@ -187,3 +187,71 @@ def test_objectives_index_on_the_logits_device(make, monkeypatch: pytest.MonkeyP
     logits = torch.randn(2, 10, device="meta")
     value = make()(o.Context(torch.zeros(2, 3, 8, 8, device="meta"), logits, {}))
     assert value.device.type == "meta"
+
+
+def test_render_over_several_networks_reads_their_mean_logits(checkpoint) -> None:
+    """The ensemble objective: a list of networks sees one transformed image and the objective their mean logit."""
+    from heritage_cnn.checkpoint import copy_model
+
+    settings = replace(FAST, steps=5)
+    one = s.draw_classes(checkpoint, [2], n=2, settings=settings, seed=1, progress=False)
+    twice = s.draw_classes([checkpoint, checkpoint], [2], n=2, settings=settings, seed=1, progress=False)
+    assert torch.allclose(one.images, twice.images, atol=1e-6)  # the mean of equal logits is the logit
+    other = replace(checkpoint, model=copy_model(checkpoint.model))
+    with torch.no_grad():
+        for p in other.model.parameters():
+            p.mul_(0.5)
+    seen: list[torch.Tensor] = []
+    objective = s.Objective(lambda c: seen.append(c.logits.detach()) or c.logits[:, 2].sum(), "spy")
+    image = s.FourierImage(1, 32, torch.Generator().manual_seed(0))
+    s.render([checkpoint, other], objective, image, (), 1, 0.1, None, False)
+    # one Adam step has changed the image since; compare with the logits of the image before the step
+    image_before = s.FourierImage(1, 32, torch.Generator().manual_seed(0))
+    x = torch.nn.functional.interpolate(image_before().detach(), scale_factor=2, mode="bilinear", antialias=True)
+    with torch.no_grad():
+        expected = (checkpoint.model(checkpoint.normalise(x)) + other.model(other.normalise(x))) / 2
+    assert torch.allclose(seen[0], expected, atol=1e-5)
+    assert all(p.requires_grad for p in other.model.parameters())  # the networks are given back trainable
+    probs = s.classify([checkpoint, other], x)
+    assert torch.allclose(probs, (s.classify(checkpoint, x) + s.classify(other, x)) / 2)
+    with pytest.raises(ValueError, match="at least one generating network"):
+        s.draw_classes([], [1], settings=settings, progress=False)
+
+
+def test_maco_optimises_the_phase_only() -> None:
+    g = torch.Generator().manual_seed(0)
+    param = s.MacoImage(2, 24, g, decorrelate=False)
+    assert [name for name, _ in param.named_parameters()] == ["phase"]
+    image = param()
+    assert image.shape == (2, 3, 24, 24) and image.min() >= 0 and image.max() <= 1
+    # before the sigmoid the image is standardised, and its spectrum has the fixed magnitude (up to that scale)
+    x = torch.logit(image.double().clamp(1e-9, 1 - 1e-9))
+    assert x.mean((1, 2, 3)).abs().max() < 1e-4 and (x.std((1, 2, 3)) - 1).abs().max() < 1e-3
+    ratio = torch.fft.rfft2(x, norm="ortho").abs()[:, :, 1:, 1:-1] / param.magnitude[:, 1:, 1:-1]
+    assert torch.allclose(ratio, ratio[:, :1, :1, :1].expand_as(ratio), rtol=1e-3)
+    # a settings value, drawn like the others
+    settings = s.Settings(param="maco")
+    assert isinstance(s.make_param(settings, 1, 16, g), s.MacoImage)
+
+
+def test_benchmark_intervals_and_judge_kinds(tiny_run, tmp_path: Path) -> None:
+    """benchmarks/bench_synthesis.py: the class-stratified bootstrap, and a judge's kind read from its file."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from safetensors.torch import save_file
+
+    from bench_synthesis import bootstrap_interval, judge_kind
+
+    groups = torch.arange(4).repeat_interleave(10)
+    perfect = torch.ones(40)
+    assert bootstrap_interval(perfect, groups) == (1.0, 1.0)
+    hits = (torch.arange(40) % 10 < 7).float()  # 7 of 10 in every class
+    low, high = bootstrap_interval(hits, groups, reps=500)
+    assert low < 0.7 < high and low > 0.5 and high < 0.9
+    assert bootstrap_interval(hits, groups, reps=500) == (low, high)  # seeded
+    judge = tmp_path / "judge.safetensors"
+    save_file({"w": torch.zeros(1)}, str(judge), metadata={"judge": json.dumps({"arch": "vgg-gn"})})
+    assert judge_kind(judge) == "judges.py"
+    assert judge_kind(tiny_run.checkpoint) == "heritage"
+    assert judge_kind(Path(tiny_run.checkpoint).parent) == "heritage"

@@ -20,12 +20,12 @@ from heritage_cnn.cli.options import (
 )
 
 
-def add_render_options(p: argparse.ArgumentParser, steps: int, lr: float) -> None:
+def add_render_options(p: argparse.ArgumentParser, steps: str, lr: float, every_member: bool = False) -> None:
     add_model(p)
-    add_member(p)
+    add_member(p, every_by_default=every_member)
     p.add_argument("--size", type=int, choices=[64, 128], default=64, help="image size in pixels (default 64)")
-    p.add_argument("--steps", type=positive_int, default=steps, help=f"optimisation steps (default {steps})")
-    p.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr:g})")
+    p.add_argument("--steps", type=positive_int, help=f"optimisation steps (default {steps})")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate (default {lr:g})")
     p.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="parametrisation (default fourier)")
     add_seed(p, "same seed, same images")
     add_device(p)
@@ -33,7 +33,9 @@ def add_render_options(p: argparse.ArgumentParser, steps: int, lr: float) -> Non
 
 
 def render_settings(args: argparse.Namespace, base: Any, **extra: Any) -> Any:
-    return replace(base, steps=args.steps, lr=args.lr, param=args.param, **extra)
+    """`base` with what the command line typed (steps and lr only when given)."""
+    typed = {key: getattr(args, key) for key in ("steps", "lr") if getattr(args, key) is not None}
+    return replace(base, param=args.param, **typed, **extra)
 
 
 def load_for_render(args: argparse.Namespace) -> Any:
@@ -44,19 +46,23 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """Draw what the network sees in a class (gradient ascent).
 
     Synthesise images that a trained network classifies as a class: gradient ascent on a Fourier-parametrised image
-    with decorrelated colour, random pad/jitter/scale/rotation each step. Writes one PNG per image, class_images.png
-    (a column per class) and class_images.json (each image's probability under the generating network).
+    with decorrelated colour, random pad/jitter/scale/rotation each step. An ensemble (the shipped default) draws
+    with all its networks at once, each seeing the same transformed image (their mean logit is the objective:
+    images that networks of other architectures recognise, docs/synthesis.md); `--member N` draws with one.
+    Writes one PNG per image, class_images.png (a column per class) and class_images.json (each image's
+    probability under the generating model).
 
     Examples:
       heritage generate --all --n 4 --out runs/classes
       heritage generate --class "dome (inner)" --n 8 --size 128 --out runs/domes
     """
     from heritage_cnn.labels import resolve_class
-    from heritage_cnn.synthesis import Settings, draw_classes, write_generated
+    from heritage_cnn.synthesis import ENSEMBLE_SETTINGS, Settings, draw_classes, write_generated
 
     checkpoint = load_for_render(args)
     targets = list(range(len(checkpoint.classes))) if args.all else [resolve_class(args.cls, checkpoint.classes)]
-    settings = render_settings(args, Settings(), diversity=args.diversity)
+    base = ENSEMBLE_SETTINGS if checkpoint.member_count > 1 else Settings()
+    settings = render_settings(args, base, diversity=args.diversity)
     generated = draw_classes(checkpoint, targets, args.n, args.size, settings, args.seed, progress=not args.quiet)
     grid = write_generated(args.out, generated, checkpoint, args.seed, args.n)
     mean = sum(generated.probabilities) / len(generated.probabilities)
@@ -68,7 +74,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from heritage_cnn.synthesis import Settings
+    from heritage_cnn.synthesis import ENSEMBLE_SETTINGS, Settings
 
     p = add_command(commands, "generate", cmd_generate)
     which = p.add_mutually_exclusive_group(required=True)
@@ -76,4 +82,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     which.add_argument("--all", action="store_true", help="every class")
     p.add_argument("--n", type=positive_int, default=4, help="images per class (default 4)")
     p.add_argument("--diversity", type=float, default=0.0, help="reward images of a class for differing (e.g. 0.5)")
-    add_render_options(p, Settings.steps, Settings.lr)
+    add_render_options(
+        p, f"{Settings.steps}; {ENSEMBLE_SETTINGS.steps} for an ensemble", Settings.lr, every_member=True
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from heritage_cnn.cli.options import (
@@ -18,6 +19,8 @@ from heritage_cnn.cli.options import (
     inside_model,
     positive_int,
 )
+
+UNIT_STEPS = 128  # unit images: fewer steps than class images suffice for one channel
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -112,7 +115,7 @@ def cmd_units(args: argparse.Namespace) -> int:
     from heritage_cnn.synthesis import UNIT_SETTINGS, draw_units
 
     checkpoint = load_for_render(args)
-    settings = render_settings(args, UNIT_SETTINGS)
+    settings = render_settings(args, replace(UNIT_SETTINGS, steps=UNIT_STEPS))
     rendering = draw_units(
         checkpoint, args.layer, args.channels, args.size, settings, args.seed, progress=not args.quiet
     )
@@ -192,7 +195,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = add_command(what, "units", cmd_units)
     p.add_argument("--layer", required=True, help="conv layer name, e.g. stage2.block1.conv1")
     add_channels(p)
-    add_render_options(p, 128, UNIT_SETTINGS.lr)
+    add_render_options(p, str(UNIT_STEPS), UNIT_SETTINGS.lr)
 
     p = add_command(commands, "explain", cmd_explain)
     p.add_argument("photo", metavar="PHOTO", help="a photo, any size or format")

@@ -112,13 +112,15 @@ def add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help=MODEL_HELP)
 
 
-def add_member(parser: argparse.ArgumentParser) -> None:
-    """Which network of an ensemble a tool that looks inside a network works on."""
+def add_member(parser: argparse.ArgumentParser, every_by_default: bool = False) -> None:
+    """Which network of an ensemble a tool that looks inside a network works on (`every_by_default`: without
+    --member the tool uses every network, as `generate` draws for all of them at once)."""
+    default = "every network of an ensemble" if every_by_default else "0"
     parser.add_argument(
         "--member",
         type=_member,
-        default=0,
-        help="which network of an ensemble to look inside, from 0 (default 0; a single network has only 0)",
+        default=None if every_by_default else 0,
+        help=f"which network of an ensemble to use, from 0 (default {default}; a single network has only 0)",
     )
 
 
@@ -179,10 +181,12 @@ def add_tta(parser: argparse.ArgumentParser) -> None:
 
 
 def inside_model(args: argparse.Namespace, device: str = "cpu") -> Any:
-    """The network a look-inside command works on: member --member of --model (checked before any work)."""
+    """The network a look-inside command works on: member --member of --model (checked before any work);
+    the whole model when --member is None."""
     from heritage_cnn.checkpoint import load_checkpoint
 
-    return load_checkpoint(args.model, device=device).member(args.member)
+    checkpoint = load_checkpoint(args.model, device=device)
+    return checkpoint if args.member is None else checkpoint.member(args.member)
 
 
 def data_folder(value: str | None) -> str:

@@ -2,13 +2,16 @@
 
 In the spirit of Lucid's optvis, built from small parts that can be swapped independently, one module each:
 
-  param         PixelImage, FourierImage (default)        the trainable tensor -> images in [0, 1]
+  param         PixelImage, FourierImage (default),       the trainable tensor -> images in [0, 1]
+                MacoImage (phase only)
   transforms    pad, jitter, scale, rotate                 random each step, so the image must work
                                                            under small shifts, not only pixel-exactly
   objectives    class_logit, class_margin, channel,       scores to maximise; compose with +, - and *
                 unit, diversity, l2, total_variation, blur
-  loop          render(): one Adam loop with a tqdm bar, deterministic for a seed
-  draw          Settings, draw_classes, draw_units         the tuned defaults of `heritage generate`
+  loop          render(): one Adam loop with a tqdm bar, deterministic for a seed; one network or a
+                list of them (the ensemble objective: their mean logits)
+  draw          Settings, draw_classes, draw_units         the tuned defaults of `heritage generate`;
+                ENSEMBLE_SETTINGS                          with a list of networks (the ensemble)
   files         write_generated                            PNGs, the grid and the JSON
 
 `draw_classes()` puts them together with the defaults of `heritage generate` (`Settings`, tuned on the
@@ -20,6 +23,7 @@ with frequency), decorrelated colour and the transforms push it towards images o
 from heritage_cnn.figures import save_png
 from heritage_cnn.labels import resolve_class
 from heritage_cnn.synthesis.draw import (
+    ENSEMBLE_SETTINGS,
     PIXEL_BASELINE,
     UNIT_SETTINGS,
     Generated,
@@ -44,16 +48,18 @@ from heritage_cnn.synthesis.objectives import (
     total_variation,
     unit,
 )
-from heritage_cnn.synthesis.param import AHE64_COLOUR, FourierImage, PixelImage, colour_matrix
+from heritage_cnn.synthesis.param import AHE64_COLOUR, FourierImage, MacoImage, PixelImage, colour_matrix
 from heritage_cnn.synthesis.transforms import Transform, jitter, pad, rotate, scale, standard_transforms
 
 __all__ = [
     "AHE64_COLOUR",
+    "ENSEMBLE_SETTINGS",
     "PIXEL_BASELINE",
     "UNIT_SETTINGS",
     "Context",
     "FourierImage",
     "Generated",
+    "MacoImage",
     "Objective",
     "PixelImage",
     "Rendering",

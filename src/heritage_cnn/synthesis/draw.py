@@ -13,9 +13,9 @@ from torch import Tensor, nn
 import heritage_cnn.synthesis.objectives as o
 from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.model import conv_layers
-from heritage_cnn.synthesis.loop import Rendering, render
+from heritage_cnn.synthesis.loop import Rendering, networks_of, render
 from heritage_cnn.synthesis.objectives import Objective
-from heritage_cnn.synthesis.param import FourierImage, PixelImage
+from heritage_cnn.synthesis.param import FourierImage, MacoImage, PixelImage
 from heritage_cnn.synthesis.transforms import standard_transforms
 
 
@@ -25,7 +25,7 @@ class Settings:
 
     steps: int = 160  # ~5 s per 64 px image on 2 cores; the images barely change after ~128
     lr: float = 0.025  # re-tuned for the batch-32 model: at 0.05 its images transfer less (docs/synthesis.md)
-    param: str = "fourier"  # fourier | pixel
+    param: str = "fourier"  # fourier | pixel | maco (phase only, magnitude fixed at 1/frequency)
     decorrelate: bool = True  # optimise in the decorrelated colour basis of ahe64
     decay_power: float = 1.0  # Fourier: step size ~ 1 / frequency**decay_power
     objective: str = "logit"  # logit | margin (logit minus mean of the others); logit transferred better
@@ -40,9 +40,9 @@ class Settings:
     diversity_layer: str = "stage2.block1.conv2"
 
     def __post_init__(self) -> None:
-        if self.param not in ("fourier", "pixel") or self.objective not in ("margin", "logit"):
+        if self.param not in ("fourier", "pixel", "maco") or self.objective not in ("margin", "logit"):
             raise ValueError(
-                f"param must be fourier|pixel and objective margin|logit, got {self.param}/{self.objective}"
+                f"param must be fourier|pixel|maco and objective margin|logit, got {self.param}/{self.objective}"
             )
         if self.steps < 1 or self.lr <= 0:
             raise ValueError(f"steps must be >= 1 and lr > 0, got {self.steps} and {self.lr}")
@@ -51,13 +51,23 @@ class Settings:
 # Feature visualisation (`draw_units`, `heritage visualize units`) keeps the step size and penalty it was tuned with.
 UNIT_SETTINGS = Settings(lr=0.05, tv=10.0)
 
+# The ensemble recipe (docs/synthesis.md, "Transfer to independent judges"): for several generating networks,
+# `draw_classes([net0, net1, ...], targets, n, size, ENSEMBLE_SETTINGS, seed)`; stronger transforms, and 80
+# steps, which keep six networks' cost at about three networks' 160 steps.
+ENSEMBLE_SETTINGS = Settings(steps=80, pixels=6, zoom=0.2, degrees=15.0)
+
 # Unregularised gradient ascent on raw pixels: the baseline of benchmarks/bench_synthesis.py.
-PIXEL_BASELINE = Settings(param="pixel", decorrelate=False, transforms=False, tv=0.0)
+# Pinned (steps, lr, objective), so that a change of the defaults does not move the baseline.
+PIXEL_BASELINE = Settings(
+    steps=160, lr=0.025, param="pixel", decorrelate=False, objective="logit", transforms=False, tv=0.0
+)
 
 
 def make_param(settings: Settings, n: int, size: int, generator: torch.Generator) -> nn.Module:
     if settings.param == "pixel":
         return PixelImage(n, size, generator, decorrelate=settings.decorrelate)
+    if settings.param == "maco":
+        return MacoImage(n, size, generator, decay_power=settings.decay_power, decorrelate=settings.decorrelate)
     return FourierImage(n, size, generator, decay_power=settings.decay_power, decorrelate=settings.decorrelate)
 
 
@@ -83,8 +93,12 @@ class Generated:
     settings: Settings = field(default_factory=Settings)
 
 
-def classify(checkpoint: Checkpoint, images: Tensor) -> Tensor:
-    """Softmax probabilities of [0, 1] images (resized to the network's input size)."""
+def classify(checkpoint: Checkpoint | Sequence[Checkpoint], images: Tensor) -> Tensor:
+    """Softmax probabilities of [0, 1] images (resized to the network's input size); for several networks,
+    the mean of their probabilities."""
+    if not isinstance(checkpoint, Checkpoint):
+        networks = networks_of(checkpoint)
+        return sum(classify(net, images) for net in networks) / len(networks)
     if images.shape[-1] != checkpoint.image_size:
         images = F.interpolate(images, size=checkpoint.image_size, mode="bilinear", antialias=True)
     model = checkpoint.model.eval()
@@ -93,7 +107,7 @@ def classify(checkpoint: Checkpoint, images: Tensor) -> Tensor:
 
 
 def draw_classes(
-    checkpoint: Checkpoint,
+    checkpoint: Checkpoint | Sequence[Checkpoint],
     targets: Sequence[int],
     n: int = 4,
     size: int = 64,
@@ -101,7 +115,11 @@ def draw_classes(
     seed: int = 0,
     progress: bool = True,
 ) -> Generated:
-    """`n` images of each target class, rendered together as one batch (image i*n + j: class i)."""
+    """`n` images of each target class, rendered together as one batch (image i*n + j: class i).
+
+    `checkpoint` may be a list of networks (e.g. the members of an ensemble): the objective is then their mean
+    logit for the same transformed image, and `probabilities`/`predicted` are their mean softmax's.
+    """
     if n < 1 or not targets:
         raise ValueError(f"need at least one class and --n >= 1, got {len(targets)} classes and n = {n}")
     per_image = [t for t in targets for _ in range(n)]

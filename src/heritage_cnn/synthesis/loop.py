@@ -35,8 +35,24 @@ def _response_module(model: nn.Module, name: str) -> nn.Module:
     return module
 
 
+def _logits(net: Checkpoint, x: Tensor, size: int) -> Tensor:
+    """A network's logits for transformed images, resized to its input size when the image is larger."""
+    if size != net.image_size:
+        x = F.interpolate(x, scale_factor=net.image_size / size, mode="bilinear", antialias=True)
+    return net.model(net.normalise(x))
+
+
+def networks_of(checkpoint: Checkpoint | Sequence[Checkpoint]) -> list[Checkpoint]:
+    """One network or several (an ensemble objective) -> a non-empty list; an ensemble stands for its members."""
+    given = [checkpoint] if isinstance(checkpoint, Checkpoint) else list(checkpoint)
+    networks = [net.member(i) for net in given for i in range(net.member_count)]
+    if not networks:
+        raise ValueError("need at least one generating network")
+    return networks
+
+
 def render(
-    checkpoint: Checkpoint,
+    checkpoint: Checkpoint | Sequence[Checkpoint],
     objective: Objective,
     param: nn.Module,
     transforms: Sequence[Transform] = (),
@@ -50,10 +66,17 @@ def render(
 
     Each step renders the image, applies the random transforms, resizes to the network's input size
     when the image is larger, and takes one ascent step. Same generator state -> same images.
+
+    `checkpoint` may be a list of networks (an ensemble objective): every network sees the same
+    transformed image and the objective reads the mean of their logits (so `class_logit` is the logit
+    averaged over the networks); layer activations (`channel`, `diversity`) come from the first network.
     """
     from tqdm import tqdm
 
+    networks = networks_of(checkpoint)
+    checkpoint = networks[0]
     model = checkpoint.model.eval()
+    models = [net.model.eval() for net in networks]
     param = param.to(next(model.parameters()).device)  # the image lives where the network does
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     activations: dict[str, Tensor] = {}
@@ -65,8 +88,8 @@ def render(
         return store
 
     handles = [_response_module(model, name).register_forward_hook(hook(name)) for name in sorted(objective.layers)]
-    trainable = [p.requires_grad for p in model.parameters()]
-    for p in model.parameters():
+    trainable = [[p.requires_grad for p in m.parameters()] for m in models]
+    for p in (p for m in models for p in m.parameters()):
         p.requires_grad_(False)  # gradients for the image only: faster, and the weights stay untouched
     optimizer = torch.optim.Adam(param.parameters(), lr=lr)
     history: list[float] = []
@@ -77,12 +100,8 @@ def render(
             x = image
             for transform in transforms:
                 x = transform(x, generator)
-            if image.shape[-1] != checkpoint.image_size:
-                x = F.interpolate(
-                    x, scale_factor=checkpoint.image_size / image.shape[-1], mode="bilinear", antialias=True
-                )
             activations.clear()
-            logits = model(checkpoint.normalise(x))
+            logits = sum(_logits(net, x, image.shape[-1]) for net in networks) / len(networks)
             value = objective(Context(image, logits, activations))
             optimizer.zero_grad(set_to_none=True)
             (-value).backward()
@@ -92,7 +111,8 @@ def render(
     finally:
         for handle in handles:
             handle.remove()
-        for p, flag in zip(model.parameters(), trainable, strict=True):
-            p.requires_grad_(flag)
+        for m, flags in zip(models, trainable, strict=True):
+            for p, flag in zip(m.parameters(), flags, strict=True):
+                p.requires_grad_(flag)
     with torch.no_grad():
         return Rendering(param().detach().clamp(0, 1).cpu(), history)

@@ -7,6 +7,8 @@ a decorrelated colour basis so that channels move together as they do in photos.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -69,3 +71,37 @@ class FourierImage(nn.Module):
     def forward(self) -> Tensor:
         spectrum = torch.view_as_complex(self.spectrum) * self.scale
         return _to_rgb(torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho"), self.decorrelate)
+
+
+class MacoImage(nn.Module):
+    """Magnitude-constrained Fourier image (after MACO, Fel et al. 2023): only the spectrum's phase is optimised.
+
+    The magnitude is fixed to 1 / frequency**decay_power (natural images' amplitude spectrum falls about as
+    1 / f; pass `magnitude`, e.g. the mean |rfft2| of photos, to use a measured one), so ascent can move
+    structure but cannot pile energy into the frequencies that only the generating network reads. Each image
+    is standardised before the colour basis and the sigmoid, which fixes its contrast.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        size: int,
+        generator: torch.Generator,
+        decay_power: float = 1.0,
+        decorrelate: bool = True,
+        magnitude: Tensor | None = None,
+    ):
+        super().__init__()
+        self.size, self.decorrelate = size, decorrelate
+        if magnitude is None:
+            fy = torch.fft.fftfreq(size)[:, None]
+            fx = torch.fft.rfftfreq(size)[None, :]
+            magnitude = (fy**2 + fx**2).sqrt().clamp(min=1.0 / size) ** -decay_power
+        self.register_buffer("magnitude", magnitude.expand(3, size, size // 2 + 1).clone(), persistent=False)
+        self.phase = nn.Parameter((torch.rand(n, 3, size, size // 2 + 1, generator=generator) * 2 - 1) * math.pi)
+
+    def forward(self) -> Tensor:
+        spectrum = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
+        x = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho")
+        x = (x - x.mean((1, 2, 3), keepdim=True)) / (x.std((1, 2, 3), keepdim=True) + 1e-5)
+        return _to_rgb(x, self.decorrelate)
