@@ -97,6 +97,19 @@ FIGURES: dict[str, Figure] = {
     "predict_one_photo_ms_p95": Figure("predict_one_photo_ms_p95", "predict", lambda v: f"{v:.1f} ms"),
     "forward_mflop": Figure("predict_forward_mflop", "predict", _rate),
     "predict_of_bound": Figure(("predict_images_per_s", "gemm_gflops", "predict_forward_mflop"), "predict", _of_bound),
+    # the shipped models as users get them (--only shipped): `default`, six networks averaged; `fast`, one
+    **{
+        f"{name}_{key}": Figure(f"shipped.{name}.{source}", "shipped", fmt)
+        for name in ("default", "fast")
+        for key, source, fmt in (
+            ("val_accuracy", "val_accuracy", _percent),
+            ("val_accuracy_ci", "val_accuracy_ci95", _interval),
+            ("val_macro_f1", "val_macro_f1", lambda v: f"{v:.3f}"),
+            ("images_per_s", "images_per_s", _rate),
+            ("one_photo_ms", "one_photo_ms_median", lambda v: f"{v:.1f} ms"),
+            ("mflop", "forward_mflop", _rate),
+        )
+    },
     # training steps (--only train)
     "train_images_per_s": Figure("train_images_per_s", "train", _rate),
     "train_baseline_images_per_s": Figure("train_baseline_images_per_s", "train", _rate),

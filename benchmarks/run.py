@@ -1,7 +1,7 @@
 """Speed and accuracy benchmarks, each against a plain baseline measured in the same run.
 
     python benchmarks/run.py                     # everything (the default recipe takes ~20 min on 2 cores)
-    python benchmarks/run.py --only gemm train   # a subset: gemm train predict ddp deconv synthesis recipe
+    python benchmarks/run.py --only gemm train   # a subset: gemm train predict shipped ddp deconv synthesis recipe
     python benchmarks/run.py --quick             # fewer steps, recipe skipped (a smoke run)
 
 Writes benchmarks/results.json and benchmarks/results.md (or --out DIR). Needs the data:
@@ -32,7 +32,7 @@ from heritage_cnn.model import build_model, forward_flops
 from heritage_cnn.train import TrainConfig, mixed_precision
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ["gemm", "train", "predict", "ddp", "deconv", "synthesis", "recipe"]
+SECTIONS = ["gemm", "train", "predict", "shipped", "ddp", "deconv", "synthesis", "recipe"]
 
 
 def data_root() -> Path:
@@ -227,6 +227,28 @@ def bench_predict(root: Path, checkpoint_path: str | None, batches: int = 40, ba
     }
 
 
+def bench_shipped(root: Path, out: Path) -> dict[str, Any]:
+    """The two shipped models as users get them (`--model default`, the ensemble, and `--model fast`, one
+    network): accuracy on the validation split they were trained beside, and prediction speed (decode
+    excluded; one photo end to end), each through the same code as `heritage evaluate` and `predict`."""
+    from heritage_cnn.pipeline import evaluate_on
+
+    figures: dict[str, Any] = {}
+    for name in ("default", "fast"):
+        metrics = evaluate_on(name, root, "val", out / f"eval-{name}", log=lambda message: None)
+        speed = bench_predict(root, name)
+        figures[name] = {
+            "val_accuracy": metrics["accuracy"]["value"],
+            "val_accuracy_ci95": metrics["accuracy"]["ci95"],
+            "val_macro_f1": metrics["macro_f1"]["value"],
+            "val_images": metrics["n_images"],
+            "images_per_s": speed["predict_images_per_s"],
+            "one_photo_ms_median": speed["predict_one_photo_ms_median"],
+            "forward_mflop": speed["predict_forward_mflop"],
+        }
+    return {"shipped": figures}
+
+
 def bench_recipe(root: Path, out: Path) -> dict[str, float]:
     """The default recipe end to end, in a fresh process: wall time, peak memory, validation figures."""
     run = out / "recipe-run"
@@ -348,6 +370,16 @@ def markdown(results: dict[str, Any]) -> str:
             f"| synthesis: share recognised by a second network | {ours['transfer']['accuracy']:.3f} | "
             f"{base['transfer']['accuracy']:.3f} (unregularised pixel ascent) | |"
         )
+    for name, shipped in r.get("shipped", {}).items():
+        low, high = shipped["val_accuracy_ci95"]
+        lines.append(
+            f"| shipped `{name}` ({shipped['forward_mflop']:.0f} MFLOP): validation accuracy, macro F1 | "
+            f"{shipped['val_accuracy']:.2%} (95% CI {low:.2%}–{high:.2%}), {shipped['val_macro_f1']:.4f} | | |"
+        )
+        lines.append(
+            f"| shipped `{name}`: images/s (decode excluded), one photo | {shipped['images_per_s']:.0f}, "
+            f"{shipped['one_photo_ms_median']:.1f} ms | | |"
+        )
     if "recipe_wall_minutes" in r:
         low, high = r["recipe_val_accuracy_ci95"]
         lines.append(
@@ -365,7 +397,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", choices=SECTIONS, help="run only these")
     parser.add_argument("--quick", action="store_true", help="fewer steps and no recipe run")
-    parser.add_argument("--model", help="checkpoint for the prediction benchmark (default: shipped model)")
+    parser.add_argument("--model", help="checkpoint for the prediction benchmark (default: the shipped fast network)")
     parser.add_argument("--out", default=str(HERE), help="where results.json/md go (default benchmarks/)")
     parser.add_argument("--judge", help="second network for the synthesis benchmark (default: trained once, cached)")
     args = parser.parse_args()
@@ -398,8 +430,16 @@ def main() -> None:
             )
     if "predict" in wanted:
         results.setdefault("measured", {})["predict"] = when_measured()
-        results |= bench_predict(root, args.model)
+        results |= bench_predict(root, args.model or "fast")  # one network: the compute-bound comparison is per network
         print(f"predict: {results['predict_images_per_s']:.0f} img/s", flush=True)
+    if "shipped" in wanted:
+        results.setdefault("measured", {})["shipped"] = when_measured()
+        results |= bench_shipped(root, HERE / "out")
+        for name, figures in results["shipped"].items():
+            print(
+                f"shipped {name}: accuracy {figures['val_accuracy']:.4f}, {figures['images_per_s']:.0f} img/s",
+                flush=True,
+            )
     if "ddp" in wanted:
         results.setdefault("measured", {})["ddp"] = when_measured()
         results |= bench_ddp(root, HERE / "out")

@@ -200,3 +200,25 @@ def test_evaluate_rebuilds_the_members_split_and_leaves_out_what_trained_them(
     assert choose_split(synthetic_root, load_checkpoint(ensemble_path)) == "unseen"  # the shared trained_on record
     unseen = evaluate_on(ensemble_path, synthetic_root, "auto", tmp_path / "auto", **quiet)
     assert unseen["n_images"] < tiny_run.train_size + tiny_run.val_size
+
+
+def test_generate_draws_with_every_member_unless_one_is_named(ensemble_path: Path, tmp_path: Path, monkeypatch) -> None:
+    """An ensemble draws its class images with all its networks (the ensemble objective, ENSEMBLE_SETTINGS);
+    --member N draws with that network alone and the single-network settings."""
+    from heritage_cnn import synthesis
+
+    seen: list[tuple[int, int]] = []
+    draw = synthesis.draw_classes
+
+    def spy(checkpoint, targets, n, size, settings, seed, progress=False):
+        seen.append((len(synthesis.loop.networks_of(checkpoint)), settings.pixels))
+        return draw(checkpoint, targets, n, size, settings, seed, progress=progress)
+
+    monkeypatch.setattr(synthesis, "draw_classes", spy)
+    model = f"{ensemble_path}.safetensors"
+    args = ["generate", "--model", model, "--class", "altar", "--n", "1", "--steps", "2"]
+    assert cli.main([*args, "--out", str(tmp_path / "all")]) == 0
+    assert cli.main([*args, "--member", "1", "--out", str(tmp_path / "one")]) == 0
+    count = load_checkpoint(model).member_count
+    assert count > 1
+    assert seen == [(count, synthesis.ENSEMBLE_SETTINGS.pixels), (1, synthesis.Settings().pixels)]
