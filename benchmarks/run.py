@@ -367,7 +367,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"{base['seconds_per_image']:.2f} s (unregularised pixel ascent) | |"
         )
         lines.append(
-            f"| synthesis: share recognised by a second network | {ours['transfer']['accuracy']:.3f} | "
+            f"| synthesis: share recognised by {next(iter(syn.get('judges', {'a second network': 0})))} | "
+            f"{ours['transfer']['accuracy']:.3f} | "
             f"{base['transfer']['accuracy']:.3f} (unregularised pixel ascent) | |"
         )
     for name, shipped in r.get("shipped", {}).items():
