@@ -22,15 +22,7 @@ import torch
 from heritage_cnn.checkpoint import load_checkpoint
 from heritage_cnn.decode import decode_image
 from heritage_cnn.predict import Classifier
-
-
-def best_of(runs: int, work) -> float:
-    best = float("inf")
-    for _ in range(runs):
-        start = time.perf_counter()
-        work()
-        best = min(best, time.perf_counter() - start)
-    return best
+from run import _best_of  # benchmarks/run.py, beside this script: the shortest of a few timings
 
 
 def main() -> None:
@@ -47,7 +39,7 @@ def main() -> None:
         for bf16 in (True, False):
             classifier = Classifier(checkpoint, batch_size=64, bf16=bf16)
             classifier.probabilities(batch[:64])  # warm-up
-            seconds = best_of(3, lambda c=classifier: c.probabilities(batch))
+            seconds = _best_of(3, lambda c=classifier: c.probabilities(batch))
             results[bf16] = classifier.probabilities(batch).argmax(1)
             mode = "bf16" if classifier.bf16 else "fp32"
             print(f"{name:8s} {mode}: {len(batch) / seconds:7.0f} images/s (decode excluded, batch 64)")

@@ -150,3 +150,15 @@ def make_survey(synthetic_root: Path, root: Path) -> Path:
         )
     (root / "day2" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
     return root
+
+
+def refused_in_one_line(stem: Path, field: str) -> str:
+    """load_checkpoint(stem) is refused with one line that names the file and `field`; returns the message."""
+    from heritage_cnn.checkpoint import load_checkpoint
+    from heritage_cnn.io import CheckpointError
+
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(stem)
+    message = str(caught.value)
+    assert "\n" not in message and stem.name in message and field in message, message
+    return message

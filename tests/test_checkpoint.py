@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save
 
+from conftest import refused_in_one_line as _refused
 from heritage_cnn.checkpoint import FORMAT, load_checkpoint, save_checkpoint, weights_generation
 from heritage_cnn.io import CheckpointError, load_tensors
 
@@ -23,14 +24,6 @@ def _copy(tiny_run, folder: Path, name: str = "m") -> tuple[Path, dict]:
     meta = json.loads(source.with_suffix(".json").read_text())
     stem.with_suffix(".json").write_text(json.dumps(meta))
     return stem, meta
-
-
-def _refused(stem: Path, field: str) -> str:
-    with pytest.raises(CheckpointError) as caught:
-        load_checkpoint(stem)
-    message = str(caught.value)
-    assert "\n" not in message and stem.name in message and field in message, message
-    return message
 
 
 def test_a_safetensors_file_starting_with_0x80_loads(tiny_run, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from conftest import refused_in_one_line as _refused
 from heritage_cnn import cli
 from heritage_cnn.checkpoint import Checkpoint, load_checkpoint, shipped_checkpoint_path
 from heritage_cnn.ensemble import MAX_MEMBERS, save_ensemble
@@ -38,14 +39,6 @@ def ensemble_path(members, tmp_path_factory: pytest.TempPathFactory) -> Path:
         stem, members, ["a", "b", "c"], [f"heritage train --data DATA --out RUN --seed {i}" for i in range(3)]
     )
     return stem
-
-
-def _refused(stem: Path, field: str) -> str:
-    with pytest.raises(CheckpointError) as caught:
-        load_checkpoint(stem)
-    message = str(caught.value)
-    assert "\n" not in message and stem.name in message and field in message, message
-    return message
 
 
 def _edited(ensemble_path: Path, folder: Path, edit) -> Path:
