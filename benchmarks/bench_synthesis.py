@@ -325,10 +325,18 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
     return changes
 
 
+def member_count(path: str) -> int:
+    """How many networks a checkpoint holds, read from its JSON half alone (the workers load the weights)."""
+    from heritage_cnn.checkpoint import SHIPPED, _paths, shipped_checkpoint_path
+
+    info = json.loads(_paths(shipped_checkpoint_path(path) if path in SHIPPED else path)[1].read_text())
+    return len(info.get("members") or []) or 1
+
+
 def main() -> None:
     import torch
 
-    from heritage_cnn.checkpoint import default_checkpoint_path, load_checkpoint
+    from heritage_cnn.checkpoint import default_checkpoint_path
     from heritage_cnn.io import atomic_write_json, atomic_write_text
     from heritage_cnn.synthesis import ENSEMBLE_SETTINGS, PIXEL_BASELINE, Settings
 
@@ -356,7 +364,7 @@ def main() -> None:
     generators = args.generators or [str(default_checkpoint_path())]
     scorers = [load_scorer(p, "held-out") for p in args.held_out] + [load_scorer(p, "tuning") for p in args.tuning]
     changes = parse_settings(args.set)
-    networks = sum(load_checkpoint(p).member_count for p in generators)  # an ensemble stands for its members
+    networks = sum(member_count(p) for p in generators)  # an ensemble stands for its members
     settings = replace(ENSEMBLE_SETTINGS if networks > 1 else Settings(), **changes)
     load = os.getloadavg()[0]
     OUT.mkdir(parents=True, exist_ok=True)

@@ -1,20 +1,21 @@
-"""Build the shipped ensemble (`src/heritage_cnn/weights/default.*`) from trained run folders.
+"""Build the shipped models from trained run folders: the ensemble (`src/heritage_cnn/weights/default.*`) and
+the single `fast` network (`weights/fast.*`). The commands that built them:
 
-    python benchmarks/build_ensemble.py --out src/heritage_cnn/weights/default \\
-        src/heritage_cnn/weights/fast /work/runs/pool/m-s1 /work/runs/pool/m-weakaug-s2 \\
-        /work/runs/pool/m-vgg-s3 /work/runs/pool/m-wide-s4 /work/runs/pool/m-mix-s5
+    python benchmarks/build_ensemble.py --out src/heritage_cnn/weights/default runs/pool/l56-deep4 \\
+        runs/pool/m-s1 runs/pool/m-weakaug-s2 runs/pool/m-vgg-s3 runs/pool/m-wide-s4 runs/pool/m-mix-s5
+    python benchmarks/build_ensemble.py --single src/heritage_cnn/weights/fast runs/pool/st-kd-mix
 
-(the command that built the shipped ensemble). Member 0 is the `fast` network, so the figures of member 0 and
-the packaged class images (drawn by it) stay those of the single network. Each member's training command is
-taken from benchmarks/train_pool.py's JOBS table (`heritage train --data DATA --out RUN <its args>`; they were
-trained with `--device cuda`); the `fast` network is the default recipe, seed 0. When the ensemble is written
-into the package, the packaged class images are marked as drawn for its member 0 as well.
+Each network's training command is taken from benchmarks/train_pool.py's JOBS table (`heritage train --data
+DATA --out POOL/NAME <its args>`, POOL being the pool's folder; they were trained with `--device cuda`, except
+l56-deep4, trained on two CPU cores) and written into the metadata beside its seed. When the ensemble is written
+into the package, the packaged class images (drawn by l56-deep4, its member 0) are marked as drawn for it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,31 +25,49 @@ sys.path.insert(0, str(HERE))
 from heritage_cnn import classimages  # noqa: E402
 from heritage_cnn.checkpoint import _paths, load_checkpoint  # noqa: E402
 from heritage_cnn.ensemble import save_ensemble  # noqa: E402
-from heritage_cnn.io import atomic_write_json  # noqa: E402
+from heritage_cnn.io import atomic_path, atomic_write_json  # noqa: E402
 from train_pool import JOBS  # noqa: E402
-
-TRAIN = "heritage train --data DATA --out RUN"
 
 
 def name_and_command(folder: str) -> tuple[str, str]:
-    """A run folder's job name and training command (the pool's table; `fast`: the default recipe, seed 0)."""
+    """A run folder's job name and training command (benchmarks/train_pool.py's table)."""
     path = Path(folder)
     name = path.name if path.is_dir() else path.stem
-    jobs = {job.name: job for job in JOBS if job.group == "member"}
-    if name in jobs:
-        return name, " ".join([TRAIN, *jobs[name].args])
-    if name in ("fast", "shipped"):
-        return "fast", f"{TRAIN} --seed 0"
-    raise SystemExit(f"{folder}: not a member of benchmarks/train_pool.py's JOBS table")
+    jobs = {job.name: job for job in JOBS if not job.judge}
+    if name not in jobs:
+        raise SystemExit(f"{folder}: not a job of benchmarks/train_pool.py's JOBS table")
+    args = " ".join(jobs[name].args).replace("{out}", "POOL")
+    return name, f"heritage train --data DATA --out POOL/{name} {args}"
+
+
+def write_single(folder: str, out: str, name: str, command: str) -> Path:
+    """Copy a run's final checkpoint pair to `out`, its job name and training command added to the metadata."""
+    source = load_checkpoint(folder)
+    weights, meta = _paths(Path(out))
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(weights) as tmp:
+        shutil.copyfile(source.path, tmp)
+    info = json.loads(_paths(Path(source.path))[1].read_text(encoding="utf-8"))
+    atomic_write_json(meta, {**info, "name": name, "command": command})
+    load_checkpoint(weights)  # the pair still loads (same weights, same generation)
+    return weights
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="the ensemble pair to write (without suffix)")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--out", help="the ensemble pair to write (without suffix)")
+    target.add_argument("--single", help="the single-network pair to write (without suffix): one run")
     parser.add_argument("members", nargs="+", help="checkpoints or run folders, member 0 first")
     args = parser.parse_args(argv)
-    checkpoints = [load_checkpoint(folder) for folder in args.members]
     named = [name_and_command(folder) for folder in args.members]
+    if args.single:
+        if len(args.members) != 1:
+            parser.error("--single takes one run folder")
+        single = write_single(args.members[0], args.single, *named[0])
+        print(f"{single}: {named[0][0]}, seed {load_checkpoint(single).info.get('seed')}  {named[0][1]}")
+        return 0
+    checkpoints = [load_checkpoint(folder) for folder in args.members]
     weights = save_ensemble(args.out, checkpoints, [n for n, _ in named], [c for _, c in named])
     if weights.resolve() == Path(classimages.PACKAGED).with_name("default.safetensors").resolve():
         manifest_path = classimages.PACKAGED / classimages.MANIFEST

@@ -12,8 +12,9 @@ progress. One row per run is appended to benchmarks/recipes.md (table) and recip
 
     python benchmarks/recipes.py runs/search/a runs/search/b --ensemble
 
-prints (and logs nothing) the accuracy of the runs' averaged probabilities: the ceiling that
-distilling these networks into one could aim at.
+prints (and logs nothing) the accuracy of the runs' averaged probabilities (the ceiling that distilling these
+networks into one could aim at), what each member adds (paired, against the ensemble without it) and, with
+`--ref RUN [RUN ...]`, the paired difference against another ensemble.
 """
 
 from __future__ import annotations
@@ -60,6 +61,8 @@ def command_of(config: TrainConfig) -> str:
     for key, flag in simple.items():
         if key in always or getattr(config, key) != getattr(base, key):
             flags.append(f"{flag} {getattr(config, key):g}")
+    if config.optimizer != base.optimizer:
+        flags.append(f"--optimizer {config.optimizer}")
     model, base_model = config.model, base.model
     if model.widths != base_model.widths:
         flags.append("--widths " + ",".join(map(str, model.widths)))
@@ -104,12 +107,20 @@ def paths_sha(paths: list[str], data: str) -> str:
     return hashlib.sha1("\n".join(relative).encode()).hexdigest()[:12]
 
 
-def judge(run: Path) -> dict[str, Any]:
+def run_config(run: Path, data: str) -> TrainConfig:
+    """A run folder's recipe: its config.json, or else the record of it inside its final checkpoint (a run folder
+    kept as `last.*` only, e.g. a network taken out of the package) with the data folder given."""
+    if (run / "config.json").exists():
+        return TrainConfig.from_dict(read_json(run / "config.json"))
+    return TrainConfig.from_dict({**load_checkpoint(run / "last").info["recipe"], "data": data, "out": str(run)})
+
+
+def judge(run: Path, data: str) -> dict[str, Any]:
     """Validation figures of a run's final checkpoint, plus its per-image correctness for paired comparisons."""
-    config = TrainConfig.from_dict(read_json(run / "config.json"))
+    config = run_config(run, data)
     val_set = validation_set(config)
     checkpoint = load_checkpoint(run / "last")
-    history = read_json(run / "metrics.json")
+    history = read_json(run / "metrics.json") if (run / "metrics.json").exists() else checkpoint.info["history"]
     figures: dict[str, Any] = {"run": str(run), "command": command_of(config), "epochs": len(history)}
     for name, tta in VIEWS:
         logits = predict_logits(checkpoint.model, val_set.images, checkpoint.normalise, 64, "cpu", tta=tta)
@@ -129,22 +140,68 @@ def judge(run: Path) -> dict[str, Any]:
     return figures
 
 
-def ensemble(runs: list[Path]) -> dict[str, Any]:
-    """Accuracy and macro F1 of the mean softmax of several runs' final checkpoints (same validation split)."""
-    configs = [TrainConfig.from_dict(read_json(run / "config.json")) for run in runs]
-    sets = [validation_set(config) for config in configs]
-    if any(s.paths != sets[0].paths for s in sets):
+def ensemble(runs: list[Path], data: str) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    """Accuracy and macro F1 of the mean softmax of several runs' final checkpoints (same validation split),
+    plus each run's probabilities per view and the labels (for paired comparisons)."""
+    sets = [validation_set(run_config(run, data)) for run in runs]
+    if any(
+        paths_sha(s.paths, run_config(run, data).data) != paths_sha(sets[0].paths, run_config(runs[0], data).data)
+        for s, run in zip(sets, runs, strict=True)
+    ):
         sys.exit("the runs were validated on different images; no ensemble figure")
-    val_set, figures = sets[0], {}
+    val_set, figures, per_run = sets[0], {}, {}
     checkpoints = [load_checkpoint(run / "last") for run in runs]
+    labels = val_set.labels.numpy()
     for name, tta in VIEWS:
-        probabilities = sum(
-            torch.softmax(predict_logits(c.model, val_set.images, c.normalise, 64, "cpu", tta=tta), 1)
-            for c in checkpoints
-        ) / len(checkpoints)
-        metrics = compute_metrics(val_set.labels.numpy(), probabilities.numpy(), checkpoints[0].classes)
+        per_run[name] = np.stack(
+            [
+                torch.softmax(predict_logits(c.model, val_set.images, c.normalise, 64, "cpu", tta=tta), 1).numpy()
+                for c in checkpoints
+            ]
+        )
+        metrics = compute_metrics(labels, per_run[name].mean(0), checkpoints[0].classes)
         figures[name] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
-    return figures
+    return figures, per_run, labels
+
+
+def _correct(probabilities: np.ndarray, labels: np.ndarray) -> str:
+    return "".join("1" if ok else "0" for ok in probabilities.argmax(1) == labels)
+
+
+def _delta(a: str, b: str) -> str:
+    d, low, high = paired_difference(a, b)
+    return f"{d * 100:+.2f} pt ({low * 100:+.1f}…{high * 100:+.1f})"
+
+
+def report_ensemble(runs: list[Path], ref: list[Path] | None, data: str) -> None:
+    """Print the ensemble's figures; its paired difference against each member alone, against each
+    leave-one-out ensemble (what each member adds) and against a reference ensemble (`--ref`)."""
+    figures, per_run, labels = ensemble(runs, data)
+    print(
+        f"ensemble of {len(runs)} ({', '.join(run.name for run in runs)}): "
+        f"accuracy {_ci(figures['plain']['accuracy'])}, macro F1 {figures['plain']['macro_f1']['value']:.4f}; "
+        f"with flip TTA {_ci(figures['tta']['accuracy'])}, macro F1 {figures['tta']['macro_f1']['value']:.4f}; "
+        f"with 7-view TTA {_ci(figures['multi']['accuracy'])}, macro F1 {figures['multi']['macro_f1']['value']:.4f}"
+    )
+    probabilities = per_run["plain"]
+    whole = _correct(probabilities.mean(0), labels)
+    for i, run in enumerate(runs):
+        alone = _correct(probabilities[i], labels)
+        line = (
+            f"  {run.name}: alone {alone.count('1') / len(alone):.4f}; the ensemble vs it alone {_delta(whole, alone)}"
+        )
+        if len(runs) > 2:
+            without = _correct(np.delete(probabilities, i, axis=0).mean(0), labels)
+            line += f"; what it adds (vs the ensemble without it) {_delta(whole, without)}"
+        print(line)
+    if ref:
+        ref_figures, ref_runs, ref_labels = ensemble(ref, data)
+        if not np.array_equal(ref_labels, labels):
+            sys.exit("the reference was validated on different images; no paired difference")
+        print(
+            f"vs the reference ensemble of {len(ref)} ({', '.join(run.name for run in ref)}, "
+            f"{ref_figures['plain']['accuracy']['value']:.4f}): {_delta(whole, _correct(ref_runs['plain'].mean(0), labels))}"
+        )
 
 
 def paired_difference(a: str, b: str, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -164,30 +221,30 @@ def _ci(metric: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="finished run folders")
-    parser.add_argument("--ref", type=Path, help="reference run for paired differences")
+    parser.add_argument(
+        "--ref", type=Path, nargs="+", help="reference run for paired differences (with --ensemble: its run folders)"
+    )
+    parser.add_argument("--data", default="../shared/datasets/ahe64", help="for run folders without config.json")
     parser.add_argument("--note", default="", help="what this run tests (one line)")
     parser.add_argument("--ensemble", action="store_true", help="print the accuracy of the runs' averaged outputs")
     args = parser.parse_args()
     if args.ensemble:
-        figures = ensemble(args.runs)
-        print(
-            f"ensemble of {len(args.runs)} ({', '.join(run.name for run in args.runs)}): "
-            f"accuracy {_ci(figures['plain']['accuracy'])}, macro F1 {figures['plain']['macro_f1']['value']:.4f}; "
-            f"with flip TTA {_ci(figures['tta']['accuracy'])}, macro F1 {figures['tta']['macro_f1']['value']:.4f}; "
-            f"with 7-view TTA {_ci(figures['multi']['accuracy'])}, macro F1 {figures['multi']['macro_f1']['value']:.4f}"
-        )
+        report_ensemble(args.runs, args.ref, args.data)
         return
+    if args.ref and len(args.ref) > 1:
+        sys.exit("--ref takes one run folder (several only with --ensemble)")
+    args.ref = args.ref[0] if args.ref else None
     log: list[dict[str, Any]] = json.loads(LOG_JSON.read_text()) if LOG_JSON.exists() else []
     known = {entry["run"]: entry for entry in log}
     reference = None
     if args.ref:
-        reference = known.get(str(args.ref)) or judge(args.ref)
+        reference = known.get(str(args.ref)) or judge(args.ref, args.data)
         known[str(args.ref)] = reference
     rows = []
     for run in args.runs:
         if not (run / "metrics.json").exists():
             sys.exit(f"{run}: no metrics.json; is it a finished run folder?")
-        entry = judge(run)
+        entry = judge(run, args.data)
         entry["note"] = args.note
         delta = ""
         if reference is not None and reference["run"] != entry["run"]:

@@ -147,18 +147,21 @@ def test_classifier_on_an_ensemble_gives_its_mean_probabilities(ensemble_path: P
     assert [p.label for p in predictions] == [loaded.classes[i] for i in expected.argmax(1).tolist()]
 
 
-def test_shipped_names_default_is_the_ensemble_and_fast_its_member_0() -> None:
+def test_shipped_names_default_is_the_ensemble_and_fast_a_network_distilled_from_it() -> None:
     default, fast = load_checkpoint(None), load_checkpoint("fast")
     assert load_checkpoint("default").path == default.path == shipped_checkpoint_path("default")
     assert fast.path.name == "fast.safetensors" and fast.member_count == 1 and default.member_count == 6
-    assert default.info["forward_mflop"] > 5 * fast.info["forward_mflop"]
-    assert default.info["trained_on"] == fast.info["trained_on"]
-    first = default.member(0)
-    for key, tensor in fast.model.state_dict().items():
-        expected = tensor.half().float() if tensor.is_floating_point() else tensor
-        assert torch.equal(first.model.state_dict()[key], expected), key
-    commands = [m["command"] for m in json.loads(default.path.with_suffix(".json").read_text())["members"]]
-    assert all(c.startswith("heritage train --data DATA --out RUN --seed ") for c in commands)
+    assert default.info["forward_mflop"] > 5 * fast.info["forward_mflop"] and fast.info["forward_mflop"] <= 300
+    assert default.info["trained_on"] == fast.info["trained_on"]  # the same split: --split auto agrees
+    members = json.loads(default.path.with_suffix(".json").read_text())["members"]
+    # every shipped network carries the command that trained it (benchmarks/train_pool.py) and its seed
+    for name, command, seed in [(m["name"], m["command"], m["seed"]) for m in members] + [
+        (fast.info["name"], fast.info["command"], fast.info["seed"])
+    ]:
+        assert command.startswith(f"heritage train --data DATA --out POOL/{name} --seed {seed}"), command
+    # fast is a student of ensemble members: its teachers are among them
+    teachers = {Path(t).name for t in fast.info["recipe"]["teachers"]}
+    assert teachers and teachers <= {m["name"] for m in members}
 
 
 def test_member_option_on_look_inside_commands(

@@ -25,7 +25,15 @@ from PIL import Image
 
 from conftest import CLASSES, draw
 from heritage_cnn.checkpoint import load_checkpoint
-from heritage_cnn.classimages import PACKAGED, Gallery, drawn_for, model_key, weights_sha256
+from heritage_cnn.classimages import (
+    PACKAGED,
+    PACKAGED_FAST,
+    Gallery,
+    drawn_for,
+    model_key,
+    packaged_for,
+    weights_sha256,
+)
 from heritage_cnn.predict import Classifier
 from heritage_cnn.serve import allowed_hosts, create_app, find_class_images, listen
 from heritage_cnn.sort import MIN_CONFIDENCE
@@ -214,19 +222,21 @@ def test_class_images_absent_or_missing(tmp_path: Path) -> None:
 
 
 def test_shipped_model_class_images_are_packaged() -> None:
-    """The shipped models' class images come with the package (no flag, no drawing): drawn by the fast network,
-    which is also the default ensemble's member 0, and stamped with both keys; other members get their own."""
+    """The shipped models' class images come with the package (no flag, no drawing): one folder drawn by the
+    default ensemble's member 0, one by the fast network; the other members get their own."""
     ensemble = Classifier.load(None).checkpoint
     fast = load_checkpoint("fast")
-    assert drawn_for(PACKAGED, weights_sha256(fast.path)) and model_key(fast) == weights_sha256(fast.path)
-    assert drawn_for(PACKAGED, model_key(ensemble.member(0)))
-    assert not drawn_for(PACKAGED, model_key(ensemble.member(1)))
+    assert model_key(fast) == weights_sha256(fast.path)
+    assert packaged_for(model_key(fast)) == PACKAGED_FAST and drawn_for(PACKAGED_FAST, model_key(fast))
+    assert packaged_for(model_key(ensemble.member(0))) == PACKAGED
+    assert packaged_for(model_key(ensemble.member(1))) is None
     for checkpoint in (fast, ensemble.member(0)):
         images = Gallery(checkpoint, draw=False).current()
         assert images.state == "ready" and images.grid == "class_images.png"
         assert sorted(images.per_class) == sorted(checkpoint.classes)
     assert Gallery(ensemble.member(1), draw=False).current().state == "none"
-    assert sum(p.stat().st_size for p in PACKAGED.iterdir()) < 400_000
+    for folder in (PACKAGED, PACKAGED_FAST):
+        assert sum(p.stat().st_size for p in folder.iterdir()) < 400_000
 
 
 def test_other_models_draw_class_images_once_into_the_cache(tiny_run, tmp_path: Path, monkeypatch) -> None:

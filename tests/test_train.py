@@ -170,9 +170,28 @@ def test_bad_recipes_are_refused(tmp_path: Path) -> None:
         {"mixup_alpha": -1},
         {"consistency_weight": -1},
         {"consistency_weight": 1, "cutmix_alpha": 1},
+        {"optimizer": "lion"},
     ):
         with pytest.raises(ValueError):
             TrainConfig(data="x", out=str(tmp_path), **bad)
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_optimizer_decays_weights_only(name: str, tmp_path: Path) -> None:
+    """Both optimizers leave batch norm and biases undecayed; SGD is Nesterov's, as the fast recipes use it."""
+    from heritage_cnn.model import build_model
+    from heritage_cnn.recipe import make_optimizer
+
+    model = build_model(**TINY)
+    config = TrainConfig(data="x", out=str(tmp_path), optimizer=name, lr=0.1, weight_decay=5e-4)
+    optimizer = make_optimizer(model, config)
+    assert type(optimizer).__name__ == {"adamw": "AdamW", "sgd": "SGD"}[name]
+    decayed, undecayed = optimizer.param_groups
+    assert decayed["weight_decay"] == 5e-4 and undecayed["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim == 1 for p in undecayed["params"])
+    assert len(decayed["params"]) + len(undecayed["params"]) == len(list(model.parameters()))
+    if name == "sgd":
+        assert decayed["nesterov"] and decayed["momentum"] == 0.9
 
 
 def test_learning_rate_warms_up_then_decays_to_zero() -> None:

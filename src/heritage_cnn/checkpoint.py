@@ -6,7 +6,7 @@ one line naming the file and the field. Both halves carry the same `generation` 
 weights), so a pair whose halves come from different saves is refused rather than silently mixed.
 The package ships two models, named on every command with `--model NAME`: `default` (also what no
 --model means), an ensemble of networks (`heritage_cnn.ensemble`: one pair holding every member), and
-`fast`, the single network that is the ensemble's member 0 (`heritage_cnn/weights/{default,fast}.*`).
+`fast`, a single network distilled from ensemble members (`heritage_cnn/weights/{default,fast}.*`).
 `load_checkpoint` takes either kind; tools that look inside a network take `checkpoint.member(i)`.
 """
 
@@ -35,7 +35,7 @@ ENSEMBLE_FORMAT = "heritage-cnn-ensemble/1"  # several networks in one pair: her
 MAX_MEMBERS = 16
 SHARED = ("classes", "normalisation", "image_size")  # one value for an ensemble, never per member
 NOT_PER_MEMBER = {"format", "package_version", "display_names", "generation", "trained_on", *SHARED}
-SHIPPED = ("default", "fast")  # names of the packaged models: the ensemble, and its member 0 alone
+SHIPPED = ("default", "fast")  # names of the packaged models: the ensemble, and a single distilled network
 _RESERVED = {"format", "package_version", "classes", "display_names", "normalisation", "image_size", "model_config"}
 _MODEL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "num_classes": int,
@@ -310,7 +310,7 @@ def check_generation(weights_path: Path, meta_path: Path, tensor_meta: dict[str,
 
 def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint in eval mode: a pair, a run folder (its last pair), an ensemble pair, or a shipped
-    model's name (`default`, the ensemble, which is also what None means; `fast`, its single network)."""
+    model's name (`default`, the ensemble, which is also what None means; `fast`, the single distilled network)."""
     if path is None or str(path) in SHIPPED:
         path = shipped_checkpoint_path(str(path) if path is not None else "default")
     weights_path, meta_path = _paths(path)
@@ -347,7 +347,7 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
 
 
 def shipped_checkpoint_path(name: str = "default") -> Path:
-    """A model shipped inside the package: `default` (the ensemble) or `fast` (its member 0 alone)."""
+    """A model shipped inside the package: `default` (the ensemble) or `fast` (one network)."""
     if name not in SHIPPED:
         raise CheckpointError(f"{name}: no such shipped model (choose {' or '.join(SHIPPED)})")
     return Path(str(resources.files("heritage_cnn") / "weights" / f"{name}.safetensors"))

@@ -4,9 +4,10 @@ A folder of class images is what `heritage generate --all --n 1 --out DIR` write
 `class_images.png` (the grid) and `class_images.json` (which file shows which class). The page must show
 them without any flag, so:
 
-- the shipped model's folder ships inside the package (`weights/default.class_images/`, about 100 KB),
-  drawn by the `fast` network, which is also member 0 of the `default` ensemble: its JSON names the fast
-  network's hash and, under `also_for`, the key of the ensemble's member 0;
+- the shipped models' folders ship inside the package, about 100 KB each: `weights/default.class_images/`,
+  drawn by the `default` ensemble's member 0 (its JSON names that network's hash as it was shipped alone
+  before, and, under `also_for`, the key of the ensemble's member 0), and `weights/fast.class_images/`, drawn
+  by the `fast` network;
 - any other model gets its own folder under the cache (`~/.cache/heritage-cnn/class-images/<hash>/`, or
   `$HERITAGE_CACHE`), keyed by the SHA-256 of its weights file (plus `:member<i>` for a member of an
   ensemble), drawn once in a background thread while the server already answers. A folder counts only once
@@ -28,7 +29,15 @@ from pathlib import Path
 from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.io import atomic_path, atomic_write_json
 
-PACKAGED = Path(__file__).with_name("weights") / "default.class_images"
+PACKAGED = Path(__file__).with_name("weights") / "default.class_images"  # the default ensemble's member 0
+PACKAGED_FAST = PACKAGED.with_name("fast.class_images")  # the fast network
+
+
+def packaged_for(key: str) -> Path | None:
+    """The packaged folder of class images drawn for the network with this key (`model_key`), if any."""
+    return next((folder for folder in (PACKAGED, PACKAGED_FAST) if drawn_for(folder, key)), None)
+
+
 MANIFEST = "class_images.json"
 GRID = "class_images.png"
 
@@ -168,8 +177,9 @@ class Gallery:
             self.images = find_class_images(explicit)
             return
         sha = model_key(checkpoint)
-        if drawn_for(PACKAGED, sha):
-            self.images = find_class_images(PACKAGED)
+        packaged = packaged_for(sha)
+        if packaged is not None:
+            self.images = find_class_images(packaged)
             return
         folder = sha[:16] if checkpoint.index is None else hashlib.sha256(sha.encode()).hexdigest()[:16]
         self.folder = Path(cache_dir or default_cache_dir()) / "class-images" / folder
@@ -212,6 +222,7 @@ class Gallery:
 
 __all__ = [
     "PACKAGED",
+    "PACKAGED_FAST",
     "ClassImages",
     "Gallery",
     "default_cache_dir",
@@ -219,5 +230,6 @@ __all__ = [
     "drawn_for",
     "find_class_images",
     "model_key",
+    "packaged_for",
     "weights_sha256",
 ]

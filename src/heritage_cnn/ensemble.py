@@ -1,7 +1,8 @@
 """Ensemble checkpoints: several networks in one pair, loaded as one model that averages their softmax.
 
-Averaging the softmax of six networks trained on the same split lifts validation accuracy from 0.931 (one
-network) to 0.945; the shipped `default` model is such an ensemble, and `fast` its member 0 alone.
+Averaging the softmax of networks trained on the same split with different recipes makes fewer mistakes than
+any of them (benchmarks/recipes.md); the shipped `default` model is such an ensemble, and `fast` one network
+distilled from its members.
 
 The pair, like a single network's (`heritage_cnn.checkpoint`), is `NAME.safetensors` + `NAME.json`:
 

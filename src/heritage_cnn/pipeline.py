@@ -199,17 +199,18 @@ def inside_step(model: str | os.PathLike | None, data: str, out: Path, log: Log 
 
 def class_images_step(model: str | os.PathLike | None, data: str, out: Path, log: Log = print, member: int = 0) -> None:
     """One generated image per class by network `member`, fewer steps than `heritage generate` (well under a
-    minute on 2 cores). The shipped model's images come with the package (drawn with the full 160 steps by the
-    fast network, the ensemble's member 0): copied, not redrawn."""
+    minute on 2 cores). The shipped models' images come with the package (drawn with the full 160 steps by the
+    `fast` network and by the ensemble's member 0): copied, not redrawn."""
     from heritage_cnn import classimages, synthesis
     from heritage_cnn.io import atomic_write_bytes
 
     log("\n== class images (gradient ascent, heritage generate)")
     checkpoint = load_checkpoint(model).member(member)
-    if classimages.drawn_for(classimages.PACKAGED, classimages.model_key(checkpoint)):
-        for path in sorted(classimages.PACKAGED.iterdir()):
+    packaged = classimages.packaged_for(classimages.model_key(checkpoint))
+    if packaged is not None:
+        for path in sorted(packaged.iterdir()):
             atomic_write_bytes(Path(out) / "class_images" / path.name, path.read_bytes())
-        log(f"{Path(out) / 'class_images'}: the shipped model's, from the package ({classimages.PACKAGED})")
+        log(f"{Path(out) / 'class_images'}: the shipped model's, from the package ({packaged})")
         return
     settings = replace(synthesis.Settings(), steps=96)
     generated = synthesis.draw_classes(checkpoint, range(len(checkpoint.classes)), 1, 64, settings, seed=0)

@@ -101,7 +101,7 @@ class Classifier:
     def load(
         cls, path: str | os.PathLike | None = None, device: str = "cpu", tta: str = "none", bf16: bool = True
     ) -> Classifier:
-        """Load a checkpoint; without a path, the model shipped with the package (`fast`: its single network)."""
+        """Load a checkpoint; without a path, the shipped `default` ensemble (`"fast"`: one distilled network)."""
         return cls(load_checkpoint(path, device=device), tta=tta, bf16=bf16)
 
     @property

@@ -116,26 +116,30 @@ def pause_for_tests(where: str) -> None:
 
 
 class StopFlag:
-    """SIGINT sets a flag; the loop finishes the current step, writes a checkpoint and stops."""
+    """SIGINT (Ctrl-C) or SIGTERM (`kill`, a job scheduler's notice) sets a flag; the loop finishes the current
+    step, writes a checkpoint and stops. A second signal stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.stop = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopFlag:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.stop:  # a second Ctrl-C stops at once
+        if self.stop:  # a second signal stops at once
             raise KeyboardInterrupt
         self.stop = True
-        print("\ninterrupt: finishing this step and writing a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+        name = signal.Signals(signum).name
+        print(f"\n{name}: finishing this step and writing a checkpoint (again to abort)", file=sys.stderr)
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
 
 
 def write_history(out: Path, history: list[dict[str, float]]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_HELP = (
     "checkpoint (.safetensors with its .json, one network or an ensemble), run folder (its last checkpoint), or a "
-    "shipped model: default (the ensemble; also what no --model means) or fast (its single network, member 0)"
+    "shipped model: default (the ensemble; also what no --model means) or fast (one network distilled from it)"
 )
 
 

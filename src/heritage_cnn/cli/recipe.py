@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int
-from heritage_cnn.recipe import PRESETS, preset_config
+from heritage_cnn.recipe import OPTIMIZERS, PRESETS, preset_config
 from heritage_cnn.train import RUNTIME_FIELDS, TrainConfig
 
 _UNSET = object()
@@ -56,7 +56,8 @@ class Flag:
 RECIPE = (
     Flag("--epochs", "epochs", "passes over the training split", int),
     Flag("--batch-size", "batch_size", "images per step", int),
-    Flag("--lr", "lr", "peak AdamW learning rate"),
+    Flag("--optimizer", "optimizer", "adamw, or sgd (Nesterov momentum 0.9)", str, choices=OPTIMIZERS),
+    Flag("--lr", "lr", "peak learning rate (AdamW; SGD wants about 0.05-0.2)"),
     Flag("--warmup", "warmup_epochs", "epochs of linear warm-up before the cosine"),
     Flag("--weight-decay", "weight_decay", "AdamW weight decay on weights"),
     Flag("--label-smoothing", "label_smoothing", "cross-entropy label smoothing"),
