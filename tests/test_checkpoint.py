@@ -148,6 +148,22 @@ def test_a_run_folder_stands_for_its_last_checkpoint(tiny_run) -> None:
     )
 
 
+def test_a_missing_model_says_which_of_the_three_forms_went_wrong(tiny_run, tmp_path: Path) -> None:
+    """A folder without `last`, a metadata file without its weights, and a typo each get their own one line."""
+    unfinished = tmp_path / "run"
+    unfinished.mkdir()
+    with pytest.raises(CheckpointError, match=r"run: a folder without last\.safetensors") as folder:
+        load_checkpoint(unfinished)
+    stem, _ = _copy(tiny_run, tmp_path)
+    stem.with_suffix(".safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"m\.safetensors: missing \(its metadata is there") as half:
+        load_checkpoint(stem.with_suffix(".json"))
+    with pytest.raises(CheckpointError, match="no such checkpoint; .* one of: default, fast") as typo:
+        load_checkpoint(tmp_path / "defualt")
+    assert str(tmp_path / "defualt") in str(typo.value)
+    assert all("\n" not in str(e.value) for e in (folder, half, typo))
+
+
 def test_non_finite_weights_are_never_written(tiny_run, tmp_path: Path) -> None:
     checkpoint = load_checkpoint(tiny_run.out)
     save_checkpoint(tmp_path / "good", checkpoint)
