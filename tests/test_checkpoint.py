@@ -158,7 +158,7 @@ def test_a_missing_model_says_which_of_the_three_forms_went_wrong(tiny_run, tmp_
     stem.with_suffix(".safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"m\.safetensors: missing \(its metadata is there") as half:
         load_checkpoint(stem.with_suffix(".json"))
-    with pytest.raises(CheckpointError, match="no such checkpoint; .* one of: default, fast") as typo:
+    with pytest.raises(CheckpointError, match=r"no such checkpoint; .* one of: default, fast") as typo:
         load_checkpoint(tmp_path / "defualt")
     assert str(tmp_path / "defualt") in str(typo.value)
     assert all("\n" not in str(e.value) for e in (folder, half, typo))

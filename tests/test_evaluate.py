@@ -6,13 +6,21 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
 
 from heritage_cnn.evaluate import (
-    bootstrap_interval,
+    bootstrap_resamples,
     calibration,
     compute_metrics,
     predict_logits,
+    resampled_headline,
     tta_views,
     write_evaluation,
 )
@@ -53,8 +61,40 @@ def test_bootstrap_interval_contains_estimate_and_narrows_with_n() -> None:
             assert low <= metrics[name]["value"] <= high
         widths.append(metrics["accuracy"]["ci95"][1] - metrics["accuracy"]["ci95"][0])
     assert widths[1] < widths[0] / 2
-    values = np.arange(10.0)
-    assert bootstrap_interval(lambda idx: float(values[idx].mean()), 10, rounds=200)[0] < 4.5
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_resamples_are_scored_as_scikit_learn_scores_them() -> None:
+    """The bootstrap scores each resample from its confusion matrix in numpy; on resamples of a small set,
+    which miss classes, every figure must still be scikit-learn's."""
+    rng = np.random.default_rng(1)
+    k, n = 6, 25
+    y_true = rng.integers(0, k, n)
+    probabilities = rng.dirichlet(np.ones(k), n)
+    y_pred = probabilities.argmax(1)
+    top3 = np.argsort(probabilities, axis=1, kind="mergesort")[:, ::-1][:, :3]
+    hit = (top3 == y_true[:, None]).any(1).astype(float)
+    indices = next(bootstrap_resamples(n, 40, seed=3))
+    scored = resampled_headline(y_true, y_pred, hit, k, indices)
+    labels = np.arange(k)
+    for row, idx in enumerate(indices):
+        t, p = y_true[idx], y_pred[idx]
+        assert scored["accuracy"][row] == pytest.approx(accuracy_score(t, p))
+        assert scored["balanced_accuracy"][row] == pytest.approx(balanced_accuracy_score(t, p))
+        assert scored["macro_f1"][row] == pytest.approx(f1_score(t, p, labels=labels, average="macro", zero_division=0))
+        expected_top3 = top_k_accuracy_score(t, probabilities[idx], k=3, labels=labels)
+        assert scored["top3_accuracy"][row] == pytest.approx(expected_top3)
+    assert any(len(np.unique(y_true[idx])) < k for idx in indices)  # the case that needs care did occur
+
+
+def test_bootstrap_blocks_draw_the_same_resamples_as_one_loop() -> None:
+    """Blocks bound memory for large sets and change nothing: the rows are one seeded draw of n per resample,
+    as the per-figure loop drew them before, so published intervals stay reproducible."""
+    whole = np.concatenate(list(bootstrap_resamples(50, 30, seed=7, block_items=50 * 7)))
+    assert whole.shape == (30, 50)
+    assert np.array_equal(whole, next(bootstrap_resamples(50, 30, seed=7)))
+    rng = np.random.default_rng(7)
+    assert np.array_equal(whole, np.stack([rng.integers(0, 50, 50) for _ in range(30)]))
 
 
 def test_calibration_error_is_zero_for_confident_right_answers() -> None:

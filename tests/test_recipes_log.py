@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
+from heritage_cnn.checkpoint import load_checkpoint, save_checkpoint
 from heritage_cnn.model import ModelConfig
 from heritage_cnn.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from recipes import command_of, paired_difference
+from recipes import command_of, judge, paired_difference, report_ensemble
 
 
 def test_command_spells_out_the_schedule_and_every_changed_knob() -> None:
@@ -40,3 +44,33 @@ def test_paired_difference_and_its_interval() -> None:
     assert paired_difference(worse, worse) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError):
         paired_difference("11", "1")
+
+
+def _run_copy(tiny_run, folder: Path, always_class: int | None = None) -> Path:
+    """A copy of the tiny run folder; with `always_class`, its network answers that class for every photo."""
+    shutil.copytree(tiny_run.out, folder)
+    if always_class is not None:
+        checkpoint = load_checkpoint(folder / "last")
+        with torch.no_grad():
+            checkpoint.model.head.fc2.bias[always_class] = 1e4
+        save_checkpoint(folder / "last", checkpoint)
+    return folder
+
+
+def test_ensemble_report_pairs_each_member_and_the_reference(tiny_run, synthetic_root, tmp_path: Path, capsys) -> None:
+    """Three copies of one network: the ensemble is each of them, so every paired difference is exactly zero;
+    a member that always answers class 0 is outvoted only when the others are sure, and the report says what
+    that member costs against the reference."""
+    data = str(synthetic_root)
+    same = [_run_copy(tiny_run, tmp_path / name) for name in ("a", "b", "c")]
+    alone = judge(same[0], data)["plain"]["accuracy"]["value"]
+    report_ensemble(same, [same[0]], data)
+    out = capsys.readouterr().out
+    assert f"accuracy {alone:.4f}" in out
+    assert out.count("+0.00 pt (+0.0…+0.0)") == 3 * 2 + 1  # vs alone and leave-one-out per member, and vs --ref
+    broken = [*same[:2], _run_copy(tiny_run, tmp_path / "zero", always_class=0)]
+    report_ensemble(broken, [same[0]], data)
+    out = capsys.readouterr().out
+    member = re.search(r"zero: alone ([0-9.]+)", out)
+    assert member and float(member.group(1)) < alone
+    assert re.search(r"vs the reference ensemble of 1 \(a, [0-9.]+\): [+-]", out)

@@ -1,7 +1,9 @@
 """Judge a trained network on a labelled set: accuracy, per-class precision / recall / F1, confusion matrix.
 
 The figures come from scikit-learn's metrics, not re-derived here. Headline figures carry a 95 %
-bootstrap confidence interval, so that a difference of a few images is not read as progress.
+bootstrap confidence interval, so that a difference of a few images is not read as progress; the thousand
+resamples are scored from their confusion matrices in numpy (`resampled_headline`, tested equal to
+scikit-learn), because a thousand scikit-learn calls per figure took about 8 s.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import csv
 import io
 import itertools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +105,36 @@ def predict_logits(
     return torch.cat(outputs)
 
 
-def bootstrap_interval(
-    statistic: Callable[[np.ndarray], float], n: int, rounds: int = 1000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of `statistic(indices)` over resamples of n items."""
+def bootstrap_resamples(n: int, rounds: int, seed: int = 0, block_items: int = 4_000_000) -> Iterator[np.ndarray]:
+    """The index sets of a percentile bootstrap's `rounds` resamples of n items, as (rows, n) blocks of at most
+    `block_items` indices, so memory stays bounded however many photos are evaluated. One draw of n per
+    resample, as the per-figure loop before drew them: intervals published earlier stay reproducible."""
     rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(rounds)])
-    alpha = (1 - level) / 2
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+    per_block = max(1, block_items // max(n, 1))
+    for start in range(0, rounds, per_block):
+        yield np.stack([rng.integers(0, n, n) for _ in range(min(per_block, rounds - start))])
+
+
+def resampled_headline(
+    y_true: np.ndarray, y_pred: np.ndarray, top3_hit: np.ndarray, num_classes: int, indices: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Accuracy, top-3 accuracy, balanced accuracy and macro F1 of each row of `indices` (a resample), with
+    scikit-learn's definitions: balanced accuracy averages recall over the classes present in the resample,
+    macro F1 averages over every class with zero for an empty one (zero_division=0)."""
+    k, rows = num_classes, len(indices)
+    codes = (y_true * k + y_pred)[indices] + (np.arange(rows) * k * k)[:, None]
+    confusion = np.bincount(codes.ravel(), minlength=rows * k * k).reshape(rows, k, k).astype(np.float64)
+    hits = np.diagonal(confusion, axis1=1, axis2=2)
+    support, predicted = confusion.sum(2), confusion.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(support > 0, hits / support, np.nan)
+        f1 = np.where(support + predicted > 0, 2 * hits / (support + predicted), 0.0)
+    return {
+        "accuracy": hits.sum(1) / indices.shape[1],
+        "top3_accuracy": top3_hit[indices].mean(1),
+        "balanced_accuracy": np.nanmean(recall, axis=1),
+        "macro_f1": f1.mean(1),
+    }
 
 
 def compute_metrics(
@@ -138,27 +162,32 @@ def compute_metrics(
     if n == 0:
         raise ValueError("no images to evaluate")
 
-    def top3(idx: np.ndarray) -> float:
-        if len(class_names) <= 3:  # every class is in the top 3
-            return 1.0
-        return float(top_k_accuracy_score(y_true[idx], probabilities[idx], k=3, labels=labels))
-
-    headline: dict[str, Callable[[np.ndarray], float]] = {
-        "accuracy": lambda idx: float(accuracy_score(y_true[idx], y_pred[idx])),
-        "top3_accuracy": top3,
-        "balanced_accuracy": lambda idx: float(balanced_accuracy_score(y_true[idx], y_pred[idx])),
-        "macro_f1": lambda idx: float(
-            f1_score(y_true[idx], y_pred[idx], labels=labels, average="macro", zero_division=0)
-        ),
-    }
-    everything = np.arange(n)
-    result: dict[str, Any] = {"n_images": int(n)}
-    with warnings.catch_warnings():  # resamples of a small set may miss a class
+    if len(class_names) <= 3:  # every class is in the top 3
+        top3_value, top3_hit = 1.0, np.ones(n)
+    else:
+        top3_value = float(top_k_accuracy_score(y_true, probabilities, k=3, labels=labels))
+        top3 = np.argsort(probabilities, axis=1, kind="mergesort")[:, ::-1][:, :3]  # as scikit-learn ranks
+        top3_hit = (top3 == y_true[:, None]).any(1).astype(np.float64)
+    with warnings.catch_warnings():  # a small set may miss a class that is predicted
         warnings.simplefilter("ignore", UserWarning)
-        for name, fn in headline.items():
-            value = fn(everything)
-            low, high = bootstrap_interval(fn, n, bootstrap_rounds, seed) if bootstrap_rounds else (value, value)
-            result[name] = {"value": value, "ci95": [low, high]}
+        values = {
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "top3_accuracy": top3_value,
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        }
+    resampled: dict[str, list[np.ndarray]] = {name: [] for name in values}
+    for block in bootstrap_resamples(n, bootstrap_rounds, seed):
+        for name, figures in resampled_headline(y_true, y_pred, top3_hit, len(labels), block).items():
+            resampled[name].append(figures)
+    result: dict[str, Any] = {"n_images": int(n)}
+    for name, value in values.items():
+        low, high = (
+            (float(np.quantile(np.concatenate(resampled[name]), q)) for q in (0.025, 0.975))
+            if bootstrap_rounds
+            else (value, value)
+        )
+        result[name] = {"value": value, "ci95": [low, high]}
 
     precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     result["per_class"] = [
