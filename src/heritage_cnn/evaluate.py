@@ -3,7 +3,7 @@
 The figures come from scikit-learn's metrics, not re-derived here. Headline figures carry a 95 %
 bootstrap confidence interval, so that a difference of a few images is not read as progress; the thousand
 resamples are scored from their confusion matrices in numpy (`resampled_headline`, tested equal to
-scikit-learn), because a thousand scikit-learn calls per figure took about 8 s.
+scikit-learn), because a thousand scikit-learn calls per figure took seconds (docs/design.md).
 """
 
 from __future__ import annotations
