@@ -97,6 +97,29 @@ def test_bootstrap_blocks_draw_the_same_resamples_as_one_loop() -> None:
     assert np.array_equal(whole, np.stack([rng.integers(0, 50, 50) for _ in range(30)]))
 
 
+def test_many_classes_keep_the_bootstrap_small() -> None:
+    """Memory is bounded by photos x classes per block, never by a confusion matrix per resample (3,000 classes
+    would have needed 72 GB that way)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    k, n = 3000, 60
+    y_true = rng.integers(0, k, n)
+    probabilities = rng.random((n, k))
+    probabilities[np.arange(n), y_true] += 1.0
+    tracemalloc.start()
+    try:
+        metrics = compute_metrics(
+            y_true, probabilities / probabilities.sum(1, keepdims=True), [str(c) for c in range(k)]
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert metrics["accuracy"]["value"] == 1.0 and peak < 300 * 2**20
+    blocks = list(bootstrap_resamples(10, 1000, row_items=1_000_000, block_items=4_000_000))
+    assert {len(block) for block in blocks} == {4} and sum(map(len, blocks)) == 1000
+
+
 def test_calibration_error_is_zero_for_confident_right_answers() -> None:
     y_true = np.array([0, 1, 2, 1])
     assert calibration(y_true, np.eye(3)[y_true])[0] == 0.0

@@ -2,7 +2,7 @@
 
 The figures come from scikit-learn's metrics, not re-derived here. Headline figures carry a 95 %
 bootstrap confidence interval, so that a difference of a few images is not read as progress; the thousand
-resamples are scored from their confusion matrices in numpy (`resampled_headline`, tested equal to
+resamples are scored from per-class counts in numpy (`resampled_headline`, tested equal to
 scikit-learn), because a thousand scikit-learn calls per figure took seconds (docs/design.md).
 """
 
@@ -105,12 +105,15 @@ def predict_logits(
     return torch.cat(outputs)
 
 
-def bootstrap_resamples(n: int, rounds: int, seed: int = 0, block_items: int = 4_000_000) -> Iterator[np.ndarray]:
-    """The index sets of a percentile bootstrap's `rounds` resamples of n items, as (rows, n) blocks of at most
-    `block_items` indices, so memory stays bounded however many photos are evaluated. One draw of n per
-    resample, as the per-figure loop before drew them: intervals published earlier stay reproducible."""
+def bootstrap_resamples(
+    n: int, rounds: int, seed: int = 0, row_items: int | None = None, block_items: int = 4_000_000
+) -> Iterator[np.ndarray]:
+    """The index sets of a percentile bootstrap's `rounds` resamples of n items, as (rows, n) blocks whose rows
+    times `row_items` (what one row costs the caller; default n) stay under `block_items`, so memory is bounded
+    however many photos or classes there are. One draw of n per resample, as the per-figure loop before drew
+    them: intervals published earlier stay reproducible."""
     rng = np.random.default_rng(seed)
-    per_block = max(1, block_items // max(n, 1))
+    per_block = max(1, block_items // max(n, row_items or 0, 1))
     for start in range(0, rounds, per_block):
         yield np.stack([rng.integers(0, n, n) for _ in range(min(per_block, rounds - start))])
 
@@ -120,15 +123,21 @@ def resampled_headline(
 ) -> dict[str, np.ndarray]:
     """Accuracy, top-3 accuracy, balanced accuracy and macro F1 of each row of `indices` (a resample), with
     scikit-learn's definitions: balanced accuracy averages recall over the classes present in the resample,
-    macro F1 averages over every class with zero for an empty one (zero_division=0)."""
+    macro F1 averages over every class with zero for an empty one (zero_division=0). Per-class counts only
+    (rows x classes), never a confusion matrix per resample, so many classes cost no more than many photos."""
     k, rows = num_classes, len(indices)
-    codes = (y_true * k + y_pred)[indices] + (np.arange(rows) * k * k)[:, None]
-    confusion = np.bincount(codes.ravel(), minlength=rows * k * k).reshape(rows, k, k).astype(np.float64)
-    hits = np.diagonal(confusion, axis1=1, axis2=2)
-    support, predicted = confusion.sum(2), confusion.sum(1)
+    offsets = (np.arange(rows) * k)[:, None]
+
+    def per_class(labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        counts = np.bincount((labels + offsets).ravel(), None if weights is None else weights.ravel(), rows * k)
+        return counts.reshape(rows, k).astype(np.float64)
+
+    true, predicted = y_true[indices], y_pred[indices]
+    support, guessed = per_class(true), per_class(predicted)
+    hits = per_class(true, (true == predicted).astype(np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = np.where(support > 0, hits / support, np.nan)
-        f1 = np.where(support + predicted > 0, 2 * hits / (support + predicted), 0.0)
+        f1 = np.where(support + guessed > 0, 2 * hits / (support + guessed), 0.0)
     return {
         "accuracy": hits.sum(1) / indices.shape[1],
         "top3_accuracy": top3_hit[indices].mean(1),
@@ -177,7 +186,7 @@ def compute_metrics(
             "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
         }
     resampled: dict[str, list[np.ndarray]] = {name: [] for name in values}
-    for block in bootstrap_resamples(n, bootstrap_rounds, seed):
+    for block in bootstrap_resamples(n, bootstrap_rounds, seed, row_items=len(labels)):
         for name, figures in resampled_headline(y_true, y_pred, top3_hit, len(labels), block).items():
             resampled[name].append(figures)
     result: dict[str, Any] = {"n_images": int(n)}
