@@ -149,7 +149,8 @@ def test_a_run_folder_stands_for_its_last_checkpoint(tiny_run) -> None:
 
 
 def test_a_missing_model_says_which_of_the_three_forms_went_wrong(tiny_run, tmp_path: Path) -> None:
-    """A folder without `last`, a metadata file without its weights, and a typo each get their own one line."""
+    """A folder without `last`, a metadata file without its weights, another file and a typo each get their own
+    one line."""
     unfinished = tmp_path / "run"
     unfinished.mkdir()
     with pytest.raises(CheckpointError, match=r"run: a folder without last\.safetensors") as folder:
@@ -161,7 +162,11 @@ def test_a_missing_model_says_which_of_the_three_forms_went_wrong(tiny_run, tmp_
     with pytest.raises(CheckpointError, match=r"no such checkpoint; .* one of: default, fast") as typo:
         load_checkpoint(tmp_path / "defualt")
     assert str(tmp_path / "defualt") in str(typo.value)
-    assert all("\n" not in str(e.value) for e in (folder, half, typo))
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff")
+    with pytest.raises(CheckpointError, match=r"photo\.jpg: not a checkpoint; .* one of: default, fast") as other:
+        load_checkpoint(photo)
+    assert all("\n" not in str(e.value) for e in (folder, half, typo, other))
 
 
 def test_non_finite_weights_are_never_written(tiny_run, tmp_path: Path) -> None:

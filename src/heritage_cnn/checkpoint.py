@@ -308,16 +308,19 @@ def check_generation(weights_path: Path, meta_path: Path, tensor_meta: dict[str,
         )
 
 
-def _missing_checkpoint(given: Path, weights_path: Path) -> str:
+def _missing_checkpoint(given: Path, weights_path: Path, meta_path: Path) -> str:
     """What to tell the user when `given` leads to no weights: a run folder that has not finished an epoch, a
-    metadata file without its weights, or nothing at all (then the forms a model can take)."""
+    metadata file without its weights, some other file, or nothing at all (then the forms a model can take)."""
+    forms = f"a model is a .safetensors file, a run folder, or one of: {', '.join(SHIPPED)}"
     if given.is_dir():
         return (
             f"{given}: a folder without {weights_path.name} (not a run folder, or a run stopped before its first epoch)"
         )
-    if given.exists() or weights_path.with_suffix(".json").exists():
+    if meta_path.exists():
         return f"{weights_path}: missing (its metadata is there; a checkpoint is the pair .safetensors + .json)"
-    return f"{given}: no such checkpoint; a model is a .safetensors file, a run folder, or one of: {', '.join(SHIPPED)}"
+    if given.exists():
+        return f"{given}: not a checkpoint; {forms}"
+    return f"{given}: no such checkpoint; {forms}"
 
 
 def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Checkpoint:
@@ -327,7 +330,7 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
         path = shipped_checkpoint_path(str(path) if path is not None else "default")
     weights_path, meta_path = _paths(path)
     if not weights_path.exists():
-        raise CheckpointError(_missing_checkpoint(Path(path), weights_path))
+        raise CheckpointError(_missing_checkpoint(Path(path), weights_path, meta_path))
     if not meta_path.exists():
         raise CheckpointError(f"{weights_path}: its metadata file {meta_path.name} is missing")
     meta = read_json(meta_path)
