@@ -143,11 +143,9 @@ def judge(run: Path, data: str) -> dict[str, Any]:
 def ensemble(runs: list[Path], data: str) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
     """Accuracy and macro F1 of the mean softmax of several runs' final checkpoints (same validation split),
     plus each run's probabilities per view and the labels (for paired comparisons)."""
-    sets = [validation_set(run_config(run, data)) for run in runs]
-    if any(
-        paths_sha(s.paths, run_config(run, data).data) != paths_sha(sets[0].paths, run_config(runs[0], data).data)
-        for s, run in zip(sets, runs, strict=True)
-    ):
+    configs = [run_config(run, data) for run in runs]
+    sets = [validation_set(config) for config in configs]
+    if len({paths_sha(s.paths, config.data) for s, config in zip(sets, configs, strict=True)}) > 1:
         sys.exit("the runs were validated on different images; no ensemble figure")
     val_set, figures, per_run = sets[0], {}, {}
     checkpoints = [load_checkpoint(run / "last") for run in runs]
