@@ -41,26 +41,18 @@ class Job:
 # variants of it), and `fast` is the student st-kd-mix (benchmarks/build_ensemble.py). Its teachers: l56-deep4 and
 # three members that differ from it in augmentation, architecture and width, each the default recipe's 56 epochs
 # at batch 32.
-ENSEMBLE = ("m-weakaug-s2", "m-vgg-s3", "m-wide-s4")
-TEACHERS = [arg for name in ENSEMBLE for arg in ("--teacher", f"{{out}}/{name}")]
-# The student: the default network (298 MFLOP) distilled from the ensemble for 150 epochs at batch 64.
-STUDENT = [
-    "--epochs",
-    "150",
-    "--batch-size",
-    "64",
-    "--teacher",
-    "{out}/l56-deep4",
-    *TEACHERS,
-    "--distill-weight",
-    "0.9",
-]
-# The student that reached 0.945-0.947: the same, with MixUp/CutMix under the teachers' soft labels.
-MIXED = ["--distill-temperature", "2", "--mixup", "0.2", "--cutmix", "1"]
-MIXED_STUDENT = [*STUDENT, *MIXED]
-MEMBERS = ("m-s1", "m-weakaug-s2", "m-vgg-s3", "m-wide-s4", "m-mix-s5")
-TEACHERS6 = ["--teacher", "{out}/l56-deep4", *(arg for name in MEMBERS for arg in ("--teacher", f"{{out}}/{name}"))]
-MIXED_STUDENT6 = ["--epochs", "150", "--batch-size", "64", *TEACHERS6, "--distill-weight", "0.9", *MIXED]
+ENSEMBLE = ("l56-deep4", "m-weakaug-s2", "m-vgg-s3", "m-wide-s4")  # the first student's teachers
+MEMBERS = ("l56-deep4", "m-s1", "m-weakaug-s2", "m-vgg-s3", "m-wide-s4", "m-mix-s5")  # the shipped ensemble
+
+
+def student(teachers: tuple[str, ...], *extra: str) -> list[str]:
+    """The default network (298 MFLOP) distilled from `teachers` (pool jobs) for 150 epochs at batch 64."""
+    teacher_args = [arg for name in teachers for arg in ("--teacher", f"{{out}}/{name}")]
+    return ["--epochs", "150", "--batch-size", "64", *teacher_args, "--distill-weight", "0.9", *extra]
+
+
+# MixUp/CutMix under the teachers' soft labels: what made the shipped student (st-kd-mix) beat its teachers.
+MIXED = ("--distill-temperature", "2", "--mixup", "0.2", "--cutmix", "1")
 
 SGD = ["--optimizer", "sgd", "--lr", "0.05", "--weight-decay", "5e-4"]
 FAST = [
@@ -86,26 +78,26 @@ JOBS = [
     Job(
         "st-kd",
         "student-nomix",  # the same student without MixUp/CutMix (0.935-0.941 at epochs 137-146: not rerun)
-        ["--seed", "7", *STUDENT, "--distill-temperature", "2"],
-        needs=["l56-deep4", *ENSEMBLE],
+        ["--seed", "7", *student(ENSEMBLE, "--distill-temperature", "2")],
+        needs=list(ENSEMBLE),
     ),
-    Job("st-kd-mix", "student", ["--seed", "8", *MIXED_STUDENT], needs=["l56-deep4", *ENSEMBLE]),
+    Job("st-kd-mix", "student", ["--seed", "8", *student(ENSEMBLE, *MIXED)], needs=list(ENSEMBLE)),
     # Students of all six networks of the shipped ensemble, at three shapes: with st-kd-mix, the candidate ensemble
     # of students (chosen before any was trained; not shipped: 0.1 pt over the members' ensemble, within noise).
-    Job("st6-s9", "student-ensemble", ["--seed", "9", *MIXED_STUDENT6], needs=["l56-deep4", *MEMBERS]),
-    Job("st6-s10", "student-ensemble", ["--seed", "10", *MIXED_STUDENT6], needs=["l56-deep4", *MEMBERS]),
-    Job("st6-s16", "student-ensemble", ["--seed", "16", *MIXED_STUDENT6], needs=["l56-deep4", *MEMBERS]),
+    Job("st6-s9", "student-ensemble", ["--seed", "9", *student(MEMBERS, *MIXED)], needs=list(MEMBERS)),
+    Job("st6-s10", "student-ensemble", ["--seed", "10", *student(MEMBERS, *MIXED)], needs=list(MEMBERS)),
+    Job("st6-s16", "student-ensemble", ["--seed", "16", *student(MEMBERS, *MIXED)], needs=list(MEMBERS)),
     Job(
         "st6-wide-s14",
         "student-ensemble",
-        ["--seed", "14", "--widths", "32,64,128,256", "--blocks", "1,1,1,1", *MIXED_STUDENT6],
-        needs=["l56-deep4", *MEMBERS],
+        ["--seed", "14", "--widths", "32,64,128,256", "--blocks", "1,1,1,1", *student(MEMBERS, *MIXED)],
+        needs=list(MEMBERS),
     ),
     Job(
         "st6-vgg-s15",
         "student-ensemble",
-        ["--seed", "15", "--plain", "--blocks", "2,2,2,2", *MIXED_STUDENT6],
-        needs=["l56-deep4", *MEMBERS],
+        ["--seed", "15", "--plain", "--blocks", "2,2,2,2", *student(MEMBERS, *MIXED)],
+        needs=list(MEMBERS),
     ),
     # Judges of the class images. Held out (never used while choosing synthesis settings): another architecture
     # and normalisation (torchvision ResNet-18; a VGG-style network with group norm and [-1, 1] inputs) and the
@@ -125,7 +117,7 @@ JOBS = [
         ["--blocks", "1,1,1,1", "--epochs", "18", "--label-smoothing", "0.2", "--lr", "0.004"],
     ),
     # Candidates for a default recipe in half the time (<= 14 min on two CPU cores: 26 epochs of the default
-    # network, decode included; or >= 93.8 % in the default's 56 epochs). Screened on a GPU, confirmed on the CPU.
+    # network, decode included; or >= 93.8 % in the default's 56 epochs), screened on a GPU.
     *(Job(f"h26-{name}", "fast-recipe", ["--seed", "30", "--epochs", "26", *extra]) for name, extra in FAST),
     *(Job(f"h56-{name}", "fast-recipe", ["--seed", "30", *extra]) for name, extra in FAST56),
 ]
