@@ -100,11 +100,12 @@ def validation_set(config: TrainConfig) -> Any:
     return _VAL_SETS[key]
 
 
-def paths_sha(paths: list[str], data: str) -> str:
-    """A short hash of the validation photos' paths inside the data folder: the same photos give the same
-    hash wherever the folder lies (runs trained on another machine are compared with runs trained here)."""
-    relative = [str(Path(p).relative_to(data)) for p in paths]
-    return hashlib.sha1("\n".join(relative).encode()).hexdigest()[:12]
+def paths_sha(paths: list[str]) -> str:
+    """A short hash of the validation photos as class/file names: the same photos give the same hash wherever
+    the data lies, and whether `--data` named the dataset or its train/ folder (runs trained on another machine
+    are compared with runs trained here)."""
+    names = [f"{Path(p).parent.name}/{Path(p).name}" for p in paths]
+    return hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]
 
 
 def run_config(run: Path, data: str) -> TrainConfig:
@@ -136,7 +137,7 @@ def judge(run: Path, data: str) -> dict[str, Any]:
     figures["params_m"] = parameter_count(checkpoint.model) / 1e6
     figures["mflop"] = forward_flops(checkpoint.model) / 1e6
     figures["train_minutes"] = sum(row["epoch_seconds"] for row in history) / 60
-    figures["val_paths_sha"] = paths_sha(val_set.paths, config.data)
+    figures["val_paths_sha"] = paths_sha(val_set.paths)
     return figures
 
 
@@ -145,7 +146,7 @@ def ensemble(runs: list[Path], data: str) -> tuple[dict[str, Any], dict[str, np.
     plus each run's probabilities per view and the labels (for paired comparisons)."""
     configs = [run_config(run, data) for run in runs]
     sets = [validation_set(config) for config in configs]
-    if len({paths_sha(s.paths, config.data) for s, config in zip(sets, configs, strict=True)}) > 1:
+    if len({paths_sha(s.paths) for s in sets}) > 1:
         sys.exit("the runs were validated on different images; no ensemble figure")
     val_set, figures, per_run = sets[0], {}, {}
     checkpoints = [load_checkpoint(run / "last") for run in runs]

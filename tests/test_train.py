@@ -62,15 +62,19 @@ def test_checkpoint_round_trip_gives_identical_predictions(tiny_run, synthetic_r
     assert checkpoint.model.config.widths == (8, 16) and checkpoint.classes == tiny_run.classes
 
 
-def test_resume_after_interruption_matches_an_uninterrupted_run(synthetic_root: Path, tmp_path: Path) -> None:
-    whole = train(_config(synthetic_root, tmp_path / "whole"), log=lambda _: None)
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_after_interruption_matches_an_uninterrupted_run(
+    optimizer: str, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """Muon's momentum (one optimizer inside another) survives the resume file like AdamW's state."""
+    whole = train(_config(synthetic_root, tmp_path / "whole", optimizer=optimizer), log=lambda _: None)
     stopped = train(
-        _config(synthetic_root, tmp_path / "cut"),
+        _config(synthetic_root, tmp_path / "cut", optimizer=optimizer),
         log=lambda _: None,
         should_stop=lambda epoch, step: (epoch, step) == (1, 2),
     )
     assert stopped.interrupted and len(stopped.history) == 1
-    resumed = train(_config(synthetic_root, tmp_path / "cut", resume=True), log=lambda _: None)
+    resumed = train(_config(synthetic_root, tmp_path / "cut", resume=True, optimizer=optimizer), log=lambda _: None)
     assert not resumed.interrupted
     assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in whole.history]
     assert [r["train_loss"] for r in resumed.history] == pytest.approx(

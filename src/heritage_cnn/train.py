@@ -45,6 +45,7 @@ from heritage_cnn.losses import (
     load_teachers,
 )
 from heritage_cnn.model import HeritageNet, forward_flops, parameter_count
+from heritage_cnn.optim import Optimizer
 from heritage_cnn.recipe import (
     RUNTIME_FIELDS,
     Log,
@@ -98,7 +99,7 @@ class Session:
     config: TrainConfig
     model: torch.nn.Module  # the network whose weights are trained
     network: torch.nn.Module  # what the steps run: the model itself, or its DDP / compiled wrapper
-    optimizer: torch.optim.Optimizer
+    optimizer: Optimizer
     scaler: torch.amp.GradScaler
     criterion: TrainingLoss
     normalise: Callable[[torch.Tensor], torch.Tensor]

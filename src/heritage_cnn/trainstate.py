@@ -36,6 +36,7 @@ from heritage_cnn.io import (
     read_safetensors,
     save_tensors,
 )
+from heritage_cnn.optim import Optimizer
 from heritage_cnn.recipe import TrainConfig
 
 RESUME_FILE = "resume.safetensors"
@@ -51,7 +52,7 @@ def save_resume_state(
     out: Path,
     model: torch.nn.Module,
     ema: torch.nn.Module | None,
-    optimizer: torch.optim.Optimizer,
+    optimizer: Optimizer,
     generator: torch.Generator,
     state: dict[str, Any],
 ) -> None:
@@ -80,7 +81,7 @@ def save_resume_state(
 
 
 def load_resume_state(
-    out: Path, optimizer: torch.optim.Optimizer, model: torch.nn.Module, ema: torch.nn.Module | None
+    out: Path, optimizer: Optimizer, model: torch.nn.Module, ema: torch.nn.Module | None
 ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
     """Restore weights, average and optimizer in place; return (state, generator state, global RNG state)."""
     path = out / RESUME_FILE

@@ -56,7 +56,13 @@ class Flag:
 RECIPE = (
     Flag("--epochs", "epochs", "passes over the training split", int),
     Flag("--batch-size", "batch_size", "images per step", int),
-    Flag("--optimizer", "optimizer", "adamw, or sgd (Nesterov momentum 0.9)", str, choices=OPTIMIZERS),
+    Flag(
+        "--optimizer",
+        "optimizer",
+        "adamw; sgd (Nesterov momentum 0.9); or muon (Muon on the filters after the stem, AdamW on the rest)",
+        str,
+        choices=OPTIMIZERS,
+    ),
     Flag("--lr", "lr", "peak learning rate (AdamW; SGD wants about 0.05-0.2)"),
     Flag("--warmup", "warmup_epochs", "epochs of linear warm-up before the cosine"),
     Flag("--weight-decay", "weight_decay", "AdamW weight decay on weights"),
