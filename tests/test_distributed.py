@@ -25,6 +25,7 @@ def test_two_processes_agree_and_match_one_process(synthetic_root: Path, tmp_pat
     two = _train(synthetic_root, tmp_path / "two", "--nproc", "2")
     assert two.returncode == 0, two.stdout + two.stderr
     assert "2 processes" in two.stdout and "replicas disagree" not in two.stderr
+    assert two.stdout.count("done in ") == 1  # the job reports once, not once per process
     one = _train(synthetic_root, tmp_path / "one")
     assert one.returncode == 0, one.stdout + one.stderr
     a, b = (load_checkpoint(tmp_path / name / "last").info["validation"] for name in ("two", "one"))
