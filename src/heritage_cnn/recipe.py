@@ -72,6 +72,10 @@ class TrainConfig:
             raise ValueError(f"--batch-size must be at least 2 (batch norm), got {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.optimizer == "muon" and sum(self.model.blocks) == 1:
+            raise ValueError(
+                "--optimizer muon needs a network with more than one convolution (it updates the ones after the stem)"
+            )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"--lr must be a positive finite number, got {self.lr}")
         if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or self.warmup_epochs < 0:

@@ -63,7 +63,7 @@ RECIPE = (
         str,
         choices=OPTIMIZERS,
     ),
-    Flag("--lr", "lr", "peak learning rate (AdamW; SGD wants about 0.05-0.2)"),
+    Flag("--lr", "lr", "peak learning rate (AdamW, and Muon at AdamW's scale; SGD wants about 0.05-0.2)"),
     Flag("--warmup", "warmup_epochs", "epochs of linear warm-up before the cosine"),
     Flag("--weight-decay", "weight_decay", "AdamW weight decay on weights"),
     Flag("--label-smoothing", "label_smoothing", "cross-entropy label smoothing"),
