@@ -85,6 +85,8 @@ def test_pickles_and_torch_save_files_are_refused_in_one_line(tmp_path: Path) ->
         ("model_config", lambda m: m["model_config"].update(blocks=[0, 1])),
         ("model_config", lambda m: m["model_config"].update(hidden=-1)),
         ("model_config", lambda m: m["model_config"].update(dropout=True)),
+        ("model_config", lambda m: m["model_config"].update(input_scale=1e9)),
+        ("model_config", lambda m: m["model_config"].update(input_scale="1.5")),
         ("model_config", lambda m: m["model_config"].update(evil=1)),
         ("model_config", lambda m: m.update(model_config=[8, 16])),
         ("format", lambda m: m.update(format="something/2")),
@@ -96,6 +98,16 @@ def test_edited_metadata_is_refused_in_one_line_naming_the_field(tiny_run, tmp_p
     stem.with_suffix(".json").write_text(json.dumps(meta))
     message = _refused(stem, "heritage-cnn checkpoint" if field == "format" else field)
     assert "Traceback" not in message
+
+
+def test_an_enlarging_network_loads_with_its_scale(tiny_run, tmp_path: Path) -> None:
+    """input_scale is part of the network (no weights of its own), so it travels in model_config."""
+    stem, meta = _copy(tiny_run, tmp_path)
+    meta["model_config"]["input_scale"] = 1.5
+    stem.with_suffix(".json").write_text(json.dumps(meta))
+    loaded = load_checkpoint(stem)
+    assert loaded.model.config.input_scale == 1.5 and isinstance(loaded.model.resize, torch.nn.Upsample)
+    assert loaded.model(torch.zeros(1, 3, 64, 64)).shape == (1, len(loaded.classes))
 
 
 def test_deeply_nested_json_is_one_line(tiny_run, tmp_path: Path) -> None:

@@ -159,12 +159,14 @@ def test_train_flags_become_the_recipe_and_defaults_stay_the_shipped_recipe() ->
 
     parser = cli.build_parser()
     flags = "--ema 0.998 --cutmix 1 --mixup 0.2 --balanced-loss --zoom 0.3 --shift 0.05 --dropout 0.1 --warmup 2"
+    flags += " --input-scale 1.5"
     args = parser.parse_args(["train", "--out", "o", *flags.split(), "--batch-size", "64"])
     two_views = parser.parse_args(["train", "--out", "o", "--consistency", "12"])
     assert new_config(two_views, "d", "o").consistency_weight == 12
     config = new_config(args, "d", "o")
     assert (config.ema_decay, config.cutmix_alpha, config.mixup_alpha, config.balanced_loss) == (0.998, 1, 0.2, True)
     assert (config.augment.zoom, config.augment.shift, config.model.dropout) == (0.3, 0.05, 0.1)
+    assert config.model.input_scale == 1.5
     assert (config.warmup_epochs, config.batch_size) == (2, 64)
     plain = new_config(parser.parse_args(["train", "--out", "o"]), "d", "o")
     assert plain == TrainConfig(data="d", out="o")

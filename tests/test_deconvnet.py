@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -31,6 +32,15 @@ def residual_model() -> nn.Module:
             module.running_mean.normal_(0, 0.3)
             module.running_var.uniform_(0.3, 2.0)
     return model.eval()
+
+
+def enlarged_model() -> nn.Module:
+    """The residual network behind a 1.5x bilinear enlargement of its input (`input_scale`)."""
+    model = residual_model()
+    torch.manual_seed(1)
+    enlarged = build_model(widths=(8, 16, 16), blocks=(1, 2, 1), hidden=16, stem_kernel=5, input_scale=1.5)
+    enlarged.load_state_dict(model.state_dict())
+    return enlarged.eval()
 
 
 class DeconvReLU(torch.autograd.Function):
@@ -71,7 +81,9 @@ def autograd_deconv(model: nn.Module, x: torch.Tensor, layer: str, channel: int,
     return x.grad
 
 
-@pytest.mark.parametrize("make_model", [plain_model, residual_model], ids=["plain", "residual_bn"])
+@pytest.mark.parametrize(
+    "make_model", [plain_model, residual_model, enlarged_model], ids=["plain", "residual_bn", "enlarged"]
+)
 def test_projection_is_the_deconv_gradient(make_model) -> None:
     model = make_model()
     captum_model = copy.deepcopy(model)
@@ -120,8 +132,9 @@ def test_forward_replay_matches_the_model() -> None:
     assert sorted(switches) == ["stage1.pool", "stage2.pool"]
 
 
-def test_projection_stays_inside_the_receptive_field() -> None:
-    model = residual_model()
+@pytest.mark.parametrize("make_model", [residual_model, enlarged_model], ids=["residual_bn", "enlarged"])
+def test_projection_stays_inside_the_receptive_field(make_model) -> None:
+    model = make_model()
     x = torch.randn(1, 3, 32, 32)
     for layer in deconvnet.deconv_layers(model):
         activation, _ = deconvnet.forward_to(model, x, layer)
@@ -133,7 +146,13 @@ def test_projection_stays_inside_the_receptive_field() -> None:
         inside = torch.zeros_like(support)
         inside[max(top, 0) : bottom, max(left, 0) : right] = True
         assert not (support & ~inside).any(), f"{layer}: projection leaks outside {top, left, bottom, right}"
+        assert projection.shape[-2:] == x.shape[-2:], "the projection is on the photo's own pixels"
     assert deconvnet.receptive_field(model, "stage1.block1.conv", 0, 0) == (-2, -2, 3, 3)  # 5x5 stem
+    if make_model is enlarged_model:  # the box shrinks with the enlargement: no trivially large box passes
+        last = deconvnet.deconv_layers(model)[-1]
+        top, left, bottom, right = deconvnet.receptive_field(model, last, 1, 1)
+        wide = deconvnet.receptive_field(residual_model(), last, 1, 1)
+        assert bottom - top <= math.ceil((wide[2] - wide[0]) / 1.5) + 2
 
 
 def test_scan_finds_the_top_activations() -> None:

@@ -48,6 +48,26 @@ def test_config_round_trip_and_validation() -> None:
         ModelConfig.from_dict({"depth": 3})
 
 
+def test_an_enlarging_network_sees_the_photo_at_its_scale() -> None:
+    """input_scale 1.5: the stem runs at 96 px on a 64 px photo, the weights are those of an ordinary network."""
+    plain, enlarged = (
+        build_model(widths=(8, 16), blocks=(1, 1)),
+        build_model(widths=(8, 16), blocks=(1, 1), input_scale=1.5),
+    )
+    assert enlarged.state_dict().keys() == plain.state_dict().keys()
+    seen = {}
+    enlarged.stage1.register_forward_pre_hook(lambda m, i: seen.update(stem_input=i[0].shape))
+    assert enlarged(torch.randn(2, 3, 64, 64)).shape == (2, 10)
+    assert seen["stem_input"][-2:] == (96, 96)
+    assert ModelConfig.from_dict(enlarged.config.to_dict()).input_scale == 1.5
+    assert (
+        ModelConfig.from_dict({k: v for k, v in plain.config.to_dict().items() if k != "input_scale"}) == plain.config
+    )
+    for bad in (0.5, 5):
+        with pytest.raises(ValueError, match="input_scale"):
+            ModelConfig(input_scale=bad)
+
+
 def test_flop_count_matches_hand_count() -> None:
     model = HeritageNet(ModelConfig(widths=(4,), blocks=(1,), stem_kernel=3, hidden=8, num_classes=2))
     conv = 64 * 64 * 4 * 3 * 9 * 2  # output pixels x out channels x in channels x kernel x (mul + add)

@@ -45,6 +45,7 @@ _MODEL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "residual": bool,
     "hidden": int,
     "dropout": (int, float),
+    "input_scale": (int, float),
 }
 
 

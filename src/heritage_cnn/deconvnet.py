@@ -5,7 +5,9 @@ every max-pool (where each maximum came from). Backward, written out layer by la
 
 - max-pool      -> `F.max_unpool2d` at the switches recorded on that image's forward pass;
 - ReLU          -> ReLU of the reconstructed signal (not the forward mask: that is the deconvnet rule);
-- conv + BN     -> `F.conv_transpose2d` with the conv weights *folded with batch norm*.
+- conv + BN     -> `F.conv_transpose2d` with the conv weights *folded with batch norm*;
+- resize        -> the transpose of the bilinear enlargement (networks with `input_scale` > 1), so that
+                   the projection lands on the photo's own pixels.
 
 Batch norm in eval mode is a per-channel affine map y = s * conv(x) + t with s = gamma / sqrt(var + eps).
 The scale s belongs to the filter (a unit whose BN scale is 0.1 contributes a tenth as much), so it is
@@ -24,6 +26,7 @@ activation with every ReLU's backward replaced by ReLU of the incoming signal (C
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -91,6 +94,7 @@ def resolve_layer(model: HeritageNet, name: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 Switches = dict[str, tuple[torch.Tensor, torch.Size]]  # pool name -> (argmax indices, input size)
+RESIZE = "resize"  # switches entry of an enlarged input: (no indices, the photo's size)
 
 
 def forward_to(
@@ -106,6 +110,9 @@ def forward_to(
     the ReLUs and the residual sum work in place on fresh tensors.
     """
     switches: Switches = {}
+    if not isinstance(model.resize, nn.Identity):
+        switches[RESIZE] = (torch.empty(0), x.shape[-2:])
+        x = model.resize(x)
     for name, block, kind in _steps(model, layer):
         if kind == "pool":
             size = x.shape[-2:]
@@ -162,7 +169,17 @@ def project_down(model: HeritageNet, signal: torch.Tensor, layer: str, switches:
             else:
                 skip = _down(signal, block.shortcut.conv, block.shortcut.bn)
             signal = branch + skip
+    if RESIZE in switches:
+        signal = _resize_transposed(model.resize, signal, switches[RESIZE][1])
     return signal
+
+
+def _resize_transposed(resize: nn.Module, signal: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """The transpose of the (linear) input enlargement, applied to `signal`: its vector-Jacobian product."""
+    with torch.enable_grad():
+        probe = torch.zeros(*signal.shape[:2], *size, dtype=signal.dtype, device=signal.device, requires_grad=True)
+        (transposed,) = torch.autograd.grad(resize(probe), probe, grad_outputs=signal)
+    return transposed
 
 
 @torch.no_grad()
@@ -205,6 +222,9 @@ def receptive_field(model: HeritageNet, layer: str, row: int, col: int) -> tuple
             branch = _grow(_grow(box, block.conv2), block.conv1)
             skip = box if isinstance(block.shortcut, nn.Identity) else _grow(box, block.shortcut.conv)
             box = [min(branch[0], skip[0]), max(branch[1], skip[1]), min(branch[2], skip[2]), max(branch[3], skip[3])]
+    if model.config.input_scale != 1.0:  # enlarged pixel i interpolates photo pixels floor(c) and floor(c) + 1
+        scale = model.config.input_scale
+        box = [math.floor((v + 0.5) / scale - 0.5) + (i % 2) for i, v in enumerate(box)]
     return box[0], box[2], box[1] + 1, box[3] + 1
 
 

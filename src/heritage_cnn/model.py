@@ -2,7 +2,9 @@
 
 Every layer is an `nn.Conv2d`, `nn.BatchNorm2d`, `nn.ReLU`, `nn.MaxPool2d` or `nn.Linear` module
 with a stable dotted name (`stage2.block1.conv1`, `stage2.pool`, `head.fc1`), so that the
-visualisation code can address any layer by name and replay the network step by step.
+visualisation code can address any layer by name and replay the network step by step. A network
+with `input_scale` > 1 starts with `resize` (bilinear enlargement of the 64 px photo, no parameters):
+it sees the photo as if it had been taken at 80 or 96 px, a member that differs from the others by scale.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class ModelConfig:
     residual: bool = True  # stages after the first use residual blocks (two convs + skip)
     hidden: int = 256  # width of the hidden fully connected layer
     dropout: float = 0.2
+    input_scale: float = 1.0  # the network first enlarges its input this much (bilinear): 1.5 trains at 96 px
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -44,6 +47,9 @@ class ModelConfig:
             raise ValueError(f"at most 8 stages of at most 32 blocks, got blocks {self.blocks}")
         if not (1 <= self.stem_kernel <= 15 and self.stem_kernel % 2 == 1):
             raise ValueError(f"stem_kernel must be an odd number from 1 to 15, got {self.stem_kernel}")
+        object.__setattr__(self, "input_scale", float(self.input_scale))
+        if not 1.0 <= self.input_scale <= 4.0:
+            raise ValueError(f"input_scale must be from 1 to 4, got {self.input_scale}")
         if self.hidden < 1 or not 0 <= self.dropout < 1:
             raise ValueError(f"hidden must be positive and dropout in [0, 1), got {self.hidden} and {self.dropout}")
         if self.weight_count() > MAX_PARAMETERS:
@@ -119,6 +125,9 @@ class HeritageNet(nn.Module):
     def __init__(self, config: ModelConfig = ModelConfig()) -> None:
         super().__init__()
         self.config = config
+        self.resize: nn.Module = nn.Identity()  # parameter-free, named so that hooks and the deconvnet can find it
+        if config.input_scale != 1.0:
+            self.resize = nn.Upsample(scale_factor=config.input_scale, mode="bilinear", align_corners=False)
         in_channels = 3
         stages = []
         for index, (width, count) in enumerate(zip(config.widths, config.blocks, strict=True)):
@@ -163,6 +172,7 @@ class HeritageNet(nn.Module):
                 nn.init.zeros_(module.bn2.weight)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.resize(x)
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return x
