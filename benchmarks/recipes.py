@@ -10,9 +10,14 @@ bootstrap intervals; `--ref` adds the paired bootstrap interval of the accuracy 
 against a reference run on the same images, so that a gain of a few images is not read as
 progress. One row per run is appended to benchmarks/recipes.md (table) and recipes.json (all figures).
 
-    python benchmarks/recipes.py runs/search/a runs/search/b --ensemble
+    python benchmarks/recipes.py --pairs runs/gpu/g45-muon-s2=runs/gpu/g56-s2 runs/gpu/g45-muon-s3=runs/gpu/g56-s3
 
-prints (and logs nothing) the accuracy of the runs' averaged probabilities (the ceiling that distilling these
+prints each pair's paired difference and one interval for the mean over the pairs (several seeds of two recipes).
+
+    python benchmarks/recipes.py runs/search/a runs/search/b --ensemble
+    python benchmarks/recipes.py runs/gpu/m-x96-s40 runs/gpu/m-x96-s41 --ensemble --ref default
+
+(a model file or packaged name such as `default` stands for its members) prints (and logs nothing) the accuracy of the runs' averaged probabilities (the ceiling that distilling these
 networks into one could aim at), what each member adds (paired, against the ensemble without it) and, with
 `--ref RUN [RUN ...]`, the paired difference against another ensemble.
 """
@@ -69,6 +74,8 @@ def command_of(config: TrainConfig) -> str:
     flags.append("--blocks " + ",".join(map(str, model.blocks)))  # always: the default depth changed once
     if model.dropout != base_model.dropout:
         flags.append(f"--dropout {model.dropout:g}")
+    if model.input_scale != base_model.input_scale:
+        flags.append(f"--input-scale {model.input_scale:g}")
     if config.balanced_loss:
         flags.append("--balanced-loss")
     if config.teachers:
@@ -90,6 +97,7 @@ def command_of(config: TrainConfig) -> str:
 
 
 VIEWS = (("plain", "none"), ("tta", "flip"), ("multi", "multi"))  # figure name, evaluate.tta_views mode
+DEVICE = "cpu"  # where checkpoints are judged (--device); CUDA runs in full fp32 (no TF32), as the CPU does
 _VAL_SETS: dict[str, Any] = {}  # runs judged in one call usually share their validation split: decode it once
 
 
@@ -121,11 +129,12 @@ def judge(run: Path, data: str) -> dict[str, Any]:
     config = run_config(run, data)
     val_set = validation_set(config)
     checkpoint = load_checkpoint(run / "last")
+    checkpoint.model.to(DEVICE)
     history = read_json(run / "metrics.json") if (run / "metrics.json").exists() else checkpoint.info["history"]
     figures: dict[str, Any] = {"run": str(run), "command": command_of(config), "epochs": len(history)}
     for name, tta in VIEWS:
-        logits = predict_logits(checkpoint.model, val_set.images, checkpoint.normalise, 64, "cpu", tta=tta)
-        probabilities = torch.softmax(logits, 1).numpy()
+        logits = predict_logits(checkpoint.model, val_set.images, checkpoint.normalise, 64, DEVICE, tta=tta)
+        probabilities = torch.softmax(logits, 1).cpu().numpy()
         metrics = compute_metrics(val_set.labels.numpy(), probabilities, checkpoint.classes)
         figures[name] = {
             "accuracy": metrics["accuracy"],
@@ -141,26 +150,46 @@ def judge(run: Path, data: str) -> dict[str, Any]:
     return figures
 
 
-def ensemble(runs: list[Path], data: str) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
-    """Accuracy and macro F1 of the mean softmax of several runs' final checkpoints (same validation split),
-    plus each run's probabilities per view and the labels (for paired comparisons)."""
-    configs = [run_config(run, data) for run in runs]
-    sets = [validation_set(config) for config in configs]
+def networks(paths: list[Path], data: str) -> list[tuple[str, TrainConfig, Any]]:
+    """(name, recipe, final checkpoint) of each network: a run folder is one; a model file or a packaged name
+    (`default`) stands for each of its members, whose recipes travel in its metadata."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found.append((path.name, run_config(path, data), load_checkpoint(path / "last")))
+            continue
+        model = load_checkpoint(path)
+        for index in range(model.member_count):
+            member = model.member(index)
+            name = member.info.get("name", f"{path.name}#{index}")
+            found.append((name, TrainConfig.from_dict({**member.info["recipe"], "data": data, "out": name}), member))
+    return found
+
+
+def ensemble(runs: list[Path], data: str) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Accuracy and macro F1 of the mean softmax of several networks' final checkpoints (same validation split),
+    plus each network's probabilities per view, the labels (for paired comparisons) and the networks' names."""
+    found = networks(runs, data)
+    sets = [validation_set(config) for _, config, _ in found]
     if len({paths_sha(s.paths) for s in sets}) > 1:
         sys.exit("the runs were validated on different images; no ensemble figure")
     val_set, figures, per_run = sets[0], {}, {}
-    checkpoints = [load_checkpoint(run / "last") for run in runs]
+    checkpoints = [checkpoint for _, _, checkpoint in found]
+    for checkpoint in checkpoints:
+        checkpoint.model.to(DEVICE)
     labels = val_set.labels.numpy()
     for name, tta in VIEWS:
         per_run[name] = np.stack(
             [
-                torch.softmax(predict_logits(c.model, val_set.images, c.normalise, 64, "cpu", tta=tta), 1).numpy()
+                torch.softmax(predict_logits(c.model, val_set.images, c.normalise, 64, DEVICE, tta=tta), 1)
+                .cpu()
+                .numpy()
                 for c in checkpoints
             ]
         )
         metrics = compute_metrics(labels, per_run[name].mean(0), checkpoints[0].classes)
         figures[name] = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
-    return figures, per_run, labels
+    return figures, per_run, labels, [name for name, _, _ in found]
 
 
 def _correct(probabilities: np.ndarray, labels: np.ndarray) -> str:
@@ -175,30 +204,28 @@ def _delta(a: str, b: str) -> str:
 def report_ensemble(runs: list[Path], ref: list[Path] | None, data: str) -> None:
     """Print the ensemble's figures; its paired difference against each member alone, against each
     leave-one-out ensemble (what each member adds) and against a reference ensemble (`--ref`)."""
-    figures, per_run, labels = ensemble(runs, data)
+    figures, per_run, labels, names = ensemble(runs, data)
     print(
-        f"ensemble of {len(runs)} ({', '.join(run.name for run in runs)}): "
+        f"ensemble of {len(names)} ({', '.join(names)}): "
         f"accuracy {_ci(figures['plain']['accuracy'])}, macro F1 {figures['plain']['macro_f1']['value']:.4f}; "
         f"with flip TTA {_ci(figures['tta']['accuracy'])}, macro F1 {figures['tta']['macro_f1']['value']:.4f}; "
         f"with 7-view TTA {_ci(figures['multi']['accuracy'])}, macro F1 {figures['multi']['macro_f1']['value']:.4f}"
     )
     probabilities = per_run["plain"]
     whole = _correct(probabilities.mean(0), labels)
-    for i, run in enumerate(runs):
+    for i, name in enumerate(names):
         alone = _correct(probabilities[i], labels)
-        line = (
-            f"  {run.name}: alone {alone.count('1') / len(alone):.4f}; the ensemble vs it alone {_delta(whole, alone)}"
-        )
-        if len(runs) > 2:
+        line = f"  {name}: alone {alone.count('1') / len(alone):.4f}; the ensemble vs it alone {_delta(whole, alone)}"
+        if len(names) > 2:
             without = _correct(np.delete(probabilities, i, axis=0).mean(0), labels)
             line += f"; what it adds (vs the ensemble without it) {_delta(whole, without)}"
         print(line)
     if ref:
-        ref_figures, ref_runs, ref_labels = ensemble(ref, data)
+        ref_figures, ref_runs, ref_labels, ref_names = ensemble(ref, data)
         if not np.array_equal(ref_labels, labels):
             sys.exit("the reference was validated on different images; no paired difference")
         print(
-            f"vs the reference ensemble of {len(ref)} ({', '.join(run.name for run in ref)}, "
+            f"vs the reference ensemble of {len(ref_names)} ({', '.join(ref_names)}, "
             f"{ref_figures['plain']['accuracy']['value']:.4f}): {_delta(whole, _correct(ref_runs['plain'].mean(0), labels))}"
         )
 
@@ -212,6 +239,31 @@ def paired_difference(a: str, b: str, rounds: int = 2000, seed: int = 0) -> tupl
     return float(diff.mean()), float(np.quantile(samples, 0.025)), float(np.quantile(samples, 0.975))
 
 
+def report_pairs(pairs: list[str]) -> None:
+    """Seed pairs judged before (`RUN=REF`, keys of recipes.json): each pair's paired difference, and the mean
+    difference over the pairs with a bootstrap over photos of each photo's mean difference (the pairs share the
+    validation photos), so that several seeds of two recipes give one interval."""
+    known = {entry["run"]: entry for entry in json.loads(LOG_JSON.read_text())}
+    diffs = []
+    for pair in pairs:
+        run, _, ref = pair.partition("=")
+        if run not in known or ref not in known:
+            sys.exit(f"{pair}: both sides must be runs in {LOG_JSON.name} (RUN=REF)")
+        a, b = known[run], known[ref]
+        if a["val_paths_sha"] != b["val_paths_sha"]:
+            sys.exit(f"{pair}: validated on different images; no paired difference")
+        print(
+            f"{run}: {a['plain']['accuracy']['value']:.4f} vs {ref}: {b['plain']['accuracy']['value']:.4f}: "
+            f"{_delta(a['plain']['correct'], b['plain']['correct'])}"
+        )
+        diffs.append([int(x) - int(y) for x, y in zip(a["plain"]["correct"], b["plain"]["correct"], strict=True)])
+    per_photo = np.mean(np.array(diffs, dtype=np.float64), axis=0)
+    rng = np.random.default_rng(0)
+    samples = [per_photo[rng.integers(0, len(per_photo), len(per_photo))].mean() for _ in range(2000)]
+    low, high = np.quantile(samples, [0.025, 0.975])
+    print(f"mean over {len(pairs)} pairs: {per_photo.mean() * 100:+.2f} pt ({low * 100:+.1f}…{high * 100:+.1f})")
+
+
 def _ci(metric: dict[str, Any]) -> str:
     low, high = metric["ci95"]
     return f"{metric['value']:.4f} ({low:.3f}–{high:.3f})"
@@ -219,14 +271,24 @@ def _ci(metric: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="finished run folders")
+    parser.add_argument("runs", nargs="*", type=Path, help="finished run folders")
     parser.add_argument(
         "--ref", type=Path, nargs="+", help="reference run for paired differences (with --ensemble: its run folders)"
     )
     parser.add_argument("--data", default="../shared/datasets/ahe64", help="for run folders without config.json")
     parser.add_argument("--note", default="", help="what this run tests (one line)")
     parser.add_argument("--ensemble", action="store_true", help="print the accuracy of the runs' averaged outputs")
+    parser.add_argument("--device", default="cpu", help="where to judge (cuda: in fp32, TF32 off)")
+    parser.add_argument("--pairs", nargs="+", metavar="RUN=REF", help="seed pairs already in the log: one interval")
     args = parser.parse_args()
+    if args.pairs:
+        report_pairs(args.pairs)
+        return
+    if not args.runs:
+        parser.error("give run folders (or --pairs)")
+    global DEVICE
+    DEVICE = args.device
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     if args.ensemble:
         report_ensemble(args.runs, args.ref, args.data)
         return

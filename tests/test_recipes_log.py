@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from heritage_cnn.checkpoint import load_checkpoint, save_checkpoint
+from heritage_cnn.ensemble import save_ensemble
 from heritage_cnn.model import ModelConfig
 from heritage_cnn.train import TrainConfig
 
@@ -74,3 +75,8 @@ def test_ensemble_report_pairs_each_member_and_the_reference(tiny_run, synthetic
     member = re.search(r"zero: alone ([0-9.]+)", out)
     assert member and float(member.group(1)) < alone
     assert re.search(r"vs the reference ensemble of 1 \(a, [0-9.]+\): [+-]", out)
+    packed = save_ensemble(
+        tmp_path / "packed", [load_checkpoint(run / "last") for run in broken], names=["p", "q", "r"]
+    )
+    report_ensemble([packed.with_suffix("")], None, data)  # a model file stands for its members
+    assert re.search(r"ensemble of 3 \(p, q, r\): accuracy", capsys.readouterr().out)
