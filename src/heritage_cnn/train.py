@@ -16,7 +16,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +86,7 @@ class TrainResult:
     skipped: list[tuple[str, str]]
     seconds: float
     interrupted: bool = False
+    ranks: Ranks = field(default_factory=Ranks)  # this process's place in a torchrun job: who reports, who must end hard
 
     @property
     def final(self) -> dict[str, float]:
@@ -426,6 +427,7 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
         all_images.skipped,
         time.perf_counter() - started,
         interrupted,
+        ranks,
     )
 
 

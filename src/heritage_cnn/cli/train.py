@@ -62,7 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         leave_process_group()
     code = 130 if result.interrupted else 0
-    if os.environ.get("RANK", "0") == "0":  # a torchrun job reports once, like its log
+    if result.ranks.main:  # a torchrun job reports once, like its log
         final = result.final
         print(
             f"done in {result.seconds / 60:.1f} min: validation accuracy "
@@ -70,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             + (" [interrupted: run again with --resume]" if result.interrupted else "")
         )
         print(f"checkpoint: {result.checkpoint}\ncurves:     {result.out / 'curves.png'}")
-    if "WORLD_SIZE" in os.environ:
+    if result.ranks.world > 1:
         # Every file is written (atomically) and the process group is gone. Skip the interpreter's teardown, where
         # gloo's threads can still abort a finished worker (SIGABRT, "terminate called without an active
         # exception": 2 of 19 two-process runs here on 2026-11-27), failing a run that succeeded.
