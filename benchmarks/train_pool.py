@@ -66,6 +66,8 @@ FAST = [
     ("sgd-ls2-ema", [*SGD, "--label-smoothing", "0.2", "--ema", "0.999"]),
 ]
 FAST56 = [("ls2-ema", ["--label-smoothing", "0.2", "--ema", "0.999"])]
+MUON = ["--optimizer", "muon"]
+MUON45 = [*MUON, "--epochs", "45"]
 
 JOBS = [
     # The first shipped single network (`fast` until the distilled student replaced it): the default recipe, seed 0.
@@ -120,6 +122,27 @@ JOBS = [
     # network, decode included; or >= 93.8 % in the default's 56 epochs), screened on a GPU.
     *(Job(f"h26-{name}", "fast-recipe", ["--seed", "30", "--epochs", "26", *extra]) for name, extra in FAST),
     *(Job(f"h56-{name}", "fast-recipe", ["--seed", "30", *extra]) for name, extra in FAST56),
+    # Third GPU pool (2026-11-27). Muon in the default's time (45 Muon epochs cost 56 AdamW ones on two cores),
+    # three seeds, against the default recipe with the same seeds (seed 1 is m-s1 above).
+    *(Job(f"g45-muon-s{seed}", "muon-seeds", ["--seed", str(seed), *MUON45]) for seed in (1, 2, 3)),
+    *(Job(f"g56-s{seed}", "muon-seeds", ["--seed", str(seed)]) for seed in (2, 3)),
+    # Half the default's time with Muon at larger batches: Muon's per-step cost is spread over more photos (a
+    # photo costs about what it costs AdamW at batch 32 on two cores, benchmarks/step_time.py), so 28 epochs fit.
+    Job(
+        "g28-muon-bs128",
+        "half-time-batch",
+        ["--seed", "0", *MUON, "--epochs", "28", "--batch-size", "128", "--lr", "0.006"],
+    ),
+    Job("g28-muon-bs128-lr3", "half-time-batch", ["--seed", "0", *MUON, "--epochs", "28", "--batch-size", "128"]),
+    Job(
+        "g25-muon-bs64",
+        "half-time-batch",
+        ["--seed", "0", *MUON, "--epochs", "25", "--batch-size", "64", "--lr", "0.004"],
+    ),
+    # Members that differ by input scale: the default recipe on photos enlarged 1.5x (96 px) and 1.25x (80 px).
+    Job("m-x96-s40", "scale-member", ["--seed", "40", "--input-scale", "1.5"]),
+    Job("m-x96-s41", "scale-member", ["--seed", "41", "--input-scale", "1.5"]),
+    Job("m-x80-s42", "scale-member", ["--seed", "42", "--input-scale", "1.25"]),
 ]
 
 
@@ -152,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         nargs="*",
         default=None,
-        help="groups: member student student-ensemble student-nomix judge tuning-judge quick fast-recipe",
+        help="groups: member student student-ensemble student-nomix judge tuning-judge quick fast-recipe muon-seeds "
+        "half-time-batch scale-member",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--parallel", type=int, default=1, help="jobs at once (a GPU takes many small ones)")
