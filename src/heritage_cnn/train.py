@@ -86,7 +86,8 @@ class TrainResult:
     skipped: list[tuple[str, str]]
     seconds: float
     interrupted: bool = False
-    ranks: Ranks = field(default_factory=Ranks)  # this process's place in a torchrun job: who reports, who must end hard
+    # this process's place in a torchrun job: who reports, who must end hard
+    ranks: Ranks = field(default_factory=Ranks)
 
     @property
     def final(self) -> dict[str, float]:
