@@ -233,7 +233,15 @@ def report_ensemble(runs: list[Path], ref: list[Path] | None, data: str) -> None
 def paired_difference(a: str, b: str, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Accuracy of a minus accuracy of b on the same images (per-image "1"/"0" strings), with a paired
     95 % bootstrap interval."""
-    diff = np.array([int(x) - int(y) for x, y in zip(a, b, strict=True)], dtype=np.float64)
+    return _bootstrap_mean(_differences(a, b), rounds, seed)
+
+
+def _differences(a: str, b: str) -> np.ndarray:
+    return np.array([int(x) - int(y) for x, y in zip(a, b, strict=True)], dtype=np.float64)
+
+
+def _bootstrap_mean(diff: np.ndarray, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of per-photo differences with its 95 % bootstrap interval over photos."""
     rng = np.random.default_rng(seed)
     samples = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(rounds)]
     return float(diff.mean()), float(np.quantile(samples, 0.025)), float(np.quantile(samples, 0.975))
@@ -256,12 +264,9 @@ def report_pairs(pairs: list[str]) -> None:
             f"{run}: {a['plain']['accuracy']['value']:.4f} vs {ref}: {b['plain']['accuracy']['value']:.4f}: "
             f"{_delta(a['plain']['correct'], b['plain']['correct'])}"
         )
-        diffs.append([int(x) - int(y) for x, y in zip(a["plain"]["correct"], b["plain"]["correct"], strict=True)])
-    per_photo = np.mean(np.array(diffs, dtype=np.float64), axis=0)
-    rng = np.random.default_rng(0)
-    samples = [per_photo[rng.integers(0, len(per_photo), len(per_photo))].mean() for _ in range(2000)]
-    low, high = np.quantile(samples, [0.025, 0.975])
-    print(f"mean over {len(pairs)} pairs: {per_photo.mean() * 100:+.2f} pt ({low * 100:+.1f}…{high * 100:+.1f})")
+        diffs.append(_differences(a["plain"]["correct"], b["plain"]["correct"]))
+    mean, low, high = _bootstrap_mean(np.mean(diffs, axis=0))
+    print(f"mean over {len(pairs)} pairs: {mean * 100:+.2f} pt ({low * 100:+.2f}…{high * 100:+.2f})")
 
 
 def _ci(metric: dict[str, Any]) -> str:
