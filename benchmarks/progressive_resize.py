@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--epochs", type=int, default=56)
     parser.add_argument("--low-res-epochs", type=int, required=True, help="the first N epochs train at --low-res-size")
     parser.add_argument("--low-res-size", type=int, default=40, help="side in pixels of those epochs' photos")
     parser.add_argument("--seed", type=int, default=0)
@@ -57,7 +57,9 @@ def main() -> None:
     if not 0 < args.low_res_epochs < args.epochs or not 8 <= args.low_res_size < 64:
         parser.error("--low-res-epochs must be in [1, --epochs) and --low-res-size in [8, 63]")
     shrink_early_epochs(args.low_res_epochs, args.low_res_size)
-    config = TrainConfig(data=args.data, out=args.out, epochs=args.epochs, seed=args.seed, progress=False)
+    config = TrainConfig(  # AdamW, as in the rows it logged (the default optimizer then)
+        data=args.data, out=args.out, epochs=args.epochs, optimizer="adamw", seed=args.seed, progress=False
+    )
     start = time.perf_counter()
     training.train(config)
     print(f"wall time: {time.perf_counter() - start:.1f} s")

@@ -66,8 +66,7 @@ def command_of(config: TrainConfig) -> str:
     for key, flag in simple.items():
         if key in always or getattr(config, key) != getattr(base, key):
             flags.append(f"{flag} {getattr(config, key):g}")
-    if config.optimizer != base.optimizer:
-        flags.append(f"--optimizer {config.optimizer}")
+    flags.append(f"--optimizer {config.optimizer}")  # always: the default optimizer changed once
     model, base_model = config.model, base.model
     if model.widths != base_model.widths:
         flags.append("--widths " + ",".join(map(str, model.widths)))

@@ -1,6 +1,6 @@
 """Speed and accuracy benchmarks, each against a plain baseline measured in the same run.
 
-    python benchmarks/run.py                     # everything (the default recipe takes ~20 min on 2 cores)
+    python benchmarks/run.py                     # everything (the default recipe takes about half an hour on 2 cores)
     python benchmarks/run.py --only gemm train   # a subset: gemm train predict shipped ddp deconv synthesis recipe
     python benchmarks/run.py --quick             # fewer steps, recipe skipped (a smoke run)
 
@@ -314,14 +314,28 @@ def bench_script(script: str, key: str, *args: str) -> dict[str, Any]:
     return {key: json.loads((HERE / "out" / f"{key}.json").read_text())}
 
 
+def _sections_measured(measured: dict[str, dict[str, Any]]) -> list[str]:
+    """A line naming when and where each section ran, when a partial run (`--only`) left them on different days
+    or machines: the header above gives the last run's."""
+    groups: dict[str, list[str]] = {}
+    for section, when in measured.items():
+        groups.setdefault(f"{when['date']} on {when['machine']}", []).append(section)
+    if len(groups) < 2:
+        return []
+    return [
+        "Sections measured apart: " + "; ".join(f"{', '.join(names)}: {key}" for key, names in groups.items()) + "."
+    ]
+
+
 def markdown(results: dict[str, Any]) -> str:
     hw = results["hardware"]
     lines = [
         "# Benchmark results",
         "",
-        f"Measured by `python benchmarks/run.py` on {hw['cpu']}, {hw['cores']} cores, {hw['threads']} threads, "
+        f"Last measured by `python benchmarks/run.py` on {hw['cpu']}, {hw['cores']} cores, {hw['threads']} threads, "
         f"torch {hw['torch']} ({hw['cpu_capability']}), heritage-cnn {hw['heritage_cnn']}, {results['date']}.",
         "Every ratio compares two figures measured in the same run on the same machine.",
+        *_sections_measured(results.get("measured", {})),
         "",
         "| figure | value | baseline / bound | ratio |",
         "|---|---|---|---|",

@@ -150,8 +150,19 @@ def test_recipe_presets_are_starting_points_that_typed_flags_override() -> None:
     assert new_config(parser.parse_args(["demo", "--recipe", "full"]), "d", "o") == TrainConfig(data="d", out="o")
     assert new_config(parser.parse_args(["train", "--out", "o"]), "d", "o") == TrainConfig(data="d", out="o")
     assert new_config(parser.parse_args(["demo", "--epochs", "3"]), "d", "o").epochs == 3
-    with pytest.raises(ValueError, match="the recipes are: full, quick"):
+    adamw = new_config(parser.parse_args(["train", "--out", "o", "--recipe", "adamw", "--epochs", "60"]), "d", "o")
+    assert (adamw.optimizer, adamw.epochs) == ("adamw", 60) and TrainConfig(data="d", out="o").optimizer == "muon"
+    with pytest.raises(ValueError, match="the recipes are: full, adamw, quick"):
         preset_config("slow", "d", "o")
+
+
+def test_a_config_saved_before_the_optimizer_field_reads_as_adamw_not_as_todays_default() -> None:
+    from heritage_cnn.train import TrainConfig
+
+    saved = TrainConfig(data="d", out="o", optimizer="adamw").to_dict()
+    del saved["optimizer"]  # as config.json and checkpoint recipes were written before Muon existed
+    assert TrainConfig.from_dict(saved).optimizer == "adamw"
+    assert TrainConfig.from_dict({**saved, "optimizer": "muon"}).optimizer == "muon"
 
 
 def test_train_flags_become_the_recipe_and_defaults_stay_the_shipped_recipe() -> None:

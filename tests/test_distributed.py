@@ -57,7 +57,7 @@ def test_batch_must_split_evenly(synthetic_root: Path, tmp_path: Path) -> None:
             "--epochs",
             "1",
             "--widths",
-            "8",
+            "8,16",
             "--threads",
             "1",
         ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import replace
 from pathlib import Path
 
@@ -158,10 +159,27 @@ def test_shipped_names_default_is_the_ensemble_and_fast_a_network_distilled_from
     for name, command, seed in [(m["name"], m["command"], m["seed"]) for m in members] + [
         (fast.info["name"], fast.info["command"], fast.info["seed"])
     ]:
-        assert command.startswith(f"heritage train --data DATA --out POOL/{name} --seed {seed}"), command
+        assert command.startswith(f"heritage train --recipe adamw --data DATA --out POOL/{name} --seed {seed}"), command
     # fast is a student of ensemble members: its teachers are among them
     teachers = {Path(t).name for t in fast.info["recipe"]["teachers"]}
     assert teachers and teachers <= {m["name"] for m in members}
+
+
+def test_each_shipped_command_rebuilds_the_recipe_its_network_records() -> None:
+    """The recorded command still trains the recorded recipe under today's defaults (they have changed since)."""
+    from heritage_cnn.cli.recipe import new_config
+    from heritage_cnn.train import TrainConfig
+
+    members = json.loads(shipped_checkpoint_path("default").with_suffix(".json").read_text())["members"]
+    fast = json.loads(shipped_checkpoint_path("fast").with_suffix(".json").read_text())
+    parser = cli.build_parser()
+    for info in [*members, fast]:
+        args = parser.parse_args(shlex.split(info["command"])[1:])
+        rebuilt = new_config(args, "DATA", "o")
+        recorded = TrainConfig.from_dict({**info["recipe"], "data": "DATA", "out": "o"})
+        same_teachers = [Path(t).name for t in rebuilt.teachers] == [Path(t).name for t in recorded.teachers]
+        rebuilt = replace(rebuilt, teachers=recorded.teachers)
+        assert same_teachers and rebuilt.recipe_differences(recorded) == [], info["name"]
 
 
 def test_member_option_on_look_inside_commands(

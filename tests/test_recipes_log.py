@@ -24,7 +24,7 @@ def test_command_spells_out_the_schedule_and_every_changed_knob() -> None:
     base = TrainConfig(data="d", out="o")
     assert (
         command_of(base)
-        == f"heritage train --out RUN --epochs {base.epochs} --batch-size {base.batch_size} --lr 0.003 --blocks 1,1,1,2"
+        == f"heritage train --out RUN --epochs {base.epochs} --batch-size {base.batch_size} --lr 0.003 --optimizer muon --blocks 1,1,1,2"
     )
     changed = replace(
         base,

@@ -1,5 +1,5 @@
 """The recipe of a training run: every knob named in `TrainConfig`, and the pieces it builds -
-the data split, AdamW, warm-up + cosine, the weight average, MixUp/CutMix.
+the data split, Muon and AdamW, warm-up + cosine, the weight average, MixUp/CutMix.
 
 `TrainConfig` is saved as `config.json` in the run folder; `--resume` refuses a config whose
 recipe fields differ from it (runtime fields such as the device may change).
@@ -35,10 +35,10 @@ class TrainConfig:
 
     data: str
     out: str
-    epochs: int = 56  # the deeper stage 4 costs 1.3x per epoch: 56 epochs keep the run under 30 min
+    epochs: int = 45  # a Muon step costs ~1.2 AdamW steps: 45 Muon epochs take the time of the 56 AdamW ones before
     batch_size: int = 32  # small batches: more steps per epoch won 3.5 points in the recipe search
-    optimizer: str = "adamw"  # adamw | sgd (Nesterov momentum 0.9) | muon (hidden filters; AdamW for the rest)
-    lr: float = 3e-3  # peak learning rate (AdamW; SGD wants about 0.05-0.2)
+    optimizer: str = "muon"  # muon (hidden filters; AdamW for the rest) | adamw | sgd (Nesterov momentum 0.9)
+    lr: float = 3e-3  # peak learning rate (AdamW's scale, which Muon's update matches; SGD wants about 0.05-0.2)
     weight_decay: float = 0.05  # on conv and linear weights; none on batch norm and biases
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
     label_smoothing: float = 0.1
@@ -74,7 +74,8 @@ class TrainConfig:
             raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.optimizer == "muon" and sum(self.model.blocks) == 1:
             raise ValueError(
-                "--optimizer muon needs a network with more than one convolution (it updates the ones after the stem)"
+                "--optimizer muon (the default) needs a network with more than one convolution (it updates the ones "
+                "after the stem): add --optimizer adamw"
             )
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"--lr must be a positive finite number, got {self.lr}")
@@ -113,19 +114,23 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)
+        data.setdefault("optimizer", "adamw")  # saved before the field existed: every such run trained with AdamW
         data["split"] = SplitRecipe(**data.get("split", {}))
         data["model"] = ModelConfig.from_dict(data.get("model", {}))
         data["augment"] = AugmentConfig(**data.get("augment", {}))
         return cls(**data)
 
 
-# Named starting points of a run; typed flags apply on top. "full" is TrainConfig's defaults, the recipe of
-# the shipped network; "quick" is `heritage demo`'s first look at the whole pipeline in minutes: a residual
-# block per stage and 14 epochs, so that the demo stays under 10 minutes on two CPU cores (16 epochs took 10.1;
-# the 12-18 epoch candidates of benchmarks/recipes.md all reach 0.87-0.89).
+# Named starting points of a run; typed flags apply on top. "full" is TrainConfig's defaults. "adamw" is the
+# previous default recipe and the recipe of every shipped network (each records its command in the package):
+# Muon won on six seeds of six in the same time (benchmarks/recipes.md, "Muon becomes the default"). "quick" is
+# `heritage demo`'s first look at the whole pipeline in minutes: a residual block per stage and 14 AdamW epochs,
+# so that the demo stays under 10 minutes on two CPU cores (16 epochs took 10.1; the 12-18 epoch candidates of
+# benchmarks/recipes.md, all AdamW, reach 0.87-0.89).
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {},
-    "quick": {"epochs": 14, "model": {"blocks": (1, 1, 1, 1)}},
+    "adamw": {"optimizer": "adamw", "epochs": 56},
+    "quick": {"optimizer": "adamw", "epochs": 14, "model": {"blocks": (1, 1, 1, 1)}},
 }
 
 

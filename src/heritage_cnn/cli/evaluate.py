@@ -59,8 +59,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """The whole pipeline: check, train, evaluate.
 
-    Check the data, train a network with the quick recipe (a residual block per stage, 16 epochs: a first
-    look in minutes; `--recipe full` trains the shipped model's recipe instead), evaluate it beside the shipped
+    Check the data, train a network with the quick recipe (a residual block per stage, 14 epochs: a first
+    look in minutes; `--recipe full` trains `heritage train`'s default recipe instead), evaluate it beside the shipped
     model on the validation split (and test/ when present), look inside, draw the classes and write every
     figure and a one-page report to one folder. Re-running resumes an interrupted training.
 

@@ -59,7 +59,7 @@ RECIPE = (
     Flag(
         "--optimizer",
         "optimizer",
-        "adamw; sgd (Nesterov momentum 0.9); or muon (Muon on the filters after the stem, AdamW on the rest)",
+        "muon (Muon on the filters after the stem, AdamW on the rest); adamw; or sgd (Nesterov momentum 0.9)",
         str,
         choices=OPTIMIZERS,
     ),
@@ -148,19 +148,20 @@ def _shown(value: Any) -> str:
 
 
 def add_preset_option(parser: argparse.ArgumentParser, default: str) -> None:
-    """`--recipe quick|full`: the named starting point (heritage_cnn.recipe.PRESETS) the flags apply to."""
+    """`--recipe full|adamw|quick`: the named starting point (heritage_cnn.recipe.PRESETS) the flags apply to."""
     parser.add_argument(
         "--recipe",
         choices=tuple(PRESETS),
         default=default,
-        help=f"starting point: full = the shipped model's recipe, quick = minutes, for a first look (default {default})",
+        help=f"starting point: full = the default recipe (Muon, 45 epochs), adamw = the shipped networks' recipe (AdamW, "
+        f"56 epochs, the same time), quick = minutes, for a first look (default {default})",
     )
 
 
 def add_recipe_options(parser: argparse.ArgumentParser) -> None:
     """The recipe group; a flag not typed leaves no value behind (argparse.SUPPRESS), so defaults live only in TrainConfig."""
     defaults = TrainConfig(data="", out="").to_dict()
-    group = parser.add_argument_group("recipe (defaults are the shipped model's recipe)")
+    group = parser.add_argument_group("recipe (defaults: the full recipe)")
     for flag in RECIPE:
         if flag.const is not _UNSET:
             group.add_argument(
