@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import heritage_cnn.train as training
-from heritage_cnn.recipe import TrainConfig
+from heritage_cnn.recipe import PRESETS, TrainConfig
 
 
 def shrink_early_epochs(low_res_epochs: int, size: int) -> None:
@@ -49,7 +49,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--epochs", type=int, default=56)
+    logged = PRESETS["adamw"]  # the default recipe when this script's rows were logged
+    parser.add_argument("--epochs", type=int, default=logged["epochs"])
     parser.add_argument("--low-res-epochs", type=int, required=True, help="the first N epochs train at --low-res-size")
     parser.add_argument("--low-res-size", type=int, default=40, help="side in pixels of those epochs' photos")
     parser.add_argument("--seed", type=int, default=0)
@@ -57,8 +58,8 @@ def main() -> None:
     if not 0 < args.low_res_epochs < args.epochs or not 8 <= args.low_res_size < 64:
         parser.error("--low-res-epochs must be in [1, --epochs) and --low-res-size in [8, 63]")
     shrink_early_epochs(args.low_res_epochs, args.low_res_size)
-    config = TrainConfig(  # AdamW, as in the rows it logged (the default optimizer then)
-        data=args.data, out=args.out, epochs=args.epochs, optimizer="adamw", seed=args.seed, progress=False
+    config = TrainConfig(
+        data=args.data, out=args.out, epochs=args.epochs, optimizer=logged["optimizer"], seed=args.seed, progress=False
     )
     start = time.perf_counter()
     training.train(config)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 import heritage_cnn.train as training
-from heritage_cnn.recipe import OPTIMIZERS, TrainConfig
+from heritage_cnn.recipe import OPTIMIZERS, PRESETS, TrainConfig
 
 
 def whitening_filters(
@@ -73,8 +73,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--epochs", type=int, default=56)
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="the rows logged without it: AdamW")
+    logged = PRESETS["adamw"]  # the default recipe when this script's rows were logged
+    parser.add_argument("--epochs", type=int, default=logged["epochs"])
+    parser.add_argument(
+        "--optimizer", choices=OPTIMIZERS, default=logged["optimizer"], help="the rows logged without it: AdamW"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
