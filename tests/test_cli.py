@@ -227,6 +227,14 @@ def test_zero_is_a_value_not_a_missing_flag(tmp_path: Path, capsys: pytest.Captu
         assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), flag, "0"]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
+    for flags, message in (
+        (["--input-scale", "0.5"], "--input-scale must be from 1 to 4"),
+        (["--widths", "8,16", "--blocks", "1,1,1"], "--widths (8, 16) and --blocks (1, 1, 1) must"),
+        (["--dropout", "1"], "hidden must be positive and --dropout in [0, 1)"),
+    ):
+        assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1  # the flag the user typed, not the field
 
 
 def test_nproc_checks_the_batch_size_that_train_config_will_use(

@@ -8,6 +8,7 @@ by a default), and tells a resumed run which typed flags disagree with the run's
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -202,7 +203,20 @@ def build_config(base: TrainConfig, typed: dict[Flag, Any]) -> TrainConfig:
     names = {flag.name for flag in typed}
     if "--widths" in names and "--blocks" not in names and len(config["model"]["widths"]) != len(base.model.blocks):
         config["model"]["blocks"] = (1,) * len(config["model"]["widths"])  # another stage count: one block each
-    return TrainConfig.from_dict(config)
+    try:
+        return TrainConfig.from_dict(config)
+    except ValueError as error:
+        raise ValueError(_in_flag_names(str(error), typed)) from None
+
+
+def _in_flag_names(message: str, typed: dict[Flag, Any]) -> str:
+    """The model, augmentation and split configs name their fields in errors (`input_scale must be ...`), as
+    the library and checkpoints know them; the user typed flags, so the message names those (`--input-scale`)."""
+    for flag in typed:
+        if "." in flag.path:
+            field = flag.path.rsplit(".", 1)[1]
+            message = re.sub(rf"(?<![\w-]){re.escape(field)}(?= \(| must| in )", flag.name, message)
+    return message
 
 
 def resume_config(args: argparse.Namespace, out: str, data: str | None) -> TrainConfig | None:
