@@ -327,9 +327,9 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 
 def member_count(path: str) -> int:
     """How many networks a checkpoint holds, read from its JSON half alone (the workers load the weights)."""
-    from heritage_cnn.checkpoint import SHIPPED, _paths, shipped_checkpoint_path
+    from heritage_cnn.checkpoint import SHIPPED, checkpoint_files, shipped_checkpoint_path
 
-    info = json.loads(_paths(shipped_checkpoint_path(path) if path in SHIPPED else path)[1].read_text())
+    info = json.loads(checkpoint_files(shipped_checkpoint_path(path) if path in SHIPPED else path)[1].read_text())
     return len(info.get("members") or []) or 1
 
 

@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from heritage_cnn import classimages  # noqa: E402
-from heritage_cnn.checkpoint import _paths, load_checkpoint  # noqa: E402
+from heritage_cnn.checkpoint import checkpoint_files, load_checkpoint  # noqa: E402
 from heritage_cnn.ensemble import save_ensemble  # noqa: E402
 from heritage_cnn.io import atomic_path, atomic_write_json  # noqa: E402
 from train_pool import JOBS  # noqa: E402
@@ -43,11 +43,11 @@ def name_and_command(folder: str) -> tuple[str, str]:
 def write_single(folder: str, out: str, name: str, command: str) -> Path:
     """Copy a run's final checkpoint pair to `out`, its job name and training command added to the metadata."""
     source = load_checkpoint(folder)
-    weights, meta = _paths(Path(out))
+    weights, meta = checkpoint_files(Path(out))
     weights.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(weights) as tmp:
         shutil.copyfile(source.path, tmp)
-    info = json.loads(_paths(Path(source.path))[1].read_text(encoding="utf-8"))
+    info = json.loads(checkpoint_files(Path(source.path))[1].read_text(encoding="utf-8"))
     atomic_write_json(meta, {**info, "name": name, "command": command})
     load_checkpoint(weights)  # the pair still loads (same weights, same generation)
     return weights
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_json(manifest_path, manifest)
     ensemble = load_checkpoint(weights)
     print(
-        f"{weights} ({weights.stat().st_size / 2**20:.1f} MB) + {_paths(weights)[1].name}: {ensemble.member_count} "
+        f"{weights} ({weights.stat().st_size / 2**20:.1f} MB) + {checkpoint_files(weights)[1].name}: {ensemble.member_count} "
         f"members, {ensemble.info.get('forward_mflop')} MFLOP per image"
     )
     for i, (name, command) in enumerate(named):

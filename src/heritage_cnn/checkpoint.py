@@ -105,7 +105,9 @@ class Checkpoint:
         }
 
 
-def _paths(path: str | os.PathLike) -> tuple[Path, Path]:
+def checkpoint_files(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The two files of a checkpoint named by its stem, either file, or a run folder (its `last`): the
+    (weights .safetensors, metadata .json) pair, whether or not they exist."""
     path = Path(path)
     if path.is_dir():  # a run folder stands for its last checkpoint
         path = path / "last"
@@ -137,7 +139,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     path. Non-finite weights are refused: a diverged network is never written over a good one."""
     if isinstance(checkpoint.model, Ensemble):
         raise CheckpointError(f"{path}: not written: an ensemble is saved with heritage_cnn.ensemble.save_ensemble")
-    weights_path, meta_path = _paths(path)
+    weights_path, meta_path = checkpoint_files(path)
     state = dict(checkpoint.model.state_dict())
     bad = first_non_finite(state)
     if bad is not None:
@@ -329,7 +331,7 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
     model's name (`default`, the ensemble, which is also what None means; `fast`, the single distilled network)."""
     if path is None or str(path) in SHIPPED:
         path = shipped_checkpoint_path(str(path) if path is not None else "default")
-    weights_path, meta_path = _paths(path)
+    weights_path, meta_path = checkpoint_files(path)
     if not weights_path.exists():
         raise CheckpointError(_missing_checkpoint(Path(path), weights_path, meta_path))
     if not meta_path.exists():

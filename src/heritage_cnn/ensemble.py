@@ -38,7 +38,7 @@ from heritage_cnn.checkpoint import (
     MAX_MEMBERS,
     NOT_PER_MEMBER,
     Checkpoint,
-    _paths,
+    checkpoint_files,
     first_non_finite,
     load_ensemble,
     validate_ensemble_metadata,
@@ -72,7 +72,7 @@ def save_ensemble(
 
     `members`: single-network checkpoints with the same classes, normalisation and image size (trained on one
     split); `names` and `commands` default to what each member's info records (`name`, `command`)."""
-    weights_path, meta_path = _paths(path)
+    weights_path, meta_path = checkpoint_files(path)
     if not 1 <= len(members) <= MAX_MEMBERS:
         raise CheckpointError(
             f"{weights_path}: not written: an ensemble has 1 to {MAX_MEMBERS} members, got {len(members)}"
