@@ -1,7 +1,7 @@
 """The validation photos that most of this project's networks get wrong: how much of the split any ensemble of them
 can still win, and contact sheets of those photos for a reviewer.
 
-    python benchmarks/hard_photos.py [--min-epochs 45] [--data DATA] [--out runs/hard]
+    python benchmarks/hard_photos.py [--min-epochs 45] [--until RUN] [--data DATA] [--out runs/hard]
 
 It reads `benchmarks/recipes.json` only (every logged run's per-photo correctness on the duplicate-aware validation
 split, final checkpoints, one view), so it needs none of the run folders. For the networks trained for at least
@@ -12,7 +12,8 @@ With `--data`, it rebuilds the split, asks the shipped `default` model for its a
 `OUT/hard_photos.csv` and `OUT/sheet-K.png` (the photos enlarged, each titled with its number and label, and
 captioned with the default model's answer and how many networks got it right). The sheets show dataset images, so
 they stay in the run folder, out of git. `benchmarks/hard_photos_review.csv` holds one reviewer's reading of each
-photo (the sheets' columns, then a category and a note); when it exists, the tally by category is printed.
+photo (the sheets' columns, then a category and a note), made from the runs logged up to
+`runs/search/t45-muon-s4` (`--until`); when it exists, the tally by category is printed.
 """
 
 from __future__ import annotations
@@ -34,9 +35,15 @@ PER_SHEET = 30
 sys.path.insert(0, str(HERE))  # recipes.paths_sha: the split's fingerprint
 
 
-def correctness(log: list[dict], min_epochs: int) -> tuple[list[str], np.ndarray, str]:
+def correctness(log: list[dict], min_epochs: int, until: str | None = None) -> tuple[list[str], np.ndarray, str]:
     """Run names, a (networks, photos) boolean matrix of final-checkpoint correctness, and the split's hash: the
-    logged runs of at least `min_epochs` that were validated on the split most of them share."""
+    logged runs of at least `min_epochs` (up to the run `until`, the log being in the order runs were added) that
+    were validated on the split most of them share."""
+    if until is not None:
+        names = [entry["run"] for entry in log]
+        if until not in names:
+            raise SystemExit(f"--until {until}: no such run in {LOG_JSON.name}")
+        log = log[: names.index(until) + 1]
     runs = [entry for entry in log if entry["epochs"] >= min_epochs]
     if not runs:
         raise SystemExit(f"no logged run was trained for {min_epochs} epochs or more")
@@ -133,11 +140,12 @@ def tally_review() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--min-epochs", type=int, default=45, help="networks trained at least this long")
+    parser.add_argument("--until", help="only the runs logged up to this one (the review read the photos as of it)")
     parser.add_argument("--data", help="rebuild the split from this dataset and write the sheets")
     parser.add_argument("--out", type=Path, default=Path("runs/hard"))
     parser.add_argument("--share", type=float, default=0.5, help="sheets of the photos at most this share gets right")
     args = parser.parse_args()
-    names, matrix, sha = correctness(json.loads(LOG_JSON.read_text()), args.min_epochs)
+    names, matrix, sha = correctness(json.loads(LOG_JSON.read_text()), args.min_epochs, args.until)
     share = summary(matrix, args.min_epochs)
     if args.data:
         write_sheets(share, len(names), sha, args.data, args.out, args.share)

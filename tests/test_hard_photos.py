@@ -27,8 +27,11 @@ def test_only_full_length_runs_on_the_common_split_count() -> None:
     names, matrix, sha = correctness(log, 45)
     assert names == ["a", "b", "c"] and sha == "a"
     assert matrix.tolist() == [[True, True, False, False], [True, False, True, False], [True, False, False, False]]
+    assert correctness(log, 45, until="b")[0] == ["a", "b"]  # the log as it stood when "b" was added
     with pytest.raises(SystemExit, match="200 epochs"):
         correctness(log, 200)
+    with pytest.raises(SystemExit, match="no such run"):
+        correctness(log, 45, until="missing")
 
 
 def test_summary_counts_majorities_and_what_the_target_needs(capsys: pytest.CaptureFixture[str]) -> None:
