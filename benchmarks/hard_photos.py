@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 LOG_JSON = HERE / "recipes.json"
 REVIEW = HERE / "hard_photos_review.csv"
 PER_SHEET = 30
-sys.path.insert(0, str(HERE))  # recipes.paths_sha: the split's fingerprint
+sys.path.insert(0, str(HERE))  # recipes: the split's fingerprint and photo names
 
 
 def correctness(log: list[dict], min_epochs: int, until: str | None = None) -> tuple[list[str], np.ndarray, str]:
@@ -76,10 +76,10 @@ def write_sheets(share: np.ndarray, n_nets: int, sha: str, data: str, out: Path,
 
     from heritage_cnn.figures import image_grid
     from heritage_cnn.predict import Classifier
-    from heritage_cnn.train import TrainConfig, prepare_data
-    from recipes import paths_sha
+    from heritage_cnn.train import TrainConfig
+    from recipes import paths_sha, photo_name, validation_set
 
-    _, _, val = prepare_data(TrainConfig(data=data, out="-", progress=False), log=lambda _: None)
+    val = validation_set(TrainConfig(data=data, out="-"))
     if paths_sha(val.paths) != sha:
         raise SystemExit(f"{data}: the rebuilt validation split is not the one in {LOG_JSON.name}")
     hard = np.flatnonzero(share <= limit)
@@ -92,7 +92,7 @@ def write_sheets(share: np.ndarray, n_nets: int, sha: str, data: str, out: Path,
     for k, (index, p) in enumerate(zip(hard.tolist(), probs, strict=True), start=1):
         label, answer = names[int(val.labels[index])], names[int(p.argmax())]
         right = round(float(share[index]) * n_nets)
-        photo = f"{Path(val.paths[index]).parent.name}/{Path(val.paths[index]).name}"
+        photo = photo_name(val.paths[index])
         rows.append(
             {
                 "number": k,
@@ -107,14 +107,15 @@ def write_sheets(share: np.ndarray, n_nets: int, sha: str, data: str, out: Path,
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    for sheet, start in enumerate(range(0, len(rows), PER_SHEET), start=1):
+    starts = range(0, len(rows), PER_SHEET)
+    for sheet, start in enumerate(starts, start=1):
         chunk = rows[start : start + PER_SHEET]
         images = val.images[torch.as_tensor(hard[start : start + PER_SHEET])].float() / 255
         images = torch.nn.functional.interpolate(images, scale_factor=2, mode="bilinear", align_corners=False)
         titles = [f"{r['number']}: {r['label']}" for r in chunk]
         captions = [f"-> {r['default_answer']} ({r['networks_right']})" for r in chunk]
         image_grid(images.clamp(0, 1), titles, 6, out / f"sheet-{sheet}.png", captions)
-    print(f"wrote {out / 'hard_photos.csv'} and {len(range(0, len(rows), PER_SHEET))} sheets ({len(rows)} photos)")
+    print(f"wrote {out / 'hard_photos.csv'} and {len(starts)} sheets ({len(rows)} photos)")
 
 
 def tally_review() -> None:

@@ -111,8 +111,12 @@ def paths_sha(paths: list[str]) -> str:
     """A short hash of the validation photos as class/file names: the same photos give the same hash wherever
     the data lies, and whether `--data` named the dataset or its train/ folder (runs trained on another machine
     are compared with runs trained here)."""
-    names = [f"{Path(p).parent.name}/{Path(p).name}" for p in paths]
-    return hashlib.sha1("\n".join(names).encode()).hexdigest()[:12]
+    return hashlib.sha1("\n".join(map(photo_name, paths)).encode()).hexdigest()[:12]
+
+
+def photo_name(path: str) -> str:
+    """A photo as class/file name, the same wherever the data lies."""
+    return f"{Path(path).parent.name}/{Path(path).name}"
 
 
 def run_config(run: Path, data: str) -> TrainConfig:
