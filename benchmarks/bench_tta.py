@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from heritage_cnn.evaluate import TTA_MODES
+from heritage_cnn.augment import TTA_MODES
 from heritage_cnn.predict import Classifier
 
 

@@ -95,7 +95,7 @@ def command_of(config: TrainConfig) -> str:
     return "heritage train --out RUN " + " ".join(flags)
 
 
-VIEWS = (("plain", "none"), ("tta", "flip"), ("multi", "multi"))  # figure name, evaluate.tta_views mode
+VIEWS = (("plain", "none"), ("tta", "flip"), ("multi", "multi"))  # figure name, augment.tta_views mode
 DEVICE = "cpu"  # where checkpoints are judged (--device); CUDA runs in full fp32 (no TF32), as the CPU does
 _VAL_SETS: dict[str, Any] = {}  # runs judged in one call usually share their validation split: decode it once
 
@@ -227,9 +227,12 @@ def report_ensemble(runs: list[Path], ref: list[Path] | None, data: str) -> None
         ref_figures, ref_runs, ref_labels, ref_names = ensemble(ref, data)
         if not np.array_equal(ref_labels, labels):
             sys.exit("the reference was validated on different images; no paired difference")
+        reference = _correct(ref_runs["plain"].mean(0), labels)
+        flipped = _correct(per_run["tta"].mean(0), labels)
         print(
             f"vs the reference ensemble of {len(ref_names)} ({', '.join(ref_names)}, "
-            f"{ref_figures['plain']['accuracy']['value']:.4f}): {_delta(whole, _correct(ref_runs['plain'].mean(0), labels))}"
+            f"{ref_figures['plain']['accuracy']['value']:.4f}, one view): {_delta(whole, reference)}; "
+            f"this ensemble with flip TTA vs it: {_delta(flipped, reference)}"
         )
 
 

@@ -15,13 +15,13 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from heritage_cnn.augment import tta_views
 from heritage_cnn.evaluate import (
     bootstrap_resamples,
     calibration,
     compute_metrics,
     predict_logits,
     resampled_headline,
-    tta_views,
     write_evaluation,
 )
 
@@ -139,22 +139,6 @@ def test_written_files_decode(tmp_path: Path) -> None:
     assert "| dome (inner) |" in paths["metrics_md"].read_text()
     rows = paths["confusion_csv"].read_text().splitlines()
     assert rows[0].endswith("altar,apse,dome (inner)") and len(rows) == 4
-
-
-def test_test_time_views_are_the_documented_ones() -> None:
-    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).reshape(2, 3, 32, 32)
-    assert len(tta_views(x, "none")) == 1 and len(tta_views(x, "flip")) == 2
-    views = tta_views(x, "multi")
-    assert len(views) == 7 and all(v.shape == x.shape for v in views)
-    assert torch.equal(views[0], x) and torch.equal(views[1], x.flip(3))
-    # first shift (2 px = 1/16 of 32) looks right by two columns; the left edge is repeated
-    assert torch.equal(views[2][..., :-2], x[..., 2:]) and torch.equal(views[2][..., -1], x[..., -1])
-    assert torch.equal(views[3][..., :-2, :], x[..., 2:, :])
-    assert torch.equal(views[4][..., 2:], x[..., :-2]) and torch.equal(views[5][..., 2:, :], x[..., :-2, :])
-    constant = torch.full((1, 3, 32, 32), 0.3)
-    assert torch.allclose(tta_views(constant, "multi")[6], constant)  # the zoom keeps a flat image flat
-    with pytest.raises(ValueError, match="unknown test-time augmentation 'crops'"):
-        tta_views(x, "crops")
 
 
 def test_predict_logits_averages_the_views() -> None:

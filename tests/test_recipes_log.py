@@ -68,13 +68,14 @@ def test_ensemble_report_pairs_each_member_and_the_reference(tiny_run, synthetic
     report_ensemble(same, [same[0]], data)
     out = capsys.readouterr().out
     assert f"accuracy {alone:.4f}" in out
-    assert out.count("+0.00 pt (+0.0…+0.0)") == 3 * 2 + 1  # vs alone and leave-one-out per member, and vs --ref
+    # vs alone and leave-one-out per member, and vs --ref with one view and with flip views
+    assert out.count("+0.00 pt (+0.0…+0.0)") == 3 * 2 + 2
     broken = [*same[:2], _run_copy(tiny_run, tmp_path / "zero", always_class=0)]
     report_ensemble(broken, [same[0]], data)
     out = capsys.readouterr().out
     member = re.search(r"zero: alone ([0-9.]+)", out)
     assert member and float(member.group(1)) < alone
-    assert re.search(r"vs the reference ensemble of 1 \(a, [0-9.]+\): [+-]", out)
+    assert re.search(r"vs the reference ensemble of 1 \(a, [0-9.]+, one view\): [+-].*with flip TTA vs it: [+-]", out)
     packed = save_ensemble(
         tmp_path / "packed", [load_checkpoint(run / "last") for run in broken], names=["p", "q", "r"]
     )

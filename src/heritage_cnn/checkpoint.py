@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from heritage_cnn import __version__
+from heritage_cnn.augment import TTA_MODES
 from heritage_cnn.data import display_name
 from heritage_cnn.io import CheckpointError, atomic_write_json, read_json, read_safetensors, save_tensors
 from heritage_cnn.model import MAX_PARAMETERS, Ensemble, HeritageNet, ModelConfig
@@ -79,6 +80,13 @@ class Checkpoint:
         return Checkpoint(
             self.model.members[index], self.classes, self.mean, self.std, self.image_size, info, self.path, index
         )
+
+    @property
+    def views(self) -> str:
+        """The test-time views the model is meant to be used with (`augment.tta_views` mode), from an ensemble's
+        `views` field: what `Classifier`, `heritage predict/sort/serve/evaluate` average when not told otherwise.
+        A single network, and so a member taken out of an ensemble, uses "none"."""
+        return str(self.info.get("views", "none")) if isinstance(self.model, Ensemble) else "none"
 
     @property
     def display_names(self) -> list[str]:
@@ -238,6 +246,8 @@ def validate_ensemble_metadata(meta: object, where: Path) -> list[ModelConfig]:
     members = meta.get("members")
     if not isinstance(members, list) or not 1 <= len(members) <= MAX_MEMBERS:
         raise CheckpointError(f"{where}: members: must be a list of 1 to {MAX_MEMBERS} networks")
+    if meta.get("views", "none") not in TTA_MODES:
+        raise CheckpointError(f"{where}: views: must be one of {', '.join(TTA_MODES)}, got {meta['views']!r}")
     shared = {key: meta[key] for key in SHARED if key in meta}
     validate_metadata({"format": FORMAT, **shared, "model_config": {}}, where)  # the shared fields, named as such
     configs = []

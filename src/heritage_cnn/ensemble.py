@@ -11,9 +11,11 @@ The pair, like a single network's (`heritage_cnn.checkpoint`), is `NAME.safetens
   metadata holds `format` and `generation`.
 - `NAME.json`: `format` ("heritage-cnn-ensemble/1"), `package_version`, `classes`, `display_names`,
   `normalisation` {mean, std}, `image_size`: shared by every member; `generation` (the hash of the stored
-  tensors, as in the safetensors half); `forward_mflop` (the members' sum); `trained_on` (the first member's
-  training images: the members share one split, so `evaluate --split auto/unseen` leaves the same images out);
-  and `members`, a list (1 to 16) of objects: `name`, `command` (how it was trained, e.g. `heritage train
+  tensors, as in the safetensors half); `views` (optional, default "none"), the test-time views that every
+  tool averages unless told otherwise (`augment.TTA_MODES`; "flip": each photo and its mirror); `forward_mflop`
+  (the cost of one photo: the members' sum times the views); `trained_on` (the first member's training images:
+  the members share one split, so `evaluate --split auto/unseen` leaves the same images out); and `members`, a
+  list (1 to 16) of objects: `name`, `command` (how it was trained, e.g. `heritage train
   --data DATA --out RUN --seed 1`), `model_config`, and its own checkpoint metadata (`seed`, `recipe`,
   `history`, `validation`, `forward_mflop`, `source_generation`, ...) without classes or normalisation.
 
@@ -33,6 +35,7 @@ from typing import Any
 import torch
 
 from heritage_cnn import __version__
+from heritage_cnn.augment import TTA_MODES, TTA_VIEWS
 from heritage_cnn.checkpoint import (
     ENSEMBLE_FORMAT,
     MAX_MEMBERS,
@@ -67,12 +70,16 @@ def save_ensemble(
     members: Sequence[Checkpoint],
     names: Sequence[str] | None = None,
     commands: Sequence[str] | None = None,
+    views: str = "none",
 ) -> Path:
     """Write an ensemble pair atomically, tagged with one generation; returns the weights path.
 
     `members`: single-network checkpoints with the same classes, normalisation and image size (trained on one
-    split); `names` and `commands` default to what each member's info records (`name`, `command`)."""
+    split); `names` and `commands` default to what each member's info records (`name`, `command`); `views` is
+    the model's own test-time views (`augment.TTA_MODES`)."""
     weights_path, meta_path = checkpoint_files(path)
+    if views not in TTA_MODES:
+        raise CheckpointError(f"{weights_path}: not written: views must be one of {', '.join(TTA_MODES)}")
     if not 1 <= len(members) <= MAX_MEMBERS:
         raise CheckpointError(
             f"{weights_path}: not written: an ensemble has 1 to {MAX_MEMBERS} members, got {len(members)}"
@@ -108,7 +115,10 @@ def save_ensemble(
         "package_version": __version__,
         **_shared(first),
         "display_names": first.display_names,
-        "forward_mflop": round(sum(mflop), 2) if all(isinstance(v, int | float) for v in mflop) else None,
+        "forward_mflop": round(sum(mflop) * TTA_VIEWS[views], 2)
+        if all(isinstance(v, int | float) for v in mflop)
+        else None,
+        "views": views,
         "members": [member_record(m, n, c) for m, n, c in zip(members, names, commands, strict=True)],
     }
     if first.info.get("trained_on") is not None:

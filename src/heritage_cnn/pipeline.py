@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from heritage_cnn.augment import TTA_WORDS
 from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.data import ImageSet, find_layout, list_images, load_images, perceptual_hashes, split_folder
 from heritage_cnn.evaluate import compute_metrics, hashes_from_hex, near_any, predict_logits, write_evaluation
@@ -30,7 +31,7 @@ from heritage_cnn.io import CheckpointError, atomic_write_json, read_json
 
 Log = Callable[[str], None]
 SPLITS = ("auto", "test", "val", "unseen", "all")
-TTA_LABELS = {"none": "", "flip": ", TTA (image + mirror)", "multi": ", TTA (7 views: mirror, shifts, zoom)"}
+TTA_LABELS = {mode: "" if mode == "none" else f", TTA ({words})" for mode, words in TTA_WORDS.items()}
 
 
 def trained_on(checkpoint: Checkpoint) -> tuple[np.ndarray, int] | None:
@@ -128,12 +129,15 @@ def evaluate_on(
     data: str | os.PathLike,
     split: str = "auto",
     out: str | os.PathLike = "eval",
-    tta: str = "none",
+    tta: str | None = None,
     device: str = "cpu",
     progress: bool = False,
     log: Log = print,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a data folder, write the figures to `out`, return the metrics.
+
+    `tta`: the test-time views ("none", "flip", "multi"); None, the model's own (`Checkpoint.views`), so that
+    the figures are those of the model as `heritage predict` uses it.
 
     Splits: test (DIR/test), val (the model's own validation split, rebuilt from its recipe), unseen
     (the folder's images that did not train the model), all (every image, trained-on ones counted),
@@ -141,6 +145,7 @@ def evaluate_on(
     """
     data = str(data)
     checkpoint = load_checkpoint(model, device=device)
+    tta = checkpoint.views if tta is None else tta
     split = choose_split(data, checkpoint, split)
     images, described, extra = _select(checkpoint, data, split, progress, log)
     logits = predict_logits(checkpoint.model, images.images, checkpoint.normalise, tta=tta, progress=progress)

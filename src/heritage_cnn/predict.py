@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from heritage_cnn.augment import tta_views
 from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.data import IMAGE_EXTENSIONS, walk_files
 from heritage_cnn.decode import ImageError, decode_image, fit_square, to_rgb, try_decode
 from heritage_cnn.devices import mixed_precision
-from heritage_cnn.evaluate import tta_views
 from heritage_cnn.model import fold_batch_norm
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
@@ -84,10 +84,12 @@ def flat_fields(k: int) -> list[str]:
 class Classifier:
     """A trained network (or ensemble) ready for photos: `Classifier.load(path).predict(images)`."""
 
-    def __init__(self, checkpoint: Checkpoint, batch_size: int = 64, tta: str = "none", bf16: bool = True) -> None:
-        tta_views(torch.empty(0, 3, 1, 1), tta)  # an unknown mode fails here, not at the first photo
+    def __init__(self, checkpoint: Checkpoint, batch_size: int = 64, tta: str | None = None, bf16: bool = True) -> None:
+        # "flip" or "multi" average the logits of 2 or 7 views: more accurate, 2x or 7x slower. None: the views
+        # the model was shipped with (`Checkpoint.views`, "none" for a single network).
+        self.tta = checkpoint.views if tta is None else tta
+        tta_views(torch.empty(0, 3, 1, 1), self.tta)  # an unknown mode fails here, not at the first photo
         self.checkpoint = checkpoint
-        self.tta = tta  # "flip" or "multi" average the logits of 2 or 7 views: more accurate, 2x or 7x slower
         # Batch norm folded into the convs: the same outputs (to ~1e-6) with one pass less per layer,
         # about 25 % faster on this CPU. An ensemble has every member folded.
         self.model = fold_batch_norm(checkpoint.model).eval().to(memory_format=torch.channels_last)
@@ -99,7 +101,7 @@ class Classifier:
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike | None = None, device: str = "cpu", tta: str = "none", bf16: bool = True
+        cls, path: str | os.PathLike | None = None, device: str = "cpu", tta: str | None = None, bf16: bool = True
     ) -> Classifier:
         """Load a checkpoint; without a path, the shipped `default` ensemble (`"fast"`: one distilled network)."""
         return cls(load_checkpoint(path, device=device), tta=tta, bf16=bf16)

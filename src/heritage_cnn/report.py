@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from heritage_cnn.augment import TTA_WORDS
 from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.data import display_name
 from heritage_cnn.io import atomic_write_text
@@ -254,6 +255,8 @@ def _model_facts(checkpoint: Checkpoint) -> str:
     trained = f", trained {epochs} epochs" if epochs else ""
     if checkpoint.member_count > 1:
         trained = f", an ensemble of {checkpoint.member_count} networks (the mean of their probabilities)"
+    if checkpoint.views != "none":
+        trained += f", test-time views averaged ({TTA_WORDS[checkpoint.views]})"
     name = Path(str(checkpoint.path)).name
     return f"{name}: {parameter_count(checkpoint.model) / 1e6:.2f} M parameters{flops}{trained}"
 

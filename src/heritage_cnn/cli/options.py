@@ -157,14 +157,14 @@ def add_channels(parser: Any, help: str = "which channels, e.g. 0-7,12 (default 
 
 
 def add_tta(parser: argparse.ArgumentParser) -> None:
-    """Test-time augmentation flags (two flags, not `--tta [MODE]`, which would swallow a photo's path)."""
+    """Test-time augmentation flags (flags, not `--tta [MODE]`, which would swallow a photo's path). Without one,
+    the model's own views (an ensemble's `views` field; one view for a single network)."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
         "--tta",
         action="store_const",
         const="flip",
-        default="none",
-        help="average the logits of each photo and its mirror image (2x the cost)",
+        help="average the logits of each photo and its mirror image (2x the cost of one view)",
     )
     group.add_argument(
         "--tta-multi",
@@ -172,6 +172,13 @@ def add_tta(parser: argparse.ArgumentParser) -> None:
         action="store_const",
         const="multi",
         help="average 7 views: the photo, its mirror, four small shifts, a slight zoom (7x the cost)",
+    )
+    group.add_argument(
+        "--one-view",
+        dest="tta",
+        action="store_const",
+        const="none",
+        help="only the photo itself, even for a model shipped with more views (default: the model's own views)",
     )
 
 
