@@ -7,7 +7,7 @@
 Protocol. For every seed, `draw_classes` draws `--n` images of each of the 10 classes as one batch (image
 i*n + j: class i), so `--seeds 0 1 2 --n 4` gives 120 images. Generating networks: `--generators` (run
 folders or checkpoint pairs; several = the ensemble objective, their logits averaged for the same
-transformed image; an ensemble stands for its members; default the shipped model, the six-network
+transformed image; an ensemble stands for its members; default the shipped model, the three-network
 ensemble), drawn with the library defaults (`ENSEMBLE_SETTINGS` for several networks, else `Settings()`,
 as `heritage generate` does) changed by `--set key=value`. In the same run, on the same judges, the
 baseline: unregularised gradient ascent on raw pixels (`PIXEL_BASELINE`: no Fourier basis, colour

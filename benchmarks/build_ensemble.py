@@ -1,14 +1,15 @@
 """Build the shipped models from trained run folders: the ensemble (`src/heritage_cnn/weights/default.*`) and
 the single `fast` network (`weights/fast.*`). The commands that built them:
 
-    python benchmarks/build_ensemble.py --out src/heritage_cnn/weights/default runs/pool/l56-deep4 \\
-        runs/pool/m-s1 runs/pool/m-weakaug-s2 runs/pool/m-vgg-s3 runs/pool/m-wide-s4 runs/pool/m-mix-s5
+    python benchmarks/build_ensemble.py --out src/heritage_cnn/weights/default runs/pool/t90-muon \\
+        runs/pool/c45-muon-cons12 runs/pool/t90-muon-s1
     python benchmarks/build_ensemble.py --single src/heritage_cnn/weights/fast runs/pool/st-kd-mix
 
-Each network's training command is taken from benchmarks/train_pool.py's JOBS table (`heritage train --data
-DATA --out POOL/NAME <its args>`, POOL being the pool's folder; they were trained with `--device cuda`, except
-l56-deep4, trained on two CPU cores) and written into the metadata beside its seed. When the ensemble is written
-into the package, the packaged class images (drawn by l56-deep4, its member 0) are marked as drawn for it.
+Each network's training command is taken from benchmarks/train_pool.py's JOBS table (`heritage train --recipe
+adamw --data DATA --out POOL/NAME <its args>`, POOL being the pool's folder) and written into the metadata beside
+its seed. The three networks of `default` were trained on two CPU cores; `fast` (and its teachers, the previous
+default's members) with `--device cuda`. When the ensemble is written into the package, its member 0 draws the
+packaged class images (`heritage generate --all --n 1`, about 8 minutes on two cores).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from heritage_cnn import classimages  # noqa: E402
+from heritage_cnn.augment import TTA_MODES  # noqa: E402
 from heritage_cnn.checkpoint import checkpoint_files, load_checkpoint  # noqa: E402
 from heritage_cnn.ensemble import save_ensemble  # noqa: E402
 from heritage_cnn.io import atomic_path, atomic_write_json  # noqa: E402
@@ -37,7 +39,7 @@ def name_and_command(folder: str) -> tuple[str, str]:
     if name not in jobs:
         raise SystemExit(f"{folder}: not a job of benchmarks/train_pool.py's JOBS table")
     args = " ".join(jobs[name].args).replace("{out}", "POOL")
-    return name, f"heritage train --data DATA --out POOL/{name} {args}"
+    return name, f"heritage train --recipe adamw --data DATA --out POOL/{name} {args}"  # as train_pool.HERITAGE
 
 
 def write_single(folder: str, out: str, name: str, command: str) -> Path:
@@ -58,6 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--out", help="the ensemble pair to write (without suffix)")
     target.add_argument("--single", help="the single-network pair to write (without suffix): one run")
+    parser.add_argument(
+        "--views",
+        choices=TTA_MODES,
+        default="none",
+        help="the ensemble's own test-time views, used by every tool unless told otherwise (default none)",
+    )
     parser.add_argument("members", nargs="+", help="checkpoints or run folders, member 0 first")
     args = parser.parse_args(argv)
     named = [name_and_command(folder) for folder in args.members]
@@ -68,13 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{single}: {named[0][0]}, seed {load_checkpoint(single).info.get('seed')}  {named[0][1]}")
         return 0
     checkpoints = [load_checkpoint(folder) for folder in args.members]
-    weights = save_ensemble(args.out, checkpoints, [n for n, _ in named], [c for _, c in named])
+    weights = save_ensemble(args.out, checkpoints, [n for n, _ in named], [c for _, c in named], args.views)
     if weights.resolve() == Path(classimages.PACKAGED).with_name("default.safetensors").resolve():
-        manifest_path = classimages.PACKAGED / classimages.MANIFEST
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        first = load_checkpoint(weights).member(0)
-        manifest["also_for"] = [classimages.model_key(first)]
-        atomic_write_json(manifest_path, manifest)
+        classimages.draw_into(load_checkpoint(weights).member(0), classimages.PACKAGED)
     ensemble = load_checkpoint(weights)
     print(
         f"{weights} ({weights.stat().st_size / 2**20:.1f} MB) + {checkpoint_files(weights)[1].name}: {ensemble.member_count} "

@@ -8,12 +8,14 @@ split, final checkpoints, one view), so it needs none of the run folders. For th
 `--min-epochs`, it prints how many photos each share of them gets right, and what a majority vote of all of them
 scores: an ensemble of averaged networks rarely wins a photo that most of its members lose.
 
-With `--data`, it rebuilds the split, asks the shipped `default` model for its answer on those photos, and writes
+With `--data`, it rebuilds the split, asks `--model` (default: the shipped `default`) for its answer on those photos, and writes
 `OUT/hard_photos.csv` and `OUT/sheet-K.png` (the photos enlarged, each titled with its number and label, and
 captioned with the default model's answer and how many networks got it right). The sheets show dataset images, so
 they stay in the run folder, out of git. `benchmarks/hard_photos_review.csv` holds one reviewer's reading of each
 photo (the sheets' columns, then a category and a note), made from the runs logged up to
-`runs/search/t45-muon-s4` (`--until`); when it exists, the tally by category is printed.
+`runs/search/t45-muon-s4` (`--until`), whose answers are those of the default shipped then, the six AdamW networks
+(`--model` a rebuild of it: `benchmarks/build_ensemble.py --out runs/six` with the six `member` jobs of
+train_pool.py); when it exists, the tally by category is printed.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ def summary(matrix: np.ndarray, min_epochs: int, target: float = 0.95) -> np.nda
     return share
 
 
-def write_sheets(share: np.ndarray, n_nets: int, sha: str, data: str, out: Path, limit: float) -> None:
+def write_sheets(
+    share: np.ndarray, n_nets: int, sha: str, data: str, out: Path, limit: float, model: str = "default"
+) -> None:
     import torch
 
     from heritage_cnn.figures import image_grid
@@ -84,7 +88,7 @@ def write_sheets(share: np.ndarray, n_nets: int, sha: str, data: str, out: Path,
         raise SystemExit(f"{data}: the rebuilt validation split is not the one in {LOG_JSON.name}")
     hard = np.flatnonzero(share <= limit)
     hard = hard[np.argsort(share[hard], kind="stable")]
-    classifier = Classifier.load("default")
+    classifier = Classifier.load(model)
     probs = classifier.probabilities(val.images[torch.as_tensor(hard)])
     names = val.display_names
     out.mkdir(parents=True, exist_ok=True)
@@ -144,12 +148,13 @@ def main() -> None:
     parser.add_argument("--until", help="only the runs logged up to this one (the review read the photos as of it)")
     parser.add_argument("--data", help="rebuild the split from this dataset and write the sheets")
     parser.add_argument("--out", type=Path, default=Path("runs/hard"))
+    parser.add_argument("--model", default="default", help="whose answers caption the sheets (default: default)")
     parser.add_argument("--share", type=float, default=0.5, help="sheets of the photos at most this share gets right")
     args = parser.parse_args()
     names, matrix, sha = correctness(json.loads(LOG_JSON.read_text()), args.min_epochs, args.until)
     share = summary(matrix, args.min_epochs)
     if args.data:
-        write_sheets(share, len(names), sha, args.data, args.out, args.share)
+        write_sheets(share, len(names), sha, args.data, args.out, args.share, args.model)
     tally_review()
 
 

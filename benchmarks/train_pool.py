@@ -145,6 +145,12 @@ JOBS = [
     Job("m-x96-s40", "scale-member", ["--seed", "40", "--input-scale", "1.5"]),
     Job("m-x96-s41", "scale-member", ["--seed", "41", "--input-scale", "1.5"]),
     Job("m-x80-s42", "scale-member", ["--seed", "42", "--input-scale", "1.25"]),
+    # Muon where its accuracy ends (2026-11-27, two CPU cores): twice the default's epochs, and view consistency
+    # at batch 16 (two augmented views of each photo); the three averaged with flip views are the declared test
+    # of benchmarks/recipes.md's "What is left to win".
+    Job("t90-muon", "muon90", ["--seed", "0", *MUON, "--epochs", "90"]),
+    Job("c45-muon-cons12", "muon90", ["--seed", "0", *MUON45, "--batch-size", "16", "--consistency", "12"]),
+    Job("t90-muon-s1", "muon90", ["--seed", "1", *MUON, "--epochs", "90"]),
 ]
 
 

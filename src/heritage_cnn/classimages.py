@@ -5,9 +5,8 @@ A folder of class images is what `heritage generate --all --n 1 --out DIR` write
 them without any flag, so:
 
 - the shipped models' folders ship inside the package, about 100 KB each: `weights/default.class_images/`,
-  drawn by the `default` ensemble's member 0 (its JSON names that network's hash as it was shipped alone
-  before, and, under `also_for`, the key of the ensemble's member 0), and `weights/fast.class_images/`, drawn
-  by the `fast` network;
+  drawn by the `default` ensemble's member 0 (its JSON names that member's key, `model_key`; an older folder may
+  list further keys under `also_for`), and `weights/fast.class_images/`, drawn by the `fast` network;
 - any other model gets its own folder under the cache (`~/.cache/heritage-cnn/class-images/<hash>/`, or
   `$HERITAGE_CACHE`), keyed by the SHA-256 of its weights file (plus `:member<i>` for a member of an
   ensemble), drawn once in a background thread while the server already answers. A folder counts only once
