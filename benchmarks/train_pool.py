@@ -69,6 +69,7 @@ FAST = [
 ]
 FAST56 = [("ls2-ema", ["--label-smoothing", "0.2", "--ema", "0.999"])]
 MUON = ["--optimizer", "muon"]
+MUON90 = ("t90-muon", "c45-muon-cons12", "t90-muon-s1")  # the shipped default since 2026-11-27
 MUON45 = [*MUON, "--epochs", "45"]
 
 JOBS = [
@@ -151,6 +152,8 @@ JOBS = [
     Job("t90-muon", "muon90", ["--seed", "0", *MUON, "--epochs", "90"]),
     Job("c45-muon-cons12", "muon90", ["--seed", "0", *MUON45, "--batch-size", "16", "--consistency", "12"]),
     Job("t90-muon-s1", "muon90", ["--seed", "1", *MUON, "--epochs", "90"]),
+    # The fast option distilled from today's default (the three above), as st-kd-mix was from the previous one.
+    Job("st3-muon-s8", "student3", ["--seed", "8", *student(MUON90, *MIXED)], needs=list(MUON90)),
 ]
 
 
