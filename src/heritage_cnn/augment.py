@@ -124,8 +124,8 @@ def augment_batch(
 # Test-time views: what prediction averages (evaluate, Classifier, an ensemble's own `views`)
 # --------------------------------------------------------------------------------------------
 
-TTA_MODES = ("none", "flip", "multi")
-TTA_VIEWS = {"none": 1, "flip": 2, "multi": 7}  # forward passes per photo
+TTA_VIEWS = {"none": 1, "flip": 2, "multi": 7}  # each mode's forward passes per photo
+TTA_MODES = tuple(TTA_VIEWS)
 TTA_WORDS = {"none": "one view", "flip": "image + mirror", "multi": "7 views: mirror, shifts, zoom"}
 
 
