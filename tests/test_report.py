@@ -68,10 +68,15 @@ def test_curves_come_from_the_checkpoint_history(tmp_path: Path) -> None:
 
 
 def _check_in_chromium(browser, page: Path, width: int) -> dict:
+    from selenium.webdriver.support.ui import WebDriverWait
+
     browser.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
     )
     browser.get(page.as_uri())
+    # `get` can return while a page of several MB of inline images is still being parsed (seen once in CI: the
+    # last section missing): measure only the whole document
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
     return browser.execute_script(
         """
         const images = [...document.images];
