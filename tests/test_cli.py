@@ -230,11 +230,33 @@ def test_zero_is_a_value_not_a_missing_flag(tmp_path: Path, capsys: pytest.Captu
     for flags, message in (
         (["--input-scale", "0.5"], "--input-scale must be from 1 to 4"),
         (["--widths", "8,16", "--blocks", "1,1,1"], "--widths (8, 16) and --blocks (1, 1, 1) must"),
-        (["--dropout", "1"], "hidden must be positive and --dropout in [0, 1)"),
+        (["--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
+        (["--zoom", "-2"], "--zoom must be a finite number from 0 to 3, got -2.0"),  # log(1 + zoom): NaN
+        (["--rotation", "inf"], "--rotation must be a finite number from 0 to 180, got inf"),
+        (["--weight-decay", "nan"], "--weight-decay must be a finite number >= 0, got nan"),  # nan < 0 is false
+        (
+            ["--mixup", "0.2", "--consistency", "1"],
+            "--consistency compares two views of the same image: it cannot be combined with --mixup/--cutmix",
+        ),
+        (
+            ["--split-seed", "0", "--blocks", "1", "--widths", "8"],
+            "--optimizer muon (the default) needs a network "
+            "with more than one convolution (it updates the ones after the stem): add --optimizer adamw",
+        ),
     ):
         assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *flags]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1  # the flag the user typed, not the field
+
+
+def test_too_few_photos_for_the_split_is_one_line_naming_the_folder(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["train", "--data", str(synthetic_root), "--out", str(tmp_path / "r"), "--limit-per-class", "4", "-q"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(synthetic_root) in err and "needs at least 5 photos" in err
+    assert not (tmp_path / "r" / "last.safetensors").exists()
 
 
 def test_nproc_checks_the_batch_size_that_train_config_will_use(

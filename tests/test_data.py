@@ -172,6 +172,14 @@ def test_near_duplicates_stay_on_one_side() -> None:
     assert not np.array_equal(other[1], val_idx)
 
 
+def test_a_split_needs_enough_photos_in_some_class() -> None:
+    labels = np.repeat(np.arange(10), 4)  # four photos a class: one fold of five cannot be stratified
+    with pytest.raises(data.DatasetError, match=r"1/5 \(val_fraction 0.2\) needs at least 5 photos .* has 4"):
+        data.split_train_val(labels, np.arange(40), 0.2, seed=0)
+    train_idx, val_idx = data.split_train_val(labels, np.arange(40), 0.25, seed=0)  # four folds: one each
+    assert len(val_idx) == 10 and len(train_idx) == 30
+
+
 def test_hamming_pairs_counts_bits() -> None:
     hashes = np.array([0b0000, 0b0011, 0b1111, 0b0001], dtype=np.uint64)
     pairs = {tuple(p) for p in data.hamming_pairs(hashes, 1).tolist()}

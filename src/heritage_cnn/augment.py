@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from heritage_cnn.checks import config_from_dict, in_range, require
+
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
 
 
@@ -32,8 +34,30 @@ class AugmentConfig:
     saturation: float = 0.2
     erase: float = 0.0  # probability of random erasing: a rectangle of 2-25 % of the image set to noise
 
+    def __post_init__(self) -> None:  # bounds where the transform still means what it says
+        for name, high in LIMITS.items():
+            value = getattr(self, name)
+            require(in_range(value, 0, high), f"{{0}} must be a finite number from 0 to {high:g}, got {value}", name)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AugmentConfig:
+        return config_from_dict(cls, data)
+
+
+# Upper bounds of the strengths: a half turn; a zoom of 1/4 to 4 times; a shift of the whole side; colour
+# factors down to zero (beyond 1 they go negative); erasing is a probability.
+LIMITS = {
+    "rotation_degrees": 180.0,
+    "zoom": 3.0,
+    "shift": 1.0,
+    "brightness": 1.0,
+    "contrast": 1.0,
+    "saturation": 1.0,
+    "erase": 1.0,
+}
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:

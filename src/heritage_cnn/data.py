@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from heritage_cnn import __version__
+from heritage_cnn.checks import config_from_dict, in_range, require
 from heritage_cnn.decode import (  # noqa: F401  (re-exported: the names callers have always imported from here)
     IMAGE_SIZE,
     MAX_IMAGE_PIXELS,
@@ -413,6 +414,12 @@ def split_train_val(
 
     labels = np.asarray(labels)
     n_splits = max(2, round(1.0 / val_fraction))
+    largest = int(np.bincount(labels).max(initial=0)) if labels.size else 0
+    if largest < n_splits:  # scikit-learn's own message names neither the fraction nor the photos
+        raise DatasetError(
+            f"a validation split of 1/{n_splits} (val_fraction {val_fraction}) needs at least {n_splits} photos in "
+            f"some class; the largest class has {largest}"
+        )
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "least populated class" on tiny sets
@@ -429,8 +436,20 @@ class SplitRecipe:
     near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE
 
     def __post_init__(self) -> None:  # refused when the recipe is made, not after the images are decoded
-        if not 0.0 < self.val_fraction < 0.5:
-            raise ValueError(f"--val-fraction must be in (0, 0.5), got {self.val_fraction}")
+        require(
+            in_range(self.val_fraction, 0, 0.5, above_low=True, below_high=True),
+            f"{{0}} must be in (0, 0.5), got {self.val_fraction}",
+            "val_fraction",
+        )
+        require(
+            isinstance(self.near_duplicate_distance, int) and 0 <= self.near_duplicate_distance <= 64,
+            f"{{0}} must be a Hamming distance from 0 to 64 bits, got {self.near_duplicate_distance}",
+            "near_duplicate_distance",
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SplitRecipe:
+        return config_from_dict(cls, data)
 
 
 def make_split(images: ImageSet, recipe: SplitRecipe = SplitRecipe()) -> tuple[ImageSet, ImageSet]:

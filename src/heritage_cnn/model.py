@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from heritage_cnn.checks import config_from_dict, in_range, require
+
 MAX_PARAMETERS = 200_000_000  # far above any network this project trains; bounds what a crafted config allocates
 
 
@@ -39,19 +41,31 @@ class ModelConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         object.__setattr__(self, "blocks", tuple(int(b) for b in self.blocks))
-        if len(self.widths) != len(self.blocks) or not self.widths:
-            raise ValueError(f"widths {self.widths} and blocks {self.blocks} must be non-empty and of equal length")
-        if min(self.widths) < 1 or min(self.blocks) < 1 or self.num_classes < 2:
-            raise ValueError(f"invalid model config: {self}")
-        if len(self.widths) > 8 or max(self.blocks) > 32:
-            raise ValueError(f"at most 8 stages of at most 32 blocks, got blocks {self.blocks}")
-        if not (1 <= self.stem_kernel <= 15 and self.stem_kernel % 2 == 1):
-            raise ValueError(f"stem_kernel must be an odd number from 1 to 15, got {self.stem_kernel}")
+        require(
+            len(self.widths) == len(self.blocks) and bool(self.widths),
+            f"{{0}} {self.widths} and {{1}} {self.blocks} must be non-empty and of equal length",
+            "widths",
+            "blocks",
+        )
+        require(min(self.widths) >= 1, f"{{0}} must be at least 1 channel each, got {self.widths}", "widths")
+        require(min(self.blocks) >= 1, f"{{0}} must be at least 1 block per stage, got {self.blocks}", "blocks")
+        require(self.num_classes >= 2, f"{{0}} must be at least 2, got {self.num_classes}", "num_classes")
+        require(
+            len(self.widths) <= 8 and max(self.blocks) <= 32,
+            f"at most 8 stages of at most 32 blocks, got {{0}} {self.blocks}",
+            "blocks",
+        )
+        require(
+            1 <= self.stem_kernel <= 15 and self.stem_kernel % 2 == 1,
+            f"{{0}} must be an odd number from 1 to 15, got {self.stem_kernel}",
+            "stem_kernel",
+        )
+        require(in_range(self.input_scale, 1, 4), f"{{0}} must be from 1 to 4, got {self.input_scale}", "input_scale")
         object.__setattr__(self, "input_scale", float(self.input_scale))
-        if not 1.0 <= self.input_scale <= 4.0:
-            raise ValueError(f"input_scale must be from 1 to 4, got {self.input_scale}")
-        if self.hidden < 1 or not 0 <= self.dropout < 1:
-            raise ValueError(f"hidden must be positive and dropout in [0, 1), got {self.hidden} and {self.dropout}")
+        require(self.hidden >= 1, f"{{0}} must be positive, got {self.hidden}", "hidden")
+        require(
+            in_range(self.dropout, 0, 1, below_high=True), f"{{0}} must be in [0, 1), got {self.dropout}", "dropout"
+        )
         if self.weight_count() > MAX_PARAMETERS:
             raise ValueError(f"{self.weight_count():,} parameters is more than the {MAX_PARAMETERS:,} allowed")
 
@@ -72,11 +86,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 class ConvBlock(nn.Module):

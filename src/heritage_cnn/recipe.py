@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from heritage_cnn.augment import AugmentConfig
-from heritage_cnn.data import ImageSet, SplitRecipe, find_layout, load_images, make_split
+from heritage_cnn.checks import ConfigError, in_range, require
+from heritage_cnn.data import DatasetError, ImageSet, SplitRecipe, find_layout, load_images, make_split
 from heritage_cnn.model import ModelConfig
 from heritage_cnn.optim import Optimizer, muon_with_adamw
 
@@ -66,36 +67,60 @@ class TrainConfig:
     eval_batch_size: int = 64  # small batches keep channels_last inference in cache (900 vs 625 img/s at 256)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 2:
-            raise ValueError(f"--batch-size must be at least 2 (batch norm), got {self.batch_size}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.optimizer == "muon" and sum(self.model.blocks) == 1:
-            raise ValueError(
-                "--optimizer muon (the default) needs a network with more than one convolution (it updates the ones "
-                "after the stem): add --optimizer adamw"
-            )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"--lr must be a positive finite number, got {self.lr}")
-        if self.weight_decay < 0 or not 0 <= self.label_smoothing < 1 or self.warmup_epochs < 0:
-            raise ValueError("weight decay, warm-up must be >= 0 and label smoothing in [0, 1)")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"--ema must be in [0, 1), got {self.ema_decay}")
-        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
-            raise ValueError("--mixup and --cutmix alphas must be >= 0")
-        if self.consistency_weight < 0:
-            raise ValueError(f"--consistency must be >= 0, got {self.consistency_weight}")
-        if self.consistency_weight and (self.mixup_alpha or self.cutmix_alpha):
-            raise ValueError(
-                "--consistency compares two views of the same image: it cannot be combined with --mixup/--cutmix"
-            )
+        require(
+            isinstance(self.epochs, int) and self.epochs >= 1, f"{{0}} must be at least 1, got {self.epochs}", "epochs"
+        )
+        require(
+            isinstance(self.batch_size, int) and self.batch_size >= 2,
+            f"{{0}} must be at least 2 (batch norm), got {self.batch_size}",
+            "batch_size",
+        )
+        require(
+            self.optimizer in OPTIMIZERS,
+            f"{{0}} must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
+            "optimizer",
+        )
+        require(
+            self.optimizer != "muon" or sum(self.model.blocks) > 1,
+            "{0} muon (the default) needs a network with more than one convolution (it updates the ones after the "
+            "stem): add {0} adamw",
+            "optimizer",
+        )
+        require(in_range(self.lr, 0, above_low=True), f"{{0}} must be a positive finite number, got {self.lr}", "lr")
+        for name in ("weight_decay", "warmup_epochs", "mixup_alpha", "cutmix_alpha", "consistency_weight"):
+            value = getattr(self, name)
+            require(in_range(value, 0), f"{{0}} must be a finite number >= 0, got {value}", name)
+        require(
+            in_range(self.label_smoothing, 0, 1, below_high=True),
+            f"{{0}} must be in [0, 1), got {self.label_smoothing}",
+            "label_smoothing",
+        )
+        require(
+            in_range(self.ema_decay, 0, 1, below_high=True),
+            f"{{0}} must be in [0, 1), got {self.ema_decay}",
+            "ema_decay",
+        )
+        require(
+            not (self.consistency_weight and (self.mixup_alpha or self.cutmix_alpha)),
+            "{0} compares two views of the same image: it cannot be combined with {1}/{2}",
+            "consistency_weight",
+            "mixup_alpha",
+            "cutmix_alpha",
+        )
         object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))
-        if not 0 <= self.distill_weight <= 1 or not self.distill_temperature > 0:
-            raise ValueError("--distill-weight must be in [0, 1] and --distill-temperature positive")
-        if self.limit_per_class is not None and self.limit_per_class < 2:
-            raise ValueError(f"--limit-per-class must be at least 2, got {self.limit_per_class}")
+        require(
+            in_range(self.distill_weight, 0, 1), f"{{0}} must be in [0, 1], got {self.distill_weight}", "distill_weight"
+        )
+        require(
+            in_range(self.distill_temperature, 0, above_low=True),
+            f"{{0}} must be a positive finite number, got {self.distill_temperature}",
+            "distill_temperature",
+        )
+        require(
+            self.limit_per_class is None or (isinstance(self.limit_per_class, int) and self.limit_per_class >= 2),
+            f"{{0}} must be at least 2, got {self.limit_per_class}",
+            "limit_per_class",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,9 +140,15 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         data = dict(data)
         data.setdefault("optimizer", "adamw")  # saved before the field existed: every such run trained with AdamW
-        data["split"] = SplitRecipe(**data.get("split", {}))
-        data["model"] = ModelConfig.from_dict(data.get("model", {}))
-        data["augment"] = AugmentConfig(**data.get("augment", {}))
+        for name, make in (
+            ("split", SplitRecipe.from_dict),
+            ("model", ModelConfig.from_dict),
+            ("augment", AugmentConfig.from_dict),
+        ):
+            try:
+                data[name] = make(data.get(name, {}))
+            except ConfigError as error:
+                raise error.within(name) from None
         return cls(**data)
 
 
@@ -175,7 +206,10 @@ def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, Image
         )
     if config.limit_per_class:
         images = stratified_limit(images, config.limit_per_class, config.seed)
-    train_set, val_set = make_split(images, config.split)
+    try:
+        train_set, val_set = make_split(images, config.split)
+    except DatasetError as error:
+        raise DatasetError(f"{layout.train}: {error}") from None
     return images, train_set, val_set
 
 

@@ -8,12 +8,12 @@ by a default), and tells a resumed run which typed flags disagree with the run's
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from heritage_cnn.checks import ConfigError
 from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int
 from heritage_cnn.recipe import OPTIMIZERS, PRESETS, preset_config
 from heritage_cnn.train import RUNTIME_FIELDS, TrainConfig
@@ -205,18 +205,14 @@ def build_config(base: TrainConfig, typed: dict[Flag, Any]) -> TrainConfig:
         config["model"]["blocks"] = (1,) * len(config["model"]["widths"])  # another stage count: one block each
     try:
         return TrainConfig.from_dict(config)
-    except ValueError as error:
-        raise ValueError(_in_flag_names(str(error), typed)) from None
+    except ConfigError as error:
+        raise ValueError(error.named(flag_name)) from None
 
 
-def _in_flag_names(message: str, typed: dict[Flag, Any]) -> str:
-    """The model, augmentation and split configs name their fields in errors (`input_scale must be ...`), as
-    the library and checkpoints know them; the user typed flags, so the message names those (`--input-scale`)."""
-    for flag in typed:
-        if "." in flag.path:
-            field = flag.path.rsplit(".", 1)[1]
-            message = re.sub(rf"(?<![\w-]){re.escape(field)}(?= \(| must| in )", flag.name, message)
-    return message
+def flag_name(path: str) -> str:
+    """The flag that sets the config field at `path` (`model.input_scale` -> `--input-scale`), for messages;
+    a field without a flag of its own keeps its name."""
+    return next((flag.name for flag in RECIPE if flag.path == path and flag.const is _UNSET), path.rsplit(".", 1)[-1])
 
 
 def resume_config(args: argparse.Namespace, out: str, data: str | None) -> TrainConfig | None:
