@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 from heritage_cnn.checkpoint import shipped_checkpoint_path
-from heritage_cnn.data import perceptual_hashes
 from heritage_cnn.evaluate import hashes_to_hex
 from heritage_cnn.io import atomic_write_text, read_json
+from heritage_cnn.split import perceptual_hashes
 from heritage_cnn.train import TrainConfig, prepare_data
 
 

@@ -10,9 +10,9 @@ import pytest
 
 from heritage_cnn.augment import AugmentConfig
 from heritage_cnn.checks import ConfigError, config_from_dict, in_range
-from heritage_cnn.data import SplitRecipe
 from heritage_cnn.model import ModelConfig
 from heritage_cnn.recipe import TrainConfig
+from heritage_cnn.split import SplitRecipe
 
 
 def test_in_range_refuses_what_comparisons_let_through() -> None:

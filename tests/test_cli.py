@@ -362,6 +362,12 @@ def test_one_line_errors_name_the_file(
         ["generate", "--all", "--n", "0", "--out", "x"],
         ["visualize", "units", "--layer", "stage1", "--channels", "7-2", "--out", "x"],
         ["predict", "p.jpg", "--device", "tpu"],
+        ["serve", "--max-upload-mb", "inf"],  # int(inf * 2**20) was a traceback
+        ["serve", "--max-upload-mb", "nan"],
+        ["serve", "--max-upload-mb", "0"],
+        ["generate", "--all", "--diversity", "nan", "--out", "x"],  # drew NaN-steered images and said nothing
+        ["generate", "--all", "--lr", "-1", "--out", "x"],
+        ["data", "check", "--near-duplicate-distance", "-5"],  # found no duplicates, and said so
     ],
     ids=" ".join,
 )

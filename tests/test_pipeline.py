@@ -11,9 +11,10 @@ import pytest
 from PIL import Image
 
 from heritage_cnn import cli
-from heritage_cnn.data import find_layout, perceptual_hashes
+from heritage_cnn.data import find_layout
 from heritage_cnn.evaluate import hashes_from_hex, hashes_to_hex, near_any
 from heritage_cnn.pipeline import evaluate_on
+from heritage_cnn.split import perceptual_hashes
 
 
 def copy_checkpoint(run, folder: Path) -> Path:

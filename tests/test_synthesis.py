@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from heritage_cnn import synthesis as s
 from heritage_cnn.checkpoint import load_checkpoint
+from heritage_cnn.checks import ConfigError
 from heritage_cnn.cli import main
 from heritage_cnn.synthesis import objectives as o
 
@@ -255,3 +257,10 @@ def test_benchmark_intervals_and_judge_kinds(tiny_run, tmp_path: Path) -> None:
     assert judge_kind(judge) == "judges.py"
     assert judge_kind(tiny_run.checkpoint) == "heritage"
     assert judge_kind(Path(tiny_run.checkpoint).parent) == "heritage"
+
+
+@pytest.mark.parametrize("field", ["lr", "zoom", "degrees", "tv", "l2", "blur", "diversity", "decay_power"])
+def test_settings_refuse_nan_and_negative_numbers(field: str) -> None:
+    for bad in (math.nan, -1.0):
+        with pytest.raises(ConfigError, match=f"^{field} must be"):
+            s.Settings(**{field: bad})

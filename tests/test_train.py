@@ -277,7 +277,8 @@ def test_resume_refuses_a_changed_recipe_but_not_changed_runtime_settings(synthe
 
 
 def test_checkpoints_record_the_training_images_and_the_machine(tiny_run) -> None:
-    from heritage_cnn.data import NEAR_DUPLICATE_DISTANCE, load_images, perceptual_hashes
+    from heritage_cnn.data import load_images
+    from heritage_cnn.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes
 
     meta = json.loads((tiny_run.out / "last.json").read_text())
     record = meta["trained_on"]

@@ -11,17 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from heritage_cnn.data import (
-    NEAR_DUPLICATE_DISTANCE,
-    DatasetError,
-    display_name,
-    find_layout,
-    hamming_pairs,
-    list_images,
-    load_images,
-    perceptual_hashes,
-)
+from heritage_cnn.data import DatasetError, display_name, find_layout, list_images, load_images
 from heritage_cnn.decode import ImageError, image_header, open_regular
+from heritage_cnn.split import NEAR_DUPLICATE_DISTANCE, hamming_pairs, perceptual_hashes
 
 KAGGLE_DATASET = "ikobzev/architectural-heritage-elements-image64-dataset"
 KAGGLE_PAGE = f"https://www.kaggle.com/datasets/{KAGGLE_DATASET}"

@@ -25,9 +25,10 @@ import torch
 
 from heritage_cnn.augment import TTA_WORDS
 from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
-from heritage_cnn.data import ImageSet, find_layout, list_images, load_images, perceptual_hashes, split_folder
+from heritage_cnn.data import ImageSet, find_layout, list_images, load_images, split_folder
 from heritage_cnn.evaluate import compute_metrics, hashes_from_hex, near_any, predict_logits, write_evaluation
 from heritage_cnn.io import CheckpointError, atomic_write_json, read_json
+from heritage_cnn.split import perceptual_hashes
 
 Log = Callable[[str], None]
 SPLITS = ("auto", "test", "val", "unseen", "all")

@@ -19,9 +19,10 @@ import torch
 
 from heritage_cnn.augment import AugmentConfig
 from heritage_cnn.checks import ConfigError, in_range, require
-from heritage_cnn.data import DatasetError, ImageSet, SplitRecipe, find_layout, load_images, make_split
+from heritage_cnn.data import DatasetError, ImageSet, find_layout, load_images
 from heritage_cnn.model import ModelConfig
 from heritage_cnn.optim import Optimizer, muon_with_adamw
+from heritage_cnn.split import SplitRecipe, make_split
 
 Log = Callable[[str], None]
 RUNTIME_FIELDS = ("out", "device", "threads", "progress", "cache_dir", "resume")  # free to differ on --resume

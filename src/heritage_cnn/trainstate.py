@@ -25,7 +25,7 @@ import torch
 
 from heritage_cnn import __version__
 from heritage_cnn.checkpoint import first_non_finite, load_checkpoint
-from heritage_cnn.data import NEAR_DUPLICATE_DISTANCE, ImageSet, perceptual_hashes
+from heritage_cnn.data import ImageSet
 from heritage_cnn.devices import machine_description
 from heritage_cnn.io import (
     CheckpointError,
@@ -38,6 +38,7 @@ from heritage_cnn.io import (
 )
 from heritage_cnn.optim import Optimizer
 from heritage_cnn.recipe import TrainConfig
+from heritage_cnn.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes
 
 RESUME_FILE = "resume.safetensors"
 RESUME_FORMAT = "heritage-cnn-resume/1"

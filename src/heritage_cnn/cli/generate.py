@@ -16,6 +16,7 @@ from heritage_cnn.cli.options import (
     add_seed,
     device_name,
     inside_model,
+    number_in,
     positive_int,
 )
 
@@ -25,7 +26,7 @@ def add_render_options(p: argparse.ArgumentParser, steps: str, lr: float, every_
     add_member(p, every_by_default=every_member)
     p.add_argument("--size", type=int, choices=[64, 128], default=64, help="image size in pixels (default 64)")
     p.add_argument("--steps", type=positive_int, help=f"optimisation steps (default {steps})")
-    p.add_argument("--lr", type=float, help=f"Adam learning rate (default {lr:g})")
+    p.add_argument("--lr", type=number_in(0, above_low=True), help=f"Adam learning rate (default {lr:g})")
     p.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="parametrisation (default fourier)")
     add_seed(p, "same seed, same images")
     add_device(p)
@@ -81,7 +82,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     which.add_argument("--class", dest="cls", help='a class, folder or display name ("dome (inner)")')
     which.add_argument("--all", action="store_true", help="every class")
     p.add_argument("--n", type=positive_int, default=4, help="images per class (default 4)")
-    p.add_argument("--diversity", type=float, default=0.0, help="reward images of a class for differing (e.g. 0.5)")
+    p.add_argument(
+        "--diversity", type=number_in(0), default=0.0, help="reward images of a class for differing (e.g. 0.5)"
+    )
     add_render_options(
         p, f"{Settings.steps}; {ENSEMBLE_SETTINGS.steps} for an ensemble", Settings.lr, every_member=True
     )

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import math
 import os
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from heritage_cnn.checks import in_range
 
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_HELP = (
@@ -65,6 +68,32 @@ def positive_int(text: str) -> int:
     value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def number_in(low: float, high: float = math.inf, *, above_low: bool = False) -> Callable[[str], float]:
+    """An argument type: a finite number from `low` (or above it) up to `high`. Plain `type=float` takes
+    "nan" and "inf", which then pass every `<` check and reach the computation."""
+
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not in_range(value, low, high, above_low=above_low):
+            upper = "" if high == math.inf else f" and at most {high:g}"
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number {'above' if above_low else 'at least'} {low:g}{upper}, got {text}"
+            )
+        return value
+
+    return number
+
+
+def hamming_distance(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"a distance between 64-bit hashes is 0 to 64, got {value}")
     return value
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from heritage_cnn.cli.options import add_command, add_device, add_member, add_model, device_name, port_number
+from heritage_cnn.cli.options import add_command, add_device, add_member, add_model, device_name, number_in, port_number
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -28,8 +28,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from heritage_cnn.serve import allowed_hosts, create_app, listen, run
 
-    if args.max_upload_mb <= 0:
-        raise ValueError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     hosts = sorted(set(allowed_hosts(args.host) + allowed_hosts(host)))
@@ -61,7 +59,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-upload-mb",
-        type=float,
+        type=number_in(0, 1024, above_low=True),  # each upload is held in memory whole
         default=DEFAULT_MAX_UPLOAD_MB,
         help=f"largest upload accepted (default {DEFAULT_MAX_UPLOAD_MB:g})",
     )

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 import heritage_cnn.synthesis.objectives as o
 from heritage_cnn.checkpoint import Checkpoint
+from heritage_cnn.checks import in_range, require
 from heritage_cnn.model import conv_layers
 from heritage_cnn.synthesis.loop import Rendering, networks_of, render
 from heritage_cnn.synthesis.objectives import Objective
@@ -44,8 +45,18 @@ class Settings:
             raise ValueError(
                 f"param must be fourier|pixel|maco and objective margin|logit, got {self.param}/{self.objective}"
             )
-        if self.steps < 1 or self.lr <= 0:
-            raise ValueError(f"steps must be >= 1 and lr > 0, got {self.steps} and {self.lr}")
+        require(isinstance(self.steps, int) and self.steps >= 1, f"{{0}} must be at least 1, got {self.steps}", "steps")
+        require(in_range(self.lr, 0, above_low=True), f"{{0}} must be a positive finite number, got {self.lr}", "lr")
+        require(
+            isinstance(self.pixels, int) and 0 <= self.pixels <= 32,
+            f"{{0}} must be 0 to 32, got {self.pixels}",
+            "pixels",
+        )
+        require(in_range(self.zoom, 0, 1, below_high=True), f"{{0}} must be in [0, 1), got {self.zoom}", "zoom")
+        require(in_range(self.degrees, 0, 180), f"{{0}} must be from 0 to 180, got {self.degrees}", "degrees")
+        for name in ("decay_power", "tv", "l2", "blur", "diversity"):
+            value = getattr(self, name)
+            require(in_range(value, 0), f"{{0}} must be a finite number >= 0, got {value}", name)
 
 
 # Feature visualisation (`draw_units`, `heritage visualize units`) keeps the step size and penalty it was tuned with.
