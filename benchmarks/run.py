@@ -262,7 +262,7 @@ def bench_shipped(root: Path, out: Path) -> dict[str, Any]:
 def bench_recipe(root: Path, out: Path) -> dict[str, float]:
     """The default recipe end to end, in a fresh process: wall time, peak memory, validation figures."""
     run = out / "recipe-run"
-    command = [sys.executable, "-m", "heritage_cnn.cli", "train", "--data", str(root), "--out", str(run)]
+    command = [sys.executable, "-m", "heritage_cnn.cli", "train", "--data", str(root), "--out", str(run), "--overwrite"]
     start = time.perf_counter()
     subprocess.run(command, check=True)
     wall = time.perf_counter() - start
@@ -304,7 +304,17 @@ def bench_ddp(root: Path, out: Path) -> dict[str, float]:
     for nproc in (1, 2):
         run = out / f"ddp-{nproc}"
         shutil.rmtree(run, ignore_errors=True)
-        command = [sys.executable, "-m", "heritage_cnn.cli", "train", "--data", str(root), "--out", str(run)]
+        command = [
+            sys.executable,
+            "-m",
+            "heritage_cnn.cli",
+            "train",
+            "--data",
+            str(root),
+            "--out",
+            str(run),
+            "--overwrite",
+        ]
         command += ["--epochs", "2", "--limit-per-class", "200", "--nproc", str(nproc)]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         rates[nproc] = json.loads((run / "metrics.json").read_text())[-1]["train_images_per_second"]

@@ -15,11 +15,13 @@ import pytest
 import torch
 
 from conftest import TINY
+from heritage_cnn import cli, trainstate
+from heritage_cnn import train as training
 from heritage_cnn.augment import AugmentConfig, augment_batch
 from heritage_cnn.checkpoint import load_checkpoint
 from heritage_cnn.data import load_images
 from heritage_cnn.evaluate import predict_logits
-from heritage_cnn.io import load_tensors
+from heritage_cnn.io import FolderBusy, load_tensors
 from heritage_cnn.model import ModelConfig
 from heritage_cnn.train import NonFiniteLossError, TrainConfig, consistency_loss, learning_rate, train
 
@@ -246,16 +248,52 @@ def test_distillation_follows_the_teacher_not_the_labels(tiny_run, synthetic_roo
 
 
 def test_a_diverging_run_stops_with_a_clear_error_and_keeps_the_good_checkpoint(
-    synthetic_root: Path, tmp_path: Path
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = tmp_path / "run"
-    train(_config(synthetic_root, out, epochs=1), log=lambda _: None)
-    good = {name: (out / name).read_bytes() for name in ("last.safetensors", "last.json", "resume.safetensors")}
-    with pytest.raises(NonFiniteLossError, match=r"epoch 1, step \d+.*lower --lr"):
-        train(_config(synthetic_root, out, epochs=2, lr=1e9), log=lambda _: None)
-    assert {name: (out / name).read_bytes() for name in good} == good
-    with pytest.raises(ValueError, match="^lr must be a positive finite number, got inf"):
+    out, good = tmp_path / "run", {}
+    names = ("last.safetensors", "last.json", "resume.safetensors")
+
+    def exploding(step: int, total: int, warmup: int, peak: float) -> float:
+        if step < total // 2:  # epoch 1 of 2 trains normally and is saved
+            return learning_rate(step, total, warmup, peak)
+        good.setdefault("files", {name: (out / name).read_bytes() for name in names})
+        return 1e9
+
+    monkeypatch.setattr(training, "learning_rate", exploding)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2\b.*lower --lr"):
+        train(_config(synthetic_root, out, epochs=2), log=lambda _: None)
+    assert {name: (out / name).read_bytes() for name in names} == good["files"]  # epoch 1's, not NaN
+    with pytest.raises(ValueError, match=r"^lr must be a positive finite number, got inf"):
         _config(synthetic_root, out, lr=float("inf"))
+
+
+def test_a_run_folder_is_never_written_over_by_another_run(synthetic_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = train(_config(synthetic_root, out, epochs=1), log=lambda _: None)
+    (out / "notes.txt").write_text("mine")
+    kept = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    with pytest.raises(FileExistsError, match=f"^{out} already holds a training run .*--resume continues it"):
+        train(_config(synthetic_root, out, epochs=1), log=lambda _: None)  # the same command typed again
+    assert cli.main(["train", "--data", str(synthetic_root), "--out", str(out), "--epochs", "1"]) == 2
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == kept
+    # a second process cannot train into a folder in use, not even to resume it
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from heritage_cnn.io import folder_lock\n"
+         f"with folder_lock(Path({str(out)!r}), {trainstate.RUN_LOCK!r}, 'held'):\n"
+         "    print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderBusy, match=f"being trained into by another process \\(pid {holder.pid}\\)"):
+            train(_config(synthetic_root, out, epochs=1, resume=True), log=lambda _: None)
+    finally:
+        holder.communicate("")
+    # --overwrite: a new run in its place; only the run's own files were removed
+    again = train(_config(synthetic_root, out, epochs=1, seed=5, overwrite=True), log=lambda _: None)
+    assert (out / "notes.txt").read_text() == "mine" and again.history[0] != first.history[0]
+    with pytest.raises(ValueError, match="resume and overwrite exclude each other"):
+        _config(synthetic_root, out, resume=True, overwrite=True)
 
 
 def test_resume_refuses_a_changed_recipe_but_not_changed_runtime_settings(synthetic_root: Path, tmp_path: Path) -> None:

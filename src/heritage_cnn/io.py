@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import io
 import json
 import os
@@ -155,3 +156,30 @@ def read_json(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path}: not valid JSON ({error})") from None
     except RecursionError:
         raise CheckpointError(f"{path}: JSON nested too deeply to read") from None
+
+
+class FolderBusy(ValueError):
+    """Another process holds the folder (a sort or a training run writing into it)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, name: str, doing: str, busy: type[FolderBusy] = FolderBusy) -> Iterator[None]:
+    """Hold an exclusive, non-blocking `flock` on `folder / name` or raise `busy` at once, naming the holder's pid.
+
+    The kernel releases the lock with the process, so a killed holder never leaves the folder locked; the
+    file stays (removing it would race with a process that has just opened it)."""
+    handle = open(folder / name, "a+", encoding="utf-8")  # noqa: SIM115 - closed below
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise busy(f"{folder} is being {doing} by another process (pid {holder})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()

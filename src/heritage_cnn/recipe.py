@@ -25,7 +25,15 @@ from heritage_cnn.optim import Optimizer, muon_with_adamw
 from heritage_cnn.split import SplitRecipe, make_split
 
 Log = Callable[[str], None]
-RUNTIME_FIELDS = ("out", "device", "threads", "progress", "cache_dir", "resume")  # free to differ on --resume
+RUNTIME_FIELDS = (
+    "out",
+    "device",
+    "threads",
+    "progress",
+    "cache_dir",
+    "resume",
+    "overwrite",
+)  # free to differ on --resume
 
 
 OPTIMIZERS = ("adamw", "sgd", "muon")
@@ -64,6 +72,7 @@ class TrainConfig:
     threads: int | None = None  # intra-op threads on CPU (default: all cores)
     cache_dir: str | None = None  # keep decoded images here between runs
     resume: bool = False
+    overwrite: bool = False  # a fresh run into a folder holding another run replaces it (else refused)
     progress: bool = True
     eval_batch_size: int = 64  # small batches keep channels_last inference in cache (900 vs 625 img/s at 256)
 
@@ -117,6 +126,7 @@ class TrainConfig:
             f"{{0}} must be a positive finite number, got {self.distill_temperature}",
             "distill_temperature",
         )
+        require(not (self.resume and self.overwrite), "{0} and {1} exclude each other", "resume", "overwrite")
         require(
             self.limit_per_class is None or (isinstance(self.limit_per_class, int) and self.limit_per_class >= 2),
             f"{{0}} must be at least 2, got {self.limit_per_class}",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import fcntl
 import hashlib
 import io
 import os
@@ -32,7 +31,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heritage_cnn.io import atomic_write_text
+from heritage_cnn.io import FolderBusy, atomic_write_text, folder_lock
 from heritage_cnn.predict import Classifier, Prediction, find_photos, flat_fields
 
 UNCERTAIN = "_uncertain"
@@ -51,7 +50,7 @@ NOT_LINKABLE = {
 }
 
 
-class SortLocked(ValueError):
+class SortLocked(FolderBusy):
     """Another process is sorting into the same output folder."""
 
 
@@ -90,24 +89,9 @@ class SortSummary:
         return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def output_lock(folder: Path) -> Iterator[None]:
+def output_lock(folder: Path) -> contextlib.AbstractContextManager[None]:
     """Hold an exclusive lock on `folder` (OUT/.heritage-sort.lock) or raise SortLocked at once."""
-    handle = open(folder / LOCK_NAME, "a+", encoding="utf-8")  # noqa: SIM115 - closed below
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise SortLocked(f"{folder} is being sorted by another process (pid {holder})") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()  # releases the lock; the file stays (removing it would race with a waiting process)
+    return folder_lock(folder, LOCK_NAME, "sorted", SortLocked)
 
 
 def _inside(root: Path, path: Path) -> Path:

@@ -36,7 +36,7 @@ from heritage_cnn.distributed import (
     replicas_check_wanted,
 )
 from heritage_cnn.evaluate import predict_logits
-from heritage_cnn.io import atomic_write_json, read_json
+from heritage_cnn.io import atomic_write_json, folder_lock, read_json
 from heritage_cnn.losses import (
     NonFiniteLossError,
     TrainingLoss,
@@ -204,21 +204,6 @@ def validate(
     return sums, val_logits, val_labels
 
 
-def _epoch_randomness(
-    config: TrainConfig, epoch: int, n: int, ranks: Ranks, device: torch.device
-) -> tuple[torch.Generator, torch.Tensor, torch.Generator]:
-    """(the epoch's generator, the batch order - the same on every rank -, the augmentation generator).
-    Seeds dropout too. Rank 0 augments from the epoch's generator; other ranks get their own."""
-    epoch_seed = config.seed * 1_000_003 + epoch
-    generator = torch.Generator(device=device).manual_seed(epoch_seed)
-    order = torch.randperm(n, generator=generator, device=device)
-    torch.manual_seed(epoch_seed + 7919 * ranks.rank)  # dropout
-    augment_generator = generator
-    if ranks.rank:
-        augment_generator = torch.Generator(device=device).manual_seed(epoch_seed * 7919 + ranks.rank)
-    return generator, order, augment_generator
-
-
 def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int], bool] | None = None) -> TrainResult:
     """Train a network from scratch (or resume one) and write the run folder.
 
@@ -234,9 +219,23 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
     if config.batch_size % ranks.world:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {ranks.world} processes")
     out.mkdir(parents=True, exist_ok=True)
-    if ranks.main:
-        for stale in out.glob(".*.tmp"):  # half-written files of a killed run; the real files are intact
-            stale.unlink(missing_ok=True)
+    if not ranks.main:  # rank 0 holds the folder for them all
+        return _train_into(out, config, ranks, device, log, should_stop, started)
+    with folder_lock(out, trainstate.RUN_LOCK, "trained into"):
+        trainstate.claim_run_folder(out, config.resume, config.overwrite)
+        return _train_into(out, config, ranks, device, log, should_stop, started)
+
+
+def _train_into(
+    out: Path,
+    config: TrainConfig,
+    ranks: Ranks,
+    device: torch.device,
+    log: Log,
+    should_stop: Callable[[int, int], bool] | None,
+    started: float,
+) -> TrainResult:
+    """train() in a run folder this process holds."""
     torch.manual_seed(config.seed)
 
     resuming = config.resume and trainstate.has_resume_state(out)
@@ -357,7 +356,9 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
             return flag.stop
 
         for epoch in range(start_epoch, config.epochs):
-            generator, order, augment_generator = _epoch_randomness(config, epoch, len(train_set), ranks, device)
+            generator, order, augment_generator = trainstate.epoch_randomness(
+                config, epoch, len(train_set), ranks, device
+            )
             first_step = 0
             if epoch == start_epoch and start_step:  # resume inside an epoch: replay its RNG state
                 first_step = start_step

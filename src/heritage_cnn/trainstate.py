@@ -27,6 +27,7 @@ from heritage_cnn import __version__
 from heritage_cnn.checkpoint import first_non_finite, load_checkpoint
 from heritage_cnn.data import ImageSet
 from heritage_cnn.devices import machine_description
+from heritage_cnn.distributed import Ranks
 from heritage_cnn.io import (
     CheckpointError,
     atomic_write_json,
@@ -45,8 +46,39 @@ RESUME_FORMAT = "heritage-cnn-resume/1"
 _LEGACY = ("state.json", "optimizer.safetensors")  # the two files of runs written before the single file
 
 
+RUN_LOCK = ".heritage-train.lock"  # one training process (rank 0) writes into a run folder at a time
+# Every file a run writes into its folder: what makes a folder "hold a run", and all that --overwrite removes.
+RUN_FILES = (
+    "config.json",
+    "skipped.json",
+    "split.json",
+    RESUME_FILE,
+    *_LEGACY,
+    *(f"{name}.{suffix}" for name in ("last", "best") for suffix in ("safetensors", "json")),
+    "metrics.csv",
+    "metrics.json",
+    "curves.png",
+)
+
+
 def has_resume_state(out: Path) -> bool:
     return (out / RESUME_FILE).exists() or (out / _LEGACY[0]).exists()
+
+
+def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Make `out` this run's, with its lock held: a fresh run never writes over another run's files unless
+    `overwrite` says so, and then removes exactly the files a run writes (RUN_FILES, nothing else)."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not resume and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds a training run ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}): "
+            "--resume continues it, --overwrite starts again in its place, or choose another --out"
+        )
+    if overwrite:
+        for name in found:
+            (out / name).unlink(missing_ok=True)
+    for stale in out.glob(".*.tmp"):  # half-written files of a killed run (the lock says none is writing)
+        stale.unlink(missing_ok=True)
 
 
 def save_resume_state(
@@ -106,6 +138,21 @@ def load_resume_state(
         }
     optimizer.load_state_dict(opt_state)
     return state, tensors["rng.generator"], tensors["rng.global"]
+
+
+def epoch_randomness(
+    config: TrainConfig, epoch: int, n: int, ranks: Ranks, device: torch.device
+) -> tuple[torch.Generator, torch.Tensor, torch.Generator]:
+    """(the epoch's generator, the batch order - the same on every rank -, the augmentation generator).
+    Seeds dropout too. Rank 0 augments from the epoch's generator; other ranks get their own."""
+    epoch_seed = config.seed * 1_000_003 + epoch
+    generator = torch.Generator(device=device).manual_seed(epoch_seed)
+    order = torch.randperm(n, generator=generator, device=device)
+    torch.manual_seed(epoch_seed + 7919 * ranks.rank)  # dropout
+    augment_generator = generator
+    if ranks.rank:
+        augment_generator = torch.Generator(device=device).manual_seed(epoch_seed * 7919 + ranks.rank)
+    return generator, order, augment_generator
 
 
 def pause_for_tests(where: str) -> None:

@@ -126,7 +126,7 @@ RECIPE = (
     Flag("--cache-dir", "cache_dir", "keep decoded images here between runs", str, show_default=False),
 )
 # TrainConfig fields that are not recipe flags: where the data and the run are, and how it is run.
-NOT_FLAGS = frozenset({"data", "out", "resume", "progress", "eval_batch_size"})
+NOT_FLAGS = frozenset({"data", "out", "resume", "overwrite", "progress", "eval_batch_size"})
 
 
 def _get(config: dict[str, Any], path: str) -> Any:

@@ -42,6 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     Examples:
       heritage train --data data/ahe64 --out runs/a
       heritage train --out runs/a --resume                    continue an interrupted run
+      heritage train --data data/ahe64 --out runs/a --overwrite   start runs/a again (else refused: it holds a run)
       heritage train --data data/ahe64 --out runs/quick --epochs 3 --limit-per-class 100
       heritage train --data data/ahe64 --out runs/ddp --nproc 2        data-parallel, 2 processes
       torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
@@ -52,7 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = resume_config(args, args.out, args.data) if args.resume else None
     if config is None:
         config = new_config(args, data_folder(args.data), args.out)
-    config = replace(config, resume=args.resume, progress=show_progress(args))
+    config = replace(config, resume=args.resume, overwrite=args.overwrite, progress=show_progress(args))
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         if config.batch_size % args.nproc:
             raise UsageError(f"--batch-size {config.batch_size} must be divisible by the {args.nproc} processes")
@@ -84,7 +85,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = add_command(commands, "train", cmd_train)
     add_data(p, "data folder (default $HERITAGE_DATA; with --resume, the run's own)")
     p.add_argument("--out", required=True, help="run folder for checkpoints, metrics and figures")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in a run folder that holds another run, removing that run's files (without it: refused)",
+    )
     p.add_argument(
         "--nproc", type=positive_int, default=1, help="processes for distributed data-parallel training (torchrun)"
     )
