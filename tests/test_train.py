@@ -247,6 +247,18 @@ def test_distillation_follows_the_teacher_not_the_labels(tiny_run, synthetic_roo
         train(replace(base, out=str(tmp_path / "y"), teachers=(str(tmp_path / "other"),)), log=lambda _: None)
 
 
+def test_a_missing_teacher_fails_before_any_photo_is_decoded(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def decode(*args, **kwargs):
+        raise AssertionError("the photos were decoded before the teacher was checked")
+
+    monkeypatch.setattr(training, "prepare_data", decode)
+    config = _config(synthetic_root, tmp_path / "run", teachers=(str(tmp_path / "nowhere"),))
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'nowhere'}: no such checkpoint"):
+        train(config, log=lambda _: None)
+
+
 def test_a_diverging_run_stops_with_a_clear_error_and_keeps_the_good_checkpoint(
     synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from heritage_cnn import trainstate
 from heritage_cnn.augment import augment_batch
-from heritage_cnn.checkpoint import Checkpoint, save_checkpoint
+from heritage_cnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from heritage_cnn.data import ImageSet, channel_stats
 from heritage_cnn.devices import mixed_precision
 from heritage_cnn.distributed import (
@@ -247,6 +247,8 @@ def _train_into(
         if changed:
             raise ValueError(f"{out}: --resume with a recipe other than the run's: {'; '.join(changed)}")
         config = replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS if k != "out"})
+    for teacher in config.teachers:  # a wrong path fails now, not after minutes of decoding photos
+        load_checkpoint(teacher)
     all_images, train_set, val_set = prepare_data(config, log)
     if ranks.main:
         atomic_write_json(out / "config.json", config.to_dict())
