@@ -101,3 +101,11 @@ def test_helpers() -> None:
     assert crop[0, 0].tolist() == [-1, -1, -1] and crop[0, 1].tolist() == [2, 3, -1]
     with pytest.raises(KeyError, match="choose one of"):
         deconvnet.resolve_layer(build_model(**TINY), "head")
+
+
+def test_a_unit_is_placed_on_its_map_and_on_the_photo() -> None:
+    text = visualize.describe_unit("stage3.block1.conv2", 12, 4, 5, (-3, 10, 19, 32), (8, 8))
+    assert text == (
+        "stage 3 (stage3.block1.conv2), channel 12:\nat (4, 5) of its 8x8 map; sees 22x22 px\n"
+        "photo rows 0-18, cols 10-31"  # the window clipped to the photo; map and photo are named apart
+    )

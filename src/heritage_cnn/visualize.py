@@ -270,11 +270,18 @@ def write_deconv(
     return paths
 
 
-def describe_unit(layer: str, channel: int, row: int, col: int, box: tuple[int, int, int, int]) -> str:
-    """A unit in words: "stage 3 (stage3.block1.conv2), channel 12: strongest at row 4, col 5; sees 22x22 px"."""
+def describe_unit(
+    layer: str, channel: int, row: int, col: int, box: tuple[int, int, int, int], size: tuple[int, int], side: int = 64
+) -> str:
+    """A unit in words, its place on its own map (`size`) and on the photo (`box`, clipped to the `side` px photo):
+    "stage 3 (stage3.block1.conv2), channel 12:\nat (4, 5) of its 8x8 map; sees 22x22 px\nphoto rows 20-41, cols 28-49"."""
     stage = layer.split(".")[0].removeprefix("stage")
     height, width = box[2] - box[0], box[3] - box[1]
-    return f"stage {stage} ({layer}), channel {channel}:\nstrongest at row {row}, col {col}; sees {height}x{width} px"
+    top, left, bottom, right = max(box[0], 0), max(box[1], 0), min(box[2], side), min(box[3], side)
+    return (
+        f"stage {stage} ({layer}), channel {channel}:\nat ({row}, {col}) of its {size[0]}x{size[1]} map; "
+        f"sees {height}x{width} px\nphoto rows {top}-{bottom - 1}, cols {left}-{right - 1}"
+    )
 
 
 def write_deconv_photo(checkpoint: Checkpoint, image: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -297,7 +304,7 @@ def write_deconv_photo(checkpoint: Checkpoint, image: str | os.PathLike, out: st
         top, bottom = axes[0, column], axes[1, column]
         top.imshow(rgb, interpolation="nearest")
         draw_box(top, box)
-        top.set_title(describe_unit(name, channel, row, col, box), fontsize=7.5)
+        top.set_title(describe_unit(name, channel, row, col, box, (h, w), rgb.shape[0]), fontsize=7.5)
         bottom.imshow(signed_to_rgb(projection[0].numpy(), PERCENTILE), interpolation="nearest")
         draw_box(bottom, box)
         bottom.set_title(f"its projection (activation {float(activation[0, channel, row, col]):.2f})", fontsize=7.5)
@@ -309,7 +316,7 @@ def write_deconv_photo(checkpoint: Checkpoint, image: str | os.PathLike, out: st
         "percentile)",
         fontsize=9,
     )
-    fig.tight_layout(h_pad=2.0)
+    fig.tight_layout(h_pad=2.0, rect=(0, 0, 1, 0.96))  # the top strip for the suptitle: three-line titles reach it
     return save_figure(fig, Path(out) / f"deconv_image_{Path(image).stem}.png")
 
 
