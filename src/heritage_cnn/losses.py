@@ -26,20 +26,26 @@ def balanced_class_weights(labels: torch.Tensor, num_classes: int, device: torch
     return torch.tensor(weights, dtype=torch.float32, device=device)
 
 
-def load_teachers(paths: Sequence[str | os.PathLike], classes: list[str], device: torch.device) -> list[Checkpoint]:
-    """Trained networks to distil from, in eval mode with batch norm folded (they only run forward)."""
+def load_teachers(paths: Sequence[str | os.PathLike], device: torch.device) -> list[Checkpoint]:
+    """Trained networks to distil from, in eval mode with batch norm folded (they only run forward). Loaded
+    before the photos are decoded, so that a wrong path fails at once; `check_teacher_classes` follows the data."""
     from heritage_cnn.model import fold_batch_norm
 
     teachers = []
     for path in paths:
         teacher = load_checkpoint(path, device=device)
-        if teacher.classes != classes:
-            raise ValueError(f"teacher {path}: its classes {teacher.classes} differ from the data's {classes}")
         teacher.model = fold_batch_norm(teacher.model).to(memory_format=torch.channels_last)
         for parameter in teacher.model.parameters():
             parameter.requires_grad_(False)
         teachers.append(teacher)
     return teachers
+
+
+def check_teacher_classes(paths: Sequence[str | os.PathLike], teachers: list[Checkpoint], classes: list[str]) -> None:
+    """A teacher of other classes than the data's is refused by name."""
+    for path, teacher in zip(paths, teachers, strict=True):
+        if teacher.classes != classes:
+            raise ValueError(f"teacher {path}: its classes {teacher.classes} differ from the data's {classes}")
 
 
 @torch.no_grad()

@@ -25,15 +25,8 @@ from heritage_cnn.optim import Optimizer, muon_with_adamw
 from heritage_cnn.split import SplitRecipe, make_split
 
 Log = Callable[[str], None]
-RUNTIME_FIELDS = (
-    "out",
-    "device",
-    "threads",
-    "progress",
-    "cache_dir",
-    "resume",
-    "overwrite",
-)  # free to differ on --resume
+# How a run is run, not what it trains: free to differ on --resume.
+RUNTIME_FIELDS = ("out", "device", "threads", "progress", "cache_dir", "resume", "overwrite")
 
 
 OPTIMIZERS = ("adamw", "sgd", "muon")

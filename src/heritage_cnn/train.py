@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from heritage_cnn import trainstate
 from heritage_cnn.augment import augment_batch
-from heritage_cnn.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from heritage_cnn.checkpoint import Checkpoint, save_checkpoint
 from heritage_cnn.data import ImageSet, channel_stats
 from heritage_cnn.devices import mixed_precision
 from heritage_cnn.distributed import (
@@ -41,6 +41,7 @@ from heritage_cnn.losses import (
     NonFiniteLossError,
     TrainingLoss,
     balanced_class_weights,
+    check_teacher_classes,
     consistency_loss,
     load_teachers,
 )
@@ -247,8 +248,7 @@ def _train_into(
         if changed:
             raise ValueError(f"{out}: --resume with a recipe other than the run's: {'; '.join(changed)}")
         config = replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS if k != "out"})
-    for teacher in config.teachers:  # a wrong path fails now, not after minutes of decoding photos
-        load_checkpoint(teacher)
+    teachers = load_teachers(config.teachers, device)  # a wrong path fails now, not after decoding the photos
     all_images, train_set, val_set = prepare_data(config, log)
     if ranks.main:
         atomic_write_json(out / "config.json", config.to_dict())
@@ -284,7 +284,7 @@ def _train_into(
     steps_per_epoch = max(1, len(train_set) // config.batch_size)  # drop the ragged last batch
     ema = make_ema(model, config.ema_decay)
     mixer = make_batch_mixer(config, len(classes))
-    teachers = load_teachers(config.teachers, classes, device)
+    check_teacher_classes(config.teachers, teachers, classes)
     if teachers:
         log(
             f"distilling from {len(teachers)} teacher(s) (weight {config.distill_weight:g}, "
