@@ -360,6 +360,7 @@ def test_one_line_errors_name_the_file(
         ["visualize", "deconv", "--top", "0", "--out", "x"],
         ["visualize", "deconv", "--top-channels", "-1", "--out", "x"],
         ["generate", "--all", "--n", "0", "--out", "x"],
+        ["generate", "--all", "--n", "100000", "--out", "x"],  # drew a million images in one batch: out of memory
         ["visualize", "units", "--layer", "stage1", "--channels", "7-2", "--out", "x"],
         ["predict", "p.jpg", "--device", "tpu"],
         ["serve", "--max-upload-mb", "inf"],  # int(inf * 2**20) was a traceback

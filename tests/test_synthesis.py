@@ -152,6 +152,53 @@ def test_class_names_resolve_and_unknown_names_fail_clearly(checkpoint) -> None:
         s.resolve_class("dragon", classes)
 
 
+@pytest.mark.parametrize(
+    ("classes", "n", "limit", "sizes"),
+    [(10, 4, 160, [40]), (10, 20, 50, [40] * 5), (3, 7, 10, [7, 7, 7]), (2, 25, 10, [10, 10, 10, 10, 10])],
+)
+def test_render_batches_cut_between_classes_and_stay_under_the_limit(classes, n, limit, sizes) -> None:
+    per_image = [c for c in range(classes) for _ in range(n)]
+    batches = s.render_batches(per_image, n, limit)
+    assert [len(per_image[b]) for b in batches] == sizes
+    assert [i for b in batches for i in range(len(per_image))[b]] == list(range(len(per_image)))
+
+
+def test_a_large_request_is_drawn_in_bounded_batches(checkpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--n 1000 --all` used to be one batch of 10,000 images, hundreds of GB of activations."""
+    from heritage_cnn.synthesis import draw
+
+    sizes: list[int] = []
+    real_render = draw.render
+
+    def recording_render(checkpoint, objective, param, *args):
+        sizes.append(len(param()))
+        return real_render(checkpoint, objective, param, *args)
+
+    monkeypatch.setattr(draw, "render", recording_render)
+    monkeypatch.setattr(draw, "RENDER_BATCH", 4)
+    settings = replace(FAST, steps=5)
+    generated = s.draw_classes(checkpoint, [0, 4, 7], n=2, settings=settings, progress=False)
+    assert sizes == [4, 2]
+    assert generated.images.shape == (6, 3, 64, 64) and generated.targets == [0, 0, 4, 4, 7, 7]
+    assert len(generated.history) == 5 and len(generated.probabilities) == 6
+    probs = s.classify(checkpoint, generated.images)
+    assert probs[torch.arange(6), torch.tensor(generated.targets)].tolist() == pytest.approx(generated.probabilities)
+
+
+def test_the_grid_shows_the_first_rows_and_every_image_gets_its_file(
+    checkpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from heritage_cnn.synthesis import files
+
+    monkeypatch.setattr(files, "GRID_ROWS", 2)
+    generated = s.draw_classes(checkpoint, [1, 2], n=3, settings=replace(FAST, steps=2), progress=False)
+    grid = files.write_generated(tmp_path, generated, checkpoint, seed=0, n=3)
+    assert len(list(tmp_path.glob("*_[0-9].png"))) == 6
+    shown = Image.open(grid).size
+    monkeypatch.setattr(files, "GRID_ROWS", 3)
+    assert Image.open(files.write_generated(tmp_path, generated, checkpoint, seed=0, n=3)).size[1] > shown[1]
+
+
 def test_generate_cli_writes_pngs_grid_and_json(tiny_run, tmp_path: Path, capsys) -> None:
     out = tmp_path / "gen"
     args = ["generate", "--model", str(tiny_run.checkpoint), "--steps", "4", "--out", str(out)]

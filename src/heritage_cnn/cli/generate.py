@@ -16,9 +16,14 @@ from heritage_cnn.cli.options import (
     add_seed,
     device_name,
     inside_model,
+    int_in,
     number_in,
     positive_int,
 )
+
+# One run keeps every image it draws in memory (and draws them at ~5 s each on two cores): more than this per
+# class is a typo or a job for several runs with different --seed.
+MAX_PER_CLASS = 256
 
 
 def add_render_options(p: argparse.ArgumentParser, steps: str, lr: float, every_member: bool = False) -> None:
@@ -81,7 +86,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--class", dest="cls", help='a class, folder or display name ("dome (inner)")')
     which.add_argument("--all", action="store_true", help="every class")
-    p.add_argument("--n", type=positive_int, default=4, help="images per class (default 4)")
+    p.add_argument(
+        "--n", type=int_in(1, MAX_PER_CLASS), default=4, help=f"images per class, 1 to {MAX_PER_CLASS} (default 4)"
+    )
     p.add_argument(
         "--diversity", type=number_in(0), default=0.0, help="reward images of a class for differing (e.g. 0.5)"
     )

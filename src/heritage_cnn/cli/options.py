@@ -71,6 +71,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: an integer from `low` to `high`."""
+
+    def integer(text: str) -> int:
+        value = _integer(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}, got {value}")
+        return value
+
+    return integer
+
+
 def number_in(low: float, high: float = math.inf, *, above_low: bool = False) -> Callable[[str], float]:
     """An argument type: a finite number from `low` (or above it) up to `high`. Plain `type=float` takes
     "nan" and "inf", which then pass every `<` check and reach the computation."""

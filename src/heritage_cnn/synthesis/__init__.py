@@ -25,6 +25,7 @@ from heritage_cnn.labels import resolve_class
 from heritage_cnn.synthesis.draw import (
     ENSEMBLE_SETTINGS,
     PIXEL_BASELINE,
+    RENDER_BATCH,
     UNIT_SETTINGS,
     Generated,
     Settings,
@@ -33,6 +34,7 @@ from heritage_cnn.synthesis.draw import (
     draw_units,
     make_param,
     regularisers,
+    render_batches,
 )
 from heritage_cnn.synthesis.files import write_generated
 from heritage_cnn.synthesis.loop import Rendering, render
@@ -55,6 +57,7 @@ __all__ = [
     "AHE64_COLOUR",
     "ENSEMBLE_SETTINGS",
     "PIXEL_BASELINE",
+    "RENDER_BATCH",
     "UNIT_SETTINGS",
     "Context",
     "FourierImage",
@@ -80,6 +83,7 @@ __all__ = [
     "pad",
     "regularisers",
     "render",
+    "render_batches",
     "resolve_class",
     "rotate",
     "save_png",

@@ -17,8 +17,12 @@ def _slug(folder: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", display_name(folder).lower()).strip("_")
 
 
+GRID_ROWS = 16  # samples per class in the grid figure (every image still gets its own PNG)
+
+
 def write_generated(out: str | Path, generated: Generated, checkpoint: Checkpoint, seed: int, n: int) -> Path:
-    """One PNG per image, the grid `class_images.png` (a column per class) and `class_images.json`."""
+    """One PNG per image, the grid `class_images.png` (a column per class, its first `GRID_ROWS` images: a
+    figure of thousands of panels would take minutes and gigabytes) and `class_images.json`."""
     out = Path(out)
     names = checkpoint.classes
     records = []
@@ -35,7 +39,7 @@ def write_generated(out: str | Path, generated: Generated, checkpoint: Checkpoin
         )
     # column per class, row per sample: reorder class-major images to row-major
     k = len(generated.targets) // n
-    order = [c * n + r for r in range(n) for c in range(k)]
+    order = [c * n + r for r in range(min(n, GRID_ROWS)) for c in range(k)]
     image_grid(
         generated.images[order],
         [display_name(names[generated.targets[i]]) if j < k else "" for j, i in enumerate(order)],
