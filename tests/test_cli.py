@@ -358,6 +358,7 @@ def test_one_line_errors_name_the_file(
         ["serve", "--port", "-5"],
         ["serve", "--port", "99999"],
         ["visualize", "deconv", "--top", "0", "--out", "x"],
+        ["visualize", "deconv", "--top", "100000", "--out", "x"],  # asked the allocator for 78 GB: a traceback
         ["visualize", "deconv", "--top-channels", "-1", "--out", "x"],
         ["generate", "--all", "--n", "0", "--out", "x"],
         ["generate", "--all", "--n", "100000", "--out", "x"],  # drew a million images in one batch: out of memory

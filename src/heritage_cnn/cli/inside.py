@@ -17,9 +17,13 @@ from heritage_cnn.cli.options import (
     add_out,
     device_name,
     inside_model,
+    int_in,
     positive_int,
 )
 
+# Projections kept per channel: each is a float image, so `--top 100000` asked for 78 GB and died in the
+# allocator; the figure would not show more than a few dozen per channel anyway.
+MAX_TOP = 32
 UNIT_STEPS = 128  # unit images: fewer steps than class images suffice for one channel
 
 
@@ -188,7 +192,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=16,
         help="the N channels with the strongest top activation (default 16)",
     )
-    p.add_argument("--top", type=positive_int, default=9, help="activations per channel (default 9)")
+    p.add_argument(
+        "--top",
+        type=int_in(1, MAX_TOP),
+        default=9,
+        help=f"activations per channel, 1 to {MAX_TOP} (default 9, as in Zeiler & Fergus)",
+    )
     p.add_argument("--limit", type=positive_int, help="scan a seeded random N of the images (default: all)")
     add_out(p)
 
