@@ -3,12 +3,11 @@ the single `fast` network (`weights/fast.*`). The commands that built them:
 
     python benchmarks/build_ensemble.py --out src/heritage_cnn/weights/default runs/pool/t90-muon \\
         runs/pool/c45-muon-cons12 runs/pool/t90-muon-s1
-    python benchmarks/build_ensemble.py --single src/heritage_cnn/weights/fast runs/pool/st-kd-mix
+    python benchmarks/build_ensemble.py --single src/heritage_cnn/weights/fast runs/pool/st3-muon-s8
 
 Each network's training command is taken from benchmarks/train_pool.py's JOBS table (`heritage train --recipe
 adamw --data DATA --out POOL/NAME <its args>`, POOL being the pool's folder) and written into the metadata beside
-its seed. The three networks of `default` were trained on two CPU cores; `fast` (and its teachers, the previous
-default's members) with `--device cuda`. A network written into the package draws its packaged class images (the
+its seed. The three networks of `default` and `fast`, their student, were trained on two CPU cores. A network written into the package draws its packaged class images (the
 ensemble's member 0 for `default`; `heritage generate --all --n 1`; 13 s on two cores for the default).
 """
 

@@ -2,7 +2,7 @@
 distilled students, the judges of the class images and the recipe candidates.
 
     python benchmarks/train_pool.py --out runs/pool                           # everything, one at a time
-    python benchmarks/train_pool.py --out runs/pool --only member student     # every shipped network
+    python benchmarks/train_pool.py --out runs/pool --only muon90 student3    # every shipped network
     python benchmarks/train_pool.py --out runs/pool --device cuda --parallel 14   # a GPU: many at once
 
 Each job is one command line (`heritage train ...` or `benchmarks/judges.py train ...`), so each network
@@ -39,12 +39,13 @@ class Job:
     judge: bool = False  # benchmarks/judges.py instead of heritage train
 
 
-# The shipped `default` ensemble is the six member jobs below (l56-deep4, `--recipe adamw` with seed 0, and five
-# variants of it), and `fast` is the student st-kd-mix (benchmarks/build_ensemble.py). Its teachers: l56-deep4 and
-# three members that differ from it in augmentation, architecture and width, each that recipe's 56 epochs
-# at batch 32.
+# Shipped today (benchmarks/build_ensemble.py): `default` is the three `muon90` jobs near the end of the table,
+# `fast` their student st3-muon-s8 (group `student3`). Shipped until 2026-11-27: the six `member` jobs below
+# (l56-deep4, `--recipe adamw` with seed 0, and five variants of it) as `default`, and their student st-kd-mix as
+# `fast`, whose teachers were l56-deep4 and three members that differ from it in augmentation, architecture and
+# width, each that recipe's 56 epochs at batch 32.
 ENSEMBLE = ("l56-deep4", "m-weakaug-s2", "m-vgg-s3", "m-wide-s4")  # the first student's teachers
-MEMBERS = ("l56-deep4", "m-s1", "m-weakaug-s2", "m-vgg-s3", "m-wide-s4", "m-mix-s5")  # the shipped ensemble
+MEMBERS = ("l56-deep4", "m-s1", "m-weakaug-s2", "m-vgg-s3", "m-wide-s4", "m-mix-s5")  # the previous default
 
 
 def student(teachers: tuple[str, ...], *extra: str) -> list[str]:
@@ -53,7 +54,7 @@ def student(teachers: tuple[str, ...], *extra: str) -> list[str]:
     return ["--epochs", "150", "--batch-size", "64", *teacher_args, "--distill-weight", "0.9", *extra]
 
 
-# MixUp/CutMix under the teachers' soft labels: what made the shipped student (st-kd-mix) beat its teachers.
+# MixUp/CutMix under the teachers' soft labels: what made the first shipped student (st-kd-mix) beat its teachers.
 MIXED = ("--distill-temperature", "2", "--mixup", "0.2", "--cutmix", "1")
 
 SGD = ["--optimizer", "sgd", "--lr", "0.05", "--weight-decay", "5e-4"]
@@ -152,7 +153,7 @@ JOBS = [
     Job("t90-muon", "muon90", ["--seed", "0", *MUON, "--epochs", "90"]),
     Job("c45-muon-cons12", "muon90", ["--seed", "0", *MUON45, "--batch-size", "16", "--consistency", "12"]),
     Job("t90-muon-s1", "muon90", ["--seed", "1", *MUON, "--epochs", "90"]),
-    # The fast option distilled from today's default (the three above), as st-kd-mix was from the previous one.
+    # `fast` since 2026-11-28: the student of today's default (the three above), made as st-kd-mix was.
     Job("st3-muon-s8", "student3", ["--seed", "8", *student(MUON90, *MIXED)], needs=list(MUON90)),
 ]
 

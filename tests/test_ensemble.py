@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -198,12 +197,9 @@ def test_shipped_names_default_is_the_ensemble_and_fast_a_distilled_network() ->
         (fast.info["name"], fast.info["command"], fast.info["seed"])
     ]:
         assert command.startswith(f"heritage train --recipe adamw --data DATA --out POOL/{name} --seed {seed}"), command
-    # fast is a student of the previous default's members (train_pool.py's `member` jobs), not of today's
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from train_pool import JOBS
-
-    teachers = {Path(t).name for t in fast.info["recipe"]["teachers"]}
-    assert teachers and teachers <= {job.name for job in JOBS if job.group == "member"}
+    # fast is a student of exactly the networks of default, in their order
+    teachers = [Path(t).name for t in fast.info["recipe"]["teachers"]]
+    assert teachers == [m["name"] for m in members]
 
 
 def test_each_shipped_command_rebuilds_the_recipe_its_network_records() -> None:
