@@ -355,6 +355,16 @@ def main() -> None:
     case("sort into a folder inside the input", ["sort", *model, str(loop), "--out", str(loop / "sorted")], 2, "sorted")
     case("unknown --class for generate", ["generate", *model, "--class", "castle", "--out", str(tmp / "g")], 2)
     case(
+        "generate --n 100000 (one batch of a million images)",
+        ["generate", *model, "--all", "--n", "100000", "--out", str(tmp / "g")],
+        2,
+    )
+    case(
+        "visualize deconv --top 100000 (78 GB of projections)",
+        ["visualize", "deconv", *model, "--data", str(mixed), "--top", "100000", "--out", str(tmp / "d")],
+        2,
+    )
+    case(
         "--nproc with a batch that does not split",
         ["train", "--data", str(mixed), "--out", str(tmp / "r2"), "--nproc", "3"],
         2,
