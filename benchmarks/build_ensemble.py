@@ -7,8 +7,9 @@ the single `fast` network (`weights/fast.*`). The commands that built them:
 
 Each network's training command is taken from benchmarks/train_pool.py's JOBS table (`heritage train --recipe
 adamw --data DATA --out POOL/NAME <its args>`, POOL being the pool's folder) and written into the metadata beside
-its seed. The three networks of `default` and `fast`, their student, were trained on two CPU cores. A network written into the package draws its packaged class images (the
-ensemble's member 0 for `default`; `heritage generate --all --n 1`; 13 s on two cores for the default).
+its seed. The three networks of `default` and `fast`, their student, were trained on two CPU cores. A network
+written into the package draws its packaged class images (the ensemble's member 0 for `default`; `heritage
+generate --all --n 1`; 13 s on two cores for the default).
 """
 
 from __future__ import annotations

@@ -304,17 +304,7 @@ def bench_ddp(root: Path, out: Path) -> dict[str, float]:
     for nproc in (1, 2):
         run = out / f"ddp-{nproc}"
         shutil.rmtree(run, ignore_errors=True)
-        command = [
-            sys.executable,
-            "-m",
-            "heritage_cnn.cli",
-            "train",
-            "--data",
-            str(root),
-            "--out",
-            str(run),
-            "--overwrite",
-        ]
+        command = [sys.executable, "-m", "heritage_cnn.cli", "train", "--data", str(root), "--out", str(run)]
         command += ["--epochs", "2", "--limit-per-class", "200", "--nproc", str(nproc)]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         rates[nproc] = json.loads((run / "metrics.json").read_text())[-1]["train_images_per_second"]

@@ -123,7 +123,7 @@ def classify(checkpoint: Checkpoint | Sequence[Checkpoint], images: Tensor) -> T
 RENDER_BATCH = 160
 
 
-def render_batches(per_image: Sequence[int], n: int, limit: int = RENDER_BATCH) -> list[slice]:
+def render_batches(per_image: Sequence[int], n: int, limit: int) -> list[slice]:
     """Consecutive slices of `per_image` (n images per class, class-major) of at most `limit` images each,
     cut between classes, or inside a class when its n alone is over the limit; one slice when all fit."""
     per_batch = limit // n * n if n <= limit else limit
@@ -174,10 +174,9 @@ def draw_classes(
         renderings.append(result)
     seconds = time.perf_counter() - started
     images = torch.cat([r.images for r in renderings])
-    # the objective per image at each step, over all batches (weighted by their sizes)
-    history = [sum(r.history[i] * len(r.images) for r in renderings) / len(images) for i in range(settings.steps)]
-    if len(renderings) == 1:
-        history = renderings[0].history
+    history = renderings[0].history
+    if len(renderings) > 1:  # the objective per image at each step, over all batches (weighted by their sizes)
+        history = [sum(r.history[i] * len(r.images) for r in renderings) / len(images) for i in range(settings.steps)]
     probs = torch.cat([classify(checkpoint, images[part]) for part in batches])
     chosen = probs[torch.arange(len(per_image)), torch.tensor(per_image)]
     return Generated(images, per_image, chosen.tolist(), probs.argmax(1).tolist(), history, seconds, settings)
