@@ -35,7 +35,7 @@ GROUPS = {
     "aten::mm": "matrix products (Muon's Newton-Schulz, the head)",
     "aten::addmm": "matrix products (Muon's Newton-Schulz, the head)",
 }
-FULL_SIZE = (64, 64)  # the stem's maps: every operator on them is also counted apart
+FULL_SIZE = (64, 64)  # the photos and the stem's maps: every operator on them is also counted apart
 
 
 def main() -> None:
@@ -100,7 +100,9 @@ def main() -> None:
             shares, stem = profile_shares(prof)
             for group, share in shares.items():
                 print(f"  {share:6.1%}  {group}")
-            print(f"  {stem:6.1%}  of all this, on the stem's 64 x 64 maps (its convolution, batch norm, ReLU, pool)")
+            print(
+                f"  {stem:6.1%}  of all this, on 64 x 64 tensors (augmenting the photos; the stem's conv, BN, ReLU, pool)"
+            )
 
 
 class StemInNCHW(torch.nn.Module):
@@ -116,7 +118,8 @@ class StemInNCHW(torch.nn.Module):
 
 def profile_shares(prof: torch.profiler.profile) -> tuple[dict[str, float], float]:
     """Self time of each group of operators (GROUPS) as a share of all operators' self time, largest first, and
-    the share of the operators whose first input is a full-size (64 x 64) map: where the stem's cost shows."""
+    the share of the operators whose first input is a full-size (64 x 64) tensor: the photos' augmentation and the
+    stem, where the cost of the full resolution shows."""
     events = prof.key_averages(group_by_input_shape=True)
     total = sum(event.self_cpu_time_total for event in events)
     shares: dict[str, float] = {}
