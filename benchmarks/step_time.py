@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from heritage_cnn.augment import AugmentConfig, augment_batch
+from heritage_cnn.decode import IMAGE_SIZE
 from heritage_cnn.devices import mixed_precision
 from heritage_cnn.model import build_model
 from heritage_cnn.recipe import OPTIMIZERS, TrainConfig, make_optimizer
@@ -35,7 +37,7 @@ GROUPS = {
     "aten::mm": "matrix products (Muon's Newton-Schulz, the head)",
     "aten::addmm": "matrix products (Muon's Newton-Schulz, the head)",
 }
-FULL_SIZE = (64, 64)  # the photos and the stem's maps: every operator on them is also counted apart
+FULL_SIZE = (IMAGE_SIZE, IMAGE_SIZE)  # the photos and the stem's maps: every operator on them is also counted apart
 
 
 def main() -> None:
@@ -53,18 +55,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     use_amp, amp_dtype = mixed_precision(torch.device("cpu"), True)
-    images = torch.randint(0, 256, (args.batch_size, 3, 64, 64), dtype=torch.uint8)
+    images = torch.randint(0, 256, (args.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
     labels = torch.randint(0, 10, (args.batch_size,))
     generator = torch.Generator().manual_seed(0)
-    runs = {}
-    for name in OPTIMIZERS:
-        model = build_model().to(memory_format=torch.channels_last)
+
+    def with_optimizer(model: torch.nn.Module, name: str) -> tuple[torch.nn.Module, Any]:
         config = TrainConfig(data="-", out="-", optimizer=name, lr=0.05 if name == "sgd" else TrainConfig.lr)
-        runs[name] = (model, make_optimizer(model, config))
+        return model, make_optimizer(model, config)
+
+    runs = {name: with_optimizer(build_model().to(memory_format=torch.channels_last), name) for name in OPTIMIZERS}
     if args.stem_nchw:
         model = build_model().to(memory_format=torch.channels_last)
         model.stage1.block1 = StemInNCHW(model.stage1.block1)
-        runs["muon, stem NCHW"] = (model, make_optimizer(model, TrainConfig(data="-", out="-", optimizer="muon")))
+        runs["muon, stem NCHW"] = with_optimizer(model, "muon")
 
     def steps(name: str, count: int) -> float:
         model, optimizer = runs[name]
