@@ -370,6 +370,7 @@ def test_one_line_errors_name_the_file(
         ["generate", "--all", "--diversity", "nan", "--out", "x"],  # drew NaN-steered images and said nothing
         ["generate", "--all", "--lr", "-1", "--out", "x"],
         ["data", "check", "--near-duplicate-distance", "-5"],  # found no duplicates, and said so
+        ["data", "check", "--near-duplicate-distance", "65"],  # beyond the 64 bits of a hash
     ],
     ids=" ".join,
 )

@@ -22,6 +22,7 @@ from heritage_cnn.data import DatasetError, ImageSet
 # AHE64 train split, 213 photos fall in groups of 2-4 (re-uploads, crops, the same dome twice); false
 # matches only make a group larger, which costs nothing, while a missed copy inflates validation.
 NEAR_DUPLICATE_DISTANCE = 10
+HASH_BITS = 64  # imagehash.phash at its default size: 8 x 8 DCT coefficients, one bit each
 
 
 def perceptual_hashes(images: torch.Tensor) -> np.ndarray:
@@ -112,8 +113,8 @@ class SplitRecipe:
             "val_fraction",
         )
         require(
-            isinstance(self.near_duplicate_distance, int) and 0 <= self.near_duplicate_distance <= 64,
-            f"{{0}} must be a Hamming distance from 0 to 64 bits, got {self.near_duplicate_distance}",
+            isinstance(self.near_duplicate_distance, int) and 0 <= self.near_duplicate_distance <= HASH_BITS,
+            f"{{0}} must be a Hamming distance from 0 to {HASH_BITS} bits, got {self.near_duplicate_distance}",
             "near_duplicate_distance",
         )
 

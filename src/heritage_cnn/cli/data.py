@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from heritage_cnn.cli.options import add_command, data_folder, hamming_distance
+from heritage_cnn.cli.options import add_command, data_folder, int_in
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
@@ -48,7 +48,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from heritage_cnn.split import NEAR_DUPLICATE_DISTANCE
+    from heritage_cnn.split import HASH_BITS, NEAR_DUPLICATE_DISTANCE
 
     group = add_command(
         commands, "data", help="download or check a dataset", description="Download or check a dataset."
@@ -62,7 +62,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="also write the JSON report to this file")
     p.add_argument(
         "--near-duplicate-distance",
-        type=hamming_distance,
+        type=int_in(0, HASH_BITS, f"a distance between {HASH_BITS}-bit hashes is 0 to {HASH_BITS}"),
         default=NEAR_DUPLICATE_DISTANCE,
         help="max Hamming distance of perceptual hashes (default %(default)s)",
     )

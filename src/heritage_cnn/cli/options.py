@@ -71,13 +71,14 @@ def positive_int(text: str) -> int:
     return value
 
 
-def int_in(low: int, high: int) -> Callable[[str], int]:
-    """An argument type: an integer from `low` to `high`."""
+def int_in(low: int, high: int, meaning: str = "") -> Callable[[str], int]:
+    """An argument type: an integer from `low` to `high`; `meaning` says what the range is in the error, e.g.
+    "a port is 1 to 65535 (0: any free port)"."""
 
     def integer(text: str) -> int:
         value = _integer(text)
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be {low} to {high}, got {value}")
+            raise argparse.ArgumentTypeError(f"{meaning or f'must be {low} to {high}'}, got {value}")
         return value
 
     return integer
@@ -102,18 +103,7 @@ def number_in(low: float, high: float = math.inf, *, above_low: bool = False) ->
     return number
 
 
-def hamming_distance(text: str) -> int:
-    value = _integer(text)
-    if not 0 <= value <= 64:
-        raise argparse.ArgumentTypeError(f"a distance between 64-bit hashes is 0 to 64, got {value}")
-    return value
-
-
-def port_number(text: str) -> int:
-    value = _integer(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 1 to 65535 (0: any free port), got {value}")
-    return value
+port_number = int_in(0, 65535, "a port is 1 to 65535 (0: any free port)")
 
 
 def int_list(text: str) -> tuple[int, ...]:
