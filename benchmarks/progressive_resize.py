@@ -13,15 +13,13 @@ so a change there fails loudly instead of silently training the plain recipe. Pr
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import time
 
 import torch
 import torch.nn.functional as F
 
 import heritage_cnn.train as training
-from heritage_cnn.recipe import PRESETS, TrainConfig
+from recipe_variant import train_timed, variant_parser
 
 
 def shrink_early_epochs(low_res_epochs: int, size: int) -> None:
@@ -46,24 +44,14 @@ def shrink_early_epochs(low_res_epochs: int, size: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--out", required=True)
-    logged = PRESETS["adamw"]  # the default recipe when this script's rows were logged
-    parser.add_argument("--epochs", type=int, default=logged["epochs"])
+    parser = variant_parser(__doc__)
     parser.add_argument("--low-res-epochs", type=int, required=True, help="the first N epochs train at --low-res-size")
     parser.add_argument("--low-res-size", type=int, default=40, help="side in pixels of those epochs' photos")
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if not 0 < args.low_res_epochs < args.epochs or not 8 <= args.low_res_size < 64:
         parser.error("--low-res-epochs must be in [1, --epochs) and --low-res-size in [8, 63]")
     shrink_early_epochs(args.low_res_epochs, args.low_res_size)
-    config = TrainConfig(
-        data=args.data, out=args.out, epochs=args.epochs, optimizer=logged["optimizer"], seed=args.seed, progress=False
-    )
-    start = time.perf_counter()
-    training.train(config)
-    print(f"wall time: {time.perf_counter() - start:.1f} s")
+    train_timed(args)
 
 
 if __name__ == "__main__":

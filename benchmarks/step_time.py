@@ -3,8 +3,8 @@ holds on a machine whose speed drifts (the recipe log converts epochs into the d
 
     python benchmarks/step_time.py [--batch-size 32] [--rounds 4] [--steps 25] [--profile]
 
-A step is what `heritage train` does per batch: batched augmentation, bf16 autocast forward where the CPU has
-native bf16, cross-entropy, backward, optimizer step. Prints milliseconds per step and each optimizer's time
+A step is `heritage train`'s own (`train_one_epoch`, on a batch of random photos): batched augmentation, bf16
+autocast forward where the CPU has native bf16, cross-entropy with label smoothing, backward, optimizer step. Prints milliseconds per step and each optimizer's time
 relative to AdamW; with --profile, also where each optimizer's step spends its time (torch.profiler, self time
 of each operator, in groups). Run it on a quiet machine.
 """
@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from heritage_cnn.augment import AugmentConfig, augment_batch
 from heritage_cnn.decode import IMAGE_SIZE
 from heritage_cnn.devices import mixed_precision
+from heritage_cnn.distributed import Ranks
+from heritage_cnn.losses import TrainingLoss
 from heritage_cnn.model import build_model
 from heritage_cnn.recipe import OPTIMIZERS, TrainConfig, make_optimizer
+from heritage_cnn.train import Session, train_one_epoch
 
 # operator -> group, for --profile; an operator not named here counts as "other"
 GROUPS = {
@@ -53,33 +53,47 @@ def main() -> None:
         "stay channels_last): oneDNN's channels_last batch norm is slow on 24 channels at 64 x 64",
     )
     args = parser.parse_args()
+    if args.steps < 3 or args.rounds < 1 or args.batch_size < 2:
+        parser.error("--steps must be at least 3 (the warm-up's), --rounds at least 1, --batch-size at least 2")
     torch.manual_seed(0)
-    use_amp, amp_dtype = mixed_precision(torch.device("cpu"), True)
     images = torch.randint(0, 256, (args.batch_size, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
     labels = torch.randint(0, 10, (args.batch_size,))
+    order = torch.arange(args.batch_size).repeat(args.steps)  # the same batch every step
     generator = torch.Generator().manual_seed(0)
 
-    def with_optimizer(model: torch.nn.Module, name: str) -> tuple[torch.nn.Module, Any]:
-        config = TrainConfig(data="-", out="-", optimizer=name, lr=0.05 if name == "sgd" else TrainConfig.lr)
-        return model, make_optimizer(model, config)
+    def session(model: torch.nn.Module, name: str) -> Session:
+        """What `train` hands `train_one_epoch`, at the peak learning rate throughout (no warm-up, no decay)."""
+        lr = 0.05 if name == "sgd" else TrainConfig.lr
+        config = TrainConfig(data="-", out="-", optimizer=name, lr=lr, batch_size=args.batch_size, progress=False)
+        return Session(
+            config=config,
+            model=model,
+            network=model,
+            optimizer=make_optimizer(model, config),
+            scaler=torch.amp.GradScaler("cuda", enabled=False),
+            criterion=TrainingLoss(label_smoothing=config.label_smoothing),
+            normalise=lambda pixels: pixels.sub(0.5).div(0.25),
+            ema=None,
+            mixer=None,
+            ranks=Ranks(),
+            device=torch.device("cpu"),
+            amp=mixed_precision(torch.device("cpu"), config.amp),
+            steps_per_epoch=args.steps,
+            total_steps=10**9,
+            warmup_steps=0,
+        )
 
-    runs = {name: with_optimizer(build_model().to(memory_format=torch.channels_last), name) for name in OPTIMIZERS}
+    runs = {name: session(build_model().to(memory_format=torch.channels_last), name) for name in OPTIMIZERS}
     if args.stem_nchw:
         model = build_model().to(memory_format=torch.channels_last)
         model.stage1.block1 = StemInNCHW(model.stage1.block1)
-        runs["muon, stem NCHW"] = with_optimizer(model, "muon")
+        runs["muon, stem NCHW"] = session(model, "muon")
 
     def steps(name: str, count: int) -> float:
-        model, optimizer = runs[name]
+        """Milliseconds per step over the last `count` steps of an epoch of `--steps`."""
+        partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}
         start = time.perf_counter()
-        for _ in range(count):
-            x = augment_batch(images, AugmentConfig(), generator).sub_(0.5).div_(0.25)
-            with torch.autocast("cpu", dtype=amp_dtype, enabled=use_amp):
-                loss = F.cross_entropy(model(x.contiguous(memory_format=torch.channels_last)), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss.item()
+        train_one_epoch(runs[name], images, labels, 0, order, generator, args.steps - count, partial, never)
         return (time.perf_counter() - start) / count * 1000
 
     for name in runs:  # warm-up
@@ -106,6 +120,10 @@ def main() -> None:
             print(
                 f"  {stem:6.1%}  of all this, on 64 x 64 tensors (augmenting the photos; the stem's conv, BN, ReLU, pool)"
             )
+
+
+def never(epoch: int, step: int) -> bool:
+    return False
 
 
 class StemInNCHW(torch.nn.Module):

@@ -14,16 +14,15 @@ loudly instead of silently training the plain recipe. Prints the wall time.
 
 from __future__ import annotations
 
-import argparse
 import inspect
-import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 import heritage_cnn.train as training
-from heritage_cnn.recipe import OPTIMIZERS, PRESETS, TrainConfig
+from heritage_cnn.recipe import OPTIMIZERS, TrainConfig
+from recipe_variant import LOGGED, train_timed, variant_parser
 
 
 def whitening_filters(
@@ -70,30 +69,13 @@ def whiten_stem_at_start() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--out", required=True)
-    logged = PRESETS["adamw"]  # the default recipe when this script's rows were logged
-    parser.add_argument("--epochs", type=int, default=logged["epochs"])
+    parser = variant_parser(__doc__)
     parser.add_argument(
-        "--optimizer", choices=OPTIMIZERS, default=logged["optimizer"], help="the rows logged without it: AdamW"
+        "--optimizer", choices=OPTIMIZERS, default=LOGGED["optimizer"], help="the rows logged without it: AdamW"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--resume", action="store_true")
     args = parser.parse_args()
     whiten_stem_at_start()
-    config = TrainConfig(
-        data=args.data,
-        out=args.out,
-        epochs=args.epochs,
-        optimizer=args.optimizer,
-        seed=args.seed,
-        progress=False,
-        resume=args.resume,
-    )
-    start = time.perf_counter()
-    training.train(config)
-    print(f"wall time: {time.perf_counter() - start:.1f} s")
+    train_timed(args, optimizer=args.optimizer)
 
 
 if __name__ == "__main__":
