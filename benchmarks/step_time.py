@@ -4,9 +4,10 @@ holds on a machine whose speed drifts (the recipe log converts epochs into the d
     python benchmarks/step_time.py [--batch-size 32] [--rounds 4] [--steps 25] [--profile]
 
 A step is `heritage train`'s own (`train_one_epoch`, on a batch of random photos): batched augmentation, bf16
-autocast forward where the CPU has native bf16, cross-entropy with label smoothing, backward, optimizer step. Prints milliseconds per step and each optimizer's time
-relative to AdamW; with --profile, also where each optimizer's step spends its time (torch.profiler, self time
-of each operator, in groups). Run it on a quiet machine.
+autocast forward where the CPU has native bf16, cross-entropy with label smoothing, backward, optimizer step.
+Prints milliseconds per step and each optimizer's time relative to AdamW; with --profile, also where each
+optimizer's step spends its time (torch.profiler, self time of each operator, in groups). Run it on a quiet
+machine.
 """
 
 from __future__ import annotations
