@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from heritage_cnn import __version__
 from heritage_cnn.augment import AugmentConfig, augment_batch
 from heritage_cnn.data import channel_stats, find_layout, load_images
+from heritage_cnn.devices import mixed_precision
 from heritage_cnn.model import build_model, forward_flops
-from heritage_cnn.train import TrainConfig, mixed_precision
+from heritage_cnn.train import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ["gemm", "train", "predict", "shipped", "ddp", "deconv", "synthesis", "recipe"]

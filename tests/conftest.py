@@ -71,9 +71,22 @@ def kaggle_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TINY = {"widths": (8, 16), "blocks": (1, 1), "hidden": 32, "stem_kernel": 3}
 
 
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """Every test starts with the process's thread count, whatever the one before set (results that depend
+    on the order of tests are not results)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A tiny model trained for a few seconds on the synthetic set (shared by several tests)."""
+    """A tiny model trained for a few seconds on the synthetic set (shared by several tests). It trains in
+    float32 whatever the CPU (amp=False): with bf16 where the CPU has it natively, the model, and every test
+    tuned to it, would differ between CPU families. Mixed precision has tests of its own."""
     from heritage_cnn.model import ModelConfig
     from heritage_cnn.train import TrainConfig, train
 
@@ -85,6 +98,7 @@ def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
         batch_size=32,
         lr=1e-2,
         model=ModelConfig(**TINY),
+        amp=False,
         progress=False,
     )
     return train(config, log=lambda _: None)

@@ -104,9 +104,14 @@ def test_projection_is_the_deconv_gradient(make_model) -> None:
             explainer = NeuronDeconvolution(captum_model, get_layer(captum_model, relu_name(layer)))
             with pytest.warns(UserWarning):  # Captum warns that it sets hooks and requires_grad
                 by_captum = explainer.attribute(x.clone(), neuron_selector=(c, row, col))
-            assert reference.abs().max() > 0, f"{layer}: degenerate test unit"
-            torch.testing.assert_close(ours, reference, atol=1e-5, rtol=0, msg=f"{layer} vs autograd")
-            torch.testing.assert_close(ours, by_captum, atol=1e-5, rtol=0, msg=f"{layer} vs Captum")
+            scale = reference.abs().max()
+            assert scale > 0, f"{layer}: degenerate test unit"
+            # Three float32 computations of one gradient through other kernels (transposed convolutions, autograd's
+            # convolution backward, Captum's hooks) that sum in other orders: they agree to a few float32 roundings
+            # of the largest value (~1e-7 relative per sum), not bit for bit. A wrong ReLU rule moves whole pixels.
+            tolerance = {"atol": 1e-5 * scale.item(), "rtol": 1e-4}
+            torch.testing.assert_close(ours, reference, **tolerance, msg=f"{layer} vs autograd")
+            torch.testing.assert_close(ours, by_captum, **tolerance, msg=f"{layer} vs Captum")
 
 
 def test_projection_scales_with_the_activation_value() -> None:

@@ -12,7 +12,8 @@ import pytest
 
 from heritage_cnn.checkpoint import load_checkpoint
 
-ARGS = ["--widths", "8,16", "--batch-size", "32", "--epochs", "8", "--lr", "0.01", "--threads", "1"]
+# float32 (--no-amp): the same numbers on every CPU family
+ARGS = ["--widths", "8,16", "--batch-size", "32", "--epochs", "8", "--lr", "0.01", "--threads", "1", "--no-amp"]
 
 
 def _train(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -30,11 +31,12 @@ def test_two_processes_agree_and_match_one_process(synthetic_root: Path, tmp_pat
     assert one.returncode == 0, one.stdout + one.stderr
     a, b = (load_checkpoint(tmp_path / name / "last").info["validation"] for name in ("two", "one"))
     assert a["epoch"] == b["epoch"] == 8
-    # Same global batch and schedule; per-process batch norm and augmentation streams differ, so the
-    # runs are not bit-identical, but both learn the set and their losses are close.
+    # Same global batch and schedule; per-process batch norm and augmentation streams differ, so the runs are
+    # not bit-identical, but both learn the set (chance is 0.1). Training accuracy is not compared: it is read
+    # on 192 augmented photos mid-epoch, where two sound runs differ by 0.07 (0.79 and 0.86, measured). Their
+    # validation losses were 0.29 and 0.22: twice that gap is allowed, a run that did not learn sits near 2.3.
     assert a["val_accuracy"] >= 0.9 and b["val_accuracy"] >= 0.9
     assert a["val_loss"] == pytest.approx(b["val_loss"], abs=0.15)
-    assert a["train_accuracy"] == pytest.approx(b["train_accuracy"], abs=0.1)
     # Only rank 0 wrote files: one metrics row per epoch, no duplicates.
     assert len((tmp_path / "two" / "metrics.csv").read_text().splitlines()) == 9
 

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from conftest import refused_in_one_line as _refused
 from heritage_cnn import cli
 from heritage_cnn.checkpoint import Checkpoint, load_checkpoint, shipped_checkpoint_path
+from heritage_cnn.data import load_images
 from heritage_cnn.ensemble import MAX_MEMBERS, save_ensemble
 from heritage_cnn.io import CheckpointError
 from heritage_cnn.model import Ensemble, HeritageNet, ModelConfig
@@ -135,18 +136,35 @@ def test_halves_of_different_saves_are_refused(members, ensemble_path: Path, tmp
     assert "do not match" in _refused(tmp_path / "single", "members")
 
 
-def test_classifier_on_an_ensemble_gives_its_mean_probabilities(ensemble_path: Path) -> None:
+def test_classifier_on_an_ensemble_gives_its_mean_probabilities(ensemble_path: Path, synthetic_root: Path) -> None:
     loaded = load_checkpoint(ensemble_path)
-    images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
+    images = load_images(synthetic_root).images[::12]  # two photos of each class
     with torch.no_grad():
-        expected = loaded.model(loaded.normalise(images)).softmax(1)
+        logits = loaded.model(loaded.normalise(images))
+    expected = logits.softmax(1)
     exact = Classifier(loaded, bf16=False).probabilities(images)
+    # float32 throughout; folding batch norm into the convolutions only reorders roundings (~1e-7 relative)
     assert exact.dtype == torch.float32 and torch.allclose(exact, expected, atol=1e-5)
-    fast = Classifier(loaded)  # bf16 where the CPU has it natively
-    assert fast.probabilities(images).dtype == torch.float32
-    assert torch.allclose(fast.probabilities(images), expected, atol=0.05)
     predictions = Classifier(loaded, bf16=False).predict([img.permute(1, 2, 0).numpy() for img in images])
     assert [p.label for p in predictions] == [loaded.classes[i] for i in expected.argmax(1).tolist()]
+
+
+def test_the_bf16_path_gives_the_same_answers_to_bf16_precision(ensemble_path: Path, synthetic_root: Path) -> None:
+    """The path Classifier takes on CPUs with native bf16, run on every CPU (autocast emulates it elsewhere)."""
+    loaded = load_checkpoint(ensemble_path)
+    images = load_images(synthetic_root).images[::12]
+    exact = Classifier(loaded, bf16=False)
+    mixed = Classifier(loaded, bf16=False)
+    mixed.bf16 = True  # as Classifier(loaded) sets it where devices.cpu_has_native_bf16()
+    log_exact, log_mixed = exact.probabilities(images).log(), mixed.probabilities(images).log()
+    assert log_mixed.dtype == torch.float32 and not torch.equal(log_mixed, log_exact)  # autocast did run
+    # bf16 keeps 8 significant bits: each of the ~6 layers rounds its inputs and weights by up to 2^-9 relative, so
+    # the log-probabilities move by a few per cent of their spread; 10 % is twice what that allows
+    spread = log_exact.amax(1, keepdim=True) - log_exact.amin(1, keepdim=True)
+    assert ((log_mixed - log_exact).abs() <= 0.1 * spread).all()
+    clear = (log_exact.topk(2).values.diff(dim=1).abs() > 0.2 * spread).squeeze(1)  # a margin no rounding flips
+    assert clear.sum() >= len(images) // 2
+    assert torch.equal(log_mixed.argmax(1)[clear], log_exact.argmax(1)[clear])
 
 
 def test_an_ensemble_carries_the_test_time_views_every_tool_uses(

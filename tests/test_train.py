@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -22,12 +23,16 @@ from heritage_cnn.checkpoint import load_checkpoint
 from heritage_cnn.data import load_images
 from heritage_cnn.evaluate import predict_logits
 from heritage_cnn.io import FolderBusy, load_tensors
+from heritage_cnn.losses import NonFiniteLossError, consistency_loss
 from heritage_cnn.model import ModelConfig
-from heritage_cnn.train import NonFiniteLossError, TrainConfig, consistency_loss, learning_rate, train
+from heritage_cnn.recipe import learning_rate
+from heritage_cnn.train import TrainConfig, train
 
 
 def _config(root: Path, out: Path, **overrides) -> TrainConfig:
-    base = TrainConfig(data=str(root), out=str(out), epochs=3, batch_size=32, model=ModelConfig(**TINY), progress=False)
+    base = TrainConfig(
+        data=str(root), out=str(out), epochs=3, batch_size=32, model=ModelConfig(**TINY), amp=False, progress=False
+    )  # float32 (amp=False): the same numbers on every CPU family; bf16 training has its own test
     return replace(base, **overrides)
 
 
@@ -121,18 +126,19 @@ def test_consistency_training_resumes_exactly_and_pulls_the_views_together(
     synthetic_root: Path, tmp_path: Path
 ) -> None:
     """Both views' augmentation draws survive an interruption; the term makes the views' answers closer."""
-    whole = train(_config(synthetic_root, tmp_path / "whole", consistency_weight=12.0), log=lambda _: None)
+    config = functools.partial(_config, synthetic_root, lr=0.01)  # a rate at which 3 epochs learn (0.6 accuracy)
+    whole = train(config(tmp_path / "whole", consistency_weight=12.0), log=lambda _: None)
     train(
-        _config(synthetic_root, tmp_path / "cut", consistency_weight=12.0),
+        config(tmp_path / "cut", consistency_weight=12.0),
         log=lambda _: None,
         should_stop=lambda epoch, step: (epoch, step) == (1, 2),
     )
-    resumed = train(_config(synthetic_root, tmp_path / "cut", resume=True, consistency_weight=12.0), log=lambda _: None)
+    resumed = train(config(tmp_path / "cut", resume=True, consistency_weight=12.0), log=lambda _: None)
     assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in whole.history]
     a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
-    plain = train(_config(synthetic_root, tmp_path / "plain"), log=lambda _: None)
-    images = load_images(synthetic_root).images[:64]
+    plain = train(config(tmp_path / "plain"), log=lambda _: None)
+    images = load_images(synthetic_root).images
     disagreement = []
     for run in (plain, whole):
         model = load_checkpoint(run.checkpoint)
@@ -141,7 +147,35 @@ def test_consistency_training_resumes_exactly_and_pulls_the_views_together(
         with torch.no_grad():
             logits = torch.cat([model.model.eval()(model.normalise(v)) for v in views])
         disagreement.append(consistency_loss(logits).item())
-    assert disagreement[1] < disagreement[0], disagreement
+    # Same seed, same draws: the term cuts the divergence between two views of all 240 photos to 0.3-0.4 of the
+    # plain run's (seeds 0 and 1, float32); without it the two runs would be the same run, a ratio of 1
+    assert disagreement[1] < 0.6 * disagreement[0], disagreement
+
+
+def test_bf16_training_learns_resumes_exactly_and_is_recorded(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default on CPUs with native bf16 (autocast), run on every CPU: autocast emulates it where the kernels
+    have no bf16, so an AVX2 machine checks the path an Intel Xeon takes."""
+    from heritage_cnn import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    logged: list[str] = []
+    whole = train(_config(synthetic_root, tmp_path / "whole", amp=True, lr=0.01), log=logged.append)
+    assert any("torch.bfloat16 autocast" in line for line in logged), logged
+    assert whole.final["val_accuracy"] >= 0.5  # 3 epochs at this rate learn the set: chance is 0.1
+    machine = load_checkpoint(whole.checkpoint).info["trained_on_machine"]
+    assert machine["autocast"] == "bfloat16" and machine["cpu"]
+    train(
+        _config(synthetic_root, tmp_path / "cut", amp=True, lr=0.01),
+        log=lambda _: None,
+        should_stop=lambda epoch, step: (epoch, step) == (1, 3),
+    )
+    resumed = train(_config(synthetic_root, tmp_path / "cut", amp=True, lr=0.01, resume=True), log=lambda _: None)
+    a, b = load_tensors(whole.checkpoint), load_tensors(resumed.checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = train(_config(synthetic_root, tmp_path / "plain", lr=0.01), log=lambda _: None)
+    assert load_checkpoint(plain.checkpoint).info["trained_on_machine"]["autocast"] == "none"
 
 
 def test_saved_weights_are_the_moving_average_of_the_raw_weights(synthetic_root: Path, tmp_path: Path) -> None:

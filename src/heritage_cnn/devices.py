@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -17,8 +18,25 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+# oneDNN's instruction-set names below AVX512_CORE_BF16, the first with bf16 dot products in hardware
+# (oneDNN's "CPU dispatcher control" documentation lists them in this order).
+_ONEDNN_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def kernels_below_bf16() -> bool:
+    """True when the kernels in force are below AVX-512 BF16: the CPU's own (an AVX2 CPU), or as capped
+    by ATEN_CPU_CAPABILITY or ONEDNN_MAX_CPU_ISA, with which an Intel machine computes as an AVX2 machine
+    does, autocast included (`make test`'s second pass)."""
+    capability = torch.backends.cpu.get_cpu_capability()  # what ATEN_CPU_CAPABILITY left in force
+    onednn_cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return capability in ("DEFAULT", "NO AVX", "AVX2") or onednn_cap in _ONEDNN_ISAS_WITHOUT_BF16
+
+
 def cpu_has_native_bf16() -> bool:
-    """True where oneDNN runs bf16 convolutions in hardware (AVX-512 BF16 / AMX), so autocast pays off."""
+    """True where oneDNN runs bf16 convolutions in hardware (AVX-512 BF16 / AMX), so autocast pays off,
+    and no instruction-set cap forbids those kernels."""
+    if platform.machine().lower() in ("x86_64", "amd64") and kernels_below_bf16():
+        return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -46,9 +64,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
-def machine_description(device: torch.device) -> dict[str, str]:
-    """What a run was trained on, recorded in its checkpoints so that results can be compared honestly."""
+def machine_description(device: torch.device, autocast: torch.dtype | None = None) -> dict[str, str]:
+    """What a run was trained on, recorded in its checkpoints so that results can be compared honestly: the
+    CPU, torch, the device and the autocast type ("none": float32 throughout, the same on every CPU family)."""
     described = {"cpu": cpu_model(), "torch": torch.__version__, "device": str(device)}
+    described["autocast"] = str(autocast).removeprefix("torch.") if autocast is not None else "none"
     if device.type == "cuda":
         described["gpu"] = torch.cuda.get_device_name(device)
     return described

@@ -42,7 +42,6 @@ from heritage_cnn.losses import (
     TrainingLoss,
     balanced_class_weights,
     check_teacher_classes,
-    consistency_loss,
     load_teachers,
 )
 from heritage_cnn.model import HeritageNet, forward_flops, parameter_count
@@ -59,21 +58,9 @@ from heritage_cnn.recipe import (
     stratified_limit,
 )
 
-__all__ = [  # what other modules import from here, including names that moved to their own modules
-    "RUNTIME_FIELDS",
-    "NonFiniteLossError",
-    "TrainConfig",
-    "TrainResult",
-    "consistency_loss",
-    "learning_rate",
-    "leave_process_group",
-    "mixed_precision",
-    "prepare_data",
-    "stratified_limit",
-    "train",
-    "train_one_epoch",
-    "validate",
-]
+# what other modules import from here (the layout issue moves each to its own home)
+__all__ = ["RUNTIME_FIELDS", "TrainConfig", "TrainResult", "leave_process_group", "prepare_data", "stratified_limit"]
+__all__ += ["train", "train_one_epoch", "validate"]
 
 
 @dataclass
@@ -209,7 +196,16 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
     """Train a network from scratch (or resume one) and write the run folder.
 
     `should_stop(epoch, step)` is polled after every step like Ctrl-C is (tests use it to interrupt).
+    The caller's thread count is restored on return: a library call leaves no global state behind.
     """
+    threads = torch.get_num_threads()
+    try:
+        return _train(config, log, should_stop)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(config: TrainConfig, log: Log, should_stop: Callable[[int, int], bool] | None) -> TrainResult:
     started = time.perf_counter()
     out = Path(config.out)
     if config.threads:
@@ -295,7 +291,7 @@ def _train_into(
     start_epoch, start_step, best_acc = 0, 0, -1.0
     partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
     generator_state = global_state = None
-    record = trainstate.provenance(train_set, device) if ranks.main else {}
+    record = trainstate.provenance(train_set, device, amp_dtype if use_amp else None) if ranks.main else {}
 
     def save(name: str) -> None:
         checkpoint.info = trainstate.checkpoint_info(config, history, len(train_set), len(val_set), flops, record)

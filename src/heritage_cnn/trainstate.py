@@ -203,13 +203,13 @@ def write_history(out: Path, history: list[dict[str, float]]) -> None:
     atomic_write_json(out / "metrics.json", history)
 
 
-def provenance(train_set: ImageSet, device: torch.device) -> dict[str, Any]:
+def provenance(train_set: ImageSet, device: torch.device, autocast: torch.dtype | None) -> dict[str, Any]:
     """What trained the model, computed once per run: the perceptual hash of every training image (so that
-    evaluation can tell trained-on images apart) and the machine (bf16 kernels differ between CPUs)."""
+    evaluation can tell trained-on images apart) and the machine and autocast (bf16 kernels differ between CPUs)."""
     hashes = perceptual_hashes(train_set.images)
     return {
         "trained_on": {"phash": [f"{int(h):016x}" for h in hashes], "distance": NEAR_DUPLICATE_DISTANCE},
-        "trained_on_machine": machine_description(device),
+        "trained_on_machine": machine_description(device, autocast),
     }
 
 

@@ -118,7 +118,13 @@ RECIPE = (
     Flag("--shift", "augment.shift", "random shift, fraction of the side"),
     Flag("--erase", "augment.erase", "probability of random erasing of a rectangle per image"),
     Flag("--no-augment", "augment", "switch augmentation off (for comparisons)", const=NO_AUGMENT),
-    Flag("--no-amp", "amp", "no mixed precision on CUDA (it is on by default)", const=False),
+    Flag(
+        "--no-amp",
+        "amp",
+        "float32 throughout: no bf16 autocast on CPUs that have bf16 natively, none on CUDA (the same numbers on "
+        "every CPU family)",
+        const=False,
+    ),
     Flag("--sync-bn", "sync_bn", "synchronised batch norm across processes (distributed runs)", const=True),
     Flag("--compile", "compile", "torch.compile the network (GPU, long runs)", const=True),
     Flag("--device", "device", "where to train", str, choices=DEVICES),
