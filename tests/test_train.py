@@ -178,6 +178,16 @@ def test_bf16_training_learns_resumes_exactly_and_is_recorded(
     assert load_checkpoint(plain.checkpoint).info["trained_on_machine"]["autocast"] == "none"
 
 
+def test_train_gives_the_callers_thread_count_back(synthetic_root: Path, tmp_path: Path) -> None:
+    """--threads holds for the run only: a caller's later results must not depend on a run it made before."""
+    before = torch.get_num_threads()
+    run_threads = 1 if before > 1 else 2
+    train(
+        _config(synthetic_root, tmp_path / "run", epochs=1, threads=run_threads, limit_per_class=8), log=lambda _: None
+    )
+    assert torch.get_num_threads() == before
+
+
 def test_saved_weights_are_the_moving_average_of_the_raw_weights(synthetic_root: Path, tmp_path: Path) -> None:
     """With --ema the checkpoint holds the average, which follows the raw weights as the decay goes to 0."""
     for decay, same in ((1e-9, True), (0.9, False)):
