@@ -42,6 +42,7 @@ from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.classimages import ClassImages, Gallery, find_class_images
 from heritage_cnn.decode import MAX_IMAGE_PIXELS, ImageError, ImageTooLarge, read_image
 from heritage_cnn.figures import signed_to_rgb
+from heritage_cnn.names import json_text
 from heritage_cnn.predict import Classifier
 from heritage_cnn.sort import MIN_CONFIDENCE
 
@@ -266,7 +267,14 @@ def create_app(
     labels = dict(zip(checkpoint.display_names, checkpoint.classes, strict=True))  # display name -> class folder
     too_large = f"the upload is larger than the {max_upload_bytes / 2**20:g} MB limit"
 
-    app = FastAPI(title="heritage-cnn", docs_url=None, redoc_url=None)  # the API docs pages need a CDN
+    class Answer(JSONResponse):
+        """JSON whatever file names it holds (the model's): `names.json_text`, as every JSON the tool writes."""
+
+        def render(self, content: Any) -> bytes:
+            return json_text(content, indent=None).encode("utf-8")
+
+    # no API docs pages: they need a CDN
+    app = FastAPI(title="heritage-cnn", docs_url=None, redoc_url=None, default_response_class=Answer)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts or allowed_hosts()))
 
     @app.get("/", response_class=HTMLResponse)
@@ -341,10 +349,10 @@ def create_app(
     ) -> JSONResponse:
         try:
             data = await read_upload(request)
-            return JSONResponse(await run_in_threadpool(answer, data, top, overlays))
+            return Answer(await run_in_threadpool(answer, data, top, overlays))
         except UploadError as error:
             close = {"connection": "close"} if error.status in (408, 413) else None  # do not read the rest
-            return JSONResponse({"detail": error.message}, status_code=error.status, headers=close)
+            return Answer({"detail": error.message}, status_code=error.status, headers=close)
 
     return app
 
