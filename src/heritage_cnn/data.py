@@ -222,9 +222,10 @@ def _cache_key(files: FileList, size: int) -> str:
     for path, label in zip(files.files, files.labels, strict=True):
         try:
             stat = path.stat()
-            digest.update(f"{path}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            line = f"{path}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
         except OSError:
-            digest.update(f"{path}\t{label}\tmissing\n".encode())
+            line = f"{path}\t{label}\tmissing\n"
+        digest.update(line.encode("utf-8", "surrogateescape"))  # any file name: its bytes
     return digest.hexdigest()[:32]
 
 

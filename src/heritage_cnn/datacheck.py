@@ -13,6 +13,7 @@ import numpy as np
 
 from heritage_cnn.data import DatasetError, display_name, find_layout, list_images, load_images
 from heritage_cnn.decode import ImageError, image_header, open_regular
+from heritage_cnn.names import shown
 from heritage_cnn.split import NEAR_DUPLICATE_DISTANCE, hamming_pairs, perceptual_hashes
 
 KAGGLE_DATASET = "ikobzev/architectural-heritage-elements-image64-dataset"
@@ -117,7 +118,7 @@ def format_report(report: dict[str, Any]) -> str:
     splits = report["splits"]
     names = sorted({c for s in splits.values() for c in s["per_class"]})
     width = max(len(display_name(c)) for c in names) + 2
-    lines = [f"{report['root']} ({report['layout']} layout)", ""]
+    lines = [f"{shown(report['root'])} ({report['layout']} layout)", ""]
     lines.append("class".ljust(width) + "".join(f"{s:>8}" for s in splits))
     for c in names:
         lines.append(display_name(c).ljust(width) + "".join(f"{s['per_class'].get(c, 0):>8}" for s in splits.values()))
@@ -129,7 +130,7 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{name}: modes {modes}; sizes {sizes}{' ...' if s['distinct_sizes'] > 3 else ''}")
         lines.append(f"{name}: {len(s['unreadable'])} unreadable or non-image file(s)")
         for bad in s["unreadable"][:10]:
-            lines.append(f"  {bad['path']}: {bad['reason']}")
+            lines.append(f"  {shown(bad['path'])}: {bad['reason']}")
         if s["empty_classes"]:
             lines.append(f"{name}: class folders with no images: {', '.join(s['empty_classes'])}")
     ident = report["identical_files"]
@@ -138,7 +139,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{len(ident['conflicting_labels'])} group(s) with conflicting labels, {len(ident['across_splits'])} across splits"
     )
     for group in ident["conflicting_labels"][:10]:
-        lines.append("  " + "  ==  ".join(f"{g['class']}/{Path(g['path']).name}" for g in group))
+        lines.append("  " + "  ==  ".join(f"{g['class']}/{shown(Path(g['path']).name)}" for g in group))
     near = report["near_duplicates"]
     lines.append(
         f"near-duplicates ({near['method']}): {near['pairs']} pairs, "

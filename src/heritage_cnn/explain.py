@@ -21,6 +21,7 @@ from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.figures import PERCENTILE, overlay, plt, save_figure
 from heritage_cnn.labels import resolve_class
 from heritage_cnn.model import HeritageNet
+from heritage_cnn.names import portable_name, shown
 
 METHODS = ("saliency", "guided_backprop", "deconvolution", "grad_cam", "occlusion")
 LABELS = {
@@ -134,9 +135,9 @@ def write_explanation(
     index = int(best.indices[0]) if index is None else index
     maps = {method: heat.cpu() for method, heat in attribute_all(captum_ready(checkpoint.model), x, index).items()}
     top3 = ", ".join(f"{names[i]} {p:.0%}" for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True))
-    title = f"{Path(image).name}: top-3 {top3}; maps for '{names[index]}'"
+    title = f"{shown(Path(image).name)}: top-3 {top3}; maps for '{names[index]}'"
     return plot_explanation(
-        photo[0].permute(1, 2, 0).numpy(), maps, title, Path(out) / f"explain_{Path(image).stem}.png"
+        photo[0].permute(1, 2, 0).numpy(), maps, title, Path(out) / portable_name(f"explain_{Path(image).stem}.png")
     )
 
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 
+from heritage_cnn.names import json_text
+
 
 class CheckpointError(ValueError):
     """A weights or metadata file that cannot be used. The message names the file."""
@@ -38,7 +40,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if given.endswith(("/", os.sep)) or path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder: give a file name", given)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    short = os.fsdecode(os.fsencode(path.name)[:200])  # the temporary name must fit in 255 bytes too
+    fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -65,12 +68,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, errors: str = "strict") -> None:
+    """UTF-8; `errors="surrogateescape"` (`names.CSV_ERRORS`) writes file names' undecodable bytes as they are."""
+    atomic_write_bytes(path, text.encode("utf-8", errors))
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    """Valid UTF-8 JSON whatever file names `obj` holds (`names.json_text`)."""
+    atomic_write_text(path, json_text(obj) + "\n")
 
 
 MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit on the JSON header

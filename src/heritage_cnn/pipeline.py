@@ -28,6 +28,7 @@ from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.data import ImageSet, find_layout, list_images, load_images, split_folder
 from heritage_cnn.evaluate import compute_metrics, hashes_from_hex, near_any, predict_logits, write_evaluation
 from heritage_cnn.io import CheckpointError, atomic_write_json, read_json
+from heritage_cnn.names import shown
 from heritage_cnn.split import perceptual_hashes
 
 Log = Callable[[str], None]
@@ -153,7 +154,7 @@ def evaluate_on(
     probabilities = torch.softmax(logits.float(), 1).cpu().numpy()
     labels = images.labels.numpy()
     metrics = compute_metrics(labels, probabilities, checkpoint.display_names)
-    title = f"{Path(str(checkpoint.path)).name} on the {described}{TTA_LABELS[tta]}"
+    title = shown(f"{Path(str(checkpoint.path)).name} on the {described}{TTA_LABELS[tta]}")  # text in figures
     extra = {"model": str(checkpoint.path), "data": data, "split": split, "tta": tta, **extra}
     extra["skipped"] = [{"path": p, "reason": r} for p, r in images.skipped]
     paths = write_evaluation(out, metrics, checkpoint.display_names, title, extra, images.images, probabilities, labels)
@@ -163,8 +164,8 @@ def evaluate_on(
         f"macro F1 {metrics['macro_f1']['value']:.4f}, {metrics['n_images']} images{TTA_LABELS[tta]}"
     )
     if images.skipped:
-        log(f"skipped {len(images.skipped)} unreadable file(s): listed in {paths['metrics_json']}")
-    log(f"figures: {out}/ (confusion_matrix.png, errors.png, calibration.png, metrics.md)")
+        log(f"skipped {len(images.skipped)} unreadable file(s): listed in {shown(paths['metrics_json'])}")
+    log(f"figures: {shown(out)}/ (confusion_matrix.png, errors.png, calibration.png, metrics.md)")
     return metrics
 
 
@@ -192,7 +193,7 @@ def inside_step(model: str | os.PathLike | None, data: str, out: Path, log: Log 
     inside = Path(out) / "inside"
     checkpoint = load_checkpoint(model).member(member)
     photo = validation_photo(model, data, checkpoint.classes)
-    log(f"\n== look inside the network -> {inside}  (photo: {photo})")
+    log(f"\n== look inside the network -> {shown(inside)}  (photo: {shown(photo)})")
     layers = deconvnet.deconv_layers(checkpoint.model)
     visualize.write_feature_maps(checkpoint, photo, inside, [layers[0]])
     visualize.write_kernels(checkpoint, inside)

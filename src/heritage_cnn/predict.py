@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from heritage_cnn.data import IMAGE_EXTENSIONS, walk_files
 from heritage_cnn.decode import ImageError, decode_image, fit_square, to_rgb, try_decode
 from heritage_cnn.devices import mixed_precision
 from heritage_cnn.model import fold_batch_norm
+from heritage_cnn.names import json_text, shown
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 
@@ -193,19 +193,13 @@ def find_photos(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[t
 # --------------------------------------------------------------------------------------------
 
 
-def printable(path: str | None) -> str | None:
-    """A file name fit for any terminal or file: bytes that are not UTF-8 (an old camera's Latin-1
-    name, say) are shown as U+FFFD instead of crashing the output."""
-    if path is None:
-        return None
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 def format_predictions(predictions: Sequence[Prediction], fmt: str) -> str:
-    """Predictions as text: "table" (for people), "json" (a list of `to_dict()`), "csv" (flat top-k columns)."""
-    predictions = [replace(p, path=printable(p.path)) for p in predictions]
+    """Predictions as text: "table" (for people), "json" (a list of `to_dict()`), "csv" (flat top-k columns).
+
+    File names follow `heritage_cnn.names`: exact in JSON and CSV (write CSV text with `names.CSV_ERRORS`),
+    shown safely in the table."""
     if fmt == "json":
-        return json.dumps([p.to_dict() for p in predictions], indent=2, ensure_ascii=False)
+        return json_text([p.to_dict() for p in predictions])
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=flat_fields(max([len(p.top) for p in predictions] + [0])))
@@ -214,6 +208,7 @@ def format_predictions(predictions: Sequence[Prediction], fmt: str) -> str:
         return buffer.getvalue().rstrip("\n")
     if fmt != "table":
         raise ValueError(f"unknown output format {fmt!r}: choose table, json or csv")
+    predictions = [replace(p, path=shown(p.path) if p.path is not None else None) for p in predictions]
     width = max([len(str(p.path)) for p in predictions] + [4])
     lines = [f"{'path'.ljust(width)}  {'class':<16} {'prob':>5}  top"]
     for p in predictions:

@@ -27,6 +27,7 @@ from heritage_cnn.augment import TTA_WORDS
 from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.data import display_name
 from heritage_cnn.io import atomic_write_text
+from heritage_cnn.names import shown
 
 DPI = 120  # every figure of the report; the page shows them at most at their natural size
 CELL_FONT_PT = 10  # confusion-matrix cell text: 10 pt at 120 dpi is 16.7 px, at least 14 px on a 1280 px page
@@ -257,7 +258,7 @@ def _model_facts(checkpoint: Checkpoint) -> str:
         trained = f", an ensemble of {checkpoint.member_count} networks (the mean of their probabilities)"
     if checkpoint.views != "none":
         trained += f", test-time views averaged ({TTA_WORDS[checkpoint.views]})"
-    name = Path(str(checkpoint.path)).name
+    name = shown(Path(str(checkpoint.path)).name)
     return f"{name}: {parameter_count(checkpoint.model) / 1e6:.2f} M parameters{flops}{trained}"
 
 
@@ -271,7 +272,7 @@ def _data_section(folder: Path) -> Section | None:
     rows = [(display_name(c), *(s["per_class"].get(c, 0) for s in splits.values())) for c in classes]
     ident, near = report["identical_files"], report["near_duplicates"]
     text = (
-        f"<p><code>{escape(Path(report['root']).name)}</code> ({escape(report['layout'])} layout): "
+        f"<p><code>{escape(shown(Path(report['root']).name))}</code> ({escape(report['layout'])} layout): "
         f"{ident['files']} byte-identical files in {ident['groups']} groups, {len(ident['conflicting_labels'])} with "
         f"conflicting labels; {near['pairs']} near-duplicate pairs ({escape(near['method'])}).</p>"
     )
@@ -375,11 +376,11 @@ def build_html_report(
     if not curves.exists() and history:
         plot_training_curves(history, curves)  # saved atomically
     headline, _ = _headline(folder)
-    data_name = Path(str(data)).name if data else "?"
-    title = title or f"heritage-cnn report: {Path(str(checkpoint.path)).name} on {data_name}"
+    data_name = shown(Path(str(data)).name) if data else "?"  # file names as text: `names.shown`
+    title = title or f"heritage-cnn report: {shown(Path(str(checkpoint.path)).name)} on {data_name}"
     facts = [
         ("model", _model_facts(checkpoint)),
-        ("data", f"{data_name} ({data})" if data and not Path(str(data)).is_absolute() else data_name),
+        ("data", f"{data_name} ({shown(data)})" if data and not Path(str(data)).is_absolute() else data_name),
         ("made", f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z} with heritage-cnn {__version__}"),
     ]
     sections = [_data_section(folder)]
@@ -392,14 +393,14 @@ def build_html_report(
     sections += [_evaluation(folder / "eval-val", "val"), _evaluation(folder / "eval-test", "test")]
     sections.append(_inside_section(folder, checkpoint.member(member)))
     sections.append(_class_images(folder / "class_images", checkpoint))
-    shown = [s for s in sections if s is not None]
-    toc = "".join(f"<li><a href='#{s.anchor}'>{escape(s.heading)}</a></li>" for s in shown)
+    present = [s for s in sections if s is not None]
+    toc = "".join(f"<li><a href='#{s.anchor}'>{escape(s.heading)}</a></li>" for s in present)
     header = (
         f"<header><h1>{escape(title)}</h1><p class='headline'>{escape(headline)}</p><dl class='facts'>"
         + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
         + f"</dl></header><nav aria-label='contents'><h2 id='contents'>Contents</h2><ol>{toc}</ol></nav>"
     )
-    body = "".join(f"<section id='{s.anchor}'><h2>{escape(s.heading)}</h2>{''.join(s.body)}</section>" for s in shown)
+    body = "".join(f"<section id='{s.anchor}'><h2>{escape(s.heading)}</h2>{''.join(s.body)}</section>" for s in present)
     page = (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"

@@ -4,9 +4,11 @@ FastAPI with one plain HTML page (`static/index.html`, a little vanilla JavaScri
 page works offline (no CDN, nothing fetched from the internet), the JSON endpoint is the same code path as
 the page, the dependencies are small and pull no second copy of anything, and FastAPI's TestClient tests it.
 
-What an upload must pass, in this order, so that nothing large is stored or decoded before it is refused:
+What an upload must pass, in this order, so that nothing large is stored or decoded before it is refused
+(`heritage_cnn.upload`):
 - size: the declared Content-Length, then the bytes actually received, are capped (413) before the
-  multipart parser spools anything;
+  multipart parser spools anything; the rest of a refused body is read and discarded (up to a bound, never
+  stored) before the 413 is sent, so a client that sends its whole body before reading hears the refusal;
 - type: the content is decoded by Pillow; the file name and the declared content type are ignored (415);
 - pixels: the size declared in the image header is checked against `decode.MAX_IMAGE_PIXELS` before the
   pixels are decoded, so a small PNG that declares a gigapixel canvas (a decompression bomb) is refused (413).
@@ -22,13 +24,12 @@ This module does not import FastAPI or uvicorn at import time: importing it shou
 stack. The `heritage serve` command itself lives in `heritage_cnn.cli.serve`.
 """
 
-import asyncio
 import base64
 import io
 import ipaddress
 import socket
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,12 @@ from PIL import Image
 from heritage_cnn import deconvnet, explain
 from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.classimages import ClassImages, Gallery, find_class_images
-from heritage_cnn.decode import MAX_IMAGE_PIXELS, ImageError, ImageTooLarge, read_image
+from heritage_cnn.decode import MAX_IMAGE_PIXELS
 from heritage_cnn.figures import signed_to_rgb
+from heritage_cnn.names import json_text
 from heritage_cnn.predict import Classifier
 from heritage_cnn.sort import MIN_CONFIDENCE
+from heritage_cnn.upload import BodyTooLarge, BodyTooSlow, RequestBody, UploadError, decode_upload, drain_bound
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
 MULTIPART_SLACK = 64 * 1024  # a multipart body is the file plus boundaries and part headers
@@ -52,76 +55,6 @@ GRAD_CAM_ALPHA = 0.55  # as in `heritage explain`'s figure
 BODY_TIMEOUT_S = 60.0  # the whole request body: 20 MB at 3 Mbit/s; loopback takes milliseconds
 IDLE_TIMEOUT_S = 15.0  # the longest pause between two chunks of a body
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
-
-
-class UploadError(Exception):
-    """An upload refused with an HTTP status and a one-line message shown in the page."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-# --------------------------------------------------------------------------------------------
-# Decoding an upload
-# --------------------------------------------------------------------------------------------
-
-
-def decode_upload(data: bytes, size: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Uploaded bytes -> (size x size x 3 uint8 photo, what was uploaded); UploadError if it is not a safe image.
-
-    The same decoder as every command (`decode.read_image`): any decoder failure is a 415, a header over
-    the pixel limit a 413, and memory stays bounded by the output whatever the header claims.
-    """
-    if not data:
-        raise UploadError(400, "the file is empty (0 bytes)")
-    try:
-        decoded = read_image(data, size, name="upload")
-    except ImageTooLarge as error:
-        raise UploadError(
-            413, f"{str(error).removeprefix('upload: ')}; this server refuses it (a decompression-bomb guard)"
-        ) from None
-    except ImageError as error:
-        reason = str(error).removeprefix("upload: ")
-        if reason == "not a recognised image format":
-            reason = (
-                "not an image: the content is not JPEG, PNG, WebP, TIFF, BMP or GIF (the file name does not matter)"
-            )
-        raise UploadError(415, reason) from None
-    info = {"width": decoded.width, "height": decoded.height, "format": decoded.format, "bytes": len(data)}
-    return decoded.pixels, info
-
-
-class _BodyTooLarge(Exception):
-    pass
-
-
-class _BodyTooSlow(Exception):
-    pass
-
-
-def _capped(
-    receive: Callable[[], Awaitable[dict]], limit: int, total_s: float = BODY_TIMEOUT_S, idle_s: float = IDLE_TIMEOUT_S
-) -> Callable[[], Awaitable[dict]]:
-    """An ASGI `receive` that stops once the request body passes `limit` bytes (chunked uploads too), or
-    when the body takes longer than `total_s` seconds in all or `idle_s` between two chunks."""
-    received = 0
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + total_s
-
-    async def capped_receive() -> dict:
-        nonlocal received
-        try:
-            message = await asyncio.wait_for(receive(), max(0.0, min(idle_s, deadline - loop.time())))
-        except TimeoutError:
-            raise _BodyTooSlow from None
-        received += len(message.get("body", b""))
-        if received > limit:
-            raise _BodyTooLarge
-        return message
-
-    return capped_receive
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,7 +199,14 @@ def create_app(
     labels = dict(zip(checkpoint.display_names, checkpoint.classes, strict=True))  # display name -> class folder
     too_large = f"the upload is larger than the {max_upload_bytes / 2**20:g} MB limit"
 
-    app = FastAPI(title="heritage-cnn", docs_url=None, redoc_url=None)  # the API docs pages need a CDN
+    class Answer(JSONResponse):
+        """JSON whatever file names it holds (the model's): `names.json_text`, as every JSON the tool writes."""
+
+        def render(self, content: Any) -> bytes:
+            return json_text(content, indent=None).encode("utf-8")
+
+    # no API docs pages: they need a CDN
+    app = FastAPI(title="heritage-cnn", docs_url=None, redoc_url=None, default_response_class=Answer)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts or allowed_hosts()))
 
     @app.get("/", response_class=HTMLResponse)
@@ -302,24 +242,31 @@ def create_app(
         return FileResponse(files[name], media_type="image/png")
 
     async def read_upload(request: Request) -> bytes:
-        """The bytes of the form field `photo`, refused (413) before anything over the limit is stored."""
+        """The bytes of the form field `photo`, refused (413) before anything over the limit is stored; the rest
+        of a refused body is drained (`RequestBody.drain`) so that the client reads the 413."""
+        body = RequestBody(request.receive, max_upload_bytes + MULTIPART_SLACK, body_timeout, idle_timeout)
+        try:
+            return await read_photo(request, body)
+        except UploadError as error:
+            if error.status == 413:
+                await body.drain(drain_bound(max_upload_bytes), request.headers)
+            raise
+
+    async def read_photo(request: Request, body: RequestBody) -> bytes:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_upload_bytes + MULTIPART_SLACK:
             raise UploadError(413, too_large)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise UploadError(400, "send the photo as multipart/form-data in a field named 'photo'")
-        capped = Request(
-            request.scope, _capped(request.receive, max_upload_bytes + MULTIPART_SLACK, body_timeout, idle_timeout)
-        )
         try:
-            async with capped.form(max_files=1, max_fields=8) as form:
+            async with Request(request.scope, body.receive).form(max_files=1, max_fields=8) as form:
                 upload = form.get("photo")
                 if not isinstance(upload, UploadFile):
                     raise UploadError(400, "no file in the form field 'photo'")
                 data = await upload.read(max_upload_bytes + 1)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             raise UploadError(413, too_large) from None
-        except _BodyTooSlow:
+        except BodyTooSlow:
             raise UploadError(408, f"the upload was not received within {body_timeout:g} s; try again") from None
         if len(data) > max_upload_bytes:
             raise UploadError(413, too_large)
@@ -341,10 +288,10 @@ def create_app(
     ) -> JSONResponse:
         try:
             data = await read_upload(request)
-            return JSONResponse(await run_in_threadpool(answer, data, top, overlays))
+            return Answer(await run_in_threadpool(answer, data, top, overlays))
         except UploadError as error:
             close = {"connection": "close"} if error.status in (408, 413) else None  # do not read the rest
-            return JSONResponse({"detail": error.message}, status_code=error.status, headers=close)
+            return Answer({"detail": error.message}, status_code=error.status, headers=close)
 
     return app
 

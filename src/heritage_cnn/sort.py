@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heritage_cnn.io import FolderBusy, atomic_write_text, folder_lock
+from heritage_cnn.names import CSV_ERRORS, portable_name, shown
 from heritage_cnn.predict import Classifier, Prediction, find_photos, flat_fields
 
 UNCERTAIN = "_uncertain"
@@ -82,10 +83,10 @@ class SortSummary:
         ]
         if self.skipped:
             lines.append(
-                f"{len(self.skipped)} unreadable file(s) skipped, listed in {self.manifest.parent / 'skipped.csv'}"
+                f"{len(self.skipped)} unreadable file(s) skipped, listed in {shown(self.manifest.parent / 'skipped.csv')}"
             )
         lines += [f"  {name:<20} {count}" for name, count in sorted(self.per_class.items())]
-        lines.append(f"manifest: {self.manifest}")
+        lines.append(f"manifest: {shown(self.manifest)}")
         return "\n".join(lines)
 
 
@@ -143,11 +144,11 @@ def _publish(temp: Path, name: Path) -> bool:
 
 
 def _candidates(folder: Path, name: str) -> Iterator[Path]:
-    stem, suffix = Path(name).stem, Path(name).suffix
-    yield folder / name
-    n = 1
+    """`name` made valid (`names.portable_name`: UTF-8, no control characters, at most 255 bytes), then
+    `-1`, `-2`, ... before the suffix."""
+    n = 0
     while True:
-        yield folder / f"{stem}-{n}{suffix}"
+        yield folder / portable_name(name, n)
         n += 1
 
 
@@ -190,7 +191,7 @@ def _place(source: Path, folder: Path, mode: str, summary: SortSummary) -> tuple
 def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
     if not path.exists():
         return {}
-    with open(path, newline="", encoding="utf-8") as handle:
+    with open(path, newline="", encoding="utf-8", errors=CSV_ERRORS) as handle:
         return {row["source"]: row for row in csv.DictReader(handle) if row.get("source")}
 
 
@@ -199,7 +200,7 @@ def _write_rows(path: Path, fields: list[str], rows: Iterable[dict[str, str]]) -
     writer = csv.DictWriter(buffer, fieldnames=fields, restval="", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue(), errors=CSV_ERRORS)  # source paths exact, byte for byte
 
 
 def _remove_stale_temps(root: Path) -> None:

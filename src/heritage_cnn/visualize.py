@@ -20,6 +20,7 @@ from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.data import decode_image, find_layout, list_images, load_images
 from heritage_cnn.figures import PERCENTILE, draw_box, mosaic, plt, save_figure, signed_to_rgb
 from heritage_cnn.model import conv_layers
+from heritage_cnn.names import portable_name, shown
 
 # --------------------------------------------------------------------------------------------
 # Helpers
@@ -311,13 +312,13 @@ def write_deconv_photo(checkpoint: Checkpoint, image: str | os.PathLike, out: st
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(
-        f"{Path(image).name}: the strongest unit of each layer; top: the window it sees on the photo, "
+        f"{shown(Path(image).name)}: the strongest unit of each layer; top: the window it sees on the photo, "
         f"bottom: what it responded to there (deconvnet projection, grey = 0, clipped at the {PERCENTILE:g}th "
         "percentile)",
         fontsize=9,
     )
     fig.tight_layout(h_pad=2.0, rect=(0, 0, 1, 0.96))  # the top strip for the suptitle: three-line titles reach it
-    return save_figure(fig, Path(out) / f"deconv_image_{Path(image).stem}.png")
+    return save_figure(fig, Path(out) / portable_name(f"deconv_image_{Path(image).stem}.png"))
 
 
 def sample_images(

@@ -61,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from heritage_cnn.data import DatasetError, ImageError
     from heritage_cnn.datacheck import DownloadError
     from heritage_cnn.io import CheckpointError
+    from heritage_cnn.names import shown
 
+    for stream in (sys.stdout, sys.stderr):  # a name the terminal cannot encode is escaped, never a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -71,14 +75,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyError as error:  # a lookup: a sentence from the library, or a bare key missing from a file
         key = error.args[0] if error.args else ""
         message = key if isinstance(key, str) and " " in key else f"{_where(args)}: missing entry {key!r}"
-        print(f"heritage: error: {message}", file=sys.stderr)
+        print(f"heritage: error: {shown(message)}", file=sys.stderr)
         return 2
     except (UsageError, DatasetError, ImageError, CheckpointError, DownloadError, ValueError) as error:
-        print(f"heritage: error: {error}", file=sys.stderr)
+        print(f"heritage: error: {shown(str(error))}", file=sys.stderr)
         return 2
     except OSError as error:  # a read-only or full disk, a missing folder: name the file, no traceback
         where = f"{error.filename}: " if error.filename else ""
-        print(f"heritage: error: {where}{error.strerror or error}", file=sys.stderr)
+        print(f"heritage: error: {shown(where + str(error.strerror or error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("heritage: interrupted", file=sys.stderr)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from heritage_cnn.cli.options import add_command, data_folder, int_in
 
@@ -34,16 +33,19 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     """
     from heritage_cnn.datacheck import check_dataset, format_report
     from heritage_cnn.io import atomic_write_json
+    from heritage_cnn.names import shown
 
     report = check_dataset(data_folder(args.dir), args.near_duplicate_distance)
     if args.format == "json":
-        print(json.dumps(report, indent=2, ensure_ascii=False))
+        from heritage_cnn.names import json_text
+
+        print(json_text(report))
     else:
         print(format_report(report))
     if args.json:
         atomic_write_json(args.json, report)
         if args.format != "json":
-            print(f"\nJSON written to {args.json}")
+            print(f"\nJSON written to {shown(args.json)}")
     return 0
 
 

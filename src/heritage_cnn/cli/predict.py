@@ -34,24 +34,49 @@ def output_format(args: argparse.Namespace) -> str:
     return "table"
 
 
+def write_predictions(predictions: list, fmt: str, output: str | None) -> None:
+    """The table for people (the terminal's encoding); CSV and JSON as UTF-8 bytes, file names exact
+    (`heritage_cnn.names`), to `output` or to stdout, so `> file.csv` gives the same bytes as `-o file.csv`."""
+    from heritage_cnn.names import CSV_ERRORS, shown
+    from heritage_cnn.predict import format_predictions
+
+    text = format_predictions(predictions, fmt)
+    data = (text + "\n").encode("utf-8", CSV_ERRORS if fmt == "csv" else "strict")
+    if output:
+        from heritage_cnn.io import atomic_write_bytes
+
+        atomic_write_bytes(output, data)
+        print(f"{len(predictions)} prediction(s) written to {shown(output)}", file=sys.stderr)
+    elif fmt == "table":
+        print(text)
+    elif hasattr(sys.stdout, "buffer"):
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    else:  # a text-only stream (redirect_stdout to a StringIO)
+        sys.stdout.write(data.decode("utf-8", CSV_ERRORS))
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Classify photos.
 
     Classify photos of any size and common format (JPEG, PNG, WebP, TIFF, BMP, GIF). Each is decoded as in training:
     EXIF orientation honoured, converted to RGB, shorter side scaled to 64 px, centre square cropped. Unreadable
-    files are listed and skipped.
+    files are listed and skipped. File names that are not UTF-8 are written back exactly: as their bytes in CSV
+    (read with errors='surrogateescape'), as \\udcXX escapes in JSON; the table shows them as \\xe9.
 
     Examples:
       heritage predict photo.jpg
       heritage predict survey/ --top 5 -o predictions.csv
       heritage predict survey/ --model runs/a --format json > predictions.json
     """
-    from heritage_cnn.predict import Classifier, find_photos, format_predictions, printable
+    from heritage_cnn.names import shown
+    from heritage_cnn.predict import Classifier, find_photos
 
     fmt = output_format(args)
     photos, missing = find_photos(args.inputs)
     for path, reason in missing:
-        print(f"heritage: {path}: {reason}", file=sys.stderr)
+        print(f"heritage: {shown(path)}: {reason}", file=sys.stderr)
     if not photos:
         raise UsageError("no photos found in " + ", ".join(args.inputs))
     classifier = Classifier.load(args.model, device=device_name(args.device), tta=args.tta)
@@ -64,16 +89,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for item in items:
         (skipped if isinstance(item, tuple) else predictions).append(item)
     if predictions:
-        text = format_predictions(predictions, fmt)
-        if args.output:
-            from heritage_cnn.io import atomic_write_text
-
-            atomic_write_text(args.output, text + "\n")
-            print(f"{len(predictions)} prediction(s) written to {args.output}", file=sys.stderr)
-        else:
-            print(text)
+        write_predictions(predictions, fmt, args.output)
     for path, reason in skipped:
-        print(f"heritage: skipped {printable(path)}: {reason}", file=sys.stderr)
+        print(f"heritage: skipped {shown(path)}: {reason}", file=sys.stderr)
     if skipped:
         print(f"heritage: {len(skipped)} of {len(photos)} file(s) could not be read", file=sys.stderr)
     return 0 if predictions else 2
@@ -85,7 +103,9 @@ def cmd_sort(args: argparse.Namespace) -> int:
     Copy (never move, never delete) each photo below IN_DIR into OUT_DIR/<class>/, or OUT_DIR/_uncertain/ below the
     confidence threshold, and write OUT_DIR/manifest.csv. Safe to run again: photos already sorted are skipped,
     names never overwrite each other. One sort at a time per OUT_DIR: a second one exits 2 at once, naming the
-    process that holds OUT_DIR/.heritage-sort.lock.
+    process that holds OUT_DIR/.heritage-sort.lock. A copy's name is made valid (UTF-8, no control characters, at
+    most 255 bytes); manifest.csv keeps each source's exact path (bytes that are not UTF-8 as they are on disk:
+    read it with errors='surrogateescape').
 
     Example:
       heritage sort survey_2026/ --out sorted/ --min-confidence 0.7

@@ -1,0 +1,52 @@
+"""File names in outputs: any name the file system allows, written back exactly or shown safely.
+
+On Linux a file name is bytes; Python gives names that are not UTF-8 (an old camera's Latin-1
+`caf\\xe9.jpg`) as `str` with each undecodable byte as a lone surrogate (U+DC80-U+DCFF, PEP 383
+"surrogateescape"). Such a `str` cannot be encoded as UTF-8 as it is, so every output picks one of:
+
+- exact (CSV: predict's, sort's manifest.csv and skipped.csv): UTF-8 text whose undecodable name bytes are
+  written as they are on disk (`CSV_ERRORS`); reading with `open(..., encoding="utf-8",
+  errors="surrogateescape", newline="")` gives back the exact path;
+- exact (JSON, every file and answer): each undecodable byte as the escape `\\udcXX` (`json_text`), which
+  Python's `json` reads back as the same `str`, so `os.fsencode(path)` gives the bytes; the file stays
+  valid UTF-8 and other names are written as they are;
+- shown (the terminal, HTML, Markdown, figure titles): `shown(path)`, undecodable bytes as `\\xe9` and control
+  characters (a newline in a name) escaped, so a name never breaks a line or a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+CSV_ERRORS = "surrogateescape"  # the errors handler of every CSV the tool writes and reads
+NAME_MAX = 255  # bytes in one file name on Linux file systems
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # lone: an undecodable byte of a name is U+DC80-U+DCFF
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def shown(path: str | os.PathLike) -> str:
+    """`path` for people: undecodable bytes as `\\xe9`, control characters as `\\n` or `\\x1b`; always encodable."""
+    text = os.fsencode(path).decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    """`obj` as JSON that is valid UTF-8 whatever file names it holds: a name's undecodable bytes become the
+    escapes `\\udcXX`, which `json.loads` turns back into the same `str` (the lone surrogates of PEP 383)."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False)
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def portable_name(name: str, n: int = 0) -> str:
+    """A valid name for a copy of the file `name`, with `-n` before the suffix when n > 0: UTF-8, no control
+    characters (each undecodable byte or control character becomes `_`), at most NAME_MAX bytes."""
+    clean = _CONTROL.sub("_", _SURROGATE.sub("_", name))
+    stem, dot, suffix = clean.rpartition(".") if "." in clean.lstrip(".") else (clean, "", "")
+    tail = f"{'-' + str(n) if n else ''}{dot}{suffix}"
+    room = NAME_MAX - len(tail.encode())
+    stem = stem.encode()[: max(room, 1)].decode("utf-8", "ignore")  # cut on a character boundary
+    return (stem or "_") + tail
