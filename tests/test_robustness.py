@@ -30,7 +30,7 @@ from heritage_cnn.train import TrainConfig, train
 # number of threads rounds differently, and `train` sets the process's thread count, so a default would depend on
 # what ran before in the same process. Like for like, the resumed run must end on the same weights bit for bit.
 THREADS = 1
-TRAIN_ARGS = ["--widths", "8,16", "--batch-size", "16", "--epochs", "4", "--lr", "0.01", "--threads", str(THREADS)]
+TRAIN_ARGS = ["--widths", "8,16", "--batch-size", "4", "--epochs", "4", "--lr", "0.01", "--threads", str(THREADS)]
 TRAIN_ARGS += ["--no-amp"]
 
 
@@ -65,7 +65,7 @@ def uninterrupted(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
         data=str(synthetic_root),
         out=str(out),
         epochs=4,
-        batch_size=16,
+        batch_size=4,
         lr=0.01,
         model=ModelConfig(widths=(8, 16), blocks=(1, 1)),
         threads=THREADS,
@@ -83,10 +83,14 @@ def test_interrupted_training_resumes_to_the_same_result(
     out = tmp_path / "run"
     process = _run_cli(["train", "--data", str(synthetic_root), "--out", str(out), *TRAIN_ARGS])
     _wait_for(process, "epoch 1/4")
-    time.sleep(0.3)  # somewhere inside epoch 2
+    deadline = time.monotonic() + 120
+    while not (out / "curves.png").exists() and time.monotonic() < deadline:  # epoch 1's last write
+        time.sleep(0.01)
+    time.sleep(0.05)  # inside epoch 2: 48 steps of 4 photos
     process.send_signal(sig)
     output, _ = process.communicate(timeout=120)
-    assert process.returncode == 130 and "--resume" in output, output  # a checkpoint at the current step
+    assert process.returncode == 130 and "--resume" in output, output
+    assert "stopped at epoch 2, step" in output, output  # inside an epoch: the resume replays the rest of it
     interrupted_at = load_checkpoint(out / "last").info["validation"]["epoch"]
     assert (out / "resume.safetensors").exists() and (out / "last.safetensors").exists()
     resumed = _run_cli(["train", "--data", str(synthetic_root), "--out", str(out), *TRAIN_ARGS, "--resume"])
