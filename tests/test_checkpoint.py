@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 from pathlib import Path
 
@@ -40,7 +41,17 @@ def test_a_safetensors_file_starting_with_0x80_loads(tiny_run, tmp_path: Path) -
     assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in state.items())
 
 
-def test_pickles_and_torch_save_files_are_refused_in_one_line(tmp_path: Path) -> None:
+def test_pickles_and_torch_save_files_are_refused_in_one_line(tiny_run, tmp_path: Path) -> None:
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    evil = tmp_path / "evil.safetensors"  # a pickle that runs a command when unpickled, beside a valid JSON
+    evil.write_bytes(pickle.dumps(Evil()))
+    evil.with_suffix(".json").write_bytes(tiny_run.checkpoint.with_suffix(".json").read_bytes())
+    with pytest.raises(CheckpointError, match="pickle"):
+        load_checkpoint(evil)
+    assert not (tmp_path / "pwned").exists()  # refused before anything was unpickled
     raw = tmp_path / "raw.safetensors"
     raw.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=2))
     zipped = tmp_path / "zipped.safetensors"

@@ -4,7 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
-import time
+import types
 from pathlib import Path
 
 import pytest
@@ -57,11 +57,20 @@ def test_data_check_reports_counts_and_conflicting_duplicates(
 def test_download_without_network_fails_at_once_with_manual_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(datacheck, "_reachable", lambda: "Name or service not known")
-    started = time.perf_counter()
+    probes = []  # at once: one reachability probe, then nothing (no kagglehub, no retry, no folder made)
+
+    def unreachable(*args: object) -> str:
+        probes.append(args)
+        return "Name or service not known"
+
+    monkeypatch.setattr(datacheck, "_reachable", unreachable)
+    downloads = []
+    fake = types.SimpleNamespace(dataset_download=lambda *args, **kwargs: downloads.append(args))
+    monkeypatch.setitem(sys.modules, "kagglehub", fake)
     assert cli.main(["data", "download", "--dest", str(tmp_path / "d")]) == 2
-    assert time.perf_counter() - started < 5
+    assert len(probes) == 1 and downloads == [] and not (tmp_path / "d").exists()
     err = capsys.readouterr().err.strip()
+    assert "cannot reach kaggle.com (Name or service not known)" in err
     assert len(err.splitlines()) == 1 and "by hand" in err and "train/<class>" in err
 
 

@@ -10,6 +10,7 @@ import torch
 from heritage_cnn import explain
 from heritage_cnn.checkpoint import load_checkpoint
 from heritage_cnn.cli import main
+from heritage_cnn.labels import resolve_class
 from heritage_cnn.visualize import load_photo
 
 
@@ -33,24 +34,38 @@ def test_every_method_gives_one_map(tiny_run, synthetic_root: Path) -> None:
         explain.attribute("lime", model, x, 0)
 
 
-def test_explain_command(tiny_run, synthetic_root: Path, tmp_path: Path, capsys) -> None:
+def test_explain_command(tiny_run, synthetic_root: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     photo = photos(synthetic_root, 1)[0]
-    assert main(["explain", str(photo), "--model", str(tiny_run.checkpoint), "--out", str(tmp_path)]) == 0
-    figure = tmp_path / f"explain_{photo.stem}.png"
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    x = checkpoint.normalise(load_photo(photo))
+    predicted = int(checkpoint.model.eval()(x).argmax())
+    wanted = next(i for i, name in enumerate(checkpoint.classes) if i != predicted)  # a class it is not
+    targets = []  # the class each figure's maps were computed for
+    real_attribute_all = explain.attribute_all
+
+    def spy(model, x, target):
+        targets.append(target)
+        return real_attribute_all(model, x, target)
+
+    monkeypatch.setattr(explain, "attribute_all", spy)
+    model = ["--model", str(tiny_run.checkpoint)]
+    assert main(["explain", str(photo), *model, "--out", str(tmp_path / "p")]) == 0
+    figure = tmp_path / "p" / f"explain_{photo.stem}.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    args = ["explain", str(photo), "--model", str(tiny_run.checkpoint), "--target", "gargoyle", "--out"]
-    assert main([*args, str(tmp_path / "g")]) == 0
-    assert main([*args[:-3], "--target", "pagoda", "--out", str(tmp_path / "bad")]) == 2
+    target = checkpoint.display_names[wanted]  # by display name, as a user types it
+    assert main(["explain", str(photo), *model, "--target", target, "--out", str(tmp_path / "t")]) == 0
+    assert targets == [predicted, wanted]  # without --target: the prediction; with it: the class asked for
+    assert (tmp_path / "t" / figure.name).read_bytes() != figure.read_bytes()  # other maps, other title
+    assert main(["explain", str(photo), *model, "--target", "pagoda", "--out", str(tmp_path / "bad")]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "pagoda" in error and "stained_glass" in error
-    assert not (tmp_path / "bad").exists()
+    assert not (tmp_path / "bad").exists() and len(targets) == 2  # refused before any work
 
 
-def test_parse_target_accepts_folder_display_name_and_index() -> None:
+def test_parse_target_is_none_for_the_prediction_else_the_one_resolver() -> None:
+    """What parse_target adds to labels.resolve_class (tested in test_labels.py): no target, no class."""
     classes, names = ["bell_tower", "dome(inner)"], ["bell tower", "dome (inner)"]
-    assert explain.parse_target("bell tower", classes, names) == 0
-    assert explain.parse_target("dome(inner)", classes, names) == 1
-    assert explain.parse_target("1", classes, names) == 1
     assert explain.parse_target(None, classes, names) is None
+    assert explain.parse_target("dome (inner)", classes, names) == resolve_class("dome (inner)", classes) == 1
     with pytest.raises(ValueError, match="bell_tower, dome"):
         explain.parse_target("2", classes, names)

@@ -1,4 +1,4 @@
-"""The figure module (atomic saves, percentile clipping, receptive-field boxes) and the one class resolver."""
+"""The figure module: atomic saves, percentile clipping, signed maps as colours, receptive-field boxes."""
 
 from __future__ import annotations
 
@@ -11,18 +11,19 @@ import torch
 from PIL import Image
 
 from heritage_cnn import figures
-from heritage_cnn.labels import resolve_class
 
 
 def test_save_figure_replaces_atomically_and_leaves_no_temp_file(tmp_path: Path) -> None:
     path = tmp_path / "out" / "figure.png"
-    for colour in ("red", "blue"):
-        fig, ax = figures.plt.subplots()
-        ax.imshow(np.zeros((4, 4)), cmap="gray")
-        ax.set_title(colour)
+    colours = {"red": (255, 0, 0), "blue": (0, 0, 255)}
+    for colour in colours:
+        fig = figures.plt.figure(figsize=(1, 1))
+        fig.patch.set_facecolor(colour)  # the whole canvas: every pixel of the saved PNG says which figure it is
         figures.save_figure(fig, path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert os.listdir(path.parent) == ["figure.png"]
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pixels = np.asarray(Image.open(path).convert("RGB"))
+        assert (pixels == colours[colour]).all(), colour  # the second save replaced the first
+        assert os.listdir(path.parent) == ["figure.png"]
 
 
 def test_save_figure_failure_keeps_the_old_file_and_no_temp(tmp_path: Path, monkeypatch) -> None:
@@ -59,12 +60,20 @@ def test_clipping_at_the_percentile() -> None:
     assert figures.clip_limit(np.zeros((3, 3))) > 0  # a blank map still has a scale
 
 
-def test_signed_to_rgb_is_grey_at_zero_and_clips() -> None:
+def test_signed_to_rgb_is_grey_at_zero_and_scales_by_the_largest_magnitude() -> None:
+    assert np.allclose(figures.signed_to_rgb(np.zeros((3, 2, 2))), 0.5)  # a blank map: all grey, no division by 0
     x = np.zeros((3, 2, 2))
     x[0, 0, 0], x[0, 1, 1] = 1.0, -0.5
     rgb = figures.signed_to_rgb(x)
     assert rgb.shape == (2, 2, 3) and rgb[0, 1].tolist() == [0.5, 0.5, 0.5]
     assert rgb[0, 0, 0] == 1.0 and rgb[1, 1, 0] == 0.25
+    rgb = figures.signed_to_rgb(np.array([-2.0, 0.0, 1.0]).reshape(3, 1, 1))  # the largest magnitude negative
+    assert rgb.reshape(3).tolist() == [0.0, 0.5, 0.75]
+    heavy = np.zeros((3, 10, 10))
+    heavy[0] = 1.0
+    heavy[0, 0, 0] = 100.0  # one outlier: at the 99th percentile it is clipped instead of turning the rest grey
+    assert figures.signed_to_rgb(heavy, 99)[0, 0, 0] == 1.0 and figures.signed_to_rgb(heavy, 99)[5, 5, 0] == 1.0
+    assert figures.signed_to_rgb(heavy)[5, 5, 0] == pytest.approx(0.505)
 
 
 def test_receptive_field_box_drawn_where_expected() -> None:
@@ -85,19 +94,3 @@ def test_mosaic_places_tiles_row_major() -> None:
     tiles = np.stack([np.full((2, 2), i, dtype=np.float32) for i in range(3)])
     out = figures.mosaic(tiles, 2, pad=1, fill=-1)
     assert out.shape == (5, 5) and out[0, 0] == 0 and out[0, 3] == 1 and out[3, 0] == 2 and out[3, 3] == -1
-
-
-def test_resolve_class_by_index_folder_display_name_and_case() -> None:
-    classes = ["altar", "bell_tower", "dome(inner)"]
-    assert resolve_class("bell_tower", classes) == 1
-    assert resolve_class("bell tower", classes) == 1
-    assert resolve_class("Bell Tower", classes) == 1
-    assert resolve_class("DOME (INNER)", classes) == 2
-    assert resolve_class("dome(inner)", classes) == 2
-    assert resolve_class("2", classes) == 2 and resolve_class(0, classes) == 0
-    for bad in ("3", "pagoda", "-1"):
-        with pytest.raises(ValueError) as error:
-            resolve_class(bad, classes)
-        message = str(error.value)
-        assert "\n" not in message and repr(bad) in message
-        assert "altar, bell_tower, dome(inner)" in message and "0-2" in message

@@ -1,16 +1,20 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import make_survey
 from heritage_cnn import cli
+from heritage_cnn.checkpoint import load_checkpoint
 from heritage_cnn.data import ImageError
+from heritage_cnn.decode import decode_image
 from heritage_cnn.predict import Classifier, Prediction, TopClass, format_predictions
 
 
@@ -28,14 +32,37 @@ def test_predict_accepts_paths_pil_images_and_arrays(classifier: Classifier, syn
 
 
 def test_any_size_mode_and_format(classifier: Classifier, synthetic_root: Path, tmp_path: Path) -> None:
+    """Each file decodes to the pixels it holds, and is classified as those pixels given as an array."""
     photo = Image.open(synthetic_root / "vault" / "004.png").convert("RGB").resize((300, 200))
+    palette, cmyk = photo.convert("P"), photo.convert("CMYK")
+    # the RGB each file holds: lossless files hold the photo itself, the GIF its palette colours
+    holds = {"wide.tif": photo, "plain.bmp": photo, "rgba.webp": photo, "palette.gif": palette.convert("RGB")}
     photo.save(tmp_path / "wide.tif")
-    photo.convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
-    photo.convert("P").save(tmp_path / "palette.gif")
+    cmyk.save(tmp_path / "cmyk.jpg", quality=95)
+    palette.save(tmp_path / "palette.gif")
     photo.convert("RGBA").save(tmp_path / "rgba.webp", lossless=True)
     photo.save(tmp_path / "plain.bmp")
-    predictions = classifier.predict(sorted(tmp_path.iterdir()))
-    assert len(predictions) == 5 and all(0 < p.probability <= 1 for p in predictions)
+    files = sorted(tmp_path.iterdir())
+    predictions = classifier.predict(files)
+    assert [Path(p.path).name for p in predictions] == [f.name for f in files]
+    for file, prediction in zip(files, predictions, strict=True):
+        if file.name in holds:  # lossless: exactly the pixels it holds, so the answer for those pixels
+            pixels = decode_image_of(holds[file.name])
+            assert np.array_equal(decode_image(file), pixels), file.name
+            # the same pixels in a batch of another size: float32 sums in another order (~1e-7 relative each)
+            expected = classifier.predict(pixels)[0]
+            assert prediction.label == expected.label, file.name
+            assert prediction.probability == pytest.approx(expected.probability, abs=1e-5), file.name
+        else:  # JPEG at quality 95: within a few levels of the CMYK photo's RGB
+            error = np.abs(decode_image(file).astype(int) - decode_image_of(cmyk.convert("RGB")).astype(int))
+            assert error.mean() < 3, error.mean()
+
+
+def decode_image_of(image: Image.Image) -> np.ndarray:
+    """The 64 px pixels the one decode policy makes of an RGB image (through a lossless PNG of it)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return decode_image(buffer.getvalue())
 
 
 def test_predict_command_formats_and_skips_bad_files(
@@ -60,10 +87,25 @@ def test_test_time_augmentation_in_classifier_and_commands(
     tiny_run, classifier: Classifier, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photos = sorted(synthetic_root.rglob("*.png"))[:6]
+    flip = Classifier.load(tiny_run.checkpoint, tta="flip")
+    # by hand: the logits of each photo and of its mirror, averaged, then softmax (the plain network, unfolded)
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    pixels = torch.from_numpy(np.stack([decode_image(p) for p in photos])).permute(0, 3, 1, 2)
+    with torch.no_grad():
+        x = checkpoint.normalise(pixels)
+        logits, mirrored = checkpoint.model.eval()(x), checkpoint.model(torch.flip(x, dims=[3]))
+    by_hand, plain_by_hand = torch.softmax((logits + mirrored) / 2, 1), torch.softmax(logits, 1)
+    # folded batch norm and channels_last change only the rounding of float32 sums: ~1e-6 on a probability
+    tolerance = 1e-5
+    mirror_matters = False
+    for prediction, expected, plain in zip(flip.predict(photos, top=10), by_hand, plain_by_hand, strict=True):
+        got = torch.tensor([t.probability for t in prediction.top])
+        assert torch.allclose(got, expected.sort(descending=True).values, atol=tolerance)
+        assert prediction.label == tiny_run.classes[int(expected.argmax())]
+        mirror_matters |= bool((expected - plain).abs().max() > 100 * tolerance)
+    assert mirror_matters  # the photos are not symmetric: a "flip" that ignored the mirror would be caught
     multi = Classifier.load(tiny_run.checkpoint, tta="multi")
-    plain_probs = [p.probability for p in classifier.predict(photos)]
-    multi_preds = multi.predict(photos)
-    assert all(0 < p.probability <= 1 for p in multi_preds) and [p.probability for p in multi_preds] != plain_probs
+    assert [p.probability for p in multi.predict(photos)] != [p.probability for p in classifier.predict(photos)]
     with pytest.raises(ValueError, match="unknown test-time augmentation"):
         Classifier.load(tiny_run.checkpoint, tta="crops")
     model = str(tiny_run.checkpoint)
@@ -72,6 +114,40 @@ def test_test_time_augmentation_in_classifier_and_commands(
     assert len(capsys.readouterr().out.splitlines()) == 2
     with pytest.raises(SystemExit):
         cli.main(["predict", "--model", model, "--tta", "--tta-multi", str(photos[0])])
+
+
+@pytest.mark.parametrize("n", [1, 4, 10])
+def test_predict_top_n_in_table_and_json(
+    n: int, tiny_run, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = [str(synthetic_root / name / "007.png") for name in ("apse", "gargoyle")]
+    model = str(tiny_run.checkpoint)
+    assert cli.main(["predict", *photos, "--model", model, "--top", str(n), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["path"] for row in rows] == photos
+    for row in rows:
+        probabilities = [t["probability"] for t in row["top"]]
+        assert len(row["top"]) == n and probabilities == sorted(probabilities, reverse=True)
+        assert row["top"][0]["label"] == row["label"] and len({t["label"] for t in row["top"]}) == n
+    assert cli.main(["predict", *photos, "--model", model, "--top", str(n)]) == 0
+    header, *lines = capsys.readouterr().out.splitlines()
+    assert header.split() == ["path", "class", "prob", "top"] and len(lines) == len(photos)
+    for line, row in zip(lines, rows, strict=True):  # the answer, then the other n - 1 as "name 0.12, ..."
+        others = line.split("  ")[-1].strip() if n > 1 else ""
+        shown = [other.rsplit(" ", 1) for other in others.split(", ")] if others else []
+        assert [name for name, _ in shown] == [t["name"] for t in row["top"][1:]]
+        assert [p for _, p in shown] == [f"{t['probability']:.2f}" for t in row["top"][1:]]
+        assert line.startswith(row["path"]) and f" {row['name']} " in line
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "three", "2.5"])
+def test_predict_top_refuses_what_is_not_a_positive_count(
+    bad: str, tiny_run, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = str(synthetic_root / "apse" / "007.png")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["predict", photo, "--model", str(tiny_run.checkpoint), "--top", bad])
+    assert info.value.code == 2 and "--top" in capsys.readouterr().err
 
 
 def _prediction(path: str | None = "a/b.jpg") -> Prediction:

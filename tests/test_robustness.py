@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import io
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -27,7 +26,12 @@ from heritage_cnn.io import CheckpointError
 from heritage_cnn.model import ModelConfig
 from heritage_cnn.train import TrainConfig, train
 
-TRAIN_ARGS = ["--widths", "8,16", "--batch-size", "16", "--epochs", "4", "--lr", "0.01"]
+# Both runs of the resume test set the same thread count and float32 explicitly: a reduction split over another
+# number of threads rounds differently, and `train` sets the process's thread count, so a default would depend on
+# what ran before in the same process. Like for like, the resumed run must end on the same weights bit for bit.
+THREADS = 1
+TRAIN_ARGS = ["--widths", "8,16", "--batch-size", "4", "--epochs", "4", "--lr", "0.01", "--threads", str(THREADS)]
+TRAIN_ARGS += ["--no-amp"]
 
 
 def _run_cli(args: list[str]) -> subprocess.Popen[str]:
@@ -61,54 +65,50 @@ def uninterrupted(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
         data=str(synthetic_root),
         out=str(out),
         epochs=4,
-        batch_size=16,
+        batch_size=4,
         lr=0.01,
         model=ModelConfig(widths=(8, 16), blocks=(1, 1)),
+        threads=THREADS,
+        amp=False,
         progress=False,
     )
     return train(config, log=lambda _: None)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
+# SIGKILL (no handler runs; the last whole save is resumed) is test_train.py's, beside the save window it targets.
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_training_resumes_to_the_same_result(
     sig: signal.Signals, uninterrupted, synthetic_root: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "run"
     process = _run_cli(["train", "--data", str(synthetic_root), "--out", str(out), *TRAIN_ARGS])
     _wait_for(process, "epoch 1/4")
-    time.sleep(0.3)  # somewhere inside epoch 2
+    deadline = time.monotonic() + 120
+    while not (out / "curves.png").exists() and time.monotonic() < deadline:  # epoch 1's last write
+        time.sleep(0.01)
+    time.sleep(0.05)  # inside epoch 2: 48 steps of 4 photos
     process.send_signal(sig)
     output, _ = process.communicate(timeout=120)
-    if sig in (signal.SIGINT, signal.SIGTERM):  # a checkpoint at the current step, then exit 130
-        assert process.returncode == 130 and "--resume" in output, output
-    else:
-        assert process.returncode == -signal.SIGKILL
+    assert process.returncode == 130 and "--resume" in output, output
+    assert "stopped at epoch 2, step" in output, output  # inside an epoch: the resume replays the rest of it
+    interrupted_at = load_checkpoint(out / "last").info["validation"]["epoch"]
     assert (out / "resume.safetensors").exists() and (out / "last.safetensors").exists()
     resumed = _run_cli(["train", "--data", str(synthetic_root), "--out", str(out), *TRAIN_ARGS, "--resume"])
     output, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, output
     final = load_checkpoint(out / "last").info["validation"]
-    assert final["epoch"] == 4
+    assert interrupted_at < 4 and final["epoch"] == 4  # really stopped early, then finished
+    # same threads, same precision, same seed: an exact resume ends on the very weights of the whole run
+    whole, resumed_weights = hio.load_tensors(uninterrupted.checkpoint), hio.load_tensors(out / "last.safetensors")
+    assert whole.keys() == resumed_weights.keys()
+    assert [k for k in whole if not torch.equal(whole[k], resumed_weights[k])] == []
     assert final["val_accuracy"] == uninterrupted.final["val_accuracy"]
-    assert final["val_loss"] == pytest.approx(uninterrupted.final["val_loss"], rel=1e-5)
+    assert final["val_loss"] == uninterrupted.final["val_loss"]
     assert not list(out.glob(".*.tmp"))
 
 
-def test_pickles_and_broken_checkpoints_are_refused(tiny_run, tmp_path: Path) -> None:
-    class Evil:
-        def __reduce__(self):
-            return (os.system, ("touch " + str(tmp_path / "pwned"),))
-
-    weights = tmp_path / "evil.safetensors"
-    weights.write_bytes(pickle.dumps(Evil()))
-    (tmp_path / "evil.json").write_bytes(tiny_run.checkpoint.with_suffix(".json").read_bytes())
-    with pytest.raises(CheckpointError, match="pickle"):
-        load_checkpoint(weights)
-    torch.save({"w": torch.zeros(1)}, tmp_path / "saved.pt")
-    with pytest.raises(CheckpointError, match="pickle"):
-        hio.load_tensors(tmp_path / "saved.pt")
-    assert not (tmp_path / "pwned").exists()
-
+def test_broken_checkpoints_are_refused(tiny_run, tmp_path: Path) -> None:
+    """Cut, mismatched or half-missing checkpoints (pickles and torch.save files: test_checkpoint.py)."""
     truncated = tmp_path / "cut.safetensors"
     truncated.write_bytes(tiny_run.checkpoint.read_bytes()[:5000])
     (tmp_path / "cut.json").write_bytes(tiny_run.checkpoint.with_suffix(".json").read_bytes())
@@ -176,31 +176,76 @@ def test_random_bytes_only_ever_raise_image_error(tmp_path: Path, data: bytes, s
         assert array.shape == (64, 64, 3) and array.dtype == np.uint8
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(
-    width=st.integers(1, 300),
-    height=st.integers(1, 300),
-    mode=st.sampled_from(["RGB", "L", "RGBA", "P", "CMYK", "I;16", "1", "LA"]),
-    fmt=st.sampled_from(["PNG", "JPEG", "GIF", "TIFF", "BMP", "WEBP"]),
-    cut=st.integers(0, 3),
-)
-def test_random_small_images_decode_or_raise_image_error(
-    tmp_path: Path, width: int, height: int, mode: str, fmt: str, cut: int
-) -> None:
-    image = Image.new(mode, (width, height))
+# One flat colour per mode, and the RGB a correct decoder must give for it. 16-bit white: 65535 is 255 whether a
+# format keeps 16 bits (scaled) or Pillow clips to 8 on saving (GIF, WebP); the 16-bit scale is test_decode.py's.
+FLAT = {
+    "RGB": ((200, 120, 40), (200, 120, 40)),
+    "L": (150, (150, 150, 150)),
+    "RGBA": ((200, 120, 40, 255), (200, 120, 40)),
+    "LA": ((150, 255), (150, 150, 150)),
+    "P": (0, (200, 120, 40)),  # palette entry 0, set below
+    "CMYK": ((55, 135, 215, 0), (200, 120, 40)),  # 255 - C, 255 - M, 255 - Y
+    "I;16": (65535, (255, 255, 255)),
+    "1": (1, (255, 255, 255)),
+}
+# A flat colour survives the lossless formats and the resize exactly. JPEG and lossy WebP move it by their colour
+# space round trip (YCbCr, 4:2:0) and DC quantisation: 4 levels at most seen over these sizes; 8 keeps it far
+# from every other fill above.
+LOSSY = {"JPEG": 8, "WEBP": 8}
+
+
+def _flat_file(mode: str, fmt: str, size: tuple[int, int]) -> bytes | None:
+    """A whole file of one flat colour (FLAT), or None when the format cannot hold the mode."""
+    image = Image.new(mode, size, FLAT[mode][0])
+    if mode == "P":
+        image.putpalette([200, 120, 40] + [0] * 765)
     buffer = io.BytesIO()
     try:
         image.save(buffer, format=fmt)
     except (OSError, ValueError, KeyError):
+        return None
+    return buffer.getvalue()
+
+
+FORMATS = ["PNG", "JPEG", "GIF", "TIFF", "BMP", "WEBP"]
+WRITABLE = [(mode, fmt) for mode in sorted(FLAT) for fmt in FORMATS if _flat_file(mode, fmt, (2, 2))]  # 39 of 48
+
+
+@pytest.mark.parametrize(("mode", "fmt"), WRITABLE)
+def test_whole_small_images_of_every_mode_decode_to_their_colour(tmp_path: Path, mode: str, fmt: str) -> None:
+    """Every mode a format can hold, at odd sizes: a valid file must decode (no ImageError), to its colour."""
+    for size in ((1, 1), (300, 7), (64, 64), (173, 251)):
+        data = _flat_file(mode, fmt, size)
+        assert data is not None
+        path = tmp_path / f"img.{fmt.lower()}"
+        path.write_bytes(data)
+        array = decode_image(path)
+        assert array.shape == (64, 64, 3) and array.dtype == np.uint8
+        error = np.abs(array.astype(int) - np.array(FLAT[mode][1])).max()
+        assert error <= LOSSY.get(fmt, 0), (size, error)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    width=st.integers(1, 300),
+    height=st.integers(1, 300),
+    mode=st.sampled_from(sorted(FLAT)),
+    fmt=st.sampled_from(FORMATS),
+    cut=st.integers(1, 3),
+)
+def test_random_truncated_images_decode_or_raise_image_error(
+    tmp_path: Path, width: int, height: int, mode: str, fmt: str, cut: int
+) -> None:
+    """A file cut to 1/4, 1/2 or 3/4 decodes (some formats keep what they have) or raises ImageError, nothing else."""
+    data = _flat_file(mode, fmt, (width, height))
+    if data is None:
         return  # this format cannot hold this mode: nothing to test
-    data = buffer.getvalue()
-    if cut:
-        data = data[: len(data) * cut // 4]  # truncated file
     path = tmp_path / f"img.{fmt.lower()}"
-    path.write_bytes(data)
+    path.write_bytes(data[: len(data) * cut // 4])
     try:
         array = decode_image(path)
-    except ImageError:
+    except ImageError as error:
+        assert str(error).startswith(str(path)) and "\n" not in str(error)
         return
     assert array.shape == (64, 64, 3) and array.dtype == np.uint8
 

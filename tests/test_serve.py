@@ -34,6 +34,7 @@ from heritage_cnn.classimages import (
     packaged_for,
     weights_sha256,
 )
+from heritage_cnn.decode import decode_image
 from heritage_cnn.predict import Classifier
 from heritage_cnn.serve import allowed_hosts, create_app, find_class_images, listen
 from heritage_cnn.sort import MIN_CONFIDENCE
@@ -367,7 +368,7 @@ def overflow(browser) -> int:
     return browser.execute_script("return document.documentElement.scrollWidth - document.documentElement.clientWidth")
 
 
-def test_page_in_chromium(server, browser, tmp_path: Path) -> None:
+def test_page_in_chromium(server, browser, tmp_path: Path, tiny_run) -> None:
     from selenium.webdriver.common.by import By
 
     url, _ = server
@@ -389,8 +390,17 @@ def test_page_in_chromium(server, browser, tmp_path: Path) -> None:
     labels = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#classes li")]
     assert labels == [c.replace("_", " ").replace("(", " (") for c in CLASSES]
     assert browser.execute_script("return [...document.querySelectorAll('#classes img')].every(i => i.naturalWidth)")
-    shot = Path(os.environ.get("HERITAGE_SERVE_SCREENSHOT", tmp_path / "serve.png"))
-    assert browser.save_screenshot(str(shot))
+    # the answer in the page is the model's for this photo: the five classes in order, each with its percentage
+    expected = Classifier.load(tiny_run.checkpoint).predict(decode_image(photo.read_bytes()), top=5)[0]
+    rows = card.find_elements(By.CSS_SELECTOR, "ol.top li")
+    assert [row.find_element(By.CSS_SELECTOR, "span").text for row in rows] == [t.name for t in expected.top]
+    shown = [float(row.find_element(By.CSS_SELECTOR, ".pct").text.removesuffix("%")) for row in rows]
+    assert shown == pytest.approx([100 * t.probability for t in expected.top], abs=0.05 + 1e-9)  # one decimal
+    verdict = card.find_element(By.CSS_SELECTOR, ".verdict").text
+    assert verdict.startswith(f"{expected.name} (") if expected.probability >= MIN_CONFIDENCE else "probably" in verdict
+    assert f"{expected.name} ({shown[0]:.1f}%)" in verdict
+    if shot := os.environ.get("HERITAGE_SERVE_SCREENSHOT"):  # for the docs, on request
+        browser.save_screenshot(shot)
 
     notes = tmp_path / "holiday.jpg"
     notes.write_text("not a photo\n")
@@ -487,11 +497,12 @@ def test_page_keyboard_only_upload(server, browser, tmp_path: Path) -> None:
     assert {s.text for s in summaries} <= reached
 
 
-REQUESTS, CONCURRENCY, SECONDS, MAX_GROWTH_MB = 200, 8, 60, 100
+REQUESTS, CONCURRENCY, MAX_GROWTH_MB = 200, 8, 100
 
 
 def test_load_no_errors_bounded_memory(server) -> None:
-    """200 predictions, 8 at a time, on loopback: every answer 200, within 60 s, RSS growth under 100 MB."""
+    """200 predictions, 8 at a time, on loopback: every answer 200, RSS growth under 100 MB (the time is printed;
+    benchmarks/bench_serve.py measures latency)."""
     import httpx
 
     url, process = server
@@ -517,7 +528,6 @@ def test_load_no_errors_bounded_memory(server) -> None:
         f"p95 {np.percentile(latencies, 95):.1f} ms, RSS {before:.0f} -> {after:.0f} MB"
     )
     assert statuses == [200] * REQUESTS
-    assert elapsed < SECONDS
     assert after - before < MAX_GROWTH_MB
     assert process.poll() is None
 
@@ -554,58 +564,58 @@ def quick_server(tiny_run) -> Iterator[tuple[str, subprocess.Popen]]:
         process.wait(timeout=20)
 
 
-def _slow_post(url: str, pause_s: float, chunks: int) -> tuple[bytes, float]:
-    """A raw POST that declares 100 kB and sends `chunks` bytes, one every `pause_s` seconds; (reply, seconds)."""
+def _slow_post(url: str, pause_s: float, chunks: int) -> tuple[bytes, int]:
+    """A raw POST that declares 100 kB and sends up to `chunks` body bytes, one every `pause_s` seconds, until the
+    server answers; (the reply, how many bytes were sent before it). A server that never answers fails the test
+    on the socket's 30 s timeout."""
     port = int(url.rstrip("/").rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-        started = time.monotonic()
         conn.sendall(
             b"POST /api/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
             b"Content-Type: multipart/form-data; boundary=xyz\r\n\r\n--xyz\r\n"
         )
+        sent = 0
+        while sent < chunks and not select.select([conn], [], [], pause_s)[0]:  # nothing from the server yet
+            conn.sendall(b"x")
+            sent += 1
         reply = b""
-        for _ in range(chunks):
-            time.sleep(pause_s)
-            try:
-                conn.sendall(b"x")
-            except OSError:
-                break  # closed by the server
         while chunk := conn.recv(65536):  # until the server closes the connection
             reply += chunk
-        return reply, time.monotonic() - started
+        return reply, sent
+
+
+# Work, not seconds: how many bytes a slow client gets in before the server gives up on it. The trickle's bytes
+# come every 0.5 s: the idle limit (1.5 s between bytes) never applies, the body limit (3 s) stops it after about
+# 6; more than IDLE_S / 0.5 = 3 bytes shows the idle limit was not taken for the whole, fewer than 20 that the
+# server did not wait for the client to finish.
+TRICKLE_S, TRICKLE_BYTES = 0.5, 20
 
 
 def test_slow_clients_get_408_and_are_disconnected(quick_server) -> None:
     url, process = quick_server
-    stalled, seconds = _slow_post(url, pause_s=0.0, chunks=0)  # sends a little, then nothing
+    stalled, sent = _slow_post(url, pause_s=0.0, chunks=0)  # the headers and a little body, then nothing
     assert stalled.startswith(b"HTTP/1.1 408") and b"not received within" in stalled
-    assert IDLE_S - 0.2 < seconds < IDLE_S + 5
-    trickle, seconds = _slow_post(url, pause_s=0.5, chunks=20)  # a byte every 0.5 s: never idle, too slow
+    trickle, sent = _slow_post(url, pause_s=TRICKLE_S, chunks=TRICKLE_BYTES)  # never idle, too slow
     assert trickle.startswith(b"HTTP/1.1 408")
-    assert BODY_S - 0.2 < seconds < BODY_S + 5
+    assert IDLE_S / TRICKLE_S < sent < TRICKLE_BYTES, sent
     with httpx_client() as http:  # the server still answers
         assert http.post(f"{url}api/predict", files={"photo": ("p.png", png_bytes(), "image/png")}).status_code == 200
     assert process.poll() is None
 
 
 def test_a_client_that_trickles_its_headers_is_disconnected(quick_server) -> None:
+    """A header byte every 0.25 s, never finishing: the server hangs up at its 2 s deadline, after about 8 of the
+    40 bytes the client would send (at least HEADER_S / 2 / 0.25 = 4: the deadline is not cut short)."""
     url, process = quick_server
     port = int(url.rstrip("/").rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-        started = time.monotonic()
         conn.sendall(b"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n")
-        closed = False
-        for _ in range(40):  # a header byte every 0.25 s, never finishing: 10 s unless the server hangs up
-            time.sleep(0.25)
-            try:
-                conn.sendall(b"X")
-            except OSError:
-                closed = True
-                break
-        if not closed:
-            closed = conn.recv(1) == b""
-        seconds = time.monotonic() - started
-    assert closed and HEADER_S - 0.2 < seconds < HEADER_S + 4
+        sent = 0
+        while sent < 40 and not select.select([conn], [], [], 0.25)[0]:  # readable: closed by the server
+            conn.sendall(b"X")
+            sent += 1
+        closed = conn.recv(1) == b""
+    assert closed and HEADER_S / 2 / 0.25 <= sent < 40, sent
     with httpx_client() as http:  # keep-alive clients that send whole requests are unaffected
         for _ in range(3):
             assert http.get(f"{url}api/info").status_code == 200
@@ -640,7 +650,7 @@ def hostile_uploads() -> dict[str, tuple[bytes, set[int]]]:
     }
 
 
-SOAK_BATCHES, SOAK_GOOD, SOAK_SECONDS, SOAK_LAST_THIRD_MB = 20, 5, 60, 25
+SOAK_BATCHES, SOAK_GOOD, SOAK_LAST_THIRD_MB = 20, 5, 25
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
@@ -671,5 +681,4 @@ def test_soak_hostile_uploads_between_good_ones(quick_server) -> None:
     print(f"\nsoak: {SOAK_BATCHES * len(uploads)} uploads in {elapsed:.1f} s; RSS per batch (MB): {np.round(rss)}")
     assert len(answers) == SOAK_BATCHES * SOAK_GOOD and all(a == answers[0] for a in answers)
     assert growth < SOAK_LAST_THIRD_MB, rss
-    assert elapsed < SOAK_SECONDS
     assert process.poll() is None

@@ -24,7 +24,7 @@ from PIL import Image
 from conftest import draw, make_survey
 from heritage_cnn import cli
 from heritage_cnn import sort as sort_module
-from heritage_cnn.predict import Classifier
+from heritage_cnn.predict import Classifier, find_photos
 from heritage_cnn.sort import LOCK_NAME, MANIFEST_FIELDS, TEMP_PREFIX, SortLocked, SortSummary, output_lock, sort_photos
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -73,7 +73,7 @@ def _run_sort(model: Path, survey: Path, out: Path, slow_s: float = 0.0) -> subp
     script = textwrap.dedent(f"""
         import shutil, sys, time
         from heritage_cnn import sort
-        from heritage_cnn.predict import Classifier
+        from heritage_cnn.predict import Classifier, find_photos
         copy = shutil.copy2
         def slow_copy(a, b):
             copy(a, b)
@@ -264,3 +264,62 @@ def test_sigkill_mid_sort_then_rerun(tiny_run, tmp_path: Path) -> None:
     assert run.returncode == -signal.SIGKILL and 15 <= len(placed()) < 80  # killed in the middle
     assert _run_sort(tiny_run.checkpoint, survey, out).wait(timeout=300) == 0
     _check_complete(list(survey.iterdir()), out)
+
+
+# --------------------------------------------------------------------------------------------
+# The confidence threshold
+# --------------------------------------------------------------------------------------------
+
+
+def _blends(root: Path) -> Path:
+    """Photos of every confidence: each class's picture, and blends of two classes' (ambiguous on purpose)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(11)
+    pictures = [draw(label, rng).astype(np.float64) for label in range(10)]
+    for a in range(10):
+        Image.fromarray(pictures[a].astype(np.uint8)).save(root / f"class{a}.png")
+        for weight in (0.5, 0.65):
+            blend = weight * pictures[a] + (1 - weight) * pictures[(a + 3) % 10]
+            Image.fromarray(blend.astype(np.uint8)).save(root / f"blend{a}_{weight}.png")
+    return root
+
+
+def _placed(out: Path) -> dict[str, str]:
+    """Source file name -> the folder its copy went to."""
+    return {Path(r["source"]).name: Path(r["destination"]).parent.name for r in _manifest(out)}
+
+
+def test_sort_splits_at_the_threshold_and_a_photo_at_it_is_confident(
+    tiny_run, classifier: Classifier, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rule (sort.py, `--min-confidence`): probability >= threshold -> its class folder; below -> _uncertain/."""
+    survey = _blends(tmp_path / "survey")
+    photos, _ = find_photos([survey])
+    # exact probabilities, as sort computes them (the same files, in the same order, in one batch); the manifest
+    # rounds them to 4 decimals, too coarse to put the threshold exactly on one
+    probability = {Path(p.path).name: p.probability for p in classifier.predict_files(photos)}
+    model = str(tiny_run.checkpoint)
+    assert cli.main(["sort", str(survey), "--out", str(tmp_path / "default"), "--model", model, "-q"]) == 0
+    placed = _placed(tmp_path / "default")
+    uncertain = {name for name, p in probability.items() if p < sort_module.MIN_CONFIDENCE}
+    assert 0 < len(uncertain) < len(photos)  # the default threshold (0.6) really splits this survey
+    assert {name for name, folder in placed.items() if folder == sort_module.UNCERTAIN} == uncertain
+    rows = {Path(r["source"]).name: r for r in _manifest(tmp_path / "default")}
+    for name, folder in placed.items():
+        if name not in uncertain:
+            assert folder == rows[name]["label"]
+        assert float(rows[name]["probability"]) == pytest.approx(probability[name], abs=5e-5)  # 4 decimals
+    assert f"{len(uncertain)} below 0.60 in _uncertain/" in capsys.readouterr().out
+
+    # a photo exactly at the threshold, and the threshold one float above it
+    name, at = min(((n, p) for n, p in probability.items() if 0.2 < p < 0.9), key=lambda item: abs(item[1] - 0.5))
+    above = float(np.nextafter(at, 1.0))
+    for threshold, expected in ((at, "class"), (above, sort_module.UNCERTAIN)):
+        out = tmp_path / f"at-{threshold!r}"
+        args = ["sort", str(survey), "--out", str(out), "--model", model, "--min-confidence", repr(threshold), "-q"]
+        assert cli.main(args) == 0
+        placed = _placed(out)
+        label = {Path(r["source"]).name: r["label"] for r in _manifest(out)}[name]
+        assert placed[name] == (label if expected == "class" else expected), (threshold, at)
+        others = {n: f for n, f in placed.items() if n != name}  # every other photo by the same rule
+        assert all((f == sort_module.UNCERTAIN) == (probability[n] < threshold) for n, f in others.items())

@@ -13,7 +13,6 @@ from conftest import TINY
 from heritage_cnn import deconvnet, visualize
 from heritage_cnn.checkpoint import load_checkpoint
 from heritage_cnn.cli import main
-from heritage_cnn.figures import signed_to_rgb
 from heritage_cnn.model import build_model, layer
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -92,9 +91,6 @@ def test_tiles_are_cropped_to_the_receptive_field(tiny_run, synthetic_root: Path
 
 
 def test_helpers() -> None:
-    assert np.allclose(signed_to_rgb(np.zeros((3, 2, 2))), 0.5)  # zero weight is grey
-    rgb = signed_to_rgb(np.array([-2.0, 0.0, 1.0]).reshape(3, 1, 1))
-    assert rgb.reshape(3).tolist() == [0.0, 0.5, 0.75]
     image = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
     crop = visualize._crop(image, (-1, 2, 2, 5), fill=-1)
     assert crop.shape == (1, 3, 3)
