@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The development and CI copy of the data, when it sits beside the checkout.
 export HERITAGE_DATA ?= $(abspath $(wildcard ../shared/datasets/ahe64))
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo test test-avx2 lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,9 @@ test: install lint  ## the whole test suite (tiny models, synthetic data; integr
 	$(BIN)/python -m pytest -q
 	@if $(ABOVE_AVX2); then echo "== the numerics-sensitive tests again, as an AVX2 CPU computes them ($(AVX2_CAP))"; \
 		$(AVX2_CAP) $(BIN)/python -m pytest -q $(NUMERICS_TESTS); fi
+
+test-avx2: install  ## only the numerics-sensitive tests, as an AVX2 CPU computes them, on any CPU
+	$(AVX2_CAP) $(BIN)/python -m pytest -q $(NUMERICS_TESTS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
