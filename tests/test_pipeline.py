@@ -92,6 +92,28 @@ def test_on_the_training_folder_the_default_leaves_out_every_trained_on_image(
     assert any(f"excluded {tiny_run.train_size} of" in line for line in lines)
 
 
+def test_a_validation_split_rebuilt_on_another_copy_leaves_out_the_trained_on_photos(
+    tiny_run, recorded, tmp_path: Path
+) -> None:
+    """The split's recipe drawn over a smaller copy of the data mixes photos that trained the model into its
+    validation side; scoring them would overstate accuracy (a copy of 12 photos a class reported 100 %)."""
+    model, train_paths, val_paths = recorded
+    smaller = tmp_path / "smaller"
+    for path in sorted(train_paths + val_paths)[::2]:
+        folder = smaller / Path(path).parent.name
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / Path(path).name)
+    lines: list[str] = []
+    metrics = evaluate_on(model, smaller, "val", tmp_path / "e", log=lines.append)
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert saved["excluded"]["count"] > 0 and any("excluded" in line for line in lines)
+    kept = saved["excluded"]["of"] - saved["excluded"]["count"]
+    assert metrics["n_images"] == kept <= len([p for p in sorted(train_paths + val_paths)[::2] if p in val_paths])
+    # on the folder the model was trained on, the rebuilt split is its own validation split: nothing to leave out
+    metrics = evaluate_on(model, Path(train_paths[0]).parents[1], "val", tmp_path / "own", log=lambda _: None)
+    assert metrics["n_images"] == tiny_run.val_size
+
+
 def test_on_another_folder_trained_on_copies_and_near_copies_are_flagged(
     recorded, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -87,7 +87,9 @@ def _select(
     """The images a split scores, a description for titles, and what was left out or mixed in."""
     if split == "val":
         images, described = _validation_images(checkpoint, data, log)
-        return images, described, {}
+        # rebuilt from another copy of the data (fewer photos, other files), the split can hold photos the model
+        # trained on: those are left out too, as for --split unseen
+        return _unseen(checkpoint, images, described, str(data), log, rebuilt=True)
     layout = find_layout(data)
     folder = split_folder(layout, "test" if split == "test" else "train")
     images = load_images(folder, classes=checkpoint.classes, progress=progress)
@@ -96,34 +98,63 @@ def _select(
         log(f"note: no images of {len(missing)} model class(es) in the folder: {', '.join(missing)}")
     if split == "test":
         return images, f"test split of {data} ({len(images)} images)", {}
+    if split == "all":
+        return _all_images(checkpoint, images, folder, log)
+    return _unseen(checkpoint, images, f"images of {folder} the model did not train on", str(folder), log)
+
+
+def _trained_on_mask(checkpoint: Checkpoint, images: ImageSet) -> tuple[np.ndarray, str] | None:
+    """Which images the model trained on (or near-duplicates of them), and why; None when it does not record it."""
     record = trained_on(checkpoint)
     if record is None:
+        return None
+    reference, distance = record
+    reason = f"trained on, or a near-duplicate of a training image (pHash distance <= {distance})"
+    return near_any(perceptual_hashes(images.images), reference, distance), reason
+
+
+def _all_images(checkpoint: Checkpoint, images: ImageSet, folder: Path, log: Log) -> tuple[ImageSet, str, dict]:
+    seen = _trained_on_mask(checkpoint, images)
+    if seen is None:
         log(
             f"WARNING: {checkpoint.path} does not record which images trained it, so trained-on images cannot be "
             f"told apart: the figure below may include them and overstate accuracy"
         )
         return images, f"all of {folder} ({len(images)} images)", {"trained_on_known": False}
-    reference, distance = record
-    seen = near_any(perceptual_hashes(images.images), reference, distance)
-    count, reason = (
-        int(seen.sum()),
-        f"trained on, or a near-duplicate of a training image (pHash distance <= {distance})",
-    )
-    if split == "all":
-        if count:
-            log(f"warning: --split all includes {count} of {len(images)} images the model {reason}")
-        extra = {"trained_on_known": True, "trained_on_included": {"count": count, "reason": reason}}
-        return images, f"all of {folder} ({len(images)} images, {count} trained on)", extra
+    count = int(seen[0].sum())
+    if count:
+        log(f"warning: --split all includes {count} of {len(images)} images the model {seen[1]}")
+    extra = {"trained_on_known": True, "trained_on_included": {"count": count, "reason": seen[1]}}
+    return images, f"all of {folder} ({len(images)} images, {count} trained on)", extra
+
+
+def _unseen(
+    checkpoint: Checkpoint, images: ImageSet, described: str, where: str, log: Log, rebuilt: bool = False
+) -> tuple[ImageSet, str, dict]:
+    """`images` less those the model trained on; with no record, all of them (a rebuilt split silently, since it
+    was drawn to leave the training photos out; any other folder with a warning)."""
+    seen = _trained_on_mask(checkpoint, images)
+    if seen is None:
+        if not rebuilt:
+            log(
+                f"WARNING: {checkpoint.path} does not record which images trained it, so trained-on images cannot "
+                f"be told apart: the figure below may include them and overstate accuracy"
+            )
+        if rebuilt:
+            return images, described, {}
+        return images, f"all of {where} ({len(images)} images)", {"trained_on_known": False}
+    mask, reason = seen
+    count = int(mask.sum())
     if count == len(images):
         raise ValueError(
-            f"{folder}: all {count} images were {reason}: nothing unseen to evaluate (--split all scores them)"
+            f"{where}: all {count} images were {reason}: nothing unseen to evaluate (--split all scores them)"
         )
-    log(f"excluded {count} of {len(images)} images: {reason}")
-    kept = images.subset(np.flatnonzero(~seen))
+    if count or not rebuilt:
+        log(f"excluded {count} of {len(images)} images: {reason}")
+    kept = images.subset(np.flatnonzero(~mask))
     kept.skipped = images.skipped
     extra = {"trained_on_known": True, "excluded": {"count": count, "of": len(images), "reason": reason}}
-    described = f"images of {folder} the model did not train on ({len(kept)} of {len(images)})"
-    return kept, described, extra
+    return kept, (described if rebuilt and not count else f"{described} ({len(kept)} of {len(images)})"), extra
 
 
 def evaluate_on(
