@@ -6,6 +6,7 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -140,3 +141,39 @@ def test_scores_agree_with_pytorch_ood_when_it_is_installed() -> None:
     assert torch.allclose(openset.energy(logits, 2.0), -detector.EnergyBased.score(logits, t=2.0))
     assert torch.allclose(openset.max_softmax(logits), -detector.MaxSoftmax.score(logits))
     assert torch.allclose(openset.max_logit(logits), -detector.MaxLogit.score(logits))
+
+
+def test_the_benchmarks_weighted_metrics_equal_scikit_learn_on_the_drawn_photos() -> None:
+    from open_set import auroc_fpr, cluster_weights, weighted_auroc_fpr
+
+    rng = np.random.default_rng(0)
+    positives = np.round(rng.normal(1.0, 1.0, 40), 1)  # rounded: ties within and across the two sides
+    negatives = np.round(rng.normal(0.0, 1.0, 30), 1)
+    w_pos = cluster_weights(np.arange(40) // 4, 20, rng)  # clusters of four photos drawn together
+    w_neg = cluster_weights(np.arange(30), 20, rng)
+    assert (w_pos.sum(1) == 40).all() and (w_pos.reshape(20, 10, 4) == w_pos.reshape(20, 10, 4)[:, :, :1]).all()
+    aurocs, fprs = weighted_auroc_fpr(positives, negatives, w_pos, w_neg)
+    for r in range(20):
+        expected = auroc_fpr(np.repeat(positives, w_pos[r]), np.repeat(negatives, w_neg[r]))
+        assert (aurocs[r], fprs[r]) == pytest.approx(expected, abs=1e-12)
+    assert auroc_fpr(np.array([2.0, 3.0]), np.array([1.0, 2.0])) == (0.875, 0.5)  # by hand: one tie counts half
+
+
+def test_the_benchmarks_thresholds_and_rule() -> None:
+    from open_set import filed_threshold, pick, reject_threshold
+
+    positives = np.arange(100, dtype=float)
+    threshold = reject_threshold(positives, 0.03)
+    assert (positives < threshold).mean() == 0.03
+    negatives = np.arange(40, dtype=float)
+    assert (negatives >= filed_threshold(negatives, 0.05)).mean() == 0.05
+    settings = {
+        "max_softmax": {"parts": 1, "tuning_auroc": 0.80},
+        "maha": {"parts": 1, "tuning_auroc": 0.900},
+        "slow": {"parts": 1, "tuning_auroc": 0.99},
+        "combo": {"parts": 2, "tuning_auroc": 0.904},
+    }
+    times = {"max_softmax": {"ratio": 1.0}, "maha": {"ratio": 1.05}, "slow": {"ratio": 1.2}, "combo": {"ratio": 1.06}}
+    assert pick(settings, times)["picked"] == "maha"  # the combination gains less than 0.005: the simpler wins
+    settings["combo"]["tuning_auroc"] = 0.91
+    assert pick(settings, times)["picked"] == "combo"
