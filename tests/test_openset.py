@@ -43,6 +43,7 @@ def test_mahalanobis_by_hand() -> None:
     stats = openset.mahalanobis_fit(*two_clusters(), ridge=0.0)
     assert stats.means.tolist() == [[0.0, 0.0], [10.0, 0.0]]
     assert stats.precision.flatten().tolist() == pytest.approx([2.0, 0.0, 0.0, 2.0])
+    assert stats.whitening.flatten().tolist() == pytest.approx([math.sqrt(2), 0.0, 0.0, math.sqrt(2)])
     points = torch.tensor([[0.0, 0.0], [1.0, 1.0], [10.0, 0.5]])
     assert openset.mahalanobis_distances(points, stats)[1].tolist() == pytest.approx([4.0, 164.0])
     assert openset.mahalanobis(points, stats).tolist() == pytest.approx([0.0, -4.0, -0.5])
@@ -50,7 +51,7 @@ def test_mahalanobis_by_hand() -> None:
     wide = openset.mahalanobis_fit(*two_clusters(), ridge=1.0)
     assert openset.mahalanobis(points, wide).tolist() == pytest.approx([0.0, -2.0, -0.25])
     again = openset.MahalanobisStats.from_tensors(wide.tensors())
-    assert torch.equal(again.means, wide.means) and torch.equal(again.precision, wide.precision)
+    assert torch.equal(again.means, wide.means) and torch.equal(again.whitening, wide.whitening)
 
 
 def test_mahalanobis_refuses_a_missing_class_and_a_constant_feature_stays_invertible() -> None:

@@ -56,20 +56,25 @@ def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class MahalanobisStats:
-    """Class means (C, D) and the precision (D, D), the inverse of the shared covariance plus its ridge."""
+    """Class means (C, D) and a whitening matrix W (D, D), the Cholesky factor of the precision P = W W^T (the
+    inverse of the shared covariance plus its ridge): the squared distance is |x W - m W|^2."""
 
     means: torch.Tensor
-    precision: torch.Tensor
+    whitening: torch.Tensor
+
+    @property
+    def precision(self) -> torch.Tensor:
+        return self.whitening @ self.whitening.T
 
     def tensors(self, prefix: str = "openset.mahalanobis.") -> dict[str, torch.Tensor]:
         """As named tensors, the way a checkpoint stores them."""
-        return {f"{prefix}means": self.means, f"{prefix}precision": self.precision}
+        return {f"{prefix}means": self.means, f"{prefix}whitening": self.whitening}
 
     @classmethod
     def from_tensors(
         cls, tensors: Mapping[str, torch.Tensor], prefix: str = "openset.mahalanobis."
     ) -> MahalanobisStats:
-        return cls(tensors[f"{prefix}means"].float(), tensors[f"{prefix}precision"].float())
+        return cls(tensors[f"{prefix}means"].float(), tensors[f"{prefix}whitening"].float())
 
 
 def mahalanobis_fit(
@@ -97,17 +102,17 @@ def mahalanobis_fit(
     scale = covariance.diagonal().mean().clamp_min(torch.finfo(x.dtype).tiny)
     covariance = covariance + ridge * scale * torch.eye(x.shape[1], dtype=x.dtype)
     precision = torch.linalg.inv(covariance)
-    return MahalanobisStats(means.float(), ((precision + precision.T) / 2).float())
+    whitening = torch.linalg.cholesky((precision + precision.T) / 2)
+    return MahalanobisStats(means.float(), whitening.float())
 
 
 def mahalanobis_distances(features: torch.Tensor, stats: MahalanobisStats) -> torch.Tensor:
-    """Squared Mahalanobis distances (N, C) of features (N, D) to every class mean."""
-    x = features.double()
-    means, precision = stats.means.double(), stats.precision.double()
-    # (x - m)^T P (x - m) = x^T P x - 2 x^T P m + m^T P m, for all classes in one matrix product
-    xp = x @ precision
-    quadratic = (xp * x).sum(1, keepdim=True) - 2 * xp @ means.T + ((means @ precision) * means).sum(1)[None]
-    return quadratic.clamp_min(0).float()
+    """Squared Mahalanobis distances (N, C) of features (N, D) to every class mean: whitened features' squared
+    Euclidean distances to the whitened means, taken as differences (no cancellation), in float32. One matrix
+    product per photo: about 0.13 MFLOP for 256 features."""
+    whitened = features.float() @ stats.whitening
+    centres = stats.means @ stats.whitening
+    return torch.cdist(whitened, centres, compute_mode="donot_use_mm_for_euclid_dist").square()
 
 
 def mahalanobis(features: torch.Tensor, stats: MahalanobisStats) -> torch.Tensor:
