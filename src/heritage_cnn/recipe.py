@@ -159,13 +159,14 @@ class TrainConfig:
 # Named starting points of a run; typed flags apply on top. "full" is TrainConfig's defaults. "adamw" is the
 # previous default recipe and the recipe of every shipped network (each records its command in the package):
 # Muon won on six seeds of six in the same time (benchmarks/recipes.md, "Muon becomes the default"). "quick" is
-# `heritage demo`'s first look at the whole pipeline in minutes: a residual block per stage and 14 AdamW epochs,
-# so that the demo stays under 10 minutes on two CPU cores (16 epochs took 10.1; the 12-18 epoch candidates of
-# benchmarks/recipes.md, all AdamW, reach 0.87-0.89).
+# `heritage demo`'s first look at the whole pipeline: a residual block per stage at widths 16-128 (98 MFLOP, under
+# half the default widths' 213) and 14 AdamW epochs, so that the demo fits ten minutes on two cores of a CPU
+# without bf16 (an AVX2 CPU trains in float32, about half the speed of an Intel Xeon's bf16); the recipe log's
+# "The quick recipe on an AVX2 CPU" gives its accuracy against the wider network's.
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {},
     "adamw": {"optimizer": "adamw", "epochs": 56},
-    "quick": {"optimizer": "adamw", "epochs": 14, "model": {"blocks": (1, 1, 1, 1)}},
+    "quick": {"optimizer": "adamw", "epochs": 14, "model": {"widths": (16, 32, 64, 128), "blocks": (1, 1, 1, 1)}},
 }
 
 
