@@ -63,26 +63,9 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
 
     def session(model: torch.nn.Module, name: str) -> Session:
-        """What `train` hands `train_one_epoch`, at the peak learning rate throughout (no warm-up, no decay)."""
         lr = 0.05 if name == "sgd" else TrainConfig.lr
         config = TrainConfig(data="-", out="-", optimizer=name, lr=lr, batch_size=args.batch_size, progress=False)
-        return Session(
-            config=config,
-            model=model,
-            network=model,
-            optimizer=make_optimizer(model, config),
-            scaler=torch.amp.GradScaler("cuda", enabled=False),
-            criterion=TrainingLoss(label_smoothing=config.label_smoothing),
-            normalise=lambda pixels: pixels.sub(0.5).div(0.25),
-            ema=None,
-            mixer=None,
-            ranks=Ranks(),
-            device=torch.device("cpu"),
-            amp=mixed_precision(torch.device("cpu"), config.amp),
-            steps_per_epoch=args.steps,
-            total_steps=10**9,
-            warmup_steps=0,
-        )
+        return peak_rate_session(model, config, args.steps)
 
     runs = {name: session(build_model().to(memory_format=torch.channels_last), name) for name in OPTIMIZERS}
     if args.stem_nchw:
@@ -121,6 +104,27 @@ def main() -> None:
             print(
                 f"  {stem:6.1%}  of all this, on 64 x 64 tensors (augmenting the photos; the stem's conv, BN, ReLU, pool)"
             )
+
+
+def peak_rate_session(model: torch.nn.Module, config: TrainConfig, steps: int) -> Session:
+    """What `train` hands `train_one_epoch`, at the peak learning rate throughout (no warm-up, no decay)."""
+    return Session(
+        config=config,
+        model=model,
+        network=model,
+        optimizer=make_optimizer(model, config),
+        scaler=torch.amp.GradScaler("cuda", enabled=False),
+        criterion=TrainingLoss(label_smoothing=config.label_smoothing),
+        normalise=lambda pixels: pixels.sub(0.5).div(0.25),
+        ema=None,
+        mixer=None,
+        ranks=Ranks(),
+        device=torch.device("cpu"),
+        amp=mixed_precision(torch.device("cpu"), config.amp),
+        steps_per_epoch=steps,
+        total_steps=10**9,
+        warmup_steps=0,
+    )
 
 
 def never(epoch: int, step: int) -> bool:

@@ -229,6 +229,12 @@ def _cache_key(files: FileList, size: int) -> str:
     return digest.hexdigest()[:32]
 
 
+def folder_key(folder: str | os.PathLike, size: int = IMAGE_SIZE) -> str:
+    """What a decode of `folder` depends on (every image's path, class, size and modification time): equal keys,
+    equal decoded images."""
+    return _cache_key(list_images(folder), size)
+
+
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "heritage-cnn"
