@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import os
+import select
 import shutil
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +180,28 @@ def refused_in_one_line(stem: Path, field: str) -> str:
     message = str(caught.value)
     assert "\n" not in message and stem.name in message and field in message, message
     return message
+
+
+@contextlib.contextmanager
+def server_process(create_args: str, run_args: str = "") -> Iterator[tuple[int, subprocess.Popen]]:
+    """The library's server (create_app + listen + run) in its own process on a free loopback port:
+    `create_app(<create_args>)`, `run(app, sock<run_args>)`; yields (port, process) and stops it after."""
+    script = (
+        "from heritage_cnn.serve import create_app, listen, run\n"
+        "sock = listen('127.0.0.1', 0)\n"
+        f"app = create_app({create_args})\n"
+        "print(sock.getsockname()[1], flush=True)\n"
+        f"run(app, sock{run_args})\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 90)
+        line = process.stdout.readline().strip() if ready else ""
+        if not line.isdigit():
+            process.kill()
+            pytest.fail(f"the server did not start: {line!r}")
+        yield int(line), process
+    finally:
+        process.terminate()
+        process.wait(timeout=20)

@@ -23,7 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import CLASSES, draw
+from conftest import CLASSES, draw, server_process
 from heritage_cnn.checkpoint import load_checkpoint
 from heritage_cnn.classimages import (
     PACKAGED,
@@ -541,27 +541,13 @@ BODY_S, IDLE_S, HEADER_S = 3.0, 1.5, 2.0
 
 @pytest.fixture(scope="module")
 def quick_server(tiny_run) -> Iterator[tuple[str, subprocess.Popen]]:
-    """The library's server (create_app + listen + run) in its own process, with 3 s / 1.5 s body timeouts."""
-    script = (
-        "from heritage_cnn.serve import create_app, listen, run\n"
-        "sock = listen('127.0.0.1', 0)\n"
-        f"app = create_app({str(tiny_run.checkpoint)!r}, max_upload_bytes=2**20, body_timeout={BODY_S}, "
-        f"idle_timeout={IDLE_S}, draw_class_images=False)\n"
-        "print(f'http://127.0.0.1:{sock.getsockname()[1]}/', flush=True)\n"
-        f"run(app, sock, header_timeout={HEADER_S})\n"
+    """The library's server in its own process, with 3 s / 1.5 s body timeouts."""
+    create = (
+        f"{str(tiny_run.checkpoint)!r}, max_upload_bytes=2**20, body_timeout={BODY_S}, idle_timeout={IDLE_S}, "
+        "draw_class_images=False"
     )
-    env = {**os.environ, "PYTHONPATH": SRC}
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 90)
-        line = process.stdout.readline() if ready else ""
-        if not line.startswith("http://"):
-            process.kill()
-            pytest.fail(f"the server did not start: {line}")
-        yield line.strip(), process
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    with server_process(create, f", header_timeout={HEADER_S}") as (port, process):
+        yield f"http://127.0.0.1:{port}/", process
 
 
 def _slow_post(url: str, pause_s: float, chunks: int) -> tuple[bytes, int]:

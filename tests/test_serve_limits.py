@@ -6,15 +6,14 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
-import select
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from conftest import server_process
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 LIMIT = 2**20  # the server's upload limit in these tests: 1 MB
@@ -27,26 +26,9 @@ PART_TAIL = b"\r\n--b0undary--\r\n"
 
 @pytest.fixture(scope="module")
 def limited_server(tiny_run) -> Iterator[tuple[int, subprocess.Popen]]:
-    """create_app + listen + run in their own process, with a 1 MB upload limit; yields (port, process)."""
-    script = (
-        "from heritage_cnn.serve import create_app, listen, run\n"
-        "sock = listen('127.0.0.1', 0)\n"
-        f"app = create_app({str(tiny_run.checkpoint)!r}, max_upload_bytes={LIMIT}, draw_class_images=False)\n"
-        "print(sock.getsockname()[1], flush=True)\n"
-        "run(app, sock)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": SRC}
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 90)
-        line = process.stdout.readline().strip() if ready else ""
-        if not line.isdigit():
-            process.kill()
-            pytest.fail(f"the server did not start: {line!r}")
-        yield int(line), process
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    """The library's server in its own process, with a 1 MB upload limit; yields (port, process)."""
+    with server_process(f"{str(tiny_run.checkpoint)!r}, max_upload_bytes={LIMIT}, draw_class_images=False") as served:
+        yield served
 
 
 def body_chunks(size: int) -> Iterator[bytes]:
