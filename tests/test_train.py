@@ -210,35 +210,6 @@ def test_same_seed_same_weights_and_other_seed_differs(synthetic_root: Path, tmp
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_low_resolution_epochs_train_small_then_full_and_resume_exactly(synthetic_root: Path, tmp_path: Path) -> None:
-    """Progressive resizing: the first low_res_epochs see low_res px photos (antialiased), the rest the full 64;
-    validation always sees 64. The side is a function of the epoch, so an interrupted run resumes to the same
-    weights."""
-    sides: list[tuple[bool, int]] = []
-
-    def record(module: torch.nn.Module, inputs: tuple) -> None:
-        if type(module).__name__ == "HeritageNet":
-            sides.append((module.training, inputs[0].shape[-1]))
-
-    config = _config(synthetic_root, tmp_path / "whole", low_res=48, low_res_epochs=1)
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
-    try:
-        train(config, log=lambda _: None)
-    finally:
-        handle.remove()
-    steps = len([1 for training_mode, _ in sides if training_mode]) // 3
-    trained = [side for training_mode, side in sides if training_mode]
-    assert trained == [48] * steps + [64] * (2 * steps)
-    assert {side for training_mode, side in sides if not training_mode} == {64}
-
-    cut = replace(config, out=str(tmp_path / "cut"))
-    stopped = train(cut, log=lambda _: None, should_stop=lambda epoch, step: (epoch, step) == (0, 2))
-    assert stopped.interrupted
-    train(replace(cut, resume=True), log=lambda _: None)
-    a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
-
-
 def test_bad_recipes_are_refused(tmp_path: Path) -> None:
     for bad in (
         {"epochs": 0},
@@ -250,10 +221,6 @@ def test_bad_recipes_are_refused(tmp_path: Path) -> None:
         {"consistency_weight": -1},
         {"consistency_weight": 1, "cutmix_alpha": 1},
         {"optimizer": "lion"},
-        {"low_res": 8},
-        {"low_res": 65},
-        {"low_res": 32, "low_res_epochs": 46},
-        {"low_res_epochs": -1},
         {"optimizer": "muon", "model": ModelConfig(widths=(8,), blocks=(1,))},
     ):
         with pytest.raises(ValueError):

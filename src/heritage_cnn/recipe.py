@@ -53,8 +53,6 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()  # trained checkpoints or run folders to distil from (knowledge distillation)
     distill_weight: float = 0.5  # share of the distillation term in the loss when there are teachers
     distill_temperature: float = 2.0  # softmax temperature of teachers and student in that term
-    low_res: int = 0  # side (px) of the training photos in the first low_res_epochs epochs; 0 = full size throughout
-    low_res_epochs: int = 0  # progressive resizing (fast.ai, FFCV): early epochs at low_res cost (low_res / 64)^2
     seed: int = 0
     split: SplitRecipe = field(default_factory=SplitRecipe)  # 1/5 validation, seed 0, pHash distance 10
     limit_per_class: int | None = None  # use at most this many images per class (quick runs)
@@ -120,16 +118,6 @@ class TrainConfig:
             in_range(self.distill_temperature, 0, above_low=True),
             f"{{0}} must be a positive finite number, got {self.distill_temperature}",
             "distill_temperature",
-        )
-        require(
-            self.low_res == 0 or (isinstance(self.low_res, int) and 16 <= self.low_res <= 64),
-            f"{{0}} must be 0 (off) or a side from 16 to 64 px, got {self.low_res}",
-            "low_res",
-        )
-        require(
-            isinstance(self.low_res_epochs, int) and 0 <= self.low_res_epochs <= self.epochs,
-            f"{{0}} must be from 0 to the {self.epochs} epochs, got {self.low_res_epochs}",
-            "low_res_epochs",
         )
         require(not (self.resume and self.overwrite), "{0} and {1} exclude each other", "resume", "overwrite")
         require(
@@ -201,12 +189,6 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
     return flat
-
-
-def training_side(config: TrainConfig, epoch: int, full: int) -> int:
-    """Side in px of the photos trained on in `epoch` (counted from 0): `low_res` early on (never above `full`),
-    else `full`."""
-    return min(config.low_res, full) if config.low_res and epoch < config.low_res_epochs else full
 
 
 def stratified_limit(images: ImageSet, per_class: int, seed: int) -> ImageSet:

@@ -56,7 +56,6 @@ from heritage_cnn.recipe import (
     make_optimizer,
     prepare_data,
     stratified_limit,
-    training_side,
 )
 
 # what other modules import from here (the layout issue moves each to its own home)
@@ -125,7 +124,6 @@ def train_one_epoch(
     s.model.train()
     bar = _progress(range(first_step, s.steps_per_epoch), config.progress, f"epoch {epoch + 1}/{config.epochs}")
     lr = config.lr
-    side = training_side(config, epoch, images.shape[-1])
     for step in bar:
         index = order[step * config.batch_size : (step + 1) * config.batch_size][ranks.rank :: ranks.world]
         batch = images[index]
@@ -136,8 +134,6 @@ def train_one_epoch(
             pixels, target = torch.cat([pixels, second]), torch.cat([y, y])
         if s.mixer is not None:  # on pixels (normalising is affine, so the same as mixing after it)
             pixels, target = s.mixer(pixels, y)
-        if side != pixels.shape[-1]:  # the photo as if taken smaller: antialiased, as a camera's downscale is
-            pixels = F.interpolate(pixels, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
         x = s.normalise(pixels).contiguous(memory_format=torch.channels_last)
         lr = learning_rate(epoch * s.steps_per_epoch + step, s.total_steps, s.warmup_steps, config.lr)
         for group in s.optimizer.param_groups:

@@ -94,10 +94,6 @@ RECIPE = (
     ),
     Flag("--distill-weight", "distill_weight", "share of the teachers' soft targets in the loss"),
     Flag("--distill-temperature", "distill_temperature", "softmax temperature of the distillation term"),
-    Flag(
-        "--low-res", "low_res", "side in px of the training photos in the first --low-res-epochs epochs; 0 = off", int
-    ),
-    Flag("--low-res-epochs", "low_res_epochs", "epochs trained at --low-res before the full size", int),
     Flag("--seed", "seed", "seed of initialisation, order and augmentation", int),
     Flag("--val-fraction", "split.val_fraction", "validation share, 1/k of a stratified group k-fold"),
     Flag("--split-seed", "split.seed", "seed of the validation split", int),
