@@ -89,6 +89,7 @@ def fetch_debian(cache: Path, packages: tuple[str, ...] = DEBIAN) -> None:
     """Download and unpack each package once; `root/PKG/.deb.json` records what was unpacked."""
     debs, root = cache / "debs", cache / "root"
     debs.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)  # dpkg-deb -x creates the last folder of its target, not its parents
     for package in packages:
         record = root / package / ".deb.json"
         if record.exists():
