@@ -1,0 +1,143 @@
+"""Outlier exposure measured for "none of these": fine-tune a trained network so that photos of none of the ten get a
+uniform softmax (Hendrycks, Mazeika & Dietterich, "Deep Anomaly Detection with Outlier Exposure", ICLR 2019).
+
+    python benchmarks/outlier_exposure.py --data DATA --negatives data/negatives --out runs/oe/fast-oe \
+        [--model fast] [--epochs 3] [--lr 3e-4] [--weight 0.5] [--seed 0]
+
+The protocol was declared before the run in docs/open_set.md ("Outlier exposure, declared before measured"). The
+network's own training photos (its recorded split, rebuilt and checked) are replayed with `heritage train`'s
+augmentation and label-smoothed cross-entropy; each step adds as many outlier images, augmented alike, whose loss is
+the cross-entropy to the uniform distribution times `--weight`. The outliers are `NEG/tuning/` and further images
+drawn by `benchmarks/negatives.py`'s generators under another seed; `NEG/reporting/` is never read. Writes
+OUT.safetensors / OUT.json (a checkpoint every command and `benchmarks/open_set.py --models OUT` loads; it keeps
+the base network's records and adds `outlier_exposure`) and prints the validation accuracy of both networks with a
+paired bootstrap interval of the difference. A benchmark, not a `heritage train` flag, until it earns one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from heritage_cnn.augment import AugmentConfig, augment_batch
+from heritage_cnn.checkpoint import load_checkpoint, save_checkpoint
+from heritage_cnn.evaluate import predict_logits
+from heritage_cnn.recipe import TrainConfig, learning_rate, make_optimizer, prepare_data
+from heritage_cnn.split import SplitRecipe
+from negatives import GENERATORS, draw_synthetic
+
+DRAWN_PER_GENERATOR = 150  # 1,050 drawn images beside tuning/'s 755
+DRAWN_SEED = 1  # tuning/ and reporting/ are drawn under seed 0: a stream neither of them uses
+BATCH = 32  # the training photos of a step; as many outliers join them
+LABEL_SMOOTHING = 0.1  # the shipped networks' recipe
+
+
+def outlier_pool(negatives: Path) -> torch.Tensor:
+    """uint8 (N, 3, 64, 64): every image of NEG/tuning/ and the drawn images of seed DRAWN_SEED."""
+    files = sorted((negatives / "tuning").rglob("*.png"))
+    if not files:
+        raise SystemExit(f"{negatives / 'tuning'}: no PNG files; build them with benchmarks/negatives.py")
+    pictures = [Image.open(path).convert("RGB") for path in files]
+    pictures += [
+        draw_synthetic(name, DRAWN_SEED, "tuning", index).convert("RGB")
+        for name in GENERATORS
+        for index in range(DRAWN_PER_GENERATOR)
+    ]
+    arrays = np.stack([np.asarray(p.resize((64, 64)) if p.size != (64, 64) else p) for p in pictures])
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+
+
+def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean over images of the cross-entropy from the uniform distribution to the softmax."""
+    return -logits.float().log_softmax(1).mean(1).mean()
+
+
+def paired_interval(a: np.ndarray, b: np.ndarray, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean of b - a (per-photo correctness) with a 95 % percentile-bootstrap interval over photos."""
+    rng = np.random.default_rng(seed)
+    diff = b.astype(float) - a.astype(float)
+    draws = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(rounds)]
+    return float(diff.mean()), float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--negatives", type=Path, required=True)
+    parser.add_argument("--out", required=True, help="checkpoint path without suffix")
+    parser.add_argument("--model", default="fast")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--weight", type=float, default=0.5, help="lambda: the outliers' share of the loss")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    base = load_checkpoint(args.model)
+    if base.member_count != 1:
+        raise SystemExit(f"{args.model}: an ensemble; fine-tune its members one by one")
+    split = {k: v for k, v in base.info["split"].items() if k in ("val_fraction", "seed", "near_duplicate_distance")}
+    config = TrainConfig(
+        data=args.data, out=args.out, optimizer="adamw", lr=args.lr, weight_decay=0.05, split=SplitRecipe(**split)
+    )
+    _, train_set, val_set = prepare_data(config)
+    expected = (base.info["split"]["train"], base.info["split"]["val"])
+    if (len(train_set), len(val_set)) != expected:
+        raise SystemExit(f"the rebuilt split has {len(train_set)} / {len(val_set)} photos, the model {expected}")
+    pool = outlier_pool(args.negatives)
+    print(f"training photos {len(train_set)}, outlier pool {len(pool)}, validation photos {len(val_set)}")
+
+    reference = predict_logits(base.model, val_set.images, base.normalise).argmax(1) == val_set.labels
+    model = base.model
+    optimizer = make_optimizer(model, config)
+    generator = torch.Generator().manual_seed(args.seed)
+    steps = len(train_set) // BATCH
+    started = time.perf_counter()
+    for epoch in range(args.epochs):
+        model.train()
+        order = torch.randperm(len(train_set), generator=generator)
+        outliers = torch.randint(0, len(pool), (steps * BATCH,), generator=generator)
+        sums = {"ce": 0.0, "oe": 0.0}
+        for step in range(steps):
+            index, out_index = order[step * BATCH : (step + 1) * BATCH], outliers[step * BATCH : (step + 1) * BATCH]
+            pixels = augment_batch(torch.cat([train_set.images[index], pool[out_index]]), AugmentConfig(), generator)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(epoch * steps + step, args.epochs * steps, 0, args.lr)
+            logits = model(base.normalise(pixels).contiguous(memory_format=torch.channels_last))
+            ce = F.cross_entropy(logits[:BATCH].float(), train_set.labels[index], label_smoothing=LABEL_SMOOTHING)
+            oe = uniform_cross_entropy(logits[BATCH:])
+            loss = ce + args.weight * oe
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if not torch.isfinite(loss):
+                raise SystemExit(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}")
+            sums["ce"] += ce.item()
+            sums["oe"] += oe.item()
+        model.eval()
+        correct = predict_logits(model, val_set.images, base.normalise).argmax(1) == val_set.labels
+        print(
+            f"epoch {epoch + 1}/{args.epochs}: cross-entropy {sums['ce'] / steps:.3f}, to-uniform {sums['oe'] / steps:.3f} "
+            f"(uniform: {np.log(len(base.classes)):.3f}), validation accuracy {correct.float().mean():.4f}, "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+    record = vars(args) | {"negatives": str(args.negatives), "pool": len(pool), "steps_per_epoch": steps}
+    info = base.info | {"outlier_exposure": record, "name": f"{base.info.get('name', args.model)}+oe"}
+    saved = save_checkpoint(args.out, replace(base, model=model, info=info))
+    delta = paired_interval(reference.numpy(), correct.numpy())
+    print(
+        f"{saved}: validation accuracy {correct.float().mean():.4f} against {reference.float().mean():.4f} for "
+        f"{args.model}: {100 * delta[0]:+.2f} pt ({100 * delta[1]:+.2f}…{100 * delta[2]:+.2f}, paired bootstrap "
+        f"over the {len(val_set)} photos)"
+    )
+
+
+if __name__ == "__main__":
+    main()
