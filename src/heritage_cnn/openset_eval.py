@@ -207,11 +207,14 @@ def _plot_scores(positives: np.ndarray, negatives: np.ndarray | None, point: Ope
     low = float(np.percentile(every, 1))  # a long tail of very unlike photos would squeeze the rest
     edges = np.linspace(min(low, point.threshold), max(float(every.max()), point.threshold), 51)
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.hist(np.clip(positives, edges[0], None), edges, alpha=0.7, label=f"evaluated photos ({len(positives)})")
-    if negatives is not None:
-        ax.hist(np.clip(negatives, edges[0], None), edges, alpha=0.6, label=f"none-photos ({len(negatives)})")
+    for scores, label, alpha in ((positives, "evaluated photos", 0.7), (negatives, "none-photos", 0.6)):
+        if scores is not None:  # each set as shares of itself: sets of different sizes side by side
+            weights = np.full(len(scores), 1 / len(scores))
+            ax.hist(
+                np.clip(scores, edges[0], None), edges, weights=weights, alpha=alpha, label=f"{label} ({len(scores)})"
+            )
     ax.axvline(point.threshold, color="k", ls="--", lw=1.2, label=f"threshold {point.threshold:.4g}")
-    ax.set(xlabel=f"open-set score: {point.name} (lower ones in the first bin)", ylabel="photos")
+    ax.set(xlabel=f"open-set score: {point.name} (lower ones in the first bin)", ylabel="share of the set")
     ax.set_title("None of these: where the threshold falls", fontsize=11)
     ax.legend(fontsize=8)
     fig.tight_layout()

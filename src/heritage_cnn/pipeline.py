@@ -219,7 +219,8 @@ def evaluate_on(
     )
     if images.skipped:
         log(f"skipped {len(images.skipped)} unreadable file(s): listed in {shown(paths['metrics_json'])}")
-    log(f"figures: {shown(out)}/ (confusion_matrix.png, errors.png, calibration.png, metrics.md)")
+    none_of_these = ", open_set_scores.png, open_set.md" if point is not None else ""
+    log(f"figures: {shown(out)}/ (confusion_matrix.png, errors.png, calibration.png, metrics.md{none_of_these})")
     return metrics
 
 
