@@ -31,7 +31,13 @@ def main() -> None:
             figures = bench_predict(root, model)
             print(
                 f"round {round_}: {model}: {figures['predict_images_per_s']:.0f} images/s, one photo "
-                f"{figures['predict_one_photo_ms_median']:.1f} ms, {figures['predict_forward_mflop']:.0f} MFLOP",
+                f"{figures['predict_one_photo_ms_median']:.1f} ms, {figures['predict_forward_mflop']:.0f} MFLOP"
+                + (
+                    f"; with the none-of-these score {figures['predict_open_set_ratio']:.3f}x the time "
+                    f"(rounds: {', '.join(f'{r:.3f}' for r in figures['predict_open_set_ratios'])})"
+                    if "predict_open_set_ratio" in figures
+                    else ""
+                ),
                 flush=True,
             )
             if figures["predict_images_per_s"] > best.get(model, {}).get("predict_images_per_s", 0):

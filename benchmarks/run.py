@@ -190,6 +190,34 @@ def _decoded_train(root: str) -> tuple[Any, float]:
     return decoded, time.perf_counter() - start
 
 
+def open_set_cost(classifier: Any, images: torch.Tensor, repeats: int = 5) -> dict[str, Any]:
+    """What the none-of-these score adds to a prediction: the same batches through `Classifier.probabilities` (no
+    score) and `Classifier.scored` (the probabilities and the score from one pass), taking turns batch by batch (and
+    which goes first, round by round) so that other work on shared cores slows both alike; the ratio is the median
+    of `repeats` rounds' scored time over plain time. Empty for a model without a none-of-these record."""
+    import statistics
+
+    if classifier.open_set is None:
+        return {}
+    batches = list(images.split(classifier.batch_size))
+    classifier.scored(batches[0])  # warm-up
+    ratios = []
+    for repeat in range(repeats):
+        seconds = {"plain": 0.0, "scored": 0.0}
+        for batch in batches:
+            for name in ("plain", "scored") if repeat % 2 == 0 else ("scored", "plain"):
+                start = time.perf_counter()
+                classifier.probabilities(batch) if name == "plain" else classifier.scored(batch)
+                seconds[name] += time.perf_counter() - start
+        ratios.append(seconds["scored"] / seconds["plain"])
+    return {
+        "predict_open_set_ratio": statistics.median(ratios),
+        "predict_open_set_ratios": ratios,
+        "predict_open_set_score": classifier.open_set.name,
+        "predict_open_set_photos": len(images),
+    }
+
+
 def bench_predict(root: Path, checkpoint_path: str | None, batches: int = 40, batch_size: int = 64) -> dict[str, float]:
     """Prediction images/s of batched inference, decode excluded and included, vs a plain eager
     NCHW loop over the same batches; both with the model's own test-time views (`Checkpoint.views`), whose
@@ -202,8 +230,8 @@ def bench_predict(root: Path, checkpoint_path: str | None, batches: int = 40, ba
     classifier = Classifier(load_checkpoint(checkpoint_path), batch_size=batch_size)  # BN folded, channels_last
     decoded, decode_seconds = _decoded_train(str(root))
     images = decoded.images[: batches * batch_size]
-    classifier.probabilities(images[:batch_size])
-    ours = len(images) / _best_of(3, lambda: classifier.probabilities(images))
+    classifier.scored(images[:batch_size])
+    ours = len(images) / _best_of(3, lambda: classifier.scored(images))  # as predictions run: with the score
 
     plain = load_checkpoint(checkpoint_path).model
 
@@ -214,6 +242,7 @@ def bench_predict(root: Path, checkpoint_path: str | None, batches: int = 40, ba
                 sum(plain(view.contiguous()) for view in views)  # NCHW, as a plain loop has it
 
     baseline = len(images) / _best_of(3, plain_loop)
+    cost = open_set_cost(classifier, images[:1024])
 
     classifier = Classifier.load(checkpoint_path)  # one photo end to end: decode, resize, forward, top-k
     one = sorted(find_layout(root).train.glob("*/*"))[:60]
@@ -235,6 +264,7 @@ def bench_predict(root: Path, checkpoint_path: str | None, batches: int = 40, ba
         "predict_forward_mflop": forward_flops(checkpoint.model) / 1e6 * TTA_VIEWS[checkpoint.views],
         "predict_one_photo_ms_median": 1000 * latencies[len(latencies) // 2],
         "predict_one_photo_ms_p95": 1000 * latencies[int(len(latencies) * 0.95)],
+        **cost,
     }
 
 
@@ -256,6 +286,7 @@ def bench_shipped(root: Path, out: Path) -> dict[str, Any]:
             "images_per_s": speed["predict_images_per_s"],
             "one_photo_ms_median": speed["predict_one_photo_ms_median"],
             "forward_mflop": speed["predict_forward_mflop"],
+            "open_set_ratio": speed.get("predict_open_set_ratio"),
         }
     return {"shipped": figures}
 
@@ -370,6 +401,11 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| prediction vs compute bound (GEMM / {r['predict_forward_mflop']:.0f} MFLOP) | {r['predict_images_per_s']:.0f} img/s | {bound:.0f} img/s | **{r['predict_images_per_s'] / bound:.0%}** |"
             )
         lines.append(f"| prediction images/s, JPEG decode included | {r['predict_with_decode_images_per_s']:.0f} | | |")
+        if "predict_open_set_ratio" in r:
+            lines.append(
+                f"| prediction with the none-of-these score ({r['predict_open_set_score']}, same pass) vs without, "
+                f"{r['predict_open_set_photos']} photos | {r['predict_open_set_ratio']:.3f}x the time | | |"
+            )
         if "predict_one_photo_ms_median" in r:
             lines.append(
                 f"| one photo end to end after start-up (`Classifier.predict(path)`) | {r['predict_one_photo_ms_median']:.1f} ms median, {r['predict_one_photo_ms_p95']:.1f} ms p95 | | |"

@@ -108,6 +108,18 @@ def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
     return train(config, log=lambda _: None)
 
 
+@pytest.fixture(scope="session")
+def old_checkpoint(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run's network as checkpoints were written before the none-of-these record: no `open_set` in its
+    JSON, no statistics beside its weights."""
+    from dataclasses import replace
+
+    from heritage_cnn.checkpoint import load_checkpoint, save_checkpoint
+
+    checkpoint = replace(load_checkpoint(tiny_run.checkpoint), open_set=None)
+    return save_checkpoint(tmp_path_factory.mktemp("old") / "old", checkpoint)
+
+
 # --------------------------------------------------------------------------------------------
 # A real browser: Debian's headless Chromium driven by Selenium (the page and the report tests)
 # --------------------------------------------------------------------------------------------

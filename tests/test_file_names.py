@@ -111,7 +111,8 @@ def test_predict_table_csv_and_json(tiny_run, tmp_path: Path, capsysbinary: pyte
 def test_sort_folders_and_manifest(tiny_run, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     photos = write_photos(tmp_path / "survey")
     out = tmp_path / "sorted"
-    model = ["--model", str(tiny_run.checkpoint), "--min-confidence", "1", "-q"]  # one folder: names collide
+    # one folder, _uncertain/ (none is called none of the ten, and none is certain): names collide
+    model = ["--model", str(tiny_run.checkpoint), "--none-threshold=-1e30", "--min-confidence", "1", "-q"]
     command = ["sort", str(tmp_path / "survey"), "--out", str(out), *model]
     assert cli.main(command) == 0
     assert "manifest: " in capsysbinary.readouterr().out.decode("utf-8")
@@ -129,7 +130,7 @@ def test_sort_folders_and_manifest(tiny_run, tmp_path: Path, capsysbinary: pytes
         os.fsdecode(os.fsencode(tmp_path / "survey") + b"/" + BROKEN)
     ]
     assert cli.main(command) == 0  # a second run finds every photo done from the manifest
-    assert f"0 photo(s) sorted (0 below 1.00 in _uncertain/), {len(photos)} already done" in (
+    assert f"0 photo(s) sorted (0 none of the ten in _none/, 0 below 1.00 in _uncertain/), {len(photos)} already" in (
         capsysbinary.readouterr().out.decode("utf-8")
     )
     assert sorted(p for p in out.rglob("*") if p.is_file() and p.parent != out) == sorted(destinations)

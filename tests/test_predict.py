@@ -73,7 +73,8 @@ def test_predict_command_formats_and_skips_bad_files(
     assert cli.main(["predict", "--model", model, str(survey), "--format", "json"]) == 0
     captured = capsys.readouterr()
     rows = json.loads(captured.out)
-    assert len(rows) == 9 and list(rows[0]) == ["path", "label", "name", "probability", "top"]
+    fields = ["path", "label", "name", "probability", "known", "open_set_score", "none_threshold", "top"]
+    assert len(rows) == 9 and list(rows[0]) == fields
     assert list(rows[0]["top"][0]) == ["label", "name", "probability"] and len(rows[0]["top"]) == 3
     assert "broken.jpg" in captured.err and "1 of 10 file(s) could not be read" in captured.err
     assert cli.main(["predict", "--model", model, str(survey / "day1" / "altar.png"), "--format", "csv"]) == 0
@@ -162,6 +163,9 @@ def test_one_prediction_schema_for_python_json_and_csv(classifier: Classifier, s
         "label": "dome(inner)",
         "name": "dome (inner)",
         "probability": 0.75,
+        "known": None,
+        "open_set_score": None,
+        "none_threshold": None,
         "top": [
             {"label": "dome(inner)", "name": "dome (inner)", "probability": 0.75},
             {"label": "altar", "name": "altar", "probability": 0.25},
@@ -174,9 +178,10 @@ def test_one_prediction_schema_for_python_json_and_csv(classifier: Classifier, s
     ]
     header, row = format_predictions([_prediction()], "csv").splitlines()
     assert header == (
-        "path,label,name,probability,top1_label,top1_name,top1_probability,top2_label,top2_name,top2_probability"
+        "path,label,name,probability,known,open_set_score,none_threshold,"
+        "top1_label,top1_name,top1_probability,top2_label,top2_name,top2_probability"
     )
-    assert row == "a/b.jpg,dome(inner),dome (inner),0.7500,dome(inner),dome (inner),0.7500,altar,altar,0.2500"
+    assert row == "a/b.jpg,dome(inner),dome (inner),0.7500,,,,dome(inner),dome (inner),0.7500,altar,altar,0.2500"
     table = format_predictions([_prediction()], "table")
     assert "dome (inner)" in table and "altar 0.25" in table
     with pytest.raises(ValueError, match="unknown output format"):
@@ -186,3 +191,29 @@ def test_one_prediction_schema_for_python_json_and_csv(classifier: Classifier, s
     as_dict = real.to_dict()
     assert as_dict["top"][0] == {"label": real.label, "name": real.name, "probability": real.probability}
     assert json.loads(format_predictions([real], "json")) == [as_dict]
+
+
+def test_none_of_these_in_python_json_csv_and_the_table(
+    tiny_run, classifier: Classifier, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A threshold between two photos' scores: the lower one is none of these (known false, its closest class still
+    the label), the other known; the same in every output, and --none-threshold is the threshold reported."""
+    photos = [str(synthetic_root / "apse" / "007.png"), str(synthetic_root / "gargoyle" / "007.png")]
+    low, high = sorted(classifier.predict(photos), key=lambda p: p.open_set_score)
+    assert low.open_set_score < high.open_set_score and low.none_threshold == classifier.open_set.threshold
+    middle = (low.open_set_score + high.open_set_score) / 2
+    model = ["--model", str(tiny_run.checkpoint), "--none-threshold", repr(middle)]
+    assert cli.main(["predict", *photos, *model, "--format", "json"]) == 0
+    rows = {row["path"]: row for row in json.loads(capsys.readouterr().out)}
+    assert rows[low.path]["known"] is False and rows[high.path]["known"] is True
+    assert rows[low.path]["label"] == low.label and rows[low.path]["none_threshold"] == middle
+    assert rows[low.path]["open_set_score"] == pytest.approx(low.open_set_score, rel=1e-6)
+    assert cli.main(["predict", *photos, *model, "--format", "csv"]) == 0
+    rows = {row["path"]: row for row in csv.DictReader(capsys.readouterr().out.splitlines())}
+    assert (rows[low.path]["known"], rows[high.path]["known"]) == ("false", "true")
+    assert float(rows[low.path]["none_threshold"]) == pytest.approx(middle, rel=1e-6)
+    assert cli.main(["predict", *photos, *model]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    closest = ", ".join(f"{t.name} {t.probability:.2f}" for t in low.top)
+    assert "none of these" in lines[low.path] and lines[low.path].endswith(f"closest: {closest}")
+    assert f" {high.name} " in lines[high.path] and "none of these" not in lines[high.path]

@@ -111,7 +111,8 @@ def test_answer_is_the_one_prediction_schema(client: TestClient, tiny_run) -> No
     photo = np.asarray(Image.open(io.BytesIO(png_bytes(6))).convert("RGB"))
     expected = Classifier.load(tiny_run.checkpoint).predict(photo, top=4)[0].to_dict()
     body = post(client, png_bytes(6), top=4).json()
-    assert list(body) == ["path", "label", "name", "probability", "top", "upload"]
+    fields = ["path", "label", "name", "probability", "known", "open_set_score", "none_threshold", "top", "upload"]
+    assert list(body) == fields
     assert body["path"] is None and list(body["top"][0]) == ["label", "name", "probability"]
     assert {k: v for k, v in body.items() if k != "upload"} == expected
 
@@ -265,6 +266,25 @@ def test_other_models_draw_class_images_once_into_the_cache(tiny_run, tmp_path: 
     assert failing.current().state == "failed" and "drew again" in failing.current().note
 
 
+def test_answer_says_whether_the_photo_is_one_of_the_ten(
+    client: TestClient, tiny_run, gallery: Path, old_checkpoint: Path
+) -> None:
+    info = client.get("/api/info").json()
+    point = Classifier.load(tiny_run.checkpoint).open_set
+    assert info["none_threshold"] == point.threshold and info["open_set_score"] == "mahalanobis[head.fc2]"
+    for known in (False, True):
+        body = post(client, photo_with_confidence(tiny_run.checkpoint, False, known=known)).json()
+        assert body["known"] is known and body["none_threshold"] == point.threshold
+        assert (body["open_set_score"] >= point.threshold) is known and body["label"] == body["top"][0]["label"]
+    strict = TestClient(create_app(tiny_run.checkpoint, gallery, none_threshold=1e9), base_url="http://127.0.0.1")
+    assert strict.get("/api/info").json()["none_threshold"] == 1e9
+    assert post(strict, png_bytes(4)).json()["known"] is False
+    old = TestClient(create_app(old_checkpoint, gallery), base_url="http://127.0.0.1")
+    assert old.get("/api/info").json()["none_threshold"] is None and post(old, png_bytes(4)).json()["known"] is None
+    with pytest.raises(ValueError, match="--none-threshold"):
+        create_app(old_checkpoint, gallery, none_threshold=1.0)
+
+
 def test_info_gives_the_sort_threshold_and_deconvnet_in_words(client: TestClient) -> None:
     assert client.get("/api/info").json()["min_confidence"] == MIN_CONFIDENCE
     overlays = post(client, png_bytes(5, size=200), overlays="true").json()["overlays"]
@@ -320,8 +340,9 @@ def server(tiny_run, gallery: Path) -> Iterator[tuple[str, subprocess.Popen]]:
         process.wait(timeout=20)
 
 
-def photo_with_confidence(checkpoint: Path, uncertain: bool) -> bytes:
-    """A 64 px PNG that the tiny model answers below (or at/above) the threshold `sort` and the page use."""
+def photo_with_confidence(checkpoint: Path, uncertain: bool, known: bool = True) -> bytes:
+    """A 64 px PNG that the tiny model answers below (or at/above) the threshold `sort` and the page use, and
+    calls one of the ten (`known`; False: none of them, whatever its confidence)."""
     classifier = Classifier.load(checkpoint)
     rng = np.random.default_rng(5)
     candidates = [draw(label, rng) for label in range(len(CLASSES))]
@@ -330,7 +351,10 @@ def photo_with_confidence(checkpoint: Path, uncertain: bool) -> bytes:
             for weight in (0.5, 0.4, 0.6):
                 candidates.append((weight * candidates[a] + (1 - weight) * candidates[b]).astype(np.uint8))
     for photo in candidates:
-        if (classifier.predict(photo)[0].probability < MIN_CONFIDENCE) == uncertain:
+        answer = classifier.predict(photo)[0]
+        if answer.known is not known:
+            continue
+        if not known or (answer.probability < MIN_CONFIDENCE) == uncertain:
             buffer = io.BytesIO()
             Image.fromarray(photo).save(buffer, format="PNG")
             return buffer.getvalue()
@@ -380,7 +404,6 @@ def test_page_in_chromium(server, browser, tmp_path: Path, tiny_run) -> None:
     card = cards(browser)[0]
     assert len(card.find_elements(By.CSS_SELECTOR, "ol.top li")) == 5
     wait.until(lambda d: d.execute_script("return document.querySelector('#results img.pixel').naturalWidth") == 64)
-    assert card.find_element(By.CSS_SELECTOR, ".verdict").text.endswith("%)")
     # the deconvnet panel: the projection over the photo, its window outlined, words, details on hover
     field = card.find_element(By.CSS_SELECTOR, ".frame .field")
     assert 0 < field.size["width"] <= card.find_element(By.CSS_SELECTOR, ".frame img").size["width"]
@@ -397,8 +420,16 @@ def test_page_in_chromium(server, browser, tmp_path: Path, tiny_run) -> None:
     shown = [float(row.find_element(By.CSS_SELECTOR, ".pct").text.removesuffix("%")) for row in rows]
     assert shown == pytest.approx([100 * t.probability for t in expected.top], abs=0.05 + 1e-9)  # one decimal
     verdict = card.find_element(By.CSS_SELECTOR, ".verdict").text
-    assert verdict.startswith(f"{expected.name} (") if expected.probability >= MIN_CONFIDENCE else "probably" in verdict
-    assert f"{expected.name} ({shown[0]:.1f}%)" in verdict
+    if expected.known is False:  # the tiny network calls this enlarged drawing none of the ten: the closest beneath
+        assert verdict == "not one of the ten elements"
+        assert f"{expected.name} ({shown[0]:.1f}%)" in card.find_element(By.CSS_SELECTOR, ".closest").text
+    else:
+        assert (
+            verdict.startswith(f"{expected.name} (")
+            if expected.probability >= MIN_CONFIDENCE
+            else "probably" in verdict
+        )
+        assert f"{expected.name} ({shown[0]:.1f}%)" in verdict
     if shot := os.environ.get("HERITAGE_SERVE_SCREENSHOT"):  # for the docs, on request
         browser.save_screenshot(shot)
 
@@ -431,6 +462,28 @@ def test_page_uncertain_answer_names_the_runner_up(server, browser, tmp_path: Pa
         else:
             assert "uncertain" not in card.get_attribute("class") and badge == "answer"
             assert verdict.startswith(f"{expected.name} (") and "probably" not in verdict
+
+
+def test_page_says_not_one_of_the_ten_with_the_closest_class(server, browser, tmp_path: Path, tiny_run) -> None:
+    from selenium.webdriver.common.by import By
+
+    url, _ = server
+    wait = open_page(browser, url)
+    assert "not one of the ten elements" in browser.find_element(By.ID, "limits").text
+    photo = tmp_path / "flower.png"
+    photo.write_bytes(photo_with_confidence(tiny_run.checkpoint, False, known=False))
+    expected = Classifier.load(tiny_run.checkpoint).predict(np.asarray(Image.open(photo)))[0]
+    assert expected.known is False
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    wait.until(lambda d: settled(d, 1) and "flower.png" in cards(d)[0].text)
+    card = cards(browser)[0]
+    assert "none" in card.get_attribute("class").split() and "uncertain" not in card.get_attribute("class")
+    assert card.find_element(By.CSS_SELECTOR, ".badge").text == "none of these"
+    assert card.find_element(By.CSS_SELECTOR, ".verdict").text == "not one of the ten elements"
+    closest = card.find_element(By.CSS_SELECTOR, ".closest").text  # the runner-up beneath
+    assert closest.startswith(f"Closest of the ten: a{'n' if expected.name[0] in 'aeiou' else ''} {expected.name} (")
+    assert "_none/" in closest
+    assert "not one of the ten elements (closest:" in browser.find_element(By.ID, "status").text
 
 
 def test_page_several_photos_at_once(server, browser, tmp_path: Path) -> None:

@@ -94,9 +94,17 @@ def _run_sort(model: Path, survey: Path, out: Path, slow_s: float = 0.0) -> subp
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def filing(old_checkpoint: Path) -> Classifier:
+    """The tiny network without a none-of-these threshold: every photo goes to a class or `_uncertain/`, for
+    the tests of copying, linking and resuming."""
+    return Classifier.load(old_checkpoint)
+
+
 def test_sort_copies_never_touches_sources_and_resumes(
-    classifier: Classifier, synthetic_root: Path, tmp_path: Path
+    filing: Classifier, synthetic_root: Path, tmp_path: Path
 ) -> None:
+    classifier = filing
     survey = make_survey(synthetic_root, tmp_path / "survey")
     before = _tree_digest(survey)
     out = tmp_path / "sorted"
@@ -118,7 +126,8 @@ def test_sort_copies_never_touches_sources_and_resumes(
     assert len(_copies(out)) == 9
 
 
-def test_sort_threshold_link_mode_and_refusals(classifier: Classifier, synthetic_root: Path, tmp_path: Path) -> None:
+def test_sort_threshold_link_mode_and_refusals(filing: Classifier, synthetic_root: Path, tmp_path: Path) -> None:
+    classifier = filing
     survey = make_survey(synthetic_root, tmp_path / "survey")
     summary = sort_photos(classifier, survey, tmp_path / "unsure", min_confidence=1.0, mode="link", progress=False)
     assert summary.uncertain == 9 and len(list((tmp_path / "unsure" / "_uncertain").iterdir())) == 9
@@ -292,27 +301,37 @@ def _placed(out: Path) -> dict[str, str]:
 def test_sort_splits_at_the_threshold_and_a_photo_at_it_is_confident(
     tiny_run, classifier: Classifier, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The rule (sort.py, `--min-confidence`): probability >= threshold -> its class folder; below -> _uncertain/."""
+    """The rule (sort.py): a photo that is none of the ten (`known` false) -> _none/, checked first; else
+    probability >= `--min-confidence` -> its class folder; below -> _uncertain/."""
     survey = _blends(tmp_path / "survey")
     photos, _ = find_photos([survey])
     # exact probabilities, as sort computes them (the same files, in the same order, in one batch); the manifest
     # rounds them to 4 decimals, too coarse to put the threshold exactly on one
-    probability = {Path(p.path).name: p.probability for p in classifier.predict_files(photos)}
+    predictions = {Path(p.path).name: p for p in classifier.predict_files(photos)}
+    probability = {name: p.probability for name, p in predictions.items()}
+    none = {name for name, p in predictions.items() if p.known is False}
     model = str(tiny_run.checkpoint)
     assert cli.main(["sort", str(survey), "--out", str(tmp_path / "default"), "--model", model, "-q"]) == 0
     placed = _placed(tmp_path / "default")
-    uncertain = {name for name, p in probability.items() if p < sort_module.MIN_CONFIDENCE}
+    unsure = {name for name, p in probability.items() if p < sort_module.MIN_CONFIDENCE}
+    uncertain = unsure - none
     assert 0 < len(uncertain) < len(photos)  # the default threshold (0.6) really splits this survey
+    assert none & unsure  # none of the ten and unsure which: _none/ comes first
     assert {name for name, folder in placed.items() if folder == sort_module.UNCERTAIN} == uncertain
+    assert {name for name, folder in placed.items() if folder == sort_module.NONE} == none
     rows = {Path(r["source"]).name: r for r in _manifest(tmp_path / "default")}
     for name, folder in placed.items():
-        if name not in uncertain:
+        if name not in uncertain | none:
             assert folder == rows[name]["label"]
         assert float(rows[name]["probability"]) == pytest.approx(probability[name], abs=5e-5)  # 4 decimals
-    assert f"{len(uncertain)} below 0.60 in _uncertain/" in capsys.readouterr().out
+        assert rows[name]["known"] == ("false" if name in none else "true")
+    out = capsys.readouterr().out
+    assert f"({len(none)} none of the ten in _none/, {len(uncertain)} below 0.60 in _uncertain/)" in out
+    assert f"  _none {' ' * 15}{len(none)}" in out
 
     # a photo exactly at the threshold, and the threshold one float above it
-    name, at = min(((n, p) for n, p in probability.items() if 0.2 < p < 0.9), key=lambda item: abs(item[1] - 0.5))
+    known = ((n, p) for n, p in probability.items() if 0.2 < p < 0.9 and n not in none)
+    name, at = min(known, key=lambda item: abs(item[1] - 0.5))
     above = float(np.nextafter(at, 1.0))
     for threshold, expected in ((at, "class"), (above, sort_module.UNCERTAIN)):
         out = tmp_path / f"at-{threshold!r}"
@@ -322,4 +341,32 @@ def test_sort_splits_at_the_threshold_and_a_photo_at_it_is_confident(
         label = {Path(r["source"]).name: r["label"] for r in _manifest(out)}[name]
         assert placed[name] == (label if expected == "class" else expected), (threshold, at)
         others = {n: f for n, f in placed.items() if n != name}  # every other photo by the same rule
-        assert all((f == sort_module.UNCERTAIN) == (probability[n] < threshold) for n, f in others.items())
+        assert all(
+            (f == sort_module.UNCERTAIN) == (n not in none and probability[n] < threshold) for n, f in others.items()
+        )
+        assert all((f == sort_module.NONE) == (n in none) for n, f in others.items())
+
+
+def test_none_of_these_go_to_none_first_with_the_manifests_known_column(
+    tiny_run, classifier: Classifier, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --none-threshold at the survey's median score: the photos below it in _none/, the rest (every one
+    below --min-confidence 1.0) in _uncertain/; a photo exactly at the threshold is one of the ten."""
+    survey = make_survey(synthetic_root, tmp_path / "survey")
+    photos, _ = find_photos([survey])
+    scores = {str(p.path): p.open_set_score for p in classifier.predict_files(photos) if not isinstance(p, tuple)}
+    threshold = float(np.median(list(scores.values())))  # nine photos: the fifth one's score
+    out = tmp_path / "sorted"
+    args = ["sort", str(survey), "--out", str(out), "--model", str(tiny_run.checkpoint), "-q"]
+    assert cli.main([*args, "--none-threshold", repr(threshold), "--min-confidence", "1.0"]) == 0
+    rows = _manifest(out)
+    none = {source for source, score in scores.items() if score < threshold}
+    assert len(rows) == 9 and len(none) == 4
+    for row in rows:
+        below = row["source"] in none
+        assert Path(row["destination"]).parent.name == (sort_module.NONE if below else sort_module.UNCERTAIN)
+        assert row["known"] == ("false" if below else "true")
+        assert float(row["none_threshold"]) == pytest.approx(threshold, rel=1e-6)
+        assert float(row["open_set_score"]) == pytest.approx(scores[row["source"]], rel=1e-6)
+    assert "(4 none of the ten in _none/, 5 below 1.00 in _uncertain/)" in capsys.readouterr().out
+    assert len(list((out / sort_module.NONE).iterdir())) == 4

@@ -7,7 +7,9 @@ weights), so a pair whose halves come from different saves is refused rather tha
 The package ships two models, named on every command with `--model NAME`: `default` (also what no
 --model means), an ensemble of networks (`heritage_cnn.ensemble`: one pair holding every member), and
 `fast`, a single network distilled from ensemble members (`heritage_cnn/weights/{default,fast}.*`).
-`load_checkpoint` takes either kind; tools that look inside a network take `checkpoint.member(i)`.
+`load_checkpoint` takes either kind; tools that look inside a network take `checkpoint.member(i)`. A checkpoint
+may carry its "none of these" operating point (`open_set` in the JSON, its statistics as tensors beside the
+weights: `heritage_cnn.openset_point`); one without it loads as before and cannot reject a photo.
 """
 
 from __future__ import annotations
@@ -29,15 +31,26 @@ from heritage_cnn.augment import TTA_MODES
 from heritage_cnn.data import display_name
 from heritage_cnn.io import CheckpointError, atomic_write_json, read_json, read_safetensors, save_tensors
 from heritage_cnn.model import MAX_PARAMETERS, Ensemble, HeritageNet, ModelConfig
+from heritage_cnn.openset_point import OPEN_SET, OperatingPoint, check_record, load_point, split_tensors
 
 FORMAT = "heritage-cnn-checkpoint/1"
 MAX_CLASSES = 10_000
 ENSEMBLE_FORMAT = "heritage-cnn-ensemble/1"  # several networks in one pair: heritage_cnn.ensemble describes it
 MAX_MEMBERS = 16
 SHARED = ("classes", "normalisation", "image_size")  # one value for an ensemble, never per member
-NOT_PER_MEMBER = {"format", "package_version", "display_names", "generation", "trained_on", *SHARED}
+NOT_PER_MEMBER = {"format", "package_version", "display_names", "generation", "trained_on", OPEN_SET, *SHARED}
 SHIPPED = ("default", "fast")  # names of the packaged models: the ensemble, and a single distilled network
-_RESERVED = {"format", "package_version", "classes", "display_names", "normalisation", "image_size", "model_config"}
+# fields read into the Checkpoint itself, not into its info (`open_set`: the "none of these" operating point)
+_RESERVED = {
+    "format",
+    "package_version",
+    "classes",
+    "display_names",
+    "normalisation",
+    "image_size",
+    "model_config",
+    OPEN_SET,
+}
 _MODEL_FIELDS: dict[str, type | tuple[type, ...]] = {
     "num_classes": int,
     "widths": list,
@@ -62,6 +75,7 @@ class Checkpoint:
     info: dict[str, Any] = field(default_factory=dict)  # training recipe, metrics, seed, version
     path: Path | None = None
     index: int | None = None  # which member of the ensemble file at `path` this is; None: a single-network file
+    open_set: OperatingPoint | None = None  # "none of these" (heritage_cnn.openset_point); None: cannot reject
 
     @property
     def member_count(self) -> int:
@@ -110,6 +124,7 @@ class Checkpoint:
             "image_size": self.image_size,
             "model_config": self.model.config.to_dict(),
             **self.info,
+            **({OPEN_SET: self.open_set.to_dict()} if self.open_set is not None else {}),
         }
 
 
@@ -149,6 +164,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
         raise CheckpointError(f"{path}: not written: an ensemble is saved with heritage_cnn.ensemble.save_ensemble")
     weights_path, meta_path = checkpoint_files(path)
     state = dict(checkpoint.model.state_dict())
+    if checkpoint.open_set is not None:
+        state |= checkpoint.open_set.tensors(ensemble=False)
     bad = first_non_finite(state)
     if bad is not None:
         raise CheckpointError(f"{weights_path}: not written: tensor {bad} holds NaN or infinite values")
@@ -224,6 +241,7 @@ def validate_metadata(meta: object, where: Path) -> ModelConfig:
         raise fail("model_config", str(error)) from None
     if size < 2 ** len(config.widths):
         raise fail("image_size", f"{size} px is too small for {len(config.widths)} stages of 2x2 pooling")
+    check_record(meta.get(OPEN_SET), where)
     return config
 
 
@@ -250,6 +268,7 @@ def validate_ensemble_metadata(meta: object, where: Path) -> list[ModelConfig]:
         raise CheckpointError(f"{where}: views: must be one of {', '.join(TTA_MODES)}, got {meta['views']!r}")
     shared = {key: meta[key] for key in SHARED if key in meta}
     validate_metadata({"format": FORMAT, **shared, "model_config": {}}, where)  # the shared fields, named as such
+    check_record(meta.get(OPEN_SET), where)
     configs = []
     for i, member in enumerate(members):
         if not isinstance(member, dict):
@@ -281,6 +300,7 @@ def load_ensemble(
     infos = [{k: v for k, v in m.items() if k != "model_config"} for m in meta["members"]]
     model = Ensemble([HeritageNet(config) for config in configs], infos)
     state, tensor_meta = read_safetensors(weights_path)
+    state, statistics = split_tensors(state)
     _check_tensors(state, model, weights_path)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     try:
@@ -291,6 +311,7 @@ def load_ensemble(
             f"{weights_path}: weights do not match the members' configs in {meta_path.name} ({first})"
         ) from None
     check_generation(weights_path, meta_path, tensor_meta, meta)
+    point = load_point(meta.get(OPEN_SET), statistics, model.members, len(meta["classes"]), True, weights_path)
     model.to(device).eval()
     info = {k: v for k, v in meta.items() if k not in ("members", "generation", *NOT_PER_MEMBER)}
     if meta.get("trained_on") is not None:
@@ -308,6 +329,7 @@ def load_ensemble(
         int(meta.get("image_size", 64)),
         info,
         weights_path,
+        open_set=point,
     )
 
 
@@ -352,6 +374,7 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
     config = validate_metadata(meta, meta_path)
     model = HeritageNet(config)
     state, tensor_meta = read_safetensors(weights_path)
+    state, statistics = split_tensors(state)
     _check_tensors(state, model, weights_path)
     try:
         model.load_state_dict(state, strict=True)
@@ -361,6 +384,7 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
             f"{weights_path}: weights do not match the model config in {meta_path.name} ({first})"
         ) from None
     check_generation(weights_path, meta_path, tensor_meta, meta)
+    point = load_point(meta.get(OPEN_SET), statistics, [model], len(meta["classes"]), False, weights_path)
     model.to(device).eval()
     info = {k: v for k, v in meta.items() if k not in _RESERVED and k != "generation"}
     return Checkpoint(
@@ -371,6 +395,7 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
         int(meta.get("image_size", 64)),
         info,
         weights_path,
+        open_set=point,
     )
 
 

@@ -14,7 +14,9 @@ The pair, like a single network's (`heritage_cnn.checkpoint`), is `NAME.safetens
   tensors, as in the safetensors half); `views` (optional, default "none"), the test-time views that every
   tool averages unless told otherwise (`augment.TTA_MODES`; "flip": each photo and its mirror); `forward_mflop`
   (the cost of one photo: the members' sum times the views); `trained_on` (the first member's training images:
-  the members share one split, so `evaluate --split auto/unseen` leaves the same images out); and `members`, a
+  the members share one split, so `evaluate --split auto/unseen` leaves the same images out); `open_set` (optional:
+  the "none of these" operating point, `heritage_cnn.openset_point`; each member's statistics are then tensors
+  `members.<i>.openset.mahalanobis.*`, float32); and `members`, a
   list (1 to 16) of objects: `name`, `command` (how it was trained, e.g. `heritage train
   --data DATA --out RUN --seed 1`), `model_config`, and its own checkpoint metadata (`seed`, `recipe`,
   `history`, `validation`, `forward_mflop`, `source_generation`, ...) without classes or normalisation.
@@ -49,6 +51,7 @@ from heritage_cnn.checkpoint import (
 )
 from heritage_cnn.io import CheckpointError, atomic_write_json, save_tensors
 from heritage_cnn.model import Ensemble, HeritageNet
+from heritage_cnn.openset_point import OPEN_SET, OperatingPoint
 
 
 def _shared(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -71,12 +74,14 @@ def save_ensemble(
     names: Sequence[str] | None = None,
     commands: Sequence[str] | None = None,
     views: str = "none",
+    open_set: OperatingPoint | None = None,
 ) -> Path:
     """Write an ensemble pair atomically, tagged with one generation; returns the weights path.
 
     `members`: single-network checkpoints with the same classes, normalisation and image size (trained on one
     split); `names` and `commands` default to what each member's info records (`name`, `command`); `views` is
-    the model's own test-time views (`augment.TTA_MODES`)."""
+    the model's own test-time views (`augment.TTA_MODES`); `open_set`: the ensemble's "none of these" operating
+    point (`heritage_cnn.openset_point`), its statistics stored in float32 beside the members' weights."""
     weights_path, meta_path = checkpoint_files(path)
     if views not in TTA_MODES:
         raise CheckpointError(f"{weights_path}: not written: views must be one of {', '.join(TTA_MODES)}")
@@ -105,6 +110,8 @@ def save_ensemble(
         for key, tensor in member.model.state_dict().items():
             tensor = tensor.detach().cpu()
             state[f"members.{i}.{key}"] = tensor.half() if tensor.is_floating_point() else tensor
+    if open_set is not None:
+        state |= open_set.tensors(ensemble=True)
     bad = first_non_finite(state)
     if bad is not None:
         raise CheckpointError(f"{weights_path}: not written: tensor {bad} is NaN or infinite (in float16)")
@@ -123,6 +130,8 @@ def save_ensemble(
     }
     if first.info.get("trained_on") is not None:
         meta["trained_on"] = first.info["trained_on"]
+    if open_set is not None:
+        meta[OPEN_SET] = open_set.to_dict()
     save_tensors(weights_path, state, metadata={"format": ENSEMBLE_FORMAT, "generation": generation})
     atomic_write_json(meta_path, {**meta, "generation": generation})
     return weights_path

@@ -1,4 +1,5 @@
-"""Workflows that chain the tools: honest evaluation on a named split, the report, the demo.
+"""Workflows that chain the tools: honest evaluation on a named split, fitting a model's "none of these" operating
+point on its own split (`fit_none_of_these`), the report, the demo.
 
 The `heritage` command and Python users call the same functions; nothing here knows about argparse.
 Messages go through `log` (default `print`) so a caller can silence or capture them.
@@ -24,11 +25,15 @@ import numpy as np
 import torch
 
 from heritage_cnn.augment import TTA_WORDS
-from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
+from heritage_cnn.checkpoint import Checkpoint, checkpoint_files, load_checkpoint
 from heritage_cnn.data import ImageSet, find_layout, list_images, load_images, split_folder
 from heritage_cnn.evaluate import compute_metrics, hashes_from_hex, near_any, predict_logits, write_evaluation
 from heritage_cnn.io import CheckpointError, atomic_write_json, read_json
 from heritage_cnn.names import shown
+from heritage_cnn.openset import PENULTIMATE
+from heritage_cnn.openset_eval import open_set_section, scored_logits
+from heritage_cnn.openset_fit import DEFAULT_RIDGE, REJECT_SHARE, describe, fit_operating_point, save_with_point
+from heritage_cnn.openset_point import CANNOT_REJECT, with_override
 from heritage_cnn.split import perceptual_hashes
 
 Log = Callable[[str], None]
@@ -166,6 +171,8 @@ def evaluate_on(
     device: str = "cpu",
     progress: bool = False,
     log: Log = print,
+    none_threshold: float | None = None,
+    negatives: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of a data folder, write the figures to `out`, return the metrics.
 
@@ -175,18 +182,34 @@ def evaluate_on(
     Splits: test (DIR/test), val (the model's own validation split, rebuilt from its recipe), unseen
     (the folder's images that did not train the model), all (every image, trained-on ones counted),
     auto (test, else unseen, else all; see the module's docstring).
+
+    A model with a "none of these" operating point (its threshold, or `none_threshold`) also gets the open-set
+    section (`heritage_cnn.openset_eval`), with the ROC against `negatives`, a folder of photos of none of the ten.
     """
     data = str(data)
     checkpoint = load_checkpoint(model, device=device)
+    point = with_override(checkpoint.open_set, none_threshold, checkpoint.path)
+    if point is None and negatives is not None:
+        raise ValueError(f"--negatives: {checkpoint.path} has no none-of-these score to tell them apart with")
+    if point is None:
+        log(f"note: {CANNOT_REJECT}")
     tta = checkpoint.views if tta is None else tta
     split = choose_split(data, checkpoint, split)
     images, described, extra = _select(checkpoint, data, split, progress, log)
-    logits = predict_logits(checkpoint.model, images.images, checkpoint.normalise, tta=tta, progress=progress)
+    if point is None:
+        logits = predict_logits(checkpoint.model, images.images, checkpoint.normalise, tta=tta, progress=progress)
+    else:
+        logits, scores = scored_logits(checkpoint, point, images.images, tta, progress=progress)
     probabilities = torch.softmax(logits.float(), 1).cpu().numpy()
     labels = images.labels.numpy()
     metrics = compute_metrics(labels, probabilities, checkpoint.display_names)
     title = shown(f"{Path(str(checkpoint.path)).name} on the {described}{TTA_LABELS[tta]}")  # text in figures
     extra = {"model": str(checkpoint.path), "data": data, "split": split, "tta": tta, **extra}
+    if point is not None:
+        overridden = none_threshold is not None
+        extra["open_set"] = open_set_section(
+            checkpoint, point, scores, probabilities, labels, out, negatives, tta, overridden, log
+        )
     extra["skipped"] = [{"path": p, "reason": r} for p, r in images.skipped]
     paths = write_evaluation(out, metrics, checkpoint.display_names, title, extra, images.images, probabilities, labels)
     low, high = metrics["accuracy"]["ci95"]
@@ -196,8 +219,47 @@ def evaluate_on(
     )
     if images.skipped:
         log(f"skipped {len(images.skipped)} unreadable file(s): listed in {shown(paths['metrics_json'])}")
-    log(f"figures: {shown(out)}/ (confusion_matrix.png, errors.png, calibration.png, metrics.md)")
+    none_of_these = ", open_set_scores.png, open_set.md" if point is not None else ""
+    log(f"figures: {shown(out)}/ (confusion_matrix.png, errors.png, calibration.png, metrics.md{none_of_these})")
     return metrics
+
+
+def fit_none_of_these(
+    model: str | os.PathLike | None,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    score: str = "mahalanobis",
+    layer: str = PENULTIMATE,
+    ridge: float = DEFAULT_RIDGE,
+    reject_share: float = REJECT_SHARE,
+    command: str | None = None,
+    device: str = "cpu",
+    log: Log = print,
+) -> Path:
+    """(Re)fit a model's "none of these" operating point on a data folder and write the model with it as a new
+    checkpoint at `out` (the model's own files are never written): Mahalanobis statistics on the photos its recorded
+    split trained on, the threshold on its validation photos less any it trained on (as `evaluate --split val`)."""
+    from heritage_cnn.recipe import TrainConfig, prepare_data
+
+    checkpoint = load_checkpoint(model, device=device)
+    existing = [path for path in checkpoint_files(out) if path.exists()]
+    if existing:
+        raise ValueError(f"{existing[0]}: already exists; the fitted model is written as a new checkpoint")
+    recipe = split_recipe(checkpoint)
+    if not recipe:
+        raise CheckpointError(f"{checkpoint.path}: has no training recipe, so its split cannot be rebuilt")
+    config = TrainConfig.from_dict({**recipe, "data": str(data), "out": "-", "progress": False})
+    _, train_set, val_set = prepare_data(config, log=lambda _: None)
+    if train_set.classes != checkpoint.classes:
+        raise ValueError(f"{data}: classes {train_set.classes} differ from the model's {checkpoint.classes}")
+    val, _, _ = _unseen(checkpoint, val_set, "validation split", str(data), log, rebuilt=True)
+    log(f"fitting on {len(train_set)} training and {len(val)} validation photos of {data}")
+    point = fit_operating_point(checkpoint, train_set, val.images, score, layer, ridge, reject_share, command)
+    weights = save_with_point(checkpoint, point, out)
+    load_checkpoint(weights)  # the new pair loads
+    log(describe(point))
+    log(f"written: {shown(weights)} + {shown(weights.with_suffix('.json').name)}")
+    return weights
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,16 +322,18 @@ def class_images_step(model: str | os.PathLike | None, data: str, out: Path, log
 FIGURE_STEPS = (inside_step, class_images_step)
 
 
-def _evaluate_splits(model: str | os.PathLike | None, data: str, out: Path, progress: bool, log: Log) -> None:
+def _evaluate_splits(
+    model: str | os.PathLike | None, data: str, out: Path, progress: bool, log: Log, negatives: str | None = None
+) -> None:
     """The model's validation split (when its recipe and the training folder allow) and the test split."""
     checkpoint = load_checkpoint(model)
     layout = find_layout(data)
     if split_recipe(checkpoint) and layout.train.is_dir():
-        evaluate_on(model, data, "val", out / "eval-val", progress=progress, log=log)
+        evaluate_on(model, data, "val", out / "eval-val", progress=progress, log=log, negatives=negatives)
     elif layout.test is None:
-        evaluate_on(model, data, "auto", out / "eval-val", progress=progress, log=log)
+        evaluate_on(model, data, "auto", out / "eval-val", progress=progress, log=log, negatives=negatives)
     if layout.test is not None:
-        evaluate_on(model, data, "test", out / "eval-test", progress=progress, log=log)
+        evaluate_on(model, data, "test", out / "eval-test", progress=progress, log=log, negatives=negatives)
 
 
 def run_report(
@@ -279,9 +343,11 @@ def run_report(
     progress: bool = False,
     log: Log = print,
     member: int = 0,
+    negatives: str | None = None,
 ) -> Path:
     """Every figure for one model, gathered in one self-contained `out/index.html`; returns its path.
-    The figures from inside the network (and the class images) are those of network `member`."""
+    The figures from inside the network (and the class images) are those of network `member`; `negatives`: a
+    folder of photos of none of the ten for the evaluations' none-of-these section."""
     from heritage_cnn.datacheck import check_dataset
     from heritage_cnn.report import build_html_report, plot_training_curves, training_history
 
@@ -293,7 +359,7 @@ def run_report(
     history = training_history(checkpoint, member)
     if history:
         plot_training_curves(history, out / "train" / "curves.png")  # atomic (heritage_cnn.figures)
-    _evaluate_splits(model, data, out, progress, log)
+    _evaluate_splits(model, data, out, progress, log, negatives)
     for step in FIGURE_STEPS:
         step(model, data, out, log, member=member)
     return build_html_report(out, out / "index.html", model=model, data=data, member=member)

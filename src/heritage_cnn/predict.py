@@ -5,6 +5,12 @@ and evaluation (`decode.read_image`: EXIF orientation honoured, any mode to RGB,
 centre crop), then classified in batches. A `Prediction` has one shape everywhere: the Python API, the
 CLI's JSON (`Prediction.to_dict`), the HTTP API and, flattened to `top1_label, top1_name, ...` columns,
 the CSV output and `sort`'s manifest. Sorting photos into class folders lives in `sort.py`.
+
+"None of these": when the model carries an operating point (`heritage_cnn.openset_point`), each prediction also
+says whether the photo is `known` (one of the ten: its open-set score at or above the threshold) and gives the
+score and the threshold; the score comes from the same forward pass as the probabilities. `label` is always the
+best of the ten, so for a photo that is none of them it is the closest class. A model without the record gives
+`known = None`: it cannot reject, and every photo is filed into a class.
 """
 
 from __future__ import annotations
@@ -29,8 +35,10 @@ from heritage_cnn.decode import ImageError, decode_image, fit_square, to_rgb, tr
 from heritage_cnn.devices import mixed_precision
 from heritage_cnn.model import fold_batch_norm
 from heritage_cnn.names import json_text, shown
+from heritage_cnn.openset_point import with_override
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
+NONE_OF_THESE = "none of these"  # how the table shows a photo that is none of the ten classes
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,9 @@ class Prediction:
     probability: float
     top: tuple[TopClass, ...]  # best first; top[0] is the answer itself
     path: str | None = None
+    known: bool | None = None  # one of the ten (True) or none of them (False); None: the model cannot tell
+    open_set_score: float | None = None  # higher: more like the ten (heritage_cnn.openset)
+    none_threshold: float | None = None  # below it, "none of these"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,13 +72,21 @@ class Prediction:
             "label": self.label,
             "name": self.name,
             "probability": self.probability,
+            "known": self.known,
+            "open_set_score": self.open_set_score,
+            "none_threshold": self.none_threshold,
             "top": [t.to_dict() for t in self.top],
         }
 
     def flat(self, k: int | None = None) -> dict[str, Any]:
-        """One CSV row: the answer, then `top1_label, top1_name, top1_probability, top2_...` (k of them)."""
+        """One CSV row: the answer, `known` (true, false or empty), the score and threshold, then `top1_label,
+        top1_name, top1_probability, top2_...` (k of them)."""
         row: dict[str, Any] = {"path": self.path, "label": self.label, "name": self.name}
         row["probability"] = f"{self.probability:.4f}"
+        row["known"] = "" if self.known is None else str(self.known).lower()
+        for key in ("open_set_score", "none_threshold"):
+            value = getattr(self, key)
+            row[key] = "" if value is None else f"{value:.7g}"
         for i, t in enumerate(self.top[:k], start=1):
             row |= {f"top{i}_label": t.label, f"top{i}_name": t.name, f"top{i}_probability": f"{t.probability:.4f}"}
         return row
@@ -75,7 +94,7 @@ class Prediction:
 
 def flat_fields(k: int) -> list[str]:
     """The CSV columns of `Prediction.flat` for `k` top classes."""
-    fields = ["path", "label", "name", "probability"]
+    fields = ["path", "label", "name", "probability", "known", "open_set_score", "none_threshold"]
     for i in range(1, k + 1):
         fields += [f"top{i}_label", f"top{i}_name", f"top{i}_probability"]
     return fields
@@ -84,7 +103,14 @@ def flat_fields(k: int) -> list[str]:
 class Classifier:
     """A trained network (or ensemble) ready for photos: `Classifier.load(path).predict(images)`."""
 
-    def __init__(self, checkpoint: Checkpoint, batch_size: int = 64, tta: str | None = None, bf16: bool = True) -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        batch_size: int = 64,
+        tta: str | None = None,
+        bf16: bool = True,
+        none_threshold: float | None = None,
+    ) -> None:
         # "flip" or "multi" average the logits of 2 or 7 views: more accurate, 2x or 7x slower. None: the views
         # the model was shipped with (`Checkpoint.views`, "none" for a single network).
         self.tta = checkpoint.views if tta is None else tta
@@ -98,13 +124,20 @@ class Classifier:
         # CPU, same top class on test batches; float32 elsewhere (GPUs too). Outputs are float32 either way.
         self.bf16 = self.device.type == "cpu" and mixed_precision(self.device, bf16)[0]
         self.batch_size = batch_size
+        # "none of these": the model's operating point, its threshold replaced by `none_threshold` if given
+        self.open_set = with_override(checkpoint.open_set, none_threshold, checkpoint.path)
 
     @classmethod
     def load(
-        cls, path: str | os.PathLike | None = None, device: str = "cpu", tta: str | None = None, bf16: bool = True
+        cls,
+        path: str | os.PathLike | None = None,
+        device: str = "cpu",
+        tta: str | None = None,
+        bf16: bool = True,
+        none_threshold: float | None = None,
     ) -> Classifier:
         """Load a checkpoint; without a path, the shipped `default` ensemble (`"fast"`: one distilled network)."""
-        return cls(load_checkpoint(path, device=device), tta=tta, bf16=bf16)
+        return cls(load_checkpoint(path, device=device), tta=tta, bf16=bf16, none_threshold=none_threshold)
 
     @property
     def classes(self) -> list[str]:
@@ -121,30 +154,49 @@ class Classifier:
             raise ImageError(f"array input must be HxWx3 uint8, got shape {array.shape} dtype {array.dtype}")
         return np.asarray(fit_square(Image.fromarray(array), size), dtype=np.uint8)
 
-    @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Class probabilities for a uint8 batch (N, 3, H, W) already at the network's size."""
-        outputs = []
+        return self.scored(images, with_score=False)[0]
+
+    @torch.no_grad()
+    def scored(self, images: torch.Tensor, with_score: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class probabilities (N, C) and, when the model has an operating point, the open-set score (N,) of a
+        uint8 batch, both from one forward pass per view (the score: the mean over the views)."""
+        point = self.open_set if with_score else None
+        outputs, scores = [], []
         for start in range(0, len(images), self.batch_size):
             x = self.checkpoint.normalise(images[start : start + self.batch_size].to(self.device))
             views = tta_views(x, self.tta)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                logits = [self.model(view).float() for view in views]
+                if point is None:
+                    logits = [self.model(view).float() for view in views]
+                else:
+                    logits, score = zip(*(point.forward(self.model, view) for view in views), strict=True)
+                    scores.append((sum(score) / len(views)).float().cpu())
             outputs.append(torch.softmax(sum(logits) / len(views), 1))
-        return torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
+        probabilities = torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
+        if point is None:
+            return probabilities, None
+        return probabilities, torch.cat(scores) if scores else torch.empty(0)
 
     def _predictions(self, arrays: Sequence[np.ndarray], paths: Sequence[str | None], top: int) -> list[Prediction]:
         if not arrays:
             return []
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        probs = self.probabilities(batch)
+        probs, scores = self.scored(batch)
         k = min(top, len(self.classes))
         values, indices = probs.topk(k, dim=1)
         names, labels = self.checkpoint.display_names, self.classes
+        threshold = self.open_set.threshold if self.open_set is not None else None
         result = []
-        for path, vals, idxs in zip(paths, values.tolist(), indices.tolist(), strict=True):
+        for n, (path, vals, idxs) in enumerate(zip(paths, values.tolist(), indices.tolist(), strict=True)):
             ranked = tuple(TopClass(labels[i], names[i], float(v)) for i, v in zip(idxs, vals, strict=True))
-            result.append(Prediction(ranked[0].label, ranked[0].name, ranked[0].probability, ranked, path))
+            score = float(scores[n]) if scores is not None else None
+            known = None if score is None else score >= threshold
+            answer = ranked[0]
+            result.append(
+                Prediction(answer.label, answer.name, answer.probability, ranked, path, known, score, threshold)
+            )
         return result
 
     def predict(self, images: ImageLike | Sequence[ImageLike], top: int = 3) -> list[Prediction]:
@@ -212,6 +264,10 @@ def format_predictions(predictions: Sequence[Prediction], fmt: str) -> str:
     width = max([len(str(p.path)) for p in predictions] + [4])
     lines = [f"{'path'.ljust(width)}  {'class':<16} {'prob':>5}  top"]
     for p in predictions:
+        if p.known is False:  # none of the ten: the closest classes beside it
+            closest = ", ".join(f"{t.name} {t.probability:.2f}" for t in p.top)
+            lines.append(f"{str(p.path).ljust(width)}  {NONE_OF_THESE:<16} {'-':>5}  closest: {closest}")
+            continue
         others = ", ".join(f"{t.name} {t.probability:.2f}" for t in p.top[1:])
         lines.append(f"{str(p.path).ljust(width)}  {p.name:<16} {p.probability:5.2f}  {others}")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from heritage_cnn.checkpoint import Checkpoint
 from heritage_cnn.data import display_name
 from heritage_cnn.io import atomic_write_text
 from heritage_cnn.names import shown
+from heritage_cnn.openset_eval import OPEN_SET_FIGURES, report_rows
 
 DPI = 120  # every figure of the report; the page shows them at most at their natural size
 CELL_FONT_PT = 10  # confusion-matrix cell text: 10 pt at 120 dpi is 16.7 px, at least 14 px on a 1280 px page
@@ -216,6 +217,8 @@ def _evaluation(sub: Path, split: str) -> Section | None:
         for r in metrics["per_class"]
     ]
     section.body.append(_table(["class", "precision", "recall", "F1", "photos"], per_class))
+    if metrics.get("open_set"):  # the model's "none of these" operating point on these photos
+        section.body.append("<h3>None of these</h3>" + _table(["figure", "value"], report_rows(metrics["open_set"])))
     captions = {
         "confusion_matrix.png": "Each row is a true class, each column a predicted class; each cell gives the count of "
         "photos and their share of the row, so the diagonal is each class's recall.",
@@ -224,7 +227,7 @@ def _evaluation(sub: Path, split: str) -> Section | None:
         "errors.png": "The mistakes the network was most sure of: worth a look for mislabelled photos and genuinely "
         "ambiguous scenes.",
     }
-    for name, caption in captions.items():
+    for name, caption in (captions | OPEN_SET_FIGURES).items():
         if (sub / name).exists():
             section.body.append(_figure(sub / name, caption, f"{name[:-4].replace('_', ' ')}, {split} split"))
     return section

@@ -172,6 +172,7 @@ def create_app(
     cache_dir: str | Path | None = None,
     draw_class_images: bool = True,
     member: int = 0,
+    none_threshold: float | None = None,
 ) -> Any:
     """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `GET /api/info`, class images.
 
@@ -179,7 +180,8 @@ def create_app(
     Class images: `class_images_dir` if given, else the packaged ones (shipped model) or the cache under
     `cache_dir`, drawn once in the background when missing unless `draw_class_images` is False. The answer is the
     whole model's (an ensemble's mean); the Grad-CAM and deconvnet overlays and the class images are those of
-    network `member` (a single network is its own member 0)."""
+    network `member` (a single network is its own member 0). `none_threshold` replaces the model's none-of-these
+    threshold (refused for a model without one)."""
     from fastapi import FastAPI, HTTPException, Query, Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
@@ -190,7 +192,7 @@ def create_app(
         raise ValueError(f"the upload limit must be positive, got {max_upload_bytes} bytes")
     if not (body_timeout > 0 and idle_timeout > 0):
         raise ValueError(f"timeouts must be positive, got {body_timeout} and {idle_timeout} s")
-    classifier = Classifier.load(model_path, device=device)
+    classifier = Classifier.load(model_path, device=device, none_threshold=none_threshold)
     checkpoint = classifier.checkpoint
     inside = checkpoint.member(member)  # the network the overlays and class images show
     overlays = Overlays(inside)
@@ -208,6 +210,7 @@ def create_app(
     # no API docs pages: they need a CDN
     app = FastAPI(title="heritage-cnn", docs_url=None, redoc_url=None, default_response_class=Answer)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts or allowed_hosts()))
+    app.state.open_set = classifier.open_set  # the operating point in force (None: this model cannot reject)
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
@@ -226,6 +229,9 @@ def create_app(
             "max_upload_bytes": max_upload_bytes,
             "max_image_pixels": MAX_IMAGE_PIXELS,
             "min_confidence": MIN_CONFIDENCE,  # below it the page says "not sure", as `heritage sort` does
+            # below it (the open-set score) the page says "not one of the ten"; None: this model cannot say it
+            "none_threshold": classifier.open_set.threshold if classifier.open_set else None,
+            "open_set_score": classifier.open_set.name if classifier.open_set else None,
             "class_images": {
                 "state": images.state,
                 "grid": f"/class-images/{images.grid}" if images.grid else None,

@@ -35,7 +35,8 @@ from heritage_cnn.io import FolderBusy, atomic_write_text, folder_lock
 from heritage_cnn.names import CSV_ERRORS, portable_name, shown
 from heritage_cnn.predict import Classifier, Prediction, find_photos, flat_fields
 
-UNCERTAIN = "_uncertain"
+UNCERTAIN = "_uncertain"  # one of the ten, unsure which
+NONE = "_none"  # none of the ten (the model's open-set score below its threshold): checked before UNCERTAIN
 MIN_CONFIDENCE = 0.6  # below this top-class probability a photo is "uncertain": sort's default, the web page's
 LOCK_NAME = ".heritage-sort.lock"
 TEMP_PREFIX = ".heritage-sort-"
@@ -60,6 +61,8 @@ class SortSummary:
     placed: int = 0
     already_done: int = 0
     uncertain: int = 0
+    none: int = 0
+    rejects: bool = False  # whether the model can call a photo none of the ten
     linked: int = 0
     copied: int = 0
     copied_because: dict[str, int] = field(default_factory=dict)  # why a link became a copy -> count
@@ -77,8 +80,9 @@ class SortSummary:
 
     def describe(self, min_confidence: float) -> str:
         """The summary the command prints."""
+        none = f"{self.none} none of the ten in {NONE}/, " if self.rejects else ""
         lines = [
-            f"{self.placed} photo(s) sorted ({self.uncertain} below {min_confidence:.2f} in {UNCERTAIN}/), "
+            f"{self.placed} photo(s) sorted ({none}{self.uncertain} below {min_confidence:.2f} in {UNCERTAIN}/), "
             f"{self.already_done} already done earlier; {self.how_placed()}"
         ]
         if self.skipped:
@@ -106,7 +110,7 @@ def _inside(root: Path, path: Path) -> Path:
 def _class_folders(root: Path, classes: Iterable[str]) -> dict[str, Path]:
     """Each class's folder below `root`; refuses a name that is not one plain folder name."""
     folders = {}
-    for name in [*classes, UNCERTAIN]:
+    for name in [*classes, UNCERTAIN, NONE]:
         if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
             raise ValueError(f"class name {name!r} is not a plain folder name; refusing to sort into it")
         folders[name] = root / name
@@ -224,7 +228,8 @@ def sort_photos(
     mode: str = "copy",
     progress: bool = True,
 ) -> SortSummary:
-    """Copy (or hard-link) every photo below `in_dir` into `out_dir/<class>/` or `_uncertain/`, with a manifest.
+    """Copy (or hard-link) every photo below `in_dir` into `out_dir/<class>/`, `_none/` (none of the ten, when the
+    classifier has a none-of-these threshold) or `_uncertain/` (below `min_confidence`), with a manifest.
 
     Running it again skips photos already in the manifest whose copy exists, so an interrupted sort
     resumes. Raises SortLocked when another process sorts into `out_dir`.
@@ -261,6 +266,7 @@ def _sort_locked(
     photos, problems = find_photos([source_root])
     todo = [p for p in photos if not (str(p) in manifest and Path(manifest[str(p)].get("destination") or "").is_file())]
     summary = SortSummary(already_done=len(photos) - len(todo), skipped=list(problems), manifest=manifest_path)
+    summary.rejects = classifier.open_set is not None
     bar = None
     if progress and sys.stderr.isatty():
         from tqdm import tqdm
@@ -272,7 +278,7 @@ def _sort_locked(
                 summary.skipped.append(item)
             else:
                 source = Path(str(item.path))
-                name = item.label if item.probability >= min_confidence else UNCERTAIN
+                name = NONE if item.known is False else item.label if item.probability >= min_confidence else UNCERTAIN
                 folder = folders[name]
                 folder.mkdir(exist_ok=True)
                 _inside(target_root, folder)  # a class folder that is a symbolic link out of OUT is refused
@@ -280,6 +286,7 @@ def _sort_locked(
                 summary.placed += not already
                 summary.already_done += already
                 summary.uncertain += name == UNCERTAIN
+                summary.none += name == NONE
                 summary.per_class[name] = summary.per_class.get(name, 0) + 1
                 manifest[str(source)] = _manifest_row(source, destination, item)
             if bar is not None:

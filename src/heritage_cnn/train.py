@@ -45,6 +45,7 @@ from heritage_cnn.losses import (
     load_teachers,
 )
 from heritage_cnn.model import HeritageNet, forward_flops, parameter_count
+from heritage_cnn.openset_fit import fit_for_run
 from heritage_cnn.optim import Optimizer
 from heritage_cnn.recipe import (
     RUNTIME_FIELDS,
@@ -417,6 +418,8 @@ def _train_into(
                 interrupted = epoch + 1 < config.epochs
                 break
 
+    if ranks.main and not interrupted:  # "none of these": the last weights' operating point, fitted on this split
+        fit_for_run(checkpoint, train_set, val_set, log, save=lambda: save("last"))
     return TrainResult(
         out,
         out / "last.safetensors",

@@ -1,10 +1,10 @@
-"""`heritage data download | check`."""
+"""`heritage data download | check | none-fit`."""
 
 from __future__ import annotations
 
 import argparse
 
-from heritage_cnn.cli.options import add_command, data_folder, int_in
+from heritage_cnn.cli.options import add_command, add_device, add_model, data_folder, device_name, int_in, number_in
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
@@ -49,6 +49,35 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_none_fit(args: argparse.Namespace) -> int:
+    """Fit a model's "none of these" threshold on its data; write it as a new checkpoint.
+
+    Fit the open-set score that lets a model say "none of these" (a photo of none of the ten classes) and its
+    threshold, and write the model with them as a new checkpoint pair at --out (the model's own files are never
+    written). The split is the one the model records (as `heritage evaluate --split val` rebuilds it): the Mahalanobis
+    statistics come from its training photos, the threshold calls --reject-share of its validation photos "none"
+    (default 0.03, docs/open_set.md's operating point). The command is recorded in the checkpoint.
+
+    Examples:
+      heritage data none-fit --model runs/a --data data/ahe64 --out runs/a/none
+      heritage data none-fit --model default --data data/ahe64 --ridge 1e-4 --out /tmp/default
+      heritage data none-fit --model fast --data data/ahe64 --score energy --out /tmp/fast-energy
+    """
+    from heritage_cnn.pipeline import fit_none_of_these
+
+    # recorded in the checkpoint with every setting spelled out, the data and output folders as placeholders
+    settings = f"--layer {args.layer} --ridge {args.ridge:g} " if args.score == "mahalanobis" else ""
+    command = (
+        f"heritage data none-fit --model {args.model or 'default'} --data DATA --out OUT --score {args.score} "
+        f"{settings}--reject-share {args.reject_share:g}"
+    )
+    data, device = data_folder(args.data), device_name(args.device)
+    fit_none_of_these(
+        args.model, data, args.out, args.score, args.layer, args.ridge, args.reject_share, command, device
+    )
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     from heritage_cnn.split import HASH_BITS, NEAR_DUPLICATE_DISTANCE
 
@@ -68,3 +97,36 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=NEAR_DUPLICATE_DISTANCE,
         help="max Hamming distance of perceptual hashes (default %(default)s)",
     )
+    _register_none_fit(actions)
+
+
+def _register_none_fit(actions: argparse._SubParsersAction) -> None:
+    from heritage_cnn.openset_fit import DEFAULT_RIDGE, REJECT_SHARE
+    from heritage_cnn.openset_point import LAYERS, SCORES
+
+    p = add_command(actions, "none-fit", cmd_data_none_fit)
+    add_model(p)
+    p.add_argument("--data", help="the data folder the model was trained on (default $HERITAGE_DATA)")
+    p.add_argument("--out", required=True, help="the new checkpoint to write (a stem: OUT.safetensors + OUT.json)")
+    p.add_argument(
+        "--score",
+        choices=SCORES,
+        default="mahalanobis",
+        help="the open-set score: mahalanobis (statistics of the penultimate features), or energy or max_softmax "
+        "(no statistics) (default mahalanobis)",
+    )
+    p.add_argument("--layer", choices=LAYERS, default=LAYERS[0], help="Mahalanobis: whose input (default %(default)s)")
+    p.add_argument(
+        "--ridge",
+        type=number_in(0),
+        default=DEFAULT_RIDGE,
+        help="Mahalanobis: added to the covariance's diagonal, relative to its mean (default %(default)g; the shipped "
+        "default ensemble's is 1e-4)",
+    )
+    p.add_argument(
+        "--reject-share",
+        type=number_in(0, 1),
+        default=REJECT_SHARE,
+        help="the share of validation photos the threshold calls none at most, below 1 (default %(default)g)",
+    )
+    add_device(p)

@@ -10,6 +10,7 @@ from heritage_cnn.cli.options import (
     add_device,
     add_member,
     add_model,
+    add_none_threshold,
     add_out,
     add_tta,
     data_folder,
@@ -28,15 +29,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model did not train on, when the checkpoint records its training images (each image within the split's
     perceptual-hash distance of one is left out and counted); else every image, with a warning.
 
+    None of these: for a model with a none-of-these threshold, the open-set score's histogram on the scored photos
+    (open_set_scores.png), the share of them called none and the accuracy on the rest (open_set.md, metrics.json);
+    with --negatives DIR (photos of none of the ten) also their histogram, the ROC and AUROC (open_set_roc.png) and
+    the share of them still filed into a class.
+
     Examples:
       heritage evaluate --data data/ahe64 --out runs/eval
       heritage evaluate --model runs/a --data data/ahe64 --split val --out runs/a/eval
+      heritage evaluate --data data/ahe64 --split val --negatives data/negatives/reporting --out runs/none
       heritage evaluate --model runs/a/last.safetensors --data my_photos --out runs/mine
     """
     from heritage_cnn.pipeline import evaluate_on
 
     data = data_folder(args.data)
-    evaluate_on(args.model, data, args.split, args.out, args.tta, device_name(args.device), show_progress(args))
+    device, progress = device_name(args.device), show_progress(args)
+    evaluate_on(
+        args.model, data, args.split, args.out, args.tta, device, progress, print, args.none_threshold, args.negatives
+    )
     return 0
 
 
@@ -51,7 +61,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """
     from heritage_cnn.pipeline import run_report
 
-    page = run_report(args.model, data_folder(args.data), args.out, show_progress(args), member=args.member)
+    data = data_folder(args.data)
+    page = run_report(args.model, data, args.out, show_progress(args), member=args.member, negatives=args.negatives)
     print(f"report: {page.resolve()}")
     return 0
 
@@ -83,6 +94,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if run_demo(data, args.out, config) is not None else 130
 
 
+def add_negatives(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--negatives",
+        metavar="DIR",
+        help="a folder of photos that are none of the ten classes (searched recursively): the none-of-these section "
+        "adds their scores, the ROC and AUROC (needs a model with a none-of-these threshold)",
+    )
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     from heritage_cnn.cli.recipe import add_preset_option, add_recipe_options
 
@@ -99,12 +119,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_tta(p)
     add_device(p)
+    add_none_threshold(p)
+    add_negatives(p)
     add_out(p, "folder for metrics.json/md and confusion_matrix.png/csv")
 
     p = add_command(commands, "report", cmd_report)
     add_model(p)
     add_member(p)
     add_data(p)
+    add_negatives(p)
     add_out(p, "folder for index.html and the figures")
 
     p = add_command(commands, "demo", cmd_demo)

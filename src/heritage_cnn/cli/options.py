@@ -106,6 +106,17 @@ def number_in(low: float, high: float = math.inf, *, above_low: bool = False) ->
 port_number = int_in(0, 65535, "a port is 1 to 65535 (0: any free port)")
 
 
+def finite_number(text: str) -> float:
+    """Any finite number (an open-set score can be negative): "nan" and "inf" are refused."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """`24,48,96` -> (24, 48, 96), every value at least 1."""
     try:
@@ -211,6 +222,25 @@ def add_tta(parser: argparse.ArgumentParser) -> None:
         const="none",
         help="only the photo itself, even for a model shipped with more views (default: the model's own views)",
     )
+
+
+def add_none_threshold(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--none-threshold",
+        type=finite_number,
+        metavar="X",
+        help="call a photo 'none of these' when its open-set score is below X, instead of the model's own threshold "
+        "(the score, e.g. mahalanobis[head.fc2], is the model's: see `heritage predict --format json`); refused for "
+        "a model without a none-of-these record",
+    )
+
+
+def note_cannot_reject(point: object) -> None:
+    """Say once, on stderr, that a model without a none-of-these record files every photo into a class."""
+    if point is None:
+        from heritage_cnn.openset_point import CANNOT_REJECT
+
+        print(f"heritage: note: {CANNOT_REJECT}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------

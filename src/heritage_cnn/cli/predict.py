@@ -11,8 +11,10 @@ from heritage_cnn.cli.options import (
     add_command,
     add_device,
     add_model,
+    add_none_threshold,
     add_tta,
     device_name,
+    note_cannot_reject,
     positive_int,
     show_progress,
 )
@@ -65,6 +67,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files are listed and skipped. File names that are not UTF-8 are written back exactly: as their bytes in CSV
     (read with errors='surrogateescape'), as \\udcXX escapes in JSON; the table shows them as \\xe9.
 
+    A photo whose open-set score is below the model's none-of-these threshold is "none of these": the table says so,
+    with the closest classes beside it; JSON and CSV give `known` (true, false; empty for a model without the
+    threshold, which files every photo into a class), `open_set_score` and `none_threshold`, and `label` stays the
+    best of the ten.
+
     Examples:
       heritage predict photo.jpg
       heritage predict survey/ --top 5 -o predictions.csv
@@ -79,7 +86,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"heritage: {shown(path)}: {reason}", file=sys.stderr)
     if not photos:
         raise UsageError("no photos found in " + ", ".join(args.inputs))
-    classifier = Classifier.load(args.model, device=device_name(args.device), tta=args.tta)
+    classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
+    note_cannot_reject(classifier.open_set)
     items = classifier.predict_files(photos, top=args.top)
     if show_progress(args):
         from tqdm import tqdm
@@ -100,8 +108,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_sort(args: argparse.Namespace) -> int:
     """Copy a survey folder's photos into one folder per class.
 
-    Copy (never move, never delete) each photo below IN_DIR into OUT_DIR/<class>/, or OUT_DIR/_uncertain/ below the
-    confidence threshold, and write OUT_DIR/manifest.csv. Safe to run again: photos already sorted are skipped,
+    Copy (never move, never delete) each photo below IN_DIR into OUT_DIR/<class>/, and write OUT_DIR/manifest.csv.
+    First a photo that is none of the ten classes (its open-set score below the model's none-of-these threshold, or
+    --none-threshold) goes to OUT_DIR/_none/; then one below the confidence threshold goes to OUT_DIR/_uncertain/
+    (one of the ten, unsure which). The manifest's `known` column says which photos were called none. Safe to run again: photos already sorted are skipped,
     names never overwrite each other. One sort at a time per OUT_DIR: a second one exits 2 at once, naming the
     process that holds OUT_DIR/.heritage-sort.lock. A copy's name is made valid (UTF-8, no control characters, at
     most 255 bytes); manifest.csv keeps each source's exact path (bytes that are not UTF-8 as they are on disk:
@@ -113,7 +123,8 @@ def cmd_sort(args: argparse.Namespace) -> int:
     from heritage_cnn.predict import Classifier
     from heritage_cnn.sort import sort_photos
 
-    classifier = Classifier.load(args.model, device=device_name(args.device), tta=args.tta)
+    classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
+    note_cannot_reject(classifier.open_set)
     summary = sort_photos(classifier, args.in_dir, args.out, args.min_confidence, args.mode, progress=not args.quiet)
     print(summary.describe(args.min_confidence))
     return 0
@@ -132,6 +143,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="output format (default: from --output's extension, else table)",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write the predictions to FILE (.json, .csv or .txt)")
+    add_none_threshold(p)
     add_tta(p)
     add_device(p)
 
@@ -152,5 +164,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="copy files, or make hard links (never symbolic links); where a hard link is impossible (another "
         "file system) the photo is copied and the summary counts it (default copy)",
     )
+    add_none_threshold(p)
     add_tta(p)
     add_device(p)

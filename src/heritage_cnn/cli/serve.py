@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import argparse
 
-from heritage_cnn.cli.options import add_command, add_device, add_member, add_model, device_name, number_in, port_number
+from heritage_cnn.cli.options import (
+    add_command,
+    add_device,
+    add_member,
+    add_model,
+    add_none_threshold,
+    device_name,
+    note_cannot_reject,
+    number_in,
+    port_number,
+)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """A local web page: drop photos, see the top-5 classes and why.
 
     Serve a local web page where you drop one or several photos and see, for each, the top-5 classes with bars
-    ("not sure" below sort's threshold, naming the runner-up), the Grad-CAM and deconvnet overlays explained in
+    ("not sure" below sort's threshold, naming the runner-up; "not one of the ten elements" below the model's
+    none-of-these threshold, with the closest class beneath), the Grad-CAM and deconvnet overlays explained in
     words, and the class images (the shipped model's from the package; another model's drawn once in the
     background and cached by its weights' hash); and a JSON endpoint for the same prediction (POST /api/predict, the
     photo in the multipart field 'photo'). The page needs no internet. Uploads over the size limit are refused with
@@ -32,11 +43,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     hosts = sorted(set(allowed_hosts(args.host) + allowed_hosts(host)))
     megabytes = int(args.max_upload_mb * 2**20)
+    device = device_name(args.device)
     app = create_app(
-        args.model, args.class_images, megabytes, hosts=hosts, device=device_name(args.device), member=args.member
+        args.model,
+        args.class_images,
+        megabytes,
+        hosts,
+        device=device,
+        member=args.member,
+        none_threshold=args.none_threshold,
     )
     shown = f"[{host}]" if ":" in host else host
     print(f"heritage serve: http://{shown}:{port}/  (JSON: POST /api/predict; Ctrl+C to stop)", flush=True)
+    note_cannot_reject(app.state.open_set)  # after the address line, which scripts read first
     if not ipaddress.ip_address(host).is_loopback:
         print("note: this address is reachable from other machines; there is no login", flush=True)
     run(app, sock)
@@ -63,4 +82,5 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=DEFAULT_MAX_UPLOAD_MB,
         help=f"largest upload accepted (default {DEFAULT_MAX_UPLOAD_MB:g})",
     )
+    add_none_threshold(p)
     add_device(p)
