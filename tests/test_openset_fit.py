@@ -19,6 +19,7 @@ from heritage_cnn.decode import decode_image
 from heritage_cnn.ensemble import save_ensemble
 from heritage_cnn.io import read_json
 from heritage_cnn.openset_fit import reject_threshold
+from heritage_cnn.openset_point import network_id
 from heritage_cnn.predict import Classifier
 
 
@@ -59,6 +60,7 @@ def test_train_fits_the_record_at_the_end_of_a_run(tiny_run) -> None:
         "val_called_none_share": 1 / 48,
         "views": "none",
         "autocast": point.fitted_on["autocast"],
+        "network": network_id(load_checkpoint(tiny_run.out).model.state_dict()),  # the weights it was fitted for
     }
     assert point.command == "heritage train (its last step)" and point.reject_share == 0.03
     assert load_checkpoint(tiny_run.out / "best").open_set is None  # only the last weights carry it

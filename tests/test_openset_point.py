@@ -14,14 +14,14 @@ from safetensors.torch import save
 
 from conftest import refused_in_one_line as _refused
 from heritage_cnn import cli
-from heritage_cnn.checkpoint import FORMAT, load_checkpoint, save_checkpoint, weights_generation
+from heritage_cnn.checkpoint import FORMAT, copy_model, load_checkpoint, save_checkpoint, weights_generation
 from heritage_cnn.decode import decode_image
 from heritage_cnn.ensemble import save_ensemble
 from heritage_cnn.io import load_tensors
 from heritage_cnn.model import Ensemble
 from heritage_cnn.openset import PENULTIMATE, forward_with_features, mahalanobis, mahalanobis_fit
 from heritage_cnn.openset_fit import fit_operating_point
-from heritage_cnn.openset_point import CANNOT_REJECT, OperatingPoint
+from heritage_cnn.openset_point import CANNOT_REJECT, OperatingPoint, network_id
 from heritage_cnn.predict import Classifier
 from heritage_cnn.recipe import TrainConfig, prepare_data
 
@@ -77,6 +77,26 @@ def test_an_ensembles_statistics_are_per_member_and_round_trip(tiny_run, photos,
     assert loaded.member(0).open_set is None  # a member alone has no threshold: it was set on the mean
 
 
+def test_weights_changed_after_the_fit_are_saved_without_the_record(tiny_run, photos, tmp_path: Path) -> None:
+    """A copy fine-tuned or edited after the fit (`replace(checkpoint, model=...)` keeps the old record) must not be
+    written with statistics and a threshold of other weights: the record names the weights it was fitted for."""
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    assert checkpoint.open_set.fitted_on["network"] == network_id(checkpoint.model.state_dict())
+    tuned = copy_model(checkpoint.model)
+    with torch.no_grad():
+        tuned.head.fc2.bias.add_(0.01)
+    save_checkpoint(tmp_path / "tuned", replace(checkpoint, model=tuned))
+    assert load_checkpoint(tmp_path / "tuned").open_set is None
+    assert "open_set" not in json.loads((tmp_path / "tuned.json").read_text())
+    save_checkpoint(tmp_path / "same", replace(checkpoint, model=copy_model(checkpoint.model)))
+    assert load_checkpoint(tmp_path / "same").open_set.to_dict() == checkpoint.open_set.to_dict()
+    train, val = photos
+    pair = [checkpoint, replace(checkpoint, model=tuned)]
+    point = fit_operating_point(checkpoint, train, val.images)  # fitted for the single network, not for the pair
+    save_ensemble(tmp_path / "pair", pair, ["a", "b"], ["c", "d"], open_set=point)
+    assert load_checkpoint(tmp_path / "pair").open_set is None
+
+
 def test_mahalanobis_from_the_stored_tensors_equals_a_fresh_fit(tiny_run, photos) -> None:
     """The statistics a run stores are those of its training photos' penultimate features, as `Classifier` runs
     the network, and score any photo as a fit made here does."""
@@ -120,6 +140,7 @@ def _rewritten(stem: Path, meta: dict, state: dict) -> None:
         ("open_set.fitted_on.val_called_none", lambda r: r["fitted_on"].update(val_called_none=10**6)),
         ("open_set.fitted_on.val_called_none_share", lambda r: r["fitted_on"].update(val_called_none_share=math.nan)),
         ("open_set.fitted_on.views", lambda r: r["fitted_on"].update(views="sideways")),
+        ("open_set.fitted_on.network", lambda r: r["fitted_on"].update(network="not a hash")),
         ("open_set.command", lambda r: r.update(command=["heritage"])),
         ("unknown key 'evil'", lambda r: r.update(evil=1)),
         ("open_set: must be an object", None),

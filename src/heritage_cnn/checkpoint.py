@@ -18,7 +18,7 @@ import hashlib
 import math
 import os
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from heritage_cnn.augment import TTA_MODES
 from heritage_cnn.data import display_name
 from heritage_cnn.io import CheckpointError, atomic_write_json, read_json, read_safetensors, save_tensors
 from heritage_cnn.model import MAX_PARAMETERS, Ensemble, HeritageNet, ModelConfig
-from heritage_cnn.openset_point import OPEN_SET, OperatingPoint, check_record, load_point, split_tensors
+from heritage_cnn.openset_point import OPEN_SET, OperatingPoint, check_record, fitted_for, load_point, split_tensors
 
 FORMAT = "heritage-cnn-checkpoint/1"
 MAX_CLASSES = 10_000
@@ -159,11 +159,13 @@ def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     """Write `path.safetensors` and `path.json` atomically, tagged with one generation; returns the weights
-    path. Non-finite weights are refused: a diverged network is never written over a good one."""
+    path. Non-finite weights are refused: a diverged network is never written over a good one. The "none of these"
+    record is written only when it was fitted for these weights (`openset_point.fitted_for`)."""
     if isinstance(checkpoint.model, Ensemble):
         raise CheckpointError(f"{path}: not written: an ensemble is saved with heritage_cnn.ensemble.save_ensemble")
     weights_path, meta_path = checkpoint_files(path)
     state = dict(checkpoint.model.state_dict())
+    checkpoint = replace(checkpoint, open_set=fitted_for(checkpoint.open_set, state))  # none fitted for other weights
     if checkpoint.open_set is not None:
         state |= checkpoint.open_set.tensors(ensemble=False)
     bad = first_non_finite(state)

@@ -51,7 +51,7 @@ from heritage_cnn.checkpoint import (
 )
 from heritage_cnn.io import CheckpointError, atomic_write_json, save_tensors
 from heritage_cnn.model import Ensemble, HeritageNet
-from heritage_cnn.openset_point import OPEN_SET, OperatingPoint
+from heritage_cnn.openset_point import OPEN_SET, OperatingPoint, fitted_for
 
 
 def _shared(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -81,7 +81,8 @@ def save_ensemble(
     `members`: single-network checkpoints with the same classes, normalisation and image size (trained on one
     split); `names` and `commands` default to what each member's info records (`name`, `command`); `views` is
     the model's own test-time views (`augment.TTA_MODES`); `open_set`: the ensemble's "none of these" operating
-    point (`heritage_cnn.openset_point`), its statistics stored in float32 beside the members' weights."""
+    point (`heritage_cnn.openset_point`), its statistics stored in float32 beside the members' weights; written only
+    when it was fitted for these members' weights."""
     weights_path, meta_path = checkpoint_files(path)
     if views not in TTA_MODES:
         raise CheckpointError(f"{weights_path}: not written: views must be one of {', '.join(TTA_MODES)}")
@@ -110,6 +111,7 @@ def save_ensemble(
         for key, tensor in member.model.state_dict().items():
             tensor = tensor.detach().cpu()
             state[f"members.{i}.{key}"] = tensor.half() if tensor.is_floating_point() else tensor
+    open_set = fitted_for(open_set, state)  # none fitted for other weights
     if open_set is not None:
         state |= open_set.tensors(ensemble=True)
     bad = first_non_finite(state)

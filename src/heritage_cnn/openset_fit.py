@@ -26,7 +26,7 @@ from heritage_cnn.data import ImageSet
 from heritage_cnn.ensemble import save_ensemble
 from heritage_cnn.model import Ensemble
 from heritage_cnn.openset import PENULTIMATE, forward_with_features, mahalanobis_fit
-from heritage_cnn.openset_point import SCORES, OperatingPoint
+from heritage_cnn.openset_point import SCORES, OperatingPoint, network_id
 from heritage_cnn.predict import Classifier
 
 # The ridge of the Mahalanobis statistics when none is given: the one docs/open_set.md's rule chose on the tuning
@@ -96,6 +96,7 @@ def fit_operating_point(
         "val_called_none_share": rejected / len(val_images),
         "views": classifier.tta,
         "autocast": "bfloat16" if classifier.bf16 else "none",
+        "network": network_id(checkpoint.model.state_dict()),
     }
     return replace(point, threshold=threshold, fitted_on=fitted_on, command=command)
 

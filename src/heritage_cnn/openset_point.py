@@ -10,7 +10,9 @@ as `open_set`, validated like every other field (a bad value is one line naming 
 - `threshold`: a finite number; `reject_share`: the share of validation photos it was chosen to call "none" at
   most (0.03: the 3rd percentile);
 - `fitted_on`: `train_photos` (the statistics' photos), `val_photos`, `val_called_none` and its share, `views`
-  (the test-time views of the fitting passes) and `autocast` (the precision of those passes);
+  (the test-time views of the fitting passes), `autocast` (the precision of those passes) and `network`
+  (`network_id` of the weights it was fitted for: a checkpoint saved with other weights, a fine-tuned copy say,
+  is written without the record rather than with one that no longer fits it);
 - `command` (optional): how the record was fitted.
 
 A Mahalanobis record's statistics (`openset.MahalanobisStats`: class means and the whitening matrix, float32) are
@@ -22,6 +24,7 @@ test-time views it is the mean over the views. A checkpoint without the record l
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -53,7 +56,7 @@ TENSOR_PREFIX = "openset.mahalanobis."
 EXACT_DISTANCES = "donot_use_mm_for_euclid_dist"  # differences, not |x|^2 - 2xy + |y|^2: no cancellation
 _MEMBER_TENSOR = re.compile(r"^members\.\d+\.openset\.")
 _COUNTS = ("train_photos", "val_photos", "val_called_none")
-_FITTED_KEYS = {*_COUNTS, "val_called_none_share", "views", "autocast"}
+_FITTED_KEYS = {*_COUNTS, "val_called_none_share", "views", "autocast", "network"}
 _KEYS = {"score", "layer", "ridge", "threshold", "reject_share", "fitted_on", "command"}
 
 
@@ -122,6 +125,26 @@ class OperatingPoint:
         """Every network's whitening matrix (networks, D, D) and whitened class means (networks, C, D)."""
         whitening = torch.stack([s.whitening for s in self.stats])
         return whitening, torch.bmm(torch.stack([s.means for s in self.stats]), whitening)
+
+
+def network_id(state: Mapping[str, torch.Tensor]) -> str:
+    """A short hash of a network's (or an ensemble's) weights as float32, names and shapes included: which weights
+    a record was fitted for. Float32, so that an ensemble's float16-stored weights, loaded, hash as saved."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu()
+        tensor = (tensor.float() if tensor.is_floating_point() else tensor).contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fitted_for(point: OperatingPoint | None, state: Mapping[str, torch.Tensor]) -> OperatingPoint | None:
+    """`point` when it was fitted for the weights in `state` (its `fitted_on.network`), else None: what a save
+    writes, so that weights changed after the fit are never saved with a threshold and statistics of others."""
+    if point is None or point.fitted_on.get("network") != network_id(state):
+        return None
+    return point
 
 
 def with_override(point: OperatingPoint | None, threshold: float | None, where: object) -> OperatingPoint | None:
@@ -207,6 +230,9 @@ def _check_fitted(fitted: object, fail: Any) -> None:
         raise fail("fitted_on.views", f"must be one of {', '.join(TTA_MODES)}, got {fitted['views']!r}")
     if not isinstance(fitted.get("autocast", ""), str):
         raise fail("fitted_on.autocast", "must be a string")
+    network = fitted.get("network", "0" * 16)
+    if not isinstance(network, str) or not re.fullmatch(r"[0-9a-f]{16}", network):
+        raise fail("fitted_on.network", f"must be 16 hexadecimal digits, got {network!r}")
 
 
 def split_tensors(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -272,7 +298,9 @@ __all__ = [
     "SCORES",
     "OperatingPoint",
     "check_record",
+    "fitted_for",
     "load_point",
+    "network_id",
     "split_tensors",
     "with_override",
 ]
