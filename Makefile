@@ -21,8 +21,8 @@ demo: install  ## the main job: check the data, train, evaluate; figures in runs
 # The tests whose numbers depend on the CPU's kernels: run a second time with the instruction set capped at AVX2
 # (PyTorch's own kernels, oneDNN's convolutions, and so no bf16 autocast), so an Intel machine with AVX-512 and bf16
 # shows what an AMD EPYC or a laptop will. On a CPU that is AVX2 already the second pass would be the same run.
-NUMERICS_TESTS := tests/test_synthesis.py tests/test_deconvnet.py tests/test_ensemble.py tests/test_train.py \
-	tests/test_explain.py tests/test_sanity.py tests/test_devices.py
+NUMERICS_TESTS := tests/inside/test_synthesis.py tests/inside/test_deconvnet.py tests/models/test_ensemble.py tests/training/test_loop.py \
+	tests/inside/test_explain.py tests/inside/test_sanity.py tests/base/test_devices.py
 AVX2_CAP := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 ABOVE_AVX2 := $(BIN)/python -c 'import sys, torch; sys.exit(torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT"))'
 

@@ -327,7 +327,7 @@ def main() -> None:
     case("train and test with different classes", ["data", "check", str(mixed)], 0)
     source = Path(args.model) if args.model else None
     if source is None:
-        from heritage_cnn.checkpoint import default_checkpoint_path
+        from heritage_cnn.models.checkpoint import default_checkpoint_path
 
         source = default_checkpoint_path()
     meta = source.with_suffix(".json").read_bytes()

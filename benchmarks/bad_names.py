@@ -1,5 +1,5 @@
 """Hostile file names for `bad_inputs.py`: the cases that run them through the commands, and the check that the
-outputs give every name back exactly (`heritage_cnn.names`: CSV with surrogateescape, JSON with \\udcXX escapes)."""
+outputs give every name back exactly (`heritage_cnn.base.names`: CSV with surrogateescape, JSON with \\udcXX escapes)."""
 
 from __future__ import annotations
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from heritage_cnn import deconvnet
-from heritage_cnn.checkpoint import load_checkpoint
-from heritage_cnn.data import find_layout, load_images
-from heritage_cnn.io import atomic_write_json, atomic_write_text
+from heritage_cnn.base.io import atomic_write_json, atomic_write_text
+from heritage_cnn.data.folders import find_layout, load_images
+from heritage_cnn.inside import deconvnet
+from heritage_cnn.models.checkpoint import load_checkpoint
 
 HERE = Path(__file__).resolve().parent
 

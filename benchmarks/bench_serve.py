@@ -128,7 +128,7 @@ def load(
 
 
 def screenshot(url: str, photo: Path, path: Path) -> None:
-    """The page after uploading `photo`, in Debian's headless Chromium (as in tests/test_serve.py)."""
+    """The page after uploading `photo`, in Debian's headless Chromium (as in tests/apps/test_serve.py)."""
     from selenium import webdriver
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait

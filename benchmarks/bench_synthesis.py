@@ -88,8 +88,8 @@ def load_scorer(path: str | Path, role: str) -> Scorer:
             judge.info.get("val_accuracy"),
             lambda x, j=judge: judge_probabilities(j, x),
         )
-    from heritage_cnn.checkpoint import load_checkpoint
-    from heritage_cnn.synthesis import classify
+    from heritage_cnn.inside.synthesis.draw import classify
+    from heritage_cnn.models.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(path)
     config = checkpoint.model.config
@@ -160,8 +160,8 @@ def draw_batch(
     """One seed's batch (n images of each class); a function of paths, so that it can run in a worker process."""
     import torch
 
-    from heritage_cnn.checkpoint import load_checkpoint
-    from heritage_cnn.synthesis import draw_classes
+    from heritage_cnn.inside.synthesis.draw import draw_classes
+    from heritage_cnn.models.checkpoint import load_checkpoint
 
     if threads:
         torch.set_num_threads(threads)
@@ -186,8 +186,8 @@ def run_methods(
 
     import torch
 
-    from heritage_cnn.checkpoint import load_checkpoint
-    from heritage_cnn.synthesis import write_generated
+    from heritage_cnn.inside.synthesis.files import write_generated
+    from heritage_cnn.models.checkpoint import load_checkpoint
 
     tasks = [(name, seed) for name in methods for seed in seeds]
     batches: dict[tuple[str, int], Any] = {}
@@ -243,7 +243,7 @@ def run_methods(
 
 
 def _mean_probs(networks: list[Any], images: Any) -> Any:
-    from heritage_cnn.synthesis import classify
+    from heritage_cnn.inside.synthesis.draw import classify
 
     return classify(networks, images)
 
@@ -312,7 +312,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def parse_settings(pairs: list[str]) -> dict[str, Any]:
-    from heritage_cnn.synthesis import Settings
+    from heritage_cnn.inside.synthesis.draw import Settings
 
     types = {f.name: type(getattr(Settings(), f.name)) for f in fields(Settings)}
     changes: dict[str, Any] = {}
@@ -327,7 +327,7 @@ def parse_settings(pairs: list[str]) -> dict[str, Any]:
 
 def member_count(path: str) -> int:
     """How many networks a checkpoint holds, read from its JSON half alone (the workers load the weights)."""
-    from heritage_cnn.checkpoint import SHIPPED, checkpoint_files, shipped_checkpoint_path
+    from heritage_cnn.models.checkpoint import SHIPPED, checkpoint_files, shipped_checkpoint_path
 
     info = json.loads(checkpoint_files(shipped_checkpoint_path(path) if path in SHIPPED else path)[1].read_text())
     return len(info.get("members") or []) or 1
@@ -336,9 +336,9 @@ def member_count(path: str) -> int:
 def main() -> None:
     import torch
 
-    from heritage_cnn.checkpoint import default_checkpoint_path
-    from heritage_cnn.io import atomic_write_json, atomic_write_text
-    from heritage_cnn.synthesis import ENSEMBLE_SETTINGS, PIXEL_BASELINE, Settings
+    from heritage_cnn.base.io import atomic_write_json, atomic_write_text
+    from heritage_cnn.inside.synthesis.draw import ENSEMBLE_SETTINGS, PIXEL_BASELINE, Settings
+    from heritage_cnn.models.checkpoint import default_checkpoint_path
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generators", nargs="+", help="generating networks (default: the shipped model)")

@@ -13,8 +13,8 @@ import time
 
 import torch
 
-from heritage_cnn.augment import TTA_MODES
-from heritage_cnn.predict import Classifier
+from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.models.views import TTA_MODES
 
 
 def main() -> None:

@@ -23,11 +23,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from heritage_cnn import classimages  # noqa: E402
-from heritage_cnn.augment import TTA_MODES  # noqa: E402
-from heritage_cnn.checkpoint import checkpoint_files, load_checkpoint  # noqa: E402
-from heritage_cnn.ensemble import save_ensemble  # noqa: E402
-from heritage_cnn.io import atomic_path, atomic_write_json  # noqa: E402
+from heritage_cnn.base.io import atomic_path, atomic_write_json  # noqa: E402
+from heritage_cnn.inside import classimages  # noqa: E402
+from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint  # noqa: E402
+from heritage_cnn.models.ensemble import save_ensemble  # noqa: E402
+from heritage_cnn.models.views import TTA_MODES  # noqa: E402
 from train_pool import JOBS  # noqa: E402
 
 

@@ -8,7 +8,7 @@ A figure in the Markdown is written once, between invisible markers that name it
     accuracy **<!--fig:val_accuracy-->93.1 %<!--/fig-->** ...
 
 so no figure is typed by hand in two places: `make bench` writes results.json, this script writes the
-documents, and tests/test_docs_figures.py fails when a document and results.json disagree. The marker
+documents, and tests/benchmarks/test_docs_figures.py fails when a document and results.json disagree. The marker
 `<!--fig:KEY.measured-->...<!--/fig-->` gives the date and machine on which that figure's section was
 measured.
 """
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path.relative_to(ROOT)}: {key}: {old!r} -> {value!r}")
         stale += len(changed)
         if changed and not args.check:
-            from heritage_cnn.io import atomic_write_text
+            from heritage_cnn.base.io import atomic_write_text
 
             atomic_write_text(path, new)
     if args.check and stale:

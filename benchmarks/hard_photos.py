@@ -78,9 +78,9 @@ def write_sheets(
 ) -> None:
     import torch
 
-    from heritage_cnn.figures import image_grid
-    from heritage_cnn.predict import Classifier
-    from heritage_cnn.train import TrainConfig
+    from heritage_cnn.base.figures import image_grid
+    from heritage_cnn.inference.classifier import Classifier
+    from heritage_cnn.training.recipe import TrainConfig
     from recipes import paths_sha, photo_name, validation_set
 
     val = validation_set(TrainConfig(data=data, out="-"))

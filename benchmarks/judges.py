@@ -92,10 +92,10 @@ def load_judge(path: str | Path, device: str = "cpu") -> Judge:
 
 
 def train_judge(args: argparse.Namespace) -> Path:
-    from heritage_cnn.augment import AugmentConfig, augment_batch
-    from heritage_cnn.data import channel_stats
-    from heritage_cnn.devices import mixed_precision
-    from heritage_cnn.recipe import TrainConfig, learning_rate, prepare_data
+    from heritage_cnn.base.devices import mixed_precision
+    from heritage_cnn.data.augment import AugmentConfig, augment_batch
+    from heritage_cnn.data.folders import channel_stats
+    from heritage_cnn.training.recipe import TrainConfig, learning_rate, prepare_data
 
     torch.manual_seed(args.seed)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -7,7 +7,7 @@ last epochs at 64 px; validation is always at 64 px.
 
 It is a benchmark, not a `heritage train` flag, because it did not pay on this data (benchmarks/recipes.md,
 "The default recipe in half the time"); the script keeps that row reproducible. It wraps two functions of
-`heritage_cnn.train` for the run (the epoch loop and the batch augmentation) and checks their signatures first,
+`heritage_cnn.training.loop` for the run (the epoch loop and the batch augmentation) and checks their signatures first,
 so a change there fails loudly instead of silently training the plain recipe. Prints the wall time.
 """
 
@@ -18,16 +18,16 @@ import inspect
 import torch
 import torch.nn.functional as F
 
-import heritage_cnn.train as training
+import heritage_cnn.training.loop as training
 from recipe_variant import train_timed, variant_parser
 
 
 def shrink_early_epochs(low_res_epochs: int, size: int) -> None:
-    """From now on, `heritage_cnn.train.train` feeds epochs < `low_res_epochs` at `size` x `size` pixels."""
+    """From now on, `heritage_cnn.training.loop.train` feeds epochs < `low_res_epochs` at `size` x `size` pixels."""
     epoch_loop, augment = training.train_one_epoch, training.augment_batch
     epoch_index = list(inspect.signature(epoch_loop).parameters).index("epoch")
     if list(inspect.signature(augment).parameters)[:2] != ["images", "config"]:
-        raise RuntimeError("heritage_cnn.augment.augment_batch changed its signature; update this benchmark")
+        raise RuntimeError("heritage_cnn.data.augment.augment_batch changed its signature; update this benchmark")
     current = {"epoch": 0}
 
     def tracked_epoch(*args, **kwargs):

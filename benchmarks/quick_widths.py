@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from heritage_cnn.model import ModelConfig, build_model
-from heritage_cnn.recipe import TrainConfig
-from heritage_cnn.train import train_one_epoch
+from heritage_cnn.models.network import ModelConfig, build_model
+from heritage_cnn.training.loop import train_one_epoch
+from heritage_cnn.training.recipe import TrainConfig
 from step_time import peak_rate_session
 
 NETWORKS = {

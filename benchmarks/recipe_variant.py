@@ -1,5 +1,5 @@
 """What the scripts that train a variant of `heritage train` for the recipe log share (`whiten_stem.py`,
-`progressive_resize.py`): the arguments that name the run, and one timed call of `heritage_cnn.train.train`."""
+`progressive_resize.py`): the arguments that name the run, and one timed call of `heritage_cnn.training.loop.train`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import argparse
 import time
 from typing import Any
 
-import heritage_cnn.train as training
-from heritage_cnn.recipe import PRESETS, TrainConfig
+import heritage_cnn.training.loop as training
+from heritage_cnn.training.recipe import PRESETS, TrainConfig
 
 LOGGED = PRESETS["adamw"]  # the default recipe when these scripts' rows were logged
 

@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from heritage_cnn import __version__
-from heritage_cnn.augment import AugmentConfig, augment_batch
-from heritage_cnn.data import channel_stats, find_layout, load_images
-from heritage_cnn.devices import mixed_precision
-from heritage_cnn.model import build_model, forward_flops
-from heritage_cnn.train import TrainConfig
+from heritage_cnn.base.devices import mixed_precision
+from heritage_cnn.data.augment import AugmentConfig, augment_batch
+from heritage_cnn.data.folders import channel_stats, find_layout, load_images
+from heritage_cnn.models.network import build_model, forward_flops
+from heritage_cnn.training.recipe import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ["gemm", "train", "predict", "shipped", "ddp", "deconv", "synthesis", "recipe"]
@@ -45,7 +45,7 @@ def data_root() -> Path:
 
 
 def hardware() -> dict[str, Any]:
-    from heritage_cnn.devices import cpu_model
+    from heritage_cnn.base.devices import cpu_model
 
     return {
         "cpu": cpu_model(),
@@ -222,9 +222,9 @@ def bench_predict(root: Path, checkpoint_path: str | None, batches: int = 40, ba
     """Prediction images/s of batched inference, decode excluded and included, vs a plain eager
     NCHW loop over the same batches; both with the model's own test-time views (`Checkpoint.views`), whose
     forward passes the MFLOP figure counts."""
-    from heritage_cnn.augment import TTA_VIEWS, tta_views
-    from heritage_cnn.checkpoint import load_checkpoint
-    from heritage_cnn.predict import Classifier
+    from heritage_cnn.inference.classifier import Classifier
+    from heritage_cnn.models.checkpoint import load_checkpoint
+    from heritage_cnn.models.views import TTA_VIEWS, tta_views
 
     checkpoint = load_checkpoint(checkpoint_path)
     classifier = Classifier(load_checkpoint(checkpoint_path), batch_size=batch_size)  # BN folded, channels_last
@@ -272,7 +272,7 @@ def bench_shipped(root: Path, out: Path) -> dict[str, Any]:
     """The two shipped models as users get them (`--model default`, the ensemble, and `--model fast`, one
     network): accuracy on the validation split they were trained beside, and prediction speed (decode
     excluded; one photo end to end), each through the same code as `heritage evaluate` and `predict`."""
-    from heritage_cnn.pipeline import evaluate_on
+    from heritage_cnn.apps.pipeline import evaluate_on
 
     figures: dict[str, Any] = {}
     for name in ("default", "fast"):
@@ -516,7 +516,7 @@ def main() -> None:
     if "recipe" in wanted:
         results.setdefault("measured", {})["recipe"] = when_measured()
         results |= bench_recipe(root, HERE / "out")  # run folder kept (git-ignored) for inspection
-    from heritage_cnn.io import atomic_write_json, atomic_write_text
+    from heritage_cnn.base.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.md", markdown(results))

@@ -5,7 +5,7 @@
 Re-initialises the weights from the top down (head.fc2, head.fc1, then each block, last stage first)
 and scores, for every method and photo, the Spearman rank correlation between the trained model's
 map and the randomised model's map (gradient maps: |map| summed over colour channels). A map that is
-(nearly) constant scores 1.0, a failure. The rule (heritage_cnn.sanity): a method passes when the
+(nearly) constant scores 1.0, a failure. The rule (heritage_cnn.inside.sanity): a method passes when the
 median over photos is below 0.5 once head.fc2 and head.fc1 are both random. Photos: --per-class from
 each class of the model's own validation split, rebuilt from the checkpoint's recipe (the training
 folder when the checkpoint has none); occlusion, 225 forward passes per map, on the first
@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from heritage_cnn import explain, sanity
-from heritage_cnn.checkpoint import load_checkpoint
-from heritage_cnn.data import find_layout, load_images
-from heritage_cnn.io import atomic_write_json, atomic_write_text
-from heritage_cnn.recipe import TrainConfig, prepare_data
+from heritage_cnn.base.io import atomic_write_json, atomic_write_text
+from heritage_cnn.data.folders import find_layout, load_images
+from heritage_cnn.inside import explain, sanity
+from heritage_cnn.models.checkpoint import load_checkpoint
+from heritage_cnn.training.recipe import TrainConfig, prepare_data
 
 HERE = Path(__file__).resolve().parent
 warnings.filterwarnings("ignore", message=".*(backward hooks|required_grads|requires_grad).*")

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from heritage_cnn import classimages
-from heritage_cnn.checkpoint import checkpoint_files, load_checkpoint, shipped_checkpoint_path
-from heritage_cnn.io import atomic_path, atomic_write_json, read_json
+from heritage_cnn.base.io import atomic_path, atomic_write_json, read_json
+from heritage_cnn.inside import classimages
+from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint, shipped_checkpoint_path
 
 HERE = Path(__file__).resolve().parent
 RIDGES = {"default": "1e-4", "fast": "1e-2"}  # docs/open_set.md: the rule's pick per model, chosen on tuning

@@ -17,13 +17,13 @@ import time
 
 import torch
 
-from heritage_cnn.decode import IMAGE_SIZE
-from heritage_cnn.devices import mixed_precision
-from heritage_cnn.distributed import Ranks
-from heritage_cnn.losses import TrainingLoss
-from heritage_cnn.model import build_model
-from heritage_cnn.recipe import OPTIMIZERS, TrainConfig, make_optimizer
-from heritage_cnn.train import Session, train_one_epoch
+from heritage_cnn.base.devices import mixed_precision
+from heritage_cnn.data.decode import IMAGE_SIZE
+from heritage_cnn.models.network import build_model
+from heritage_cnn.training.distributed import Ranks
+from heritage_cnn.training.loop import Session, train_one_epoch
+from heritage_cnn.training.losses import TrainingLoss
+from heritage_cnn.training.recipe import OPTIMIZERS, TrainConfig, make_optimizer
 
 # operator -> group, for --profile; an operator not named here counts as "other"
 GROUPS = {

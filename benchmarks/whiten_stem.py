@@ -8,7 +8,7 @@ their negatives.
 
 It is a benchmark, not a `heritage train` flag, because it did not pay on this data (benchmarks/recipes.md, "The
 default recipe in half the time"); the script keeps that row reproducible. It wraps `make_optimizer` and
-`channel_stats` of `heritage_cnn.train` for the run and checks their signatures first, so a change there fails
+`channel_stats` of `heritage_cnn.training.loop` for the run and checks their signatures first, so a change there fails
 loudly instead of silently training the plain recipe. Prints the wall time.
 """
 
@@ -20,8 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-import heritage_cnn.train as training
-from heritage_cnn.recipe import OPTIMIZERS, TrainConfig
+import heritage_cnn.training.loop as training
+from heritage_cnn.training.recipe import OPTIMIZERS, TrainConfig
 from recipe_variant import LOGGED, train_timed, variant_parser
 
 
@@ -45,13 +45,13 @@ def whitening_filters(
 
 
 def whiten_stem_at_start() -> None:
-    """From now on, `heritage_cnn.train.train` initialises the stem by patch whitening (after building the network,
+    """From now on, `heritage_cnn.training.loop.train` initialises the stem by patch whitening (after building the network,
     before its optimizer): it wraps `make_optimizer` and `channel_stats`, checking their signatures first."""
     make_optimizer, channel_stats = training.make_optimizer, training.channel_stats
     if list(inspect.signature(make_optimizer).parameters) != ["model", "config"]:
-        raise RuntimeError("heritage_cnn.recipe.make_optimizer changed its signature; update this benchmark")
+        raise RuntimeError("heritage_cnn.training.recipe.make_optimizer changed its signature; update this benchmark")
     if list(inspect.signature(channel_stats).parameters) != ["images"]:
-        raise RuntimeError("heritage_cnn.data.channel_stats changed its signature; update this benchmark")
+        raise RuntimeError("heritage_cnn.data.folders.channel_stats changed its signature; update this benchmark")
     seen: dict[str, Any] = {}
 
     def remembered_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:

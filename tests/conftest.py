@@ -91,8 +91,9 @@ def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """A tiny model trained for a few seconds on the synthetic set (shared by several tests). It trains in
     float32 whatever the CPU (amp=False): with bf16 where the CPU has it natively, the model, and every test
     tuned to it, would differ between CPU families. Mixed precision has tests of its own."""
-    from heritage_cnn.model import ModelConfig
-    from heritage_cnn.train import TrainConfig, train
+    from heritage_cnn.models.network import ModelConfig
+    from heritage_cnn.training.loop import train
+    from heritage_cnn.training.recipe import TrainConfig
 
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(
@@ -114,7 +115,7 @@ def old_checkpoint(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
     JSON, no statistics beside its weights."""
     from dataclasses import replace
 
-    from heritage_cnn.checkpoint import load_checkpoint, save_checkpoint
+    from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint
 
     checkpoint = replace(load_checkpoint(tiny_run.checkpoint), open_set=None)
     return save_checkpoint(tmp_path_factory.mktemp("old") / "old", checkpoint)
@@ -163,7 +164,7 @@ def browser(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def classifier(tiny_run):
     """The tiny run's network, ready for photos (predict and sort tests)."""
-    from heritage_cnn.predict import Classifier
+    from heritage_cnn.inference.classifier import Classifier
 
     return Classifier.load(tiny_run.checkpoint)
 
@@ -184,8 +185,8 @@ def make_survey(synthetic_root: Path, root: Path) -> Path:
 
 def refused_in_one_line(stem: Path, field: str) -> str:
     """load_checkpoint(stem) is refused with one line that names the file and `field`; returns the message."""
-    from heritage_cnn.checkpoint import load_checkpoint
-    from heritage_cnn.io import CheckpointError
+    from heritage_cnn.base.io import CheckpointError
+    from heritage_cnn.models.checkpoint import load_checkpoint
 
     with pytest.raises(CheckpointError) as caught:
         load_checkpoint(stem)
@@ -199,7 +200,7 @@ def server_process(create_args: str, run_args: str = "") -> Iterator[tuple[int, 
     """The library's server (create_app + listen + run) in its own process on a free loopback port:
     `create_app(<create_args>)`, `run(app, sock<run_args>)`; yields (port, process) and stops it after."""
     script = (
-        "from heritage_cnn.serve import create_app, listen, run\n"
+        "from heritage_cnn.apps.serve import create_app, listen, run\n"
         "sock = listen('127.0.0.1', 0)\n"
         f"app = create_app({create_args})\n"
         "print(sock.getsockname()[1], flush=True)\n"

@@ -1,4 +1,4 @@
-"""Any file name the file system allows works in every command and output (`heritage_cnn.names`).
+"""Any file name the file system allows works in every command and output (`heritage_cnn.base.names`).
 
 The photos get hostile names as bytes (Linux names are bytes): not UTF-8, a newline, a terminal escape, commas and
 quotes, a leading dash, pure spaces, 255 bytes, emoji, NFC and NFD spellings of the same word, and names that
@@ -22,7 +22,7 @@ from PIL import Image
 
 from conftest import CLASSES, draw
 from heritage_cnn import cli
-from heritage_cnn.names import NAME_MAX, portable_name, shown
+from heritage_cnn.base.names import NAME_MAX, portable_name, shown
 
 LONG = b"L" * 200 + b"\xe9" + b"x" * 50 + b".jpg"  # 255 bytes, one of them not UTF-8
 HOSTILE = [
@@ -163,12 +163,12 @@ def test_evaluate_outputs(tiny_run, hostile_data: Path, tmp_path: Path) -> None:
 
 
 def test_report_escapes_names(tiny_run, hostile_data: Path, tmp_path: Path) -> None:
-    from heritage_cnn.checkpoint import load_checkpoint
-    from heritage_cnn.datacheck import check_dataset
-    from heritage_cnn.explain import write_explanation
-    from heritage_cnn.io import atomic_write_json
-    from heritage_cnn.pipeline import evaluate_on
-    from heritage_cnn.report import build_html_report
+    from heritage_cnn.apps.pipeline import evaluate_on
+    from heritage_cnn.apps.report import build_html_report
+    from heritage_cnn.base.io import atomic_write_json
+    from heritage_cnn.data.check import check_dataset
+    from heritage_cnn.inside.explain import write_explanation
+    from heritage_cnn.models.checkpoint import load_checkpoint
 
     folder = tmp_path / "report"
     atomic_write_json(folder / "data_check.json", check_dataset(hostile_data))
@@ -208,7 +208,7 @@ def raw_upload(client: TestClient, filename: bytes, content: bytes):
 def test_serve_answers_whatever_the_names(tiny_run, tmp_path: Path) -> None:
     """Uploads under hostile names are answered (the name is never used), and a model file with a non-UTF-8 name
     is named exactly in /api/info."""
-    from heritage_cnn.serve import create_app
+    from heritage_cnn.apps.serve import create_app
 
     stem = os.fsencode(tmp_path) + b"/mod\xe9l <i>"
     for suffix in (".safetensors", ".json"):

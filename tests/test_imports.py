@@ -1,4 +1,5 @@
-"""The package's import graph: no cycle among library modules, and the library never imports its CLI."""
+"""The package's import graph: layers import only downwards, every name is imported from its home, no cycle,
+and the library never imports its CLI."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
 def test_the_walk_sees_function_level_and_relative_imports() -> None:
     edges = graph()
     assert f"{ROOT}.cli.options" in edges[f"{ROOT}.cli"]
-    assert f"{ROOT}.train" in edges[f"{ROOT}.pipeline"]  # imported inside a function
+    assert f"{ROOT}.training.loop" in edges[f"{ROOT}.apps.pipeline"]  # imported inside a function
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
@@ -99,7 +100,7 @@ def test_the_library_never_imports_the_cli() -> None:
 
 def test_classifier_is_importable_from_the_package_which_stays_light() -> None:
     from heritage_cnn import Classifier
-    from heritage_cnn.predict import Classifier as Same
+    from heritage_cnn.inference.classifier import Classifier as Same
 
     assert Classifier is Same
     code = "import sys, heritage_cnn; print('torch' in sys.modules, heritage_cnn.__version__)"
@@ -115,3 +116,91 @@ def test_no_module_is_two_ideas_long() -> None:
         name: n for name, path in module_names().items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+# The layers, lowest first: a module imports from its own layer and the layers before it, never after.
+LAYERS = ["base", "data", "models", "inference", "inside", "training", "apps", "cli"]
+
+
+def layer_of(name: str) -> str | None:
+    """`heritage_cnn.models.checkpoint` -> "models"; the root package (the lazy `Classifier`) has none."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else None
+
+
+def upward_imports(edges: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Each module's imports of a later layer than its own."""
+    found = {}
+    for name, targets in edges.items():
+        if (own := layer_of(name)) is None:
+            continue
+        up = sorted(t for t in targets if (other := layer_of(t)) and LAYERS.index(other) > LAYERS.index(own))
+        if up:
+            found[name] = up
+    return found
+
+
+def test_every_module_lives_in_a_layer() -> None:
+    flat = [name for name in module_names() if name != ROOT and layer_of(name) not in LAYERS]
+    assert flat == [], f"modules outside the layers {LAYERS}: {flat}"
+
+
+def test_layers_import_only_downwards() -> None:
+    assert upward_imports({f"{ROOT}.data.x": {f"{ROOT}.models.y", f"{ROOT}.base.z"}}) == {
+        f"{ROOT}.data.x": [f"{ROOT}.models.y"]
+    }
+    assert upward_imports(graph()) == {}
+
+
+def defined_names(path: Path) -> set[str]:
+    """What a module defines at its top level (functions, classes, assignments), not what it imports."""
+    names = set()
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign | ast.AugAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names
+
+
+def imports_not_from_home(path: Path, modules: dict[str, Path]) -> list[str]:
+    """`from heritage_cnn.X import name` where X neither defines `name` nor has it as a submodule: a re-export."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not (isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith(ROOT)):
+            continue
+        if node.module not in modules:
+            found.append(f"{node.module} (no such module)")
+            continue
+        defined = defined_names(modules[node.module])
+        if node.module == ROOT:
+            defined |= set(heritage_cnn.__all__)  # the public API: `Classifier` is loaded on first use
+        for alias in node.names:
+            if alias.name not in defined and f"{node.module}.{alias.name}" not in modules:
+                found.append(f"{node.module}.{alias.name}")
+    return found
+
+
+def test_every_name_is_imported_from_its_home(tmp_path: Path) -> None:
+    modules = module_names()
+    shim = tmp_path / "shim.py"
+    shim.write_text("from heritage_cnn.models.checkpoint import load_checkpoint, TTA_MODES\n")
+    assert imports_not_from_home(shim, modules) == ["heritage_cnn.models.checkpoint.TTA_MODES"]
+    repository = PACKAGE.parents[1]
+    users = [*PACKAGE.rglob("*.py"), *(repository / "tests").rglob("*.py"), *(repository / "benchmarks").rglob("*.py")]
+    found = {str(p): bad for p in users if (bad := imports_not_from_home(p, modules))}
+    assert found == {}
+
+
+def test_all_lists_only_names_the_module_defines() -> None:
+    for name, path in module_names().items():
+        tree = ast.parse(path.read_text(), str(path))
+        listed = [
+            e.value
+            for node in tree.body
+            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets)
+            for e in node.value.elts
+        ]
+        public = set(heritage_cnn.__all__) if name == ROOT else set()
+        assert set(listed) <= defined_names(path) | public, name

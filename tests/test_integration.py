@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from heritage_cnn.checkpoint import Checkpoint, load_checkpoint
+from heritage_cnn.apps.pipeline import split_recipe, trained_on
 from heritage_cnn.cli import main
-from heritage_cnn.data import ImageSet
-from heritage_cnn.evaluate import near_any, predict_logits
-from heritage_cnn.model import ModelConfig
-from heritage_cnn.pipeline import split_recipe, trained_on
-from heritage_cnn.split import perceptual_hashes
-from heritage_cnn.train import TrainConfig, prepare_data, train
+from heritage_cnn.data.folders import ImageSet
+from heritage_cnn.data.split import perceptual_hashes
+from heritage_cnn.inference.evaluate import near_any, predict_logits
+from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
+from heritage_cnn.models.network import ModelConfig
+from heritage_cnn.training.loop import train
+from heritage_cnn.training.recipe import TrainConfig, prepare_data
 
 
 def _data_root() -> Path | None:

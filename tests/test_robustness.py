@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from conftest import TINY
-from heritage_cnn import io as hio
-from heritage_cnn.checkpoint import load_checkpoint, save_checkpoint
-from heritage_cnn.data import ImageError, decode_image
-from heritage_cnn.io import CheckpointError
-from heritage_cnn.model import ModelConfig
-from heritage_cnn.train import TrainConfig, train
+from heritage_cnn.base import io as hio
+from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.data.decode import ImageError, decode_image
+from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint
+from heritage_cnn.models.network import ModelConfig
+from heritage_cnn.training.loop import train
+from heritage_cnn.training.recipe import TrainConfig
 
 # Both runs of the resume test set the same thread count and float32 explicitly: a reduction split over another
 # number of threads rounds differently, and `train` sets the process's thread count, so a default would depend on
@@ -75,7 +76,7 @@ def uninterrupted(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
     return train(config, log=lambda _: None)
 
 
-# SIGKILL (no handler runs; the last whole save is resumed) is test_train.py's, beside the save window it targets.
+# SIGKILL (no handler runs; the last whole save is resumed) is training/test_loop.py's, beside the save window it targets.
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_training_resumes_to_the_same_result(
     sig: signal.Signals, uninterrupted, synthetic_root: Path, tmp_path: Path
@@ -108,7 +109,7 @@ def test_interrupted_training_resumes_to_the_same_result(
 
 
 def test_broken_checkpoints_are_refused(tiny_run, tmp_path: Path) -> None:
-    """Cut, mismatched or half-missing checkpoints (pickles and torch.save files: test_checkpoint.py)."""
+    """Cut, mismatched or half-missing checkpoints (pickles and torch.save files: models/test_checkpoint.py)."""
     truncated = tmp_path / "cut.safetensors"
     truncated.write_bytes(tiny_run.checkpoint.read_bytes()[:5000])
     (tmp_path / "cut.json").write_bytes(tiny_run.checkpoint.with_suffix(".json").read_bytes())
@@ -177,7 +178,7 @@ def test_random_bytes_only_ever_raise_image_error(tmp_path: Path, data: bytes, s
 
 
 # One flat colour per mode, and the RGB a correct decoder must give for it. 16-bit white: 65535 is 255 whether a
-# format keeps 16 bits (scaled) or Pillow clips to 8 on saving (GIF, WebP); the 16-bit scale is test_decode.py's.
+# format keeps 16 bits (scaled) or Pillow clips to 8 on saving (GIF, WebP); the 16-bit scale is data/test_decode.py's.
 FLAT = {
     "RGB": ((200, 120, 40), (200, 120, 40)),
     "L": (150, (150, 150, 150)),
@@ -251,7 +252,7 @@ def test_random_truncated_images_decode_or_raise_image_error(
 
 
 def test_awkward_files_and_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from heritage_cnn.data import load_images
+    from heritage_cnn.data.folders import load_images
 
     root = tmp_path / "data"
     (root / "gargoyle").mkdir(parents=True)
@@ -261,7 +262,7 @@ def test_awkward_files_and_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     Image.new("RGB", (64, 64), "white").save(odd_name.decode("utf-8", "surrogateescape"))
     os.symlink(root / "gargoyle", root / "gargoyle" / "loop")  # a folder that contains itself
     Image.new("RGB", (64, 64), "grey").save(root / "gargoyle" / "locked.png")
-    real_open = os.open  # root reads a chmod 000 file: the real permission test is in test_decode.py
+    real_open = os.open  # root reads a chmod 000 file: the real permission test is in data/test_decode.py
 
     def locked(path, *args, **kwargs):
         if str(path).endswith("locked.png"):

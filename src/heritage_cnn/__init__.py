@@ -14,7 +14,7 @@ __all__ = ["Classifier", "__version__"]
 
 def __getattr__(name: str) -> Any:
     if name == "Classifier":
-        from heritage_cnn.predict import Classifier
+        from heritage_cnn.inference.classifier import Classifier
 
         return Classifier
     raise AttributeError(f"module 'heritage_cnn' has no attribute {name!r}")

@@ -51,17 +51,18 @@ def _where(args: argparse.Namespace) -> str:
         return "input"
     if args.model:
         return str(args.model)
-    from heritage_cnn.checkpoint import default_checkpoint_path
+    from heritage_cnn.models.checkpoint import default_checkpoint_path
 
     return str(default_checkpoint_path().with_suffix(".json"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `heritage` command; errors the user can fix are one line, exit 2."""
-    from heritage_cnn.data import DatasetError, ImageError
-    from heritage_cnn.datacheck import DownloadError
-    from heritage_cnn.io import CheckpointError
-    from heritage_cnn.names import shown
+    from heritage_cnn.base.io import CheckpointError
+    from heritage_cnn.base.names import shown
+    from heritage_cnn.data.check import DownloadError
+    from heritage_cnn.data.decode import ImageError
+    from heritage_cnn.data.folders import DatasetError
 
     for stream in (sys.stdout, sys.stderr):  # a name the terminal cannot encode is escaped, never a crash
         if hasattr(stream, "reconfigure"):
@@ -89,4 +90,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-__all__ = ["UsageError", "build_parser", "main"]
+__all__ = ["build_parser", "main"]

@@ -15,7 +15,7 @@ def cmd_data_download(args: argparse.Namespace) -> int:
     Example:
       heritage data download --dest data/ahe64
     """
-    from heritage_cnn.datacheck import download_dataset
+    from heritage_cnn.data.check import download_dataset
 
     root = download_dataset(args.dest)
     print(f"dataset ready in {root}\nnext: heritage data check {root}   or   export HERITAGE_DATA={root}")
@@ -31,13 +31,13 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     Example:
       heritage data check data/ahe64 --json check.json
     """
-    from heritage_cnn.datacheck import check_dataset, format_report
-    from heritage_cnn.io import atomic_write_json
-    from heritage_cnn.names import shown
+    from heritage_cnn.base.io import atomic_write_json
+    from heritage_cnn.base.names import shown
+    from heritage_cnn.data.check import check_dataset, format_report
 
     report = check_dataset(data_folder(args.dir), args.near_duplicate_distance)
     if args.format == "json":
-        from heritage_cnn.names import json_text
+        from heritage_cnn.base.names import json_text
 
         print(json_text(report))
     else:
@@ -63,7 +63,7 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
       heritage data none-fit --model default --data data/ahe64 --ridge 1e-4 --out /tmp/default
       heritage data none-fit --model fast --data data/ahe64 --score energy --out /tmp/fast-energy
     """
-    from heritage_cnn.pipeline import fit_none_of_these
+    from heritage_cnn.apps.pipeline import fit_none_of_these
 
     # recorded in the checkpoint with every setting spelled out, the data and output folders as placeholders
     settings = f"--layer {args.layer} --ridge {args.ridge:g} " if args.score == "mahalanobis" else ""
@@ -79,7 +79,7 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from heritage_cnn.split import HASH_BITS, NEAR_DUPLICATE_DISTANCE
+    from heritage_cnn.data.split import HASH_BITS, NEAR_DUPLICATE_DISTANCE
 
     group = add_command(
         commands, "data", help="download or check a dataset", description="Download or check a dataset."
@@ -101,8 +101,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _register_none_fit(actions: argparse._SubParsersAction) -> None:
-    from heritage_cnn.openset_fit import DEFAULT_RIDGE, REJECT_SHARE
-    from heritage_cnn.openset_point import LAYERS, SCORES
+    from heritage_cnn.inference.openset_fit import DEFAULT_RIDGE, REJECT_SHARE
+    from heritage_cnn.models.openset_point import LAYERS, SCORES
 
     p = add_command(actions, "none-fit", cmd_data_none_fit)
     add_model(p)

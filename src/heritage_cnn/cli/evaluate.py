@@ -1,4 +1,4 @@
-"""`heritage evaluate | report | demo`: thin shells over `heritage_cnn.pipeline`."""
+"""`heritage evaluate | report | demo`: thin shells over `heritage_cnn.apps.pipeline`."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
       heritage evaluate --data data/ahe64 --split val --negatives data/negatives/reporting --out runs/none
       heritage evaluate --model runs/a/last.safetensors --data my_photos --out runs/mine
     """
-    from heritage_cnn.pipeline import evaluate_on
+    from heritage_cnn.apps.pipeline import evaluate_on
 
     data = data_folder(args.data)
     device, progress = device_name(args.device), show_progress(args)
@@ -59,7 +59,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     Example:
       heritage report --data data/ahe64 --out report/
     """
-    from heritage_cnn.pipeline import run_report
+    from heritage_cnn.apps.pipeline import run_report
 
     data = data_folder(args.data)
     page = run_report(args.model, data, args.out, show_progress(args), member=args.member, negatives=args.negatives)
@@ -83,8 +83,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
+    from heritage_cnn.apps.pipeline import run_demo
     from heritage_cnn.cli.recipe import new_config
-    from heritage_cnn.pipeline import run_demo
 
     data = data_folder(args.data)
     config = None

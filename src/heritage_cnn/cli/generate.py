@@ -62,8 +62,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
       heritage generate --all --n 4 --out runs/classes
       heritage generate --class "dome (inner)" --n 8 --size 128 --out runs/domes
     """
-    from heritage_cnn.labels import resolve_class
-    from heritage_cnn.synthesis import ENSEMBLE_SETTINGS, Settings, draw_classes, write_generated
+    from heritage_cnn.data.labels import resolve_class
+    from heritage_cnn.inside.synthesis.draw import ENSEMBLE_SETTINGS, Settings, draw_classes
+    from heritage_cnn.inside.synthesis.files import write_generated
 
     checkpoint = load_for_render(args)
     targets = list(range(len(checkpoint.classes))) if args.all else [resolve_class(args.cls, checkpoint.classes)]
@@ -80,7 +81,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from heritage_cnn.synthesis import ENSEMBLE_SETTINGS, Settings
+    from heritage_cnn.inside.synthesis.draw import ENSEMBLE_SETTINGS, Settings
 
     p = add_command(commands, "generate", cmd_generate)
     which = p.add_mutually_exclusive_group(required=True)

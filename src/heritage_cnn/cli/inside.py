@@ -37,7 +37,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     Example:
       heritage visualize features photo.jpg --out runs/inside
     """
-    from heritage_cnn.visualize import write_feature_maps
+    from heritage_cnn.inside.visualize import write_feature_maps
 
     paths = write_feature_maps(inside_model(args), args.photo, args.out, args.layers)
     print(f"{len(paths)} feature-map figures in {args.out}/ (first layer: {paths[0].name})")
@@ -53,7 +53,7 @@ def cmd_kernels(args: argparse.Namespace) -> int:
     Example:
       heritage visualize kernels --out runs/inside
     """
-    from heritage_cnn.visualize import write_kernels
+    from heritage_cnn.inside.visualize import write_kernels
 
     paths = write_kernels(inside_model(args), args.out)
     print(f"{len(paths)} kernel figures in {args.out}/ (first layer: {paths[0].name})")
@@ -73,8 +73,8 @@ def cmd_deconv(args: argparse.Namespace) -> int:
       heritage visualize deconv --data data/ahe64 --layer stage2.block1.conv2 --channels 0-3,7 --out runs/deconv
       heritage visualize deconv photo.jpg --out runs/deconv
     """
-    from heritage_cnn import deconvnet
-    from heritage_cnn.visualize import sample_images, write_deconv, write_deconv_photo
+    from heritage_cnn.inside import deconvnet
+    from heritage_cnn.inside.visualize import sample_images, write_deconv, write_deconv_photo
 
     if args.photo and args.data:
         raise UsageError("visualize deconv: give a PHOTO or --data DIR, not both")
@@ -114,9 +114,9 @@ def cmd_units(args: argparse.Namespace) -> int:
     Example:
       heritage visualize units --layer stage3.block1.conv2 --channels 0-15 --out runs/units
     """
+    from heritage_cnn.base.figures import image_grid
     from heritage_cnn.cli.generate import load_for_render, render_settings
-    from heritage_cnn.figures import image_grid
-    from heritage_cnn.synthesis import UNIT_SETTINGS, draw_units
+    from heritage_cnn.inside.synthesis.draw import UNIT_SETTINGS, draw_units
 
     checkpoint = load_for_render(args)
     settings = render_settings(args, replace(UNIT_SETTINGS, steps=UNIT_STEPS))
@@ -142,8 +142,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
       heritage explain photo.jpg --target gargoyle --out runs/explain
       heritage explain photo.jpg --member 3 --out runs/explain      the ensemble's member 3 (a plain VGG-style net)
     """
-    from heritage_cnn.explain import write_explanation
-    from heritage_cnn.labels import resolve_class
+    from heritage_cnn.data.labels import resolve_class
+    from heritage_cnn.inside.explain import write_explanation
 
     checkpoint = inside_model(args, device_name(args.device))
     if args.target is not None:
@@ -155,7 +155,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction) -> None:
     from heritage_cnn.cli.generate import add_render_options
-    from heritage_cnn.synthesis import UNIT_SETTINGS
+    from heritage_cnn.inside.synthesis.draw import UNIT_SETTINGS
 
     group = add_command(
         commands,

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from heritage_cnn.checks import in_range
+from heritage_cnn.base.checks import in_range
 
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_HELP = (
@@ -238,7 +238,7 @@ def add_none_threshold(parser: argparse.ArgumentParser) -> None:
 def note_cannot_reject(point: object) -> None:
     """Say once, on stderr, that a model without a none-of-these record files every photo into a class."""
     if point is None:
-        from heritage_cnn.openset_point import CANNOT_REJECT
+        from heritage_cnn.models.openset_point import CANNOT_REJECT
 
         print(f"heritage: note: {CANNOT_REJECT}", file=sys.stderr)
 
@@ -251,7 +251,7 @@ def note_cannot_reject(point: object) -> None:
 def inside_model(args: argparse.Namespace, device: str = "cpu") -> Any:
     """The network a look-inside command works on: member --member of --model (checked before any work);
     the whole model when --member is None."""
-    from heritage_cnn.checkpoint import load_checkpoint
+    from heritage_cnn.models.checkpoint import load_checkpoint
 
     checkpoint = load_checkpoint(args.model, device=device)
     return checkpoint if args.member is None else checkpoint.member(args.member)

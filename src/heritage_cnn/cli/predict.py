@@ -38,14 +38,14 @@ def output_format(args: argparse.Namespace) -> str:
 
 def write_predictions(predictions: list, fmt: str, output: str | None) -> None:
     """The table for people (the terminal's encoding); CSV and JSON as UTF-8 bytes, file names exact
-    (`heritage_cnn.names`), to `output` or to stdout, so `> file.csv` gives the same bytes as `-o file.csv`."""
-    from heritage_cnn.names import CSV_ERRORS, shown
-    from heritage_cnn.predict import format_predictions
+    (`heritage_cnn.base.names`), to `output` or to stdout, so `> file.csv` gives the same bytes as `-o file.csv`."""
+    from heritage_cnn.base.names import CSV_ERRORS, shown
+    from heritage_cnn.inference.classifier import format_predictions
 
     text = format_predictions(predictions, fmt)
     data = (text + "\n").encode("utf-8", CSV_ERRORS if fmt == "csv" else "strict")
     if output:
-        from heritage_cnn.io import atomic_write_bytes
+        from heritage_cnn.base.io import atomic_write_bytes
 
         atomic_write_bytes(output, data)
         print(f"{len(predictions)} prediction(s) written to {shown(output)}", file=sys.stderr)
@@ -77,8 +77,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
       heritage predict survey/ --top 5 -o predictions.csv
       heritage predict survey/ --model runs/a --format json > predictions.json
     """
-    from heritage_cnn.names import shown
-    from heritage_cnn.predict import Classifier, find_photos
+    from heritage_cnn.base.names import shown
+    from heritage_cnn.inference.classifier import Classifier, find_photos
 
     fmt = output_format(args)
     photos, missing = find_photos(args.inputs)
@@ -120,8 +120,8 @@ def cmd_sort(args: argparse.Namespace) -> int:
     Example:
       heritage sort survey_2026/ --out sorted/ --min-confidence 0.7
     """
-    from heritage_cnn.predict import Classifier
-    from heritage_cnn.sort import sort_photos
+    from heritage_cnn.inference.classifier import Classifier
+    from heritage_cnn.inference.sort import sort_photos
 
     classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
     note_cannot_reject(classifier.open_set)
@@ -131,7 +131,7 @@ def cmd_sort(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from heritage_cnn.sort import MIN_CONFIDENCE  # one threshold: sort's default and the web page's "not sure"
+    from heritage_cnn.inference.sort import MIN_CONFIDENCE
 
     p = add_command(commands, "predict", cmd_predict)
     p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR", help="photos, or folders searched recursively")

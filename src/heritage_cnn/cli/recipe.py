@@ -13,10 +13,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from heritage_cnn.checks import ConfigError
+from heritage_cnn.base.checks import ConfigError
 from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int
-from heritage_cnn.recipe import OPTIMIZERS, PRESETS, preset_config
-from heritage_cnn.train import RUNTIME_FIELDS, TrainConfig
+from heritage_cnn.training.recipe import OPTIMIZERS, PRESETS, RUNTIME_FIELDS, TrainConfig, preset_config
 
 _UNSET = object()
 NO_AUGMENT = {
@@ -155,7 +154,7 @@ def _shown(value: Any) -> str:
 
 
 def add_preset_option(parser: argparse.ArgumentParser, default: str) -> None:
-    """`--recipe full|adamw|quick`: the named starting point (heritage_cnn.recipe.PRESETS) the flags apply to."""
+    """`--recipe full|adamw|quick`: the named starting point (heritage_cnn.training.recipe.PRESETS) the flags apply to."""
     parser.add_argument(
         "--recipe",
         choices=tuple(PRESETS),
@@ -224,7 +223,7 @@ def flag_name(path: str) -> str:
 def resume_config(args: argparse.Namespace, out: str, data: str | None) -> TrainConfig | None:
     """The saved config of the run in `out` with the typed runtime flags; a typed flag that changes the
     recipe is a one-line error naming it and both values. None when `out` holds no earlier run."""
-    from heritage_cnn.io import read_json
+    from heritage_cnn.base.io import read_json
 
     path = Path(out) / "config.json"
     if not path.exists():

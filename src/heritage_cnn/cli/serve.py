@@ -1,4 +1,4 @@
-"""`heritage serve`: the local web page and JSON endpoint (the app itself is `heritage_cnn.serve`)."""
+"""`heritage serve`: the local web page and JSON endpoint (the app itself is `heritage_cnn.apps.serve`)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """
     import ipaddress
 
-    from heritage_cnn.serve import allowed_hosts, create_app, listen, run
+    from heritage_cnn.apps.serve import allowed_hosts, create_app, listen, run
 
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
@@ -63,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from heritage_cnn.serve import DEFAULT_MAX_UPLOAD_MB
+    from heritage_cnn.apps.serve import DEFAULT_MAX_UPLOAD_MB
 
     p = add_command(commands, "serve", cmd_serve)
     add_model(p)

@@ -1,0 +1,422 @@
+"""Workflows that chain the tools: honest evaluation on a named split, fitting a model's "none of these" operating
+point on its own split (`fit_none_of_these`), the report, the demo.
+
+The `heritage` command and Python users call the same functions; nothing here knows about argparse.
+Messages go through `log` (default `print`) so a caller can silence or capture them.
+
+Which images an evaluation scores is the point of this module. `evaluate_on(..., split="auto")` never
+silently mixes training images into a figure: it uses the official `test/` folder when there is one;
+else, when the checkpoint records the perceptual hashes of the images that trained it
+(`info["trained_on"]`), every image within that Hamming distance of a training image is left out and
+counted (on the training folder this is the validation split again); else it scores every image and
+says loudly that it cannot tell trained-on images apart.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from heritage_cnn.base.io import CheckpointError, atomic_write_json, read_json
+from heritage_cnn.base.names import shown
+from heritage_cnn.data.folders import ImageSet, find_layout, list_images, load_images, split_folder
+from heritage_cnn.data.split import perceptual_hashes
+from heritage_cnn.inference.evaluate import (
+    compute_metrics,
+    hashes_from_hex,
+    near_any,
+    predict_logits,
+    write_evaluation,
+)
+from heritage_cnn.inference.openset_eval import open_set_section, scored_logits
+from heritage_cnn.inference.openset_fit import (
+    DEFAULT_RIDGE,
+    REJECT_SHARE,
+    describe,
+    fit_operating_point,
+    save_with_point,
+)
+from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, load_checkpoint
+from heritage_cnn.models.openset import PENULTIMATE
+from heritage_cnn.models.openset_point import CANNOT_REJECT, with_override
+from heritage_cnn.models.views import TTA_WORDS
+
+Log = Callable[[str], None]
+SPLITS = ("auto", "test", "val", "unseen", "all")
+TTA_LABELS = {mode: "" if mode == "none" else f", TTA ({words})" for mode, words in TTA_WORDS.items()}
+
+
+def trained_on(checkpoint: Checkpoint) -> tuple[np.ndarray, int] | None:
+    """The perceptual hashes of the images that trained a checkpoint and their distance, if it records them."""
+    record = checkpoint.info.get("trained_on")
+    if record is None:
+        return None
+    try:
+        hashes, distance = hashes_from_hex(record["phash"]), int(record["distance"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{checkpoint.path}: invalid trained_on record ({error})") from None
+    return hashes, distance
+
+
+def split_recipe(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The recipe that rebuilds the model's validation split: its own, or an ensemble's first member's
+    (the members share one split; `heritage_cnn.models.ensemble` refuses to save members trained on others)."""
+    return checkpoint.info.get("recipe") or checkpoint.member(0).info.get("recipe")
+
+
+def choose_split(data: str | os.PathLike, checkpoint: Checkpoint, split: str = "auto") -> str:
+    """`auto`: test when the folder has test/, else unseen when the checkpoint records its training images, else all."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if split != "auto":
+        return split
+    if find_layout(data).test is not None:
+        return "test"
+    return "unseen" if trained_on(checkpoint) is not None else "all"
+
+
+def _validation_images(checkpoint: Checkpoint, data: str, log: Log) -> tuple[ImageSet, str]:
+    from heritage_cnn.training.recipe import TrainConfig, prepare_data
+
+    recipe = split_recipe(checkpoint)
+    if not recipe:
+        raise CheckpointError(f"{checkpoint.path}: has no training recipe, so its validation split cannot be rebuilt")
+    config = TrainConfig.from_dict({**recipe, "data": data, "out": "-", "progress": False})
+    _, _, images = prepare_data(config, log=lambda _: None)
+    if images.classes != checkpoint.classes:
+        raise ValueError(f"{data}: classes {images.classes} differ from the model's {checkpoint.classes}")
+    return (
+        images,
+        f"validation split (duplicate-aware, stratified, seed {config.split.seed}, {len(images)} images) of {data}",
+    )
+
+
+def _select(
+    checkpoint: Checkpoint, data: str, split: str, progress: bool, log: Log
+) -> tuple[ImageSet, str, dict[str, Any]]:
+    """The images a split scores, a description for titles, and what was left out or mixed in."""
+    if split == "val":
+        images, described = _validation_images(checkpoint, data, log)
+        # rebuilt from another copy of the data (fewer photos, other files), the split can hold photos the model
+        # trained on: those are left out too, as for --split unseen
+        return _unseen(checkpoint, images, described, str(data), log, rebuilt=True)
+    layout = find_layout(data)
+    folder = split_folder(layout, "test" if split == "test" else "train")
+    images = load_images(folder, classes=checkpoint.classes, progress=progress)
+    missing = [c for c, n in zip(checkpoint.classes, images.class_counts(), strict=True) if n == 0]
+    if missing:
+        log(f"note: no images of {len(missing)} model class(es) in the folder: {', '.join(missing)}")
+    if split == "test":
+        return images, f"test split of {data} ({len(images)} images)", {}
+    if split == "all":
+        return _all_images(checkpoint, images, folder, log)
+    return _unseen(checkpoint, images, f"images of {folder} the model did not train on", str(folder), log)
+
+
+def _trained_on_mask(checkpoint: Checkpoint, images: ImageSet) -> tuple[np.ndarray, str] | None:
+    """Which images the model trained on (or near-duplicates of them), and why; None when it does not record it."""
+    record = trained_on(checkpoint)
+    if record is None:
+        return None
+    reference, distance = record
+    reason = f"trained on, or a near-duplicate of a training image (pHash distance <= {distance})"
+    return near_any(perceptual_hashes(images.images), reference, distance), reason
+
+
+def _all_images(checkpoint: Checkpoint, images: ImageSet, folder: Path, log: Log) -> tuple[ImageSet, str, dict]:
+    seen = _trained_on_mask(checkpoint, images)
+    if seen is None:
+        log(
+            f"WARNING: {checkpoint.path} does not record which images trained it, so trained-on images cannot be "
+            f"told apart: the figure below may include them and overstate accuracy"
+        )
+        return images, f"all of {folder} ({len(images)} images)", {"trained_on_known": False}
+    count = int(seen[0].sum())
+    if count:
+        log(f"warning: --split all includes {count} of {len(images)} images the model {seen[1]}")
+    extra = {"trained_on_known": True, "trained_on_included": {"count": count, "reason": seen[1]}}
+    return images, f"all of {folder} ({len(images)} images, {count} trained on)", extra
+
+
+def _unseen(
+    checkpoint: Checkpoint, images: ImageSet, described: str, where: str, log: Log, rebuilt: bool = False
+) -> tuple[ImageSet, str, dict]:
+    """`images` less those the model trained on; with no record, all of them (a rebuilt split silently, since it
+    was drawn to leave the training photos out; any other folder with a warning)."""
+    seen = _trained_on_mask(checkpoint, images)
+    if seen is None:
+        if not rebuilt:
+            log(
+                f"WARNING: {checkpoint.path} does not record which images trained it, so trained-on images cannot "
+                f"be told apart: the figure below may include them and overstate accuracy"
+            )
+        if rebuilt:
+            return images, described, {}
+        return images, f"all of {where} ({len(images)} images)", {"trained_on_known": False}
+    mask, reason = seen
+    count = int(mask.sum())
+    if count == len(images):
+        raise ValueError(
+            f"{where}: all {count} images were {reason}: nothing unseen to evaluate (--split all scores them)"
+        )
+    if count or not rebuilt:
+        log(f"excluded {count} of {len(images)} images: {reason}")
+    kept = images.subset(np.flatnonzero(~mask))
+    kept.skipped = images.skipped
+    extra = {"trained_on_known": True, "excluded": {"count": count, "of": len(images), "reason": reason}}
+    return kept, (described if rebuilt and not count else f"{described} ({len(kept)} of {len(images)})"), extra
+
+
+def evaluate_on(
+    model: str | os.PathLike | None,
+    data: str | os.PathLike,
+    split: str = "auto",
+    out: str | os.PathLike = "eval",
+    tta: str | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+    log: Log = print,
+    none_threshold: float | None = None,
+    negatives: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split of a data folder, write the figures to `out`, return the metrics.
+
+    `tta`: the test-time views ("none", "flip", "multi"); None, the model's own (`Checkpoint.views`), so that
+    the figures are those of the model as `heritage predict` uses it.
+
+    Splits: test (DIR/test), val (the model's own validation split, rebuilt from its recipe), unseen
+    (the folder's images that did not train the model), all (every image, trained-on ones counted),
+    auto (test, else unseen, else all; see the module's docstring).
+
+    A model with a "none of these" operating point (its threshold, or `none_threshold`) also gets the open-set
+    section (`heritage_cnn.inference.openset_eval`), with the ROC against `negatives`, a folder of photos of none of the ten.
+    """
+    data = str(data)
+    checkpoint = load_checkpoint(model, device=device)
+    point = with_override(checkpoint.open_set, none_threshold, checkpoint.path)
+    if point is None and negatives is not None:
+        raise ValueError(f"--negatives: {checkpoint.path} has no none-of-these score to tell them apart with")
+    if point is None:
+        log(f"note: {CANNOT_REJECT}")
+    tta = checkpoint.views if tta is None else tta
+    split = choose_split(data, checkpoint, split)
+    images, described, extra = _select(checkpoint, data, split, progress, log)
+    if point is None:
+        logits = predict_logits(checkpoint.model, images.images, checkpoint.normalise, tta=tta, progress=progress)
+    else:
+        logits, scores = scored_logits(checkpoint, point, images.images, tta, progress=progress)
+    probabilities = torch.softmax(logits.float(), 1).cpu().numpy()
+    labels = images.labels.numpy()
+    metrics = compute_metrics(labels, probabilities, checkpoint.display_names)
+    title = shown(f"{Path(str(checkpoint.path)).name} on the {described}{TTA_LABELS[tta]}")  # text in figures
+    extra = {"model": str(checkpoint.path), "data": data, "split": split, "tta": tta, **extra}
+    if point is not None:
+        overridden = none_threshold is not None
+        extra["open_set"] = open_set_section(
+            checkpoint, point, scores, probabilities, labels, out, negatives, tta, overridden, log
+        )
+    extra["skipped"] = [{"path": p, "reason": r} for p, r in images.skipped]
+    paths = write_evaluation(out, metrics, checkpoint.display_names, title, extra, images.images, probabilities, labels)
+    low, high = metrics["accuracy"]["ci95"]
+    log(
+        f"{split}: accuracy {metrics['accuracy']['value']:.4f} (95% CI {low:.4f}-{high:.4f}), "
+        f"macro F1 {metrics['macro_f1']['value']:.4f}, {metrics['n_images']} images{TTA_LABELS[tta]}"
+    )
+    if images.skipped:
+        log(f"skipped {len(images.skipped)} unreadable file(s): listed in {shown(paths['metrics_json'])}")
+    none_of_these = ", open_set_scores.png, open_set.md" if point is not None else ""
+    log(f"figures: {shown(out)}/ (confusion_matrix.png, errors.png, calibration.png, metrics.md{none_of_these})")
+    return metrics
+
+
+def fit_none_of_these(
+    model: str | os.PathLike | None,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    score: str = "mahalanobis",
+    layer: str = PENULTIMATE,
+    ridge: float = DEFAULT_RIDGE,
+    reject_share: float = REJECT_SHARE,
+    command: str | None = None,
+    device: str = "cpu",
+    log: Log = print,
+) -> Path:
+    """(Re)fit a model's "none of these" operating point on a data folder and write the model with it as a new
+    checkpoint at `out` (the model's own files are never written): Mahalanobis statistics on the photos its recorded
+    split trained on, the threshold on its validation photos less any it trained on (as `evaluate --split val`)."""
+    from heritage_cnn.training.recipe import TrainConfig, prepare_data
+
+    checkpoint = load_checkpoint(model, device=device)
+    existing = [path for path in checkpoint_files(out) if path.exists()]
+    if existing:
+        raise ValueError(f"{existing[0]}: already exists; the fitted model is written as a new checkpoint")
+    recipe = split_recipe(checkpoint)
+    if not recipe:
+        raise CheckpointError(f"{checkpoint.path}: has no training recipe, so its split cannot be rebuilt")
+    config = TrainConfig.from_dict({**recipe, "data": str(data), "out": "-", "progress": False})
+    _, train_set, val_set = prepare_data(config, log=lambda _: None)
+    if train_set.classes != checkpoint.classes:
+        raise ValueError(f"{data}: classes {train_set.classes} differ from the model's {checkpoint.classes}")
+    val, _, _ = _unseen(checkpoint, val_set, "validation split", str(data), log, rebuilt=True)
+    log(f"fitting on {len(train_set)} training and {len(val)} validation photos of {data}")
+    point = fit_operating_point(checkpoint, train_set, val.images, score, layer, ridge, reject_share, command)
+    weights = save_with_point(checkpoint, point, out)
+    load_checkpoint(weights)  # the new pair loads
+    log(describe(point))
+    log(f"written: {shown(weights)} + {shown(weights.with_suffix('.json').name)}")
+    return weights
+
+
+# --------------------------------------------------------------------------------------------
+# Figure steps of the demo and the report
+# --------------------------------------------------------------------------------------------
+
+
+def validation_photo(model: str | os.PathLike | None, data: str, classes: list[str]) -> str:
+    """A photo of the model's validation split (from the run's split.json), else the first training photo."""
+    if model is not None:
+        run = Path(model) if Path(model).is_dir() else Path(model).parent
+        split = run / "split.json"
+        if split.exists():
+            paths = read_json(split).get("val_paths") or []
+            if paths and Path(paths[0]).exists():
+                return paths[0]
+    return str(list_images(split_folder(find_layout(data), "train"), classes).files[0])
+
+
+def inside_step(model: str | os.PathLike | None, data: str, out: Path, log: Log = print, member: int = 0) -> None:
+    """Look inside network `member` of the model: first-layer feature maps, kernels, a deconvnet sheet, an explanation."""
+    from heritage_cnn.inside import deconvnet, explain, visualize
+
+    inside = Path(out) / "inside"
+    checkpoint = load_checkpoint(model).member(member)
+    photo = validation_photo(model, data, checkpoint.classes)
+    log(f"\n== look inside the network -> {shown(inside)}  (photo: {shown(photo)})")
+    layers = deconvnet.deconv_layers(checkpoint.model)
+    visualize.write_feature_maps(checkpoint, photo, inside, [layers[0]])
+    visualize.write_kernels(checkpoint, inside)
+    images, total = visualize.sample_images(data, checkpoint.classes, limit=2000)
+    visualize.write_deconv(
+        checkpoint, images, [layers[len(layers) // 2]], inside, top_channels=6, source=f" (of {total})"
+    )
+    explain.write_explanation(checkpoint, photo, inside)
+
+
+def class_images_step(model: str | os.PathLike | None, data: str, out: Path, log: Log = print, member: int = 0) -> None:
+    """One generated image per class by network `member`, fewer steps than `heritage generate` (well under a
+    minute on 2 cores). The shipped models' images come with the package (drawn with the full 160 steps by the
+    `fast` network and by the ensemble's member 0): copied, not redrawn."""
+    from heritage_cnn.base.io import atomic_write_bytes
+    from heritage_cnn.inside import classimages
+    from heritage_cnn.inside.synthesis import draw, files
+
+    log("\n== class images (gradient ascent, heritage generate)")
+    checkpoint = load_checkpoint(model).member(member)
+    packaged = classimages.packaged_for(classimages.model_key(checkpoint))
+    if packaged is not None:
+        for path in sorted(packaged.iterdir()):
+            atomic_write_bytes(Path(out) / "class_images" / path.name, path.read_bytes())
+        log(f"{Path(out) / 'class_images'}: the shipped model's, from the package ({packaged})")
+        return
+    settings = replace(draw.Settings(), steps=96)
+    generated = draw.draw_classes(checkpoint, range(len(checkpoint.classes)), 1, 64, settings, seed=0)
+    grid = files.write_generated(Path(out) / "class_images", generated, checkpoint, seed=0, n=1)
+    mean = sum(generated.probabilities) / len(generated.probabilities)
+    log(f"{grid} ({generated.seconds:.0f} s, mean target probability {mean:.3f})")
+
+
+FIGURE_STEPS = (inside_step, class_images_step)
+
+
+def _evaluate_splits(
+    model: str | os.PathLike | None, data: str, out: Path, progress: bool, log: Log, negatives: str | None = None
+) -> None:
+    """The model's validation split (when its recipe and the training folder allow) and the test split."""
+    checkpoint = load_checkpoint(model)
+    layout = find_layout(data)
+    if split_recipe(checkpoint) and layout.train.is_dir():
+        evaluate_on(model, data, "val", out / "eval-val", progress=progress, log=log, negatives=negatives)
+    elif layout.test is None:
+        evaluate_on(model, data, "auto", out / "eval-val", progress=progress, log=log, negatives=negatives)
+    if layout.test is not None:
+        evaluate_on(model, data, "test", out / "eval-test", progress=progress, log=log, negatives=negatives)
+
+
+def run_report(
+    model: str | os.PathLike | None,
+    data: str,
+    out: str | os.PathLike,
+    progress: bool = False,
+    log: Log = print,
+    member: int = 0,
+    negatives: str | None = None,
+) -> Path:
+    """Every figure for one model, gathered in one self-contained `out/index.html`; returns its path.
+    The figures from inside the network (and the class images) are those of network `member`; `negatives`: a
+    folder of photos of none of the ten for the evaluations' none-of-these section."""
+    from heritage_cnn.apps.report import build_html_report, training_history
+    from heritage_cnn.data.check import check_dataset
+    from heritage_cnn.training.curves import plot_training_curves
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = load_checkpoint(model)
+    checkpoint.member(member)  # a bad --member fails before any work
+    atomic_write_json(out / "data_check.json", check_dataset(data))
+    history = training_history(checkpoint, member)
+    if history:
+        plot_training_curves(history, out / "train" / "curves.png")  # atomic (heritage_cnn.base.figures)
+    _evaluate_splits(model, data, out, progress, log, negatives)
+    for step in FIGURE_STEPS:
+        step(model, data, out, log, member=member)
+    return build_html_report(out, out / "index.html", model=model, data=data, member=member)
+
+
+def run_demo(data: str, out: str | os.PathLike, config: Any | None = None, log: Log = print) -> Path | None:
+    """Check the data, train `config` (resuming an interrupted run; None: the shipped model), evaluate, draw.
+
+    Returns the report page, or None when training was interrupted (run it again to resume).
+    """
+    from heritage_cnn.apps.report import build_html_report
+    from heritage_cnn.data.check import check_dataset, format_report
+    from heritage_cnn.training.loop import train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    log("== 1/3 data check")
+    report = check_dataset(data)
+    atomic_write_json(out / "data_check.json", report)
+    log(format_report(report))
+    model: str | None = None
+    if config is None:
+        log("\n== 2/3 training skipped: using the model shipped with the package")
+    else:
+        log(f"\n== 2/3 train -> {config.out}")
+        result = train(replace(config, resume=True), log=log)
+        if result.interrupted:
+            log("interrupted: run the same command again to resume")
+            return None
+        model = str(result.checkpoint)
+    log("\n== 3/3 evaluate")
+    progress = config is not None and config.progress
+    _evaluate_splits(model, data, out, progress, log)
+    if model is not None:  # the network just trained beside the shipped one, on the same images
+        if load_checkpoint(None).classes == load_checkpoint(model).classes:
+            log("the shipped model, for comparison (figures in shipped/):")
+            _evaluate_splits(None, data, out / "shipped", progress, log)
+        else:
+            log("the shipped model knows other classes: no comparison")
+    for step in FIGURE_STEPS:
+        step(model, data, out, log)
+    page = build_html_report(out, out / "index.html", model=model, data=data)
+    log(f"\nreport: {page.resolve()}")
+    log(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; everything is in {out.resolve()}")
+    return page

@@ -1,0 +1,303 @@
+"""Figures (matplotlib, no display needed) and the one-file HTML report that gathers them.
+
+The page is written for a colleague who was not there: what model, what data, when, the headline figure
+and its split first; then a table of contents; every figure embedded (one file to send), captioned with
+what the reader sees; deeper layers' kernel figures linked as files rather than inlined.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from heritage_cnn.base.io import atomic_write_text
+from heritage_cnn.base.names import shown
+from heritage_cnn.data.folders import display_name
+from heritage_cnn.inference.openset_eval import OPEN_SET_FIGURES, report_rows
+from heritage_cnn.models.checkpoint import Checkpoint
+from heritage_cnn.models.views import TTA_WORDS
+
+# --------------------------------------------------------------------------------------------
+# The one-file HTML report
+# --------------------------------------------------------------------------------------------
+
+STYLE = """
+body{font:16px/1.5 system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 16px;color:#1d1d1d}
+h1{font-size:26px;margin:0 0 .2em}h2{margin-top:2em;border-bottom:1px solid #ddd}h3{margin-top:1.4em}
+img{max-width:100%;height:auto;border:1px solid #ddd}figure{margin:1.2em 0}
+figcaption{color:#444;font-size:15px;max-width:900px}
+table{border-collapse:collapse;margin:.8em 0;font-variant-numeric:tabular-nums}
+td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}td:first-child,th:first-child{text-align:left}
+.scroll{overflow-x:auto;max-width:100%}.facts{color:#444}.headline{font-size:19px;margin:.6em 0}
+dl.facts{display:grid;grid-template-columns:max-content 1fr;gap:.1em 1em;margin:.5em 0}dd{margin:0}
+dt{font-weight:600}nav ol{columns:2;column-gap:2em;padding-left:1.4em}@media (max-width:600px){nav ol{columns:1}}
+code{overflow-wrap:anywhere}ul.classes{list-style:none;padding:0;display:grid;gap:10px;
+grid-template-columns:repeat(auto-fill,minmax(96px,1fr))}ul.classes li{text-align:center}
+ul.classes img{display:block;width:100%;image-rendering:pixelated}
+"""
+
+
+@dataclass
+class Section:
+    """One numbered section of the page: an anchor, a heading and its HTML."""
+
+    anchor: str
+    heading: str
+    body: list[str] = field(default_factory=list)
+
+
+def _embed(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _figure(path: Path, caption: str, alt: str, width: int | None = None) -> str:
+    """An embedded PNG with its caption; `width`: at most this many CSS px (figures drawn larger than useful)."""
+    style = f" style='width:{width}px'" if width else ""
+    image = f"<img src='{_embed(path)}' alt='{escape(alt)}'{style}>"
+    return f"<figure>{image}<figcaption>{escape(caption)}</figcaption></figure>"
+
+
+def _links(paths: Sequence[Path], root: Path, what: str) -> str:
+    """Files shown as links relative to the page (deeper layers' figures: there, not inlined)."""
+    if not paths:
+        return ""
+    items = ", ".join(f"<a href='{escape(p.relative_to(root).as_posix())}'>{escape(p.stem)}</a>" for p in paths)
+    return f"<p>{escape(what)}: {items}.</p>"
+
+
+def _ci(metric: dict[str, Any]) -> str:
+    low, high = metric["ci95"]
+    return f"{100 * metric['value']:.1f} % (95 % CI {100 * low:.1f}–{100 * high:.1f})"
+
+
+def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<div class='scroll'><table><tr>{''.join(f'<th>{escape(h)}</th>' for h in head)}</tr>{cells}</table></div>"
+
+
+def _evaluation(sub: Path, split: str) -> Section | None:
+    """Metrics, per-class table (display names), confusion matrix, calibration and the error gallery."""
+    metrics_path = sub / "metrics.json"
+    if not metrics_path.exists():
+        return None
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    section = Section(f"eval-{split}", f"{'Test' if split == 'test' else 'Validation'} split")
+    section.body.append(f"<p>{escape(metrics.get('title', ''))}: {metrics['n_images']} images.</p>")
+    names = {"accuracy": "accuracy", "top3_accuracy": "top-3 accuracy", "balanced_accuracy": "balanced accuracy"}
+    rows = [(label, _ci(metrics[key])) for key, label in (names | {"macro_f1": "macro F1"}).items() if key in metrics]
+    section.body.append(_table(["figure", "value (bootstrap CI)"], rows))
+    per_class = [
+        (display_name(r["class"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", r["support"])
+        for r in metrics["per_class"]
+    ]
+    section.body.append(_table(["class", "precision", "recall", "F1", "photos"], per_class))
+    if metrics.get("open_set"):  # the model's "none of these" operating point on these photos
+        section.body.append("<h3>None of these</h3>" + _table(["figure", "value"], report_rows(metrics["open_set"])))
+    captions = {
+        "confusion_matrix.png": "Each row is a true class, each column a predicted class; each cell gives the count of "
+        "photos and their share of the row, so the diagonal is each class's recall.",
+        "calibration.png": "Is a 0.9 probability right 90 % of the time? Bars on the diagonal mean yes; the lower panel "
+        "shows how many photos fall at each confidence.",
+        "errors.png": "The mistakes the network was most sure of: worth a look for mislabelled photos and genuinely "
+        "ambiguous scenes.",
+    }
+    for name, caption in (captions | OPEN_SET_FIGURES).items():
+        if (sub / name).exists():
+            section.body.append(_figure(sub / name, caption, f"{name[:-4].replace('_', ' ')}, {split} split"))
+    return section
+
+
+def _headline(folder: Path) -> tuple[str, str]:
+    """(the headline sentence, the split it comes from): the test split if evaluated, else validation."""
+    for split in ("test", "val"):
+        path = folder / f"eval-{split}" / "metrics.json"
+        if path.exists():
+            m = json.loads(path.read_text(encoding="utf-8"))
+            what = "test" if split == "test" else "validation"
+            text = f"Accuracy {_ci(m['accuracy'])}, macro F1 {100 * m['macro_f1']['value']:.1f} % on the {what} split"
+            return f"{text} ({m['n_images']} images).", split
+    return "No evaluation in this folder.", ""
+
+
+def training_history(checkpoint: Checkpoint, member: int = 0) -> list[dict[str, Any]] | None:
+    """Epoch records to plot: the network's own, or for an ensemble its member `member`'s."""
+    return checkpoint.info.get("history") or checkpoint.member(member).info.get("history")
+
+
+def _model_facts(checkpoint: Checkpoint) -> str:
+    from heritage_cnn.models.network import parameter_count
+
+    mflop = checkpoint.info.get("forward_mflop")
+    flops = f", {mflop:.0f} MFLOP per image" if isinstance(mflop, (int, float)) else ""
+    epochs = checkpoint.info.get("epochs_trained")
+    trained = f", trained {epochs} epochs" if epochs else ""
+    if checkpoint.member_count > 1:
+        trained = f", an ensemble of {checkpoint.member_count} networks (the mean of their probabilities)"
+    if checkpoint.views != "none":
+        trained += f", test-time views averaged ({TTA_WORDS[checkpoint.views]})"
+    name = shown(Path(str(checkpoint.path)).name)
+    return f"{name}: {parameter_count(checkpoint.model) / 1e6:.2f} M parameters{flops}{trained}"
+
+
+def _data_section(folder: Path) -> Section | None:
+    check = folder / "data_check.json"
+    if not check.exists():
+        return None
+    report = json.loads(check.read_text(encoding="utf-8"))
+    splits = report["splits"]
+    classes = sorted({c for s in splits.values() for c in s["per_class"]})
+    rows = [(display_name(c), *(s["per_class"].get(c, 0) for s in splits.values())) for c in classes]
+    ident, near = report["identical_files"], report["near_duplicates"]
+    text = (
+        f"<p><code>{escape(shown(Path(report['root']).name))}</code> ({escape(report['layout'])} layout): "
+        f"{ident['files']} byte-identical files in {ident['groups']} groups, {len(ident['conflicting_labels'])} with "
+        f"conflicting labels; {near['pairs']} near-duplicate pairs ({escape(near['method'])}).</p>"
+    )
+    return Section("data", "Data", [text, _table(["class", *splits], rows)])
+
+
+def _inside_section(folder: Path, checkpoint: Checkpoint | None) -> Section | None:
+    """First-layer kernels and maps inline; deconvnet sheets with true captions; deeper kernels linked."""
+    from heritage_cnn.inside import deconvnet
+
+    inside = folder / "inside"
+    if not inside.is_dir():
+        return None
+    section = Section("inside", "Inside the network")
+    for path in sorted(inside.glob("feature_maps*.png"))[:1]:
+        caption = "What the first layer responds to in one photo: each tile is one filter's activation map."
+        section.body.append(_figure(path, caption, "first-layer activation maps"))
+    if (inside / "kernels_layer1.png").exists():
+        caption = "The first layer's learned filters as colour tiles (grey is zero): mostly edges and colour blobs."
+        section.body.append(_figure(inside / "kernels_layer1.png", caption, "first-layer kernels", width=480))
+    deeper = [p for p in sorted(inside.glob("kernels_*.png")) if p.name != "kernels_layer1.png"]
+    section.body.append(_links(deeper, folder, "Deeper layers' strongest kernel slices (files beside this page)"))
+    layers = deconvnet.deconv_layers(checkpoint.model) if checkpoint is not None else []
+    for path in sorted(inside.glob("deconv_*.png")):
+        layer = next((name for name in layers if path.stem == "deconv_" + name.replace(".", "_")), None)
+        if layer is None:
+            continue
+        top, left, bottom, right = deconvnet.receptive_field(checkpoint.model, layer, 0, 0)
+        caption = (
+            f"Layer {layer} (layer {layers.index(layer) + 1} of {len(layers)}), deconvnet. For each channel shown "
+            "(titled with its number and its strongest activation): its nine strongest activations over the sampled "
+            "photos, each cropped to what the unit sees (its receptive field, "
+            f"{bottom - top} x {right - left} px), shown as pairs: on the left of each pair the photo patch, on "
+            "the right the deconvnet projection of that activation back to pixels (grey is zero, clipped at the "
+            "99th percentile)."
+        )
+        section.body.append(_figure(path, caption, f"deconvnet top-9 sheet, {layer}"))
+    others = sorted(inside.glob("deconv_*projections.png")) + sorted(inside.glob("deconv_contact_sheet.png"))
+    section.body.append(_links(others, folder, "Projections without the photos"))
+    for path in sorted(inside.glob("explain_*.png")):
+        caption = "Attribution maps for one photo: which pixels drove the prediction, by several methods."
+        section.body.append(_figure(path, caption, "attribution maps"))
+    return section
+
+
+def _class_images(sub: Path, checkpoint: Checkpoint) -> Section | None:
+    """One grid in class order: each class's drawn image with its display name (HTML text: legible at any width)."""
+    manifest = sub / "class_images.json"
+    if not manifest.exists():
+        return None
+    records = {r["class"]: r for r in json.loads(manifest.read_text(encoding="utf-8"))["images"]}
+    tiles = [
+        f"<li><img src='{_embed(sub / records[c]['file'])}' alt='drawn for {escape(display_name(c))}'>"
+        f"{escape(display_name(c))}<br><small>p = {records[c]['probability']:.2f}</small></li>"
+        for c in checkpoint.classes
+        if c in records and (sub / records[c]["file"]).exists()
+    ]
+    grid = sub / "class_images.png"
+    text = (
+        "<p>One image per class, drawn by the network itself (gradient ascent from noise, no photo), in class "
+        "order; p is the probability the network gives the class it was drawn for.</p>"
+    )
+    link = _links([grid], sub.parent, "The same images as one PNG") if grid.exists() else ""
+    return Section("class-images", "Class images", [text, f"<ul class='classes'>{''.join(tiles)}</ul>", link])
+
+
+def _recorded(folder: Path) -> dict[str, Any]:
+    """The model and data an evaluation in `folder` recorded (metrics.json), else the data check's root."""
+    for split in ("val", "test"):
+        path = folder / f"eval-{split}" / "metrics.json"
+        if path.exists():
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+            return {"model": metrics.get("model"), "data": metrics.get("data")}
+    check = folder / "data_check.json"
+    return {"data": json.loads(check.read_text(encoding="utf-8"))["root"]} if check.exists() else {}
+
+
+def build_html_report(
+    folder: str | os.PathLike,
+    out_file: str | os.PathLike,
+    title: str | None = None,
+    model: str | os.PathLike | None = None,
+    data: str | os.PathLike | None = None,
+    member: int = 0,
+) -> Path:
+    """One self-contained HTML page (images embedded) from a demo/report folder's figures and metrics.
+
+    `model`: the checkpoint, for the header, the training curves (drawn here from its history when the
+    folder has none: `demo --no-train` too) and the deconvnet captions; default: the one the folder's
+    evaluation recorded, else the shipped one. `data`: the data folder (default: the recorded one); the
+    page names it, and shows its path only when relative (an absolute path says little to a reader)."""
+    from heritage_cnn import __version__
+    from heritage_cnn.models.checkpoint import load_checkpoint
+    from heritage_cnn.training.curves import plot_training_curves
+
+    folder = Path(folder)
+    recorded = _recorded(folder)
+    checkpoint = load_checkpoint(model if model is not None else recorded.get("model"))
+    data = data if data is not None else recorded.get("data")
+    curves = folder / "train" / "curves.png"
+    history = training_history(checkpoint, member)
+    if not curves.exists() and history:
+        plot_training_curves(history, curves)  # saved atomically
+    headline, _ = _headline(folder)
+    data_name = shown(Path(str(data)).name) if data else "?"  # file names as text: `names.shown`
+    title = title or f"heritage-cnn report: {shown(Path(str(checkpoint.path)).name)} on {data_name}"
+    facts = [
+        ("model", _model_facts(checkpoint)),
+        ("data", f"{data_name} ({shown(data)})" if data and not Path(str(data)).is_absolute() else data_name),
+        ("made", f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z} with heritage-cnn {__version__}"),
+    ]
+    sections = [_data_section(folder)]
+    if curves.exists():
+        caption = (
+            f"Loss and accuracy per epoch ({len(history or [])} epochs). Training figures are on "
+            "augmented images; validation on the untouched duplicate-aware split."
+        )
+        sections.append(Section("training", "Training", [_figure(curves, caption, "training curves")]))
+    sections += [_evaluation(folder / "eval-val", "val"), _evaluation(folder / "eval-test", "test")]
+    sections.append(_inside_section(folder, checkpoint.member(member)))
+    sections.append(_class_images(folder / "class_images", checkpoint))
+    present = [s for s in sections if s is not None]
+    toc = "".join(f"<li><a href='#{s.anchor}'>{escape(s.heading)}</a></li>" for s in present)
+    header = (
+        f"<header><h1>{escape(title)}</h1><p class='headline'>{escape(headline)}</p><dl class='facts'>"
+        + "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
+        + f"</dl></header><nav aria-label='contents'><h2 id='contents'>Contents</h2><ol>{toc}</ol></nav>"
+    )
+    body = "".join(f"<section id='{s.anchor}'><h2>{escape(s.heading)}</h2>{''.join(s.body)}</section>" for s in present)
+    page = (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head><body>{header}<main>{body}</main></body></html>\n"
+    )
+    out_file = Path(out_file)
+    atomic_write_text(out_file, page)
+    return out_file
+
+
+__all__ = ["build_html_report", "training_history"]

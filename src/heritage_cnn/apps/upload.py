@@ -1,0 +1,116 @@
+"""What an upload to `heritage serve` must pass before it is classified, and how a refusal reaches the client.
+
+- size: the declared Content-Length, then the bytes actually received, are capped (413) before the multipart
+  parser spools anything;
+- time: a body not received within `total_s` seconds, or pausing longer than `idle_s` between chunks, is a 408;
+- type and pixels: `decode_upload` decodes with the one decode path (`decode.read_image`): anything Pillow
+  cannot decode is a 415, a header over `decode.MAX_IMAGE_PIXELS` a 413.
+
+A refusal for size is answered after the rest of the body has been read and discarded (`RequestBody.drain`, up to
+`drain_bytes`; nothing is kept): a server that closes while the client is still sending makes the kernel reset
+the connection, and a client that sends its whole body before reading (Python's http.client, most scripts) then
+sees "connection reset" instead of the 413. A client that asked `Expect: 100-continue` has sent nothing yet and is
+answered at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from heritage_cnn.data.decode import ImageError, ImageTooLarge, read_image
+
+Receive = Callable[[], Awaitable[dict]]
+DRAIN_FLOOR_BYTES = 64 * 2**20  # a refused body is drained up to max(4 x the limit, this)
+
+
+def drain_bound(max_upload_bytes: int) -> int:
+    """How much of a refused body the server reads (and discards) so that the client hears the refusal."""
+    return max(4 * max_upload_bytes, DRAIN_FLOOR_BYTES)
+
+
+class UploadError(Exception):
+    """An upload refused with an HTTP status and a one-line message shown in the page."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyTooSlow(Exception):
+    pass
+
+
+class RequestBody:
+    """An ASGI `receive` over the request body, capped at `limit` bytes (chunked bodies too) and in time (`total_s`
+    in all, `idle_s` between chunks); it counts what arrived and knows whether the body has ended."""
+
+    def __init__(self, receive: Receive, limit: int, total_s: float, idle_s: float) -> None:
+        self.raw, self.limit, self.idle_s = receive, limit, idle_s
+        self.loop = asyncio.get_running_loop()
+        self.deadline = self.loop.time() + total_s
+        self.received, self.started, self.ended = 0, False, False
+
+    async def _next(self) -> dict:
+        self.started = True
+        try:
+            message = await asyncio.wait_for(self.raw(), max(0.0, min(self.idle_s, self.deadline - self.loop.time())))
+        except TimeoutError:
+            raise BodyTooSlow from None
+        self.received += len(message.get("body", b""))
+        self.ended = message.get("type") != "http.request" or not message.get("more_body", False)
+        return message
+
+    async def receive(self) -> dict:
+        message = await self._next()
+        if self.received > self.limit:
+            raise BodyTooLarge
+        return message
+
+    async def drain(self, bound: int, headers: Any) -> bool:
+        """Read and discard the rest of the body while the total stays within `bound` bytes and time allows; True
+        when the body ended (closing then resets nothing). A client waiting for `100-continue` sends nothing."""
+        if not self.started and "100-continue" in headers.get("expect", "").lower():
+            return False
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > bound:
+            return False  # more than the bound is coming: not worth reading any of it
+        while not self.ended and self.received <= bound:
+            try:
+                await self._next()
+            except BodyTooSlow:
+                return False
+        return self.ended
+
+
+def decode_upload(data: bytes, size: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Uploaded bytes -> (size x size x 3 uint8 photo, what was uploaded); UploadError if it is not a safe image.
+
+    The same decoder as every command (`decode.read_image`): any decoder failure is a 415, a header over
+    the pixel limit a 413, and memory stays bounded by the output whatever the header claims.
+    """
+    if not data:
+        raise UploadError(400, "the file is empty (0 bytes)")
+    try:
+        decoded = read_image(data, size, name="upload")
+    except ImageTooLarge as error:
+        raise UploadError(
+            413, f"{str(error).removeprefix('upload: ')}; this server refuses it (a decompression-bomb guard)"
+        ) from None
+    except ImageError as error:
+        reason = str(error).removeprefix("upload: ")
+        if reason == "not a recognised image format":
+            reason = (
+                "not an image: the content is not JPEG, PNG, WebP, TIFF, BMP or GIF (the file name does not matter)"
+            )
+        raise UploadError(415, reason) from None
+    info = {"width": decoded.width, "height": decoded.height, "format": decoded.format, "bytes": len(data)}
+    return decoded.pixels, info

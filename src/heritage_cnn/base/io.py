@@ -1,0 +1,190 @@
+"""Atomic file writes and safe tensor files.
+
+Every file the tool writes goes to a temporary file in the same folder and is renamed into
+place, so a crash never leaves half a checkpoint where a good one was. Tensors are stored as
+safetensors, which cannot carry code, unlike pickles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import io
+import json
+import os
+import pickletools
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from heritage_cnn.base.names import json_text
+
+
+class CheckpointError(ValueError):
+    """A weights or metadata file that cannot be used. The message names the file."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
+
+    Errors name `path`, never the temporary file; a folder (or a name ending in a separator) is refused
+    before anything is written."""
+    given = os.fspath(path)
+    path = Path(path)
+    if given.endswith(("/", os.sep)) or path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder: give a file name", given)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    short = os.fsdecode(os.fsencode(path.name)[:200])  # the temporary name must fit in 255 bytes too
+    fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(error, OSError) and error.filename in (None, tmp):
+            error.filename, error.filename2 = str(path), None  # a full disk says which file it was writing
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, errors: str = "strict") -> None:
+    """UTF-8; `errors="surrogateescape"` (`names.CSV_ERRORS`) writes file names' undecodable bytes as they are."""
+    atomic_write_bytes(path, text.encode("utf-8", errors))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Valid UTF-8 JSON whatever file names `obj` holds (`names.json_text`)."""
+    atomic_write_text(path, json_text(obj) + "\n")
+
+
+MAX_HEADER_BYTES = 100 * 2**20  # safetensors' own limit on the JSON header
+
+
+def save_tensors(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    """Write tensors as safetensors, atomically."""
+    from safetensors.torch import save
+
+    contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
+    atomic_write_bytes(path, save(contiguous, metadata=metadata))
+
+
+def safetensors_header(data: bytes) -> dict[str, Any] | None:
+    """The JSON header of safetensors bytes (8-byte little-endian length, then that much JSON), or None
+    when `data` does not start like one. Decided by parsing, never by a magic byte: a valid header
+    length of 128 mod 256 makes the first byte 0x80, the same as a pickle's."""
+    if len(data) < 8:
+        return None
+    length = int.from_bytes(data[:8], "little")
+    if not 2 <= length <= min(len(data) - 8, MAX_HEADER_BYTES):
+        return None
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except (ValueError, RecursionError):
+        return None
+    return header if isinstance(header, dict) else None
+
+
+def is_pickle(data: bytes) -> bool:
+    """True for a torch.save zip archive or bytes that parse as a pickle (opcodes are read, never run)."""
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        return True
+    try:
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
+    except Exception:  # whatever the parser trips on, it is not a pickle
+        return False
+    return True
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and string metadata of a safetensors file; a pickle, a zip or a truncated file is a
+    CheckpointError that names the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
+    header = safetensors_header(data)
+    if header is None:
+        if is_pickle(data):
+            raise CheckpointError(
+                f"{path}: is a pickle/torch.save file; heritage-cnn only loads safetensors "
+                "(pickles can run code when loaded)"
+            )
+        raise CheckpointError(f"{path}: not a valid safetensors file (no safetensors header)")
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({error})") from None
+    metadata = header.get("__metadata__") or {}
+    return tensors, metadata if isinstance(metadata, dict) else {}
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a safetensors file; anything else (a pickle, a truncated file) is a CheckpointError."""
+    return read_safetensors(path)[0]
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: JSON nested too deeply to read") from None
+
+
+class FolderBusy(ValueError):
+    """Another process holds the folder (a sort or a training run writing into it)."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, name: str, doing: str, busy: type[FolderBusy] = FolderBusy) -> Iterator[None]:
+    """Hold an exclusive, non-blocking `flock` on `folder / name` or raise `busy` at once, naming the holder's pid.
+
+    The kernel releases the lock with the process, so a killed holder never leaves the folder locked; the
+    file stays (removing it would race with a process that has just opened it)."""
+    handle = open(folder / name, "a+", encoding="utf-8")  # noqa: SIM115 - closed below
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise busy(f"{folder} is being {doing} by another process (pid {holder})") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()

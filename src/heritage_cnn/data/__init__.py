@@ -1,0 +1,1 @@
+"""Photos and data sets: decoding, class folders, the duplicate-aware split, data checks, training augmentation, class-name lookup."""

@@ -1,0 +1,350 @@
+"""Find and load photos (decoding one photo is `decode.py`; the validation split is `split.py`).
+
+Every image is decoded once into a uint8 tensor held in memory (optionally cached on disk), so
+training never touches PIL or the file system in its hot loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sys
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from heritage_cnn import __version__
+from heritage_cnn.base.io import atomic_write_json, load_tensors, save_tensors
+from heritage_cnn.data.decode import (
+    IMAGE_SIZE,
+    os_reason,
+    try_decode,
+)
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
+
+
+class DatasetError(ValueError):
+    """A dataset folder that cannot be used. The message names the folder and what is wrong."""
+
+
+def display_name(folder_name: str) -> str:
+    """Readable class name: `dome(inner)` -> `dome (inner)`, `bell_tower` -> `bell tower`."""
+    name = folder_name.replace("_", " ")
+    name = re.sub(r"\s*\(\s*", " (", name)
+    name = re.sub(r"\s*\)", ")", name)
+    return re.sub(r"\s+", " ", name).strip()
+
+
+# --------------------------------------------------------------------------------------------
+# Finding files
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the splits of a dataset root are: Kaggle layout (`train/`, `test/`) or one class-folder root."""
+
+    root: Path
+    train: Path
+    test: Path | None
+
+    @property
+    def is_kaggle(self) -> bool:
+        return self.train != self.root
+
+
+def find_layout(root: str | os.PathLike) -> Layout:
+    """Accept `<root>/train/<class>/*` (+ optional `test/`) or a bare `<root>/<class>/*`."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    train, test = root / "train", root / "test"
+    if train.is_dir():
+        return Layout(root, train, test if test.is_dir() else None)
+    if _only_test_folder(root, test):  # the Kaggle test split downloaded alone: train/ is missing
+        return Layout(root, train, test)
+    return Layout(root, root, None)
+
+
+def _only_test_folder(root: Path, test: Path) -> bool:
+    """`<root>/test/<class>/*` and no other folder: a Kaggle layout without train/, not a class named test."""
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return folders == [test] and any(p.is_dir() and not p.name.startswith(".") for p in test.iterdir())
+
+
+def split_folder(layout: Layout, split: str) -> Path:
+    """The folder holding one split (`train`, `test`) of a layout."""
+    if split == "train":
+        if not layout.train.is_dir():
+            raise DatasetError(f"{layout.root}: has no train/ folder (only test/)")
+        return layout.train
+    if split == "test":
+        if layout.test is None:
+            raise DatasetError(f"{layout.root}: has no test/ folder")
+        return layout.test
+    raise ValueError(f"unknown split {split!r}")
+
+
+def walk_files(
+    folder: str | os.PathLike, extensions: frozenset[str] | None = None, hidden: bool = False
+) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Files below `folder` (names sorted, symlinked folders not followed, hidden ones skipped) and the
+    folders that could not be read, with why. A FIFO named photo.jpg is returned: the decoder refuses it
+    before opening it, so it is listed with the other skipped files."""
+    found: list[Path] = []
+    problems: list[tuple[str, str]] = []
+
+    def unreadable(error: OSError) -> None:
+        problems.append((str(error.filename or folder), f"folder not read ({os_reason(error)})"))
+
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False, onerror=unreadable):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(
+            Path(dirpath) / f
+            for f in sorted(filenames)
+            if (hidden or not f.startswith(".")) and (extensions is None or Path(f).suffix.lower() in extensions)
+        )
+    return found, problems
+
+
+@dataclass
+class FileList:
+    """The image files of one class-folder root, their labels, and what was left out and why."""
+
+    root: Path
+    classes: list[str]
+    files: list[Path]
+    labels: list[int]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
+
+
+def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None) -> FileList:
+    """List `<folder>/<class>/**/<image>`; classes are folder names kept exactly.
+
+    With `classes` given (a model's classes), labels follow that order and folders of other
+    names are an error; a subset of the classes is allowed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder")
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        raise DatasetError(f"{folder}: no class folders inside (expected <root>/<class>/<image>)")
+    names = [p.name for p in class_dirs]
+    if classes is None:
+        classes = names
+    else:
+        unknown = sorted(set(names) - set(classes))
+        if unknown:
+            missing = sorted(set(classes) - set(names))
+            raise DatasetError(
+                f"{folder}: class folders differ from the model's classes: unknown {unknown}, missing {missing}"
+            )
+    index = {c: i for i, c in enumerate(classes)}
+    out = FileList(folder, list(classes), [], [])
+    for class_dir in class_dirs:
+        count = 0
+        paths, problems = walk_files(class_dir)
+        out.skipped.extend(problems)
+        for path in sorted(paths):
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                out.skipped.append((str(path), f"not an image file extension ({path.suffix or 'none'})"))
+                continue
+            out.files.append(path)
+            out.labels.append(index[class_dir.name])
+            count += 1
+        if count == 0:
+            out.empty_classes.append(class_dir.name)
+    if not out.files:
+        unread = [f"{p}: {r}" for p, r in out.skipped if r.startswith("folder not read")]
+        detail = f" ({len(unread)} folder(s) could not be read, first: {unread[0]})" if unread else ""
+        raise DatasetError(f"{folder}: no image files in any class folder{detail}")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The in-memory image set
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageSet:
+    """Decoded photos of one split: uint8 images (N, 3, H, W), int64 labels, and provenance."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    paths: list[str]
+    classes: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def display_names(self) -> list[str]:
+        return [display_name(c) for c in self.classes]
+
+    def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> ImageSet:
+        """The images at `indices`; skipped files stay with the parent."""
+        index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return ImageSet(
+            self.images[index],
+            self.labels[index],
+            [self.paths[i] for i in index.tolist()],
+            self.classes,
+        )
+
+    def class_counts(self) -> list[int]:
+        return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+
+def _cache_key(files: FileList, size: int) -> str:
+    """Key of a decoded-image cache: the file list with sizes and modification times."""
+    digest = hashlib.sha256(f"heritage-cnn {__version__} size={size}\n".encode())
+    digest.update(json.dumps(files.classes).encode())
+    for path, label in zip(files.files, files.labels, strict=True):
+        try:
+            stat = path.stat()
+            line = f"{path}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
+        except OSError:
+            line = f"{path}\t{label}\tmissing\n"
+        digest.update(line.encode("utf-8", "surrogateescape"))  # any file name: its bytes
+    return digest.hexdigest()[:32]
+
+
+def folder_key(folder: str | os.PathLike, size: int = IMAGE_SIZE) -> str:
+    """What a decode of `folder` depends on (every image's path, class, size and modification time): equal keys,
+    equal decoded images."""
+    return _cache_key(list_images(folder), size)
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "heritage-cnn"
+
+
+def load_images(
+    folder: str | os.PathLike,
+    classes: Sequence[str] | None = None,
+    size: int = IMAGE_SIZE,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = False,
+    workers: int | None = None,
+    require_every_class: bool = False,
+) -> ImageSet:
+    """Decode every image of a class-folder root once into memory.
+
+    Unreadable files and folders are skipped and listed in `ImageSet.skipped`; they never stop the run.
+    With `require_every_class` (training), a class folder without one readable image is a DatasetError:
+    a model in which that class can never appear is a silent wrong result. With `cache_dir`, the decoded
+    tensor is stored there, keyed by the file list.
+    """
+    files = list_images(folder, classes)
+    cache_path = None
+    if cache_dir is not None:
+        cache_path = Path(cache_dir) / f"images-{_cache_key(files, size)}"
+        cached = _read_cache(cache_path, files)
+        if cached is not None:
+            return _check_classes(cached, files.root, require_every_class)
+
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    items: Iterable[np.ndarray | str]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        items = pool.map(lambda p: try_decode(p, size), files.files, chunksize=64)
+        if progress and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            items = tqdm(items, total=len(files.files), desc=f"decode {files.root.name}", unit="img")
+        decoded = list(items)
+
+    arrays, labels, paths = [], [], []
+    skipped = list(files.skipped)
+    for path, label, item in zip(files.files, files.labels, decoded, strict=True):
+        if isinstance(item, str):
+            skipped.append((str(path), item))
+            continue
+        arrays.append(item)
+        labels.append(label)
+        paths.append(str(path))
+    if not arrays:
+        first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DatasetError(f"{files.root}: none of the {len(files.files)} image files could be read{first}")
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    counts = np.bincount(labels, minlength=len(files.classes))
+    present = {p.name for p in files.root.iterdir() if p.is_dir()} if classes is not None else set(files.classes)
+    empty = [c for c, n in zip(files.classes, counts, strict=True) if n == 0 and c in present]
+    result = ImageSet(images, torch.tensor(labels, dtype=torch.long), paths, files.classes, skipped, empty)
+    if cache_path is not None:
+        _write_cache(cache_path, result)
+    return _check_classes(result, files.root, require_every_class)
+
+
+def _check_classes(images: ImageSet, root: Path, require_every_class: bool) -> ImageSet:
+    """Refuse (training) or warn about class folders in which no image could be read."""
+    if not images.empty_classes:
+        return images
+    if not require_every_class:
+        warnings.warn(f"{root}: class folders with no readable images: {images.empty_classes}", stacklevel=3)
+        return images
+    folder = root / images.empty_classes[0]
+    reasons = [r for p, r in images.skipped if p == str(folder) or p.startswith(str(folder) + os.sep)]
+    why = f"{len(reasons)} skipped, first: {reasons[0]}" if reasons else "no image files"
+    more = f"; also {images.empty_classes[1:]}" if len(images.empty_classes) > 1 else ""
+    raise DatasetError(f"{folder}: no readable image in this class folder ({why}){more}")
+
+
+def _write_cache(path: Path, images: ImageSet) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_tensors(path.with_suffix(".safetensors"), {"images": images.images, "labels": images.labels})
+        atomic_write_json(
+            path.with_suffix(".json"),
+            {
+                "paths": images.paths,
+                "classes": images.classes,
+                "skipped": images.skipped,
+                "empty_classes": images.empty_classes,
+            },
+        )
+    except OSError as error:  # a cache that cannot be written only costs time
+        warnings.warn(f"{path}: could not write the image cache ({error})", stacklevel=3)
+
+
+def _read_cache(path: Path, files: FileList) -> ImageSet | None:
+    tensors_path, meta_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    if not (tensors_path.exists() and meta_path.exists()):
+        return None
+    try:
+        tensors = load_tensors(tensors_path)
+        meta = json.loads(meta_path.read_text())
+        return ImageSet(
+            tensors["images"],
+            tensors["labels"],
+            meta["paths"],
+            meta["classes"],
+            [tuple(s) for s in meta["skipped"]],
+            meta["empty_classes"],
+        )
+    except (OSError, ValueError, KeyError) as error:
+        warnings.warn(f"{path}: ignoring an unreadable image cache ({error})", stacklevel=3)
+        return None
+
+
+def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (the normalisation constants)."""
+    x = images.float().div_(255)
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3))
+    return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]

@@ -1,0 +1,240 @@
+"""The "none of these" part of an evaluation: the open-set score on the evaluated photos (and on photos of none of
+the ten, given a folder of them), the operating point and what it costs on the ten.
+
+`heritage evaluate` (`pipeline.evaluate_on`) scores the photos in the same float32 pass as its logits
+(`scored_logits`), then `open_set_section` writes `open_set_scores.png` (the histogram of the score, the threshold
+drawn), `open_set_roc.png` (given negatives: the ROC curve, its AUROC and the operating point on it) and
+`open_set.md`, and returns the figures that metrics.json keeps under `open_set`; the HTML report shows them
+(`report_rows`, `OPEN_SET_FIGURES`). Positives are the evaluated photos (label 1), negatives the folder's photos; higher
+scores mean "one of the ten", as everywhere in `heritage_cnn.models.openset`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from heritage_cnn.base.io import atomic_write_text
+from heritage_cnn.base.names import shown
+from heritage_cnn.data.decode import try_decode
+from heritage_cnn.inference.classifier import find_photos
+from heritage_cnn.models.checkpoint import Checkpoint
+from heritage_cnn.models.openset_point import OperatingPoint
+from heritage_cnn.models.views import tta_views
+
+OPEN_SET_FIGURES = {
+    "open_set_scores.png": "How much each photo looks like one of the ten (the open-set score; higher: more alike), on "
+    "the evaluated photos and, when given, on photos of none of the ten. Left of the dashed line a photo is called "
+    "'none of these'.",
+    "open_set_roc.png": "Telling the ten from none of them at every threshold: the share of the ten kept against the "
+    "share of none-photos still filed into a class; the dot is the operating point.",
+}
+TPR = 0.95  # the FPR@95%TPR figure, as docs/open_set.md reports it
+
+
+@torch.no_grad()
+def scored_logits(
+    checkpoint: Checkpoint,
+    point: OperatingPoint,
+    images: torch.Tensor,
+    tta: str = "none",
+    batch_size: int = 64,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (N, C), as `evaluate.predict_logits` computes them (float32, the model as loaded, `tta` views
+    averaged), and the open-set score (N,) of the same forward passes (the mean over the views)."""
+    model = checkpoint.model.eval()
+    device = next(model.parameters()).device
+    logits, scores = [], []
+    starts: Any = range(0, len(images), batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="predict", unit="batch", leave=False, dynamic_ncols=True)
+    for start in starts:
+        x = checkpoint.normalise(images[start : start + batch_size].to(device))
+        outputs = [point.forward(model, view) for view in tta_views(x, tta)]
+        logits.append(sum(o[0] for o in outputs) / len(outputs))
+        scores.append((sum(o[1] for o in outputs) / len(outputs)).cpu())
+    if not logits:
+        return torch.empty(0, len(checkpoint.classes)), torch.empty(0)
+    return torch.cat(logits).cpu(), torch.cat(scores)
+
+
+def load_negatives(folder: str | os.PathLike, size: int) -> tuple[torch.Tensor, list[tuple[str, str]]]:
+    """Every readable photo below `folder` (uint8, N x 3 x size x size), and the files that could not be read."""
+    if not Path(folder).is_dir():
+        raise ValueError(f"--negatives {folder}: not a folder")
+    photos, problems = find_photos([folder])
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        decoded = list(pool.map(try_decode, photos, [size] * len(photos)))
+    good = [d for d in decoded if not isinstance(d, str)]
+    skipped = problems + [(str(p), d) for p, d in zip(photos, decoded, strict=True) if isinstance(d, str)]
+    if not good:
+        raise ValueError(f"--negatives {folder}: no readable photos in it")
+    return torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).contiguous(), skipped
+
+
+def _roc(positives: np.ndarray, negatives: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """AUROC, FPR at 95 % TPR, and the ROC curve (scikit-learn; the ten are the positives)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    truth = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
+    scores = np.r_[positives, negatives]
+    fpr, tpr, _ = roc_curve(truth, scores)
+    return float(roc_auc_score(truth, scores)), float(fpr[np.searchsorted(tpr, TPR)]), fpr, tpr
+
+
+def open_set_section(
+    checkpoint: Checkpoint,
+    point: OperatingPoint,
+    scores: torch.Tensor,
+    probabilities: np.ndarray,
+    labels: np.ndarray,
+    out: str | os.PathLike,
+    negatives: str | os.PathLike | None = None,
+    tta: str = "none",
+    overridden: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The operating point on the evaluated photos (and on `negatives`, a folder of photos of none of the ten):
+    figures, open_set.md, and the summary metrics.json keeps."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    positives = scores.numpy().astype(np.float64)
+    kept = positives >= point.threshold
+    correct = probabilities.argmax(1) == labels
+    summary: dict[str, Any] = {
+        "score": point.name,
+        "ridge": point.ridge,
+        "threshold": point.threshold,
+        "threshold_from": "--none-threshold" if overridden else "the model",
+        "fitted_on": point.fitted_on,
+        "photos": len(positives),
+        "called_none": int((~kept).sum()),
+        "called_none_share": float((~kept).mean()),
+        "accuracy_all": float(correct.mean()),
+        "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
+        "misclassified_among_none": int((~correct[~kept]).sum()),
+        "negatives": None,
+    }
+    negative_scores = None
+    if negatives is not None:
+        images, skipped = load_negatives(negatives, checkpoint.image_size)
+        negative_scores = scored_logits(checkpoint, point, images, tta)[1].numpy().astype(np.float64)
+        auroc, fpr95, fpr, tpr = _roc(positives, negative_scores)
+        filed = negative_scores >= point.threshold
+        summary["negatives"] = {
+            "folder": str(negatives),
+            "photos": len(negative_scores),
+            "unreadable": len(skipped),
+            "filed": int(filed.sum()),
+            "filed_share": float(filed.mean()),
+            "auroc": auroc,
+            "fpr_at_95_tpr": fpr95,
+        }
+        _plot_roc(fpr, tpr, auroc, 1 - summary["called_none_share"], float(filed.mean()), out / "open_set_roc.png")
+    _plot_scores(positives, negative_scores, point, out / "open_set_scores.png")
+    rows = "\n".join(f"| {name} | {value} |" for name, value in report_rows(summary))
+    atomic_write_text(out / "open_set.md", f"# None of these\n\n| figure | value |\n|---|---|\n{rows}\n")
+    log(_log_line(summary))
+    return summary
+
+
+def _log_line(summary: dict[str, Any]) -> str:
+    kept = summary["accuracy_kept"]
+    line = (
+        f"none of these ({summary['score']} below {summary['threshold']:.6g}): {summary['called_none']} of "
+        f"{summary['photos']} photos ({summary['called_none_share']:.2%}) called none; accuracy on the rest "
+        + (f"{kept:.4f}" if kept is not None else "-")
+        + f" (all: {summary['accuracy_all']:.4f})"
+    )
+    negatives = summary["negatives"]
+    if negatives:
+        line += (
+            f"; of {negatives['photos']} none-photos {negatives['filed']} ({negatives['filed_share']:.2%}) filed into "
+            f"a class, AUROC {negatives['auroc']:.3f}"
+        )
+    return line
+
+
+def report_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """The summary as (figure, value) rows, for open_set.md and the HTML report."""
+    ridge = f" (ridge {summary['ridge']:g})" if summary.get("ridge") is not None else ""
+    fitted = summary.get("fitted_on") or {}
+    source = summary["threshold_from"]
+    if source == "the model" and fitted.get("val_photos"):
+        source += f", fitted to call {fitted['val_called_none']} of its {fitted['val_photos']} validation photos none"
+    kept = summary["accuracy_kept"]
+    rows = [
+        ("score", f"{summary['score']}{ridge}"),
+        ("threshold", f"{summary['threshold']:.6g} ({source})"),
+        (
+            "photos of the ten called none",
+            f"{summary['called_none']} of {summary['photos']} ({100 * summary['called_none_share']:.2f} %)",
+        ),
+        ("  of them misclassified anyway", str(summary["misclassified_among_none"])),
+        ("accuracy on the photos kept", f"{100 * kept:.2f} %" if kept is not None else "-"),
+        ("accuracy on all photos", f"{100 * summary['accuracy_all']:.2f} %"),
+    ]
+    negatives = summary.get("negatives")
+    if negatives:
+        rows += [
+            (
+                "none-photos",
+                f"{negatives['photos']} in {shown(Path(negatives['folder']).name)} "
+                f"({negatives['unreadable']} unreadable skipped)",
+            ),
+            ("none-photos filed into a class", f"{negatives['filed']} ({100 * negatives['filed_share']:.2f} %)"),
+            ("AUROC (the ten against the none-photos)", f"{negatives['auroc']:.3f}"),
+            ("none-photos filed at 95 % of the ten kept (FPR@95%TPR)", f"{100 * negatives['fpr_at_95_tpr']:.1f} %"),
+        ]
+    return rows
+
+
+def _plot_scores(positives: np.ndarray, negatives: np.ndarray | None, point: OperatingPoint, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from heritage_cnn.base.figures import save_figure
+
+    every = positives if negatives is None else np.r_[positives, negatives]
+    low = float(np.percentile(every, 1))  # a long tail of very unlike photos would squeeze the rest
+    edges = np.linspace(min(low, point.threshold), max(float(every.max()), point.threshold), 51)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for scores, label, alpha in ((positives, "evaluated photos", 0.7), (negatives, "none-photos", 0.6)):
+        if scores is not None:  # each set as shares of itself: sets of different sizes side by side
+            weights = np.full(len(scores), 1 / len(scores))
+            ax.hist(
+                np.clip(scores, edges[0], None), edges, weights=weights, alpha=alpha, label=f"{label} ({len(scores)})"
+            )
+    ax.axvline(point.threshold, color="k", ls="--", lw=1.2, label=f"threshold {point.threshold:.4g}")
+    ax.set(xlabel=f"open-set score: {point.name} (lower ones in the first bin)", ylabel="share of the set")
+    ax.set_title("None of these: where the threshold falls", fontsize=11)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, auroc: float, kept: float, filed: float, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from heritage_cnn.base.figures import save_figure
+
+    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    ax.plot(fpr, tpr, label=f"AUROC {auroc:.3f}")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.plot([filed], [kept], "o", color="tab:red", label=f"operating point: {kept:.1%} kept, {filed:.1%} filed")
+    ax.set(xlabel="none-photos filed into a class", ylabel="photos of the ten kept", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set_title("ROC: the ten against none of them", fontsize=11)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+__all__ = ["OPEN_SET_FIGURES", "load_negatives", "open_set_section", "report_rows", "scored_logits"]

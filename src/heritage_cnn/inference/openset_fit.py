@@ -1,0 +1,149 @@
+"""Fitting a model's "none of these" operating point (`heritage_cnn.models.openset_point`) from its own photos.
+
+The rule is docs/open_set.md's: Mahalanobis statistics on the penultimate features (`head.fc2`'s input) of the
+photos the model trained on, then the threshold at the 3rd percentile of the score on its validation photos, so
+that at most 3 % of photos of the ten are called "none" (the validation photos are the only photos of the ten the
+model has not seen; they set the threshold). `fit_operating_point` does it for a loaded checkpoint and two sets of
+photos; `heritage train` calls it at the end of a run (`fit_for_run`), `heritage data none-fit` on any checkpoint
+and a data folder (`pipeline.fit_none_of_these`). Every pass goes through `Classifier`, as predictions do (batch
+norm folded, bf16 autocast on CPUs that have it natively, the model's own test-time views), so the scores the
+threshold was chosen on are the scores predictions compute.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from heritage_cnn.data.folders import ImageSet
+from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint
+from heritage_cnn.models.ensemble import save_ensemble
+from heritage_cnn.models.network import Ensemble
+from heritage_cnn.models.openset import PENULTIMATE, forward_with_features, mahalanobis_fit
+from heritage_cnn.models.openset_point import SCORES, OperatingPoint, network_id
+
+# The ridge of the Mahalanobis statistics when none is given: the one docs/open_set.md's rule chose on the tuning
+# negatives for `fast`, the default architecture trained alone, which is what `heritage train` makes (the shipped
+# three-network `default` was fitted with 1e-4, its own pick).
+DEFAULT_RIDGE = 1e-2
+REJECT_SHARE = 0.03  # the share of validation photos the threshold may call "none" at most
+
+
+def reject_threshold(scores: np.ndarray, share: float = REJECT_SHARE) -> tuple[float, int]:
+    """The threshold below which `floor(share * N)` of the N scores fall (fewer only where scores tie at the
+    boundary), and how many that is. It lies halfway between the last score called "none" and the first one kept,
+    so a recomputation that moves a score by rounding (another batch size, float32 instead of bf16) does not move
+    the boundary photo across it."""
+    ordered = np.sort(np.asarray(scores, dtype=np.float64))
+    if len(ordered) == 0:
+        raise ValueError("no validation photos to set the none-of-these threshold on")
+    if not 0 <= share < 1:
+        raise ValueError(f"the share of photos called none must be from 0 to below 1, got {share}")
+    k = math.floor(share * len(ordered))  # the photos called "none": ordered[:k]
+    below_all = ordered[0] - 1e-6 * max(1.0, abs(ordered[0]))
+    threshold = (ordered[k - 1] + ordered[k]) / 2 if k else below_all
+    return float(threshold), int((ordered < threshold).sum())
+
+
+def _features(classifier: Classifier, images: torch.Tensor, layer: str) -> torch.Tensor:
+    """Each network's input to `layer` (M, N, D) for uint8 photos, as `Classifier` runs them (one view)."""
+    parts = []
+    for start in range(0, len(images), classifier.batch_size):
+        x = classifier.checkpoint.normalise(images[start : start + classifier.batch_size].to(classifier.device))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=classifier.bf16):
+            parts.append(forward_with_features(classifier.model, x, (layer,)).features[layer].cpu())
+    return torch.cat(parts, 1)
+
+
+def fit_operating_point(
+    checkpoint: Checkpoint,
+    train: ImageSet,
+    val_images: torch.Tensor,
+    score: str = "mahalanobis",
+    layer: str = PENULTIMATE,
+    ridge: float = DEFAULT_RIDGE,
+    reject_share: float = REJECT_SHARE,
+    command: str | None = None,
+) -> OperatingPoint:
+    """The operating point of `checkpoint`: Mahalanobis statistics (one per network) fitted on `train`'s photos and
+    labels, then the threshold that calls `reject_share` of `val_images` (uint8, N x 3 x H x W) "none"."""
+    if score not in SCORES:
+        raise ValueError(f"unknown open-set score {score!r}: choose {', '.join(SCORES)}")
+    classifier = Classifier(checkpoint)
+    stats = ()
+    mahalanobis = score == "mahalanobis"
+    if mahalanobis:
+        features = _features(classifier, train.images, layer)
+        count = len(checkpoint.classes)
+        stats = tuple(mahalanobis_fit(f, train.labels, num_classes=count, ridge=ridge) for f in features)
+    point = OperatingPoint(
+        score, 0.0, layer if mahalanobis else None, float(ridge) if mahalanobis else None, reject_share, stats=stats
+    )
+    classifier.open_set = point
+    _, scores = classifier.scored(val_images)
+    threshold, rejected = reject_threshold(scores.numpy(), reject_share)
+    fitted_on = {"train_photos": len(train)} if mahalanobis else {}
+    fitted_on |= {
+        "val_photos": len(val_images),
+        "val_called_none": rejected,
+        "val_called_none_share": rejected / len(val_images),
+        "views": classifier.tta,
+        "autocast": "bfloat16" if classifier.bf16 else "none",
+        "network": network_id(checkpoint.model.state_dict()),
+    }
+    return replace(point, threshold=threshold, fitted_on=fitted_on, command=command)
+
+
+def fit_for_run(
+    checkpoint: Checkpoint, train: ImageSet, val: ImageSet, log: Callable[[str], None], save: Callable[[], None]
+) -> OperatingPoint | None:
+    """`heritage train`'s last step: the default rule on the run's own split, set as `checkpoint.open_set` and
+    written with `save()`; None (and a line saying why) when the split cannot set it (no validation photo, a class
+    without training photos), and the checkpoint stays as it is."""
+    try:
+        point = fit_operating_point(checkpoint, train, val.images, command="heritage train (its last step)")
+    except ValueError as error:
+        log(f"no none-of-these threshold for this run: {error}")
+        return None
+    checkpoint.open_set = point
+    save()
+    log(describe(point))
+    return point
+
+
+def describe(point: OperatingPoint) -> str:
+    """One line: the score, the threshold and what it was fitted on."""
+    fitted = point.fitted_on
+    ridge = f" (ridge {point.ridge:g})" if point.ridge is not None else ""
+    on = f"; statistics from {fitted['train_photos']} training photos" if fitted.get("train_photos") else ""
+    return (
+        f"none of these: {point.name}{ridge} below {point.threshold:.6g} calls {fitted['val_called_none']} of "
+        f"{fitted['val_photos']} validation photos none ({fitted['val_called_none_share']:.2%}){on}"
+    )
+
+
+def save_with_point(checkpoint: Checkpoint, point: OperatingPoint, out: str | os.PathLike) -> Path:
+    """Write `checkpoint` with `point` as a new pair at `out` (atomic halves; an ensemble stays an ensemble, its
+    members' weights and records unchanged); returns the weights path."""
+    if isinstance(checkpoint.model, Ensemble):
+        members = [checkpoint.member(i) for i in range(checkpoint.member_count)]
+        return save_ensemble(out, members, views=checkpoint.views, open_set=point)
+    return save_checkpoint(out, replace(checkpoint, open_set=point))
+
+
+__all__ = [
+    "DEFAULT_RIDGE",
+    "REJECT_SHARE",
+    "describe",
+    "fit_for_run",
+    "fit_operating_point",
+    "reject_threshold",
+    "save_with_point",
+]

@@ -1,0 +1,1 @@
+"""What the network learned: deconvnet, attributions, figures of filters and feature maps, sanity checks, class image synthesis."""

@@ -1,0 +1,243 @@
+"""What `--resume` needs, kept as ONE file written atomically, and what a run folder records as it goes
+(metrics, curves, the checkpoint's provenance).
+
+`resume.safetensors` holds the raw weights, the weight average, the optimizer's tensors and the
+random generators' states; the rest (epoch, step, history, optimizer settings) rides along as JSON in
+its string metadata. A single rename puts it in place, so a kill at any moment leaves either the
+previous state or the new one, whole: never new weights with old optimizer state.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from heritage_cnn import __version__
+from heritage_cnn.base.devices import machine_description
+from heritage_cnn.base.io import (
+    CheckpointError,
+    atomic_write_json,
+    atomic_write_text,
+    load_tensors,
+    read_json,
+    read_safetensors,
+    save_tensors,
+)
+from heritage_cnn.data.folders import ImageSet
+from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes
+from heritage_cnn.models.checkpoint import first_non_finite, load_checkpoint
+from heritage_cnn.training.distributed import Ranks
+from heritage_cnn.training.optim import Optimizer
+from heritage_cnn.training.recipe import TrainConfig
+
+RESUME_FILE = "resume.safetensors"
+RESUME_FORMAT = "heritage-cnn-resume/1"
+_LEGACY = ("state.json", "optimizer.safetensors")  # the two files of runs written before the single file
+
+
+RUN_LOCK = ".heritage-train.lock"  # one training process (rank 0) writes into a run folder at a time
+# Every file a run writes into its folder: what makes a folder "hold a run", and all that --overwrite removes.
+RUN_FILES = (
+    "config.json",
+    "skipped.json",
+    "split.json",
+    RESUME_FILE,
+    *_LEGACY,
+    *(f"{name}.{suffix}" for name in ("last", "best") for suffix in ("safetensors", "json")),
+    "metrics.csv",
+    "metrics.json",
+    "curves.png",
+)
+
+
+def has_resume_state(out: Path) -> bool:
+    return (out / RESUME_FILE).exists() or (out / _LEGACY[0]).exists()
+
+
+def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
+    """Make `out` this run's, with its lock held: a fresh run never writes over another run's files unless
+    `overwrite` says so, and then removes exactly the files a run writes (RUN_FILES, nothing else)."""
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found and not resume and not overwrite:
+        raise FileExistsError(
+            f"{out} already holds a training run ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}): "
+            "--resume continues it, --overwrite starts again in its place, or choose another --out"
+        )
+    if overwrite:
+        for name in found:
+            (out / name).unlink(missing_ok=True)
+    for stale in out.glob(".*.tmp"):  # half-written files of a killed run (the lock says none is writing)
+        stale.unlink(missing_ok=True)
+
+
+def save_resume_state(
+    out: Path,
+    model: torch.nn.Module,
+    ema: torch.nn.Module | None,
+    optimizer: Optimizer,
+    generator: torch.Generator,
+    state: dict[str, Any],
+) -> None:
+    """Write the training state at (state["epoch"], state["step"]) as one file; non-finite weights are refused."""
+    opt_state = optimizer.state_dict()
+    tensors = {"rng.generator": generator.get_state(), "rng.global": torch.get_rng_state()}
+    tensors.update({f"raw.{k}": v.detach() for k, v in model.state_dict().items()})
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach() for k, v in ema.state_dict().items()})
+    bad = first_non_finite(tensors)
+    if bad is not None:
+        raise CheckpointError(f"{out / RESUME_FILE}: not written: tensor {bad} holds NaN or infinite values")
+    layout: dict[str, dict[str, Any]] = {}
+    for index, values in opt_state["state"].items():
+        layout[str(index)] = {}
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{index}.{key}"] = value
+                layout[str(index)][key] = "tensor"
+            else:
+                layout[str(index)][key] = value
+    everything = {**state, "optimizer_layout": layout, "param_groups": opt_state["param_groups"]}
+    save_tensors(out / RESUME_FILE, tensors, metadata={"format": RESUME_FORMAT, "state": json.dumps(everything)})
+    for legacy in _LEGACY:
+        (out / legacy).unlink(missing_ok=True)
+
+
+def load_resume_state(
+    out: Path, optimizer: Optimizer, model: torch.nn.Module, ema: torch.nn.Module | None
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """Restore weights, average and optimizer in place; return (state, generator state, global RNG state)."""
+    path = out / RESUME_FILE
+    if path.exists():
+        tensors, metadata = read_safetensors(path)
+        if metadata.get("format") != RESUME_FORMAT or "state" not in metadata:
+            raise CheckpointError(f"{path}: not a heritage-cnn resume file")
+        state = json.loads(metadata["state"])
+    else:  # a run folder from before the single file: state.json + optimizer.safetensors + last.*
+        state, tensors = read_json(out / _LEGACY[0]), load_tensors(out / _LEGACY[1])
+        if not any(k.startswith("raw.") for k in tensors):
+            weights = load_checkpoint(out / "last").model.state_dict()
+            tensors.update({f"raw.{k}": v for k, v in weights.items()})
+    model.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("raw.")})
+    if ema is not None:
+        ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    opt_state: dict[str, Any] = {"state": {}, "param_groups": state.pop("param_groups")}
+    for index, values in state.pop("optimizer_layout").items():
+        opt_state["state"][int(index)] = {
+            key: tensors[f"optim.{index}.{key}"] if value == "tensor" else value for key, value in values.items()
+        }
+    optimizer.load_state_dict(opt_state)
+    return state, tensors["rng.generator"], tensors["rng.global"]
+
+
+def epoch_randomness(
+    config: TrainConfig, epoch: int, n: int, ranks: Ranks, device: torch.device
+) -> tuple[torch.Generator, torch.Tensor, torch.Generator]:
+    """(the epoch's generator, the batch order - the same on every rank -, the augmentation generator).
+    Seeds dropout too. Rank 0 augments from the epoch's generator; other ranks get their own."""
+    epoch_seed = config.seed * 1_000_003 + epoch
+    generator = torch.Generator(device=device).manual_seed(epoch_seed)
+    order = torch.randperm(n, generator=generator, device=device)
+    torch.manual_seed(epoch_seed + 7919 * ranks.rank)  # dropout
+    augment_generator = generator
+    if ranks.rank:
+        augment_generator = torch.Generator(device=device).manual_seed(epoch_seed * 7919 + ranks.rank)
+    return generator, order, augment_generator
+
+
+def pause_for_tests(where: str) -> None:
+    """Widen the window between two writes of a save (HERITAGE_TEST_SAVE_PAUSE=seconds), so that tests
+    can kill a run exactly there. Does nothing otherwise."""
+    seconds = float(os.environ.get("HERITAGE_TEST_SAVE_PAUSE", "0") or 0)
+    if seconds > 0:
+        print(f"save window: {where}", file=sys.stderr, flush=True)
+        time.sleep(seconds)
+
+
+class StopFlag:
+    """SIGINT (Ctrl-C) or SIGTERM (`kill`, a job scheduler's notice) sets a flag; the loop finishes the current
+    step, writes a checkpoint and stops. A second signal stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.stop:  # a second signal stops at once
+            raise KeyboardInterrupt
+        self.stop = True
+        name = signal.Signals(signum).name
+        print(f"\n{name}: finishing this step and writing a checkpoint (again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+def write_history(out: Path, history: list[dict[str, float]]) -> None:
+    """metrics.csv and metrics.json: one row per epoch."""
+    if not history:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(out / "metrics.csv", buffer.getvalue())
+    atomic_write_json(out / "metrics.json", history)
+
+
+def provenance(train_set: ImageSet, device: torch.device, autocast: torch.dtype | None) -> dict[str, Any]:
+    """What trained the model, computed once per run: the perceptual hash of every training image (so that
+    evaluation can tell trained-on images apart) and the machine and autocast (bf16 kernels differ between CPUs)."""
+    hashes = perceptual_hashes(train_set.images)
+    return {
+        "trained_on": {"phash": [f"{int(h):016x}" for h in hashes], "distance": NEAR_DUPLICATE_DISTANCE},
+        "trained_on_machine": machine_description(device, autocast),
+    }
+
+
+def checkpoint_info(
+    config: TrainConfig,
+    history: list[dict[str, float]],
+    n_train: int,
+    n_val: int,
+    flops: int,
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """The checkpoint's metadata beyond classes and normalisation: recipe, split, metrics, provenance."""
+    return {
+        "trained_with": f"heritage-cnn {__version__}, torch {torch.__version__}",
+        "seed": config.seed,
+        "split": {**asdict(config.split), "train": n_train, "val": n_val},
+        "recipe": {
+            k: v for k, v in config.to_dict().items() if k not in {"data", "out", "resume", "progress", "cache_dir"}
+        },
+        "epochs_trained": len(history),
+        "validation": history[-1] if history else {},
+        "history": history,
+        "forward_mflop": round(flops / 1e6, 2),
+        **record,
+    }
+
+
+def plot_curves(out: Path, history: list[dict[str, float]]) -> None:
+    from heritage_cnn.training.curves import plot_training_curves
+
+    plot_training_curves(history, out / "curves.png")  # saved atomically by figures.save_figure

@@ -1,0 +1,157 @@
+"""Which images `evaluate` scores by default: test/, else the images the model did not train on, else all (loudly)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from heritage_cnn import cli
+from heritage_cnn.apps.pipeline import evaluate_on
+from heritage_cnn.data.folders import find_layout
+from heritage_cnn.data.split import perceptual_hashes
+from heritage_cnn.inference.evaluate import hashes_from_hex, hashes_to_hex, near_any
+
+
+def copy_checkpoint(run, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(run.checkpoint.with_suffix(suffix), folder / f"model{suffix}")
+    return folder / "model.safetensors"
+
+
+@pytest.fixture(scope="module")
+def recorded(
+    tiny_run, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list[str], list[str]]:
+    """The tiny run's checkpoint with a trained_on record, as training writes it; its training and validation paths."""
+    from heritage_cnn.training.recipe import TrainConfig, prepare_data
+
+    model = copy_checkpoint(tiny_run, tmp_path_factory.mktemp("recorded"))
+    meta = json.loads(model.with_suffix(".json").read_text())
+    config = TrainConfig.from_dict({**meta["recipe"], "data": str(synthetic_root), "out": "-", "progress": False})
+    _, train_set, val_set = prepare_data(config, log=lambda _: None)
+    meta["trained_on"] = {"phash": hashes_to_hex(perceptual_hashes(train_set.images)), "distance": 10}
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    return model, train_set.paths, val_set.paths
+
+
+def test_hash_helpers() -> None:
+    hashes = np.array([0, 0xFF, 2**64 - 1], dtype=np.uint64)
+    assert hashes_to_hex(hashes) == ["0000000000000000", "00000000000000ff", "ffffffffffffffff"]
+    assert (hashes_from_hex(hashes_to_hex(hashes)) == hashes).all()
+    reference = np.array([0b1111], dtype=np.uint64)
+    assert near_any(np.array([0, 0b11111111, 2**63], dtype=np.uint64), reference, 4).tolist() == [True, True, False]
+    assert not near_any(hashes, np.empty(0, dtype=np.uint64), 10).any()
+
+
+def test_default_is_the_test_split_when_there_is_one(tiny_run, kaggle_root: Path, tmp_path: Path) -> None:
+    metrics = evaluate_on(str(tiny_run.checkpoint), kaggle_root, out=tmp_path, log=lambda _: None)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["split"] == "test" and metrics["n_images"] == 60
+
+
+def test_a_folder_holding_only_test_is_recognised(
+    tiny_run, kaggle_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    only = tmp_path / "only"
+    shutil.copytree(kaggle_root / "test", only / "test")
+    layout = find_layout(only)
+    assert layout.test == only / "test" and not layout.train.is_dir()
+    model = str(tiny_run.checkpoint)
+    assert (
+        cli.main(["evaluate", "--model", model, "--data", str(only), "--split", "test", "--out", str(tmp_path / "t")])
+        == 0
+    )
+    assert cli.main(["evaluate", "--model", model, "--data", str(only), "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["split"] == "test"
+    assert cli.main(["data", "check", str(only)]) == 0
+    capsys.readouterr()
+    assert (
+        cli.main(["evaluate", "--model", model, "--data", str(only), "--split", "all", "--out", str(tmp_path / "x")])
+        == 2
+    )
+    assert "has no train/ folder" in capsys.readouterr().err
+
+
+def test_on_the_training_folder_the_default_leaves_out_every_trained_on_image(
+    tiny_run, recorded, synthetic_root: Path, tmp_path: Path
+) -> None:
+    model = recorded[0]
+    lines: list[str] = []
+    metrics = evaluate_on(model, synthetic_root, out=tmp_path, log=lines.append)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["split"] == "unseen" and saved["excluded"]["count"] == tiny_run.train_size
+    # groups of near-duplicates never straddle the split, so what is left is the validation split
+    assert metrics["n_images"] == tiny_run.val_size
+    assert metrics["accuracy"]["value"] == pytest.approx(tiny_run.final["val_accuracy"])
+    assert any(f"excluded {tiny_run.train_size} of" in line for line in lines)
+
+
+def test_a_validation_split_rebuilt_on_another_copy_leaves_out_the_trained_on_photos(
+    tiny_run, recorded, tmp_path: Path
+) -> None:
+    """The split's recipe drawn over a smaller copy of the data mixes photos that trained the model into its
+    validation side; scoring them would overstate accuracy (a copy of 12 photos a class reported 100 %)."""
+    model, train_paths, val_paths = recorded
+    smaller = tmp_path / "smaller"
+    for path in sorted(train_paths + val_paths)[::2]:
+        folder = smaller / Path(path).parent.name
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / Path(path).name)
+    lines: list[str] = []
+    metrics = evaluate_on(model, smaller, "val", tmp_path / "e", log=lines.append)
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert saved["excluded"]["count"] > 0 and any("excluded" in line for line in lines)
+    kept = saved["excluded"]["of"] - saved["excluded"]["count"]
+    assert metrics["n_images"] == kept <= len([p for p in sorted(train_paths + val_paths)[::2] if p in val_paths])
+    # on the folder the model was trained on, the rebuilt split is its own validation split: nothing to leave out
+    metrics = evaluate_on(model, Path(train_paths[0]).parents[1], "val", tmp_path / "own", log=lambda _: None)
+    assert metrics["n_images"] == tiny_run.val_size
+
+
+def test_on_another_folder_trained_on_copies_and_near_copies_are_flagged(
+    recorded, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model, train_paths, val_paths = recorded
+    foreign = tmp_path / "foreign"
+    for path in train_paths[:3]:
+        (foreign / Path(path).parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, foreign / Path(path).parent.name / f"copy_{Path(path).name}")
+    near = Path(train_paths[3])
+    pixels = np.asarray(Image.open(near)).astype(np.int16) + 6  # a little brighter: the same photo
+    (foreign / near.parent.name).mkdir(exist_ok=True)
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(foreign / near.parent.name / "brighter.png")
+    for path in val_paths[:20]:  # photos the model never saw (no near-duplicate of them trained it either)
+        (foreign / Path(path).parent.name).mkdir(exist_ok=True)
+        shutil.copy(path, foreign / Path(path).parent.name / f"new_{Path(path).name}")
+    assert cli.main(["evaluate", "--model", str(model), "--data", str(foreign), "--out", str(tmp_path / "e")]) == 0
+    out = capsys.readouterr().out
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert saved["excluded"]["count"] == 4 and saved["n_images"] == 20 and "excluded 4 of 24" in out
+    assert (
+        cli.main(
+            ["evaluate", "--model", str(model), "--data", str(foreign), "--split", "all", "--out", str(tmp_path / "a")]
+        )
+        == 0
+    )
+    assert "includes 4 of 24 images" in capsys.readouterr().out
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["n_images"] == 24
+
+
+def test_without_a_record_it_scores_everything_and_says_so(
+    tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = copy_checkpoint(tiny_run, tmp_path / "old")  # as written before checkpoints recorded their images
+    meta = json.loads(model.with_suffix(".json").read_text())
+    meta.pop("trained_on", None)
+    model.with_suffix(".json").write_text(json.dumps(meta))
+    assert cli.main(["evaluate", "--model", str(model), "--data", str(synthetic_root), "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING" in out and "cannot be told apart" in out
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["split"] == "all" and saved["trained_on_known"] is False and saved["n_images"] == 240

@@ -1,0 +1,103 @@
+"""The HTML report: one self-contained page, every section there, opened in a real headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import CLASSES
+from heritage_cnn import __version__, cli
+from heritage_cnn.apps.report import build_html_report
+from heritage_cnn.base.figures import DPI
+from heritage_cnn.inference.plots import CELL_FONT_PT
+from heritage_cnn.models.checkpoint import load_checkpoint
+
+SECTIONS = ["data", "training", "eval-val", "inside", "class-images"]
+
+
+@pytest.fixture(scope="module")
+def report(tiny_run, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    args = ["report", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--out", str(out)]
+    assert cli.main(args) == 0
+    return out
+
+
+def test_report_is_one_self_contained_page(report: Path, tiny_run) -> None:
+    page = (report / "index.html").read_text()
+    sources = re.findall(r"<img src='([^']*)'", page)
+    assert len(sources) >= 7 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in page and "https://" not in page  # opens offline
+    # header: model with its size, data by name, date and version, the headline figure and its split
+    metrics = json.loads((report / "eval-val" / "metrics.json").read_text())
+    header = page[: page.index("<nav")]
+    assert f"<dd>{Path(str(tiny_run.checkpoint)).name}: " in header and "M parameters" in header
+    assert "<dt>data</dt><dd>synthetic" in header  # the folder by name
+    history = json.loads(Path(str(tiny_run.checkpoint)).with_suffix(".json").read_text())["history"]
+    assert f"({len(history)} epochs)" in page
+    assert f"heritage-cnn {__version__}" in header and re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d", header)
+    assert f"Accuracy {100 * metrics['accuracy']['value']:.1f} %" in header and "validation split" in header
+    assert "macro F1" in header
+    # a table of contents whose every entry leads to a section
+    anchors = re.findall(r"<a href='#([^']+)'>", page)
+    assert anchors == SECTIONS and all(f"<section id='{a}'>" in page for a in anchors)
+    # tables use display names, never folder names
+    cells = re.findall(r"<td>([^<]*)</td>", page)
+    assert "bell tower" in cells and "dome (inner)" in cells
+    assert not {"bell_tower", "dome(inner)", "stained_glass"} & set(cells)
+    # first-layer kernels inline once; deeper kernels linked, not inlined
+    assert page.count("alt='first-layer kernels'") == 1
+    links = re.findall(r"<a href='(inside/kernels_[^']+\.png)'>", page)
+    assert links and all((report / link).exists() for link in links)
+    # the deconvnet caption says what the figure shows; the class images are one grid
+    assert "receptive field" in page and "photo patch" in page
+    grid = re.findall(r"<ul class='classes'>(.*?)</ul>", page)
+    assert len(grid) == 1 and re.findall(r"alt='drawn for ([^']+)'", grid[0]) == [
+        c.replace("_", " ").replace("(", " (") for c in CLASSES
+    ]
+
+
+def test_curves_come_from_the_checkpoint_history(tmp_path: Path) -> None:
+    """`demo --no-train`: no training run, but the shipped model carries its history: the report plots it."""
+    page = build_html_report(tmp_path, tmp_path / "index.html", data="data/ahe64").read_text()
+    assert (tmp_path / "train" / "curves.png").exists()
+    epochs = len(load_checkpoint(None).member(0).info["history"])  # member 0's curves
+    assert f"({epochs} epochs)" in page and "<section id='training'>" in page
+    assert "default.safetensors" in page and "ahe64" in page
+
+
+def _check_in_chromium(browser, page: Path, width: int) -> dict:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+    )
+    browser.get(page.as_uri())
+    # `get` can return while a page of several MB of inline images is still being parsed (seen once in CI: the
+    # last section missing): measure only the whole document
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    return browser.execute_script(
+        """
+        const images = [...document.images];
+        const matrix = document.querySelector("img[alt^='confusion matrix']");
+        return {
+          broken: images.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt),
+          overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+          sections: [...document.querySelectorAll('section')].map(s => s.id),
+          matrixScale: matrix ? matrix.clientWidth / matrix.naturalWidth : 0,
+        };
+        """
+    )
+
+
+@pytest.mark.parametrize("width", [1280, 400])
+def test_report_in_chromium(report: Path, browser, width: int) -> None:
+    found = _check_in_chromium(browser, report / "index.html", width)
+    assert found["broken"] == [], "broken images"
+    assert found["overflow"] <= 0, f"horizontal overflow at {width} px"
+    assert found["sections"] == SECTIONS, "missing section"
+    if width == 1280:  # cell text of the confusion matrix as displayed, in CSS px
+        assert CELL_FONT_PT * DPI / 72 * found["matrixScale"] >= 11

@@ -1,0 +1,124 @@
+"""The negative set's pure parts (benchmarks/negatives.py): drawn images, crops, the split by source, the manifest,
+and the licence and puzzle readers. Nothing here fetches a package."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import negatives
+from negatives import GENERATORS, SPLITS, Source
+
+
+def source(group: str, name: str, kind: str = "photo", size: tuple[int, int] = (300, 200)) -> Source:
+    colour = random.Random(name).randrange(256)
+    image = Image.linear_gradient("L").resize(size).point(lambda v: (v + colour) % 256).convert("RGB")
+    made = Source(group, "1.0", f"debian:{group}", f"/usr/share/{name}.jpg", f"{colour:02x}{name}", "CC0-1.0", "test")
+    made.kind, made.load = kind, lambda: image.copy()
+    return made
+
+
+@pytest.mark.parametrize("name", list(GENERATORS))
+def test_drawn_images_are_seeded_and_each_split_has_its_own(name: str) -> None:
+    first = negatives.draw_synthetic(name, 0, "tuning", 3)
+    assert first.mode == "RGB" and first.size == (64, 64)
+    assert np.array_equal(np.asarray(first), np.asarray(negatives.draw_synthetic(name, 0, "tuning", 3)))
+    for other in ((0, "reporting", 3), (0, "tuning", 4), (1, "tuning", 3)):
+        assert not np.array_equal(np.asarray(first), np.asarray(negatives.draw_synthetic(name, *other)))
+
+
+def test_crops_are_squares_inside_the_picture_and_no_smaller_than_the_field_of_view() -> None:
+    rng = random.Random(0)
+    for width, height in ((5120, 2880), (640, 960), (102, 102), (90, 300)):
+        short = min(width, height)
+        for left, top, right, bottom in negatives.crop_boxes(width, height, 50, rng):
+            assert right - left == bottom - top >= min(short, max(0.4 * short, 64)) - 1
+            assert 0 <= left < right <= width and 0 <= top < bottom <= height
+    for mode in ("RGB", "RGBA", "L", "P"):
+        image = Image.new(mode, (400, 250))
+        for box in (None, (10, 10, 210, 210)):
+            out = negatives.prepare(image, box)
+            assert out.mode == "RGB" and out.size == (64, 64)
+
+
+def test_the_split_keeps_every_group_on_one_side_and_balances_photos() -> None:
+    sources = [source(g, f"{g}{k}") for g, n in (("a", 12), ("b", 10), ("c", 11), ("d", 9), ("e", 3)) for k in range(n)]
+    sources += [source("art", f"art{k}", "artwork") for k in range(6)]
+    assignment = negatives.split_groups(sources, seed=0)
+    assert set(assignment) == {"debian:" + g for g in "abcde"} | {"debian:art"}
+    assert negatives.split_groups(sources, seed=0) == assignment
+    photos = {split: sum(s.kind == "photo" and assignment[s.group] == split for s in sources) for split in SPLITS}
+    assert abs(photos["tuning"] - photos["reporting"]) <= 3
+
+
+def test_build_writes_both_sides_apart_and_the_manifest_round_trips(tmp_path: Path) -> None:
+    sources = [source(g, f"{g}{k}") for g in "abcd" for k in range(2)] + [source("art", "art0", "artwork")]
+    out = tmp_path / "negatives"
+    manifest = negatives.build(sources, out, 0, 2, {"photo": 3, "artwork": 1}, left_out=[{"why": "test"}])
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    files = manifest["files"]
+    assert len(files) == 8 * 4 + 1 * 2 + 2 * 2 * len(GENERATORS)
+    for entry in files:
+        with Image.open(out / entry["file"]) as image:
+            assert image.size == (64, 64) and image.mode == "RGB"
+        assert entry["file"].startswith(f"{entry['split']}/{entry['kind']}/")
+    for sha in {e["sha256"] for e in files if "sha256" in e}:
+        assert len({e["split"] for e in files if e.get("sha256") == sha}) == 1
+        crops = [e for e in files if e.get("sha256") == sha]
+        assert sum(e["crop_box"] is None for e in crops) == 1  # one whole picture, the rest crops
+    assert sum(c["files"] for c in manifest["counts"].values()) == len(files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["negatives"]  # no temporary folder left
+    with pytest.raises(SystemExit, match="--overwrite"):
+        negatives.build(sources, out, 0, 2, {"photo": 3, "artwork": 1})
+    again = negatives.build(sources, out, 0, 2, {"photo": 3, "artwork": 1}, overwrite=True, left_out=[{"why": "test"}])
+    assert again == manifest and sorted(p.name for p in tmp_path.iterdir()) == ["negatives"]
+
+
+def test_a_manifest_with_a_source_on_both_sides_is_refused() -> None:
+    files = [{"split": "tuning", "sha256": "x", "group": "g"}, {"split": "reporting", "sha256": "x", "group": "g"}]
+    with pytest.raises(ValueError, match="both sides"):
+        negatives.check_split({"files": files})
+
+
+def test_licences_are_read_from_dep5_files_and_wheel_metadata() -> None:
+    copyright_text = (
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: *\nCopyright: someone\nLicense: GPL-2+\n\n"
+        "Files: 16.04/Kleiber_by_X.jpg\n nature/*.jpg\nCopyright: X\nLicense: CC-BY-SA-3.0\n\n"
+        "Files: debian/*\nLicense: Expat\n\nLicense: GPL-2+\n text of the licence\n"
+    )
+    assert negatives.dep5_licence(copyright_text, "usr/share/backgrounds/Kleiber_by_X.jpg") == "CC-BY-SA-3.0"
+    assert negatives.dep5_licence(copyright_text, "usr/share/backgrounds/mate/nature/Aqua.jpg") == "CC-BY-SA-3.0"
+    assert negatives.dep5_licence(copyright_text, "usr/share/backgrounds/other.png") == "GPL-2+"
+    assert negatives.wheel_licence("Name: a\nLicense-Expression: BSD-3-Clause\n\nbody") == "BSD-3-Clause"
+    dep5_field = "Name: b\nLicense: Files: *\n         Copyright: team\n         License: BSD-3-Clause\n\nbody"
+    assert negatives.wheel_licence(dep5_field) == "BSD-3-Clause"
+
+
+def test_a_jigzo_puzzle_gives_the_picture_box_of_its_atlas() -> None:
+    atlas = Image.new("RGB", (100, 80), "black")
+    atlas.paste(Image.new("RGB", (40, 30), "red"), (0, 0))
+    data = io_bytes(atlas)
+    mapping = b"#texture map\ncrop000 1 2 3 4\nimage 0 0 40 30 1 1    \n"
+    thumb = b"not a picture"
+    pzl = b"PzlF\n0.1\nx-2x2\nhttp://example.invalid/\n"
+    for name, body in (("x-2x2.map", mapping), ("x-2x2-t.jpg", thumb), ("x-2x2.jpg", data)):
+        pzl += f"{name}\n{len(body)}\n".encode() + body
+    picture = negatives.pzl_picture(pzl)
+    assert picture.size == (38, 28) and picture.getpixel((19, 14))[0] > 200
+    with pytest.raises(ValueError, match="jigzo"):
+        negatives.pzl_members(b"PNG\n")
+
+
+def io_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()

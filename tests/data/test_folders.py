@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import CLASSES, draw
+from heritage_cnn.data import decode
+from heritage_cnn.data import folders as data
+from heritage_cnn.data.decode import ImageError
+from heritage_cnn.data.folders import DatasetError
+
+
+def test_display_name_keeps_meaning() -> None:
+    assert data.display_name("dome(inner)") == "dome (inner)"
+    assert data.display_name("bell_tower") == "bell tower"
+    assert data.display_name("flying buttress") == "flying buttress"
+
+
+def test_layouts(kaggle_root: Path, synthetic_root: Path, tmp_path: Path) -> None:
+    kaggle = data.find_layout(kaggle_root)
+    assert kaggle.is_kaggle and kaggle.train == kaggle_root / "train" and kaggle.test == kaggle_root / "test"
+    bare = data.find_layout(synthetic_root)
+    assert not bare.is_kaggle and bare.train == synthetic_root and bare.test is None
+    with pytest.raises(DatasetError, match="no such folder"):
+        data.find_layout(tmp_path / "missing")
+    with pytest.raises(DatasetError, match="no class folders"):
+        data.list_images(tmp_path)
+
+
+def _save(path: Path, image: Image.Image, **kwargs) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **kwargs)
+
+
+@pytest.fixture
+def messy_root(tmp_path: Path) -> Path:
+    """Every kind of odd file the loader must handle, in classes with awkward names."""
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(draw(1, rng))
+    good = tmp_path / "dome(inner)"
+    _save(good / "rgb.jpg", rgb)
+    _save(good / "grey.jpg", rgb.convert("L"))
+    _save(good / "rgba.png", rgb.convert("RGBA"))
+    palette = rgb.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    palette.info["transparency"] = 0
+    _save(good / "palette.png", palette, transparency=0)
+    _save(good / "cmyk.jpg", rgb.convert("CMYK"))
+    _save(good / "wide.png", Image.fromarray(np.tile(draw(1, rng), (1, 3, 1))))  # 64 x 192
+    _save(good / "small.bmp", rgb.resize((20, 30)))
+    sixteen = Image.fromarray(np.full((40, 40), 65535, dtype=np.uint16))
+    _save(tmp_path / "bell tower" / "sixteen.png", sixteen)
+    _save(tmp_path / "bell tower" / "nested" / "deep.webp", rgb)
+    bad = tmp_path / "bell tower"
+    buffer = io.BytesIO()
+    rgb.resize((256, 256)).save(buffer, format="JPEG")
+    (bad / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "text.jpg").write_text("this is not an image")
+    (bad / "notes.txt").write_text("field notes")
+    (tmp_path / "empty class").mkdir()
+    return tmp_path
+
+
+def test_loader_handles_every_odd_file(messy_root: Path) -> None:
+    with pytest.warns(UserWarning, match="no readable images"):
+        images = data.load_images(messy_root)
+    assert images.classes == ["bell tower", "dome(inner)", "empty class"]
+    assert images.images.dtype == torch.uint8 and images.images.shape[1:] == (3, 64, 64)
+    loaded = {Path(p).name for p in images.paths}
+    assert loaded == {
+        "rgb.jpg",
+        "grey.jpg",
+        "rgba.png",
+        "palette.png",
+        "cmyk.jpg",
+        "wide.png",
+        "small.bmp",
+        "sixteen.png",
+        "deep.webp",
+    }
+    reasons = {Path(p).name: r for p, r in images.skipped}
+    assert set(reasons) == {"truncated.jpg", "empty.jpg", "text.jpg", "notes.txt"}
+    assert "empty file" in reasons["empty.jpg"]
+    assert "not a recognised image" in reasons["text.jpg"]
+    assert "truncated" in reasons["truncated.jpg"]
+    assert images.empty_classes == ["empty class"]
+    sixteen = images.images[images.paths.index(str(messy_root / "bell tower" / "sixteen.png"))]
+    assert int(sixteen.min()) == 255  # 16-bit white is scaled to 8-bit white, not clipped to grey
+
+
+def test_decode_error_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(b"\x00" * 100)
+    with pytest.raises(ImageError) as info:
+        decode.decode_image(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+
+
+def test_exif_orientation_is_honoured(tmp_path: Path) -> None:
+    pixels = np.zeros((64, 128, 3), dtype=np.uint8)
+    pixels[:, :64] = 255  # left half white
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    image.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    decoded = decode.decode_image(tmp_path / "rotated.jpg")
+    # After honouring the tag the photo is portrait: top half white, bottom half black.
+    assert decoded[:24].mean() > 200 and decoded[-24:].mean() < 50
+
+
+def test_transparent_pixels_become_white(tmp_path: Path) -> None:
+    Image.new("RGBA", (64, 64), (0, 0, 0, 0)).save(tmp_path / "clear.png")
+    assert decode.decode_image(tmp_path / "clear.png").min() == 255
+
+
+def test_model_classes_map_labels_and_unknown_folders_are_named(synthetic_root: Path) -> None:
+    files = data.list_images(synthetic_root, classes=["extra", *sorted(p.name for p in synthetic_root.iterdir())])
+    assert min(files.labels) == 1  # labels follow the model's order
+    with pytest.raises(DatasetError, match=r"unknown \['altar'\]"):
+        data.list_images(synthetic_root, classes=[c for c in CLASSES if c != "altar"])
+
+
+def test_cache_round_trip(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = data.load_images(synthetic_root, cache_dir=tmp_path)
+    assert list(tmp_path.glob("images-*.safetensors"))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(data, "try_decode", fail)
+    second = data.load_images(synthetic_root, cache_dir=tmp_path)
+    assert torch.equal(first.images, second.images) and first.paths == second.paths

@@ -1,0 +1,160 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
+
+from heritage_cnn.inference.evaluate import (
+    bootstrap_resamples,
+    calibration,
+    compute_metrics,
+    predict_logits,
+    resampled_headline,
+    write_evaluation,
+)
+from heritage_cnn.models.views import tta_views
+
+NAMES = ["altar", "apse", "dome (inner)"]
+
+
+def _predictions(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 3, n)
+    logits = rng.normal(size=(n, 3))
+    logits[np.arange(n), y_true] += 1.5  # mostly right, sometimes wrong
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return y_true, probabilities
+
+
+def test_every_figure_equals_scikit_learn() -> None:
+    y_true, probabilities = _predictions(300)
+    y_pred = probabilities.argmax(1)
+    metrics = compute_metrics(y_true, probabilities, NAMES, bootstrap_rounds=100)
+    assert metrics["accuracy"]["value"] == accuracy_score(y_true, y_pred)
+    assert metrics["macro_f1"]["value"] == f1_score(y_true, y_pred, average="macro")
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred)
+    for row, p, r, f, s in zip(metrics["per_class"], precision, recall, f1, support, strict=True):
+        assert (row["precision"], row["recall"], row["f1"], row["support"]) == (p, r, f, s)
+    matrix = np.array(metrics["confusion_matrix"])
+    assert np.array_equal(matrix, confusion_matrix(y_true, y_pred)) and matrix.sum() == 300
+    assert 0 < metrics["accuracy"]["value"] < metrics["top3_accuracy"]["value"] == 1.0
+
+
+def test_bootstrap_interval_contains_estimate_and_narrows_with_n() -> None:
+    widths = []
+    for n in (100, 2000):
+        y_true, probabilities = _predictions(n, seed=n)
+        metrics = compute_metrics(y_true, probabilities, NAMES, bootstrap_rounds=300)
+        for name in ("accuracy", "balanced_accuracy", "macro_f1"):
+            low, high = metrics[name]["ci95"]
+            assert low <= metrics[name]["value"] <= high
+        widths.append(metrics["accuracy"]["ci95"][1] - metrics["accuracy"]["ci95"][0])
+    assert widths[1] < widths[0] / 2
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_resamples_are_scored_as_scikit_learn_scores_them() -> None:
+    """The bootstrap scores each resample from its confusion matrix in numpy; on resamples of a small set,
+    which miss classes, every figure must still be scikit-learn's."""
+    rng = np.random.default_rng(1)
+    k, n = 6, 25
+    y_true = rng.integers(0, k, n)
+    probabilities = rng.dirichlet(np.ones(k), n)
+    y_pred = probabilities.argmax(1)
+    top3 = np.argsort(probabilities, axis=1, kind="mergesort")[:, ::-1][:, :3]
+    hit = (top3 == y_true[:, None]).any(1).astype(float)
+    indices = next(bootstrap_resamples(n, 40, seed=3))
+    scored = resampled_headline(y_true, y_pred, hit, k, indices)
+    labels = np.arange(k)
+    for row, idx in enumerate(indices):
+        t, p = y_true[idx], y_pred[idx]
+        assert scored["accuracy"][row] == pytest.approx(accuracy_score(t, p))
+        assert scored["balanced_accuracy"][row] == pytest.approx(balanced_accuracy_score(t, p))
+        assert scored["macro_f1"][row] == pytest.approx(f1_score(t, p, labels=labels, average="macro", zero_division=0))
+        expected_top3 = top_k_accuracy_score(t, probabilities[idx], k=3, labels=labels)
+        assert scored["top3_accuracy"][row] == pytest.approx(expected_top3)
+    assert any(len(np.unique(y_true[idx])) < k for idx in indices)  # the case that needs care did occur
+
+
+def test_bootstrap_blocks_draw_the_same_resamples_as_one_loop() -> None:
+    """Blocks bound memory for large sets and change nothing: the rows are one seeded draw of n per resample,
+    as the per-figure loop drew them before, so published intervals stay reproducible."""
+    whole = np.concatenate(list(bootstrap_resamples(50, 30, seed=7, block_items=50 * 7)))
+    assert whole.shape == (30, 50)
+    assert np.array_equal(whole, next(bootstrap_resamples(50, 30, seed=7)))
+    rng = np.random.default_rng(7)
+    assert np.array_equal(whole, np.stack([rng.integers(0, 50, 50) for _ in range(30)]))
+
+
+def test_many_classes_keep_the_bootstrap_small() -> None:
+    """Memory is bounded by photos x classes per block, never by a confusion matrix per resample (3,000 classes
+    would have needed 72 GB that way)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    k, n = 3000, 60
+    y_true = rng.integers(0, k, n)
+    probabilities = rng.random((n, k))
+    probabilities[np.arange(n), y_true] += 1.0
+    tracemalloc.start()
+    try:
+        metrics = compute_metrics(
+            y_true, probabilities / probabilities.sum(1, keepdims=True), [str(c) for c in range(k)]
+        )
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert metrics["accuracy"]["value"] == 1.0 and peak < 300 * 2**20
+    blocks = list(bootstrap_resamples(10, 1000, row_items=1_000_000, block_items=4_000_000))
+    assert {len(block) for block in blocks} == {4} and sum(map(len, blocks)) == 1000
+
+
+def test_calibration_error_is_zero_for_confident_right_answers() -> None:
+    y_true = np.array([0, 1, 2, 1])
+    assert calibration(y_true, np.eye(3)[y_true])[0] == 0.0
+    ece, bins = calibration(y_true, np.full((4, 3), 1 / 3))  # always unsure, right a quarter of the time
+    assert ece == pytest.approx(abs(0.25 - 1 / 3)) and sum(b["count"] for b in bins) == 4
+
+
+def test_written_files_decode(tmp_path: Path) -> None:
+    y_true, probabilities = _predictions(60)
+    images = torch.randint(0, 256, (60, 3, 64, 64), dtype=torch.uint8)
+    metrics = compute_metrics(y_true, probabilities, NAMES, bootstrap_rounds=50)
+    paths = write_evaluation(tmp_path, metrics, NAMES, "synthetic predictions", None, images, probabilities, y_true)
+    for name, min_size in (("confusion_png", (600, 250)), ("calibration_png", (300, 300)), ("errors_png", (500, 200))):
+        with Image.open(paths[name]) as image:
+            image.load()
+            assert image.width > min_size[0] and image.height > min_size[1], name
+    assert "| dome (inner) |" in paths["metrics_md"].read_text()
+    rows = paths["confusion_csv"].read_text().splitlines()
+    assert rows[0].endswith("altar,apse,dome (inner)") and len(rows) == 4
+
+
+def test_predict_logits_averages_the_views() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+
+    def normalise(batch: torch.Tensor) -> torch.Tensor:
+        return batch.float() / 255
+
+    model(normalise(images))  # materialise the lazy layer
+    plain = predict_logits(model, images, normalise, batch_size=4)
+    with torch.no_grad():
+        expected = sum(model(v) for v in tta_views(normalise(images), "multi")) / 7
+    multi = predict_logits(model, images, normalise, batch_size=4, tta="multi")
+    assert torch.allclose(multi, expected, atol=1e-5) and not torch.allclose(multi, plain, atol=1e-3)
+    assert torch.allclose(
+        predict_logits(model, images, normalise, tta=True), predict_logits(model, images, normalise, tta="flip")
+    )

@@ -1,0 +1,111 @@
+"""The none-of-these section of `heritage evaluate` and of the HTML report: the scores' histogram, the ROC against
+photos of none of the ten, the operating point and what it costs on the ten."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from heritage_cnn import cli
+from heritage_cnn.apps.report import build_html_report
+from heritage_cnn.base.io import read_json
+from heritage_cnn.inference.classifier import Classifier, find_photos
+
+
+@pytest.fixture(scope="module")
+def negatives(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve pictures of none of the ten (flat colours, noise, checkerboards, gradients) and one broken file."""
+    root = tmp_path_factory.mktemp("negatives")
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:96, 0:96]
+    pictures = [np.full((96, 96, 3), value, np.uint8) for value in (0, 128, 255)]
+    pictures += [rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(3)]
+    pictures += [np.repeat((((yy // s) + (xx // s)) % 2 * 255).astype(np.uint8)[..., None], 3, 2) for s in (4, 8, 16)]
+    pictures += [np.stack([xx * 2, yy * 2, (xx + yy)], -1).astype(np.uint8) // d for d in (1, 2, 3)]
+    (root / "drawn").mkdir()
+    for i, picture in enumerate(pictures):
+        Image.fromarray(picture).save(root / "drawn" / f"{i:02d}.png")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff nothing")
+    return root
+
+
+@pytest.fixture(scope="module")
+def evaluated(tiny_run, synthetic_root: Path, negatives: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "eval-val"
+    args = ["evaluate", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--split", "val"]
+    assert cli.main([*args, "--negatives", str(negatives), "--out", str(out)]) == 0
+    return out
+
+
+def test_evaluate_reports_the_operating_point_on_the_ten_and_on_negatives(
+    tiny_run, evaluated: Path, negatives: Path
+) -> None:
+    summary = read_json(evaluated / "metrics.json")["open_set"]
+    classifier = Classifier.load(tiny_run.checkpoint)
+    # the same validation photos through `heritage predict`'s path
+    val = list(classifier.predict_files(read_json(tiny_run.out / "split.json")["val_paths"]))
+    truth = [Path(p.path).parent.name for p in val]
+    assert summary["photos"] == 48 and summary["called_none"] == 1 and summary["called_none_share"] == 1 / 48
+    assert summary["called_none"] == sum(p.known is False for p in val)
+    kept = [p.label == t for p, t in zip(val, truth, strict=True) if p.known]
+    assert summary["accuracy_kept"] == pytest.approx(sum(kept) / len(kept))
+    assert summary["threshold"] == classifier.open_set.threshold and summary["threshold_from"] == "the model"
+    photos, _ = find_photos([negatives])
+    drawn = [p for p in classifier.predict_files(photos) if not isinstance(p, tuple)]
+    assert summary["negatives"]["photos"] == len(drawn) == 12 and summary["negatives"]["unreadable"] == 1
+    assert summary["negatives"]["filed"] == sum(bool(p.known) for p in drawn)
+    scores = [p.open_set_score for p in val] + [p.open_set_score for p in drawn]
+    auroc = roc_auc_score([1] * len(val) + [0] * len(drawn), scores)
+    assert summary["negatives"]["auroc"] == pytest.approx(auroc, abs=1e-3)
+    for name in ("open_set_scores.png", "open_set_roc.png"):
+        with Image.open(evaluated / name) as image:
+            assert image.format == "PNG" and image.width > 300
+    table = (evaluated / "open_set.md").read_text()
+    assert "| photos of the ten called none | 1 of 48 (2.08 %) |" in table and "AUROC" in table
+
+
+def test_the_report_shows_the_none_of_these_section(tiny_run, evaluated: Path) -> None:
+    page = build_html_report(evaluated.parent, evaluated.parent / "index.html", model=tiny_run.checkpoint).read_text()
+    section = page[page.index("<h3>None of these</h3>") :]
+    assert "<td>photos of the ten called none</td><td>1 of 48 (2.08 %)</td>" in section
+    assert "<td>AUROC (the ten against the none-photos)</td>" in section
+    for alt in ("open set scores, val split", "open set roc, val split"):
+        assert f"alt='{alt}'" in section
+
+
+def test_none_threshold_overrides_the_models_on_evaluate(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
+    args = ["evaluate", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--split", "val"]
+    assert cli.main([*args, "--none-threshold", "1e9", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "metrics.json").read_text())["open_set"]
+    assert summary["threshold"] == 1e9 and summary["threshold_from"] == "--none-threshold"
+    assert summary["called_none"] == summary["photos"] == 48 and summary["accuracy_kept"] is None
+    assert summary["negatives"] is None and not (tmp_path / "open_set_roc.png").exists()
+
+
+def test_negatives_need_a_model_with_a_score(
+    old_checkpoint: Path, synthetic_root: Path, negatives: Path, tmp_path: Path, capsys
+) -> None:
+    args = ["evaluate", "--model", str(old_checkpoint), "--data", str(synthetic_root), "--out", str(tmp_path / "e")]
+    assert cli.main([*args, "--negatives", str(negatives)]) == 2
+    assert "--negatives" in capsys.readouterr().err
+    assert cli.main(args) == 0  # without: the evaluation as before, and a note that it cannot reject
+    assert "open_set" not in read_json(tmp_path / "e" / "metrics.json")
+    assert "no none-of-these threshold" in capsys.readouterr().out
+
+
+def test_report_passes_negatives_to_its_evaluations(
+    tiny_run, synthetic_root: Path, negatives: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from heritage_cnn.apps import pipeline
+
+    seen = []
+    monkeypatch.setattr(pipeline, "evaluate_on", lambda *args, **kwargs: seen.append(kwargs.get("negatives")))
+    monkeypatch.setattr(pipeline, "FIGURE_STEPS", ())
+    args = ["report", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--out", str(tmp_path)]
+    assert cli.main([*args, "--negatives", str(negatives)]) == 0
+    assert seen == [str(negatives)]  # the validation split (the folder has no test/)

@@ -1,0 +1,448 @@
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY
+from heritage_cnn import cli
+from heritage_cnn.base.io import FolderBusy, load_tensors
+from heritage_cnn.data.augment import AugmentConfig, augment_batch
+from heritage_cnn.data.folders import load_images
+from heritage_cnn.inference.evaluate import predict_logits
+from heritage_cnn.models.checkpoint import load_checkpoint
+from heritage_cnn.models.network import ModelConfig
+from heritage_cnn.training import loop as training
+from heritage_cnn.training import state as trainstate
+from heritage_cnn.training.loop import train
+from heritage_cnn.training.losses import NonFiniteLossError, consistency_loss
+from heritage_cnn.training.recipe import TrainConfig, learning_rate
+
+
+def _config(root: Path, out: Path, **overrides) -> TrainConfig:
+    base = TrainConfig(
+        data=str(root), out=str(out), epochs=3, batch_size=32, model=ModelConfig(**TINY), amp=False, progress=False
+    )  # float32 (amp=False): the same numbers on every CPU family; bf16 training has its own test
+    return replace(base, **overrides)
+
+
+def test_tiny_model_learns_the_synthetic_set(tiny_run) -> None:
+    assert tiny_run.final["val_accuracy"] >= 0.9
+    assert tiny_run.train_size + tiny_run.val_size == 240 and 40 <= tiny_run.val_size <= 56
+    out = tiny_run.out
+    for name in (
+        "last.safetensors",
+        "last.json",
+        "best.safetensors",
+        "metrics.csv",
+        "metrics.json",
+        "curves.png",
+        "config.json",
+        "split.json",
+    ):
+        assert (out / name).exists(), name
+    meta = json.loads((out / "last.json").read_text())
+    assert meta["classes"][4] == "dome(inner)" and meta["display_names"][4] == "dome (inner)"
+    assert meta["seed"] == 0 and meta["model_config"]["widths"] == [8, 16]
+    assert len(meta["normalisation"]["mean"]) == 3
+    header = (out / "metrics.csv").read_text().splitlines()[0]
+    assert header.startswith("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy")
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tiny_run, synthetic_root: Path) -> None:
+    checkpoint = load_checkpoint(tiny_run.out / "last.safetensors")
+    images = load_images(synthetic_root).images[:16]
+    a = predict_logits(checkpoint.model, images, checkpoint.normalise)
+    again = load_checkpoint(tiny_run.out / "last")
+    b = predict_logits(again.model, images, again.normalise)
+    assert torch.equal(a, b)
+    assert checkpoint.model.config.widths == (8, 16) and checkpoint.classes == tiny_run.classes
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_after_interruption_matches_an_uninterrupted_run(
+    optimizer: str, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """Muon's momentum (one optimizer inside another) survives the resume file like AdamW's state."""
+    whole = train(_config(synthetic_root, tmp_path / "whole", optimizer=optimizer), log=lambda _: None)
+    stopped = train(
+        _config(synthetic_root, tmp_path / "cut", optimizer=optimizer),
+        log=lambda _: None,
+        should_stop=lambda epoch, step: (epoch, step) == (1, 2),
+    )
+    assert stopped.interrupted and len(stopped.history) == 1
+    resumed = train(_config(synthetic_root, tmp_path / "cut", resume=True, optimizer=optimizer), log=lambda _: None)
+    assert not resumed.interrupted
+    assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in whole.history]
+    assert [r["train_loss"] for r in resumed.history] == pytest.approx(
+        [r["train_loss"] for r in whole.history], rel=1e-6
+    )
+    a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_resume_with_weight_average_and_batch_mixing_matches_an_uninterrupted_run(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """The EMA, the raw weights under it and the MixUp/CutMix draws all survive an interruption."""
+    recipe = {"ema_decay": 0.9, "mixup_alpha": 0.2, "cutmix_alpha": 1.0}
+    whole = train(_config(synthetic_root, tmp_path / "whole", **recipe), log=lambda _: None)
+    stopped = train(
+        _config(synthetic_root, tmp_path / "cut", **recipe),
+        log=lambda _: None,
+        should_stop=lambda epoch, step: (epoch, step) == (1, 2),
+    )
+    assert stopped.interrupted
+    resumed = train(_config(synthetic_root, tmp_path / "cut", resume=True, **recipe), log=lambda _: None)
+    for key in ("val_accuracy", "raw_val_accuracy"):
+        assert [r[key] for r in resumed.history] == [r[key] for r in whole.history]
+    a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_consistency_term_is_zero_for_agreeing_views_and_grows_with_disagreement() -> None:
+    same = torch.randn(6, 10)
+    assert consistency_loss(torch.cat([same, same])).item() == pytest.approx(0.0, abs=1e-6)
+    near, far = same + 0.1 * torch.randn(6, 10), same + 3 * torch.randn(6, 10)
+    small, large = (consistency_loss(torch.cat([same, other])).item() for other in (near, far))
+    assert 0 < small < large <= torch.log(torch.tensor(2.0)).item() + 1e-6  # Jensen-Shannon is bounded by log 2
+    other = torch.randn(6, 10)  # symmetric in the two views
+    assert consistency_loss(torch.cat([same, other])).item() == pytest.approx(
+        consistency_loss(torch.cat([other, same])).item()
+    )
+
+
+def test_consistency_training_resumes_exactly_and_pulls_the_views_together(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """Both views' augmentation draws survive an interruption; the term makes the views' answers closer."""
+    config = functools.partial(_config, synthetic_root, lr=0.01)  # a rate at which 3 epochs learn (0.6 accuracy)
+    whole = train(config(tmp_path / "whole", consistency_weight=12.0), log=lambda _: None)
+    train(
+        config(tmp_path / "cut", consistency_weight=12.0),
+        log=lambda _: None,
+        should_stop=lambda epoch, step: (epoch, step) == (1, 2),
+    )
+    resumed = train(config(tmp_path / "cut", resume=True, consistency_weight=12.0), log=lambda _: None)
+    assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in whole.history]
+    a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+    plain = train(config(tmp_path / "plain"), log=lambda _: None)
+    images = load_images(synthetic_root).images
+    disagreement = []
+    for run in (plain, whole):
+        model = load_checkpoint(run.checkpoint)
+        generator = torch.Generator().manual_seed(5)
+        views = [augment_batch(images, AugmentConfig(), generator) for _ in range(2)]
+        with torch.no_grad():
+            logits = torch.cat([model.model.eval()(model.normalise(v)) for v in views])
+        disagreement.append(consistency_loss(logits).item())
+    # Same seed, same draws: the term cuts the divergence between two views of all 240 photos to 0.3-0.4 of the
+    # plain run's (seeds 0 and 1, float32); without it the two runs would be the same run, a ratio of 1
+    assert disagreement[1] < 0.6 * disagreement[0], disagreement
+
+
+def test_bf16_training_learns_resumes_exactly_and_is_recorded(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default on CPUs with native bf16 (autocast), run on every CPU: autocast emulates it where the kernels
+    have no bf16, so an AVX2 machine checks the path an Intel Xeon takes."""
+    from heritage_cnn.base import devices
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    logged: list[str] = []
+    whole = train(_config(synthetic_root, tmp_path / "whole", amp=True, lr=0.01), log=logged.append)
+    assert any("torch.bfloat16 autocast" in line for line in logged), logged
+    assert whole.final["val_accuracy"] >= 0.5  # 3 epochs at this rate learn the set: chance is 0.1
+    machine = load_checkpoint(whole.checkpoint).info["trained_on_machine"]
+    assert machine["autocast"] == "bfloat16" and machine["cpu"]
+    train(
+        _config(synthetic_root, tmp_path / "cut", amp=True, lr=0.01),
+        log=lambda _: None,
+        should_stop=lambda epoch, step: (epoch, step) == (1, 3),
+    )
+    resumed = train(_config(synthetic_root, tmp_path / "cut", amp=True, lr=0.01, resume=True), log=lambda _: None)
+    a, b = load_tensors(whole.checkpoint), load_tensors(resumed.checkpoint)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    plain = train(_config(synthetic_root, tmp_path / "plain", lr=0.01), log=lambda _: None)
+    assert load_checkpoint(plain.checkpoint).info["trained_on_machine"]["autocast"] == "none"
+
+
+def test_train_gives_the_callers_thread_count_back(synthetic_root: Path, tmp_path: Path) -> None:
+    """--threads holds for the run only: a caller's later results must not depend on a run it made before."""
+    before = torch.get_num_threads()
+    run_threads = 1 if before > 1 else 2
+    train(
+        _config(synthetic_root, tmp_path / "run", epochs=1, threads=run_threads, limit_per_class=8), log=lambda _: None
+    )
+    assert torch.get_num_threads() == before
+
+
+def test_saved_weights_are_the_moving_average_of_the_raw_weights(synthetic_root: Path, tmp_path: Path) -> None:
+    """With --ema the checkpoint holds the average, which follows the raw weights as the decay goes to 0."""
+    for decay, same in ((1e-9, True), (0.9, False)):
+        run = train(_config(synthetic_root, tmp_path / str(decay), epochs=1, ema_decay=decay), log=lambda _: None)
+        state = load_tensors(Path(run.out) / "resume.safetensors")
+        saved = load_tensors(run.checkpoint)
+        for name in (k for k in saved if k.endswith(("conv.weight", "running_mean"))):
+            assert torch.equal(state[f"ema.module.{name}"], saved[name])
+            assert torch.allclose(state[f"raw.{name}"], saved[name], atol=1e-6) == same, (decay, name)
+        assert "raw_val_accuracy" in run.final
+
+
+def test_same_seed_same_weights_and_other_seed_differs(synthetic_root: Path, tmp_path: Path) -> None:
+    runs = [
+        train(_config(synthetic_root, tmp_path / name, epochs=1, seed=seed), log=lambda _: None)
+        for name, seed in (("a", 0), ("b", 0), ("c", 1))
+    ]
+    a, b, c = (load_tensors(r.checkpoint) for r in runs)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_bad_recipes_are_refused(tmp_path: Path) -> None:
+    for bad in (
+        {"epochs": 0},
+        {"epochs": -3},
+        {"batch_size": 1},
+        {"lr": 0.0},
+        {"ema_decay": 1.0},
+        {"mixup_alpha": -1},
+        {"consistency_weight": -1},
+        {"consistency_weight": 1, "cutmix_alpha": 1},
+        {"optimizer": "lion"},
+        {"optimizer": "muon", "model": ModelConfig(widths=(8,), blocks=(1,))},
+    ):
+        with pytest.raises(ValueError):
+            TrainConfig(data="x", out=str(tmp_path), **bad)
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_optimizer_decays_weights_only(name: str, tmp_path: Path) -> None:
+    """Both optimizers leave batch norm and biases undecayed; SGD is Nesterov's, as the fast recipes use it."""
+    from heritage_cnn.models.network import build_model
+    from heritage_cnn.training.recipe import make_optimizer
+
+    model = build_model(**TINY)
+    config = TrainConfig(data="x", out=str(tmp_path), optimizer=name, lr=0.1, weight_decay=5e-4)
+    optimizer = make_optimizer(model, config)
+    assert type(optimizer).__name__ == {"adamw": "AdamW", "sgd": "SGD"}[name]
+    decayed, undecayed = optimizer.param_groups
+    assert decayed["weight_decay"] == 5e-4 and undecayed["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim == 1 for p in undecayed["params"])
+    assert len(decayed["params"]) + len(undecayed["params"]) == len(list(model.parameters()))
+    if name == "sgd":
+        assert decayed["nesterov"] and decayed["momentum"] == 0.9
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    rates = [learning_rate(s, 100, 10, 1.0) for s in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+    assert learning_rate(100, 100, 10, 1.0) == pytest.approx(0.0)
+
+
+def test_distillation_follows_the_teacher_not_the_labels(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
+    """A teacher that calls every class c "c + 1" (its last layer's rows rolled): with the teacher's soft
+    targets as the whole loss, the student learns that mapping, not the folder labels."""
+    from heritage_cnn.models.checkpoint import save_checkpoint
+
+    teacher = load_checkpoint(tiny_run.out / "last")
+    fc2 = teacher.model.head.fc2
+    with torch.no_grad():
+        fc2.weight.copy_(fc2.weight.roll(1, dims=0))
+        fc2.bias.copy_(fc2.bias.roll(1, dims=0))
+    save_checkpoint(tmp_path / "teacher", teacher)
+    base = _config(synthetic_root, tmp_path / "x", epochs=8, lr=1e-2, label_smoothing=0.0)
+    # temperature 0.5 sharpens the tiny teacher (mean top probability ~0.6 at T = 1) so 8 epochs suffice
+    student = train(
+        replace(
+            base,
+            out=str(tmp_path / "student"),
+            teachers=(str(tmp_path / "teacher"),),
+            distill_weight=1.0,
+            distill_temperature=0.5,
+        ),
+        log=lambda _: None,
+    )
+    images = load_images(synthetic_root)
+    model = load_checkpoint(student.checkpoint)
+    predicted = predict_logits(model.model, images.images, model.normalise).argmax(1)
+    taught = predict_logits(teacher.model, images.images, teacher.normalise).argmax(1)
+    assert (taught == images.labels).float().mean() < 0.2  # the rolled teacher is wrong on purpose
+    assert (predicted == taught).float().mean() > 0.85  # and the student agrees with it
+    assert student.final["val_accuracy"] < 0.2
+    with pytest.raises(ValueError, match="distill"):
+        replace(base, distill_weight=1.5)
+    with pytest.raises(ValueError, match="classes"):  # a teacher for other classes is refused by name
+        other = load_checkpoint(tmp_path / "teacher")
+        other.classes = [f"class{i}" for i in range(10)]
+        save_checkpoint(tmp_path / "other", other)
+        train(replace(base, out=str(tmp_path / "y"), teachers=(str(tmp_path / "other"),)), log=lambda _: None)
+
+
+def test_a_missing_teacher_fails_before_any_photo_is_decoded(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def decode(*args, **kwargs):
+        raise AssertionError("the photos were decoded before the teacher was checked")
+
+    monkeypatch.setattr(training, "prepare_data", decode)
+    config = _config(synthetic_root, tmp_path / "run", teachers=(str(tmp_path / "nowhere"),))
+    with pytest.raises(ValueError, match=f"^{tmp_path / 'nowhere'}: no such checkpoint"):
+        train(config, log=lambda _: None)
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_keeps_the_good_checkpoint(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, good = tmp_path / "run", {}
+    names = ("last.safetensors", "last.json", "resume.safetensors")
+
+    def exploding(step: int, total: int, warmup: int, peak: float) -> float:
+        if step < total // 2:  # epoch 1 of 2 trains normally and is saved
+            return learning_rate(step, total, warmup, peak)
+        good.setdefault("files", {name: (out / name).read_bytes() for name in names})
+        return 1e9
+
+    monkeypatch.setattr(training, "learning_rate", exploding)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2\b.*lower --lr"):
+        train(_config(synthetic_root, out, epochs=2), log=lambda _: None)
+    assert {name: (out / name).read_bytes() for name in names} == good["files"]  # epoch 1's, not NaN
+    with pytest.raises(ValueError, match=r"^lr must be a positive finite number, got inf"):
+        _config(synthetic_root, out, lr=float("inf"))
+
+
+def test_a_run_folder_is_never_written_over_by_another_run(synthetic_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = train(_config(synthetic_root, out, epochs=1), log=lambda _: None)
+    (out / "notes.txt").write_text("mine")
+    kept = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    with pytest.raises(FileExistsError, match=f"^{out} already holds a training run .*--resume continues it"):
+        train(_config(synthetic_root, out, epochs=1), log=lambda _: None)  # the same command typed again
+    assert cli.main(["train", "--data", str(synthetic_root), "--out", str(out), "--epochs", "1"]) == 2
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == kept
+    # a second process cannot train into a folder in use, not even to resume it
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from pathlib import Path; from heritage_cnn.base.io import folder_lock\n"
+         f"with folder_lock(Path({str(out)!r}), {trainstate.RUN_LOCK!r}, 'held'):\n"
+         "    print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(FolderBusy, match=f"being trained into by another process \\(pid {holder.pid}\\)"):
+            train(_config(synthetic_root, out, epochs=1, resume=True), log=lambda _: None)
+    finally:
+        holder.communicate("")
+    # --overwrite: a new run in its place; only the run's own files were removed
+    again = train(_config(synthetic_root, out, epochs=1, seed=5, overwrite=True), log=lambda _: None)
+    assert (out / "notes.txt").read_text() == "mine" and again.history[0] != first.history[0]
+    with pytest.raises(ValueError, match="resume and overwrite exclude each other"):
+        _config(synthetic_root, out, resume=True, overwrite=True)
+
+
+def test_resume_refuses_a_changed_recipe_but_not_changed_runtime_settings(synthetic_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cut"
+    train(_config(synthetic_root, out, epochs=2), log=lambda _: None, should_stop=lambda e, s: (e, s) == (0, 2))
+    with pytest.raises(
+        ValueError, match=r"epochs: 2 in the run, 5 now.*model\.widths: \[8, 16\] in the run, \[8, 32\]"
+    ):
+        train(
+            _config(synthetic_root, out, epochs=5, resume=True, model=ModelConfig(**{**TINY, "widths": (8, 32)})),
+            log=lambda _: None,
+        )
+    spelled_otherwise = Path(os.path.relpath(synthetic_root))
+    resumed = train(
+        replace(_config(synthetic_root, out, epochs=2, resume=True), data=str(spelled_otherwise), threads=1),
+        log=lambda _: None,
+    )
+    assert len(resumed.history) == 2 and not resumed.interrupted
+
+
+def test_checkpoints_record_the_training_images_and_the_machine(tiny_run) -> None:
+    from heritage_cnn.data.folders import load_images
+    from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes
+
+    meta = json.loads((tiny_run.out / "last.json").read_text())
+    record = meta["trained_on"]
+    assert record["distance"] == NEAR_DUPLICATE_DISTANCE and len(record["phash"]) == tiny_run.train_size
+    assert all(len(h) == 16 and int(h, 16) >= 0 for h in record["phash"])
+    val_paths = set(json.loads((tiny_run.out / "split.json").read_text())["val_paths"])
+    images = load_images(Path(json.loads((tiny_run.out / "config.json").read_text())["data"]))
+    train_images = images.subset([i for i, p in enumerate(images.paths) if p not in val_paths])
+    assert record["phash"] == [f"{int(h):016x}" for h in perceptual_hashes(train_images.images)]
+    machine = meta["trained_on_machine"]
+    assert machine["torch"] == torch.__version__ and machine["device"] == "cpu" and machine["cpu"]
+
+
+_KILLABLE = """
+import sys
+from heritage_cnn.models.network import ModelConfig
+from heritage_cnn.training.loop import TrainConfig, train
+model = ModelConfig(widths=(8, 16), blocks=(1, 1), hidden=32, stem_kernel=3)
+config = TrainConfig(data=sys.argv[1], out=sys.argv[2], epochs=4, batch_size=16, lr=0.01, model=model,
+                     progress=False, resume=True)
+train(config, log=lambda message: print(message, flush=True))
+"""
+
+
+def _start(root: Path, out: Path, pause: float) -> subprocess.Popen[str]:
+    env = {**os.environ, "HERITAGE_TEST_SAVE_PAUSE": str(pause), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", _KILLABLE, str(root), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def _read_until(process: subprocess.Popen[str], text: str) -> None:
+    assert process.stdout is not None
+    seen = ""
+    while process.poll() is None:
+        line = process.stdout.readline()
+        seen += line
+        if text in line:
+            return
+    raise AssertionError(f"{text!r} not seen; output:\n{seen}")
+
+
+def test_sigkills_anywhere_even_inside_a_save_resume_to_identical_weights(synthetic_root: Path, tmp_path: Path) -> None:
+    """Real SIGKILLs: inside the save window (between the resume state and last.*), and at random moments.
+    Every kill leaves a whole checkpoint, and resuming ends on bit-identical weights."""
+    whole = _start(synthetic_root, tmp_path / "whole", pause=0)  # runs alongside the killed ones
+    out, rng = tmp_path / "killed", random.Random(17)
+    for kill in ("in the save window", "at random", "in the save window"):
+        process = _start(synthetic_root, out, pause=0.5)
+        if kill == "at random":
+            _read_until(process, "data:")
+            time.sleep(rng.uniform(0.0, 2.0))
+        else:
+            _read_until(process, "save window")
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        if kill != "at random":  # the new resume state is whole; last.* is whole too (the previous save's)
+            assert (out / "resume.safetensors").exists()
+            if (out / "last.safetensors").exists():
+                load_checkpoint(out)
+    finish = _start(synthetic_root, out, pause=0)
+    output = finish.communicate(timeout=600)[0]
+    assert finish.returncode == 0, output
+    assert whole.wait(timeout=600) == 0, whole.communicate()[0]
+    a, b = load_tensors(tmp_path / "whole" / "last.safetensors"), load_tensors(out / "last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((out / "last.json").read_text())["epochs_trained"] == 4
+    assert not list(out.glob(".*.tmp"))

@@ -1,0 +1,32 @@
+"""The recipe's data step: a folder is decoded and split once per process, again whenever it changes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from conftest import make_dataset
+from heritage_cnn.training import recipe
+from heritage_cnn.training.recipe import TrainConfig, prepare_data
+
+
+def test_a_folder_is_prepared_once_and_again_when_it_changes(tmp_path: Path, monkeypatch) -> None:
+    root = make_dataset(tmp_path / "data", per_class=8)
+    decoded: list[str] = []
+    real = recipe.load_images
+    monkeypatch.setattr(recipe, "load_images", lambda folder, **kw: decoded.append(str(folder)) or real(folder, **kw))
+    config = TrainConfig(data=str(root), out="-", progress=False)
+    first = prepare_data(config, log=lambda _: None)
+    again = prepare_data(config, log=lambda _: None)
+    assert len(decoded) == 1 and all(a is b for a, b in zip(first, again, strict=True))
+    # a photo replaced by another with the same name is a new folder: decoded and split again
+    photo = root / "altar" / "000.png"
+    shutil.copy(root / "apse" / "000.png", photo)
+    os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
+    changed = prepare_data(config, log=lambda _: None)
+    assert len(decoded) == 2 and not (changed[0].images == first[0].images).all()
+    # so is another split recipe of the same folder
+    other = TrainConfig.from_dict({**config.to_dict(), "split": {"seed": 1}})
+    prepare_data(other, log=lambda _: None)
+    assert len(decoded) == 3
