@@ -44,7 +44,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def mixed_precision(device: torch.device, wanted: bool) -> tuple[bool, torch.dtype]:
-    """Whether to autocast, and to which type: bf16 on CPUs with native bf16 (about 1.8x faster here)
+    """Whether to autocast, and to which type: bf16 on CPUs with native bf16 (the speed-up is in `make bench`)
     and on recent GPUs, fp16 (with loss scaling) on older GPUs. Evaluation always runs in float32."""
     if not wanted:
         return False, torch.float32

@@ -116,12 +116,12 @@ class Classifier:
         self.tta = checkpoint.views if tta is None else tta
         tta_views(torch.empty(0, 3, 1, 1), self.tta)  # an unknown mode fails here, not at the first photo
         self.checkpoint = checkpoint
-        # Batch norm folded into the convs: the same outputs (to ~1e-6) with one pass less per layer,
-        # about 25 % faster on this CPU. An ensemble has every member folded.
+        # Batch norm folded into the convs: the same outputs (to ~1e-6) with one pass less per layer.
+        # An ensemble has every member folded.
         self.model = fold_batch_norm(checkpoint.model).eval().to(memory_format=torch.channels_last)
         self.device = next(self.model.parameters()).device
-        # bf16 autocast on CPUs that run it natively (mixed_precision): about 2x the photos per second on this
-        # CPU, same top class on test batches; float32 elsewhere (GPUs too). Outputs are float32 either way.
+        # bf16 autocast on CPUs that run it natively (mixed_precision): faster (`make bench`), same top class on
+        # test batches; float32 elsewhere (GPUs too). Outputs are float32 either way.
         self.bf16 = self.device.type == "cpu" and mixed_precision(self.device, bf16)[0]
         self.batch_size = batch_size
         # "none of these": the model's operating point, its threshold replaced by `none_threshold` if given

@@ -84,8 +84,8 @@ def bootstrap_resamples(
 ) -> Iterator[np.ndarray]:
     """The index sets of a percentile bootstrap's `rounds` resamples of n items, as (rows, n) blocks whose rows
     times `row_items` (what one row costs the caller; default n) stay under `block_items`, so memory is bounded
-    however many photos or classes there are. One draw of n per resample, as the per-figure loop before drew
-    them: intervals published earlier stay reproducible."""
+    however many photos or classes there are. Each resample is one draw of n indices, so every figure of an
+    evaluation is scored on the same resamples and a seed gives the same intervals whatever the block size."""
     rng = np.random.default_rng(seed)
     per_block = max(1, block_items // max(n, row_items or 0, 1))
     for start in range(0, rounds, per_block):
