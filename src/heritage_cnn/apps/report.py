@@ -1,4 +1,4 @@
-"""Figures (matplotlib, no display needed) and the one-file HTML report that gathers them.
+"""The one-file HTML report: the figures of the steps before it (evaluation, training curves, inside the network), gathered.
 
 The page is written for a colleague who was not there: what model, what data, when, the headline figure
 and its split first; then a table of contents; every figure embedded (one file to send), captioned with
