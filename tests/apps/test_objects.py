@@ -14,6 +14,7 @@ import pytest
 import heritage_cnn
 from heritage_cnn import cli
 from heritage_cnn.apps.pipeline import evaluate_on, run_report
+from heritage_cnn.apps.serve import create_app
 from heritage_cnn.data import folders
 from heritage_cnn.models import checkpoint as checkpoints
 
@@ -71,11 +72,19 @@ def test_evaluate_loads_the_model_once_and_finds_the_layout_once(
     assert in_apps(layouts) == 1, layouts
 
 
-def test_a_loaded_model_is_used_as_it_is(kaggle_root: Path, tmp_path: Path, counts, classifier) -> None:
+def test_a_loaded_model_is_used_as_it_is(tiny_run, kaggle_root: Path, tmp_path: Path, counts, classifier) -> None:
+    from fastapi.testclient import TestClient
+
     loads, _ = counts
-    metrics = evaluate_on(classifier.checkpoint, kaggle_root, out=tmp_path, log=lambda _: None)
+    checkpoint = classifier.checkpoint
+    metrics = evaluate_on(checkpoint, kaggle_root, out=tmp_path, log=lambda _: None)
     assert metrics["n_images"] == 60
+    app = create_app(classifier, draw_class_images=False)
+    info = TestClient(app, base_url="http://127.0.0.1").get("/api/info").json()
+    assert info["model"] == Path(str(tiny_run.checkpoint)).name and app.state.open_set is classifier.open_set
     assert sum(loads.values()) == 0, loads
+    with pytest.raises(ValueError, match="none_threshold"):
+        create_app(classifier, none_threshold=1.0)
 
 
 def test_the_cli_resolves_the_model_once(tiny_run, synthetic_root: Path, tmp_path: Path, counts) -> None:
