@@ -176,7 +176,7 @@ def test_report_escapes_names(tiny_run, hostile_data: Path, tmp_path: Path) -> N
     photo = next(p for p in hostile_data.rglob("*") if os.fsencode(p.name) == LONG)
     figure = write_explanation(load_checkpoint(tiny_run.checkpoint), photo, folder / "inside")  # titled by the name
     assert_valid_name(figure)
-    page = build_html_report(folder, folder / "index.html", model=tiny_run.checkpoint, data=hostile_data)
+    page = build_html_report(folder, folder / "index.html", load_checkpoint(tiny_run.checkpoint), data=hostile_data)
     html = page.read_bytes().decode("utf-8")
     assert "data <b>" not in html and "data &lt;b&gt;\\xe9" in html
 

@@ -62,7 +62,7 @@ def test_report_is_one_self_contained_page(report: Path, tiny_run) -> None:
 
 def test_curves_come_from_the_checkpoint_history(tmp_path: Path) -> None:
     """`demo --no-train`: no training run, but the shipped model carries its history: the report plots it."""
-    page = build_html_report(tmp_path, tmp_path / "index.html", data="data/ahe64").read_text()
+    page = build_html_report(tmp_path, tmp_path / "index.html", load_checkpoint(None), data="data/ahe64").read_text()
     assert (tmp_path / "train" / "curves.png").exists()
     epochs = len(load_checkpoint(None).member(0).info["history"])  # member 0's curves
     assert f"({epochs} epochs)" in page and "<section id='training'>" in page

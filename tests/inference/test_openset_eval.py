@@ -15,6 +15,7 @@ from heritage_cnn import cli
 from heritage_cnn.apps.report import build_html_report
 from heritage_cnn.base.io import read_json
 from heritage_cnn.inference.classifier import Classifier, find_photos
+from heritage_cnn.models.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,8 @@ def test_evaluate_reports_the_operating_point_on_the_ten_and_on_negatives(
 
 
 def test_the_report_shows_the_none_of_these_section(tiny_run, evaluated: Path) -> None:
-    page = build_html_report(evaluated.parent, evaluated.parent / "index.html", model=tiny_run.checkpoint).read_text()
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    page = build_html_report(evaluated.parent, evaluated.parent / "index.html", checkpoint).read_text()
     section = page[page.index("<h3>None of these</h3>") :]
     assert "<td>photos of the ten called none</td><td>1 of 48 (2.08 %)</td>" in section
     assert "<td>AUROC (the ten against the none-photos)</td>" in section
@@ -104,7 +106,7 @@ def test_report_passes_negatives_to_its_evaluations(
     from heritage_cnn.apps import pipeline
 
     seen = []
-    monkeypatch.setattr(pipeline, "evaluate_on", lambda *args, **kwargs: seen.append(kwargs.get("negatives")))
+    monkeypatch.setattr(pipeline, "evaluate_split", lambda *args, **kwargs: seen.append(kwargs.get("negatives")))
     monkeypatch.setattr(pipeline, "FIGURE_STEPS", ())
     args = ["report", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--out", str(tmp_path)]
     assert cli.main([*args, "--negatives", str(negatives)]) == 0

@@ -262,11 +262,14 @@ def test_evaluate_rebuilds_the_members_split_and_leaves_out_what_trained_them(
     ensemble_path: Path, tiny_run, synthetic_root: Path, tmp_path: Path
 ) -> None:
     from heritage_cnn.apps.pipeline import choose_split, evaluate_on
+    from heritage_cnn.data.folders import find_layout
 
     quiet = {"log": lambda _: None}
     scored = evaluate_on(ensemble_path, synthetic_root, "val", tmp_path / "val", **quiet)
     assert scored["n_images"] == tiny_run.val_size  # the split rebuilt from member 0's recipe
-    assert choose_split(synthetic_root, load_checkpoint(ensemble_path)) == "unseen"  # the shared trained_on record
+    assert (
+        choose_split(find_layout(synthetic_root), load_checkpoint(ensemble_path)) == "unseen"
+    )  # the shared trained_on record
     unseen = evaluate_on(ensemble_path, synthetic_root, "auto", tmp_path / "auto", **quiet)
     assert unseen["n_images"] < tiny_run.train_size + tiny_run.val_size
 

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from heritage_cnn.base.io import CheckpointError, atomic_write_json, read_json
+from heritage_cnn.apps.steps import FIGURE_STEPS
+from heritage_cnn.base.io import CheckpointError, atomic_write_json
 from heritage_cnn.base.names import shown
-from heritage_cnn.data.folders import ImageSet, find_layout, list_images, load_images, split_folder
+from heritage_cnn.data.folders import ImageSet, Layout, find_layout, load_images, split_folder
 from heritage_cnn.data.split import perceptual_hashes
 from heritage_cnn.inference.evaluate import (
     compute_metrics,
@@ -45,12 +46,19 @@ from heritage_cnn.inference.openset_fit import (
 )
 from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, load_checkpoint
 from heritage_cnn.models.openset import PENULTIMATE
-from heritage_cnn.models.openset_point import CANNOT_REJECT, with_override
+from heritage_cnn.models.openset_point import CANNOT_REJECT, OperatingPoint, with_override
 from heritage_cnn.models.views import TTA_WORDS
 
 Log = Callable[[str], None]
+# what a workflow's `model` may be: a loaded checkpoint, or a pair, run folder or shipped name (None: the default)
+Model = str | os.PathLike | Checkpoint | None
 SPLITS = ("auto", "test", "val", "unseen", "all")
 TTA_LABELS = {mode: "" if mode == "none" else f", TTA ({words})" for mode, words in TTA_WORDS.items()}
+
+
+def resolve_model(model: Model, device: str = "cpu") -> Checkpoint:
+    """The checkpoint a workflow works on: a loaded one as it is, else loaded (once) from `model`."""
+    return model if isinstance(model, Checkpoint) else load_checkpoint(model, device=device)
 
 
 def trained_on(checkpoint: Checkpoint) -> tuple[np.ndarray, int] | None:
@@ -71,13 +79,13 @@ def split_recipe(checkpoint: Checkpoint) -> dict[str, Any] | None:
     return checkpoint.info.get("recipe") or checkpoint.member(0).info.get("recipe")
 
 
-def choose_split(data: str | os.PathLike, checkpoint: Checkpoint, split: str = "auto") -> str:
+def choose_split(layout: Layout, checkpoint: Checkpoint, split: str = "auto") -> str:
     """`auto`: test when the folder has test/, else unseen when the checkpoint records its training images, else all."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if split != "auto":
         return split
-    if find_layout(data).test is not None:
+    if layout.test is not None:
         return "test"
     return "unseen" if trained_on(checkpoint) is not None else "all"
 
@@ -99,7 +107,7 @@ def _validation_images(checkpoint: Checkpoint, data: str, log: Log) -> tuple[Ima
 
 
 def _select(
-    checkpoint: Checkpoint, data: str, split: str, progress: bool, log: Log
+    checkpoint: Checkpoint, data: str, layout: Layout, split: str, progress: bool, log: Log
 ) -> tuple[ImageSet, str, dict[str, Any]]:
     """The images a split scores, a description for titles, and what was left out or mixed in."""
     if split == "val":
@@ -107,7 +115,6 @@ def _select(
         # rebuilt from another copy of the data (fewer photos, other files), the split can hold photos the model
         # trained on: those are left out too, as for --split unseen
         return _unseen(checkpoint, images, described, str(data), log, rebuilt=True)
-    layout = find_layout(data)
     folder = split_folder(layout, "test" if split == "test" else "train")
     images = load_images(folder, classes=checkpoint.classes, progress=progress)
     missing = [c for c, n in zip(checkpoint.classes, images.class_counts(), strict=True) if n == 0]
@@ -175,7 +182,7 @@ def _unseen(
 
 
 def evaluate_on(
-    model: str | os.PathLike | None,
+    model: Model,
     data: str | os.PathLike,
     split: str = "auto",
     out: str | os.PathLike = "eval",
@@ -186,10 +193,11 @@ def evaluate_on(
     none_threshold: float | None = None,
     negatives: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a checkpoint on one split of a data folder, write the figures to `out`, return the metrics.
+    """Evaluate a model on one split of a data folder, write the figures to `out`, return the metrics.
 
-    `tta`: the test-time views ("none", "flip", "multi"); None, the model's own (`Checkpoint.views`), so that
-    the figures are those of the model as `heritage predict` uses it.
+    `model`: a loaded `Checkpoint`, or a checkpoint pair, run folder or shipped name (None: the shipped
+    default) loaded on `device`. `tta`: the test-time views ("none", "flip", "multi"); None, the model's own
+    (`Checkpoint.views`), so that the figures are those of the model as `heritage predict` uses it.
 
     Splits: test (DIR/test), val (the model's own validation split, rebuilt from its recipe), unseen
     (the folder's images that did not train the model), all (every image, trained-on ones counted),
@@ -198,16 +206,41 @@ def evaluate_on(
     A model with a "none of these" operating point (its threshold, or `none_threshold`) also gets the open-set
     section (`heritage_cnn.inference.openset_eval`), with the ROC against `negatives`, a folder of photos of none of the ten.
     """
-    data = str(data)
-    checkpoint = load_checkpoint(model, device=device)
+    checkpoint = resolve_model(model, device)
+    layout = find_layout(data)
+    return evaluate_split(checkpoint, str(data), layout, split, out, tta, progress, log, none_threshold, negatives)
+
+
+def _operating_point(
+    checkpoint: Checkpoint, none_threshold: float | None, negatives: str | os.PathLike | None, log: Log
+) -> OperatingPoint | None:
+    """The "none of these" operating point an evaluation uses (`none_threshold` replacing the model's threshold)."""
     point = with_override(checkpoint.open_set, none_threshold, checkpoint.path)
     if point is None and negatives is not None:
         raise ValueError(f"--negatives: {checkpoint.path} has no none-of-these score to tell them apart with")
     if point is None:
         log(f"note: {CANNOT_REJECT}")
+    return point
+
+
+def evaluate_split(
+    checkpoint: Checkpoint,
+    data: str,
+    layout: Layout,
+    split: str = "auto",
+    out: str | os.PathLike = "eval",
+    tta: str | None = None,
+    progress: bool = False,
+    log: Log = print,
+    none_threshold: float | None = None,
+    negatives: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """`evaluate_on` for a loaded model and a data folder whose layout is known; `data` is the folder as the
+    caller named it, for the titles and metrics.json."""
+    point = _operating_point(checkpoint, none_threshold, negatives, log)
     tta = checkpoint.views if tta is None else tta
-    split = choose_split(data, checkpoint, split)
-    images, described, extra = _select(checkpoint, data, split, progress, log)
+    split = choose_split(layout, checkpoint, split)
+    images, described, extra = _select(checkpoint, data, layout, split, progress, log)
     if point is None:
         logits = predict_logits(checkpoint.model, images.images, checkpoint.normalise, tta=tta, progress=progress)
     else:
@@ -237,7 +270,7 @@ def evaluate_on(
 
 
 def fit_none_of_these(
-    model: str | os.PathLike | None,
+    checkpoint: Checkpoint,
     data: str | os.PathLike,
     out: str | os.PathLike,
     score: str = "mahalanobis",
@@ -245,7 +278,6 @@ def fit_none_of_these(
     ridge: float = DEFAULT_RIDGE,
     reject_share: float = REJECT_SHARE,
     command: str | None = None,
-    device: str = "cpu",
     log: Log = print,
 ) -> Path:
     """(Re)fit a model's "none of these" operating point on a data folder and write the model with it as a new
@@ -253,7 +285,6 @@ def fit_none_of_these(
     split trained on, the threshold on its validation photos less any it trained on (as `evaluate --split val`)."""
     from heritage_cnn.training.recipe import TrainConfig, prepare_data
 
-    checkpoint = load_checkpoint(model, device=device)
     existing = [path for path in checkpoint_files(out) if path.exists()]
     if existing:
         raise ValueError(f"{existing[0]}: already exists; the fitted model is written as a new checkpoint")
@@ -268,89 +299,33 @@ def fit_none_of_these(
     log(f"fitting on {len(train_set)} training and {len(val)} validation photos of {data}")
     point = fit_operating_point(checkpoint, train_set, val.images, score, layer, ridge, reject_share, command)
     weights = save_with_point(checkpoint, point, out)
-    load_checkpoint(weights)  # the new pair loads
+    load_checkpoint(weights)  # the pair just written must load: a write that cannot be read back fails here
     log(describe(point))
     log(f"written: {shown(weights)} + {shown(weights.with_suffix('.json').name)}")
     return weights
 
 
-# --------------------------------------------------------------------------------------------
-# Figure steps of the demo and the report
-# --------------------------------------------------------------------------------------------
-
-
-def validation_photo(model: str | os.PathLike | None, data: str, classes: list[str]) -> str:
-    """A photo of the model's validation split (from the run's split.json), else the first training photo."""
-    if model is not None:
-        run = Path(model) if Path(model).is_dir() else Path(model).parent
-        split = run / "split.json"
-        if split.exists():
-            paths = read_json(split).get("val_paths") or []
-            if paths and Path(paths[0]).exists():
-                return paths[0]
-    return str(list_images(split_folder(find_layout(data), "train"), classes).files[0])
-
-
-def inside_step(model: str | os.PathLike | None, data: str, out: Path, log: Log = print, member: int = 0) -> None:
-    """Look inside network `member` of the model: first-layer feature maps, kernels, a deconvnet sheet, an explanation."""
-    from heritage_cnn.inside import deconvnet, explain, visualize
-
-    inside = Path(out) / "inside"
-    checkpoint = load_checkpoint(model).member(member)
-    photo = validation_photo(model, data, checkpoint.classes)
-    log(f"\n== look inside the network -> {shown(inside)}  (photo: {shown(photo)})")
-    layers = deconvnet.deconv_layers(checkpoint.model)
-    visualize.write_feature_maps(checkpoint, photo, inside, [layers[0]])
-    visualize.write_kernels(checkpoint, inside)
-    images, total = visualize.sample_images(data, checkpoint.classes, limit=2000)
-    visualize.write_deconv(
-        checkpoint, images, [layers[len(layers) // 2]], inside, top_channels=6, source=f" (of {total})"
-    )
-    explain.write_explanation(checkpoint, photo, inside)
-
-
-def class_images_step(model: str | os.PathLike | None, data: str, out: Path, log: Log = print, member: int = 0) -> None:
-    """One generated image per class by network `member`, fewer steps than `heritage generate` (well under a
-    minute on 2 cores). The shipped models' images come with the package (drawn with the full 160 steps by the
-    `fast` network and by the ensemble's member 0): copied, not redrawn."""
-    from heritage_cnn.base.io import atomic_write_bytes
-    from heritage_cnn.inside import classimages
-    from heritage_cnn.inside.synthesis import draw, files
-
-    log("\n== class images (gradient ascent, heritage generate)")
-    checkpoint = load_checkpoint(model).member(member)
-    packaged = classimages.packaged_for(classimages.model_key(checkpoint))
-    if packaged is not None:
-        for path in sorted(packaged.iterdir()):
-            atomic_write_bytes(Path(out) / "class_images" / path.name, path.read_bytes())
-        log(f"{Path(out) / 'class_images'}: the shipped model's, from the package ({packaged})")
-        return
-    settings = replace(draw.Settings(), steps=96)
-    generated = draw.draw_classes(checkpoint, range(len(checkpoint.classes)), 1, 64, settings, seed=0)
-    grid = files.write_generated(Path(out) / "class_images", generated, checkpoint, seed=0, n=1)
-    mean = sum(generated.probabilities) / len(generated.probabilities)
-    log(f"{grid} ({generated.seconds:.0f} s, mean target probability {mean:.3f})")
-
-
-FIGURE_STEPS = (inside_step, class_images_step)
-
-
 def _evaluate_splits(
-    model: str | os.PathLike | None, data: str, out: Path, progress: bool, log: Log, negatives: str | None = None
+    checkpoint: Checkpoint,
+    data: str,
+    layout: Layout,
+    out: Path,
+    progress: bool,
+    log: Log,
+    negatives: str | None = None,
 ) -> None:
     """The model's validation split (when its recipe and the training folder allow) and the test split."""
-    checkpoint = load_checkpoint(model)
-    layout = find_layout(data)
+    common = {"progress": progress, "log": log, "negatives": negatives}
     if split_recipe(checkpoint) and layout.train.is_dir():
-        evaluate_on(model, data, "val", out / "eval-val", progress=progress, log=log, negatives=negatives)
+        evaluate_split(checkpoint, data, layout, "val", out / "eval-val", **common)
     elif layout.test is None:
-        evaluate_on(model, data, "auto", out / "eval-val", progress=progress, log=log, negatives=negatives)
+        evaluate_split(checkpoint, data, layout, "auto", out / "eval-val", **common)
     if layout.test is not None:
-        evaluate_on(model, data, "test", out / "eval-test", progress=progress, log=log, negatives=negatives)
+        evaluate_split(checkpoint, data, layout, "test", out / "eval-test", **common)
 
 
 def run_report(
-    model: str | os.PathLike | None,
+    model: Model,
     data: str,
     out: str | os.PathLike,
     progress: bool = False,
@@ -359,6 +334,7 @@ def run_report(
     negatives: str | None = None,
 ) -> Path:
     """Every figure for one model, gathered in one self-contained `out/index.html`; returns its path.
+    `model`: a loaded `Checkpoint`, or a checkpoint pair, run folder or shipped name (None: the shipped default).
     The figures from inside the network (and the class images) are those of network `member`; `negatives`: a
     folder of photos of none of the ten for the evaluations' none-of-these section."""
     from heritage_cnn.apps.report import build_html_report, training_history
@@ -367,16 +343,17 @@ def run_report(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = load_checkpoint(model)
+    checkpoint = resolve_model(model)
     checkpoint.member(member)  # a bad --member fails before any work
+    layout = find_layout(data)
     atomic_write_json(out / "data_check.json", check_dataset(data))
     history = training_history(checkpoint, member)
     if history:
         plot_training_curves(history, out / "train" / "curves.png")  # atomic (heritage_cnn.base.figures)
-    _evaluate_splits(model, data, out, progress, log, negatives)
+    _evaluate_splits(checkpoint, data, layout, out, progress, log, negatives)
     for step in FIGURE_STEPS:
-        step(model, data, out, log, member=member)
-    return build_html_report(out, out / "index.html", model=model, data=data, member=member)
+        step(checkpoint, data, layout, out, log, member=member)
+    return build_html_report(out, out / "index.html", checkpoint, data=data, member=member)
 
 
 def run_demo(data: str, out: str | os.PathLike, config: Any | None = None, log: Log = print) -> Path | None:
@@ -395,7 +372,8 @@ def run_demo(data: str, out: str | os.PathLike, config: Any | None = None, log: 
     report = check_dataset(data)
     atomic_write_json(out / "data_check.json", report)
     log(format_report(report))
-    model: str | None = None
+    layout = find_layout(data)
+    trained: Checkpoint | None = None
     if config is None:
         log("\n== 2/3 training skipped: using the model shipped with the package")
     else:
@@ -404,19 +382,21 @@ def run_demo(data: str, out: str | os.PathLike, config: Any | None = None, log: 
         if result.interrupted:
             log("interrupted: run the same command again to resume")
             return None
-        model = str(result.checkpoint)
+        trained = load_checkpoint(result.checkpoint)
     log("\n== 3/3 evaluate")
     progress = config is not None and config.progress
-    _evaluate_splits(model, data, out, progress, log)
-    if model is not None:  # the network just trained beside the shipped one, on the same images
-        if load_checkpoint(None).classes == load_checkpoint(model).classes:
+    shipped = load_checkpoint(None)
+    checkpoint = trained or shipped
+    _evaluate_splits(checkpoint, data, layout, out, progress, log)
+    if trained is not None:  # the network just trained beside the shipped one, on the same images
+        if shipped.classes == trained.classes:
             log("the shipped model, for comparison (figures in shipped/):")
-            _evaluate_splits(None, data, out / "shipped", progress, log)
+            _evaluate_splits(shipped, data, layout, out / "shipped", progress, log)
         else:
             log("the shipped model knows other classes: no comparison")
     for step in FIGURE_STEPS:
-        step(model, data, out, log)
-    page = build_html_report(out, out / "index.html", model=model, data=data)
+        step(checkpoint, data, layout, out, log)
+    page = build_html_report(out, out / "index.html", checkpoint, data=data)
     log(f"\nreport: {page.resolve()}")
     log(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; everything is in {out.resolve()}")
     return page

@@ -227,39 +227,35 @@ def _class_images(sub: Path, checkpoint: Checkpoint) -> Section | None:
     return Section("class-images", "Class images", [text, f"<ul class='classes'>{''.join(tiles)}</ul>", link])
 
 
-def _recorded(folder: Path) -> dict[str, Any]:
-    """The model and data an evaluation in `folder` recorded (metrics.json), else the data check's root."""
+def _recorded_data(folder: Path) -> str | None:
+    """The data folder an evaluation in `folder` recorded (metrics.json), else the data check's root."""
     for split in ("val", "test"):
         path = folder / f"eval-{split}" / "metrics.json"
         if path.exists():
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-            return {"model": metrics.get("model"), "data": metrics.get("data")}
+            return json.loads(path.read_text(encoding="utf-8")).get("data")
     check = folder / "data_check.json"
-    return {"data": json.loads(check.read_text(encoding="utf-8"))["root"]} if check.exists() else {}
+    return json.loads(check.read_text(encoding="utf-8"))["root"] if check.exists() else None
 
 
 def build_html_report(
     folder: str | os.PathLike,
     out_file: str | os.PathLike,
+    checkpoint: Checkpoint,
     title: str | None = None,
-    model: str | os.PathLike | None = None,
     data: str | os.PathLike | None = None,
     member: int = 0,
 ) -> Path:
     """One self-contained HTML page (images embedded) from a demo/report folder's figures and metrics.
 
-    `model`: the checkpoint, for the header, the training curves (drawn here from its history when the
-    folder has none: `demo --no-train` too) and the deconvnet captions; default: the one the folder's
-    evaluation recorded, else the shipped one. `data`: the data folder (default: the recorded one); the
-    page names it, and shows its path only when relative (an absolute path says little to a reader)."""
+    `checkpoint`: the model the figures are of, for the header, the training curves (drawn here from its
+    history when the folder has none: `demo --no-train` too) and the deconvnet captions. `data`: the data
+    folder (default: the one the folder's evaluation recorded); the page names it, and shows its path only
+    when relative (an absolute path says little to a reader)."""
     from heritage_cnn import __version__
-    from heritage_cnn.models.checkpoint import load_checkpoint
     from heritage_cnn.training.curves import plot_training_curves
 
     folder = Path(folder)
-    recorded = _recorded(folder)
-    checkpoint = load_checkpoint(model if model is not None else recorded.get("model"))
-    data = data if data is not None else recorded.get("data")
+    data = data if data is not None else _recorded_data(folder)
     curves = folder / "train" / "curves.png"
     history = training_history(checkpoint, member)
     if not curves.exists() and history:

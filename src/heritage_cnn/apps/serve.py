@@ -27,6 +27,7 @@ stack. The `heritage serve` command itself lives in `heritage_cnn.cli.serve`.
 import base64
 import io
 import ipaddress
+import os
 import socket
 import threading
 from collections.abc import Sequence
@@ -38,18 +39,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from heritage_cnn.apps.upload import BodyTooLarge, BodyTooSlow, RequestBody, UploadError, decode_upload, drain_bound
 from heritage_cnn.base.figures import signed_to_rgb
-from heritage_cnn.base.names import json_text
-from heritage_cnn.data.decode import MAX_IMAGE_PIXELS
 from heritage_cnn.inference.classifier import Classifier
-from heritage_cnn.inference.sort import MIN_CONFIDENCE
 from heritage_cnn.inside import deconvnet, explain
 from heritage_cnn.inside.classimages import Gallery
 from heritage_cnn.models.checkpoint import Checkpoint
 
 DEFAULT_MAX_UPLOAD_MB = 20.0
-MULTIPART_SLACK = 64 * 1024  # a multipart body is the file plus boundaries and part headers
 PAGE = Path(__file__).with_name("static") / "index.html"
 GRAD_CAM_ALPHA = 0.55  # as in `heritage explain`'s figure
 BODY_TIMEOUT_S = 60.0  # the whole request body: 20 MB at 3 Mbit/s; loopback takes milliseconds
@@ -162,7 +158,7 @@ def allowed_hosts(host: str = "127.0.0.1") -> list[str]:
 
 
 def create_app(
-    model_path: str | Path | None = None,
+    model: Classifier | str | os.PathLike | None = None,
     class_images_dir: str | Path | None = None,
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 2**20),
     hosts: Sequence[str] | None = None,
@@ -174,131 +170,41 @@ def create_app(
     member: int = 0,
     none_threshold: float | None = None,
 ) -> Any:
-    """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `GET /api/info`, class images.
+    """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `GET /api/info`, class images
+    (the routes: `heritage_cnn.apps.routes`).
 
-    `hosts`: the Host-header values answered (default `allowed_hosts()`: loopback names only).
-    Class images: `class_images_dir` if given, else the packaged ones (shipped model) or the cache under
-    `cache_dir`, drawn once in the background when missing unless `draw_class_images` is False. The answer is the
-    whole model's (an ensemble's mean); the Grad-CAM and deconvnet overlays and the class images are those of
-    network `member` (a single network is its own member 0). `none_threshold` replaces the model's none-of-these
-    threshold (refused for a model without one)."""
-    from fastapi import FastAPI, HTTPException, Query, Request
-    from fastapi.concurrency import run_in_threadpool
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-    from starlette.datastructures import UploadFile
+    `model`: a loaded `Classifier`, or a checkpoint pair, run folder or shipped name (None: the shipped default)
+    loaded on `device` with `none_threshold` replacing the model's none-of-these threshold (refused for a model
+    without one; give a Classifier its threshold when it is made). `hosts`: the Host-header values answered
+    (default `allowed_hosts()`: loopback names only). Class images: `class_images_dir` if given, else the
+    packaged ones (shipped model) or the cache under `cache_dir`, drawn once in the background when missing
+    unless `draw_class_images` is False. The answer is the whole model's (an ensemble's mean); the Grad-CAM and
+    deconvnet overlays and the class images are those of network `member` (a single network is its own member 0)."""
+    from fastapi import FastAPI
     from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    from heritage_cnn.apps.routes import Answer, Served, router
 
     if max_upload_bytes < 1:
         raise ValueError(f"the upload limit must be positive, got {max_upload_bytes} bytes")
     if not (body_timeout > 0 and idle_timeout > 0):
         raise ValueError(f"timeouts must be positive, got {body_timeout} and {idle_timeout} s")
-    classifier = Classifier.load(model_path, device=device, none_threshold=none_threshold)
-    checkpoint = classifier.checkpoint
-    inside = checkpoint.member(member)  # the network the overlays and class images show
+    if isinstance(model, Classifier) and none_threshold is not None:
+        raise ValueError("none_threshold applies when a model is loaded: make the Classifier with it instead")
+    classifier = (
+        model if isinstance(model, Classifier) else Classifier.load(model, device, none_threshold=none_threshold)
+    )
+    inside = classifier.checkpoint.member(member)  # the network the overlays and class images show
     overlays = Overlays(inside)
     gallery = Gallery(inside, class_images_dir, cache_dir, draw=draw_class_images)
     page = PAGE.read_text(encoding="utf-8")
-    labels = dict(zip(checkpoint.display_names, checkpoint.classes, strict=True))  # display name -> class folder
-    too_large = f"the upload is larger than the {max_upload_bytes / 2**20:g} MB limit"
-
-    class Answer(JSONResponse):
-        """JSON whatever file names it holds (the model's): `names.json_text`, as every JSON the tool writes."""
-
-        def render(self, content: Any) -> bytes:
-            return json_text(content, indent=None).encode("utf-8")
-
+    limits = {"max_upload_bytes": max_upload_bytes, "body_timeout": body_timeout, "idle_timeout": idle_timeout}
     # no API docs pages: they need a CDN
     app = FastAPI(title="heritage-cnn", docs_url=None, redoc_url=None, default_response_class=Answer)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts or allowed_hosts()))
+    app.include_router(router)
+    app.state.served = Served(classifier, overlays, gallery, page, member, **limits)
     app.state.open_set = classifier.open_set  # the operating point in force (None: this model cannot reject)
-
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> str:
-        return page
-
-    @app.get("/api/info")
-    def info() -> dict[str, Any]:
-        images = gallery.current()
-        return {
-            "model": Path(str(checkpoint.path)).name,
-            "classes": [{"label": c, "name": n} for n, c in labels.items()],
-            "image_size": checkpoint.image_size,
-            "val_accuracy": checkpoint.info.get("validation", {}).get("val_accuracy"),
-            "members": checkpoint.member_count,  # networks averaged; overlays and class images: member `member`
-            "member": member,
-            "max_upload_bytes": max_upload_bytes,
-            "max_image_pixels": MAX_IMAGE_PIXELS,
-            "min_confidence": MIN_CONFIDENCE,  # below it the page says "not sure", as `heritage sort` does
-            # below it (the open-set score) the page says "not one of the ten"; None: this model cannot say it
-            "none_threshold": classifier.open_set.threshold if classifier.open_set else None,
-            "open_set_score": classifier.open_set.name if classifier.open_set else None,
-            "class_images": {
-                "state": images.state,
-                "grid": f"/class-images/{images.grid}" if images.grid else None,
-                "per_class": {c: [f"/class-images/{f}" for f in fs] for c, fs in images.per_class.items()},
-                "note": images.note,
-            },
-        }
-
-    @app.get("/class-images/{name}")
-    def class_image(name: str) -> FileResponse:
-        files = gallery.current().files
-        if name not in files:
-            raise HTTPException(404, f"no class image {name!r}")
-        return FileResponse(files[name], media_type="image/png")
-
-    async def read_upload(request: Request) -> bytes:
-        """The bytes of the form field `photo`, refused (413) before anything over the limit is stored; the rest
-        of a refused body is drained (`RequestBody.drain`) so that the client reads the 413."""
-        body = RequestBody(request.receive, max_upload_bytes + MULTIPART_SLACK, body_timeout, idle_timeout)
-        try:
-            return await read_photo(request, body)
-        except UploadError as error:
-            if error.status == 413:
-                await body.drain(drain_bound(max_upload_bytes), request.headers)
-            raise
-
-    async def read_photo(request: Request, body: RequestBody) -> bytes:
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_upload_bytes + MULTIPART_SLACK:
-            raise UploadError(413, too_large)
-        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-            raise UploadError(400, "send the photo as multipart/form-data in a field named 'photo'")
-        try:
-            async with Request(request.scope, body.receive).form(max_files=1, max_fields=8) as form:
-                upload = form.get("photo")
-                if not isinstance(upload, UploadFile):
-                    raise UploadError(400, "no file in the form field 'photo'")
-                data = await upload.read(max_upload_bytes + 1)
-        except BodyTooLarge:
-            raise UploadError(413, too_large) from None
-        except BodyTooSlow:
-            raise UploadError(408, f"the upload was not received within {body_timeout:g} s; try again") from None
-        if len(data) > max_upload_bytes:
-            raise UploadError(413, too_large)
-        return data
-
-    def answer(data: bytes, top: int, with_overlays: bool) -> dict[str, Any]:
-        photo, uploaded = decode_upload(data, checkpoint.image_size)
-        prediction = classifier.predict(photo, top=top)[0]
-        result = prediction.to_dict() | {"upload": uploaded}  # the schema of `heritage predict --format json`
-        if with_overlays:
-            result["overlays"] = overlays(photo, checkpoint.classes.index(prediction.label))
-        return result
-
-    @app.post("/api/predict")
-    async def predict(
-        request: Request,
-        top: int = Query(5, ge=1, le=100, description="how many classes to return"),
-        overlays: bool = Query(False, description="add the input crop, Grad-CAM and deconvnet images (PNG data URLs)"),
-    ) -> JSONResponse:
-        try:
-            data = await read_upload(request)
-            return Answer(await run_in_threadpool(answer, data, top, overlays))
-        except UploadError as error:
-            close = {"connection": "close"} if error.status in (408, 413) else None  # do not read the rest
-            return Answer({"detail": error.message}, status_code=error.status, headers=close)
-
     return app
 
 

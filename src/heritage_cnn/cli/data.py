@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from heritage_cnn.cli.options import add_command, add_device, add_model, data_folder, device_name, int_in, number_in
+from heritage_cnn.cli.options import (
+    add_command,
+    add_device,
+    add_model,
+    data_folder,
+    device_name,
+    int_in,
+    load_model,
+    number_in,
+)
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
@@ -71,10 +80,9 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
         f"heritage data none-fit --model {args.model or 'default'} --data DATA --out OUT --score {args.score} "
         f"{settings}--reject-share {args.reject_share:g}"
     )
-    data, device = data_folder(args.data), device_name(args.device)
-    fit_none_of_these(
-        args.model, data, args.out, args.score, args.layer, args.ridge, args.reject_share, command, device
-    )
+    data = data_folder(args.data)
+    checkpoint = load_model(args, device_name(args.device))
+    fit_none_of_these(checkpoint, data, args.out, args.score, args.layer, args.ridge, args.reject_share, command)
     return 0
 
 

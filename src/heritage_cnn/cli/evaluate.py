@@ -15,6 +15,7 @@ from heritage_cnn.cli.options import (
     add_tta,
     data_folder,
     device_name,
+    load_model,
     show_progress,
 )
 
@@ -43,9 +44,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from heritage_cnn.apps.pipeline import evaluate_on
 
     data = data_folder(args.data)
-    device, progress = device_name(args.device), show_progress(args)
+    checkpoint = load_model(args, device_name(args.device))
     evaluate_on(
-        args.model, data, args.split, args.out, args.tta, device, progress, print, args.none_threshold, args.negatives
+        checkpoint,
+        data,
+        args.split,
+        args.out,
+        args.tta,
+        progress=show_progress(args),
+        none_threshold=args.none_threshold,
+        negatives=args.negatives,
     )
     return 0
 
@@ -62,7 +70,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from heritage_cnn.apps.pipeline import run_report
 
     data = data_folder(args.data)
-    page = run_report(args.model, data, args.out, show_progress(args), member=args.member, negatives=args.negatives)
+    checkpoint = load_model(args)
+    page = run_report(checkpoint, data, args.out, show_progress(args), member=args.member, negatives=args.negatives)
     print(f"report: {page.resolve()}")
     return 0
 

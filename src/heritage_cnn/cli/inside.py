@@ -21,8 +21,8 @@ from heritage_cnn.cli.options import (
     positive_int,
 )
 
-# Projections kept per channel: each is a float image, so `--top 100000` asked for 78 GB and died in the
-# allocator; the figure would not show more than a few dozen per channel anyway.
+# Projections kept per channel: each is a float image held in memory, so a large --top would exhaust it; the
+# figure shows no more than a few dozen per channel anyway.
 MAX_TOP = 32
 UNIT_STEPS = 128  # unit images: fewer steps than class images suffice for one channel
 

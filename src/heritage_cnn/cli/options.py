@@ -248,12 +248,18 @@ def note_cannot_reject(point: object) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def load_model(args: argparse.Namespace, device: str = "cpu") -> Any:
+    """The checkpoint --model names (a pair, a run folder or a shipped name; none: the shipped default), loaded
+    once: commands hand the loaded Checkpoint to the library."""
+    from heritage_cnn.models.checkpoint import load_checkpoint
+
+    return load_checkpoint(args.model, device=device)
+
+
 def inside_model(args: argparse.Namespace, device: str = "cpu") -> Any:
     """The network a look-inside command works on: member --member of --model (checked before any work);
     the whole model when --member is None."""
-    from heritage_cnn.models.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(args.model, device=device)
+    checkpoint = load_model(args, device)
     return checkpoint if args.member is None else checkpoint.member(args.member)
 
 

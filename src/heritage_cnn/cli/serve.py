@@ -38,24 +38,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import ipaddress
 
     from heritage_cnn.apps.serve import allowed_hosts, create_app, listen, run
+    from heritage_cnn.inference.classifier import Classifier
 
     sock = listen(args.host, args.port)
     host, port = sock.getsockname()[:2]
     hosts = sorted(set(allowed_hosts(args.host) + allowed_hosts(host)))
     megabytes = int(args.max_upload_mb * 2**20)
-    device = device_name(args.device)
-    app = create_app(
-        args.model,
-        args.class_images,
-        megabytes,
-        hosts,
-        device=device,
-        member=args.member,
-        none_threshold=args.none_threshold,
-    )
+    classifier = Classifier.load(args.model, device_name(args.device), none_threshold=args.none_threshold)
+    app = create_app(classifier, args.class_images, megabytes, hosts, member=args.member)
     shown = f"[{host}]" if ":" in host else host
     print(f"heritage serve: http://{shown}:{port}/  (JSON: POST /api/predict; Ctrl+C to stop)", flush=True)
-    note_cannot_reject(app.state.open_set)  # after the address line, which scripts read first
+    note_cannot_reject(classifier.open_set)  # after the address line, which scripts read first
     if not ipaddress.ip_address(host).is_loopback:
         print("note: this address is reachable from other machines; there is no login", flush=True)
     run(app, sock)

@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if result.ranks.world > 1:
         # Every file is written (atomically) and the process group is gone. Skip the interpreter's teardown, where
         # gloo's threads can still abort a finished worker (SIGABRT, "terminate called without an active
-        # exception": 2 of 19 two-process runs here on 2026-11-27), failing a run that succeeded.
+        # exception"), failing a run that succeeded.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

@@ -1,0 +1,164 @@
+"""The routes of `heritage serve`'s app: the page, `POST /api/predict`, `GET /api/info` and the class images.
+
+Plain functions on one `APIRouter`; what they serve (the classifier, the overlays, the class-image gallery and
+the upload limits) is the `Served` that `heritage_cnn.apps.serve.create_app` puts in `app.state.served`. This
+module imports FastAPI at import time, so `heritage_cnn.apps.serve` imports it only when it builds an app.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from starlette.datastructures import UploadFile
+
+from heritage_cnn.apps.upload import BodyTooLarge, BodyTooSlow, RequestBody, UploadError, decode_upload, drain_bound
+from heritage_cnn.base.names import json_text
+from heritage_cnn.data.decode import MAX_IMAGE_PIXELS
+from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.inference.sort import MIN_CONFIDENCE
+from heritage_cnn.inside.classimages import Gallery
+
+MULTIPART_SLACK = 64 * 1024  # a multipart body is the file plus boundaries and part headers
+
+
+@dataclass(frozen=True)
+class Served:
+    """What the routes answer with: the whole model's classifier, the overlays and class images of network
+    `member`, the page, and the limits on an upload."""
+
+    classifier: Classifier
+    overlays: Callable[[np.ndarray, int], dict[str, Any]]  # (photo, class index) -> the overlay images
+    gallery: Gallery
+    page: str
+    member: int
+    max_upload_bytes: int
+    body_timeout: float
+    idle_timeout: float
+
+    @property
+    def too_large(self) -> str:
+        return f"the upload is larger than the {self.max_upload_bytes / 2**20:g} MB limit"
+
+
+class Answer(JSONResponse):
+    """JSON whatever file names it holds (the model's): `names.json_text`, as every JSON the tool writes."""
+
+    def render(self, content: Any) -> bytes:
+        return json_text(content, indent=None).encode("utf-8")
+
+
+async def served(request: Request) -> Served:
+    """The app's `Served` (async: resolved on the event loop, not in the thread pool the predictions use)."""
+    return request.app.state.served
+
+
+State = Annotated[Served, Depends(served)]
+router = APIRouter(default_response_class=Answer)
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(state: State) -> str:
+    return state.page
+
+
+@router.get("/api/info")
+def info(state: State) -> dict[str, Any]:
+    checkpoint, open_set = state.classifier.checkpoint, state.classifier.open_set
+    labels = dict(zip(checkpoint.display_names, checkpoint.classes, strict=True))  # display name -> class folder
+    images = state.gallery.current()
+    return {
+        "model": Path(str(checkpoint.path)).name,
+        "classes": [{"label": c, "name": n} for n, c in labels.items()],
+        "image_size": checkpoint.image_size,
+        "val_accuracy": checkpoint.info.get("validation", {}).get("val_accuracy"),
+        "members": checkpoint.member_count,  # networks averaged; overlays and class images: member `member`
+        "member": state.member,
+        "max_upload_bytes": state.max_upload_bytes,
+        "max_image_pixels": MAX_IMAGE_PIXELS,
+        "min_confidence": MIN_CONFIDENCE,  # below it the page says "not sure", as `heritage sort` does
+        # below it (the open-set score) the page says "not one of the ten"; None: this model cannot say it
+        "none_threshold": open_set.threshold if open_set else None,
+        "open_set_score": open_set.name if open_set else None,
+        "class_images": {
+            "state": images.state,
+            "grid": f"/class-images/{images.grid}" if images.grid else None,
+            "per_class": {c: [f"/class-images/{f}" for f in fs] for c, fs in images.per_class.items()},
+            "note": images.note,
+        },
+    }
+
+
+@router.get("/class-images/{name}")
+def class_image(name: str, state: State) -> FileResponse:
+    files = state.gallery.current().files
+    if name not in files:
+        raise HTTPException(404, f"no class image {name!r}")
+    return FileResponse(files[name], media_type="image/png")
+
+
+@router.post("/api/predict")
+async def predict(
+    request: Request,
+    state: State,
+    top: int = Query(5, ge=1, le=100, description="how many classes to return"),
+    overlays: bool = Query(False, description="add the input crop, Grad-CAM and deconvnet images (PNG data URLs)"),
+) -> JSONResponse:
+    try:
+        data = await read_upload(request, state)
+        return Answer(await run_in_threadpool(answer, state, data, top, overlays))
+    except UploadError as error:
+        close = {"connection": "close"} if error.status in (408, 413) else None  # do not read the rest
+        return Answer({"detail": error.message}, status_code=error.status, headers=close)
+
+
+async def read_upload(request: Request, state: Served) -> bytes:
+    """The bytes of the form field `photo`, refused (413) before anything over the limit is stored; the rest
+    of a refused body is drained (`RequestBody.drain`) so that the client reads the 413."""
+    limit = state.max_upload_bytes
+    body = RequestBody(request.receive, limit + MULTIPART_SLACK, state.body_timeout, state.idle_timeout)
+    try:
+        return await read_photo(request, body, state)
+    except UploadError as error:
+        if error.status == 413:
+            await body.drain(drain_bound(limit), request.headers)
+        raise
+
+
+async def read_photo(request: Request, body: RequestBody, state: Served) -> bytes:
+    limit = state.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
+        raise UploadError(413, state.too_large)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise UploadError(400, "send the photo as multipart/form-data in a field named 'photo'")
+    try:
+        async with Request(request.scope, body.receive).form(max_files=1, max_fields=8) as form:
+            upload = form.get("photo")
+            if not isinstance(upload, UploadFile):
+                raise UploadError(400, "no file in the form field 'photo'")
+            data = await upload.read(limit + 1)
+    except BodyTooLarge:
+        raise UploadError(413, state.too_large) from None
+    except BodyTooSlow:
+        raise UploadError(408, f"the upload was not received within {state.body_timeout:g} s; try again") from None
+    if len(data) > limit:
+        raise UploadError(413, state.too_large)
+    return data
+
+
+def answer(state: Served, data: bytes, top: int, with_overlays: bool) -> dict[str, Any]:
+    checkpoint = state.classifier.checkpoint
+    photo, uploaded = decode_upload(data, checkpoint.image_size)
+    prediction = state.classifier.predict(photo, top=top)[0]
+    result = prediction.to_dict() | {"upload": uploaded}  # the schema of `heritage predict --format json`
+    if with_overlays:
+        result["overlays"] = state.overlays(photo, checkpoint.classes.index(prediction.label))
+    return result
+
+
+__all__ = ["MULTIPART_SLACK", "Answer", "Served", "router"]
