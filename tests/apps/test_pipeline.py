@@ -146,7 +146,7 @@ def test_on_another_folder_trained_on_copies_and_near_copies_are_flagged(
 def test_without_a_record_it_scores_everything_and_says_so(
     tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = copy_checkpoint(tiny_run, tmp_path / "old")  # as written before checkpoints recorded their images
+    model = copy_checkpoint(tiny_run, tmp_path / "old")  # a checkpoint that does not record its training images
     meta = json.loads(model.with_suffix(".json").read_text())
     meta.pop("trained_on", None)
     model.with_suffix(".json").write_text(json.dumps(meta))
