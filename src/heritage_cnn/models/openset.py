@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from heritage_cnn.models.network import Ensemble
+from heritage_cnn.models.ensemble import networks
 
 PENULTIMATE = "head.fc2"  # its input: the hidden layer's output after ReLU (dropout is the identity in eval mode)
 POOLED = "head.fc1"  # its input: the global average of the last stage's feature maps
@@ -163,18 +163,13 @@ class ForwardRecord:
     features: dict[str, torch.Tensor]
 
 
-def members(model: nn.Module) -> list[nn.Module]:
-    """The networks of an Ensemble, or the network itself."""
-    return list(model.members) if isinstance(model, Ensemble) else [model]
-
-
 @torch.no_grad()
 def forward_with_features(
     model: nn.Module, images: torch.Tensor, layers: Sequence[str] = (PENULTIMATE,)
 ) -> ForwardRecord:
     """Run `model` (a HeritageNet or an Ensemble, in eval mode) once on a normalised batch, recording each member's
     logits and its input to each layer in `layers` (names as in `model.named_modules()` of a member)."""
-    nets = members(model)
+    nets = networks(model)
     logits_seen: list[list[torch.Tensor]] = [[] for _ in nets]
     inputs_seen: dict[str, list[list[torch.Tensor]]] = {name: [[] for _ in nets] for name in layers}
     handles = []
@@ -234,7 +229,6 @@ __all__ = [
     "mahalanobis_fit",
     "max_logit",
     "max_softmax",
-    "members",
     "open_set_scores",
     "zscore_reference",
 ]

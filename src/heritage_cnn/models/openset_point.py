@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.models.ensemble import member_prefix
 from heritage_cnn.models.openset import (
     PENULTIMATE,
     POOLED,
@@ -94,7 +95,7 @@ class OperatingPoint:
         """The statistics as named float32 tensors, as a checkpoint stores them (per member for an ensemble)."""
         named: dict[str, torch.Tensor] = {}
         for index, stats in enumerate(self.stats):
-            prefix = f"members.{index}.{TENSOR_PREFIX}" if ensemble else TENSOR_PREFIX
+            prefix = (member_prefix(index) if ensemble else "") + TENSOR_PREFIX
             named |= {k: v.detach().float().cpu().contiguous() for k, v in stats.tensors(prefix).items()}
         return named
 
@@ -245,18 +246,19 @@ def load_point(
     raw: object,
     tensors: Mapping[str, torch.Tensor],
     networks: Sequence[nn.Module],
+    prefixes: Sequence[str],
     num_classes: int,
-    ensemble: bool,
     where: Path,
 ) -> OperatingPoint | None:
     """The operating point of a loaded checkpoint: its checked record (None when it has none) and, for a Mahalanobis
-    score, each network's statistics, checked against the network (shapes, finite float values)."""
+    score, each network's statistics (named after the network's own `prefixes`), checked against the network
+    (shapes, finite float values)."""
     check_record(raw, where.with_suffix(".json"))
     expected = set()
     stats = []
     if isinstance(raw, dict) and raw["score"] == "mahalanobis":
-        for index, network in enumerate(networks):
-            prefix = f"members.{index}.{TENSOR_PREFIX}" if ensemble else TENSOR_PREFIX
+        for network, network_prefix in zip(networks, prefixes, strict=True):
+            prefix = network_prefix + TENSOR_PREFIX
             width = network.get_submodule(raw["layer"]).in_features
             shapes = {"means": (num_classes, width), "whitening": (width, width)}
             for part, shape in shapes.items():
