@@ -46,6 +46,8 @@ from heritage_cnn.models.openset import (
     energy,
     forward_with_features,
     max_softmax,
+    stacked_whitening,
+    whitened_distances,
 )
 from heritage_cnn.models.views import TTA_MODES
 
@@ -54,7 +56,6 @@ SCORES = ("mahalanobis", "energy", "max_softmax")
 LAYERS = (PENULTIMATE, POOLED)
 OPEN_SET = "open_set"  # the JSON key
 TENSOR_PREFIX = "openset.mahalanobis."
-EXACT_DISTANCES = "donot_use_mm_for_euclid_dist"  # differences, not |x|^2 - 2xy + |y|^2: no cancellation
 _MEMBER_TENSOR = re.compile(r"^members\.\d+\.openset\.")
 _COUNTS = ("train_photos", "val_photos", "val_called_none")
 _FITTED_KEYS = {*_COUNTS, "val_called_none_share", "views", "autocast", "network"}
@@ -116,16 +117,12 @@ class OperatingPoint:
         if len(self.stats) != len(features):
             raise ValueError(f"{len(self.stats)} Mahalanobis statistics for {len(features)} networks")
         whitening, centres = (t.to(features.device) for t in self._whitened)
-        # `openset.mahalanobis` of every network at once: a few large operations instead of three per network, as
-        # each small one pays a thread synchronisation (a scheduler slice on busy cores)
-        distances = torch.cdist(torch.bmm(features.float(), whitening), centres, compute_mode=EXACT_DISTANCES)
-        return -distances.square().amin(2).mean(0)
+        return -whitened_distances(features, whitening, centres).amin(2).mean(0)
 
     @cached_property
     def _whitened(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every network's whitening matrix (networks, D, D) and whitened class means (networks, C, D)."""
-        whitening = torch.stack([s.whitening for s in self.stats])
-        return whitening, torch.bmm(torch.stack([s.means for s in self.stats]), whitening)
+        """Stacked once per point rather than at every batch."""
+        return stacked_whitening(self.stats)
 
 
 def network_id(state: Mapping[str, torch.Tensor]) -> str:
