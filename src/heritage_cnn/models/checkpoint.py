@@ -9,7 +9,7 @@ The package ships two models, named on every command with `--model NAME`: `defau
 `fast`, a single network distilled from ensemble members (`heritage_cnn/weights/{default,fast}.*`).
 `load_checkpoint` takes either kind; tools that look inside a network take `checkpoint.member(i)`. A checkpoint
 may carry its "none of these" operating point (`open_set` in the JSON, its statistics as tensors beside the
-weights: `heritage_cnn.models.openset_point`); one without it loads as before and cannot reject a photo.
+weights: `heritage_cnn.models.openset_point`); one without it files every photo into a class.
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ def _check_tensors(tensors: dict[str, torch.Tensor], model: nn.Module, where: Pa
 
 
 def check_generation(weights_path: Path, meta_path: Path, tensor_meta: dict[str, str], meta: dict) -> None:
-    """Both halves of a pair must carry the same generation (pairs older than generations carry neither)."""
+    """Both halves of a pair must carry the same generation (a pair written without generations carries neither)."""
     ours, theirs = tensor_meta.get("generation"), meta.get("generation")
     if (ours or theirs) and ours != theirs:
         raise CheckpointError(

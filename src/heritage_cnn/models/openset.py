@@ -3,7 +3,7 @@
 Every score is a plain function on tensors, one value per photo, and follows one convention: **higher means more
 likely one of the ten** (a threshold then says "none" below it). Post-hoc scores only: they need no retraining.
 
-- `max_softmax(logits)`: the top class probability, what the tool reports today (Hendrycks & Gimpel, 2017).
+- `max_softmax(logits)`: the top class probability, the confidence the tool reports (Hendrycks & Gimpel, 2017).
 - `max_logit(logits)`: the top raw logit (Hendrycks et al., 2022).
 - `energy(logits, temperature)`: `T * logsumexp(logits / T)`, the negative free energy (Liu et al., 2020).
 - `mahalanobis_fit(features, labels, ridge)` then `mahalanobis(features, stats)`: class means and one shared

@@ -19,7 +19,7 @@ A Mahalanobis record's statistics (`openset.MahalanobisStats`: class means and t
 tensors beside the weights in the same safetensors file, `openset.mahalanobis.means` / `.whitening` for one network
 and `members.<i>.openset.mahalanobis.*` for each network of an ensemble, so both halves' `generation` covers them.
 For an ensemble the score is the mean of the members' scores, as in `openset.open_set_scores`; with several
-test-time views it is the mean over the views. A checkpoint without the record loads as before and cannot reject.
+test-time views it is the mean over the views. A checkpoint without the record cannot reject.
 """
 
 from __future__ import annotations
