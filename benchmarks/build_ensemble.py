@@ -25,8 +25,7 @@ sys.path.insert(0, str(HERE))
 
 from heritage_cnn.base.io import atomic_path, atomic_write_json  # noqa: E402
 from heritage_cnn.inside import classimages  # noqa: E402
-from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint  # noqa: E402
-from heritage_cnn.models.ensemble import save_ensemble  # noqa: E402
+from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint, save_ensemble  # noqa: E402
 from heritage_cnn.models.views import TTA_MODES  # noqa: E402
 from train_pool import JOBS  # noqa: E402
 

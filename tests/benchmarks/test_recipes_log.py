@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint
-from heritage_cnn.models.ensemble import save_ensemble
+from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint, save_ensemble
 from heritage_cnn.models.network import ModelConfig
 from heritage_cnn.training.recipe import TrainConfig
 

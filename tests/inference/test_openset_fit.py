@@ -18,8 +18,7 @@ from heritage_cnn.base.io import read_json
 from heritage_cnn.data.decode import decode_image
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.openset_fit import reject_threshold
-from heritage_cnn.models.checkpoint import load_checkpoint
-from heritage_cnn.models.ensemble import save_ensemble
+from heritage_cnn.models.checkpoint import load_checkpoint, save_ensemble
 from heritage_cnn.models.openset_point import network_id
 
 

@@ -271,7 +271,7 @@ def test_objectives_index_on_the_logits_device(make, monkeypatch: pytest.MonkeyP
 
 def test_render_over_several_networks_reads_their_mean_logits(checkpoint) -> None:
     """The ensemble objective: a list of networks sees one transformed image and the objective their mean logit."""
-    from heritage_cnn.models.checkpoint import copy_model
+    from heritage_cnn.models.ensemble import copy_model
 
     settings = replace(FAST, steps=5)
 

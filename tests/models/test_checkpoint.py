@@ -14,7 +14,8 @@ from safetensors.torch import save
 
 from conftest import refused_in_one_line as _refused
 from heritage_cnn.base.io import CheckpointError, load_tensors
-from heritage_cnn.models.checkpoint import FORMAT, load_checkpoint, save_checkpoint, weights_generation
+from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint, weights_generation
+from heritage_cnn.models.metadata import FORMAT
 
 
 def _copy(tiny_run, folder: Path, name: str = "m") -> tuple[Path, dict]:

@@ -16,9 +16,9 @@ from heritage_cnn import cli
 from heritage_cnn.base.io import CheckpointError
 from heritage_cnn.data.folders import load_images
 from heritage_cnn.inference.classifier import Classifier
-from heritage_cnn.models.checkpoint import MAX_MEMBERS, Checkpoint, load_checkpoint, shipped_checkpoint_path
-from heritage_cnn.models.ensemble import save_ensemble
-from heritage_cnn.models.network import Ensemble, HeritageNet, ModelConfig
+from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint, save_ensemble, shipped_checkpoint_path
+from heritage_cnn.models.ensemble import MAX_MEMBERS, Ensemble
+from heritage_cnn.models.network import HeritageNet, ModelConfig
 
 
 def _other(single: Checkpoint, seed: int, **config: object) -> Checkpoint:

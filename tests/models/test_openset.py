@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from heritage_cnn.models import openset
-from heritage_cnn.models.network import Ensemble, build_model
+from heritage_cnn.models.ensemble import Ensemble
+from heritage_cnn.models.network import build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 

@@ -18,9 +18,9 @@ from heritage_cnn.base.io import load_tensors
 from heritage_cnn.data.decode import decode_image
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.openset_fit import fit_operating_point
-from heritage_cnn.models.checkpoint import FORMAT, copy_model, load_checkpoint, save_checkpoint, weights_generation
-from heritage_cnn.models.ensemble import save_ensemble
-from heritage_cnn.models.network import Ensemble
+from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint, save_ensemble, weights_generation
+from heritage_cnn.models.ensemble import Ensemble, copy_model
+from heritage_cnn.models.metadata import FORMAT
 from heritage_cnn.models.openset import PENULTIMATE, forward_with_features, mahalanobis, mahalanobis_fit
 from heritage_cnn.models.openset_point import CANNOT_REJECT, OperatingPoint, network_id
 from heritage_cnn.training.recipe import TrainConfig, prepare_data

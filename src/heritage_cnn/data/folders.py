@@ -230,11 +230,6 @@ def folder_key(folder: str | os.PathLike, size: int = IMAGE_SIZE) -> str:
     return _cache_key(list_images(folder), size)
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "heritage-cnn"
-
-
 def load_images(
     folder: str | os.PathLike,
     classes: Sequence[str] | None = None,

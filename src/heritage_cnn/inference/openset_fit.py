@@ -23,9 +23,8 @@ import torch
 
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.inference.classifier import Classifier
-from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint
-from heritage_cnn.models.ensemble import save_ensemble
-from heritage_cnn.models.network import Ensemble
+from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint, save_ensemble
+from heritage_cnn.models.ensemble import Ensemble
 from heritage_cnn.models.openset import PENULTIMATE, forward_with_features, mahalanobis_fit
 from heritage_cnn.models.openset_point import SCORES, OperatingPoint, network_id
 

@@ -9,15 +9,14 @@ The package ships two models, named on every command with `--model NAME`: `defau
 `fast`, a single network distilled from ensemble members (`heritage_cnn/weights/{default,fast}.*`).
 `load_checkpoint` takes either kind; tools that look inside a network take `checkpoint.member(i)`. A checkpoint
 may carry its "none of these" operating point (`open_set` in the JSON, its statistics as tensors beside the
-weights: `heritage_cnn.models.openset_point`); one without it loads as before and cannot reject a photo.
+weights: `heritage_cnn.models.openset_point`); one without it files every photo into a class.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -29,45 +28,26 @@ from torch import nn
 from heritage_cnn import __version__
 from heritage_cnn.base.io import CheckpointError, atomic_write_json, read_json, read_safetensors, save_tensors
 from heritage_cnn.data.folders import display_name
-from heritage_cnn.models.network import MAX_PARAMETERS, Ensemble, HeritageNet, ModelConfig
-from heritage_cnn.models.openset_point import (
-    OPEN_SET,
-    OperatingPoint,
-    check_record,
-    fitted_for,
-    load_point,
-    split_tensors,
+from heritage_cnn.models.ensemble import (
+    ENSEMBLE_FORMAT,
+    MAX_MEMBERS,
+    SHARED,
+    Ensemble,
+    loaded_infos,
+    member_prefix,
+    networks,
+    stored_state,
 )
-from heritage_cnn.models.views import TTA_MODES
+from heritage_cnn.models.metadata import FORMAT, validate_metadata
+from heritage_cnn.models.network import HeritageNet, ModelConfig
+from heritage_cnn.models.openset_point import OPEN_SET, OperatingPoint, fitted_for, load_point, split_tensors
+from heritage_cnn.models.views import TTA_MODES, TTA_VIEWS
 
-FORMAT = "heritage-cnn-checkpoint/1"
-MAX_CLASSES = 10_000
-ENSEMBLE_FORMAT = "heritage-cnn-ensemble/1"  # several networks in one pair: heritage_cnn.models.ensemble describes it
-MAX_MEMBERS = 16
-SHARED = ("classes", "normalisation", "image_size")  # one value for an ensemble, never per member
-NOT_PER_MEMBER = {"format", "package_version", "display_names", "generation", "trained_on", OPEN_SET, *SHARED}
 SHIPPED = ("default", "fast")  # names of the packaged models: the ensemble, and a single distilled network
-# fields read into the Checkpoint itself, not into its info (`open_set`: the "none of these" operating point)
-_RESERVED = {
-    "format",
-    "package_version",
-    "classes",
-    "display_names",
-    "normalisation",
-    "image_size",
-    "model_config",
-    OPEN_SET,
-}
-_MODEL_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "num_classes": int,
-    "widths": list,
-    "blocks": list,
-    "stem_kernel": int,
-    "residual": bool,
-    "hidden": int,
-    "dropout": (int, float),
-    "input_scale": (int, float),
-}
+# fields read into the Checkpoint itself, not into its info (`open_set`: the "none of these" operating point);
+# nor is the field that holds the networks' configs, `model_config` or an ensemble's `members`
+_NOT_INFO = {"format", "package_version", "display_names", "generation", OPEN_SET, *SHARED}
+_NOT_PER_MEMBER = {*_NOT_INFO, "trained_on"}  # an ensemble records its members' shared split once
 
 
 @dataclass
@@ -170,90 +150,110 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     record is written only when it was fitted for these weights (`openset_point.fitted_for`)."""
     if isinstance(checkpoint.model, Ensemble):
         raise CheckpointError(
-            f"{path}: not written: an ensemble is saved with heritage_cnn.models.ensemble.save_ensemble"
+            f"{path}: not written: an ensemble is saved with heritage_cnn.models.checkpoint.save_ensemble"
         )
-    weights_path, meta_path = checkpoint_files(path)
+    meta = replace(checkpoint, open_set=None).metadata()
     state = dict(checkpoint.model.state_dict())
-    checkpoint = replace(checkpoint, open_set=fitted_for(checkpoint.open_set, state))  # none fitted for other weights
-    if checkpoint.open_set is not None:
-        state |= checkpoint.open_set.tensors(ensemble=False)
+    return _write_pair(path, state, meta, checkpoint.open_set, ensemble=False)
+
+
+def _shared(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {
+        "classes": checkpoint.classes,
+        "normalisation": {"mean": checkpoint.mean, "std": checkpoint.std},
+        "image_size": checkpoint.image_size,
+    }
+
+
+def _member_record(checkpoint: Checkpoint, name: str, command: str) -> dict[str, Any]:
+    """What the ensemble's JSON keeps of one network: its name, command, config and checkpoint metadata."""
+    info = {k: v for k, v in checkpoint.info.items() if k not in _NOT_PER_MEMBER and k not in ("name", "command")}
+    return {"name": name, "command": command, "model_config": checkpoint.model.config.to_dict(), **info}
+
+
+def save_ensemble(
+    path: str | os.PathLike,
+    members: Sequence[Checkpoint],
+    names: Sequence[str] | None = None,
+    commands: Sequence[str] | None = None,
+    views: str = "none",
+    open_set: OperatingPoint | None = None,
+) -> Path:
+    """Write an ensemble pair (`heritage_cnn.models.ensemble`) atomically, tagged with one generation; returns the
+    weights path.
+
+    `members`: single-network checkpoints with the same classes, normalisation and image size (trained on one
+    split); `names` and `commands` default to what each member's info records (`name`, `command`); `views` is
+    the model's own test-time views (`augment.TTA_MODES`); `open_set`: the ensemble's "none of these" operating
+    point (`heritage_cnn.models.openset_point`), its statistics stored in float32 beside the members' weights; written
+    only when it was fitted for these members' weights."""
+    _check_members(checkpoint_files(path)[0], members, views)
+    first = members[0]
+    names = (
+        list(names) if names is not None else [str(m.info.get("name") or f"member{i}") for i, m in enumerate(members)]
+    )
+    commands = list(commands) if commands is not None else [str(m.info.get("command", "")) for m in members]
+    mflop = [m.info.get("forward_mflop") for m in members]
+    meta: dict[str, Any] = {
+        "format": ENSEMBLE_FORMAT,
+        "package_version": __version__,
+        **_shared(first),
+        "display_names": first.display_names,
+        "forward_mflop": round(sum(mflop) * TTA_VIEWS[views], 2)
+        if all(isinstance(v, int | float) for v in mflop)
+        else None,
+        "views": views,
+        "members": [_member_record(m, n, c) for m, n, c in zip(members, names, commands, strict=True)],
+    }
+    if first.info.get("trained_on") is not None:
+        meta["trained_on"] = first.info["trained_on"]
+    return _write_pair(path, stored_state([m.model for m in members]), meta, open_set, ensemble=True)
+
+
+def _check_members(weights_path: Path, members: Sequence[Checkpoint], views: str) -> None:
+    """Refuse, before anything is written, members that cannot make one ensemble."""
+    if views not in TTA_MODES:
+        raise CheckpointError(f"{weights_path}: not written: views must be one of {', '.join(TTA_MODES)}")
+    if not 1 <= len(members) <= MAX_MEMBERS:
+        raise CheckpointError(
+            f"{weights_path}: not written: an ensemble has 1 to {MAX_MEMBERS} members, got {len(members)}"
+        )
+    first = members[0]
+    for i, member in enumerate(members):
+        if not isinstance(member.model, HeritageNet):
+            raise CheckpointError(f"{weights_path}: not written: member {i} ({member.path}) is not a single network")
+        for key, value in _shared(member).items():
+            if value != _shared(first)[key]:
+                raise CheckpointError(f"{weights_path}: not written: member {i} ({member.path}) has other {key}")
+        split = (member.info.get("recipe") or {}).get("split"), (first.info.get("recipe") or {}).get("split")
+        if split[0] != split[1]:
+            raise CheckpointError(
+                f"{weights_path}: not written: member {i} ({member.path}) was trained on another split"
+            )
+
+
+def _write_pair(
+    path: str | os.PathLike,
+    state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    open_set: OperatingPoint | None,
+    ensemble: bool,
+) -> Path:
+    """Write a checkpoint's tensors and JSON, both tagged with the generation of the tensors; the open-set record
+    and its statistics go with them only when it was fitted for these weights."""
+    weights_path, meta_path = checkpoint_files(path)
+    open_set = fitted_for(open_set, state)  # none fitted for other weights
+    if open_set is not None:
+        state |= open_set.tensors(ensemble=ensemble)
+        meta |= {OPEN_SET: open_set.to_dict()}
     bad = first_non_finite(state)
     if bad is not None:
-        raise CheckpointError(f"{weights_path}: not written: tensor {bad} holds NaN or infinite values")
+        problem = "is NaN or infinite (in float16)" if ensemble else "holds NaN or infinite values"
+        raise CheckpointError(f"{weights_path}: not written: tensor {bad} {problem}")
     generation = weights_generation(state)
-    save_tensors(weights_path, state, metadata={"format": FORMAT, "generation": generation})
-    atomic_write_json(meta_path, {**checkpoint.metadata(), "generation": generation})
+    save_tensors(weights_path, state, metadata={"format": meta["format"], "generation": generation})
+    atomic_write_json(meta_path, {**meta, "generation": generation})
     return weights_path
-
-
-def class_name_problem(name: object) -> str | None:
-    """Why `name` cannot be a class name (tools use class names as folder names), or None."""
-    if not isinstance(name, str) or not name:
-        return "is not a non-empty string"
-    if name in (".", "..") or name.startswith("."):
-        return "starts with '.'"
-    if "/" in name or "\\" in name:
-        return "contains a path separator"
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
-        return "contains a control character"
-    if len(name.encode("utf-8", "surrogatepass")) > 255:
-        return "is longer than a file name may be"
-    return None
-
-
-def _numbers(value: object, count: int) -> bool:
-    return (
-        isinstance(value, list)
-        and len(value) == count
-        and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-    )
-
-
-def validate_metadata(meta: object, where: Path) -> ModelConfig:
-    """Check a checkpoint's JSON as a whole (types, ranges, safe class names); return its model config."""
-
-    def fail(field: str, problem: str) -> CheckpointError:
-        return CheckpointError(f"{where}: {field}: {problem}")
-
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{where}: not a heritage-cnn checkpoint (format {FORMAT!r} expected)")
-    classes = meta.get("classes")
-    if not isinstance(classes, list) or not 2 <= len(classes) <= MAX_CLASSES:
-        raise fail("classes", f"must be a list of 2 to {MAX_CLASSES} class names")
-    for name in classes:
-        problem = class_name_problem(name)
-        if problem:
-            raise fail("classes", f"{name!r} {problem}")
-    if len(set(classes)) != len(classes):
-        raise fail("classes", "names repeat")
-    norm = meta.get("normalisation")
-    if not isinstance(norm, dict) or not _numbers(norm.get("mean"), 3) or not _numbers(norm.get("std"), 3):
-        raise fail("normalisation", "must hold 'mean' and 'std', each a list of 3 finite numbers")
-    if min(norm["std"]) <= 0:
-        raise fail("normalisation", f"std must be positive, got {norm['std']}")
-    size = meta.get("image_size", 64)
-    if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 512:
-        raise fail("image_size", f"must be a whole number from 8 to 512, got {size!r}")
-    raw = meta.get("model_config")
-    if not isinstance(raw, dict):
-        raise fail("model_config", "missing or not an object")
-    for key, value in raw.items():
-        kind = _MODEL_FIELDS.get(key)
-        if kind is None:
-            raise fail("model_config", f"unknown key {key!r}")
-        ints = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        if (kind is list and not ints) or (kind is not list and not isinstance(value, kind)):
-            raise fail(f"model_config.{key}", f"has the wrong type ({value!r})")
-        if kind is not bool and isinstance(value, bool):
-            raise fail(f"model_config.{key}", f"has the wrong type ({value!r})")
-    try:
-        config = ModelConfig.from_dict({**raw, "num_classes": len(classes)})
-    except (TypeError, ValueError) as error:
-        raise fail("model_config", str(error)) from None
-    if size < 2 ** len(config.widths):
-        raise fail("image_size", f"{size} px is too small for {len(config.widths)} stages of 2x2 pooling")
-    check_record(meta.get(OPEN_SET), where)
-    return config
 
 
 def _check_tensors(tensors: dict[str, torch.Tensor], model: nn.Module, where: Path) -> None:
@@ -268,84 +268,8 @@ def _check_tensors(tensors: dict[str, torch.Tensor], model: nn.Module, where: Pa
             raise CheckpointError(f"{where}: tensor {name} holds NaN or infinite values")
 
 
-def validate_ensemble_metadata(meta: object, where: Path) -> list[ModelConfig]:
-    """Check an ensemble's JSON as a whole; return each member's model config."""
-    if not isinstance(meta, dict) or meta.get("format") != ENSEMBLE_FORMAT:
-        raise CheckpointError(f"{where}: not a heritage-cnn ensemble (format {ENSEMBLE_FORMAT!r} expected)")
-    members = meta.get("members")
-    if not isinstance(members, list) or not 1 <= len(members) <= MAX_MEMBERS:
-        raise CheckpointError(f"{where}: members: must be a list of 1 to {MAX_MEMBERS} networks")
-    if meta.get("views", "none") not in TTA_MODES:
-        raise CheckpointError(f"{where}: views: must be one of {', '.join(TTA_MODES)}, got {meta['views']!r}")
-    shared = {key: meta[key] for key in SHARED if key in meta}
-    validate_metadata({"format": FORMAT, **shared, "model_config": {}}, where)  # the shared fields, named as such
-    check_record(meta.get(OPEN_SET), where)
-    configs = []
-    for i, member in enumerate(members):
-        if not isinstance(member, dict):
-            raise CheckpointError(f"{where}: members[{i}]: not an object")
-        for key in ("name", "command"):
-            if not isinstance(member.get(key), str) or len(member[key]) > 2000:
-                raise CheckpointError(f"{where}: members[{i}].{key}: must be a string")
-        for key in SHARED:
-            if key in member and member[key] != shared.get(key):
-                raise CheckpointError(f"{where}: members[{i}].{key}: differs from the ensemble's {key}")
-        single = {"format": FORMAT, **shared, "model_config": member.get("model_config")}
-        try:
-            configs.append(validate_metadata(single, where))
-        except CheckpointError as error:  # name the member: "FILE: members[2].model_config: ..."
-            raise CheckpointError(str(error).replace(f"{where}: ", f"{where}: members[{i}].", 1)) from None
-    total = sum(config.weight_count() for config in configs)
-    if total > MAX_PARAMETERS:  # the members together, not only each, stay within what one network may allocate
-        raise CheckpointError(
-            f"{where}: members: {total:,} parameters in all, more than the {MAX_PARAMETERS:,} allowed"
-        )
-    return configs
-
-
-def load_ensemble(
-    weights_path: Path, meta_path: Path, meta: dict[str, Any], device: str | torch.device = "cpu"
-) -> Checkpoint:
-    """An ensemble pair as one Checkpoint; `.model` is an Ensemble (log of the members' mean softmax)."""
-    configs = validate_ensemble_metadata(meta, meta_path)
-    infos = [{k: v for k, v in m.items() if k != "model_config"} for m in meta["members"]]
-    model = Ensemble([HeritageNet(config) for config in configs], infos)
-    state, tensor_meta = read_safetensors(weights_path)
-    state, statistics = split_tensors(state)
-    _check_tensors(state, model, weights_path)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[0] if str(error) else "shape or key mismatch"
-        raise CheckpointError(
-            f"{weights_path}: weights do not match the members' configs in {meta_path.name} ({first})"
-        ) from None
-    check_generation(weights_path, meta_path, tensor_meta, meta)
-    point = load_point(meta.get(OPEN_SET), statistics, model.members, len(meta["classes"]), True, weights_path)
-    model.to(device).eval()
-    info = {k: v for k, v in meta.items() if k not in ("members", "generation", *NOT_PER_MEMBER)}
-    if meta.get("trained_on") is not None:
-        info["trained_on"] = meta["trained_on"]
-    for member_info in model.infos:  # each member shares the split, so each knows what trained it
-        if "trained_on" in info:
-            member_info["trained_on"] = info["trained_on"]
-    info["members"] = len(configs)
-    norm = meta["normalisation"]
-    return Checkpoint(
-        model,
-        list(meta["classes"]),
-        [float(v) for v in norm["mean"]],
-        [float(v) for v in norm["std"]],
-        int(meta.get("image_size", 64)),
-        info,
-        weights_path,
-        open_set=point,
-    )
-
-
 def check_generation(weights_path: Path, meta_path: Path, tensor_meta: dict[str, str], meta: dict) -> None:
-    """Both halves of a pair must carry the same generation (pairs older than generations carry neither)."""
+    """Both halves of a pair must carry the same generation (a pair written without generations carries neither)."""
     ours, theirs = tensor_meta.get("generation"), meta.get("generation")
     if (ours or theirs) and ours != theirs:
         raise CheckpointError(
@@ -380,34 +304,57 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
     if not meta_path.exists():
         raise CheckpointError(f"{weights_path}: its metadata file {meta_path.name} is missing")
     meta = read_json(meta_path)
-    if isinstance(meta, dict) and meta.get("format") == ENSEMBLE_FORMAT:
-        return load_ensemble(weights_path, meta_path, meta, device)
-    config = validate_metadata(meta, meta_path)
-    model = HeritageNet(config)
+    layout = _layout(meta, validate_metadata(meta, meta_path))
+    model = layout.model
     state, tensor_meta = read_safetensors(weights_path)
     state, statistics = split_tensors(state)
     _check_tensors(state, model, weights_path)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # an ensemble's are float16
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first = str(error).splitlines()[0] if str(error) else "shape or key mismatch"
         raise CheckpointError(
-            f"{weights_path}: weights do not match the model config in {meta_path.name} ({first})"
+            f"{weights_path}: weights do not match {layout.matches} in {meta_path.name} ({first})"
         ) from None
     check_generation(weights_path, meta_path, tensor_meta, meta)
-    point = load_point(meta.get(OPEN_SET), statistics, [model], len(meta["classes"]), False, weights_path)
+    nets, classes = networks(model), len(meta["classes"])
+    point = load_point(meta.get(OPEN_SET), statistics, nets, layout.prefixes, classes, weights_path)
     model.to(device).eval()
-    info = {k: v for k, v in meta.items() if k not in _RESERVED and k != "generation"}
+    norm = meta["normalisation"]
     return Checkpoint(
         model,
         list(meta["classes"]),
-        [float(v) for v in meta["normalisation"]["mean"]],
-        [float(v) for v in meta["normalisation"]["std"]],
+        [float(v) for v in norm["mean"]],
+        [float(v) for v in norm["std"]],
         int(meta.get("image_size", 64)),
-        info,
+        layout.info,
         weights_path,
         open_set=point,
     )
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What differs between loading a single network and an ensemble, as data: the model its checked JSON describes
+    (before its weights are loaded), each network's key prefix in the weights file, the info it loads with (what the
+    JSON holds beyond the Checkpoint's own fields), and what its weights must match, named when they do not."""
+
+    model: nn.Module
+    prefixes: list[str]
+    info: dict[str, Any]
+    matches: str
+
+
+def _layout(meta: dict[str, Any], configs: list[ModelConfig]) -> _Layout:
+    nets = [HeritageNet(config) for config in configs]
+    if meta["format"] != ENSEMBLE_FORMAT:
+        info = {k: v for k, v in meta.items() if k not in _NOT_INFO and k != "model_config"}
+        return _Layout(nets[0], [""], info, "the model config")
+    own = {k: v for k, v in meta.items() if k not in _NOT_INFO and k != "members"}
+    info, member_infos = loaded_infos(own, meta["members"])
+    prefixes = [member_prefix(i) for i in range(len(nets))]
+    return _Layout(Ensemble(nets, member_infos), prefixes, info, "the members' configs")
 
 
 def shipped_checkpoint_path(name: str = "default") -> Path:
@@ -420,13 +367,3 @@ def shipped_checkpoint_path(name: str = "default") -> Path:
 def default_checkpoint_path() -> Path:
     """The model trained by this project and shipped inside the package: what no --model means."""
     return shipped_checkpoint_path("default")
-
-
-def copy_model(model: nn.Module) -> nn.Module:
-    """An independent copy of a network or an ensemble (same configs and weights)."""
-    if isinstance(model, Ensemble):
-        return Ensemble([copy_model(member) for member in model.members], model.infos)
-    assert isinstance(model, HeritageNet)
-    clone = HeritageNet(model.config)
-    clone.load_state_dict(model.state_dict())
-    return clone

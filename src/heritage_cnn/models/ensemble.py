@@ -1,4 +1,4 @@
-"""Ensemble checkpoints: several networks in one pair, loaded as one model that averages their softmax.
+"""The ensemble: several networks answering as one model, and the one pair of files that holds them all.
 
 Averaging the softmax of networks trained on the same split with different recipes makes fewer mistakes than
 any of them (benchmarks/recipes.md); the shipped `default` model is such an ensemble, and `fast` one network
@@ -6,9 +6,9 @@ distilled from its members.
 
 The pair, like a single network's (`heritage_cnn.models.checkpoint`), is `NAME.safetensors` + `NAME.json`:
 
-- `NAME.safetensors`: every member's tensors under `members.<i>.` (`members.0.stage1.block1.conv.weight`, ...).
-  Floats are stored as float16 (half the package size; accuracy unchanged) and loaded as float32. Its
-  metadata holds `format` and `generation`.
+- `NAME.safetensors`: every member's tensors under `members.<i>.` (`members.0.stage1.block1.conv.weight`, ...), the
+  names of the `Ensemble` module's own state dict. Floats are stored as float16 (half the package size; accuracy
+  unchanged) and loaded as float32. Its metadata holds `format` and `generation`.
 - `NAME.json`: `format` ("heritage-cnn-ensemble/1"), `package_version`, `classes`, `display_names`,
   `normalisation` {mean, std}, `image_size`: shared by every member; `generation` (the hash of the stored
   tensors, as in the safetensors half); `views` (optional, default "none"), the test-time views that every
@@ -21,124 +21,92 @@ The pair, like a single network's (`heritage_cnn.models.checkpoint`), is `NAME.s
   --data DATA --out RUN --seed 1`), `model_config`, and its own checkpoint metadata (`seed`, `recipe`,
   `history`, `validation`, `forward_mflop`, `source_generation`, ...) without classes or normalisation.
 
-Loading (`heritage_cnn.models.checkpoint.load_checkpoint`, which takes single networks and ensembles alike) checks
-the JSON as a whole, as `validate_metadata` does for one network, and refuses in one line that
-names the file: another format, too many members, a member whose classes, normalisation or image size differ,
-halves from different saves, weights that do not match a member's config.
+An ensemble is written by `checkpoint.save_ensemble` and read by `checkpoint.load_checkpoint`, the write and load
+paths of a single network, and its JSON is checked by `metadata.validate_metadata`, each member's config by the
+code that checks a single network's. Loading refuses in one line that names the file: another format, too many
+members, a member whose classes, normalisation or image size differ, halves from different saves, weights that do
+not match a member's config. What is particular to an ensemble is here: the module, its format's name and limits,
+where each member's tensors are, and the info an ensemble and its members load with.
 """
 
 from __future__ import annotations
 
-import os
+import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from heritage_cnn import __version__
-from heritage_cnn.base.io import CheckpointError, atomic_write_json, save_tensors
-from heritage_cnn.models.checkpoint import (
-    ENSEMBLE_FORMAT,
-    MAX_MEMBERS,
-    NOT_PER_MEMBER,
-    Checkpoint,
-    checkpoint_files,
-    first_non_finite,
-    weights_generation,
-)
-from heritage_cnn.models.network import Ensemble, HeritageNet
-from heritage_cnn.models.openset_point import OPEN_SET, OperatingPoint, fitted_for
-from heritage_cnn.models.views import TTA_MODES, TTA_VIEWS
+from heritage_cnn.models.network import HeritageNet
+
+ENSEMBLE_FORMAT = "heritage-cnn-ensemble/1"
+MAX_MEMBERS = 16
+SHARED = ("classes", "normalisation", "image_size")  # one value for an ensemble, never per member
 
 
-def _shared(checkpoint: Checkpoint) -> dict[str, Any]:
-    return {
-        "classes": checkpoint.classes,
-        "normalisation": {"mean": checkpoint.mean, "std": checkpoint.std},
-        "image_size": checkpoint.image_size,
-    }
+class Ensemble(nn.Module):
+    """Several networks answering as one. The output is the log of the mean of the members' softmax, so every
+    consumer of a network's logits (softmax, argmax, cross-entropy) sees the ensemble's probabilities unchanged."""
+
+    def __init__(self, members: Sequence[nn.Module], infos: Sequence[dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.infos = [dict(info) for info in infos] if infos is not None else [{} for _ in members]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        log_probs = torch.stack([member(x).float().log_softmax(1) for member in self.members])
+        return torch.logsumexp(log_probs, 0) - math.log(len(self.members))
 
 
-def member_record(checkpoint: Checkpoint, name: str, command: str) -> dict[str, Any]:
-    """What the ensemble's JSON keeps of one network: its name, command, config and checkpoint metadata."""
-    info = {k: v for k, v in checkpoint.info.items() if k not in NOT_PER_MEMBER and k not in ("name", "command")}
-    return {"name": name, "command": command, "model_config": checkpoint.model.config.to_dict(), **info}
+def networks(model: nn.Module) -> list[nn.Module]:
+    """The networks of an Ensemble, or the network itself."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
 
 
-def save_ensemble(
-    path: str | os.PathLike,
-    members: Sequence[Checkpoint],
-    names: Sequence[str] | None = None,
-    commands: Sequence[str] | None = None,
-    views: str = "none",
-    open_set: OperatingPoint | None = None,
-) -> Path:
-    """Write an ensemble pair atomically, tagged with one generation; returns the weights path.
-
-    `members`: single-network checkpoints with the same classes, normalisation and image size (trained on one
-    split); `names` and `commands` default to what each member's info records (`name`, `command`); `views` is
-    the model's own test-time views (`augment.TTA_MODES`); `open_set`: the ensemble's "none of these" operating
-    point (`heritage_cnn.models.openset_point`), its statistics stored in float32 beside the members' weights; written only
-    when it was fitted for these members' weights."""
-    weights_path, meta_path = checkpoint_files(path)
-    if views not in TTA_MODES:
-        raise CheckpointError(f"{weights_path}: not written: views must be one of {', '.join(TTA_MODES)}")
-    if not 1 <= len(members) <= MAX_MEMBERS:
-        raise CheckpointError(
-            f"{weights_path}: not written: an ensemble has 1 to {MAX_MEMBERS} members, got {len(members)}"
-        )
-    first = members[0]
-    for i, member in enumerate(members):
-        if not isinstance(member.model, HeritageNet):
-            raise CheckpointError(f"{weights_path}: not written: member {i} ({member.path}) is not a single network")
-        for key, value in _shared(member).items():
-            if value != _shared(first)[key]:
-                raise CheckpointError(f"{weights_path}: not written: member {i} ({member.path}) has other {key}")
-        split = (member.info.get("recipe") or {}).get("split"), (first.info.get("recipe") or {}).get("split")
-        if split[0] != split[1]:
-            raise CheckpointError(
-                f"{weights_path}: not written: member {i} ({member.path}) was trained on another split"
-            )
-    names = (
-        list(names) if names is not None else [str(m.info.get("name") or f"member{i}") for i, m in enumerate(members)]
-    )
-    commands = list(commands) if commands is not None else [str(m.info.get("command", "")) for m in members]
-    state: dict[str, torch.Tensor] = {}
-    for i, member in enumerate(members):
-        for key, tensor in member.model.state_dict().items():
-            tensor = tensor.detach().cpu()
-            state[f"members.{i}.{key}"] = tensor.half() if tensor.is_floating_point() else tensor
-    open_set = fitted_for(open_set, state)  # none fitted for other weights
-    if open_set is not None:
-        state |= open_set.tensors(ensemble=True)
-    bad = first_non_finite(state)
-    if bad is not None:
-        raise CheckpointError(f"{weights_path}: not written: tensor {bad} is NaN or infinite (in float16)")
-    generation = weights_generation(state)
-    mflop = [m.info.get("forward_mflop") for m in members]
-    meta: dict[str, Any] = {
-        "format": ENSEMBLE_FORMAT,
-        "package_version": __version__,
-        **_shared(first),
-        "display_names": first.display_names,
-        "forward_mflop": round(sum(mflop) * TTA_VIEWS[views], 2)
-        if all(isinstance(v, int | float) for v in mflop)
-        else None,
-        "views": views,
-        "members": [member_record(m, n, c) for m, n, c in zip(members, names, commands, strict=True)],
-    }
-    if first.info.get("trained_on") is not None:
-        meta["trained_on"] = first.info["trained_on"]
-    if open_set is not None:
-        meta[OPEN_SET] = open_set.to_dict()
-    save_tensors(weights_path, state, metadata={"format": ENSEMBLE_FORMAT, "generation": generation})
-    atomic_write_json(meta_path, {**meta, "generation": generation})
-    return weights_path
+def member_prefix(index: int) -> str:
+    """Where member `index`'s tensors are named in an Ensemble's state dict, and so in its file."""
+    return f"members.{index}."
 
 
-def is_ensemble(checkpoint: Checkpoint) -> bool:
-    return isinstance(checkpoint.model, Ensemble)
+def stored_state(models: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
+    """The members' tensors as an ensemble file stores them: under their prefixes, floats as float16."""
+    state = Ensemble(models).state_dict()
+    return {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
 
 
-__all__ = ["is_ensemble", "member_record", "save_ensemble"]
+def loaded_infos(info: dict[str, Any], records: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], list[dict]]:
+    """The info of a loaded ensemble and of each member, from the file's own fields (`info`) and its member records.
+    The members share one split, so the file's `trained_on` is given to each member as its own."""
+    trained_on = info.pop("trained_on", None)
+    if trained_on is not None:
+        info["trained_on"] = trained_on
+    member_infos = [{k: v for k, v in record.items() if k != "model_config"} for record in records]
+    for member_info in member_infos:
+        if trained_on is not None:
+            member_info["trained_on"] = trained_on
+    info["members"] = len(member_infos)
+    return info, member_infos
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """An independent copy of a network or an ensemble (same configs and weights)."""
+    if isinstance(model, Ensemble):
+        return Ensemble([copy_model(member) for member in model.members], model.infos)
+    assert isinstance(model, HeritageNet)
+    clone = HeritageNet(model.config)
+    clone.load_state_dict(model.state_dict())
+    return clone
+
+
+__all__ = [
+    "ENSEMBLE_FORMAT",
+    "MAX_MEMBERS",
+    "SHARED",
+    "Ensemble",
+    "copy_model",
+    "loaded_infos",
+    "member_prefix",
+    "networks",
+    "stored_state",
+]

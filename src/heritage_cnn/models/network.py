@@ -10,11 +10,10 @@ it sees the photo as if it had been taken at 80 or 96 px, a member that differs 
 from __future__ import annotations
 
 import copy
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -191,20 +190,6 @@ class HeritageNet(nn.Module):
         return self.head(self.features(x))
 
 
-class Ensemble(nn.Module):
-    """Several networks answering as one. The output is the log of the mean of the members' softmax, so every
-    consumer of a network's logits (softmax, argmax, cross-entropy) sees the ensemble's probabilities unchanged."""
-
-    def __init__(self, members: Sequence[nn.Module], infos: Sequence[dict[str, Any]] | None = None) -> None:
-        super().__init__()
-        self.members = nn.ModuleList(members)
-        self.infos = [dict(info) for info in infos] if infos is not None else [{} for _ in members]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        log_probs = torch.stack([member(x).float().log_softmax(1) for member in self.members])
-        return torch.logsumexp(log_probs, 0) - math.log(len(self.members))
-
-
 Net = TypeVar("Net", bound=nn.Module)
 
 
@@ -266,7 +251,6 @@ def build_model(
 
 __all__ = [
     "ConvBlock",
-    "Ensemble",
     "HeritageNet",
     "ModelConfig",
     "ResidualBlock",

@@ -19,7 +19,7 @@ A Mahalanobis record's statistics (`openset.MahalanobisStats`: class means and t
 tensors beside the weights in the same safetensors file, `openset.mahalanobis.means` / `.whitening` for one network
 and `members.<i>.openset.mahalanobis.*` for each network of an ensemble, so both halves' `generation` covers them.
 For an ensemble the score is the mean of the members' scores, as in `openset.open_set_scores`; with several
-test-time views it is the mean over the views. A checkpoint without the record loads as before and cannot reject.
+test-time views it is the mean over the views. A checkpoint without the record cannot reject.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.models.ensemble import member_prefix
 from heritage_cnn.models.openset import (
     PENULTIMATE,
     POOLED,
@@ -45,6 +46,8 @@ from heritage_cnn.models.openset import (
     energy,
     forward_with_features,
     max_softmax,
+    stacked_whitening,
+    whitened_distances,
 )
 from heritage_cnn.models.views import TTA_MODES
 
@@ -53,7 +56,6 @@ SCORES = ("mahalanobis", "energy", "max_softmax")
 LAYERS = (PENULTIMATE, POOLED)
 OPEN_SET = "open_set"  # the JSON key
 TENSOR_PREFIX = "openset.mahalanobis."
-EXACT_DISTANCES = "donot_use_mm_for_euclid_dist"  # differences, not |x|^2 - 2xy + |y|^2: no cancellation
 _MEMBER_TENSOR = re.compile(r"^members\.\d+\.openset\.")
 _COUNTS = ("train_photos", "val_photos", "val_called_none")
 _FITTED_KEYS = {*_COUNTS, "val_called_none_share", "views", "autocast", "network"}
@@ -94,7 +96,7 @@ class OperatingPoint:
         """The statistics as named float32 tensors, as a checkpoint stores them (per member for an ensemble)."""
         named: dict[str, torch.Tensor] = {}
         for index, stats in enumerate(self.stats):
-            prefix = f"members.{index}.{TENSOR_PREFIX}" if ensemble else TENSOR_PREFIX
+            prefix = (member_prefix(index) if ensemble else "") + TENSOR_PREFIX
             named |= {k: v.detach().float().cpu().contiguous() for k, v in stats.tensors(prefix).items()}
         return named
 
@@ -115,16 +117,12 @@ class OperatingPoint:
         if len(self.stats) != len(features):
             raise ValueError(f"{len(self.stats)} Mahalanobis statistics for {len(features)} networks")
         whitening, centres = (t.to(features.device) for t in self._whitened)
-        # `openset.mahalanobis` of every network at once: a few large operations instead of three per network, as
-        # each small one pays a thread synchronisation (a scheduler slice on busy cores)
-        distances = torch.cdist(torch.bmm(features.float(), whitening), centres, compute_mode=EXACT_DISTANCES)
-        return -distances.square().amin(2).mean(0)
+        return -whitened_distances(features, whitening, centres).amin(2).mean(0)
 
     @cached_property
     def _whitened(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every network's whitening matrix (networks, D, D) and whitened class means (networks, C, D)."""
-        whitening = torch.stack([s.whitening for s in self.stats])
-        return whitening, torch.bmm(torch.stack([s.means for s in self.stats]), whitening)
+        """Stacked once per point rather than at every batch."""
+        return stacked_whitening(self.stats)
 
 
 def network_id(state: Mapping[str, torch.Tensor]) -> str:
@@ -245,18 +243,19 @@ def load_point(
     raw: object,
     tensors: Mapping[str, torch.Tensor],
     networks: Sequence[nn.Module],
+    prefixes: Sequence[str],
     num_classes: int,
-    ensemble: bool,
     where: Path,
 ) -> OperatingPoint | None:
     """The operating point of a loaded checkpoint: its checked record (None when it has none) and, for a Mahalanobis
-    score, each network's statistics, checked against the network (shapes, finite float values)."""
+    score, each network's statistics (named after the network's own `prefixes`), checked against the network
+    (shapes, finite float values)."""
     check_record(raw, where.with_suffix(".json"))
     expected = set()
     stats = []
     if isinstance(raw, dict) and raw["score"] == "mahalanobis":
-        for index, network in enumerate(networks):
-            prefix = f"members.{index}.{TENSOR_PREFIX}" if ensemble else TENSOR_PREFIX
+        for network, network_prefix in zip(networks, prefixes, strict=True):
+            prefix = network_prefix + TENSOR_PREFIX
             width = network.get_submodule(raw["layer"]).in_features
             shapes = {"means": (num_classes, width), "whitening": (width, width)}
             for part, shape in shapes.items():
