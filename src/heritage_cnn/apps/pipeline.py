@@ -75,7 +75,7 @@ def trained_on(checkpoint: Checkpoint) -> tuple[np.ndarray, int] | None:
 
 def split_recipe(checkpoint: Checkpoint) -> dict[str, Any] | None:
     """The recipe that rebuilds the model's validation split: its own, or an ensemble's first member's
-    (the members share one split; `heritage_cnn.models.ensemble` refuses to save members trained on others)."""
+    (the members share one split; `heritage_cnn.models.checkpoint.save_ensemble` refuses to save members trained on others)."""
     return checkpoint.info.get("recipe") or checkpoint.member(0).info.get("recipe")
 
 
