@@ -80,7 +80,7 @@ def write_sheets(
 
     from heritage_cnn.base.figures import image_grid
     from heritage_cnn.inference.classifier import Classifier
-    from heritage_cnn.training.recipe import TrainConfig
+    from heritage_cnn.training.config import TrainConfig
     from recipes import paths_sha, photo_name, validation_set
 
     val = validation_set(TrainConfig(data=data, out="-"))

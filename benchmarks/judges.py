@@ -95,7 +95,9 @@ def train_judge(args: argparse.Namespace) -> Path:
     from heritage_cnn.base.devices import mixed_precision
     from heritage_cnn.data.augment import AugmentConfig, augment_batch
     from heritage_cnn.data.folders import channel_stats
-    from heritage_cnn.training.recipe import TrainConfig, learning_rate, prepare_data
+    from heritage_cnn.training.config import TrainConfig
+    from heritage_cnn.training.optim import learning_rate
+    from heritage_cnn.training.prepare import prepare_data
 
     torch.manual_seed(args.seed)
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))

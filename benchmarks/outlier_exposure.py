@@ -30,7 +30,9 @@ from heritage_cnn.data.augment import AugmentConfig, augment_batch
 from heritage_cnn.data.split import SplitRecipe
 from heritage_cnn.inference.evaluate import predict_logits
 from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint
-from heritage_cnn.training.recipe import TrainConfig, learning_rate, make_optimizer, prepare_data
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.optim import learning_rate, make_optimizer
+from heritage_cnn.training.prepare import prepare_data
 from negatives import GENERATORS, draw_synthetic
 
 DRAWN_PER_GENERATOR = 150  # 1,050 drawn images beside tuning/'s 755

@@ -6,9 +6,10 @@ last epochs at 64 px; validation is always at 64 px.
         --epochs 44 --low-res-epochs 36 --low-res-size 40 --seed 0
 
 It is a benchmark, not a `heritage train` flag, because it did not pay on this data (benchmarks/recipes.md,
-"The default recipe in half the time"); the script keeps that row reproducible. It wraps two functions of
-`heritage_cnn.training.loop` for the run (the epoch loop and the batch augmentation) and checks their signatures first,
-so a change there fails loudly instead of silently training the plain recipe. Prints the wall time.
+"The default recipe in half the time"); the script keeps that row reproducible. It wraps two functions for the run
+(the epoch loop as `heritage_cnn.training.loop` calls it, the batch augmentation as `heritage_cnn.training.epoch`
+calls it) and checks their signatures first, so a change there fails loudly instead of silently training the plain
+recipe. Prints the wall time.
 """
 
 from __future__ import annotations
@@ -18,20 +19,22 @@ import inspect
 import torch
 import torch.nn.functional as F
 
+import heritage_cnn.training.epoch as steps
 import heritage_cnn.training.loop as training
 from recipe_variant import train_timed, variant_parser
 
 
 def shrink_early_epochs(low_res_epochs: int, size: int) -> None:
     """From now on, `heritage_cnn.training.loop.train` feeds epochs < `low_res_epochs` at `size` x `size` pixels."""
-    epoch_loop, augment = training.train_one_epoch, training.augment_batch
+    epoch_loop, augment = training.train_one_epoch, steps.augment_batch
     epoch_index = list(inspect.signature(epoch_loop).parameters).index("epoch")
     if list(inspect.signature(augment).parameters)[:2] != ["images", "config"]:
         raise RuntimeError("heritage_cnn.data.augment.augment_batch changed its signature; update this benchmark")
     current = {"epoch": 0}
 
     def tracked_epoch(*args, **kwargs):
-        current["epoch"] = kwargs["epoch"] if "epoch" in kwargs else args[epoch_index]
+        epoch = kwargs["epoch"] if "epoch" in kwargs else args[epoch_index]
+        current["epoch"] = epoch.index
         return epoch_loop(*args, **kwargs)
 
     def shrunk_augment(*args, **kwargs) -> torch.Tensor:
@@ -40,7 +43,7 @@ def shrink_early_epochs(low_res_epochs: int, size: int) -> None:
             pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         return pixels
 
-    training.train_one_epoch, training.augment_batch = tracked_epoch, shrunk_augment
+    training.train_one_epoch, steps.augment_batch = tracked_epoch, shrunk_augment
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ import time
 import torch
 
 from heritage_cnn.models.network import ModelConfig, build_model
-from heritage_cnn.training.loop import train_one_epoch
-from heritage_cnn.training.recipe import TrainConfig
-from step_time import peak_rate_session
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.epoch import Epoch, TrainingData, train_one_epoch
+from step_time import peak_rate_step
 
 NETWORKS = {
     "24-48-96-192 (the quick network before)": ModelConfig(blocks=(1, 1, 1, 1)),
@@ -41,14 +41,14 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     config = TrainConfig(data="-", out="-", optimizer="adamw", batch_size=BATCH, amp=False, progress=False)
     runs = {
-        name: peak_rate_session(build_model(c).to(memory_format=torch.channels_last), config, args.steps)
+        name: peak_rate_step(build_model(c).to(memory_format=torch.channels_last), config)
         for name, c in NETWORKS.items()
     }
+    data = TrainingData(images, labels, BATCH, config.augment, args.steps)
 
     def seconds_per_image(name: str) -> float:
-        partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}
         start = time.perf_counter()
-        train_one_epoch(runs[name], images, labels, 0, order, generator, 0, partial, lambda epoch, step: False)
+        train_one_epoch(*runs[name], data, Epoch(0, 1, order, generator))
         return (time.perf_counter() - start) / (args.steps * BATCH)
 
     for name in runs:  # warm-up

@@ -8,9 +8,10 @@ import time
 from typing import Any
 
 import heritage_cnn.training.loop as training
-from heritage_cnn.training.recipe import PRESETS, TrainConfig
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.recipes import RECIPES
 
-LOGGED = PRESETS["adamw"]  # the default recipe when these scripts' rows were logged
+LOGGED = RECIPES["adamw"]  # the default recipe when these scripts' rows were logged
 
 
 def variant_parser(doc: str | None) -> argparse.ArgumentParser:

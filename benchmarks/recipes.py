@@ -39,7 +39,8 @@ from heritage_cnn.base.io import atomic_write_json, atomic_write_text, read_json
 from heritage_cnn.inference.evaluate import compute_metrics, predict_logits
 from heritage_cnn.models.checkpoint import load_checkpoint
 from heritage_cnn.models.network import forward_flops, parameter_count
-from heritage_cnn.training.recipe import TrainConfig, prepare_data
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.prepare import prepare_data
 
 HERE = Path(__file__).resolve().parent
 LOG_MD, LOG_JSON = HERE / "recipes.md", HERE / "recipes.json"

@@ -18,7 +18,8 @@ from heritage_cnn.base.io import atomic_write_text, read_json
 from heritage_cnn.data.split import perceptual_hashes
 from heritage_cnn.inference.evaluate import hashes_to_hex
 from heritage_cnn.models.checkpoint import shipped_checkpoint_path
-from heritage_cnn.training.recipe import TrainConfig, prepare_data
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.prepare import prepare_data
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from heritage_cnn.base.devices import mixed_precision
 from heritage_cnn.data.augment import AugmentConfig, augment_batch
 from heritage_cnn.data.folders import channel_stats, find_layout, load_images
 from heritage_cnn.models.network import build_model, forward_flops
-from heritage_cnn.training.recipe import TrainConfig
+from heritage_cnn.training.config import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ["gemm", "train", "predict", "shipped", "ddp", "deconv", "synthesis", "recipe"]

@@ -30,7 +30,8 @@ from heritage_cnn.base.io import atomic_write_json, atomic_write_text
 from heritage_cnn.data.folders import find_layout, load_images
 from heritage_cnn.inside import explain, sanity
 from heritage_cnn.models.checkpoint import load_checkpoint
-from heritage_cnn.training.recipe import TrainConfig, prepare_data
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.prepare import prepare_data
 
 HERE = Path(__file__).resolve().parent
 warnings.filterwarnings("ignore", message=".*(backward hooks|required_grads|requires_grad).*")

@@ -20,10 +20,11 @@ import torch
 from heritage_cnn.base.devices import mixed_precision
 from heritage_cnn.data.decode import IMAGE_SIZE
 from heritage_cnn.models.network import build_model
+from heritage_cnn.training.config import OPTIMIZERS, TrainConfig
 from heritage_cnn.training.distributed import Ranks
-from heritage_cnn.training.loop import Session, train_one_epoch
+from heritage_cnn.training.epoch import Epoch, Network, TrainingData, train_one_epoch
 from heritage_cnn.training.losses import TrainingLoss
-from heritage_cnn.training.recipe import OPTIMIZERS, TrainConfig, make_optimizer
+from heritage_cnn.training.optim import Optimizer, Schedule, make_optimizer
 
 # operator -> group, for --profile; an operator not named here counts as "other"
 GROUPS = {
@@ -62,22 +63,24 @@ def main() -> None:
     order = torch.arange(args.batch_size).repeat(args.steps)  # the same batch every step
     generator = torch.Generator().manual_seed(0)
 
-    def session(model: torch.nn.Module, name: str) -> Session:
+    data = TrainingData(images, labels, args.batch_size, TrainConfig(data="-", out="-").augment, args.steps)
+
+    def step_of(model: torch.nn.Module, name: str) -> Step:
         lr = 0.05 if name == "sgd" else TrainConfig.lr
         config = TrainConfig(data="-", out="-", optimizer=name, lr=lr, batch_size=args.batch_size, progress=False)
-        return peak_rate_session(model, config, args.steps)
+        return peak_rate_step(model, config)
 
-    runs = {name: session(build_model().to(memory_format=torch.channels_last), name) for name in OPTIMIZERS}
+    runs = {name: step_of(build_model().to(memory_format=torch.channels_last), name) for name in OPTIMIZERS}
     if args.stem_nchw:
         model = build_model().to(memory_format=torch.channels_last)
         model.stage1.block1 = StemInNCHW(model.stage1.block1)
-        runs["muon, stem NCHW"] = session(model, "muon")
+        runs["muon, stem NCHW"] = step_of(model, "muon")
 
     def steps(name: str, count: int) -> float:
         """Milliseconds per step over the last `count` steps of an epoch of `--steps`."""
-        partial = {"loss_sum": 0.0, "correct": 0, "seen": 0}
+        epoch = Epoch(0, 1, order, generator, first_step=args.steps - count)
         start = time.perf_counter()
-        train_one_epoch(runs[name], images, labels, 0, order, generator, args.steps - count, partial, never)
+        train_one_epoch(*runs[name], data, epoch)
         return (time.perf_counter() - start) / count * 1000
 
     for name in runs:  # warm-up
@@ -106,29 +109,25 @@ def main() -> None:
             )
 
 
-def peak_rate_session(model: torch.nn.Module, config: TrainConfig, steps: int) -> Session:
-    """What `train` hands `train_one_epoch`, at the peak learning rate throughout (no warm-up, no decay)."""
-    return Session(
-        config=config,
+Step = tuple[Network, TrainingLoss, Optimizer, Schedule]  # what `train_one_epoch` takes besides the data and epoch
+
+
+def peak_rate_step(model: torch.nn.Module, config: TrainConfig) -> Step:
+    """What `train` hands `train_one_epoch` for `model`, at the peak learning rate throughout (no warm-up, no
+    decay), on the CPU."""
+    cpu = torch.device("cpu")
+    network = Network(
         model=model,
-        network=model,
-        optimizer=make_optimizer(model, config),
-        scaler=torch.amp.GradScaler("cuda", enabled=False),
-        criterion=TrainingLoss(label_smoothing=config.label_smoothing),
+        runner=model,
         normalise=lambda pixels: pixels.sub(0.5).div(0.25),
         ema=None,
-        mixer=None,
+        scaler=torch.amp.GradScaler("cuda", enabled=False),
+        amp=mixed_precision(cpu, config.amp),
+        device=cpu,
         ranks=Ranks(),
-        device=torch.device("cpu"),
-        amp=mixed_precision(torch.device("cpu"), config.amp),
-        steps_per_epoch=steps,
-        total_steps=10**9,
-        warmup_steps=0,
     )
-
-
-def never(epoch: int, step: int) -> bool:
-    return False
+    loss = TrainingLoss(label_smoothing=config.label_smoothing)
+    return network, loss, make_optimizer(model, config), Schedule(config.lr, total_steps=10**9, warmup_steps=0)
 
 
 class StemInNCHW(torch.nn.Module):

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import heritage_cnn.training.loop as training
-from heritage_cnn.training.recipe import OPTIMIZERS, TrainConfig
+from heritage_cnn.training.config import OPTIMIZERS, TrainConfig
 from recipe_variant import LOGGED, train_timed, variant_parser
 
 
@@ -49,7 +49,7 @@ def whiten_stem_at_start() -> None:
     before its optimizer): it wraps `make_optimizer` and `channel_stats`, checking their signatures first."""
     make_optimizer, channel_stats = training.make_optimizer, training.channel_stats
     if list(inspect.signature(make_optimizer).parameters) != ["model", "config"]:
-        raise RuntimeError("heritage_cnn.training.recipe.make_optimizer changed its signature; update this benchmark")
+        raise RuntimeError("heritage_cnn.training.optim.make_optimizer changed its signature; update this benchmark")
     if list(inspect.signature(channel_stats).parameters) != ["images"]:
         raise RuntimeError("heritage_cnn.data.folders.channel_stats changed its signature; update this benchmark")
     seen: dict[str, Any] = {}

@@ -92,8 +92,8 @@ def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
     float32 whatever the CPU (amp=False): with bf16 where the CPU has it natively, the model, and every test
     tuned to it, would differ between CPU families. Mixed precision has tests of its own."""
     from heritage_cnn.models.network import ModelConfig
+    from heritage_cnn.training.config import TrainConfig
     from heritage_cnn.training.loop import train
-    from heritage_cnn.training.recipe import TrainConfig
 
     out = tmp_path_factory.mktemp("run")
     config = TrainConfig(

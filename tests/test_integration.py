@@ -18,8 +18,9 @@ from heritage_cnn.data.split import perceptual_hashes
 from heritage_cnn.inference.evaluate import near_any, predict_logits
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.models.network import ModelConfig
+from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.loop import train
-from heritage_cnn.training.recipe import TrainConfig, prepare_data
+from heritage_cnn.training.prepare import prepare_data
 
 
 def _data_root() -> Path | None:

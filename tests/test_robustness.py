@@ -24,8 +24,8 @@ from heritage_cnn.base.io import CheckpointError
 from heritage_cnn.data.decode import ImageError, decode_image
 from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint
 from heritage_cnn.models.network import ModelConfig
+from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.loop import train
-from heritage_cnn.training.recipe import TrainConfig
 
 # Both runs of the resume test set the same thread count and float32 explicitly: a reduction split over another
 # number of threads rounds differently, and `train` sets the process's thread count, so a default would depend on

@@ -29,7 +29,8 @@ def recorded(
     tiny_run, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, list[str], list[str]]:
     """The tiny run's checkpoint with a trained_on record, as training writes it; its training and validation paths."""
-    from heritage_cnn.training.recipe import TrainConfig, prepare_data
+    from heritage_cnn.training.config import TrainConfig
+    from heritage_cnn.training.prepare import prepare_data
 
     model = copy_checkpoint(tiny_run, tmp_path_factory.mktemp("recorded"))
     meta = json.loads(model.with_suffix(".json").read_text())

@@ -12,7 +12,7 @@ from heritage_cnn.base.checks import ConfigError, config_from_dict, in_range
 from heritage_cnn.data.augment import AugmentConfig
 from heritage_cnn.data.split import SplitRecipe
 from heritage_cnn.models.network import ModelConfig
-from heritage_cnn.training.recipe import TrainConfig
+from heritage_cnn.training.config import TrainConfig
 
 
 def test_in_range_refuses_what_comparisons_let_through() -> None:

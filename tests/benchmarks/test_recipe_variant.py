@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import heritage_cnn.training.loop as training
 import recipe_variant
-from heritage_cnn.training.recipe import TrainConfig
+from heritage_cnn.training.config import TrainConfig
 
 
 def trained_config(monkeypatch: pytest.MonkeyPatch, argv: list[str], **recipe: object) -> TrainConfig:

@@ -13,7 +13,7 @@ import torch
 
 from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint, save_ensemble
 from heritage_cnn.models.network import ModelConfig
-from heritage_cnn.training.recipe import TrainConfig
+from heritage_cnn.training.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from recipes import command_of, judge, paired_difference, report_ensemble

@@ -17,9 +17,9 @@ def test_times_heritage_trains_own_step_for_every_optimizer(
     calls = []
     real = step_time.train_one_epoch
 
-    def counted(session: step_time.Session, *args: object) -> object:
-        calls.append(session.config.optimizer)
-        return real(session, *args)
+    def counted(network: object, loss: object, optimizer: object, *args: object) -> object:
+        calls.append(type(optimizer).__name__)
+        return real(network, loss, optimizer, *args)
 
     monkeypatch.setattr(step_time, "train_one_epoch", counted)
     monkeypatch.setattr(sys, "argv", ["step_time.py", "--batch-size", "4", "--rounds", "1", "--steps", "3"])
@@ -27,7 +27,8 @@ def test_times_heritage_trains_own_step_for_every_optimizer(
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert set(rows) == {"adamw", "sgd", "muon"}
     assert rows["adamw"].endswith("1.00x AdamW")
-    assert sorted(calls) == sorted(["adamw", "sgd", "muon"] * 2)  # warm-up and one round, each the real step
+    # warm-up and one round, each the real step with its optimizer
+    assert sorted(calls) == sorted(["AdamW", "SGD", "MuonWithAdamW"] * 2)
 
 
 def test_refuses_fewer_steps_than_the_warm_up(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -149,11 +149,12 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_recipe_presets_are_starting_points_that_typed_flags_override() -> None:
-    from heritage_cnn.training.recipe import TrainConfig, preset_config
+    from heritage_cnn.training.config import TrainConfig
+    from heritage_cnn.training.recipes import recipe_config
 
     parser = cli.build_parser()
     quick = new_config(parser.parse_args(["demo", "--recipe", "quick"]), "d", "o")
-    assert quick == preset_config("quick", "d", "o")
+    assert quick == recipe_config("quick", "d", "o")
     assert (quick.epochs, quick.model.blocks, quick.model.widths) == (14, (1, 1, 1, 1), (16, 32, 64, 128))
     assert new_config(parser.parse_args(["demo"]), "d", "o") == quick  # the demo's default: minutes, not half an hour
     assert new_config(parser.parse_args(["demo", "--recipe", "full"]), "d", "o") == TrainConfig(data="d", out="o")
@@ -162,11 +163,11 @@ def test_recipe_presets_are_starting_points_that_typed_flags_override() -> None:
     adamw = new_config(parser.parse_args(["train", "--out", "o", "--recipe", "adamw", "--epochs", "60"]), "d", "o")
     assert (adamw.optimizer, adamw.epochs) == ("adamw", 60) and TrainConfig(data="d", out="o").optimizer == "muon"
     with pytest.raises(ValueError, match="the recipes are: full, adamw, quick"):
-        preset_config("slow", "d", "o")
+        recipe_config("slow", "d", "o")
 
 
 def test_a_config_saved_before_the_optimizer_field_reads_as_adamw_not_as_todays_default() -> None:
-    from heritage_cnn.training.recipe import TrainConfig
+    from heritage_cnn.training.config import TrainConfig
 
     saved = TrainConfig(data="d", out="o", optimizer="adamw").to_dict()
     del saved["optimizer"]  # as config.json and checkpoint recipes were written before Muon existed
@@ -175,7 +176,7 @@ def test_a_config_saved_before_the_optimizer_field_reads_as_adamw_not_as_todays_
 
 
 def test_train_flags_become_the_recipe_and_defaults_stay_the_shipped_recipe() -> None:
-    from heritage_cnn.training.recipe import TrainConfig
+    from heritage_cnn.training.config import TrainConfig
 
     parser = cli.build_parser()
     flags = "--ema 0.998 --cutmix 1 --mixup 0.2 --balanced-loss --zoom 0.3 --shift 0.05 --dropout 0.1 --warmup 2"
@@ -216,7 +217,7 @@ def test_every_recipe_field_has_one_flag_and_its_default_comes_from_the_dataclas
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from heritage_cnn.cli import recipe
-    from heritage_cnn.training.recipe import TrainConfig
+    from heritage_cnn.training.config import TrainConfig
 
     assert recipe.config_fields() <= recipe.recipe_fields()
     assert len({flag.name for flag in recipe.RECIPE}) == len(recipe.RECIPE)
@@ -271,7 +272,7 @@ def test_too_few_photos_for_the_split_is_one_line_naming_the_folder(
 def test_nproc_checks_the_batch_size_that_train_config_will_use(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from heritage_cnn.training.recipe import TrainConfig
+    from heritage_cnn.training.config import TrainConfig
 
     assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--nproc", "3"]) == 2
     assert f"--batch-size {TrainConfig.batch_size} must be divisible by the 3" in capsys.readouterr().err
@@ -282,7 +283,7 @@ def test_resume_takes_the_saved_recipe_and_refuses_a_different_one(
 ) -> None:
     from heritage_cnn.base.io import atomic_write_json
     from heritage_cnn.training import loop as train
-    from heritage_cnn.training.recipe import TrainConfig
+    from heritage_cnn.training.config import TrainConfig
 
     run = tmp_path / "run"
     saved = TrainConfig(data=str(synthetic_root), out=str(run), epochs=56, lr=0.002)

@@ -223,7 +223,7 @@ def test_shipped_names_default_is_the_ensemble_and_fast_a_distilled_network() ->
 def test_each_shipped_command_rebuilds_the_recipe_its_network_records() -> None:
     """The recorded command still trains the recorded recipe under today's defaults (they have changed since)."""
     from heritage_cnn.cli.recipe import new_config
-    from heritage_cnn.training.recipe import TrainConfig
+    from heritage_cnn.training.config import TrainConfig
 
     members = json.loads(shipped_checkpoint_path("default").with_suffix(".json").read_text())["members"]
     fast = json.loads(shipped_checkpoint_path("fast").with_suffix(".json").read_text())

@@ -23,7 +23,8 @@ from heritage_cnn.models.ensemble import Ensemble, copy_model
 from heritage_cnn.models.metadata import FORMAT
 from heritage_cnn.models.openset import PENULTIMATE, forward_with_features, mahalanobis, mahalanobis_fit
 from heritage_cnn.models.openset_point import CANNOT_REJECT, OperatingPoint, network_id
-from heritage_cnn.training.recipe import TrainConfig, prepare_data
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.prepare import prepare_data
 
 
 @pytest.fixture(scope="module")

@@ -17,17 +17,19 @@ import torch
 
 from conftest import TINY
 from heritage_cnn import cli
-from heritage_cnn.base.io import FolderBusy, load_tensors
+from heritage_cnn.base.io import FolderBusy, load_tensors, read_safetensors
 from heritage_cnn.data.augment import AugmentConfig, augment_batch
 from heritage_cnn.data.folders import load_images
 from heritage_cnn.inference.evaluate import predict_logits
 from heritage_cnn.models.checkpoint import load_checkpoint
 from heritage_cnn.models.network import ModelConfig
 from heritage_cnn.training import loop as training
+from heritage_cnn.training import optim
 from heritage_cnn.training import state as trainstate
+from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.loop import train
 from heritage_cnn.training.losses import NonFiniteLossError, consistency_loss
-from heritage_cnn.training.recipe import TrainConfig, learning_rate
+from heritage_cnn.training.optim import learning_rate
 
 
 def _config(root: Path, out: Path, **overrides) -> TrainConfig:
@@ -232,7 +234,7 @@ def test_bad_recipes_are_refused(tmp_path: Path) -> None:
 def test_optimizer_decays_weights_only(name: str, tmp_path: Path) -> None:
     """Both optimizers leave batch norm and biases undecayed; SGD is Nesterov's, as the fast recipes use it."""
     from heritage_cnn.models.network import build_model
-    from heritage_cnn.training.recipe import make_optimizer
+    from heritage_cnn.training.optim import make_optimizer
 
     model = build_model(**TINY)
     config = TrainConfig(data="x", out=str(tmp_path), optimizer=name, lr=0.1, weight_decay=5e-4)
@@ -316,7 +318,7 @@ def test_a_diverging_run_stops_with_a_clear_error_and_keeps_the_good_checkpoint(
         good.setdefault("files", {name: (out / name).read_bytes() for name in names})
         return 1e9
 
-    monkeypatch.setattr(training, "learning_rate", exploding)
+    monkeypatch.setattr(optim, "learning_rate", exploding)
     with pytest.raises(NonFiniteLossError, match=r"epoch 2\b.*lower --lr"):
         train(_config(synthetic_root, out, epochs=2), log=lambda _: None)
     assert {name: (out / name).read_bytes() for name in names} == good["files"]  # epoch 1's, not NaN
@@ -387,10 +389,26 @@ def test_checkpoints_record_the_training_images_and_the_machine(tiny_run) -> Non
     assert machine["torch"] == torch.__version__ and machine["device"] == "cpu" and machine["cpu"]
 
 
+# The run the test kills: a tiny network, resumed from whatever its folder holds. With a pause (argv[3] seconds > 0)
+# every save of the resume state is followed by the pause, before the loop goes on to write last.*: the window
+# between the two writes, widened from the test's side so that a SIGKILL lands in it.
 _KILLABLE = """
-import sys
+import sys, time
 from heritage_cnn.models.network import ModelConfig
-from heritage_cnn.training.loop import TrainConfig, train
+from heritage_cnn.training import state
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.loop import train
+
+pause = float(sys.argv[3])
+save_resume_state = state.save_resume_state
+
+def save_then_pause(*args, **kwargs):
+    save_resume_state(*args, **kwargs)
+    print("save window: between the resume state and last.*", flush=True)
+    time.sleep(pause)
+
+if pause > 0:
+    state.save_resume_state = save_then_pause
 model = ModelConfig(widths=(8, 16), blocks=(1, 1), hidden=32, stem_kernel=3)
 config = TrainConfig(data=sys.argv[1], out=sys.argv[2], epochs=4, batch_size=16, lr=0.01, model=model,
                      progress=False, resume=True)
@@ -399,13 +417,12 @@ train(config, log=lambda message: print(message, flush=True))
 
 
 def _start(root: Path, out: Path, pause: float) -> subprocess.Popen[str]:
-    env = {**os.environ, "HERITAGE_TEST_SAVE_PAUSE": str(pause), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-c", _KILLABLE, str(root), str(out)],
+        [sys.executable, "-c", _KILLABLE, str(root), str(out), str(pause)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=env,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
@@ -434,10 +451,12 @@ def test_sigkills_anywhere_even_inside_a_save_resume_to_identical_weights(synthe
             _read_until(process, "save window")
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=60)
-        if kill != "at random":  # the new resume state is whole; last.* is whole too (the previous save's)
-            assert (out / "resume.safetensors").exists()
+        if kill != "at random":  # the new resume state is whole and ahead of last.*, whole too (the save before)
+            state = json.loads(read_safetensors(out / "resume.safetensors")[1]["state"])
+            trained = 0
             if (out / "last.safetensors").exists():
-                load_checkpoint(out)
+                trained = load_checkpoint(out).info["epochs_trained"]
+            assert trained < state["epoch"], (trained, state["epoch"])
     finish = _start(synthetic_root, out, pause=0)
     output = finish.communicate(timeout=600)[0]
     assert finish.returncode == 0, output

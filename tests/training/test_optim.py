@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from heritage_cnn.models.network import build_model
-from heritage_cnn.training.optim import FilterMuon, MuonWithAdamW
-from heritage_cnn.training.recipe import TrainConfig, make_optimizer
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.optim import FilterMuon, MuonWithAdamW, make_optimizer
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])

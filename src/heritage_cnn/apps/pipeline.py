@@ -91,7 +91,8 @@ def choose_split(layout: Layout, checkpoint: Checkpoint, split: str = "auto") ->
 
 
 def _validation_images(checkpoint: Checkpoint, data: str, log: Log) -> tuple[ImageSet, str]:
-    from heritage_cnn.training.recipe import TrainConfig, prepare_data
+    from heritage_cnn.training.config import TrainConfig
+    from heritage_cnn.training.prepare import prepare_data
 
     recipe = split_recipe(checkpoint)
     if not recipe:
@@ -283,7 +284,8 @@ def fit_none_of_these(
     """(Re)fit a model's "none of these" operating point on a data folder and write the model with it as a new
     checkpoint at `out` (the model's own files are never written): Mahalanobis statistics on the photos its recorded
     split trained on, the threshold on its validation photos less any it trained on (as `evaluate --split val`)."""
-    from heritage_cnn.training.recipe import TrainConfig, prepare_data
+    from heritage_cnn.training.config import TrainConfig
+    from heritage_cnn.training.prepare import prepare_data
 
     existing = [path for path in checkpoint_files(out) if path.exists()]
     if existing:

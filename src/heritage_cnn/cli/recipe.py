@@ -15,7 +15,8 @@ from typing import Any
 
 from heritage_cnn.base.checks import ConfigError
 from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int
-from heritage_cnn.training.recipe import OPTIMIZERS, PRESETS, RUNTIME_FIELDS, TrainConfig, preset_config
+from heritage_cnn.training.config import OPTIMIZERS, RUNTIME_FIELDS, TrainConfig
+from heritage_cnn.training.recipes import RECIPES, recipe_config
 
 _UNSET = object()
 NO_AUGMENT = {
@@ -154,13 +155,14 @@ def _shown(value: Any) -> str:
 
 
 def add_preset_option(parser: argparse.ArgumentParser, default: str) -> None:
-    """`--recipe full|adamw|quick`: the named starting point (heritage_cnn.training.recipe.PRESETS) the flags apply to."""
+    """`--recipe full|adamw|quick`: the named starting point (heritage_cnn.training.recipes.RECIPES) the flags apply to."""
     parser.add_argument(
         "--recipe",
-        choices=tuple(PRESETS),
+        choices=tuple(RECIPES),
         default=default,
-        help=f"starting point: full = the default recipe (Muon, 45 epochs), adamw = the shipped networks' recipe (AdamW, "
-        f"56 epochs, the same time), quick = minutes, for a first look (default {default})",
+        help=f"starting point: full = the default recipe (Muon, {TrainConfig.epochs} epochs), adamw = the shipped networks' "
+        f"recipe (AdamW, {RECIPES['adamw']['epochs']} epochs, the same time), quick = minutes, for a first look "
+        f"(default {default})",
     )
 
 
@@ -258,4 +260,4 @@ def config_fields() -> set[str]:
 def new_config(args: argparse.Namespace, data: str, out: str) -> TrainConfig:
     """A fresh run's config: the chosen preset (`--recipe`, default full: TrainConfig's defaults) with the
     typed flags."""
-    return build_config(preset_config(getattr(args, "recipe", "full"), data, out), typed_flags(args))
+    return build_config(recipe_config(getattr(args, "recipe", "full"), data, out), typed_flags(args))

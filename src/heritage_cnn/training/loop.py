@@ -1,8 +1,10 @@
-"""The training recipe, every knob named: AdamW, cross-entropy with label smoothing, warm-up + cosine.
+"""Training a run: `train` sets it up (or resumes it), runs its epochs and writes the run folder.
 
-Laid out as torchvision's reference script: `train_one_epoch` runs the steps, `validate` judges the
-network, and `train` wires data, model, optimizer and checkpoints together. Distributed set-up lives
-in `distributed`, the loss terms in `losses`, the resume state in `trainstate`.
+Laid out as torchvision's reference script, in three parts read top to bottom: the set-up (`_set_up`, with
+`_resume`), the session (`_session`, the epoch loop), and the end of each epoch (`_end_epoch`: validation,
+history, checkpoints, resume state). The recipe is `TrainConfig`'s (Muon on the hidden filters by default), the
+steps and validation are in `epoch`, the objective in `losses`, the optimizer, its schedule and the weight
+average in `optim`, the resume state in `state`, distributed set-up in `distributed`.
 
 Data are decoded once into uint8 tensors and augmented in batches in memory; the network runs in
 channels_last. Each epoch's randomness comes from a generator seeded by (seed, epoch), and the
@@ -13,7 +15,6 @@ result as an uninterrupted run on the same machine.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -21,41 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from heritage_cnn.base.devices import mixed_precision
 from heritage_cnn.base.io import atomic_write_json, folder_lock, read_json
-from heritage_cnn.data.augment import augment_batch
 from heritage_cnn.data.folders import ImageSet, channel_stats
-from heritage_cnn.inference.evaluate import predict_logits
 from heritage_cnn.inference.openset_fit import fit_for_run
 from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint
 from heritage_cnn.models.network import HeritageNet, forward_flops, parameter_count
 from heritage_cnn.training import state as trainstate
-from heritage_cnn.training.distributed import (
-    Ranks,
-    check_replicas_agree,
-    init_distributed,
-    replicas_check_wanted,
-)
-from heritage_cnn.training.losses import (
-    NonFiniteLossError,
-    TrainingLoss,
-    balanced_class_weights,
-    check_teacher_classes,
-    load_teachers,
-)
-from heritage_cnn.training.optim import Optimizer
-from heritage_cnn.training.recipe import (
-    RUNTIME_FIELDS,
-    Log,
-    TrainConfig,
-    learning_rate,
-    make_batch_mixer,
-    make_ema,
-    make_optimizer,
-    prepare_data,
-)
+from heritage_cnn.training.config import RUNTIME_FIELDS, Log, TrainConfig
+from heritage_cnn.training.distributed import Ranks, init_distributed
+from heritage_cnn.training.epoch import Epoch, Network, TrainingData, fresh_sums, train_one_epoch, validate
+from heritage_cnn.training.losses import NonFiniteLossError, TrainingLoss, check_teacher_classes, load_teachers
+from heritage_cnn.training.optim import Optimizer, Schedule, make_ema, make_optimizer
+from heritage_cnn.training.prepare import prepare_data
 
 
 @dataclass
@@ -78,113 +58,50 @@ class TrainResult:
 
 
 @dataclass
-class Session:
-    """The pieces a training step touches, built once by `train` and handed to `train_one_epoch`."""
+class Run:
+    """A run in the folder this process holds: what its epochs take, and where it stands."""
 
+    out: Path
     config: TrainConfig
-    model: torch.nn.Module  # the network whose weights are trained
-    network: torch.nn.Module  # what the steps run: the model itself, or its DDP / compiled wrapper
+    all_images: ImageSet
+    train_set: ImageSet
+    val_set: ImageSet
+    network: Network
+    loss: TrainingLoss
     optimizer: Optimizer
-    scaler: torch.amp.GradScaler
-    criterion: TrainingLoss
-    normalise: Callable[[torch.Tensor], torch.Tensor]
-    ema: torch.nn.Module | None
-    mixer: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None
-    ranks: Ranks
-    device: torch.device
-    amp: tuple[bool, torch.dtype]
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
+    schedule: Schedule
+    data: TrainingData
+    checkpoint: Checkpoint  # what is saved: the weight average when there is one, else the model
+    flops: int
+    record: dict[str, Any]  # the provenance every checkpoint records (rank 0 only)
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_acc: float = -1.0
+    start_epoch: int = 0
+    start_step: int = 0  # inside start_epoch, when the run resumes there
+    partial: dict[str, float] = field(default_factory=fresh_sums)  # the current epoch's running sums
+    rng_states: tuple[torch.Tensor, torch.Tensor] | None = None  # (epoch generator, global) at start_step
 
+    def save(self, name: str) -> None:
+        """The user-facing checkpoint pair `name`.safetensors / .json."""
+        self.checkpoint.info = trainstate.checkpoint_info(
+            self.config, self.history, len(self.train_set), len(self.val_set), self.flops, self.record
+        )
+        save_checkpoint(self.out / name, self.checkpoint)
 
-def train_one_epoch(
-    s: Session,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    epoch: int,
-    order: torch.Tensor,
-    augment_generator: torch.Generator,
-    first_step: int,
-    partial: dict[str, float],
-    stop: Callable[[int, int], bool],
-) -> tuple[float, int | None]:
-    """Run the steps of one epoch from `first_step`, adding loss and accuracy to `partial`.
-
-    Returns (the last learning rate, the step count where `stop(epoch, step)` asked to stop or None).
-    Raises NonFiniteLossError as soon as a loss is NaN or infinite, before anything is written."""
-    config, ranks = s.config, s.ranks
-    use_amp, amp_dtype = s.amp
-    check_replicas = replicas_check_wanted(ranks)
-    s.model.train()
-    bar = _progress(range(first_step, s.steps_per_epoch), config.progress, f"epoch {epoch + 1}/{config.epochs}")
-    lr = config.lr
-    for step in bar:
-        index = order[step * config.batch_size : (step + 1) * config.batch_size][ranks.rank :: ranks.world]
-        batch = images[index]
-        pixels = augment_batch(batch, config.augment, augment_generator)  # [0, 1]
-        y = target = labels[index]
-        if config.consistency_weight:  # a second, independently augmented view of the same images
-            second = augment_batch(batch, config.augment, augment_generator)
-            pixels, target = torch.cat([pixels, second]), torch.cat([y, y])
-        if s.mixer is not None:  # on pixels (normalising is affine, so the same as mixing after it)
-            pixels, target = s.mixer(pixels, y)
-        x = s.normalise(pixels).contiguous(memory_format=torch.channels_last)
-        lr = learning_rate(epoch * s.steps_per_epoch + step, s.total_steps, s.warmup_steps, config.lr)
-        for group in s.optimizer.param_groups:
-            group["lr"] = lr
-        with torch.autocast(s.device.type, dtype=amp_dtype, enabled=use_amp):
-            logits = s.network(x)
-            loss, logits = s.criterion(logits, target, pixels, len(y))
-        s.optimizer.zero_grad(set_to_none=True)
-        s.scaler.scale(loss).backward()
-        s.scaler.step(s.optimizer)
-        s.scaler.update()
-        if s.ema is not None:
-            s.ema.update_parameters(s.model)
-        if check_replicas:
-            check_replicas_agree(s.model, ranks)
-        value = loss.item()  # the step's one sync point: check it here, for free
-        if not math.isfinite(value):
-            raise NonFiniteLossError(
-                f"the training loss became {value} at epoch {epoch + 1}, step {step + 1} (learning rate "
-                f"{lr:.3g}): training diverged; try a lower --lr. The last good checkpoint is kept"
-            )
-        partial["loss_sum"] += value * len(y)
-        partial["correct"] += int((logits.argmax(1) == y).sum())
-        partial["seen"] += len(y)
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(
-                loss=f"{partial['loss_sum'] / partial['seen']:.3f}",
-                acc=f"{partial['correct'] / partial['seen']:.3f}",
-            )
-        if stop(epoch, step) and step + 1 < s.steps_per_epoch and ranks.world == 1:  # distributed: at epoch end
-            return lr, step + 1
-    return lr, None
-
-
-def validate(
-    s: Session, judged: torch.nn.Module, val_set: ImageSet, judge_raw: bool
-) -> tuple[list[float], torch.Tensor, torch.Tensor]:
-    """Each process validates its share: (loss sum, correct, count, raw-weights correct), the logits, the labels.
-
-    `judged` is the network that is saved (the moving average when there is one); with `judge_raw`
-    the raw weights are judged too, to show what the average adds."""
-    config, ranks = s.config, s.ranks
-    shard = slice(ranks.rank, None, ranks.world)
-    val_logits = predict_logits(judged, val_set.images[shard], s.normalise, config.eval_batch_size, s.device)
-    val_labels = val_set.labels[shard].to(val_logits.device)
-    raw_correct = float((val_logits.argmax(1) == val_labels).sum())
-    if judge_raw:
-        raw_logits = predict_logits(s.model, val_set.images[shard], s.normalise, config.eval_batch_size, s.device)
-        raw_correct = float((raw_logits.argmax(1) == val_labels).sum())
-    sums = [
-        float(F.cross_entropy(val_logits, val_labels, reduction="sum")),
-        float((val_logits.argmax(1) == val_labels).sum()),
-        len(val_labels),
-        raw_correct,
-    ]
-    return sums, val_logits, val_labels
+    def save_last(self, epoch: int, step: int, generator: torch.Generator) -> None:
+        """The resume state first (one atomic file), then last.*: a kill between the two leaves a whole resume
+        state, and `_resume` writes last.* again from it."""
+        if not self.network.ranks.main:
+            return
+        state = {
+            "epoch": epoch,
+            "step": step,
+            "partial": self.partial,
+            "history": self.history,
+            "best_val_accuracy": self.best_acc,
+        }
+        trainstate.save_resume_state(self.out, self.network.model, self.network.ema, self.optimizer, generator, state)
+        self.save("last")
 
 
 def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int], bool] | None = None) -> TrainResult:
@@ -228,26 +145,37 @@ def _train_into(
     started: float,
 ) -> TrainResult:
     """train() in a run folder this process holds."""
-    torch.manual_seed(config.seed)
+    run = _set_up(out, config, ranks, device, log)
+    interrupted = _session(run, log, should_stop)
+    if ranks.main and not interrupted:  # "none of these": the last weights' operating point, fitted on this split
+        fit_for_run(run.checkpoint, run.train_set, run.val_set, log, save=lambda: run.save("last"))
+    return TrainResult(
+        out,
+        out / "last.safetensors",
+        run.history,
+        run.train_set.classes,
+        len(run.train_set),
+        len(run.val_set),
+        run.all_images.skipped,
+        time.perf_counter() - started,
+        interrupted,
+        ranks,
+    )
 
-    resuming = config.resume and trainstate.has_resume_state(out)
-    if config.resume and not resuming:
-        log(f"--resume: no earlier run in {out}, starting from scratch")
-    if resuming:  # a resumed run is the same run: a changed recipe is refused, runtime settings may change
-        saved = TrainConfig.from_dict(read_json(out / "config.json"))
-        changed = config.recipe_differences(saved)
-        if changed:
-            raise ValueError(f"{out}: --resume with a recipe other than the run's: {'; '.join(changed)}")
-        config = replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS if k != "out"})
+
+# ----------------------------------------------------------------------------------------------------------------
+# Set-up and resume
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, log: Log) -> Run:
+    """Decode the data and build the network, its optimizer and its loss; restore the state of a resumed run."""
+    torch.manual_seed(config.seed)  # the network's initial weights
+    config, resuming = _run_config(out, config, log)
     teachers = load_teachers(config.teachers, device)  # a wrong path fails now, not after decoding the photos
     all_images, train_set, val_set = prepare_data(config, log)
     if ranks.main:
-        atomic_write_json(out / "config.json", config.to_dict())
-        atomic_write_json(out / "skipped.json", [{"path": p, "reason": r} for p, r in all_images.skipped])
-        atomic_write_json(
-            out / "split.json",
-            {"recipe": asdict(config.split), "train": len(train_set), "val": len(val_set), "val_paths": val_set.paths},
-        )
+        _write_run_record(out, config, all_images, train_set, val_set)
     classes = train_set.classes
     mean, std = channel_stats(train_set.images)
     model = HeritageNet(replace(config.model, num_classes=len(classes)))
@@ -260,21 +188,9 @@ def _train_into(
         + (f" ({amp_dtype} autocast)" if use_amp else "")
         + (f", {ranks.world} processes" if ranks.world > 1 else "")
     )
-    if config.sync_bn and ranks.world > 1:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model.to(device=device, memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config)
-    network: torch.nn.Module = model
-    if ranks.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        network = torch.compile(network)
-
+    model, optimizer, runner = _placed(model, config, ranks, device)
     steps_per_epoch = max(1, len(train_set) // config.batch_size)  # drop the ragged last batch
     ema = make_ema(model, config.ema_decay)
-    mixer = make_batch_mixer(config, len(classes))
     check_teacher_classes(config.teachers, teachers, classes)
     if teachers:
         log(
@@ -282,65 +198,101 @@ def _train_into(
             f"temperature {config.distill_temperature:g}): {', '.join(config.teachers)}"
         )
     checkpoint = Checkpoint(ema.module if ema is not None else model, classes, mean, std, info={})
-    history: list[dict[str, float]] = []
-    start_epoch, start_step, best_acc = 0, 0, -1.0
-    partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-    generator_state = global_state = None
-    record = trainstate.provenance(train_set, device, amp_dtype if use_amp else None) if ranks.main else {}
-
-    def save(name: str) -> None:
-        checkpoint.info = trainstate.checkpoint_info(config, history, len(train_set), len(val_set), flops, record)
-        save_checkpoint(out / name, checkpoint)
-
-    if resuming:
-        state, generator_state, global_state = trainstate.load_resume_state(out, optimizer, model, ema)
-        history, best_acc = state["history"], state["best_val_accuracy"]
-        start_epoch, start_step, partial = state["epoch"], state["step"], state["partial"]
-        if ranks.main:  # a kill inside the last save may have left last.* a save behind the resume state
-            save("last")
-        log(f"resuming at epoch {start_epoch + 1}, step {start_step} of {steps_per_epoch}")
-
-    def save_last(epoch: int, step: int, generator: torch.Generator) -> None:
-        """The resume state first (one atomic file), then the user-facing pair."""
-        if not ranks.main:
-            return
-        state = {"epoch": epoch, "step": step, "partial": partial, "history": history, "best_val_accuracy": best_acc}
-        trainstate.save_resume_state(out, model, ema, optimizer, generator, state)
-        trainstate.pause_for_tests("between the resume state and last.*")
-        save("last")
-
-    # The whole uint8 training set lives on the device; on a GPU it is copied once from pinned memory.
-    pinned = device.type == "cuda"
-    images = (train_set.images.pin_memory() if pinned else train_set.images).to(device, non_blocking=pinned)
-    labels = train_set.labels.to(device)
-    session = Session(
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    run = Run(
+        out=out,
         config=config,
-        model=model,
-        network=network,
+        all_images=all_images,
+        train_set=train_set,
+        val_set=val_set,
+        network=Network(model, runner, checkpoint.normalise, ema, scaler, (use_amp, amp_dtype), device, ranks),
+        loss=TrainingLoss.for_run(config, train_set.labels, len(classes), teachers, device),
         optimizer=optimizer,
-        scaler=torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16),
-        criterion=TrainingLoss(
-            label_smoothing=config.label_smoothing,
-            class_weights=balanced_class_weights(train_set.labels, len(classes), device)
-            if config.balanced_loss
-            else None,
-            teachers=teachers,
-            distill_weight=config.distill_weight,
-            distill_temperature=config.distill_temperature,
-            consistency_weight=config.consistency_weight,
-        ),
-        normalise=checkpoint.normalise,
-        ema=ema,
-        mixer=mixer,
-        ranks=ranks,
-        device=device,
-        amp=(use_amp, amp_dtype),
-        steps_per_epoch=steps_per_epoch,
-        total_steps=steps_per_epoch * config.epochs,
-        warmup_steps=round(config.warmup_epochs * steps_per_epoch),
+        schedule=Schedule.for_run(config, steps_per_epoch),
+        data=_on_device(train_set, config, steps_per_epoch, device),
+        checkpoint=checkpoint,
+        flops=flops,
+        record=trainstate.provenance(train_set, device, amp_dtype if use_amp else None) if ranks.main else {},
+    )
+    if resuming:
+        _resume(run, log)
+    return run
+
+
+def _run_config(out: Path, config: TrainConfig, log: Log) -> tuple[TrainConfig, bool]:
+    """(the run's config, whether it resumes): a resumed run is the same run, so a changed recipe is refused and
+    the saved recipe is taken, with this config's runtime settings."""
+    resuming = config.resume and trainstate.has_resume_state(out)
+    if config.resume and not resuming:
+        log(f"--resume: no earlier run in {out}, starting from scratch")
+    if not resuming:
+        return config, False
+    saved = TrainConfig.from_dict(read_json(out / "config.json"))
+    changed = config.recipe_differences(saved)
+    if changed:
+        raise ValueError(f"{out}: --resume with a recipe other than the run's: {'; '.join(changed)}")
+    return replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS if k != "out"}), True
+
+
+def _write_run_record(
+    out: Path, config: TrainConfig, all_images: ImageSet, train_set: ImageSet, val_set: ImageSet
+) -> None:
+    """config.json, skipped.json and split.json: what the run trains on, written before its first step."""
+    atomic_write_json(out / "config.json", config.to_dict())
+    atomic_write_json(out / "skipped.json", [{"path": p, "reason": r} for p, r in all_images.skipped])
+    atomic_write_json(
+        out / "split.json",
+        {"recipe": asdict(config.split), "train": len(train_set), "val": len(val_set), "val_paths": val_set.paths},
     )
 
-    interrupted = False
+
+def _placed(
+    model: torch.nn.Module, config: TrainConfig, ranks: Ranks, device: torch.device
+) -> tuple[torch.nn.Module, Optimizer, torch.nn.Module]:
+    """(the model on its device, its optimizer, what the steps run: DDP across processes, compiled if asked)."""
+    if config.sync_bn and ranks.world > 1:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device=device, memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config)
+    runner: torch.nn.Module = model
+    if ranks.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        runner = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        runner = torch.compile(runner)
+    return model, optimizer, runner
+
+
+def _on_device(train_set: ImageSet, config: TrainConfig, steps_per_epoch: int, device: torch.device) -> TrainingData:
+    """The whole uint8 training set on the device; on a GPU it is copied once from pinned memory."""
+    pinned = device.type == "cuda"
+    images = (train_set.images.pin_memory() if pinned else train_set.images).to(device, non_blocking=pinned)
+    return TrainingData(images, train_set.labels.to(device), config.batch_size, config.augment, steps_per_epoch)
+
+
+def _resume(run: Run, log: Log) -> None:
+    """Restore the weights, average and optimizer of the run's resume state, and where it stopped."""
+    network = run.network
+    state, generator_state, global_state = trainstate.load_resume_state(
+        run.out, run.optimizer, network.model, network.ema
+    )
+    run.history, run.best_acc = state["history"], state["best_val_accuracy"]
+    run.start_epoch, run.start_step, run.partial = state["epoch"], state["step"], state["partial"]
+    run.rng_states = generator_state, global_state
+    if network.ranks.main:  # a kill inside the last save may have left last.* a save behind the resume state
+        run.save("last")
+    log(f"resuming at epoch {run.start_epoch + 1}, step {run.start_step} of {run.data.steps_per_epoch}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The session: the epoch loop
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _session(run: Run, log: Log, should_stop: Callable[[int, int], bool] | None) -> bool:
+    """Train the run's remaining epochs; True when it stopped before the last (Ctrl-C, SIGTERM, `should_stop`)."""
+    config, network = run.config, run.network
     with trainstate.StopFlag() as flag:
 
         def stop(epoch: int, step: int) -> bool:
@@ -348,96 +300,83 @@ def _train_into(
                 flag.stop = True
             return flag.stop
 
-        for epoch in range(start_epoch, config.epochs):
+        for index in range(run.start_epoch, config.epochs):
             generator, order, augment_generator = trainstate.epoch_randomness(
-                config, epoch, len(train_set), ranks, device
+                config, index, len(run.train_set), network.ranks, network.device
             )
-            first_step = 0
-            if epoch == start_epoch and start_step:  # resume inside an epoch: replay its RNG state
-                first_step = start_step
-                generator.set_state(generator_state)
-                torch.set_rng_state(global_state)
-            else:
-                partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            epoch = Epoch(index, config.epochs, order, augment_generator, stop=stop, progress=config.progress)
+            if index == run.start_epoch and run.rng_states is not None and run.start_step:  # replay its RNG state
+                epoch.first_step, epoch.partial = run.start_step, run.partial
+                generator.set_state(run.rng_states[0])
+                torch.set_rng_state(run.rng_states[1])
+            run.partial = epoch.partial
             tick = time.perf_counter()
-            lr, stopped_at = train_one_epoch(
-                session, images, labels, epoch, order, augment_generator, first_step, partial, stop
-            )
+            lr, stopped_at = train_one_epoch(network, run.loss, run.optimizer, run.schedule, run.data, epoch)
             if stopped_at is not None:
-                partial["seconds"] += time.perf_counter() - tick
-                save_last(epoch, stopped_at, generator)
-                log(f"stopped at epoch {epoch + 1}, step {stopped_at}; continue with --resume")
-                interrupted = True
-                break
-            train_seconds = partial["seconds"] + time.perf_counter() - tick
-            judge_raw = ema is not None and ((epoch + 1) % 5 == 0 or epoch + 1 == config.epochs)
-            val_sums, _, _ = validate(session, checkpoint.model, val_set, judge_raw)
-            loss_sum, correct, seen, val_loss_sum, val_correct, val_seen, raw_correct, stopping = ranks.sum(
-                [partial["loss_sum"], partial["correct"], partial["seen"], *val_sums, float(flag.stop)]
-            )
-            flag.stop = stopping > 0
-            if not math.isfinite(loss_sum + val_loss_sum):  # another process diverged, or the last step did
-                raise NonFiniteLossError(
-                    f"the loss became non-finite in epoch {epoch + 1}: training diverged; try a lower --lr. "
-                    "The last good checkpoint is kept"
-                )
-            row = {
-                "epoch": epoch + 1,
-                "lr": lr,
-                "train_loss": loss_sum / seen,
-                "train_accuracy": correct / seen,
-                "val_loss": val_loss_sum / val_seen,
-                "val_accuracy": val_correct / val_seen,
-                **({"raw_val_accuracy": raw_correct / val_seen if judge_raw else None} if ema is not None else {}),
-                "epoch_seconds": train_seconds,
-                "train_images_per_second": seen / max(train_seconds, 1e-9),
-            }
-            history.append(row)
-            log(
-                f"epoch {epoch + 1}/{config.epochs}  train loss {row['train_loss']:.3f} acc {row['train_accuracy']:.3f}  "
-                f"val loss {row['val_loss']:.3f} acc {row['val_accuracy']:.4f}"
-                + (f" (raw weights {row['raw_val_accuracy']:.4f})" if judge_raw else "")
-                + "  "
-                f"{row['train_images_per_second']:.0f} img/s  {train_seconds:.0f}s"
-            )
-            if row["val_accuracy"] > best_acc and ranks.main:
-                best_acc = row["val_accuracy"]
-                save("best")
-            save_last(epoch + 1, 0, generator)
-            if ranks.main:
-                trainstate.write_history(out, history)
-                trainstate.plot_curves(out, history)
+                run.partial["seconds"] += time.perf_counter() - tick
+                run.save_last(index, stopped_at, generator)
+                log(f"stopped at epoch {index + 1}, step {stopped_at}; continue with --resume")
+                return True
+            train_seconds = run.partial["seconds"] + time.perf_counter() - tick
+            flag.stop = _end_epoch(run, index, lr, train_seconds, generator, flag.stop, log)
             if flag.stop:
-                log(f"stopped after epoch {epoch + 1}; continue with --resume")
-                interrupted = epoch + 1 < config.epochs
-                break
+                log(f"stopped after epoch {index + 1}; continue with --resume")
+                return index + 1 < config.epochs
+    return False
 
-    if ranks.main and not interrupted:  # "none of these": the last weights' operating point, fitted on this split
-        fit_for_run(checkpoint, train_set, val_set, log, save=lambda: save("last"))
-    return TrainResult(
-        out,
-        out / "last.safetensors",
-        history,
-        classes,
-        len(train_set),
-        len(val_set),
-        all_images.skipped,
-        time.perf_counter() - started,
-        interrupted,
-        ranks,
+
+# ----------------------------------------------------------------------------------------------------------------
+# The end of an epoch
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _end_epoch(
+    run: Run, epoch: int, lr: float, train_seconds: float, generator: torch.Generator, stop_asked: bool, log: Log
+) -> bool:
+    """Validate, add the epoch's row to the history, then save best.*, the resume state, last.* and the metrics.
+    Returns whether any process was asked to stop."""
+    config, network = run.config, run.network
+    judge_raw = network.ema is not None and ((epoch + 1) % 5 == 0 or epoch + 1 == config.epochs)
+    val_sums, _, _ = validate(network, run.checkpoint.model, run.val_set, config.eval_batch_size, judge_raw)
+    loss_sum, correct, seen, val_loss_sum, val_correct, val_seen, raw_correct, stopping = network.ranks.sum(
+        [run.partial["loss_sum"], run.partial["correct"], run.partial["seen"], *val_sums, float(stop_asked)]
     )
+    if not math.isfinite(loss_sum + val_loss_sum):  # another process diverged, or the last step did
+        raise NonFiniteLossError(
+            f"the loss became non-finite in epoch {epoch + 1}: training diverged; try a lower --lr. "
+            "The last good checkpoint is kept"
+        )
+    row = {
+        "epoch": epoch + 1,
+        "lr": lr,
+        "train_loss": loss_sum / seen,
+        "train_accuracy": correct / seen,
+        "val_loss": val_loss_sum / val_seen,
+        "val_accuracy": val_correct / val_seen,
+        **({"raw_val_accuracy": raw_correct / val_seen if judge_raw else None} if network.ema is not None else {}),
+        "epoch_seconds": train_seconds,
+        "train_images_per_second": seen / max(train_seconds, 1e-9),
+    }
+    run.history.append(row)
+    log(
+        f"epoch {epoch + 1}/{config.epochs}  train loss {row['train_loss']:.3f} acc {row['train_accuracy']:.3f}  "
+        f"val loss {row['val_loss']:.3f} acc {row['val_accuracy']:.4f}"
+        + (f" (raw weights {row['raw_val_accuracy']:.4f})" if judge_raw else "")
+        + "  "
+        f"{row['train_images_per_second']:.0f} img/s  {train_seconds:.0f}s"
+    )
+    if row["val_accuracy"] > run.best_acc and network.ranks.main:
+        run.best_acc = row["val_accuracy"]
+        run.save("best")
+    run.save_last(epoch + 1, 0, generator)
+    if network.ranks.main:
+        trainstate.write_history(run.out, run.history)
+        trainstate.plot_curves(run.out, run.history)
+    return stopping > 0
 
 
 def _silent(message: str) -> None:
     """The log of processes other than rank 0."""
 
 
-def _progress(iterable: range, enabled: bool, desc: str) -> Any:
-    if not enabled or not sys.stderr.isatty():
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
-
-
-__all__ = ["TrainResult", "train", "train_one_epoch", "validate"]
+__all__ = ["TrainResult", "train"]

@@ -1,17 +1,22 @@
-"""What training minimises: cross-entropy with label smoothing, plus optional distillation from
-teacher networks and a consistency term between two views of each image."""
+"""What training minimises, as one object built from the config (`TrainingLoss`, timm's "task"): cross-entropy
+with label smoothing and optional class weights, on MixUp/CutMix soft targets when those are on, plus optional
+distillation from teacher networks and a consistency term between two views of each image."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
+from heritage_cnn.training.config import TrainConfig
+
+Mixer = Callable[..., tuple[torch.Tensor, torch.Tensor]]  # (pixels, labels) -> (mixed pixels, soft targets)
 
 
 class NonFiniteLossError(ValueError):
@@ -81,10 +86,24 @@ def consistency_loss(logits: torch.Tensor) -> torch.Tensor:
     return (F.kl_div(middle, p, reduction="batchmean") + F.kl_div(middle, q, reduction="batchmean")) / 2
 
 
+def make_batch_mixer(config: TrainConfig, num_classes: int) -> Mixer | None:
+    """MixUp and/or CutMix from torchvision.transforms.v2, applied to whole batches (labels become soft)."""
+    from torchvision.transforms import v2
+
+    mixers: list[Any] = []
+    if config.mixup_alpha:
+        mixers.append(v2.MixUp(alpha=config.mixup_alpha, num_classes=num_classes))
+    if config.cutmix_alpha:
+        mixers.append(v2.CutMix(alpha=config.cutmix_alpha, num_classes=num_classes))
+    if not mixers:
+        return None
+    return mixers[0] if len(mixers) == 1 else v2.RandomChoice(mixers)
+
+
 @dataclass
 class TrainingLoss:
-    """The whole training objective. Called inside autocast with the network's logits, the (possibly
-    mixed) targets, the [0, 1] pixels the network saw (for the teachers) and the number of distinct images."""
+    """The whole training objective. `targets` turns a batch's augmented pixels and labels into what the network
+    sees and what it is scored against; the call scores the network's logits inside autocast."""
 
     label_smoothing: float = 0.0
     class_weights: torch.Tensor | None = None
@@ -92,6 +111,40 @@ class TrainingLoss:
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
     consistency_weight: float = 0.0
+    mixer: Mixer | None = None
+
+    @classmethod
+    def for_run(
+        cls,
+        config: TrainConfig,
+        labels: torch.Tensor,
+        num_classes: int,
+        teachers: list[Checkpoint],
+        device: torch.device,
+    ) -> TrainingLoss:
+        """The config's objective on a training set of `labels`, distilling from `teachers` (`load_teachers`)."""
+        return cls(
+            label_smoothing=config.label_smoothing,
+            class_weights=balanced_class_weights(labels, num_classes, device) if config.balanced_loss else None,
+            teachers=teachers,
+            distill_weight=config.distill_weight,
+            distill_temperature=config.distill_temperature,
+            consistency_weight=config.consistency_weight,
+            mixer=make_batch_mixer(config, num_classes),
+        )
+
+    @property
+    def views(self) -> int:
+        """Augmented views of each image per step: two for the consistency term, else one."""
+        return 2 if self.consistency_weight else 1
+
+    def targets(self, pixels: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the [0, 1] pixels the network sees, its targets) for a batch of `views` x len(labels) images."""
+        if self.views == 2:  # the second views' rows follow the first views'
+            return pixels, torch.cat([labels, labels])
+        if self.mixer is not None:  # on pixels (normalising is affine, so the same as mixing after it)
+            return self.mixer(pixels, labels)
+        return pixels, labels
 
     def __call__(
         self, logits: torch.Tensor, target: torch.Tensor, pixels: torch.Tensor, images: int

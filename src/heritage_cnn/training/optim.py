@@ -1,4 +1,7 @@
-"""Muon for convolution filters (`--optimizer muon`): torch.optim.Muon orthogonalises each update of a matrix;
+"""What updates a run's weights: the optimizer (`make_optimizer`), its per-step learning rate (`Schedule`) and
+the weight average (`make_ema`).
+
+Muon for convolution filters (`--optimizer muon`): torch.optim.Muon orthogonalises each update of a matrix;
 here each filter bank (out, in, k, k) is that matrix as (out, in x k x k), updated through a view of its own
 storage so the weights keep their shape and channels_last layout. The stem, the batch-norm parameters and the
 fully connected head stay with AdamW, as Muon's authors advise for input, output and scalar parameters.
@@ -9,9 +12,13 @@ recipe's rate, schedule and weight decay carry over unchanged (benchmarks/recipe
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from heritage_cnn.training.config import TrainConfig
 
 
 def _is_channels_last(param: torch.Tensor) -> bool:
@@ -129,4 +136,66 @@ def muon_with_adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> M
 
 Optimizer = torch.optim.Optimizer | MuonWithAdamW  # what the training loop steps
 
-__all__ = ["FilterMuon", "MuonWithAdamW", "Optimizer", "muon_with_adamw"]
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> Optimizer:
+    """AdamW, Nesterov SGD, or Muon on the hidden filters with AdamW on the rest (`muon_with_adamw`); weight decay
+    on conv/linear weights only (not on batch norm or biases)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (decay if param.ndim > 1 else no_decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
+    if config.optimizer == "muon":
+        return muon_with_adamw(model, config.lr, config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999))
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warm-up to `peak`, then cosine decay to zero."""
+    if warmup_steps and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate of every step of a run (`learning_rate`), counted from the run's first step."""
+
+    peak: float
+    total_steps: int
+    warmup_steps: int
+
+    @classmethod
+    def for_run(cls, config: TrainConfig, steps_per_epoch: int) -> Schedule:
+        """The config's peak rate and warm-up over all its epochs."""
+        return cls(config.lr, steps_per_epoch * config.epochs, round(config.warmup_epochs * steps_per_epoch))
+
+    def __call__(self, step: int) -> float:
+        return learning_rate(step, self.total_steps, self.warmup_steps, self.peak)
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> torch.nn.Module | None:
+    """An exponential moving average of the weights and batch-norm statistics (torch's AveragedModel); None for
+    a decay of 0."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+__all__ = [
+    "FilterMuon",
+    "MuonWithAdamW",
+    "Optimizer",
+    "Schedule",
+    "learning_rate",
+    "make_ema",
+    "make_optimizer",
+    "muon_with_adamw",
+]

@@ -12,11 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import signal
 import sys
 import threading
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,13 +35,13 @@ from heritage_cnn.base.io import (
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes
 from heritage_cnn.models.checkpoint import first_non_finite, load_checkpoint
+from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.distributed import Ranks
 from heritage_cnn.training.optim import Optimizer
-from heritage_cnn.training.recipe import TrainConfig
 
 RESUME_FILE = "resume.safetensors"
 RESUME_FORMAT = "heritage-cnn-resume/1"
-_LEGACY = ("state.json", "optimizer.safetensors")  # the two files of runs written before the single file
+_LEGACY = ("state.json", "optimizer.safetensors")  # the two-file resume state, still read (`load_resume_state`)
 
 
 RUN_LOCK = ".heritage-train.lock"  # one training process (rank 0) writes into a run folder at a time
@@ -123,7 +121,7 @@ def load_resume_state(
         if metadata.get("format") != RESUME_FORMAT or "state" not in metadata:
             raise CheckpointError(f"{path}: not a heritage-cnn resume file")
         state = json.loads(metadata["state"])
-    else:  # a run folder from before the single file: state.json + optimizer.safetensors + last.*
+    else:  # the two-file resume state: state.json + optimizer.safetensors, weights in last.*
         state, tensors = read_json(out / _LEGACY[0]), load_tensors(out / _LEGACY[1])
         if not any(k.startswith("raw.") for k in tensors):
             weights = load_checkpoint(out / "last").model.state_dict()
@@ -153,15 +151,6 @@ def epoch_randomness(
     if ranks.rank:
         augment_generator = torch.Generator(device=device).manual_seed(epoch_seed * 7919 + ranks.rank)
     return generator, order, augment_generator
-
-
-def pause_for_tests(where: str) -> None:
-    """Widen the window between two writes of a save (HERITAGE_TEST_SAVE_PAUSE=seconds), so that tests
-    can kill a run exactly there. Does nothing otherwise."""
-    seconds = float(os.environ.get("HERITAGE_TEST_SAVE_PAUSE", "0") or 0)
-    if seconds > 0:
-        print(f"save window: {where}", file=sys.stderr, flush=True)
-        time.sleep(seconds)
 
 
 class StopFlag:

@@ -7,15 +7,16 @@ import shutil
 from pathlib import Path
 
 from conftest import make_dataset
-from heritage_cnn.training import recipe
-from heritage_cnn.training.recipe import TrainConfig, prepare_data
+from heritage_cnn.training import prepare
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.prepare import prepare_data
 
 
 def test_a_folder_is_prepared_once_and_again_when_it_changes(tmp_path: Path, monkeypatch) -> None:
     root = make_dataset(tmp_path / "data", per_class=8)
     decoded: list[str] = []
-    real = recipe.load_images
-    monkeypatch.setattr(recipe, "load_images", lambda folder, **kw: decoded.append(str(folder)) or real(folder, **kw))
+    real = prepare.load_images
+    monkeypatch.setattr(prepare, "load_images", lambda folder, **kw: decoded.append(str(folder)) or real(folder, **kw))
     config = TrainConfig(data=str(root), out="-", progress=False)
     first = prepare_data(config, log=lambda _: None)
     again = prepare_data(config, log=lambda _: None)
