@@ -3,12 +3,16 @@ stem, batch norm and head to AdamW, and keep every parameter's layout. Resuming 
 
 from __future__ import annotations
 
+import itertools
+from pathlib import Path
+
 import pytest
 import torch
 
+from conftest import TINY
 from heritage_cnn.models.network import build_model
 from heritage_cnn.training.config import TrainConfig
-from heritage_cnn.training.optim import FilterMuon, MuonWithAdamW, make_optimizer
+from heritage_cnn.training.optim import FilterMuon, MuonWithAdamW, learning_rate, make_optimizer
 
 
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
@@ -61,3 +65,28 @@ def test_muon_recipe_gives_hidden_filters_to_muon_and_the_rest_to_adamw() -> Non
     assert all(p.grad is None for p in model.parameters())
     with pytest.raises(ValueError, match="parameter groups"):
         optimizer.load_state_dict({"state": {}, "param_groups": optimizer.param_groups[:2]})
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_optimizer_decays_weights_only(name: str, tmp_path: Path) -> None:
+    """Both optimizers leave batch norm and biases undecayed; SGD is Nesterov's, as the fast recipes use it."""
+    from heritage_cnn.models.network import build_model
+    from heritage_cnn.training.optim import make_optimizer
+
+    model = build_model(**TINY)
+    config = TrainConfig(data="x", out=str(tmp_path), optimizer=name, lr=0.1, weight_decay=5e-4)
+    optimizer = make_optimizer(model, config)
+    assert type(optimizer).__name__ == {"adamw": "AdamW", "sgd": "SGD"}[name]
+    decayed, undecayed = optimizer.param_groups
+    assert decayed["weight_decay"] == 5e-4 and undecayed["weight_decay"] == 0.0
+    assert all(p.ndim > 1 for p in decayed["params"]) and all(p.ndim == 1 for p in undecayed["params"])
+    assert len(decayed["params"]) + len(undecayed["params"]) == len(list(model.parameters()))
+    if name == "sgd":
+        assert decayed["nesterov"] and decayed["momentum"] == 0.9
+
+
+def test_learning_rate_warms_up_then_decays_to_zero() -> None:
+    rates = [learning_rate(s, 100, 10, 1.0) for s in range(100)]
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in itertools.pairwise(rates[10:]))
+    assert learning_rate(100, 100, 10, 1.0) == pytest.approx(0.0)
