@@ -20,6 +20,7 @@ from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.element_map import (
     MapConfig,
     Tile,
+    agreeing_maps,
     combine,
     map_elements,
     map_files,
@@ -101,7 +102,8 @@ def test_plan_of_a_small_photo_keeps_only_tiles_of_at_least_64_px() -> None:
 
 
 def test_config_refuses_bad_values() -> None:
-    for bad in ({"scales": ()}, {"scales": (0.0,)}, {"scales": (1.5,)}, {"stride": 0}, {"presence": float("nan")}):
+    bad_values = ({"scales": ()}, {"scales": (0.0,)}, {"scales": (1.5,)}, {"stride": 0}, {"presence": float("nan")})
+    for bad in (*bad_values, {"rule": "mean"}):
         with pytest.raises(ConfigError):
             MapConfig(**bad)
 
@@ -116,6 +118,16 @@ def test_combination_is_the_mean_of_covering_tiles_then_the_max_over_scales() ->
     assert maps[1, 1, 1].tolist() == [0.25] * 4
     overlapping = combine([Tile(0, 0, 16, 0), Tile(8, 0, 16, 0)], evidence[:2], (2, 3), 8.0, 1)
     assert overlapping[0, 0, 0].tolist() == [1.0, 0.75, 0.5]  # the middle cell: the mean of both tiles
+
+
+def test_neighbouring_scales_must_agree() -> None:
+    per_scale = np.array([[[[0.9, 0.0]]], [[[0.8, 0.7]]], [[[0.1, 0.6]]]])  # 3 scales, 1 class, a 1 x 2 grid
+    maps, finest = agreeing_maps(per_scale, [0, 1, 2], "adjacent")
+    assert maps[:, 0, 0].tolist() == [[0.8, 0.0], [0.1, 0.6]] and finest == [1, 2]
+    maps, finest = agreeing_maps(per_scale, [0, 2], "max")  # scale 1 had no tile
+    assert maps.max(0)[0, 0].tolist() == [0.9, 0.6] and finest == [0, 2]
+    maps, finest = agreeing_maps(per_scale, [1], "adjacent")  # one scale: nothing to agree with
+    assert maps[0, 0, 0].tolist() == [0.8, 0.7] and finest == [1]
 
 
 # --------------------------------------------------------------------------------------------

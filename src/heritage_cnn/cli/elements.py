@@ -46,8 +46,8 @@ def cmd_map(args: argparse.Namespace) -> int:
 
     Each photo is scanned at its own resolution by the network, over overlapping square tiles at several scales
     (sides from its shorter side down to a quarter of it, never under the network's 64 px); tiles the open-set score
-    calls "none of these" count for no class. The tiles make one map per class, and each class whose map peaks at
-    or above --presence is listed with that peak as its confidence and a box (left, top, right, bottom in the photo's
+    calls "none of these" count for no class. The tiles make one map per class (two neighbouring scales must agree),
+    and each class whose map peaks at or above --presence is listed with that peak as its confidence and a box (left, top, right, bottom in the photo's
     pixels, right and bottom exclusive) around the peak. A photo smaller than one tile gets the whole-photo answer,
     and says so. Unreadable files are listed and skipped. With --out, a figure per photo: the photo with each
     element's box named, and the ten maps.
@@ -63,7 +63,7 @@ def cmd_map(args: argparse.Namespace) -> int:
     from heritage_cnn.inference.element_map import MapConfig, format_maps, map_files
 
     config = MapConfig()
-    changes = {"scales": args.scales, "stride": args.stride, "presence": args.presence}
+    changes = {"scales": args.scales, "stride": args.stride, "presence": args.presence, "rule": args.rule}
     config = replace(config, **{k: v for k, v in changes.items() if v is not None})
     photos, missing = find_photos(args.inputs)
     for path, reason in missing:
@@ -109,7 +109,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from heritage_cnn.inference.element_map import MapConfig
+    from heritage_cnn.inference.element_map import RULES, MapConfig
 
     default = MapConfig()
     p = add_command(commands, "map", cmd_map)
@@ -132,6 +132,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--presence",
         type=number_in(0, 1, above_low=True),
         help=f"list a class whose map peaks at or above this (default {default.presence:g})",
+    )
+    p.add_argument(
+        "--rule",
+        choices=RULES,
+        help=f"how scales combine: adjacent (two neighbouring scales must agree) or max (each alone) (default "
+        f"{default.rule})",
     )
     add_none_threshold(p)
     add_tta(p)

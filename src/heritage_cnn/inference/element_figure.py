@@ -28,6 +28,8 @@ def draw_element_map(emap: ElementMap, path: str | os.PathLike) -> Path:
     grid = fig.add_gridspec(1 + rows, columns, height_ratios=[3 * max(aspect, 0.3) * columns / 3] + [1] * rows)
     ax = fig.add_subplot(grid[0, :])
     ax.imshow(photo)
+    placed: list[tuple[float, float]] = []
+    line = h / 30  # a label's height in preview pixels, about
     for element in emap.elements:
         left, top, right, bottom = element.box
         colour = COLOURS[emap.classes.index(element.label) % len(COLOURS)]
@@ -35,7 +37,11 @@ def draw_element_map(emap: ElementMap, path: str | os.PathLike) -> Path:
         draw_box(ax, box, colour=colour, width=2.0)
         label = f"{element.name} {element.confidence:.2f}"
         style = {"facecolor": colour, "alpha": 0.85, "pad": 1.5, "lw": 0}
-        ax.text(max(box[1], 0) + 2, max(box[0], 0) + 2, label, color="black", fontsize=8, va="top", bbox=style)
+        x, y = max(box[1], 0) + 2, max(box[0], 0) + 2
+        while any(abs(x - u) < w / 6 and abs(y - v) < line for u, v in placed):  # labels never on top of each other
+            y += line
+        placed.append((x, y))
+        ax.text(x, y, label, color="black", fontsize=8, va="top", bbox=style)
     found = ", ".join(e.name for e in emap.elements) or "no element found"
     title = f"{shown(emap.path) if emap.path else 'photo'} ({emap.width}x{emap.height}): {found}"
     ax.set_title(title + (f"\n{emap.note}" if emap.note else ""), fontsize=9)

@@ -15,13 +15,17 @@ The combination rule, and why:
   tile's probability for the class (0 for a tile called none). With the stride at half a tile, a cell inside the
   photo is seen by four tiles of each scale (two per axis): an element must be recognised by the tiles that see it
   from different framings, and one stray confident tile among four counts for a quarter;
-- across scales, the maximum: an element is recognised at the scale that frames it as the data set's photos do
-  (one element filling the view), and the other scales, which see only part of it or it among others, must not
-  dilute that;
-- the box is drawn on the map of the scale that gave the peak: the connected cells around the peak where that map
-  is at least half the peak. A coarse tile that sees the whole photo and names one of its elements would otherwise
-  stretch every box to the whole photo;
-- presence: a peak of at least 0.5, a majority of the probability of the tiles that see that place at that scale.
+- across scales, neighbours must agree (`rule="adjacent"`): a place's value is the smaller of two neighbouring
+  scales' values (scales 1/sqrt(2) apart), the best pair kept. An element is recognised at the scales that frame it
+  as the data set's photos do (one element filling the view), and the next scale frames it nearly as well; a tile's
+  quirk (a coarse tile over several elements named after one, a fine one seeing a texture as stained glass) rarely
+  survives the change of framing. Other scales, which see only part of it or it among others, do not dilute it.
+  `rule="max"`, each scale alone, was the first choice, made by reasoning; on mosaics of the tuning negatives (seed
+  1, docs/element_map.md) it listed more false elements in 2 x 2 mosaics (mean F1 0.74 for `fast`, against 0.84);
+- the box is drawn on the map that gave the peak: the connected cells around the peak where that map is at least
+  half the peak. A coarse tile that sees the whole photo and names one of its elements would otherwise stretch every
+  box to the whole photo;
+- presence: a peak of at least 0.4, the mean probability of the tiles at both scales of the pair.
 A photo smaller than one tile (shorter side under 64 px), or too elongated for one, gets the whole-photo answer
 (`Classifier.predict`'s policy: the centre square, enlarged) as its single tile, and `whole_photo` says so.
 """
@@ -32,6 +36,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -43,6 +48,7 @@ from heritage_cnn.base.names import json_text, shown
 from heritage_cnn.data.decode import RESIZE_BUDGET, ImageError, fit_square, read_whole, to_rgb
 from heritage_cnn.inference.classifier import Classifier
 
+RULES = ("adjacent", "max")
 CELLS_PER_TILE = 8  # grid cells along the side of the smallest tile: 4 per stride at a stride of half a tile
 
 
@@ -58,8 +64,13 @@ class MapConfig:
     # The step between tiles as a fraction of their side: half a tile puts every element at least half inside some
     # tile's centre and lets four tiles per scale vote on each place (the combination rule above).
     stride: float = 0.5
-    # A class is listed when its map peaks at or above this (a mean of tile probabilities, from 0 to 1).
-    presence: float = 0.5
+    # How scales combine: "adjacent" (a place's value is the smaller of two neighbouring scales' values, the best
+    # pair kept: an element framed well by one scale is framed nearly as well by the next, 1/sqrt(2) away, while
+    # a tile's quirk rarely survives a change of framing) or "max" (each scale alone, the best kept).
+    rule: str = "adjacent"
+    # A class is listed when its map peaks at or above this (from 0 to 1): a mean of tile probabilities at two
+    # scales at once, so below the 0.5 that one scale alone would need.
+    presence: float = 0.4
     # Bounds for panoramas: the reduced photo holds at most `max_pixels` (a 1000:1 strip still yields tiles of its
     # full height), and at most `max_tiles` tiles are scored (the finest scales are dropped first).
     max_pixels: int = RESIZE_BUDGET
@@ -71,6 +82,7 @@ class MapConfig:
         require(bool(scales) and all(0 < s <= 1 for s in scales), f"{{0}} must be in (0, 1], got {scales}", "scales")
         require(0 < self.stride <= 1, f"{{0}} must be in (0, 1], got {self.stride}", "stride")
         require(0 < self.presence <= 1, f"{{0}} must be in (0, 1], got {self.presence}", "presence")
+        require(self.rule in RULES, f"{{0}} must be one of {', '.join(RULES)}, got {self.rule!r}", "rule")
         require(self.max_pixels >= 4096, f"{{0}} must be at least 4096, got {self.max_pixels}", "max_pixels")
         require(self.max_tiles >= 1, f"{{0}} must be at least 1, got {self.max_tiles}", "max_tiles")
 
@@ -206,23 +218,33 @@ def combine(tiles: list[Tile], evidence: np.ndarray, grid: tuple[int, int], cell
     return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
-def find_elements(per_scale: np.ndarray, presence: float) -> list[tuple[int, float, tuple[int, int, int, int], int]]:
-    """(class, peak, box in cells as left, top, right, bottom, scale) for each class whose map peaks at or above
-    `presence`, most confident first. The box: the connected cells around the peak where the map of the peak's
-    scale is at least half the peak."""
+def agreeing_maps(per_scale: np.ndarray, used: list[int], rule: str) -> tuple[np.ndarray, list[int]]:
+    """The maps an element may peak on, and the finest scale of each. "adjacent": for each pair of neighbouring
+    scales, the smaller of their two maps (an element must be recognised at two framings); "max": each scale's own
+    map. A photo scanned at one scale only has that scale's map."""
+    if rule == "max" or len(used) == 1:
+        return per_scale[used], list(used)
+    pairs = list(pairwise(used))
+    return np.stack([np.minimum(per_scale[a], per_scale[b]) for a, b in pairs]), [b for _, b in pairs]
+
+
+def find_elements(maps: np.ndarray, presence: float) -> list[tuple[int, float, tuple[int, int, int, int], int]]:
+    """(class, peak, box in cells as left, top, right, bottom, index of the map) for each class whose maps (K,
+    classes, rows, columns) peak at or above `presence`, most confident first. The box: the connected cells around
+    the peak where the map that gave the peak is at least half the peak."""
     from scipy import ndimage
 
     found = []
-    best = per_scale.max(0)
+    best = maps.max(0)
     for c in range(best.shape[0]):
         peak = float(best[c].max())
         if peak < presence:
             continue
         y, x = np.unravel_index(int(best[c].argmax()), best[c].shape)
-        scale = int(per_scale[:, c, y, x].argmax())
-        regions, _ = ndimage.label(per_scale[scale, c] >= peak / 2)
+        k = int(maps[:, c, y, x].argmax())
+        regions, _ = ndimage.label(maps[k, c] >= peak / 2)
         rows, cols = np.nonzero(regions == regions[y, x])
-        found.append((c, peak, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1), scale))
+        found.append((c, peak, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1), k))
     return sorted(found, key=lambda f: -f[1])
 
 
@@ -272,18 +294,19 @@ def map_elements(
     cell = size / CELLS_PER_TILE
     grid = (math.ceil(pixels.shape[0] / cell), math.ceil(pixels.shape[1] / cell))
     if note is not None:  # one tile over every cell
-        evidence_maps = np.broadcast_to(evidence[0][None, :, None, None], (1, evidence.shape[1], *grid)).copy()
+        per_scale = np.broadcast_to(evidence[0][None, :, None, None], (1, evidence.shape[1], *grid)).copy()
     else:
-        evidence_maps = combine(tiles, evidence, grid, cell, len(config.scales))
+        per_scale = combine(tiles, evidence, grid, cell, len(config.scales))
+    evidence_maps, finest = agreeing_maps(per_scale, sorted({t.scale for t in tiles}), config.rule)
     fx, fy = width / pixels.shape[1], height / pixels.shape[0]  # photo pixels per reduced pixel
     elements = []
-    for c, peak, (x0, y0, x1, y1), scale in find_elements(evidence_maps, config.presence):
+    for c, peak, (x0, y0, x1, y1), k in find_elements(evidence_maps, config.presence):
         box = (round(x0 * cell * fx), round(y0 * cell * fy), min(width, round(x1 * cell * fx)))
         box = (*box, min(height, round(y1 * cell * fy)))
         best = evidence_maps[:, c].max(0)
         y, x = np.unravel_index(int(best.argmax()), best.shape)
         centre = (min(width - 1, int((x + 0.5) * cell * fx)), min(height - 1, int((y + 0.5) * cell * fy)))
-        side = next(t.side for t in tiles if t.scale == scale)
+        side = next(t.side for t in tiles if t.scale == finest[k])
         label, name = classifier.classes[c], classifier.checkpoint.display_names[c]
         elements.append(Element(label, name, round(peak, 4), box, centre, round(side * min(fx, fy))))
     sides = tuple(dict.fromkeys(round(t.side * min(fx, fy)) for t in tiles))
@@ -340,10 +363,12 @@ def format_maps(maps: list[ElementMap], fmt: str) -> str:
 
 __all__ = [
     "CELLS_PER_TILE",
+    "RULES",
     "Element",
     "ElementMap",
     "MapConfig",
     "Tile",
+    "agreeing_maps",
     "combine",
     "cut_tiles",
     "find_elements",
