@@ -241,3 +241,11 @@ def test_cli_exits_2_naming_the_file_when_nothing_could_be_read(tiny_run, tmp_pa
 def test_cli_refuses_a_bad_scale() -> None:
     with pytest.raises(SystemExit):
         run_cli("map", "x.jpg", "--scales", "0.5,2")
+
+
+def test_map_explains_itself_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["map", "--help"])
+    text = capsys.readouterr().out
+    assert info.value.code == 0 and "example" in text and "heritage map west_front.jpg" in text
+    assert "--presence" in text and "--rule" in text and "--scales" in text
