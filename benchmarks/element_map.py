@@ -149,9 +149,9 @@ def summarise(rows: list[dict], seed: int) -> dict:
         hits = sum(r["hits"] for r in part)
         out[name] = {
             "mosaics": len(part),
-            "f1_mean": float(f1.mean()),
+            "f1_mean": float(f1.mean()) if f1.size else float("nan"),
             "f1_ci95": interval(f1, rng),
-            "peak_in_tile": float(peaks.mean()),
+            "peak_in_tile": float(peaks.mean()) if peaks.size else float("nan"),
             "peak_in_tile_ci95": interval(peaks, rng),
             "precision": hits / listed if listed else float("nan"),
             "recall": hits / present if present else float("nan"),

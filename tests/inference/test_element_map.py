@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -249,3 +250,19 @@ def test_map_explains_itself_with_an_example(capsys: pytest.CaptureFixture[str])
     text = capsys.readouterr().out
     assert info.value.code == 0 and "example" in text and "heritage map west_front.jpg" in text
     assert "--presence" in text and "--rule" in text and "--scales" in text
+
+
+def test_a_hostile_file_name_is_exact_in_json_and_valid_as_a_figure(tiny_run, tmp_path: Path) -> None:
+    name = b"caf\xe9\nphoto.png"  # not UTF-8, and a newline
+    path = Path(os.fsdecode(bytes(tmp_path) + b"/" + name))
+    Image.fromarray(draw(RIGHT, np.random.default_rng(2))[:40, :50]).save(path, format="PNG")
+    out = tmp_path / "maps"
+    code, stdout, stderr = run_cli(
+        "map", str(path), "--model", str(tiny_run.checkpoint), "--out", str(out), "--format", "json"
+    )
+    assert code == 0, stderr
+    (item,) = json.loads(stdout)
+    assert item["path"] == str(path) and item["whole_photo"]
+    assert Path(item["figure"]).name == "caf__photo.png.map.png" and Path(item["figure"]).exists()
+    code, table, _ = run_cli("map", str(path), "--model", str(tiny_run.checkpoint))
+    assert code == 0 and "caf\\xe9\\nphoto.png" in table and "note: photo smaller than one tile" in table
