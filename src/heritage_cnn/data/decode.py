@@ -11,7 +11,8 @@ visualize, explain), so its promises hold everywhere:
   and only the window of the image that lands in the centre square is converted and resized. A 1 x 300,000
   strip therefore costs what a 300,000-pixel photo costs, not a 64 x 19,200,000 intermediate image.
 The policy: EXIF orientation honoured, any mode to 8-bit RGB, shorter side scaled to `size` (bicubic,
-antialiased), centre square kept.
+antialiased), centre square kept. `read_whole` keeps the whole photo instead (the element map scans it), reduced
+within a pixel budget, with the same checks and errors.
 """
 
 from __future__ import annotations
