@@ -227,6 +227,7 @@ def test_cli_json_schema_and_figures(tiny_run, two_halves: Path, tmp_path: Path)
     figure = Path(item["figure"])
     assert figure == out / "two halves.png.map.png" and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"skipped {broken}" in stderr and "1 of 2 file(s) could not be read" in stderr
+    assert json.loads((out / "elements.json").read_text()) == [item]
     code, table, _ = run_cli("map", str(two_halves), "--model", str(tiny_run.checkpoint), "--stride", "0.5")
     assert code == 0 and "two halves.png" in table and "bell tower" not in table.splitlines()[0]
 

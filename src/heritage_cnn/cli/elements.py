@@ -49,8 +49,8 @@ def cmd_map(args: argparse.Namespace) -> int:
     calls "none of these" count for no class. The tiles make one map per class (two neighbouring scales must agree),
     and each class whose map peaks at or above --presence is listed with that peak as its confidence and a box (left, top, right, bottom in the photo's
     pixels, right and bottom exclusive) around the peak. A photo smaller than one tile gets the whole-photo answer,
-    and says so. Unreadable files are listed and skipped. With --out, a figure per photo: the photo with each
-    element's box named, and the ten maps.
+    and says so. Unreadable files are listed and skipped. With --out DIR, a figure per photo (the photo with
+    each element's box named, and the ten maps) and DIR/elements.json (the JSON, whatever --format says).
 
     Examples:
       heritage map west_front.jpg
@@ -100,7 +100,10 @@ def cmd_map(args: argparse.Namespace) -> int:
         else:
             print(text)
     if out is not None and maps:
-        print(f"heritage: {len(maps)} figure(s) written to {shown(out)}", file=sys.stderr)
+        from heritage_cnn.base.io import atomic_write_text
+
+        atomic_write_text(out / "elements.json", format_maps(maps, "json") + "\n")
+        print(f"heritage: {len(maps)} figure(s) and elements.json written to {shown(out)}", file=sys.stderr)
     for path, reason in skipped:
         print(f"heritage: skipped {shown(path)}: {reason}", file=sys.stderr)
     if skipped:
@@ -115,7 +118,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = add_command(commands, "map", cmd_map)
     p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR", help="photos, or folders searched recursively")
     add_model(p)
-    p.add_argument("--out", metavar="DIR", help="write a figure per photo into DIR (<photo name>.map.png)")
+    p.add_argument(
+        "--out", metavar="DIR", help="write a figure per photo (<photo name>.map.png) and elements.json into DIR"
+    )
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     p.add_argument(
         "--scales",
