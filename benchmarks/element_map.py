@@ -141,7 +141,8 @@ def summarise(rows: list[dict], seed: int) -> dict:
     rng = np.random.default_rng(seed)
     out = {}
     mixed = [r for r in rows if r["kind"] != "none"]
-    for name, part in (("2x2", [r for r in mixed if r["kind"] == "2x2"]), ("3x3", [r for r in mixed if r["kind"] == "3x3"]), ("mixed", mixed)):  # fmt: skip
+    parts = {kind: [r for r in mixed if r["kind"] == kind] for kind in ("2x2", "3x3")} | {"mixed": mixed}
+    for name, part in parts.items():
         f1 = np.array([r["f1"] for r in part])
         peaks = np.array([p for r in part for p in r["peaks_in_tile"]], dtype=np.float64)
         listed = sum(len(r["listed"]) for r in part)
@@ -188,8 +189,10 @@ def time_12mp(classifiers: dict[str, Classifier], photos: np.ndarray, tile_px: i
                 map_elements(classifier, path)
                 seconds[name].append(time.perf_counter() - start)
     size = [canvas.shape[1], canvas.shape[0]]
-    return {name: {"size": size, "tiles": tiles[name], "seconds": s, "median_s": float(np.median(s))}
-            for name, s in seconds.items()}  # fmt: skip
+    return {
+        name: {"size": size, "tiles": tiles[name], "seconds": s, "median_s": float(np.median(s))}
+        for name, s in seconds.items()
+    }
 
 
 def markdown(result: dict) -> str:
@@ -206,7 +209,7 @@ def markdown(result: dict) -> str:
         "|---|" + "---|" * len(result["models"]) + "---|",
     ]
 
-    def cell(model: str, part: str, key: str, pct: bool = False) -> str:  # fmt: skip
+    def cell(model: str, part: str, key: str, pct: bool = False) -> str:
         s = result["models"][model]["summary"][part]
         v, ci = s[key], s.get(f"{key.removesuffix('_mean')}_ci95")
         f = (lambda x: f"{100 * x:.1f} %") if pct else (lambda x: f"{x:.3f}")
@@ -222,8 +225,11 @@ def markdown(result: dict) -> str:
     ]
     for title, part, key, pct, target in rows if mosaics else ():
         if part is None:
-            values = [f"{result['models'][m]['summary']['mixed']['precision']:.3f} / "
-                      f"{result['models'][m]['summary']['mixed']['recall']:.3f}" for m in result["models"]]  # fmt: skip
+            values = [
+                f"{result['models'][m]['summary']['mixed']['precision']:.3f} / "
+                f"{result['models'][m]['summary']['mixed']['recall']:.3f}"
+                for m in result["models"]
+            ]
         else:
             values = [cell(m, part, key, pct) for m in result["models"]]
         lines.append(f"| {title} | " + " | ".join(values) + f" | {target} |")
@@ -254,10 +260,19 @@ def main() -> None:
     if negatives is not None:
         print(f"{len(photos)} validation photos, {len(negatives)} {args.negatives} negatives", flush=True)
         specs = mosaic_specs(labels, len(negatives), args.mosaics, args.seed)
-    result = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "threads": args.threads,
-              "negatives": args.negatives, "seed": args.seed, "mosaics_per_kind": args.mosaics,
-              "tile_px": args.tile_px, "config": MapConfig().__dict__, "command": " ".join(sys.argv),
-              "validation_photos": len(photos), "models": {}}  # fmt: skip
+    result = {
+        "date": datetime.date.today().isoformat(),
+        "hardware": hardware(),
+        "threads": args.threads,
+        "negatives": args.negatives,
+        "seed": args.seed,
+        "mosaics_per_kind": args.mosaics,
+        "tile_px": args.tile_px,
+        "config": MapConfig().__dict__,
+        "command": " ".join(sys.argv),
+        "validation_photos": len(photos),
+        "models": {},
+    }
     for name, classifier in classifiers.items() if not args.timing_only else ():
         start, rows = time.perf_counter(), []
         for spec in specs:

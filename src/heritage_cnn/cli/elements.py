@@ -46,11 +46,12 @@ def cmd_map(args: argparse.Namespace) -> int:
 
     Each photo is scanned at its own resolution by the network, over overlapping square tiles at several scales
     (sides from its shorter side down to a quarter of it, never under the network's 64 px); tiles the open-set score
-    calls "none of these" count for no class. The tiles make one map per class (two neighbouring scales must agree),
-    and each class whose map peaks at or above --presence is listed with that peak as its confidence and a box (left, top, right, bottom in the photo's
-    pixels, right and bottom exclusive) around the peak. A photo smaller than one tile gets the whole-photo answer,
-    and says so. Unreadable files are listed and skipped. With --out DIR, a figure per photo (the photo with
-    each element's box named, and the ten maps) and DIR/elements.json (the JSON, whatever --format says).
+    calls "none of these" count for no class. The tiles make one map per class (two neighbouring scales must
+    agree), and each class whose map peaks at or above --presence is listed with that peak as its confidence and a
+    box around the peak (left, top, right, bottom in the photo's pixels; right and bottom exclusive). A photo
+    smaller than one tile gets the whole-photo answer, and says so. Unreadable files are listed and skipped. With
+    --out DIR, a figure per photo (the photo with each element's box named, and the ten maps) and
+    DIR/elements.json (the JSON, whatever --format says).
 
     Examples:
       heritage map west_front.jpg
