@@ -85,6 +85,25 @@ def test_exif_rotation_matches_before(tmp_path: Path) -> None:
         assert np.array_equal(decode_image(path), reference(path))
 
 
+def test_read_whole_keeps_the_whole_photo_upright_and_reduced(tmp_path: Path) -> None:
+    """The element map's decode: the same orientation as `read_image`, the shorter side reduced to the target (a
+    JPEG decoded at a DCT scale on the way), never enlarged, and the same errors."""
+    image = _photo(1200, 800, seed=9)
+    exif = image.getexif()
+    exif[0x0112] = 6  # a quarter turn: the photo is 800 wide and 1200 high
+    path = tmp_path / "turned.jpg"
+    image.save(path, exif=exif, quality=95)
+    whole = decode.read_whole(path, 100)
+    assert (whole.width, whole.height, whole.pixels.shape) == (800, 1200, (150, 100, 3))
+    upright = ImageOps.exif_transpose(Image.open(path)).convert("RGB").resize((100, 150), Image.Resampling.BICUBIC)
+    assert np.abs(whole.pixels.astype(int) - np.asarray(upright, dtype=int)).mean() < 4  # DCT scaling, to rounding
+    assert decode.read_whole(path, 5000).pixels.shape == (1200, 800, 3)  # never enlarged
+    assert decode.read_whole(path, 5000, max_pixels=9600).pixels.shape == (120, 80, 3)  # the pixel budget
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    with pytest.raises(ImageError, match=r"broken\.jpg: "):
+        decode.read_whole(tmp_path / "broken.jpg", 100)
+
+
 @pytest.mark.parametrize("width,height", [(1, 70_000), (70_000, 1), (3, 100_000), (7, 40_000)])
 def test_strips_take_their_window_only(tmp_path: Path, width: int, height: int) -> None:
     """Beyond the resize budget only the window under the square is resized: the same picture, to rounding."""

@@ -1,7 +1,7 @@
 """The `heritage` command: one subcommand per job, each with its own --help and an example.
 
-Each command group is a module here (`data`, `train`, `evaluate`, `predict`, `inside`, `generate`,
-`serve`) with a `register(commands)` and thin `cmd_*` functions over the library; options shared by
+Each command group is a module here (`data`, `train`, `evaluate`, `predict`, `elements`,
+`inside`, `generate`, `serve`) with a `register(commands)` and thin `cmd_*` functions over the library; options shared by
 several commands are declared once in `options`. The library never imports this package.
 """
 
@@ -21,6 +21,7 @@ examples:
   heritage train --data data/ahe64 --out runs/a     train from scratch (its time on 2 CPU cores: see the README)
   heritage evaluate --model runs/a --data data/ahe64 --out runs/a/eval    never scores trained-on images
   heritage predict photo.jpg                        classify photos with the shipped model
+  heritage map west_front.jpg                       what is where in a whole photo
   heritage demo --data data/ahe64                   the whole pipeline, figures in runs/demo
 
 The data folder is either <root>/<class>/<image> or the Kaggle layout <root>/train/<class>/<image>
@@ -30,7 +31,7 @@ The data folder is either <root>/<class>/<image> or the Kaggle layout <root>/tra
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from heritage_cnn.cli import data, evaluate, generate, inside, predict, serve, train
+    from heritage_cnn.cli import data, elements, evaluate, generate, inside, predict, serve, train
 
     parser = argparse.ArgumentParser(
         prog="heritage",
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-V", "--version", action="version", version=f"heritage-cnn {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (data, train, evaluate, predict, inside, generate, serve):
+    for group in (data, train, evaluate, predict, elements, inside, generate, serve):
         group.register(commands)
     return parser
 

@@ -11,7 +11,8 @@ visualize, explain), so its promises hold everywhere:
   and only the window of the image that lands in the centre square is converted and resized. A 1 x 300,000
   strip therefore costs what a 300,000-pixel photo costs, not a 64 x 19,200,000 intermediate image.
 The policy: EXIF orientation honoured, any mode to 8-bit RGB, shorter side scaled to `size` (bicubic,
-antialiased), centre square kept.
+antialiased), centre square kept. `read_whole` keeps the whole photo instead (the element map scans it), reduced
+within a pixel budget, with the same checks and errors.
 """
 
 from __future__ import annotations
@@ -211,7 +212,8 @@ def _first_line(error: BaseException) -> str:
     return (text[0][:160] if text else "") or type(error).__name__
 
 
-def _decode_open(image: Image.Image, name: str, size: int) -> DecodedImage:
+def _check_header(image: Image.Image, name: str) -> None:
+    """Refuse, before any pixel is decoded, a header that declares too many pixels or none."""
     width, height, kind = image.width, image.height, image.format
     if width * height > Image.MAX_IMAGE_PIXELS:
         raise ImageTooLarge(
@@ -220,6 +222,11 @@ def _decode_open(image: Image.Image, name: str, size: int) -> DecodedImage:
         )
     if width < 1 or height < 1:
         raise ImageError(f"{name}: {kind} image of {width}x{height} pixels has nothing to show")
+
+
+def _decode_open(image: Image.Image, name: str, size: int) -> DecodedImage:
+    _check_header(image, name)
+    width, height, kind = image.width, image.height, image.format
     image.seek(0)  # first frame of an animated GIF / multi-page TIFF
     image.load()
     ImageOps.exif_transpose(image, in_place=True)
@@ -227,11 +234,31 @@ def _decode_open(image: Image.Image, name: str, size: int) -> DecodedImage:
     return DecodedImage(pixels, width, height, kind)
 
 
-def read_image(source: str | os.PathLike | bytes, size: int = IMAGE_SIZE, name: str | None = None) -> DecodedImage:
-    """Decode a file (by path) or bytes (an upload) with the one policy; raise ImageError naming the file.
+def _decode_whole(image: Image.Image, name: str, shorter: int, max_pixels: int) -> DecodedImage:
+    """The whole photo with its shorter side at most `shorter` px and at most `max_pixels` pixels (never
+    enlarged); `width` and `height` are the photo's own, after EXIF orientation."""
+    _check_header(image, name)
+    kind = image.format
+    image.seek(0)
+    width, height = image.size
+    factor = min(1.0, shorter / min(width, height), math.sqrt(max_pixels / (width * height)))
+    target = (max(1, math.floor(width * factor)), max(1, math.floor(height * factor)))
+    if kind == "JPEG" and factor < 0.5:  # the DCT decodes at 1/2, 1/4 or 1/8 directly, never below the target
+        image.draft("RGB", target)
+    image.load()
+    loaded = image.size
+    ImageOps.exif_transpose(image, in_place=True)
+    if image.size != loaded:  # rotated a quarter turn: the photo's own axes are the other way round
+        width, height, target = height, width, target[::-1]
+    image = image if image.mode in ("RGB", "L") else to_rgb(image)
+    if image.size != target:  # bicubic, antialiased: integer box reduction first, as fit_square does
+        image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=REDUCING_GAP)
+    return DecodedImage(np.asarray(to_rgb(image), dtype=np.uint8).copy(), width, height, kind)
 
-    `name` is what messages call the input (default: the path, or "upload" for bytes).
-    """
+
+def _read(source: str | os.PathLike | bytes, name: str | None, use) -> DecodedImage:
+    """Open a file (by path) or bytes, pass the open image to `use(image, name)`; every failure is an ImageError
+    that names the file."""
     is_bytes = isinstance(source, (bytes, bytearray, memoryview))
     name = name or ("upload" if is_bytes else os.fsdecode(source))
     if is_bytes and len(source) == 0:
@@ -241,7 +268,7 @@ def read_image(source: str | os.PathLike | bytes, size: int = IMAGE_SIZE, name: 
     try:
         with stream, Image.open(stream) as image:
             kind = image.format
-            return _decode_open(image, name, size)
+            return use(image, name)
     except ImageError:
         raise
     except Image.DecompressionBombError as error:
@@ -258,6 +285,26 @@ def read_image(source: str | os.PathLike | bytes, size: int = IMAGE_SIZE, name: 
         raise ImageError(f"{name}: corrupt or truncated image ({_first_line(error)})") from None
     except Exception as error:  # any decoder plugin's failure means the same: this file cannot be used
         raise ImageError(f"{name}: corrupt or truncated image ({type(error).__name__}: {_first_line(error)})") from None
+
+
+def read_image(source: str | os.PathLike | bytes, size: int = IMAGE_SIZE, name: str | None = None) -> DecodedImage:
+    """Decode a file (by path) or bytes (an upload) with the one policy; raise ImageError naming the file.
+
+    `name` is what messages call the input (default: the path, or "upload" for bytes).
+    """
+    return _read(source, name, lambda image, shown: _decode_open(image, shown, size))
+
+
+def read_whole(
+    source: str | os.PathLike | bytes, shorter: int, max_pixels: int = RESIZE_BUDGET, name: str | None = None
+) -> DecodedImage:
+    """The whole photo, not a centre square: reduced (never enlarged) so that its shorter side is at most `shorter`
+    px and it holds at most `max_pixels` pixels (a panorama is reduced further), with the same checks, errors and
+    EXIF orientation as `read_image`. `pixels` is (h, w, 3) uint8; `width` and `height` are the photo's own size.
+    The element map scans this image (`heritage_cnn.inference.element_map`)."""
+    if shorter < 1 or max_pixels < 1:
+        raise ValueError(f"shorter side and pixel budget must be at least 1, got {shorter} and {max_pixels}")
+    return _read(source, name, lambda image, shown: _decode_whole(image, shown, shorter, max_pixels))
 
 
 def _size_or_zero(path: str | os.PathLike) -> int:

@@ -1,0 +1,150 @@
+"""`heritage map`: what is where in whole photos, an element map per photo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from heritage_cnn.cli.options import (
+    UsageError,
+    add_command,
+    add_device,
+    add_model,
+    add_none_threshold,
+    add_tta,
+    device_name,
+    note_cannot_reject,
+    number_in,
+    show_progress,
+)
+
+
+def fractions(text: str) -> tuple[float, ...]:
+    """`1,0.5,0.25` -> (1.0, 0.5, 0.25), each in (0, 1]."""
+    check = number_in(0, 1, above_low=True)
+    return tuple(check(part) for part in text.split(","))
+
+
+def figure_names(paths: list[str]) -> list[str]:
+    """One valid, distinct PNG name per photo: its file name made portable, `-n` added to a repeated one."""
+    from heritage_cnn.base.names import portable_name
+
+    used: set[str] = set()
+    names = []
+    for path in paths:
+        stem, n = Path(path).name + ".map.png", 0
+        while (name := portable_name(stem, n)) in used:
+            n += 1
+        used.add(name)
+        names.append(name)
+    return names
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    """Find the elements in whole photos: what is where.
+
+    Each photo is scanned at its own resolution by the network, over overlapping square tiles at several scales
+    (sides from its shorter side down to a quarter of it, never under the network's 64 px); tiles the open-set score
+    calls "none of these" count for no class. The tiles make one map per class (two neighbouring scales must
+    agree), and each class whose map peaks at or above --presence is listed with that peak as its confidence and a
+    box around the peak (left, top, right, bottom in the photo's pixels; right and bottom exclusive). A photo
+    smaller than one tile gets the whole-photo answer, and says so. Unreadable files are listed and skipped. With
+    --out DIR, a figure per photo (the photo with each element's box named, and the ten maps) and
+    DIR/elements.json (the JSON, whatever --format says).
+
+    Examples:
+      heritage map west_front.jpg
+      heritage map survey/ --model fast --out maps/ --format json > elements.json
+    """
+    from dataclasses import replace
+
+    from heritage_cnn.base.names import shown
+    from heritage_cnn.inference.classifier import Classifier, find_photos
+    from heritage_cnn.inference.element_map import MapConfig, format_maps, map_files
+
+    config = MapConfig()
+    changes = {"scales": args.scales, "stride": args.stride, "presence": args.presence, "rule": args.rule}
+    config = replace(config, **{k: v for k, v in changes.items() if v is not None})
+    photos, missing = find_photos(args.inputs)
+    for path, reason in missing:
+        print(f"heritage: {shown(path)}: {reason}", file=sys.stderr)
+    if not photos:
+        raise UsageError("no photos found in " + ", ".join(args.inputs))
+    classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
+    note_cannot_reject(classifier.open_set)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    names = iter(figure_names([str(p) for p in photos]))
+    items = map_files(classifier, photos, config)
+    if show_progress(args):
+        from tqdm import tqdm
+
+        items = tqdm(items, total=len(photos), desc="map", unit="photo", leave=False)
+    maps, skipped = [], []
+    for item, name in zip(items, names, strict=True):
+        if isinstance(item, tuple):
+            skipped.append(item)
+            continue
+        if out is not None:
+            from heritage_cnn.inference.element_figure import draw_element_map
+
+            item.figure = str(draw_element_map(item, out / name))
+        maps.append(item)
+    if maps:
+        text = format_maps(maps, args.format)
+        if args.format == "json" and hasattr(sys.stdout, "buffer"):
+            sys.stdout.flush()
+            sys.stdout.buffer.write((text + "\n").encode("utf-8"))
+            sys.stdout.buffer.flush()
+        else:
+            print(text)
+    if out is not None and maps:
+        from heritage_cnn.base.io import atomic_write_text
+
+        atomic_write_text(out / "elements.json", format_maps(maps, "json") + "\n")
+        print(f"heritage: {len(maps)} figure(s) and elements.json written to {shown(out)}", file=sys.stderr)
+    for path, reason in skipped:
+        print(f"heritage: skipped {shown(path)}: {reason}", file=sys.stderr)
+    if skipped:
+        print(f"heritage: {len(skipped)} of {len(photos)} file(s) could not be read", file=sys.stderr)
+    return 0 if maps else 2
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from heritage_cnn.inference.element_map import RULES, MapConfig
+
+    default = MapConfig()
+    p = add_command(commands, "map", cmd_map)
+    p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR", help="photos, or folders searched recursively")
+    add_model(p)
+    p.add_argument(
+        "--out", metavar="DIR", help="write a figure per photo (<photo name>.map.png) and elements.json into DIR"
+    )
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
+    p.add_argument(
+        "--scales",
+        type=fractions,
+        help="tile sides as fractions of the photo's shorter side (default "
+        f"{','.join(f'{s:g}' for s in default.scales)}); sides under the network's input are skipped",
+    )
+    p.add_argument(
+        "--stride",
+        type=number_in(0, 1, above_low=True),
+        help=f"step between tiles, as a fraction of their side (default {default.stride:g})",
+    )
+    p.add_argument(
+        "--presence",
+        type=number_in(0, 1, above_low=True),
+        help=f"list a class whose map peaks at or above this (default {default.presence:g})",
+    )
+    p.add_argument(
+        "--rule",
+        choices=RULES,
+        help=f"how scales combine: adjacent (two neighbouring scales must agree) or max (each alone) (default "
+        f"{default.rule})",
+    )
+    add_none_threshold(p)
+    add_tta(p)
+    add_device(p)

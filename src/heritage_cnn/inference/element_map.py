@@ -1,0 +1,380 @@
+"""What is where in a whole photo: the trained network scanned over overlapping tiles at several scales.
+
+A survey photo is not a 64 px crop of one element: a west front holds a bell tower, stained glass, gargoyles. The
+photo is decoded whole (`data.decode.read_whole`: the same checks and errors as every other decode, memory bounded
+from the header, and reduced once so that the smallest tile is exactly the network's 64 px: a 12-megapixel photo
+becomes 341 x 256 pixels). Square tiles are cut from that image at every scale of `MapConfig.scales`, each resized
+down (bicubic, antialiased) to the network's input, never up, and classified in batches by `Classifier.scored`: ten
+probabilities and the open-set score per tile, from one forward pass. A tile the score calls "none of these"
+contributes to no class. The tiles are combined into one map per class on a grid of cells, and a class whose map
+peaks at or above `MapConfig.presence` is listed as an element, with that peak as its confidence and a box around
+the peak (photo pixels). `map_elements(classifier, photo)` is the Python API; `heritage map` the command.
+
+The combination rule, and why:
+- at one scale, a cell's value for a class is the mean, over the tiles of that scale that cover the cell, of the
+  tile's probability for the class (0 for a tile called none). With the stride at half a tile, a cell inside the
+  photo is seen by four tiles of each scale (two per axis): an element must be recognised by the tiles that see it
+  from different framings, and one stray confident tile among four counts for a quarter;
+- across scales, neighbours must agree (`rule="adjacent"`): a place's value is the smaller of two neighbouring
+  scales' values (scales 1/sqrt(2) apart), the best pair kept. An element is recognised at the scales that frame it
+  as the data set's photos do (one element filling the view), and the next scale frames it nearly as well; a tile's
+  quirk (a coarse tile over several elements named after one, a fine one seeing a texture as stained glass) rarely
+  survives the change of framing. Other scales, which see only part of it or it among others, do not dilute it.
+  `rule="max"`, each scale alone, was the first choice, made by reasoning; on mosaics of the tuning negatives (seed
+  1, docs/element_map.md) it listed more false elements in 2 x 2 mosaics (mean F1 0.74 for `fast`, against 0.84);
+- the box is drawn on the map that gave the peak: the connected cells around the peak where that map is at least
+  half the peak. A coarse tile that sees the whole photo and names one of its elements would otherwise stretch every
+  box to the whole photo;
+- presence: a peak of at least 0.4, the mean probability of the tiles at both scales of the pair.
+A photo smaller than one tile (shorter side under 64 px), or too elongated for one, gets the whole-photo answer
+(`Classifier.predict`'s policy: the centre square, enlarged) as its single tile, and `whole_photo` says so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from heritage_cnn.base.checks import require
+from heritage_cnn.base.names import json_text, shown
+from heritage_cnn.data.decode import RESIZE_BUDGET, ImageError, fit_square, read_whole, to_rgb
+from heritage_cnn.inference.classifier import Classifier
+
+RULES = ("adjacent", "max")
+CELLS_PER_TILE = 8  # grid cells along the side of the smallest tile: 4 per stride at a stride of half a tile
+
+
+@dataclass(frozen=True)
+class MapConfig:
+    """How a photo is scanned and combined; every field can be overridden (`heritage map --scales ...`)."""
+
+    # Tile sides as fractions of the photo's shorter side. The data set's photos frame one element filling most of
+    # the view; in a survey photo an element fills from the whole height to about a quarter of it. Steps of 1/sqrt(2)
+    # (half the area) leave no element size more than 19 % from a tile's; below a quarter, an element is a few dozen
+    # pixels of the reduced photo and the tile count grows as 1/scale^2 (0.25: 77 tiles of a 4:3 photo, 0.18: 150).
+    scales: tuple[float, ...] = (1.0, 0.71, 0.5, 0.35, 0.25)
+    # The step between tiles as a fraction of their side: half a tile puts every element at least half inside some
+    # tile's centre and lets four tiles per scale vote on each place (the combination rule above).
+    stride: float = 0.5
+    # How scales combine: "adjacent" (a place's value is the smaller of two neighbouring scales' values, the best
+    # pair kept: an element framed well by one scale is framed nearly as well by the next, 1/sqrt(2) away, while
+    # a tile's quirk rarely survives a change of framing) or "max" (each scale alone, the best kept).
+    rule: str = "adjacent"
+    # A class is listed when its map peaks at or above this (from 0 to 1): a mean of tile probabilities at two
+    # scales at once, so below the 0.5 that one scale alone would need.
+    presence: float = 0.4
+    # Bounds for panoramas: the reduced photo holds at most `max_pixels` (a 1000:1 strip still yields tiles of its
+    # full height), and at most `max_tiles` tiles are scored (the finest scales are dropped first).
+    max_pixels: int = RESIZE_BUDGET
+    max_tiles: int = 2048
+
+    def __post_init__(self) -> None:
+        scales = tuple(float(s) for s in self.scales)
+        object.__setattr__(self, "scales", tuple(sorted(set(scales), reverse=True)))
+        require(bool(scales) and all(0 < s <= 1 for s in scales), f"{{0}} must be in (0, 1], got {scales}", "scales")
+        require(0 < self.stride <= 1, f"{{0}} must be in (0, 1], got {self.stride}", "stride")
+        require(0 < self.presence <= 1, f"{{0}} must be in (0, 1], got {self.presence}", "presence")
+        require(self.rule in RULES, f"{{0}} must be one of {', '.join(RULES)}, got {self.rule!r}", "rule")
+        require(self.max_pixels >= 4096, f"{{0}} must be at least 4096, got {self.max_pixels}", "max_pixels")
+        require(self.max_tiles >= 1, f"{{0}} must be at least 1, got {self.max_tiles}", "max_tiles")
+
+    def reduced_shorter(self, tile: int) -> int:
+        """The shorter side the photo is reduced to, so that the smallest tile is `tile` px."""
+        return math.ceil(tile / min(self.scales) - 1e-9)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A square of the reduced photo: left, top and side in its pixels (floats), and the index of its scale."""
+
+    left: float
+    top: float
+    side: float
+    scale: int
+
+
+def tile_positions(length: float, side: float, stride: float) -> list[float]:
+    """Where tiles of `side` start along an axis of `length`: the first at 0, the last ending at `length`, evenly
+    spaced at most `stride` apart (so the axis is covered with at least the overlap the stride promises)."""
+    if side >= length:
+        return [0.0]
+    steps = math.ceil((length - side) / stride - 1e-9)
+    return [(length - side) * i / steps for i in range(steps + 1)]
+
+
+def plan_tiles(width: int, height: int, config: MapConfig, tile: int = 64) -> list[Tile]:
+    """The tiles of a reduced photo of `width` x `height`: for each scale whose side is at least `tile` px (never
+    enlarged), a grid at `config.stride`; the finest scales are dropped while there are over `config.max_tiles`."""
+    shorter = min(width, height)
+    grids = []
+    for index, scale in enumerate(config.scales):
+        side = scale * shorter
+        if side < tile - 1e-6:
+            continue
+        step = config.stride * side
+        xs, ys = tile_positions(width, side, step), tile_positions(height, side, step)
+        grids.append([Tile(x, y, side, index) for y in ys for x in xs])
+    while len(grids) > 1 and sum(map(len, grids)) > config.max_tiles:
+        grids.pop()  # the finest scale: the most tiles
+    if grids and len(grids[0]) > config.max_tiles:  # a long panorama at one scale: tiles spread along it evenly
+        keep = np.linspace(0, len(grids[0]) - 1, config.max_tiles).round().astype(int)
+        grids[0] = [grids[0][i] for i in keep]
+    return [t for grid in grids for t in grid]
+
+
+def cut_tiles(pixels: np.ndarray, tiles: list[Tile], size: int) -> torch.Tensor:
+    """The tiles of an (h, w, 3) uint8 photo as an (N, 3, size, size) uint8 batch, each resized down (bicubic,
+    antialiased by Pillow's support scaling) from its exact sub-pixel box."""
+    image = Image.fromarray(pixels)
+    batch = np.empty((len(tiles), size, size, 3), dtype=np.uint8)
+    for i, t in enumerate(tiles):
+        box = (t.left, t.top, t.left + t.side, t.top + t.side)
+        batch[i] = np.asarray(image.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=None))
+    return torch.from_numpy(batch).permute(0, 3, 1, 2)
+
+
+@dataclass(frozen=True)
+class Element:
+    """One element found in a photo: its class, the map's peak (its confidence) and where it is (photo pixels)."""
+
+    label: str
+    name: str
+    confidence: float
+    box: tuple[int, int, int, int]  # left, top, right, bottom (right and bottom exclusive)
+    peak: tuple[int, int]  # x, y of the peak cell's centre
+    tile: int  # the side, in photo pixels, of the tiles whose map gave the peak
+
+    def to_dict(self) -> dict[str, Any]:
+        left, top, right, bottom = self.box
+        return {
+            "label": self.label,
+            "name": self.name,
+            "confidence": self.confidence,
+            "box": {"left": left, "top": top, "right": right, "bottom": bottom},
+            "peak": {"x": self.peak[0], "y": self.peak[1]},
+            "tile": self.tile,
+        }
+
+
+@dataclass
+class ElementMap:
+    """The elements of one photo and the per-class maps they come from; `to_dict()` is the JSON schema."""
+
+    path: str | None
+    width: int  # the photo's own size (after EXIF orientation)
+    height: int
+    elements: tuple[Element, ...]
+    classes: list[str]
+    names: list[str]
+    maps: np.ndarray  # (classes, rows, columns) float32 in [0, 1], one cell = `cell` photo pixels
+    cell: tuple[float, float]  # (width, height) of a cell in photo pixels
+    tiles: int
+    tile_sides: tuple[int, ...]  # in photo pixels, largest first
+    known_tiles: int | None  # tiles the open-set score calls one of the ten; None: the model cannot tell
+    none_threshold: float | None
+    whole_photo: bool = False
+    note: str | None = None
+    preview: np.ndarray = field(default=None, repr=False)  # the reduced photo the tiles were cut from
+    figure: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "width": self.width,
+            "height": self.height,
+            "elements": [e.to_dict() for e in self.elements],
+            "whole_photo": self.whole_photo,
+            "note": self.note,
+            "tiles": self.tiles,
+            "tile_sides": list(self.tile_sides),
+            "known_tiles": self.known_tiles,
+            "none_threshold": self.none_threshold,
+            "figure": self.figure,
+        }
+
+
+def _cells(start: float, stop: float, cell: float) -> slice:
+    """The cells whose centres lie in [start, stop)."""
+    return slice(max(0, math.ceil(start / cell - 0.5)), max(0, math.ceil(stop / cell - 0.5)))
+
+
+def combine(tiles: list[Tile], evidence: np.ndarray, grid: tuple[int, int], cell: float, scales: int) -> np.ndarray:
+    """Per-scale maps (scales, classes, rows, columns): at each cell the mean evidence (tiles x classes) of the tiles
+    of that scale that cover it (0 where none does)."""
+    sums = np.zeros((scales, evidence.shape[1], *grid), dtype=np.float64)
+    counts = np.zeros((scales, 1, *grid), dtype=np.float64)
+    for t, row in zip(tiles, evidence, strict=True):
+        ys, xs = _cells(t.top, t.top + t.side, cell), _cells(t.left, t.left + t.side, cell)
+        sums[t.scale, :, ys, xs] += row[:, None, None]
+        counts[t.scale, :, ys, xs] += 1
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+def agreeing_maps(per_scale: np.ndarray, used: list[int], rule: str) -> tuple[np.ndarray, list[int]]:
+    """The maps an element may peak on, and the finest scale of each. "adjacent": for each pair of neighbouring
+    scales, the smaller of their two maps (an element must be recognised at two framings); "max": each scale's own
+    map. A photo scanned at one scale only has that scale's map."""
+    if rule == "max" or len(used) == 1:
+        return per_scale[used], list(used)
+    pairs = list(pairwise(used))
+    return np.stack([np.minimum(per_scale[a], per_scale[b]) for a, b in pairs]), [b for _, b in pairs]
+
+
+def find_elements(maps: np.ndarray, presence: float) -> list[tuple[int, float, tuple[int, int, int, int], int]]:
+    """(class, peak, box in cells as left, top, right, bottom, index of the map) for each class whose maps (K,
+    classes, rows, columns) peak at or above `presence`, most confident first. The box: the connected cells around
+    the peak where the map that gave the peak is at least half the peak."""
+    from scipy import ndimage
+
+    found = []
+    best = maps.max(0)
+    for c in range(best.shape[0]):
+        peak = float(best[c].max())
+        if peak < presence:
+            continue
+        y, x = np.unravel_index(int(best[c].argmax()), best[c].shape)
+        k = int(maps[:, c, y, x].argmax())
+        regions, _ = ndimage.label(maps[k, c] >= peak / 2)
+        rows, cols = np.nonzero(regions == regions[y, x])
+        found.append((c, peak, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1), k))
+    return sorted(found, key=lambda f: -f[1])
+
+
+def _reduce(image: Image.Image | np.ndarray, shorter: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
+    """An in-memory photo reduced as `read_whole` reduces a file."""
+    image = to_rgb(image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image)))
+    width, height = image.size
+    factor = min(1.0, shorter / min(width, height), math.sqrt(max_pixels / (width * height)))
+    target = (max(1, math.floor(width * factor)), max(1, math.floor(height * factor)))
+    if target != image.size:
+        image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    return np.asarray(image, dtype=np.uint8), width, height
+
+
+def _load(image: str | os.PathLike | Image.Image | np.ndarray, shorter: int, max_pixels: int):
+    if isinstance(image, (str, os.PathLike)):
+        decoded = read_whole(image, shorter, max_pixels)
+        return decoded.pixels, decoded.width, decoded.height, str(image)
+    if isinstance(image, np.ndarray) and (image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3):
+        raise ImageError(f"array input must be HxWx3 uint8, got shape {image.shape} dtype {image.dtype}")
+    return (*_reduce(image, shorter, max_pixels), None)
+
+
+def map_elements(
+    classifier: Classifier, image: str | os.PathLike | Image.Image | np.ndarray, config: MapConfig | None = None
+) -> ElementMap:
+    """The elements of one photo (a path, a PIL image or an HxWx3 uint8 array) and their maps; raises ImageError for
+    a file that cannot be read."""
+    config = config or MapConfig()
+    size = classifier.checkpoint.image_size
+    pixels, width, height, path = _load(image, config.reduced_shorter(size), config.max_pixels)
+    tiles = plan_tiles(pixels.shape[1], pixels.shape[0], config, size)
+    note = None
+    if tiles:
+        batch = cut_tiles(pixels, tiles, size)
+    else:  # the whole-photo answer: the centre square, enlarged, as `predict` sees it
+        tiles = [Tile(0.0, 0.0, float(max(pixels.shape[:2])), 0)]
+        batch = torch.from_numpy(np.array(fit_square(Image.fromarray(pixels), size))[None]).permute(0, 3, 1, 2)
+        why = "smaller than one tile" if min(width, height) < size else "too elongated for tiles"
+        note = f"photo {why} ({width}x{height}, tiles are at least {size} px): the whole photo was classified"
+    probabilities, scores = classifier.scored(batch)
+    evidence = probabilities.numpy().astype(np.float64)
+    point = classifier.open_set
+    known = None if scores is None or point is None else (scores >= point.threshold).numpy()
+    if known is not None:
+        evidence = evidence * known[:, None]
+    cell = size / CELLS_PER_TILE
+    grid = (math.ceil(pixels.shape[0] / cell), math.ceil(pixels.shape[1] / cell))
+    if note is not None:  # one tile over every cell
+        per_scale = np.broadcast_to(evidence[0][None, :, None, None], (1, evidence.shape[1], *grid)).copy()
+    else:
+        per_scale = combine(tiles, evidence, grid, cell, len(config.scales))
+    evidence_maps, finest = agreeing_maps(per_scale, sorted({t.scale for t in tiles}), config.rule)
+    fx, fy = width / pixels.shape[1], height / pixels.shape[0]  # photo pixels per reduced pixel
+    elements = []
+    for c, peak, (x0, y0, x1, y1), k in find_elements(evidence_maps, config.presence):
+        box = (round(x0 * cell * fx), round(y0 * cell * fy), min(width, round(x1 * cell * fx)))
+        box = (*box, min(height, round(y1 * cell * fy)))
+        best = evidence_maps[:, c].max(0)
+        y, x = np.unravel_index(int(best.argmax()), best.shape)
+        centre = (min(width - 1, int((x + 0.5) * cell * fx)), min(height - 1, int((y + 0.5) * cell * fy)))
+        side = next(t.side for t in tiles if t.scale == finest[k])
+        label, name = classifier.classes[c], classifier.checkpoint.display_names[c]
+        elements.append(Element(label, name, round(peak, 4), box, centre, round(side * min(fx, fy))))
+    sides = tuple(dict.fromkeys(round(t.side * min(fx, fy)) for t in tiles))
+    return ElementMap(
+        path=path,
+        width=width,
+        height=height,
+        elements=tuple(elements),
+        classes=list(classifier.classes),
+        names=list(classifier.checkpoint.display_names),
+        maps=evidence_maps.max(0),
+        cell=(cell * fx, cell * fy),
+        tiles=len(tiles),
+        tile_sides=sides,
+        known_tiles=None if known is None else int(known.sum()),
+        none_threshold=None if point is None else float(point.threshold),
+        whole_photo=note is not None,
+        note=note,
+        preview=pixels,
+    )
+
+
+def map_files(
+    classifier: Classifier, paths: Iterable[str | os.PathLike], config: MapConfig | None = None
+) -> Iterator[ElementMap | tuple[str, str]]:
+    """`map_elements` over files; yields an ElementMap or (path, reason) for a file that could not be read."""
+    for path in paths:
+        try:
+            yield map_elements(classifier, path, config)
+        except ImageError as error:
+            yield str(path), str(error).removeprefix(f"{os.fsdecode(path)}: ")
+
+
+def format_maps(maps: list[ElementMap], fmt: str) -> str:
+    """Element maps as text: "json" (a list of `to_dict()`, names exact: `base.names.json_text`) or "table" (for
+    people: one line per element, names shown safely)."""
+    if fmt == "json":
+        return json_text([m.to_dict() for m in maps])
+    if fmt != "table":
+        raise ValueError(f"unknown output format {fmt!r}: choose table or json")
+    paths = [shown(m.path) if m.path is not None else "-" for m in maps]
+    width = max([len(p) for p in paths] + [4])
+    lines = [f"{'path'.ljust(width)}  {'size':>11}  {'element':<16} {'conf':>5}  box (left, top, right, bottom)"]
+    for path, m in zip(paths, maps, strict=True):
+        size = f"{m.width}x{m.height}"
+        if not m.elements:
+            lines.append(f"{path.ljust(width)}  {size:>11}  {'no element found':<16} {'-':>5}")
+        for e in m.elements:
+            lines.append(f"{path.ljust(width)}  {size:>11}  {e.name:<16} {e.confidence:5.2f}  {e.box}")
+        if m.note:
+            lines.append(f"{''.ljust(width)}  {'':>11}  note: {m.note}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "CELLS_PER_TILE",
+    "RULES",
+    "Element",
+    "ElementMap",
+    "MapConfig",
+    "Tile",
+    "agreeing_maps",
+    "combine",
+    "cut_tiles",
+    "find_elements",
+    "format_maps",
+    "map_elements",
+    "map_files",
+    "plan_tiles",
+    "tile_positions",
+]

@@ -1,0 +1,269 @@
+"""The element map: tiling arithmetic worked by hand, a two-class mosaic found on its own halves by the tiny run, tiny
+and elongated photos, bad files, the JSON schema and the figure."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import CLASSES, draw
+from heritage_cnn import cli
+from heritage_cnn.base.checks import ConfigError
+from heritage_cnn.data.decode import read_whole, try_decode
+from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.inference.element_map import (
+    MapConfig,
+    Tile,
+    agreeing_maps,
+    combine,
+    map_elements,
+    map_files,
+    plan_tiles,
+    tile_positions,
+)
+
+LEFT, RIGHT = 0, 5  # red and cyan: the two synthetic classes furthest apart in hue
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = cli.main(list(argv))
+    return code, out.getvalue(), err.getvalue()
+
+
+def mosaic(labels: list[int], enlarge: int = 8, seed: int = 3) -> np.ndarray:
+    """Synthetic class pictures side by side, enlarged `enlarge` times (nearest: the pictures' own pixels, as a
+    photo at a survey camera's resolution would hold one element per region)."""
+    rng = np.random.default_rng(seed)
+    row = np.concatenate([draw(label, rng) for label in labels], axis=1)
+    return np.kron(row, np.ones((enlarge, enlarge, 1), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def two_halves(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("mosaic") / "two halves.png"
+    Image.fromarray(mosaic([LEFT, RIGHT])).save(path)  # 1024 x 512
+    return path
+
+
+@pytest.fixture(scope="module")
+def enlarged(tiny_run) -> Classifier:
+    """The tiny run with a none-of-these threshold for enlarged pictures. Shrinking an enlarged synthetic picture
+    to 64 px averages away its pixel noise, and the tiny run's Mahalanobis score, fitted on noisy 64 px pictures,
+    calls every such tile none (scores of -150 to -5,000 against its threshold of about -107, measured once). Tiles
+    of one picture stay far above -20,000 and tiles straddling two pictures far below (about -55,000), so this
+    threshold still rejects the straddling tiles, and the test checks the tiling and the combination, not the
+    tiny run's open-set score."""
+    return Classifier.load(tiny_run.checkpoint, none_threshold=-20_000)
+
+
+# --------------------------------------------------------------------------------------------
+# The tiling arithmetic, by hand
+# --------------------------------------------------------------------------------------------
+
+
+def test_tile_positions_cover_the_axis_from_edge_to_edge() -> None:
+    assert tile_positions(300, 100, 50) == [0, 50, 100, 150, 200]  # (300 - 100) / 50 = 4 steps
+    assert tile_positions(100, 100, 50) == [0.0]  # one tile fills the axis
+    assert tile_positions(80, 100, 50) == [0.0]
+    # 4000 x 3000 reduced to 341 x 256: the smallest tiles (64 px, stride 32) need ceil(277 / 32) = 9 steps, each
+    # 277 / 9 = 30.78 px (never more than the stride), the last tile ending on the edge
+    xs = tile_positions(341, 64, 32)
+    assert len(xs) == 10 and xs[0] == 0 and xs[-1] == pytest.approx(277)
+    assert np.diff(xs) == pytest.approx(np.full(9, 277 / 9))
+
+
+def test_plan_of_a_12_megapixel_photo_worked_by_hand() -> None:
+    config = MapConfig()
+    assert config.scales == (1.0, 0.71, 0.5, 0.35, 0.25)
+    assert config.reduced_shorter(64) == 256  # the smallest tile, a quarter of the shorter side, becomes 64 px
+    tiles = plan_tiles(341, 256, config)
+    counts = [sum(t.scale == i for t in tiles) for i in range(5)]
+    # sides 256, 181.76, 128, 89.6, 64 at steps of half a side: (2 x 1), (3 x 2), (5 x 3), (7 x 5), (10 x 7)
+    assert counts == [2, 6, 15, 35, 70]
+    assert min(t.side for t in tiles) == pytest.approx(64)  # never enlarged
+    whole = [t for t in tiles if t.scale == 0]
+    assert [(t.left, t.top, t.side) for t in whole] == [(0, 0, 256), (85, 0, 256)]
+    # over the budget, the finest scales go first: 128 - 70 = 58 is still over 30, 58 - 35 = 23 is not
+    assert len(plan_tiles(341, 256, MapConfig(max_tiles=30))) == 23
+
+
+def test_plan_of_a_small_photo_keeps_only_tiles_of_at_least_64_px() -> None:
+    tiles = plan_tiles(100, 80, MapConfig())  # 0.71 x 80 = 56.8 px: too small; only the whole height remains
+    assert [(t.left, t.top, t.side) for t in tiles] == [(0, 0, 80), (20, 0, 80)]
+    assert plan_tiles(100, 63, MapConfig()) == []
+
+
+def test_config_refuses_bad_values() -> None:
+    bad_values = ({"scales": ()}, {"scales": (0.0,)}, {"scales": (1.5,)}, {"stride": 0}, {"presence": float("nan")})
+    for bad in (*bad_values, {"rule": "mean"}):
+        with pytest.raises(ConfigError):
+            MapConfig(**bad)
+
+
+def test_combination_is_the_mean_of_covering_tiles_then_the_max_over_scales() -> None:
+    # a 4 x 2 grid of 8-px cells; two tiles of scale 0 side by side, one of scale 1 over everything
+    tiles = [Tile(0, 0, 16, 0), Tile(16, 0, 16, 0), Tile(0, 0, 32, 1)]
+    evidence = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 0.25]])
+    maps = combine(tiles, evidence, (2, 4), 8.0, 2)
+    assert maps.shape == (2, 2, 2, 4)
+    assert maps[0, 0, 0].tolist() == [1.0, 1.0, 0.5, 0.5]
+    assert maps[1, 1, 1].tolist() == [0.25] * 4
+    overlapping = combine([Tile(0, 0, 16, 0), Tile(8, 0, 16, 0)], evidence[:2], (2, 3), 8.0, 1)
+    assert overlapping[0, 0, 0].tolist() == [1.0, 0.75, 0.5]  # the middle cell: the mean of both tiles
+
+
+def test_neighbouring_scales_must_agree() -> None:
+    per_scale = np.array([[[[0.9, 0.0]]], [[[0.8, 0.7]]], [[[0.1, 0.6]]]])  # 3 scales, 1 class, a 1 x 2 grid
+    maps, finest = agreeing_maps(per_scale, [0, 1, 2], "adjacent")
+    assert maps[:, 0, 0].tolist() == [[0.8, 0.0], [0.1, 0.6]] and finest == [1, 2]
+    maps, finest = agreeing_maps(per_scale, [0, 2], "max")  # scale 1 had no tile
+    assert maps.max(0)[0, 0].tolist() == [0.9, 0.6] and finest == [0, 2]
+    maps, finest = agreeing_maps(per_scale, [1], "adjacent")  # one scale: nothing to agree with
+    assert maps[0, 0, 0].tolist() == [0.8, 0.7] and finest == [1]
+
+
+# --------------------------------------------------------------------------------------------
+# Photos
+# --------------------------------------------------------------------------------------------
+
+
+def test_two_class_mosaic_lists_both_classes_each_on_its_own_half(enlarged: Classifier, two_halves: Path) -> None:
+    emap = map_elements(enlarged, two_halves)
+    assert (emap.width, emap.height) == (1024, 512) and not emap.whole_photo
+    found = {e.label: e for e in emap.elements}
+    assert set(found) == {CLASSES[LEFT], CLASSES[RIGHT]}, [(e.label, e.confidence) for e in emap.elements]
+    left, right = found[CLASSES[LEFT]], found[CLASSES[RIGHT]]
+    assert left.box[2] <= 512 + 64 and right.box[0] >= 512 - 64, (left.box, right.box)  # at most one cell over
+    assert left.peak[0] < 512 <= right.peak[0]
+    for e in emap.elements:
+        assert 0 <= e.box[0] < e.box[2] <= 1024 and 0 <= e.box[1] < e.box[3] <= 512
+        assert emap.maps[CLASSES.index(e.label)].max() == pytest.approx(e.confidence, abs=1e-4)
+    assert emap.preview.shape == (256, 512, 3)  # reduced once: the smallest tile (128 px) is 64 px there
+    assert emap.tile_sides == (512, 364, 256, 179, 128)
+
+
+def test_an_array_gives_the_same_map_as_its_lossless_file(classifier: Classifier, two_halves: Path) -> None:
+    from_file = map_elements(classifier, two_halves)
+    from_array = map_elements(classifier, np.asarray(Image.open(two_halves)))
+    assert from_array.path is None
+    np.testing.assert_array_equal(from_file.maps, from_array.maps)
+
+
+def test_a_tile_called_none_counts_for_no_class(tiny_run, two_halves: Path) -> None:
+    rejecting = Classifier.load(tiny_run.checkpoint, none_threshold=1e30)  # every tile below the threshold
+    emap = map_elements(rejecting, two_halves)
+    assert emap.known_tiles == 0 and emap.elements == () and emap.maps.max() == 0
+
+
+def test_a_photo_smaller_than_a_tile_gets_the_whole_photo_answer(classifier: Classifier, tmp_path: Path) -> None:
+    path = tmp_path / "tiny.png"
+    Image.fromarray(draw(RIGHT, np.random.default_rng(0))[:40, :50]).save(path)
+    emap = map_elements(classifier, path)
+    assert emap.whole_photo and emap.tiles == 1 and "smaller than one tile" in emap.note
+    answer = classifier.predict(path)[0]  # the same pixels: the centre square, enlarged to 64 px
+    if answer.known is not False:
+        assert emap.maps[CLASSES.index(answer.label)].max() == pytest.approx(answer.probability, abs=1e-5)
+    listed = [e.label for e in emap.elements]
+    assert listed in ([], [answer.label])
+    if listed:
+        assert emap.elements[0].box == (0, 0, 50, 40)
+
+
+def test_a_panorama_is_bounded_in_pixels_and_tiles(enlarged: Classifier, tmp_path: Path) -> None:
+    path = tmp_path / "strip.png"
+    Image.fromarray(np.tile(draw(LEFT, np.random.default_rng(1)), (1, 100, 1))).save(path)  # 6400 x 64
+    decoded = read_whole(path, 256, max_pixels=100_000)  # sqrt(100,000 / 409,600) = 0.494: 3162 x 31
+    assert decoded.pixels.shape == (31, 3162, 3) and (decoded.width, decoded.height) == (6400, 64)
+    emap = map_elements(enlarged, path, MapConfig(max_tiles=50))  # 199 tiles of 64 px would fit: 50 are spread
+    assert emap.tiles == 50 and emap.preview.shape == (64, 6400, 3) and not emap.whole_photo
+    assert emap.maps[CLASSES.index(emap.elements[0].label), :, -8:].max() > 0  # the tiles reach the far end
+    elongated = map_elements(enlarged, path, MapConfig(max_pixels=100_000))  # 64 px would make it too long
+    assert elongated.whole_photo and "too elongated" in elongated.note
+
+
+def test_map_files_skips_and_lists_a_corrupt_file(classifier: Classifier, two_halves: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really")
+    results = list(map_files(classifier, [broken, two_halves]))
+    assert results[0] == (str(broken), try_decode(broken))  # the reason `predict` gives
+    assert results[1].path == str(two_halves)
+
+
+# --------------------------------------------------------------------------------------------
+# The command
+# --------------------------------------------------------------------------------------------
+
+
+def test_cli_json_schema_and_figures(tiny_run, two_halves: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really")
+    out = tmp_path / "maps"
+    code, stdout, stderr = run_cli(
+        *("map", str(two_halves), str(broken), "--model", str(tiny_run.checkpoint), "--none-threshold", "-20000"),
+        *("--out", str(out), "--format", "json"),
+    )
+    assert code == 0, stderr
+    (item,) = json.loads(stdout)
+    assert {e["label"] for e in item["elements"]} == {CLASSES[LEFT], CLASSES[RIGHT]}
+    assert (
+        item["none_threshold"] == -20_000 and 0 < item["known_tiles"] < item["tiles"] == 194
+    )  # 3 + 10 + 21 + 55 + 105
+    assert set(item) == {"path", "width", "height", "elements", "whole_photo", "note", "tiles", "tile_sides",
+                         "known_tiles", "none_threshold", "figure"}  # fmt: skip
+    assert item["path"] == str(two_halves) and (item["width"], item["height"]) == (1024, 512)
+    for element in item["elements"]:
+        assert set(element) == {"label", "name", "confidence", "box", "peak", "tile"}
+        assert set(element["box"]) == {"left", "top", "right", "bottom"} and set(element["peak"]) == {"x", "y"}
+        assert element["label"] in CLASSES and 0 < element["confidence"] <= 1
+    figure = Path(item["figure"])
+    assert figure == out / "two halves.png.map.png" and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"skipped {broken}" in stderr and "1 of 2 file(s) could not be read" in stderr
+    assert json.loads((out / "elements.json").read_text()) == [item]
+    code, table, _ = run_cli("map", str(two_halves), "--model", str(tiny_run.checkpoint), "--stride", "0.5")
+    assert code == 0 and "two halves.png" in table and "bell tower" not in table.splitlines()[0]
+
+
+def test_cli_exits_2_naming_the_file_when_nothing_could_be_read(tiny_run, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image")
+    code, stdout, stderr = run_cli("map", str(broken), "--model", str(tiny_run.checkpoint))
+    assert code == 2 and stdout == ""
+    assert f"heritage: skipped {broken}: not a recognised image format" in stderr.splitlines()
+
+
+def test_cli_refuses_a_bad_scale() -> None:
+    with pytest.raises(SystemExit):
+        run_cli("map", "x.jpg", "--scales", "0.5,2")
+
+
+def test_map_explains_itself_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["map", "--help"])
+    text = capsys.readouterr().out
+    assert info.value.code == 0 and "example" in text and "heritage map west_front.jpg" in text
+    assert "--presence" in text and "--rule" in text and "--scales" in text
+
+
+def test_a_hostile_file_name_is_exact_in_json_and_valid_as_a_figure(tiny_run, tmp_path: Path) -> None:
+    name = b"caf\xe9\nphoto.png"  # not UTF-8, and a newline
+    path = Path(os.fsdecode(bytes(tmp_path) + b"/" + name))
+    Image.fromarray(draw(RIGHT, np.random.default_rng(2))[:40, :50]).save(path, format="PNG")
+    out = tmp_path / "maps"
+    code, stdout, stderr = run_cli(
+        "map", str(path), "--model", str(tiny_run.checkpoint), "--out", str(out), "--format", "json"
+    )
+    assert code == 0, stderr
+    (item,) = json.loads(stdout)
+    assert item["path"] == str(path) and item["whole_photo"]
+    assert Path(item["figure"]).name == "caf__photo.png.map.png" and Path(item["figure"]).exists()
+    code, table, _ = run_cli("map", str(path), "--model", str(tiny_run.checkpoint))
+    assert code == 0 and "caf\\xe9\\nphoto.png" in table and "note: photo smaller than one tile" in table
