@@ -30,7 +30,8 @@ class ModelConfig:
 
     num_classes: int = 10
     widths: tuple[int, ...] = (24, 48, 96, 192)  # channels of stage 1..n; each stage ends in a 2x2 max-pool
-    blocks: tuple[int, ...] = (1, 1, 1, 2)  # conv blocks per stage; a second in stage 4 won 0.5 pt over 2 seeds
+    # conv blocks per stage; the second block of stage 4: benchmarks/recipes.md, "Full-length runs"
+    blocks: tuple[int, ...] = (1, 1, 1, 2)
     stem_kernel: int = 5  # first layer's kernel: larger, so its learned filters are legible
     residual: bool = True  # stages after the first use residual blocks (two convs + skip)
     hidden: int = 256  # width of the hidden fully connected layer
