@@ -658,10 +658,9 @@ def test_soak_hostile_uploads_between_good_ones(quick_server) -> None:
     growth = max(rss[-third:]) - rss[-third - 1]
     print(f"\nsoak: {SOAK_BATCHES * len(uploads)} uploads in {elapsed:.1f} s; RSS per batch (MB): {np.round(rss)}")
     assert len(answers) == SOAK_BATCHES * SOAK_GOOD
-    # The same answer every time; the open-set score (a squared distance of some 1e3, summed in float32) may move in
-    # its last digits with the other photos the server batched it with, so it is compared to 1e-5 of its size.
-    scores = [a.pop("open_set_score") for a in answers]
-    assert all(a == answers[0] for a in answers)
-    assert scores[0] is not None and max(scores) - min(scores) <= 1e-5 * abs(scores[0]), scores
+    # The same answer every time, the open-set score included to its last digit: each upload is classified alone,
+    # with the same kernels, while other threads classify theirs with the same model (whose hooks once crossed).
+    assert answers[0]["open_set_score"] is not None
+    assert all(a == answers[0] for a in answers), sorted({a["open_set_score"] for a in answers})
     assert growth < SOAK_LAST_THIRD_MB, rss
     assert process.poll() is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +105,42 @@ def test_forward_with_features_of_one_network_and_the_hooks_go() -> None:
     with pytest.raises(AttributeError):
         openset.forward_with_features(net, x, (openset.PENULTIMATE, "head.nothing"))
     assert [m for m in net.modules() if m._forward_hooks or m._forward_pre_hooks] == []
+
+
+class Gate(torch.nn.Module):
+    """`inner`, then (or, with `first`, after) a wait on `barrier`: holds two threads' forward passes in step."""
+
+    def __init__(self, inner: torch.nn.Module, barrier: threading.Barrier, first: bool) -> None:
+        super().__init__()
+        self.inner, self.barrier, self.first = inner, barrier, first
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.first:
+            self.barrier.wait()
+        out = self.inner(x)
+        if not self.first:
+            self.barrier.wait()
+        return out
+
+
+def test_forward_with_features_from_two_threads_records_each_threads_own_pass() -> None:
+    """A server shares one model between threads. Two passes are held in step: both threads' hooks are in place
+    before either reaches the penultimate layer, and both pass it before either removes them, so a hook that
+    recorded every thread's pass would hand one thread the other's features (as `heritage serve` once did)."""
+    net, inputs = tiny_net(3), [torch.randn(2, 3, 16, 16), torch.randn(2, 3, 16, 16) + 3]
+    expected = [manual_features(net, x)[1] for x in inputs]
+    barriers = threading.Barrier(2, timeout=30), threading.Barrier(2, timeout=30)
+    net.head.fc1 = Gate(net.head.fc1, barriers[0], first=True)
+    net.head.fc2 = Gate(net.head.fc2, barriers[1], first=False)
+    with ThreadPoolExecutor(2) as pool:
+        records = list(pool.map(lambda x: openset.forward_with_features(net, x), inputs))
+    for record, want in zip(records, expected, strict=True):
+        assert record.features[openset.PENULTIMATE].shape == (1, 2, 6)
+        assert torch.allclose(record.features[openset.PENULTIMATE][0], want, atol=1e-6)
+        assert torch.allclose(record.member_logits[0], record.logits) and torch.allclose(
+            record.logits, net.head.fc2.inner(want), atol=1e-6
+        )
+    assert not torch.allclose(expected[0], expected[1], atol=1e-3)  # a swap would show
 
 
 def test_forward_with_features_of_an_ensemble_and_its_scores() -> None:

@@ -27,6 +27,7 @@ softmax, the ensemble's answer. benchmarks/open_set.py measures them (docs/open_
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -188,14 +189,21 @@ def forward_with_features(
     nets = networks(model)
     logits_seen: list[list[torch.Tensor]] = [[] for _ in nets]
     inputs_seen: dict[str, list[list[torch.Tensor]]] = {name: [[] for _ in nets] for name in layers}
+    # Hooks belong to the module, not the call: a server's threads share one model, and each thread's hooks fire
+    # on every thread's forward pass. Each records only the passes of the thread that registered it.
+    owner = threading.get_ident()
+
+    def keep(seen: list[torch.Tensor], tensor: torch.Tensor) -> None:
+        if threading.get_ident() == owner:
+            seen.append(tensor.float())
+
     handles = []
     try:
         for index, net in enumerate(nets):
-            handles.append(net.register_forward_hook(lambda _m, _i, out, k=index: logits_seen[k].append(out.float())))
+            handles.append(net.register_forward_hook(lambda _m, _i, out, s=logits_seen[index]: keep(s, out)))
             for name in layers:
-                target = net.get_submodule(name)
                 record = inputs_seen[name][index]
-                handles.append(target.register_forward_pre_hook(lambda _m, args, r=record: r.append(args[0].float())))
+                handles.append(net.get_submodule(name).register_forward_pre_hook(lambda _m, a, r=record: keep(r, a[0])))
         output = model(images).float()
     finally:
         for handle in handles:
