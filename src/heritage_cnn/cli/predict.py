@@ -134,15 +134,35 @@ def cmd_sort(args: argparse.Namespace) -> int:
     most 255 bytes); manifest.csv keeps each source's exact path (bytes that are not UTF-8 as they are on disk:
     read it with errors='surrogateescape').
 
-    Example:
+    With --multi, a photo is filed under every element the element map (`heritage map`) finds in it, one copy or
+    hard link in each element's class folder, whatever the whole photo's answer; a photo in which it finds none
+    is filed as without --multi (_none/, _uncertain/ or its class). The manifest keeps one row per photo:
+    `destination` is the most confident element's copy, `elements` lists them (label:confidence:left,top,right,
+    bottom, ";" between elements) and `destinations` every copy (";" between them; "%", ";" and ":" inside a path
+    or label written %25, %3B, %3A). A folder is sorted one way: --multi into a folder sorted without it (or the
+    reverse) exits 2.
+
+    Examples:
       heritage sort survey_2026/ --out sorted/ --min-confidence 0.7
+      heritage sort survey_2026/ --out by_element/ --multi --mode link
     """
     from heritage_cnn.inference.classifier import Classifier
     from heritage_cnn.inference.sort import sort_photos
 
+    if args.presence is not None and not args.multi:
+        raise UsageError("--presence is the element map's: add --multi")
     classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
     note_cannot_reject(classifier.open_set)
-    summary = sort_photos(classifier, args.in_dir, args.out, args.min_confidence, args.mode, progress=not args.quiet)
+    summary = sort_photos(
+        classifier,
+        args.in_dir,
+        args.out,
+        args.min_confidence,
+        args.mode,
+        progress=not args.quiet,
+        multi=args.multi,
+        map_config=map_config(args),
+    )
     print(summary.describe(args.min_confidence))
     return 0
 
@@ -187,6 +207,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="copy files, or make hard links (never symbolic links); where a hard link is impossible (another "
         "file system) the photo is copied and the summary counts it (default copy)",
     )
+    p.add_argument(
+        "--multi",
+        action="store_true",
+        help="file each photo under every element the element map finds in it (as `heritage map`); one with none "
+        "found as without --multi",
+    )
+    add_presence(p, "--multi")
     add_none_threshold(p)
     add_tta(p)
     add_device(p)
