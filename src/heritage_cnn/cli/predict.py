@@ -137,10 +137,10 @@ def cmd_sort(args: argparse.Namespace) -> int:
     With --multi, a photo is filed under every element the element map (`heritage map`) finds in it, one copy or
     hard link in each element's class folder, whatever the whole photo's answer; a photo in which it finds none
     is filed as without --multi (_none/, _uncertain/ or its class). The manifest keeps one row per photo:
-    `destination` is the most confident element's copy, `elements` lists them (label:confidence:left,top,right,
-    bottom, ";" between elements) and `destinations` every copy (";" between them; "%", ";" and ":" inside a path
-    or label written %25, %3B, %3A). A folder is sorted one way: --multi into a folder sorted without it (or the
-    reverse) exits 2.
+    `destination` is its first copy (the most confident element's), `elements` lists the elements
+    (label:confidence:left,top,right,bottom, ";" between elements) and `destinations` every copy (";" between
+    them; "%", ";" and ":" inside a path or label written %25, %3B, %3A). A folder is sorted one way: --multi into
+    a folder sorted without it (or the reverse) exits 2.
 
     Examples:
       heritage sort survey_2026/ --out sorted/ --min-confidence 0.7
