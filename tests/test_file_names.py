@@ -22,7 +22,7 @@ from PIL import Image
 
 from conftest import CLASSES, draw
 from heritage_cnn import cli
-from heritage_cnn.base.names import NAME_MAX, portable_name, shown
+from heritage_cnn.base.names import NAME_MAX, cell_items, cell_text, portable_name, shown
 
 LONG = b"L" * 200 + b"\xe9" + b"x" * 50 + b".jpg"  # 255 bytes, one of them not UTF-8
 HOSTILE = [
@@ -83,6 +83,9 @@ def test_policy_helpers() -> None:
     cut = portable_name("é" * 200 + ".jpg", 1)  # cut on a character boundary, never inside an é
     assert cut.endswith("é-1.jpg") and len(cut.encode()) == NAME_MAX - 1
     assert portable_name("   .jpg") == "   .jpg" and portable_name("-x.jpg") == "-x.jpg"
+    fields = [["a;b", "c:d%3B"], [latin], [""]]  # the cell's own separators, an escape's look-alike, a lone surrogate
+    assert cell_text(fields) == "a%3Bb:c%3Ad%253B;caf\udce9\n.jpg;"
+    assert cell_items(cell_text(fields)) == fields and cell_items("") == []
 
 
 def test_predict_table_csv_and_json(tiny_run, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:

@@ -1,12 +1,14 @@
 """The element map: tiling arithmetic worked by hand, a two-class mosaic found on its own halves by the tiny run, tiny
-and elongated photos, bad files, the JSON schema and the figure."""
+and elongated photos, bad files, the JSON schema and the figure; `heritage predict --elements`."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
 from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +19,9 @@ from conftest import CLASSES, draw
 from heritage_cnn import cli
 from heritage_cnn.base.checks import ConfigError
 from heritage_cnn.data.decode import read_whole, try_decode
-from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.inference.classifier import Classifier, Prediction, elements_cell, flat_fields, parse_elements_cell
 from heritage_cnn.inference.element_map import (
+    Element,
     MapConfig,
     Tile,
     agreeing_maps,
@@ -27,6 +30,7 @@ from heritage_cnn.inference.element_map import (
     map_files,
     plan_tiles,
     tile_positions,
+    with_elements,
 )
 
 LEFT, RIGHT = 0, 5  # red and cyan: the two synthetic classes furthest apart in hue
@@ -267,3 +271,75 @@ def test_a_hostile_file_name_is_exact_in_json_and_valid_as_a_figure(tiny_run, tm
     assert Path(item["figure"]).name == "caf__photo.png.map.png" and Path(item["figure"]).exists()
     code, table, _ = run_cli("map", str(path), "--model", str(tiny_run.checkpoint))
     assert code == 0 and "caf\\xe9\\nphoto.png" in table and "note: photo smaller than one tile" in table
+
+
+# --------------------------------------------------------------------------------------------
+# heritage predict --elements
+# --------------------------------------------------------------------------------------------
+
+
+def test_with_elements_adds_the_maps_elements_and_keeps_the_answer(enlarged: Classifier, two_halves: Path) -> None:
+    missing = Prediction("altar", "altar", 0.9, (), path="gone.png")  # predicted, then gone before the map reads it
+    plain = list(enlarged.predict_files([two_halves, "broken.png"]))
+    items = list(with_elements(enlarged, [*plain, missing]))
+    assert replace(items[0], elements=None) == plain[0]  # the single answer is unchanged
+    assert items[0].elements == map_elements(enlarged, two_halves).elements and len(items[0].elements) == 2
+    assert items[1] == plain[1] and plain[1][0] == "broken.png"  # a file skipped by predict passes through
+    assert items[2][0] == "gone.png" and isinstance(items[2], tuple)  # skipped, listed: never a stop
+    assert "elements" not in plain[0].to_dict() and "elements" not in plain[0].flat()  # not asked: not there
+
+
+def test_elements_cell_round_trips_any_label() -> None:
+    boxes = [Element("bell_tower", "bell tower", 0.91, (120, 0, 980, 760), (1, 1), 64),
+             Element("odd;label:50%", "odd", 0.5512, (0, 1, 2, 3), (1, 1), 64)]  # fmt: skip
+    text = elements_cell(boxes)
+    assert text == "bell_tower:0.9100:120,0,980,760;odd%3Blabel%3A50%25:0.5512:0,1,2,3"
+    assert parse_elements_cell(text) == [(e.label, e.confidence, e.box) for e in boxes]
+    assert parse_elements_cell("") == [] and elements_cell([]) == ""
+    with pytest.raises(ValueError):
+        parse_elements_cell("bell_tower:0.91")  # no box: not a cell this tool wrote
+
+
+def test_predict_elements_in_json_csv_and_table(tiny_run, two_halves: Path, tmp_path: Path) -> None:
+    model = ["--model", str(tiny_run.checkpoint), "--none-threshold", "-20000", "-q"]
+    code, stdout, stderr = run_cli("map", str(two_halves), *model, "--format", "json")
+    assert code == 0, stderr
+    mapped = json.loads(stdout)[0]["elements"]
+    code, stdout, stderr = run_cli("predict", str(two_halves), *model, "--elements", "--format", "json")
+    assert code == 0, stderr
+    (item,) = json.loads(stdout)
+    code, plain, _ = run_cli("predict", str(two_halves), *model, "--format", "json")
+    assert item.pop("elements") == mapped and len(mapped) == 2  # the map's own schema and elements
+    assert item == json.loads(plain)[0]  # beside the unchanged answer; without --elements, no such field
+    code, stdout, _ = run_cli("predict", str(two_halves), *model, "--elements", "--format", "csv")
+    (row,) = csv.DictReader(io.StringIO(stdout))
+    assert list(row)[-1] == "elements" and list(row)[:-1] == flat_fields(3)
+    listed = [(e["label"], e["confidence"], tuple(e["box"].values())) for e in mapped]
+    assert parse_elements_cell(row["elements"]) == listed
+    code, table, _ = run_cli("predict", str(two_halves), *model, "--elements")
+    _, answer, line = table.splitlines()  # the elements under the photo's one answer
+    assert "none of these" in answer and line.strip().startswith("elements: ")
+    assert all(f"{e['name']} {e['confidence']:.2f}" in line for e in mapped)
+    code, table, _ = run_cli("predict", str(two_halves), *model, "--elements", "--presence", "1")
+    assert table.splitlines()[2].split() == ["elements:", "none", "found"]
+
+
+def test_predict_presence_needs_elements(tiny_run, two_halves: Path) -> None:
+    code, stdout, stderr = run_cli("predict", str(two_halves), "--model", str(tiny_run.checkpoint), "--presence", "0.5")
+    assert code == 2 and stdout == "" and stderr == "heritage: error: --presence is the element map's: add --elements\n"
+    with pytest.raises(SystemExit):
+        run_cli("predict", str(two_halves), "--elements", "--presence", "0")
+
+
+def test_predict_elements_names_that_are_not_utf8_round_trip(tiny_run, tmp_path: Path) -> None:
+    path = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9;halves.png"))
+    Image.fromarray(mosaic([LEFT, RIGHT])).save(path, format="PNG")
+    model = ["--model", str(tiny_run.checkpoint), "--none-threshold", "-20000", "--elements", "-q"]
+    assert run_cli("predict", str(path), *model, "-o", str(tmp_path / "p.csv"))[0] == 0
+    assert run_cli("predict", str(path), *model, "-o", str(tmp_path / "p.json"))[0] == 0
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8", errors="surrogateescape") as handle:
+        (row,) = csv.DictReader(handle)
+    (item,) = json.loads((tmp_path / "p.json").read_text(encoding="utf-8"))
+    assert row["path"] == item["path"] == str(path)
+    assert [label for label, _, _ in parse_elements_cell(row["elements"])] == [e["label"] for e in item["elements"]]
+    assert {e["label"] for e in item["elements"]} == {CLASSES[LEFT], CLASSES[RIGHT]}

@@ -50,3 +50,27 @@ def portable_name(name: str, n: int = 0) -> str:
     room = NAME_MAX - len(tail.encode())
     stem = stem.encode()[: max(room, 1)].decode("utf-8", "ignore")  # cut on a character boundary
     return (stem or "_") + tail
+
+
+# A list in one CSV cell (predict's and sort's `elements`, sort's `destinations`): items joined by ";", each item's
+# fields by ":". Inside a field, "%", ";" and ":" are written as %25, %3B and %3A, so any class name or path can be
+# a field and percent-decoding (`urllib.parse.unquote`, or `cell_field`) gives it back exactly; a name's
+# undecodable bytes are left as they are, for the CSV's own `CSV_ERRORS` rule.
+CELL_ITEMS, CELL_FIELDS = ";", ":"
+_CELL_QUOTE = str.maketrans({"%": "%25", ";": "%3B", ":": "%3A"})
+_CELL_UNQUOTE = re.compile("%(25|3B|3A)")
+
+
+def cell_text(items: list[list[str]]) -> str:
+    """`[["bell_tower", "0.91"], ["gargoyle", "0.55"]]` -> `bell_tower:0.91;gargoyle:0.55` (fields quoted)."""
+    return CELL_ITEMS.join(CELL_FIELDS.join(f.translate(_CELL_QUOTE) for f in item) for item in items)
+
+
+def cell_items(text: str) -> list[list[str]]:
+    """`cell_text`'s inverse: an empty cell is no item."""
+    unquote = {"25": "%", "3B": ";", "3A": ":"}
+    return [
+        [_CELL_UNQUOTE.sub(lambda m: unquote[m.group(1)], f) for f in item.split(CELL_FIELDS)]
+        for item in text.split(CELL_ITEMS)
+        if text
+    ]

@@ -12,8 +12,10 @@ from heritage_cnn.cli.options import (
     add_device,
     add_model,
     add_none_threshold,
+    add_presence,
     add_tta,
     device_name,
+    map_config,
     note_cannot_reject,
     number_in,
     show_progress,
@@ -57,15 +59,11 @@ def cmd_map(args: argparse.Namespace) -> int:
       heritage map west_front.jpg
       heritage map survey/ --model fast --out maps/ --format json > elements.json
     """
-    from dataclasses import replace
-
     from heritage_cnn.base.names import shown
     from heritage_cnn.inference.classifier import Classifier, find_photos
-    from heritage_cnn.inference.element_map import MapConfig, format_maps, map_files
+    from heritage_cnn.inference.element_map import format_maps, map_files
 
-    config = MapConfig()
-    changes = {"scales": args.scales, "stride": args.stride, "presence": args.presence, "rule": args.rule}
-    config = replace(config, **{k: v for k, v in changes.items() if v is not None})
+    config = map_config(args)
     photos, missing = find_photos(args.inputs)
     for path, reason in missing:
         print(f"heritage: {shown(path)}: {reason}", file=sys.stderr)
@@ -134,11 +132,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=number_in(0, 1, above_low=True),
         help=f"step between tiles, as a fraction of their side (default {default.stride:g})",
     )
-    p.add_argument(
-        "--presence",
-        type=number_in(0, 1, above_low=True),
-        help=f"list a class whose map peaks at or above this (default {default.presence:g})",
-    )
+    add_presence(p)
     p.add_argument(
         "--rule",
         choices=RULES,

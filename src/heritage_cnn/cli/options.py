@@ -1,5 +1,5 @@
 """Options shared by several commands, each declared once: argument types, `--model`, `--member`, `--data`, `--out`,
-`--device`, `--tta`, `--channels`, `--seed`, `-q`, and the one help layout of every command."""
+`--device`, `--tta`, `--channels`, `--seed`, `--presence`, `-q`, and the one help layout of every command."""
 
 from __future__ import annotations
 
@@ -233,6 +233,30 @@ def add_none_threshold(parser: argparse.ArgumentParser) -> None:
         "(the score, e.g. mahalanobis[head.fc2], is the model's: see `heritage predict --format json`); refused for "
         "a model without a none-of-these record",
     )
+
+
+def add_presence(parser: argparse.ArgumentParser, needs: str = "") -> None:
+    """The element map's presence (`heritage map`, and `predict`/`sort` with `needs`, the flag that turns the map
+    on there); `map_config` reads it."""
+    from heritage_cnn.inference.element_map import MapConfig
+
+    parser.add_argument(
+        "--presence",
+        type=number_in(0, 1, above_low=True),
+        help=f"list an element whose map peaks at or above this (default {MapConfig().presence:g})"
+        + (f"; only with {needs}" if needs else ""),
+    )
+
+
+def map_config(args: argparse.Namespace) -> Any:
+    """The element map's `MapConfig`: its defaults, with whichever of --scales, --stride, --presence and --rule the
+    command has and the user gave."""
+    from dataclasses import replace
+
+    from heritage_cnn.inference.element_map import MapConfig
+
+    changes = {key: getattr(args, key, None) for key in ("scales", "stride", "presence", "rule")}
+    return replace(MapConfig(), **{k: v for k, v in changes.items() if v is not None})
 
 
 def note_cannot_reject(point: object) -> None:

@@ -12,8 +12,10 @@ from heritage_cnn.cli.options import (
     add_device,
     add_model,
     add_none_threshold,
+    add_presence,
     add_tta,
     device_name,
+    map_config,
     note_cannot_reject,
     positive_int,
     show_progress,
@@ -72,14 +74,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
     threshold, which files every photo into a class), `open_set_score` and `none_threshold`, and `label` stays the
     best of the ten.
 
+    With --elements, each photo is also scanned whole by the element map (`heritage map`, the same model) and the
+    elements it finds are listed beside the answer, which stays the same: JSON gains `elements` (each label, name,
+    confidence, box {left, top, right, bottom} in the photo's pixels, peak, tile), CSV an `elements` column
+    (`bell_tower:0.9100:120,0,980,760;gargoyle:0.5512:40,300,260,610`: label, confidence and box per element,
+    ";" between elements; "%", ";" and ":" in a label as %25, %3B, %3A; empty when none is found), the table a
+    line under each photo. Tiles the open-set score calls none count for no element, so a photo that is "none of
+    these" as a whole can still hold elements.
+
     Examples:
       heritage predict photo.jpg
       heritage predict survey/ --top 5 -o predictions.csv
       heritage predict survey/ --model runs/a --format json > predictions.json
+      heritage predict west_front.jpg --elements --presence 0.5
     """
     from heritage_cnn.base.names import shown
     from heritage_cnn.inference.classifier import Classifier, find_photos
 
+    if args.presence is not None and not args.elements:
+        raise UsageError("--presence is the element map's: add --elements")
     fmt = output_format(args)
     photos, missing = find_photos(args.inputs)
     for path, reason in missing:
@@ -89,6 +102,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
     note_cannot_reject(classifier.open_set)
     items = classifier.predict_files(photos, top=args.top)
+    if args.elements:
+        from heritage_cnn.inference.element_map import with_elements
+
+        items = with_elements(classifier, items, map_config(args))
     if show_progress(args):
         from tqdm import tqdm
 
@@ -117,15 +134,35 @@ def cmd_sort(args: argparse.Namespace) -> int:
     most 255 bytes); manifest.csv keeps each source's exact path (bytes that are not UTF-8 as they are on disk:
     read it with errors='surrogateescape').
 
-    Example:
+    With --multi, a photo is filed under every element the element map (`heritage map`) finds in it, one copy or
+    hard link in each element's class folder, whatever the whole photo's answer; a photo in which it finds none
+    is filed as without --multi (_none/, _uncertain/ or its class). The manifest keeps one row per photo:
+    `destination` is its first copy (the most confident element's), `elements` lists the elements
+    (label:confidence:left,top,right,bottom, ";" between elements) and `destinations` every copy (";" between
+    them; "%", ";" and ":" inside a path or label written %25, %3B, %3A). A folder is sorted one way: --multi into
+    a folder sorted without it (or the reverse) exits 2.
+
+    Examples:
       heritage sort survey_2026/ --out sorted/ --min-confidence 0.7
+      heritage sort survey_2026/ --out by_element/ --multi --mode link
     """
     from heritage_cnn.inference.classifier import Classifier
     from heritage_cnn.inference.sort import sort_photos
 
+    if args.presence is not None and not args.multi:
+        raise UsageError("--presence is the element map's: add --multi")
     classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
     note_cannot_reject(classifier.open_set)
-    summary = sort_photos(classifier, args.in_dir, args.out, args.min_confidence, args.mode, progress=not args.quiet)
+    summary = sort_photos(
+        classifier,
+        args.in_dir,
+        args.out,
+        args.min_confidence,
+        args.mode,
+        progress=not args.quiet,
+        multi=args.multi,
+        map_config=map_config(args),
+    )
     print(summary.describe(args.min_confidence))
     return 0
 
@@ -143,6 +180,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="output format (default: from --output's extension, else table)",
     )
     p.add_argument("-o", "--output", metavar="FILE", help="write the predictions to FILE (.json, .csv or .txt)")
+    p.add_argument(
+        "--elements",
+        action="store_true",
+        help="also list the elements the element map finds in each whole photo (as `heritage map`)",
+    )
+    add_presence(p, "--elements")
     add_none_threshold(p)
     add_tta(p)
     add_device(p)
@@ -164,6 +207,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="copy files, or make hard links (never symbolic links); where a hard link is impossible (another "
         "file system) the photo is copied and the summary counts it (default copy)",
     )
+    p.add_argument(
+        "--multi",
+        action="store_true",
+        help="file each photo under every element the element map finds in it (as `heritage map`); one with none "
+        "found as without --multi",
+    )
+    add_presence(p, "--multi")
     add_none_threshold(p)
     add_tta(p)
     add_device(p)

@@ -11,6 +11,10 @@ says whether the photo is `known` (one of the ten: its open-set score at or abov
 score and the threshold; the score comes from the same forward pass as the probabilities. `label` is always the
 best of the ten, so for a photo that is none of them it is the closest class. A model without the record gives
 `known = None`: it cannot reject, and every photo is filed into a class.
+
+Elements: asked for (`heritage predict --elements`, `element_map.with_elements`), a prediction also lists the elements
+the element map finds in the whole photo; JSON gains `elements` (the schema of `heritage map`'s), CSV one
+`elements` column (`elements_cell`). Not asked, neither appears: one schema, with one optional field.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 from PIL import Image
 
 from heritage_cnn.base.devices import mixed_precision
-from heritage_cnn.base.names import json_text, shown
+from heritage_cnn.base.names import cell_items, cell_text, json_text, shown
 from heritage_cnn.data.decode import ImageError, decode_image, fit_square, to_rgb, try_decode
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS, walk_files
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
@@ -65,9 +69,12 @@ class Prediction:
     known: bool | None = None  # one of the ten (True) or none of them (False); None: the model cannot tell
     open_set_score: float | None = None  # higher: more like the ten (heritage_cnn.models.openset)
     none_threshold: float | None = None  # below it, "none of these"
+    # The elements of the whole photo (`element_map.Element`, most confident first: not imported, as element_map
+    # builds on this module); None: not asked for, and then absent from every output.
+    elements: tuple[Any, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        row = {
             "path": self.path,
             "label": self.label,
             "name": self.name,
@@ -77,10 +84,13 @@ class Prediction:
             "none_threshold": self.none_threshold,
             "top": [t.to_dict() for t in self.top],
         }
+        if self.elements is not None:
+            row["elements"] = [e.to_dict() for e in self.elements]
+        return row
 
     def flat(self, k: int | None = None) -> dict[str, Any]:
         """One CSV row: the answer, `known` (true, false or empty), the score and threshold, then `top1_label,
-        top1_name, top1_probability, top2_...` (k of them)."""
+        top1_name, top1_probability, top2_...` (k of them), and `elements` when they were asked for."""
         row: dict[str, Any] = {"path": self.path, "label": self.label, "name": self.name}
         row["probability"] = f"{self.probability:.4f}"
         row["known"] = "" if self.known is None else str(self.known).lower()
@@ -89,15 +99,37 @@ class Prediction:
             row[key] = "" if value is None else f"{value:.7g}"
         for i, t in enumerate(self.top[:k], start=1):
             row |= {f"top{i}_label": t.label, f"top{i}_name": t.name, f"top{i}_probability": f"{t.probability:.4f}"}
+        if self.elements is not None:
+            row["elements"] = elements_cell(self.elements)
         return row
 
 
-def flat_fields(k: int) -> list[str]:
-    """The CSV columns of `Prediction.flat` for `k` top classes."""
+def flat_fields(k: int, elements: bool = False) -> list[str]:
+    """The CSV columns of `Prediction.flat` for `k` top classes (and the elements, when asked for)."""
     fields = ["path", "label", "name", "probability", "known", "open_set_score", "none_threshold"]
     for i in range(1, k + 1):
         fields += [f"top{i}_label", f"top{i}_name", f"top{i}_probability"]
-    return fields
+    return [*fields, "elements"] if elements else fields
+
+
+def elements_cell(elements: Iterable[Any]) -> str:
+    """The elements in one CSV cell: `label:confidence:left,top,right,bottom` each, most confident first, joined by
+    ";" (`bell_tower:0.9100:120,0,980,760;gargoyle:0.5512:40,300,260,610`); empty when none was found.
+
+    Compact text rather than JSON in a cell: a spreadsheet shows it on one readable line, and `parse_elements_cell`
+    (or splitting on ";" and ":", then percent-decoding the label) reads it back. The label, not the display
+    name, as in `top1_label`: it is the class's key and `sort`'s folder name. The JSON output has every field."""
+    return cell_text([[e.label, f"{e.confidence:.4f}", ",".join(map(str, e.box))] for e in elements])
+
+
+def parse_elements_cell(text: str) -> list[tuple[str, float, tuple[int, int, int, int]]]:
+    """`elements_cell`'s inverse: (label, confidence, box) per element; ValueError for a cell it did not write."""
+    parsed = []
+    for item in cell_items(text):
+        label, confidence, box = item  # three fields, else ValueError
+        left, top, right, bottom = (int(v) for v in box.split(","))
+        parsed.append((label, float(confidence), (left, top, right, bottom)))
+    return parsed
 
 
 class Classifier:
@@ -254,7 +286,8 @@ def format_predictions(predictions: Sequence[Prediction], fmt: str) -> str:
         return json_text([p.to_dict() for p in predictions])
     if fmt == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=flat_fields(max([len(p.top) for p in predictions] + [0])))
+        elements = any(p.elements is not None for p in predictions)
+        writer = csv.DictWriter(buffer, fieldnames=flat_fields(max([len(p.top) for p in predictions] + [0]), elements))
         writer.writeheader()
         writer.writerows(p.flat() for p in predictions)
         return buffer.getvalue().rstrip("\n")
@@ -267,7 +300,10 @@ def format_predictions(predictions: Sequence[Prediction], fmt: str) -> str:
         if p.known is False:  # none of the ten: the closest classes beside it
             closest = ", ".join(f"{t.name} {t.probability:.2f}" for t in p.top)
             lines.append(f"{str(p.path).ljust(width)}  {NONE_OF_THESE:<16} {'-':>5}  closest: {closest}")
-            continue
-        others = ", ".join(f"{t.name} {t.probability:.2f}" for t in p.top[1:])
-        lines.append(f"{str(p.path).ljust(width)}  {p.name:<16} {p.probability:5.2f}  {others}")
+        else:
+            others = ", ".join(f"{t.name} {t.probability:.2f}" for t in p.top[1:])
+            lines.append(f"{str(p.path).ljust(width)}  {p.name:<16} {p.probability:5.2f}  {others}")
+        if p.elements is not None:  # under the answer, indented: the table keeps one answer per photo
+            found = ", ".join(f"{e.name} {e.confidence:.2f} {e.box}" for e in p.elements) or "none found"
+            lines.append(f"{''.ljust(width)}  elements: {found}")
     return "\n".join(lines)

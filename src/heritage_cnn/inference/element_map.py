@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from typing import Any
 
@@ -46,7 +46,7 @@ from PIL import Image
 from heritage_cnn.base.checks import require
 from heritage_cnn.base.names import json_text, shown
 from heritage_cnn.data.decode import RESIZE_BUDGET, ImageError, fit_square, read_whole, to_rgb
-from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.inference.classifier import Classifier, Prediction
 
 RULES = ("adjacent", "max")
 CELLS_PER_TILE = 8  # grid cells along the side of the smallest tile: 4 per stride at a stride of half a tile
@@ -340,6 +340,20 @@ def map_files(
             yield str(path), str(error).removeprefix(f"{os.fsdecode(path)}: ")
 
 
+def with_elements(
+    classifier: Classifier, items: Iterable[Prediction | tuple[str, str]], config: MapConfig | None = None
+) -> Iterator[Prediction | tuple[str, str]]:
+    """`predict_files`' items, each prediction with the elements the map finds in its whole photo (`elements`);
+    the answer itself is unchanged. A photo that decodes at 64 px but not whole becomes (path, reason), as
+    `map_files` gives it; (path, reason) items pass through."""
+    for item in items:
+        if isinstance(item, tuple):
+            yield item
+            continue
+        emap = next(map_files(classifier, [item.path], config))
+        yield emap if isinstance(emap, tuple) else replace(item, elements=emap.elements)
+
+
 def format_maps(maps: list[ElementMap], fmt: str) -> str:
     """Element maps as text: "json" (a list of `to_dict()`, names exact: `base.names.json_text`) or "table" (for
     people: one line per element, names shown safely)."""
@@ -377,4 +391,5 @@ __all__ = [
     "map_files",
     "plan_tiles",
     "tile_positions",
+    "with_elements",
 ]

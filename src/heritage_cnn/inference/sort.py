@@ -14,6 +14,13 @@ What it promises, and how:
 - The manifest is rewritten atomically (temp + rename) every few photos and at the end. After a kill,
   the next run finds the photos already placed by their content and lists them again: nothing missing,
   no second copy, and leftover temporary files of the killed run are removed.
+- `multi=True` (`--multi`) files a photo under every element the element map finds in it (each element's class
+  folder, as copies or hard links by the same rules), and under the single-class rule (`_none/`, `_uncertain/`
+  or its class) when it finds none. The manifest keeps one row per photo, so that a reader keyed by `source` and
+  the resume (its `destination` exists: done) work unchanged: `destination` is the first placement (the most
+  confident element's), `elements` and `destinations` (every placement) are two more columns, each a list in one
+  cell (`base.names.cell_text`). An output folder is sorted one way only: mixing would leave photos filed once
+  by a run that skips them as done.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heritage_cnn.base.io import FolderBusy, atomic_write_text, folder_lock
-from heritage_cnn.base.names import CSV_ERRORS, portable_name, shown
+from heritage_cnn.base.names import CSV_ERRORS, cell_text, portable_name, shown
 from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos, flat_fields
+from heritage_cnn.inference.element_map import MapConfig, with_elements
 
 UNCERTAIN = "_uncertain"  # one of the ten, unsure which
 NONE = "_none"  # none of the ten (the model's open-set score below its threshold): checked before UNCERTAIN
@@ -42,6 +50,7 @@ LOCK_NAME = ".heritage-sort.lock"
 TEMP_PREFIX = ".heritage-sort-"
 MANIFEST_TOP = 3  # top-k columns in the manifest
 MANIFEST_FIELDS = ["source", "destination", *flat_fields(MANIFEST_TOP)[1:]]
+MULTI_FIELDS = [*MANIFEST_FIELDS, "elements", "destinations"]  # the manifest of a sort with `multi`
 SAVE_EVERY = 64  # photos between manifest saves
 NOT_LINKABLE = {
     errno.EXDEV: "other file system",
@@ -69,6 +78,9 @@ class SortSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     per_class: dict[str, int] = field(default_factory=dict)
     manifest: Path = Path("manifest.csv")
+    multi: bool = False  # filed under every element found
+    several: int = 0  # with multi: photos filed under two or more elements
+    no_element: int = 0  # with multi: photos with no element found, filed by the single-class rule
 
     def how_placed(self) -> str:
         """E.g. "copied 12", or "linked 10, copied 2 (other file system)"."""
@@ -85,6 +97,11 @@ class SortSummary:
             f"{self.placed} photo(s) sorted ({none}{self.uncertain} below {min_confidence:.2f} in {UNCERTAIN}/), "
             f"{self.already_done} already done earlier; {self.how_placed()}"
         ]
+        if self.multi:
+            lines.append(
+                f"--multi: {self.several} photo(s) filed under two or more elements, {self.no_element} with no "
+                "element found (filed as without --multi); the counts below are placements"
+            )
         if self.skipped:
             lines.append(
                 f"{len(self.skipped)} unreadable file(s) skipped, listed in {shown(self.manifest.parent / 'skipped.csv')}"
@@ -192,11 +209,20 @@ def _place(source: Path, folder: Path, mode: str, summary: SortSummary) -> tuple
     raise AssertionError("unreachable")
 
 
-def _read_manifest(path: Path) -> dict[str, dict[str, str]]:
+def _read_manifest(path: Path, multi: bool) -> dict[str, dict[str, str]]:
+    """The rows of an earlier sort, by source; ValueError when it was sorted the other way (`multi` or not)."""
     if not path.exists():
         return {}
     with open(path, newline="", encoding="utf-8", errors=CSV_ERRORS) as handle:
-        return {row["source"]: row for row in csv.DictReader(handle) if row.get("source")}
+        reader = csv.DictReader(handle)
+        rows = {row["source"]: row for row in reader if row.get("source")}
+    was_multi = "destinations" in (reader.fieldnames or [])
+    if rows and was_multi != multi:
+        raise ValueError(
+            f"{path}: this folder was sorted {'with' if was_multi else 'without'} --multi; sort into it "
+            f"{'with' if was_multi else 'without'} --multi again, or into another folder"
+        )
+    return rows
 
 
 def _write_rows(path: Path, fields: list[str], rows: Iterable[dict[str, str]]) -> None:
@@ -216,8 +242,22 @@ def _remove_stale_temps(root: Path) -> None:
             temp.unlink(missing_ok=True)
 
 
-def _manifest_row(source: Path, destination: Path, prediction: Prediction) -> dict[str, str]:
-    return {"source": str(source), "destination": str(destination), **prediction.flat(MANIFEST_TOP)}
+def _manifest_row(source: Path, destinations: list[Path], prediction: Prediction) -> dict[str, str]:
+    row = {"source": str(source), "destination": str(destinations[0]), **prediction.flat(MANIFEST_TOP)}
+    if prediction.elements is not None:  # multi: its `elements` column comes from `flat`
+        row["destinations"] = cell_text([[str(d)] for d in destinations])
+    return row
+
+
+def _folder_names(prediction: Prediction, min_confidence: float) -> list[str]:
+    """Where a photo goes: the folder of each element the map found (multi), most confident first, whatever the
+    whole photo's answer (a west front can be none of the ten as a whole and hold three of them); else the
+    single-class rule: none of the ten first, then below `min_confidence`, then its class."""
+    if prediction.elements:
+        return [e.label for e in prediction.elements]
+    if prediction.known is False:
+        return [NONE]
+    return [prediction.label if prediction.probability >= min_confidence else UNCERTAIN]
 
 
 def sort_photos(
@@ -227,12 +267,16 @@ def sort_photos(
     min_confidence: float = MIN_CONFIDENCE,
     mode: str = "copy",
     progress: bool = True,
+    multi: bool = False,
+    map_config: MapConfig | None = None,
 ) -> SortSummary:
     """Copy (or hard-link) every photo below `in_dir` into `out_dir/<class>/`, `_none/` (none of the ten, when the
     classifier has a none-of-these threshold) or `_uncertain/` (below `min_confidence`), with a manifest.
 
-    Running it again skips photos already in the manifest whose copy exists, so an interrupted sort
-    resumes. Raises SortLocked when another process sorts into `out_dir`.
+    `multi`: into the folder of every element the element map (`map_config`) finds in the photo instead, by the
+    rule above when it finds none. Running it again skips photos already in the manifest whose copy exists, so an
+    interrupted sort resumes. Raises SortLocked when another process sorts into `out_dir`, ValueError when it was
+    sorted the other way (`multi` or not).
     """
     if mode not in ("copy", "link"):
         raise ValueError(f"--mode must be copy or link, got {mode!r}")
@@ -249,7 +293,36 @@ def sort_photos(
     target_root.mkdir(parents=True, exist_ok=True)
     with output_lock(target_root):
         _remove_stale_temps(target_root)
-        return _sort_locked(classifier, source_root, target_root, folders, min_confidence, mode, progress)
+        config = (map_config or MapConfig()) if multi else None
+        return _sort_locked(classifier, source_root, target_root, folders, min_confidence, mode, progress, config)
+
+
+def _file(
+    item: Prediction,
+    target_root: Path,
+    folders: dict[str, Path],
+    min_confidence: float,
+    mode: str,
+    summary: SortSummary,
+) -> dict[str, str]:
+    """Place one photo in each of its folders, count it; its manifest row."""
+    source = Path(str(item.path))
+    names, destinations, already = _folder_names(item, min_confidence), [], True
+    for name in names:
+        folder = folders[name]
+        folder.mkdir(exist_ok=True)
+        _inside(target_root, folder)  # a class folder that is a symbolic link out of OUT is refused
+        destination, there = _place(source, folder, mode, summary)
+        destinations.append(destination)
+        already &= there
+        summary.per_class[name] = summary.per_class.get(name, 0) + 1
+    summary.placed += not already
+    summary.already_done += already
+    summary.uncertain += names == [UNCERTAIN]
+    summary.none += names == [NONE]
+    summary.several += len(names) > 1
+    summary.no_element += item.elements == ()
+    return _manifest_row(source, destinations, item)
 
 
 def _sort_locked(
@@ -260,43 +333,37 @@ def _sort_locked(
     min_confidence: float,
     mode: str,
     progress: bool,
+    map_config: MapConfig | None,
 ) -> SortSummary:
     manifest_path = target_root / "manifest.csv"
-    manifest = _read_manifest(manifest_path)
+    manifest = _read_manifest(manifest_path, multi=map_config is not None)
+    fields = MANIFEST_FIELDS if map_config is None else MULTI_FIELDS
     photos, problems = find_photos([source_root])
     todo = [p for p in photos if not (str(p) in manifest and Path(manifest[str(p)].get("destination") or "").is_file())]
     summary = SortSummary(already_done=len(photos) - len(todo), skipped=list(problems), manifest=manifest_path)
-    summary.rejects = classifier.open_set is not None
+    summary.rejects, summary.multi = classifier.open_set is not None, map_config is not None
+    items = classifier.predict_files(todo)
+    if map_config is not None:
+        items = with_elements(classifier, items, map_config)
     bar = None
     if progress and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc="sort", unit="photo")
     try:
-        for count, item in enumerate(classifier.predict_files(todo), start=1):
+        for count, item in enumerate(items, start=1):
             if isinstance(item, tuple):
                 summary.skipped.append(item)
             else:
-                source = Path(str(item.path))
-                name = NONE if item.known is False else item.label if item.probability >= min_confidence else UNCERTAIN
-                folder = folders[name]
-                folder.mkdir(exist_ok=True)
-                _inside(target_root, folder)  # a class folder that is a symbolic link out of OUT is refused
-                destination, already = _place(source, folder, mode, summary)
-                summary.placed += not already
-                summary.already_done += already
-                summary.uncertain += name == UNCERTAIN
-                summary.none += name == NONE
-                summary.per_class[name] = summary.per_class.get(name, 0) + 1
-                manifest[str(source)] = _manifest_row(source, destination, item)
+                manifest[str(item.path)] = _file(item, target_root, folders, min_confidence, mode, summary)
             if bar is not None:
                 bar.update(1)
             if count % SAVE_EVERY == 0:  # progress survives an interruption
-                _write_rows(manifest_path, MANIFEST_FIELDS, manifest.values())
+                _write_rows(manifest_path, fields, manifest.values())
     finally:
         if bar is not None:
             bar.close()
-        _write_rows(manifest_path, MANIFEST_FIELDS, manifest.values())
+        _write_rows(manifest_path, fields, manifest.values())
         _write_rows(
             target_root / "skipped.csv", ["source", "reason"], ({"source": p, "reason": r} for p, r in summary.skipped)
         )
