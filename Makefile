@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The development and CI copy of the data, when it sits beside the checkout.
 export HERITAGE_DATA ?= $(abspath $(wildcard ../shared/datasets/ahe64))
 
-.PHONY: install demo test test-avx2 lint format bench clean
+.PHONY: install demo test test-avx2 test-bf16 lint format bench clean
 
 install: $(VENV)/.installed
 
@@ -25,15 +25,23 @@ NUMERICS_TESTS := tests/inside/test_synthesis.py tests/inside/test_deconvnet.py 
 	tests/inside/test_explain.py tests/inside/test_sanity.py tests/base/test_devices.py
 AVX2_CAP := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
 ABOVE_AVX2 := $(BIN)/python -c 'import sys, torch; sys.exit(torch.backends.cpu.get_cpu_capability() in ("AVX2", "DEFAULT"))'
+# And the other way: on a CPU without bf16, the tests of what predictions compute (the classifier, evaluation, the
+# none-of-these fit, the model format, the commands and the server) again with the library's bf16 autocast forced
+# on (tests/conftest.py's --bf16-autocast; PyTorch emulates bf16), so an AMD EPYC sees what a Xeon with bf16 will.
+BF16_TESTS := tests/inference tests/models tests/apps
 
 test: install lint  ## the whole test suite (tiny models, synthetic data; integration tests use $HERITAGE_DATA)
-	@$(ABOVE_AVX2) || echo "== this CPU computes with AVX2 kernels already: no second pass under the AVX2 cap"
 	$(BIN)/python -m pytest -q
 	@if $(ABOVE_AVX2); then echo "== the numerics-sensitive tests again, as an AVX2 CPU computes them ($(AVX2_CAP))"; \
-		$(AVX2_CAP) $(BIN)/python -m pytest -q $(NUMERICS_TESTS); fi
+		$(AVX2_CAP) $(BIN)/python -m pytest -q $(NUMERICS_TESTS); \
+	else echo "== the prediction tests again, as a CPU with bf16 computes them (--bf16-autocast)"; \
+		$(BIN)/python -m pytest -q --bf16-autocast $(BF16_TESTS); fi
 
 test-avx2: install  ## only the numerics-sensitive tests, as an AVX2 CPU computes them, on any CPU
 	$(AVX2_CAP) $(BIN)/python -m pytest -q $(NUMERICS_TESTS)
+
+test-bf16: install  ## only the prediction tests, as a CPU with bf16 in hardware computes them, on any CPU
+	$(BIN)/python -m pytest -q --bf16-autocast $(BF16_TESTS)
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -16,6 +16,27 @@ import numpy as np
 import pytest
 from PIL import Image
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--bf16-autocast",
+        action="store_true",
+        help="compute as a CPU with bf16 in hardware does (a Xeon with AVX-512 BF16 or AMX): the library's autocast "
+        "switched on whatever this CPU has (PyTorch emulates bf16 where the kernels lack it; slower). `make test` "
+        "runs the inference and model tests so on a CPU without bf16, as it runs the numerics tests under the AVX2 "
+        "cap on one with it",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--bf16-autocast"):
+        # the one decision every autocast in the library goes through (`mixed_precision`); this process only: a
+        # command a test starts in a subprocess computes as this CPU does
+        from heritage_cnn.base import devices
+
+        devices.cpu_has_native_bf16 = lambda: True
+
+
 CLASSES = [
     "altar",
     "apse",

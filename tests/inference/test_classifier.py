@@ -12,6 +12,7 @@ from PIL import Image
 
 from conftest import make_survey
 from heritage_cnn import cli
+from heritage_cnn.base.devices import cpu_has_native_bf16
 from heritage_cnn.data.decode import ImageError, decode_image
 from heritage_cnn.inference.classifier import Classifier, Prediction, TopClass, format_predictions
 from heritage_cnn.models.checkpoint import load_checkpoint
@@ -87,7 +88,9 @@ def test_test_time_augmentation_in_classifier_and_commands(
     tiny_run, classifier: Classifier, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photos = sorted(synthetic_root.rglob("*.png"))[:6]
-    flip = Classifier.load(tiny_run.checkpoint, tta="flip")
+    # float32 on every CPU (bf16=False): the by-hand reference is float32, and bf16 rounding (~4e-3 on a
+    # probability, on CPUs that autocast) would hide a wrong average under the tolerance below
+    flip = Classifier.load(tiny_run.checkpoint, tta="flip", bf16=False)
     # by hand: the logits of each photo and of its mirror, averaged, then softmax (the plain network, unfolded)
     checkpoint = load_checkpoint(tiny_run.checkpoint)
     pixels = torch.from_numpy(np.stack([decode_image(p) for p in photos])).permute(0, 3, 1, 2)
@@ -216,3 +219,10 @@ def test_none_of_these_in_python_json_csv_and_the_table(
     closest = ", ".join(f"{t.name} {t.probability:.2f}" for t in low.top)
     assert "none of these" in lines[low.path] and lines[low.path].endswith(f"closest: {closest}")
     assert f" {high.name} " in lines[high.path] and "none of these" not in lines[high.path]
+
+
+def test_the_classifier_autocasts_where_the_cpu_has_bf16_or_the_bf16_pass_says_so(tiny_run, request) -> None:
+    """`make test`'s --bf16-autocast pass must really compute in bf16, or it would show nothing of a Xeon."""
+    forced = request.config.getoption("--bf16-autocast")
+    assert Classifier.load(tiny_run.checkpoint).bf16 is (forced or cpu_has_native_bf16())
+    assert Classifier.load(tiny_run.checkpoint, bf16=False).bf16 is False

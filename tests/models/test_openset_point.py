@@ -100,10 +100,10 @@ def test_weights_changed_after_the_fit_are_saved_without_the_record(tiny_run, ph
 
 def test_mahalanobis_from_the_stored_tensors_equals_a_fresh_fit(tiny_run, photos) -> None:
     """The statistics a run stores are those of its training photos' penultimate features, as `Classifier` runs
-    the network, and score any photo as a fit made here does."""
+    the network for a fit (float32 on every CPU), and score any photo as a fit made here does."""
     train, val = photos
     checkpoint = load_checkpoint(tiny_run.checkpoint)
-    classifier = Classifier(checkpoint)
+    classifier = Classifier(checkpoint, bf16=False)  # the fit's precision; bf16 scoring has its own test below
     with torch.no_grad():
         features = forward_with_features(classifier.model, checkpoint.normalise(train.images)).features[PENULTIMATE]
         fresh = mahalanobis_fit(features[0], train.labels, num_classes=10, ridge=checkpoint.open_set.ridge)

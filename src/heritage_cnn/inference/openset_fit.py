@@ -6,8 +6,9 @@ that at most 3 % of photos of the ten are called "none" (the validation photos a
 model has not seen; they set the threshold). `fit_operating_point` does it for a loaded checkpoint and two sets of
 photos; `heritage train` calls it at the end of a run (`fit_for_run`), `heritage data none-fit` on any checkpoint
 and a data folder (`pipeline.fit_none_of_these`). Every pass goes through `Classifier`, as predictions do (batch
-norm folded, bf16 autocast on CPUs that have it natively, the model's own test-time views), so the scores the
-threshold was chosen on are the scores predictions compute.
+norm folded, the model's own test-time views), in float32 on every CPU: the same model gets the same statistics and
+threshold on an AVX2 CPU and on one with bf16 in hardware, and `heritage evaluate` (float32) reports the share the
+fit chose. A CPU that predicts in bf16 computes the scores to within bf16 rounding of those.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ REJECT_SHARE = 0.03  # the share of validation photos the threshold may call "no
 def reject_threshold(scores: np.ndarray, share: float = REJECT_SHARE) -> tuple[float, int]:
     """The threshold below which `floor(share * N)` of the N scores fall (fewer only where scores tie at the
     boundary), and how many that is. It lies halfway between the last score called "none" and the first one kept,
-    so a recomputation that moves a score by rounding (another batch size, float32 instead of bf16) does not move
-    the boundary photo across it."""
+    so a recomputation that moves a score by rounding (another batch size, another CPU's float32 kernels) does
+    not move the boundary photo across it."""
     ordered = np.sort(np.asarray(scores, dtype=np.float64))
     if len(ordered) == 0:
         raise ValueError("no validation photos to set the none-of-these threshold on")
@@ -75,7 +76,7 @@ def fit_operating_point(
     labels, then the threshold that calls `reject_share` of `val_images` (uint8, N x 3 x H x W) "none"."""
     if score not in SCORES:
         raise ValueError(f"unknown open-set score {score!r}: choose {', '.join(SCORES)}")
-    classifier = Classifier(checkpoint)
+    classifier = Classifier(checkpoint, bf16=False)  # float32: the same fit on every CPU (the module's docstring)
     stats = ()
     mahalanobis = score == "mahalanobis"
     if mahalanobis:
