@@ -7,7 +7,6 @@ what the reader sees; deeper layers' kernel figures linked as files rather than 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from heritage_cnn.base.figures import png_data_url
 from heritage_cnn.base.io import atomic_write_text
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.folders import display_name
@@ -57,14 +57,10 @@ class Section:
     body: list[str] = field(default_factory=list)
 
 
-def _embed(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 def _figure(path: Path, caption: str, alt: str, width: int | None = None) -> str:
     """An embedded PNG with its caption; `width`: at most this many CSS px (figures drawn larger than useful)."""
     style = f" style='width:{width}px'" if width else ""
-    image = f"<img src='{_embed(path)}' alt='{escape(alt)}'{style}>"
+    image = f"<img src='{png_data_url(path)}' alt='{escape(alt)}'{style}>"
     return f"<figure>{image}<figcaption>{escape(caption)}</figcaption></figure>"
 
 
@@ -213,7 +209,7 @@ def _class_images(sub: Path, checkpoint: Checkpoint) -> Section | None:
         return None
     records = {r["class"]: r for r in json.loads(manifest.read_text(encoding="utf-8"))["images"]}
     tiles = [
-        f"<li><img src='{_embed(sub / records[c]['file'])}' alt='drawn for {escape(display_name(c))}'>"
+        f"<li><img src='{png_data_url(sub / records[c]['file'])}' alt='drawn for {escape(display_name(c))}'>"
         f"{escape(display_name(c))}<br><small>p = {records[c]['probability']:.2f}</small></li>"
         for c in checkpoint.classes
         if c in records and (sub / records[c]["file"]).exists()

@@ -24,8 +24,6 @@ This module does not import FastAPI or uvicorn at import time: importing it shou
 stack. The `heritage serve` command itself lives in `heritage_cnn.cli.serve`.
 """
 
-import base64
-import io
 import ipaddress
 import os
 import socket
@@ -37,9 +35,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 import torch
-from PIL import Image
 
-from heritage_cnn.base.figures import signed_to_rgb
+from heritage_cnn.base.figures import png_data_url, signed_to_rgb
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inside import deconvnet, explain
 from heritage_cnn.inside.classimages import Gallery
@@ -56,15 +53,6 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 # --------------------------------------------------------------------------------------------
 # Overlays
 # --------------------------------------------------------------------------------------------
-
-
-def png_data_url(rgb: np.ndarray) -> str:
-    """An (H, W, 3) uint8 or [0, 1] float image as a `data:` URL, so one JSON answer holds the whole result."""
-    if rgb.dtype != np.uint8:
-        rgb = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 class Overlays:
