@@ -18,7 +18,8 @@ What an upload must pass, in this order, so that nothing large is stored or deco
   are answered (400 otherwise), so a web page that rebinds its DNS name to 127.0.0.1 cannot read the API.
 The photo is then decoded with the same policy as training and `heritage predict` (EXIF orientation, RGB,
 shorter side to 64 px, centre crop). Answers use the one prediction schema (`Prediction.to_dict()`), with
-the upload's description and, on request, the overlays beside it.
+the upload's description and, on request, the overlays beside it. `POST /api/map` takes the same uploads through
+the same checks and answers with the element map of the whole photo (`heritage map`'s JSON), two maps at a time.
 
 This module does not import FastAPI or uvicorn at import time: importing it should not pay for the web
 stack. The `heritage serve` command itself lives in `heritage_cnn.cli.serve`.
@@ -158,8 +159,8 @@ def create_app(
     member: int = 0,
     none_threshold: float | None = None,
 ) -> Any:
-    """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `GET /api/info`, class images
-    (the routes: `heritage_cnn.apps.routes`).
+    """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `POST /api/map` the element map,
+    `GET /api/info`, class images (the routes: `heritage_cnn.apps.routes`).
 
     `model`: a loaded `Classifier`, or a checkpoint pair, run folder or shipped name (None: the shipped default)
     loaded on `device` with `none_threshold` replacing the model's none-of-these threshold (refused for a model
