@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from test_serve import declared_png, open_page, overflow, settled
 
-from conftest import CLASSES, draw
+from conftest import CLASSES, draw, server_process
 from heritage_cnn.apps.routes import MAPS_AT_ONCE
 from heritage_cnn.apps.serve import create_app
 from heritage_cnn.inference.classifier import Classifier
@@ -106,8 +109,6 @@ def test_a_photo_smaller_than_a_tile_gets_the_whole_photo_answer(client: TestCli
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_a_bad_upload_is_refused_as_predict_refuses_it(client: TestClient) -> None:
-    from test_serve import declared_png
-
     data = two_halves()
     uploads = {
         "text": (b"just some notes\n" * 20, 415),
@@ -144,3 +145,109 @@ def test_a_busy_server_answers_503_and_maps_again_when_free(app, client: TestCli
     assert maps.acquire(blocking=False) and maps.acquire(blocking=False)  # every slot given back after each map
     maps.release()
     maps.release()
+
+
+# --------------------------------------------------------------------------------------------
+# The page's "What is where?" panel in a real headless Chromium
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(tiny_run) -> Iterator[str]:
+    """The library's server in its own process, the tiny run with the threshold above."""
+    create = (
+        f"{str(tiny_run.checkpoint)!r}, max_upload_bytes={LIMIT}, draw_class_images=False, none_threshold={THRESHOLD}"
+    )
+    with server_process(create) as (port, _):
+        yield f"http://127.0.0.1:{port}/"
+
+
+def tab_to(browser, selector: str, presses: int = 30):
+    """Press Tab until the focused element matches `selector` (no mouse); fails if it never does."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    for _ in range(presses):
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+        if browser.execute_script(f"return document.activeElement.matches({selector!r})"):
+            return browser.switch_to.active_element
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+def map_from_keyboard(browser, url: str, photo: Path, width: int = 1100) -> None:
+    """Upload from the file input, then reach "What is where?" by Tab and press Enter; wait for the panel."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    wait = open_page(browser, url, width)
+    tab_to(browser, "#file").send_keys(str(photo))
+    wait.until(lambda d: settled(d, 1))
+    tab_to(browser, "button.map-button")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    script = "const i = document.querySelector('.map-frame img.map-photo'); return !!i && i.complete && i.naturalWidth"
+    wait.until(lambda d: d.execute_script(script))
+
+
+def test_page_shows_what_is_where_from_the_keyboard(server: str, browser, tmp_path: Path, tiny_run) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    photo = tmp_path / "two halves.png"
+    photo.write_bytes(two_halves())
+    expected = map_elements(Classifier.load(tiny_run.checkpoint, none_threshold=THRESHOLD), photo).elements
+    assert len(expected) >= 2
+    map_from_keyboard(browser, server, photo)
+    status = browser.find_element(By.ID, "status").text
+    assert status.startswith(f"What is where in {photo.name}: {expected[0].name}, ")
+    # one box per element, named, inside the photo, where the API puts it (percentages of the photo's size)
+    frame = browser.find_element(By.CSS_SELECTOR, ".map-frame")
+    shown = browser.find_element(By.CSS_SELECTOR, ".map-frame img.map-photo").rect
+    boxes = frame.find_elements(By.CSS_SELECTOR, ".element-box")
+    assert [b.text for b in boxes] == [f"{e.name} {e.confidence:.2f}" for e in expected]
+    for box, element in zip(boxes, expected, strict=True):
+        rect, (left, top, right, bottom) = box.rect, element.box
+        scale = shown["width"] / 512
+        assert rect["x"] - shown["x"] == pytest.approx(left * scale, abs=1.5)
+        assert rect["x"] + rect["width"] <= shown["x"] + shown["width"] + 1.5
+        assert rect["y"] + rect["height"] <= shown["y"] + shown["height"] + 1.5
+        assert rect["width"] == pytest.approx((right - left) * scale, abs=1.5)
+        assert rect["y"] - shown["y"] == pytest.approx(top * scale, abs=1.5)
+        assert rect["height"] == pytest.approx((bottom - top) * scale, abs=1.5)
+    # the heat map: the first element's class at first; arrow keys move along the radio buttons, "none" hides it
+    heat = browser.find_element(By.CSS_SELECTOR, ".map-heat")
+    assert heat.get_attribute("data-label") == expected[0].label and heat.is_displayed()
+    checked = tab_to(browser, ".heat-choice input:checked")
+    assert checked.get_attribute("value") == expected[0].label
+    ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
+    following = CLASSES[(CLASSES.index(expected[0].label) + 1) % len(CLASSES)]
+    assert heat.get_attribute("data-label") == following and browser.switch_to.active_element.is_selected()
+    browser.execute_script("document.querySelector('.heat-choice input[value=\"\"]').focus()")
+    ActionChains(browser).send_keys(Keys.SPACE).perform()
+    assert heat.get_attribute("data-label") == "" and not heat.is_displayed()
+    labels = [label.text for label in browser.find_elements(By.CSS_SELECTOR, ".heat-choice label")]
+    assert labels[0] == "none" and len(labels) == 1 + len(CLASSES)
+    assert f"{expected[0].name} (found, " in " ".join(labels)
+    items = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "ul.elements li")]
+    assert [i.split(",")[0] for i in items] == [e.name for e in expected]
+
+
+def test_page_map_fits_a_narrow_screen_and_says_why_when_busy(server: str, browser, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    photo = tmp_path / "small.png"
+    photo.write_bytes(png(draw(RIGHT, np.random.default_rng(0))[:40, :50]))
+    map_from_keyboard(browser, server, photo, width=400)
+    assert overflow(browser) <= 0
+    assert "smaller than one tile" in browser.find_element(By.CSS_SELECTOR, ".where-panel").text
+    # a busy server (its answer stubbed in the page: deterministic): the page shows the 503 and its line
+    browser.execute_script(
+        "window.realFetch = window.fetch; window.fetch = (url, options) => url.startsWith('/api/map') ? "
+        "Promise.resolve(new Response(JSON.stringify({detail: 'the server is mapping 2 photos already; try again in a "
+        "few seconds'}), {status: 503})) : window.realFetch(url, options)"
+    )
+    button = browser.find_element(By.CSS_SELECTOR, "button.map-button")
+    button.click()
+    panel = browser.find_element(By.CSS_SELECTOR, ".where-panel")
+    assert "mapping 2 photos already" in panel.text and "(HTTP 503)" in panel.text
+    assert "not mapped" in browser.find_element(By.ID, "status").text
