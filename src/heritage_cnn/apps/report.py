@@ -223,6 +223,37 @@ def _class_images(sub: Path, checkpoint: Checkpoint) -> Section | None:
     return Section("class-images", "Class images", [text, f"<ul class='classes'>{''.join(tiles)}</ul>", link])
 
 
+def _element_map(sub: Path) -> Section:
+    """The element maps of a few mosaics of validation photos (`apps.steps.element_map_step`), or one line saying
+    why there are none."""
+    section = Section("element-map", "What is where")
+    record = sub / "element_map.json"
+    if not record.exists():
+        reason = "this folder holds no element maps (heritage report and heritage demo draw them from the data)"
+    else:
+        found = json.loads(record.read_text(encoding="utf-8"))
+        reason = found.get("skipped")
+    if reason:
+        section.body.append(f"<p>Skipped: {escape(reason)}.</p>")
+        return section
+    mosaics = found["mosaics"]
+    px = found["cell_px"]
+    section.body.append(
+        f"<p>A survey photo holds several elements; <code>heritage map</code> lists them, each with a box, from the "
+        f"network scanned over tiles at several scales (docs/element_map.md). Here: {len(mosaics)} mosaics of 2 x 2 "
+        f"{escape(found['photos'])}, drawn with seed {found['seed']}, each cell one 64 px photo enlarged to {px} px, "
+        f"so the element in each quarter is known. Mapping and drawing them took {found['seconds']:.0f} s.</p>"
+    )
+    for i, mosaic in enumerate(mosaics, 1):
+        listed = ", ".join(f"{e['name']} ({e['confidence']:.2f})" for e in mosaic["listed"]) or "nothing"
+        caption = (
+            f"Mosaic {i}: {', '.join(mosaic['cells'])} (left to right, top to bottom). Listed: {listed}. Each element "
+            "found is outlined and named with its confidence; below, each class's map from 0 to 1."
+        )
+        section.body.append(_figure(sub / mosaic["figure"], caption, f"element map of mosaic {i}"))
+    return section
+
+
 def _recorded_data(folder: Path) -> str | None:
     """The data folder an evaluation in `folder` recorded (metrics.json), else the data check's root."""
     for split in ("val", "test"):
@@ -274,6 +305,7 @@ def build_html_report(
     sections += [_evaluation(folder / "eval-val", "val"), _evaluation(folder / "eval-test", "test")]
     sections.append(_inside_section(folder, checkpoint.member(member)))
     sections.append(_class_images(folder / "class_images", checkpoint))
+    sections.append(_element_map(folder / "element_map"))
     present = [s for s in sections if s is not None]
     toc = "".join(f"<li><a href='#{s.anchor}'>{escape(s.heading)}</a></li>" for s in present)
     header = (
