@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from heritage_cnn.base.io import atomic_write_json, atomic_write_text
 from heritage_cnn.data.folders import find_layout, load_images
+from heritage_cnn.data.mosaics import mosaic_specs, photo_mosaic
 from heritage_cnn.data.split import perceptual_hashes
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.element_map import MapConfig, map_elements
@@ -33,8 +34,6 @@ from heritage_cnn.inference.evaluate import hashes_from_hex, near_any
 from run import data_root, hardware
 
 NEGATIVES = Path(__file__).resolve().parents[1] / "data" / "negatives"
-KINDS = ("2x2", "3x3", "none")
-NEGATIVE_SHARE = 0.25  # chance that a cell of a mixed mosaic is a photo of none of the ten
 ROUNDS = 1000
 
 
@@ -58,45 +57,6 @@ def negative_photos(root: Path, side: str) -> np.ndarray:
     if not files:
         sys.exit(f"no negatives in {root / side}: give --negatives-dir (benchmarks/negatives.py makes them)")
     return np.stack([np.asarray(Image.open(f).convert("RGB").resize((64, 64))) for f in files])
-
-
-def mosaic_specs(labels: np.ndarray, negatives: int, count: int, seed: int) -> list[dict]:
-    """Per mosaic: its kind, grid and cells, each ("val", photo index, class) or ("neg", negative index, -1)."""
-    rng = np.random.default_rng(seed)
-    by_class = [np.flatnonzero(labels == c) for c in range(int(labels.max()) + 1)]
-    specs = []
-    for kind in KINDS:
-        for i in range(count):
-            grid = 2 if kind == "2x2" or (kind == "none" and i % 2 == 0) else 3
-            cells = grid * grid
-            if kind == "none":
-                chosen = rng.choice(negatives, cells, replace=False)
-                specs.append({"kind": kind, "grid": grid, "cells": [("neg", int(n), -1) for n in chosen]})
-                continue
-            negative = rng.random(cells) < NEGATIVE_SHARE
-            if negative.all():
-                negative[rng.integers(cells)] = False
-            classes = iter(rng.choice(len(by_class), int((~negative).sum()), replace=False))
-            spec = []
-            for is_negative in negative:
-                if is_negative:
-                    spec.append(("neg", int(rng.integers(negatives)), -1))
-                else:
-                    c = int(next(classes))
-                    spec.append(("val", int(rng.choice(by_class[c])), c))
-            specs.append({"kind": kind, "grid": grid, "cells": spec})
-    return specs
-
-
-def render(spec: dict, photos: np.ndarray, negatives: np.ndarray, tile_px: int) -> np.ndarray:
-    grid = spec["grid"]
-    canvas = np.empty((grid * tile_px, grid * tile_px, 3), dtype=np.uint8)
-    for i, (source, index, _) in enumerate(spec["cells"]):
-        pixels = (photos if source == "val" else negatives)[index]
-        big = Image.fromarray(pixels).resize((tile_px, tile_px), Image.Resampling.BICUBIC)
-        r, c = divmod(i, grid)
-        canvas[r * tile_px : (r + 1) * tile_px, c * tile_px : (c + 1) * tile_px] = np.asarray(big)
-    return canvas
 
 
 def score_mosaic(spec: dict, emap, classes: list[str], tile_px: int) -> dict:
@@ -177,7 +137,7 @@ def time_12mp(classifiers: dict[str, Classifier], photos: np.ndarray, tile_px: i
     round so that the machine's drift falls on all alike; one warm-up each, then the median of `rounds`."""
     rng = np.random.default_rng(12)
     spec = {"grid": 4, "cells": [("val", int(i), -1) for i in rng.choice(len(photos), 12, replace=False)]}
-    canvas = render(spec, photos, photos, tile_px)[: 3 * tile_px]  # 4 x 4 cut to 4 x 3
+    canvas = photo_mosaic(spec, photos, photos, tile_px)[: 3 * tile_px]  # 4 x 4 cut to 4 x 3
     seconds: dict[str, list[float]] = {name: [] for name in classifiers}
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "12mp.jpg"
@@ -276,7 +236,7 @@ def main() -> None:
     for name, classifier in classifiers.items() if not args.timing_only else ():
         start, rows = time.perf_counter(), []
         for spec in specs:
-            emap = map_elements(classifier, render(spec, photos, negatives, args.tile_px))
+            emap = map_elements(classifier, photo_mosaic(spec, photos, negatives, args.tile_px))
             rows.append(score_mosaic(spec, emap, classes, args.tile_px))
         entry = {"seconds": time.perf_counter() - start, "summary": summarise(rows, args.seed), "mosaics": rows}
         result["models"][name] = entry

@@ -27,14 +27,13 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from heritage_cnn.apps.pipeline import trained_on
 from heritage_cnn.base.devices import machine_description
 from heritage_cnn.base.io import atomic_write_json
 from heritage_cnn.data.decode import decode_image
 from heritage_cnn.data.folders import find_layout, load_images
 from heritage_cnn.data.split import group_near_duplicates, perceptual_hashes
 from heritage_cnn.inference.classifier import Classifier
-from heritage_cnn.inference.evaluate import near_any
+from heritage_cnn.inference.evaluate import near_any, trained_on
 from heritage_cnn.models import openset
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
 

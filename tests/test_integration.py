@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from heritage_cnn.apps.pipeline import split_recipe, trained_on
+from heritage_cnn.apps.pipeline import split_recipe
 from heritage_cnn.cli import main
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.data.split import perceptual_hashes
-from heritage_cnn.inference.evaluate import near_any, predict_logits
+from heritage_cnn.inference.evaluate import near_any, predict_logits, trained_on
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.models.network import ModelConfig
 from heritage_cnn.training.config import TrainConfig

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import CLASSES
 from heritage_cnn import __version__, cli
@@ -15,7 +16,7 @@ from heritage_cnn.base.figures import DPI
 from heritage_cnn.inference.plots import CELL_FONT_PT
 from heritage_cnn.models.checkpoint import load_checkpoint
 
-SECTIONS = ["data", "training", "eval-val", "inside", "class-images"]
+SECTIONS = ["data", "training", "eval-val", "inside", "class-images", "element-map"]
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,52 @@ def test_curves_come_from_the_checkpoint_history(tmp_path: Path) -> None:
     epochs = len(load_checkpoint(None).member(0).info["history"])  # member 0's curves
     assert f"({epochs} epochs)" in page and "<section id='training'>" in page
     assert "default.safetensors" in page and "ahe64" in page
+    assert "<h2>What is where</h2><p>Skipped: this folder holds no element maps" in page  # and says why
+
+
+def test_what_is_where_maps_mosaics_of_photos_the_model_did_not_train_on(report: Path, tiny_run) -> None:
+    from heritage_cnn.base.io import read_json
+    from heritage_cnn.inference.evaluate import trained_on
+
+    page = (report / "index.html").read_text()
+    section = page[page.index("<section id='element-map'>") :]
+    record = read_json(report / "element_map" / "element_map.json")
+    assert len(record["mosaics"]) == 2 and record["seed"] == 0 and record["seconds"] > 0
+    assert f"took {record['seconds']:.0f} s" in section and "did not train on" in section
+    names = [c.replace("_", " ").replace("(", " (") for c in CLASSES]
+    for i, mosaic in enumerate(record["mosaics"], 1):
+        assert len(mosaic["cells"]) == 4 and len(set(mosaic["cells"])) == 4 and set(mosaic["cells"]) <= set(names)
+        assert f"alt='element map of mosaic {i}'" in section and f"Mosaic {i}: {', '.join(mosaic['cells'])}" in section
+        assert (report / "element_map" / mosaic["figure"]).exists()
+    # the same photos again: seeded, and none of them one the model trained on
+    from heritage_cnn.apps.steps import unseen_photos
+    from heritage_cnn.data.folders import find_layout
+    from heritage_cnn.data.split import perceptual_hashes
+    from heritage_cnn.inference.evaluate import near_any
+
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    photos, labels, _ = unseen_photos(checkpoint, find_layout(read_json(report / "data_check.json")["root"]))
+    again, _, _ = unseen_photos(checkpoint, find_layout(read_json(report / "data_check.json")["root"]))
+    assert (photos == again).all() and len(set(labels.tolist())) >= 4
+    hashes = perceptual_hashes(torch.from_numpy(photos).permute(0, 3, 1, 2))
+    assert not near_any(hashes, *trained_on(checkpoint)).any()
+
+
+def test_what_is_where_is_skipped_with_the_reason(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
+    """A model that does not record its training photos: no photo can be shown as unseen, and the page says so."""
+    from dataclasses import replace
+
+    from heritage_cnn.apps.steps import element_map_step
+    from heritage_cnn.data.folders import find_layout
+
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    blind = replace(checkpoint, info={k: v for k, v in checkpoint.info.items() if k != "trained_on"})
+    lines: list[str] = []
+    element_map_step(blind, str(synthetic_root), find_layout(synthetic_root), tmp_path, lines.append)
+    assert lines[-1].startswith("skipped: the model does not record the photos it trained on")
+    page = build_html_report(tmp_path, tmp_path / "index.html", blind).read_text()
+    assert "<h2>What is where</h2><p>Skipped: the model does not record the photos it trained on" in page
+    assert not list((tmp_path / "element_map").glob("*.png"))
 
 
 def _check_in_chromium(browser, page: Path, width: int) -> dict:

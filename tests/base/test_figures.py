@@ -94,3 +94,20 @@ def test_mosaic_places_tiles_row_major() -> None:
     tiles = np.stack([np.full((2, 2), i, dtype=np.float32) for i in range(3)])
     out = figures.mosaic(tiles, 2, pad=1, fill=-1)
     assert out.shape == (5, 5) and out[0, 0] == 0 and out[0, 3] == 1 and out[3, 0] == 2 and out[3, 3] == -1
+
+
+def test_png_data_url_of_an_array_and_of_a_file(tmp_path: Path) -> None:
+    import base64
+    import io
+
+    rgba = np.zeros((3, 5, 4), np.uint8)
+    rgba[1, 2] = (10, 20, 30, 40)
+    url = figures.png_data_url(rgba)
+    assert url.startswith("data:image/png;base64,")
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))))
+    assert decoded.shape == (3, 5, 4) and (decoded == rgba).all()
+    floats = figures.png_data_url(np.full((2, 2, 3), 0.5))  # [0, 1] floats are rounded to bytes
+    assert np.asarray(Image.open(io.BytesIO(base64.b64decode(floats.split(",", 1)[1])))).max() == 128
+    path = tmp_path / "a.png"
+    Image.fromarray(rgba).save(path)
+    assert figures.png_data_url(path) == "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()

@@ -1,5 +1,5 @@
-"""The element-map benchmark's pure parts (benchmarks/element_map.py): the seeded mosaics, their drawing, and the
-per-mosaic scores, worked by hand. No model and no data set."""
+"""The element-map benchmark's pure parts (benchmarks/element_map.py): the per-mosaic scores, worked by hand (its
+mosaics are the library's: tests/data/test_mosaics.py). No model and no data set."""
 
 from __future__ import annotations
 
@@ -13,32 +13,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import element_map as bench
 
 CLASSES = [f"c{i}" for i in range(10)]
-
-
-def test_mosaics_are_seeded_and_keep_their_promises() -> None:
-    labels = np.repeat(np.arange(10), 5)
-    specs = bench.mosaic_specs(labels, negatives=30, count=20, seed=0)
-    assert specs == bench.mosaic_specs(labels, negatives=30, count=20, seed=0)
-    assert [s["kind"] for s in specs] == ["2x2"] * 20 + ["3x3"] * 20 + ["none"] * 20
-    for spec in specs:
-        assert len(spec["cells"]) == spec["grid"] ** 2
-        classes = [c for source, _, c in spec["cells"] if source == "val"]
-        if spec["kind"] == "none":
-            assert classes == [] and len({i for _, i, _ in spec["cells"]}) == len(spec["cells"])  # distinct negatives
-            continue
-        assert classes and len(set(classes)) == len(classes)  # one photo per class, at least one
-        for source, index, c in spec["cells"]:
-            assert labels[index] == c if source == "val" else c == -1
-    assert [s["grid"] for s in specs if s["kind"] == "none"][:4] == [2, 3, 2, 3]
-
-
-def test_render_puts_each_photo_in_its_cell() -> None:
-    photos = np.stack([np.full((64, 64, 3), v, np.uint8) for v in (10, 200)])
-    negatives = np.full((1, 64, 64, 3), 99, np.uint8)
-    spec = {"grid": 2, "cells": [("val", 0, 3), ("val", 1, 4), ("neg", 0, -1), ("val", 0, 3)]}
-    canvas = bench.render(spec, photos, negatives, 100)
-    assert canvas.shape == (200, 200, 3)
-    assert [canvas[50, 50, 0], canvas[50, 150, 0], canvas[150, 50, 0], canvas[150, 150, 0]] == [10, 200, 99, 10]
 
 
 def test_scores_of_one_mosaic_by_hand() -> None:

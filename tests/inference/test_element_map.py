@@ -18,7 +18,7 @@ from PIL import Image
 from conftest import CLASSES, draw
 from heritage_cnn import cli
 from heritage_cnn.base.checks import ConfigError
-from heritage_cnn.data.decode import read_whole, try_decode
+from heritage_cnn.data.decode import ImageError, read_whole, try_decode
 from heritage_cnn.inference.classifier import Classifier, Prediction, elements_cell, flat_fields, parse_elements_cell
 from heritage_cnn.inference.element_map import (
     Element,
@@ -160,6 +160,11 @@ def test_an_array_gives_the_same_map_as_its_lossless_file(classifier: Classifier
     from_array = map_elements(classifier, np.asarray(Image.open(two_halves)))
     assert from_array.path is None
     np.testing.assert_array_equal(from_file.maps, from_array.maps)
+    from_bytes = map_elements(classifier, two_halves.read_bytes())  # an upload: decoded by the same path as a file
+    assert from_bytes.path is None and from_bytes.to_dict() | {"path": str(two_halves)} == from_file.to_dict()
+    np.testing.assert_array_equal(from_file.maps, from_bytes.maps)
+    with pytest.raises(ImageError, match=r"^upload: not a recognised image format"):
+        map_elements(classifier, b"just some notes")
 
 
 def test_a_tile_called_none_counts_for_no_class(tiny_run, two_halves: Path) -> None:

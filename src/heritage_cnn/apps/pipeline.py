@@ -31,9 +31,9 @@ from heritage_cnn.data.folders import ImageSet, Layout, find_layout, load_images
 from heritage_cnn.data.split import perceptual_hashes
 from heritage_cnn.inference.evaluate import (
     compute_metrics,
-    hashes_from_hex,
     near_any,
     predict_logits,
+    trained_on,
     write_evaluation,
 )
 from heritage_cnn.inference.openset_eval import open_set_section, scored_logits
@@ -59,18 +59,6 @@ TTA_LABELS = {mode: "" if mode == "none" else f", TTA ({words})" for mode, words
 def resolve_model(model: Model, device: str = "cpu") -> Checkpoint:
     """The checkpoint a workflow works on: a loaded one as it is, else loaded (once) from `model`."""
     return model if isinstance(model, Checkpoint) else load_checkpoint(model, device=device)
-
-
-def trained_on(checkpoint: Checkpoint) -> tuple[np.ndarray, int] | None:
-    """The perceptual hashes of the images that trained a checkpoint and their distance, if it records them."""
-    record = checkpoint.info.get("trained_on")
-    if record is None:
-        return None
-    try:
-        hashes, distance = hashes_from_hex(record["phash"]), int(record["distance"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{checkpoint.path}: invalid trained_on record ({error})") from None
-    return hashes, distance
 
 
 def split_recipe(checkpoint: Checkpoint) -> dict[str, Any] | None:

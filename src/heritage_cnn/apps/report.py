@@ -7,7 +7,6 @@ what the reader sees; deeper layers' kernel figures linked as files rather than 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from heritage_cnn.base.figures import png_data_url
 from heritage_cnn.base.io import atomic_write_text
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.folders import display_name
@@ -57,14 +57,10 @@ class Section:
     body: list[str] = field(default_factory=list)
 
 
-def _embed(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
 def _figure(path: Path, caption: str, alt: str, width: int | None = None) -> str:
     """An embedded PNG with its caption; `width`: at most this many CSS px (figures drawn larger than useful)."""
     style = f" style='width:{width}px'" if width else ""
-    image = f"<img src='{_embed(path)}' alt='{escape(alt)}'{style}>"
+    image = f"<img src='{png_data_url(path)}' alt='{escape(alt)}'{style}>"
     return f"<figure>{image}<figcaption>{escape(caption)}</figcaption></figure>"
 
 
@@ -213,7 +209,7 @@ def _class_images(sub: Path, checkpoint: Checkpoint) -> Section | None:
         return None
     records = {r["class"]: r for r in json.loads(manifest.read_text(encoding="utf-8"))["images"]}
     tiles = [
-        f"<li><img src='{_embed(sub / records[c]['file'])}' alt='drawn for {escape(display_name(c))}'>"
+        f"<li><img src='{png_data_url(sub / records[c]['file'])}' alt='drawn for {escape(display_name(c))}'>"
         f"{escape(display_name(c))}<br><small>p = {records[c]['probability']:.2f}</small></li>"
         for c in checkpoint.classes
         if c in records and (sub / records[c]["file"]).exists()
@@ -225,6 +221,37 @@ def _class_images(sub: Path, checkpoint: Checkpoint) -> Section | None:
     )
     link = _links([grid], sub.parent, "The same images as one PNG") if grid.exists() else ""
     return Section("class-images", "Class images", [text, f"<ul class='classes'>{''.join(tiles)}</ul>", link])
+
+
+def _element_map(sub: Path) -> Section:
+    """The element maps of a few mosaics of validation photos (`apps.steps.element_map_step`), or one line saying
+    why there are none."""
+    section = Section("element-map", "What is where")
+    record = sub / "element_map.json"
+    if not record.exists():
+        reason = "this folder holds no element maps (heritage report and heritage demo draw them from the data)"
+    else:
+        found = json.loads(record.read_text(encoding="utf-8"))
+        reason = found.get("skipped")
+    if reason:
+        section.body.append(f"<p>Skipped: {escape(reason)}.</p>")
+        return section
+    mosaics = found["mosaics"]
+    px = found["cell_px"]
+    section.body.append(
+        f"<p>A survey photo holds several elements; <code>heritage map</code> lists them, each with a box, from the "
+        f"network scanned over tiles at several scales (docs/element_map.md). Here: {len(mosaics)} mosaics of 2 x 2 "
+        f"{escape(found['photos'])}, drawn with seed {found['seed']}, each cell one 64 px photo enlarged to {px} px, "
+        f"so the element in each quarter is known. Mapping and drawing them took {found['seconds']:.0f} s.</p>"
+    )
+    for i, mosaic in enumerate(mosaics, 1):
+        listed = ", ".join(f"{e['name']} ({e['confidence']:.2f})" for e in mosaic["listed"]) or "nothing"
+        caption = (
+            f"Mosaic {i}: {', '.join(mosaic['cells'])} (left to right, top to bottom). Listed: {listed}. Each element "
+            "found is outlined and named with its confidence; below, each class's map from 0 to 1."
+        )
+        section.body.append(_figure(sub / mosaic["figure"], caption, f"element map of mosaic {i}"))
+    return section
 
 
 def _recorded_data(folder: Path) -> str | None:
@@ -278,6 +305,7 @@ def build_html_report(
     sections += [_evaluation(folder / "eval-val", "val"), _evaluation(folder / "eval-test", "test")]
     sections.append(_inside_section(folder, checkpoint.member(member)))
     sections.append(_class_images(folder / "class_images", checkpoint))
+    sections.append(_element_map(folder / "element_map"))
     present = [s for s in sections if s is not None]
     toc = "".join(f"<li><a href='#{s.anchor}'>{escape(s.heading)}</a></li>" for s in present)
     header = (

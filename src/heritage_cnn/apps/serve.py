@@ -18,14 +18,13 @@ What an upload must pass, in this order, so that nothing large is stored or deco
   are answered (400 otherwise), so a web page that rebinds its DNS name to 127.0.0.1 cannot read the API.
 The photo is then decoded with the same policy as training and `heritage predict` (EXIF orientation, RGB,
 shorter side to 64 px, centre crop). Answers use the one prediction schema (`Prediction.to_dict()`), with
-the upload's description and, on request, the overlays beside it.
+the upload's description and, on request, the overlays beside it. `POST /api/map` takes the same uploads through
+the same checks and answers with the element map of the whole photo (`heritage map`'s JSON), two maps at a time.
 
 This module does not import FastAPI or uvicorn at import time: importing it should not pay for the web
 stack. The `heritage serve` command itself lives in `heritage_cnn.cli.serve`.
 """
 
-import base64
-import io
 import ipaddress
 import os
 import socket
@@ -37,9 +36,8 @@ from typing import Any
 import matplotlib
 import numpy as np
 import torch
-from PIL import Image
 
-from heritage_cnn.base.figures import signed_to_rgb
+from heritage_cnn.base.figures import png_data_url, signed_to_rgb
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inside import deconvnet, explain
 from heritage_cnn.inside.classimages import Gallery
@@ -56,15 +54,6 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 # --------------------------------------------------------------------------------------------
 # Overlays
 # --------------------------------------------------------------------------------------------
-
-
-def png_data_url(rgb: np.ndarray) -> str:
-    """An (H, W, 3) uint8 or [0, 1] float image as a `data:` URL, so one JSON answer holds the whole result."""
-    if rgb.dtype != np.uint8:
-        rgb = np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 class Overlays:
@@ -170,8 +159,8 @@ def create_app(
     member: int = 0,
     none_threshold: float | None = None,
 ) -> Any:
-    """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `GET /api/info`, class images
-    (the routes: `heritage_cnn.apps.routes`).
+    """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `POST /api/map` the element map,
+    `GET /api/info`, class images (the routes: `heritage_cnn.apps.routes`).
 
     `model`: a loaded `Classifier`, or a checkpoint pair, run folder or shipped name (None: the shipped default)
     loaded on `device` with `none_threshold` replacing the model's none-of-these threshold (refused for a model

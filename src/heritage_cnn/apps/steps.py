@@ -1,4 +1,5 @@
-"""The figure steps of the report and the demo: a look inside the network and one drawn image per class.
+"""The figure steps of the report and the demo: a look inside the network, one drawn image per class, and what is
+where in mosaics of validation photos (the element map).
 
 Each step takes the loaded model and the data folder's layout, as `heritage_cnn.apps.pipeline` hands them on,
 and writes its figures under the output folder, where `heritage_cnn.apps.report` finds them.
@@ -6,13 +7,16 @@ and writes its figures under the output folder, where `heritage_cnn.apps.report`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from heritage_cnn.base.io import read_json
+import numpy as np
+
+from heritage_cnn.base.io import atomic_write_json, read_json
 from heritage_cnn.base.names import shown
-from heritage_cnn.data.folders import Layout, list_images, split_folder
+from heritage_cnn.data.folders import DatasetError, Layout, list_images, split_folder
 from heritage_cnn.models.checkpoint import Checkpoint
 
 Log = Callable[[str], None]
@@ -72,7 +76,106 @@ def class_images_step(
     log(f"{grid} ({generated.seconds:.0f} s, mean target probability {mean:.3f})")
 
 
-FIGURE_STEPS = (inside_step, class_images_step)
+# The report's element maps: two 2 x 2 mosaics (seed 0) of photos the model did not train on, each cell one 64 px
+# photo enlarged to 500 px, as the benchmark's mosaics (docs/element_map.md) at half their size; the map reduces any
+# of them to 256 px a side, so a larger cell would only cost time. A few seconds on two cores.
+MAP_MOSAICS, MAP_CELL_PX, MAP_SEED, MAP_PER_CLASS = 2, 500, 0, 2
 
 
-__all__ = ["FIGURE_STEPS", "class_images_step", "inside_step", "validation_photo"]
+def unseen_photos(checkpoint: Checkpoint, layout: Layout, per_class: int = MAP_PER_CLASS, seed: int = MAP_SEED):
+    """(photos (N, 64, 64, 3) uint8, labels, what they are) for up to `per_class` photos of each class of the
+    training folder that the model did not train on (its `trained_on` record: no photo within that pHash distance of
+    a training photo), tried in a seeded order and decoded a batch at a time until every class has its share; or
+    the reason there are none (a str)."""
+    import torch
+
+    from heritage_cnn.data.decode import try_decode
+    from heritage_cnn.data.split import perceptual_hashes
+    from heritage_cnn.inference.evaluate import near_any, trained_on
+
+    record = trained_on(checkpoint)
+    if record is None:
+        return "the model does not record the photos it trained on, so no photo can be shown as one it did not see"
+    try:
+        listed = list_images(split_folder(layout, "train"), checkpoint.classes)
+    except DatasetError as error:
+        return f"no photos to draw from ({error})"
+    order = np.random.default_rng(seed).permutation(len(listed.files))
+    kept: list[list[np.ndarray]] = [[] for _ in checkpoint.classes]
+    for start in range(0, len(order), 64):
+        batch = [
+            (listed.files[i], listed.labels[i])
+            for i in order[start : start + 64]
+            if len(kept[listed.labels[i]]) < per_class
+        ]
+        decoded = [
+            (pixels, label)
+            for path, label in batch
+            if not isinstance(pixels := try_decode(path, checkpoint.image_size), str)
+        ]
+        if decoded:
+            tensor = torch.from_numpy(np.stack([p for p, _ in decoded])).permute(0, 3, 1, 2)
+            seen = near_any(perceptual_hashes(tensor), *record)
+            for (pixels, label), trained in zip(decoded, seen, strict=True):
+                if not trained and len(kept[label]) < per_class:
+                    kept[label].append(pixels)
+        if all(len(k) == per_class for k in kept):
+            break
+    labels = np.array([c for c, photos in enumerate(kept) for _ in photos], dtype=np.int64)
+    if len(set(labels.tolist())) < 4:
+        return f"fewer than 4 classes of {shown(listed.root)} have a photo the model did not train on"
+    photos = np.stack([p for photos in kept for p in photos])
+    return photos, labels, f"photos of {shown(listed.root)} the model did not train on (pHash distance > {record[1]})"
+
+
+def element_map_step(
+    checkpoint: Checkpoint, data: str, layout: Layout, out: Path, log: Log = print, member: int = 0
+) -> None:
+    """What is where: the element map (`heritage map`, the whole model) of MAP_MOSAICS 2 x 2 mosaics of photos the
+    model did not train on, drawn as `heritage map --out` draws it; `element_map/element_map.json` says what each
+    mosaic holds and what was listed, how long it took, or why it was skipped."""
+    from heritage_cnn.data.mosaics import mosaic_specs, photo_mosaic
+    from heritage_cnn.inference.classifier import Classifier
+    from heritage_cnn.inference.element_figure import draw_element_map
+    from heritage_cnn.inference.element_map import map_elements
+
+    folder = Path(out) / "element_map"
+    log(f"\n== what is where: the element map of {MAP_MOSAICS} mosaics of validation photos -> {shown(folder)}")
+    started = time.perf_counter()
+    found = unseen_photos(checkpoint, layout)
+    if isinstance(found, str):
+        log(f"skipped: {found}")
+        atomic_write_json(folder / "element_map.json", {"skipped": found})
+        return
+    photos, labels, described = found
+    classifier = Classifier(checkpoint)
+    names = checkpoint.display_names
+    mosaics = []
+    specs = mosaic_specs(labels, 0, MAP_MOSAICS, MAP_SEED, kinds=("2x2",), negative_share=0)
+    for i, spec in enumerate(specs, 1):
+        emap = map_elements(classifier, photo_mosaic(spec, photos, None, MAP_CELL_PX))
+        figure = draw_element_map(emap, folder / f"mosaic_{i}.map.png")
+        cells = [names[c] for _, _, c in spec["cells"]]
+        listed = [{"name": e.name, "confidence": e.confidence} for e in emap.elements]
+        mosaics.append({"figure": figure.name, "cells": cells, "listed": listed, "size": [emap.width, emap.height]})
+    seconds = time.perf_counter() - started
+    record = {"photos": described, "seed": MAP_SEED, "cell_px": MAP_CELL_PX, "mosaics": mosaics, "seconds": seconds}
+    atomic_write_json(folder / "element_map.json", record)
+    log(f"{len(mosaics)} mosaics mapped and drawn in {seconds:.1f} s")
+
+
+FIGURE_STEPS = (inside_step, class_images_step, element_map_step)
+
+
+__all__ = [
+    "FIGURE_STEPS",
+    "MAP_CELL_PX",
+    "MAP_MOSAICS",
+    "MAP_PER_CLASS",
+    "MAP_SEED",
+    "class_images_step",
+    "element_map_step",
+    "inside_step",
+    "unseen_photos",
+    "validation_photo",
+]

@@ -3,8 +3,9 @@
 - size: the declared Content-Length, then the bytes actually received, are capped (413) before the multipart
   parser spools anything;
 - time: a body not received within `total_s` seconds, or pausing longer than `idle_s` between chunks, is a 408;
-- type and pixels: `decode_upload` decodes with the one decode path (`decode.read_image`): anything Pillow
-  cannot decode is a 415, a header over `decode.MAX_IMAGE_PIXELS` a 413.
+- type and pixels: `decode_upload` decodes with the one decode path (`decode.read_image`), and `/api/map` with
+  `decode.read_whole`, both inside `decoding`: anything Pillow cannot decode is a 415, a header over
+  `decode.MAX_IMAGE_PIXELS` a 413, in the same words.
 
 A refusal for size is answered after the rest of the body has been read and discarded (`RequestBody.drain`, up to
 `drain_bytes`; nothing is kept): a server that closes while the client is still sending makes the kernel reset
@@ -16,7 +17,8 @@ answered at once.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -91,16 +93,15 @@ class RequestBody:
         return self.ended
 
 
-def decode_upload(data: bytes, size: int) -> tuple[np.ndarray, dict[str, Any]]:
-    """Uploaded bytes -> (size x size x 3 uint8 photo, what was uploaded); UploadError if it is not a safe image.
-
-    The same decoder as every command (`decode.read_image`): any decoder failure is a 415, a header over
-    the pixel limit a 413, and memory stays bounded by the output whatever the header claims.
-    """
+@contextmanager
+def decoding(data: bytes) -> Iterator[None]:
+    """Decode an upload inside this block: empty data is a 400 before it starts, and any ImageError from the one
+    decode path (`decode.read_image`, `decode.read_whole`) leaves it as the upload's refusal, the same wording for
+    every route: a header over the pixel limit a 413, anything else the decoder refuses a 415 with its reason."""
     if not data:
         raise UploadError(400, "the file is empty (0 bytes)")
     try:
-        decoded = read_image(data, size, name="upload")
+        yield
     except ImageTooLarge as error:
         raise UploadError(
             413, f"{str(error).removeprefix('upload: ')}; this server refuses it (a decompression-bomb guard)"
@@ -112,5 +113,15 @@ def decode_upload(data: bytes, size: int) -> tuple[np.ndarray, dict[str, Any]]:
                 "not an image: the content is not JPEG, PNG, WebP, TIFF, BMP or GIF (the file name does not matter)"
             )
         raise UploadError(415, reason) from None
+
+
+def decode_upload(data: bytes, size: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Uploaded bytes -> (size x size x 3 uint8 photo, what was uploaded); UploadError if it is not a safe image.
+
+    The same decoder as every command (`decode.read_image`): any decoder failure is a 415, a header over
+    the pixel limit a 413, and memory stays bounded by the output whatever the header claims.
+    """
+    with decoding(data):
+        decoded = read_image(data, size, name="upload")
     info = {"width": decoded.width, "height": decoded.height, "format": decoded.format, "bytes": len(data)}
     return decoded.pixels, info

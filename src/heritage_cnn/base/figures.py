@@ -1,4 +1,4 @@
-"""The one figure module every tool draws with: atomic PNG saves, mosaics, colour maps, overlays, boxes.
+"""The one figure module every tool draws with: atomic PNG saves, PNG data URLs, mosaics, colour maps, overlays, boxes.
 
 One home for the plumbing, so that every figure is written the same safe way (a temporary file renamed
 into place: a crash never leaves half a PNG) and every map is coloured by the same rules (signed maps
@@ -7,6 +7,8 @@ grey at zero, heat maps clipped at a high percentile so that one hot pixel does 
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -47,6 +49,22 @@ def save_png(image: torch.Tensor | np.ndarray, path: str | os.PathLike) -> Path:
     with atomic_path(path) as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
     return path
+
+
+def png_data_url(image: np.ndarray | str | os.PathLike) -> str:
+    """A PNG as a `data:` URL, so that one JSON answer or one HTML page holds its images: an (H, W, 3) or (H, W, 4)
+    uint8 or [0, 1] float array is encoded; a path is a PNG file, embedded as it is."""
+    if isinstance(image, np.ndarray):
+        from PIL import Image
+
+        if image.dtype != np.uint8:
+            image = np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        data = buffer.getvalue()
+    else:
+        data = Path(image).read_bytes()
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def mosaic(tiles: np.ndarray, columns: int, pad: int = 1, fill: float = np.nan) -> np.ndarray:
@@ -154,6 +172,7 @@ __all__ = [
     "image_grid",
     "mosaic",
     "overlay",
+    "png_data_url",
     "save_figure",
     "save_png",
     "signed_to_rgb",

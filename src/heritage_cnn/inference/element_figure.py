@@ -1,14 +1,18 @@
-"""The figure of an element map: the photo with each element's box outlined and named, and the ten class maps."""
+"""The figure of an element map: the photo with each element's box outlined and named, and the ten class maps; and
+the same as layers for a web page (`map_layers`: the photo and one transparent heat map per class, as PNGs)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+from PIL import Image
 
-from heritage_cnn.base.figures import draw_box, save_figure
+from heritage_cnn.base.figures import draw_box, png_data_url, save_figure
 from heritage_cnn.base.names import shown
 from heritage_cnn.inference.element_map import ElementMap
 
@@ -56,4 +60,31 @@ def draw_element_map(emap: ElementMap, path: str | os.PathLike) -> Path:
     return save_figure(fig, path)
 
 
-__all__ = ["draw_element_map"]
+LAYER_LONGEST = 640  # the photo layer's longest side in pixels: a page's width; the map is coarser still
+HEAT_OPACITY = 0.8  # a heat layer's opacity at 1; at 0 it is transparent, so the photo shows where nothing was found
+
+
+def map_layers(emap: ElementMap, longest: int = LAYER_LONGEST) -> dict[str, Any]:
+    """An element map as layers for a page, as PNG `data:` URLs: `photo`, the photo the tiles were cut from (at
+    most `longest` px on its longer side), and `heat`, per class label, its map coloured as the figure's (inferno,
+    0 to 1) with an opacity that grows with the value, one pixel per cell; `extent`, where the maps lie in photo
+    pixels (left, top, right, bottom: the grid of cells can pass the right and bottom edges by under a cell)."""
+    photo = emap.preview
+    h, w = photo.shape[:2]
+    if max(h, w) > longest:
+        scale = longest / max(h, w)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        photo = np.asarray(Image.fromarray(photo).resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0))
+    colours = matplotlib.colormaps["inferno"]
+    heat = {}
+    for label, values in zip(emap.classes, emap.maps, strict=True):
+        values = np.clip(values, 0, 1)
+        rgba = colours(values)
+        rgba[..., 3] = HEAT_OPACITY * values
+        heat[label] = png_data_url(rgba)
+    rows, columns = emap.maps.shape[1:]
+    extent = {"left": 0.0, "top": 0.0, "right": columns * emap.cell[0], "bottom": rows * emap.cell[1]}
+    return {"photo": png_data_url(photo), "heat": heat, "extent": extent}
+
+
+__all__ = ["HEAT_OPACITY", "LAYER_LONGEST", "draw_element_map", "map_layers"]

@@ -259,20 +259,24 @@ def _reduce(image: Image.Image | np.ndarray, shorter: int, max_pixels: int) -> t
     return np.asarray(image, dtype=np.uint8), width, height
 
 
-def _load(image: str | os.PathLike | Image.Image | np.ndarray, shorter: int, max_pixels: int):
-    if isinstance(image, (str, os.PathLike)):
+PhotoLike = str | os.PathLike | bytes | Image.Image | np.ndarray
+
+
+def _load(image: PhotoLike, shorter: int, max_pixels: int):
+    """(reduced pixels, the photo's width and height, its path or None); a file or encoded bytes (an upload) go
+    through `read_whole`, whose errors name the file ("upload" for bytes)."""
+    if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
         decoded = read_whole(image, shorter, max_pixels)
-        return decoded.pixels, decoded.width, decoded.height, str(image)
+        path = str(image) if isinstance(image, (str, os.PathLike)) else None
+        return decoded.pixels, decoded.width, decoded.height, path
     if isinstance(image, np.ndarray) and (image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3):
         raise ImageError(f"array input must be HxWx3 uint8, got shape {image.shape} dtype {image.dtype}")
     return (*_reduce(image, shorter, max_pixels), None)
 
 
-def map_elements(
-    classifier: Classifier, image: str | os.PathLike | Image.Image | np.ndarray, config: MapConfig | None = None
-) -> ElementMap:
-    """The elements of one photo (a path, a PIL image or an HxWx3 uint8 array) and their maps; raises ImageError for
-    a file that cannot be read."""
+def map_elements(classifier: Classifier, image: PhotoLike, config: MapConfig | None = None) -> ElementMap:
+    """The elements of one photo (a path, the bytes of an encoded image, a PIL image or an HxWx3 uint8 array) and
+    their maps; raises ImageError for a file or bytes that cannot be read (`ImageTooLarge` over the pixel limit)."""
     config = config or MapConfig()
     size = classifier.checkpoint.image_size
     pixels, width, height, path = _load(image, config.reduced_shorter(size), config.max_pixels)

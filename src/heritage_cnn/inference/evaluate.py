@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from heritage_cnn.base.io import atomic_write_json, atomic_write_text
+from heritage_cnn.base.io import CheckpointError, atomic_write_json, atomic_write_text
+from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.views import tta_views
 
 
@@ -43,6 +44,18 @@ def near_any(hashes: np.ndarray, reference: np.ndarray, max_distance: int, chunk
         distance = np.bitwise_count(hashes[start : start + chunk, None] ^ reference[None, :])
         found[start : start + chunk] = (distance <= max_distance).any(axis=1)
     return found
+
+
+def trained_on(checkpoint: Checkpoint) -> tuple[np.ndarray, int] | None:
+    """The perceptual hashes of the images that trained a checkpoint and their distance, if it records them."""
+    record = checkpoint.info.get("trained_on")
+    if record is None:
+        return None
+    try:
+        hashes, distance = hashes_from_hex(record["phash"]), int(record["distance"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{checkpoint.path}: invalid trained_on record ({error})") from None
+    return hashes, distance
 
 
 @torch.no_grad()
