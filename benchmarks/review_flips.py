@@ -77,9 +77,10 @@ def score(work: Path, queue: Path) -> dict:
     with queue.open(newline="") as f:
         rows = list(csv.DictReader(f))
     top = math.ceil(TOP_SHARE * len(rows))
-    ranks = {row["path"]: int(row["rank"]) for row in rows}
-    suggested = {row["path"]: row["suggested_label"] for row in rows}
-    flagged = {row["path"] for row in rows if row["flagged"] == "yes"}
+    data = work / "data"  # queue paths are relative to the class-folder root
+    ranks = {str(data / row["path"]): int(row["rank"]) for row in rows}
+    suggested = {str(data / row["path"]): row["suggested_label"] for row in rows}
+    flagged = {str(data / row["path"]) for row in rows if row["flagged"] == "yes"}
     found = [p for p in flipped if ranks.get(p, len(rows) + 1) <= top]
     right_class = [p for p in found if suggested[p] == flipped[p]["true"]]
     flagged_flips = [p for p in flipped if p in flagged]
@@ -107,13 +108,19 @@ def score(work: Path, queue: Path) -> dict:
 
 
 def _validation_paths(run: Path) -> set[str]:
-    """The photos the network held out for validation (its split.json), to show how memorising flatters."""
+    """The photos the network held out for validation (its split.json): flips it never trained on."""
     split = run / "split.json"
-    if not split.exists():
-        return set()
-    record = json.loads(split.read_text())
-    files = record.get("val_files") or record.get("validation") or record.get("files") or []
-    return {str(Path(f)) if Path(f).is_absolute() else str(run.parent / "data" / f) for f in files}
+    return set(json.loads(split.read_text())["val_paths"]) if split.exists() else set()
+
+
+def _train_figures(run: Path) -> dict:
+    """The flipped-label network's last validation accuracy (on flipped labels) and its training time."""
+    history = json.loads((run / "metrics.json").read_text())
+    return {
+        "epochs": len(history),
+        "val_accuracy_on_flipped_labels": history[-1]["val_accuracy"],
+        "minutes": sum(h["epoch_seconds"] for h in history) / 60,
+    }
 
 
 def markdown(result: dict) -> str:
@@ -133,6 +140,9 @@ def markdown(result: dict) -> str:
             f"| flagged by cleanlab | {s['flagged']} photos, {s['flips_flagged']} of them flips (precision {s['flagged_precision']:.1%}) |",
             f"| flips in the network's validation split | {s['flips_in_run_validation']['count']}, {s['flips_in_run_validation']['in_top']} of them in the top 10 % |",
             f"| median rank of a flip | {s['median_flip_rank']:.0f} |",
+            f"| the network: validation accuracy on the flipped labels | {result['train']['val_accuracy_on_flipped_labels']:.3f} "
+            f"({result['train']['epochs']} epochs, {result['train']['minutes']:.1f} min of epochs) |",
+            f"| review time | {result['review_summary']['seconds']['total']:.0f} s |",
             "",
             "Commands:",
             "",
@@ -158,7 +168,7 @@ def main() -> None:
         "hardware": hardware(),
         "scores": score(work, work / "review" / "queue.csv"),
         "review_summary": json.loads((work / "review" / "summary.json").read_text()),
-        "train_metrics": json.loads((work / "run" / "metrics.json").read_text()).get("final", {}),
+        "train": _train_figures(work / "run"),
         "commands": [line.strip() for line in __doc__.splitlines()[2:6]],
     }
     out = args.out or Path(__file__).with_name("review_flips")
