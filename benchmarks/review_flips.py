@@ -144,6 +144,9 @@ def markdown(result: dict) -> str:
             f"({result['train']['epochs']} epochs, {result['train']['minutes']:.1f} min of epochs) |",
             f"| review time | {result['review_summary']['seconds']['total']:.0f} s |",
             "",
+            "Timings were taken on the project's 2-core machine while other work (another engineer's test runs)"
+            " ran on the same cores: upper bounds.",
+            "",
             "Commands:",
             "",
             *[f"    {c}" for c in result["commands"]],
