@@ -10,6 +10,7 @@ import pytest
 from heritage_cnn import cli
 from heritage_cnn.data.folders import DatasetError, load_images
 from heritage_cnn.data.relabel import apply_relabel, read_relabel
+from heritage_cnn.models.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +68,7 @@ def test_train_records_the_relabel(synthetic_root: Path, tmp_path: Path) -> None
     assert record["file"] == str(file) and record["rows"] == 2 and record["labels_changed"] == 2
     assert len(record["sha256"]) == 64
     assert json.loads((out / "config.json").read_text())["relabel"] == str(file)
+    assert load_checkpoint(out).info["relabel"] == record  # the checkpoint loads with the record
 
 
 def test_train_refuses_a_bad_relabel_file(synthetic_root: Path, tmp_path: Path, capsys) -> None:
