@@ -1,7 +1,7 @@
 """The `heritage` command: one subcommand per job, each with its own --help and an example.
 
 Each command group is a module here (`data`, `train`, `evaluate`, `predict`, `elements`,
-`inside`, `generate`, `serve`) with a `register(commands)` and thin `cmd_*` functions over the library; options shared by
+`inside`, `generate`, `review`, `serve`) with a `register(commands)` and thin `cmd_*` functions over the library; options shared by
 several commands are declared once in `options`. The library never imports this package.
 """
 
@@ -23,6 +23,7 @@ examples:
   heritage predict photo.jpg                        classify photos with the shipped model
   heritage map west_front.jpg                       what is where in a whole photo
   heritage demo --data data/ahe64                   the whole pipeline, figures in runs/demo
+  heritage review data/ahe64 --out runs/review      photos whose label is likely wrong (cleanlab)
 
 The data folder is either <root>/<class>/<image> or the Kaggle layout <root>/train/<class>/<image>
 (+ optional <root>/test/, or test/ alone). $HERITAGE_DATA is used when --data is not given.
@@ -31,7 +32,7 @@ The data folder is either <root>/<class>/<image> or the Kaggle layout <root>/tra
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from heritage_cnn.cli import data, elements, evaluate, generate, inside, predict, serve, train
+    from heritage_cnn.cli import data, elements, evaluate, generate, inside, predict, review, serve, train
 
     parser = argparse.ArgumentParser(
         prog="heritage",
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-V", "--version", action="version", version=f"heritage-cnn {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (data, train, evaluate, predict, elements, inside, generate, serve):
+    for group in (data, train, evaluate, predict, elements, inside, generate, review, serve):
         group.register(commands)
     return parser
 

@@ -104,6 +104,14 @@ RECIPE = (
         int,
         show_default=False,
     ),
+    Flag(
+        "--relabel",
+        "relabel",
+        "a CSV of path,new_label rows (heritage review's relabel.csv, edited) applied to the folder's labels; "
+        "the photos stay where they are",
+        str,
+        show_default=False,
+    ),
     Flag("--widths", "model.widths", "channels per stage", int_list),
     Flag("--blocks", "model.blocks", "conv blocks per stage (1 each when --widths has another length)", int_list),
     Flag("--plain", "model.residual", "no residual connections", const=False),

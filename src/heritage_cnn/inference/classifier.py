@@ -38,6 +38,7 @@ from heritage_cnn.data.decode import ImageError, decode_image, fit_square, to_rg
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS, walk_files
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.models.network import fold_batch_norm
+from heritage_cnn.models.openset import PENULTIMATE, forward_with_features
 from heritage_cnn.models.openset_point import with_override
 from heritage_cnn.models.views import tta_views
 
@@ -252,6 +253,18 @@ class Classifier:
                 predictions = iter(self._predictions([d for _, d in good], [p for p, _ in good], top))
                 for path, item in zip(part, decoded, strict=True):
                     yield (path, item) if isinstance(item, str) else next(predictions)
+
+
+@torch.no_grad()
+def network_features(classifier: Classifier, images: torch.Tensor, layer: str = PENULTIMATE) -> torch.Tensor:
+    """Each network's input to `layer` (M, N, D) for uint8 photos (N, 3, H, W), as `Classifier` runs them (batch norm
+    folded, its autocast; one view): what the none-of-these fit and `heritage review` learn from."""
+    parts = []
+    for start in range(0, len(images), classifier.batch_size):
+        x = classifier.checkpoint.normalise(images[start : start + classifier.batch_size].to(classifier.device))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=classifier.bf16):
+            parts.append(forward_with_features(classifier.model, x, (layer,)).features[layer].float().cpu())
+    return torch.cat(parts, 1)
 
 
 def find_photos(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from heritage_cnn.data.folders import ImageSet
-from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.inference.classifier import Classifier, network_features
 from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint, save_ensemble
 from heritage_cnn.models.ensemble import Ensemble
-from heritage_cnn.models.openset import PENULTIMATE, forward_with_features, mahalanobis_fit
+from heritage_cnn.models.openset import PENULTIMATE, mahalanobis_fit
 from heritage_cnn.models.openset_point import SCORES, OperatingPoint, network_id
 
 # The ridge of the Mahalanobis statistics when none is given: the one docs/open_set.md's rule chose on the tuning
@@ -52,16 +52,6 @@ def reject_threshold(scores: np.ndarray, share: float = REJECT_SHARE) -> tuple[f
     return float(threshold), int((ordered < threshold).sum())
 
 
-def _features(classifier: Classifier, images: torch.Tensor, layer: str) -> torch.Tensor:
-    """Each network's input to `layer` (M, N, D) for uint8 photos, as `Classifier` runs them (one view)."""
-    parts = []
-    for start in range(0, len(images), classifier.batch_size):
-        x = classifier.checkpoint.normalise(images[start : start + classifier.batch_size].to(classifier.device))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=classifier.bf16):
-            parts.append(forward_with_features(classifier.model, x, (layer,)).features[layer].cpu())
-    return torch.cat(parts, 1)
-
-
 def fit_operating_point(
     checkpoint: Checkpoint,
     train: ImageSet,
@@ -80,7 +70,7 @@ def fit_operating_point(
     stats = ()
     mahalanobis = score == "mahalanobis"
     if mahalanobis:
-        features = _features(classifier, train.images, layer)
+        features = network_features(classifier, train.images, layer)
         count = len(checkpoint.classes)
         stats = tuple(mahalanobis_fit(f, train.labels, num_classes=count, ridge=ridge) for f in features)
     point = OperatingPoint(

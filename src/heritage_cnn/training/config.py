@@ -47,6 +47,7 @@ class TrainConfig:
     seed: int = 0
     split: SplitRecipe = field(default_factory=SplitRecipe)  # 1/5 validation, seed 0, pHash distance 10
     limit_per_class: int | None = None  # use at most this many images per class (quick runs)
+    relabel: str | None = None  # a CSV of path,new_label rows applied to the folder's labels (data/relabel.py)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     device: str = "auto"  # auto | cpu | cuda

@@ -35,7 +35,7 @@ from heritage_cnn.training.distributed import Ranks, init_distributed
 from heritage_cnn.training.epoch import Epoch, Network, TrainingData, fresh_sums, train_one_epoch, validate
 from heritage_cnn.training.losses import NonFiniteLossError, TrainingLoss, check_teacher_classes, load_teachers
 from heritage_cnn.training.optim import Optimizer, Schedule, make_ema, make_optimizer
-from heritage_cnn.training.prepare import prepare_data
+from heritage_cnn.training.prepare import prepare_data, relabel_record
 
 
 @dataclass
@@ -212,7 +212,10 @@ def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, 
         data=_on_device(train_set, config, steps_per_epoch, device),
         checkpoint=checkpoint,
         flops=flops,
-        record=trainstate.provenance(train_set, device, amp_dtype if use_amp else None) if ranks.main else {},
+        record=trainstate.provenance(train_set, device, amp_dtype if use_amp else None)
+        | relabel_record(config, classes)
+        if ranks.main
+        else {},
     )
     if resuming:
         _resume(run, log)

@@ -3,6 +3,7 @@ into training and validation sets (duplicate-aware, stratified: heritage_cnn.dat
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from heritage_cnn.data.folders import DatasetError, ImageSet, find_layout, folder_key, load_images
+from heritage_cnn.data.relabel import apply_relabel, read_relabel
 from heritage_cnn.data.split import make_split
 from heritage_cnn.training.config import Log, TrainConfig
 
@@ -33,11 +35,15 @@ def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, Image
     """Decode the training folder once; return (all, train, validation)."""
     layout = find_layout(config.data)
     limit = (config.limit_per_class, config.seed) if config.limit_per_class else None
-    key = f"{folder_key(layout.train)} {asdict(config.split)} {limit}"
+    relabel = relabel_digest(config.relabel)
+    key = f"{folder_key(layout.train)} {asdict(config.split)} {limit} {relabel}"
     if key not in _LAST_PREPARED:
         _LAST_PREPARED.clear()
         _LAST_PREPARED[key] = _decode_and_split(config, layout.train)
     images, train_set, val_set = _LAST_PREPARED[key]
+    if relabel:
+        changed = relabel_record(config, images.classes)["relabel"]["labels_changed"]
+        log(f"relabel: {changed} photos moved to another class by {config.relabel}")
     for path, reason in images.skipped[:10]:
         log(f"skipped {os.fsencode(path).decode('utf-8', 'replace')}: {reason}")
     if images.skipped:
@@ -47,8 +53,25 @@ def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, Image
     return images, train_set, val_set
 
 
+def relabel_digest(file: str | None) -> str | None:
+    """The SHA-256 of a relabel file (None: none): an edited file is another run's data."""
+    if not file:
+        return None
+    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+
+
+def relabel_record(config: TrainConfig, classes: list[str]) -> dict:
+    """The run's relabel file as its checkpoint records it (file, SHA-256, rows, labels changed); {} without one."""
+    if not config.relabel:
+        return {}
+    relabel = read_relabel(config.relabel, classes, find_layout(config.data).train)
+    return {"relabel": relabel.record(classes)}
+
+
 def _decode_and_split(config: TrainConfig, folder: Path) -> tuple[ImageSet, ImageSet, ImageSet]:
     images = load_images(folder, cache_dir=config.cache_dir, progress=config.progress, require_every_class=True)
+    if config.relabel:  # before the split: the split is stratified by the labels the run trains on
+        images, _ = apply_relabel(images, read_relabel(config.relabel, images.classes, folder), folder)
     skipped = images.skipped
     if config.limit_per_class:
         images = stratified_limit(images, config.limit_per_class, config.seed)

@@ -1,0 +1,82 @@
+"""`heritage train --relabel FILE`: corrections applied to the labels a run trains on, bad files refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from heritage_cnn import cli
+from heritage_cnn.data.folders import DatasetError, load_images
+from heritage_cnn.data.relabel import apply_relabel, read_relabel
+from heritage_cnn.models.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def images(synthetic_root: Path):
+    return load_images(synthetic_root)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_relabel_applied(images, synthetic_root: Path, tmp_path: Path) -> None:
+    file = _write(
+        tmp_path / "relabel.csv",
+        "path,new_label\n"
+        "altar/000.png,apse\n"  # a folder name
+        f"{synthetic_root / 'vault' / '003.png'},dome (inner)\n"  # an absolute path, a display name
+        "column/001.png,\n",  # no new label: kept
+    )
+    relabel = read_relabel(file, images.classes, synthetic_root)
+    relabelled, changed = apply_relabel(images, relabel, synthetic_root)
+    assert changed == 2 and relabel.changes(images.classes) == 2
+    label = dict(zip(images.paths, relabelled.labels.tolist(), strict=True))
+    assert label[str(synthetic_root / "altar" / "000.png")] == images.classes.index("apse")
+    assert label[str(synthetic_root / "vault" / "003.png")] == images.classes.index("dome(inner)")
+    assert label[str(synthetic_root / "column" / "001.png")] == images.classes.index("column")
+    assert images.labels[0] == images.classes.index("altar")  # the original set is unchanged
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("path,new_label\naltar/000.png,apse\naltar/001.png,nave\n", r"row 3: unknown class 'nave'"),
+        ("path,new_label\naltar/999.png,apse\n", r"row 2: altar/999.png is not a photo of"),
+        ("path,new_label\naltar/000.png,apse\naltar/000.png,vault\n", r"row 3: .* listed already \(row 2\)"),
+        ("file,class\naltar/000.png,apse\n", r"row 1: expected the header path,new_label"),
+        ("path,new_label\n,apse\n", r"row 2: no path"),
+    ],
+)
+def test_bad_relabel_refused(images, synthetic_root: Path, tmp_path: Path, text: str, message: str) -> None:
+    file = _write(tmp_path / "bad.csv", text)
+    with pytest.raises(DatasetError, match=rf"bad\.csv: {message}"):
+        apply_relabel(images, read_relabel(file, images.classes, synthetic_root), synthetic_root)
+
+
+def test_train_records_the_relabel(synthetic_root: Path, tmp_path: Path) -> None:
+    file = _write(tmp_path / "relabel.csv", "path,new_label\naltar/000.png,apse\nvault/003.png,gargoyle\n")
+    out = tmp_path / "run"
+    tiny = ["--widths", "8,16", "--blocks", "1,1", "--optimizer", "adamw", "--no-amp", "--epochs", "1"]
+    argv = ["train", "-q", "--data", str(synthetic_root), "--out", str(out), "--relabel", str(file), *tiny]
+    assert cli.main(argv) == 0
+    info = json.loads((out / "last.json").read_text())
+    record = info["relabel"]
+    assert record["file"] == str(file) and record["rows"] == 2 and record["labels_changed"] == 2
+    assert len(record["sha256"]) == 64
+    assert json.loads((out / "config.json").read_text())["relabel"] == str(file)
+    assert load_checkpoint(out).info["relabel"] == record  # the checkpoint loads with the record
+
+
+def test_train_refuses_a_bad_relabel_file(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    file = _write(tmp_path / "edits.csv", "path,new_label\naltar/000.png,apse\naltar/001.png,nave\n")
+    argv = ["train", "-q", "--data", str(synthetic_root), "--out", str(tmp_path / "run"), "--relabel", str(file)]
+    assert cli.main([*argv, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"heritage: error: {file}: row 3: unknown class 'nave'") and err.count("\n") == 1
+    missing = tmp_path / "missing.csv"
+    assert cli.main([*argv[:-1], str(missing), "--epochs", "1"]) == 2
+    assert str(missing) in capsys.readouterr().err
