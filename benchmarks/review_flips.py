@@ -29,20 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from heritage_cnn.base.io import atomic_write_json, atomic_write_text
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS, find_layout, walk_files
 from run import data_root, hardware
+from two_elements import wilson
 
 SEED = 0
 FLIP_SHARE = 0.05
 TOP_SHARE = 0.10
-
-
-def wilson(successes: int, n: int, z: float = 1.959964) -> list[float]:
-    """The 95 % Wilson score interval of a proportion (Wilson 1927)."""
-    if n == 0:
-        return [math.nan, math.nan]
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return [centre - half, centre + half]
 
 
 def flip(source: Path, work: Path, share: float = FLIP_SHARE, seed: int = SEED) -> dict:

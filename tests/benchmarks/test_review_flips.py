@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from review_flips import flip, score, wilson
+from review_flips import flip, score
+from two_elements import wilson
 
 
 def test_flip_links_every_photo_and_moves_the_drawn_ones(synthetic_root: Path, tmp_path: Path) -> None:
