@@ -6,8 +6,10 @@ import argparse
 
 from heritage_cnn.cli.options import (
     add_command,
+    add_device,
     add_model,
     add_seed,
+    device_name,
     int_in,
     load_model,
     show_progress,
@@ -36,7 +38,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     from heritage_cnn.inference.review import run_review
 
     record = run_review(
-        load_model(args),
+        load_model(args, device_name(args.device)),
         args.data,
         args.out,
         folds=args.folds,
@@ -72,3 +74,4 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="flagged photos shown on the contact sheets, 40 a sheet (default 120)",
     )
     add_seed(p, "seed of the folds")
+    add_device(p)

@@ -194,7 +194,8 @@ class Classifier:
     @torch.no_grad()
     def scored(self, images: torch.Tensor, with_score: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class probabilities (N, C) and, when the model has an operating point, the open-set score (N,) of a
-        uint8 batch, both from one forward pass per view (the score: the mean over the views)."""
+        uint8 batch, both from one forward pass per view (the score: the mean over the views); CPU tensors whatever
+        the model's device."""
         point = self.open_set if with_score else None
         outputs, scores = [], []
         for start in range(0, len(images), self.batch_size):
@@ -206,7 +207,7 @@ class Classifier:
                 else:
                     logits, score = zip(*(point.forward(self.model, view) for view in views), strict=True)
                     scores.append((sum(score) / len(views)).float().cpu())
-            outputs.append(torch.softmax(sum(logits) / len(views), 1))
+            outputs.append(torch.softmax(sum(logits) / len(views), 1).cpu())  # on the CPU, as the scores
         probabilities = torch.cat(outputs) if outputs else torch.empty(0, len(self.classes))
         if point is None:
             return probabilities, None
