@@ -17,7 +17,7 @@ from heritage_cnn import cli
 from heritage_cnn.base.io import read_json
 from heritage_cnn.data.decode import decode_image
 from heritage_cnn.inference.classifier import Classifier
-from heritage_cnn.inference.openset_fit import reject_threshold
+from heritage_cnn.inference.openset_fit import full_float32, reject_threshold
 from heritage_cnn.models.checkpoint import load_checkpoint, save_ensemble
 from heritage_cnn.models.openset_point import network_id
 
@@ -139,3 +139,16 @@ def test_none_fit_keeps_an_ensemble_whole(tiny_run, synthetic_root: Path, tmp_pa
     pair, fitted = load_checkpoint(tmp_path / "pair"), load_checkpoint(tmp_path / "fitted")
     for key, tensor in pair.model.state_dict().items():
         assert torch.equal(fitted.model.state_dict()[key], tensor), key
+
+
+@pytest.mark.parametrize("before", [True, False])
+def test_the_fit_runs_cudnn_without_tf32_and_restores_the_setting(before: bool) -> None:
+    """The flag is process-wide: off inside the fit whatever it was, back as it was after, an error included."""
+    torch.backends.cudnn.allow_tf32 = before
+    try:
+        with pytest.raises(RuntimeError, match="inside"), full_float32():
+            assert torch.backends.cudnn.allow_tf32 is False
+            raise RuntimeError("inside")
+        assert torch.backends.cudnn.allow_tf32 is before
+    finally:
+        torch.backends.cudnn.allow_tf32 = True  # PyTorch's default

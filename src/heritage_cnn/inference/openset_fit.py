@@ -6,16 +6,18 @@ that at most 3 % of photos of the ten are called "none" (the validation photos a
 model has not seen; they set the threshold). `fit_operating_point` does it for a loaded checkpoint and two sets of
 photos; `heritage train` calls it at the end of a run (`fit_for_run`), `heritage data none-fit` on any checkpoint
 and a data folder (`pipeline.fit_none_of_these`). Every pass goes through `Classifier`, as predictions do (batch
-norm folded, the model's own test-time views), in float32 on every CPU: the same model gets the same statistics and
-threshold on an AVX2 CPU and on one with bf16 in hardware, and `heritage evaluate` (float32) reports the share the
-fit chose. A CPU that predicts in bf16 computes the scores to within bf16 rounding of those.
+norm folded, the model's own test-time views), in float32 on every CPU and GPU (no bf16 autocast, no TF32): the same
+model gets the same statistics and threshold on an AVX2 CPU, on one with bf16 in hardware and on a GPU, and
+`heritage evaluate` (float32) reports the share the fit chose. A device that predicts in bf16 or TF32 computes the
+scores to within that rounding of those.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,6 +54,19 @@ def reject_threshold(scores: np.ndarray, share: float = REJECT_SHARE) -> tuple[f
     return float(threshold), int((ordered < threshold).sum())
 
 
+@contextmanager
+def full_float32() -> Iterator[None]:
+    """cuDNN's convolutions in float32 rather than TF32, PyTorch's default on recent GPUs: a fit on a GPU then scores
+    as the CPU's float32 does (the shipped `fast` on an H200, 2026-12-04: scores 2.8 units from the CPU's with TF32,
+    0.002 without, against thresholds of about -1,400). Process-wide while it lasts, restored after."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = before
+
+
 def fit_operating_point(
     checkpoint: Checkpoint,
     train: ImageSet,
@@ -69,15 +84,16 @@ def fit_operating_point(
     classifier = Classifier(checkpoint, bf16=False)  # float32: the same fit on every CPU (the module's docstring)
     stats = ()
     mahalanobis = score == "mahalanobis"
-    if mahalanobis:
-        features = network_features(classifier, train.images, layer)
-        count = len(checkpoint.classes)
-        stats = tuple(mahalanobis_fit(f, train.labels, num_classes=count, ridge=ridge) for f in features)
-    point = OperatingPoint(
-        score, 0.0, layer if mahalanobis else None, float(ridge) if mahalanobis else None, reject_share, stats=stats
-    )
-    classifier.open_set = point
-    _, scores = classifier.scored(val_images)
+    with full_float32():
+        if mahalanobis:
+            features = network_features(classifier, train.images, layer)
+            count = len(checkpoint.classes)
+            stats = tuple(mahalanobis_fit(f, train.labels, num_classes=count, ridge=ridge) for f in features)
+        point = OperatingPoint(
+            score, 0.0, layer if mahalanobis else None, float(ridge) if mahalanobis else None, reject_share, stats=stats
+        )
+        classifier.open_set = point
+        _, scores = classifier.scored(val_images)
     threshold, rejected = reject_threshold(scores.numpy(), reject_share)
     fitted_on = {"train_photos": len(train)} if mahalanobis else {}
     fitted_on |= {
@@ -134,6 +150,7 @@ __all__ = [
     "describe",
     "fit_for_run",
     "fit_operating_point",
+    "full_float32",
     "reject_threshold",
     "save_with_point",
 ]
