@@ -30,11 +30,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--bf16-autocast"):
-        # the one decision every autocast in the library goes through (`mixed_precision`); this process only: a
-        # command a test starts in a subprocess computes as this CPU does
+        # the one decision every autocast in the library goes through (`mixed_precision`), in this process and, by
+        # bf16_site/sitecustomize.py, in every Python process a test starts (a served page checked against this
+        # process's answer must be computed the same way)
         from heritage_cnn.base import devices
 
         devices.cpu_has_native_bf16 = lambda: True
+        site = str(Path(__file__).parent / "bf16_site")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))
 
 
 CLASSES = [
