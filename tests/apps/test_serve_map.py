@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +17,8 @@ from PIL import Image
 from test_serve import declared_png, open_page, overflow, settled
 
 from conftest import CLASSES, draw, server_process
-from heritage_cnn.apps.routes import MAPS_AT_ONCE
+from heritage_cnn.apps import routes
+from heritage_cnn.apps.routes import MAPS_AT_ONCE, PREDICTIONS_AT_ONCE
 from heritage_cnn.apps.serve import create_app
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.element_map import map_elements
@@ -255,3 +257,29 @@ def test_page_map_fits_a_narrow_screen_and_says_why_when_busy(server: str, brows
     panel = browser.find_element(By.CSS_SELECTOR, ".where-panel")
     assert "mapping 2 photos already" in panel.text and "(HTTP 503)" in panel.text
     assert "not mapped" in browser.find_element(By.ID, "status").text
+
+
+def test_predictions_wait_for_a_slot_then_get_a_503(app, client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At most PREDICTIONS_AT_ONCE photos are decoded and answered at once (each decode holds its whole raster): a
+    prediction waits up to PREDICT_WAIT_S for a slot, is answered when one frees, and gets a 503 when none does."""
+    slots = app.state.served.predictions
+    for _ in range(PREDICTIONS_AT_ONCE):  # the slots taken, as by predictions in progress
+        assert slots.acquire(blocking=False)
+    held = PREDICTIONS_AT_ONCE
+    try:
+        monkeypatch.setattr(routes, "PREDICT_WAIT_S", 0.05)
+        response = post(client, two_halves(), route="/api/predict")
+        assert response.status_code == 503 and response.headers["retry-after"] == "2"
+        assert response.json()["detail"] == (
+            f"the server is answering {PREDICTIONS_AT_ONCE} photos already; try again in a few seconds"
+        )
+        monkeypatch.setattr(routes, "PREDICT_WAIT_S", 30.0)
+        threading.Timer(0.3, slots.release).start()  # one prediction in progress ends while this one waits
+        held -= 1
+        assert post(client, two_halves(), route="/api/predict").status_code == 200
+    finally:
+        for _ in range(held):
+            slots.release()
+    assert all(slots.acquire(blocking=False) for _ in range(PREDICTIONS_AT_ONCE))  # every slot given back
+    for _ in range(PREDICTIONS_AT_ONCE):
+        slots.release()

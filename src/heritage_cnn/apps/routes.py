@@ -41,6 +41,11 @@ MULTIPART_SLACK = 64 * 1024  # a multipart body is the file plus boundaries and 
 # as a prediction's is), so two keep both cores busy while predictions still get their turn.
 MAPS_AT_ONCE = 2
 BUSY_RETRY_S = 2  # the Retry-After of a 503
+# Predictions decoded and run at once. A photo's decode holds its whole raster while it lasts (a 120 MP PNG, the
+# decode limit: about 360 MB), and the thread pool would run 40: four bound that at about 1.4 GB whatever the
+# clients send, and keep two cores busy. A fifth waits for a slot, up to PREDICT_WAIT_S, then gets a 503.
+PREDICTIONS_AT_ONCE = 4
+PREDICT_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,9 @@ class Served:
     body_timeout: float
     idle_timeout: float
     maps: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(MAPS_AT_ONCE))
+    predictions: threading.BoundedSemaphore = field(
+        default_factory=lambda: threading.BoundedSemaphore(PREDICTIONS_AT_ONCE)
+    )
 
     @property
     def too_large(self) -> str:
@@ -128,7 +136,7 @@ async def predict(
 ) -> JSONResponse:
     try:
         data = await read_upload(request, state)
-        return Answer(await run_in_threadpool(answer, state, data, top, overlays))
+        return Answer(await run_in_threadpool(answer_in_turn, state, data, top, overlays))
     except UploadError as error:
         return refusal(error)
 
@@ -156,8 +164,10 @@ async def map_photo(
 
 def refusal(error: UploadError) -> JSONResponse:
     """A refused upload's answer, the same for every route: its status and one line."""
-    close = {"connection": "close"} if error.status in (408, 413) else None  # do not read the rest
-    return Answer({"detail": error.message}, status_code=error.status, headers=close)
+    headers = {"connection": "close"} if error.status in (408, 413) else None  # do not read the rest
+    if error.status == 503:
+        headers = {"retry-after": str(BUSY_RETRY_S)}
+    return Answer({"detail": error.message}, status_code=error.status, headers=headers)
 
 
 async def read_upload(request: Request, state: Served) -> bytes:
@@ -195,6 +205,18 @@ async def read_photo(request: Request, body: RequestBody, state: Served) -> byte
     return data
 
 
+def answer_in_turn(state: Served, data: bytes, top: int, with_overlays: bool) -> dict[str, Any]:
+    """`answer` once one of the PREDICTIONS_AT_ONCE slots is free (in the thread pool: waiting never blocks the
+    event loop); a 503 when none frees up within PREDICT_WAIT_S."""
+    if not state.predictions.acquire(timeout=PREDICT_WAIT_S):
+        busy = f"the server is answering {PREDICTIONS_AT_ONCE} photos already; try again in a few seconds"
+        raise UploadError(503, busy)
+    try:
+        return answer(state, data, top, with_overlays)
+    finally:
+        state.predictions.release()
+
+
 def answer(state: Served, data: bytes, top: int, with_overlays: bool) -> dict[str, Any]:
     checkpoint = state.classifier.checkpoint
     photo, uploaded = decode_upload(data, checkpoint.image_size)
@@ -216,4 +238,15 @@ def map_answer(state: Served, data: bytes, with_overlays: bool) -> dict[str, Any
     return result
 
 
-__all__ = ["BUSY_RETRY_S", "MAPS_AT_ONCE", "MULTIPART_SLACK", "Answer", "Served", "map_answer", "refusal", "router"]
+__all__ = [
+    "BUSY_RETRY_S",
+    "MAPS_AT_ONCE",
+    "MULTIPART_SLACK",
+    "PREDICTIONS_AT_ONCE",
+    "PREDICT_WAIT_S",
+    "Answer",
+    "Served",
+    "map_answer",
+    "refusal",
+    "router",
+]
