@@ -152,8 +152,7 @@ async def map_photo(
     try:
         data = await read_upload(request, state)
         if not state.maps.acquire(blocking=False):
-            busy = f"the server is mapping {MAPS_AT_ONCE} photos already; try again in a few seconds"
-            return Answer({"detail": busy}, status_code=503, headers={"retry-after": str(BUSY_RETRY_S)})
+            raise UploadError(503, f"the server is mapping {MAPS_AT_ONCE} photos already; try again in a few seconds")
         try:
             return Answer(await run_in_threadpool(map_answer, state, data, overlays))
         finally:
@@ -163,10 +162,11 @@ async def map_photo(
 
 
 def refusal(error: UploadError) -> JSONResponse:
-    """A refused upload's answer, the same for every route: its status and one line."""
-    headers = {"connection": "close"} if error.status in (408, 413) else None  # do not read the rest
-    if error.status == 503:
-        headers = {"retry-after": str(BUSY_RETRY_S)}
+    """A refused upload's answer, the same for every route: its status and one line (a busy server's 503 with its
+    Retry-After; a 408 or 413 closes the connection rather than read the rest)."""
+    headers = {"retry-after": str(BUSY_RETRY_S)} if error.status == 503 else None
+    if error.status in (408, 413):
+        headers = {"connection": "close"}
     return Answer({"detail": error.message}, status_code=error.status, headers=headers)
 
 

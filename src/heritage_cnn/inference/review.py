@@ -34,7 +34,7 @@ from heritage_cnn.base.io import atomic_write_json, atomic_write_text
 from heritage_cnn.data.folders import DatasetError, ImageSet, display_name, find_layout, load_images, split_folder
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, group_near_duplicates, perceptual_hashes
 from heritage_cnn.inference.classifier import Classifier, network_features
-from heritage_cnn.inference.evaluate import hashes_from_hex, near_any
+from heritage_cnn.inference.evaluate import near_any, trained_on
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.openset import PENULTIMATE
 
@@ -144,7 +144,7 @@ def review_images(
     start = time.perf_counter()
     hashes = perceptual_hashes(images.images)
     groups = group_near_duplicates(hashes, NEAR_DUPLICATE_DISTANCE)
-    trained_on = _trained_on(checkpoint, hashes)
+    trained_count = _trained_on(checkpoint, hashes)
     seconds["hashes"] = time.perf_counter() - start
     start = time.perf_counter()
     present = np.flatnonzero(np.bincount(labels, minlength=len(images.classes)))
@@ -156,19 +156,16 @@ def review_images(
     seconds["cleanlab"] = time.perf_counter() - start
     probabilities = np.zeros((len(images), len(images.classes)))
     probabilities[:, present] = oof
-    if trained_on:
-        log("note: " + MEMORISED.format(n=trained_on, total=len(images)))
-    return Review(images, root, probabilities, self_confidence, flagged, order, trained_on, seconds)
+    if trained_count:
+        log("note: " + MEMORISED.format(n=trained_count, total=len(images)))
+    return Review(images, root, probabilities, self_confidence, flagged, order, trained_count, seconds)
 
 
 def _trained_on(checkpoint: Checkpoint, hashes: np.ndarray) -> int | None:
-    """How many photos lie within the model's record of its training photos (None: no record)."""
-    record = checkpoint.info.get("trained_on")
-    if record is None and checkpoint.member_count > 1:
-        record = checkpoint.member(0).info.get("trained_on")
-    if not record:
-        return None
-    return int(near_any(hashes, hashes_from_hex(record["phash"]), int(record["distance"])).sum())
+    """How many photos lie within the model's record of its training photos (None: no record; an ensemble records
+    its members' shared split once, `models.checkpoint.save_ensemble`)."""
+    record = trained_on(checkpoint)
+    return None if record is None else int(near_any(hashes, *record).sum())
 
 
 def queue_rows(review: Review) -> list[dict[str, Any]]:
