@@ -32,7 +32,7 @@ The data folder is either <root>/<class>/<image> or the Kaggle layout <root>/tra
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from heritage_cnn.cli import data, elements, evaluate, generate, inside, predict, review, serve, train
+    from heritage_cnn.cli import data, elements, evaluate, generate, inside, predict, review, serve, teach, train
 
     parser = argparse.ArgumentParser(
         prog="heritage",
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-V", "--version", action="version", version=f"heritage-cnn {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (data, train, evaluate, predict, elements, inside, generate, review, serve):
+    for group in (data, train, evaluate, predict, elements, inside, generate, review, teach, serve):
         group.register(commands)
     return parser
 

@@ -47,7 +47,8 @@ SHIPPED = ("default", "fast")  # names of the packaged models: the ensemble, and
 # fields read into the Checkpoint itself, not into its info (`open_set`: the "none of these" operating point);
 # nor is the field that holds the networks' configs, `model_config` or an ensemble's `members`
 _NOT_INFO = {"format", "package_version", "display_names", "generation", OPEN_SET, *SHARED}
-_NOT_PER_MEMBER = {*_NOT_INFO, "trained_on"}  # an ensemble records its members' shared split once
+# an ensemble records its members' shared split once, and what `heritage teach` taught them together
+_NOT_PER_MEMBER = {*_NOT_INFO, "trained_on", "taught"}
 
 
 @dataclass
@@ -205,8 +206,9 @@ def save_ensemble(
         "views": views,
         "members": [_member_record(m, n, c) for m, n, c in zip(members, names, commands, strict=True)],
     }
-    if first.info.get("trained_on") is not None:
-        meta["trained_on"] = first.info["trained_on"]
+    for key in ("trained_on", "taught"):
+        if first.info.get(key) is not None:
+            meta[key] = first.info[key]
     return _write_pair(path, stored_state([m.model for m in members]), meta, open_set, ensemble=True)
 
 

@@ -1,0 +1,230 @@
+"""Can `heritage teach` add a class from 20 or 50 photos? (docs/teach.md, "Benchmark: a new class")
+
+    python benchmarks/teach_new_class.py bases --work /tmp/teach_loco      # four base networks, ~4 min each
+    python benchmarks/teach_new_class.py teach --work /tmp/teach_loco --out benchmarks/teach_new_class
+
+Leave one class out: for each class of CLASSES, `bases` hard-links the training side of the project's validation
+split (the 10-class split every figure uses), less that class, into WORK/<class>/data and trains a base network on
+it with the quick recipe. `teach` draws 20 and 50 of the left-out class's training-side photos (three seeds), runs
+`heritage teach` on the base with them, and scores every taught model on the whole validation split: the new class's
+recall, the nine known classes' accuracy against the base's, and the time `teach` took. The protocol, declared
+before the runs, is in docs/teach.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from heritage_cnn.base.io import atomic_write_json, atomic_write_text
+from heritage_cnn.data.folders import ImageSet, find_layout, load_images
+from heritage_cnn.data.split import make_split
+from run import data_root, hardware
+
+ALL_CLASSES = [
+    "altar",
+    "apse",
+    "bell_tower",
+    "column",
+    "dome(inner)",
+    "dome(outer)",
+    "flying_buttress",
+    "gargoyle",
+    "stained_glass",
+    "vault",
+]
+# Drawn before any run, by the issue's number: random.Random(36).sample(ALL_CLASSES, 4).
+CLASSES = random.Random(36).sample(ALL_CLASSES, 4)
+SEEDS = (0, 1, 2)
+SIZES = (20, 50)
+BASE_COMMAND = ["--recipe", "quick", "--val-fraction", "0.1", "--seed", "0", "-q"]
+
+
+def heritage(*args: str) -> list[str]:
+    return [sys.executable, "-m", "heritage_cnn.cli", *args]
+
+
+def split_of(root: Path) -> tuple[ImageSet, ImageSet]:
+    """The project's validation split of the whole training folder (train side, validation side)."""
+    images = load_images(find_layout(root).train, require_every_class=True)
+    return make_split(images)
+
+
+def link_base_data(train: ImageSet, left_out: str, folder: Path) -> int:
+    """Hard-link the training side, less `left_out`, into folder/<class>/ (the user's photos stay untouched)."""
+    count = 0
+    for path, label in zip(train.paths, train.labels.tolist(), strict=True):
+        name = train.classes[label]
+        if name == left_out:
+            continue
+        target = folder / name / Path(path).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            os.link(path, target)
+        count += 1
+    return count
+
+
+def bases(work: Path) -> None:
+    train, _ = split_of(data_root())
+    for left_out in CLASSES:
+        base = work / left_out
+        if (base / "trained").exists():
+            print(f"{left_out}: base already trained in {base / 'run'}")
+            continue
+        count = link_base_data(train, left_out, base / "data")
+        print(f"{left_out}: {count} photos of nine classes in {base / 'data'}; training", flush=True)
+        started = time.perf_counter()
+        command = heritage("train", "--data", str(base / "data"), "--out", str(base / "run"), *BASE_COMMAND)
+        if (base / "run").exists():
+            command.append("--resume")
+        subprocess.run(command, check=True)
+        (base / "trained").write_text(f"{time.perf_counter() - started:.0f} s\n")
+        print(f"{left_out}: base trained in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+
+
+def draw(train: ImageSet, name: str, size: int, seed: int) -> list[str]:
+    """`size` training-side photos of class `name`, drawn with `seed`."""
+    paths = [p for p, label in zip(train.paths, train.labels.tolist(), strict=True) if train.classes[label] == name]
+    rng = np.random.default_rng(seed)
+    return [paths[i] for i in sorted(rng.choice(len(paths), size=size, replace=False))]
+
+
+def paired(taught: np.ndarray, base: np.ndarray) -> dict:
+    """Mean difference of two 0/1 arrays on the same photos, with a 95 % normal interval of the paired difference."""
+    diff = taught.astype(float) - base.astype(float)
+    half = 1.959964 * diff.std(ddof=1) / math.sqrt(len(diff)) if len(diff) > 1 else math.nan
+    return {"difference": float(diff.mean()), "ci95": [float(diff.mean() - half), float(diff.mean() + half)]}
+
+
+def score(model: Path, val: ImageSet, name: str, base_correct: np.ndarray | None = None) -> dict:
+    """Recall of `name` and the other classes' correct answers (0/1 per photo) on the validation side."""
+    from heritage_cnn.inference.classifier import Classifier
+
+    classifier = Classifier.load(model)
+    probs, scores = classifier.scored(val.images)
+    predicted = [classifier.classes[i] for i in probs.argmax(1).tolist()]
+    truth = [val.classes[i] for i in val.labels.tolist()]
+    new = np.array([t == name for t in truth])
+    hit = np.array([p == t for p, t in zip(predicted, truth, strict=True)])
+    known = (
+        np.array([s >= classifier.open_set.threshold for s in scores.tolist()])
+        if scores is not None
+        else np.ones(len(hit), dtype=bool)
+    )
+    result = {
+        "recall": float(hit[new].mean()) if name in classifier.classes else None,
+        "recall_and_known": float((hit & known)[new].mean()) if name in classifier.classes else None,
+        "known_classes_accuracy": float(hit[~new].mean()),
+        "known_correct": hit[~new],
+        "new_photos": int(new.sum()),
+        "known_photos": int((~new).sum()),
+    }
+    if base_correct is not None:
+        result["known_change"] = paired(hit[~new], base_correct)
+    return result
+
+
+def teach_runs(work: Path, modes: tuple[str, ...]) -> list[dict]:
+    train, val = split_of(data_root())
+    runs = []
+    for name in CLASSES:
+        base = work / name
+        base_score = score(base / "run", val, name)
+        print(f"{name}: base, nine known classes {base_score['known_classes_accuracy']:.4f}", flush=True)
+        for mode in modes:
+            for size in SIZES:
+                for seed in SEEDS:
+                    folder = base / f"photos_{size}_{seed}" / name
+                    if not folder.exists():
+                        folder.mkdir(parents=True)
+                        for path in draw(train, name, size, seed):
+                            os.link(path, folder / Path(path).name)
+                    out = base / f"taught_{mode}_{size}_{seed}"
+                    for suffix in (".safetensors", ".json"):
+                        out.with_suffix(suffix).unlink(missing_ok=True)
+                    replay = ["--data", str(base / "data")] if mode == "data" else []
+                    command = heritage(
+                        "teach",
+                        str(folder.parent),
+                        "--model",
+                        str(base / "run"),
+                        "--out",
+                        str(out),
+                        "--seed",
+                        str(seed),
+                        *replay,
+                        "-q",
+                    )
+                    started = time.perf_counter()
+                    subprocess.run(command, check=True, capture_output=True)
+                    seconds = time.perf_counter() - started
+                    result = score(out, val, name, base_score["known_correct"])
+                    result.pop("known_correct")
+                    row = {"class": name, "mode": mode, "photos": size, "seed": seed, "seconds": seconds, **result}
+                    print(json.dumps(row), flush=True)
+                    runs.append(row)
+    return runs
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        f"# `heritage teach`: a new class from 20 or 50 photos ({result['date']}, {result['hardware']['cpu']})",
+        "",
+        "Leave one class out (docs/teach.md, protocol declared before the runs). Mean over seeds "
+        + ", ".join(map(str, SEEDS))
+        + " (min to max). Figures on the duplicate-aware validation split.",
+        "",
+        "| class | replay | photos | recall | recall, and called one of the classes | nine known: change (pt) | teach time (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    runs = result["runs"]
+    keys = sorted({(r["class"], r["mode"], r["photos"]) for r in runs}, key=lambda k: (CLASSES.index(k[0]), k[1], k[2]))
+    for name, mode, size in keys:
+        rows = [r for r in runs if (r["class"], r["mode"], r["photos"]) == (name, mode, size)]
+
+        def spread(values: list[float], scale: float = 100) -> str:
+            return f"{np.mean(values) * scale:.1f} ({min(values) * scale:.1f} to {max(values) * scale:.1f})"
+
+        change = [r["known_change"]["difference"] for r in rows]
+        lines.append(
+            f"| {name} | {mode} | {size} | {spread([r['recall'] for r in rows])} | "
+            f"{spread([r['recall_and_known'] for r in rows])} | {spread(change)} | "
+            f"{spread([r['seconds'] for r in rows], 1)} |"
+        )
+    lines += ["", "Commands:", "", *[f"    {c.strip()}" for c in __doc__.splitlines()[2:4]], ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=("bases", "teach"))
+    parser.add_argument("--work", type=Path, required=True, help="folder for the base data, runs and taught models")
+    parser.add_argument("--out", type=Path, help="teach: results prefix (writes <out>.json, <out>.md)")
+    parser.add_argument("--modes", default="stats,data", help="teach: replay modes, stats (no --data) and data")
+    args = parser.parse_args()
+    if args.stage == "bases":
+        bases(args.work)
+        return
+    runs = teach_runs(args.work, tuple(args.modes.split(",")))
+    result = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "classes": CLASSES, "runs": runs}
+    out = args.out or Path(__file__).with_name("teach_new_class")
+    atomic_write_json(out.with_suffix(".json"), result)
+    atomic_write_text(out.with_suffix(".md"), markdown(result))
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""`heritage teach`: a thin shell over `heritage_cnn.training.teach` and `heritage_cnn.inference.teach_photos`."""
+
+from __future__ import annotations
+
+import argparse
+
+from heritage_cnn.cli.options import UsageError, add_command, add_model, add_seed, int_in, load_model
+
+
+def _photos(args: argparse.Namespace, classes: list[str], size: int):  # -> TeachPhotos
+    from heritage_cnn.inference.teach_photos import TeachPhotos, read_corrections, read_new_classes
+
+    parts = [read_new_classes(folder, classes, size) for folder in args.new]
+    for folder in args.corrections:
+        part = read_corrections(folder, size)
+        found = ", ".join(f"{count} {kind}" for kind, count in sorted(part.found.items())) or "no photo"
+        print(f"{folder}: {found}")
+        parts.append(part)
+    if not parts:
+        raise UsageError("nothing to teach: give folders of new classes and/or --corrections SORTED_FOLDER")
+    import torch
+
+    merged = TeachPhotos(
+        torch.cat([p.images for p in parts]),
+        *([x for p in parts for x in getattr(p, name)] for name in ("labels", "paths", "digests", "kinds")),
+        skipped=[s for p in parts for s in p.skipped],
+    )
+    return merged
+
+
+def _replay(args: argparse.Namespace, checkpoint):  # -> ImageSet | None
+    """--data's photos the model trained on (by its `trained_on` record; all of them when it keeps none)."""
+    if not args.data:
+        return None
+    import numpy as np
+
+    from heritage_cnn.data.folders import find_layout, load_images
+    from heritage_cnn.data.split import perceptual_hashes
+    from heritage_cnn.inference.evaluate import near_any, trained_on
+
+    images = load_images(find_layout(args.data).train, checkpoint.classes)
+    record = trained_on(checkpoint)
+    if record is not None:
+        keep = near_any(perceptual_hashes(images.images), record[0], 0)
+        print(f"--data: {int(keep.sum())} of {len(images)} photos are the model's own training photos: replayed")
+        images = images.subset(np.flatnonzero(keep))
+    return images
+
+
+def cmd_teach(args: argparse.Namespace) -> int:
+    """Teach a trained model new classes and corrections, in seconds.
+
+    NEW: folders holding one subfolder per new class (at least 20 photos each; the subfolder's name is the class).
+    --corrections: a folder `heritage sort` wrote, after you moved photos between its class folders (or into a new
+    folder: a new class); the web page's "mark wrong" writes such a folder too. Photos still where sort filed them are
+    confirmations, photos the manifest does not know were added by you; all are learned from.
+    Writes a new model (MODEL.safetensors + MODEL.json) that every command takes with --model: the parent's
+    networks with their last layer fitted again (imprinting, then a short fit of that layer with replay: --data's
+    photos, else the parent's class statistics). It records its parent, the classes added and the SHA-256 of each
+    photo it learned from. The parent is never changed; an existing --out is refused.
+
+    Examples:
+      heritage teach survey/new_classes --out models/ours                 new classes, e.g. survey/new_classes/portal/
+      heritage teach --corrections sorted/ --out models/ours2 --model models/ours   after moving misfiled photos
+      heritage teach survey/new_classes --data data/ahe64 --out models/ours   replay the real training photos
+    """
+    from heritage_cnn.training.teach import TeachConfig, teach
+
+    parent = load_model(args)
+    photos = _photos(args, parent.classes, parent.image_size)
+    for path, reason in photos.skipped[:10]:
+        print(f"skipped {path}: {reason}")
+    data = _replay(args, parent)
+    config = TeachConfig(steps=args.steps, seed=args.seed)
+    result = teach(parent, photos, args.out, data=data, config=config)
+    for path, reason in result.skipped_known[:10]:
+        print(f"skipped {path}: {reason}")
+    skipped = len(photos.skipped) + len(result.skipped_known)
+    counts = ", ".join(f"{name} {count}" for name, count in result.per_class.items())
+    added = f"; classes added: {', '.join(result.added)}" if result.added else "; no class added"
+    print(f"learned from {sum(result.per_class.values())} photos ({counts}){added}")
+    if skipped:
+        print(f"skipped {skipped} photo(s) (the first ten listed above)")
+    print(f"replay: {result.replay}; {result.seconds:.1f} s")
+    print(f"model: {result.path} ({len(result.classes)} classes; use it with --model {result.path.with_suffix('')})")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    p = add_command(commands, "teach", cmd_teach)
+    p.add_argument("new", nargs="*", metavar="NEW", help="folders of new classes: NEW/<class>/<photo>")
+    p.add_argument(
+        "--corrections",
+        action="append",
+        default=[],
+        metavar="SORTED",
+        help="a sorted folder you corrected (repeatable)",
+    )
+    p.add_argument("--out", required=True, help="the new model's path (MODEL: writes MODEL.safetensors, MODEL.json)")
+    add_model(p)
+    p.add_argument("--data", help="the parent's training folder, replayed so the known classes are kept (optional)")
+    p.add_argument("--steps", type=int_in(1, 100_000), default=300, help="steps of the last layer's fit (default 300)")
+    add_seed(p, "seed of the replay samples")
