@@ -28,10 +28,11 @@ def _photos(args: argparse.Namespace, classes: list[str], size: int):  # -> Teac
     return merged
 
 
-def _replay(args: argparse.Namespace, checkpoint):  # -> ImageSet | None
-    """--data's photos the model trained on (by its `trained_on` record; all of them when it keeps none)."""
+def _replay(args: argparse.Namespace, checkpoint):  # -> (ImageSet | None, uint8 tensor | None)
+    """--data's photos the model trained on (by its `trained_on` record; all of them when it keeps none), and the
+    others: its validation photos, where --tune stage sets the none-of-these threshold again."""
     if not args.data:
-        return None
+        return None, None
     import numpy as np
 
     from heritage_cnn.data.folders import find_layout, load_images
@@ -40,11 +41,18 @@ def _replay(args: argparse.Namespace, checkpoint):  # -> ImageSet | None
 
     images = load_images(find_layout(args.data).train, checkpoint.classes)
     record = trained_on(checkpoint)
-    if record is not None:
-        keep = near_any(perceptual_hashes(images.images), record[0], 0)
-        print(f"--data: {int(keep.sum())} of {len(images)} photos are the model's own training photos: replayed")
-        images = images.subset(np.flatnonzero(keep))
-    return images
+    if record is None:
+        print(f"--data: {len(images)} photos replayed (the model keeps no record of its own training photos)")
+        return images, None
+    keep = near_any(perceptual_hashes(images.images), record[0], 0)
+    print(f"--data: {int(keep.sum())} of {len(images)} photos are the model's own training photos: replayed")
+    return images.subset(np.flatnonzero(keep)), images.images[torch_index(np.flatnonzero(~keep))]
+
+
+def torch_index(indices):  # -> torch.Tensor
+    import torch
+
+    return torch.as_tensor(indices, dtype=torch.long)
 
 
 def cmd_teach(args: argparse.Namespace) -> int:
@@ -70,9 +78,9 @@ def cmd_teach(args: argparse.Namespace) -> int:
     photos = _photos(args, parent.classes, parent.image_size)
     for path, reason in photos.skipped[:10]:
         print(f"skipped {path}: {reason}")
-    data = _replay(args, parent)
-    config = TeachConfig(steps=args.steps, seed=args.seed)
-    result = teach(parent, photos, args.out, data=data, config=config)
+    data, held_out = _replay(args, parent)
+    config = TeachConfig(steps=args.steps, seed=args.seed, tune=args.tune)
+    result = teach(parent, photos, args.out, data=data, config=config, held_out=held_out)
     for path, reason in result.skipped_known[:10]:
         print(f"skipped {path}: {reason}")
     skipped = len(photos.skipped) + len(result.skipped_known)
@@ -100,4 +108,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_model(p)
     p.add_argument("--data", help="the parent's training folder, replayed so the known classes are kept (optional)")
     p.add_argument("--steps", type=int_in(1, 100_000), default=300, help="steps of the last layer's fit (default 300)")
+    p.add_argument(
+        "--tune",
+        choices=("head", "stage"),
+        default="head",
+        help="head: the last layer only (default, seconds); stage: the last stage too (needs --data; a minute)",
+    )
     add_seed(p, "seed of the replay samples")

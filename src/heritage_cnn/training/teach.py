@@ -43,11 +43,13 @@ from heritage_cnn.data.folders import DatasetError, ImageSet
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes
 from heritage_cnn.inference.classifier import Classifier, network_features
 from heritage_cnn.inference.evaluate import near_any, trained_on
-from heritage_cnn.inference.teach_photos import TeachPhotos
+from heritage_cnn.inference.openset_fit import DEFAULT_RIDGE, fit_operating_point
+from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, TeachPhotos
 from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, save_checkpoint, save_ensemble
 from heritage_cnn.models.ensemble import Ensemble, networks
 from heritage_cnn.models.openset import PENULTIMATE, MahalanobisStats
 from heritage_cnn.models.openset_point import OperatingPoint, network_id
+from heritage_cnn.training.teach_tune import TuneConfig, last_stage_inputs, parent_probabilities, tune_top
 
 Log = Callable[[str], None]
 VIEWS = ("identity", "mirror", "turn+10", "turn-10")  # the views of each taught photo: the training's flips, rotations
@@ -55,6 +57,7 @@ SAMPLES_PER_CLASS = 512  # Gaussian replay features per class without --data
 ANCHOR = 1e-2  # L2 pull of the known rows to the parent's, per weight: the known classes barely move (docs/teach.md)
 STEPS = 300
 LR = 0.01
+TUNES = ("head", "stage")
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,7 @@ class TeachConfig:
     anchor: float = ANCHOR
     samples_per_class: int = SAMPLES_PER_CLASS
     seed: int = 0
+    tune: str = "head"  # "stage": the last stage too, on the replayed photos (teach_tune; needs them)
 
 
 @dataclass
@@ -216,18 +220,64 @@ def _fitted_heads(
     return heads, new_means
 
 
-def _with_heads(model: nn.Module, heads: list[nn.Linear], float16: bool) -> nn.Module:
-    """A copy of `model` whose networks end in `heads` (rounded to float16 where the file stores float16, so that the
-    none-of-these record is fitted for the weights as saved)."""
+def _with_heads(model: nn.Module, heads: list[nn.Linear]) -> nn.Module:
+    """A copy of `model` whose networks end in `heads`."""
     model = copy.deepcopy(model)
     for net, head in zip(networks(model), heads, strict=True):
-        if float16:
-            with torch.no_grad():
-                head.weight.copy_(head.weight.half().float())
-                head.bias.copy_(head.bias.half().float())
         net.head.fc2 = head
         net.config = replace(net.config, num_classes=head.out_features)
     return model.eval()
+
+
+@torch.no_grad()
+def _as_stored(model: nn.Module) -> None:
+    """Round an ensemble's weights to the float16 its file stores, so that the none-of-these record is fitted for
+    the weights as saved (the parent's are float16 already: unchanged)."""
+    for tensor in model.state_dict().values():
+        if tensor.is_floating_point():
+            tensor.copy_(tensor.half().float())
+
+
+def _tune_stages(
+    parent: Checkpoint, model: nn.Module, photos: TeachPhotos, classes: list[str], data: ImageSet, config: TeachConfig
+) -> None:
+    """`teach_tune`: each network's last stage and head fitted on two views of the replayed photos and the taught
+    photos' VIEWS, distilled towards its parent network on the replayed ones."""
+    replay_images = torch.cat([data.images, data.images.flip(3)])
+    replay_labels = _replay_labels(data, parent.classes, "--data").repeat(2)
+    labels = torch.cat([replay_labels, _class_ids(photos.labels, classes).repeat(len(VIEWS))])
+    taught = views(photos.images)
+    for index, (net, old) in enumerate(zip(networks(model), networks(parent.model), strict=True)):
+        inputs = torch.cat(
+            [last_stage_inputs(old, replay_images, parent.normalise), last_stage_inputs(old, taught, parent.normalise)]
+        )
+        targets = parent_probabilities(old, inputs[: len(replay_images)])
+        tune_top(net, inputs, labels, targets, len(parent.classes), TuneConfig(seed=config.seed + index))
+
+
+def _refitted_point(
+    parent: Checkpoint,
+    child: Checkpoint,
+    photos: TeachPhotos,
+    classes: list[str],
+    data: ImageSet,
+    held_out: torch.Tensor | None,
+    log: Log,
+) -> OperatingPoint | None:
+    """The none-of-these record fitted again for tuned features, by the parent's rule (score, layer, ridge, share)
+    on its training photos and the taught ones, the threshold on its validation photos."""
+    point = parent.open_set
+    if point is None or held_out is None or not len(held_out):
+        log("no none-of-these threshold: the parent has none, or --data holds none of its validation photos")
+        return None
+    images = torch.cat([data.images, photos.images])
+    labels = torch.cat([_replay_labels(data, parent.classes, "--data"), _class_ids(photos.labels, classes)])
+    train = ImageSet(images, labels, [*data.paths, *photos.paths], classes)
+    ridge = point.ridge if point.ridge is not None else DEFAULT_RIDGE
+    command = "heritage teach --tune stage: fitted again on the parent's training photos and the taught ones"
+    return fit_operating_point(
+        child, train, held_out, point.score, point.layer or PENULTIMATE, ridge, point.reject_share, command
+    )
 
 
 def _point(parent: Checkpoint, model: nn.Module, new_means: list[torch.Tensor]) -> OperatingPoint | None:
@@ -276,31 +326,54 @@ def teach(
     data: ImageSet | None = None,
     config: TeachConfig = TeachConfig(),
     log: Log = print,
+    held_out: torch.Tensor | None = None,
 ) -> TeachResult:
     """Write a taught copy of `parent` at `out` (a new checkpoint pair; never over an existing file): the classes of
     `photos` it does not know added, its known classes refitted to corrections among them (the module's docstring).
-    `data`: the parent's training photos, for replay; without it, its none-of-these statistics stand in."""
+    `data`: the parent's training photos, for replay; without it, its none-of-these statistics stand in.
+    `held_out`: the parent's validation photos (uint8), where `config.tune` is "stage" and the none-of-these
+    threshold is chosen again; without them the taught model cannot reject."""
     started = time.perf_counter()
     weights_path, meta_path = checkpoint_files(out)
     for path in (weights_path, meta_path):
         if path.exists():
             raise CheckpointError(f"{path}: exists; teach never overwrites a model: choose another --out")
+    asked = list(dict.fromkeys(label for label in photos.labels if label not in parent.classes))
     photos, skipped_known = known_already(photos, parent)
     if not len(photos):
-        raise DatasetError("nothing to learn from: no photo is new to the model")
+        raise DatasetError("nothing to learn from: every photo is already in the model's training data")
     added = list(dict.fromkeys(label for label in photos.labels if label not in parent.classes))
+    for name in asked:
+        count = photos.labels.count(name)
+        if count < MIN_NEW_PHOTOS:
+            raise DatasetError(
+                f"{name}: {count} photo(s) new to the model ({len(skipped_known)} already in its training data); "
+                f"a new class needs at least {MIN_NEW_PHOTOS}"
+            )
     classes = [*parent.classes, *added]
-    replay = f"{len(data)} photos of {data.classes and 'the data folder'}" if data is not None else "class statistics"
+    replay = f"{len(data)} photos of the data folder" if data is not None else "class statistics"
+    if config.tune not in TUNES:
+        raise ValueError(f"unknown --tune {config.tune!r}: choose {', '.join(TUNES)}")
+    if config.tune == "stage" and data is None:
+        raise DatasetError("--tune stage fits the last stage on the photos the model trained on: give them with --data")
     heads, new_means = _fitted_heads(parent, photos, classes, data, config)
     ensemble = isinstance(parent.model, Ensemble)
-    model = _with_heads(parent.model, heads, float16=ensemble)
-    point = _point(parent, model, new_means)
+    model = _with_heads(parent.model, heads)
+    if config.tune == "stage":
+        _tune_stages(parent, model, photos, classes, data, config)
+    if ensemble:
+        _as_stored(model)
+    child = replace(parent, model=model, classes=classes, path=weights_path)
+    if config.tune == "stage":
+        point = _refitted_point(parent, child, photos, classes, data, held_out, log)
+    else:
+        point = _point(parent, model, new_means)
     info = {
         **parent.info,
         "taught": _record(parent, photos, added, replay, config),
         "trained_on": _trained_on(parent, photos),
     }
-    child = replace(parent, model=model, classes=classes, info=info, open_set=point, path=weights_path)
+    child = replace(child, info=info, open_set=point)
     if ensemble:
         members = [child.member(i) for i in range(child.member_count)]
         for member in members:

@@ -1,0 +1,184 @@
+"""`heritage teach`: a new class is learned, the known classes keep their answers, the parent is never touched."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from heritage_cnn import cli
+from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.data.folders import DatasetError, load_images
+from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.inference.openset_fit import fit_operating_point
+from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, read_new_classes
+from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint, save_ensemble
+from heritage_cnn.models.ensemble import copy_model
+from heritage_cnn.training.teach import TeachConfig, teach
+from tests.conftest import CLASSES, TINY, draw
+
+NEW = "vault"  # the class the parent never saw: the last of the synthetic ten
+NEW_LABEL = CLASSES.index(NEW)
+
+
+def _photos(root: Path, label: int, count: int, seed: int) -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(draw(label, rng)).save(root / f"{i:03d}.png")
+    return root
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def nine(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny network trained on nine of the synthetic classes (not `vault`), float32, with its none-of-these fit."""
+    from heritage_cnn.models.network import ModelConfig
+    from heritage_cnn.training.config import TrainConfig
+    from heritage_cnn.training.loop import train
+
+    data = tmp_path_factory.mktemp("nine") / "data"
+    shutil.copytree(synthetic_root, data, ignore=shutil.ignore_patterns(NEW))
+    out = tmp_path_factory.mktemp("nine_run")
+    config = TrainConfig(
+        data=str(data),
+        out=str(out),
+        epochs=8,
+        batch_size=32,
+        lr=1e-2,
+        model=ModelConfig(**TINY, num_classes=9),
+        amp=False,
+        progress=False,
+    )
+    return train(config, log=lambda _: None).checkpoint
+
+
+@pytest.fixture(scope="module")
+def new_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 photos of the new class, drawn apart from the training set (another seed)."""
+    root = tmp_path_factory.mktemp("new")
+    _photos(root / NEW, NEW_LABEL, MIN_NEW_PHOTOS, seed=11)
+    return root
+
+
+def _fresh(label: int, count: int = 24, seed: int = 99) -> np.ndarray:
+    rng = np.random.default_rng(seed + label)
+    return np.stack([draw(label, rng) for _ in range(count)])
+
+
+@pytest.mark.parametrize("replay", ["stats", "data"])
+def test_a_new_class_is_learned_and_the_known_keep_their_answers(nine, new_folder, synthetic_root, tmp_path, replay):
+    parent = load_checkpoint(nine)
+    before = {p: _digest(p) for p in checkpoint_files(nine)}
+    photos = read_new_classes(new_folder, parent.classes)
+    data = None
+    if replay == "data":
+        data = load_images(_nine_data(synthetic_root, tmp_path))
+    result = teach(parent, photos, tmp_path / "taught", data=data, log=lambda _: None)
+    assert result.added == [NEW] and result.classes == [*parent.classes, NEW]
+    child = Classifier.load(tmp_path / "taught", bf16=False)
+    old = Classifier(parent, bf16=False)
+    fresh_new = child.predict(list(_fresh(NEW_LABEL)))
+    assert np.mean([p.label == NEW for p in fresh_new]) >= 0.8
+    known = np.concatenate([_fresh(c, 8) for c in range(9)])
+    # the known rows are frozen when nothing taught is of a known class: among the nine, the same logits
+    x = torch.from_numpy(known).permute(0, 3, 1, 2)
+    p_old, p_new = old.probabilities(x), child.probabilities(x)
+    assert torch.equal(p_old.argmax(1), p_new[:, :9].argmax(1))
+    kept = (p_new.argmax(1) < 9).float().mean().item()
+    assert kept >= 0.95  # the new class takes almost none of the known photos
+    assert {p: _digest(p) for p in checkpoint_files(nine)} == before  # the parent is only read
+
+
+def _nine_data(synthetic_root: Path, tmp_path: Path) -> Path:
+    data = tmp_path / "nine_data"
+    shutil.copytree(synthetic_root, data, ignore=shutil.ignore_patterns(NEW))
+    return data
+
+
+def test_the_taught_model_records_what_it_learned(nine, new_folder, tmp_path) -> None:
+    parent = load_checkpoint(nine)
+    teach(parent, read_new_classes(new_folder, parent.classes), tmp_path / "taught", log=lambda _: None)
+    meta = json.loads((tmp_path / "taught.json").read_text())
+    record = meta["taught"]
+    assert record["classes_added"] == [NEW]
+    assert record["parent"]["generation"] == json.loads(checkpoint_files(nine)[1].read_text())["generation"]
+    files = sorted((new_folder / NEW).iterdir())
+    assert sorted(p["sha256"] for p in record["photos"]) == sorted(_digest(p) for p in files)
+    assert len(meta["trained_on"]["phash"]) == len(parent.info["trained_on"]["phash"]) + len(files)
+    # the none-of-these record goes with it (fitted for these weights), with the new class's mean
+    child = load_checkpoint(tmp_path / "taught")
+    assert child.open_set is not None and child.open_set.threshold == parent.open_set.threshold
+    assert child.open_set.stats[0].means.shape[0] == 10
+    with pytest.raises(CheckpointError, match="never overwrites"):
+        teach(parent, read_new_classes(new_folder, parent.classes), tmp_path / "taught", log=lambda _: None)
+
+
+def test_photos_the_model_trained_on_are_not_learned_again(nine, synthetic_root, tmp_path) -> None:
+    parent = load_checkpoint(nine)
+    folder = tmp_path / "again" / "portal"
+    shutil.copytree(synthetic_root / "altar", folder)  # photos the parent trained on, under a new name
+    photos = read_new_classes(folder.parent, parent.classes)
+    with pytest.raises(DatasetError, match=r"portal: \d photo\(s\) new to the model \(\d+ already in its training"):
+        teach(parent, photos, tmp_path / "taught", log=lambda _: None)
+    assert not any(tmp_path.glob("taught.*"))
+
+
+def test_an_ensemble_is_taught_member_by_member(nine, new_folder, synthetic_root, tmp_path) -> None:
+    single = load_checkpoint(nine)
+    twin = dataclasses.replace(single, model=copy_model(single.model))
+    save_ensemble(tmp_path / "pair", [single, twin], names=["a", "b"])
+    pair = load_checkpoint(tmp_path / "pair")
+    images = load_images(_nine_data(synthetic_root, tmp_path))
+    pair.open_set = fit_operating_point(pair, images, images.images)
+    save_ensemble(tmp_path / "fitted", [pair.member(0), pair.member(1)], open_set=pair.open_set)
+    parent = load_checkpoint(tmp_path / "fitted")
+    assert parent.open_set is not None
+    teach(parent, read_new_classes(new_folder, parent.classes), tmp_path / "taught", log=lambda _: None)
+    child = load_checkpoint(tmp_path / "taught")
+    assert child.member_count == 2 and child.classes[-1] == NEW
+    assert child.open_set is not None  # fitted for the float16 weights the file stores
+    assert "taught" in child.info
+
+
+@pytest.mark.parametrize(
+    ("name", "count", "message"),
+    [
+        ("portal", MIN_NEW_PHOTOS - 1, "needs at least 20"),
+        ("altar", MIN_NEW_PHOTOS, "already a class of the model"),
+        ("_none", MIN_NEW_PHOTOS, "reserved"),
+    ],
+)
+def test_a_folder_that_cannot_be_a_new_class_is_refused_in_one_line(nine, tmp_path, capsys, name, count, message):
+    _photos(tmp_path / "new" / name, 3, count, seed=5)
+    code = cli.main(["teach", str(tmp_path / "new"), "--model", str(nine), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not any(tmp_path.glob("m.*"))
+
+
+def test_the_command_writes_a_model_every_command_takes(nine, new_folder, tmp_path, capsys) -> None:
+    code = cli.main(["teach", str(new_folder), "--model", str(nine), "--out", str(tmp_path / "m"), "--steps", "50"])
+    out = capsys.readouterr().out
+    assert code == 0 and "classes added: vault" in out
+    code = cli.main(["predict", str(new_folder / NEW / "000.png"), "--model", str(tmp_path / "m")])
+    assert code == 0 and "vault" in capsys.readouterr().out
+
+
+def test_fewer_steps_is_a_setting_not_ignored(nine, new_folder, tmp_path) -> None:
+    parent = load_checkpoint(nine)
+    photos = read_new_classes(new_folder, parent.classes)
+    a = teach(parent, photos, tmp_path / "a", config=TeachConfig(steps=1), log=lambda _: None)
+    b = teach(parent, photos, tmp_path / "b", config=TeachConfig(steps=200), log=lambda _: None)
+    wa, wb = (load_checkpoint(r.path).model.head.fc2.weight for r in (a, b))
+    assert not torch.equal(wa, wb)
