@@ -28,11 +28,10 @@ def _photos(args: argparse.Namespace, classes: list[str], size: int):  # -> Teac
     return merged
 
 
-def _replay(args: argparse.Namespace, checkpoint):  # -> (ImageSet | None, uint8 tensor | None)
-    """--data's photos the model trained on (by its `trained_on` record; all of them when it keeps none), and the
-    others: its validation photos, where --tune stage sets the none-of-these threshold again."""
+def _replay(args: argparse.Namespace, checkpoint):  # -> ImageSet | None
+    """--data's photos the model trained on (by its `trained_on` record; all of them when it keeps none)."""
     if not args.data:
-        return None, None
+        return None
     import numpy as np
 
     from heritage_cnn.data.folders import find_layout, load_images
@@ -43,16 +42,10 @@ def _replay(args: argparse.Namespace, checkpoint):  # -> (ImageSet | None, uint8
     record = trained_on(checkpoint)
     if record is None:
         print(f"--data: {len(images)} photos replayed (the model keeps no record of its own training photos)")
-        return images, None
+        return images
     keep = near_any(perceptual_hashes(images.images), record[0], 0)
     print(f"--data: {int(keep.sum())} of {len(images)} photos are the model's own training photos: replayed")
-    return images.subset(np.flatnonzero(keep)), images.images[torch_index(np.flatnonzero(~keep))]
-
-
-def torch_index(indices):  # -> torch.Tensor
-    import torch
-
-    return torch.as_tensor(indices, dtype=torch.long)
+    return images.subset(np.flatnonzero(keep))
 
 
 def cmd_teach(args: argparse.Namespace) -> int:
@@ -78,9 +71,9 @@ def cmd_teach(args: argparse.Namespace) -> int:
     photos = _photos(args, parent.classes, parent.image_size)
     for path, reason in photos.skipped[:10]:
         print(f"skipped {path}: {reason}")
-    data, held_out = _replay(args, parent)
-    config = TeachConfig(steps=args.steps, seed=args.seed, tune=args.tune)
-    result = teach(parent, photos, args.out, data=data, config=config, held_out=held_out)
+    data = _replay(args, parent)
+    config = TeachConfig(steps=args.steps, seed=args.seed)
+    result = teach(parent, photos, args.out, data=data, config=config)
     for path, reason in result.skipped_known[:10]:
         print(f"skipped {path}: {reason}")
     skipped = len(photos.skipped) + len(result.skipped_known)
@@ -108,10 +101,4 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_model(p)
     p.add_argument("--data", help="the parent's training folder, replayed so the known classes are kept (optional)")
     p.add_argument("--steps", type=int_in(1, 100_000), default=300, help="steps of the last layer's fit (default 300)")
-    p.add_argument(
-        "--tune",
-        choices=("head", "stage"),
-        default="head",
-        help="head: the last layer only (default, seconds); stage: the last stage too (needs --data; a minute)",
-    )
     add_seed(p, "seed of the replay samples")

@@ -43,13 +43,11 @@ from heritage_cnn.data.folders import DatasetError, ImageSet
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes
 from heritage_cnn.inference.classifier import Classifier, network_features
 from heritage_cnn.inference.evaluate import near_any, trained_on
-from heritage_cnn.inference.openset_fit import DEFAULT_RIDGE, fit_operating_point
 from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, TeachPhotos
 from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, save_checkpoint, save_ensemble
 from heritage_cnn.models.ensemble import Ensemble, networks
 from heritage_cnn.models.openset import PENULTIMATE, MahalanobisStats
 from heritage_cnn.models.openset_point import OperatingPoint, network_id
-from heritage_cnn.training.teach_tune import TuneConfig, last_stage_inputs, parent_probabilities, tune_top
 
 Log = Callable[[str], None]
 VIEWS = ("identity", "mirror", "turn+10", "turn-10")  # the views of each taught photo: the training's flips, rotations
@@ -57,7 +55,6 @@ SAMPLES_PER_CLASS = 512  # Gaussian replay features per class without --data
 ANCHOR = 1e-2  # L2 pull of the known rows to the parent's, per weight: the known classes barely move (docs/teach.md)
 STEPS = 300
 LR = 0.01
-TUNES = ("head", "stage")
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,6 @@ class TeachConfig:
     anchor: float = ANCHOR
     samples_per_class: int = SAMPLES_PER_CLASS
     seed: int = 0
-    tune: str = "head"  # "stage": the last stage too, on the replayed photos (teach_tune; needs them)
 
 
 @dataclass
@@ -238,48 +234,6 @@ def _as_stored(model: nn.Module) -> None:
             tensor.copy_(tensor.half().float())
 
 
-def _tune_stages(
-    parent: Checkpoint, model: nn.Module, photos: TeachPhotos, classes: list[str], data: ImageSet, config: TeachConfig
-) -> None:
-    """`teach_tune`: each network's last stage and head fitted on two views of the replayed photos and the taught
-    photos' VIEWS, distilled towards its parent network on the replayed ones."""
-    replay_images = torch.cat([data.images, data.images.flip(3)])
-    replay_labels = _replay_labels(data, parent.classes, "--data").repeat(2)
-    labels = torch.cat([replay_labels, _class_ids(photos.labels, classes).repeat(len(VIEWS))])
-    taught = views(photos.images)
-    for index, (net, old) in enumerate(zip(networks(model), networks(parent.model), strict=True)):
-        inputs = torch.cat(
-            [last_stage_inputs(old, replay_images, parent.normalise), last_stage_inputs(old, taught, parent.normalise)]
-        )
-        targets = parent_probabilities(old, inputs[: len(replay_images)])
-        tune_top(net, inputs, labels, targets, len(parent.classes), TuneConfig(seed=config.seed + index))
-
-
-def _refitted_point(
-    parent: Checkpoint,
-    child: Checkpoint,
-    photos: TeachPhotos,
-    classes: list[str],
-    data: ImageSet,
-    held_out: torch.Tensor | None,
-    log: Log,
-) -> OperatingPoint | None:
-    """The none-of-these record fitted again for tuned features, by the parent's rule (score, layer, ridge, share)
-    on its training photos and the taught ones, the threshold on its validation photos."""
-    point = parent.open_set
-    if point is None or held_out is None or not len(held_out):
-        log("no none-of-these threshold: the parent has none, or --data holds none of its validation photos")
-        return None
-    images = torch.cat([data.images, photos.images])
-    labels = torch.cat([_replay_labels(data, parent.classes, "--data"), _class_ids(photos.labels, classes)])
-    train = ImageSet(images, labels, [*data.paths, *photos.paths], classes)
-    ridge = point.ridge if point.ridge is not None else DEFAULT_RIDGE
-    command = "heritage teach --tune stage: fitted again on the parent's training photos and the taught ones"
-    return fit_operating_point(
-        child, train, held_out, point.score, point.layer or PENULTIMATE, ridge, point.reject_share, command
-    )
-
-
 def _point(parent: Checkpoint, model: nn.Module, new_means: list[torch.Tensor]) -> OperatingPoint | None:
     point = parent.open_set
     if point is None:
@@ -326,13 +280,10 @@ def teach(
     data: ImageSet | None = None,
     config: TeachConfig = TeachConfig(),
     log: Log = print,
-    held_out: torch.Tensor | None = None,
 ) -> TeachResult:
     """Write a taught copy of `parent` at `out` (a new checkpoint pair; never over an existing file): the classes of
     `photos` it does not know added, its known classes refitted to corrections among them (the module's docstring).
-    `data`: the parent's training photos, for replay; without it, its none-of-these statistics stand in.
-    `held_out`: the parent's validation photos (uint8), where `config.tune` is "stage" and the none-of-these
-    threshold is chosen again; without them the taught model cannot reject."""
+    `data`: the parent's training photos, for replay; without it, its none-of-these statistics stand in."""
     started = time.perf_counter()
     weights_path, meta_path = checkpoint_files(out)
     for path in (weights_path, meta_path):
@@ -352,22 +303,13 @@ def teach(
             )
     classes = [*parent.classes, *added]
     replay = f"{len(data)} photos of the data folder" if data is not None else "class statistics"
-    if config.tune not in TUNES:
-        raise ValueError(f"unknown --tune {config.tune!r}: choose {', '.join(TUNES)}")
-    if config.tune == "stage" and data is None:
-        raise DatasetError("--tune stage fits the last stage on the photos the model trained on: give them with --data")
     heads, new_means = _fitted_heads(parent, photos, classes, data, config)
     ensemble = isinstance(parent.model, Ensemble)
     model = _with_heads(parent.model, heads)
-    if config.tune == "stage":
-        _tune_stages(parent, model, photos, classes, data, config)
     if ensemble:
         _as_stored(model)
     child = replace(parent, model=model, classes=classes, path=weights_path)
-    if config.tune == "stage":
-        point = _refitted_point(parent, child, photos, classes, data, held_out, log)
-    else:
-        point = _point(parent, model, new_means)
+    point = _point(parent, model, new_means)
     info = {
         **parent.info,
         "taught": _record(parent, photos, added, replay, config),
