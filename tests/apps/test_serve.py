@@ -348,6 +348,7 @@ def test_page_in_chromium(server, browser, tmp_path: Path, tiny_run) -> None:
     assert 0 < field.size["width"] <= card.find_element(By.CSS_SELECTOR, ".frame img").size["width"]
     assert "receptive field" in card.find_element(By.CSS_SELECTOR, "img.deconv").get_attribute("title")
     assert "outlined window" in card.text
+    assert not card.find_elements(By.CSS_SELECTOR, ".correct")  # no correction control: this server keeps none
     # class images without any click: one tile per class, named by display name, in class order
     labels = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#classes li")]
     assert labels == [c.replace("_", " ").replace("(", " (") for c in CLASSES]

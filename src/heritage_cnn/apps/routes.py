@@ -1,5 +1,5 @@
-"""The routes of `heritage serve`'s app: the page, `POST /api/predict`, `POST /api/map`, `GET /api/info` and the
-class images.
+"""The routes of `heritage serve`'s app: the page, `POST /api/predict`, `POST /api/map`, `POST /api/correct`,
+`GET /api/info` and the class images.
 
 Plain functions on one `APIRouter`; what they serve (the classifier, the overlays, the class-image gallery and
 the upload limits) is the `Served` that `heritage_cnn.apps.serve.create_app` puts in `app.state.served`. This
@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.datastructures import UploadFile
 
+from heritage_cnn.apps.corrections import Corrections
 from heritage_cnn.apps.upload import (
     BodyTooLarge,
     BodyTooSlow,
@@ -29,10 +30,10 @@ from heritage_cnn.apps.upload import (
 )
 from heritage_cnn.base.names import json_text
 from heritage_cnn.data.decode import MAX_IMAGE_PIXELS
-from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.inference.classifier import Classifier, Prediction
 from heritage_cnn.inference.element_figure import map_layers
 from heritage_cnn.inference.element_map import map_elements
-from heritage_cnn.inference.sort import MIN_CONFIDENCE
+from heritage_cnn.inference.sort import MANIFEST_TOP, MIN_CONFIDENCE
 from heritage_cnn.inside.classimages import Gallery
 
 MULTIPART_SLACK = 64 * 1024  # a multipart body is the file plus boundaries and part headers
@@ -51,7 +52,7 @@ PREDICT_WAIT_S = 30.0
 @dataclass(frozen=True)
 class Served:
     """What the routes answer with: the whole model's classifier, the overlays and class images of network
-    `member`, the page, and the limits on an upload."""
+    `member`, the page, the limits on an upload, and where corrections are kept (None: they are not)."""
 
     classifier: Classifier
     overlays: Callable[[np.ndarray, int], dict[str, Any]]  # (photo, class index) -> the overlay images
@@ -65,6 +66,7 @@ class Served:
     predictions: threading.BoundedSemaphore = field(
         default_factory=lambda: threading.BoundedSemaphore(PREDICTIONS_AT_ONCE)
     )
+    corrections: Corrections | None = None
 
     @property
     def too_large(self) -> str:
@@ -110,6 +112,7 @@ def info(state: State) -> dict[str, Any]:
         # below it (the open-set score) the page says "not one of the ten"; None: this model cannot say it
         "none_threshold": open_set.threshold if open_set else None,
         "open_set_score": open_set.name if open_set else None,
+        "corrections": state.corrections is not None,  # whether POST /api/correct keeps them (the page's control)
         "class_images": {
             "state": images.state,
             "grid": f"/class-images/{images.grid}" if images.grid else None,
@@ -135,8 +138,8 @@ async def predict(
     overlays: bool = Query(False, description="add the input crop, Grad-CAM and deconvnet images (PNG data URLs)"),
 ) -> JSONResponse:
     try:
-        data = await read_upload(request, state)
-        return Answer(await run_in_threadpool(answer_in_turn, state, data, top, overlays))
+        upload = await read_upload(request, state)
+        return Answer(await run_in_threadpool(in_turn, state, answer, upload.data, top, overlays))
     except UploadError as error:
         return refusal(error)
 
@@ -150,13 +153,34 @@ async def map_photo(
     """The element map of the photo (`heritage map --format json`'s schema), by the served model; the upload passes
     what /api/predict's does. At most MAPS_AT_ONCE maps run at once: a busy server answers 503 at once."""
     try:
-        data = await read_upload(request, state)
+        data = (await read_upload(request, state)).data
         if not state.maps.acquire(blocking=False):
             raise UploadError(503, f"the server is mapping {MAPS_AT_ONCE} photos already; try again in a few seconds")
         try:
             return Answer(await run_in_threadpool(map_answer, state, data, overlays))
         finally:
             state.maps.release()
+    except UploadError as error:
+        return refusal(error)
+
+
+@router.post("/api/correct")
+async def correct(request: Request, state: State) -> JSONResponse:
+    """Keep the user's answer for one photo: the form's `photo` (passing what /api/predict's does) and `label`, the
+    right class (one of the model's or a new one), stored with the server's own prediction as the model's answer
+    (`heritage_cnn.apps.corrections`). 404 when the server keeps no corrections."""
+    if state.corrections is None:
+        message = "this server keeps no corrections: start it with heritage serve --corrections DIR"
+        return Answer({"detail": message}, status_code=404)
+    try:
+        upload = await read_upload(request, state)
+        label = upload.fields.get("label")
+        problem = state.corrections.label_problem(label)
+        if problem:
+            raise UploadError(400, problem)
+        prediction = await run_in_threadpool(in_turn, state, predict_upload, upload.data)
+        saved = await run_in_threadpool(state.corrections.save, upload.data, upload.filename, label, prediction)
+        return Answer(saved)
     except UploadError as error:
         return refusal(error)
 
@@ -170,8 +194,17 @@ def refusal(error: UploadError) -> JSONResponse:
     return Answer({"detail": error.message}, status_code=error.status, headers=headers)
 
 
-async def read_upload(request: Request, state: Served) -> bytes:
-    """The bytes of the form field `photo`, refused (413) before anything over the limit is stored; the rest
+@dataclass(frozen=True)
+class Upload:
+    """A received form: the bytes of its field `photo`, that file's name as the client gave it, its text fields."""
+
+    data: bytes
+    filename: str
+    fields: dict[str, str]
+
+
+async def read_upload(request: Request, state: Served) -> Upload:
+    """The form with the bytes of its field `photo`, refused (413) before anything over the limit is stored; the rest
     of a refused body is drained (`RequestBody.drain`) so that the client reads the 413."""
     limit = state.max_upload_bytes
     body = RequestBody(request.receive, limit + MULTIPART_SLACK, state.body_timeout, state.idle_timeout)
@@ -183,7 +216,7 @@ async def read_upload(request: Request, state: Served) -> bytes:
         raise
 
 
-async def read_photo(request: Request, body: RequestBody, state: Served) -> bytes:
+async def read_photo(request: Request, body: RequestBody, state: Served) -> Upload:
     limit = state.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
@@ -196,23 +229,24 @@ async def read_photo(request: Request, body: RequestBody, state: Served) -> byte
             if not isinstance(upload, UploadFile):
                 raise UploadError(400, "no file in the form field 'photo'")
             data = await upload.read(limit + 1)
+            fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
     except BodyTooLarge:
         raise UploadError(413, state.too_large) from None
     except BodyTooSlow:
         raise UploadError(408, f"the upload was not received within {state.body_timeout:g} s; try again") from None
     if len(data) > limit:
         raise UploadError(413, state.too_large)
-    return data
+    return Upload(data, upload.filename or "", fields)
 
 
-def answer_in_turn(state: Served, data: bytes, top: int, with_overlays: bool) -> dict[str, Any]:
-    """`answer` once one of the PREDICTIONS_AT_ONCE slots is free (in the thread pool: waiting never blocks the
-    event loop); a 503 when none frees up within PREDICT_WAIT_S."""
+def in_turn(state: Served, work: Callable[..., Any], data: bytes, *args: Any) -> Any:
+    """`work(state, data, *args)` once one of the PREDICTIONS_AT_ONCE slots is free (in the thread pool: waiting never
+    blocks the event loop); a 503 when none frees up within PREDICT_WAIT_S."""
     if not state.predictions.acquire(timeout=PREDICT_WAIT_S):
         busy = f"the server is answering {PREDICTIONS_AT_ONCE} photos already; try again in a few seconds"
         raise UploadError(503, busy)
     try:
-        return answer(state, data, top, with_overlays)
+        return work(state, data, *args)
     finally:
         state.predictions.release()
 
@@ -225,6 +259,12 @@ def answer(state: Served, data: bytes, top: int, with_overlays: bool) -> dict[st
     if with_overlays:
         result["overlays"] = state.overlays(photo, checkpoint.classes.index(prediction.label))
     return result
+
+
+def predict_upload(state: Served, data: bytes) -> Prediction:
+    """The model's answer for uploaded bytes, with the top classes a manifest row holds."""
+    photo, _ = decode_upload(data, state.classifier.checkpoint.image_size)
+    return state.classifier.predict(photo, top=MANIFEST_TOP)[0]
 
 
 def map_answer(state: Served, data: bytes, with_overlays: bool) -> dict[str, Any]:

@@ -20,6 +20,8 @@ The photo is then decoded with the same policy as training and `heritage predict
 shorter side to 64 px, centre crop). Answers use the one prediction schema (`Prediction.to_dict()`), with
 the upload's description and, on request, the overlays beside it. `POST /api/map` takes the same uploads through
 the same checks and answers with the element map of the whole photo (`heritage map`'s JSON), two maps at a time.
+`POST /api/correct` (only with a corrections folder) keeps the user's right class for an upload where `heritage
+teach --corrections` reads it (`heritage_cnn.apps.corrections`).
 
 This module does not import FastAPI or uvicorn at import time: importing it should not pay for the web
 stack. The `heritage serve` command itself lives in `heritage_cnn.cli.serve`.
@@ -37,6 +39,7 @@ import matplotlib
 import numpy as np
 import torch
 
+from heritage_cnn.apps.corrections import Corrections
 from heritage_cnn.base.figures import png_data_url, signed_to_rgb
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inside import deconvnet, explain
@@ -158,9 +161,10 @@ def create_app(
     draw_class_images: bool = True,
     member: int = 0,
     none_threshold: float | None = None,
+    corrections: str | Path | None = None,
 ) -> Any:
     """The FastAPI app: `GET /` the page, `POST /api/predict` the JSON answer, `POST /api/map` the element map,
-    `GET /api/info`, class images (the routes: `heritage_cnn.apps.routes`).
+    `POST /api/correct` a correction, `GET /api/info`, class images (the routes: `heritage_cnn.apps.routes`).
 
     `model`: a loaded `Classifier`, or a checkpoint pair, run folder or shipped name (None: the shipped default)
     loaded on `device` with `none_threshold` replacing the model's none-of-these threshold (refused for a model
@@ -168,7 +172,8 @@ def create_app(
     (default `allowed_hosts()`: loopback names only). Class images: `class_images_dir` if given, else the
     packaged ones (shipped model) or the cache under `cache_dir`, drawn once in the background when missing
     unless `draw_class_images` is False. The answer is the whole model's (an ensemble's mean); the Grad-CAM and
-    deconvnet overlays and the class images are those of network `member` (a single network is its own member 0)."""
+    deconvnet overlays and the class images are those of network `member` (a single network is its own member 0).
+    `corrections`: the folder where `POST /api/correct` keeps corrections, created if missing (None: it answers 404)."""
     from fastapi import FastAPI
     from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -183,6 +188,7 @@ def create_app(
     classifier = (
         model if isinstance(model, Classifier) else Classifier.load(model, device, none_threshold=none_threshold)
     )
+    kept = Corrections(corrections, classifier.checkpoint.classes) if corrections is not None else None
     inside = classifier.checkpoint.member(member)  # the network the overlays and class images show
     overlays = Overlays(inside)
     gallery = Gallery(inside, class_images_dir, cache_dir, draw=draw_class_images)
@@ -192,7 +198,7 @@ def create_app(
     app = FastAPI(title="heritage-cnn", docs_url=None, redoc_url=None, default_response_class=Answer)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts or allowed_hosts()))
     app.include_router(router)
-    app.state.served = Served(classifier, overlays, gallery, page, member, **limits)
+    app.state.served = Served(classifier, overlays, gallery, page, member, **limits, corrections=kept)
     app.state.open_set = classifier.open_set  # the operating point in force (None: this model cannot reject)
     return app
 

@@ -27,17 +27,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     background and cached by its weights' hash); and a JSON endpoint for the same prediction (POST /api/predict, the
     photo in the multipart field 'photo'). The page needs no internet. Uploads over the size limit are refused with
     413, files that Pillow cannot decode with 415 (whatever their name), images declaring more than 120 million
-    pixels with 413.
+    pixels with 413. With --corrections DIR, each result gets a "Wrong? The right class is:" control that keeps the
+    photo in DIR/<class>/ as a corrected sort (POST /api/correct), for `heritage teach --corrections DIR`.
 
     Examples:
       heritage serve
       heritage serve --model runs/a --port 8080
       heritage serve --class-images runs/classes      after: heritage generate --all --out runs/classes
+      heritage serve --corrections fixes              then: heritage teach --corrections fixes --out runs/taught
       curl -F photo=@photo.jpg http://127.0.0.1:8000/api/predict
     """
     import ipaddress
 
     from heritage_cnn.apps.serve import allowed_hosts, create_app, listen, run
+    from heritage_cnn.base.names import shown
     from heritage_cnn.inference.classifier import Classifier
 
     sock = listen(args.host, args.port)
@@ -45,10 +48,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     hosts = sorted(set(allowed_hosts(args.host) + allowed_hosts(host)))
     megabytes = int(args.max_upload_mb * 2**20)
     classifier = Classifier.load(args.model, device_name(args.device), none_threshold=args.none_threshold)
-    app = create_app(classifier, args.class_images, megabytes, hosts, member=args.member)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"heritage serve: http://{shown}:{port}/  (JSON: POST /api/predict; Ctrl+C to stop)", flush=True)
+    app = create_app(classifier, args.class_images, megabytes, hosts, member=args.member, corrections=args.corrections)
+    address = f"[{host}]" if ":" in host else host
+    print(f"heritage serve: http://{address}:{port}/  (JSON: POST /api/predict; Ctrl+C to stop)", flush=True)
     note_cannot_reject(classifier.open_set)  # after the address line, which scripts read first
+    if args.corrections is not None:
+        folder = app.state.served.corrections.root
+        print(
+            f"corrections: kept in {shown(folder)} (heritage teach --corrections {shown(folder)} learns them)",
+            flush=True,
+        )
     if not ipaddress.ip_address(host).is_loopback:
         print("note: this address is reachable from other machines; there is no login", flush=True)
     run(app, sock)
@@ -74,6 +83,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=number_in(0, 1024, above_low=True),  # each upload is held in memory whole
         default=DEFAULT_MAX_UPLOAD_MB,
         help=f"largest upload accepted (default {DEFAULT_MAX_UPLOAD_MB:g})",
+    )
+    p.add_argument(
+        "--corrections",
+        metavar="DIR",
+        help="keep the corrections made on the page in DIR (created if missing), a folder in heritage sort's layout "
+        "that `heritage teach --corrections DIR` learns from (default: the page offers no correction)",
     )
     add_none_threshold(p)
     add_device(p)

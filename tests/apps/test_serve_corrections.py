@@ -1,0 +1,206 @@
+"""`heritage serve --corrections DIR`: "mark wrong" keeps the photo and a manifest row in DIR, in sort's layout, so that
+`heritage teach --corrections DIR` (`teach_photos.read_corrections`) reads it as a correction; on the tiny model."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import select
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from test_serve import cards, open_page, overflow, png_bytes, settled
+
+from conftest import CLASSES
+from heritage_cnn.apps.corrections import Corrections
+from heritage_cnn.apps.serve import create_app
+from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.inference.sort import MANIFEST_FIELDS
+from heritage_cnn.inference.teach_photos import read_corrections
+
+
+def client_for(tiny_run, folder: Path | None) -> TestClient:
+    """A server on the tiny model keeping its corrections in `folder` (None: keeping none)."""
+    app = create_app(tiny_run.checkpoint, draw_class_images=False, corrections=folder)
+    return TestClient(app, base_url="http://127.0.0.1")
+
+
+def correct(client: TestClient, data: bytes, label: str | None, name: str = "west front.png", **extra: str):
+    form = extra if label is None else {"label": label, **extra}
+    return client.post("/api/correct", files={"photo": (name, data, "image/png")}, data=form)
+
+
+def answer_of(tiny_run, data: bytes) -> str:
+    """The model's top-1 label for the photo, computed here as the server must."""
+    photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    return Classifier.load(tiny_run.checkpoint).predict(photo)[0].top[0].label
+
+
+def manifest(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "manifest.csv", newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == MANIFEST_FIELDS
+        return list(reader)
+
+
+def photos(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.parent != folder)
+
+
+def test_a_correction_is_read_by_teach_as_a_moved_photo(tiny_run, tmp_path: Path) -> None:
+    folder = tmp_path / "fixes" / "new"  # created by the server
+    client = client_for(tiny_run, folder)
+    data = png_bytes(3, size=80)
+    answer = answer_of(tiny_run, data)
+    right = next(c for c in CLASSES if c != answer)
+    response = correct(client, data, right, top1_label=right)  # the client's say on the model's answer is ignored
+    assert response.status_code == 200, response.text
+    name = hashlib.sha256(data).hexdigest()[:16] + ".png"
+    assert response.json() | {"folder": None} == {
+        "label": right,
+        "answer": answer,
+        "kind": "moved",
+        "file": f"{right}/{name}",
+        "replaced": 0,
+        "folder": None,
+    }
+    assert photos(folder) == [folder / right / name] and (folder / right / name).read_bytes() == data
+    [row] = manifest(folder)
+    assert row["source"] == "upload:west front.png"
+    assert row["destination"] == str(folder.resolve() / answer / name) and row["top1_label"] == answer
+    taught = read_corrections(folder)
+    assert (taught.labels, taught.kinds, taught.paths) == ([right], ["moved"], [str(folder.resolve() / right / name)])
+    assert taught.found["moved"] == 1 and taught.digests == [hashlib.sha256(data).hexdigest()]
+
+
+def test_new_class_and_confirmation(tiny_run, tmp_path: Path) -> None:
+    """A new class name is a photo moved into a new folder; the model's own answer is kept as a confirmation."""
+    client = client_for(tiny_run, tmp_path)
+    new, same = png_bytes(1), png_bytes(5)
+    assert correct(client, new, "portal", name="door.JPEG").json()["kind"] == "moved"
+    answer = answer_of(tiny_run, same)
+    assert correct(client, same, answer).json()["kind"] == "confirmed"
+    taught = read_corrections(tmp_path)
+    found = sorted(zip(taught.labels, taught.kinds, [Path(p).name for p in taught.paths], strict=True))
+    door = hashlib.sha256(new).hexdigest()[:16] + ".jpeg"  # the upload's extension, in lower case
+    assert found == sorted(
+        [("portal", "moved", door), (answer, "confirmed", hashlib.sha256(same).hexdigest()[:16] + ".png")]
+    )
+
+
+def test_the_same_photo_marked_twice_keeps_one_file_and_the_latest_label(tiny_run, tmp_path: Path) -> None:
+    client = client_for(tiny_run, tmp_path)
+    data = png_bytes(7)
+    answer = answer_of(tiny_run, data)
+    first, second = [c for c in CLASSES if c != answer][:2]
+    assert correct(client, data, first).json()["replaced"] == 0
+    assert correct(client, data, second, name="again.webp").json()["replaced"] == 1
+    name = hashlib.sha256(data).hexdigest()[:16]
+    assert photos(tmp_path) == [tmp_path / second / f"{name}.webp"]
+    [row] = manifest(tmp_path)
+    assert row["source"] == "upload:again.webp"
+    taught = read_corrections(tmp_path)
+    assert (taught.labels, taught.kinds) == ([second], ["moved"])
+
+
+@pytest.mark.parametrize("label", [None, "", "_uncertain", "_none", "../outside", "a/b", ".hidden", "manifest.csv"])
+def test_a_label_that_cannot_name_a_class_is_400(tiny_run, tmp_path: Path, label: str | None) -> None:
+    (tmp_path / "manifest.csv").write_text(",".join(MANIFEST_FIELDS) + "\n")
+    client = client_for(tiny_run, tmp_path)
+    response = correct(client, png_bytes(2), label)
+    assert response.status_code == 400, response.text
+    assert list(response.json()) == ["detail"] and "\n" not in response.json()["detail"]
+    assert photos(tmp_path) == [] and manifest(tmp_path) == []
+    assert not (tmp_path.parent / "outside").exists()
+
+
+def test_the_upload_is_checked_as_for_a_prediction(tiny_run, tmp_path: Path) -> None:
+    client = client_for(tiny_run, tmp_path)
+    response = correct(client, b"just some notes\n" * 20, CLASSES[0], name="photo.jpg")
+    assert response.status_code == 415 and "not an image" in response.json()["detail"]
+    assert correct(client, b"", CLASSES[0]).status_code == 400
+    assert photos(tmp_path) == [] and not (tmp_path / "manifest.csv").exists()
+
+
+def test_without_corrections_correct_is_404_and_info_says_so(tiny_run, tmp_path: Path) -> None:
+    plain = client_for(tiny_run, None)
+    response = correct(plain, png_bytes(2), CLASSES[0])
+    assert response.status_code == 404 and "--corrections DIR" in response.json()["detail"]
+    assert plain.get("/api/info").json()["corrections"] is False
+    assert client_for(tiny_run, tmp_path).get("/api/info").json()["corrections"] is True
+
+
+def test_nothing_is_written_through_a_link_out_of_the_folder(tiny_run, tmp_path: Path) -> None:
+    folder, outside = tmp_path / "fixes", tmp_path / "elsewhere"
+    outside.mkdir()
+    folder.mkdir()
+    (folder / "portal").symlink_to(outside)
+    response = correct(client_for(tiny_run, folder), png_bytes(4), "portal")
+    assert response.status_code == 409 and "link" in response.json()["detail"]
+    assert list(outside.iterdir()) == [] and not (folder / "manifest.csv").exists()
+
+
+def test_a_folder_that_cannot_take_corrections_is_refused_at_start(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        Corrections(tmp_path / "file", CLASSES)
+    (tmp_path / "manifest.csv").write_text("source,destination,elements,destinations\n")
+    with pytest.raises(ValueError, match="--multi"):
+        Corrections(tmp_path, CLASSES)
+
+
+# --------------------------------------------------------------------------------------------
+# The page, in Chromium, on `heritage serve --corrections DIR`
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def correcting_server(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    folder = tmp_path_factory.mktemp("page") / "fixes"
+    command = [sys.executable, "-m", "heritage_cnn.cli", "serve", "--model", str(tiny_run.checkpoint), "--port", "0"]
+    command += ["--corrections", str(folder)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 90)
+        line = process.stdout.readline() if ready else ""
+        if "http://127.0.0.1:" not in line:
+            process.kill()
+            pytest.fail(f"heritage serve did not start: {line}{process.stdout.read()}")
+        assert f"corrections: kept in {folder.resolve()}" in process.stdout.readline()
+        yield line.split()[2], folder
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_page_saves_a_correction(correcting_server, browser, tmp_path: Path, tiny_run) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    url, folder = correcting_server
+    wait = open_page(browser, url, width=400)  # a phone: the control wraps, nothing scrolls sideways
+    photo = tmp_path / "door.png"
+    photo.write_bytes(png_bytes(6))
+    browser.find_element(By.ID, "file").send_keys(str(photo))
+    wait.until(lambda d: settled(d, 1))
+    control = cards(browser)[0].find_element(By.CSS_SELECTOR, ".correct")
+    assert "Wrong? The right class is:" in control.text
+    choice = Select(control.find_element(By.TAG_NAME, "select"))
+    assert [o.get_attribute("value") for o in choice.options] == [*CLASSES, ""]  # the classes, then "other…"
+    other = control.find_element(By.CSS_SELECTOR, "input[type=text]")
+    assert not other.is_displayed()
+    choice.select_by_value("")
+    other.send_keys("portal")
+    control.find_element(By.TAG_NAME, "button").click()
+    wait.until(lambda d: "Saved:" in control.text)
+    assert overflow(browser) == 0
+    assert f"heritage teach --corrections {folder.resolve()} will learn it" in control.text
+    taught = read_corrections(folder)
+    assert (taught.labels, taught.kinds) == (["portal"], ["moved"])
