@@ -74,7 +74,7 @@ def test_an_edited_manifest_is_refused(sorted_folder: Path) -> None:
 
 def test_a_folder_without_sorts_manifest_is_refused(sorted_folder: Path) -> None:
     (sorted_folder / "manifest.csv").unlink()
-    with pytest.raises(DatasetError, match="manifest.csv: missing; --corrections reads a folder that heritage sort"):
+    with pytest.raises(DatasetError, match=r"manifest\.csv: missing; --corrections reads a folder that heritage sort"):
         read_corrections(sorted_folder)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.conftest import CLASSES, TINY, draw
 
 from heritage_cnn import cli
 from heritage_cnn.base.io import CheckpointError
@@ -22,7 +23,6 @@ from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, read_new_classes
 from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint, save_ensemble
 from heritage_cnn.models.ensemble import copy_model
 from heritage_cnn.training.teach import TeachConfig, teach
-from tests.conftest import CLASSES, TINY, draw
 
 NEW = "vault"  # the class the parent never saw: the last of the synthetic ten
 NEW_LABEL = CLASSES.index(NEW)

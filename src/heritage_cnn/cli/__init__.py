@@ -1,7 +1,7 @@
 """The `heritage` command: one subcommand per job, each with its own --help and an example.
 
 Each command group is a module here (`data`, `train`, `evaluate`, `predict`, `elements`,
-`inside`, `generate`, `review`, `serve`) with a `register(commands)` and thin `cmd_*` functions over the library; options shared by
+`inside`, `generate`, `review`, `teach`, `serve`) with a `register(commands)` and thin `cmd_*` functions over the library; options shared by
 several commands are declared once in `options`. The library never imports this package.
 """
 
@@ -24,6 +24,7 @@ examples:
   heritage map west_front.jpg                       what is where in a whole photo
   heritage demo --data data/ahe64                   the whole pipeline, figures in runs/demo
   heritage review data/ahe64 --out runs/review      photos whose label is likely wrong (cleanlab)
+  heritage teach survey/new --out models/ours       new classes (survey/new/<class>/) and corrections, in seconds
 
 The data folder is either <root>/<class>/<image> or the Kaggle layout <root>/train/<class>/<image>
 (+ optional <root>/test/, or test/ alone). $HERITAGE_DATA is used when --data is not given.

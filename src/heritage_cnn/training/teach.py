@@ -234,10 +234,23 @@ def _as_stored(model: nn.Module) -> None:
             tensor.copy_(tensor.half().float())
 
 
-def _point(parent: Checkpoint, model: nn.Module, new_means: list[torch.Tensor]) -> OperatingPoint | None:
+def _point(
+    parent: Checkpoint, model: nn.Module, new_means: list[torch.Tensor], photos: TeachPhotos, classes: list[str]
+) -> OperatingPoint | None:
+    """The parent's none-of-these record for the taught weights: each new class's mean feature added, at the
+    record's own layer (the penultimate one's are `new_means`)."""
     point = parent.open_set
     if point is None:
         return None
+    if point.stats and point.layer != PENULTIMATE:
+        features = network_features(Classifier(parent, bf16=False, tta="none"), photos.images, point.layer)
+        labels = _class_ids(photos.labels, classes)
+        new_means = [
+            torch.stack([f[labels == k].mean(0) for k in range(len(parent.classes), len(classes))])
+            if len(classes) > len(parent.classes)
+            else f[:0]
+            for f in features
+        ]
     stats = tuple(
         MahalanobisStats(torch.cat([s.means, m.float()]), s.whitening)
         for s, m in zip(point.stats, new_means, strict=True)
@@ -309,7 +322,7 @@ def teach(
     if ensemble:
         _as_stored(model)
     child = replace(parent, model=model, classes=classes, path=weights_path)
-    point = _point(parent, model, new_means)
+    point = _point(parent, model, new_means, photos, classes)
     info = {
         **parent.info,
         "taught": _record(parent, photos, added, replay, config),
