@@ -95,9 +95,19 @@ def bases(work: Path) -> None:
         print(f"{left_out}: base trained in {(time.perf_counter() - started) / 60:.1f} min", flush=True)
 
 
-def draw(train: ImageSet, name: str, size: int, seed: int) -> list[str]:
-    """`size` training-side photos of class `name`, drawn with `seed`."""
-    paths = [p for p, label in zip(train.paths, train.labels.tolist(), strict=True) if train.classes[label] == name]
+def draw(train: ImageSet, name: str, size: int, seed: int, base: Path | None = None) -> list[str]:
+    """`size` training-side photos of class `name`, drawn with `seed`; with `base` (a run), only those that are not
+    near-duplicates of the photos it trained on (a few are, under another label: teach would skip them)."""
+    index = [i for i, label in enumerate(train.labels.tolist()) if train.classes[label] == name]
+    if base is not None:
+        from heritage_cnn.data.split import perceptual_hashes
+        from heritage_cnn.inference.evaluate import near_any, trained_on
+        from heritage_cnn.models.checkpoint import load_checkpoint
+
+        hashes, distance = trained_on(load_checkpoint(base))
+        seen = near_any(perceptual_hashes(train.images[index]), hashes, distance)
+        index = [i for i, s in zip(index, seen, strict=True) if not s]
+    paths = [train.paths[i] for i in index]
     rng = np.random.default_rng(seed)
     return [paths[i] for i in sorted(rng.choice(len(paths), size=size, replace=False))]
 
@@ -150,7 +160,7 @@ def teach_runs(work: Path, modes: tuple[str, ...]) -> list[dict]:
                     folder = base / f"photos_{size}_{seed}" / name
                     if not folder.exists():
                         folder.mkdir(parents=True)
-                        for path in draw(train, name, size, seed):
+                        for path in draw(train, name, size, seed, base / "run"):
                             os.link(path, folder / Path(path).name)
                     out = base / f"taught_{mode}_{size}_{seed}"
                     for suffix in (".safetensors", ".json"):
