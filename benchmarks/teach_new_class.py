@@ -47,6 +47,8 @@ ALL_CLASSES = [
 ]
 # Drawn before any run, by the number: random.Random(36).sample(ALL_CLASSES, 4).
 CLASSES = random.Random(36).sample(ALL_CLASSES, 4)
+# The class the method's settings were tuned on, never reported: random.Random(3636).choice of the six others.
+TUNING_CLASS = "bell_tower"
 SEEDS = (0, 1, 2)
 SIZES = (20, 50)
 BASE_COMMAND = ["--recipe", "quick", "--val-fraction", "0.1", "--seed", "0", "-q"]
@@ -77,9 +79,9 @@ def link_base_data(train: ImageSet, left_out: str, folder: Path) -> int:
     return count
 
 
-def bases(work: Path) -> None:
+def bases(work: Path, classes: list[str]) -> None:
     train, _ = split_of(data_root())
-    for left_out in CLASSES:
+    for left_out in classes:
         base = work / left_out
         if (base / "trained").exists():
             print(f"{left_out}: base already trained in {base / 'run'}")
@@ -223,10 +225,11 @@ def main() -> None:
     parser.add_argument("stage", choices=("bases", "teach"))
     parser.add_argument("--work", type=Path, required=True, help="folder for the base data, runs and taught models")
     parser.add_argument("--out", type=Path, help="teach: results prefix (writes <out>.json, <out>.md)")
+    parser.add_argument("--tuning", action="store_true", help="bases: the tuning class's base only")
     parser.add_argument("--modes", default="stats,data", help="teach: replay modes, stats (no --data) and data")
     args = parser.parse_args()
     if args.stage == "bases":
-        bases(args.work)
+        bases(args.work, [TUNING_CLASS] if args.tuning else CLASSES)
         return
     runs = teach_runs(args.work, tuple(args.modes.split(",")))
     result = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "classes": CLASSES, "runs": runs}

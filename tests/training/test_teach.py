@@ -22,7 +22,8 @@ from heritage_cnn.inference.openset_fit import fit_operating_point
 from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, read_new_classes
 from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint, save_ensemble
 from heritage_cnn.models.ensemble import copy_model
-from heritage_cnn.training.teach import TeachConfig, teach
+from heritage_cnn.training.teach import replay_split, teach
+from heritage_cnn.training.teach_fit import FitConfig
 
 NEW = "vault"  # the class the parent never saw: the last of the synthetic ten
 NEW_LABEL = CLASSES.index(NEW)
@@ -76,28 +77,38 @@ def _fresh(label: int, count: int = 24, seed: int = 99) -> np.ndarray:
     return np.stack([draw(label, rng) for _ in range(count)])
 
 
-@pytest.mark.parametrize("replay", ["stats", "data"])
-def test_a_new_class_is_learned_and_the_known_keep_their_answers(nine, new_folder, synthetic_root, tmp_path, replay):
+def test_a_new_class_is_learned_and_the_known_keep_their_answers(nine, new_folder, tmp_path) -> None:
+    """Without --data: the known rows are frozen, so among the known classes every answer is the parent's."""
     parent = load_checkpoint(nine)
     before = {p: _digest(p) for p in checkpoint_files(nine)}
-    photos = read_new_classes(new_folder, parent.classes)
-    data = None
-    if replay == "data":
-        data = load_images(_nine_data(synthetic_root, tmp_path))
-    result = teach(parent, photos, tmp_path / "taught", data=data, log=lambda _: None)
+    result = teach(parent, read_new_classes(new_folder, parent.classes), tmp_path / "taught", log=lambda _: None)
     assert result.added == [NEW] and result.classes == [*parent.classes, NEW]
     child = Classifier.load(tmp_path / "taught", bf16=False)
-    old = Classifier(parent, bf16=False)
-    fresh_new = child.predict(list(_fresh(NEW_LABEL)))
-    assert np.mean([p.label == NEW for p in fresh_new]) >= 0.8
-    known = np.concatenate([_fresh(c, 8) for c in range(9)])
-    # the known rows are frozen when nothing taught is of a known class: among the nine, the same logits
-    x = torch.from_numpy(known).permute(0, 3, 1, 2)
-    p_old, p_new = old.probabilities(x), child.probabilities(x)
+    assert np.mean([p.label == NEW for p in child.predict(list(_fresh(NEW_LABEL)))]) >= 0.8
+    x = torch.from_numpy(np.concatenate([_fresh(c, 8) for c in range(9)])).permute(0, 3, 1, 2)
+    p_old, p_new = Classifier(parent, bf16=False).probabilities(x), child.probabilities(x)
     assert torch.equal(p_old.argmax(1), p_new[:, :9].argmax(1))
-    kept = (p_new.argmax(1) < 9).float().mean().item()
-    assert kept >= 0.95  # the new class takes almost none of the known photos
+    assert (p_new.argmax(1) < 9).float().mean().item() >= 0.95  # the new class takes almost none of the known photos
     assert {p: _digest(p) for p in checkpoint_files(nine)} == before  # the parent is only read
+
+
+def test_with_data_both_layers_are_fitted_and_none_of_these_is_fitted_again(nine, new_folder, synthetic_root, tmp_path):
+    parent = load_checkpoint(nine)
+    replayed, held_out = replay_split(load_images(_nine_data(synthetic_root, tmp_path)), parent)
+    assert len(held_out) and len(replayed) == len(parent.info["trained_on"]["phash"])
+    photos = read_new_classes(new_folder, parent.classes)
+    teach(parent, photos, tmp_path / "taught", data=replayed, held_out=held_out, log=lambda _: None)
+    child = load_checkpoint(tmp_path / "taught")
+    assert not torch.equal(child.model.head.fc1.weight, parent.model.head.fc1.weight)
+    classifier = Classifier(child, bf16=False)
+    assert np.mean([p.label == NEW for p in classifier.predict(list(_fresh(NEW_LABEL)))]) >= 0.8
+    known = [p.label == CLASSES[c] for c in range(9) for p in classifier.predict(list(_fresh(c, 8)))]
+    assert np.mean(known) >= 0.95
+    point = child.open_set  # fitted again on the parent's validation photos, by the parent's rule
+    assert point is not None and point.fitted_on["val_photos"] == len(held_out)
+    assert point.threshold != parent.open_set.threshold and point.stats[0].means.shape[0] == 10
+    without = teach(parent, photos, tmp_path / "no_threshold", data=replayed, log=lambda _: None)
+    assert load_checkpoint(without.path).open_set is None  # no validation photos: it cannot reject, and says so
 
 
 def _nine_data(synthetic_root: Path, tmp_path: Path) -> Path:
@@ -178,7 +189,7 @@ def test_the_command_writes_a_model_every_command_takes(nine, new_folder, tmp_pa
 def test_fewer_steps_is_a_setting_not_ignored(nine, new_folder, tmp_path) -> None:
     parent = load_checkpoint(nine)
     photos = read_new_classes(new_folder, parent.classes)
-    a = teach(parent, photos, tmp_path / "a", config=TeachConfig(steps=1), log=lambda _: None)
-    b = teach(parent, photos, tmp_path / "b", config=TeachConfig(steps=200), log=lambda _: None)
+    a = teach(parent, photos, tmp_path / "a", config=FitConfig(steps=1), log=lambda _: None)
+    b = teach(parent, photos, tmp_path / "b", config=FitConfig(steps=200), log=lambda _: None)
     wa, wb = (load_checkpoint(r.path).model.head.fc2.weight for r in (a, b))
     assert not torch.equal(wa, wb)

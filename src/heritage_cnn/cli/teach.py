@@ -28,24 +28,19 @@ def _photos(args: argparse.Namespace, classes: list[str], size: int):  # -> Teac
     return merged
 
 
-def _replay(args: argparse.Namespace, checkpoint):  # -> ImageSet | None
-    """--data's photos the model trained on (by its `trained_on` record; all of them when it keeps none)."""
+def _replay(args: argparse.Namespace, checkpoint):  # -> (ImageSet | None, uint8 tensor | None)
     if not args.data:
-        return None
-    import numpy as np
-
+        return None, None
     from heritage_cnn.data.folders import find_layout, load_images
-    from heritage_cnn.data.split import perceptual_hashes
-    from heritage_cnn.inference.evaluate import near_any, trained_on
+    from heritage_cnn.training.teach import replay_split
 
     images = load_images(find_layout(args.data).train, checkpoint.classes)
-    record = trained_on(checkpoint)
-    if record is None:
+    replayed, held_out = replay_split(images, checkpoint)
+    if held_out is None:
         print(f"--data: {len(images)} photos replayed (the model keeps no record of its own training photos)")
-        return images
-    keep = near_any(perceptual_hashes(images.images), record[0], 0)
-    print(f"--data: {int(keep.sum())} of {len(images)} photos are the model's own training photos: replayed")
-    return images.subset(np.flatnonzero(keep))
+    else:
+        print(f"--data: {len(replayed)} of {len(images)} photos are the model's own training photos: replayed")
+    return replayed, held_out
 
 
 def cmd_teach(args: argparse.Namespace) -> int:
@@ -65,15 +60,16 @@ def cmd_teach(args: argparse.Namespace) -> int:
       heritage teach --corrections sorted/ --out models/ours2 --model models/ours   after moving misfiled photos
       heritage teach survey/new_classes --data data/ahe64 --out models/ours   replay the real training photos
     """
-    from heritage_cnn.training.teach import TeachConfig, teach
+    from heritage_cnn.training.teach import teach
+    from heritage_cnn.training.teach_fit import FitConfig
 
     parent = load_model(args)
     photos = _photos(args, parent.classes, parent.image_size)
     for path, reason in photos.skipped[:10]:
         print(f"skipped {path}: {reason}")
-    data = _replay(args, parent)
-    config = TeachConfig(steps=args.steps, seed=args.seed)
-    result = teach(parent, photos, args.out, data=data, config=config)
+    data, held_out = _replay(args, parent)
+    config = FitConfig(steps=args.steps, seed=args.seed)
+    result = teach(parent, photos, args.out, data=data, config=config, held_out=held_out)
     for path, reason in result.skipped_known[:10]:
         print(f"skipped {path}: {reason}")
     skipped = len(photos.skipped) + len(result.skipped_known)

@@ -1,27 +1,23 @@
 """`heritage teach`: a new model from a trained one, new classes and corrections, in seconds on two cores.
 
-The method (docs/teach.md, where the benchmark that chose it is): every network keeps all its layers but the last,
-`head.fc2`, frozen, so its penultimate features (`head.fc2`'s input) and with them the none-of-these statistics stay
-valid. Each network's `head.fc2` is fitted again on those features:
+Every network of the model keeps its convolutional layers frozen; its head is fitted again on their features
+(`teach_fit`, where the two fits and their reasons are; docs/teach.md, where the benchmarks that chose them are):
 
-1. **Imprinting** (Qi et al., CVPR 2018): a new class's row starts as its photos' mean feature, centred on the known
-   classes' means and scaled to the known rows' mean norm, its bias the known rows' mean bias.
-2. **A short fit of the head** (full-batch Adam, class-balanced cross-entropy) on features of the taught photos
-   (each in `VIEWS` views: as is, mirrored, turned a little) and of **replay** for the known classes:
-   - with `--data` (the parent's training folder), the real features of its photos;
-   - without, samples of each class's Gaussian in the parent's none-of-these statistics (class means, shared
-     covariance). Then the new classes are sampled the same way around their photos' mean, and the taught photos'
-     own features are left out of the fit unless some carry a known class (corrections): a head fitted on real
-     features of the new class against Gaussian samples of the known ones learns "real or sampled", and calls every
-     real photo the new class (measured: docs/teach.md).
-   The known classes' rows are held near the parent's by an L2 pull (`ANCHOR`), and not fitted at all when nothing
-   taught is of a known class: then the known classes keep their every answer among themselves.
-3. **The none-of-these record** keeps its threshold and whitening; each new class adds its photos' mean feature as
-   a class mean, so that a photo of it is "one of the classes".
+- **with `--data`** (the photos the parent trained on, found by its `trained_on` record; its validation photos set
+  the none-of-these threshold again): both fully connected layers, on the pooled features of the replayed photos
+  (as is and mirrored) and of the taught ones, distilled towards the parent on the replayed ones. The penultimate
+  features change, so the none-of-these record is fitted again by the rule every trained model's is
+  (`openset_fit.fit_operating_point`);
+- **without**: the last layer only, on the penultimate features, the known classes replayed as samples of the
+  Gaussians of the parent's none-of-these statistics. The new classes are sampled the same way around their photos'
+  mean, and the taught photos' own features are left out unless some carry a known class (corrections): a layer
+  fitted on real features of the new class against samples of the known ones can learn "real or sampled" and call
+  every real photo the new class (an earlier version did). The known rows are frozen when nothing taught is of a
+  known class. The none-of-these record keeps its threshold and whitening; each new class adds its mean.
 
-The taught model records its parent (path and generation), the classes it added, and the SHA-256, class and kind
-of every photo it learned from (`taught` in its JSON); its `trained_on` adds their perceptual hashes, so that the
-next teach finds photos already learned. The parent is only read.
+Each taught photo is seen in `VIEWS` views. The taught model records its parent (path and generation), the classes
+it added, and the SHA-256, class and kind of every photo it learned from (`taught` in its JSON); its `trained_on`
+adds their perceptual hashes, so that the next teach finds photos already learned. The parent is only read.
 """
 
 from __future__ import annotations
@@ -43,27 +39,16 @@ from heritage_cnn.data.folders import DatasetError, ImageSet
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes
 from heritage_cnn.inference.classifier import Classifier, network_features
 from heritage_cnn.inference.evaluate import near_any, trained_on
+from heritage_cnn.inference.openset_fit import DEFAULT_RIDGE, fit_operating_point
 from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, TeachPhotos
 from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, save_checkpoint, save_ensemble
 from heritage_cnn.models.ensemble import Ensemble, networks
-from heritage_cnn.models.openset import PENULTIMATE, MahalanobisStats
+from heritage_cnn.models.openset import PENULTIMATE, POOLED, MahalanobisStats
 from heritage_cnn.models.openset_point import OperatingPoint, network_id
+from heritage_cnn.training.teach_fit import FitConfig, fit_hidden_and_last, fit_last_layer, gaussian, imprint
 
 Log = Callable[[str], None]
 VIEWS = ("identity", "mirror", "turn+10", "turn-10")  # the views of each taught photo: the training's flips, rotations
-SAMPLES_PER_CLASS = 512  # Gaussian replay features per class without --data
-ANCHOR = 1e-2  # L2 pull of the known rows to the parent's, per weight: the known classes barely move (docs/teach.md)
-STEPS = 300
-LR = 0.01
-
-
-@dataclass(frozen=True)
-class TeachConfig:
-    steps: int = STEPS
-    lr: float = LR
-    anchor: float = ANCHOR
-    samples_per_class: int = SAMPLES_PER_CLASS
-    seed: int = 0
 
 
 @dataclass
@@ -95,63 +80,16 @@ def known_already(photos: TeachPhotos, parent: Checkpoint) -> tuple[TeachPhotos,
     return photos.subset([i for i in range(len(photos)) if not seen[i]]), skipped
 
 
-def _gaussian(stats: MahalanobisStats, means: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
-    """`count` samples per row of `means` (C, D) from N(mean, covariance), the covariance the inverse of the
-    statistics' precision W W^T: x = mean + W^-T z. (C * count, D)."""
-    dim = means.shape[1]
-    z = torch.randn(len(means) * count, dim, generator=generator, dtype=torch.float64)
-    offsets = torch.linalg.solve_triangular(stats.whitening.double().T, z.T, upper=True).T
-    return (means.double().repeat_interleave(count, 0) + offsets).float()
-
-
-def imprint(old: nn.Linear, new_means: torch.Tensor, known_means: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows for new classes (weights (K, D), biases (K,)): each mean centred on the known means' average, scaled to
-    the known rows' mean norm; the known rows' mean bias."""
-    centred = new_means - known_means.mean(0, keepdim=True)
-    scale = old.weight.norm(dim=1).mean()
-    rows = centred / centred.norm(dim=1, keepdim=True).clamp_min(1e-8) * scale
-    return rows, old.bias.mean().expand(len(new_means)).clone()
-
-
-def fit_head(
-    old: nn.Linear,
-    features: torch.Tensor,
-    labels: torch.Tensor,
-    new_rows: tuple[torch.Tensor, torch.Tensor],
-    fit_known: bool,
-    config: TeachConfig,
-) -> nn.Linear:
-    """`old` with the new rows added, fitted on (features, labels) by class-balanced cross-entropy; the known rows
-    held near `old`'s by `config.anchor`, or frozen when not `fit_known`."""
-    known = old.out_features
-    w0, b0 = old.weight.detach().float(), old.bias.detach().float()
-    weight = torch.cat([w0, new_rows[0].detach().float()]).requires_grad_(True)
-    bias = torch.cat([b0, new_rows[1].detach().float()]).requires_grad_(True)
-    total = len(w0) + len(new_rows[0])
-    counts = torch.bincount(labels, minlength=total).float()
-    class_weight = torch.where(counts > 0, counts.sum() / (counts.clamp_min(1) * (counts > 0).sum()), 0.0)
-    mask = torch.ones(total, 1)
-    if not fit_known:
-        mask[:known] = 0
-    optimiser = torch.optim.Adam([weight, bias], lr=config.lr)
-    for _ in range(config.steps):
-        optimiser.zero_grad(set_to_none=True)
-        logits = features @ weight.T + bias
-        loss = nn.functional.cross_entropy(logits, labels, weight=class_weight)
-        if fit_known:
-            pull = (weight[:known] - w0).pow(2).sum() + (bias[:known] - b0).pow(2).sum()
-            loss = loss + config.anchor * pull
-        loss.backward()
-        weight.grad.mul_(mask)
-        bias.grad.mul_(mask[:, 0])
-        optimiser.step()
-    head = nn.Linear(old.in_features, total)
-    with torch.no_grad():
-        head.weight.copy_(weight)
-        head.bias.copy_(bias)
-    if not torch.isfinite(head.weight).all() or not torch.isfinite(head.bias).all():
-        raise ValueError("the head's fit diverged (non-finite weights); nothing was written")
-    return head
+def replay_split(images: ImageSet, parent: Checkpoint) -> tuple[ImageSet, torch.Tensor | None]:
+    """A data folder's photos the parent trained on (its `trained_on` record: the same perceptual hash), to replay,
+    and the others (uint8), its validation photos, where the none-of-these threshold is set again; all of them and
+    None when the parent keeps no record."""
+    record = trained_on(parent)
+    if record is None:
+        return images, None
+    keep = near_any(perceptual_hashes(images.images), record[0], 0)
+    held_out = images.images[torch.as_tensor(np.flatnonzero(~keep), dtype=torch.long)]
+    return images.subset(np.flatnonzero(keep)), held_out
 
 
 def _class_ids(names: list[str], classes: list[str]) -> torch.Tensor:
@@ -170,58 +108,67 @@ def _stats(parent: Checkpoint) -> tuple[MahalanobisStats, ...]:
     return point.stats if point is not None and point.layer == PENULTIMATE else ()
 
 
-def _fitted_heads(
-    parent: Checkpoint, photos: TeachPhotos, classes: list[str], data: ImageSet | None, config: TeachConfig
-) -> tuple[list[nn.Linear], list[torch.Tensor]]:
-    """Each network's new `head.fc2` and the new classes' mean features (K, D) per network."""
-    known, n = len(parent.classes), len(photos)
-    labels = _class_ids(photos.labels, classes)
-    classifier = Classifier(parent, bf16=False, tta="none")  # float32: the same model on every CPU
-    taught = network_features(classifier, views(photos.images))  # (M, V * N, D), view-major
+def _new_means(features: torch.Tensor, labels: torch.Tensor, known: int, total: int) -> torch.Tensor:
+    """The mean feature (K, D) of each new class (known .. total - 1) among `features` (N, D)."""
+    return torch.stack([features[labels == k].mean(0) for k in range(known, total)]) if total > known else features[:0]
+
+
+def _last_layers(
+    parent: Checkpoint, photos: TeachPhotos, classes: list[str], config: FitConfig
+) -> tuple[list[tuple[nn.Linear | None, nn.Linear]], list[torch.Tensor]]:
+    """Without replay photos: each network's new `head.fc2` (fc1 unchanged: None), on Gaussian replay; and the
+    new classes' mean penultimate features per network."""
     stats = _stats(parent)
-    replay = replay_labels = None
-    if data is not None:
-        replay = network_features(classifier, data.images)
-        replay_labels = _replay_labels(data, parent.classes, "--data")
-    elif not stats:
+    if not stats:
         raise CheckpointError(
             f"{parent.path}: the model carries no class statistics to stand in for its training photos; give the "
             "photos it trained on with --data"
         )
+    known, n = len(parent.classes), len(photos)
+    labels = _class_ids(photos.labels, classes)
+    taught = network_features(Classifier(parent, bf16=False, tta="none"), views(photos.images))  # view-major
     generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
     fit_known = bool((labels < known).any())
     heads, new_means = [], []
     for m, net in enumerate(networks(parent.model)):
-        plain = taught[m, :n]
-        means = (
-            torch.stack([plain[labels == k].mean(0) for k in range(known, len(classes))])
-            if len(classes) > known
-            else plain[:0]
-        )
-        if replay is not None:
-            known_means = torch.stack([replay[m][replay_labels == k].mean(0) for k in range(known)])
-            features = torch.cat([replay[m], taught[m]])
-            targets = torch.cat([replay_labels, labels.repeat(len(VIEWS))])
-        else:
-            known_means = stats[m].means
-            features = _gaussian(stats[m], torch.cat([known_means, means]), config.samples_per_class, generator)
-            targets = torch.arange(len(classes)).repeat_interleave(config.samples_per_class)
-            if fit_known:  # corrections: real features of known classes, so the fit cannot learn "real" (above)
-                features = torch.cat([features, taught[m]])
-                targets = torch.cat([targets, labels.repeat(len(VIEWS))])
-        rows = imprint(net.head.fc2, means, known_means)
-        heads.append(fit_head(net.head.fc2, features, targets, rows, fit_known, config))
+        means = _new_means(taught[m, :n], labels, known, len(classes))
+        features = gaussian(stats[m], torch.cat([stats[m].means, means]), config.samples_per_class, generator)
+        targets = torch.arange(len(classes)).repeat_interleave(config.samples_per_class)
+        if fit_known:  # corrections: real features of known classes, so the fit cannot learn "real" (above)
+            features = torch.cat([features, taught[m]])
+            targets = torch.cat([targets, labels.repeat(len(VIEWS))])
+        rows = imprint(net.head.fc2, means, stats[m].means)
+        heads.append((None, fit_last_layer(net.head.fc2, features, targets, rows, fit_known, config)))
         new_means.append(means)
     return heads, new_means
 
 
-def _with_heads(model: nn.Module, heads: list[nn.Linear]) -> nn.Module:
-    """A copy of `model` whose networks end in `heads`."""
+def _both_layers(
+    parent: Checkpoint, photos: TeachPhotos, classes: list[str], data: ImageSet, config: FitConfig
+) -> list[tuple[nn.Linear | None, nn.Linear]]:
+    """With replay photos: each network's new `head.fc1` and `head.fc2`, fitted on pooled features."""
+    classifier = Classifier(parent, bf16=False, tta="none")
+    replayed = network_features(classifier, torch.cat([data.images, data.images.flip(3)]), POOLED)
+    replayed_labels = _replay_labels(data, parent.classes, "--data").repeat(2)
+    taught = network_features(classifier, views(photos.images), POOLED)
+    labels = _class_ids(photos.labels, classes).repeat(len(VIEWS))
+    added = len(classes) - len(parent.classes)
+    return [
+        fit_hidden_and_last(
+            net.head, replayed[m], replayed_labels, taught[m], labels, added, replace(config, seed=config.seed + m)
+        )
+        for m, net in enumerate(networks(parent.model))
+    ]
+
+
+def _with_heads(model: nn.Module, heads: list[tuple[nn.Linear | None, nn.Linear]]) -> nn.Module:
+    """A copy of `model` whose networks' heads have the new `fc1` (None: unchanged) and `fc2`."""
     model = copy.deepcopy(model)
-    for net, head in zip(networks(model), heads, strict=True):
-        net.head.fc2 = head
-        net.config = replace(net.config, num_classes=head.out_features)
+    for net, (fc1, fc2) in zip(networks(model), heads, strict=True):
+        if fc1 is not None:
+            net.head.fc1 = fc1
+        net.head.fc2 = fc2
+        net.config = replace(net.config, num_classes=fc2.out_features)
     return model.eval()
 
 
@@ -232,6 +179,32 @@ def _as_stored(model: nn.Module) -> None:
     for tensor in model.state_dict().values():
         if tensor.is_floating_point():
             tensor.copy_(tensor.half().float())
+
+
+def _refitted_point(
+    parent: Checkpoint,
+    child: Checkpoint,
+    photos: TeachPhotos,
+    classes: list[str],
+    data: ImageSet,
+    held_out: torch.Tensor | None,
+    log: Log,
+) -> OperatingPoint | None:
+    """The none-of-these record fitted again for the new head, by the parent's rule (score, layer, ridge, share):
+    the statistics on its training photos and the taught ones, the threshold on its validation photos."""
+    point = parent.open_set
+    if point is None:
+        return None
+    if held_out is None or not len(held_out):
+        log("no none-of-these threshold: --data holds none of the model's validation photos to set it on")
+        return None
+    images = torch.cat([data.images, photos.images])
+    labels = torch.cat([_replay_labels(data, parent.classes, "--data"), _class_ids(photos.labels, classes)])
+    train = ImageSet(images, labels, [*data.paths, *photos.paths], classes)
+    ridge = point.ridge if point.ridge is not None else DEFAULT_RIDGE
+    command = "heritage teach --data: fitted again on the parent's training photos and the taught ones"
+    layer = point.layer or PENULTIMATE
+    return fit_operating_point(child, train, held_out, point.score, layer, ridge, point.reject_share, command)
 
 
 def _point(
@@ -260,7 +233,7 @@ def _point(
     return replace(point, stats=stats, fitted_on=fitted, command=command)
 
 
-def _record(parent: Checkpoint, photos: TeachPhotos, added: list[str], replay: str, config: TeachConfig) -> dict:
+def _record(parent: Checkpoint, photos: TeachPhotos, added: list[str], replay: str, config: FitConfig) -> dict:
     from heritage_cnn.base.io import read_json
 
     generation = None
@@ -291,13 +264,17 @@ def teach(
     photos: TeachPhotos,
     out: str | os.PathLike,
     data: ImageSet | None = None,
-    config: TeachConfig = TeachConfig(),
+    config: FitConfig | None = None,
     log: Log = print,
+    held_out: torch.Tensor | None = None,
 ) -> TeachResult:
     """Write a taught copy of `parent` at `out` (a new checkpoint pair; never over an existing file): the classes of
     `photos` it does not know added, its known classes refitted to corrections among them (the module's docstring).
-    `data`: the parent's training photos, for replay; without it, its none-of-these statistics stand in."""
+    `data`: the parent's training photos, for replay; without it, its none-of-these statistics stand in.
+    `held_out`: with `data`, the parent's validation photos (uint8), where the none-of-these threshold is set again;
+    without them the taught model cannot reject (said in `log`)."""
     started = time.perf_counter()
+    config = config or FitConfig()
     weights_path, meta_path = checkpoint_files(out)
     for path in (weights_path, meta_path):
         if path.exists():
@@ -316,13 +293,19 @@ def teach(
             )
     classes = [*parent.classes, *added]
     replay = f"{len(data)} photos of the data folder" if data is not None else "class statistics"
-    heads, new_means = _fitted_heads(parent, photos, classes, data, config)
+    if data is None:
+        heads, new_means = _last_layers(parent, photos, classes, config)
+    else:
+        heads, new_means = _both_layers(parent, photos, classes, data, config), []
     ensemble = isinstance(parent.model, Ensemble)
     model = _with_heads(parent.model, heads)
     if ensemble:
         _as_stored(model)
     child = replace(parent, model=model, classes=classes, path=weights_path)
-    point = _point(parent, model, new_means, photos, classes)
+    if data is None:
+        point = _point(parent, model, new_means, photos, classes)
+    else:
+        point = _refitted_point(parent, child, photos, classes, data, held_out, log)
     info = {
         **parent.info,
         "taught": _record(parent, photos, added, replay, config),
@@ -340,4 +323,4 @@ def teach(
     return TeachResult(weights_path, classes, added, photos.per_class(), replay, seconds, skipped_known)
 
 
-__all__ = ["VIEWS", "TeachConfig", "TeachResult", "fit_head", "imprint", "known_already", "teach", "views"]
+__all__ = ["VIEWS", "TeachResult", "known_already", "replay_split", "teach", "views"]
