@@ -2,6 +2,8 @@
 
     python benchmarks/teach_new_class.py bases --work /tmp/teach_loco      # four base networks, ~4 min each
     python benchmarks/teach_new_class.py teach --work /tmp/teach_loco --out benchmarks/teach_new_class
+    python benchmarks/teach_new_class.py bases --tuning --work /tmp/teach_loco      # the tuning class's base
+    python benchmarks/teach_new_class.py tune --work /tmp/teach_loco --seed 0 --settings taught_per_batch=16
 
 Leave one class out: for each class of CLASSES, `bases` hard-links the training side of the project's validation
 split (the 10-class split every figure uses), less that class, into WORK/<class>/data and trains a base network on
@@ -220,16 +222,55 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def tune(work: Path, size: int, seed: int, settings: list[str]) -> None:
+    """One in-process `teach` on the tuning class's base (`--data` replay, FitConfig fields as NAME=VALUE): the rows
+    of docs/teach.md's tuning table. `--settings stats` runs the last-layer fit without --data instead."""
+    from heritage_cnn.data.folders import load_images
+    from heritage_cnn.inference.teach_photos import read_new_classes
+    from heritage_cnn.models.checkpoint import load_checkpoint
+    from heritage_cnn.training.teach import replay_split, teach
+    from heritage_cnn.training.teach_fit import FitConfig
+
+    train, val = split_of(data_root())
+    base, name = work / TUNING_CLASS, TUNING_CLASS
+    parent = load_checkpoint(base / "run")
+    folder = base / f"photos_{size}_{seed}" / name
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        for path in draw(train, name, size, seed, base / "run"):
+            os.link(path, folder / Path(path).name)
+    stats = settings == ["stats"]
+    fields = dict(item.split("=", 1) for item in ([] if stats else settings))
+    config = FitConfig(seed=seed, **{k: type(getattr(FitConfig(), k))(v) for k, v in fields.items()})
+    data, held_out = (None, None) if stats else replay_split(load_images(base / "data", parent.classes), parent)
+    out = base / f"tuned_{time.time_ns()}"
+    started = time.perf_counter()
+    teach(parent, read_new_classes(folder.parent, parent.classes), out, data, config, lambda _: None, held_out)
+    seconds = time.perf_counter() - started
+    base_score = score(base / "run", val, name)
+    result = score(out, val, name, base_score["known_correct"])
+    change = result["known_change"]["difference"] * 100
+    print(
+        f"{name} {size} photos seed {seed} {settings}: recall {result['recall']:.1%}, known {change:+.2f} pt, {seconds:.0f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("bases", "teach"))
+    parser.add_argument("stage", choices=("bases", "teach", "tune"))
     parser.add_argument("--work", type=Path, required=True, help="folder for the base data, runs and taught models")
     parser.add_argument("--out", type=Path, help="teach: results prefix (writes <out>.json, <out>.md)")
     parser.add_argument("--tuning", action="store_true", help="bases: the tuning class's base only")
+    parser.add_argument("--photos", type=int, default=20, help="tune: photos of the tuning class")
+    parser.add_argument("--seed", type=int, default=0, help="tune: seed of their draw and of the fit")
+    parser.add_argument("--settings", nargs="*", default=[], help="tune: FitConfig NAME=VALUE, or 'stats'")
     parser.add_argument("--modes", default="stats,data", help="teach: replay modes, stats (no --data) and data")
     args = parser.parse_args()
     if args.stage == "bases":
         bases(args.work, [TUNING_CLASS] if args.tuning else CLASSES)
+        return
+    if args.stage == "tune":
+        tune(args.work, args.photos, args.seed, args.settings)
         return
     runs = teach_runs(args.work, tuple(args.modes.split(",")))
     result = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "classes": CLASSES, "runs": runs}
