@@ -220,6 +220,24 @@ def refused_in_one_line(stem: Path, field: str) -> str:
 
 
 @contextlib.contextmanager
+def cli_server(*args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`heritage serve ARGS --port 0` in a subprocess (port 0: the server prints the one it got); yields (its URL, the
+    process, whose stdout goes on after the address line) and stops it after."""
+    command = [sys.executable, "-m", "heritage_cnn.cli", "serve", *args, "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 90)
+        line = process.stdout.readline() if ready else ""
+        if "http://127.0.0.1:" not in line:
+            process.kill()
+            pytest.fail(f"heritage serve did not start: {line}{process.stdout.read()}")
+        yield line.split()[2], process
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@contextlib.contextmanager
 def server_process(create_args: str, run_args: str = "") -> Iterator[tuple[int, subprocess.Popen]]:
     """The library's server (create_app + listen + run) in its own process on a free loopback port:
     `create_app(<create_args>)`, `run(app, sock<run_args>)`; yields (port, process) and stops it after."""

@@ -11,7 +11,6 @@ import select
 import socket
 import struct
 import subprocess
-import sys
 import time
 import zlib
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import CLASSES, draw, server_process
+from conftest import CLASSES, cli_server, draw, server_process
 from heritage_cnn.apps.serve import allowed_hosts, create_app, listen
 from heritage_cnn.data.decode import decode_image
 from heritage_cnn.inference.classifier import Classifier
@@ -262,21 +261,11 @@ def rss_mb(pid: int) -> float:
 
 @pytest.fixture(scope="module")
 def server(tiny_run, gallery: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`heritage serve` in a subprocess on a free loopback port (port 0: the server prints the one it got)."""
-    command = [sys.executable, "-m", "heritage_cnn.cli", "serve", "--model", str(tiny_run.checkpoint)]
-    command += ["--port", "0", "--class-images", str(gallery), "--max-upload-mb", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 90)
-        line = process.stdout.readline() if ready else ""
-        if "http://127.0.0.1:" not in line:
-            process.kill()
-            pytest.fail(f"heritage serve did not start: {line}{process.stdout.read()}")
-        url = line.split()[2]
-        yield url, process
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    """`heritage serve` in a subprocess on a free loopback port."""
+    with cli_server(
+        "--model", str(tiny_run.checkpoint), "--class-images", str(gallery), "--max-upload-mb", "1"
+    ) as served:
+        yield served
 
 
 def photo_with_confidence(checkpoint: Path, uncertain: bool, known: bool = True) -> bytes:

@@ -6,9 +6,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import select
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from test_serve import cards, open_page, overflow, png_bytes, settled
 
-from conftest import CLASSES
+from conftest import CLASSES, cli_server
 from heritage_cnn.apps.corrections import Corrections
 from heritage_cnn.apps.serve import create_app
 from heritage_cnn.inference.classifier import Classifier
@@ -164,20 +161,9 @@ def test_a_folder_that_cannot_take_corrections_is_refused_at_start(tmp_path: Pat
 @pytest.fixture(scope="module")
 def correcting_server(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     folder = tmp_path_factory.mktemp("page") / "fixes"
-    command = [sys.executable, "-m", "heritage_cnn.cli", "serve", "--model", str(tiny_run.checkpoint), "--port", "0"]
-    command += ["--corrections", str(folder)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        ready, _, _ = select.select([process.stdout], [], [], 90)
-        line = process.stdout.readline() if ready else ""
-        if "http://127.0.0.1:" not in line:
-            process.kill()
-            pytest.fail(f"heritage serve did not start: {line}{process.stdout.read()}")
+    with cli_server("--model", str(tiny_run.checkpoint), "--corrections", str(folder)) as (url, process):
         assert f"corrections: kept in {folder.resolve()}" in process.stdout.readline()
-        yield line.split()[2], folder
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+        yield url, folder
 
 
 def test_page_saves_a_correction(correcting_server, browser, tmp_path: Path, tiny_run) -> None:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tests.conftest import CLASSES, TINY, draw
 
+from conftest import CLASSES, TINY, draw
 from heritage_cnn import cli
 from heritage_cnn.base.io import CheckpointError
 from heritage_cnn.data.folders import DatasetError, load_images
