@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import json
 import os
 import subprocess
 import sys
@@ -91,10 +92,10 @@ def main() -> None:
     args = parser.parse_args()
     _, val = split_of(data_root())
     half_a, half_b = halves(val)
-    if not (args.work / "sorted").exists():
-        corrected = corrected_sort(val, half_a, args.work)
-    else:
-        corrected = {"photos": len(half_a), "moved": None}
+    record = args.work / "corrected.json"
+    if not record.exists():
+        atomic_write_json(record, corrected_sort(val, half_a, args.work))
+    corrected = json.loads(record.read_text())
     base = scored(MODEL, val, half_b)
     result = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "half_a": corrected}
     result |= {"half_b_photos": len(half_b), "shipped_accuracy_b": float(base.mean()), "runs": {}}
@@ -139,7 +140,15 @@ def markdown(result: dict) -> str:
             f"| {mode} | {run['accuracy_b']:.2%} | {run['change']['difference'] * 100:+.2f} ({lo * 100:+.2f} to "
             f"{hi * 100:+.2f}) | {', '.join(worse) or 'none'} | {run['seconds']:.0f} |"
         )
-    lines += ["", "Command:", "", f"    {__doc__.splitlines()[2].strip()}", ""]
+    lines += [
+        "",
+        "Time: the wall time of the command (process start included) on the project's two cores.",
+        "",
+        "Command:",
+        "",
+        f"    {__doc__.splitlines()[2].strip()}",
+        "",
+    ]
     return "\n".join(lines)
 
 

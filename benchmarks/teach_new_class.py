@@ -4,6 +4,7 @@
     python benchmarks/teach_new_class.py teach --work /tmp/teach_loco --out benchmarks/teach_new_class
     python benchmarks/teach_new_class.py bases --tuning --work /tmp/teach_loco      # the tuning class's base
     python benchmarks/teach_new_class.py tune --work /tmp/teach_loco --seed 0 --settings taught_per_batch=16
+    python benchmarks/teach_new_class.py ceiling --work /tmp/teach_loco    # a linear fit on all the class's photos
 
 Leave one class out: for each class of CLASSES, `bases` hard-links the training side of the project's validation
 split (the 10-class split every figure uses), less that class, into WORK/<class>/data and trains a base network on
@@ -218,6 +219,11 @@ def markdown(result: dict) -> str:
             f"{spread([r['recall_and_known'] for r in rows])} | {spread(change)} | "
             f"{spread([r['seconds'] for r in rows], 1)} |"
         )
+    lines += [
+        "",
+        "Teach time: the wall time of the command (process start included) on the project's two cores; "
+        "docs/teach.md says what else ran.",
+    ]
     lines += ["", "Commands:", "", *[f"    {c.strip()}" for c in __doc__.splitlines()[2:4]], ""]
     return "\n".join(lines)
 
@@ -255,9 +261,36 @@ def tune(work: Path, size: int, seed: int, settings: list[str]) -> None:
     )
 
 
+def ceiling(work: Path, name: str) -> None:
+    """What a linear classifier on a base's frozen features reaches on its left-out class when fitted on all of that
+    class's training-side photos (not 20): scikit-learn's logistic regression, balanced, on the penultimate and the
+    pooled features; docs/teach.md, "What limits it"."""
+    import warnings
+
+    from sklearn.linear_model import LogisticRegression
+
+    from heritage_cnn.inference.classifier import Classifier, network_features
+    from heritage_cnn.models.checkpoint import load_checkpoint
+    from heritage_cnn.models.openset import PENULTIMATE, POOLED
+
+    train, val = split_of(data_root())
+    classifier = Classifier(load_checkpoint(work / name / "run"), bf16=False, tta="none")
+    k, truth = train.classes.index(name), val.labels.numpy()
+    for layer in (PENULTIMATE, POOLED):
+        x_train, x_val = (network_features(classifier, s.images, layer)[0].numpy() for s in (train, val))
+        for c in (0.1, 1.0):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fit = LogisticRegression(C=c, max_iter=2000, class_weight="balanced").fit(x_train, train.labels.numpy())
+            predicted = fit.predict(x_val)
+            recall = (predicted[truth == k] == k).mean()
+            others = (predicted[truth != k] == truth[truth != k]).mean()
+            print(f"{name} {layer} C={c}: recall {recall:.1%}, the nine others {others:.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("bases", "teach", "tune"))
+    parser.add_argument("stage", choices=("bases", "teach", "tune", "ceiling"))
     parser.add_argument("--work", type=Path, required=True, help="folder for the base data, runs and taught models")
     parser.add_argument("--out", type=Path, help="teach: results prefix (writes <out>.json, <out>.md)")
     parser.add_argument("--tuning", action="store_true", help="bases: the tuning class's base only")
@@ -268,6 +301,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.stage == "bases":
         bases(args.work, [TUNING_CLASS] if args.tuning else CLASSES)
+        return
+    if args.stage == "ceiling":
+        for name in [*CLASSES, TUNING_CLASS]:
+            ceiling(args.work, name)
         return
     if args.stage == "tune":
         tune(args.work, args.photos, args.seed, args.settings)

@@ -19,7 +19,7 @@ from heritage_cnn.base.io import CheckpointError
 from heritage_cnn.data.folders import DatasetError, load_images
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.openset_fit import fit_operating_point
-from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, read_new_classes
+from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, TeachPhotos, read_new_classes
 from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint, save_ensemble
 from heritage_cnn.models.ensemble import copy_model
 from heritage_cnn.training.teach import replay_split, teach
@@ -193,3 +193,29 @@ def test_fewer_steps_is_a_setting_not_ignored(nine, new_folder, tmp_path) -> Non
     b = teach(parent, photos, tmp_path / "b", config=FitConfig(steps=200), log=lambda _: None)
     wa, wb = (load_checkpoint(r.path).model.head.fc2.weight for r in (a, b))
     assert not torch.equal(wa, wb)
+
+
+@pytest.mark.parametrize("replay", ["stats", "data"])
+def test_corrections_alone_move_the_known_classes(nine, synthetic_root, tmp_path, replay) -> None:
+    """Ambiguous photos (half altar, half apse: the parent hesitates) corrected to apse, no new class: the taught
+    model gives them the corrected label with more probability than the parent, with or without --data."""
+    parent = load_checkpoint(nine)
+    altar, apse = (_fresh(CLASSES.index(name), 24, seed=7).astype(np.float32) for name in ("altar", "apse"))
+    pictures = (0.5 * altar + 0.5 * apse).astype(np.uint8)
+    photos = TeachPhotos(
+        torch.from_numpy(pictures).permute(0, 3, 1, 2).contiguous(),
+        ["apse"] * len(pictures),
+        [f"moved_{i}.png" for i in range(len(pictures))],
+        [f"{i:064x}" for i in range(len(pictures))],
+        ["moved"] * len(pictures),
+    )
+    data, held_out = None, None
+    if replay == "data":
+        data, held_out = replay_split(load_images(_nine_data(synthetic_root, tmp_path)), parent)
+    result = teach(parent, photos, tmp_path / "taught", data=data, held_out=held_out, log=lambda _: None)
+    assert result.added == [] and result.classes == parent.classes
+    x = photos.images
+    apse = parent.classes.index("apse")
+    before = Classifier(parent, bf16=False).probabilities(x)[:, apse].mean()
+    after = Classifier.load(result.path, bf16=False).probabilities(x)[:, apse].mean()
+    assert after > before + 0.1

@@ -6,8 +6,8 @@
   global average, `head.fc1`'s input), the known classes replayed as those photos' real features and held to the
   parent's answers by distillation (Li & Hoiem's learning without forgetting, ECCV 2016; Hinton et al.'s soft
   targets at temperature 2). The pooled features keep what the hidden layer discarded for the parent's classes: a
-  linear fit on them reaches 88-91 % recall on a class the network never saw, against 80-84 % on the penultimate
-  features (docs/teach.md, "What limits it").
+  linear fit on them separates a class the network never saw better than one on the penultimate features
+  (docs/teach.md, "What limits it").
 
 Both start from **imprinting** (Qi, Brown & Lowe, CVPR 2018): a new class's row is its photos' mean feature, centred
 on the known classes' and scaled to the known rows' mean norm.
@@ -138,7 +138,11 @@ def fit_hidden_and_last(
         hidden = F.relu(fc1(torch.cat([replayed, taught])))
         labels = torch.cat([replayed_labels, taught_labels])
         known_means = torch.stack([hidden[labels == k].mean(0) for k in range(known)])
-        new_means = torch.stack([hidden[labels == known + k].mean(0) for k in range(new_classes)])
+        new_means = (
+            torch.stack([hidden[labels == known + k].mean(0) for k in range(new_classes)])
+            if new_classes
+            else hidden[:0]
+        )
         rows, biases = imprint(old2, new_means, known_means)
     fc2 = nn.Linear(old2.in_features, known + new_classes)
     with torch.no_grad():
