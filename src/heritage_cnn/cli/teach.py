@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from heritage_cnn.cli.options import UsageError, add_command, add_model, add_seed, int_in, load_model
 
@@ -51,9 +52,11 @@ def cmd_teach(args: argparse.Namespace) -> int:
     folder: a new class); the web page's "mark wrong" writes such a folder too. Photos still where sort filed them are
     confirmations, photos the manifest does not know were added by you; all are learned from.
     Writes a new model (MODEL.safetensors + MODEL.json) that every command takes with --model: the parent's
-    networks with their last layer fitted again (imprinting, then a short fit of that layer with replay: --data's
-    photos, else the parent's class statistics). It records its parent, the classes added and the SHA-256 of each
-    photo it learned from. The parent is never changed; an existing --out is refused.
+    networks with their convolutions kept and their head fitted again. With --data (the folder the parent trained
+    on): both fully connected layers, replaying the photos it trained on, and the none-of-these threshold set again
+    on its validation photos; without: the last layer only, the parent's class statistics standing in for its
+    photos. It records its parent, the classes added and the SHA-256 of each photo it learned from. The parent is
+    never changed; an existing --out is refused.
 
     Examples:
       heritage teach survey/new_classes --out models/ours                 new classes, e.g. survey/new_classes/portal/
@@ -68,7 +71,9 @@ def cmd_teach(args: argparse.Namespace) -> int:
     for path, reason in photos.skipped[:10]:
         print(f"skipped {path}: {reason}")
     data, held_out = _replay(args, parent)
-    config = FitConfig(steps=args.steps, seed=args.seed)
+    config = FitConfig(seed=args.seed)
+    if args.steps is not None:  # the steps of whichever fit runs
+        config = replace(config, **{"hidden_steps" if data is not None else "steps": args.steps})
     result = teach(parent, photos, args.out, data=data, config=config, held_out=held_out)
     for path, reason in result.skipped_known[:10]:
         print(f"skipped {path}: {reason}")
@@ -96,5 +101,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="the new model's path (MODEL: writes MODEL.safetensors, MODEL.json)")
     add_model(p)
     p.add_argument("--data", help="the parent's training folder, replayed so the known classes are kept (optional)")
-    p.add_argument("--steps", type=int_in(1, 100_000), default=300, help="steps of the last layer's fit (default 300)")
+    p.add_argument(
+        "--steps",
+        type=int_in(1, 100_000),
+        help="steps of the head's fit (default: 600 minibatches with --data, 300 full batches without)",
+    )
     add_seed(p, "seed of the replay samples")
