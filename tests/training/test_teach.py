@@ -219,3 +219,16 @@ def test_corrections_alone_move_the_known_classes(nine, synthetic_root, tmp_path
     before = Classifier(parent, bf16=False).probabilities(x)[:, apse].mean()
     after = Classifier.load(result.path, bf16=False).probabilities(x)[:, apse].mean()
     assert after > before + 0.1
+
+
+def test_data_without_a_class_the_model_knows_is_refused(nine, new_folder, synthetic_root, tmp_path) -> None:
+    """A model taught `vault` earlier, then taught again with --data that has no vault photo: refused, not unlearned."""
+    parent = load_checkpoint(nine)
+    taught = teach(parent, read_new_classes(new_folder, parent.classes), tmp_path / "taught", log=lambda _: None)
+    child = load_checkpoint(taught.path)
+    replayed, _ = replay_split(load_images(_nine_data(synthetic_root, tmp_path), child.classes[:9]), child)
+    other = tmp_path / "more"
+    _photos(other / "portal", 5, MIN_NEW_PHOTOS, seed=21)
+    with pytest.raises(DatasetError, match=r"--data: no photo the model trained on in class\(es\) vault"):
+        teach(child, read_new_classes(other, child.classes), tmp_path / "again", replayed, log=lambda _: None)
+    assert not any(tmp_path.glob("again.*"))

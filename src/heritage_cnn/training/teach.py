@@ -97,10 +97,19 @@ def _class_ids(names: list[str], classes: list[str]) -> torch.Tensor:
 
 
 def _replay_labels(data: ImageSet, classes: list[str], where: str) -> torch.Tensor:
+    """The replayed photos' labels as the model's class indices; every class of the model must have photos there,
+    or the fit would unlearn it (a class taught earlier: its photos belong in --data too)."""
     unknown = [c for c in data.classes if c not in classes]
     if unknown:
         raise DatasetError(f"{where}: class folder(s) {', '.join(unknown)} are not classes of the model")
-    return torch.tensor([classes.index(data.classes[i]) for i in data.labels.tolist()], dtype=torch.long)
+    labels = torch.tensor([classes.index(data.classes[i]) for i in data.labels.tolist()], dtype=torch.long)
+    missing = [c for k, c in enumerate(classes) if not (labels == k).any()]
+    if missing:
+        raise DatasetError(
+            f"{where}: no photo the model trained on in class(es) {', '.join(missing)}; replaying without them "
+            "would unlearn them: add the photos it learned them from, as class folders"
+        )
+    return labels
 
 
 def _stats(parent: Checkpoint) -> tuple[MahalanobisStats, ...]:
