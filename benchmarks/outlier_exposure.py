@@ -2,11 +2,12 @@
 uniform softmax (Hendrycks, Mazeika & Dietterich, "Deep Anomaly Detection with Outlier Exposure", ICLR 2019).
 
     python benchmarks/outlier_exposure.py --data DATA --negatives data/negatives --out runs/oe/fast-oe \
-        [--model fast] [--epochs 3] [--lr 3e-4] [--weight 0.5] [--seed 0]
+        [--model fast] [--epochs 3] [--lr 3e-4] [--weight 0.5] [--seed 0] [--teacher default --distill-weight 0.9]
 
 The protocol was declared before the run in docs/open_set.md ("Outlier exposure, declared before measured"). The
 network's own training photos (its recorded split, rebuilt and checked) are replayed with `heritage train`'s
-augmentation and label-smoothed cross-entropy; each step adds as many outlier images, augmented alike, whose loss is
+augmentation and label-smoothed cross-entropy (with `--teacher`, mixed with the teachers' soft targets on the same
+augmented photos, as `heritage train --teacher` distils: each member of a teacher ensemble is one teacher); each step adds as many outlier images, augmented alike, whose loss is
 the cross-entropy to the uniform distribution times `--weight`. The outliers are `NEG/tuning/` and further images
 drawn by `benchmarks/negatives.py`'s generators under another seed; `NEG/reporting/` is never read. Writes
 OUT.safetensors / OUT.json (a checkpoint every command and `benchmarks/open_set.py --models OUT` loads; it keeps
@@ -17,6 +18,7 @@ paired bootstrap interval of the difference. A benchmark, not a `heritage train`
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +33,7 @@ from heritage_cnn.data.split import SplitRecipe
 from heritage_cnn.inference.evaluate import predict_logits
 from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint
 from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.losses import distillation_loss, load_teachers, teacher_probabilities
 from heritage_cnn.training.optim import learning_rate, make_optimizer
 from heritage_cnn.training.prepare import prepare_data
 from negatives import GENERATORS, draw_synthetic
@@ -56,6 +59,14 @@ def outlier_pool(negatives: Path) -> torch.Tensor:
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
 
 
+def teacher_networks(name: str) -> list:
+    """Each network of model `name` as a teacher (batch norm folded, frozen), as `heritage train --teacher` loads one."""
+    teacher = load_checkpoint(name)
+    with tempfile.TemporaryDirectory() as folder:  # load_teachers reads files: each member saved on its own
+        paths = [save_checkpoint(Path(folder) / f"member{i}", teacher.member(i)) for i in range(teacher.member_count)]
+        return load_teachers(paths, torch.device("cpu"))
+
+
 def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Mean over images of the cross-entropy from the uniform distribution to the softmax."""
     return -logits.float().log_softmax(1).mean(1).mean()
@@ -79,6 +90,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--weight", type=float, default=0.5, help="lambda: the outliers' share of the loss")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher", default=None, help="a model whose networks give the training photos soft targets")
+    parser.add_argument("--distill-weight", type=float, default=0.9, help="the soft targets' share (`fast`'s recipe)")
+    parser.add_argument("--distill-temperature", type=float, default=2.0, help="(`fast`'s recipe)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     base = load_checkpoint(args.model)
@@ -92,6 +106,7 @@ def main() -> None:
     expected = (base.info["split"]["train"], base.info["split"]["val"])
     if (len(train_set), len(val_set)) != expected:
         raise SystemExit(f"the rebuilt split has {len(train_set)} / {len(val_set)} photos, the model {expected}")
+    teachers = [] if args.teacher is None else teacher_networks(args.teacher)
     pool = outlier_pool(args.negatives)
     print(f"training photos {len(train_set)}, outlier pool {len(pool)}, validation photos {len(val_set)}")
 
@@ -113,6 +128,10 @@ def main() -> None:
                 group["lr"] = learning_rate(epoch * steps + step, args.epochs * steps, 0, args.lr)
             logits = model(base.normalise(pixels).contiguous(memory_format=torch.channels_last))
             ce = F.cross_entropy(logits[:BATCH].float(), train_set.labels[index], label_smoothing=LABEL_SMOOTHING)
+            if teachers:  # the photos' targets: hard labels and the teachers' answers on the same augmented photos
+                soft = teacher_probabilities(teachers, pixels[:BATCH], args.distill_temperature)
+                kd = distillation_loss(logits[:BATCH], soft, args.distill_temperature)
+                ce = (1 - args.distill_weight) * ce + args.distill_weight * kd
             oe = uniform_cross_entropy(logits[BATCH:])
             loss = ce + args.weight * oe
             optimizer.zero_grad(set_to_none=True)
