@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import hashlib
 import io
 import os
 import shutil
@@ -38,7 +37,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heritage_cnn.base.io import FolderBusy, atomic_write_text, folder_lock
+from heritage_cnn.base.io import FolderBusy, atomic_write_text, file_sha256, folder_lock
 from heritage_cnn.base.names import CSV_ERRORS, cell_text, portable_name, shown
 from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos, flat_fields
 from heritage_cnn.inference.element_map import MapConfig, with_elements
@@ -135,14 +134,7 @@ def _class_folders(root: Path, classes: Iterable[str]) -> dict[str, Path]:
 
 
 def _same_content(a: Path, b: Path) -> bool:
-    if a.stat().st_size != b.stat().st_size:
-        return False
-
-    def digest(path: Path) -> bytes:
-        with open(path, "rb") as handle:
-            return hashlib.file_digest(handle, "sha256").digest()  # in chunks: photos can be large
-
-    return digest(a) == digest(b)
+    return a.stat().st_size == b.stat().st_size and file_sha256(a) == file_sha256(b)
 
 
 def _publish(temp: Path, name: Path) -> bool:

@@ -25,7 +25,6 @@ listed, never stops the run. The user's folders are only read.
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from heritage_cnn.base.io import file_sha256
 from heritage_cnn.base.names import CSV_ERRORS, shown
 from heritage_cnn.data.decode import try_decode
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError, walk_files
@@ -70,17 +70,15 @@ class TeachPhotos:
         return dict(Counter(self.labels))
 
 
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
-def _decoded(items: list[tuple[Path, str, str]], size: int, skipped: list[tuple[str, str]]) -> TeachPhotos:
-    """Decode (path, class, kind) items; unreadable files go to `skipped`."""
-    arrays, labels, paths, digests, kinds = [], [], [], [], []
+def _decoded(
+    items: list[tuple[Path, str, str]],
+    size: int,
+    skipped: list[tuple[str, str]],
+    digests: dict[Path, str] | None = None,
+) -> TeachPhotos:
+    """Decode (path, class, kind) items; unreadable files go to `skipped`. `digests`: SHA-256 already read, by path."""
+    digests = digests or {}
+    arrays, labels, paths, sha256, kinds = [], [], [], [], []
     for path, label, kind in items:
         pixels = try_decode(path, size)
         if isinstance(pixels, str):
@@ -89,14 +87,14 @@ def _decoded(items: list[tuple[Path, str, str]], size: int, skipped: list[tuple[
         arrays.append(pixels)
         labels.append(label)
         paths.append(str(path))
-        digests.append(_digest(path))
+        sha256.append(digests.get(path) or file_sha256(path))
         kinds.append(kind)
     images = (
         torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         if arrays
         else torch.empty(0, 3, size, size, dtype=torch.uint8)
     )
-    return TeachPhotos(images, labels, paths, digests, kinds, skipped)
+    return TeachPhotos(images, labels, paths, sha256, kinds, skipped)
 
 
 def _class_subfolders(folder: Path) -> list[Path]:
@@ -186,10 +184,11 @@ def read_corrections(folder: str | os.PathLike, size: int = 64) -> TeachPhotos:
         skipped.extend(problems)
         files.extend(found)
     at_destination = {path for path in files if path in filed}
+    # a photo still where sort put it is that row's, whatever its content: only the others are matched by content
+    digests = {path: file_sha256(path) for path in files if path not in at_destination}
     by_content: dict[str, list[Path]] = {}
-    for path in files:
-        if path not in at_destination:  # a photo still where sort put it is that row's, whatever its content
-            by_content.setdefault(_digest(path), []).append(path)
+    for path, digest in digests.items():
+        by_content.setdefault(digest, []).append(path)
     counts: Counter = Counter()
     items: list[tuple[Path, str, str]] = []
     claimed: set[Path] = set()
@@ -218,7 +217,7 @@ def read_corrections(folder: str | os.PathLike, size: int = 64) -> TeachPhotos:
         problem = class_name_problem(name)
         if problem:
             raise DatasetError(f"{shown(root / name)}: the folder name {problem}, so it cannot name a class")
-    photos = _decoded(items, size, skipped)
+    photos = _decoded(items, size, skipped, digests)
     photos.found = counts
     return photos
 
@@ -228,7 +227,7 @@ def _moved_to(destination: Path, source: Path, by_content: dict[str, list[Path]]
     (sort's copies and links are byte for byte the source), else one with the destination's file name; None: deleted."""
     candidates: list[Path] = []
     if source.is_file():
-        candidates = by_content.get(_digest(source), [])
+        candidates = by_content.get(file_sha256(source), [])
     if not candidates:
         candidates = [p for paths in by_content.values() for p in paths if p.name == destination.name]
     return next((p for p in candidates if p not in claimed), None)

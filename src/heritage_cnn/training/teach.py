@@ -67,17 +67,19 @@ def views(images: torch.Tensor) -> torch.Tensor:
     return torch.cat([images, images.flip(3), TF.rotate(images, 10.0), TF.rotate(images, -10.0)])
 
 
-def known_already(photos: TeachPhotos, parent: Checkpoint) -> tuple[TeachPhotos, list[tuple[str, str]]]:
-    """The photos not in the parent's training data (its `trained_on` perceptual hashes, taught photos included),
-    and the others with why."""
+def known_already(
+    photos: TeachPhotos, hashes: np.ndarray, parent: Checkpoint
+) -> tuple[TeachPhotos, np.ndarray, list[tuple[str, str]]]:
+    """The photos not in the parent's training data (its `trained_on` perceptual hashes, taught photos included)
+    with their perceptual `hashes`, and the others with why."""
     record = trained_on(parent)
     if record is None or not len(photos):
-        return photos, []
-    hashes, distance = record
-    seen = near_any(perceptual_hashes(photos.images), hashes, distance)
+        return photos, hashes, []
+    known, distance = record
+    seen = near_any(hashes, known, distance)
     reason = f"already in the model's training data (a perceptual hash within {distance} bits): not learned again"
     skipped = [(photos.paths[i], reason) for i in np.flatnonzero(seen)]
-    return photos.subset([i for i in range(len(photos)) if not seen[i]]), skipped
+    return photos.subset([i for i in range(len(photos)) if not seen[i]]), hashes[~seen], skipped
 
 
 def replay_split(images: ImageSet, parent: Checkpoint) -> tuple[ImageSet, torch.Tensor | None]:
@@ -261,9 +263,9 @@ def _record(parent: Checkpoint, photos: TeachPhotos, added: list[str], replay: s
     }
 
 
-def _trained_on(parent: Checkpoint, photos: TeachPhotos) -> dict | None:
+def _trained_on(parent: Checkpoint, hashes: np.ndarray) -> dict | None:
+    """The parent's `trained_on` record with the taught photos' perceptual hashes added."""
     record = trained_on(parent)
-    hashes = perceptual_hashes(photos.images)
     before, distance = record if record is not None else (np.empty(0, dtype=np.uint64), NEAR_DUPLICATE_DISTANCE)
     return {"phash": [f"{int(h):016x}" for h in np.concatenate([before, hashes])], "distance": distance}
 
@@ -289,7 +291,7 @@ def teach(
         if path.exists():
             raise CheckpointError(f"{path}: exists; teach never overwrites a model: choose another --out")
     asked = list(dict.fromkeys(label for label in photos.labels if label not in parent.classes))
-    photos, skipped_known = known_already(photos, parent)
+    photos, hashes, skipped_known = known_already(photos, perceptual_hashes(photos.images), parent)
     if not len(photos):
         raise DatasetError("nothing to learn from: every photo is already in the model's training data")
     added = list(dict.fromkeys(label for label in photos.labels if label not in parent.classes))
@@ -318,7 +320,7 @@ def teach(
     info = {
         **parent.info,
         "taught": _record(parent, photos, added, replay, config),
-        "trained_on": _trained_on(parent, photos),
+        "trained_on": _trained_on(parent, hashes),
     }
     child = replace(child, info=info, open_set=point)
     if ensemble:
