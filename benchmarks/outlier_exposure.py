@@ -116,8 +116,8 @@ def main() -> None:
     reference = predict_logits(base.model, val_set.images, base.normalise).argmax(1) == val_set.labels
     model = base.model
     if args.part == "head":  # the convolutions and their batch norm statistics stay as trained
-        for parameter in model.features.parameters():
-            parameter.requires_grad_(False)
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(name.startswith("head."))
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(args.seed)
     steps = len(train_set) // BATCH
@@ -125,7 +125,8 @@ def main() -> None:
     for epoch in range(args.epochs):
         model.train()
         if args.part == "head":
-            model.features.eval()
+            model.eval()
+            model.head.train()
         order = torch.randperm(len(train_set), generator=generator)
         outliers = torch.randint(0, len(pool), (steps * BATCH,), generator=generator)
         sums = {"ce": 0.0, "oe": 0.0}
