@@ -91,7 +91,10 @@ def main() -> None:
     parser.add_argument("--weight", type=float, default=0.5, help="lambda: the outliers' share of the loss")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--part", choices=("all", "head"), default="all", help="what is fine-tuned: every layer, or the head only"
+        "--part",
+        choices=("all", "last", "head"),
+        default="all",
+        help="what is fine-tuned: every layer, the last stage and the head, or the head only",
     )
     parser.add_argument("--teacher", default=None, help="a model whose networks give the training photos soft targets")
     parser.add_argument("--distill-weight", type=float, default=0.9, help="the soft targets' share (`fast`'s recipe)")
@@ -115,18 +118,18 @@ def main() -> None:
 
     reference = predict_logits(base.model, val_set.images, base.normalise).argmax(1) == val_set.labels
     model = base.model
-    if args.part == "head":  # the convolutions and their batch norm statistics stay as trained
-        for name, parameter in model.named_parameters():
-            parameter.requires_grad_(name.startswith("head."))
+    trained = {"all": ("",), "last": (f"{model.stage_names[-1]}.", "head."), "head": ("head.",)}[args.part]
+    frozen = [module for name, module in model.named_children() if not f"{name}.".startswith(trained)]
+    for name, parameter in model.named_parameters():  # the frozen layers and their batch norm statistics stay
+        parameter.requires_grad_(name.startswith(trained))
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(args.seed)
     steps = len(train_set) // BATCH
     started = time.perf_counter()
     for epoch in range(args.epochs):
         model.train()
-        if args.part == "head":
-            model.eval()
-            model.head.train()
+        for module in frozen:
+            module.eval()
         order = torch.randperm(len(train_set), generator=generator)
         outliers = torch.randint(0, len(pool), (steps * BATCH,), generator=generator)
         sums = {"ce": 0.0, "oe": 0.0}
@@ -135,13 +138,7 @@ def main() -> None:
             pixels = augment_batch(torch.cat([train_set.images[index], pool[out_index]]), AugmentConfig(), generator)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(epoch * steps + step, args.epochs * steps, 0, args.lr)
-            x = base.normalise(pixels).contiguous(memory_format=torch.channels_last)
-            if args.part == "head":
-                with torch.no_grad():
-                    features = model.features(x)
-                logits = model.head(features)
-            else:
-                logits = model(x)
+            logits = model(base.normalise(pixels).contiguous(memory_format=torch.channels_last))
             ce = F.cross_entropy(logits[:BATCH].float(), train_set.labels[index], label_smoothing=LABEL_SMOOTHING)
             if teachers:  # the photos' targets: hard labels and the teachers' answers on the same augmented photos
                 soft = teacher_probabilities(teachers, pixels[:BATCH], args.distill_temperature)
