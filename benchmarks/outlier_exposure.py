@@ -27,11 +27,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch import nn
 
 from heritage_cnn.data.augment import AugmentConfig, augment_batch
 from heritage_cnn.data.split import SplitRecipe
 from heritage_cnn.inference.evaluate import predict_logits
-from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint
+from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint, save_ensemble
 from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.losses import distillation_loss, load_teachers, teacher_probabilities
 from heritage_cnn.training.optim import learning_rate, make_optimizer
@@ -80,50 +81,15 @@ def paired_interval(a: np.ndarray, b: np.ndarray, rounds: int = 2000, seed: int 
     return float(diff.mean()), float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True)
-    parser.add_argument("--negatives", type=Path, required=True)
-    parser.add_argument("--out", required=True, help="checkpoint path without suffix")
-    parser.add_argument("--model", default="fast")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--weight", type=float, default=0.5, help="lambda: the outliers' share of the loss")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--part",
-        choices=("all", "last", "head"),
-        default="all",
-        help="what is fine-tuned: every layer, the last stage and the head, or the head only",
-    )
-    parser.add_argument("--teacher", default=None, help="a model whose networks give the training photos soft targets")
-    parser.add_argument("--distill-weight", type=float, default=0.9, help="the soft targets' share (`fast`'s recipe)")
-    parser.add_argument("--distill-temperature", type=float, default=2.0, help="(`fast`'s recipe)")
-    args = parser.parse_args()
-    torch.manual_seed(args.seed)
-    base = load_checkpoint(args.model)
-    if base.member_count != 1:
-        raise SystemExit(f"{args.model}: an ensemble; fine-tune its members one by one")
-    split = {k: v for k, v in base.info["split"].items() if k in ("val_fraction", "seed", "near_duplicate_distance")}
-    config = TrainConfig(
-        data=args.data, out=args.out, optimizer="adamw", lr=args.lr, weight_decay=0.05, split=SplitRecipe(**split)
-    )
-    _, train_set, val_set = prepare_data(config)
-    expected = (base.info["split"]["train"], base.info["split"]["val"])
-    if (len(train_set), len(val_set)) != expected:
-        raise SystemExit(f"the rebuilt split has {len(train_set)} / {len(val_set)} photos, the model {expected}")
-    teachers = [] if args.teacher is None else teacher_networks(args.teacher)
-    pool = outlier_pool(args.negatives)
-    print(f"training photos {len(train_set)}, outlier pool {len(pool)}, validation photos {len(val_set)}")
-
-    reference = predict_logits(base.model, val_set.images, base.normalise).argmax(1) == val_set.labels
+def fine_tune(base, train_set, val_set, pool: torch.Tensor, teachers: list, args, config: TrainConfig) -> nn.Module:
+    """Network `base` (a single-network Checkpoint) fine-tuned in place with outliers; prints each epoch."""
     model = base.model
     trained = {"all": ("",), "last": (f"{model.stage_names[-1]}.", "head."), "head": ("head.",)}[args.part]
     frozen = [module for name, module in model.named_children() if not f"{name}.".startswith(trained)]
     for name, parameter in model.named_parameters():  # the frozen layers and their batch norm statistics stay
         parameter.requires_grad_(name.startswith(trained))
     optimizer = make_optimizer(model, config)
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed + (base.index or 0))
     steps = len(train_set) // BATCH
     started = time.perf_counter()
     for epoch in range(args.epochs):
@@ -161,9 +127,68 @@ def main() -> None:
             f"{time.perf_counter() - started:.0f} s",
             flush=True,
         )
-    record = vars(args) | {"negatives": str(args.negatives), "pool": len(pool), "steps_per_epoch": steps}
-    info = base.info | {"outlier_exposure": record, "name": f"{base.info.get('name', args.model)}+oe"}
-    saved = save_checkpoint(args.out, replace(base, model=model, info=info))
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--negatives", type=Path, required=True)
+    parser.add_argument("--out", required=True, help="checkpoint path without suffix")
+    parser.add_argument("--model", default="fast")
+    parser.add_argument("--member", type=int, default=None, help="of an ensemble: only this network (from 0)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--weight", type=float, default=0.5, help="lambda: the outliers' share of the loss")
+    parser.add_argument("--seed", type=int, default=0, help="member i of an ensemble draws its batches from seed + i")
+    parser.add_argument(
+        "--part",
+        choices=("all", "last", "head"),
+        default="all",
+        help="what is fine-tuned: every layer, the last stage and the head, or the head only",
+    )
+    parser.add_argument("--teacher", default=None, help="a model whose networks give the training photos soft targets")
+    parser.add_argument("--distill-weight", type=float, default=0.9, help="the soft targets' share (`fast`'s recipe)")
+    parser.add_argument("--distill-temperature", type=float, default=2.0, help="(`fast`'s recipe)")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    base = load_checkpoint(args.model)
+    if args.member is not None:
+        base = base.member(args.member)
+    split = {k: v for k, v in base.info["split"].items() if k in ("val_fraction", "seed", "near_duplicate_distance")}
+    config = TrainConfig(
+        data=args.data, out=args.out, optimizer="adamw", lr=args.lr, weight_decay=0.05, split=SplitRecipe(**split)
+    )
+    _, train_set, val_set = prepare_data(config)
+    expected = (base.info["split"]["train"], base.info["split"]["val"])
+    if (len(train_set), len(val_set)) != expected:
+        raise SystemExit(f"the rebuilt split has {len(train_set)} / {len(val_set)} photos, the model {expected}")
+    teachers = [] if args.teacher is None else teacher_networks(args.teacher)
+    pool = outlier_pool(args.negatives)
+    print(f"training photos {len(train_set)}, outlier pool {len(pool)}, validation photos {len(val_set)}")
+
+    reference = predict_logits(base.model, val_set.images, base.normalise).argmax(1) == val_set.labels
+    record = vars(args) | {
+        "negatives": str(args.negatives),
+        "pool": len(pool),
+        "steps_per_epoch": len(train_set) // BATCH,
+    }
+    if base.member_count == 1:
+        model = fine_tune(base, train_set, val_set, pool, teachers, args, config)
+        info = base.info | {"outlier_exposure": record, "name": f"{base.info.get('name', args.model)}+oe"}
+        saved = save_checkpoint(args.out, replace(base, model=model, info=info))
+    else:  # each network in turn, then the ensemble again, with the model's own views
+        members = []
+        for i in range(base.member_count):
+            member = base.member(i)
+            print(f"member {i}: {member.info.get('name')}", flush=True)
+            model = fine_tune(member, train_set, val_set, pool, teachers, args, config)
+            name = f"{member.info.get('name', i)}+oe"
+            members.append(replace(member, model=model, info=member.info | {"outlier_exposure": record, "name": name}))
+        saved = save_ensemble(args.out, members, views=base.views)
+        base = load_checkpoint(base.path)  # fine_tune changed the loaded ensemble's networks in place
+    model = load_checkpoint(saved).model
+    correct = predict_logits(model, val_set.images, base.normalise).argmax(1) == val_set.labels
     delta = paired_interval(reference.numpy(), correct.numpy())
     print(
         f"{saved}: validation accuracy {correct.float().mean():.4f} against {reference.float().mean():.4f} for "
