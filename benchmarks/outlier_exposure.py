@@ -155,12 +155,13 @@ def main() -> None:
     base = load_checkpoint(args.model)
     if args.member is not None:
         base = base.member(args.member)
-    split = {k: v for k, v in base.info["split"].items() if k in ("val_fraction", "seed", "near_duplicate_distance")}
+    recorded = base.member(0).info["split"]  # an ensemble's members share theirs
+    split = {k: v for k, v in recorded.items() if k in ("val_fraction", "seed", "near_duplicate_distance")}
     config = TrainConfig(
         data=args.data, out=args.out, optimizer="adamw", lr=args.lr, weight_decay=0.05, split=SplitRecipe(**split)
     )
     _, train_set, val_set = prepare_data(config)
-    expected = (base.info["split"]["train"], base.info["split"]["val"])
+    expected = (recorded["train"], recorded["val"])
     if (len(train_set), len(val_set)) != expected:
         raise SystemExit(f"the rebuilt split has {len(train_set)} / {len(val_set)} photos, the model {expected}")
     teachers = [] if args.teacher is None else teacher_networks(args.teacher)
