@@ -2,9 +2,10 @@
 
     python benchmarks/ship_none_fit.py [--data DATA]
 
-For each shipped model this runs `heritage data none-fit` with the settings docs/open_set.md's rule picked
-(`mahalanobis[head.fc2]`; ridge 1e-4 for `default`, 1e-2 for `fast`; the threshold at the 3rd percentile of the
-validation photos' scores) into a temporary folder, checks that the new pair holds the very networks of the packaged
+For each shipped model this runs `heritage data none-fit` with the settings docs/open_set.md's rule picked ("One
+score for near and far negatives": energy at T = 1 for both, the class statistics on head.fc2 with ridge 1e-4 for
+`default` and 1e-2 for `fast`; the threshold at the 3rd percentile of the validation photos' scores) into a temporary
+folder, checks that the new pair holds the very networks of the packaged
 one (every tensor equal), copies it over `src/heritage_cnn/weights/NAME.*`, and moves the packaged class images'
 key to the new file: `classimages.model_key` is the weights file's SHA-256, which the statistics change, while the
 class images depend on the networks alone. The command each model was fitted with is recorded in its JSON
@@ -28,7 +29,9 @@ from heritage_cnn.inside import classimages
 from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint, shipped_checkpoint_path
 
 HERE = Path(__file__).resolve().parent
-RIDGES = {"default": "1e-4", "fast": "1e-2"}  # docs/open_set.md: the rule's pick per model, chosen on tuning
+# docs/open_set.md, "One score for near and far negatives": energy for both; the class statistics every record carries
+# (for `heritage teach`) keep the ridges the first rule chose for a Mahalanobis score on the tuning negatives
+SETTINGS = {"default": ["--score", "energy", "--ridge", "1e-4"], "fast": ["--score", "energy", "--ridge", "1e-2"]}
 FOLDERS = {"default": classimages.PACKAGED, "fast": classimages.PACKAGED_FAST}
 
 
@@ -58,13 +61,13 @@ def main() -> None:
     parser.add_argument(
         "--data", default=os.environ.get("HERITAGE_DATA", str(HERE.parent.parent / "shared/datasets/ahe64"))
     )
-    parser.add_argument("--models", nargs="+", choices=sorted(RIDGES), default=["default", "fast"])
+    parser.add_argument("--models", nargs="+", choices=sorted(SETTINGS), default=["default", "fast"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ship-none-fit-") as tmp:
         for name in args.models:
             fitted = Path(tmp) / name
             command = [sys.executable, "-m", "heritage_cnn.cli", "data", "none-fit", "--model", name]
-            command += ["--data", args.data, "--ridge", RIDGES[name], "--out", str(fitted)]
+            command += ["--data", args.data, *SETTINGS[name], "--out", str(fitted)]
             subprocess.run(command, check=True)
             if not same_networks(name, fitted):
                 raise SystemExit(f"{fitted}: its networks differ from the packaged {name}'s")

@@ -134,6 +134,19 @@ def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
+def tiny_mahalanobis(tiny_run, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny run with a Mahalanobis none-of-these record instead of `heritage train`'s default energy: its scale
+    (thousands of units between a picture's tiles and tiles straddling two pictures) is what the element map's tests
+    set their threshold by."""
+    from heritage_cnn.apps.pipeline import fit_none_of_these
+    from heritage_cnn.models.checkpoint import load_checkpoint
+
+    out = tmp_path_factory.mktemp("mahalanobis") / "tiny"
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    return fit_none_of_these(checkpoint, synthetic_root, out, score="mahalanobis", log=lambda _: None)
+
+
+@pytest.fixture(scope="session")
 def old_checkpoint(tiny_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny run's network as checkpoints were written before the none-of-these record: no `open_set` in its
     JSON, no statistics beside its weights."""

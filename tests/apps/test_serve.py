@@ -209,7 +209,7 @@ def test_answer_says_whether_the_photo_is_one_of_the_ten(
 ) -> None:
     info = client.get("/api/info").json()
     point = Classifier.load(tiny_run.checkpoint).open_set
-    assert info["none_threshold"] == point.threshold and info["open_set_score"] == "mahalanobis[head.fc2]"
+    assert info["none_threshold"] == point.threshold and info["open_set_score"] == point.name == "energy"
     for known in (False, True):
         body = post(client, photo_with_confidence(tiny_run.checkpoint, False, known=known)).json()
         assert body["known"] is known and body["none_threshold"] == point.threshold

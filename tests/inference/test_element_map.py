@@ -59,14 +59,14 @@ def two_halves(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def enlarged(tiny_run) -> Classifier:
+def enlarged(tiny_mahalanobis: Path) -> Classifier:
     """The tiny run with a none-of-these threshold for enlarged pictures. Shrinking an enlarged synthetic picture
     to 64 px averages away its pixel noise, and the tiny run's Mahalanobis score, fitted on noisy 64 px pictures,
     calls every such tile none (scores of -150 to -5,000 against its threshold of about -107, measured once). Tiles
     of one picture stay far above -20,000 and tiles straddling two pictures far below (about -55,000), so this
     threshold still rejects the straddling tiles, and the test checks the tiling and the combination, not the
     tiny run's open-set score."""
-    return Classifier.load(tiny_run.checkpoint, none_threshold=-20_000)
+    return Classifier.load(tiny_mahalanobis, none_threshold=-20_000)
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,12 +212,12 @@ def test_map_files_skips_and_lists_a_corrupt_file(classifier: Classifier, two_ha
 # --------------------------------------------------------------------------------------------
 
 
-def test_cli_json_schema_and_figures(tiny_run, two_halves: Path, tmp_path: Path) -> None:
+def test_cli_json_schema_and_figures(tiny_mahalanobis: Path, two_halves: Path, tmp_path: Path) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff not really")
     out = tmp_path / "maps"
     code, stdout, stderr = run_cli(
-        *("map", str(two_halves), str(broken), "--model", str(tiny_run.checkpoint), "--none-threshold", "-20000"),
+        *("map", str(two_halves), str(broken), "--model", str(tiny_mahalanobis), "--none-threshold", "-20000"),
         *("--out", str(out), "--format", "json"),
     )
     assert code == 0, stderr
@@ -237,7 +237,7 @@ def test_cli_json_schema_and_figures(tiny_run, two_halves: Path, tmp_path: Path)
     assert figure == out / "two halves.png.map.png" and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"skipped {broken}" in stderr and "1 of 2 file(s) could not be read" in stderr
     assert json.loads((out / "elements.json").read_text()) == [item]
-    code, table, _ = run_cli("map", str(two_halves), "--model", str(tiny_run.checkpoint), "--stride", "0.5")
+    code, table, _ = run_cli("map", str(two_halves), "--model", str(tiny_mahalanobis), "--stride", "0.5")
     assert code == 0 and "two halves.png" in table and "bell tower" not in table.splitlines()[0]
 
 
@@ -305,8 +305,8 @@ def test_elements_cell_round_trips_any_label() -> None:
         parse_elements_cell("bell_tower:0.91")  # no box: not a cell this tool wrote
 
 
-def test_predict_elements_in_json_csv_and_table(tiny_run, two_halves: Path, tmp_path: Path) -> None:
-    model = ["--model", str(tiny_run.checkpoint), "--none-threshold", "-20000", "-q"]
+def test_predict_elements_in_json_csv_and_table(tiny_mahalanobis: Path, two_halves: Path, tmp_path: Path) -> None:
+    model = ["--model", str(tiny_mahalanobis), "--none-threshold", "-20000", "-q"]
     code, stdout, stderr = run_cli("map", str(two_halves), *model, "--format", "json")
     assert code == 0, stderr
     mapped = json.loads(stdout)[0]["elements"]
@@ -336,10 +336,10 @@ def test_predict_presence_needs_elements(tiny_run, two_halves: Path) -> None:
         run_cli("predict", str(two_halves), "--elements", "--presence", "0")
 
 
-def test_predict_elements_names_that_are_not_utf8_round_trip(tiny_run, tmp_path: Path) -> None:
+def test_predict_elements_names_that_are_not_utf8_round_trip(tiny_mahalanobis: Path, tmp_path: Path) -> None:
     path = Path(os.fsdecode(bytes(tmp_path) + b"/caf\xe9;halves.png"))
     Image.fromarray(mosaic([LEFT, RIGHT])).save(path, format="PNG")
-    model = ["--model", str(tiny_run.checkpoint), "--none-threshold", "-20000", "--elements", "-q"]
+    model = ["--model", str(tiny_mahalanobis), "--none-threshold", "-20000", "--elements", "-q"]
     assert run_cli("predict", str(path), *model, "-o", str(tmp_path / "p.csv"))[0] == 0
     assert run_cli("predict", str(path), *model, "-o", str(tmp_path / "p.json"))[0] == 0
     with open(tmp_path / "p.csv", newline="", encoding="utf-8", errors="surrogateescape") as handle:

@@ -93,7 +93,7 @@ def test_none_fit_writes_a_new_checkpoint_and_never_touches_the_input(
     point = refit.open_set
     assert point.ridge == 0.1 and point.fitted_on["val_called_none"] == 4  # floor(0.1 x 48) = 4
     assert point.command == (
-        f"heritage data none-fit --model {tiny_run.out} --data DATA --out OUT --score mahalanobis --layer head.fc2 "
+        f"heritage data none-fit --model {tiny_run.out} --data DATA --out OUT --score energy --layer head.fc2 "
         "--ridge 0.1 --reject-share 0.1"
     )
     assert refit.info == original.info  # the same model, recipe and history: only the record is new
@@ -106,14 +106,15 @@ def test_none_fit_writes_a_new_checkpoint_and_never_touches_the_input(
     assert _digests(source) == before
 
 
-def test_none_fit_with_energy_needs_no_statistics(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
+def test_none_fit_with_energy_scores_the_logits_and_keeps_the_statistics(
+    tiny_run, synthetic_root: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "energy"
     args = ["data", "none-fit", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--out", str(out)]
     assert cli.main([*args, "--score", "energy"]) == 0
-    point = load_checkpoint(out).open_set
-    assert (
-        point.score == "energy" and point.stats == () and point.layer is None and "train_photos" not in point.fitted_on
-    )
+    point = load_checkpoint(out).open_set  # the class statistics beside, for `heritage teach`; the score reads none
+    assert point.score == "energy" and len(point.stats) == 1 and point.layer == "head.fc2"
+    assert point.fitted_on["train_photos"] == 192
     photo = synthetic_root / "vault" / "001.png"
     # float32 (bf16=False) as the reference below, on every CPU: bf16 would move the score by ~4e-3 (CI, Xeon)
     prediction = Classifier.load(out, bf16=False).predict(photo)[0]

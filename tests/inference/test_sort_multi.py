@@ -55,8 +55,8 @@ def _survey(synthetic_root: Path, root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def enlarged(tiny_run) -> Classifier:
-    return Classifier.load(tiny_run.checkpoint, none_threshold=NONE_THRESHOLD)
+def enlarged(tiny_mahalanobis: Path) -> Classifier:
+    return Classifier.load(tiny_mahalanobis, none_threshold=NONE_THRESHOLD)
 
 
 def _expected(classifier: Classifier, survey: Path, min_confidence: float) -> dict[str, list[str]]:
@@ -130,11 +130,13 @@ def test_multi_hard_links_are_links_never_symbolic(enlarged: Classifier, synthet
         assert all(d.samefile(row["source"]) for d in destinations)
 
 
-def test_no_element_found_files_each_photo_as_without_multi(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
+def test_no_element_found_files_each_photo_as_without_multi(
+    tiny_mahalanobis: Path, synthetic_root: Path, tmp_path: Path
+) -> None:
     """--presence 1: the map lists nothing (its peaks here stay below 1), so every photo goes where a plain sort
     sends it; the manifest says no element for each."""
     survey = _survey(synthetic_root, tmp_path / "survey")
-    model = ["--model", str(tiny_run.checkpoint), "--none-threshold", str(NONE_THRESHOLD), "-q"]
+    model = ["--model", str(tiny_mahalanobis), "--none-threshold", str(NONE_THRESHOLD), "-q"]
     assert run_cli("sort", str(survey), "--out", str(tmp_path / "plain"), *model)[0] == 0
     multi = ["sort", str(survey), "--out", str(tmp_path / "multi"), *model, "--multi", "--presence", "1"]
     code, stdout, stderr = run_cli(*multi)
@@ -175,7 +177,7 @@ def test_presence_needs_multi_and_a_number_in_range(tiny_run, tmp_path: Path) ->
         assert info.value.code == 2
 
 
-def test_multi_names_that_are_not_utf8_round_trip(tiny_run, tmp_path: Path) -> None:
+def test_multi_names_that_are_not_utf8_round_trip(tiny_mahalanobis: Path, tmp_path: Path) -> None:
     """A source not UTF-8, and an output folder whose name holds a byte that is not UTF-8, ";", "%" and ":":
     every placement comes back exactly from the `destinations` cell."""
     survey = tmp_path / "survey"
@@ -183,7 +185,7 @@ def test_multi_names_that_are_not_utf8_round_trip(tiny_run, tmp_path: Path) -> N
     photo = Path(os.fsdecode(os.fsencode(survey) + b"/caf\xe9 halves.png"))
     Image.fromarray(mosaic([LEFT, RIGHT])).save(photo, format="PNG")
     out = Path(os.fsdecode(os.fsencode(tmp_path) + b"/out \xe9;%3B:x"))
-    model = ["--model", str(tiny_run.checkpoint), "--none-threshold", str(NONE_THRESHOLD), "-q"]
+    model = ["--model", str(tiny_mahalanobis), "--none-threshold", str(NONE_THRESHOLD), "-q"]
     code, _, stderr = run_cli("sort", str(survey), "--out", str(out), *model, "--multi")
     assert code == 0, stderr
     (row,) = _manifest(out)[1]

@@ -44,8 +44,8 @@ def _copy(source: Path, stem: Path) -> dict:
 
 def test_the_record_and_its_statistics_round_trip_through_save_and_load(tiny_run, tmp_path: Path) -> None:
     original = load_checkpoint(tiny_run.checkpoint)
-    point = original.open_set
-    assert point is not None and point.score == "mahalanobis" and point.layer == PENULTIMATE and len(point.stats) == 1
+    point = original.open_set  # `heritage train`'s own: energy, with the class statistics `heritage teach` replays
+    assert point is not None and point.score == "energy" and point.layer == PENULTIMATE and len(point.stats) == 1
     save_checkpoint(tmp_path / "again", original)
     loaded = load_checkpoint(tmp_path / "again")
     assert loaded.open_set.to_dict() == point.to_dict()
@@ -98,11 +98,11 @@ def test_weights_changed_after_the_fit_are_saved_without_the_record(tiny_run, ph
     assert load_checkpoint(tmp_path / "pair").open_set is None
 
 
-def test_mahalanobis_from_the_stored_tensors_equals_a_fresh_fit(tiny_run, photos) -> None:
-    """The statistics a run stores are those of its training photos' penultimate features, as `Classifier` runs
+def test_mahalanobis_from_the_stored_tensors_equals_a_fresh_fit(tiny_mahalanobis: Path, photos) -> None:
+    """The statistics a fit stores are those of its training photos' penultimate features, as `Classifier` runs
     the network for a fit (float32 on every CPU), and score any photo as a fit made here does."""
     train, val = photos
-    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    checkpoint = load_checkpoint(tiny_mahalanobis)
     classifier = Classifier(checkpoint, bf16=False)  # the fit's precision; bf16 scoring has its own test below
     with torch.no_grad():
         features = forward_with_features(classifier.model, checkpoint.normalise(train.images)).features[PENULTIMATE]
@@ -160,18 +160,25 @@ def test_a_bad_record_is_refused_in_one_line_naming_the_file_and_field(tiny_run,
     assert result == 2
 
 
-def test_an_energy_record_carries_no_layer_or_statistics(tiny_run, tmp_path: Path) -> None:
+def test_an_energy_record_carries_its_statistics_whole_or_not_at_all(tiny_run, tmp_path: Path) -> None:
     stem = tmp_path / "m"
     meta = _copy(tiny_run.checkpoint.with_suffix(""), stem)
     state = load_tensors(stem.with_suffix(".safetensors"))
     record = {"score": "energy", "threshold": 2.0, "fitted_on": {}}
-    _rewritten(stem, {**meta, "open_set": {**record, "layer": PENULTIMATE}}, state)
-    _refused(stem, "open_set.layer")
-    _rewritten(stem, {**meta, "open_set": record}, state)  # statistics left beside the weights: not its own
+    _rewritten(stem, {**meta, "open_set": {**record, "layer": PENULTIMATE}}, state)  # a layer without its ridge
+    _refused(stem, "open_set.ridge")
+    _rewritten(stem, {**meta, "open_set": record}, state)  # statistics beside the weights that no record names
     _refused(stem, "openset.mahalanobis.means")
     weights = {k: v for k, v in state.items() if not k.startswith("openset.")}
     _rewritten(stem, {**meta, "open_set": record}, weights)
     assert load_checkpoint(stem).open_set == OperatingPoint("energy", 2.0)
+    _rewritten(stem, {**meta, "open_set": {**record, "layer": PENULTIMATE, "ridge": 0.01}}, state)
+    loaded = load_checkpoint(stem)
+    assert len(loaded.open_set.stats) == 1 and loaded.open_set.name == "energy"
+    x = loaded.normalise(torch.zeros(2, 3, 64, 64, dtype=torch.uint8))
+    with torch.no_grad():  # the statistics are carried, not read: the score is the energy of the logits
+        logits, score = loaded.open_set.forward(loaded.model.eval(), x)
+    assert torch.allclose(score, torch.logsumexp(logits, 1))
 
 
 @pytest.mark.parametrize("bad", ["nan", "shape", "missing", "integer"])
@@ -237,10 +244,10 @@ def test_none_threshold_must_be_a_finite_number(bad: str, tiny_run, synthetic_ro
     assert info.value.code == 2 and "--none-threshold" in capsys.readouterr().err
 
 
-def test_the_score_is_float32_inside_a_bf16_autocast(tiny_run, synthetic_root: Path) -> None:
+def test_the_score_is_float32_inside_a_bf16_autocast(tiny_mahalanobis: Path, synthetic_root: Path) -> None:
     """Predictions run in bf16 autocast on CPUs that have it: the network's pass in bf16, the Mahalanobis distances
     (values of ~1e2 to 1e3, near a threshold by a few units) in float32 from the features that pass recorded."""
-    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    checkpoint = load_checkpoint(tiny_mahalanobis)
     point, model = checkpoint.open_set, Classifier(checkpoint).model
     x = checkpoint.normalise(
         torch.stack([torch.from_numpy(decode_image(p)).permute(2, 0, 1) for p in _photos(synthetic_root)])

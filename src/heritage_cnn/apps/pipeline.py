@@ -39,6 +39,7 @@ from heritage_cnn.inference.evaluate import (
 from heritage_cnn.inference.openset_eval import open_set_section, scored_logits
 from heritage_cnn.inference.openset_fit import (
     DEFAULT_RIDGE,
+    DEFAULT_SCORE,
     REJECT_SHARE,
     describe,
     fit_operating_point,
@@ -262,7 +263,7 @@ def fit_none_of_these(
     checkpoint: Checkpoint,
     data: str | os.PathLike,
     out: str | os.PathLike,
-    score: str = "mahalanobis",
+    score: str = DEFAULT_SCORE,
     layer: str = PENULTIMATE,
     ridge: float = DEFAULT_RIDGE,
     reject_share: float = REJECT_SHARE,

@@ -63,19 +63,18 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
 
     Fit the open-set score that lets a model say "none of these" (a photo of none of the ten classes) and its
     threshold, and write the model with them as a new checkpoint pair at --out (the model's own files are never
-    written). The split is the one the model records (as `heritage evaluate --split val` rebuilds it): the Mahalanobis
-    statistics come from its training photos, the threshold calls --reject-share of its validation photos "none"
+    written). The split is the one the model records (as `heritage evaluate --split val` rebuilds it): the class
+    statistics (which a Mahalanobis score reads and `heritage teach` replays) come from its training photos, the threshold calls --reject-share of its validation photos "none"
     (default 0.03, docs/open_set.md's operating point). The command is recorded in the checkpoint.
 
     Examples:
       heritage data none-fit --model runs/a --data data/ahe64 --out runs/a/none
-      heritage data none-fit --model default --data data/ahe64 --ridge 1e-4 --out /tmp/default
-      heritage data none-fit --model fast --data data/ahe64 --score energy --out /tmp/fast-energy
+      heritage data none-fit --model default --data data/ahe64 --score mahalanobis --ridge 1e-4 --out /tmp/default
     """
     from heritage_cnn.apps.pipeline import fit_none_of_these
 
     # recorded in the checkpoint with every setting spelled out, the data and output folders as placeholders
-    settings = f"--layer {args.layer} --ridge {args.ridge:g} " if args.score == "mahalanobis" else ""
+    settings = f"--layer {args.layer} --ridge {args.ridge:g} "
     command = (
         f"heritage data none-fit --model {args.model or 'default'} --data DATA --out OUT --score {args.score} "
         f"{settings}--reject-share {args.reject_share:g}"
@@ -109,7 +108,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _register_none_fit(actions: argparse._SubParsersAction) -> None:
-    from heritage_cnn.inference.openset_fit import DEFAULT_RIDGE, REJECT_SHARE
+    from heritage_cnn.inference.openset_fit import DEFAULT_RIDGE, DEFAULT_SCORE, REJECT_SHARE
     from heritage_cnn.models.openset_point import LAYERS, SCORES
 
     p = add_command(actions, "none-fit", cmd_data_none_fit)
@@ -119,17 +118,22 @@ def _register_none_fit(actions: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--score",
         choices=SCORES,
-        default="mahalanobis",
-        help="the open-set score: mahalanobis (statistics of the penultimate features), or energy or max_softmax "
-        "(no statistics) (default mahalanobis)",
+        default=DEFAULT_SCORE,
+        help="the open-set score: energy or max_softmax (from the logits), or mahalanobis (the distance to the "
+        "nearest class mean of the features at --layer) (default %(default)s)",
     )
-    p.add_argument("--layer", choices=LAYERS, default=LAYERS[0], help="Mahalanobis: whose input (default %(default)s)")
+    p.add_argument(
+        "--layer",
+        choices=LAYERS,
+        default=LAYERS[0],
+        help="the class statistics' features: whose input (default %(default)s); every score carries them, "
+        "`heritage teach` replays them",
+    )
     p.add_argument(
         "--ridge",
         type=number_in(0),
         default=DEFAULT_RIDGE,
-        help="Mahalanobis: added to the covariance's diagonal, relative to its mean (default %(default)g; the shipped "
-        "default ensemble's is 1e-4)",
+        help="the class statistics: added to the covariance's diagonal, relative to its mean (default %(default)g)",
     )
     p.add_argument(
         "--reject-share",

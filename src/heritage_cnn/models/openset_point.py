@@ -4,9 +4,11 @@ A photo is **known** (one of the ten) when its open-set score (`heritage_cnn.mod
 of the ten) is at or above the threshold, and "none of these" below it. The record lives in the checkpoint's JSON
 as `open_set`, validated like every other field (a bad value is one line naming the file and `open_set.OPEN_SET`):
 
-- `score`: "mahalanobis" (minus the smallest squared Mahalanobis distance of the input to `layer`, "head.fc2" or
-  "head.fc1", to a class mean; the statistics fitted with `ridge`), "energy" (temperature 1) or "max_softmax";
-  the last two need no statistics;
+- `score`: "energy" (temperature 1), "max_softmax", or "mahalanobis" (minus the smallest squared Mahalanobis
+  distance of the input to `layer` to a class mean);
+- `layer` ("head.fc2" or "head.fc1") and `ridge`: the class statistics' features and covariance ridge. A Mahalanobis
+  score needs them; any other score may carry them too (both or neither), unread by the score, so that `heritage
+  teach` can stand them in for the training photos (`training.teach`);
 - `threshold`: a finite number; `reject_share`: the share of validation photos it was chosen to call "none" at
   most (0.03: the 3rd percentile);
 - `fitted_on`: `train_photos` (the statistics' photos), `val_photos`, `val_called_none` and its share, `views`
@@ -15,7 +17,7 @@ as `open_set`, validated like every other field (a bad value is one line naming 
   is written without the record rather than with one that no longer fits it);
 - `command` (optional): how the record was fitted.
 
-A Mahalanobis record's statistics (`openset.MahalanobisStats`: class means and the whitening matrix, float32) are
+A record's statistics (`openset.MahalanobisStats`: class means and the whitening matrix, float32) are
 tensors beside the weights in the same safetensors file, `openset.mahalanobis.means` / `.whitening` for one network
 and `members.<i>.openset.mahalanobis.*` for each network of an ensemble, so both halves' `generation` covers them.
 For an ensemble the score is the mean of the members' scores, as in `openset.open_set_scores`; with several
@@ -64,8 +66,8 @@ _KEYS = {"score", "layer", "ridge", "threshold", "reject_share", "fitted_on", "c
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """An open-set score and the threshold below which a photo is "none of these"; `stats`: one Mahalanobis
-    statistics per network (empty for energy and max softmax)."""
+    """An open-set score and the threshold below which a photo is "none of these"; `stats`: one class statistics
+    per network at `layer` (a Mahalanobis score's own; optional for the others), or none."""
 
     score: str
     threshold: float
@@ -87,7 +89,7 @@ class OperatingPoint:
     def to_dict(self) -> dict[str, Any]:
         """The JSON record (the statistics are tensors, `tensors()`)."""
         record: dict[str, Any] = {"score": self.score}
-        if self.score == "mahalanobis":
+        if self.layer is not None:
             record |= {"layer": self.layer, "ridge": self.ridge}
         record |= {"threshold": self.threshold, "reject_share": self.reject_share, "fitted_on": dict(self.fitted_on)}
         return record | ({"command": self.command} if self.command else {})
@@ -189,13 +191,11 @@ def check_record(raw: object, where: Path) -> None:
     score = raw.get("score")
     if score not in SCORES:
         raise fail("score", f"must be one of {', '.join(SCORES)}, got {score!r}")
-    if score == "mahalanobis":
+    if score == "mahalanobis" or "layer" in raw or "ridge" in raw:  # the statistics': a Mahalanobis score's own
         if raw.get("layer") not in LAYERS:
             raise fail("layer", f"must be one of {', '.join(LAYERS)}, got {raw.get('layer')!r}")
         if not _finite(raw.get("ridge")) or raw["ridge"] < 0:
             raise fail("ridge", f"must be a finite number at least 0, got {raw.get('ridge')!r}")
-    elif "layer" in raw or "ridge" in raw:
-        raise fail("layer" if "layer" in raw else "ridge", f"only a mahalanobis score has one ({score} has none)")
     threshold = raw.get("threshold")
     if not _finite(threshold):
         raise fail("threshold", f"must be a finite number, got {threshold!r}")
@@ -247,13 +247,13 @@ def load_point(
     num_classes: int,
     where: Path,
 ) -> OperatingPoint | None:
-    """The operating point of a loaded checkpoint: its checked record (None when it has none) and, for a Mahalanobis
-    score, each network's statistics (named after the network's own `prefixes`), checked against the network
+    """The operating point of a loaded checkpoint: its checked record (None when it has none) and, when it has a
+    layer (always for a Mahalanobis score), each network's statistics (named after the network's own `prefixes`), checked against the network
     (shapes, finite float values)."""
     check_record(raw, where.with_suffix(".json"))
     expected = set()
     stats = []
-    if isinstance(raw, dict) and raw["score"] == "mahalanobis":
+    if isinstance(raw, dict) and "layer" in raw:
         for network, network_prefix in zip(networks, prefixes, strict=True):
             prefix = network_prefix + TENSOR_PREFIX
             width = network.get_submodule(raw["layer"]).in_features
