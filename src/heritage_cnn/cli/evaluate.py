@@ -134,7 +134,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = add_command(commands, "report", cmd_report)
     add_model(p)
-    add_member(p)
+    add_member(p, what="the sections that look inside show (evaluation and the element map use the whole model)")
     add_data(p)
     add_negatives(p)
     add_out(p, "folder for index.html and the figures")

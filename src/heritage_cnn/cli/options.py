@@ -154,15 +154,15 @@ def add_model(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help=MODEL_HELP)
 
 
-def add_member(parser: argparse.ArgumentParser, every_by_default: bool = False) -> None:
+def add_member(parser: argparse.ArgumentParser, every_by_default: bool = False, what: str = "to use") -> None:
     """Which network of an ensemble a tool that looks inside a network works on (`every_by_default`: without
-    --member the tool uses every network, as `generate` draws for all of them at once)."""
+    --member the tool uses every network, as `generate` draws for all of them at once; `what`: what it is for)."""
     default = "every network of an ensemble" if every_by_default else "0"
     parser.add_argument(
         "--member",
         type=_member,
         default=None if every_by_default else 0,
-        help=f"which network of an ensemble to use, from 0 (default {default}; a single network has only 0)",
+        help=f"which network of an ensemble {what}, from 0 (default {default}; a single network has only 0)",
     )
 
 
