@@ -271,7 +271,7 @@ def fit_none_of_these(
     log: Log = print,
 ) -> Path:
     """(Re)fit a model's "none of these" operating point on a data folder and write the model with it as a new
-    checkpoint at `out` (the model's own files are never written): Mahalanobis statistics on the photos its recorded
+    checkpoint at `out` (the model's own files are never written): the class statistics on the photos its recorded
     split trained on, the threshold on its validation photos less any it trained on (as `evaluate --split val`)."""
     from heritage_cnn.training.config import TrainConfig
     from heritage_cnn.training.prepare import prepare_data

@@ -64,8 +64,9 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
     Fit the open-set score that lets a model say "none of these" (a photo of none of the ten classes) and its
     threshold, and write the model with them as a new checkpoint pair at --out (the model's own files are never
     written). The split is the one the model records (as `heritage evaluate --split val` rebuilds it): the class
-    statistics (which a Mahalanobis score reads and `heritage teach` replays) come from its training photos, the threshold calls --reject-share of its validation photos "none"
-    (default 0.03, docs/open_set.md's operating point). The command is recorded in the checkpoint.
+    statistics (which a Mahalanobis score reads and `heritage teach` replays) come from its training photos, the
+    threshold calls --reject-share of its validation photos "none" (default 0.03, docs/open_set.md's operating
+    point). The command is recorded in the checkpoint.
 
     Examples:
       heritage data none-fit --model runs/a --data data/ahe64 --out runs/a/none
