@@ -9,7 +9,7 @@ import pytest
 
 from heritage_cnn.data.folders import DatasetError
 from heritage_cnn.inference.sort import sort_photos
-from heritage_cnn.inference.teach_photos import read_corrections
+from heritage_cnn.inference.teach_photos import SHARED, read_corrections
 
 
 @pytest.fixture
@@ -82,3 +82,22 @@ def test_the_sorted_folder_is_only_read(sorted_folder: Path) -> None:
     before = sorted((p.relative_to(sorted_folder), p.stat().st_mtime_ns) for p in sorted_folder.rglob("*"))
     read_corrections(sorted_folder)
     assert sorted((p.relative_to(sorted_folder), p.stat().st_mtime_ns) for p in sorted_folder.rglob("*")) == before
+
+
+def test_identical_photos_sorted_to_one_file_are_counted_once_and_said(
+    classifier, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """Two sources with one name and one content: sort keeps one file and writes a manifest row for each; teach reads
+    the file once and says that the other row shares it, so every row is accounted for."""
+    survey = tmp_path / "survey"
+    for name in ("a", "b"):
+        (survey / name).mkdir(parents=True)
+        (survey / name / "dup.png").write_bytes((synthetic_root / "altar" / "000.png").read_bytes())
+    out = tmp_path / "sorted"
+    sort_photos(classifier, survey, out, min_confidence=0.0, progress=False)
+    with open(out / "manifest.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 and rows[0]["destination"] == rows[1]["destination"]
+    photos = read_corrections(out)
+    assert photos.found[SHARED] == 1 and sum(photos.found.values()) == len(rows)
+    assert len(photos) <= 1

@@ -42,6 +42,7 @@ from heritage_cnn.models.metadata import class_name_problem
 
 RESERVED = (UNCERTAIN, NONE)
 MIN_NEW_PHOTOS = 20  # photos a new class needs: the fewest the benchmark teaches from (docs/teach.md)
+SHARED = "manifest rows sharing another row's file (identical photos)"  # counted, not taught twice
 KINDS = ("new", "moved", "added", "confirmed")  # why a photo is taught; "new": a photo of a new class's folder
 
 
@@ -178,6 +179,8 @@ def read_corrections(folder: str | os.PathLike, size: int = 64) -> TeachPhotos:
     rows = _manifest_rows(root)
     filed = {Path(row["destination"]): _filed_folder(row, root, n) for n, row in enumerate(rows, start=2)}
     sources = {Path(row["destination"]): Path(row["source"]) for row in rows}
+    # sort keeps one copy of identical photos of one name, and the manifest a row for each: one file, read once
+    shared = len(rows) - len(filed)
     files, skipped = [], []
     for sub in _class_subfolders(root):
         found, problems = walk_files(sub, IMAGE_EXTENSIONS)
@@ -189,7 +192,7 @@ def read_corrections(folder: str | os.PathLike, size: int = 64) -> TeachPhotos:
     by_content: dict[str, list[Path]] = {}
     for path, digest in digests.items():
         by_content.setdefault(digest, []).append(path)
-    counts: Counter = Counter()
+    counts: Counter = Counter({SHARED: shared} if shared else {})
     items: list[tuple[Path, str, str]] = []
     claimed: set[Path] = set()
     for destination, was in filed.items():
