@@ -17,9 +17,9 @@ from heritage_cnn import cli
 from heritage_cnn.base.io import read_json
 from heritage_cnn.data.decode import decode_image
 from heritage_cnn.inference.classifier import Classifier
-from heritage_cnn.inference.openset_fit import full_float32, reject_threshold
+from heritage_cnn.inference.openset_fit import describe, full_float32, reject_threshold
 from heritage_cnn.models.checkpoint import load_checkpoint, save_ensemble
-from heritage_cnn.models.openset_point import network_id
+from heritage_cnn.models.openset_point import OperatingPoint, network_id
 
 
 @pytest.mark.parametrize(
@@ -153,3 +153,15 @@ def test_the_fit_runs_cudnn_without_tf32_and_restores_the_setting(before: bool) 
         assert torch.backends.cudnn.allow_tf32 is before
     finally:
         torch.backends.cudnn.allow_tf32 = True  # PyTorch's default
+
+
+def test_the_one_line_names_what_the_score_reads() -> None:
+    fitted = {"train_photos": 192, "val_photos": 48, "val_called_none": 1, "val_called_none_share": 1 / 48}
+    energy = describe(OperatingPoint("energy", 2.5, "head.fc2", 0.01, fitted_on=fitted))
+    assert energy == (
+        "none of these: energy below 2.5 calls 1 of 48 validation photos none (2.08%); "
+        "class statistics (for heritage teach) from 192 training photos"
+    )
+    distance = describe(OperatingPoint("mahalanobis", -120.0, "head.fc2", 0.01, fitted_on=fitted))
+    assert distance.startswith("none of these: mahalanobis[head.fc2] (ridge 0.01) below -120 calls 1 of 48")
+    assert distance.endswith("; statistics from 192 training photos")

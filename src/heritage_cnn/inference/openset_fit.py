@@ -129,7 +129,8 @@ def describe(point: OperatingPoint) -> str:
     """One line: the score, the threshold and what it was fitted on."""
     fitted = point.fitted_on
     ridge = f" (ridge {point.ridge:g})" if point.score == "mahalanobis" else ""
-    on = f"; statistics from {fitted['train_photos']} training photos" if fitted.get("train_photos") else ""
+    what = "statistics" if point.score == "mahalanobis" else "class statistics (for heritage teach)"
+    on = f"; {what} from {fitted['train_photos']} training photos" if fitted.get("train_photos") else ""
     return (
         f"none of these: {point.name}{ridge} below {point.threshold:.6g} calls {fitted['val_called_none']} of "
         f"{fitted['val_photos']} validation photos none ({fitted['val_called_none_share']:.2%}){on}"
