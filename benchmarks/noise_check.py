@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -68,9 +67,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("noise_check"))
     args = parser.parse_args()
     _, val = split_of(args.data)
-    threshold = float(neighbour_correlation(val.images).min()) - MARGIN
+    val_statistic = neighbour_correlation(val.images)
+    threshold = float(val_statistic.min()) - MARGIN
     result: dict = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "threshold": threshold}
-    result["val"] = {"photos": len(val), "called_noise": int((neighbour_correlation(val.images) < threshold).sum())}
+    result["val"] = {"photos": len(val), "called_noise": int((val_statistic < threshold).sum())}
     checkpoint = load_checkpoint(args.model)
     point = checkpoint.open_set
     for side in ("tuning", "reporting"):
@@ -81,12 +81,16 @@ def main() -> None:
         noise = neighbour_correlation(images) < threshold
         _, scores = scored_logits(checkpoint, point, images)
         filed = scores.numpy() >= point.threshold
+        of = {name: np.array(names) == name for name in sorted(set(names))}
         by_source = {
-            name: {"n": int(sum(1 for s in names if s == name)), "noise": int(sum(noise[i] for i, s in enumerate(names) if s == name)),
-                   "filed_before": int(sum(filed[i] for i, s in enumerate(names) if s == name)),
-                   "filed_after": int(sum(filed[i] and not noise[i] for i, s in enumerate(names) if s == name))}
-            for name in sorted(Counter(names))
-        }  # fmt: skip
+            name: {
+                "n": int(mask.sum()),
+                "noise": int((noise & mask).sum()),
+                "filed_before": int((filed & mask).sum()),
+                "filed_after": int((filed & ~noise & mask).sum()),
+            }
+            for name, mask in of.items()
+        }
         result[side] = {
             "photos": len(images),
             "called_noise": int(noise.sum()),

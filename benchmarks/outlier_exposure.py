@@ -187,7 +187,6 @@ def main() -> None:
             name = f"{member.info.get('name', i)}+oe"
             members.append(replace(member, model=model, info=member.info | {"outlier_exposure": record, "name": name}))
         saved = save_ensemble(args.out, members, views=base.views)
-        base = load_checkpoint(base.path)  # fine_tune changed the loaded ensemble's networks in place
     model = load_checkpoint(saved).model
     correct = predict_logits(model, val_set.images, base.normalise).argmax(1) == val_set.labels
     delta = paired_interval(reference.numpy(), correct.numpy())
