@@ -112,7 +112,7 @@ def open_set_section(
     correct = probabilities.argmax(1) == labels
     summary: dict[str, Any] = {
         "score": point.name,
-        "ridge": point.ridge if point.score == "mahalanobis" else None,  # a score that reads no statistics has none
+        "ridge": point.ridge if point.reads_statistics else None,  # a score that reads no statistics has none
         "threshold": point.threshold,
         "threshold_from": "--none-threshold" if overridden else "the model",
         "fitted_on": point.fitted_on,

@@ -128,8 +128,8 @@ def fit_for_run(
 def describe(point: OperatingPoint) -> str:
     """One line: the score, the threshold and what it was fitted on."""
     fitted = point.fitted_on
-    ridge = f" (ridge {point.ridge:g})" if point.score == "mahalanobis" else ""
-    what = "statistics" if point.score == "mahalanobis" else "class statistics (for heritage teach)"
+    ridge = f" (ridge {point.ridge:g})" if point.reads_statistics else ""
+    what = "statistics" if point.reads_statistics else "class statistics (for heritage teach)"
     on = f"; {what} from {fitted['train_photos']} training photos" if fitted.get("train_photos") else ""
     return (
         f"none of these: {point.name}{ridge} below {point.threshold:.6g} calls {fitted['val_called_none']} of "

@@ -79,9 +79,14 @@ class OperatingPoint:
     stats: tuple[MahalanobisStats, ...] = ()
 
     @property
+    def reads_statistics(self) -> bool:
+        """Whether the score reads the class statistics (Mahalanobis), rather than only carrying them for teach."""
+        return self.score == "mahalanobis"
+
+    @property
     def name(self) -> str:
         """The score as docs/open_set.md names it: `mahalanobis[head.fc2]`, `energy`, `max_softmax`."""
-        return f"{self.score}[{self.layer}]" if self.score == "mahalanobis" else self.score
+        return f"{self.score}[{self.layer}]" if self.reads_statistics else self.score
 
     def with_threshold(self, threshold: float) -> OperatingPoint:
         return replace(self, threshold=float(threshold))
@@ -107,7 +112,7 @@ class OperatingPoint:
         if self.score == "max_softmax":
             output = model(images).float()
             return output, max_softmax(output)
-        record = forward_with_features(model, images, (self.layer,) if self.score == "mahalanobis" else ())
+        record = forward_with_features(model, images, (self.layer,) if self.reads_statistics else ())
         # the score in float32 even inside a bf16 autocast: distances of ~1e3 would lose units in bf16 products
         with torch.autocast(images.device.type, enabled=False):
             return record.logits, self._score(record)
@@ -191,7 +196,7 @@ def check_record(raw: object, where: Path) -> None:
     score = raw.get("score")
     if score not in SCORES:
         raise fail("score", f"must be one of {', '.join(SCORES)}, got {score!r}")
-    if score == "mahalanobis" or "layer" in raw or "ridge" in raw:  # the statistics': a Mahalanobis score's own
+    if score == "mahalanobis" or "layer" in raw or "ridge" in raw:  # statistics: Mahalanobis needs them, others may
         if raw.get("layer") not in LAYERS:
             raise fail("layer", f"must be one of {', '.join(LAYERS)}, got {raw.get('layer')!r}")
         if not _finite(raw.get("ridge")) or raw["ridge"] < 0:
@@ -248,8 +253,8 @@ def load_point(
     where: Path,
 ) -> OperatingPoint | None:
     """The operating point of a loaded checkpoint: its checked record (None when it has none) and, when it has a
-    layer (always for a Mahalanobis score), each network's statistics (named after the network's own `prefixes`), checked against the network
-    (shapes, finite float values)."""
+    layer (always for a Mahalanobis score), each network's statistics (named after the network's own `prefixes`),
+    checked against the network (shapes, finite float values)."""
     check_record(raw, where.with_suffix(".json"))
     expected = set()
     stats = []
