@@ -4,9 +4,9 @@
     python benchmarks/noise_check.py --data DATA --negatives data/negatives --out benchmarks/noise_check
 
 Photographs, drawings and documents have strongly correlated neighbouring pixels; uniform noise has none, and every
-network here files it as stained glass with a photo's confidence. The statistic is the correlation of each pixel
-with its right and lower neighbours in the 64 px image the network sees; the threshold sits just below the lowest
-value among the validation photos (no photo of the ten is called noise), and `reporting/` is read once, for
+network here files it as stained glass with a photo's confidence. The statistic (`openset.neighbour_correlation`, the
+one the shipped check computes) is the correlation of each pixel with its right and lower neighbours in the 64 px
+image the network sees; the threshold sits just below the lowest value among the validation photos (no photo of the ten is called noise), and `reporting/` is read once, for
 `default` at its shipped energy threshold: the share of negatives filed into a class before and after the check.
 """
 
@@ -18,33 +18,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from heritage_cnn.base.io import atomic_write_json, atomic_write_text
 from heritage_cnn.inference.openset_eval import load_negatives, scored_logits
 from heritage_cnn.models.checkpoint import load_checkpoint
+from heritage_cnn.models.openset import neighbour_correlation
+from heritage_cnn.models.openset_point import NOISE_MARGIN as MARGIN
 from run import hardware
 from teach_new_class import split_of
-
-MARGIN = 0.01  # the threshold this far below the lowest validation photo's statistic
-
-
-def neighbour_correlation(images: torch.Tensor) -> np.ndarray:
-    """(N,) the mean of the horizontal and vertical lag-1 Pearson correlations of uint8 images (N, 3, H, W), the
-    channels pooled: near 1 for photographs, near 0 for independent pixels, -1 for a checkerboard."""
-    x = images.double()
-
-    def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        a, b = a.flatten(1), b.flatten(1)
-        a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
-        denominator = (a.square().sum(1) * b.square().sum(1)).sqrt()
-        return torch.where(denominator > 0, (a * b).sum(1) / denominator.clamp_min(1e-12), torch.ones_like(denominator))
-
-    across = pearson(x[..., :, :-1], x[..., :, 1:])
-    down = pearson(x[..., :-1, :], x[..., 1:, :])
-    return ((across + down) / 2).numpy()
 
 
 def sources(folder: Path) -> list[str]:
@@ -67,7 +50,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("noise_check"))
     args = parser.parse_args()
     _, val = split_of(args.data)
-    val_statistic = neighbour_correlation(val.images)
+    val_statistic = neighbour_correlation(val.images).numpy()
     threshold = float(val_statistic.min()) - MARGIN
     result: dict = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "threshold": threshold}
     result["val"] = {"photos": len(val), "called_noise": int((val_statistic < threshold).sum())}
@@ -78,7 +61,7 @@ def main() -> None:
         names = sources(args.negatives / side)
         if skipped or len(names) != len(images):
             raise SystemExit(f"{args.negatives / side}: {len(skipped)} unreadable photos; rebuild the negatives")
-        noise = neighbour_correlation(images) < threshold
+        noise = neighbour_correlation(images).numpy() < threshold
         _, scores = scored_logits(checkpoint, point, images)
         filed = scores.numpy() >= point.threshold
         of = {name: np.array(names) == name for name in sorted(set(names))}

@@ -100,7 +100,18 @@ def test_answer_is_the_one_prediction_schema(client: TestClient, tiny_run) -> No
     photo = np.asarray(Image.open(io.BytesIO(png_bytes(6))).convert("RGB"))
     expected = Classifier.load(tiny_run.checkpoint).predict(photo, top=4)[0].to_dict()
     body = post(client, png_bytes(6), top=4).json()
-    fields = ["path", "label", "name", "probability", "known", "open_set_score", "none_threshold", "top", "upload"]
+    fields = [
+        "path",
+        "label",
+        "name",
+        "probability",
+        "known",
+        "open_set_score",
+        "none_threshold",
+        "none_reason",
+        "top",
+        "upload",
+    ]
     assert list(body) == fields
     assert body["path"] is None and list(body["top"][0]) == ["label", "name", "probability"]
     assert {k: v for k, v in body.items() if k != "upload"} == expected
@@ -217,6 +228,11 @@ def test_answer_says_whether_the_photo_is_one_of_the_ten(
     strict = TestClient(create_app(tiny_run.checkpoint, gallery, none_threshold=1e9), base_url="http://127.0.0.1")
     assert strict.get("/api/info").json()["none_threshold"] == 1e9
     assert post(strict, png_bytes(4)).json()["known"] is False
+    assert post(strict, png_bytes(4)).json()["none_reason"] == "score"
+    static = io.BytesIO()  # uniform noise: below the noise check, whatever its score
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(static, "PNG")
+    body = post(client, static.getvalue()).json()
+    assert (body["known"], body["none_reason"]) == (False, "noise") and info["noise_threshold"] == point.noise_threshold
     old = TestClient(create_app(old_checkpoint, gallery), base_url="http://127.0.0.1")
     assert old.get("/api/info").json()["none_threshold"] is None and post(old, png_bytes(4)).json()["known"] is None
     with pytest.raises(ValueError, match="--none-threshold"):

@@ -73,7 +73,7 @@ def test_predict_command_formats_and_skips_bad_files(
     assert cli.main(["predict", "--model", model, str(survey), "--format", "json"]) == 0
     captured = capsys.readouterr()
     rows = json.loads(captured.out)
-    fields = ["path", "label", "name", "probability", "known", "open_set_score", "none_threshold", "top"]
+    fields = ["path", "label", "name", "probability", "known", "open_set_score", "none_threshold", "none_reason", "top"]
     assert len(rows) == 9 and list(rows[0]) == fields
     assert list(rows[0]["top"][0]) == ["label", "name", "probability"] and len(rows[0]["top"]) == 3
     assert "broken.jpg" in captured.err and "1 of 10 file(s) could not be read" in captured.err
@@ -170,6 +170,7 @@ def test_one_prediction_schema_for_python_json_and_csv(classifier: Classifier, s
         "known": None,
         "open_set_score": None,
         "none_threshold": None,
+        "none_reason": None,
         "top": [
             {"label": "dome(inner)", "name": "dome (inner)", "probability": 0.75},
             {"label": "altar", "name": "altar", "probability": 0.25},
@@ -182,10 +183,10 @@ def test_one_prediction_schema_for_python_json_and_csv(classifier: Classifier, s
     ]
     header, row = format_predictions([_prediction()], "csv").splitlines()
     assert header == (
-        "path,label,name,probability,known,open_set_score,none_threshold,"
+        "path,label,name,probability,known,open_set_score,none_threshold,none_reason,"
         "top1_label,top1_name,top1_probability,top2_label,top2_name,top2_probability"
     )
-    assert row == "a/b.jpg,dome(inner),dome (inner),0.7500,,,,dome(inner),dome (inner),0.7500,altar,altar,0.2500"
+    assert row == "a/b.jpg,dome(inner),dome (inner),0.7500,,,,,dome(inner),dome (inner),0.7500,altar,altar,0.2500"
     table = format_predictions([_prediction()], "table")
     assert "dome (inner)" in table and "altar 0.25" in table
     with pytest.raises(ValueError, match="unknown output format"):
@@ -221,6 +222,33 @@ def test_none_of_these_in_python_json_csv_and_the_table(
     closest = ", ".join(f"{t.name} {t.probability:.2f}" for t in low.top)
     assert "none of these" in lines[low.path] and lines[low.path].endswith(f"closest: {closest}")
     assert f" {high.name} " in lines[high.path] and "none of these" not in lines[high.path]
+
+
+def test_noise_is_none_of_these_whatever_its_score_in_every_output(
+    tiny_run, classifier: Classifier, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Uniform noise is below the tiny run's fitted noise check: none of these, reason "noise", even with the score's
+    threshold moved below every score (--none-threshold moves the score's only); a photo beside it stays known."""
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(noise)
+    photo = str(synthetic_root / "apse" / "007.png")
+    model = ["--model", str(tiny_run.checkpoint), "--none-threshold=-1e9"]  # the score alone would keep both
+    assert cli.main(["predict", photo, str(noise), *model, "--format", "json"]) == 0
+    rows = {Path(row["path"]).name: row for row in json.loads(capsys.readouterr().out)}
+    assert (rows["noise.png"]["known"], rows["noise.png"]["none_reason"]) == (False, "noise")
+    assert (rows["007.png"]["known"], rows["007.png"]["none_reason"]) == (True, None)
+    assert rows["noise.png"]["open_set_score"] > -1e9  # the score would have kept it
+    assert cli.main(["predict", photo, str(noise), *model, "--format", "csv"]) == 0
+    rows = {Path(row["path"]).name: row for row in csv.DictReader(capsys.readouterr().out.splitlines())}
+    assert (rows["noise.png"]["known"], rows["noise.png"]["none_reason"]) == ("false", "noise")
+    assert (rows["007.png"]["known"], rows["007.png"]["none_reason"]) == ("true", "")
+    assert cli.main(["predict", photo, str(noise), *model]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if "noise.png" in line)
+    assert "none of these" in line and "noise, not a photo; closest:" in line
+    low = classifier.predict([photo])[0]  # the model's own threshold: why a photo below it is none
+    threshold = low.open_set_score + 1
+    again = Classifier.load(tiny_run.checkpoint, none_threshold=threshold).predict([photo])[0]
+    assert (again.known, again.none_reason) == (False, "score")
 
 
 def test_the_classifier_autocasts_where_the_cpu_has_bf16_or_the_bf16_pass_says_so(tiny_run, request) -> None:

@@ -62,8 +62,15 @@ def test_evaluate_reports_the_operating_point_on_the_ten_and_on_negatives(
     assert summary["negatives"]["photos"] == len(drawn) == 12 and summary["negatives"]["unreadable"] == 1
     assert summary["negatives"]["filed"] == sum(bool(p.known) for p in drawn)
     scores = [p.open_set_score for p in val] + [p.open_set_score for p in drawn]
-    auroc = roc_auc_score([1] * len(val) + [0] * len(drawn), scores)
-    assert summary["negatives"]["auroc"] == pytest.approx(auroc, abs=1e-3)
+    truth = [1] * len(val) + [0] * len(drawn)
+    assert summary["negatives"]["score_auroc"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-3)
+    # the decision's AUROC: a photo the noise check calls noise ranks below every score
+    noise = [p.none_reason == "noise" for p in val + drawn]
+    assert not any(noise[: len(val)]) and summary["called_noise"] == 0  # the check was fitted to call none of them
+    assert summary["negatives"]["called_noise"] == sum(noise) > 0
+    decided = [min(scores) - 1 if n else s for s, n in zip(scores, noise, strict=True)]
+    assert summary["negatives"]["auroc"] == pytest.approx(roc_auc_score(truth, decided), abs=1e-3)
+    assert summary["negatives"]["auroc"] > summary["negatives"]["score_auroc"]  # these negatives: the check helps
     for name in ("open_set_scores.png", "open_set_roc.png"):
         with Image.open(evaluated / name) as image:
             assert image.format == "PNG" and image.width > 300

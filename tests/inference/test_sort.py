@@ -378,3 +378,21 @@ def test_none_of_these_go_to_none_first_with_the_manifests_known_column(
         assert float(row["open_set_score"]) == pytest.approx(scores[row["source"]], rel=1e-6)
     assert "(4 none of the ten in _none/, 5 below 1.00 in _uncertain/)" in capsys.readouterr().out
     assert len(list((out / sort_module.NONE).iterdir())) == 4
+
+
+def test_noise_goes_to_none_and_the_summary_and_manifest_say_why(
+    tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    survey = make_survey(synthetic_root, tmp_path / "survey")
+    rng = np.random.default_rng(4)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)).save(survey / f"static_{i}.png")
+    out = tmp_path / "sorted"
+    args = ["sort", str(survey), "--out", str(out), "--model", str(tiny_run.checkpoint), "-q"]
+    assert cli.main([*args, "--none-threshold=-1e9"]) == 0  # the score rejects nothing: only the check does
+    rows = {Path(row["source"]).name: row for row in _manifest(out)}
+    for name in ("static_0.png", "static_1.png"):
+        assert Path(rows[name]["destination"]).parent.name == sort_module.NONE
+        assert (rows[name]["known"], rows[name]["none_reason"]) == ("false", "noise")
+    assert all(row["none_reason"] == "" for name, row in rows.items() if not name.startswith("static"))
+    assert "2 none of the ten in _none/ (2 of them noise)" in capsys.readouterr().out

@@ -217,3 +217,21 @@ def test_the_benchmarks_thresholds_and_rule() -> None:
     assert pick(settings, times)["picked"] == "maha"  # the combination gains less than 0.005: the simpler wins
     settings["combo"]["tuning_auroc"] = 0.91
     assert pick(settings, times)["picked"] == "combo"
+
+
+def test_neighbour_correlation_by_hand() -> None:
+    """A ramp along each row (every column constant down): 1 both ways. Columns alternating 0 and 255: -1 across,
+    1 down, mean 0. A checkerboard of single pixels: -1 both ways. Flat colour: no variation, counted 1 (not noise).
+    Uniform noise: near 0 (its standard error on 64 x 64 x 3 pairs is about 0.01)."""
+    ramp = torch.arange(64, dtype=torch.uint8).expand(1, 3, 64, 64)
+    columns = (torch.arange(64) % 2 * 255).to(torch.uint8).expand(1, 3, 64, 64)
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    checker = ((yy + xx) % 2 * 255).to(torch.uint8).expand(1, 3, 64, 64)
+    flat = torch.full((1, 3, 64, 64), 77, dtype=torch.uint8)
+    noise = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 3, 64, 64), dtype=np.uint8))
+    values = openset.neighbour_correlation(torch.cat([ramp, columns, checker, flat, noise]))
+    assert values.dtype == torch.float64
+    assert values[:4].tolist() == pytest.approx([1.0, 0.0, -1.0, 1.0], abs=1e-12)
+    assert abs(float(values[4])) < 0.05
+    with pytest.raises(ValueError, match="N x C x H x W"):
+        openset.neighbour_correlation(torch.zeros(3, 64, 64, dtype=torch.uint8))

@@ -7,6 +7,7 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -21,8 +22,14 @@ from heritage_cnn.inference.openset_fit import fit_operating_point
 from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint, save_ensemble, weights_generation
 from heritage_cnn.models.ensemble import Ensemble, copy_model
 from heritage_cnn.models.metadata import FORMAT
-from heritage_cnn.models.openset import PENULTIMATE, forward_with_features, mahalanobis, mahalanobis_fit
-from heritage_cnn.models.openset_point import CANNOT_REJECT, OperatingPoint, network_id
+from heritage_cnn.models.openset import (
+    PENULTIMATE,
+    forward_with_features,
+    mahalanobis,
+    mahalanobis_fit,
+    neighbour_correlation,
+)
+from heritage_cnn.models.openset_point import CANNOT_REJECT, NOISE, NOISE_MARGIN, SCORE, OperatingPoint, network_id
 from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.prepare import prepare_data
 
@@ -137,6 +144,9 @@ def _rewritten(stem: Path, meta: dict, state: dict) -> None:
         ("open_set.ridge", lambda r: r.update(ridge=-1.0)),
         ("open_set.ridge", lambda r: r.update(ridge=math.nan)),
         ("open_set.reject_share", lambda r: r.update(reject_share=1.5)),
+        ("open_set.noise_threshold", lambda r: r.update(noise_threshold=1.5)),
+        ("open_set.noise_threshold", lambda r: r.update(noise_threshold=math.nan)),
+        ("open_set.noise_threshold", lambda r: r.update(noise_threshold="0.5")),
         ("open_set.fitted_on.val_photos", lambda r: r["fitted_on"].update(val_photos=-1)),
         ("open_set.fitted_on.val_called_none", lambda r: r["fitted_on"].update(val_called_none=10**6)),
         ("open_set.fitted_on.val_called_none_share", lambda r: r["fitted_on"].update(val_called_none_share=math.nan)),
@@ -266,3 +276,41 @@ def test_the_score_is_float32_inside_a_bf16_autocast(tiny_mahalanobis: Path, syn
 
 def _photos(root: Path) -> list[Path]:
     return sorted(root.rglob("*.png"))[::12]
+
+
+def test_the_noise_check_decides_first_and_says_why() -> None:
+    """Known only when the score reaches the threshold and the pixels pass the check; the reason, checked in order:
+    noise first (whatever the score), then the score. A record without the check decides by the score alone."""
+    rng = np.random.default_rng(0)
+    ramp = np.broadcast_to(np.arange(0, 256, 4, dtype=np.uint8), (3, 64, 64))  # correlation 1 both ways
+    noise = rng.integers(0, 256, (3, 64, 64), dtype=np.uint8)  # near 0
+    images = torch.from_numpy(np.stack([ramp, noise, ramp, noise]).copy())
+    scores = torch.tensor([5.0, 5.0, 1.0, 1.0])  # above, above, below, below the threshold 2
+    checked = OperatingPoint("energy", 2.0, noise_threshold=0.5)
+    known, reasons = checked.decide(scores, images)
+    assert known.tolist() == [True, False, False, False]
+    assert reasons == [None, NOISE, SCORE, NOISE]
+    known, reasons = OperatingPoint("energy", 2.0).decide(scores, images)  # saved before the check
+    assert known.tolist() == [True, True, False, False] and reasons == [None, None, SCORE, SCORE]
+    assert (
+        checked.to_dict()["noise_threshold"] == 0.5 and "noise_threshold" not in OperatingPoint("energy", 2.0).to_dict()
+    )
+
+
+def test_the_fit_sets_the_noise_check_just_below_its_least_correlated_validation_photo(tiny_run, photos) -> None:
+    train, val = photos
+    point = fit_operating_point(load_checkpoint(tiny_run.checkpoint), train, val.images)
+    lowest = float(neighbour_correlation(val.images).min())
+    assert point.noise_threshold == pytest.approx(lowest - NOISE_MARGIN, abs=1e-12)
+    assert not point.noise(val.images).any()  # it calls none of the photos it was fitted on noise
+
+
+def test_a_record_without_the_noise_check_loads_and_decides_by_the_score(tiny_run, tmp_path: Path) -> None:
+    stem = tmp_path / "older"
+    meta = _copy(tiny_run.checkpoint.with_suffix(""), stem)
+    assert "noise_threshold" in meta["open_set"]  # `heritage train` fits it now
+    del meta["open_set"]["noise_threshold"]
+    stem.with_suffix(".json").write_text(json.dumps(meta))
+    loaded = load_checkpoint(stem)
+    assert loaded.open_set.noise_threshold is None
+    assert not loaded.open_set.noise(torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)).any()

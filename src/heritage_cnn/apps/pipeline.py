@@ -243,7 +243,17 @@ def evaluate_split(
     if point is not None:
         overridden = none_threshold is not None
         extra["open_set"] = open_set_section(
-            checkpoint, point, scores, probabilities, labels, out, negatives, tta, overridden, log
+            checkpoint,
+            point,
+            scores,
+            point.noise(images.images),
+            probabilities,
+            labels,
+            out,
+            negatives,
+            tta,
+            overridden,
+            log,
         )
     extra["skipped"] = [{"path": p, "reason": r} for p, r in images.skipped]
     paths = write_evaluation(out, metrics, checkpoint.display_names, title, extra, images.images, probabilities, labels)

@@ -112,6 +112,7 @@ def info(state: State) -> dict[str, Any]:
         # below it (the open-set score) the page says "not one of the ten"; None: this model cannot say it
         "none_threshold": open_set.threshold if open_set else None,
         "open_set_score": open_set.name if open_set else None,
+        "noise_threshold": open_set.noise_threshold if open_set else None,  # below it (pixel correlation): noise
         "corrections": state.corrections is not None,  # whether POST /api/correct keeps them (the page's control)
         "class_images": {
             "state": images.state,

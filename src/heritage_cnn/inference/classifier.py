@@ -7,8 +7,9 @@ CLI's JSON (`Prediction.to_dict`), the HTTP API and, flattened to `top1_label, t
 the CSV output and `sort`'s manifest. Sorting photos into class folders lives in `sort.py`.
 
 "None of these": when the model carries an operating point (`heritage_cnn.models.openset_point`), each prediction also
-says whether the photo is `known` (one of the ten: its open-set score at or above the threshold) and gives the
-score and the threshold; the score comes from the same forward pass as the probabilities. `label` is always the
+says whether the photo is `known` (one of the ten: its open-set score at or above the threshold, and its pixels not
+noise) and gives the score and the threshold, and for a photo that is none of them why (`none_reason`: `noise` or
+`score`, `openset_point.NONE_REASONS`); the score comes from the same forward pass as the probabilities. `label` is always the
 best of the ten, so for a photo that is none of them it is the closest class. A model without the record gives
 `known = None`: it cannot reject, and every photo is filed into a class.
 
@@ -39,7 +40,7 @@ from heritage_cnn.data.folders import IMAGE_EXTENSIONS, walk_files
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.models.network import fold_batch_norm
 from heritage_cnn.models.openset import PENULTIMATE, forward_with_features
-from heritage_cnn.models.openset_point import with_override
+from heritage_cnn.models.openset_point import NOISE, with_override
 from heritage_cnn.models.views import tta_views
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
@@ -70,6 +71,7 @@ class Prediction:
     known: bool | None = None  # one of the ten (True) or none of them (False); None: the model cannot tell
     open_set_score: float | None = None  # higher: more like the ten (heritage_cnn.models.openset)
     none_threshold: float | None = None  # below it, "none of these"
+    none_reason: str | None = None  # why known is False: "noise" (the pixels) or "score"; None otherwise
     # The elements of the whole photo (`element_map.Element`, most confident first: not imported, as element_map
     # builds on this module); None: not asked for, and then absent from every output.
     elements: tuple[Any, ...] | None = None
@@ -83,6 +85,7 @@ class Prediction:
             "known": self.known,
             "open_set_score": self.open_set_score,
             "none_threshold": self.none_threshold,
+            "none_reason": self.none_reason,
             "top": [t.to_dict() for t in self.top],
         }
         if self.elements is not None:
@@ -98,6 +101,7 @@ class Prediction:
         for key in ("open_set_score", "none_threshold"):
             value = getattr(self, key)
             row[key] = "" if value is None else f"{value:.7g}"
+        row["none_reason"] = self.none_reason or ""
         for i, t in enumerate(self.top[:k], start=1):
             row |= {f"top{i}_label": t.label, f"top{i}_name": t.name, f"top{i}_probability": f"{t.probability:.4f}"}
         if self.elements is not None:
@@ -107,7 +111,7 @@ class Prediction:
 
 def flat_fields(k: int, elements: bool = False) -> list[str]:
     """The CSV columns of `Prediction.flat` for `k` top classes (and the elements, when asked for)."""
-    fields = ["path", "label", "name", "probability", "known", "open_set_score", "none_threshold"]
+    fields = ["path", "label", "name", "probability", "known", "open_set_score", "none_threshold", "none_reason"]
     for i in range(1, k + 1):
         fields += [f"top{i}_label", f"top{i}_name", f"top{i}_probability"]
     return [*fields, "elements"] if elements else fields
@@ -221,15 +225,26 @@ class Classifier:
         k = min(top, len(self.classes))
         values, indices = probs.topk(k, dim=1)
         names, labels = self.checkpoint.display_names, self.classes
-        threshold = self.open_set.threshold if self.open_set is not None else None
+        point = self.open_set
+        threshold = point.threshold if point is not None else None
+        known, reasons = point.decide(scores, batch) if point is not None and scores is not None else (None, None)
         result = []
         for n, (path, vals, idxs) in enumerate(zip(paths, values.tolist(), indices.tolist(), strict=True)):
             ranked = tuple(TopClass(labels[i], names[i], float(v)) for i, v in zip(idxs, vals, strict=True))
             score = float(scores[n]) if scores is not None else None
-            known = None if score is None else score >= threshold
             answer = ranked[0]
             result.append(
-                Prediction(answer.label, answer.name, answer.probability, ranked, path, known, score, threshold)
+                Prediction(
+                    answer.label,
+                    answer.name,
+                    answer.probability,
+                    ranked,
+                    path,
+                    known=None if known is None else bool(known[n]),
+                    open_set_score=score,
+                    none_threshold=threshold,
+                    none_reason=None if reasons is None else reasons[n],
+                )
             )
         return result
 
@@ -311,9 +326,10 @@ def format_predictions(predictions: Sequence[Prediction], fmt: str) -> str:
     width = max([len(str(p.path)) for p in predictions] + [4])
     lines = [f"{'path'.ljust(width)}  {'class':<16} {'prob':>5}  top"]
     for p in predictions:
-        if p.known is False:  # none of the ten: the closest classes beside it
+        if p.known is False:  # none of the ten: why, and the closest classes beside it
             closest = ", ".join(f"{t.name} {t.probability:.2f}" for t in p.top)
-            lines.append(f"{str(p.path).ljust(width)}  {NONE_OF_THESE:<16} {'-':>5}  closest: {closest}")
+            why = "noise, not a photo; " if p.none_reason == NOISE else ""
+            lines.append(f"{str(p.path).ljust(width)}  {NONE_OF_THESE:<16} {'-':>5}  {why}closest: {closest}")
         else:
             others = ", ".join(f"{t.name} {t.probability:.2f}" for t in p.top[1:])
             lines.append(f"{str(p.path).ljust(width)}  {p.name:<16} {p.probability:5.2f}  {others}")

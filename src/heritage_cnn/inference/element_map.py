@@ -178,7 +178,7 @@ class ElementMap:
     cell: tuple[float, float]  # (width, height) of a cell in photo pixels
     tiles: int
     tile_sides: tuple[int, ...]  # in photo pixels, largest first
-    known_tiles: int | None  # tiles the open-set score calls one of the ten; None: the model cannot tell
+    known_tiles: int | None  # tiles called one of the ten (the score, and not noise); None: the model cannot tell
     none_threshold: float | None
     whole_photo: bool = False
     note: str | None = None
@@ -292,7 +292,7 @@ def map_elements(classifier: Classifier, image: PhotoLike, config: MapConfig | N
     probabilities, scores = classifier.scored(batch)
     evidence = probabilities.numpy().astype(np.float64)
     point = classifier.open_set
-    known = None if scores is None or point is None else (scores >= point.threshold).numpy()
+    known = None if scores is None or point is None else point.decide(scores, batch)[0].numpy()  # noise tiles too
     if known is not None:
         evidence = evidence * known[:, None]
     cell = size / CELLS_PER_TILE

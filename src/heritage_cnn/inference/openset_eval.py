@@ -7,6 +7,11 @@ drawn), `open_set_roc.png` (given negatives: the ROC curve, its AUROC and the op
 `open_set.md`, and returns the figures that metrics.json keeps under `open_set`; the HTML report shows them
 (`report_rows`, `OPEN_SET_FIGURES`). Positives are the evaluated photos (label 1), negatives the folder's photos; higher
 scores mean "one of the ten", as everywhere in `heritage_cnn.models.openset`.
+
+With a noise check in the record (`OperatingPoint.noise_threshold`), the decision is the score's and the check's
+together: the shares called none and filed count both, and the AUROC and FPR@95 %TPR are those of the decision's
+score (`decision_scores`: the score, with a photo the check calls noise below every other), the score's own beside
+them (`score_auroc`, `score_fpr_at_95_tpr`). The histogram shows the score.
 """
 
 from __future__ import annotations
@@ -81,6 +86,12 @@ def load_negatives(folder: str | os.PathLike, size: int) -> tuple[torch.Tensor, 
     return torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).contiguous(), skipped
 
 
+def decision_scores(scores: np.ndarray, noise: np.ndarray, floor: float) -> np.ndarray:
+    """The scores a decision with a noise check ranks photos by: `scores`, those of photos called noise replaced by
+    `floor` (below every score ranked with them), since such a photo is none of these whatever its score."""
+    return np.where(noise, floor, scores)
+
+
 def _roc(positives: np.ndarray, negatives: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
     """AUROC, FPR at 95 % TPR, and the ROC curve (scikit-learn; the ten are the positives)."""
     from sklearn.metrics import roc_auc_score, roc_curve
@@ -95,6 +106,7 @@ def open_set_section(
     checkpoint: Checkpoint,
     point: OperatingPoint,
     scores: torch.Tensor,
+    noise: torch.Tensor,
     probabilities: np.ndarray,
     labels: np.ndarray,
     out: str | os.PathLike,
@@ -103,22 +115,26 @@ def open_set_section(
     overridden: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """The operating point on the evaluated photos (and on `negatives`, a folder of photos of none of the ten):
-    figures, open_set.md, and the summary metrics.json keeps."""
+    """The operating point on the evaluated photos (`scores`, and `noise`: which of them the noise check calls noise)
+    and on `negatives`, a folder of photos of none of the ten: figures, open_set.md, and the summary metrics.json
+    keeps."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     positives = scores.numpy().astype(np.float64)
-    kept = positives >= point.threshold
+    positive_noise = noise.numpy()
+    kept = (positives >= point.threshold) & ~positive_noise
     correct = probabilities.argmax(1) == labels
     summary: dict[str, Any] = {
         "score": point.name,
         "ridge": point.ridge if point.reads_statistics else None,  # a score that reads no statistics has none
         "threshold": point.threshold,
         "threshold_from": "--none-threshold" if overridden else "the model",
+        "noise_threshold": point.noise_threshold,
         "fitted_on": point.fitted_on,
         "photos": len(positives),
         "called_none": int((~kept).sum()),
         "called_none_share": float((~kept).mean()),
+        "called_noise": int(positive_noise.sum()),
         "accuracy_all": float(correct.mean()),
         "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
         "misclassified_among_none": int((~correct[~kept]).sum()),
@@ -128,16 +144,24 @@ def open_set_section(
     if negatives is not None:
         images, skipped = load_negatives(negatives, checkpoint.image_size)
         negative_scores = scored_logits(checkpoint, point, images, tta)[1].numpy().astype(np.float64)
-        auroc, fpr95, fpr, tpr = _roc(positives, negative_scores)
-        filed = negative_scores >= point.threshold
+        negative_noise = point.noise(images).numpy()
+        floor = min(positives.min(), negative_scores.min()) - 1
+        auroc, fpr95, fpr, tpr = _roc(
+            decision_scores(positives, positive_noise, floor), decision_scores(negative_scores, negative_noise, floor)
+        )
+        score_auroc, score_fpr95, _, _ = _roc(positives, negative_scores)
+        filed = (negative_scores >= point.threshold) & ~negative_noise
         summary["negatives"] = {
             "folder": str(negatives),
             "photos": len(negative_scores),
             "unreadable": len(skipped),
+            "called_noise": int(negative_noise.sum()),
             "filed": int(filed.sum()),
             "filed_share": float(filed.mean()),
             "auroc": auroc,
             "fpr_at_95_tpr": fpr95,
+            "score_auroc": score_auroc,
+            "score_fpr_at_95_tpr": score_fpr95,
         }
         _plot_roc(fpr, tpr, auroc, 1 - summary["called_none_share"], float(filed.mean()), out / "open_set_roc.png")
     _plot_scores(positives, negative_scores, point, out / "open_set_scores.png")
@@ -149,8 +173,10 @@ def open_set_section(
 
 def _log_line(summary: dict[str, Any]) -> str:
     kept = summary["accuracy_kept"]
+    noise = summary.get("noise_threshold")
+    check = f", or noise below {noise:.4f}" if noise is not None else ""
     line = (
-        f"none of these ({summary['score']} below {summary['threshold']:.6g}): {summary['called_none']} of "
+        f"none of these ({summary['score']} below {summary['threshold']:.6g}{check}): {summary['called_none']} of "
         f"{summary['photos']} photos ({summary['called_none_share']:.2%}) called none; accuracy on the rest "
         + (f"{kept:.4f}" if kept is not None else "-")
         + f" (all: {summary['accuracy_all']:.4f})"
@@ -175,6 +201,13 @@ def report_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [
         ("score", f"{summary['score']}{ridge}"),
         ("threshold", f"{summary['threshold']:.6g} ({source})"),
+    ]
+    noise = summary.get("noise_threshold")
+    if noise is not None:
+        rows.append(
+            ("noise check", f"pixel correlation below {noise:.4f} ({summary['called_noise']} photos called noise)")
+        )
+    rows += [
         (
             "photos of the ten called none",
             f"{summary['called_none']} of {summary['photos']} ({100 * summary['called_none_share']:.2f} %)",
@@ -195,6 +228,14 @@ def report_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
             ("AUROC (the ten against the none-photos)", f"{negatives['auroc']:.3f}"),
             ("none-photos filed at 95 % of the ten kept (FPR@95%TPR)", f"{100 * negatives['fpr_at_95_tpr']:.1f} %"),
         ]
+        if noise is not None:  # the decision's figures above; the score's alone, and what the check caught
+            rows += [
+                ("  of the none-photos, called noise", str(negatives["called_noise"])),
+                (
+                    "  the score alone: AUROC, FPR@95%TPR",
+                    f"{negatives['score_auroc']:.3f}, {100 * negatives['score_fpr_at_95_tpr']:.1f} %",
+                ),
+            ]
     return rows
 
 

@@ -3,7 +3,8 @@
 The rule is docs/open_set.md's: Mahalanobis statistics on the penultimate features (`head.fc2`'s input) of the
 photos the model trained on, then the threshold at the 3rd percentile of the score on its validation photos, so
 that at most 3 % of photos of the ten are called "none" (the validation photos are the only photos of the ten the
-model has not seen; they set the threshold). `fit_operating_point` does it for a loaded checkpoint and two sets of
+model has not seen; they set the threshold); and the noise check's threshold just below the least correlated of those
+photos (`openset_point.NOISE_MARGIN`), so that it calls none of them noise. `fit_operating_point` does it for a loaded checkpoint and two sets of
 photos; `heritage train` calls it at the end of a run (`fit_for_run`), `heritage data none-fit` on any checkpoint
 and a data folder (`pipeline.fit_none_of_these`). Every pass goes through `Classifier`, as predictions do (batch
 norm folded, the model's own test-time views), in float32 on every CPU and GPU (no bf16 autocast, no TF32): the same
@@ -28,8 +29,8 @@ from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.inference.classifier import Classifier, network_features
 from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint, save_ensemble
 from heritage_cnn.models.ensemble import Ensemble
-from heritage_cnn.models.openset import PENULTIMATE, mahalanobis_fit
-from heritage_cnn.models.openset_point import SCORES, OperatingPoint, network_id
+from heritage_cnn.models.openset import PENULTIMATE, mahalanobis_fit, neighbour_correlation
+from heritage_cnn.models.openset_point import NOISE_MARGIN, SCORES, OperatingPoint, network_id
 
 # The score of every fit when none is given, the shipped models' included: energy holds on both kinds of negatives,
 # far (the tuning photos) and near (architecture the network was not taught), where Mahalanobis distance on the
@@ -96,6 +97,7 @@ def fit_operating_point(
         classifier.open_set = point
         _, scores = classifier.scored(val_images)
     threshold, rejected = reject_threshold(scores.numpy(), reject_share)
+    noise_threshold = float(neighbour_correlation(val_images).min()) - NOISE_MARGIN
     fitted_on = {
         "train_photos": len(train),
         "val_photos": len(val_images),
@@ -105,7 +107,7 @@ def fit_operating_point(
         "autocast": "bfloat16" if classifier.bf16 else "none",
         "network": network_id(checkpoint.model.state_dict()),
     }
-    return replace(point, threshold=threshold, fitted_on=fitted_on, command=command)
+    return replace(point, threshold=threshold, noise_threshold=noise_threshold, fitted_on=fitted_on, command=command)
 
 
 def fit_for_run(
@@ -131,8 +133,9 @@ def describe(point: OperatingPoint) -> str:
     ridge = f" (ridge {point.ridge:g})" if point.reads_statistics else ""
     what = "statistics" if point.reads_statistics else "class statistics (for heritage teach)"
     on = f"; {what} from {fitted['train_photos']} training photos" if fitted.get("train_photos") else ""
+    noise = "" if point.noise_threshold is None else f", or noise below {point.noise_threshold:.4f} pixel correlation,"
     return (
-        f"none of these: {point.name}{ridge} below {point.threshold:.6g} calls {fitted['val_called_none']} of "
+        f"none of these: {point.name}{ridge} below {point.threshold:.6g}{noise} calls {fitted['val_called_none']} of "
         f"{fitted['val_photos']} validation photos none ({fitted['val_called_none_share']:.2%}){on}"
     )
 

@@ -41,9 +41,10 @@ from heritage_cnn.base.io import FolderBusy, atomic_write_text, file_sha256, fol
 from heritage_cnn.base.names import CSV_ERRORS, cell_text, portable_name, shown
 from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos, flat_fields
 from heritage_cnn.inference.element_map import MapConfig, with_elements
+from heritage_cnn.models.openset_point import NOISE
 
 UNCERTAIN = "_uncertain"  # one of the ten, unsure which
-NONE = "_none"  # none of the ten (the model's open-set score below its threshold): checked before UNCERTAIN
+NONE = "_none"  # none of the ten (open-set score below its threshold, or noise): checked before UNCERTAIN
 MIN_CONFIDENCE = 0.6  # below this top-class probability a photo is "uncertain": sort's default, the web page's
 LOCK_NAME = ".heritage-sort.lock"
 TEMP_PREFIX = ".heritage-sort-"
@@ -70,6 +71,7 @@ class SortSummary:
     already_done: int = 0
     uncertain: int = 0
     none: int = 0
+    noise: int = 0  # of `none`, those the noise check called noise (`Prediction.none_reason`)
     rejects: bool = False  # whether the model can call a photo none of the ten
     linked: int = 0
     copied: int = 0
@@ -91,7 +93,8 @@ class SortSummary:
 
     def describe(self, min_confidence: float) -> str:
         """The summary the command prints."""
-        none = f"{self.none} none of the ten in {NONE}/, " if self.rejects else ""
+        noise = f" ({self.noise} of them noise)" if self.noise else ""
+        none = f"{self.none} none of the ten in {NONE}/{noise}, " if self.rejects else ""
         lines = [
             f"{self.placed} photo(s) sorted ({none}{self.uncertain} below {min_confidence:.2f} in {UNCERTAIN}/), "
             f"{self.already_done} already done earlier; {self.how_placed()}"
@@ -312,6 +315,7 @@ def _file(
     summary.already_done += already
     summary.uncertain += names == [UNCERTAIN]
     summary.none += names == [NONE]
+    summary.noise += names == [NONE] and item.none_reason == NOISE
     summary.several += len(names) > 1
     summary.no_element += item.elements == ()
     return _manifest_row(source, destinations, item)

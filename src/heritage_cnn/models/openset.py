@@ -16,6 +16,10 @@ likely one of the ten** (a threshold then says "none" below it). Post-hoc scores
   members' mean (zero when all members agree, lower the more they disagree).
 - `combine(parts, weights, reference)`: a weighted sum of z-scored scores, the z-scores taken against reference
   statistics (`zscore_reference`, e.g. of the training photos).
+- `neighbour_correlation(images)`: not a score of the network but of the pixels, the check in front of the score:
+  photographs, drawings and documents have strongly correlated neighbouring pixels, uniform noise none, and every
+  network here files such noise as stained glass with a photo's confidence (docs/open_set.md, "A check for noise in
+  front of the score").
 
 `forward_with_features(model, images, layers)` runs a `HeritageNet` or an `Ensemble` once and returns its output,
 every member's logits and the inputs of the named layers (`head.fc2`: the penultimate features, after the hidden
@@ -49,6 +53,23 @@ def max_softmax(logits: torch.Tensor) -> torch.Tensor:
 def max_logit(logits: torch.Tensor) -> torch.Tensor:
     """The largest logit (N,)."""
     return logits.float().amax(1)
+
+
+def neighbour_correlation(images: torch.Tensor) -> torch.Tensor:
+    """(N,) float64: the mean of the horizontal and the vertical lag-1 Pearson correlation of images (N, C, H, W),
+    the channels pooled: near 1 for photographs, near 0 for independent pixels, -1 for a checkerboard. An image
+    without variation along a direction (flat colour) counts 1 there: nothing in it is noise."""
+    if images.ndim != 4 or images.shape[-1] < 2 or images.shape[-2] < 2:
+        raise ValueError(f"images must be N x C x H x W with H, W at least 2, got shape {tuple(images.shape)}")
+    x = images.double()  # sums of up to 64 * 64 * 3 squares of 255: exact in float64, not in float32
+
+    def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = a.flatten(1), b.flatten(1)
+        a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+        scale = (a.square().sum(1) * b.square().sum(1)).sqrt()
+        return torch.where(scale > 0, (a * b).sum(1) / scale.clamp_min(1e-300), torch.ones_like(scale))
+
+    return (pearson(x[..., :, :-1], x[..., :, 1:]) + pearson(x[..., :-1, :], x[..., 1:, :])) / 2
 
 
 def energy(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -254,6 +275,7 @@ __all__ = [
     "mahalanobis_fit",
     "max_logit",
     "max_softmax",
+    "neighbour_correlation",
     "open_set_scores",
     "stacked_whitening",
     "whitened_distances",

@@ -1,7 +1,8 @@
 """The "none of these" operating point a model carries: which open-set score, its threshold, what it was fitted on.
 
 A photo is **known** (one of the ten) when its open-set score (`heritage_cnn.models.openset`: higher means more likely one
-of the ten) is at or above the threshold, and "none of these" below it. The record lives in the checkpoint's JSON
+of the ten) is at or above the threshold and its pixels pass the noise check, and "none of these" otherwise, for one
+of two reasons (`NONE_REASONS`): `noise`, checked first, or `score`. The record lives in the checkpoint's JSON
 as `open_set`, validated like every other field (a bad value is one line naming the file and `open_set.OPEN_SET`):
 
 - `score`: "energy" (temperature 1), "max_softmax", or "mahalanobis" (minus the smallest squared Mahalanobis
@@ -11,6 +12,10 @@ as `open_set`, validated like every other field (a bad value is one line naming 
   teach` can stand them in for the training photos (`training.teach`);
 - `threshold`: a finite number; `reject_share`: the share of validation photos it was chosen to call "none" at
   most (0.03: the 3rd percentile);
+- `noise_threshold` (optional): the check in front of the score. A photo whose neighbouring pixels correlate less
+  (`openset.neighbour_correlation` of the image the network sees) is noise, none of these whatever its score; fitted
+  just below the least correlated validation photo, so that the check calls none of them. Without it (every record
+  saved before 2026-12-05) the score alone decides;
 - `fitted_on`: `train_photos` (the statistics' photos), `val_photos`, `val_called_none` and its share, `views`
   (the test-time views of the fitting passes), `autocast` (the precision of those passes) and `network`
   (`network_id` of the weights it was fitted for: a checkpoint saved with other weights, a fine-tuned copy say,
@@ -48,6 +53,7 @@ from heritage_cnn.models.openset import (
     energy,
     forward_with_features,
     max_softmax,
+    neighbour_correlation,
     stacked_whitening,
     whitened_distances,
 )
@@ -55,13 +61,16 @@ from heritage_cnn.models.views import TTA_MODES
 
 CANNOT_REJECT = "this model has no none-of-these threshold: every photo is filed into a class"
 SCORES = ("mahalanobis", "energy", "max_softmax")
+NOISE, SCORE = "noise", "score"
+NONE_REASONS = (NOISE, SCORE)  # why a photo is none of these, in the order they are checked
+NOISE_MARGIN = 0.01  # the noise threshold this far below the least correlated validation photo
 LAYERS = (PENULTIMATE, POOLED)
 OPEN_SET = "open_set"  # the JSON key
 TENSOR_PREFIX = "openset.mahalanobis."
 _MEMBER_TENSOR = re.compile(r"^members\.\d+\.openset\.")
 _COUNTS = ("train_photos", "val_photos", "val_called_none")
 _FITTED_KEYS = {*_COUNTS, "val_called_none_share", "views", "autocast", "network"}
-_KEYS = {"score", "layer", "ridge", "threshold", "reject_share", "fitted_on", "command"}
+_KEYS = {"score", "layer", "ridge", "threshold", "noise_threshold", "reject_share", "fitted_on", "command"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,7 @@ class OperatingPoint:
     fitted_on: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
     stats: tuple[MahalanobisStats, ...] = ()
+    noise_threshold: float | None = None  # None: no noise check, the score alone decides
 
     @property
     def reads_statistics(self) -> bool:
@@ -91,12 +101,30 @@ class OperatingPoint:
     def with_threshold(self, threshold: float) -> OperatingPoint:
         return replace(self, threshold=float(threshold))
 
+    def noise(self, images: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: the images (N, 3, H, W, uint8, as the network sees them) the noise check calls noise; all
+        False without a check."""
+        if self.noise_threshold is None:
+            return torch.zeros(len(images), dtype=torch.bool)
+        return neighbour_correlation(images.cpu()) < self.noise_threshold
+
+    def decide(self, scores: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, list[str | None]]:
+        """Which photos are known (N,) bool, and for each the reason it is none of these (`NONE_REASONS`; None
+        when known), from the score of each and the images it was computed on."""
+        noise = self.noise(images)
+        low = scores.cpu() < self.threshold
+        reasons = [NOISE if n else SCORE if s else None for n, s in zip(noise.tolist(), low.tolist(), strict=True)]
+        return ~(noise | low), reasons
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON record (the statistics are tensors, `tensors()`)."""
         record: dict[str, Any] = {"score": self.score}
         if self.layer is not None:
             record |= {"layer": self.layer, "ridge": self.ridge}
-        record |= {"threshold": self.threshold, "reject_share": self.reject_share, "fitted_on": dict(self.fitted_on)}
+        record["threshold"] = self.threshold
+        if self.noise_threshold is not None:
+            record["noise_threshold"] = self.noise_threshold
+        record |= {"reject_share": self.reject_share, "fitted_on": dict(self.fitted_on)}
         return record | ({"command": self.command} if self.command else {})
 
     def tensors(self, ensemble: bool) -> dict[str, torch.Tensor]:
@@ -153,8 +181,9 @@ def fitted_for(point: OperatingPoint | None, state: Mapping[str, torch.Tensor]) 
 
 
 def with_override(point: OperatingPoint | None, threshold: float | None, where: object) -> OperatingPoint | None:
-    """The model's point, its threshold replaced by `threshold` when one is given (`--none-threshold`). A model
-    without a record has no score for a threshold to apply to: that is refused, not ignored."""
+    """The model's point, its score's threshold replaced by `threshold` when one is given (`--none-threshold`; the
+    noise check stays as fitted). A model without a record has no score for a threshold to apply to: that is
+    refused, not ignored."""
     if threshold is None:
         return point
     if not _finite(threshold):
@@ -206,6 +235,9 @@ def check_record(raw: object, where: Path) -> None:
         raise fail("threshold", f"must be a finite number, got {threshold!r}")
     if score == "max_softmax" and not 0 <= threshold <= 1:
         raise fail("threshold", f"a max_softmax threshold is a probability, 0 to 1, got {threshold!r}")
+    noise = raw.get("noise_threshold", 0.0)
+    if not _finite(noise) or not -1 <= noise <= 1:
+        raise fail("noise_threshold", f"a correlation threshold is a number from -1 to 1, got {noise!r}")
     share = raw.get("reject_share", 0.03)
     if not _finite(share) or not 0 <= share < 1:
         raise fail("reject_share", f"must be a finite number from 0 to below 1, got {share!r}")
@@ -281,6 +313,7 @@ def load_point(
         fitted_on=dict(raw.get("fitted_on", {})),
         command=raw.get("command"),
         stats=tuple(stats),
+        noise_threshold=float(raw["noise_threshold"]) if "noise_threshold" in raw else None,
     )
 
 
@@ -298,7 +331,11 @@ def _check_tensor(tensor: torch.Tensor | None, name: str, shape: tuple[int, int]
 __all__ = [
     "CANNOT_REJECT",
     "LAYERS",
+    "NOISE",
+    "NOISE_MARGIN",
+    "NONE_REASONS",
     "OPEN_SET",
+    "SCORE",
     "SCORES",
     "OperatingPoint",
     "check_record",
