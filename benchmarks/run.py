@@ -192,7 +192,7 @@ def _decoded_train(root: str) -> tuple[Any, float]:
 
 def open_set_cost(classifier: Any, images: torch.Tensor, repeats: int = 5) -> dict[str, Any]:
     """What the none-of-these score adds to a prediction: the same batches through `Classifier.probabilities` (no
-    score) and `Classifier.scored` (the probabilities and the score from one pass), taking turns batch by batch (and
+    score) and `Classifier.scored` (the probabilities and the score from one pass) with the noise check, taking turns batch by batch (and
     which goes first, round by round) so that other work on shared cores slows both alike; the ratio is the median
     of `repeats` rounds' scored time over plain time. Empty for a model without a none-of-these record."""
     import statistics
@@ -200,14 +200,18 @@ def open_set_cost(classifier: Any, images: torch.Tensor, repeats: int = 5) -> di
     if classifier.open_set is None:
         return {}
     batches = list(images.split(classifier.batch_size))
-    classifier.scored(batches[0])  # warm-up
+
+    def decided(batch: torch.Tensor) -> None:  # the score and the noise check, as a prediction decides
+        classifier.open_set.decide(classifier.scored(batch)[1], batch)
+
+    decided(batches[0])  # warm-up
     ratios = []
     for repeat in range(repeats):
         seconds = {"plain": 0.0, "scored": 0.0}
         for batch in batches:
             for name in ("plain", "scored") if repeat % 2 == 0 else ("scored", "plain"):
                 start = time.perf_counter()
-                classifier.probabilities(batch) if name == "plain" else classifier.scored(batch)
+                classifier.probabilities(batch) if name == "plain" else decided(batch)
                 seconds[name] += time.perf_counter() - start
         ratios.append(seconds["scored"] / seconds["plain"])
     return {

@@ -231,7 +231,7 @@ def test_neighbour_correlation_by_hand() -> None:
     noise = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, 3, 64, 64), dtype=np.uint8))
     values = openset.neighbour_correlation(torch.cat([ramp, columns, checker, flat, noise]))
     assert values.dtype == torch.float64
-    assert values[:4].tolist() == pytest.approx([1.0, 0.0, -1.0, 1.0], abs=1e-12)
+    assert values[:4].tolist() == pytest.approx([1.0, 0.0, -1.0, 1.0], abs=1e-6)  # float32 sums of 12k products
     assert abs(float(values[4])) < 0.05
     with pytest.raises(ValueError, match="N x C x H x W"):
         openset.neighbour_correlation(torch.zeros(3, 64, 64, dtype=torch.uint8))
