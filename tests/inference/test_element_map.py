@@ -348,3 +348,15 @@ def test_predict_elements_names_that_are_not_utf8_round_trip(tiny_mahalanobis: P
     assert row["path"] == item["path"] == str(path)
     assert [label for label, _, _ in parse_elements_cell(row["elements"])] == [e["label"] for e in item["elements"]]
     assert {e["label"] for e in item["elements"]} == {CLASSES[LEFT], CLASSES[RIGHT]}
+
+
+def test_noise_tiles_count_for_no_class_whatever_their_score(tiny_run) -> None:
+    """A photo of uniform noise with the score's threshold below every score: the score would keep every tile, the
+    noise check keeps none, so no element is listed."""
+    classifier = Classifier.load(tiny_run.checkpoint, none_threshold=-1e9)
+    noise = np.random.default_rng(6).integers(0, 256, (256, 320, 3), dtype=np.uint8)
+    found = map_elements(classifier, noise)
+    assert found.tiles > 1 and found.known_tiles == 0 and found.elements == ()
+    bare = Classifier.load(tiny_run.checkpoint, none_threshold=-1e9)
+    bare.open_set = replace(bare.open_set, noise_threshold=None)  # the score alone: every tile counts
+    assert map_elements(bare, noise).known_tiles == found.tiles
