@@ -122,7 +122,7 @@ def open_set_section(
     out.mkdir(parents=True, exist_ok=True)
     positives = scores.numpy().astype(np.float64)
     positive_noise = noise.numpy()
-    kept = (positives >= point.threshold) & ~positive_noise
+    kept = point.keeps(scores, noise).numpy()
     correct = probabilities.argmax(1) == labels
     summary: dict[str, Any] = {
         "score": point.name,
@@ -150,7 +150,7 @@ def open_set_section(
             decision_scores(positives, positive_noise, floor), decision_scores(negative_scores, negative_noise, floor)
         )
         score_auroc, score_fpr95, _, _ = _roc(positives, negative_scores)
-        filed = (negative_scores >= point.threshold) & ~negative_noise
+        filed = point.keeps(torch.from_numpy(negative_scores), torch.from_numpy(negative_noise)).numpy()
         summary["negatives"] = {
             "folder": str(negatives),
             "photos": len(negative_scores),

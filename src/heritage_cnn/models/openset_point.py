@@ -108,13 +108,17 @@ class OperatingPoint:
             return torch.zeros(len(images), dtype=torch.bool)
         return neighbour_correlation(images.cpu()) < self.noise_threshold
 
+    def keeps(self, scores: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """(N,) bool: the photos called one of the ten, from their scores and which of them the check calls noise."""
+        return (scores.cpu() >= self.threshold) & ~noise.cpu()
+
     def decide(self, scores: torch.Tensor, images: torch.Tensor) -> tuple[torch.Tensor, list[str | None]]:
         """Which photos are known (N,) bool, and for each the reason it is none of these (`NONE_REASONS`; None
         when known), from the score of each and the images it was computed on."""
         noise = self.noise(images)
         low = scores.cpu() < self.threshold
         reasons = [NOISE if n else SCORE if s else None for n, s in zip(noise.tolist(), low.tolist(), strict=True)]
-        return ~(noise | low), reasons
+        return self.keeps(scores, noise), reasons
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record (the statistics are tensors, `tensors()`)."""
