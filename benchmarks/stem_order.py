@@ -1,0 +1,83 @@
+"""Time a training step of the quick network with its stem as trained (conv, batch norm, ReLU, then the 2x2
+max-pool) against two variants, interleaved in one process: the pool moved before batch norm and ReLU (they then
+run on 32 x 32 maps), and the stem without batch norm and ReLU (the most the stem's element-wise work can cost).
+
+    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/stem_order.py [--rounds 4] [--steps 40]
+
+A timing only: the variants are not trained here, and moving the pool changes the network (benchmarks/recipes.md,
+"Where the AVX2 demo's time goes"). Run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+
+from heritage_cnn.data.decode import IMAGE_SIZE
+from heritage_cnn.models.network import build_model
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.epoch import Epoch, TrainingData, train_one_epoch
+from heritage_cnn.training.recipes import QUICK
+from step_time import peak_rate_step
+
+
+class PoolFirst(nn.Module):
+    """conv -> max-pool -> batch norm -> ReLU: the stem's element-wise work on a quarter of the pixels."""
+
+    def __init__(self, block: nn.Module, pool: nn.Module) -> None:
+        super().__init__()
+        self.block, self.pool = block, pool
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block.relu(self.block.bn(self.pool(self.block.conv(x))))
+
+
+def variant(kind: str) -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model(**QUICK["model"])
+    stem = model.stage1.block1
+    if kind == "pool first":
+        model.stage1.block1, model.stage1.pool = PoolFirst(stem, model.stage1.pool), nn.Identity()
+    elif kind == "no stem BN, ReLU":
+        stem.bn, stem.relu = nn.Identity(), nn.Identity()
+    return model.to(memory_format=torch.channels_last)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=40)
+    args = parser.parse_args()
+    batch = TrainConfig.batch_size
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (batch, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (batch,))
+    order = torch.arange(batch).repeat(args.steps)
+    generator = torch.Generator().manual_seed(0)
+    config = TrainConfig(data="-", out="-", optimizer=QUICK["optimizer"], progress=False)
+    data = TrainingData(images, labels, batch, config.augment, args.steps)
+    runs = {kind: peak_rate_step(variant(kind), config) for kind in ("as trained", "pool first", "no stem BN, ReLU")}
+
+    def milliseconds(kind: str, count: int) -> float:
+        start = time.perf_counter()
+        train_one_epoch(*runs[kind], data, Epoch(0, 1, order, generator, first_step=args.steps - count))
+        return (time.perf_counter() - start) / count * 1000
+
+    for kind in runs:
+        milliseconds(kind, 5)  # warm-up
+    timings: dict[str, list[float]] = {kind: [] for kind in runs}
+    for _ in range(args.rounds):
+        for kind in runs:
+            timings[kind].append(milliseconds(kind, args.steps))
+    base = sum(timings["as trained"])
+    print(f"batch {batch}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}:")
+    for kind, values in timings.items():
+        rounds = ", ".join(f"{v:.1f}" for v in values)
+        print(f"  {kind:18s} {sum(values) / len(values):6.1f} ms per step (rounds {rounds}), {sum(values) / base:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
