@@ -116,9 +116,9 @@ class OperatingPoint:
         """Which photos are known (N,) bool, and for each the reason it is none of these (`NONE_REASONS`; None
         when known), from the score of each and the images it was computed on."""
         noise = self.noise(images)
-        low = scores.cpu() < self.threshold
-        reasons = [NOISE if n else SCORE if s else None for n, s in zip(noise.tolist(), low.tolist(), strict=True)]
-        return self.keeps(scores, noise), reasons
+        known = self.keeps(scores, noise)  # the reasons follow from the same comparison, so they never disagree
+        reasons = [NOISE if n else None if k else SCORE for n, k in zip(noise.tolist(), known.tolist(), strict=True)]
+        return known, reasons
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON record (the statistics are tensors, `tensors()`)."""
