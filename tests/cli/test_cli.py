@@ -155,7 +155,8 @@ def test_recipe_presets_are_starting_points_that_typed_flags_override() -> None:
     parser = cli.build_parser()
     quick = new_config(parser.parse_args(["demo", "--recipe", "quick"]), "d", "o")
     assert quick == recipe_config("quick", "d", "o")
-    assert (quick.epochs, quick.model.blocks, quick.model.widths) == (14, (1, 1, 1, 1), (16, 32, 64, 128))
+    assert (quick.epochs, quick.model.blocks, quick.model.widths) == (13, (1, 1, 1, 1), (16, 32, 64, 128))
+    assert quick.bn_statistics == "precise" and TrainConfig(data="d", out="d").bn_statistics == "running"
     assert new_config(parser.parse_args(["demo"]), "d", "o") == quick  # the demo's default: minutes, not half an hour
     assert new_config(parser.parse_args(["demo", "--recipe", "full"]), "d", "o") == TrainConfig(data="d", out="o")
     assert new_config(parser.parse_args(["train", "--out", "o"]), "d", "o") == TrainConfig(data="d", out="o")

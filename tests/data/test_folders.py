@@ -136,3 +136,25 @@ def test_cache_round_trip(synthetic_root: Path, tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(data, "try_decode", fail)
     second = data.load_images(synthetic_root, cache_dir=tmp_path)
     assert torch.equal(first.images, second.images) and first.paths == second.paths
+
+
+def test_a_folder_is_decoded_once_inside_reuse_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside the block the second load is the first's ImageSet; a changed file, or leaving the block, decodes
+    again, and the block keeps nothing once it ends."""
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (tmp_path / CLASSES[c]).mkdir()
+        for i in range(3):
+            Image.fromarray(draw(c, rng)).save(tmp_path / CLASSES[c] / f"{i}.png")
+    decodes = []
+    real = data.try_decode
+    monkeypatch.setattr(data, "try_decode", lambda *args: decodes.append(args[0]) or real(*args))
+    with data.reuse_decoded():
+        first = data.load_images(tmp_path)
+        again = data.load_images(tmp_path, require_every_class=True)
+        assert again is first and len(decodes) == 6
+        Image.fromarray(draw(0, rng)).save(tmp_path / CLASSES[0] / "0.png")  # another photo under the same name
+        changed = data.load_images(tmp_path)
+        assert changed is not first and len(decodes) == 12
+    assert data._DECODED is None
+    assert data.load_images(tmp_path) is not changed and len(decodes) == 18

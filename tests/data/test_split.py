@@ -47,3 +47,19 @@ def test_hamming_pairs_counts_bits() -> None:
     hashes = np.array([0b0000, 0b0011, 0b1111, 0b0001], dtype=np.uint64)
     pairs = {tuple(p) for p in split.hamming_pairs(hashes, 1).tolist()}
     assert pairs == {(0, 3), (1, 3)}
+
+
+def test_hashes_are_computed_once_per_set_and_subsets_take_theirs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from heritage_cnn.data.folders import ImageSet
+
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8, generator=generator)
+    photos = ImageSet(images, torch.zeros(6, dtype=torch.long), [str(i) for i in range(6)], ["a"])
+    expected = split.perceptual_hashes(images)
+    calls = []
+    real = split.perceptual_hashes
+    monkeypatch.setattr(split, "perceptual_hashes", lambda x: calls.append(len(x)) or real(x))
+    assert np.array_equal(split.set_hashes(photos), expected) and calls == [6]
+    assert split.set_hashes(photos) is photos.hashes and calls == [6]
+    part = photos.subset([4, 1])
+    assert np.array_equal(split.set_hashes(part), expected[[4, 1]]) and calls == [6]

@@ -43,6 +43,17 @@ def enlarged_model() -> nn.Module:
     return enlarged.eval()
 
 
+def pool_first_model() -> nn.Module:
+    """The residual network with its stem pooling between conv and batch norm (`stem_pool_first`); some stem
+    scales negative, so that the switches must be taken where the network takes them: on the conv's output."""
+    model = residual_model()
+    torch.manual_seed(1)
+    pooled = build_model(widths=(8, 16, 16), blocks=(1, 2, 1), hidden=16, stem_kernel=5, stem_pool_first=True)
+    pooled.load_state_dict(model.state_dict())
+    pooled.stage1.block1.bn.weight.data[::2] *= -1
+    return pooled.eval()
+
+
 class DeconvReLU(torch.autograd.Function):
     """ReLU forward; backward passes ReLU of the incoming signal (the deconvnet rule)."""
 
@@ -82,7 +93,9 @@ def autograd_deconv(model: nn.Module, x: torch.Tensor, layer: str, channel: int,
 
 
 @pytest.mark.parametrize(
-    "make_model", [plain_model, residual_model, enlarged_model], ids=["plain", "residual_bn", "enlarged"]
+    "make_model",
+    [plain_model, residual_model, enlarged_model, pool_first_model],
+    ids=["plain", "residual_bn", "enlarged", "pool_first"],
 )
 def test_projection_is_the_deconv_gradient(make_model) -> None:
     model = make_model()
@@ -126,18 +139,30 @@ def test_projection_scales_with_the_activation_value() -> None:
     torch.testing.assert_close(own, unit * values.view(-1, 1, 1, 1))
 
 
-def test_forward_replay_matches_the_model() -> None:
-    model = residual_model()
+@pytest.mark.parametrize(
+    ("make_model", "pools", "stem_side"),
+    [
+        (residual_model, ["stage1.pool", "stage2.pool"], 32),
+        (pool_first_model, ["stage1.block1.pool", "stage2.pool"], 16),  # the stem's output is its pooled map
+    ],
+    ids=["residual_bn", "pool_first"],
+)
+def test_forward_replay_matches_the_model(make_model, pools: list[str], stem_side: int) -> None:
+    model = make_model()
     x = torch.randn(3, 3, 32, 32)
     last = deconvnet.deconv_layers(model)[-1]
     activation, switches = deconvnet.forward_to(model, x, last)
     with torch.no_grad():
         expected = model.features(x)
     torch.testing.assert_close(nn.functional.max_pool2d(activation, 2), expected)
-    assert sorted(switches) == ["stage1.pool", "stage2.pool"]
+    assert sorted(switches) == pools
+    stem, _ = deconvnet.forward_to(model, x, "stage1.block1.conv")
+    assert stem.shape[-2:] == (stem_side, stem_side)
 
 
-@pytest.mark.parametrize("make_model", [residual_model, enlarged_model], ids=["residual_bn", "enlarged"])
+@pytest.mark.parametrize(
+    "make_model", [residual_model, enlarged_model, pool_first_model], ids=["residual_bn", "enlarged", "pool_first"]
+)
 def test_projection_stays_inside_the_receptive_field(make_model) -> None:
     model = make_model()
     x = torch.randn(1, 3, 32, 32)
@@ -152,7 +177,9 @@ def test_projection_stays_inside_the_receptive_field(make_model) -> None:
         inside[max(top, 0) : bottom, max(left, 0) : right] = True
         assert not (support & ~inside).any(), f"{layer}: projection leaks outside {top, left, bottom, right}"
         assert projection.shape[-2:] == x.shape[-2:], "the projection is on the photo's own pixels"
-    assert deconvnet.receptive_field(model, "stage1.block1.conv", 0, 0) == (-2, -2, 3, 3)  # 5x5 stem
+    # a 5x5 stem; pooled first, its unit is the best of 2x2 positions, so the box is one pixel wider
+    stem_box = (-2, -2, 4, 4) if make_model is pool_first_model else (-2, -2, 3, 3)
+    assert deconvnet.receptive_field(model, "stage1.block1.conv", 0, 0) == stem_box
     if make_model is enlarged_model:  # the box shrinks with the enlargement: no trivially large box passes
         last = deconvnet.deconv_layers(model)[-1]
         top, left, bottom, right = deconvnet.receptive_field(model, last, 1, 1)

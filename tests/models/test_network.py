@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from heritage_cnn.models.network import (
     HeritageNet,
@@ -86,3 +87,43 @@ def test_folding_batch_norm_keeps_the_outputs() -> None:
     x = torch.randn(4, 3, 64, 64)
     assert torch.allclose(model(x), folded(x), atol=1e-5)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+
+
+def test_a_stem_that_pools_first_is_the_same_weights_in_another_order() -> None:
+    """stem_pool_first: conv, pool, batch norm, ReLU; the same weights as the usual stem, the pool inside the block.
+    With positive batch-norm scales the two orders compute the same function (max commutes with x -> s x + t)."""
+    usual, pooled = (
+        build_model(widths=(8, 16), blocks=(1, 1)).eval(),
+        build_model(widths=(8, 16), blocks=(1, 1), stem_pool_first=True).eval(),
+    )
+    assert pooled.state_dict().keys() == usual.state_dict().keys()
+    assert "stage1.pool" not in dict(pooled.named_modules()) and isinstance(pooled.stage1.block1.pool, nn.MaxPool2d)
+    for module in usual.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.weight.data.uniform_(0.5, 1.5)
+    pooled.load_state_dict(usual.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(pooled(x), usual(x))
+    usual.stage1.block1.bn.weight.data[0] = -1.0  # a negative scale: max no longer commutes, the orders differ
+    pooled.load_state_dict(usual.state_dict())
+    assert not torch.allclose(pooled.features(x), usual.features(x))
+    saved = {k: v for k, v in usual.config.to_dict().items() if k != "stem_pool_first"}  # an older checkpoint
+    assert ModelConfig.from_dict(saved).stem_pool_first is False
+    with pytest.raises(ValueError, match="stem_pool_first"):
+        ModelConfig(widths=(8, 16), blocks=(2, 1), stem_pool_first=True)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["positive_scales", "a_negative_scale"])
+def test_folding_a_stem_that_pools_first(sign: float) -> None:
+    """Folded only where every scale is non-negative; otherwise the block keeps its batch norm and its outputs."""
+    model = build_model(widths=(8, 16), blocks=(1, 1), stem_pool_first=True).eval()
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.weight.data.uniform_(0.5, 1.5)
+    model.stage1.block1.bn.weight.data[0] *= sign
+    folded = fold_batch_norm(model)
+    x = torch.randn(4, 3, 64, 64)
+    torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-4)
+    assert isinstance(folded.stage1.block1.bn, nn.BatchNorm2d) == (sign < 0)

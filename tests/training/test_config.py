@@ -21,6 +21,7 @@ def test_bad_recipes_are_refused(tmp_path: Path) -> None:
         {"consistency_weight": -1},
         {"consistency_weight": 1, "cutmix_alpha": 1},
         {"optimizer": "lion"},
+        {"bn_statistics": "exact"},
         {"optimizer": "muon", "model": ModelConfig(widths=(8,), blocks=(1,))},
     ):
         with pytest.raises(ValueError):

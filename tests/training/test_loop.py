@@ -26,9 +26,11 @@ from heritage_cnn.training import loop as training
 from heritage_cnn.training import optim
 from heritage_cnn.training import state as trainstate
 from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.epoch import precise_batch_norm
 from heritage_cnn.training.loop import train
 from heritage_cnn.training.losses import NonFiniteLossError, consistency_loss
 from heritage_cnn.training.optim import learning_rate
+from heritage_cnn.training.prepare import prepare_data
 
 
 def _config(root: Path, out: Path, **overrides) -> TrainConfig:
@@ -200,6 +202,42 @@ def test_same_seed_same_weights_and_other_seed_differs(synthetic_root: Path, tmp
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_precise_statistics_change_only_batch_norm_and_are_what_the_checkpoint_validates_as(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """--bn-statistics precise: the same weights as the running run, batch norm's statistics recomputed over the
+    training photos (nothing else), the recorded validation that of the saved network, and resuming the finished
+    run writes the same file again."""
+    running = train(_config(synthetic_root, tmp_path / "running", epochs=2), log=lambda _: None)
+    lines: list[str] = []
+    precise = train(_config(synthetic_root, tmp_path / "precise", epochs=2, bn_statistics="precise"), log=lines.append)
+    a, b = load_tensors(running.checkpoint), load_tensors(precise.checkpoint)
+    statistics = {k for k in a if k.endswith(("running_mean", "running_var"))}
+    # the network's own tensors; the none-of-these statistics (`openset.*`) are fitted on the saved network, after
+    weights = {k for k in a if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    weights -= {k for k in a if k.startswith("openset.")}
+    assert statistics and weights and all(torch.equal(a[k], b[k]) for k in weights)
+    assert all(not torch.equal(a[k], b[k]) for k in statistics)
+
+    checkpoint = load_checkpoint(precise.checkpoint)
+    _, train_set, val_set = prepare_data(_config(synthetic_root, tmp_path / "x"), log=lambda _: None)
+    again = load_checkpoint(running.checkpoint).model.to(memory_format=torch.channels_last)  # as the run holds it
+    precise_batch_norm(again, train_set.images, checkpoint.normalise, 64, torch.device("cpu"))
+    assert all(torch.equal(again.state_dict()[k], b[k]) for k in statistics)  # the same kernels, the same sums
+
+    accuracy = predict_logits(checkpoint.model, val_set.images, checkpoint.normalise).argmax(1) == val_set.labels
+    record = checkpoint.info["bn_statistics"]
+    assert record["photos"] == len(train_set) and record["statistics"] == "precise"
+    assert checkpoint.info["validation"]["val_accuracy"] == pytest.approx(accuracy.float().mean().item())
+    assert precise.final["val_accuracy"] == checkpoint.info["validation"]["val_accuracy"]  # what `train` prints
+    assert record["running_statistics_validation"]["val_accuracy"] == running.final["val_accuracy"]
+    assert any(line.startswith("precise batch norm: statistics over") for line in lines)
+
+    train(_config(synthetic_root, tmp_path / "precise", epochs=2, bn_statistics="precise", resume=True), log=print)
+    resumed = load_tensors(precise.checkpoint)
+    assert all(torch.equal(resumed[k], b[k]) for k in b)
+
+
 def test_distillation_follows_the_teacher_not_the_labels(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
     """A teacher that calls every class c "c + 1" (its last layer's rows rolled): with the teacher's soft
     targets as the whole loss, the student learns that mapping, not the folder labels."""
@@ -304,7 +342,8 @@ def test_resume_refuses_a_changed_recipe_but_not_changed_runtime_settings(synthe
     out = tmp_path / "cut"
     train(_config(synthetic_root, out, epochs=2), log=lambda _: None, should_stop=lambda e, s: (e, s) == (0, 2))
     with pytest.raises(
-        ValueError, match=r"epochs: 2 in the run, 5 now.*model\.widths: \[8, 16\] in the run, \[8, 32\]"
+        ValueError,
+        match=r"epochs: 2 in the run, 5 now.*model\.widths: \[8, 16\] in the run, \[8, 32\].*needs another folder",
     ):
         train(
             _config(synthetic_root, out, epochs=5, resume=True, model=ModelConfig(**{**TINY, "widths": (8, 32)})),
@@ -342,6 +381,7 @@ import sys, time
 from heritage_cnn.models.network import ModelConfig
 from heritage_cnn.training import state
 from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.epoch import precise_batch_norm
 from heritage_cnn.training.loop import train
 
 pause = float(sys.argv[3])

@@ -27,8 +27,8 @@ import torch
 from heritage_cnn.apps.steps import FIGURE_STEPS
 from heritage_cnn.base.io import CheckpointError, atomic_write_json
 from heritage_cnn.base.names import shown
-from heritage_cnn.data.folders import ImageSet, Layout, find_layout, load_images, split_folder
-from heritage_cnn.data.split import perceptual_hashes
+from heritage_cnn.data.folders import ImageSet, Layout, find_layout, load_images, reuse_decoded, split_folder
+from heritage_cnn.data.split import set_hashes
 from heritage_cnn.inference.evaluate import (
     compute_metrics,
     near_any,
@@ -124,7 +124,7 @@ def _trained_on_mask(checkpoint: Checkpoint, images: ImageSet) -> tuple[np.ndarr
         return None
     reference, distance = record
     reason = f"trained on, or a near-duplicate of a training image (pHash distance <= {distance})"
-    return near_any(perceptual_hashes(images.images), reference, distance), reason
+    return near_any(set_hashes(images), reference, distance), reason
 
 
 def _all_images(checkpoint: Checkpoint, images: ImageSet, folder: Path, log: Log) -> tuple[ImageSet, str, dict]:
@@ -360,8 +360,14 @@ def run_report(
 def run_demo(data: str, out: str | os.PathLike, config: Any | None = None, log: Log = print) -> Path | None:
     """Check the data, train `config` (resuming an interrupted run; None: the shipped model), evaluate, draw.
 
-    Returns the report page, or None when training was interrupted (run it again to resume).
+    Returns the report page, or None when training was interrupted (run it again to resume). The folder is decoded
+    once for the check, the training and the evaluations (`reuse_decoded`).
     """
+    with reuse_decoded():
+        return _demo(data, out, config, log)
+
+
+def _demo(data: str, out: str | os.PathLike, config: Any | None, log: Log) -> Path | None:
     from heritage_cnn.apps.report import build_html_report
     from heritage_cnn.data.check import check_dataset, format_report
     from heritage_cnn.training.loop import train

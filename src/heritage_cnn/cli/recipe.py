@@ -15,7 +15,7 @@ from typing import Any
 
 from heritage_cnn.base.checks import ConfigError
 from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int
-from heritage_cnn.training.config import OPTIMIZERS, RUNTIME_FIELDS, TrainConfig
+from heritage_cnn.training.config import BN_STATISTICS, OPTIMIZERS, RUNTIME_FIELDS, TrainConfig
 from heritage_cnn.training.recipes import RECIPES, recipe_config
 
 _UNSET = object()
@@ -68,6 +68,14 @@ RECIPE = (
     Flag("--warmup", "warmup_epochs", "epochs of linear warm-up before the cosine"),
     Flag("--weight-decay", "weight_decay", "AdamW weight decay on weights"),
     Flag("--label-smoothing", "label_smoothing", "cross-entropy label smoothing"),
+    Flag(
+        "--bn-statistics",
+        "bn_statistics",
+        "batch norm's statistics in the saved network: running (training's running average) or precise "
+        "(recomputed at the end over the training photos, not augmented)",
+        str,
+        choices=BN_STATISTICS,
+    ),
     Flag("--ema", "ema_decay", "per-step decay of a weight average that is validated and saved, e.g. 0.998; 0 = off"),
     Flag("--mixup", "mixup_alpha", "MixUp alpha, 0 = off"),
     Flag("--cutmix", "cutmix_alpha", "CutMix alpha, 0 = off"),
@@ -115,6 +123,12 @@ RECIPE = (
     Flag("--widths", "model.widths", "channels per stage", int_list),
     Flag("--blocks", "model.blocks", "conv blocks per stage (1 each when --widths has another length)", int_list),
     Flag("--plain", "model.residual", "no residual connections", const=False),
+    Flag(
+        "--stem-pool-first",
+        "model.stem_pool_first",
+        "stage 1 as conv, 2x2 max-pool, batch norm, ReLU (its element-wise work on a quarter of the pixels)",
+        const=True,
+    ),
     Flag(
         "--input-scale",
         "model.input_scale",

@@ -48,9 +48,11 @@ def cmd_train(args: argparse.Namespace) -> int:
       torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
             -m heritage_cnn.cli train --data data/ahe64 --out runs/multi   several machines
     """
+    from heritage_cnn.base.devices import keep_freed_memory
     from heritage_cnn.training.distributed import leave_process_group
     from heritage_cnn.training.loop import train
 
+    keep_freed_memory()
     config = resume_config(args, args.out, args.data) if args.resume else None
     if config is None:
         config = new_config(args, data_folder(args.data), args.out)

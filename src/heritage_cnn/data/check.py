@@ -14,7 +14,7 @@ import numpy as np
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.decode import ImageError, image_header, open_regular
 from heritage_cnn.data.folders import DatasetError, display_name, find_layout, list_images, load_images
-from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, hamming_pairs, perceptual_hashes
+from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, hamming_pairs, set_hashes
 
 KAGGLE_DATASET = "ikobzev/architectural-heritage-elements-image64-dataset"
 KAGGLE_PAGE = f"https://www.kaggle.com/datasets/{KAGGLE_DATASET}"
@@ -74,7 +74,7 @@ def check_dataset(root: str | os.PathLike, near_duplicate_distance: int = NEAR_D
             "sizes": dict(sizes.most_common(10)),
             "distinct_sizes": len(sizes),
         }
-        hashes.append(perceptual_hashes(decoded.images))
+        hashes.append(set_hashes(decoded))
         owners += [
             (split, decoded.classes[int(label)], path)
             for label, path in zip(decoded.labels, decoded.paths, strict=True)

@@ -12,8 +12,9 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,6 +189,9 @@ class ImageSet:
     classes: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     empty_classes: list[str] = field(default_factory=list)
+    # the images' perceptual hashes once computed (`split.set_hashes`): the data check, the split and the record of
+    # what a run trained on read the same ones
+    hashes: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -197,13 +201,14 @@ class ImageSet:
         return [display_name(c) for c in self.classes]
 
     def subset(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> ImageSet:
-        """The images at `indices`; skipped files stay with the parent."""
+        """The images at `indices` (with their hashes, if known); skipped files stay with the parent."""
         index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
         return ImageSet(
             self.images[index],
             self.labels[index],
             [self.paths[i] for i in index.tolist()],
             self.classes,
+            hashes=None if self.hashes is None else self.hashes[index.numpy()],
         )
 
     def class_counts(self) -> list[int]:
@@ -230,6 +235,25 @@ def folder_key(folder: str | os.PathLike, size: int = IMAGE_SIZE) -> str:
     return _cache_key(list_images(folder), size)
 
 
+# Inside `reuse_decoded()`: the folders decoded so far, by `_cache_key` (file list, sizes, times, image size). None
+# outside the block, so that a library call keeps nothing alive.
+_DECODED: dict[str, ImageSet] | None = None
+
+
+@contextmanager
+def reuse_decoded() -> Iterator[None]:
+    """Within the block a folder whose files have not changed is decoded once: `heritage demo` checks the data, then
+    trains and evaluates on it (benchmarks/recipes.md, "The quick recipe on an AVX2 CPU"). Later `load_images` calls
+    get the same ImageSet, not a copy (nothing modifies one); all are let go when the block ends."""
+    global _DECODED
+    outer = _DECODED
+    _DECODED = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _DECODED = outer
+
+
 def load_images(
     folder: str | os.PathLike,
     classes: Sequence[str] | None = None,
@@ -247,11 +271,16 @@ def load_images(
     tensor is stored there, keyed by the file list.
     """
     files = list_images(folder, classes)
-    cache_path = None
+    decoded_before, cache_path = _DECODED, None
+    key = _cache_key(files, size) if cache_dir is not None or decoded_before is not None else ""
+    if decoded_before is not None and key in decoded_before:
+        return _check_classes(decoded_before[key], files.root, require_every_class)
     if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"images-{_cache_key(files, size)}"
+        cache_path = Path(cache_dir) / f"images-{key}"
         cached = _read_cache(cache_path, files)
         if cached is not None:
+            if decoded_before is not None:
+                decoded_before[key] = cached
             return _check_classes(cached, files.root, require_every_class)
 
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
@@ -283,6 +312,8 @@ def load_images(
     result = ImageSet(images, torch.tensor(labels, dtype=torch.long), paths, files.classes, skipped, empty)
     if cache_path is not None:
         _write_cache(cache_path, result)
+    if decoded_before is not None:
+        decoded_before[key] = result
     return _check_classes(result, files.root, require_every_class)
 
 

@@ -37,6 +37,13 @@ def perceptual_hashes(images: torch.Tensor) -> np.ndarray:
     return out
 
 
+def set_hashes(images: ImageSet) -> np.ndarray:
+    """`perceptual_hashes` of a decoded set, computed once per ImageSet and kept on it (subsets take theirs)."""
+    if images.hashes is None:
+        images.hashes = perceptual_hashes(images.images)
+    return images.hashes
+
+
 def hamming_pairs(hashes: np.ndarray, max_distance: int, chunk: int = 1024) -> np.ndarray:
     """All index pairs (i < j) whose hashes differ in at most `max_distance` bits."""
     hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
@@ -125,6 +132,6 @@ class SplitRecipe:
 
 def make_split(images: ImageSet, recipe: SplitRecipe = SplitRecipe()) -> tuple[ImageSet, ImageSet]:
     """Duplicate-aware stratified train/validation split of a decoded training set."""
-    groups = group_near_duplicates(perceptual_hashes(images.images), recipe.near_duplicate_distance)
+    groups = group_near_duplicates(set_hashes(images), recipe.near_duplicate_distance)
     train_idx, val_idx = split_train_val(images.labels.numpy(), groups, recipe.val_fraction, recipe.seed)
     return images.subset(train_idx), images.subset(val_idx)

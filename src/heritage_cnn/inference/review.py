@@ -32,7 +32,7 @@ import numpy as np
 from heritage_cnn import __version__
 from heritage_cnn.base.io import atomic_write_json, atomic_write_text
 from heritage_cnn.data.folders import DatasetError, ImageSet, display_name, find_layout, load_images, split_folder
-from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, group_near_duplicates, perceptual_hashes
+from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, group_near_duplicates, set_hashes
 from heritage_cnn.inference.classifier import Classifier, network_features
 from heritage_cnn.inference.evaluate import near_any, trained_on
 from heritage_cnn.models.checkpoint import Checkpoint
@@ -142,7 +142,7 @@ def review_images(
     features = features.permute(1, 0, 2).reshape(len(images), -1).numpy().astype(np.float64)
     seconds["features"] = time.perf_counter() - start
     start = time.perf_counter()
-    hashes = perceptual_hashes(images.images)
+    hashes = set_hashes(images)
     groups = group_near_duplicates(hashes, NEAR_DUPLICATE_DISTANCE)
     trained_count = _trained_on(checkpoint, hashes)
     seconds["hashes"] = time.perf_counter() - start

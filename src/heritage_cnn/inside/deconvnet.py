@@ -3,7 +3,8 @@
 Forward: the network is replayed block by block up to the chosen layer, recording the *switches* of
 every max-pool (where each maximum came from). Backward, written out layer by layer (no autograd):
 
-- max-pool      -> `F.max_unpool2d` at the switches recorded on that image's forward pass;
+- max-pool      -> `F.max_unpool2d` at the switches recorded on that image's forward pass (a stem that pools
+                   between its conv and batch norm unpools there too: ReLU, unpool, transposed conv);
 - ReLU          -> ReLU of the reconstructed signal (not the forward mask: that is the deconvnet rule);
 - conv + BN     -> `F.conv_transpose2d` with the conv weights *folded with batch norm*;
 - resize        -> the transpose of the bilinear enlargement (networks with `input_scale` > 1), so that
@@ -36,7 +37,7 @@ from torch import nn
 
 from heritage_cnn.models.network import ConvBlock, HeritageNet, ResidualBlock, fold_batch_norm
 
-Step = tuple[str, nn.Module, str]  # (name, module, kind): kind is pool, conv, residual or residual_conv1
+Step = tuple[str, nn.Module, str]  # (name, module, kind): pool, conv, conv_pool, residual or residual_conv1
 
 
 def _steps(model: HeritageNet, stop: str | None = None) -> list[Step]:
@@ -52,7 +53,7 @@ def _steps(model: HeritageNet, stop: str | None = None) -> list[Step]:
             if isinstance(block, nn.MaxPool2d):
                 steps.append((name, block, "pool"))
             elif isinstance(block, ConvBlock):
-                steps.append((f"{name}.conv", block, "conv"))
+                steps.append((f"{name}.conv", block, "conv" if block.pool is None else "conv_pool"))
             elif isinstance(block, ResidualBlock):
                 if stop == f"{name}.conv1":
                     steps.append((stop, block, "residual_conv1"))
@@ -115,14 +116,12 @@ def forward_to(
         x = model.resize(x)
     for name, block, kind in _steps(model, layer):
         if kind == "pool":
-            size = x.shape[-2:]
-            if record_switches:
-                x, indices = F.max_pool2d(x, block.kernel_size, block.stride, return_indices=True)
-                switches[name] = (indices, size)
-            else:
-                x = F.max_pool2d(x, block.kernel_size, block.stride)
+            x = _pool(x, block, switches, name, record_switches)
         elif kind == "conv":
             x = F.relu(block.bn(block.conv(x)), inplace=True)
+        elif kind == "conv_pool":
+            x = _pool(block.conv(x), block.pool, switches, _pool_name(name), record_switches)
+            x = F.relu(block.bn(x), inplace=True)
         elif kind == "residual_conv1":
             x = F.relu(block.bn1(block.conv1(x)), inplace=True)
         else:  # residual
@@ -133,6 +132,25 @@ def forward_to(
         if keep is not None and kind != "pool":
             keep[name] = x
     return x, switches
+
+
+def _pool(x: torch.Tensor, pool: nn.MaxPool2d, switches: Switches, name: str, record: bool) -> torch.Tensor:
+    """Max-pool `x`, recording its switches under `name` when `record` is set."""
+    if not record:
+        return F.max_pool2d(x, pool.kernel_size, pool.stride)
+    pooled, indices = F.max_pool2d(x, pool.kernel_size, pool.stride, return_indices=True)
+    switches[name] = (indices, x.shape[-2:])
+    return pooled
+
+
+def _pool_name(step: str) -> str:
+    """The switches entry of a conv block's own pool: `stage1.block1.conv` -> `stage1.block1.pool`."""
+    return step.removesuffix(".conv") + ".pool"
+
+
+def _unpool(signal: torch.Tensor, pool: nn.MaxPool2d, switch: tuple[torch.Tensor, torch.Size]) -> torch.Tensor:
+    indices, size = switch
+    return F.max_unpool2d(signal, indices, pool.kernel_size, pool.stride, output_size=size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -155,10 +173,11 @@ def project_down(model: HeritageNet, signal: torch.Tensor, layer: str, switches:
     """Walk a signal at `layer`'s output down to pixel space (normalised input scale), layer by layer."""
     for name, block, kind in reversed(_steps(model, layer)):
         if kind == "pool":
-            indices, size = switches[name]
-            signal = F.max_unpool2d(signal, indices, block.kernel_size, block.stride, output_size=size)
+            signal = _unpool(signal, block, switches[name])
         elif kind == "conv":
             signal = _down(F.relu(signal), block.conv, block.bn)
+        elif kind == "conv_pool":
+            signal = _down(_unpool(F.relu(signal), block.pool, switches[_pool_name(name)]), block.conv, block.bn)
         elif kind == "residual_conv1":
             signal = _down(F.relu(signal), block.conv1, block.bn1)
         else:  # residual: the signal goes down the branch and the shortcut, and the two are summed
@@ -212,10 +231,11 @@ def receptive_field(model: HeritageNet, layer: str, row: int, col: int) -> tuple
     box = [row, row, col, col]  # inclusive
     for _, block, kind in reversed(_steps(model, layer)):
         if kind == "pool":
-            k, s = block.kernel_size, block.stride
-            box = [box[0] * s, box[1] * s + k - 1, box[2] * s, box[3] * s + k - 1]
+            box = _grow_pool(box, block)
         elif kind == "conv":
             box = _grow(box, block.conv)
+        elif kind == "conv_pool":
+            box = _grow(_grow_pool(box, block.pool), block.conv)
         elif kind == "residual_conv1":
             box = _grow(box, block.conv1)
         else:
@@ -226,6 +246,11 @@ def receptive_field(model: HeritageNet, layer: str, row: int, col: int) -> tuple
         scale = model.config.input_scale
         box = [math.floor((v + 0.5) / scale - 0.5) + (i % 2) for i, v in enumerate(box)]
     return box[0], box[2], box[1] + 1, box[3] + 1
+
+
+def _grow_pool(box: list[int], pool: nn.MaxPool2d) -> list[int]:
+    k, s = pool.kernel_size, pool.stride
+    return [box[0] * s, box[1] * s + k - 1, box[2] * s, box[3] * s + k - 1]
 
 
 def _grow(box: list[int], conv: nn.Conv2d) -> list[int]:

@@ -37,6 +37,10 @@ class ModelConfig:
     hidden: int = 256  # width of the hidden fully connected layer
     dropout: float = 0.2
     input_scale: float = 1.0  # the network first enlarges its input this much (bilinear): 1.5 trains at 96 px
+    # stage 1 as conv, 2x2 max-pool, batch norm, ReLU: the element-wise work on a quarter of the pixels, 0.91x the
+    # quick network's step on an AVX2 CPU (benchmarks/recipes.md, "Where the AVX2 demo's time goes"). The pool
+    # commutes with ReLU, and with batch norm where its scale is positive: nearly the same function class.
+    stem_pool_first: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -62,6 +66,11 @@ class ModelConfig:
         )
         require(in_range(self.input_scale, 1, 4), f"{{0}} must be from 1 to 4, got {self.input_scale}", "input_scale")
         object.__setattr__(self, "input_scale", float(self.input_scale))
+        require(
+            not self.stem_pool_first or self.blocks[0] == 1,
+            f"{{0}} needs one block in stage 1, got {self.blocks}",
+            "stem_pool_first",
+        )
         require(self.hidden >= 1, f"{{0}} must be positive, got {self.hidden}", "hidden")
         require(
             in_range(self.dropout, 0, 1, below_high=True), f"{{0}} must be in [0, 1), got {self.dropout}", "dropout"
@@ -90,16 +99,20 @@ class ModelConfig:
 
 
 class ConvBlock(nn.Module):
-    """conv -> batch norm -> ReLU."""
+    """conv -> batch norm -> ReLU; with `pool_first`, conv -> 2x2 max-pool -> batch norm -> ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, pool_first: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.pool: nn.Module | None = nn.MaxPool2d(2) if pool_first else None
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.relu(self.bn(self.conv(x)))
+        x = self.conv(x)
+        if self.pool is not None:
+            x = self.pool(x)
+        return self.relu(self.bn(x))
 
 
 class ResidualBlock(nn.Module):
@@ -126,7 +139,8 @@ class ResidualBlock(nn.Module):
 
 
 class Stage(nn.Sequential):
-    """`block1 .. blockN` then `pool` (2x2 max-pool): the unit whose output halves the resolution."""
+    """`block1 .. blockN` then `pool` (2x2 max-pool): the unit whose output halves the resolution. A stem whose
+    block pools first (`ModelConfig.stem_pool_first`) has no `pool` of its own."""
 
 
 class HeritageNet(nn.Module):
@@ -145,14 +159,15 @@ class HeritageNet(nn.Module):
             for b in range(count):
                 if index == 0:
                     kernel = config.stem_kernel if b == 0 else 3
-                    block: nn.Module = ConvBlock(in_channels, width, kernel)
+                    block: nn.Module = ConvBlock(in_channels, width, kernel, pool_first=config.stem_pool_first)
                 elif config.residual:
                     block = ResidualBlock(in_channels, width)
                 else:
                     block = ConvBlock(in_channels, width)
                 blocks.append((f"block{b + 1}", block))
                 in_channels = width
-            blocks.append(("pool", nn.MaxPool2d(2)))
+            if not (index == 0 and config.stem_pool_first):
+                blocks.append(("pool", nn.MaxPool2d(2)))
             stages.append(Stage(OrderedDict(blocks)))
         self.stage_names = [f"stage{i + 1}" for i in range(len(stages))]
         for name, stage in zip(self.stage_names, stages, strict=True):  # stable names: stage1, ...
@@ -209,11 +224,15 @@ def layer(model: nn.Module, name: str) -> nn.Module:
 
 def fold_batch_norm(model: Net) -> Net:
     """A copy whose convs carry their eval-mode batch norm (weights and bias): same outputs, fewer passes.
-    Works on a HeritageNet and on an Ensemble of them (every member is folded)."""
+    Works on a HeritageNet and on an Ensemble of them (every member is folded). A block that pools between
+    its conv and batch norm is folded only where every scale is non-negative: max(s x + t) = s max(x) + t
+    holds for s >= 0 and not otherwise."""
     folded = copy.deepcopy(model).eval()
     for module in folded.modules():
         for conv_name, bn_name in (("conv", "bn"), ("conv1", "bn1"), ("conv2", "bn2")):
             conv, bn = getattr(module, conv_name, None), getattr(module, bn_name, None)
+            if getattr(module, "pool", None) is not None and isinstance(bn, nn.BatchNorm2d) and (bn.weight < 0).any():
+                continue
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
                 setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
                 setattr(module, bn_name, nn.Identity())

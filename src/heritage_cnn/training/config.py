@@ -20,6 +20,7 @@ from heritage_cnn.models.network import ModelConfig
 Log = Callable[[str], None]  # where a run's messages go: print, a test's list, or nothing on ranks other than 0
 # How a run is run, not what it trains: free to differ on --resume.
 RUNTIME_FIELDS = ("out", "device", "threads", "progress", "cache_dir", "resume", "overwrite")
+BN_STATISTICS = ("running", "precise")
 OPTIMIZERS = ("adamw", "sgd", "muon")  # what `training.optim.make_optimizer` builds
 
 
@@ -37,6 +38,10 @@ class TrainConfig:
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to zero
     label_smoothing: float = 0.1  # without it, worse (benchmarks/recipes.md, "What the screening says")
     ema_decay: float = 0.0  # per-step decay of an exponential moving average of the weights; 0 = off
+    # batch norm's statistics in the saved network: "running" (training's running average of its last batches) or
+    # "precise" (recomputed at the end over the training photos, not augmented; benchmarks/recipes.md, "The stem's
+    # order and the last epochs' batch-norm statistics": +1.5 pt for the quick recipe, mixed for the shipped models)
+    bn_statistics: str = "running"
     mixup_alpha: float = 0.0  # MixUp on every batch (torchvision.transforms.v2); 0 = off
     cutmix_alpha: float = 0.0  # CutMix on every batch; with both on, one of the two per batch
     balanced_loss: bool = False  # weight the loss by inverse class frequency (scikit-learn's "balanced")
@@ -89,6 +94,11 @@ class TrainConfig:
             in_range(self.label_smoothing, 0, 1, below_high=True),
             f"{{0}} must be in [0, 1), got {self.label_smoothing}",
             "label_smoothing",
+        )
+        require(
+            self.bn_statistics in BN_STATISTICS,
+            f"{{0}} must be one of {', '.join(BN_STATISTICS)}, got {self.bn_statistics!r}",
+            "bn_statistics",
         )
         require(
             in_range(self.ema_decay, 0, 1, below_high=True),

@@ -158,6 +158,23 @@ def validate(
     return sums, val_logits, val_labels
 
 
+@torch.no_grad()
+def precise_batch_norm(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    normalise: Callable[[torch.Tensor], torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+) -> None:
+    """Every batch norm's statistics in `model` recomputed over `images` (uint8, not augmented) as the average of
+    their batches' statistics (`torch.optim.swa_utils.update_bn`; Wu & Johnson 2021, "precise BN"), in float32.
+    Every process of a distributed run computes the same statistics over all the images."""
+    from torch.optim.swa_utils import update_bn
+
+    batches = (normalise(images[start : start + batch_size].to(device)) for start in range(0, len(images), batch_size))
+    update_bn(batches, model)
+
+
 def _progress(iterable: range, enabled: bool, desc: str) -> Any:
     if not enabled or not sys.stderr.isatty():
         return iterable
@@ -166,4 +183,4 @@ def _progress(iterable: range, enabled: bool, desc: str) -> Any:
     return tqdm(iterable, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-__all__ = ["Epoch", "Network", "TrainingData", "fresh_sums", "train_one_epoch", "validate"]
+__all__ = ["Epoch", "Network", "TrainingData", "fresh_sums", "precise_batch_norm", "train_one_epoch", "validate"]

@@ -32,7 +32,15 @@ from heritage_cnn.models.network import HeritageNet, forward_flops, parameter_co
 from heritage_cnn.training import state as trainstate
 from heritage_cnn.training.config import RUNTIME_FIELDS, Log, TrainConfig
 from heritage_cnn.training.distributed import Ranks, init_distributed
-from heritage_cnn.training.epoch import Epoch, Network, TrainingData, fresh_sums, train_one_epoch, validate
+from heritage_cnn.training.epoch import (
+    Epoch,
+    Network,
+    TrainingData,
+    fresh_sums,
+    precise_batch_norm,
+    train_one_epoch,
+    validate,
+)
 from heritage_cnn.training.losses import NonFiniteLossError, TrainingLoss, check_teacher_classes, load_teachers
 from heritage_cnn.training.optim import Optimizer, Schedule, make_ema, make_optimizer
 from heritage_cnn.training.prepare import prepare_data, relabel_record
@@ -51,10 +59,13 @@ class TrainResult:
     interrupted: bool = False
     # this process's place in a torchrun job: who reports, who must end hard
     ranks: Ranks = field(default_factory=Ranks)
+    # the saved network's validation where it differs from the last epoch's (`--bn-statistics precise`)
+    validation: dict[str, float] = field(default_factory=dict)
 
     @property
     def final(self) -> dict[str, float]:
-        return self.history[-1] if self.history else {}
+        """The last epoch's row, with the saved network's validation."""
+        return (self.history[-1] if self.history else {}) | self.validation
 
 
 @dataclass
@@ -147,6 +158,7 @@ def _train_into(
     """train() in a run folder this process holds."""
     run = _set_up(out, config, ranks, device, log)
     interrupted = _session(run, log, should_stop)
+    validation = _precise_statistics(run, log) if config.bn_statistics == "precise" and not interrupted else {}
     if ranks.main and not interrupted:  # "none of these": the last weights' operating point, fitted on this split
         fit_for_run(run.checkpoint, run.train_set, run.val_set, log, save=lambda: run.save("last"))
     return TrainResult(
@@ -160,6 +172,7 @@ def _train_into(
         time.perf_counter() - started,
         interrupted,
         ranks,
+        validation,
     )
 
 
@@ -233,7 +246,10 @@ def _run_config(out: Path, config: TrainConfig, log: Log) -> tuple[TrainConfig, 
     saved = TrainConfig.from_dict(read_json(out / "config.json"))
     changed = config.recipe_differences(saved)
     if changed:
-        raise ValueError(f"{out}: --resume with a recipe other than the run's: {'; '.join(changed)}")
+        raise ValueError(
+            f"{out}: --resume with a recipe other than the run's: {'; '.join(changed)} (a run of the new recipe "
+            "needs another folder, or this one emptied)"
+        )
     return replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS if k != "out"}), True
 
 
@@ -326,6 +342,31 @@ def _session(run: Run, log: Log, should_stop: Callable[[int, int], bool] | None)
                 log(f"stopped after epoch {index + 1}; continue with --resume")
                 return index + 1 < config.epochs
     return False
+
+
+def _precise_statistics(run: Run, log: Log) -> dict[str, float]:
+    """`--bn-statistics precise`: the saved network's batch-norm statistics recomputed over the training photos
+    once the last epoch is done (again, to the same values, when a finished run is resumed), validated again;
+    last.* is written again with the new statistics, recording both accuracies (`bn_statistics`); best.* stays the
+    epoch it was. Returns the saved network's validation (loss, accuracy)."""
+    network, batch, before = run.network, run.config.eval_batch_size, run.history[-1]
+    precise_batch_norm(run.checkpoint.model, run.train_set.images, network.normalise, batch, network.device)
+    val_sums, _, _ = validate(network, run.checkpoint.model, run.val_set, batch, judge_raw=False)
+    loss_sum, correct, seen, _ = network.ranks.sum(val_sums)
+    after = {"val_loss": loss_sum / max(seen, 1), "val_accuracy": correct / max(seen, 1)}
+    run.record["bn_statistics"] = {
+        "statistics": "precise",
+        "photos": len(run.train_set),
+        "validation": after,
+        "running_statistics_validation": {k: before[k] for k in after},
+    }
+    if network.ranks.main:
+        run.save("last")  # saved as it is validated, whatever the none-of-these fit after it does
+    log(
+        f"precise batch norm: statistics over {len(run.train_set)} training photos; validation accuracy "
+        f"{before['val_accuracy']:.4f} -> {after['val_accuracy']:.4f}"
+    )
+    return after
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from heritage_cnn.base.io import (
     save_tensors,
 )
 from heritage_cnn.data.folders import ImageSet
-from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes
+from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, set_hashes
 from heritage_cnn.models.checkpoint import first_non_finite, load_checkpoint
 from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.distributed import Ranks
@@ -195,7 +195,7 @@ def write_history(out: Path, history: list[dict[str, float]]) -> None:
 def provenance(train_set: ImageSet, device: torch.device, autocast: torch.dtype | None) -> dict[str, Any]:
     """What trained the model, computed once per run: the perceptual hash of every training image (so that
     evaluation can tell trained-on images apart) and the machine and autocast (bf16 kernels differ between CPUs)."""
-    hashes = perceptual_hashes(train_set.images)
+    hashes = set_hashes(train_set)
     return {
         "trained_on": {"phash": [f"{int(h):016x}" for h in hashes], "distance": NEAR_DUPLICATE_DISTANCE},
         "trained_on_machine": machine_description(device, autocast),
@@ -219,7 +219,8 @@ def checkpoint_info(
             k: v for k, v in config.to_dict().items() if k not in {"data", "out", "resume", "progress", "cache_dir"}
         },
         "epochs_trained": len(history),
-        "validation": history[-1] if history else {},
+        # the saved weights' validation: the last epoch's, or after its batch-norm statistics were recomputed
+        "validation": (history[-1] if history else {}) | record.get("bn_statistics", {}).get("validation", {}),
         "history": history,
         "forward_mflop": round(flops / 1e6, 2),
         **record,

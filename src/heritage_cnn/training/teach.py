@@ -36,7 +36,7 @@ from torch import nn
 
 from heritage_cnn.base.io import CheckpointError
 from heritage_cnn.data.folders import DatasetError, ImageSet
-from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes
+from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes, set_hashes
 from heritage_cnn.inference.classifier import Classifier, network_features
 from heritage_cnn.inference.evaluate import near_any, trained_on
 from heritage_cnn.inference.openset_fit import DEFAULT_RIDGE, fit_operating_point
@@ -89,7 +89,7 @@ def replay_split(images: ImageSet, parent: Checkpoint) -> tuple[ImageSet, torch.
     record = trained_on(parent)
     if record is None:
         return images, None
-    keep = near_any(perceptual_hashes(images.images), record[0], 0)
+    keep = near_any(set_hashes(images), record[0], 0)
     held_out = images.images[torch.as_tensor(np.flatnonzero(~keep), dtype=torch.long)]
     return images.subset(np.flatnonzero(keep)), held_out
 
