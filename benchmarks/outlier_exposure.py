@@ -12,7 +12,8 @@ the cross-entropy to the uniform distribution times `--weight`. The outliers are
 drawn by `benchmarks/negatives.py`'s generators under another seed; `NEG/reporting/` is never read. Writes
 OUT.safetensors / OUT.json (a checkpoint every command and `benchmarks/open_set.py --models OUT` loads; it keeps
 the base network's records and adds `outlier_exposure`) and prints the validation accuracy of both networks with a
-paired bootstrap interval of the difference. A benchmark, not a `heritage train` flag, until it earns one.
+paired bootstrap interval of the difference. The fine-tune stays a benchmark; outlier exposure from the first step
+is `heritage train --outliers DIR`, and `--write-pool DIR` writes this pool as a folder it reads.
 """
 
 from __future__ import annotations
@@ -58,6 +59,14 @@ def outlier_pool(negatives: Path) -> torch.Tensor:
     ]
     arrays = np.stack([np.asarray(p.resize((64, 64)) if p.size != (64, 64) else p) for p in pictures])
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+
+
+def write_pool(pool: torch.Tensor, folder: Path) -> None:
+    """The pool as PNG files in a new folder: what `heritage train --outliers` reads."""
+    folder.mkdir(parents=True, exist_ok=False)
+    for index, picture in enumerate(pool.permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(picture).save(folder / f"{index:05d}.png")
+    print(f"{folder}: {len(pool)} outlier pictures")
 
 
 def teacher_networks(name: str) -> list:
@@ -132,9 +141,14 @@ def fine_tune(base, train_set, val_set, pool: torch.Tensor, teachers: list, args
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data")
     parser.add_argument("--negatives", type=Path, required=True)
-    parser.add_argument("--out", required=True, help="checkpoint path without suffix")
+    parser.add_argument("--out", help="checkpoint path without suffix")
+    parser.add_argument(
+        "--write-pool",
+        type=Path,
+        help="only write the outlier pool there as PNG files (for `heritage train --outliers`), then stop",
+    )
     parser.add_argument("--model", default="fast")
     parser.add_argument("--member", type=int, default=None, help="of an ensemble: only this network (from 0)")
     parser.add_argument("--epochs", type=int, default=3)
@@ -151,6 +165,11 @@ def main() -> None:
     parser.add_argument("--distill-weight", type=float, default=0.9, help="the soft targets' share (`fast`'s recipe)")
     parser.add_argument("--distill-temperature", type=float, default=2.0, help="(`fast`'s recipe)")
     args = parser.parse_args()
+    if args.write_pool is not None:
+        write_pool(outlier_pool(args.negatives), args.write_pool)
+        return
+    if not (args.data and args.out):
+        parser.error("--data and --out are needed to fine-tune")
     torch.manual_seed(args.seed)
     base = load_checkpoint(args.model)
     if args.member is not None:

@@ -102,6 +102,15 @@ RECIPE = (
     ),
     Flag("--distill-weight", "distill_weight", "share of the teachers' soft targets in the loss"),
     Flag("--distill-temperature", "distill_temperature", "softmax temperature of the distillation term"),
+    Flag(
+        "--outliers",
+        "outliers",
+        "a folder of photos of none of the classes (any layout below it): each step adds as many of them, "
+        "augmented, answered with a uniform softmax (outlier exposure), so that none of these scores low on such photos",
+        str,
+        show_default=False,
+    ),
+    Flag("--outlier-weight", "outlier_weight", "the outliers' share of the loss (with --outliers)"),
     Flag("--seed", "seed", "seed of initialisation, order and augmentation", int),
     Flag("--val-fraction", "split.val_fraction", "validation share, 1/k of a stratified group k-fold"),
     Flag("--split-seed", "split.seed", "seed of the validation split", int),

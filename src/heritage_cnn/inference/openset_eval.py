@@ -72,17 +72,20 @@ def scored_logits(
     return torch.cat(logits).cpu(), torch.cat(scores)
 
 
-def load_negatives(folder: str | os.PathLike, size: int) -> tuple[torch.Tensor, list[tuple[str, str]]]:
-    """Every readable photo below `folder` (uint8, N x 3 x size x size), and the files that could not be read."""
+def load_negatives(
+    folder: str | os.PathLike, size: int, flag: str = "--negatives"
+) -> tuple[torch.Tensor, list[tuple[str, str]]]:
+    """Every readable photo below `folder` (uint8, N x 3 x size x size), and the files that could not be read;
+    errors name the folder after `flag`, the option that gave it."""
     if not Path(folder).is_dir():
-        raise ValueError(f"--negatives {folder}: not a folder")
+        raise ValueError(f"{flag} {folder}: not a folder")
     photos, problems = find_photos([folder])
     with ThreadPoolExecutor(max_workers=4) as pool:
         decoded = list(pool.map(try_decode, photos, [size] * len(photos)))
     good = [d for d in decoded if not isinstance(d, str)]
     skipped = problems + [(str(p), d) for p, d in zip(photos, decoded, strict=True) if isinstance(d, str)]
     if not good:
-        raise ValueError(f"--negatives {folder}: no readable photos in it")
+        raise ValueError(f"{flag} {folder}: no readable photos in it")
     return torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).contiguous(), skipped
 
 

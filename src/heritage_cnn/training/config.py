@@ -49,6 +49,11 @@ class TrainConfig:
     teachers: tuple[str, ...] = ()  # trained checkpoints or run folders to distil from (knowledge distillation)
     distill_weight: float = 0.5  # share of the distillation term in the loss when there are teachers
     distill_temperature: float = 2.0  # softmax temperature of teachers and student in that term
+    # outlier exposure (Hendrycks, Mazeika & Dietterich, ICLR 2019): a folder of photos of none of the classes, as many
+    # of them as training photos in every step, each answered with a uniform softmax, so that "none of these" scores
+    # low on what the network was shown is not a class (docs/open_set.md, "Outlier exposure from the first step")
+    outliers: str | None = None
+    outlier_weight: float = 0.5  # lambda, the outliers' share of the loss: the paper's value for vision, not tuned
     seed: int = 0
     split: SplitRecipe = field(default_factory=SplitRecipe)  # 1/5 validation, seed 0, pHash distance 10
     limit_per_class: int | None = None  # use at most this many images per class (quick runs)
@@ -120,6 +125,18 @@ class TrainConfig:
             in_range(self.distill_temperature, 0, above_low=True),
             f"{{0}} must be a positive finite number, got {self.distill_temperature}",
             "distill_temperature",
+        )
+        require(
+            in_range(self.outlier_weight, 0, above_low=True),
+            f"{{0}} must be a positive finite number, got {self.outlier_weight}",
+            "outlier_weight",
+        )
+        require(
+            not (self.outliers and self.consistency_weight),
+            "{0} adds photos of none of the classes to each step; {1} compares two views of each training photo: "
+            "use one of the two",
+            "outliers",
+            "consistency_weight",
         )
         require(not (self.resume and self.overwrite), "{0} and {1} exclude each other", "resume", "overwrite")
         require(

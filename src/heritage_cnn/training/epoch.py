@@ -46,6 +46,7 @@ class TrainingData:
     batch_size: int
     augment: AugmentConfig
     steps_per_epoch: int  # the ragged last batch is dropped
+    outliers: torch.Tensor | None = None  # uint8 photos of none of the classes (outlier exposure), or None
 
 
 def fresh_sums() -> dict[str, float]:
@@ -93,13 +94,18 @@ def train_one_epoch(
         if loss.views == 2:  # a second, independently augmented view of the same images
             pixels = torch.cat([pixels, augment_batch(batch, data.augment, epoch.augment_generator)])
         pixels, target = loss.targets(pixels, y)
-        x = network.normalise(pixels).contiguous(memory_format=torch.channels_last)
+        seen, outliers = pixels, 0
+        if data.outliers is not None:  # as many as the step's photos, drawn and augmented by the epoch's generator
+            outliers, pool = len(y), data.outliers
+            drawn = torch.randint(len(pool), (outliers,), generator=epoch.augment_generator, device=pool.device)
+            seen = torch.cat([pixels, augment_batch(pool[drawn], data.augment, epoch.augment_generator)])
+        x = network.normalise(seen).contiguous(memory_format=torch.channels_last)
         lr = schedule(epoch.index * data.steps_per_epoch + step)
         for group in optimizer.param_groups:
             group["lr"] = lr
         with torch.autocast(network.device.type, dtype=amp_dtype, enabled=use_amp):
             logits = network.runner(x)
-            value, logits = loss(logits, target, pixels, len(y))
+            value, logits = loss(logits, target, pixels, len(y), outliers)
         optimizer.zero_grad(set_to_none=True)
         network.scaler.scale(value).backward()
         network.scaler.step(optimizer)

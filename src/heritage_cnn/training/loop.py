@@ -43,7 +43,7 @@ from heritage_cnn.training.epoch import (
 )
 from heritage_cnn.training.losses import NonFiniteLossError, TrainingLoss, check_teacher_classes, load_teachers
 from heritage_cnn.training.optim import Optimizer, Schedule, make_ema, make_optimizer
-from heritage_cnn.training.prepare import prepare_data, relabel_record
+from heritage_cnn.training.prepare import load_outliers, prepare_data, relabel_record
 
 
 @dataclass
@@ -110,6 +110,7 @@ class Run:
             "partial": self.partial,
             "history": self.history,
             "best_val_accuracy": self.best_acc,
+            "outliers_sha256": self.record.get("outliers", {}).get("sha256"),
         }
         trainstate.save_resume_state(self.out, self.network.model, self.network.ema, self.optimizer, generator, state)
         self.save("last")
@@ -187,8 +188,9 @@ def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, 
     config, resuming = _run_config(out, config, log)
     teachers = load_teachers(config.teachers, device)  # a wrong path fails now, not after decoding the photos
     all_images, train_set, val_set = prepare_data(config, log)
+    outliers, outlier_record, outliers_skipped = load_outliers(config, train_set.images.shape[-1], log)
     if ranks.main:
-        _write_run_record(out, config, all_images, train_set, val_set)
+        _write_run_record(out, config, all_images.skipped + outliers_skipped, train_set, val_set)
     classes = train_set.classes
     mean, std = channel_stats(train_set.images)
     model = HeritageNet(replace(config.model, num_classes=len(classes)))
@@ -222,11 +224,12 @@ def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, 
         loss=TrainingLoss.for_run(config, train_set.labels, len(classes), teachers, device),
         optimizer=optimizer,
         schedule=Schedule.for_run(config, steps_per_epoch),
-        data=_on_device(train_set, config, steps_per_epoch, device),
+        data=_on_device(train_set, outliers, config, steps_per_epoch, device),
         checkpoint=checkpoint,
         flops=flops,
         record=trainstate.provenance(train_set, device, amp_dtype if use_amp else None)
         | relabel_record(config, classes)
+        | outlier_record
         if ranks.main
         else {},
     )
@@ -254,11 +257,11 @@ def _run_config(out: Path, config: TrainConfig, log: Log) -> tuple[TrainConfig, 
 
 
 def _write_run_record(
-    out: Path, config: TrainConfig, all_images: ImageSet, train_set: ImageSet, val_set: ImageSet
+    out: Path, config: TrainConfig, skipped: list[tuple[str, str]], train_set: ImageSet, val_set: ImageSet
 ) -> None:
     """config.json, skipped.json and split.json: what the run trains on, written before its first step."""
     atomic_write_json(out / "config.json", config.to_dict())
-    atomic_write_json(out / "skipped.json", [{"path": p, "reason": r} for p, r in all_images.skipped])
+    atomic_write_json(out / "skipped.json", [{"path": p, "reason": r} for p, r in skipped])
     atomic_write_json(
         out / "split.json",
         {"recipe": asdict(config.split), "train": len(train_set), "val": len(val_set), "val_paths": val_set.paths},
@@ -283,11 +286,23 @@ def _placed(
     return model, optimizer, runner
 
 
-def _on_device(train_set: ImageSet, config: TrainConfig, steps_per_epoch: int, device: torch.device) -> TrainingData:
-    """The whole uint8 training set on the device; on a GPU it is copied once from pinned memory."""
+def _on_device(
+    train_set: ImageSet, outliers: torch.Tensor | None, config: TrainConfig, steps_per_epoch: int, device: torch.device
+) -> TrainingData:
+    """The whole uint8 training set (and outliers) on the device; on a GPU copied once from pinned memory."""
     pinned = device.type == "cuda"
-    images = (train_set.images.pin_memory() if pinned else train_set.images).to(device, non_blocking=pinned)
-    return TrainingData(images, train_set.labels.to(device), config.batch_size, config.augment, steps_per_epoch)
+
+    def placed(images: torch.Tensor) -> torch.Tensor:
+        return (images.pin_memory() if pinned else images).to(device, non_blocking=pinned)
+
+    return TrainingData(
+        placed(train_set.images),
+        train_set.labels.to(device),
+        config.batch_size,
+        config.augment,
+        steps_per_epoch,
+        None if outliers is None else placed(outliers),
+    )
 
 
 def _resume(run: Run, log: Log) -> None:
@@ -296,6 +311,12 @@ def _resume(run: Run, log: Log) -> None:
     state, generator_state, global_state = trainstate.load_resume_state(
         run.out, run.optimizer, network.model, network.ema
     )
+    began_with, now = state.get("outliers_sha256"), run.record.get("outliers", {}).get("sha256")
+    if network.ranks.main and began_with != now:
+        raise ValueError(
+            f"{run.out}: --resume: the photos of --outliers {run.config.outliers} are not those the run began with "
+            "(a file was added, removed or changed); restore them, or train into another folder"
+        )
     run.history, run.best_acc = state["history"], state["best_val_accuracy"]
     run.start_epoch, run.start_step, run.partial = state["epoch"], state["step"], state["partial"]
     run.rng_states = generator_state, global_state

@@ -86,6 +86,12 @@ def consistency_loss(logits: torch.Tensor) -> torch.Tensor:
     return (F.kl_div(middle, p, reduction="batchmean") + F.kl_div(middle, q, reduction="batchmean")) / 2
 
 
+def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Outlier exposure's term: the mean over images of the cross-entropy from the uniform distribution to the
+    softmax, -mean_k log p_k. Its least value, log K, is a uniform answer (Hendrycks et al. 2019, eq. 1)."""
+    return -logits.float().log_softmax(1).mean(1).mean()
+
+
 def make_batch_mixer(config: TrainConfig, num_classes: int) -> Mixer | None:
     """MixUp and/or CutMix from torchvision.transforms.v2, applied to whole batches (labels become soft)."""
     from torchvision.transforms import v2
@@ -112,6 +118,7 @@ class TrainingLoss:
     distill_temperature: float = 2.0
     consistency_weight: float = 0.0
     mixer: Mixer | None = None
+    outlier_weight: float = 0.0  # the outliers' share (TrainConfig.outlier_weight) when a run has outliers
 
     @classmethod
     def for_run(
@@ -131,6 +138,7 @@ class TrainingLoss:
             distill_temperature=config.distill_temperature,
             consistency_weight=config.consistency_weight,
             mixer=make_batch_mixer(config, num_classes),
+            outlier_weight=config.outlier_weight if config.outliers else 0.0,
         )
 
     @property
@@ -147,9 +155,12 @@ class TrainingLoss:
         return pixels, labels
 
     def __call__(
-        self, logits: torch.Tensor, target: torch.Tensor, pixels: torch.Tensor, images: int
+        self, logits: torch.Tensor, target: torch.Tensor, pixels: torch.Tensor, images: int, outliers: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(loss, the logits of each distinct image once) - with two views, the first view's rows."""
+        """(loss, the logits of each distinct image once) - with two views, the first view's rows. The last
+        `outliers` rows of `logits` are photos of none of the classes (`pixels` holds the others only)."""
+        outlier_logits = logits[len(logits) - outliers :]
+        logits = logits[: len(logits) - outliers]
         loss = F.cross_entropy(logits.float(), target, weight=self.class_weights, label_smoothing=self.label_smoothing)
         if self.teachers:  # the teachers see the same augmented (and mixed) images
             soft = teacher_probabilities(self.teachers, pixels, self.distill_temperature)
@@ -158,4 +169,6 @@ class TrainingLoss:
         if self.consistency_weight:
             loss = loss + self.consistency_weight * consistency_loss(logits)
             logits = logits[:images]  # the training accuracy counts each image once
+        if outliers:
+            loss = loss + self.outlier_weight * uniform_cross_entropy(outlier_logits)
         return loss, logits

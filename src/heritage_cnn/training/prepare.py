@@ -1,5 +1,6 @@
 """A run's data: the training folder decoded once into uint8 tensors, limited per class if asked, and split
-into training and validation sets (duplicate-aware, stratified: heritage_cnn.data.split)."""
+into training and validation sets (duplicate-aware, stratified: heritage_cnn.data.split); and the photos of none
+of the classes that outlier exposure shows it (`--outliers`)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from heritage_cnn.data.folders import DatasetError, ImageSet, find_layout, folder_key, load_images
 from heritage_cnn.data.relabel import apply_relabel, read_relabel
 from heritage_cnn.data.split import make_split
+from heritage_cnn.inference.openset_eval import load_negatives
 from heritage_cnn.training.config import Log, TrainConfig
 
 
@@ -51,6 +54,24 @@ def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, Image
             f"skipped {len(images.skipped)} unreadable file(s) or folder(s); all listed in skipped.json in the run folder"
         )
     return images, train_set, val_set
+
+
+def load_outliers(config: TrainConfig, size: int, log: Log) -> tuple[torch.Tensor | None, dict, list]:
+    """`--outliers`: (the photos, uint8, or None; what the checkpoint records of them; the files skipped)."""
+    if not config.outliers:
+        return None, {}, []
+    photos, skipped = load_negatives(config.outliers, size, flag="--outliers")
+    for path, reason in skipped[:10]:
+        log(f"skipped {os.fsencode(path).decode('utf-8', 'replace')}: {reason}")
+    log(
+        f"outlier exposure: {len(photos)} photos of none of the classes from {config.outliers} (weight "
+        f"{config.outlier_weight:g}), as many as the training photos in every step"
+        + (f"; {len(skipped)} file(s) skipped, listed in skipped.json" if skipped else "")
+    )
+    # what the run learned "none" from: --resume refuses a folder whose photos changed (`_resume`)
+    digest = hashlib.sha256(photos.numpy().tobytes()).hexdigest()
+    record = {"folder": str(config.outliers), "photos": len(photos), "skipped": len(skipped), "sha256": digest}
+    return photos, {"outliers": record}, skipped
 
 
 def relabel_digest(file: str | None) -> str | None:

@@ -1,0 +1,148 @@
+"""Outlier exposure in training (`--outliers`): the loss term, the config's checks, and a tiny run that learns to
+answer photos of none of the classes with a flat softmax, records them, resumes exactly and refuses changed ones."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import TINY
+from heritage_cnn import cli
+from heritage_cnn.base.checks import ConfigError
+from heritage_cnn.base.io import load_tensors
+from heritage_cnn.data.folders import load_images
+from heritage_cnn.inference.evaluate import predict_logits
+from heritage_cnn.models.checkpoint import load_checkpoint
+from heritage_cnn.models.network import ModelConfig
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.loop import train
+from heritage_cnn.training.losses import TrainingLoss, uniform_cross_entropy
+
+
+def _outliers(folder: Path, count: int, seed: int) -> Path:
+    """Grey pictures of none of the synthetic classes (each class is a hue): smooth random scenes, two layouts deep."""
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        coarse = np.kron(rng.random((4, 4)), np.ones((16, 16)))
+        grey = np.clip(40 + 170 * coarse + rng.normal(0, 8, coarse.shape), 0, 255).astype(np.uint8)
+        place = folder / ("walls" if i % 2 else "signs/old")
+        place.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.stack([grey] * 3, -1)).save(place / f"{i:03d}.png")
+    return folder
+
+
+def _config(root: Path, out: Path, **overrides) -> TrainConfig:
+    base = TrainConfig(
+        data=str(root), out=str(out), epochs=6, batch_size=32, lr=0.01, model=ModelConfig(**TINY), amp=False
+    )
+    return replace(base, progress=False, **overrides)
+
+
+def test_uniform_cross_entropy_is_log_k_for_a_flat_answer_and_grows_with_confidence() -> None:
+    flat = torch.full((3, 10), 2.5)  # any constant row is the uniform softmax
+    assert uniform_cross_entropy(flat).item() == pytest.approx(math.log(10))
+    # one logit 4 above nine zeros: log Z = log(e^4 + 9) and the mean log p is (4 - 10 log Z) / 10
+    sure = torch.zeros(1, 10)
+    sure[0, 3] = 4.0
+    log_z = math.log(math.exp(4) + 9)
+    assert uniform_cross_entropy(sure).item() == pytest.approx(-(4 - 10 * log_z) / 10, rel=1e-6)
+    assert uniform_cross_entropy(sure).item() > math.log(10)
+
+
+def test_the_loss_adds_the_outliers_term_to_the_photos_and_scores_the_photos_alone() -> None:
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 10), torch.randint(0, 10, (4,))
+    loss = TrainingLoss(outlier_weight=0.5)
+    value, kept = loss(logits, labels, torch.rand(4, 3, 8, 8), 4, outliers=2)
+    photos = torch.nn.functional.cross_entropy(logits[:4], labels)
+    assert value.item() == pytest.approx(photos.item() + 0.5 * uniform_cross_entropy(logits[4:]).item(), rel=1e-6)
+    assert torch.equal(kept, logits[:4])  # the training accuracy counts the photos, never the outliers
+
+
+def test_the_config_refuses_a_weight_that_is_not_positive_and_outliers_with_two_views(tmp_path: Path) -> None:
+    for weight in (0.0, -1.0, float("nan")):
+        with pytest.raises(ConfigError, match="outlier_weight"):
+            TrainConfig(data="d", out="o", outliers="neg", outlier_weight=weight)
+    with pytest.raises(ConfigError, match="consistency_weight"):
+        TrainConfig(data="d", out="o", outliers="neg", consistency_weight=1.0)
+
+
+@pytest.fixture(scope="module")
+def exposed(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The same tiny run twice, seed for seed: without and with outliers."""
+    work = tmp_path_factory.mktemp("exposure")
+    outliers = _outliers(work / "none", 40, seed=0)
+    (outliers / "walls" / "broken.png").write_bytes(b"not a picture")
+    plain = train(_config(synthetic_root, work / "plain"), log=lambda _: None)
+    messages: list[str] = []
+    with_outliers = train(_config(synthetic_root, work / "oe", outliers=str(outliers)), log=messages.append)
+    return plain, with_outliers, outliers, messages, work
+
+
+def _logits(run_folder: Path, images: torch.Tensor) -> torch.Tensor:
+    checkpoint = load_checkpoint(run_folder / "last")
+    return predict_logits(checkpoint.model, images, checkpoint.normalise)
+
+
+def test_outliers_get_a_flatter_answer_on_pictures_of_their_kind_never_seen(exposed, synthetic_root: Path) -> None:
+    plain, with_outliers, _, _, work = exposed
+    unseen = torch.from_numpy(
+        np.stack([np.asarray(Image.open(p)) for p in sorted(_outliers(work / "unseen", 24, seed=9).rglob("*.png"))])
+    ).permute(0, 3, 1, 2)
+    # how far the answer on grey pictures it never saw is from the uniform one: the term's own measure, less log K
+    before, after = (uniform_cross_entropy(_logits(run.out, unseen)).item() - math.log(10) for run in exposed[:2])
+    # 0.05-0.12 without the term and 0.006-0.021 with it (seeds 0, 1 and 2, float32): under a quarter each time. A
+    # run the flag did not change would read the same twice, a ratio of 1
+    assert after < 0.4 * before, (before, after)
+    photos = load_images(synthetic_root).images
+    top = [_logits(with_outliers.out, x).softmax(1).max(1).values.mean().item() for x in (photos, unseen)]
+    assert top[0] > 2 * top[1], top  # the classes still get a clear answer (0.47 against 0.14 here)
+    assert with_outliers.final["val_accuracy"] >= 0.6 and plain.final["val_accuracy"] >= 0.6
+
+
+def test_the_run_records_the_outliers_and_lists_the_file_it_could_not_read(exposed) -> None:
+    _, with_outliers, outliers, messages, _ = exposed
+    record = json.loads((with_outliers.out / "last.json").read_text())["outliers"]
+    assert record["photos"] == 40 and record["skipped"] == 1 and record["folder"] == str(outliers)
+    assert len(record["sha256"]) == 64
+    skipped = json.loads((with_outliers.out / "skipped.json").read_text())
+    assert [Path(s["path"]).name for s in skipped] == ["broken.png"]
+    assert any("outlier exposure: 40 photos" in m for m in messages)
+    assert json.loads((with_outliers.out / "config.json").read_text())["outliers"] == str(outliers)
+
+
+def test_a_run_with_outliers_resumes_exactly_and_refuses_outliers_that_changed(
+    exposed, synthetic_root: Path, tmp_path: Path
+) -> None:
+    _, whole, outliers, _, _ = exposed
+    config = _config(synthetic_root, tmp_path / "cut", outliers=str(outliers))
+    stopped = train(config, log=lambda _: None, should_stop=lambda epoch, step: (epoch, step) == (3, 2))
+    assert stopped.interrupted
+    resumed = train(replace(config, resume=True), log=lambda _: None)
+    assert [r["val_accuracy"] for r in resumed.history] == [r["val_accuracy"] for r in whole.history]
+    a, b = load_tensors(whole.out / "last.safetensors"), load_tensors(tmp_path / "cut" / "last.safetensors")
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+    changed = tmp_path / "changed"
+    _outliers(changed, 40, seed=1)
+    config = _config(synthetic_root, tmp_path / "cut2", outliers=str(changed))
+    train(config, log=lambda _: None, should_stop=lambda epoch, step: (epoch, step) == (0, 2))
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(changed / "walls" / "new.png")
+    with pytest.raises(ValueError, match=r"--outliers .* not those the run began with"):
+        train(replace(config, resume=True), log=lambda _: None)
+
+
+def test_a_missing_outliers_folder_is_one_line_and_exit_2(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    code = cli.main(
+        ["train", "--data", str(synthetic_root), "--out", str(tmp_path / "run"), "--outliers", str(tmp_path / "no")]
+    )
+    error = capsys.readouterr().err.strip()
+    assert code == 2 and error.count("\n") == 0
+    assert f"--outliers {tmp_path / 'no'}: not a folder" in error
