@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.optim.swa_utils import update_bn
 
+from heritage_cnn.data.folders import reuse_decoded
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.prepare import prepare_data
@@ -59,4 +60,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with reuse_decoded():  # runs of one split: the folder decoded and split once
+        main()

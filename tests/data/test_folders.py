@@ -156,5 +156,5 @@ def test_a_folder_is_decoded_once_inside_reuse_decoded(tmp_path: Path, monkeypat
         Image.fromarray(draw(0, rng)).save(tmp_path / CLASSES[0] / "0.png")  # another photo under the same name
         changed = data.load_images(tmp_path)
         assert changed is not first and len(decodes) == 12
-    assert data._DECODED is None
+    assert data._REUSED is None
     assert data.load_images(tmp_path) is not changed and len(decodes) == 18

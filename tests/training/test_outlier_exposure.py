@@ -66,6 +66,17 @@ def test_the_loss_adds_the_outliers_term_to_the_photos_and_scores_the_photos_alo
     assert torch.equal(kept, logits[:4])  # the training accuracy counts the photos, never the outliers
 
 
+def test_the_loss_is_pytorch_oods_outlier_exposure_loss_when_it_is_installed() -> None:
+    loss_module = pytest.importorskip("pytorch_ood.loss")
+    torch.manual_seed(1)
+    logits, labels = 3 * torch.randn(8, 10), torch.randint(0, 10, (4,))
+    ours, _ = TrainingLoss(outlier_weight=0.5)(logits, labels, torch.rand(4, 3, 8, 8), 4, outliers=4)
+    # the library marks outliers with negative labels and averages over all eight rows; ours averages each part
+    # over its own four (the paper's code), so with as many outliers as photos ours is twice the library's value
+    theirs = loss_module.OutlierExposureLoss(alpha=0.5)(logits, torch.cat([labels, torch.full((4,), -1)]))
+    assert ours.item() == pytest.approx(2 * theirs.item(), rel=1e-6)
+
+
 def test_the_config_refuses_a_weight_that_is_not_positive_and_outliers_with_two_views(tmp_path: Path) -> None:
     for weight in (0.0, -1.0, float("nan")):
         with pytest.raises(ConfigError, match="outlier_weight"):

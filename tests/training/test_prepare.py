@@ -1,4 +1,5 @@
-"""The recipe's data step: a folder is decoded and split once per process, again whenever it changes."""
+"""The recipe's data step: inside `reuse_decoded()` a folder is decoded and split once, again whenever it changes;
+outside the block nothing is kept."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from conftest import make_dataset
+from heritage_cnn.data.folders import reuse_decoded
 from heritage_cnn.training import prepare
 from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.prepare import prepare_data
@@ -18,6 +20,13 @@ def test_a_folder_is_prepared_once_and_again_when_it_changes(tmp_path: Path, mon
     real = prepare.load_images
     monkeypatch.setattr(prepare, "load_images", lambda folder, **kw: decoded.append(str(folder)) or real(folder, **kw))
     config = TrainConfig(data=str(root), out="-", progress=False)
+    with reuse_decoded():
+        last = _prepared_once_inside_the_block(root, config, decoded)
+    prepare_data(last, log=lambda _: None)  # the block's last folder and split: nothing outlives the block
+    assert len(decoded) == 4
+
+
+def _prepared_once_inside_the_block(root: Path, config: TrainConfig, decoded: list[str]) -> TrainConfig:
     first = prepare_data(config, log=lambda _: None)
     again = prepare_data(config, log=lambda _: None)
     assert len(decoded) == 1 and all(a is b for a, b in zip(first, again, strict=True))
@@ -31,3 +40,4 @@ def test_a_folder_is_prepared_once_and_again_when_it_changes(tmp_path: Path, mon
     other = TrainConfig.from_dict({**config.to_dict(), "split": {"seed": 1}})
     prepare_data(other, log=lambda _: None)
     assert len(decoded) == 3
+    return other

@@ -347,11 +347,12 @@ def run_report(
     checkpoint = resolve_model(model)
     checkpoint.member(member)  # a bad --member fails before any work
     layout = find_layout(data)
-    atomic_write_json(out / "data_check.json", check_dataset(data))
+    with reuse_decoded():  # the data check and the evaluations read the folder decoded once
+        atomic_write_json(out / "data_check.json", check_dataset(data))
+        _evaluate_splits(checkpoint, data, layout, out, progress, log, negatives)
     history = training_history(checkpoint, member)
     if history:
         plot_training_curves(history, out / "train" / "curves.png")  # atomic (heritage_cnn.base.figures)
-    _evaluate_splits(checkpoint, data, layout, out, progress, log, negatives)
     for step in FIGURE_STEPS:
         step(checkpoint, data, layout, out, log, member=member)
     return build_html_report(out, out / "index.html", checkpoint, data=data, member=member)

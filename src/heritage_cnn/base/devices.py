@@ -64,7 +64,7 @@ def keep_freed_memory() -> bool:
 
     A training step frees and allocates the stem's activations again (8 MB a tensor for the quick network);
     above glibc's dynamic threshold each is a fresh mmap that the kernel zero-fills page by page, every step. Kept,
-    training on an AVX2 CPU ran 3-4 % faster for 50 MB more peak memory (benchmarks/recipes.md, "Where the AVX2
+    training on an AVX2 CPU ran 3-5 % faster for 50 MB more peak memory (benchmarks/recipes.md, "Where the AVX2
     demo's time goes"). It changes the whole process, so only the commands that train call it. False where the C
     library is not glibc (nothing is changed)."""
     if not sys.platform.startswith("linux"):

@@ -12,11 +12,12 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ from heritage_cnn.data.decode import (
     os_reason,
     try_decode,
 )
+
+T = TypeVar("T")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
 
@@ -235,23 +238,35 @@ def folder_key(folder: str | os.PathLike, size: int = IMAGE_SIZE) -> str:
     return _cache_key(list_images(folder), size)
 
 
-# Inside `reuse_decoded()`: the folders decoded so far, by `_cache_key` (file list, sizes, times, image size). None
-# outside the block, so that a library call keeps nothing alive.
-_DECODED: dict[str, ImageSet] | None = None
+# Inside `reuse_decoded()`: what was decoded from a folder, or derived from it, so far, each under a key that names
+# every file it read (`_cache_key`: paths, classes, sizes, times). None outside the block, so that a library call
+# keeps nothing alive.
+_REUSED: dict[str, Any] | None = None
 
 
 @contextmanager
 def reuse_decoded() -> Iterator[None]:
-    """Within the block a folder whose files have not changed is decoded once: `heritage demo` checks the data, then
-    trains and evaluates on it (benchmarks/recipes.md, "The quick recipe on an AVX2 CPU"). Later `load_images` calls
-    get the same ImageSet, not a copy (nothing modifies one); all are let go when the block ends."""
-    global _DECODED
-    outer = _DECODED
-    _DECODED = {} if outer is None else outer
+    """Within the block a folder whose files have not changed is decoded once (and split once, `reused`):
+    `heritage demo` checks the data, then trains and evaluates on it (benchmarks/recipes.md, "The quick recipe on
+    an AVX2 CPU"). Later calls get the same objects, not copies (nothing modifies them); all are let go when the
+    block ends."""
+    global _REUSED
+    outer = _REUSED
+    _REUSED = {} if outer is None else outer
     try:
         yield
     finally:
-        _DECODED = outer
+        _REUSED = outer
+
+
+def reused(key: str, make: Callable[[], T]) -> T:
+    """Inside `reuse_decoded()`, what `make()` returned the first time for `key`, which must name every input it
+    read; outside the block, `make()` every time."""
+    if _REUSED is None:
+        return make()
+    if key not in _REUSED:
+        _REUSED[key] = make()
+    return _REUSED[key]
 
 
 def load_images(
@@ -271,17 +286,27 @@ def load_images(
     tensor is stored there, keyed by the file list.
     """
     files = list_images(folder, classes)
-    decoded_before, cache_path = _DECODED, None
-    key = _cache_key(files, size) if cache_dir is not None or decoded_before is not None else ""
-    if decoded_before is not None and key in decoded_before:
-        return _check_classes(decoded_before[key], files.root, require_every_class)
+    key = _cache_key(files, size) if cache_dir is not None or _REUSED is not None else ""
+    result = reused(f"images {key}", lambda: _decode_files(files, size, cache_dir, key, workers, progress, classes))
+    return _check_classes(result, files.root, require_every_class)
+
+
+def _decode_files(
+    files: FileList,
+    size: int,
+    cache_dir: str | os.PathLike | None,
+    key: str,
+    workers: int | None,
+    progress: bool,
+    classes: Sequence[str] | None,
+) -> ImageSet:
+    """`load_images`' work: read from `cache_dir` when it holds this file list (`key`), else decode (and store)."""
+    cache_path = None
     if cache_dir is not None:
         cache_path = Path(cache_dir) / f"images-{key}"
         cached = _read_cache(cache_path, files)
         if cached is not None:
-            if decoded_before is not None:
-                decoded_before[key] = cached
-            return _check_classes(cached, files.root, require_every_class)
+            return cached
 
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     items: Iterable[np.ndarray | str]
@@ -312,9 +337,7 @@ def load_images(
     result = ImageSet(images, torch.tensor(labels, dtype=torch.long), paths, files.classes, skipped, empty)
     if cache_path is not None:
         _write_cache(cache_path, result)
-    if decoded_before is not None:
-        decoded_before[key] = result
-    return _check_classes(result, files.root, require_every_class)
+    return result
 
 
 def _check_classes(images: ImageSet, root: Path, require_every_class: bool) -> ImageSet:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from heritage_cnn.data.folders import DatasetError, ImageSet, find_layout, folder_key, load_images
+from heritage_cnn.data.folders import DatasetError, ImageSet, find_layout, folder_key, load_images, reused
 from heritage_cnn.data.relabel import apply_relabel, read_relabel
 from heritage_cnn.data.split import make_split
 from heritage_cnn.inference.openset_eval import load_negatives
@@ -27,23 +27,15 @@ def stratified_limit(images: ImageSet, per_class: int, seed: int) -> ImageSet:
     return images.subset(np.sort(np.concatenate(keep)))
 
 
-# The last folder prepared in this process: `heritage demo` trains, then rebuilds the same validation split for each
-# model it evaluates, and each rebuild would decode the folder again (benchmarks/recipes.md, "The quick recipe on
-# an AVX2 CPU", reusing the prepared data). Keyed by the folder's file list (paths, sizes, modification times) and
-# the split's recipe; one entry, so memory stays one folder's.
-_LAST_PREPARED: dict[str, tuple[ImageSet, ImageSet, ImageSet]] = {}
-
-
 def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, ImageSet, ImageSet]:
     """Decode the training folder once; return (all, train, validation)."""
     layout = find_layout(config.data)
     limit = (config.limit_per_class, config.seed) if config.limit_per_class else None
     relabel = relabel_digest(config.relabel)
-    key = f"{folder_key(layout.train)} {asdict(config.split)} {limit} {relabel}"
-    if key not in _LAST_PREPARED:
-        _LAST_PREPARED.clear()
-        _LAST_PREPARED[key] = _decode_and_split(config, layout.train)
-    images, train_set, val_set = _LAST_PREPARED[key]
+    # inside `folders.reuse_decoded()` (`heritage demo`, `heritage report`) decoded and split once: the demo trains,
+    # then rebuilds the same split for each model it evaluates
+    key = f"split {folder_key(layout.train)} {asdict(config.split)} {limit} {relabel}"
+    images, train_set, val_set = reused(key, lambda: _decode_and_split(config, layout.train))
     if relabel:
         changed = relabel_record(config, images.classes)["relabel"]["labels_changed"]
         log(f"relabel: {changed} photos moved to another class by {config.relabel}")
