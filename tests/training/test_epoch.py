@@ -1,4 +1,5 @@
-"""The pieces of an epoch that `loop` does not test through whole runs: precise batch-norm statistics."""
+"""The pieces of an epoch that `loop` does not test through whole runs: precise batch-norm statistics, alone and
+with outliers."""
 
 from __future__ import annotations
 
@@ -21,3 +22,18 @@ def test_precise_statistics_are_the_mean_of_the_batches_statistics() -> None:
     torch.testing.assert_close(bn.running_mean, torch.tensor([4.0, 0.0, 0.0]))
     torch.testing.assert_close(bn.running_var, torch.tensor([10.0, 0.0, 0.0]))
     assert bn.momentum == 0.1 and not model.training
+
+
+def test_with_outliers_each_batch_holds_as_many_of_them_as_photos_as_training_did() -> None:
+    """Photos of 2 and outliers of 6 in channel 0, two photos a batch: each batch holds 2, 2, 6, 6 (the outliers
+    drawn in order), so the mean is 4 and the unbiased variance 4 x 4 / 3 = 16/3; the photos alone would give 2 and
+    0, which is what a network trained on mixed batches must not be normalised with."""
+    images = torch.zeros(4, 3, 1, 1, dtype=torch.uint8)
+    images[:, 0] = 2
+    outliers = torch.zeros(3, 3, 1, 1, dtype=torch.uint8)
+    outliers[:, 0] = 6
+    bn = nn.BatchNorm2d(3)
+    model = nn.Sequential(bn).eval()
+    precise_batch_norm(model, images, lambda x: x.float(), 2, torch.device("cpu"), outliers=outliers)
+    torch.testing.assert_close(bn.running_mean, torch.tensor([4.0, 0.0, 0.0]))
+    torch.testing.assert_close(bn.running_var, torch.tensor([16 / 3, 0.0, 0.0]))

@@ -23,7 +23,7 @@ from heritage_cnn.models.checkpoint import load_checkpoint
 from heritage_cnn.models.network import ModelConfig
 from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.loop import train
-from heritage_cnn.training.losses import TrainingLoss, uniform_cross_entropy
+from heritage_cnn.training.losses import TrainingLoss, consistency_loss, uniform_cross_entropy
 
 
 def _outliers(folder: Path, count: int, seed: int) -> Path:
@@ -77,12 +77,23 @@ def test_the_loss_is_pytorch_oods_outlier_exposure_loss_when_it_is_installed() -
     assert ours.item() == pytest.approx(2 * theirs.item(), rel=1e-6)
 
 
-def test_the_config_refuses_a_weight_that_is_not_positive_and_outliers_with_two_views(tmp_path: Path) -> None:
+def test_with_two_views_the_outliers_follow_both_and_the_consistency_term_reads_the_photos_only() -> None:
+    torch.manual_seed(2)
+    logits, labels = torch.randn(7, 10), torch.randint(0, 10, (3,))  # 3 photos x 2 views, then 1 outlier
+    loss = TrainingLoss(consistency_weight=2.0, outlier_weight=0.5)
+    value, kept = loss(logits, torch.cat([labels, labels]), torch.rand(6, 3, 8, 8), 3, outliers=1)
+    expected = (
+        torch.nn.functional.cross_entropy(logits[:6], torch.cat([labels, labels]))
+        + 2.0 * consistency_loss(logits[:6])
+        + 0.5 * uniform_cross_entropy(logits[6:])
+    )
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6) and torch.equal(kept, logits[:3])
+
+
+def test_the_config_refuses_an_outlier_weight_that_is_not_positive() -> None:
     for weight in (0.0, -1.0, float("nan")):
         with pytest.raises(ConfigError, match="outlier_weight"):
             TrainConfig(data="d", out="o", outliers="neg", outlier_weight=weight)
-    with pytest.raises(ConfigError, match="consistency_weight"):
-        TrainConfig(data="d", out="o", outliers="neg", consistency_weight=1.0)
 
 
 @pytest.fixture(scope="module")

@@ -131,13 +131,6 @@ class TrainConfig:
             f"{{0}} must be a positive finite number, got {self.outlier_weight}",
             "outlier_weight",
         )
-        require(
-            not (self.outliers and self.consistency_weight),
-            "{0} adds photos of none of the classes to each step; {1} compares two views of each training photo: "
-            "use one of the two",
-            "outliers",
-            "consistency_weight",
-        )
         require(not (self.resume and self.overwrite), "{0} and {1} exclude each other", "resume", "overwrite")
         require(
             self.limit_per_class is None or (isinstance(self.limit_per_class, int) and self.limit_per_class >= 2),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,14 +171,25 @@ def precise_batch_norm(
     normalise: Callable[[torch.Tensor], torch.Tensor],
     batch_size: int,
     device: torch.device,
+    outliers: torch.Tensor | None = None,
 ) -> None:
     """Every batch norm's statistics in `model` recomputed over `images` (uint8, not augmented) as the average of
     their batches' statistics (`torch.optim.swa_utils.update_bn`; Wu & Johnson 2021, "precise BN"), in float32.
-    Every process of a distributed run computes the same statistics over all the images."""
+    With `outliers` (a run with `--outliers`) each batch holds as many of them as photos, in order, as training's
+    batches did: statistics of the photos alone would normalise every layer differently from how it was trained
+    (docs/open_set.md, "Outlier exposure from the first step, measured"). Every process of a distributed run
+    computes the same statistics over all the images."""
     from torch.optim.swa_utils import update_bn
 
-    batches = (normalise(images[start : start + batch_size].to(device)) for start in range(0, len(images), batch_size))
-    update_bn(batches, model)
+    def batches() -> Iterator[torch.Tensor]:
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size].to(device)
+            if outliers is not None:
+                drawn = torch.arange(start, start + len(batch), device=outliers.device) % len(outliers)
+                batch = torch.cat([batch, outliers[drawn].to(device)])
+            yield normalise(batch)
+
+    update_bn(batches(), model)
 
 
 def _progress(iterable: range, enabled: bool, desc: str) -> Any:

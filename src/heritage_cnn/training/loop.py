@@ -371,20 +371,23 @@ def _precise_statistics(run: Run, log: Log) -> dict[str, float]:
     last.* is written again with the new statistics, recording both accuracies (`bn_statistics`); best.* stays the
     epoch it was. Returns the saved network's validation (loss, accuracy)."""
     network, batch, before = run.network, run.config.eval_batch_size, run.history[-1]
-    precise_batch_norm(run.checkpoint.model, run.train_set.images, network.normalise, batch, network.device)
+    photos, outliers = run.train_set.images, run.data.outliers
+    precise_batch_norm(run.checkpoint.model, photos, network.normalise, batch, network.device, outliers)
     val_sums, _, _ = validate(network, run.checkpoint.model, run.val_set, batch, judge_raw=False)
     loss_sum, correct, seen, _ = network.ranks.sum(val_sums)
     after = {"val_loss": loss_sum / max(seen, 1), "val_accuracy": correct / max(seen, 1)}
     run.record["bn_statistics"] = {
         "statistics": "precise",
         "photos": len(run.train_set),
+        "outliers": 0 if outliers is None else len(photos),  # drawn in order from --outliers, one per photo
         "validation": after,
         "running_statistics_validation": {k: before[k] for k in after},
     }
     if network.ranks.main:
         run.save("last")  # saved as it is validated, whatever the none-of-these fit after it does
     log(
-        f"precise batch norm: statistics over {len(run.train_set)} training photos; validation accuracy "
+        f"precise batch norm: statistics over {len(photos)} training photos{'' if outliers is None else ' and outliers'}"
+        "; validation accuracy "
         f"{before['val_accuracy']:.4f} -> {after['val_accuracy']:.4f}"
     )
     return after
