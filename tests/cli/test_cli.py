@@ -312,6 +312,24 @@ def test_resume_takes_the_saved_recipe_and_refuses_a_different_one(
     assert len(seen) == 3
 
 
+def test_a_copied_run_resumes_into_its_own_folder_and_never_writes_the_original(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """A run folder copied (or moved) keeps its config.json, which names the folder it was trained in: resuming the
+    copy must write the copy only (it once wrote the original's checkpoint, config and lock)."""
+    from conftest import TINY
+
+    original, copy = tmp_path / "original", tmp_path / "copy"
+    tiny = ["--widths", ",".join(map(str, TINY["widths"])), "--blocks", ",".join(map(str, TINY["blocks"]))]
+    common = ["--data", str(synthetic_root), "--epochs", "1", "--no-amp", "--optimizer", "adamw", "-q", *tiny]
+    assert cli.main(["train", "--out", str(original), *common]) == 0
+    shutil.copytree(original, copy)
+    before = {p.name: p.read_bytes() for p in original.iterdir() if p.is_file()}
+    assert cli.main(["train", "--out", str(copy), "--resume", "-q"]) == 0
+    assert {p.name: p.read_bytes() for p in original.iterdir() if p.is_file()} == before
+    assert json.loads((copy / "config.json").read_text())["out"] == str(copy)
+
+
 def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
     from heritage_cnn import __version__
 

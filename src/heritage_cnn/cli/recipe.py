@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -276,7 +276,8 @@ def resume_config(args: argparse.Namespace, out: str, data: str | None) -> Train
         raise UsageError(
             f"--resume: {'; '.join(conflicts)} in {path}: resume without these flags, or train into a new --out"
         )
-    return build_config(saved, {flag: value for flag, value in typed.items() if flag.runtime})
+    resumed = build_config(saved, {flag: value for flag, value in typed.items() if flag.runtime})
+    return replace(resumed, out=str(out))  # where the run is now: a copied or moved folder is written, not the old one
 
 
 def recipe_fields() -> set[str]:

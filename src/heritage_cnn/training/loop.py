@@ -253,7 +253,7 @@ def _run_config(out: Path, config: TrainConfig, log: Log) -> tuple[TrainConfig, 
             f"{out}: --resume with a recipe other than the run's: {'; '.join(changed)} (a run of the new recipe "
             "needs another folder, or this one emptied)"
         )
-    return replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS if k != "out"}), True
+    return replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS}), True  # `out` too: where it is now
 
 
 def _write_run_record(
