@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from heritage_cnn.base.io import atomic_write_json, atomic_write_text, read_json
+from heritage_cnn.cli.recipe import command_flags
 from heritage_cnn.inference.evaluate import compute_metrics, predict_logits
 from heritage_cnn.models.checkpoint import load_checkpoint
 from heritage_cnn.models.network import forward_flops, parameter_count
@@ -46,54 +47,15 @@ HERE = Path(__file__).resolve().parent
 LOG_MD, LOG_JSON = HERE / "recipes.md", HERE / "recipes.json"
 
 
+# spelled out whatever their value, so that a command survives a change of defaults (the optimizer and the depth
+# changed once)
+SPELLED = frozenset({"epochs", "batch_size", "lr", "optimizer", "model.blocks"})
+
+
 def command_of(config: TrainConfig) -> str:
-    """The `heritage train` flags that differ from the defaults, i.e. the command that reproduces the run."""
-    base = TrainConfig(data=config.data, out=config.out)
-    flags = []
-    simple = {
-        "epochs": "--epochs",
-        "batch_size": "--batch-size",
-        "lr": "--lr",
-        "warmup_epochs": "--warmup",
-        "weight_decay": "--weight-decay",
-        "label_smoothing": "--label-smoothing",
-        "ema_decay": "--ema",
-        "mixup_alpha": "--mixup",
-        "cutmix_alpha": "--cutmix",
-        "consistency_weight": "--consistency",
-        "seed": "--seed",
-    }
-    always = {"epochs", "batch_size", "lr"}  # spelled out, so that the command survives a change of defaults
-    for key, flag in simple.items():
-        if key in always or getattr(config, key) != getattr(base, key):
-            flags.append(f"{flag} {getattr(config, key):g}")
-    flags.append(f"--optimizer {config.optimizer}")  # always: the default optimizer changed once
-    model, base_model = config.model, base.model
-    if model.widths != base_model.widths:
-        flags.append("--widths " + ",".join(map(str, model.widths)))
-    flags.append("--blocks " + ",".join(map(str, model.blocks)))  # always: the default depth changed once
-    if model.dropout != base_model.dropout:
-        flags.append(f"--dropout {model.dropout:g}")
-    if model.input_scale != base_model.input_scale:
-        flags.append(f"--input-scale {model.input_scale:g}")
-    if config.balanced_loss:
-        flags.append("--balanced-loss")
-    if config.teachers:
-        flags += [f"--teacher {teacher}" for teacher in config.teachers]
-        flags.append(f"--distill-weight {config.distill_weight:g} --distill-temperature {config.distill_temperature:g}")
-    if not model.residual:
-        flags.append("--plain")
-    for key, flag in {
-        "rotation_degrees": "--rotation",
-        "zoom": "--zoom",
-        "shift": "--shift",
-        "erase": "--erase",
-    }.items():
-        if getattr(config.augment, key) != getattr(base.augment, key):
-            flags.append(f"{flag} {getattr(config.augment, key):g}")
-    if config.split != base.split:
-        flags.append(f"(split {asdict(config.split)})")
-    return "heritage train --out RUN " + " ".join(flags)
+    """The `heritage train` command that reproduces the run: the recipe flags that differ from the defaults, from
+    the command line's own table (`command_flags`), so that no flag is forgotten here."""
+    return "heritage train --out RUN " + " ".join(command_flags(config, SPELLED))
 
 
 VIEWS = (("plain", "none"), ("tta", "flip"), ("multi", "multi"))  # figure name, augment.tta_views mode

@@ -23,7 +23,7 @@ def test_command_spells_out_the_schedule_and_every_changed_knob() -> None:
     base = TrainConfig(data="d", out="o")
     assert (
         command_of(base)
-        == f"heritage train --out RUN --epochs {base.epochs} --batch-size {base.batch_size} --lr 0.003 --optimizer muon --blocks 1,1,1,2"
+        == f"heritage train --out RUN --epochs {base.epochs} --batch-size {base.batch_size} --optimizer muon --lr 0.003 --blocks 1,1,1,2"
     )
     changed = replace(
         base,
@@ -35,6 +35,8 @@ def test_command_spells_out_the_schedule_and_every_changed_knob() -> None:
     command = command_of(changed)
     assert "--ema 0.998" in command and "--cutmix 1" in command and "--widths 32,64 --blocks 1,1" in command
     assert "--erase 0.25" in command
+    quick = replace(base, bn_statistics="precise", outliers="pool", model=ModelConfig(stem_pool_first=True))
+    assert all(f in command_of(quick) for f in ("--bn-statistics precise", "--outliers pool", "--stem-pool-first"))
 
 
 def test_paired_difference_and_its_interval() -> None:

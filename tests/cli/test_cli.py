@@ -330,6 +330,52 @@ def test_a_copied_run_resumes_into_its_own_folder_and_never_writes_the_original(
     assert json.loads((copy / "config.json").read_text())["out"] == str(copy)
 
 
+def test_command_flags_rebuild_the_config_they_were_read_from() -> None:
+    """What the recipe log records as a run's command is the command line's own table read backwards: typed again,
+    it gives the same config, for every kind of flag (values, lists, switches, repeated ones, --no-augment)."""
+    import shlex
+    from dataclasses import replace
+
+    from heritage_cnn.cli.recipe import command_flags, new_config
+    from heritage_cnn.training.config import TrainConfig
+    from heritage_cnn.training.recipes import recipe_config
+
+    parser = cli.build_parser()
+    base = TrainConfig(data="d", out="o")
+    configs = [
+        base,
+        replace(recipe_config("quick", "d", "o"), outliers="neg dir", outlier_weight=0.25, seed=3),
+        replace(recipe_config("adamw", "d", "o"), teachers=("a", "b"), distill_weight=0.9, mixup_alpha=0.2),
+        TrainConfig.from_dict(
+            {
+                **base.to_dict(),
+                "amp": False,
+                "balanced_loss": True,
+                "relabel": "r.csv",
+                "model": {"widths": (8, 16), "blocks": (1, 1), "residual": False, "stem_pool_first": True},
+                "augment": {
+                    "rotation_degrees": 5.0,
+                    "hflip": False,
+                    "zoom": 0,
+                    "shift": 0,
+                    "brightness": 0,
+                    "contrast": 0,
+                    "saturation": 0,
+                    "erase": 0,
+                },
+                "split": {"seed": 2},
+            }
+        ),
+    ]
+    for config in configs:
+        flags = command_flags(config)
+        assert not any(f.startswith("(") for f in flags), flags
+        typed = shlex.split(" ".join(shlex.quote(part) for f in flags for part in f.split(" ", 1)))
+        assert new_config(parser.parse_args(["train", "--out", "o", *typed]), "d", "o") == config, flags
+    odd = replace(base, eval_batch_size=16, split=replace(base.split, near_duplicate_distance=4))
+    assert command_flags(odd)[-1] == "(split.near_duplicate_distance 4)"  # no flag sets it: named, not lost
+
+
 def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
     from heritage_cnn import __version__
 

@@ -140,6 +140,26 @@ def test_the_run_records_the_outliers_and_lists_the_file_it_could_not_read(expos
     assert json.loads((with_outliers.out / "config.json").read_text())["outliers"] == str(outliers)
 
 
+def test_a_network_trained_with_outliers_says_none_by_max_softmax_the_others_by_energy(
+    exposed, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """The outlier loss leaves the level of a flat answer free, so energy cannot place it; its maximum softmax is
+    1/K whatever the level. Training's own fit and `heritage data none-fit` without --score both follow the record."""
+    plain, with_outliers, *_ = exposed
+    scores = [json.loads((run.out / "last.json").read_text())["open_set"]["score"] for run in (plain, with_outliers)]
+    assert scores == ["energy", "max_softmax"]
+    for run, expected in ((plain, "energy"), (with_outliers, "max_softmax")):
+        out = tmp_path / f"{run.out.name}-fit"
+        assert (
+            cli.main(
+                ["data", "none-fit", "--model", str(run.out), "--data", str(synthetic_root), "--out", str(out), "-q"]
+            )
+            == 0
+        )
+        record = json.loads(out.with_suffix(".json").read_text())["open_set"]
+        assert record["score"] == expected and f"--score {expected}" in record["command"]
+
+
 def test_a_run_with_outliers_resumes_exactly_and_refuses_outliers_that_changed(
     exposed, synthetic_root: Path, tmp_path: Path
 ) -> None:

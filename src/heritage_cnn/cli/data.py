@@ -73,16 +73,18 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
       heritage data none-fit --model default --data data/ahe64 --score mahalanobis --ridge 1e-4 --out /tmp/default
     """
     from heritage_cnn.apps.pipeline import fit_none_of_these
+    from heritage_cnn.inference.openset_fit import default_score
 
+    data = data_folder(args.data)
+    checkpoint = load_model(args, device_name(args.device))
+    score = args.score or default_score(checkpoint)
     # recorded in the checkpoint with every setting spelled out, the data and output folders as placeholders
     settings = f"--layer {args.layer} --ridge {args.ridge:g} "
     command = (
-        f"heritage data none-fit --model {args.model or 'default'} --data DATA --out OUT --score {args.score} "
+        f"heritage data none-fit --model {args.model or 'default'} --data DATA --out OUT --score {score} "
         f"{settings}--reject-share {args.reject_share:g}"
     )
-    data = data_folder(args.data)
-    checkpoint = load_model(args, device_name(args.device))
-    fit_none_of_these(checkpoint, data, args.out, args.score, args.layer, args.ridge, args.reject_share, command)
+    fit_none_of_these(checkpoint, data, args.out, score, args.layer, args.ridge, args.reject_share, command)
     return 0
 
 
@@ -109,7 +111,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _register_none_fit(actions: argparse._SubParsersAction) -> None:
-    from heritage_cnn.inference.openset_fit import DEFAULT_RIDGE, DEFAULT_SCORE, REJECT_SHARE
+    from heritage_cnn.inference.openset_fit import DEFAULT_RIDGE, DEFAULT_SCORE, OUTLIER_EXPOSED_SCORE, REJECT_SHARE
     from heritage_cnn.models.openset_point import LAYERS, SCORES
 
     p = add_command(actions, "none-fit", cmd_data_none_fit)
@@ -119,9 +121,10 @@ def _register_none_fit(actions: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--score",
         choices=SCORES,
-        default=DEFAULT_SCORE,
-        help="the open-set score: energy or max_softmax (from the logits), or mahalanobis (the distance to the "
-        "nearest class mean of the features at --layer) (default %(default)s)",
+        default=None,
+        help=f"the open-set score: energy or max_softmax (from the logits), or mahalanobis (the distance to the "
+        f"nearest class mean of the features at --layer) (default {DEFAULT_SCORE}; {OUTLIER_EXPOSED_SCORE} for a "
+        "model trained with --outliers)",
     )
     p.add_argument(
         "--layer",

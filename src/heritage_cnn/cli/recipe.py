@@ -31,7 +31,9 @@ NO_AUGMENT = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(
+    frozen=True, eq=False
+)  # each flag is one object of the table: hashed by identity (--no-augment's const is a dict)
 class Flag:
     """One command-line flag of the recipe: `--name` sets the config field at `path` (dots go into sub-configs)."""
 
@@ -287,6 +289,52 @@ def recipe_fields() -> set[str]:
 
 def config_fields() -> set[str]:
     return {f.name for f in fields(TrainConfig)} - NOT_FLAGS
+
+
+def command_flags(config: TrainConfig, spelled: frozenset[str] = frozenset()) -> list[str]:
+    """The recipe flags that rebuild `config` from TrainConfig's defaults (`new_config` of `--recipe full`), in the
+    table's order: each flag whose value differs, and those whose paths are in `spelled` whatever their value. A
+    recipe field no flag sets, left at a value other than its default, is named in brackets, so that a command is
+    never shorter than its run."""
+    values, defaults = config.to_dict(), TrainConfig(data=config.data, out=config.out).to_dict()
+    flags: list[str] = []
+    if values["augment"] != defaults["augment"] and all(
+        values["augment"][k] == v for k, v in NO_AUGMENT.items() if not _has_flag(f"augment.{k}")
+    ):
+        flags.append("--no-augment")  # applied before the fields' own flags, as `build_config` applies them
+        defaults["augment"] = {**defaults["augment"], **NO_AUGMENT}
+    for flag in RECIPE:
+        if flag.runtime or flag.path == "augment":
+            continue
+        value = _get(values, flag.path)
+        if flag.const is not _UNSET:
+            if value == flag.const and value != _get(defaults, flag.path):
+                flags.append(flag.name)
+        elif flag.append:
+            flags += [f"{flag.name} {item}" for item in value]
+        elif value is not None and (value != _get(defaults, flag.path) or flag.path in spelled):
+            flags.append(f"{flag.name} {_shown(value)}")
+    unset = [
+        f"({path} {_shown(value)})"
+        for path, value in _leaves(values)
+        if not _has_flag(path) and path.split(".")[0] not in NOT_FLAGS and value != _get(defaults, path)
+    ]
+    return flags + unset
+
+
+def _has_flag(path: str) -> bool:
+    return any(flag.path == path for flag in RECIPE)
+
+
+def _leaves(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """("model.widths", (..)) for every field of a config dict, sub-configs flattened."""
+    leaves: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            leaves += _leaves(value, f"{prefix}{key}.")
+        else:
+            leaves.append((f"{prefix}{key}", value))
+    return leaves
 
 
 def new_config(args: argparse.Namespace, data: str, out: str) -> TrainConfig:

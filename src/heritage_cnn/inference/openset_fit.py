@@ -37,6 +37,11 @@ from heritage_cnn.models.openset_point import NOISE_MARGIN, SCORES, OperatingPoi
 # hidden layer leads on the first by a little and is near chance on the second (docs/open_set.md, "One score for
 # near and far negatives").
 DEFAULT_SCORE = "energy"
+# ... except for a network trained with outliers (`heritage train --outliers`): the outlier loss answers them with a
+# flat softmax at a level it leaves free, so their energies pile up at one value on either side of the threshold,
+# while a flat answer's maximum softmax is 1/K whatever its level (docs/open_set.md, "Outlier exposure from the first
+# step, measured")
+OUTLIER_EXPOSED_SCORE = "max_softmax"
 # The ridge of the class statistics when none is given: the one docs/open_set.md's first rule chose for a Mahalanobis
 # score on the tuning negatives for `fast`, the default architecture trained alone, which is what `heritage train`
 # makes (the shipped three-network `default` carries 1e-4, its own pick).
@@ -110,14 +115,24 @@ def fit_operating_point(
     return replace(point, threshold=threshold, noise_threshold=noise_threshold, fitted_on=fitted_on, command=command)
 
 
+def default_score(checkpoint: Checkpoint) -> str:
+    """The score a fit uses when none is given: OUTLIER_EXPOSED_SCORE for a model whose networks were trained with
+    outliers (every one of them), DEFAULT_SCORE otherwise."""
+    members = [checkpoint.member(i).info for i in range(checkpoint.member_count)]
+    exposed = all(info.get("outliers") for info in members)
+    return OUTLIER_EXPOSED_SCORE if exposed else DEFAULT_SCORE
+
+
 def fit_for_run(
     checkpoint: Checkpoint, train: ImageSet, val: ImageSet, log: Callable[[str], None], save: Callable[[], None]
 ) -> OperatingPoint | None:
-    """`heritage train`'s last step: the default rule on the run's own split, set as `checkpoint.open_set` and
-    written with `save()`; None (and a line saying why) when the split cannot set it (no validation photo, a class
-    without training photos), and the checkpoint stays as it is."""
+    """`heritage train`'s last step: the default rule (`default_score`) on the run's own split, set as
+    `checkpoint.open_set` and written with `save()`; None (and a line saying why) when the split cannot set it (no
+    validation photo, a class without training photos), and the checkpoint stays as it is."""
     try:
-        point = fit_operating_point(checkpoint, train, val.images, command="heritage train (its last step)")
+        point = fit_operating_point(
+            checkpoint, train, val.images, default_score(checkpoint), command="heritage train (its last step)"
+        )
     except ValueError as error:
         log(f"no none-of-these threshold for this run: {error}")
         return None
