@@ -155,12 +155,22 @@ JOBS = [
     Job("t90-muon-s1", "muon90", ["--seed", "1", *MUON, "--epochs", "90"]),
     # `fast` since 2026-11-28: the student of today's default (the three above), made as st-kd-mix was.
     Job("st3-muon-s8", "student3", ["--seed", "8", *student(MUON90, *MIXED)], needs=list(MUON90)),
+    # The three networks of `default` trained again with outliers from the first step (docs/open_set.md, "`default`
+    # with outliers from the first step"); `--outliers DIR` names the pool (benchmarks/outlier_exposure.py
+    # --write-pool).
+    Job("t90-muon-oe", "muon90-oe", ["--seed", "0", *MUON, "--epochs", "90", "--outliers", "{outliers}"]),
+    Job(
+        "c45-muon-cons12-oe",
+        "muon90-oe",
+        ["--seed", "0", *MUON45, "--batch-size", "16", "--consistency", "12", "--outliers", "{outliers}"],
+    ),
+    Job("t90-muon-s1-oe", "muon90-oe", ["--seed", "1", *MUON, "--epochs", "90", "--outliers", "{outliers}"]),
 ]
 
 
 def command(job: Job, args: argparse.Namespace) -> list[str]:
     out = Path(args.out)
-    extra = [a.replace("{out}", str(out)) for a in job.args]
+    extra = [a.replace("{out}", str(out)).replace("{outliers}", str(args.outliers)) for a in job.args]
     if job.judge:
         return [*JUDGES, *extra, "--data", args.data, "--out", str(out / job.name), "--device", args.device]
     runtime = ["--resume", "-q", "--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
@@ -188,13 +198,14 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=None,
         help="groups: member student student-ensemble student-nomix judge tuning-judge quick fast-recipe muon-seeds "
-        "half-time-batch scale-member",
+        "half-time-batch scale-member muon90 student3 muon90-oe",
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--parallel", type=int, default=1, help="jobs at once (a GPU takes many small ones)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per job")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--deadline", type=float, default=None, help="seconds: stop every job then (resumable)")
+    parser.add_argument("--outliers", default="runs/oe/pool", help="the outlier pool of the muon90-oe jobs")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
