@@ -35,7 +35,12 @@ from heritage_cnn.data.split import SplitRecipe
 from heritage_cnn.inference.evaluate import predict_logits
 from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint, save_ensemble
 from heritage_cnn.training.config import TrainConfig
-from heritage_cnn.training.losses import distillation_loss, load_teachers, teacher_probabilities
+from heritage_cnn.training.losses import (
+    distillation_loss,
+    load_teachers,
+    teacher_probabilities,
+    uniform_cross_entropy,
+)
 from heritage_cnn.training.optim import learning_rate, make_optimizer
 from heritage_cnn.training.prepare import prepare_data
 from negatives import GENERATORS, draw_synthetic
@@ -75,11 +80,6 @@ def teacher_networks(name: str) -> list:
     with tempfile.TemporaryDirectory() as folder:  # load_teachers reads files: each member saved on its own
         paths = [save_checkpoint(Path(folder) / f"member{i}", teacher.member(i)) for i in range(teacher.member_count)]
         return load_teachers(paths, torch.device("cpu"))
-
-
-def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Mean over images of the cross-entropy from the uniform distribution to the softmax."""
-    return -logits.float().log_softmax(1).mean(1).mean()
 
 
 def paired_interval(a: np.ndarray, b: np.ndarray, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:

@@ -16,7 +16,8 @@ from conftest import draw
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.models.checkpoint import load_checkpoint
 from heritage_cnn.training.config import TrainConfig
-from outlier_exposure import BATCH, fine_tune, paired_interval, uniform_cross_entropy
+from heritage_cnn.training.losses import uniform_cross_entropy
+from outlier_exposure import BATCH, fine_tune, paired_interval
 
 
 def test_equal_logits_are_uniform_already() -> None:
