@@ -6,7 +6,7 @@ the single `fast` network (`weights/fast.*`). The commands that built them:
     python benchmarks/build_ensemble.py --single src/heritage_cnn/weights/fast runs/pool/st3-muon-s8
 
 Each network's training command is taken from benchmarks/train_pool.py's JOBS table (`heritage train --recipe
-adamw --data DATA --out POOL/NAME <its args>`, POOL being the pool's folder) and written into the metadata beside
+adamw --data DATA --out POOL/NAME <its args>`, POOL being the pool's folder, OUTLIERS the outlier pool of the `muon90-oe` jobs) and written into the metadata beside
 its seed. The three networks of `default` and `fast`, their student, were trained on two CPU cores. A network
 written into the package draws its packaged class images (the ensemble's member 0 for `default`; `heritage
 generate --all --n 1`; 13 s on two cores for the default).
@@ -37,7 +37,7 @@ def name_and_command(folder: str) -> tuple[str, str]:
     jobs = {job.name: job for job in JOBS if not job.judge}
     if name not in jobs:
         raise SystemExit(f"{folder}: not a job of benchmarks/train_pool.py's JOBS table")
-    args = " ".join(jobs[name].args).replace("{out}", "POOL")
+    args = " ".join(jobs[name].args).replace("{out}", "POOL").replace("{outliers}", "OUTLIERS")
     return name, f"heritage train --recipe adamw --data DATA --out POOL/{name} {args}"  # as train_pool.HERITAGE
 
 
