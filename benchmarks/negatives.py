@@ -71,6 +71,12 @@ DEBIAN = (
     "palapeli-data",  # KDE's jigsaw game: five photos and five textures
     "jigzo-data",  # a photo puzzle game: twelve photos inside its .pzl files
 )
+# Packages whose pictures are outliers to train with, never to tune or report on: their side is TRAINING. Tux
+# Paint's stamps are cut-out photos of animals, food, tools, instruments, vehicles and plants; its folders of
+# cartoons, letters and symbols, buildings and monuments, and holiday decorations are not candidates.
+TRAINING_ONLY = {"tuxpaint-stamps-default": "usr/share/tuxpaint/stamps/"}
+TRAINING_SKIPPED_FOLDERS = frozenset({"cartoon", "symbols", "town", "seasonal"})
+TRAINING = "training"
 PYPI = {"scikit-image": "0.26.0", "scikit-learn": "1.9.1"}  # pinned: the review read these files
 PYPI_FOLDERS = ("skimage/data/", "sklearn/datasets/images/")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -78,6 +84,7 @@ SKIPPED_FOLDERS = ("usr/share/icons/", "usr/share/doc/", "usr/share/locale/")
 MIN_SIDE = 96  # smaller files are icons and buttons, not pictures
 MIN_CROP = 0.4  # a crop spans at least this share of the shorter side
 CROPS = {"photo": 10, "artwork": 4}  # random crops per source image, besides the whole one
+SCENES = 6  # scenes per cut-out of a TRAINING package, each on its own background
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,7 +92,7 @@ CROPS = {"photo": 10, "artwork": 4}  # random crops per source image, besides th
 # --------------------------------------------------------------------------------------------
 
 
-def fetch_debian(cache: Path, packages: tuple[str, ...] = DEBIAN) -> None:
+def fetch_debian(cache: Path, packages: tuple[str, ...] = (*DEBIAN, *TRAINING_ONLY)) -> None:
     """Download and unpack each package once; `root/PKG/.deb.json` records what was unpacked."""
     debs, root = cache / "debs", cache / "root"
     debs.mkdir(parents=True, exist_ok=True)
@@ -280,8 +287,8 @@ def debian_sources(cache: Path) -> list[Source]:
         text = copyright_file.read_text(encoding="utf-8", errors="replace") if copyright_file.exists() else ""
         for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
             rel = path.relative_to(root).as_posix()
-            if rel.startswith(SKIPPED_FOLDERS) or path.name.startswith("screenshot."):
-                continue  # icons, manuals, and Plasma's preview thumbnails of its own pictures
+            if not candidate(deb["package"], rel):
+                continue
             loads = []
             if path.suffix == ".pzl":
                 loads = [(f"/{rel}#picture", lambda p=path: pzl_picture(p.read_bytes()))]
@@ -299,6 +306,17 @@ def debian_sources(cache: Path) -> list[Source]:
                 source.licence_from = f"/usr/share/doc/{deb['package']}/copyright" if origin == "copyright" else origin
                 sources.append(source)
     return sources
+
+
+def candidate(package: str, rel: str) -> bool:
+    """Whether an installed file may be a negative: not an icon, a manual or one of Plasma's preview thumbnails
+    of its own pictures; of a TRAINING package, only what lies under its folder, outside the skipped folders."""
+    if rel.startswith(SKIPPED_FOLDERS) or Path(rel).name.startswith("screenshot."):
+        return False
+    folder = TRAINING_ONLY.get(package)
+    if folder is None:
+        return True
+    return rel.startswith(folder) and not TRAINING_SKIPPED_FOLDERS & set(rel[len(folder) :].split("/")[:-1])
 
 
 def by_author(stem: str) -> str | None:
@@ -499,6 +517,48 @@ GENERATORS: dict[str, Callable[[np.random.Generator], Image.Image]] = {
 }
 
 
+# --------------------------------------------------------------------------------------------
+# Scenes: a cut-out photo laid on a drawn background, for the TRAINING side
+# --------------------------------------------------------------------------------------------
+
+SCENE_CANVAS = 128  # drawn at twice the data set's size, then fitted to it as a photo is
+SCENE_GROUNDS = ("flat-colour", "gradient", "smooth")
+SCENE_SCALE = (0.5, 1.1)  # the cut-out's longer side against the frame's: an object seen whole, or close up
+SCENE_CENTRE = (0.3, 0.7)  # where its centre falls, as a share of the frame
+SCENE_MUTED = (0.4, 0.9)  # how far the background's colours are blended towards their grey
+
+
+def scene_ground(name: str, rng: np.random.Generator) -> Image.Image:
+    """A background: one of the drawn generators, or a smooth field of colours (a 3x3 grid of random colours,
+    interpolated: the blurred ground of a close-up), its colours muted towards grey by SCENE_MUTED, since
+    drawn colours are far more saturated than a photo's ground."""
+    size = (SCENE_CANVAS, SCENE_CANVAS)
+    if name == "smooth":
+        grid = rng.integers(0, 256, (3, 3, 3), dtype=np.uint8)
+        ground = Image.fromarray(grid).resize(size, Image.Resampling.BICUBIC)
+    else:
+        ground = GENERATORS[name](rng).resize(size, Image.Resampling.BILINEAR)
+    return Image.blend(ground, ground.convert("L").convert("RGB"), float(rng.uniform(*SCENE_MUTED)))
+
+
+def stamp_scene(image: Image.Image, rng: random.Random) -> tuple[Image.Image, dict]:
+    """The 64x64 RGB scene of one cut-out (transparent margins trimmed) and where it was put: a background from
+    SCENE_GROUNDS, the cut-out scaled to SCENE_SCALE of the frame and centred within SCENE_CENTRE."""
+    stamp = image.convert("RGBA")
+    stamp = stamp.crop(stamp.getbbox() or (0, 0, *stamp.size))
+    ground_name = rng.choice(SCENE_GROUNDS)
+    frame = scene_ground(ground_name, np.random.default_rng(rng.getrandbits(64))).convert("RGBA")
+    scale = rng.uniform(*SCENE_SCALE)
+    factor = scale * SCENE_CANVAS / max(stamp.size)
+    size = (max(1, round(stamp.width * factor)), max(1, round(stamp.height * factor)))
+    stamp = stamp.resize(size, Image.Resampling.LANCZOS)
+    centre = [round(rng.uniform(*SCENE_CENTRE) * SCENE_CANVAS) for _ in range(2)]
+    layer = Image.new("RGBA", frame.size, (0, 0, 0, 0))
+    layer.paste(stamp, (centre[0] - size[0] // 2, centre[1] - size[1] // 2))
+    scene = fit_square(Image.alpha_composite(frame, layer).convert("RGB"), IMAGE_SIZE)
+    return scene, {"crop_box": None, "scene": {"ground": ground_name, "scale": round(scale, 3), "centre": centre}}
+
+
 def draw_synthetic(name: str, seed: int, split: str, index: int) -> Image.Image:
     """Image `index` of generator `name` for `split`: each split has its own seed stream, so none repeats."""
     generator = list(GENERATORS).index(name)
@@ -537,21 +597,30 @@ def slug(text: str) -> str:
 
 
 def source_files(source: Source, split: str, seed: int, crops: int, folder: Path) -> list[dict]:
-    """Write the whole picture and `crops` random crops of one source; their manifest entries. The crops'
-    random stream is seeded by the source's own bytes, so adding a source changes no other's crops."""
+    """Write the whole picture and `crops` random crops of one source (on the TRAINING side: SCENES scenes of
+    it); their manifest entries. The random stream is seeded by the source's own bytes, so adding a source
+    changes no other's files."""
     image = source.load()
     width, height = image.size
     rng = random.Random(f"{seed}:{source.sha256}")
-    boxes = [None, *crop_boxes(width, height, crops, rng)]
+    if split == TRAINING:
+        views = [(f"s{k:02d}", *stamp_scene(image, rng)) for k in range(SCENES)]
+    else:
+        boxes = [None, *crop_boxes(width, height, crops, rng)]
+        views = [
+            ("whole" if box is None else f"c{k:02d}", prepare(image, box), {"crop_box": list(box) if box else None})
+            for k, box in enumerate(boxes)
+        ]
     stem = f"{slug(source.package)}__{slug(Path(source.file.split('#')[0]).stem)}-{source.sha256[:8]}"
+    (folder / split / source.kind).mkdir(parents=True, exist_ok=True)
     entries = []
-    for k, box in enumerate(boxes):
-        name = f"{split}/{source.kind}/{stem}-{'whole' if box is None else f'c{k:02d}'}.png"
-        prepare(image, box).save(folder / name, format="PNG")
+    for label, picture, placement in views:
+        name = f"{split}/{source.kind}/{stem}-{label}.png"
+        picture.save(folder / name, format="PNG")
         provenance = {k: v for k, v in source.record().items() if k not in ("kind", "file")}
         entries.append(
             {"file": name, "split": split, "kind": source.kind, "original_path": source.file, **provenance}
-            | {"original_size": [width, height], "crop_box": list(box) if box else None}
+            | {"original_size": [width, height], **placement}
         )
     return entries
 
@@ -573,8 +642,10 @@ def synthetic_files(seed: int, per_split: int, folder: Path) -> list[dict]:
 def tally(entries: list[dict]) -> dict:
     """Files per split (all, by kind, by package) and source images per split."""
     counts: dict = {}
-    for split in SPLITS:
+    for split in (*SPLITS, TRAINING):
         mine = [e for e in entries if e["split"] == split]
+        if split == TRAINING and not mine:
+            continue
         counts[split] = {
             "files": len(mine),
             "by_kind": dict(sorted(Counter(e["kind"] for e in mine).items())),
@@ -603,7 +674,9 @@ def build(
         for split in SPLITS:
             for kind in KINDS:
                 (folder / split / kind).mkdir(parents=True)
-        assignment = split_groups(sources, seed)
+        training = {s.group for s in sources if s.package in TRAINING_ONLY}
+        assignment = split_groups([s for s in sources if s.group not in training], seed)
+        assignment |= dict.fromkeys(training, TRAINING)
         entries = []
         for source in sources:
             entries += source_files(source, assignment[source.group], seed, crops[source.kind], folder)
@@ -640,7 +713,7 @@ def publish(folder: Path, out: Path) -> None:
 
 
 def check_split(manifest: dict) -> None:
-    """Refuse a manifest in which one source image or one group has files on both sides."""
+    """Refuse a manifest in which one source image or one group has files on more than one side."""
     sides: dict[str, set[str]] = {}
     for entry in manifest["files"]:
         for key in ("sha256", "group"):
@@ -648,7 +721,7 @@ def check_split(manifest: dict) -> None:
                 sides.setdefault(f"{key} {entry[key]}", set()).add(entry["split"])
     mixed = sorted(key for key, splits in sides.items() if len(splits) > 1)
     if mixed:
-        raise ValueError(f"on both sides of the split: {', '.join(mixed[:5])}")
+        raise ValueError(f"on more than one side of the split: {', '.join(mixed[:5])}")
 
 
 def main() -> None:
@@ -689,8 +762,7 @@ def main() -> None:
 
 
 def report(manifest: dict, out: Path) -> None:
-    for split in SPLITS:
-        counts = manifest["counts"][split]
+    for split, counts in manifest["counts"].items():
         kinds = ", ".join(f"{kind} {n}" for kind, n in counts["by_kind"].items())
         print(f"{out / split}: {counts['files']} images ({kinds}) from {counts['source_images']} source images")
         for package, n in counts["by_package"].items():

@@ -9,7 +9,8 @@ network's own training photos (its recorded split, rebuilt and checked) are repl
 augmentation and label-smoothed cross-entropy (with `--teacher`, mixed with the teachers' soft targets on the same
 augmented photos, as `heritage train --teacher` distils: each member of a teacher ensemble is one teacher); each step adds as many outlier images, augmented alike, whose loss is
 the cross-entropy to the uniform distribution times `--weight`. The outliers are `NEG/tuning/` and further images
-drawn by `benchmarks/negatives.py`'s generators under another seed; `NEG/reporting/` is never read. Writes
+drawn by `benchmarks/negatives.py`'s generators under another seed (with `--with-training`, also `NEG/training/`);
+`NEG/reporting/` is never read. Writes
 OUT.safetensors / OUT.json (a checkpoint every command and `benchmarks/open_set.py --models OUT` loads; it keeps
 the base network's records and adds `outlier_exposure`) and prints the validation accuracy of both networks with a
 paired bootstrap interval of the difference. The fine-tune stays a benchmark; outlier exposure from the first step
@@ -43,7 +44,7 @@ from heritage_cnn.training.losses import (
 )
 from heritage_cnn.training.optim import learning_rate, make_optimizer
 from heritage_cnn.training.prepare import prepare_data
-from negatives import GENERATORS, draw_synthetic
+from negatives import GENERATORS, TRAINING, draw_synthetic
 
 DRAWN_PER_GENERATOR = 150  # 1,050 drawn images beside tuning/'s 755
 DRAWN_SEED = 1  # tuning/ and reporting/ are drawn under seed 0: a stream neither of them uses
@@ -51,8 +52,9 @@ BATCH = 32  # the training photos of a step; as many outliers join them
 LABEL_SMOOTHING = 0.1  # the shipped networks' recipe
 
 
-def outlier_pool(negatives: Path) -> torch.Tensor:
-    """uint8 (N, 3, 64, 64): every image of NEG/tuning/ and the drawn images of seed DRAWN_SEED."""
+def outlier_pool(negatives: Path, with_training: bool = False) -> torch.Tensor:
+    """uint8 (N, 3, 64, 64): every image of NEG/tuning/ and the drawn images of seed DRAWN_SEED; with
+    `with_training`, then every image of NEG/training/ (the cut-out scenes only training reads)."""
     files = sorted((negatives / "tuning").rglob("*.png"))
     if not files:
         raise SystemExit(f"{negatives / 'tuning'}: no PNG files; build them with benchmarks/negatives.py")
@@ -62,6 +64,11 @@ def outlier_pool(negatives: Path) -> torch.Tensor:
         for name in GENERATORS
         for index in range(DRAWN_PER_GENERATOR)
     ]
+    if with_training:
+        extra = sorted((negatives / TRAINING).rglob("*.png"))
+        if not extra:
+            raise SystemExit(f"{negatives / TRAINING}: no PNG files; build them with benchmarks/negatives.py")
+        pictures += [Image.open(path).convert("RGB") for path in extra]
     arrays = np.stack([np.asarray(p.resize((64, 64)) if p.size != (64, 64) else p) for p in pictures])
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
 
@@ -149,6 +156,11 @@ def main() -> None:
         type=Path,
         help="only write the outlier pool there as PNG files (for `heritage train --outliers`), then stop",
     )
+    parser.add_argument(
+        "--with-training",
+        action="store_true",
+        help="the pool also holds NEG/training/ (cut-out scenes of benchmarks/negatives.py, read by training alone)",
+    )
     parser.add_argument("--model", default="fast")
     parser.add_argument("--member", type=int, default=None, help="of an ensemble: only this network (from 0)")
     parser.add_argument("--epochs", type=int, default=3)
@@ -166,7 +178,7 @@ def main() -> None:
     parser.add_argument("--distill-temperature", type=float, default=2.0, help="(`fast`'s recipe)")
     args = parser.parse_args()
     if args.write_pool is not None:
-        write_pool(outlier_pool(args.negatives), args.write_pool)
+        write_pool(outlier_pool(args.negatives, args.with_training), args.write_pool)
         return
     if not (args.data and args.out):
         parser.error("--data and --out are needed to fine-tune")
@@ -184,7 +196,7 @@ def main() -> None:
     if (len(train_set), len(val_set)) != expected:
         raise SystemExit(f"the rebuilt split has {len(train_set)} / {len(val_set)} photos, the model {expected}")
     teachers = [] if args.teacher is None else teacher_networks(args.teacher)
-    pool = outlier_pool(args.negatives)
+    pool = outlier_pool(args.negatives, args.with_training)
     print(f"training photos {len(train_set)}, outlier pool {len(pool)}, validation photos {len(val_set)}")
 
     reference = predict_logits(base.model, val_set.images, base.normalise).argmax(1) == val_set.labels

@@ -84,7 +84,7 @@ def test_build_writes_both_sides_apart_and_the_manifest_round_trips(tmp_path: Pa
 
 def test_a_manifest_with_a_source_on_both_sides_is_refused() -> None:
     files = [{"split": "tuning", "sha256": "x", "group": "g"}, {"split": "reporting", "sha256": "x", "group": "g"}]
-    with pytest.raises(ValueError, match="both sides"):
+    with pytest.raises(ValueError, match="more than one side"):
         negatives.check_split({"files": files})
 
 
@@ -122,3 +122,67 @@ def io_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=95)
     return buffer.getvalue()
+
+
+def test_only_pictures_outside_skipped_folders_are_candidates() -> None:
+    stamps = "usr/share/tuxpaint/stamps/"
+    assert negatives.candidate("tuxpaint-stamps-default", stamps + "animals/birds/owl.png")
+    for skipped in ("town/houses/a.png", "animals/insects/cartoon/bee.png", "symbols/math/plus.png", "seasonal/x.png"):
+        assert not negatives.candidate("tuxpaint-stamps-default", stamps + skipped)
+    assert not negatives.candidate("tuxpaint-stamps-default", "usr/share/tuxpaint/other/owl.png")
+    assert negatives.candidate("mate-backgrounds", "usr/share/backgrounds/mate/nature/Aqua.jpg")
+    assert not negatives.candidate("mate-backgrounds", "usr/share/icons/hicolor/a.png")
+    assert not negatives.candidate("plasma-workspace-wallpapers", "usr/share/wallpapers/X/contents/screenshot.png")
+
+
+def cut_out(name: str, size: tuple[int, int] = (100, 50)) -> Image.Image:
+    """A transparent picture holding one opaque pure-red rectangle of 40 x 20, off centre."""
+    image = Image.new("RGBA", size, (0, 0, 0, 0))
+    image.paste(Image.new("RGBA", (40, 20), (255, 0, 0, 255)), (10 + len(name) % 7, 20))
+    return image
+
+
+def test_a_scene_shows_the_whole_cut_out_where_its_record_says() -> None:
+    for seed in range(8):
+        scene, placement = negatives.stamp_scene(cut_out("x"), random.Random(seed))
+        assert scene.mode == "RGB" and scene.size == (64, 64) and placement["crop_box"] is None
+        record = placement["scene"]
+        assert 0.5 <= record["scale"] <= 1.1 and record["ground"] in negatives.SCENE_GROUNDS
+        # the trimmed cut-out is the 40 x 20 rectangle: its longer side becomes scale x 128 pixels of the 128-pixel
+        # canvas, pasted around `centre` and clipped by the frame, then halved to 64. Muted grounds never reach pure
+        # red (at least 40 % grey), so the red pixels are the rectangle's.
+        width = round(40 * record["scale"] * 128 / 40)
+        height = round(20 * record["scale"] * 128 / 40)
+        (cx, cy), lo = record["centre"], lambda c, n: c - n // 2
+        seen_w = min(128, lo(cx, width) + width) - max(0, lo(cx, width))
+        seen_h = min(128, lo(cy, height) + height) - max(0, lo(cy, height))
+        pixels = np.asarray(scene).astype(int)
+        red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
+        expected = seen_w * seen_h / 4
+        assert abs(red.sum() - expected) <= (seen_w + seen_h) / 2 + 4, (seed, red.sum(), expected)
+    again, _ = negatives.stamp_scene(cut_out("x"), random.Random(3))
+    first, _ = negatives.stamp_scene(cut_out("x"), random.Random(3))
+    other, _ = negatives.stamp_scene(cut_out("x"), random.Random(4))
+    assert np.array_equal(np.asarray(first), np.asarray(again))
+    assert not np.array_equal(np.asarray(first), np.asarray(other))
+
+
+def test_a_training_only_package_gets_its_own_side_and_leaves_the_other_two_as_they_were(tmp_path: Path) -> None:
+    sources = [source(g, f"{g}{k}") for g in "abcd" for k in range(2)] + [source("art", "art0", "artwork")]
+    stamps = []
+    for k in range(2):
+        stamp = Source("tuxpaint-stamps-default", "1", "debian:tuxpaint-stamps", f"/s{k}.png", f"s{k}", "GPL-2", "t")
+        stamp.kind, stamp.load = "photo", (lambda k=k: cut_out(f"s{k}"))
+        stamps.append(stamp)
+    crops = {"photo": 3, "artwork": 1}
+    before = negatives.build(sources, tmp_path / "before", 0, 2, crops)
+    after = negatives.build(sources + stamps, tmp_path / "after", 0, 2, crops)
+    assert after["groups"] == before["groups"] | {"debian:tuxpaint-stamps": negatives.TRAINING}
+    training = [e for e in after["files"] if e["split"] == negatives.TRAINING]
+    assert [e for e in after["files"] if e["split"] != negatives.TRAINING] == before["files"]
+    assert len(training) == 2 * negatives.SCENES and after["counts"]["training"]["files"] == 2 * negatives.SCENES
+    assert "training" not in before["counts"]
+    for entry in before["files"]:  # the same bytes on the two sides that tune and report
+        assert (tmp_path / "before" / entry["file"]).read_bytes() == (tmp_path / "after" / entry["file"]).read_bytes()
+    for entry in training:
+        assert entry["file"].startswith("training/photo/") and entry["scene"]["ground"] in negatives.SCENE_GROUNDS

@@ -61,3 +61,21 @@ def test_only_the_chosen_part_moves_and_frozen_batch_norm_keeps_its_statistics(t
     assert all(k.startswith(trained) for k in moved), sorted(k for k in moved if not k.startswith(trained))
     if part == "last":  # the last stage's batch norm trains with it: its statistics move too
         assert any(k.endswith("running_mean") for k in moved)
+
+
+def test_the_pool_with_training_is_the_pool_before_it_then_training(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from negatives import GENERATORS
+    from outlier_exposure import DRAWN_PER_GENERATOR, outlier_pool
+
+    for side, colour in (("tuning", (10, 20, 30)), ("training", (200, 100, 50))):
+        (tmp_path / side / "photo").mkdir(parents=True)
+        Image.new("RGB", (64, 64), colour).save(tmp_path / side / "photo" / "a.png")
+    plain, both = outlier_pool(tmp_path), outlier_pool(tmp_path, with_training=True)
+    drawn = len(GENERATORS) * DRAWN_PER_GENERATOR
+    assert len(plain) == 1 + drawn and len(both) == 2 + drawn
+    assert torch.equal(both[:-1], plain) and both[-1, :, 0, 0].tolist() == [200, 100, 50]
+    (tmp_path / "training" / "photo" / "a.png").unlink()
+    with pytest.raises(SystemExit, match="training"):
+        outlier_pool(tmp_path, with_training=True)
