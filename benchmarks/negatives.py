@@ -30,11 +30,8 @@ renamed into place; an existing one is kept unless `--overwrite`.
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
-import fnmatch
 import hashlib
-import io
 import json
 import os
 import random
@@ -50,10 +47,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 
 from heritage_cnn.base.io import atomic_write_json
 from heritage_cnn.data.decode import IMAGE_SIZE, fit_square, to_rgb
+from negative_pictures import GENERATORS, stamp_scene
+from package_readers import dep5_licence, plasma_metadata, pzl_picture, readme_note, skimage_note, wheel_licence
 
 HERE = Path(__file__).resolve().parent
 REVIEW = HERE / "negatives_review.csv"
@@ -144,84 +143,6 @@ def sha256(data: bytes) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Licences: DEP-5 copyright files, Plasma metadata, wheel METADATA, scikit-image docstrings
-# --------------------------------------------------------------------------------------------
-
-
-def dep5_stanzas(text: str) -> list[tuple[list[str], str]]:
-    """(file patterns, licence name) of each `Files:` stanza of a machine-readable copyright file, in order."""
-    stanzas = []
-    for block in re.split(r"\n\s*\n", text):
-        fields: dict[str, str] = {}
-        key = None
-        for line in block.splitlines():
-            if line[:1] in (" ", "\t") and key:
-                fields[key] += " " + line.strip()
-            elif ":" in line:
-                key, _, value = line.partition(":")
-                key = key.strip().lower()
-                fields[key] = value.strip()
-        if "files" in fields and fields.get("license"):
-            stanzas.append((fields["files"].split(), fields["license"].split(" ")[0]))
-    return stanzas
-
-
-def dep5_licence(text: str, path: str) -> str | None:
-    """The licence the last matching `Files:` stanza gives `path` (an installed path: patterns name the source
-    tree, so a pattern matches any tail of the path, or the same file name), or None if none matches."""
-    parts = path.strip("/").split("/")
-    tails = ["/".join(parts[k:]) for k in range(len(parts))]
-    found = None
-    for patterns, licence in dep5_stanzas(text):
-        for pattern in patterns:
-            plain_name = not any(c in pattern for c in "*?[")
-            if any(fnmatch.fnmatchcase(tail, pattern) for tail in tails) or (
-                plain_name and pattern.rsplit("/", 1)[-1] == parts[-1]
-            ):
-                found = licence
-    return found
-
-
-def wheel_licence(metadata: str) -> str:
-    """License-Expression, else the licence of `Files: *` in a DEP-5 style License field, else License."""
-    fields = {}
-    for line in metadata.split("\n\n", 1)[0].splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    if fields.get("License-Expression"):
-        return fields["License-Expression"]
-    match = re.search(r"License: Files: \*\s+Copyright:[^\n]*\n\s+License: (\S+)", metadata)
-    return match.group(1) if match else fields.get("License", "unknown")
-
-
-def skimage_note(fetchers: str, member: str) -> str | None:
-    """The sentence of scikit-image's docstring for `data/NAME` that states its copyright or licence."""
-    for node in ast.parse(fetchers).body:
-        if not isinstance(node, ast.FunctionDef):
-            continue
-        names = {n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
-        if member in names:
-            text = " ".join((ast.get_docstring(node) or "").split())
-            for sentence in re.split(r"(?<=\.) ", text):
-                if re.search(r"copyright|licen[cs]|public domain|CC0", sentence, re.IGNORECASE):
-                    return re.sub(r"^.*Notes -+ ", "", sentence)[:240]
-    return None
-
-
-def plasma_metadata(path: Path) -> dict[str, str]:
-    """Licence and author that a Plasma wallpaper's metadata.json (two folders up from its image) declares."""
-    for parent in path.parents:
-        meta = parent / "metadata.json"
-        if meta.exists():
-            plugin = json.loads(meta.read_text(encoding="utf-8")).get("KPlugin", {})
-            authors = plugin.get("Authors") or [{}]
-            return {"licence": plugin.get("License"), "author": authors[0].get("Name")}
-        if parent.name == "wallpapers":
-            break
-    return {}
-
-
-# --------------------------------------------------------------------------------------------
 # Candidates: every picture the cached packages hold, with where it came from
 # --------------------------------------------------------------------------------------------
 
@@ -244,31 +165,6 @@ class Source:
 
     def record(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "load"}
-
-
-def pzl_members(data: bytes) -> dict[str, bytes]:
-    """The files inside a jigzo puzzle: a header of four lines, then (name, size, bytes) entries."""
-    lines = data.split(b"\n", 4)
-    if lines[0] != b"PzlF":
-        raise ValueError("not a jigzo puzzle file")
-    pos, members = sum(len(line) + 1 for line in lines[:4]), {}
-    while pos < len(data):
-        end = data.index(b"\n", pos)
-        size_end = data.index(b"\n", end + 1)
-        size = int(data[end + 1 : size_end])
-        members[data[pos:end].decode()] = data[size_end + 1 : size_end + 1 + size]
-        pos = size_end + 1 + size
-    return members
-
-
-def pzl_picture(data: bytes) -> Image.Image:
-    """The puzzle's picture: the `image x y w h` box of its texture atlas, one pixel of border trimmed."""
-    members = pzl_members(data)
-    atlas = next(v for k, v in members.items() if k.endswith(".jpg") and not k.endswith("-t.jpg"))
-    mapping = next(v for k, v in members.items() if k.endswith(".map")).decode()
-    x, y, w, h = (int(v) for v in re.search(r"^image (\d+) (\d+) (\d+) (\d+)", mapping, re.M).groups())
-    with Image.open(io.BytesIO(atlas)) as image:
-        return image.convert("RGB").crop((x + 1, y + 1, x + w - 1, y + h - 1))
 
 
 def open_file(path: Path) -> Callable[[], Image.Image]:
@@ -343,19 +239,6 @@ def pypi_sources(cache: Path) -> list[Source]:
     return sources
 
 
-def readme_note(path: Path) -> str | None:
-    """scikit-learn's images/README.txt: the licence lines of the paragraph that names the image."""
-    readme = path.parent / "README.txt"
-    if not readme.exists():
-        return None
-    blocks = [block.strip() for block in readme.read_text(encoding="utf-8").split("\n\n")]
-    for block, links in zip(blocks, [*blocks[1:], ""], strict=True):
-        if f"Image: {path.name}" in block:
-            licence = next((line for line in links.splitlines() if line.startswith("[1]")), "")
-            return " ".join([*block.splitlines()[1:3], licence]).strip()
-    return None
-
-
 # --------------------------------------------------------------------------------------------
 # The review: a person's decision on each candidate, tied to the bytes that were read
 # --------------------------------------------------------------------------------------------
@@ -427,136 +310,6 @@ def prepare(image: Image.Image, box: tuple[int, int, int, int] | None) -> Image.
     if box is not None:
         image = image.crop(box)
     return fit_square(image, IMAGE_SIZE)
-
-
-# --------------------------------------------------------------------------------------------
-# Drawn negatives: each generator maps a seeded numpy Generator to one 64x64 RGB image
-# --------------------------------------------------------------------------------------------
-
-CANVAS = 256  # pages, plans and lens caps are drawn larger, then resized like a photo
-
-
-def uniform_noise(rng: np.random.Generator) -> Image.Image:
-    return Image.fromarray(rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8))
-
-
-def gaussian_noise(rng: np.random.Generator) -> Image.Image:
-    mean, sigma = rng.uniform(40, 215, 3), rng.uniform(8, 60)
-    pixels = rng.normal(mean, sigma, (IMAGE_SIZE, IMAGE_SIZE, 3))
-    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
-
-
-def flat_colour(rng: np.random.Generator) -> Image.Image:
-    """One colour with a little sensor noise: a photo of a wall-less nothing, a blank frame."""
-    pixels = rng.uniform(0, 255, 3) + rng.normal(0, rng.uniform(0, 3), (IMAGE_SIZE, IMAGE_SIZE, 3))
-    return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
-
-
-def gradient(rng: np.random.Generator) -> Image.Image:
-    """A linear blend of two colours at a random angle."""
-    angle = rng.uniform(0, 2 * np.pi)
-    ys, xs = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE] / (IMAGE_SIZE - 1) - 0.5
-    t = (xs * np.cos(angle) + ys * np.sin(angle)) / np.sqrt(0.5) + 0.5
-    a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    pixels = a + np.clip(t, 0, 1)[..., None] * (b - a)
-    return Image.fromarray(np.rint(pixels).astype(np.uint8))
-
-
-def document(rng: np.random.Generator) -> Image.Image:
-    """A printed page: lines of random words in Pillow's default font on off-white paper, seen at a slant."""
-    paper = tuple(int(v) for v in rng.integers(225, 256, 3))
-    page = Image.new("RGB", (CANVAS, CANVAS), paper)
-    draw, font = ImageDraw.Draw(page), ImageFont.load_default()
-    ink = tuple(int(v) for v in rng.integers(0, 70, 3))
-    y, margin = int(rng.integers(4, 30)), int(rng.integers(6, 30))
-    while y < CANVAS - 12:
-        words = ["".join(chr(97 + int(c)) for c in rng.integers(0, 26, rng.integers(1, 10))) for _ in range(12)]
-        draw.text((margin, y), " ".join(words), fill=ink, font=font)
-        y += int(rng.integers(12, 20)) + (int(rng.integers(10, 30)) if rng.random() < 0.15 else 0)
-    page = page.rotate(float(rng.uniform(-8, 8)), Image.Resampling.BICUBIC, fillcolor=paper)
-    return fit_square(page, IMAGE_SIZE)
-
-
-def plan(rng: np.random.Generator) -> Image.Image:
-    """A line drawing of rooms: random rectangles, wall lines and door arcs, black on white or white on blue."""
-    blueprint = rng.random() < 0.3
-    ground, ink = ((20, 60, 140), (235, 240, 255)) if blueprint else ((250, 250, 246), (20, 20, 20))
-    page = Image.new("RGB", (CANVAS, CANVAS), ground)
-    draw = ImageDraw.Draw(page)
-    for _ in range(int(rng.integers(3, 9))):
-        x0, y0 = (int(v) for v in rng.integers(8, CANVAS - 60, 2))
-        x1, y1 = x0 + int(rng.integers(30, 140)), y0 + int(rng.integers(30, 140))
-        draw.rectangle((x0, y0, min(x1, CANVAS - 8), min(y1, CANVAS - 8)), outline=ink, width=int(rng.integers(1, 4)))
-        if rng.random() < 0.6:
-            r = int(rng.integers(8, 20))
-            draw.arc((x0 - r, y0 - r, x0 + r, y0 + r), 0, 90, fill=ink)
-    for _ in range(int(rng.integers(0, 6))):
-        (x0, y0), (x1, y1) = rng.integers(0, CANVAS, (2, 2)).tolist()
-        draw.line((x0, y0, x1, y0) if rng.random() < 0.5 else (x0, y0, x0, y1), fill=ink, width=1)
-    return fit_square(page, IMAGE_SIZE)
-
-
-def lens_cap(rng: np.random.Generator) -> Image.Image:
-    """A photo taken with the cap on: near black, a faint vignette and a little noise."""
-    ys, xs = np.mgrid[0:CANVAS, 0:CANVAS] / (CANVAS - 1) - 0.5
-    centre = rng.uniform(-0.2, 0.2, 2)
-    glow = np.clip(1 - np.hypot(xs - centre[0], ys - centre[1]) * rng.uniform(1.2, 2.5), 0, 1)
-    base = rng.uniform(2, 18) * glow[..., None] * rng.uniform(0.7, 1.0, 3)
-    pixels = base + rng.normal(0, rng.uniform(0.5, 3), (CANVAS, CANVAS, 3))
-    return fit_square(Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)), IMAGE_SIZE)
-
-
-GENERATORS: dict[str, Callable[[np.random.Generator], Image.Image]] = {
-    "uniform-noise": uniform_noise,
-    "gaussian-noise": gaussian_noise,
-    "flat-colour": flat_colour,
-    "gradient": gradient,
-    "document": document,
-    "plan": plan,
-    "lens-cap": lens_cap,
-}
-
-
-# --------------------------------------------------------------------------------------------
-# Scenes: a cut-out photo laid on a drawn background, for the TRAINING side
-# --------------------------------------------------------------------------------------------
-
-SCENE_CANVAS = 128  # drawn at twice the data set's size, then fitted to it as a photo is
-SCENE_GROUNDS = ("flat-colour", "gradient", "smooth")
-SCENE_SCALE = (0.5, 1.1)  # the cut-out's longer side against the frame's: an object seen whole, or close up
-SCENE_CENTRE = (0.3, 0.7)  # where its centre falls, as a share of the frame
-SCENE_MUTED = (0.4, 0.9)  # how far the background's colours are blended towards their grey
-
-
-def scene_ground(name: str, rng: np.random.Generator) -> Image.Image:
-    """A background: one of the drawn generators, or a smooth field of colours (a 3x3 grid of random colours,
-    interpolated: the blurred ground of a close-up), its colours muted towards grey by SCENE_MUTED, since
-    drawn colours are far more saturated than a photo's ground."""
-    size = (SCENE_CANVAS, SCENE_CANVAS)
-    if name == "smooth":
-        grid = rng.integers(0, 256, (3, 3, 3), dtype=np.uint8)
-        ground = Image.fromarray(grid).resize(size, Image.Resampling.BICUBIC)
-    else:
-        ground = GENERATORS[name](rng).resize(size, Image.Resampling.BILINEAR)
-    return Image.blend(ground, ground.convert("L").convert("RGB"), float(rng.uniform(*SCENE_MUTED)))
-
-
-def stamp_scene(image: Image.Image, rng: random.Random) -> tuple[Image.Image, dict]:
-    """The 64x64 RGB scene of one cut-out (transparent margins trimmed) and where it was put: a background from
-    SCENE_GROUNDS, the cut-out scaled to SCENE_SCALE of the frame and centred within SCENE_CENTRE."""
-    stamp = image.convert("RGBA")
-    stamp = stamp.crop(stamp.getbbox() or (0, 0, *stamp.size))
-    ground_name = rng.choice(SCENE_GROUNDS)
-    frame = scene_ground(ground_name, np.random.default_rng(rng.getrandbits(64))).convert("RGBA")
-    scale = rng.uniform(*SCENE_SCALE)
-    factor = scale * SCENE_CANVAS / max(stamp.size)
-    size = (max(1, round(stamp.width * factor)), max(1, round(stamp.height * factor)))
-    stamp = stamp.resize(size, Image.Resampling.LANCZOS)
-    centre = [round(rng.uniform(*SCENE_CENTRE) * SCENE_CANVAS) for _ in range(2)]
-    layer = Image.new("RGBA", frame.size, (0, 0, 0, 0))
-    layer.paste(stamp, (centre[0] - size[0] // 2, centre[1] - size[1] // 2))
-    scene = fit_square(Image.alpha_composite(frame, layer).convert("RGB"), IMAGE_SIZE)
-    return scene, {"crop_box": None, "scene": {"ground": ground_name, "scale": round(scale, 3), "centre": centre}}
 
 
 def draw_synthetic(name: str, seed: int, split: str, index: int) -> Image.Image:

@@ -44,7 +44,8 @@ from heritage_cnn.training.losses import (
 )
 from heritage_cnn.training.optim import learning_rate, make_optimizer
 from heritage_cnn.training.prepare import prepare_data
-from negatives import GENERATORS, TRAINING, draw_synthetic
+from negative_pictures import GENERATORS
+from negatives import TRAINING, draw_synthetic
 
 DRAWN_PER_GENERATOR = 150  # 1,050 drawn images beside tuning/'s 755
 DRAWN_SEED = 1  # tuning/ and reporting/ are drawn under seed 0: a stream neither of them uses

@@ -1,9 +1,8 @@
-"""The negative set's pure parts (benchmarks/negatives.py): drawn images, crops, the split by source, the manifest,
-and the licence and puzzle readers. Nothing here fetches a package."""
+"""The negative set's pure parts (benchmarks/negatives.py): drawn images, crops, the split by source, the manifest.
+Nothing here fetches a package."""
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import sys
@@ -14,8 +13,11 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from test_negative_pictures import cut_out
+
 import negatives
-from negatives import GENERATORS, SPLITS, Source
+from negative_pictures import GENERATORS, SCENE_GROUNDS
+from negatives import SPLITS, Source
 
 
 def source(group: str, name: str, kind: str = "photo", size: tuple[int, int] = (300, 200)) -> Source:
@@ -88,42 +90,6 @@ def test_a_manifest_with_a_source_on_both_sides_is_refused() -> None:
         negatives.check_split({"files": files})
 
 
-def test_licences_are_read_from_dep5_files_and_wheel_metadata() -> None:
-    copyright_text = (
-        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
-        "Files: *\nCopyright: someone\nLicense: GPL-2+\n\n"
-        "Files: 16.04/Kleiber_by_X.jpg\n nature/*.jpg\nCopyright: X\nLicense: CC-BY-SA-3.0\n\n"
-        "Files: debian/*\nLicense: Expat\n\nLicense: GPL-2+\n text of the licence\n"
-    )
-    assert negatives.dep5_licence(copyright_text, "usr/share/backgrounds/Kleiber_by_X.jpg") == "CC-BY-SA-3.0"
-    assert negatives.dep5_licence(copyright_text, "usr/share/backgrounds/mate/nature/Aqua.jpg") == "CC-BY-SA-3.0"
-    assert negatives.dep5_licence(copyright_text, "usr/share/backgrounds/other.png") == "GPL-2+"
-    assert negatives.wheel_licence("Name: a\nLicense-Expression: BSD-3-Clause\n\nbody") == "BSD-3-Clause"
-    dep5_field = "Name: b\nLicense: Files: *\n         Copyright: team\n         License: BSD-3-Clause\n\nbody"
-    assert negatives.wheel_licence(dep5_field) == "BSD-3-Clause"
-
-
-def test_a_jigzo_puzzle_gives_the_picture_box_of_its_atlas() -> None:
-    atlas = Image.new("RGB", (100, 80), "black")
-    atlas.paste(Image.new("RGB", (40, 30), "red"), (0, 0))
-    data = io_bytes(atlas)
-    mapping = b"#texture map\ncrop000 1 2 3 4\nimage 0 0 40 30 1 1    \n"
-    thumb = b"not a picture"
-    pzl = b"PzlF\n0.1\nx-2x2\nhttp://example.invalid/\n"
-    for name, body in (("x-2x2.map", mapping), ("x-2x2-t.jpg", thumb), ("x-2x2.jpg", data)):
-        pzl += f"{name}\n{len(body)}\n".encode() + body
-    picture = negatives.pzl_picture(pzl)
-    assert picture.size == (38, 28) and picture.getpixel((19, 14))[0] > 200
-    with pytest.raises(ValueError, match="jigzo"):
-        negatives.pzl_members(b"PNG\n")
-
-
-def io_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=95)
-    return buffer.getvalue()
-
-
 def test_only_pictures_outside_skipped_folders_are_candidates() -> None:
     stamps = "usr/share/tuxpaint/stamps/"
     assert negatives.candidate("tuxpaint-stamps-default", stamps + "animals/birds/owl.png")
@@ -133,38 +99,6 @@ def test_only_pictures_outside_skipped_folders_are_candidates() -> None:
     assert negatives.candidate("mate-backgrounds", "usr/share/backgrounds/mate/nature/Aqua.jpg")
     assert not negatives.candidate("mate-backgrounds", "usr/share/icons/hicolor/a.png")
     assert not negatives.candidate("plasma-workspace-wallpapers", "usr/share/wallpapers/X/contents/screenshot.png")
-
-
-def cut_out(name: str, size: tuple[int, int] = (100, 50)) -> Image.Image:
-    """A transparent picture holding one opaque pure-red rectangle of 40 x 20, off centre."""
-    image = Image.new("RGBA", size, (0, 0, 0, 0))
-    image.paste(Image.new("RGBA", (40, 20), (255, 0, 0, 255)), (10 + len(name) % 7, 20))
-    return image
-
-
-def test_a_scene_shows_the_whole_cut_out_where_its_record_says() -> None:
-    for seed in range(8):
-        scene, placement = negatives.stamp_scene(cut_out("x"), random.Random(seed))
-        assert scene.mode == "RGB" and scene.size == (64, 64) and placement["crop_box"] is None
-        record = placement["scene"]
-        assert 0.5 <= record["scale"] <= 1.1 and record["ground"] in negatives.SCENE_GROUNDS
-        # the trimmed cut-out is the 40 x 20 rectangle: its longer side becomes scale x 128 pixels of the 128-pixel
-        # canvas, pasted around `centre` and clipped by the frame, then halved to 64. Muted grounds never reach pure
-        # red (at least 40 % grey), so the red pixels are the rectangle's.
-        width = round(40 * record["scale"] * 128 / 40)
-        height = round(20 * record["scale"] * 128 / 40)
-        (cx, cy), lo = record["centre"], lambda c, n: c - n // 2
-        seen_w = min(128, lo(cx, width) + width) - max(0, lo(cx, width))
-        seen_h = min(128, lo(cy, height) + height) - max(0, lo(cy, height))
-        pixels = np.asarray(scene).astype(int)
-        red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
-        expected = seen_w * seen_h / 4
-        assert abs(red.sum() - expected) <= (seen_w + seen_h) / 2 + 4, (seed, red.sum(), expected)
-    again, _ = negatives.stamp_scene(cut_out("x"), random.Random(3))
-    first, _ = negatives.stamp_scene(cut_out("x"), random.Random(3))
-    other, _ = negatives.stamp_scene(cut_out("x"), random.Random(4))
-    assert np.array_equal(np.asarray(first), np.asarray(again))
-    assert not np.array_equal(np.asarray(first), np.asarray(other))
 
 
 def test_a_training_only_package_gets_its_own_side_and_leaves_the_other_two_as_they_were(tmp_path: Path) -> None:
@@ -185,4 +119,4 @@ def test_a_training_only_package_gets_its_own_side_and_leaves_the_other_two_as_t
     for entry in before["files"]:  # the same bytes on the two sides that tune and report
         assert (tmp_path / "before" / entry["file"]).read_bytes() == (tmp_path / "after" / entry["file"]).read_bytes()
     for entry in training:
-        assert entry["file"].startswith("training/photo/") and entry["scene"]["ground"] in negatives.SCENE_GROUNDS
+        assert entry["file"].startswith("training/photo/") and entry["scene"]["ground"] in SCENE_GROUNDS

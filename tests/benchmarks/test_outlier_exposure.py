@@ -66,7 +66,7 @@ def test_only_the_chosen_part_moves_and_frozen_batch_norm_keeps_its_statistics(t
 def test_the_pool_with_training_is_the_pool_before_it_then_training(tmp_path: Path) -> None:
     from PIL import Image
 
-    from negatives import GENERATORS
+    from negative_pictures import GENERATORS
     from outlier_exposure import DRAWN_PER_GENERATOR, outlier_pool
 
     for side, colour in (("tuning", (10, 20, 30)), ("training", (200, 100, 50))):
