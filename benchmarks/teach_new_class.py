@@ -5,6 +5,7 @@
     python benchmarks/teach_new_class.py bases --tuning --work /tmp/teach_loco      # the tuning class's base
     python benchmarks/teach_new_class.py tune --work /tmp/teach_loco --seed 0 --settings taught_per_batch=16
     python benchmarks/teach_new_class.py ceiling --work /tmp/teach_loco    # a linear fit on all the class's photos
+    python benchmarks/teach_new_class.py bases --tuning --base-recipe full --work runs/teach_full   # a longer base
 
 Leave one class out: for each class of CLASSES, `bases` hard-links the training side of the project's validation
 split (the 10-class split every figure uses), less that class, into WORK/<class>/data and trains a base network on
@@ -54,7 +55,7 @@ CLASSES = random.Random(36).sample(ALL_CLASSES, 4)
 TUNING_CLASS = "bell_tower"
 SEEDS = (0, 1, 2)
 SIZES = (20, 50)
-BASE_COMMAND = ["--recipe", "quick", "--val-fraction", "0.1", "--seed", "0", "-q"]
+BASE_COMMAND = ["--val-fraction", "0.1", "--seed", "0", "-q"]  # after --recipe (quick unless --base-recipe)
 
 
 def heritage(*args: str) -> list[str]:
@@ -82,7 +83,7 @@ def link_base_data(train: ImageSet, left_out: str, folder: Path) -> int:
     return count
 
 
-def bases(work: Path, classes: list[str]) -> None:
+def bases(work: Path, classes: list[str], recipe: str = "quick") -> None:
     train, _ = split_of(data_root())
     for left_out in classes:
         base = work / left_out
@@ -92,7 +93,8 @@ def bases(work: Path, classes: list[str]) -> None:
         count = link_base_data(train, left_out, base / "data")
         print(f"{left_out}: {count} photos of nine classes in {base / 'data'}; training", flush=True)
         started = time.perf_counter()
-        command = heritage("train", "--data", str(base / "data"), "--out", str(base / "run"), *BASE_COMMAND)
+        command = heritage("train", "--data", str(base / "data"), "--out", str(base / "run"), "--recipe", recipe)
+        command += BASE_COMMAND
         if (base / "run").exists():
             command.append("--resume")
         subprocess.run(command, check=True)
@@ -293,17 +295,18 @@ def main() -> None:
     parser.add_argument("stage", choices=("bases", "teach", "tune", "ceiling"))
     parser.add_argument("--work", type=Path, required=True, help="folder for the base data, runs and taught models")
     parser.add_argument("--out", type=Path, help="teach: results prefix (writes <out>.json, <out>.md)")
-    parser.add_argument("--tuning", action="store_true", help="bases: the tuning class's base only")
+    parser.add_argument("--tuning", action="store_true", help="bases, ceiling: the tuning class's base only")
+    parser.add_argument("--base-recipe", default="quick", choices=("quick", "full"), help="bases: their recipe")
     parser.add_argument("--photos", type=int, default=20, help="tune: photos of the tuning class")
     parser.add_argument("--seed", type=int, default=0, help="tune: seed of their draw and of the fit")
     parser.add_argument("--settings", nargs="*", default=[], help="tune: FitConfig NAME=VALUE, or 'stats'")
     parser.add_argument("--modes", default="stats,data", help="teach: replay modes, stats (no --data) and data")
     args = parser.parse_args()
     if args.stage == "bases":
-        bases(args.work, [TUNING_CLASS] if args.tuning else CLASSES)
+        bases(args.work, [TUNING_CLASS] if args.tuning else CLASSES, args.base_recipe)
         return
     if args.stage == "ceiling":
-        for name in [*CLASSES, TUNING_CLASS]:
+        for name in [TUNING_CLASS] if args.tuning else [*CLASSES, TUNING_CLASS]:
             ceiling(args.work, name)
         return
     if args.stage == "tune":
