@@ -11,7 +11,10 @@ Sources, nothing downloaded but packages by their ordinary clients, nothing inst
 - photos shipped inside PyPI wheels (`pip download --no-deps` of pinned versions, unzipped): scikit-image's
   `skimage/data` and scikit-learn's sample images; licence from the wheel's METADATA, with the image's own
   note from scikit-image's docstrings;
-- images drawn by code, seeded: noise, flat colours, gradients, text pages, line plans, a lens cap.
+- images drawn by code, seeded: noise, flat colours, gradients, text pages, line plans, a lens cap
+  (benchmarks/negative_pictures.py);
+- for a third side, `training/`, read by training alone and never to tune or report: the TRAINING_ONLY packages'
+  cut-out photos (Tux Paint's stamps), each laid on SCENES drawn backgrounds.
 
 Every packaged image is read by a person first: `benchmarks/negatives_review.csv` holds one row per candidate
 (package, file, sha256, decision, reason). `photo` and `artwork` (renders, paintings, abstract patterns: kept as
