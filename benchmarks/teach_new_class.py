@@ -226,7 +226,7 @@ def markdown(result: dict) -> str:
         "Teach time: the wall time of the command (process start included) on the project's two cores; "
         "docs/teach.md says what else ran.",
     ]
-    lines += ["", "Commands:", "", *[f"    {c.strip()}" for c in __doc__.splitlines()[2:4]], ""]
+    lines += ["", "Commands:", "", *[f"    {c}" for c in result.get("commands", [])], ""]
     return "\n".join(lines)
 
 
@@ -296,7 +296,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="folder for the base data, runs and taught models")
     parser.add_argument("--out", type=Path, help="teach: results prefix (writes <out>.json, <out>.md)")
     parser.add_argument("--tuning", action="store_true", help="bases, ceiling: the tuning class's base only")
-    parser.add_argument("--base-recipe", default="quick", choices=("quick", "full"), help="bases: their recipe")
+    parser.add_argument(
+        "--base-recipe", default="quick", choices=("quick", "full"), help="bases: their recipe; teach: recorded"
+    )
     parser.add_argument("--photos", type=int, default=20, help="tune: photos of the tuning class")
     parser.add_argument("--seed", type=int, default=0, help="tune: seed of their draw and of the fit")
     parser.add_argument("--settings", nargs="*", default=[], help="tune: FitConfig NAME=VALUE, or 'stats'")
@@ -313,8 +315,14 @@ def main() -> None:
         tune(args.work, args.photos, args.seed, args.settings)
         return
     runs = teach_runs(args.work, tuple(args.modes.split(",")))
-    result = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "classes": CLASSES, "runs": runs}
     out = args.out or Path(__file__).with_name("teach_new_class")
+    recipe = [] if args.base_recipe == "quick" else ["--base-recipe", args.base_recipe]
+    commands = [
+        " ".join(["python benchmarks/teach_new_class.py bases", *recipe, "--work", str(args.work)]),
+        " ".join(["python benchmarks/teach_new_class.py teach --work", str(args.work), "--out", str(out)]),
+    ]
+    result = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "classes": CLASSES}
+    result |= {"base_recipe": args.base_recipe, "commands": commands, "runs": runs}
     atomic_write_json(out.with_suffix(".json"), result)
     atomic_write_text(out.with_suffix(".md"), markdown(result))
     print(markdown(result))
