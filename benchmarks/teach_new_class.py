@@ -309,7 +309,10 @@ def main() -> None:
         return
     if args.stage == "ceiling":
         for name in [TUNING_CLASS] if args.tuning else [*CLASSES, TUNING_CLASS]:
-            ceiling(args.work, name)
+            if (args.work / name / "trained").exists():
+                ceiling(args.work, name)
+            else:
+                print(f"{name}: no base trained in {args.work / name}; skipped")
         return
     if args.stage == "tune":
         tune(args.work, args.photos, args.seed, args.settings)
@@ -319,7 +322,7 @@ def main() -> None:
     recipe = [] if args.base_recipe == "quick" else ["--base-recipe", args.base_recipe]
     commands = [
         " ".join(["python benchmarks/teach_new_class.py bases", *recipe, "--work", str(args.work)]),
-        " ".join(["python benchmarks/teach_new_class.py teach --work", str(args.work), "--out", str(out)]),
+        " ".join(["python benchmarks/teach_new_class.py teach", *recipe, "--work", str(args.work), "--out", str(out)]),
     ]
     result = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "classes": CLASSES}
     result |= {"base_recipe": args.base_recipe, "commands": commands, "runs": runs}
