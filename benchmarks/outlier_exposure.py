@@ -56,22 +56,24 @@ LABEL_SMOOTHING = 0.1  # the shipped networks' recipe
 def outlier_pool(negatives: Path, with_training: bool = False) -> torch.Tensor:
     """uint8 (N, 3, 64, 64): every image of NEG/tuning/ and the drawn images of seed DRAWN_SEED; with
     `with_training`, then every image of NEG/training/ (the cut-out scenes only training reads)."""
-    files = sorted((negatives / "tuning").rglob("*.png"))
-    if not files:
-        raise SystemExit(f"{negatives / 'tuning'}: no PNG files; build them with benchmarks/negatives.py")
-    pictures = [Image.open(path).convert("RGB") for path in files]
+    pictures = read_side(negatives / "tuning")
     pictures += [
         draw_synthetic(name, DRAWN_SEED, "tuning", index).convert("RGB")
         for name in GENERATORS
         for index in range(DRAWN_PER_GENERATOR)
     ]
     if with_training:
-        extra = sorted((negatives / TRAINING).rglob("*.png"))
-        if not extra:
-            raise SystemExit(f"{negatives / TRAINING}: no PNG files; build them with benchmarks/negatives.py")
-        pictures += [Image.open(path).convert("RGB") for path in extra]
+        pictures += read_side(negatives / TRAINING)
     arrays = np.stack([np.asarray(p.resize((64, 64)) if p.size != (64, 64) else p) for p in pictures])
     return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+
+
+def read_side(folder: Path) -> list[Image.Image]:
+    """Every PNG below one side of the negative set, in name order, as RGB."""
+    files = sorted(folder.rglob("*.png"))
+    if not files:
+        raise SystemExit(f"{folder}: no PNG files; build them with benchmarks/negatives.py")
+    return [Image.open(path).convert("RGB") for path in files]
 
 
 def write_pool(pool: torch.Tensor, folder: Path) -> None:
