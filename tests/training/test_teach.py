@@ -232,3 +232,66 @@ def test_data_without_a_class_the_model_knows_is_refused(nine, new_folder, synth
     with pytest.raises(DatasetError, match=r"--data: no photo the model trained on in class\(es\) vault"):
         teach(child, read_new_classes(other, child.classes), tmp_path / "again", replayed, log=lambda _: None)
     assert not any(tmp_path.glob("again.*"))
+
+
+def test_with_data_the_cost_to_the_known_classes_is_measured_and_can_be_bounded(nine, synthetic_root, tmp_path):
+    """Two "new" classes drawn like two known ones take those classes' validation photos; the cost is measured on
+    the parent's validation photos, and --max-known-loss lowers the new classes until the known classes lose no more
+    than that there, in the model file written."""
+    parent = load_checkpoint(nine)
+    replayed, held_out = replay_split(load_images(_nine_data(synthetic_root, tmp_path)), parent)
+    _photos(tmp_path / "new" / "portal", CLASSES.index("altar"), 24, seed=31)
+    _photos(tmp_path / "new" / "porch", CLASSES.index("apse"), 24, seed=32)
+    photos = read_new_classes(tmp_path / "new", parent.classes)
+
+    def accuracy(model) -> float:
+        answers = Classifier(model, bf16=False, tta="none").probabilities(held_out.images).argmax(1).tolist()
+        labels = [held_out.classes[i] for i in held_out.labels.tolist()]
+        return float(np.mean([model.classes[a] == t for a, t in zip(answers, labels, strict=True)]))
+
+    free = teach(parent, photos, tmp_path / "free", data=replayed, held_out=held_out, log=lambda _: None)
+    cost = free.cost
+    assert cost is not None and cost.photos == len(held_out) and cost.bound is None and cost.offset == 0.0
+    assert cost.parent == pytest.approx(accuracy(parent), abs=1e-6) and cost.new_answers > 0.1
+    assert cost.loss_points > 5  # the new class took photos the parent had right
+    bound = cost.loss_points / 2
+    bounded = teach(parent, photos, tmp_path / "b", data=replayed, held_out=held_out, log=print, max_known_loss=bound)
+    assert bounded.cost.offset < 0 and bounded.cost.loss_points <= bound
+    # the file written keeps it; half a photo of slack, as the bound is the float32 share of whole photos
+    assert accuracy(load_checkpoint(bounded.path)) >= accuracy(parent) - bound / 100 - 0.5 / len(held_out)
+    record = json.loads((tmp_path / "b.json").read_text())["taught"]["known_cost"]
+    assert record["bound"] == bound and record["offset"] == bounded.cost.offset and record["photos"] == len(held_out)
+
+
+def test_a_bound_on_the_known_classes_needs_their_validation_photos_and_a_new_class(
+    nine, synthetic_root, new_folder, tmp_path, capsys
+):
+    parent = load_checkpoint(nine)
+    photos = read_new_classes(new_folder, parent.classes)
+    with pytest.raises(ValueError, match="give --data"):
+        teach(parent, photos, tmp_path / "a", log=lambda _: None, max_known_loss=1.0)
+    replayed, held_out = replay_split(load_images(_nine_data(synthetic_root, tmp_path)), parent)
+    apse = _fresh(CLASSES.index("apse"), 4, seed=41)
+    corrections = TeachPhotos(
+        torch.from_numpy(apse).permute(0, 3, 1, 2).contiguous(),
+        ["apse"] * 4,
+        ["m.png"] * 4,
+        ["0" * 64] * 4,
+        ["moved"] * 4,
+    )
+    with pytest.raises(ValueError, match="none is added"):
+        teach(parent, corrections, tmp_path / "b", replayed, held_out=held_out, log=lambda _: None, max_known_loss=1.0)
+    code = cli.main(
+        ["teach", str(new_folder), "--model", str(nine), "--out", str(tmp_path / "c"), "--max-known-loss", "1"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "add --data" in err and len(err.splitlines()) == 1
+    assert not any(tmp_path.glob("[abc].*"))
+
+
+def test_the_command_reports_what_teaching_cost_the_known_classes(nine, new_folder, synthetic_root, tmp_path, capsys):
+    data = _nine_data(synthetic_root, tmp_path)
+    args = ["teach", str(new_folder), "--model", str(nine), "--data", str(data), "--out", str(tmp_path / "m")]
+    assert cli.main([*args, "--max-known-loss", "2", "--steps", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "the known classes on the model's" in out and "keep within 2 pt" in out

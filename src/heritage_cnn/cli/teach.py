@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from heritage_cnn.cli.options import UsageError, add_command, add_model, add_seed, int_in, load_model
+from heritage_cnn.cli.options import UsageError, add_command, add_model, add_seed, int_in, load_model, number_in
 
 
 def _photos(args: argparse.Namespace, classes: list[str], size: int):  # -> TeachPhotos
@@ -55,17 +55,23 @@ def cmd_teach(args: argparse.Namespace) -> int:
     networks with their convolutions kept and their head fitted again. With --data (the folder the parent trained
     on): both fully connected layers, replaying the photos it trained on, and the none-of-these threshold set again
     on its validation photos; without: the last layer only, the parent's class statistics standing in for its
-    photos. It records its parent, the classes added and the SHA-256 of each photo it learned from. The parent is
+    photos. With --data it says what teaching cost the known classes on the parent's validation photos (their
+    accuracy before and after, and how many of them a new class took); --max-known-loss PT lowers the new classes'
+    answers until the known classes lose at most PT points there (a new class is then found less often). It
+    records its parent, the classes added, that cost and the SHA-256 of each photo it learned from. The parent is
     never changed; an existing --out is refused.
 
     Examples:
       heritage teach survey/new_classes --out models/ours                 new classes, e.g. survey/new_classes/portal/
       heritage teach --corrections sorted/ --out models/ours2 --model models/ours   after moving misfiled photos
       heritage teach survey/new_classes --data data/ahe64 --out models/ours   replay the real training photos
+      heritage teach survey/new_classes --data data/ahe64 --max-known-loss 1 --out models/ours
     """
     from heritage_cnn.training.teach import teach
     from heritage_cnn.training.teach_fit import FitConfig
 
+    if args.max_known_loss is not None and not args.data:
+        raise UsageError("--max-known-loss measures the known classes on the model's validation photos: add --data")
     parent = load_model(args)
     photos = _photos(args, parent.classes, parent.image_size)
     for path, reason in photos.skipped[:10]:
@@ -74,7 +80,9 @@ def cmd_teach(args: argparse.Namespace) -> int:
     config = FitConfig(seed=args.seed)
     if args.steps is not None:  # the steps of whichever fit runs
         config = replace(config, **{"hidden_steps" if data is not None else "steps": args.steps})
-    result = teach(parent, photos, args.out, data=data, config=config, held_out=held_out)
+    result = teach(
+        parent, photos, args.out, data=data, config=config, held_out=held_out, max_known_loss=args.max_known_loss
+    )
     for path, reason in result.skipped_known[:10]:
         print(f"skipped {path}: {reason}")
     skipped = len(photos.skipped) + len(result.skipped_known)
@@ -84,8 +92,22 @@ def cmd_teach(args: argparse.Namespace) -> int:
     if skipped:
         print(f"skipped {skipped} photo(s) (the first ten listed above)")
     print(f"replay: {result.replay}; {result.seconds:.1f} s")
+    if result.cost is not None:
+        print(_cost_line(result.cost))
     print(f"model: {result.path} ({len(result.classes)} classes; use it with --model {result.path.with_suffix('')})")
     return 0
+
+
+def _cost_line(cost) -> str:  # a KnownCost
+    lowered = (
+        f"; new classes' logits lowered by {-cost.offset:.2f} to keep within {cost.bound:g} pt"
+        if cost.bound is not None
+        else ""
+    )
+    return (
+        f"the known classes on the model's {cost.photos} validation photos: {cost.parent:.1%} -> {cost.taught:.1%} "
+        f"({-cost.loss_points:+.1f} pt), {cost.new_answers:.1%} of them given a new class{lowered}"
+    )
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -105,5 +127,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--steps",
         type=int_in(1, 100_000),
         help="steps of the head's fit (default: 600 minibatches with --data, 300 full batches without)",
+    )
+    p.add_argument(
+        "--max-known-loss",
+        type=number_in(0.0, 100.0),
+        metavar="PT",
+        help="with --data: the most accuracy points the known classes may lose on the model's validation photos; "
+        "the new classes are answered less often to keep within it (default: as fitted, the cost reported)",
     )
     add_seed(p, "seed of the replay samples")

@@ -15,6 +15,9 @@ Every network of the model keeps its convolutional layers frozen; its head is fi
   every real photo the new class (an earlier version did). The known rows are frozen when nothing taught is of a
   known class. The none-of-these record keeps its threshold and whitening; each new class adds its mean.
 
+With `--data`, what the taught heads cost the known classes is measured on the parent's validation photos, and
+bounded where asked (`--max-known-loss`: the new classes' logits lowered until the known classes lose no more).
+
 Each taught photo is seen in `VIEWS` views. The taught model records its parent (path and generation), the classes
 it added, and the SHA-256, class and kind of every photo it learned from (`taught` in its JSON); its `trained_on`
 adds their perceptual hashes, so that the next teach finds photos already learned. The parent is only read.
@@ -26,7 +29,7 @@ import copy
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +48,16 @@ from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, save_ch
 from heritage_cnn.models.ensemble import Ensemble, networks
 from heritage_cnn.models.openset import PENULTIMATE, POOLED, MahalanobisStats
 from heritage_cnn.models.openset_point import OperatingPoint, network_id
-from heritage_cnn.training.teach_fit import FitConfig, fit_hidden_and_last, fit_last_layer, gaussian, imprint
+from heritage_cnn.training.teach_fit import (
+    FitConfig,
+    KnownCost,
+    fit_hidden_and_last,
+    fit_last_layer,
+    gaussian,
+    imprint,
+    known_cost,
+    offset_for_cost,
+)
 
 Log = Callable[[str], None]
 VIEWS = ("identity", "mirror", "turn+10", "turn-10")  # the views of each taught photo: the training's flips, rotations
@@ -60,6 +72,7 @@ class TeachResult:
     replay: str
     seconds: float
     skipped_known: list[tuple[str, str]] = field(default_factory=list)
+    cost: KnownCost | None = None  # on the parent's validation photos, with --data
 
 
 def views(images: torch.Tensor) -> torch.Tensor:
@@ -82,16 +95,15 @@ def known_already(
     return photos.subset([i for i in range(len(photos)) if not seen[i]]), hashes[~seen], skipped
 
 
-def replay_split(images: ImageSet, parent: Checkpoint) -> tuple[ImageSet, torch.Tensor | None]:
+def replay_split(images: ImageSet, parent: Checkpoint) -> tuple[ImageSet, ImageSet | None]:
     """A data folder's photos the parent trained on (its `trained_on` record: the same perceptual hash), to replay,
-    and the others (uint8), its validation photos, where the none-of-these threshold is set again; all of them and
-    None when the parent keeps no record."""
+    and the others, its validation photos, where the none-of-these threshold is set again and what teaching costs the
+    known classes is measured; all of them and None when the parent keeps no record."""
     record = trained_on(parent)
     if record is None:
         return images, None
     keep = near_any(set_hashes(images), record[0], 0)
-    held_out = images.images[torch.as_tensor(np.flatnonzero(~keep), dtype=torch.long)]
-    return images.subset(np.flatnonzero(keep)), held_out
+    return images.subset(np.flatnonzero(keep)), images.subset(np.flatnonzero(~keep))
 
 
 def _class_ids(names: list[str], classes: list[str]) -> torch.Tensor:
@@ -198,7 +210,7 @@ def _refitted_point(
     photos: TeachPhotos,
     classes: list[str],
     data: ImageSet,
-    held_out: torch.Tensor | None,
+    held_out: ImageSet | None,
     log: Log,
 ) -> OperatingPoint | None:
     """The none-of-these record fitted again for the new head, by the parent's rule (score, layer, ridge, share):
@@ -215,7 +227,7 @@ def _refitted_point(
     ridge = point.ridge if point.ridge is not None else DEFAULT_RIDGE
     command = "heritage teach --data: fitted again on the parent's training photos and the taught ones"
     layer = point.layer or PENULTIMATE
-    return fit_operating_point(child, train, held_out, point.score, layer, ridge, point.reject_share, command)
+    return fit_operating_point(child, train, held_out.images, point.score, layer, ridge, point.reject_share, command)
 
 
 def _point(
@@ -244,6 +256,32 @@ def _point(
     return replace(point, stats=stats, fitted_on=fitted, command=command)
 
 
+@torch.no_grad()
+def _known_cost(parent: Checkpoint, model: nn.Module, held_out: ImageSet, bound: float | None) -> KnownCost:
+    """What the taught `model` costs the known classes on the parent's validation photos (one view, float32, as the
+    fits see them), its new classes' logits first lowered, where `bound` asks, until the known classes lose at most
+    `bound` points there (the offset added to every network's new biases; an ensemble's rounded to its file's float16
+    again). The cost recorded is the final weights'."""
+    known = len(parent.classes)
+    pooled = network_features(Classifier(parent, bf16=False, tta="none"), held_out.images, POOLED)
+    labels = torch.tensor([parent.classes.index(held_out.classes[i]) for i in held_out.labels.tolist()])
+
+    def logits(m: nn.Module) -> torch.Tensor:
+        return torch.stack(
+            [net.head.fc2(torch.relu(net.head.fc1(f))) for net, f in zip(networks(m), pooled, strict=True)]
+        )
+
+    before = logits(parent.model)
+    if bound is None:
+        return known_cost(before, logits(model), labels)
+    chosen = offset_for_cost(before, logits(model), labels, bound)
+    for net in networks(model):
+        net.head.fc2.bias[known:] += chosen.offset
+    if isinstance(model, Ensemble):
+        _as_stored(model)
+    return replace(known_cost(before, logits(model), labels), offset=chosen.offset, bound=bound)
+
+
 def _record(parent: Checkpoint, photos: TeachPhotos, added: list[str], replay: str, config: FitConfig) -> dict:
     from heritage_cnn.base.io import read_json
 
@@ -270,31 +308,13 @@ def _trained_on(parent: Checkpoint, hashes: np.ndarray) -> dict | None:
     return {"phash": [f"{int(h):016x}" for h in np.concatenate([before, hashes])], "distance": distance}
 
 
-def teach(
-    parent: Checkpoint,
-    photos: TeachPhotos,
-    out: str | os.PathLike,
-    data: ImageSet | None = None,
-    config: FitConfig | None = None,
-    log: Log = print,
-    held_out: torch.Tensor | None = None,
-) -> TeachResult:
-    """Write a taught copy of `parent` at `out` (a new checkpoint pair; never over an existing file): the classes of
-    `photos` it does not know added, its known classes refitted to corrections among them (the module's docstring).
-    `data`: the parent's training photos, for replay; without it, its none-of-these statistics stand in.
-    `held_out`: with `data`, the parent's validation photos (uint8), where the none-of-these threshold is set again;
-    without them the taught model cannot reject (said in `log`)."""
-    started = time.perf_counter()
-    config = config or FitConfig()
-    weights_path, meta_path = checkpoint_files(out)
-    for path in (weights_path, meta_path):
-        if path.exists():
-            raise CheckpointError(f"{path}: exists; teach never overwrites a model: choose another --out")
+def _learnable(parent: Checkpoint, photos: TeachPhotos) -> tuple[TeachPhotos, np.ndarray, list, list[str]]:
+    """The photos not yet in the parent's training data, their perceptual hashes, the others with why, and the
+    classes they add; a DatasetError when nothing is left or a new class keeps fewer than MIN_NEW_PHOTOS."""
     asked = list(dict.fromkeys(label for label in photos.labels if label not in parent.classes))
     photos, hashes, skipped_known = known_already(photos, perceptual_hashes(photos.images), parent)
     if not len(photos):
         raise DatasetError("nothing to learn from: every photo is already in the model's training data")
-    added = list(dict.fromkeys(label for label in photos.labels if label not in parent.classes))
     for name in asked:
         count = photos.labels.count(name)
         if count < MIN_NEW_PHOTOS:
@@ -302,6 +322,42 @@ def teach(
                 f"{name}: {count} photo(s) new to the model ({len(skipped_known)} already in its training data); "
                 f"a new class needs at least {MIN_NEW_PHOTOS}"
             )
+    added = list(dict.fromkeys(label for label in photos.labels if label not in parent.classes))
+    return photos, hashes, skipped_known, added
+
+
+def teach(
+    parent: Checkpoint,
+    photos: TeachPhotos,
+    out: str | os.PathLike,
+    data: ImageSet | None = None,
+    config: FitConfig | None = None,
+    log: Log = print,
+    held_out: ImageSet | None = None,
+    max_known_loss: float | None = None,
+) -> TeachResult:
+    """Write a taught copy of `parent` at `out` (a new checkpoint pair; never over an existing file): the classes of
+    `photos` it does not know added, its known classes refitted to corrections among them (the module's docstring).
+    `data`: the parent's training photos, for replay; without it, its none-of-these statistics stand in.
+    `held_out`: with `data`, the parent's validation photos, where the none-of-these threshold is set again and the
+    cost to the known classes is measured (`TeachResult.cost`); without them the taught model cannot reject (said in
+    `log`). `max_known_loss`: the most accuracy points the known classes may lose there; the new classes' logits are
+    lowered until they lose no more (needs `held_out` and a class added)."""
+    started = time.perf_counter()
+    config = config or FitConfig()
+    weights_path, meta_path = checkpoint_files(out)
+    for path in (weights_path, meta_path):
+        if path.exists():
+            raise CheckpointError(f"{path}: exists; teach never overwrites a model: choose another --out")
+    photos, hashes, skipped_known, added = _learnable(parent, photos)
+    if max_known_loss is not None:
+        if data is None or held_out is None or not len(held_out):
+            raise ValueError(
+                "--max-known-loss measures the known classes on the model's validation photos: give --data, the "
+                "folder it trained on (a model that records its training photos)"
+            )
+        if not added:
+            raise ValueError("--max-known-loss bounds what new classes take from the known ones, and none is added")
     classes = [*parent.classes, *added]
     replay = f"{len(data)} photos of the data folder" if data is not None else "class statistics"
     if data is None:
@@ -312,16 +368,17 @@ def teach(
     model = _with_heads(parent.model, heads)
     if ensemble:
         _as_stored(model)
+    measured = data is not None and held_out is not None and len(held_out) > 0
+    cost = _known_cost(parent, model, held_out, max_known_loss) if measured else None
     child = replace(parent, model=model, classes=classes, path=weights_path)
     if data is None:
         point = _point(parent, model, new_means, photos, classes)
     else:
         point = _refitted_point(parent, child, photos, classes, data, held_out, log)
-    info = {
-        **parent.info,
-        "taught": _record(parent, photos, added, replay, config),
-        "trained_on": _trained_on(parent, hashes),
-    }
+    record = _record(parent, photos, added, replay, config)
+    if cost is not None:
+        record["known_cost"] = {**asdict(cost), "loss_points": cost.loss_points, "view": "one view, float32"}
+    info = {**parent.info, "taught": record, "trained_on": _trained_on(parent, hashes)}
     child = replace(child, info=info, open_set=point)
     if ensemble:
         members = [child.member(i) for i in range(child.member_count)]
@@ -331,7 +388,7 @@ def teach(
     else:
         save_checkpoint(weights_path, child)
     seconds = time.perf_counter() - started
-    return TeachResult(weights_path, classes, added, photos.per_class(), replay, seconds, skipped_known)
+    return TeachResult(weights_path, classes, added, photos.per_class(), replay, seconds, skipped_known, cost)
 
 
 __all__ = ["VIEWS", "TeachResult", "known_already", "replay_split", "teach", "views"]

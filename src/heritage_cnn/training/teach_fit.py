@@ -11,11 +11,15 @@
 
 Both start from **imprinting** (Qi, Brown & Lowe, CVPR 2018): a new class's row is its photos' mean feature, centred
 on the known classes' and scaled to the known rows' mean norm.
+
+What a fit costs the known classes is measured on photos of them it never fitted (`known_cost`), and can be bounded
+(`offset_for_cost`): one offset that lowers the new classes' logits moves along the trade-off between their recall
+and the known classes' accuracy (docs/teach.md, "Recall against what the known classes lose").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +38,8 @@ BATCH = 512  # replayed photos a step
 TAUGHT_PER_BATCH = 8  # taught photos added to every batch, beside the class-balanced loss
 DISTILL_WEIGHT = 1.0
 TEMPERATURE = 2.0
+OFFSET_RANGE = 20.0  # the new classes' logits are lowered by at most this much to meet a bound on the known ones' loss
+OFFSET_STEP = 0.05
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,62 @@ def _per_batch_balance(
     return torch.where(present, expected[present].mean() / expected.clamp_min(1e-12), 0.0)
 
 
+def answers(logits: torch.Tensor, known: int, offset: float = 0.0) -> torch.Tensor:
+    """The class each photo is given from its networks' logits (M, N, C), `offset` added to the new classes' columns
+    (index `known` on); the networks combined as `Ensemble` does (mean probability). (N,) class indices."""
+    shifted = torch.cat([logits[..., :known], logits[..., known:] + offset], -1)
+    return torch.logsumexp(shifted.float().log_softmax(-1), 0).argmax(-1)
+
+
+@dataclass(frozen=True)
+class KnownCost:
+    """What teaching cost the known classes on `photos` photos of them that no fit saw: the parent's and the taught
+    model's accuracy, the share given a new class, and the offset added to the new classes' logits."""
+
+    photos: int
+    parent: float
+    taught: float
+    new_answers: float
+    offset: float = 0.0
+    bound: float | None = None  # the most accuracy points the known classes were allowed to lose
+
+    @property
+    def loss_points(self) -> float:
+        return 100.0 * (self.parent - self.taught)
+
+
+def known_cost(
+    parent_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, offset: float = 0.0
+) -> KnownCost:
+    """The cost on photos of known classes (`labels` < the parent's class count) of the taught networks' `logits`
+    (M, N, C) against the parent's (M, N, K)."""
+    known = parent_logits.shape[-1]
+    before, after = answers(parent_logits, known), answers(logits, known, offset)
+    return KnownCost(
+        photos=len(labels),
+        parent=(before == labels).float().mean().item(),
+        taught=(after == labels).float().mean().item(),
+        new_answers=(after >= known).float().mean().item(),
+        offset=offset,
+    )
+
+
+def offset_for_cost(parent_logits: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, bound: float) -> KnownCost:
+    """The offset nearest 0 (0, -OFFSET_STEP, ... down to -OFFSET_RANGE) added to the new classes' logits at which the
+    known classes lose at most `bound` accuracy points on these photos, with its cost: the fit's own answers when they
+    meet the bound, never more new-class answers than it gave. Lowering the new classes' logits takes back photos
+    given a new class; a bound the known rows' own refit already exceeds cannot be met: ValueError."""
+    for offset in torch.arange(0.0, -OFFSET_RANGE - OFFSET_STEP / 2, -OFFSET_STEP).tolist():
+        cost = known_cost(parent_logits, logits, labels, round(offset, 6))
+        if cost.loss_points <= bound + 1e-9:
+            return replace(cost, bound=bound)
+    lowest = known_cost(parent_logits, logits, labels, -OFFSET_RANGE)
+    raise ValueError(
+        f"the known classes lose {lowest.loss_points:.2f} points on {lowest.photos} of their photos even when the new "
+        f"classes are never answered: --max-known-loss {bound:g} cannot be met (the corrections refit them)"
+    )
+
+
 def _copy(layer: nn.Linear) -> nn.Linear:
     copy = nn.Linear(layer.in_features, layer.out_features)
     copy.load_state_dict(layer.state_dict())
@@ -189,9 +251,13 @@ def _copy(layer: nn.Linear) -> nn.Linear:
 
 __all__ = [
     "FitConfig",
+    "KnownCost",
+    "answers",
     "balanced_weights",
     "fit_hidden_and_last",
     "fit_last_layer",
     "gaussian",
     "imprint",
+    "known_cost",
+    "offset_for_cost",
 ]
