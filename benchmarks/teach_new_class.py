@@ -6,6 +6,7 @@
     python benchmarks/teach_new_class.py tune --work /tmp/teach_loco --seed 0 --settings taught_per_batch=16
     python benchmarks/teach_new_class.py ceiling --work /tmp/teach_loco    # a linear fit on all the class's photos
     python benchmarks/teach_new_class.py bases --tuning --base-recipe full --work runs/teach_full   # a longer base
+    python benchmarks/teach_new_class.py tradeoff --work runs/teach_full   # recall against the known classes' cost
 
 Leave one class out: for each class of CLASSES, `bases` hard-links the training side of the project's validation
 split (the 10-class split every figure uses), less that class, into WORK/<class>/data and trains a base network on
@@ -172,7 +173,9 @@ def teach_runs(work: Path, modes: tuple[str, ...]) -> list[dict]:
                     out = base / f"taught_{mode}_{size}_{seed}"
                     for suffix in (".safetensors", ".json"):
                         out.with_suffix(suffix).unlink(missing_ok=True)
-                    replay = ["--data", str(base / "data")] if mode == "data" else []
+                    replay = ["--data", str(base / "data")] if mode in ("data", "bound1") else []
+                    if mode == "bound1":  # docs/teach.md, "Recall against what the known classes lose"
+                        replay += ["--max-known-loss", "1"]
                     command = heritage(
                         "teach",
                         str(folder.parent),
@@ -230,7 +233,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def tune(work: Path, size: int, seed: int, settings: list[str]) -> None:
+def tune(work: Path, size: int, seed: int, settings: list[str], max_known_loss: float | None = None) -> None:
     """One in-process `teach` on the tuning class's base (`--data` replay, FitConfig fields as NAME=VALUE): the rows
     of docs/teach.md's tuning table. `--settings stats` runs the last-layer fit without --data instead."""
     from heritage_cnn.data.folders import load_images
@@ -253,13 +256,20 @@ def tune(work: Path, size: int, seed: int, settings: list[str]) -> None:
     data, held_out = (None, None) if stats else replay_split(load_images(base / "data", parent.classes), parent)
     out = base / f"tuned_{time.time_ns()}"
     started = time.perf_counter()
-    teach(parent, read_new_classes(folder.parent, parent.classes), out, data, config, lambda _: None, held_out)
+    photos = read_new_classes(folder.parent, parent.classes)
+    taught = teach(parent, photos, out, data, config, lambda _: None, held_out, max_known_loss)
     seconds = time.perf_counter() - started
     base_score = score(base / "run", val, name)
     result = score(out, val, name, base_score["known_correct"])
     change = result["known_change"]["difference"] * 100
+    bound = (
+        f" (--max-known-loss {max_known_loss:g}: offset {taught.cost.offset:+.2f})"
+        if max_known_loss is not None
+        else ""
+    )
     print(
-        f"{name} {size} photos seed {seed} {settings}: recall {result['recall']:.1%}, known {change:+.2f} pt, {seconds:.0f} s"
+        f"{name} {size} photos seed {seed} {settings}{bound}: recall {result['recall']:.1%}, known {change:+.2f} pt, "
+        f"{seconds:.0f} s"
     )
 
 
@@ -290,9 +300,86 @@ def ceiling(work: Path, name: str) -> None:
             print(f"{name} {layer} C={c}: recall {recall:.1%}, the nine others {others:.1%}")
 
 
+OFFSETS = (-3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0)  # added to the new class's logit: the trade-off's points
+
+
+def tradeoff(work: Path) -> None:
+    """The tuning class's recall against what the nine known classes lose, as the new class's logit is moved by each
+    of OFFSETS, for two fits on the same frozen features of its base: the shipped one with `--data` (both fully
+    connected layers refitted, `fit_hidden_and_last`) and one that keeps the known classes' head fixed and learns
+    only the new class's row on the replayed photos' real features (`fit_last_layer`, known rows frozen); each with
+    20 and 50 photos (seeds 0, 1, 2, the draws of `tune`) and with every training-side photo of the class. One view,
+    no test-time augmentation, as the base is scored; docs/teach.md, "The known classes' head kept fixed"."""
+    import torch
+
+    from heritage_cnn.inference.classifier import Classifier, network_features
+    from heritage_cnn.models.checkpoint import load_checkpoint
+    from heritage_cnn.models.ensemble import networks
+    from heritage_cnn.models.openset import POOLED
+    from heritage_cnn.training.teach import _replay_labels, replay_split, views
+    from heritage_cnn.training.teach_fit import FitConfig, fit_hidden_and_last, fit_last_layer, imprint
+
+    train, val = split_of(data_root())
+    base, name = work / TUNING_CLASS, TUNING_CLASS
+    parent = load_checkpoint(base / "run")
+    head = networks(parent.model)[0].head
+    classifier = Classifier(parent, bf16=False, tta="none")
+    data, _ = replay_split(load_images(base / "data", parent.classes), parent)
+    replayed = network_features(classifier, torch.cat([data.images, data.images.flip(3)]), POOLED)[0]
+    replayed_labels = _replay_labels(data, parent.classes, "--data").repeat(2)
+    pooled_val = network_features(classifier, val.images, POOLED)[0]
+    known = len(parent.classes)
+    truth = torch.tensor(
+        [
+            parent.classes.index(c) if c in parent.classes else known
+            for c in (val.classes[i] for i in val.labels.tolist())
+        ]
+    )
+    new = truth == known
+    with torch.no_grad():
+        base_correct = head.fc2(torch.relu(head.fc1(pooled_val))).argmax(1) == truth
+    draws = {
+        (size, seed): [train.paths.index(p) for p in draw(train, name, size, seed, base / "run")]
+        for size in SIZES
+        for seed in SEEDS
+    }
+    draws[("all", 0)] = [i for i, label in enumerate(train.labels.tolist()) if train.classes[label] == name]
+    print(f"{name}: base, the nine known classes {base_correct[~new].float().mean():.1%} (one view)")
+    curves: dict[tuple, list] = {}
+    for (size, seed), index in draws.items():
+        taught = network_features(classifier, views(train.images[index]), POOLED)[0]
+        labels = torch.full((len(taught),), known)
+        config = FitConfig(seed=seed)
+        with torch.no_grad():
+            hidden, hidden_taught = (torch.relu(head.fc1(x)) for x in (replayed, taught))
+            means = torch.stack([hidden[replayed_labels == k].mean(0) for k in range(known)])
+        fc1, fc2 = fit_hidden_and_last(head, replayed, replayed_labels, taught, labels, 1, config)
+        row = fit_last_layer(
+            head.fc2,
+            torch.cat([hidden, hidden_taught]),
+            torch.cat([replayed_labels, labels]),
+            imprint(head.fc2, hidden_taught.mean(0, keepdim=True), means),
+            False,
+            config,
+        )
+        with torch.no_grad():
+            logits = {
+                "both layers refitted": fc2(torch.relu(fc1(pooled_val))),
+                "known head fixed": row(torch.relu(head.fc1(pooled_val))),
+            }
+        for fit, z in logits.items():
+            for offset in OFFSETS:
+                hit = torch.cat([z[:, :known], z[:, known:] + offset], 1).argmax(1) == truth
+                change = (hit[~new].float().mean() - base_correct[~new].float().mean()).item() * 100
+                curves.setdefault((fit, size, offset), []).append((hit[new].float().mean().item(), change))
+    for (fit, size, offset), points in curves.items():
+        recall, change = (float(np.mean(v)) for v in zip(*points, strict=True))
+        print(f"{fit}, {size} photos, offset {offset:+.1f}: recall {recall:.1%}, the nine known {change:+.2f} pt")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("stage", choices=("bases", "teach", "tune", "ceiling"))
+    parser.add_argument("stage", choices=("bases", "teach", "tune", "ceiling", "tradeoff"))
     parser.add_argument("--work", type=Path, required=True, help="folder for the base data, runs and taught models")
     parser.add_argument("--out", type=Path, help="teach: results prefix (writes <out>.json, <out>.md)")
     parser.add_argument("--tuning", action="store_true", help="bases, ceiling: the tuning class's base only")
@@ -302,7 +389,10 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=20, help="tune: photos of the tuning class")
     parser.add_argument("--seed", type=int, default=0, help="tune: seed of their draw and of the fit")
     parser.add_argument("--settings", nargs="*", default=[], help="tune: FitConfig NAME=VALUE, or 'stats'")
-    parser.add_argument("--modes", default="stats,data", help="teach: replay modes, stats (no --data) and data")
+    parser.add_argument(
+        "--modes", default="stats,data", help="teach: stats (no --data), data, bound1 (--data --max-known-loss 1)"
+    )
+    parser.add_argument("--max-known-loss", type=float, help="tune: teach's bound on the known classes' loss")
     args = parser.parse_args()
     if args.stage == "bases":
         bases(args.work, [TUNING_CLASS] if args.tuning else CLASSES, args.base_recipe)
@@ -314,8 +404,11 @@ def main() -> None:
             else:
                 print(f"{name}: no base trained in {args.work / name}; skipped")
         return
+    if args.stage == "tradeoff":
+        tradeoff(args.work)
+        return
     if args.stage == "tune":
-        tune(args.work, args.photos, args.seed, args.settings)
+        tune(args.work, args.photos, args.seed, args.settings, args.max_known_loss)
         return
     runs = teach_runs(args.work, tuple(args.modes.split(",")))
     out = args.out or Path(__file__).with_name("teach_new_class")
