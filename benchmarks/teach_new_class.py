@@ -413,9 +413,12 @@ def main() -> None:
     runs = teach_runs(args.work, tuple(args.modes.split(",")))
     out = args.out or Path(__file__).with_name("teach_new_class")
     recipe = [] if args.base_recipe == "quick" else ["--base-recipe", args.base_recipe]
+    modes = [] if args.modes == parser.get_default("modes") else ["--modes", args.modes]
     commands = [
         " ".join(["python benchmarks/teach_new_class.py bases", *recipe, "--work", str(args.work)]),
-        " ".join(["python benchmarks/teach_new_class.py teach", *recipe, "--work", str(args.work), "--out", str(out)]),
+        " ".join(
+            ["python benchmarks/teach_new_class.py teach", *recipe, *modes, "--work", str(args.work), "--out", str(out)]
+        ),
     ]
     result = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "classes": CLASSES}
     result |= {"base_recipe": args.base_recipe, "commands": commands, "runs": runs}
