@@ -20,7 +20,8 @@ from heritage_cnn.models.checkpoint import load_checkpoint
 
 @pytest.fixture(scope="module")
 def negatives(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Twelve pictures of none of the ten (flat colours, noise, checkerboards, gradients) and one broken file."""
+    """Twelve pictures of none of the ten in two kinds (flat colours and noise in drawn/, checkerboards and gradients in
+    patterns/) and one broken file."""
     root = tmp_path_factory.mktemp("negatives")
     rng = np.random.default_rng(5)
     yy, xx = np.mgrid[0:96, 0:96]
@@ -28,9 +29,10 @@ def negatives(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pictures += [rng.integers(0, 256, (96, 96, 3), dtype=np.uint8) for _ in range(3)]
     pictures += [np.repeat((((yy // s) + (xx // s)) % 2 * 255).astype(np.uint8)[..., None], 3, 2) for s in (4, 8, 16)]
     pictures += [np.stack([xx * 2, yy * 2, (xx + yy)], -1).astype(np.uint8) // d for d in (1, 2, 3)]
-    (root / "drawn").mkdir()
+    for kind in ("drawn", "patterns"):
+        (root / kind).mkdir()
     for i, picture in enumerate(pictures):
-        Image.fromarray(picture).save(root / "drawn" / f"{i:02d}.png")
+        Image.fromarray(picture).save(root / ("drawn" if i < 6 else "patterns") / f"{i:02d}.png")
     (root / "broken.jpg").write_bytes(b"\xff\xd8\xff nothing")
     return root
 
@@ -61,6 +63,16 @@ def test_evaluate_reports_the_operating_point_on_the_ten_and_on_negatives(
     drawn = [p for p in classifier.predict_files(photos) if not isinstance(p, tuple)]
     assert summary["negatives"]["photos"] == len(drawn) == 12 and summary["negatives"]["unreadable"] == 1
     assert summary["negatives"]["filed"] == sum(bool(p.known) for p in drawn)
+    filed_as: dict[str, int] = {}
+    for p in drawn:
+        if p.known:
+            filed_as[p.name] = filed_as.get(p.name, 0) + 1
+    assert summary["negatives"]["filed_as"] == filed_as  # where predict files them, most first
+    assert list(filed_as.values()) == sorted(filed_as.values(), reverse=True)
+    for kind in ("drawn", "patterns"):  # each kind of none-photo apart
+        mine = [p for p in drawn if Path(p.path).parent.name == kind]
+        part = summary["negatives"]["by_folder"][kind]
+        assert part["photos"] == len(mine) == 6 and part["filed"] == sum(bool(p.known) for p in mine)
     scores = [p.open_set_score for p in val] + [p.open_set_score for p in drawn]
     truth = [1] * len(val) + [0] * len(drawn)
     assert summary["negatives"]["score_auroc"] == pytest.approx(roc_auc_score(truth, scores), abs=1e-3)
@@ -76,6 +88,8 @@ def test_evaluate_reports_the_operating_point_on_the_ten_and_on_negatives(
             assert image.format == "PNG" and image.width > 300
     table = (evaluated / "open_set.md").read_text()
     assert "| photos of the ten called none | 1 of 48 (2.08 %) |" in table and "AUROC" in table
+    patterns = summary["negatives"]["by_folder"]["patterns"]
+    assert f"|   filed, of those in patterns/ | {patterns['filed']} of 6 (" in table
     # the tiny run's energy reads no statistics: no ridge beside its name, though the record carries one for teach
     assert summary["score"] == "energy" and summary["ridge"] is None and "| score | energy |" in table
 

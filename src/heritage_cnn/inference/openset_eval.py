@@ -28,6 +28,7 @@ import torch
 from heritage_cnn.base.io import atomic_write_text
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.decode import try_decode
+from heritage_cnn.data.folders import display_name
 from heritage_cnn.inference.classifier import find_photos
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.openset_point import OperatingPoint
@@ -77,16 +78,44 @@ def load_negatives(
 ) -> tuple[torch.Tensor, list[tuple[str, str]]]:
     """Every readable photo below `folder` (uint8, N x 3 x size x size), and the files that could not be read;
     errors name the folder after `flag`, the option that gave it."""
+    images, skipped, _ = _read_negatives(folder, size, flag)
+    return images, skipped
+
+
+def _read_negatives(
+    folder: str | os.PathLike, size: int, flag: str = "--negatives"
+) -> tuple[torch.Tensor, list[tuple[str, str]], list[Path]]:
+    """`load_negatives`, and the path of each photo read, in its order."""
     if not Path(folder).is_dir():
         raise ValueError(f"{flag} {folder}: not a folder")
     photos, problems = find_photos([folder])
     with ThreadPoolExecutor(max_workers=4) as pool:
         decoded = list(pool.map(try_decode, photos, [size] * len(photos)))
     good = [d for d in decoded if not isinstance(d, str)]
+    read = [p for p, d in zip(photos, decoded, strict=True) if not isinstance(d, str)]
     skipped = problems + [(str(p), d) for p, d in zip(photos, decoded, strict=True) if isinstance(d, str)]
     if not good:
         raise ValueError(f"{flag} {folder}: no readable photos in it")
-    return torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).contiguous(), skipped
+    return torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).contiguous(), skipped, read
+
+
+def _where_filed(
+    folder: str | os.PathLike, paths: list[Path], filed: np.ndarray, answers: np.ndarray, classes: list[str]
+) -> dict[str, Any]:
+    """Which classes the filed none-photos went to (most first), and the filed share of each first-level subfolder
+    of `folder` (photos directly in it: "."): the kinds of photo a survey folder holds, apart."""
+    counts = np.bincount(answers[filed], minlength=len(classes))
+    filed_as = {display_name(classes[k]): int(counts[k]) for k in np.argsort(-counts, kind="stable") if counts[k]}
+    groups = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else "." for p in paths]
+    by_folder = {}
+    for group in sorted(set(groups)):
+        mask = np.array([g == group for g in groups])
+        by_folder[group] = {
+            "photos": int(mask.sum()),
+            "filed": int(filed[mask].sum()),
+            "filed_share": float(filed[mask].mean()),
+        }
+    return {"filed_as": filed_as, "by_folder": by_folder}
 
 
 def decision_scores(scores: np.ndarray, noise: np.ndarray, floor: float) -> np.ndarray:
@@ -145,8 +174,9 @@ def open_set_section(
     }
     negative_scores = None
     if negatives is not None:
-        images, skipped = load_negatives(negatives, checkpoint.image_size)
-        negative_scores = scored_logits(checkpoint, point, images, tta)[1].numpy().astype(np.float64)
+        images, skipped, paths = _read_negatives(negatives, checkpoint.image_size)
+        negative_logits, negative_scores = scored_logits(checkpoint, point, images, tta)
+        negative_scores = negative_scores.numpy().astype(np.float64)
         negative_noise = point.noise(images).numpy()
         floor = min(positives.min(), negative_scores.min()) - 1
         auroc, fpr95, fpr, tpr = _roc(
@@ -165,6 +195,7 @@ def open_set_section(
             "fpr_at_95_tpr": fpr95,
             "score_auroc": score_auroc,
             "score_fpr_at_95_tpr": score_fpr95,
+            **_where_filed(negatives, paths, filed, negative_logits.argmax(1).numpy(), checkpoint.classes),
         }
         _plot_roc(fpr, tpr, auroc, 1 - summary["called_none_share"], float(filed.mean()), out / "open_set_roc.png")
     _plot_scores(positives, negative_scores, point, out / "open_set_scores.png")
@@ -228,6 +259,7 @@ def report_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
                 f"({negatives['unreadable']} unreadable skipped)",
             ),
             ("none-photos filed into a class", f"{negatives['filed']} ({100 * negatives['filed_share']:.2f} %)"),
+            *_filed_rows(negatives),
             ("AUROC (the ten against the none-photos)", f"{negatives['auroc']:.3f}"),
             ("none-photos filed at 95 % of the ten kept (FPR@95%TPR)", f"{100 * negatives['fpr_at_95_tpr']:.1f} %"),
         ]
@@ -239,6 +271,21 @@ def report_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
                     f"{negatives['score_auroc']:.3f}, {100 * negatives['score_fpr_at_95_tpr']:.1f} %",
                 ),
             ]
+    return rows
+
+
+def _filed_rows(negatives: dict[str, Any]) -> list[tuple[str, str]]:
+    """Where the filed none-photos went, and each subfolder's share filed when there are several."""
+    rows = []
+    if negatives.get("filed_as"):
+        rows.append(("  filed as", ", ".join(f"{name} {count}" for name, count in negatives["filed_as"].items())))
+    folders = negatives.get("by_folder") or {}
+    if len(folders) > 1:
+        for name, part in folders.items():
+            share = f"{part['filed']} of {part['photos']} ({100 * part['filed_share']:.2f} %)"
+            rows.append(
+                (f"  filed, of those in {shown(name)}/" if name != "." else "  filed, of those at the top", share)
+            )
     return rows
 
 
