@@ -295,3 +295,29 @@ def test_the_command_reports_what_teaching_cost_the_known_classes(nine, new_fold
     assert cli.main([*args, "--max-known-loss", "2", "--steps", "50"]) == 0
     out = capsys.readouterr().out
     assert "the known classes on the model's" in out and "keep within 2 pt" in out
+
+
+def test_an_ensemble_keeps_the_bound_in_the_float16_it_stores(nine, synthetic_root, tmp_path) -> None:
+    """Both networks' new biases lowered by the same offset, rounded to the file's float16, and the cost recorded is
+    that of the weights as stored."""
+    single = load_checkpoint(nine)
+    twin = dataclasses.replace(single, model=copy_model(single.model))
+    save_ensemble(tmp_path / "pair", [single, twin], names=["a", "b"])
+    parent = load_checkpoint(tmp_path / "pair")
+    replayed, held_out = replay_split(load_images(_nine_data(synthetic_root, tmp_path)), parent)
+    _photos(tmp_path / "new" / "portal", CLASSES.index("altar"), 24, seed=31)
+    _photos(tmp_path / "new" / "porch", CLASSES.index("apse"), 24, seed=32)
+    photos = read_new_classes(tmp_path / "new", parent.classes)
+    free = teach(parent, photos, tmp_path / "free", replayed, held_out=held_out, log=lambda _: None)
+    bound = free.cost.loss_points / 2
+    result = teach(
+        parent, photos, tmp_path / "b", replayed, held_out=held_out, log=lambda _: None, max_known_loss=bound
+    )
+    assert result.cost.offset < 0 and result.cost.loss_points <= bound
+    child = load_checkpoint(result.path)
+    for member in child.model.members:
+        bias = member.head.fc2.bias
+        assert torch.equal(bias, bias.half().float())
+    answers = Classifier(child, bf16=False, tta="none").probabilities(held_out.images).argmax(1)
+    labels = torch.tensor([parent.classes.index(held_out.classes[i]) for i in held_out.labels.tolist()])
+    assert (answers == labels).float().mean().item() == pytest.approx(result.cost.taught, abs=0.5 / len(held_out))
