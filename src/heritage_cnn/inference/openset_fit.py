@@ -87,15 +87,21 @@ def fit_operating_point(
     ridge: float = DEFAULT_RIDGE,
     reject_share: float = REJECT_SHARE,
     command: str | None = None,
+    train_features: torch.Tensor | None = None,
 ) -> OperatingPoint:
     """The operating point of `checkpoint`: class statistics (one per network, at `layer`) fitted on `train`'s photos
     and labels, which a Mahalanobis score reads and every record carries for `heritage teach`; then the threshold
-    that calls `reject_share` of `val_images` (uint8, N x 3 x H x W) "none"."""
+    that calls `reject_share` of `val_images` (uint8, N x 3 x H x W) "none". `train_features`: those photos' inputs
+    to `layer` (networks, N, D) where the caller has them already, as `network_features` computes them."""
     if score not in SCORES:
         raise ValueError(f"unknown open-set score {score!r}: choose {', '.join(SCORES)}")
     classifier = Classifier(checkpoint, bf16=False)  # float32: the same fit on every CPU (the module's docstring)
     with full_float32():
-        features = network_features(classifier, train.images, layer)
+        features = network_features(classifier, train.images, layer) if train_features is None else train_features
+        if features.shape[:2] != (checkpoint.member_count, len(train)):
+            raise ValueError(
+                f"train_features: {tuple(features.shape)} for {len(train)} photos of {checkpoint.member_count} network(s)"
+            )
         count = len(checkpoint.classes)
         stats = tuple(mahalanobis_fit(f, train.labels, num_classes=count, ridge=ridge) for f in features)
         point = OperatingPoint(score, 0.0, layer, float(ridge), reject_share, stats=stats)

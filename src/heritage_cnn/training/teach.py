@@ -168,20 +168,23 @@ def _last_layers(
 
 def _both_layers(
     parent: Checkpoint, photos: TeachPhotos, classes: list[str], data: ImageSet, config: FitConfig
-) -> list[tuple[nn.Linear | None, nn.Linear]]:
-    """With replay photos: each network's new `head.fc1` and `head.fc2`, fitted on pooled features."""
+) -> tuple[list[tuple[nn.Linear | None, nn.Linear]], torch.Tensor]:
+    """With replay photos: each network's new `head.fc1` and `head.fc2`, fitted on pooled features; and those
+    features of the replayed photos and the taught ones as they are (M, len(data) + len(photos), D), which the
+    none-of-these refit reads again (the convolutions do not change)."""
     classifier = Classifier(parent, bf16=False, tta="none")
     replayed = network_features(classifier, torch.cat([data.images, data.images.flip(3)]), POOLED)
     replayed_labels = _replay_labels(data, parent.classes, "--data").repeat(2)
     taught = network_features(classifier, views(photos.images), POOLED)
     labels = _class_ids(photos.labels, classes).repeat(len(VIEWS))
     added = len(classes) - len(parent.classes)
-    return [
+    heads = [
         fit_hidden_and_last(
             net.head, replayed[m], replayed_labels, taught[m], labels, added, replace(config, seed=config.seed + m)
         )
         for m, net in enumerate(networks(parent.model))
     ]
+    return heads, torch.cat([replayed[:, : len(data)], taught[:, : len(photos)]], 1)  # views are view-major
 
 
 def _with_heads(model: nn.Module, heads: list[tuple[nn.Linear | None, nn.Linear]]) -> nn.Module:
@@ -212,9 +215,11 @@ def _refitted_point(
     data: ImageSet,
     held_out: ImageSet | None,
     log: Log,
+    pooled: torch.Tensor,
 ) -> OperatingPoint | None:
     """The none-of-these record fitted again for the new head, by the parent's rule (score, layer, ridge, share):
-    the statistics on its training photos and the taught ones, the threshold on its validation photos."""
+    the statistics on its training photos and the taught ones (from their `pooled` features through the new head),
+    the threshold on its validation photos."""
     point = parent.open_set
     if point is None:
         return None
@@ -227,7 +232,15 @@ def _refitted_point(
     ridge = point.ridge if point.ridge is not None else DEFAULT_RIDGE
     command = "heritage teach --data: fitted again on the parent's training photos and the taught ones"
     layer = point.layer or PENULTIMATE
-    return fit_operating_point(child, train, held_out.images, point.score, layer, ridge, point.reject_share, command)
+    with torch.no_grad():
+        features = (
+            torch.stack([torch.relu(net.head.fc1(f)) for net, f in zip(networks(child.model), pooled, strict=True)])
+            if layer == PENULTIMATE
+            else pooled
+        )
+    return fit_operating_point(
+        child, train, held_out.images, point.score, layer, ridge, point.reject_share, command, train_features=features
+    )
 
 
 def _point(
@@ -363,7 +376,7 @@ def teach(
     if data is None:
         heads, new_means = _last_layers(parent, photos, classes, config)
     else:
-        heads, new_means = _both_layers(parent, photos, classes, data, config), []
+        (heads, pooled), new_means = _both_layers(parent, photos, classes, data, config), []
     ensemble = isinstance(parent.model, Ensemble)
     model = _with_heads(parent.model, heads)
     if ensemble:
@@ -374,7 +387,7 @@ def teach(
     if data is None:
         point = _point(parent, model, new_means, photos, classes)
     else:
-        point = _refitted_point(parent, child, photos, classes, data, held_out, log)
+        point = _refitted_point(parent, child, photos, classes, data, held_out, log, pooled)
     record = _record(parent, photos, added, replay, config)
     if cost is not None:
         record["known_cost"] = {**asdict(cost), "loss_points": cost.loss_points, "view": "one view, float32"}

@@ -158,19 +158,25 @@ def fit_hidden_and_last(
     dropout = head.drop1.p
     optimiser = torch.optim.Adam([*fc1.parameters(), *fc2.parameters()], lr=config.hidden_lr)
     generator = torch.Generator().manual_seed(config.seed)
-    for _ in range(config.hidden_steps):
-        old = torch.randint(len(replayed), (min(BATCH, len(replayed)),), generator=generator)
-        new = torch.randint(len(taught), (config.taught_per_batch,), generator=generator) if len(taught) else old[:0]
-        x = torch.cat([replayed[old], taught[new]])
-        y = torch.cat([replayed_labels[old], taught_labels[new]])
-        logits = fc2(F.dropout(F.relu(fc1(F.dropout(x, dropout))), dropout))
-        loss = F.cross_entropy(logits, y, weight=weight)
-        if config.distill_weight:
-            mine = F.log_softmax(logits[: len(old), :known] / TEMPERATURE, 1)
-            loss = loss + config.distill_weight * TEMPERATURE**2 * F.kl_div(mine, targets[old], reduction="batchmean")
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+    with torch.random.fork_rng(devices=[]):  # dropout's draws from the seed too: one seed, one head
+        torch.manual_seed(config.seed)
+        for _ in range(config.hidden_steps):
+            old = torch.randint(len(replayed), (min(BATCH, len(replayed)),), generator=generator)
+            new = (
+                torch.randint(len(taught), (config.taught_per_batch,), generator=generator) if len(taught) else old[:0]
+            )
+            x = torch.cat([replayed[old], taught[new]])
+            y = torch.cat([replayed_labels[old], taught_labels[new]])
+            logits = fc2(F.dropout(F.relu(fc1(F.dropout(x, dropout))), dropout))
+            loss = F.cross_entropy(logits, y, weight=weight)
+            if config.distill_weight:
+                mine = F.log_softmax(logits[: len(old), :known] / TEMPERATURE, 1)
+                loss = loss + config.distill_weight * TEMPERATURE**2 * F.kl_div(
+                    mine, targets[old], reduction="batchmean"
+                )
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
     _finite(fc1, fc2)
     return fc1, fc2
 
