@@ -17,7 +17,9 @@ from conftest import CLASSES, TINY, draw
 from heritage_cnn import cli
 from heritage_cnn.base.io import CheckpointError
 from heritage_cnn.data.folders import DatasetError, load_images
+from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes
 from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.inference.evaluate import near_any
 from heritage_cnn.inference.openset_fit import fit_operating_point
 from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, TeachPhotos, read_new_classes
 from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint, save_ensemble
@@ -110,7 +112,8 @@ def test_with_data_both_layers_are_fitted_and_none_of_these_is_fitted_again(nine
     assert np.mean([label == NEW for label in known]) <= 0.05
     assert np.mean(np.array(known) == truth) >= np.mean(np.array(before) == truth)
     point = child.open_set  # fitted again on the parent's validation photos, by the parent's rule
-    assert point is not None and point.fitted_on["val_photos"] == len(held_out)
+    taught = near_any(perceptual_hashes(held_out.images), perceptual_hashes(photos.images), NEAR_DUPLICATE_DISTANCE)
+    assert point is not None and point.fitted_on["val_photos"] == len(held_out) - taught.sum()  # none it was taught
     assert point.threshold != parent.open_set.threshold and point.stats[0].means.shape[0] == 10
     without = teach(parent, photos, tmp_path / "no_threshold", data=replayed, log=lambda _: None)
     assert load_checkpoint(without.path).open_set is None  # no validation photos: it cannot reject, and says so
@@ -369,3 +372,29 @@ def test_one_seed_gives_one_model(nine, new_folder, synthetic_root, tmp_path) ->
     a, b, c = (load_checkpoint(r.path).model.head for r in runs)
     assert torch.equal(a.fc1.weight, b.fc1.weight) and torch.equal(a.fc2.weight, b.fc2.weight)
     assert not torch.equal(a.fc1.weight, c.fc1.weight)
+
+
+def test_validation_photos_that_are_taught_set_neither_threshold_nor_cost(nine, new_folder, synthetic_root, tmp_path):
+    """Corrections made on a sort of the model's own validation photos: those photos are left out of the photos the
+    threshold and the cost are measured on, and the command says how many."""
+    parent = load_checkpoint(nine)
+    replayed, held_out = replay_split(load_images(_nine_data(synthetic_root, tmp_path)), parent)
+    new = read_new_classes(new_folder, parent.classes)
+    pick = [0, 5, 9]
+    photos = TeachPhotos(
+        torch.cat([new.images, held_out.images[pick]]),
+        [*new.labels, *(held_out.classes[int(held_out.labels[i])] for i in pick)],
+        [*new.paths, *(f"confirmed_{i}.png" for i in pick)],
+        [*new.digests, *(f"{i:064x}" for i in pick)],
+        [*new.kinds, *["confirmed"] * len(pick)],
+    )
+    lines: list[str] = []
+    result = teach(
+        parent, photos, tmp_path / "taught", replayed, held_out=held_out, log=lambda line: lines.append(line)
+    )
+    # the three, and any other within the near-duplicate distance of a taught photo (synthetic photos of one class
+    # can be: their perceptual hashes are those of a smooth pattern)
+    near = near_any(perceptual_hashes(held_out.images), perceptual_hashes(photos.images), NEAR_DUPLICATE_DISTANCE)
+    assert near[pick].all() and result.cost.photos == len(held_out) - near.sum()
+    assert load_checkpoint(result.path).open_set.fitted_on["val_photos"] == len(held_out) - near.sum()
+    assert any(line.startswith(f"{near.sum()} of the model's {len(held_out)} validation photos are") for line in lines)

@@ -321,6 +321,20 @@ def _trained_on(parent: Checkpoint, hashes: np.ndarray) -> dict | None:
     return {"phash": [f"{int(h):016x}" for h in np.concatenate([before, hashes])], "distance": distance}
 
 
+def _not_taught(held_out: ImageSet | None, hashes: np.ndarray, log: Log) -> ImageSet | None:
+    """The parent's validation photos less those a taught photo repeats (corrections of a sort of them are): the
+    threshold and the cost are set on photos the fit did not see."""
+    if held_out is None or not len(held_out) or not len(hashes):
+        return held_out
+    taught = near_any(set_hashes(held_out), hashes, NEAR_DUPLICATE_DISTANCE)
+    if taught.any():
+        log(
+            f"{int(taught.sum())} of the model's {len(held_out)} validation photos are among the photos taught: the "
+            f"none-of-these threshold and the cost to the known classes are set on the other {int((~taught).sum())}"
+        )
+    return held_out.subset(np.flatnonzero(~taught))
+
+
 def _learnable(parent: Checkpoint, photos: TeachPhotos) -> tuple[TeachPhotos, np.ndarray, list, list[str]]:
     """The photos not yet in the parent's training data, their perceptual hashes, the others with why, and the
     classes they add; a DatasetError when nothing is left or a new class keeps fewer than MIN_NEW_PHOTOS."""
@@ -363,11 +377,13 @@ def teach(
         if path.exists():
             raise CheckpointError(f"{path}: exists; teach never overwrites a model: choose another --out")
     photos, hashes, skipped_known, added = _learnable(parent, photos)
+    held_out = _not_taught(held_out, hashes, log)
     if max_known_loss is not None:
         if data is None or held_out is None or not len(held_out):
             raise ValueError(
                 "--max-known-loss measures the known classes on the model's validation photos: give --data, the "
-                "folder it trained on (a model that records its training photos)"
+                "folder it trained on (a model that records its training photos), with photos it neither trained on "
+                "nor is taught"
             )
         if not added:
             raise ValueError("--max-known-loss bounds what new classes take from the known ones, and none is added")
