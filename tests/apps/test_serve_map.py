@@ -240,6 +240,7 @@ def test_page_shows_what_is_where_from_the_keyboard(server: str, browser, tmp_pa
 
 def test_page_map_fits_a_narrow_screen_and_says_why_when_busy(server: str, browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     photo = tmp_path / "small.png"
     photo.write_bytes(png(draw(RIGHT, np.random.default_rng(0))[:40, :50]))
@@ -255,7 +256,9 @@ def test_page_map_fits_a_narrow_screen_and_says_why_when_busy(server: str, brows
     button = browser.find_element(By.CSS_SELECTOR, "button.map-button")
     button.click()
     panel = browser.find_element(By.CSS_SELECTOR, ".where-panel")
-    assert "mapping 2 photos already" in panel.text and "(HTTP 503)" in panel.text
+    # the stubbed answer arrives after the click returns (a resolved promise is still asynchronous): wait for it
+    WebDriverWait(browser, 30).until(lambda _: "(HTTP 503)" in panel.text)
+    assert "mapping 2 photos already" in panel.text
     assert "not mapped" in browser.find_element(By.ID, "status").text
 
 
