@@ -302,7 +302,21 @@ def test_the_command_reports_what_teaching_cost_the_known_classes(nine, new_fold
     args = ["teach", str(new_folder), "--model", str(nine), "--data", str(data), "--out", str(tmp_path / "m")]
     assert cli.main([*args, "--max-known-loss", "2", "--steps", "50"]) == 0
     out = capsys.readouterr().out
-    assert "the known classes on the model's" in out and "keep within 2 pt" in out
+    assert "the known classes on the model's" in out and "of them given a new class" in out
+    assert "keep within 2 pt" in out
+
+
+def test_the_cost_line_names_new_classes_only_when_there_are() -> None:
+    from heritage_cnn.cli.teach import _cost_line
+    from heritage_cnn.training.teach_fit import KnownCost
+
+    cost = KnownCost(photos=200, parent=0.9, taught=0.905, new_answers=0.0)
+    assert _cost_line(cost, []) == "the known classes on the model's 200 validation photos: 90.0% -> 90.5% (+0.5 pt)"
+    bounded = KnownCost(photos=200, parent=0.9, taught=0.89, new_answers=0.02, offset=-1.5, bound=1.0)
+    assert _cost_line(bounded, ["portal"]) == (
+        "the known classes on the model's 200 validation photos: 90.0% -> 89.0% (-1.0 pt), 2.0% of them given a new "
+        "class; new classes' logits lowered by 1.50 to keep within 1 pt"
+    )
 
 
 def test_an_ensemble_keeps_the_bound_in_the_float16_it_stores(nine, synthetic_root, tmp_path) -> None:

@@ -93,21 +93,23 @@ def cmd_teach(args: argparse.Namespace) -> int:
         print(f"skipped {skipped} photo(s) (the first ten listed above)")
     print(f"replay: {result.replay}; {result.seconds:.1f} s")
     if result.cost is not None:
-        print(_cost_line(result.cost))
+        print(_cost_line(result.cost, result.added))
     print(f"model: {result.path} ({len(result.classes)} classes; use it with --model {result.path.with_suffix('')})")
     return 0
 
 
-def _cost_line(cost) -> str:  # a KnownCost
-    lowered = (
-        f"; new classes' logits lowered by {-cost.offset:.2f} to keep within {cost.bound:g} pt"
-        if cost.bound is not None
-        else ""
-    )
-    return (
+def _cost_line(cost, added: list[str]) -> str:  # a KnownCost
+    """One line: the known classes' accuracy on the model's validation photos before and after, and what the new
+    classes took of them (corrections alone add none: the change is theirs)."""
+    line = (
         f"the known classes on the model's {cost.photos} validation photos: {cost.parent:.1%} -> {cost.taught:.1%} "
-        f"({-cost.loss_points:+.1f} pt), {cost.new_answers:.1%} of them given a new class{lowered}"
+        f"({-cost.loss_points:+.1f} pt)"
     )
+    if added:
+        line += f", {cost.new_answers:.1%} of them given a new class"
+    if cost.bound is not None:
+        line += f"; new classes' logits lowered by {-cost.offset:.2f} to keep within {cost.bound:g} pt"
+    return line
 
 
 def register(commands: argparse._SubParsersAction) -> None:
