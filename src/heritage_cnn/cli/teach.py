@@ -137,4 +137,4 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="with --data: the most accuracy points the known classes may lose on the model's validation photos; "
         "the new classes are answered less often to keep within it (default: as fitted, the cost reported)",
     )
-    add_seed(p, "seed of the replay samples")
+    add_seed(p, "seed of the fit: its replay samples, minibatches and dropout")
