@@ -309,7 +309,7 @@ def tradeoff(work: Path) -> None:
     connected layers refitted, `fit_hidden_and_last`) and one that keeps the known classes' head fixed and learns
     only the new class's row on the replayed photos' real features (`fit_last_layer`, known rows frozen); each with
     20 and 50 photos (seeds 0, 1, 2, the draws of `tune`) and with every training-side photo of the class. One view,
-    no test-time augmentation, as the base is scored; docs/teach.md, "The known classes' head kept fixed"."""
+    no test-time augmentation, as the base is scored; docs/teach.md, "Recall against what the known classes lose"."""
     import torch
 
     from heritage_cnn.inference.classifier import Classifier, network_features
@@ -345,14 +345,16 @@ def tradeoff(work: Path) -> None:
     }
     draws[("all", 0)] = [i for i, label in enumerate(train.labels.tolist()) if train.classes[label] == name]
     print(f"{name}: base, the nine known classes {base_correct[~new].float().mean():.1%} (one view)")
+    with torch.no_grad():
+        hidden = torch.relu(head.fc1(replayed))
+        means = torch.stack([hidden[replayed_labels == k].mean(0) for k in range(known)])
     curves: dict[tuple, list] = {}
     for (size, seed), index in draws.items():
         taught = network_features(classifier, views(train.images[index]), POOLED)[0]
         labels = torch.full((len(taught),), known)
         config = FitConfig(seed=seed)
         with torch.no_grad():
-            hidden, hidden_taught = (torch.relu(head.fc1(x)) for x in (replayed, taught))
-            means = torch.stack([hidden[replayed_labels == k].mean(0) for k in range(known)])
+            hidden_taught = torch.relu(head.fc1(taught))
         fc1, fc2 = fit_hidden_and_last(head, replayed, replayed_labels, taught, labels, 1, config)
         row = fit_last_layer(
             head.fc2,

@@ -106,7 +106,8 @@ def _where_filed(
     of `folder` (photos directly in it: "."): the kinds of photo a survey folder holds, apart."""
     counts = np.bincount(answers[filed], minlength=len(classes))
     filed_as = {display_name(classes[k]): int(counts[k]) for k in np.argsort(-counts, kind="stable") if counts[k]}
-    groups = [p.relative_to(folder).parts[0] if len(p.relative_to(folder).parts) > 1 else "." for p in paths]
+    parts = [p.relative_to(folder).parts for p in paths]
+    groups = [part[0] if len(part) > 1 else "." for part in parts]
     by_folder = {}
     for group in sorted(set(groups)):
         mask = np.array([g == group for g in groups])

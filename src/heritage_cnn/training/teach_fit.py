@@ -238,10 +238,12 @@ def offset_for_cost(parent_logits: torch.Tensor, logits: torch.Tensor, labels: t
     known classes lose at most `bound` accuracy points on these photos, with its cost: the fit's own answers when they
     meet the bound, never more new-class answers than it gave. Lowering the new classes' logits takes back photos
     given a new class; a bound the known rows' own refit already exceeds cannot be met: ValueError."""
+    known = parent_logits.shape[-1]
+    parent = (answers(parent_logits, known) == labels).float().mean().item()  # the same at every offset
     for offset in torch.arange(0.0, -OFFSET_RANGE - OFFSET_STEP / 2, -OFFSET_STEP).tolist():
-        cost = known_cost(parent_logits, logits, labels, round(offset, 6))
-        if cost.loss_points <= bound + 1e-9:
-            return replace(cost, bound=bound)
+        taught = (answers(logits, known, round(offset, 6)) == labels).float().mean().item()
+        if 100.0 * (parent - taught) <= bound + 1e-9:
+            return replace(known_cost(parent_logits, logits, labels, round(offset, 6)), bound=bound)
     lowest = known_cost(parent_logits, logits, labels, -OFFSET_RANGE)
     raise ValueError(
         f"the known classes lose {lowest.loss_points:.2f} points on {lowest.photos} of their photos even when the new "
