@@ -277,7 +277,7 @@ def _known_cost(parent: Checkpoint, model: nn.Module, held_out: ImageSet, bound:
     again). The cost recorded is the final weights'."""
     known = len(parent.classes)
     pooled = network_features(Classifier(parent, bf16=False, tta="none"), held_out.images, POOLED)
-    labels = torch.tensor([parent.classes.index(held_out.classes[i]) for i in held_out.labels.tolist()])
+    labels = _class_ids([held_out.classes[i] for i in held_out.labels.tolist()], parent.classes)
 
     def logits(m: nn.Module) -> torch.Tensor:
         return torch.stack(
