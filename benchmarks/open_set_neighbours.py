@@ -30,18 +30,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from open_set import TIME_PHOTOS, auroc_fpr, forward, load_negatives, timing  # noqa: E402
-from open_set_loco import pick as pick_photos  # noqa: E402
-from run import data_root, hardware  # noqa: E402
-from teach_new_class import ALL_CLASSES, split_of  # noqa: E402
-
-from heritage_cnn.base.io import atomic_write_json, atomic_write_text  # noqa: E402
-from heritage_cnn.data.split import perceptual_hashes  # noqa: E402
-from heritage_cnn.inference.classifier import Classifier  # noqa: E402
-from heritage_cnn.inference.evaluate import near_any, trained_on  # noqa: E402
-from heritage_cnn.models import openset  # noqa: E402
-from heritage_cnn.models.checkpoint import load_checkpoint  # noqa: E402
-from heritage_cnn.models.ensemble import networks  # noqa: E402
+from heritage_cnn.base.io import atomic_write_json, atomic_write_text
+from heritage_cnn.data.split import perceptual_hashes
+from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.inference.evaluate import near_any, trained_on
+from heritage_cnn.models import openset
+from heritage_cnn.models.checkpoint import load_checkpoint
+from heritage_cnn.models.ensemble import networks
+from open_set import TIME_PHOTOS, auroc_fpr, forward, load_negatives, timing
+from open_set_loco import pick as pick_photos
+from run import data_root, hardware
+from teach_new_class import ALL_CLASSES, split_of
 
 LAYERS = (openset.PENULTIMATE, openset.POOLED)
 KS = (1, 2, 5, 10, 20, 50, 100)
@@ -163,7 +162,7 @@ def model_table(name: str, photos, hashes: np.ndarray, tuning: torch.Tensor, rec
     return classifier, scorer, records, table
 
 
-def bank_sample(records: dict, labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
+def bank_sample(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
     """Indices of a seeded class-stratified sample of `size` fit photos (each class in proportion, at least one)."""
     rng = np.random.default_rng(seed)
     labels = labels.numpy()
@@ -187,7 +186,9 @@ def loco(work: Path, settings: dict[str, str]) -> list[dict]:
         in_nine = np.array([train.classes[i] != left_out for i in train.labels.tolist()])
         records = {
             "fit": forward(classifier, pick_photos(train, seen & in_nine)),
-            "pos": forward(classifier, pick_photos(val, np.array([val.classes[i] != left_out for i in val.labels.tolist()]))),
+            "pos": forward(
+                classifier, pick_photos(val, np.array([val.classes[i] != left_out for i in val.labels.tolist()]))
+            ),
             "neg": forward(
                 classifier,
                 torch.cat(
@@ -249,7 +250,9 @@ def decide(families: dict) -> dict:
     best = max(families, key=lambda n: families[n]["merit"])
     row = families[best]
     if best == "energy" or row["merit"] < energy + MARGIN:
-        text = f"no variant's merit is {MARGIN} above energy's {energy:.3f} (best {best} {row['merit']:.3f}): energy stays"
+        text = (
+            f"no variant's merit is {MARGIN} above energy's {energy:.3f} (best {best} {row['merit']:.3f}): energy stays"
+        )
         return {"pick": "energy", "text": text}
     if row.get("time_ratio", np.inf) > MAX_RATIO:
         return {"pick": "energy", "text": f"{best} takes {row['time_ratio']:.3f}x the time: energy stays"}
@@ -300,7 +303,7 @@ def main() -> None:
     if pick.startswith("knn"):
         k_full = int(families[pick]["default"]["variant"].split("=")[-1])
         fit_labels = photos.labels[np.flatnonzero(near_any(hashes, *trained_on(classifier.checkpoint)))]
-        index = bank_sample(records, fit_labels, SHIPPED_BANK)
+        index = bank_sample(fit_labels, SHIPPED_BANK)
         k = max(1, round(k_full * len(index) / len(fit_labels)))
         layer = pick[len("knn[") : -1]
         scorer.banks[layer] = [b[index] for b in scorer.banks[layer]]
