@@ -2,6 +2,7 @@
 (docs/open_set.md, "Nearest neighbours and clipped activations, declared before measured")
 
     python benchmarks/open_set_neighbours.py --loco runs/teach_quick [--records DIR] [--out benchmarks]
+    python benchmarks/open_set_neighbours.py confirm --bases runs/teach_loco_full runs/teach_full
 
 Reads `tuning/` of the negative set and the leave-one-class-out bases, never `reporting/`. For `default` and `fast`
 (as `Classifier` runs them) each variant's setting maximises its AUROC on `tuning/` (kinds pooled) against the 2,026
@@ -10,6 +11,9 @@ validation side of the nine classes (positives) and every photo of the tenth (ne
 names the score to ship, if any: the highest merit (the smaller of `default`'s tuning AUROC and the leave-one-class-
 out mean), at least 0.01 above energy's, at most 1.10x `default`'s prediction time. Writes OUT/open_set_neighbours.json
 and .md.
+`confirm` is the declared second test of ReAct on the pooled features (p = 80) against energy, on bases the first
+run never read (docs/open_set.md, "a confirmation on other networks"); it writes OUT/open_set_react_confirm.json and
+.md.
 
 - `knn[layer]@k`: minus the distance of the L2-normalised feature to the k-th nearest normalised feature of the
   photos the network trained on (Sun et al., 2022);
@@ -48,6 +52,9 @@ PERCENTILES = (80, 85, 90, 95, 99, 100)
 MARGIN = 0.01  # merit a variant must gain over energy's to replace it
 MAX_RATIO = 1.10  # the issue's time budget for the score
 SHIPPED_BANK = 2048  # photos per network a shipped kNN score keeps, if it keeps a sample
+CONFIRM_FAMILY = f"react[{openset.POOLED}]"  # the confirmation's variant (docs/open_set.md, "a confirmation")
+CONFIRM_SETTING = f"{CONFIRM_FAMILY}@p=80"  # the p both models chose on tuning
+CONFIRM_AT_LEAST = -0.005  # the mean AUROC difference against energy the confirmation allows
 CHUNK = 1024  # queries per distance matrix: bounded memory whatever the set's size
 
 
@@ -174,13 +181,14 @@ def bank_sample(labels: torch.Tensor, size: int, seed: int = 0) -> torch.Tensor:
     return torch.as_tensor(np.sort(np.concatenate(chosen)))
 
 
-def loco(work: Path, settings: dict[str, str]) -> list[dict]:
-    """Each base's AUROC for every family at `fast`'s setting: the nine classes' validation side against the tenth."""
+def loco(bases: list[tuple[str, Path]], settings: dict[str, str]) -> list[dict]:
+    """Each base's AUROC for every family at the setting given (`fast`'s), its run folder given with the class it
+    left out: the nine classes' validation side against every photo of the tenth."""
     train, val = split_of(data_root())
     train_hashes = perceptual_hashes(train.images)
     rows = []
-    for left_out in ALL_CLASSES:
-        checkpoint = load_checkpoint(work / left_out / "run")
+    for left_out, run in bases:
+        checkpoint = load_checkpoint(run)
         classifier = Classifier(checkpoint)
         seen = near_any(train_hashes, *trained_on(checkpoint))
         in_nine = np.array([train.classes[i] != left_out for i in train.labels.tolist()])
@@ -259,14 +267,60 @@ def decide(families: dict) -> dict:
     return {"pick": best, "text": f"{best} (merit {row['merit']:.3f} against energy's {energy:.3f}) replaces energy"}
 
 
+def confirm(runs: list[Path], out: Path) -> dict:
+    """The declared confirmation: energy against ReAct on the pooled features at `CONFIRM_SETTING` on other bases,
+    each a folder `<left-out class>/run` below one of `runs`."""
+    bases = sorted((d.name, d / "run") for root in runs for d in root.iterdir() if (d / "trained").exists())
+    rows = loco(bases, {"energy": "energy", CONFIRM_FAMILY: CONFIRM_SETTING})
+    differences = np.array([row[CONFIRM_FAMILY]["auroc"] - row["energy"]["auroc"] for row in rows])
+    mean = float(differences.mean())
+    adopted = mean >= CONFIRM_AT_LEAST
+    result = {
+        "command": "python benchmarks/open_set_neighbours.py " + " ".join(sys.argv[1:]),
+        "date": datetime.date.today().isoformat(),
+        "hardware": hardware(),
+        "bases": rows,
+        "mean_difference": mean,
+        "adopted": adopted,
+    }
+    lines = [
+        f"# ReAct on the pooled features (p = 80) against energy, full-recipe bases ({result['date']})",
+        "",
+        f"`{result['command']}`. Positives: the validation side of the nine classes; negatives: every photo of the tenth.",
+        "",
+        "| left out | energy | ReAct, pooled, p = 80 | difference |",
+        "|---|---|---|---|",
+    ]
+    for row, diff in zip(rows, differences, strict=True):
+        lines.append(
+            f"| {row['class']} | {row['energy']['auroc']:.3f} | {row[CONFIRM_FAMILY]['auroc']:.3f} | {diff:+.3f} |"
+        )
+    verdict = "ReAct replaces energy" if adopted else "energy stays"
+    lines += ["", f"Mean difference {mean:+.4f} (rule: >= {CONFIRM_AT_LEAST}): **{verdict}**.", ""]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "open_set_react_confirm.json", result)
+    atomic_write_text(out / "open_set_react_confirm.md", "\n".join(lines))
+    print("\n".join(lines))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stage", nargs="?", choices=("rule", "confirm"), default="rule")
     parser.add_argument("--negatives", type=Path, default=Path(__file__).resolve().parent.parent / "data/negatives")
-    parser.add_argument("--loco", type=Path, required=True, help="the ten leave-one-class-out bases (open_set_loco.py)")
+    parser.add_argument("--loco", type=Path, help="rule: the ten leave-one-class-out bases (open_set_loco.py)")
+    parser.add_argument("--bases", type=Path, nargs="+", help="confirm: folders of <class>/run bases")
     parser.add_argument("--records", type=Path, default=None, help="keep the forward passes here (a rerun reuses them)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.stage == "confirm":
+        if not args.bases:
+            parser.error("confirm needs --bases")
+        confirm(args.bases, args.out)
+        return
+    if args.loco is None:
+        parser.error("rule needs --loco")
     from heritage_cnn.data.folders import find_layout, load_images
 
     photos = load_images(find_layout(data_root()).train)
@@ -279,7 +333,8 @@ def main() -> None:
         tables[name] = (classifier, scorer, records, table)
         for fam, best in best_settings(table, "val", "tuning").items():
             families.setdefault(fam, {})[name] = best
-    rows = loco(args.loco, {fam: row["fast"]["variant"] for fam, row in families.items()})
+    bases = [(name, args.loco / name / "run") for name in ALL_CLASSES]
+    rows = loco(bases, {fam: row["fast"]["variant"] for fam, row in families.items()})
     for fam, row in families.items():
         row["loco_mean"] = float(np.mean([r[fam]["auroc"] for r in rows]))
         row["merit"] = min(row["default"]["auroc"], row["loco_mean"])
