@@ -124,7 +124,8 @@ class Scorer:
         """{variant: {set: scores}}; the kNN distances of every k from one sort."""
         result: dict[str, dict[str, np.ndarray]] = {}
         for name, record in records.items():
-            result.setdefault("energy", {})[name] = self.variants()["energy"](record).numpy().astype(np.float64)
+            energy = torch.stack([openset.energy(m) for m in record.member_logits]).mean(0)
+            result.setdefault("energy", {})[name] = energy.numpy().astype(np.float64)
             for layer in LAYERS:
                 for k, s in self.knn(record, layer).items():
                     result.setdefault(f"knn[{layer}]@k={k}", {})[name] = s.numpy().astype(np.float64)
@@ -321,6 +322,11 @@ def main() -> None:
         return
     if args.loco is None:
         parser.error("rule needs --loco")
+    rule(args)
+
+
+def rule(args: argparse.Namespace) -> dict:
+    """The declared run: every variant's setting chosen on tuning, the bases read, the rule applied."""
     from heritage_cnn.data.folders import find_layout, load_images
 
     photos = load_images(find_layout(data_root()).train)
@@ -371,6 +377,7 @@ def main() -> None:
     atomic_write_json(args.out / "open_set_neighbours.json", result)
     atomic_write_text(args.out / "open_set_neighbours.md", markdown(result))
     print(markdown(result))
+    return result
 
 
 if __name__ == "__main__":

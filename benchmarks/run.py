@@ -4,8 +4,10 @@
     python benchmarks/run.py --only gemm train   # a subset: gemm train predict shipped ddp deconv synthesis recipe
     python benchmarks/run.py --quick             # fewer steps, recipe skipped (a smoke run)
 
-Writes benchmarks/results.json and benchmarks/results.md (or --out DIR). Needs the data:
-$HERITAGE_DATA or ../shared/datasets/ahe64.
+Writes benchmarks/results.json and benchmarks/results.md (or --out DIR) after every section, keeping the last
+figures of sections not run (each section's date and machine in `measured`). Needs the data: $HERITAGE_DATA or
+../shared/datasets/ahe64. The synthesis section also needs judge networks (benchmarks/train_pool.py, or --judge PATH);
+without them it is skipped and says why.
 """
 
 from __future__ import annotations
@@ -347,6 +349,20 @@ def bench_ddp(root: Path, out: Path) -> dict[str, float]:
     return {"ddp1_images_per_s": rates[1], "ddp2_images_per_s": rates[2], "ddp_scaling": rates[2] / rates[1]}
 
 
+def missing_judges(judge: str | None) -> str | None:
+    """Why the synthesis section cannot run, or None: it needs networks that did not draw the images to judge them,
+    `judge` or the pool's (benchmarks/bench_synthesis.py's HELD_OUT and TUNING, trained by benchmarks/train_pool.py,
+    hours on two cores: not something `make bench` trains on the way)."""
+    from bench_synthesis import HELD_OUT, TUNING
+
+    if judge is not None or any(Path(p).exists() for p in (*HELD_OUT, *TUNING)):
+        return None
+    return (
+        "no judge networks (benchmarks/train_pool.py trains them into runs/pool, or give one with --judge PATH); "
+        "the figures of its last run are kept"
+    )
+
+
 def bench_script(script: str, key: str, *args: str) -> dict[str, Any]:
     """Run one of the feature benchmarks (each writes benchmarks/out/<key>.json) and keep its figures."""
     subprocess.run([sys.executable, str(HERE / script), *args], check=True)
@@ -375,6 +391,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"torch {hw['torch']} ({hw['cpu_capability']}), heritage-cnn {hw['heritage_cnn']}, {results['date']}.",
         "Every ratio compares two figures measured in the same run on the same machine.",
         *_sections_measured(results.get("measured", {})),
+        *[f"Not measured in this run: {name} ({why})." for name, why in results.get("skipped", {}).items()],
         "",
         "| figure | value | baseline / bound | ratio |",
         "|---|---|---|---|",
@@ -465,8 +482,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer steps and no recipe run")
     parser.add_argument("--model", help="checkpoint for the prediction benchmark (default: the shipped fast network)")
     parser.add_argument("--out", default=str(HERE), help="where results.json/md go (default benchmarks/)")
-    parser.add_argument("--judge", help="second network for the synthesis benchmark (default: trained once, cached)")
+    parser.add_argument(
+        "--judge",
+        help="a held-out judge for the synthesis benchmark (default: the judges benchmarks/train_pool.py trains in "
+        "runs/pool; without any, that section is skipped and its last figures kept)",
+    )
     args = parser.parse_args()
+    if args.judge is not None and not Path(args.judge).exists():
+        parser.error(f"--judge {args.judge}: no such file or folder")
     wanted = set(args.only or SECTIONS)
     if args.quick:
         wanted -= {"recipe", "synthesis", "ddp"}
@@ -474,14 +497,23 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
-    if args.only and (out / "results.json").exists():  # a partial run updates the sections it ran
+    # every run updates the sections it measures and keeps the others' last figures (with their dates, in `measured`)
+    if (out / "results.json").exists():
         results = json.loads((out / "results.json").read_text())
-    results |= {"hardware": hardware(), "date": time.strftime("%Y-%m-%d"), "data": str(root)}
+    results |= {"hardware": hardware(), "date": time.strftime("%Y-%m-%d"), "data": str(root), "skipped": {}}
+    from heritage_cnn.base.io import atomic_write_json, atomic_write_text
+
+    def save() -> None:
+        """After every section, so that a section that fails loses none measured before it."""
+        atomic_write_json(out / "results.json", results)
+        atomic_write_text(out / "results.md", markdown(results))
+
     steps = 8 if args.quick else 30
     if "gemm" in wanted:
         results.setdefault("measured", {})["gemm"] = when_measured()
         results |= bench_gemm()
         print(f"gemm: {results['gemm_gflops']:.0f} GFLOP/s", flush=True)
+        save()
     if "train" in wanted:  # at the default recipe's batch size, and at 128 (the notebooks' usual batch)
         results.setdefault("measured", {})["train"] = when_measured()
         recipe_batch = TrainConfig(data="", out="").batch_size
@@ -494,10 +526,12 @@ def main() -> None:
                 f"{figures['train_baseline_images_per_s']:.0f} img/s",
                 flush=True,
             )
+        save()
     if "predict" in wanted:
         results.setdefault("measured", {})["predict"] = when_measured()
         results |= bench_predict(root, args.model or "fast")  # one network: the compute-bound comparison is per network
         print(f"predict: {results['predict_images_per_s']:.0f} img/s", flush=True)
+        save()
     if "shipped" in wanted:
         results.setdefault("measured", {})["shipped"] = when_measured()
         results |= bench_shipped(root, HERE / "out")
@@ -506,24 +540,30 @@ def main() -> None:
                 f"shipped {name}: accuracy {figures['val_accuracy']:.4f}, {figures['images_per_s']:.0f} img/s",
                 flush=True,
             )
+        save()
     if "ddp" in wanted:
         results.setdefault("measured", {})["ddp"] = when_measured()
         results |= bench_ddp(root, HERE / "out")
         print(f"ddp: {results['ddp_scaling']:.2f}x", flush=True)
+        save()
     if "deconv" in wanted:
         results.setdefault("measured", {})["deconv"] = when_measured()
         results |= bench_script("bench_deconvnet.py", "deconvnet", "--out", str(HERE / "out"))
+        save()
     if "synthesis" in wanted:
-        results.setdefault("measured", {})["synthesis"] = when_measured()
-        judge = [] if args.judge is None else ["--second", args.judge]
-        results |= bench_script("bench_synthesis.py", "synthesis", *judge)
+        missing = missing_judges(args.judge)
+        if missing:
+            results["skipped"]["synthesis"] = missing
+            print(f"synthesis: skipped: {missing}", flush=True)
+        else:
+            results.setdefault("measured", {})["synthesis"] = when_measured()
+            judge = [] if args.judge is None else ["--second", args.judge]
+            results |= bench_script("bench_synthesis.py", "synthesis", *judge)
+        save()
     if "recipe" in wanted:
         results.setdefault("measured", {})["recipe"] = when_measured()
         results |= bench_recipe(root, HERE / "out")  # run folder kept (git-ignored) for inspection
-    from heritage_cnn.base.io import atomic_write_json, atomic_write_text
-
-    atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "results.md", markdown(results))
+    save()
     print(markdown(results))
 
 
