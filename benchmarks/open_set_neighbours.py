@@ -254,6 +254,15 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def run_header() -> dict:
+    """What every result file starts with: the command, the day and the machine."""
+    return {
+        "command": "python benchmarks/open_set_neighbours.py " + " ".join(sys.argv[1:]),
+        "date": datetime.date.today().isoformat(),
+        "hardware": hardware(),
+    }
+
+
 def decide(families: dict) -> dict:
     energy = families["energy"]["merit"]
     best = max(families, key=lambda n: families[n]["merit"])
@@ -277,9 +286,7 @@ def confirm(runs: list[Path], out: Path) -> dict:
     mean = float(differences.mean())
     adopted = mean >= CONFIRM_AT_LEAST
     result = {
-        "command": "python benchmarks/open_set_neighbours.py " + " ".join(sys.argv[1:]),
-        "date": datetime.date.today().isoformat(),
-        "hardware": hardware(),
+        **run_header(),
         "bases": rows,
         "mean_difference": mean,
         "adopted": adopted,
@@ -352,9 +359,7 @@ def rule(args: argparse.Namespace) -> dict:
     for fam, row in families.items():
         row["time_ratio"] = times[fam]["ratio"]  # against a plain prediction, no score
     result = {
-        "command": "python benchmarks/open_set_neighbours.py " + " ".join(sys.argv[1:]),
-        "date": datetime.date.today().isoformat(),
-        "hardware": hardware(),
+        **run_header(),
         "families": families,
         "loco": rows,
         "timing": times,
