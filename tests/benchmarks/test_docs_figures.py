@@ -82,20 +82,34 @@ SINGLE_SOURCED = (
 )
 
 
+def typed(value: str) -> re.Pattern[str]:
+    """The figure `value` as a person would type it. A bare whole number (a rate such as 480 images/s) also reads
+    as a photo's size or a count elsewhere ("a drawn 480 x 640 JPEG"), so only with its unit."""
+    pattern = rf"(?<![\d.,]){re.escape(value)}(?![\d])"
+    if value.isdigit():
+        pattern += r"\s*(?:images|img|photos)/s"
+    return re.compile(pattern)
+
+
 @pytest.mark.parametrize("key", SINGLE_SOURCED)
 def test_a_results_json_figure_is_never_typed_outside_a_marker(key: str) -> None:
     value = render(key, RESULTS_JSON)
-    typed = re.compile(rf"(?<![\d.,]){re.escape(value)}(?![\d])")
     for path in documents():
         outside = MARKER.sub("", path.read_text(encoding="utf-8"))
-        hit = typed.search(outside)
+        hit = typed(value).search(outside)
         assert hit is None, f"{path.relative_to(ROOT)} types {value!r} ({key}) by hand: use <!--fig:{key}-->"
 
 
 def test_a_figure_typed_by_hand_is_caught() -> None:
     value = render("predict_images_per_s", RESULTS_JSON)
     text = f"fast: {value} images/s, <!--fig:predict_images_per_s-->{value}<!--/fig--> in the table"
-    assert re.search(rf"(?<![\d.,]){value}(?![\d])", MARKER.sub("", text))
+    assert typed(value).search(MARKER.sub("", text))
+    assert typed("7.4 s").search("the scan takes 7.4 s")  # a figure with its unit or decimals: wherever it stands
+
+
+def test_a_whole_number_elsewhere_is_not_a_figure() -> None:
+    assert not typed("480").search("a drawn 480 x 640 JPEG, 480 photos")
+    assert typed("480").search("(480 img/s on two cores)")
 
 
 def test_nested_and_derived_figures() -> None:
