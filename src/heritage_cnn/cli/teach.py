@@ -35,7 +35,7 @@ def _replay(args: argparse.Namespace, checkpoint):  # -> (ImageSet | None, uint8
     from heritage_cnn.data.folders import find_layout, load_images
     from heritage_cnn.training.teach import replay_split
 
-    images = load_images(find_layout(args.data).train, checkpoint.classes)
+    images = load_images(find_layout(args.data).train, checkpoint.classes, cache_dir=args.cache_dir)
     replayed, held_out = replay_split(images, checkpoint)
     if held_out is None:
         print(f"--data: {len(images)} photos replayed (the model keeps no record of its own training photos)")
@@ -72,6 +72,8 @@ def cmd_teach(args: argparse.Namespace) -> int:
 
     if args.max_known_loss is not None and not args.data:
         raise UsageError("--max-known-loss measures the known classes on the model's validation photos: add --data")
+    if args.cache_dir is not None and not args.data:
+        raise UsageError("--cache-dir keeps the --data photos and their features between runs: add --data")
     parent = load_model(args)
     photos = _photos(args, parent.classes, parent.image_size)
     for path, reason in photos.skipped[:10]:
@@ -81,7 +83,14 @@ def cmd_teach(args: argparse.Namespace) -> int:
     if args.steps is not None:  # the steps of whichever fit runs
         config = replace(config, **{"hidden_steps" if data is not None else "steps": args.steps})
     result = teach(
-        parent, photos, args.out, data=data, config=config, held_out=held_out, max_known_loss=args.max_known_loss
+        parent,
+        photos,
+        args.out,
+        data=data,
+        config=config,
+        held_out=held_out,
+        max_known_loss=args.max_known_loss,
+        cache_dir=args.cache_dir,
     )
     for path, reason in result.skipped_known[:10]:
         print(f"skipped {path}: {reason}")
@@ -136,5 +145,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="PT",
         help="with --data: the most accuracy points the known classes may lose on the model's validation photos; "
         "the new classes are answered less often to keep within it (default: as fitted, the cost reported)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="with --data: keep its decoded photos and their features here, so that the next teach from this model "
+        "or one taught from it skips the pass that takes most of the time",
     )
     add_seed(p, "seed of the fit: its replay samples, minibatches and dropout")

@@ -48,6 +48,7 @@ from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, save_ch
 from heritage_cnn.models.ensemble import Ensemble, networks
 from heritage_cnn.models.openset import PENULTIMATE, POOLED, MahalanobisStats
 from heritage_cnn.models.openset_point import OperatingPoint, network_id
+from heritage_cnn.training.teach_cache import cached_features
 from heritage_cnn.training.teach_fit import (
     FitConfig,
     KnownCost,
@@ -167,13 +168,21 @@ def _last_layers(
 
 
 def _both_layers(
-    parent: Checkpoint, photos: TeachPhotos, classes: list[str], data: ImageSet, config: FitConfig
+    parent: Checkpoint,
+    photos: TeachPhotos,
+    classes: list[str],
+    data: ImageSet,
+    config: FitConfig,
+    cache_dir: str | os.PathLike | None,
+    log: Log,
 ) -> tuple[list[tuple[nn.Linear | None, nn.Linear]], torch.Tensor]:
     """With replay photos: each network's new `head.fc1` and `head.fc2`, fitted on pooled features; and those
     features of the replayed photos and the taught ones as they are (M, len(data) + len(photos), D), which the
-    none-of-these refit reads again (the convolutions do not change)."""
+    none-of-these refit reads again (the convolutions do not change). The replayed photos' features are kept in
+    `cache_dir` between runs, where one is given (`teach_cache`)."""
     classifier = Classifier(parent, bf16=False, tta="none")
-    replayed = network_features(classifier, torch.cat([data.images, data.images.flip(3)]), POOLED)
+    replay_images = torch.cat([data.images, data.images.flip(3)])
+    replayed = cached_features(classifier, replay_images, POOLED, cache_dir, log)
     replayed_labels = _replay_labels(data, parent.classes, "--data").repeat(2)
     taught = network_features(classifier, views(photos.images), POOLED)
     labels = _class_ids(photos.labels, classes).repeat(len(VIEWS))
@@ -362,6 +371,7 @@ def teach(
     log: Log = print,
     held_out: ImageSet | None = None,
     max_known_loss: float | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> TeachResult:
     """Write a taught copy of `parent` at `out` (a new checkpoint pair; never over an existing file): the classes of
     `photos` it does not know added, its known classes refitted to corrections among them (the module's docstring).
@@ -369,7 +379,8 @@ def teach(
     `held_out`: with `data`, the parent's validation photos, where the none-of-these threshold is set again and the
     cost to the known classes is measured (`TeachResult.cost`); without them the taught model cannot reject (said in
     `log`). `max_known_loss`: the most accuracy points the known classes may lose there; the new classes' logits are
-    lowered until they lose no more (needs `held_out` and a class added)."""
+    lowered until they lose no more (needs `held_out` and a class added). `cache_dir`: where the replayed photos'
+    features are kept between runs (`teach_cache`)."""
     started = time.perf_counter()
     config = config or FitConfig()
     weights_path, meta_path = checkpoint_files(out)
@@ -392,7 +403,7 @@ def teach(
     if data is None:
         heads, new_means = _last_layers(parent, photos, classes, config)
     else:
-        (heads, pooled), new_means = _both_layers(parent, photos, classes, data, config), []
+        (heads, pooled), new_means = _both_layers(parent, photos, classes, data, config, cache_dir, log), []
     ensemble = isinstance(parent.model, Ensemble)
     model = _with_heads(parent.model, heads)
     if ensemble:
