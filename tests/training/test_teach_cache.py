@@ -124,3 +124,16 @@ def test_the_command_refuses_a_cache_without_data(parent, tmp_path, capsys) -> N
     code = cli.main(["teach", str(new), "--model", str(parent), "--out", str(tmp_path / "m"), "--cache-dir", "c"])
     assert code == 2
     assert "--cache-dir" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_a_cache_file_larger_than_its_features_is_not_read(setting, tmp_path) -> None:
+    checkpoint, replayed, _, _ = setting
+    classifier = Classifier(checkpoint, bf16=False, tta="none")
+    images = replayed.images[:16]
+    good = teach_cache.cached_features(classifier, images, POOLED, tmp_path, log=lambda _: None)
+    (path,) = tmp_path.glob("teach-features-*.safetensors")
+    with path.open("ab") as handle:
+        handle.write(b"\0" * (teach_cache.HEADER_ROOM + path.stat().st_size))
+    lines: list[str] = []
+    assert torch.equal(teach_cache.cached_features(classifier, images, POOLED, tmp_path, log=lines.append), good)
+    assert len(lines) == 1 and "larger than" in lines[0]

@@ -29,6 +29,7 @@ from heritage_cnn.models.ensemble import networks
 
 FORMAT = "heritage-cnn-teach-features/1"
 TENSOR = "features"
+HEADER_ROOM = 2**16  # bytes of a cache file beyond its tensor: safetensors' JSON header with the key
 
 
 def cache_key(classifier: Classifier, images: torch.Tensor, layer: str) -> str:
@@ -61,9 +62,14 @@ def cached_features(
         return network_features(classifier, images, layer)
     key = cache_key(classifier, images, layer)
     path = Path(cache_dir) / f"teach-features-{key}.safetensors"
-    expected = (len(networks(classifier.checkpoint.model)), len(images))
+    nets = networks(classifier.checkpoint.model)
+    expected = (len(nets), len(images))
     if path.exists():
         try:
+            # read no more than the features can take (float32), whatever the file's size claims
+            most = len(nets) * len(images) * nets[0].get_submodule(layer).in_features * 4 + HEADER_ROOM
+            if path.stat().st_size > most:
+                raise CheckpointError(f"{path}: larger than the features of these photos can be")
             tensors, metadata = read_safetensors(path)
             features = tensors.get(TENSOR)
             if metadata.get("key") != key or features is None or tuple(features.shape[:2]) != expected:
