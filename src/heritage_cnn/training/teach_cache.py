@@ -9,7 +9,7 @@ added to `--data`) is another key: computed once more.
 
 The key is everything the features depend on: the convolutional weights of every network (the heads are left out:
 they are what teach replaces), the photos' pixels, the layer, and where the float32 arithmetic ran (torch's version
-and CPU instruction set: another machine's kernels round differently, so it computes afresh, as the fit promises the
+CPU model, instruction sets and device: another machine's kernels round differently, so it computes afresh, as the fit promises the
 same model for the same inputs on one machine). A file that does not read back as the features of this key (cut
 short, edited, another shape, NaN) is computed again and replaced, never used.
 """
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from heritage_cnn.base.devices import cpu_model
 from heritage_cnn.base.io import CheckpointError, read_safetensors, save_tensors
 from heritage_cnn.inference.classifier import Classifier, network_features
 from heritage_cnn.models.ensemble import networks
@@ -34,8 +35,11 @@ HEADER_ROOM = 2**16  # bytes of a cache file beyond its tensor: safetensors' JSO
 
 def cache_key(classifier: Classifier, images: torch.Tensor, layer: str) -> str:
     """A digest of the convolutional weights (head excluded), the photos, the layer and the arithmetic."""
-    digest = hashlib.sha256(f"{FORMAT}|{layer}|{torch.__version__}|{torch.backends.cpu.get_cpu_capability()}|".encode())
-    digest.update(str(classifier.device).encode())
+    where = (
+        f"{torch.__version__}|{cpu_model()}|{torch.backends.cpu.get_cpu_capability()}|"
+        f"{os.environ.get('ONEDNN_MAX_CPU_ISA', '')}|{classifier.device}"
+    )
+    digest = hashlib.sha256(f"{FORMAT}|{layer}|{where}|".encode())
     for net in networks(classifier.checkpoint.model):
         for name, tensor in sorted(net.state_dict().items()):
             if name.startswith("head."):
