@@ -8,9 +8,9 @@ corrections) with the same `--data` reads them back. A replay set that changed (
 added to `--data`) is another key: computed once more.
 
 The key is everything the features depend on: the convolutional weights of every network (the heads are left out:
-they are what teach replaces), the photos' pixels, the layer, and where the float32 arithmetic ran (torch's version
-CPU model, instruction sets and device: another machine's kernels round differently, so it computes afresh, as the fit promises the
-same model for the same inputs on one machine). A file that does not read back as the features of this key (cut
+they are what teach replaces), the photos' pixels, the layer, and where the float32 arithmetic ran (torch's version,
+the CPU model, the instruction sets allowed and the device: another machine's kernels round differently, so it
+computes afresh, as the fit promises the same model for the same inputs on one machine). A file that does not read back as the features of this key (cut
 short, edited, another shape, NaN) is computed again and replaced, never used.
 """
 
