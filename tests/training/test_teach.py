@@ -43,8 +43,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def nine(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def train_nine(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory, epochs: int = 8) -> Path:
     """A tiny network trained on nine of the synthetic classes (not `vault`), float32, with its none-of-these fit."""
     from heritage_cnn.models.network import ModelConfig
     from heritage_cnn.training.config import TrainConfig
@@ -56,7 +55,7 @@ def nine(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     config = TrainConfig(
         data=str(data),
         out=str(out),
-        epochs=8,
+        epochs=epochs,
         batch_size=32,
         lr=1e-2,
         model=ModelConfig(**TINY, num_classes=9),
@@ -64,6 +63,11 @@ def nine(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
         progress=False,
     )
     return train(config, log=lambda _: None).checkpoint
+
+
+@pytest.fixture(scope="module")
+def nine(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_nine(synthetic_root, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -4,14 +4,12 @@ file is used only when it holds exactly those features."""
 from __future__ import annotations
 
 import copy
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from test_teach import NEW, NEW_LABEL, _nine_data, _photos
+from test_teach import NEW, NEW_LABEL, _nine_data, _photos, train_nine
 
-from conftest import TINY
 from heritage_cnn import cli
 from heritage_cnn.data.folders import load_images
 from heritage_cnn.inference.classifier import Classifier
@@ -27,24 +25,7 @@ FAST = FitConfig(hidden_steps=30)
 
 @pytest.fixture(scope="module")
 def parent(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny network trained on the nine classes other than the new one, float32, with its none-of-these fit."""
-    from heritage_cnn.models.network import ModelConfig
-    from heritage_cnn.training.config import TrainConfig
-    from heritage_cnn.training.loop import train
-
-    data = tmp_path_factory.mktemp("cache_nine") / "data"
-    shutil.copytree(synthetic_root, data, ignore=shutil.ignore_patterns(NEW))
-    config = TrainConfig(
-        data=str(data),
-        out=str(tmp_path_factory.mktemp("cache_run")),
-        epochs=3,
-        batch_size=32,
-        lr=1e-2,
-        model=ModelConfig(**TINY, num_classes=9),
-        amp=False,
-        progress=False,
-    )
-    return train(config, log=lambda _: None).checkpoint
+    return train_nine(synthetic_root, tmp_path_factory, epochs=3)  # the features, not the answers, are tested
 
 
 @pytest.fixture
