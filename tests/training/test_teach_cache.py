@@ -1,4 +1,4 @@
-"""`heritage teach --cache-dir`: the replayed photos' features are computed once for a chain of teaches, and a cache
+"""`heritage teach --cache-dir`: the replayed photos' features are computed once for repeated teaches, and a cache
 file is used only when it holds exactly those features."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def _heads(path: Path) -> list[torch.Tensor]:
     return [head.fc1.weight, head.fc2.weight]
 
 
-def test_a_chain_of_teaches_computes_the_features_once_and_learns_the_same(setting, tmp_path, monkeypatch) -> None:
+def test_repeated_teaches_compute_the_features_once_and_learn_the_same(setting, tmp_path, monkeypatch) -> None:
     checkpoint, replayed, _, photos = setting
     passes = []
     compute = teach_cache.network_features
