@@ -98,6 +98,7 @@ def main() -> None:
     corrected = json.loads(record.read_text())
     base = scored(MODEL, val, half_b)
     result = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "half_a": corrected}
+    result["command"] = "python benchmarks/teach_corrections.py " + " ".join(sys.argv[1:])
     result |= {"half_b_photos": len(half_b), "shipped_accuracy_b": float(base.mean()), "runs": {}}
     for mode, extra in (("data", ["--data", str(data_root())]), ("stats", [])):
         out = args.work / f"taught_{mode}"
@@ -146,7 +147,7 @@ def markdown(result: dict) -> str:
         "",
         "Command:",
         "",
-        f"    {__doc__.splitlines()[2].strip()}",
+        f"    {result.get('command') or __doc__.splitlines()[2].strip()}",
         "",
     ]
     return "\n".join(lines)
