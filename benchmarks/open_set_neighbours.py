@@ -72,14 +72,10 @@ def kth_distances(bank: torch.Tensor, query: torch.Tensor, ks: tuple[int, ...] =
     return {k: nearest[:, k - 1] for k in ks}
 
 
-def head_layers(net: torch.nn.Module) -> tuple[torch.nn.Linear, torch.nn.Linear]:
-    return net.head.fc1, net.head.fc2
-
-
 @torch.no_grad()
 def react_energy(net: torch.nn.Module, layer: str, features: torch.Tensor, clip: float) -> torch.Tensor:
     """Energy (T = 1) of the head run in float32 on features clipped at `clip`, entered at `layer`'s input."""
-    fc1, fc2 = head_layers(net)
+    fc1, fc2 = net.head.fc1, net.head.fc2
     x = features.float().clamp(max=clip)
     if layer == openset.POOLED:
         x = torch.relu(torch.nn.functional.linear(x, fc1.weight.float(), fc1.bias.float()))

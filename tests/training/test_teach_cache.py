@@ -91,7 +91,7 @@ def test_a_damaged_cache_file_is_computed_again_never_used(setting, tmp_path, da
     else:
         from heritage_cnn.base.io import save_tensors
 
-        save_tensors(path, {"features": torch.full_like(good, float("nan"))}, {"key": path.stem.split("-")[-1]})
+        save_tensors(path, {teach_cache.TENSOR: torch.full_like(good, float("nan"))}, {"key": path.stem.split("-")[-1]})
     lines: list[str] = []
     again = teach_cache.cached_features(classifier, images, POOLED, tmp_path, log=lines.append)
     assert torch.equal(again, good)

@@ -10,8 +10,8 @@ added to `--data`) is another key: computed once more.
 The key is everything the features depend on: the convolutional weights of every network (the heads are left out:
 they are what teach replaces), the photos' pixels, the layer, and where the float32 arithmetic ran (torch's version,
 the CPU model, the instruction sets allowed and the device: another machine's kernels round differently, so it
-computes afresh, as the fit promises the same model for the same inputs on one machine). A file that does not read back as the features of this key (cut
-short, edited, another shape, NaN) is computed again and replaced, never used.
+computes afresh, as the fit promises the same model for the same inputs on one machine). A file that does not read
+back as the features of this key (cut short, edited, another shape, NaN) is computed again and replaced, never used.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from heritage_cnn.base.devices import cpu_model
 from heritage_cnn.base.io import CheckpointError, read_safetensors, save_tensors
 from heritage_cnn.inference.classifier import Classifier, network_features
 from heritage_cnn.models.ensemble import networks
+from heritage_cnn.models.openset_point import network_id
 
 FORMAT = "heritage-cnn-teach-features/1"
 TENSOR = "features"
@@ -41,12 +42,7 @@ def cache_key(classifier: Classifier, images: torch.Tensor, layer: str) -> str:
     )
     digest = hashlib.sha256(f"{FORMAT}|{layer}|{where}|".encode())
     for net in networks(classifier.checkpoint.model):
-        for name, tensor in sorted(net.state_dict().items()):
-            if name.startswith("head."):
-                continue
-            value = tensor.detach().cpu().contiguous()
-            digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
-            digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(network_id({k: v for k, v in net.state_dict().items() if not k.startswith("head.")}).encode())
     photos = images.detach().cpu().contiguous()
     digest.update(f"{tuple(photos.shape)}|".encode())
     digest.update(photos.reshape(-1).view(torch.uint8).numpy().tobytes())
