@@ -96,23 +96,23 @@ def encoded(image: Image.Image, fmt: str, **save: object) -> bytes:
     return buffer.getvalue()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="checkpoint (default: the shipped model)")
-    parser.add_argument("--only", metavar="TEXT", help="run only the cases whose kind contains TEXT (no table written)")
-    args = parser.parse_args()
-    started = time.monotonic()
-    model = ["--model", args.model] if args.model else []
-    tmp = Path(tempfile.mkdtemp(prefix="bad-inputs-"))
-    tmp.chmod(0o777)  # the unreadable-folder cases run as nobody, and write their outputs here
-    env = {**os.environ, "MPLCONFIGDIR": str(tmp / ".mpl")}
-    cases: list[tuple[str, list[str], int, str | None, bool]] = []  # kind, command, expected exit, named, as nobody
+Case = tuple[str, list[str], int, str | None, bool]  # kind, command, expected exit, the file named, as nobody
 
-    def case(kind: str, command: list[str], expect: int, named: str | None = None, nobody: bool = False) -> None:
-        cases.append((kind, command, expect, named, nobody))
 
-    def one_file(name: str, data: bytes | None = None, image: Image.Image | None = None, **save: object) -> Path:
-        folder = tmp / name.replace(".", "_")
+class Cases:
+    """The cases to run and the bad inputs they read, each built in a folder of its own under `tmp`."""
+
+    def __init__(self, tmp: Path, model: list[str]) -> None:
+        self.tmp, self.model, self.items = tmp, model, []
+
+    def add(self, kind: str, command: list[str], expect: int, named: str | None = None, nobody: bool = False) -> None:
+        self.items.append((kind, command, expect, named, nobody))
+
+    def predict(self, kind: str, path: Path, expect: int = 0, named: str | None = None, nobody: bool = False) -> None:
+        self.add(kind, ["predict", *self.model, str(path)], expect, named, nobody)
+
+    def one_file(self, name: str, data: bytes | None = None, image: Image.Image | None = None, **save: object) -> Path:
+        folder = self.tmp / name.replace(".", "_")
         folder.mkdir()
         path = folder / name
         if image is not None:
@@ -121,73 +121,79 @@ def main() -> None:
             path.write_bytes(data or b"")
         return path
 
-    def bad_file(kind: str, name: str, data: bytes, expect: int = 2) -> None:
-        case(kind, ["predict", *model, str(one_file(name, data))], expect, name)
+    def bad_file(self, kind: str, name: str, data: bytes, expect: int = 2) -> None:
+        self.predict(kind, self.one_file(name, data), expect, name)
 
-    buffer = io.BytesIO()
-    photo(size=(400, 300)).save(buffer, format="JPEG")
-    jpeg = buffer.getvalue()
-    bad_file("truncated JPEG", "truncated.jpg", jpeg[:3000])
-    bad_file("zero-byte file", "empty.jpg", b"")
-    bad_file("random bytes named .jpg", "noise.jpg", os.urandom(5000))
-    bad_file("text file named .png", "notes.png", b"field notes, day 3")
-    bomb = one_file("bomb.png", image=Image.new("1", (12_000, 12_000)))
-    case("PNG bomb (144 MP declared)", ["predict", *model, str(bomb)], 2, "bomb.png")
+
+def undecodable_files(c: Cases) -> Path:
+    """Files no decoder can read, or that claim more pixels than the limits allow; returns the PNG bomb."""
+    jpeg = encoded(photo(size=(400, 300)), "JPEG")
+    c.bad_file("truncated JPEG", "truncated.jpg", jpeg[:3000])
+    c.bad_file("zero-byte file", "empty.jpg", b"")
+    c.bad_file("random bytes named .jpg", "noise.jpg", os.urandom(5000))
+    c.bad_file("text file named .png", "notes.png", b"field notes, day 3")
+    bomb = c.one_file("bomb.png", image=Image.new("1", (12_000, 12_000)))
+    c.predict("PNG bomb (144 MP declared)", bomb, 2, "bomb.png")
     # Formats Pillow recognises but cannot decode (each used to end every long run with a traceback).
-    bad_file("DDS texture, unimplemented pixel format, named .jpg", "texture.jpg", dds(0x4, fourcc=0x30305858))
-    bad_file("DDS texture, unimplemented DX10 format", "dx10.jpg", dds(0x4, fourcc=0x30315844, dxgi=2))
-    bad_file("DDS texture, unknown pixel-format flags", "flags.jpg", dds(0))
-    bad_file("DDS texture, 32-bit luminance", "lum32.png", dds(0x20000, bitcount=32))
+    c.bad_file("DDS texture, unimplemented pixel format, named .jpg", "texture.jpg", dds(0x4, fourcc=0x30305858))
+    c.bad_file("DDS texture, unimplemented DX10 format", "dx10.jpg", dds(0x4, fourcc=0x30315844, dxgi=2))
+    c.bad_file("DDS texture, unknown pixel-format flags", "flags.jpg", dds(0))
+    c.bad_file("DDS texture, 32-bit luminance", "lum32.png", dds(0x20000, bitcount=32))
     blp = b"BLP2" + struct.pack("<i", 1) + bytes([9, 0, 0, 0]) + struct.pack("<II", 4, 4) + b"\0" * 160
-    bad_file("BLP texture, unknown compression, named .png", "blp.png", blp)
+    c.bad_file("BLP texture, unknown compression, named .png", "blp.png", blp)
     png = bytearray(encoded(photo(), "PNG"))
     png[60] ^= 0xFF
-    bad_file("PNG with a corrupt data chunk (CRC)", "crc.png", bytes(png))
+    c.bad_file("PNG with a corrupt data chunk (CRC)", "crc.png", bytes(png))
     text = zlib.compress(b"\0" * 50_000_000)
     ztxt = b"zTXtnote\0\0" + text
     chunk = struct.pack(">I", len(ztxt) - 4) + ztxt + struct.pack(">I", zlib.crc32(ztxt))
-    bad_file("PNG with a 50 MB zip-bomb text chunk", "ztxt.png", png_header(64, 64)[:33] + chunk + b"\0" * 12)
+    c.bad_file("PNG with a 50 MB zip-bomb text chunk", "ztxt.png", png_header(64, 64)[:33] + chunk + b"\0" * 12)
     tiff = encoded(photo(), "TIFF")
     at = tiff.index(struct.pack("<HHI", 259, 3, 1))
-    bad_file(
+    c.bad_file(
         "TIFF with an unknown compression", "comp.tif", tiff[: at + 8] + struct.pack("<H", 40_000) + tiff[at + 10 :]
     )
-    bad_file("GIF header without frames", "frameless.gif", b"GIF89a" + struct.pack("<HH", 4000, 4000) + b"\0\0\0;")
+    c.bad_file("GIF header without frames", "frameless.gif", b"GIF89a" + struct.pack("<HH", 4000, 4000) + b"\0\0\0;")
     ico = b"\0\0\1\0\1\0" + bytes([16, 16, 0, 0, 1, 0, 32, 0]) + struct.pack("<II", 9999, 22)
-    bad_file("ICO whose entry points past the end", "icon.jpg", ico)
-    bad_file("truncated PNG (half)", "half.png", (data := encoded(photo(size=(200, 200)), "PNG"))[: len(data) // 2])
-    bad_file("truncated GIF", "half.gif", (data := encoded(photo().convert("P"), "GIF"))[: len(data) // 2])
-    bad_file("truncated WebP", "half.webp", (data := encoded(photo(), "WEBP"))[: len(data) // 2])
-    bad_file("PNG signature only", "sig.png", b"\x89PNG\r\n\x1a\n")
-    bad_file("JPEG start marker only", "soi.jpg", b"\xff\xd8\xff")
+    c.bad_file("ICO whose entry points past the end", "icon.jpg", ico)
+    c.bad_file("truncated PNG (half)", "half.png", (data := encoded(photo(size=(200, 200)), "PNG"))[: len(data) // 2])
+    c.bad_file("truncated GIF", "half.gif", (data := encoded(photo().convert("P"), "GIF"))[: len(data) // 2])
+    c.bad_file("truncated WebP", "half.webp", (data := encoded(photo(), "WEBP"))[: len(data) // 2])
+    c.bad_file("PNG signature only", "sig.png", b"\x89PNG\r\n\x1a\n")
+    c.bad_file("JPEG start marker only", "soi.jpg", b"\xff\xd8\xff")
     # Headers that claim more than the pixels they hold.
-    bad_file("PNG header claiming 100,000 x 100,000", "claim.png", png_header(100_000, 100_000))
-    bad_file("PNG header just over the limit (11,000 x 11,000)", "over.png", png_header(11_000, 11_000))
+    c.bad_file("PNG header claiming 100,000 x 100,000", "claim.png", png_header(100_000, 100_000))
+    c.bad_file("PNG header just over the limit (11,000 x 11,000)", "over.png", png_header(11_000, 11_000))
     bmp = (
         b"BM"
         + struct.pack("<IHHI", 0, 0, 0, 54)
         + struct.pack("<IiiHHIIiiII", 40, 1, 2**31 - 1, 1, 24, 0, 0, 0, 0, 0, 0)
     )
-    bad_file("BMP header claiming 1 x 2,147,483,647", "tall.bmp", bmp)
+    c.bad_file("BMP header claiming 1 x 2,147,483,647", "tall.bmp", bmp)
+    return bomb
+
+
+def unusual_files(c: Cases) -> None:
+    """Thin images, files that are not regular files, and files and folders the user may not read."""
+    tmp = c.tmp
     # Thin images: used to be resized to 64 x 64N before the centre crop (GBs for a file of a few hundred bytes).
     for width, height in ((1, 100_000), (1, 300_000), (300_000, 1)):
-        path = one_file(f"thin_{width}x{height}.png", image=Image.new("L", (width, height), 100))
-        case(f"thin PNG {width:,} x {height:,} ({path.stat().st_size} bytes)", ["predict", *model, str(path)], 0)
-    # Files that are not regular files.
+        path = c.one_file(f"thin_{width}x{height}.png", image=Image.new("L", (width, height), 100))
+        c.predict(f"thin PNG {width:,} x {height:,} ({path.stat().st_size} bytes)", path)
     pipe = tmp / "fifo" / "photo.jpg"
     pipe.parent.mkdir()
     os.mkfifo(pipe)
-    case("FIFO named photo.jpg", ["predict", *model, str(pipe)], 2, "photo.jpg")
+    c.predict("FIFO named photo.jpg", pipe, 2, "photo.jpg")
     photo().save(pipe.parent / "good.png")
-    case("FIFO next to a good photo (folder)", ["predict", *model, str(pipe.parent)], 0, "photo.jpg")
+    c.predict("FIFO next to a good photo (folder)", pipe.parent, 0, "photo.jpg")
     device = tmp / "device" / "zero.jpg"
     device.parent.mkdir()
     os.symlink("/dev/zero", device)
-    case("symlink to /dev/zero named .jpg", ["predict", *model, str(device)], 2, "zero.jpg")
+    c.predict("symlink to /dev/zero named .jpg", device, 2, "zero.jpg")
     dangling = tmp / "dangling" / "gone.jpg"
     dangling.parent.mkdir()
     os.symlink(tmp / "nowhere", dangling)
-    case("dangling symlink named .jpg", ["predict", *model, str(dangling.parent)], 2, "gone.jpg")
+    c.predict("dangling symlink named .jpg", dangling.parent, 2, "gone.jpg")
     # Unreadable folders and files (run as nobody when we are root).
     locked = tmp / "locked_tree"
     (locked / "private").mkdir(parents=True)
@@ -198,66 +204,61 @@ def main() -> None:
         path.chmod(0o755)
     (locked / "private").chmod(0)
     (locked / "secret.png").chmod(0)
-    case("subfolder without read permission", ["predict", *model, str(locked)], 0, "private", nobody=True)
-    case("file without read permission", ["predict", *model, str(locked / "secret.png")], 2, "secret.png", True)
-    # Files that work.
-    case("CMYK JPEG", ["predict", *model, str(one_file("cmyk.jpg", image=photo().convert("CMYK")))], 0)
+    c.predict("subfolder without read permission", locked, 0, "private", nobody=True)
+    c.predict("file without read permission", locked / "secret.png", 2, "secret.png", nobody=True)
+
+
+def files_that_work(c: Cases) -> Path:
+    """Unusual but valid photos, and a missing file; returns a folder holding a symlink loop."""
+    c.predict("CMYK JPEG", c.one_file("cmyk.jpg", image=photo().convert("CMYK")))
     sixteen = Image.fromarray(np.full((80, 120), 40_000, dtype=np.uint16))
-    case("16-bit greyscale PNG", ["predict", *model, str(one_file("deep.png", image=sixteen))], 0)
-    case("32-bit integer TIFF", ["predict", *model, str(one_file("int.tif", image=photo().convert("I")))], 0)
-    case("float TIFF", ["predict", *model, str(one_file("float.tif", image=photo().convert("F")))], 0)
-    case("LA PNG", ["predict", *model, str(one_file("la.png", image=photo().convert("LA")))], 0)
-    case(
-        "palette PNG with transparency",
-        ["predict", *model, str(one_file("palette.png", image=photo().convert("P"), transparency=0))],
-        0,
-    )
+    c.predict("16-bit greyscale PNG", c.one_file("deep.png", image=sixteen))
+    c.predict("32-bit integer TIFF", c.one_file("int.tif", image=photo().convert("I")))
+    c.predict("float TIFF", c.one_file("float.tif", image=photo().convert("F")))
+    c.predict("LA PNG", c.one_file("la.png", image=photo().convert("LA")))
+    c.predict("palette PNG with transparency", c.one_file("palette.png", image=photo().convert("P"), transparency=0))
     frames = [photo(i) for i in range(3)]
-    anim = one_file("anim.gif", image=frames[0], save_all=True, append_images=frames[1:])
-    case("animated GIF", ["predict", *model, str(anim)], 0)
-    pages = one_file("pages.tif", image=frames[0], save_all=True, append_images=frames[1:])
-    case("multi-page TIFF", ["predict", *model, str(pages)], 0)
+    c.predict("animated GIF", c.one_file("anim.gif", image=frames[0], save_all=True, append_images=frames[1:]))
+    c.predict("multi-page TIFF", c.one_file("pages.tif", image=frames[0], save_all=True, append_images=frames[1:]))
     exif = photo().getexif()
     exif[0x0112] = 6
-    case("EXIF-rotated photo", ["predict", *model, str(one_file("rotated.jpg", image=photo(), exif=exif))], 0)
+    c.predict("EXIF-rotated photo", c.one_file("rotated.jpg", image=photo(), exif=exif))
     exif[0x0112] = 99
-    case(
-        "EXIF orientation 99 (invalid)", ["predict", *model, str(one_file("odd_exif.jpg", image=photo(), exif=exif))], 0
-    )
-    case("1 x 1 pixel PNG", ["predict", *model, str(one_file("dot.png", image=photo(size=(1, 1))))], 0)
-    case(
-        "TIFF, WebP, BMP",
-        [
-            "predict",
-            *model,
-            str(one_file("a.tif", image=photo())),
-            str(one_file("b.webp", image=photo())),
-            str(one_file("c.bmp", image=photo())),
-        ],
-        0,
-    )
-    loop = tmp / "loop"
+    c.predict("EXIF orientation 99 (invalid)", c.one_file("odd_exif.jpg", image=photo(), exif=exif))
+    c.predict("1 x 1 pixel PNG", c.one_file("dot.png", image=photo(size=(1, 1))))
+    three = [c.one_file(name, image=photo()) for name in ("a.tif", "b.webp", "c.bmp")]
+    c.add("TIFF, WebP, BMP", ["predict", *c.model, *map(str, three)], 0)
+    loop = c.tmp / "loop"
     (loop / "apse").mkdir(parents=True)
     photo().save(loop / "apse" / "a.png")
     os.symlink(loop, loop / "apse" / "again")
-    case("symlink loop in a folder", ["predict", *model, str(loop)], 0)
-    odd = tmp / "odd"
+    c.predict("symlink loop in a folder", loop)
+    odd = c.tmp / "odd"
     odd.mkdir()
     photo().save(os.fsencode(odd) + b"/caf\xe9.png")
-    case("non-UTF-8 file name", ["predict", *model, "--format", "csv", str(odd)], 0)
-    case("missing file", ["predict", *model, str(tmp / "nowhere.jpg")], 2, "nowhere.jpg")
-    # Nothing lost: every bad single file above in one folder with three good photos.
-    everything = tmp / "everything"
+    c.add("non-UTF-8 file name", ["predict", *c.model, "--format", "csv", str(odd)], 0)
+    c.predict("missing file", c.tmp / "nowhere.jpg", 2, "nowhere.jpg")
+    return loop
+
+
+def all_bad_files_together(c: Cases) -> None:
+    """Nothing lost: every bad single file so far in one folder with three good photos."""
+    everything = c.tmp / "everything"
     everything.mkdir()
-    for _kind, command, expect, named, _ in list(cases):
+    for _kind, command, expect, named, _ in list(c.items):
         source = Path(command[-1])
         if expect == 2 and named and command[0] == "predict" and source.is_file() and source.name != "secret.png":
             shutil.copy(source, everything / source.name)
     os.mkfifo(everything / "pipe.jpg")
     for i in range(3):
         photo(10 + i).save(everything / f"good{i}.png")
-    case("all the bad files above, with 3 good photos", ["predict", *model, str(everything)], 0, "pipe.jpg")
-    # Data sets: data check, train (tiny budget), sort, explain.
+    c.predict("all the bad files above, with 3 good photos", everything, 0, "pipe.jpg")
+
+
+def data_set_cases(c: Cases) -> Path:
+    """Bad files and bad folders in a data set: data check, train (tiny budget), sort, explain, evaluate; returns a
+    small valid data set in the Kaggle layout."""
+    tmp, model = c.tmp, c.model
     dataset = tmp / "dataset"
     for label, name in enumerate(("apse", "vault")):
         (dataset / name).mkdir(parents=True)
@@ -266,30 +267,18 @@ def main() -> None:
     os.mkfifo(dataset / "apse" / "pipe.jpg")
     (dataset / "vault" / "texture.jpg").write_bytes(dds(0x4, fourcc=0x30305858))
     tiny = ["--epochs", "1", "--widths", "8,16", "--batch-size", "8"]
-    case("data check: FIFO and DDS texture in the data", ["data", "check", str(dataset)], 0, "pipe.jpg")
-    case(
-        "train: FIFO and DDS texture in the data",
-        ["train", "--data", str(dataset), "--out", str(tmp / "t1"), *tiny],
-        0,
-        "pipe.jpg",
-    )
-    case("sort: FIFO and DDS texture", ["sort", *model, str(dataset), "--out", str(tmp / "sorted")], 0)
-    case(
-        "explain a DDS texture",
-        ["explain", *model, str(dataset / "vault" / "texture.jpg"), "--out", str(tmp / "x")],
-        2,
-        "texture.jpg",
-    )
+    c.add("data check: FIFO and DDS texture in the data", ["data", "check", str(dataset)], 0, "pipe.jpg")
+    train = ["train", "--data", str(dataset), "--out", str(tmp / "t1"), *tiny]
+    c.add("train: FIFO and DDS texture in the data", train, 0, "pipe.jpg")
+    c.add("sort: FIFO and DDS texture", ["sort", *model, str(dataset), "--out", str(tmp / "sorted")], 0)
+    texture = dataset / "vault" / "texture.jpg"
+    c.add("explain a DDS texture", ["explain", *model, str(texture), "--out", str(tmp / "x")], 2, "texture.jpg")
     corrupt = tmp / "corrupt_class"
     shutil.copytree(dataset, corrupt, symlinks=True, ignore=lambda d, names: [n for n in names if n == "pipe.jpg"])
     for path in (corrupt / "vault").iterdir():
         path.write_bytes(dds(0x4, fourcc=0x30305858))
-    case(
-        "train: a class whose images are all undecodable",
-        ["train", "--data", str(corrupt), "--out", str(tmp / "t2"), *tiny],
-        2,
-        "vault",
-    )
+    train = ["train", "--data", str(corrupt), "--out", str(tmp / "t2"), *tiny]
+    c.add("train: a class whose images are all undecodable", train, 2, "vault")
     shut = tmp / "shut_class"
     shutil.copytree(corrupt, shut)
     for path in [shut, *shut.rglob("*")]:
@@ -297,93 +286,87 @@ def main() -> None:
     for i in range(6):
         photo(40 + i).save(shut / "vault" / f"{i}.png")
     (shut / "vault").chmod(0)
-    case(
-        "train: a class folder without read permission",
-        ["train", "--data", str(shut), "--out", str(tmp / "t3"), *tiny],
-        2,
-        "vault",
-        True,
-    )
+    train = ["train", "--data", str(shut), "--out", str(tmp / "t3"), *tiny]
+    c.add("train: a class folder without read permission", train, 2, "vault", True)
     (tmp / "empty_dataset").mkdir()
-    case(
-        "empty dataset folder", ["evaluate", *model, "--data", str(tmp / "empty_dataset"), "--out", str(tmp / "o1")], 2
-    )
+    evaluate = ["evaluate", *model, "--data", str(tmp / "empty_dataset"), "--out", str(tmp / "o1")]
+    c.add("empty dataset folder", evaluate, 2)
     classes = tmp / "no_images"
     (classes / "apse").mkdir(parents=True)
     (classes / "vault").mkdir()
-    case("class folders with no images", ["evaluate", *model, "--data", str(classes), "--out", str(tmp / "o2")], 2)
+    c.add("class folders with no images", ["evaluate", *model, "--data", str(classes), "--out", str(tmp / "o2")], 2)
     other = tmp / "other_classes"
     (other / "castle").mkdir(parents=True)
     photo().save(other / "castle" / "a.png")
-    case(
-        "folder with classes the model does not know",
-        ["evaluate", *model, "--data", str(other), "--out", str(tmp / "o3")],
-        2,
-    )
+    evaluate = ["evaluate", *model, "--data", str(other), "--out", str(tmp / "o3")]
+    c.add("folder with classes the model does not know", evaluate, 2)
     mixed = tmp / "mixed"
     for split, name in (("train", "apse"), ("train", "vault"), ("test", "apse"), ("test", "castle")):
         (mixed / split / name).mkdir(parents=True)
         photo().save(mixed / split / name / "a.png")
-    case("train and test with different classes", ["data", "check", str(mixed)], 0)
-    source = Path(args.model) if args.model else None
-    if source is None:
+    c.add("train and test with different classes", ["data", "check", str(mixed)], 0)
+    return mixed
+
+
+def checkpoint_cases(c: Cases, checkpoint: str | None, photo_path: Path) -> None:
+    """Checkpoints cut short, pickled, of another configuration, or without their JSON."""
+    tmp = c.tmp
+    if checkpoint is None:
         from heritage_cnn.models.checkpoint import default_checkpoint_path
 
         source = default_checkpoint_path()
+    else:
+        source = Path(checkpoint)
     meta = source.with_suffix(".json").read_bytes()
     truncated = tmp / "cut.safetensors"
     truncated.write_bytes(source.with_suffix(".safetensors").read_bytes()[:10_000])
     (tmp / "cut.json").write_bytes(meta)
-    case("truncated checkpoint", ["predict", "--model", str(truncated), str(bomb)], 2, "cut.safetensors")
+    c.add("truncated checkpoint", ["predict", "--model", str(truncated), str(photo_path)], 2, "cut.safetensors")
     evil = tmp / "evil.safetensors"
     evil.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
     (tmp / "evil.json").write_bytes(meta)
-    case("checkpoint that is a pickle", ["predict", "--model", str(evil), str(bomb)], 2, "evil.safetensors")
+    c.add("checkpoint that is a pickle", ["predict", "--model", str(evil), str(photo_path)], 2, "evil.safetensors")
     config = tmp / "config.safetensors"
     shutil.copy(source.with_suffix(".safetensors"), config)
     (tmp / "config.json").write_bytes(meta.replace(b'"widths": [', b'"widths": [8, '))
-    case("checkpoint from another model config", ["predict", "--model", str(config), str(bomb)], 2, "config.json")
+    other = ["predict", "--model", str(config), str(photo_path)]
+    c.add("checkpoint from another model config", other, 2, "config.json")
     lonely = tmp / "lonely.safetensors"
     shutil.copy(source.with_suffix(".safetensors"), lonely)
-    case("checkpoint without its JSON", ["predict", "--model", str(lonely), str(bomb)], 2, "lonely")
-    case("--epochs 0", ["train", "--data", str(mixed), "--out", str(tmp / "r0"), "--epochs", "0"], 2)
-    case("--epochs -3", ["train", "--data", str(mixed), "--out", str(tmp / "r1"), "--epochs", "-3"], 2)
+    c.add("checkpoint without its JSON", ["predict", "--model", str(lonely), str(photo_path)], 2, "lonely")
+
+
+def option_cases(c: Cases, data: Path, loop: Path) -> None:
+    """Options out of range, outputs that cannot be written, and requests for more memory than any machine has."""
+    tmp, model = c.tmp, c.model
+    c.add("--epochs 0", ["train", "--data", str(data), "--out", str(tmp / "r0"), "--epochs", "0"], 2)
+    c.add("--epochs -3", ["train", "--data", str(data), "--out", str(tmp / "r1"), "--epochs", "-3"], 2)
     blocker = tmp / "a_file"
     blocker.write_text("x")
-    case(
-        "--out that cannot be written",
-        ["evaluate", *model, "--data", str(mixed / "train"), "--out", str(blocker / "sub")],
-        2,
-        "a_file",
+    evaluate = ["evaluate", *model, "--data", str(data / "train"), "--out", str(blocker / "sub")]
+    c.add("--out that cannot be written", evaluate, 2, "a_file")
+    c.add(
+        "sort into a folder inside the input", ["sort", *model, str(loop), "--out", str(loop / "sorted")], 2, "sorted"
     )
-    case("sort into a folder inside the input", ["sort", *model, str(loop), "--out", str(loop / "sorted")], 2, "sorted")
-    case("unknown --class for generate", ["generate", *model, "--class", "castle", "--out", str(tmp / "g")], 2)
-    case(
-        "generate --n 100000 (one batch of a million images)",
-        ["generate", *model, "--all", "--n", "100000", "--out", str(tmp / "g")],
-        2,
-    )
-    case(
-        "visualize deconv --top 100000 (78 GB of projections)",
-        ["visualize", "deconv", *model, "--data", str(mixed), "--top", "100000", "--out", str(tmp / "d")],
-        2,
-    )
-    case(
-        "--nproc with a batch that does not split",
-        ["train", "--data", str(mixed), "--out", str(tmp / "r2"), "--nproc", "3"],
-        2,
-    )
-    for kind, command, expect, named in name_cases(tmp, model, photo):
-        case(kind, command, expect, named)
-    cases = [c for c in cases if args.only is None or args.only in c[0]]
+    c.add("unknown --class for generate", ["generate", *model, "--class", "castle", "--out", str(tmp / "g")], 2)
+    generate = ["generate", *model, "--all", "--n", "100000", "--out", str(tmp / "g")]
+    c.add("generate --n 100000 (one batch of a million images)", generate, 2)
+    deconv = ["visualize", "deconv", *model, "--data", str(data), "--top", "100000", "--out", str(tmp / "d")]
+    c.add("visualize deconv --top 100000 (78 GB of projections)", deconv, 2)
+    nproc = ["train", "--data", str(data), "--out", str(tmp / "r2"), "--nproc", "3"]
+    c.add("--nproc with a batch that does not split", nproc, 2)
+
+
+def execute(items: list[Case], tmp: Path) -> list[tuple[str, int, float, str, bool]]:
+    """Run the cases three at a time: (kind, exit, peak MB, the line shown, whether the promise held) each."""
     for path in tmp.rglob("*"):  # nobody must reach its cases (but not the locked ones)
         if path.is_dir() and not path.is_symlink() and path.stat().st_mode & 0o777:
             path.chmod(0o777)
     (tmp / ".mpl").mkdir(mode=0o777)
     (tmp / ".mpl").chmod(0o777)
-    rows = []
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp / ".mpl")}
 
-    def execute(item: tuple[str, list[str], int, str | None, bool]) -> tuple[str, int, float, str, bool]:
+    def one(item: Case) -> tuple[str, int, float, str, bool]:
         kind, command, expect, named, nobody = item
         code, peak, text, line = run(command, NOBODY if nobody else [], env)
         held = code == expect and "Traceback" not in text
@@ -393,15 +376,18 @@ def main() -> None:
         return kind, code, peak, line.replace(str(tmp), "…"), held
 
     with ThreadPoolExecutor(max_workers=3) as pool:
-        rows = list(pool.map(execute, cases))
-    if any(kind.startswith("hostile file names: sort") for kind, *_ in cases):
+        rows = list(pool.map(one, items))
+    if any(kind.startswith("hostile file names: sort") for kind, *_ in items):
         line, held = names_come_back(tmp)
         print(f"hostile file names, read back: {'ok' if held else 'BROKEN'}: {line}", flush=True)
         rows.append(("hostile file names: CSV, JSON and manifest read back", 0, 0.0, line, held))
-    elapsed = time.monotonic() - started
+    return rows
+
+
+def table(rows: list[tuple[str, int, float, str, bool]], minutes: float) -> str:
     lines = [
         f"Measured {datetime.date.today().isoformat()} with `python benchmarks/bad_inputs.py` "
-        f"({len(rows)} kinds, {elapsed / 60:.1f} min on {os.cpu_count()} CPUs, three cases at a time). "
+        f"({len(rows)} kinds, {minutes:.1f} min on {os.cpu_count()} CPUs, three cases at a time). "
         "Exit: 2 when nothing could be processed, 0 when good photos were processed too. Peak: the command's "
         "resident memory. Promise: the expected exit, no traceback, and one line naming the bad file.",
         "",
@@ -412,9 +398,32 @@ def main() -> None:
         f"| {kind} | {code} | {peak:.0f} | {'held' if held else '**broken**'} | `{line.replace('|', '/')}` |"
         for kind, code, peak, line, held in rows
     ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="checkpoint (default: the shipped model)")
+    parser.add_argument("--only", metavar="TEXT", help="run only the cases whose kind contains TEXT (no table written)")
+    args = parser.parse_args()
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="bad-inputs-"))
+    tmp.chmod(0o777)  # the unreadable-folder cases run as nobody, and write their outputs here
+    c = Cases(tmp, ["--model", args.model] if args.model else [])
+    bomb = undecodable_files(c)
+    unusual_files(c)
+    loop = files_that_work(c)
+    all_bad_files_together(c)
+    data = data_set_cases(c)
+    checkpoint_cases(c, args.model, bomb)
+    option_cases(c, data, loop)
+    for kind, command, expect, named in name_cases(tmp, c.model, photo):
+        c.add(kind, command, expect, named)
+    rows = execute([item for item in c.items if args.only is None or args.only in item[0]], tmp)
+    text = table(rows, (time.monotonic() - started) / 60)
     if args.only is None:
-        (HERE / "bad_inputs.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+        (HERE / "bad_inputs.md").write_text(text)
+    print(text, end="")
     for path in tmp.rglob("*"):
         if path.is_dir() and not path.is_symlink():
             path.chmod(0o777)
