@@ -395,8 +395,15 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "| figure | value | baseline / bound | ratio |",
         "|---|---|---|---|",
+        *_speed_rows(results),
+        *_accuracy_rows(results),
     ]
-    r = results
+    return "\n".join(lines) + "\n"
+
+
+def _speed_rows(r: dict[str, Any]) -> list[str]:
+    """Throughput and time, each against its baseline or the compute bound where it has one."""
+    lines = []
     if "gemm_gflops" in r:
         lines.append(f"| float32 GEMM (2048², all threads) | {r['gemm_gflops']:.0f} GFLOP/s | | |")
     if "train_images_per_s" in r:
@@ -453,6 +460,12 @@ def markdown(results: dict[str, Any]) -> str:
             f"{ours['transfer']['accuracy']:.3f} | "
             f"{base['transfer']['accuracy']:.3f} (unregularised pixel ascent) | |"
         )
+    return lines
+
+
+def _accuracy_rows(r: dict[str, Any]) -> list[str]:
+    """The shipped models and the default recipe on the validation split."""
+    lines = []
     for name, shipped in r.get("shipped", {}).items():
         low, high = shipped["val_accuracy_ci95"]
         lines.append(
@@ -473,7 +486,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| default recipe: wall time (decode, {r.get('recipe_epochs', 40)} epochs, validation) | {r['recipe_wall_minutes']:.1f} min | | |"
         )
         lines.append(f"| default recipe: peak memory (max RSS) | {r['recipe_peak_rss_gb']:.2f} GB | | |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
@@ -508,14 +521,27 @@ def main() -> None:
         atomic_write_json(out / "results.json", results)
         atomic_write_text(out / "results.md", markdown(results))
 
+    for section in SECTIONS:
+        if section in wanted:
+            measure(section, results, args, root)
+            save()
+    print(markdown(results))
+
+
+def measure(section: str, results: dict[str, Any], args: argparse.Namespace, root: Path) -> None:
+    """Run one section and add its figures (and when and where it ran) to `results`."""
+    if section == "synthesis":
+        missing = missing_judges(args.judge)
+        if missing:
+            results["skipped"]["synthesis"] = missing
+            print(f"synthesis: skipped: {missing}", flush=True)
+            return
+    results.setdefault("measured", {})[section] = when_measured()
     steps = 8 if args.quick else 30
-    if "gemm" in wanted:
-        results.setdefault("measured", {})["gemm"] = when_measured()
+    if section == "gemm":
         results |= bench_gemm()
         print(f"gemm: {results['gemm_gflops']:.0f} GFLOP/s", flush=True)
-        save()
-    if "train" in wanted:  # at the default recipe's batch size, and at 128 (the notebooks' usual batch)
-        results.setdefault("measured", {})["train"] = when_measured()
+    elif section == "train":  # at the default recipe's batch size, and at 128 (the notebooks' usual batch)
         recipe_batch = TrainConfig(data="", out="").batch_size
         decoded = load_images(find_layout(root).train)  # once, for both batch sizes
         for batch in dict.fromkeys((recipe_batch, 128)):
@@ -526,45 +552,26 @@ def main() -> None:
                 f"{figures['train_baseline_images_per_s']:.0f} img/s",
                 flush=True,
             )
-        save()
-    if "predict" in wanted:
-        results.setdefault("measured", {})["predict"] = when_measured()
+    elif section == "predict":
         results |= bench_predict(root, args.model or "fast")  # one network: the compute-bound comparison is per network
         print(f"predict: {results['predict_images_per_s']:.0f} img/s", flush=True)
-        save()
-    if "shipped" in wanted:
-        results.setdefault("measured", {})["shipped"] = when_measured()
+    elif section == "shipped":
         results |= bench_shipped(root, HERE / "out")
         for name, figures in results["shipped"].items():
             print(
                 f"shipped {name}: accuracy {figures['val_accuracy']:.4f}, {figures['images_per_s']:.0f} img/s",
                 flush=True,
             )
-        save()
-    if "ddp" in wanted:
-        results.setdefault("measured", {})["ddp"] = when_measured()
+    elif section == "ddp":
         results |= bench_ddp(root, HERE / "out")
         print(f"ddp: {results['ddp_scaling']:.2f}x", flush=True)
-        save()
-    if "deconv" in wanted:
-        results.setdefault("measured", {})["deconv"] = when_measured()
+    elif section == "deconv":
         results |= bench_script("bench_deconvnet.py", "deconvnet", "--out", str(HERE / "out"))
-        save()
-    if "synthesis" in wanted:
-        missing = missing_judges(args.judge)
-        if missing:
-            results["skipped"]["synthesis"] = missing
-            print(f"synthesis: skipped: {missing}", flush=True)
-        else:
-            results.setdefault("measured", {})["synthesis"] = when_measured()
-            judge = [] if args.judge is None else ["--second", args.judge]
-            results |= bench_script("bench_synthesis.py", "synthesis", *judge)
-        save()
-    if "recipe" in wanted:
-        results.setdefault("measured", {})["recipe"] = when_measured()
+    elif section == "synthesis":
+        judge = [] if args.judge is None else ["--second", args.judge]
+        results |= bench_script("bench_synthesis.py", "synthesis", *judge)
+    elif section == "recipe":
         results |= bench_recipe(root, HERE / "out")  # run folder kept (git-ignored) for inspection
-    save()
-    print(markdown(results))
 
 
 if __name__ == "__main__":
