@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import signal
 from pathlib import Path
 
 import pytest
+import torch
 
 from heritage_cnn.data.folders import DatasetError
-from heritage_cnn.inference.sort import sort_photos
-from heritage_cnn.inference.teach_photos import SHARED, read_corrections
+from heritage_cnn.inference.sort import MANIFEST_FIELDS, sort_photos
+from heritage_cnn.inference.teach_photos import (
+    ADDED_OR_RENAMED,
+    NOT_FOUND,
+    REPEATED,
+    SHARED,
+    UNREADABLE,
+    TeachPhotos,
+    read_corrections,
+    read_new_classes,
+)
+
+KNOWN = ["altar", "apse", "bell_tower", "column", "dome(inner)", "vault"]
 
 
 @pytest.fixture
@@ -101,3 +116,242 @@ def test_identical_photos_sorted_to_one_file_are_counted_once_and_said(
     photos = read_corrections(out)
     assert photos.found[SHARED] == 1 and sum(photos.found.values()) == len(rows)
     assert len(photos) <= 1
+
+
+# Folders written the way sort writes them, without running a model: each photo filed in the folder named by its
+# row's answer, a manifest row with sort's columns and absolute paths.
+
+
+def _photo(synthetic_root: Path, name: str, i: int) -> bytes:
+    return (synthetic_root / name / f"{i:03d}.png").read_bytes()
+
+
+def _hand_sorted(synthetic_root: Path, tmp_path: Path, per_class: int = 3) -> Path:
+    """altar, apse and vault photos (altar_0.png, ...) "sorted" into their own class folders."""
+    survey, out = tmp_path / "survey", (tmp_path / "sorted").resolve()
+    survey.mkdir()
+    rows = []
+    for name in ("altar", "apse", "vault"):
+        (out / name).mkdir(parents=True)
+        for i in range(per_class):
+            data = _photo(synthetic_root, name, i)
+            (survey / f"{name}_{i}.png").write_bytes(data)
+            (out / name / f"{name}_{i}.png").write_bytes(data)
+            row = dict.fromkeys(MANIFEST_FIELDS, "")
+            row.update(source=str(survey / f"{name}_{i}.png"), destination=str(out / name / f"{name}_{i}.png"))
+            row.update(label=name, top1_label=name, top2_label="bell_tower", top3_label="column")
+            rows.append(row)
+    _write_manifest(out, rows)
+    return out
+
+
+def _write_manifest(out: Path, rows: list[dict[str, str]]) -> None:
+    with open(out / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "manifest.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _new_folder(synthetic_root: Path, root: Path, name: str, source: str = "gargoyle", count: int = 20) -> Path:
+    (root / name).mkdir(parents=True)
+    for i in range(count):
+        (root / name / f"{i:03d}.png").write_bytes(_photo(synthetic_root, source, i))
+    return root
+
+
+def _one_line_error(call, *args, **kwargs) -> str:
+    with pytest.raises(DatasetError) as caught:
+        call(*args, **kwargs)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_a_sorted_folder_moved_elsewhere_reads_where_it_now_lies(sorted_folder: Path, tmp_path: Path) -> None:
+    """The manifest names sort's output folder; the folder read is another (copied, then the original renamed away
+    so that nothing is read from it): every row is found in the folder read, a move in it included."""
+    copied = tmp_path / "elsewhere" / "copied"
+    shutil.copytree(sorted_folder, copied)
+    sorted_folder.rename(tmp_path / "gone")
+    filed = {name: copied / path.parent.name / path.name for name, path in _filed(copied).items()}
+    moved = filed["altar_1.png"]
+    target = next(n for n in ("vault", "apse") if n != moved.parent.name)
+    (copied / target).mkdir(exist_ok=True)
+    moved.rename(copied / target / "altar_1.png")
+    photos = read_corrections(copied)
+    assert photos.found["moved"] == 1 and "deleted" not in photos.found and "added" not in photos.found
+    left = sum(n for kind, n in photos.found.items() if kind.startswith("left in"))
+    assert photos.found["confirmed"] + left == 11
+    assert all(Path(p).is_relative_to(copied) for p in photos.paths)
+
+
+@pytest.mark.parametrize(
+    ("destination", "refusal"),
+    [
+        ("/home/someone/Pictures/altar_0.png", "filed in 'Pictures' but its answer is 'altar'"),
+        ("altar_0.png", "its destination is not a file in a class folder"),
+        ("", "its destination is not a file in a class folder"),
+    ],
+)
+def test_a_destination_edited_out_of_a_class_folder_is_refused(
+    synthetic_root: Path, tmp_path: Path, destination: str, refusal: str
+) -> None:
+    out = _hand_sorted(synthetic_root, tmp_path)
+    rows = _rows(out)
+    rows[0]["destination"] = destination
+    _write_manifest(out, rows)
+    message = _one_line_error(read_corrections, out)
+    assert "manifest.csv: line 2: was edited: " + refusal in message
+
+
+def test_a_subfolder_of_a_class_folder_is_that_class(synthetic_root: Path, tmp_path: Path) -> None:
+    """A user's subfolders inside class folders: their photos are the class folder's, whatever the subfolder's
+    name (the same name in two class folders included), and a filed photo moved into one is still confirmed."""
+    out = _hand_sorted(synthetic_root, tmp_path)
+    for name, source in (("altar", "altar"), ("vault", "vault")):
+        (out / name / "2019").mkdir()
+        (out / name / "2019" / "extra.png").write_bytes(_photo(synthetic_root, source, 10))
+    (out / "altar" / "old").mkdir()
+    (out / "altar" / "altar_0.png").rename(out / "altar" / "old" / "renamed.png")
+    photos = read_corrections(out)
+    assert set(photos.labels) == {"altar", "apse", "vault"}
+    by_path = dict(zip(photos.paths, zip(photos.labels, photos.kinds, strict=True), strict=True))
+    assert by_path[str(out / "altar" / "2019" / "extra.png")] == ("altar", "added")
+    assert by_path[str(out / "vault" / "2019" / "extra.png")] == ("vault", "added")
+    assert by_path[str(out / "altar" / "old" / "renamed.png")] == ("altar", "confirmed")
+    assert photos.found["confirmed"] == 9 and photos.found["added"] == 2
+
+
+def test_a_new_class_folder_s_subfolders_are_that_class(synthetic_root: Path, tmp_path: Path) -> None:
+    new = _new_folder(synthetic_root, tmp_path / "new", "portal", count=12)
+    (new / "portal" / "2019").mkdir()
+    for i in range(12, 20):
+        (new / "portal" / "2019" / f"{i:03d}.png").write_bytes(_photo(synthetic_root, "gargoyle", i))
+    photos = read_new_classes(new, KNOWN)
+    assert photos.labels == ["portal"] * 20
+
+
+def test_one_photo_in_two_class_folders_is_refused_naming_both(synthetic_root: Path, tmp_path: Path) -> None:
+    out = _hand_sorted(synthetic_root, tmp_path)
+    shutil.copy(out / "altar" / "altar_1.png", out / "vault" / "copy.png")  # copied, not moved
+    message = _one_line_error(read_corrections, out)
+    assert str(out / "altar" / "altar_1.png") in message and str(out / "vault" / "copy.png") in message
+    assert "'altar' and 'vault'" in message
+
+
+def test_one_photo_twice_in_one_class_is_taught_once_and_said(synthetic_root: Path, tmp_path: Path) -> None:
+    out = _hand_sorted(synthetic_root, tmp_path)
+    shutil.copy(out / "apse" / "apse_2.png", out / "apse" / "again.png")
+    photos = read_corrections(out)
+    assert len(photos) == 9 and len(set(photos.digests)) == 9
+    assert photos.found[REPEATED] == 1 and photos.found["confirmed"] == 9 and "added" not in photos.found
+    assert photos.skipped == [
+        (str(out / "apse" / "again.png"), f"the same photo as {out / 'apse' / 'apse_2.png'}: taught once")
+    ]
+
+
+def test_a_folder_of_new_classes_given_twice_is_taught_once(synthetic_root: Path, tmp_path: Path) -> None:
+    """`heritage teach NEW NEW`: the command merges what each folder gave into one TeachPhotos."""
+    new = _new_folder(synthetic_root, tmp_path / "new", "portal")
+    parts = [read_new_classes(new, KNOWN), read_new_classes(new, KNOWN)]
+    merged = TeachPhotos(
+        torch.cat([p.images for p in parts]),
+        *([x for p in parts for x in getattr(p, name)] for name in ("labels", "paths", "digests", "kinds")),
+        skipped=[s for p in parts for s in p.skipped],
+    )
+    assert len(merged) == 20 and merged.images.shape[0] == 20 and merged.found[REPEATED] == 20
+    assert len(merged.skipped) == 20 and all(reason == "read twice: taught once" for _, reason in merged.skipped)
+
+
+def test_a_new_class_needs_its_photos_without_repeats(synthetic_root: Path, tmp_path: Path) -> None:
+    new = _new_folder(synthetic_root, tmp_path / "new", "portal", count=19)
+    shutil.copy(new / "portal" / "000.png", new / "portal" / "copy.png")  # 20 files, 19 photos
+    message = _one_line_error(read_new_classes, new, KNOWN)
+    assert "portal: 19 readable photo(s)" in message
+
+
+def test_without_the_sources_a_renamed_photo_is_not_called_deleted(synthetic_root: Path, tmp_path: Path) -> None:
+    """The survey folder that was sorted is gone: a photo renamed in its class folder and one deleted cannot be told
+    apart, and neither is said to be deleted; with the survey there, the renamed one is found by its content."""
+    out = _hand_sorted(synthetic_root, tmp_path)
+    (out / "altar" / "altar_0.png").rename(out / "altar" / "renamed.png")
+    (out / "apse" / "apse_0.png").unlink()
+    found = read_corrections(out).found
+    assert found["confirmed"] == 8 and found["deleted"] == 1 and "added" not in found
+    shutil.rmtree(tmp_path / "survey")
+    photos = read_corrections(out)
+    assert "deleted" not in photos.found and "added" not in photos.found
+    assert photos.found[NOT_FOUND] == 2 and photos.found[ADDED_OR_RENAMED] == 1 and photos.found["confirmed"] == 7
+    assert dict(zip(photos.paths, photos.labels, strict=True))[str(out / "altar" / "renamed.png")] == "altar"
+
+
+def test_unreadable_files_are_counted_as_skipped_not_added(synthetic_root: Path, tmp_path: Path) -> None:
+    out = _hand_sorted(synthetic_root, tmp_path)
+    (out / "vault" / "empty.jpg").write_bytes(b"")
+    (out / "vault" / "notes.jpg").write_text("not a photo")
+    (out / "vault" / "cut.png").write_bytes(_photo(synthetic_root, "vault", 5)[:200])
+    (out / "altar" / "altar_2.png").write_bytes(b"")  # a filed photo spoiled where it lies
+    photos = read_corrections(out)
+    assert "added" not in photos.found and "confirmed" in photos.found and photos.found[UNREADABLE] == 4
+    assert photos.found["confirmed"] == 8 and len(photos) == 8
+    assert {Path(p).name for p, _ in photos.skipped} == {"empty.jpg", "notes.jpg", "cut.png", "altar_2.png"}
+
+
+def test_a_fifo_named_like_a_photo_is_skipped_not_waited_on(synthetic_root: Path, tmp_path: Path) -> None:
+    out = _hand_sorted(synthetic_root, tmp_path)
+    os.mkfifo(out / "vault" / "pipe.jpg")
+
+    def waited(*_) -> None:
+        raise TimeoutError("read_corrections waited on a FIFO")
+
+    before = signal.signal(signal.SIGALRM, waited)
+    signal.alarm(20)
+    try:
+        photos = read_corrections(out)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+    assert [Path(p).name for p, _ in photos.skipped] == ["pipe.jpg"] and photos.found[UNREADABLE] == 1
+
+
+@pytest.mark.parametrize("name", ["bell tower", "Altar", "Bell_Tower", "dome (inner)", "VAULT", "_None", "_UNCERTAIN"])
+def test_a_new_class_named_like_a_known_one_is_refused(synthetic_root: Path, tmp_path: Path, name: str) -> None:
+    new = _new_folder(synthetic_root, tmp_path / "new", name)
+    message = _one_line_error(read_new_classes, new, KNOWN)
+    assert message.startswith(str(new / name) + ": ")
+    assert "names the model's class" in message or "is reserved for sort's" in message
+
+
+def test_two_new_classes_of_one_name_are_refused(synthetic_root: Path, tmp_path: Path) -> None:
+    new = _new_folder(synthetic_root, tmp_path / "new", "portal")
+    _new_folder(synthetic_root, new, "Portal", source="column")
+    message = _one_line_error(read_new_classes, new, KNOWN)
+    assert "'Portal' and the folder 'portal' would be two classes of one name" in message
+
+
+@pytest.mark.parametrize(("name", "known"), [("Altar", None), ("bell tower", None), ("Dome(Inner)", KNOWN)])
+def test_a_corrections_folder_named_like_a_known_class_is_refused(
+    synthetic_root: Path, tmp_path: Path, name: str, known: list[str] | None
+) -> None:
+    """A class the manifest names (a row's answer or top classes), or one of `known`, the model's classes."""
+    out = _hand_sorted(synthetic_root, tmp_path)
+    (out / name).mkdir()
+    (out / "altar" / "altar_0.png").rename(out / name / "altar_0.png")
+    message = _one_line_error(read_corrections, out, **({"known": known} if known else {}))
+    assert message.startswith(str(out / name) + ": ") and "names the model's class" in message
+
+
+def test_a_folder_name_that_is_not_utf8_is_said_so(synthetic_root: Path, tmp_path: Path) -> None:
+    name = os.fsdecode(b"caf\xe9")
+    new = _new_folder(synthetic_root, tmp_path / "new", name)
+    message = _one_line_error(read_new_classes, new, KNOWN)
+    assert message == f"{tmp_path / 'new'}/caf\\xe9: the folder name is not valid UTF-8, so it cannot name a class"
+    out = _hand_sorted(synthetic_root, tmp_path)
+    (out / name).mkdir()
+    (out / "altar" / "altar_0.png").rename(out / name / "altar_0.png")
+    assert "the folder name is not valid UTF-8" in _one_line_error(read_corrections, out)

@@ -3,53 +3,68 @@
 Two sources, one result (`TeachPhotos`: decoded photos, each with its class and why it is there):
 
 - **New classes**: a folder holding one subfolder per new class (`PORTALS/portal/*.jpg`). A subfolder named like a
-  class the model knows, or like sort's reserved folders (`_uncertain`, `_none`), is refused: photos of a known class
-  are corrections, and come from a sorted folder.
+  class the model knows (its name or display name, whatever the case: `Altar`, `bell tower` for `bell_tower`), or
+  like sort's reserved folders (`_uncertain`, `_none`), is refused: photos of a known class are corrections, and come
+  from a sorted folder.
 - **Corrections**: a folder `heritage sort` wrote (its `manifest.csv` says where each photo was filed) after the user
-  moved photos between its folders. Each photo of the manifest is found where it is now, by its content (SHA-256), so
-  a renamed photo still counts:
+  moved photos between its folders. A row's destination is read as its class folder and file name inside the folder
+  being read, so a sorted folder that was moved or copied elsewhere reads the same. Each photo of the manifest is
+  found where it is now, by the content (SHA-256) of its source, so a renamed photo still counts:
   - still in the class folder it was filed in: **confirmed** (a label the user saw and kept);
   - in another class folder: **moved**, a correction; moved into a folder the model does not know: a new class;
   - not found: **deleted** (listed, not learned from); photos left in `_uncertain/` or `_none/`: not labelled.
+    Where the source is gone too (the survey folder moved or deleted), a photo that is not where sort filed it
+    cannot be told renamed from deleted: it is counted as such (`NOT_FOUND`), never as deleted.
   Photos in a class folder that the manifest does not list were **added** by the user and learn as that class.
+  A photo's class is the top folder it lies in: the user's subfolders inside a class folder belong to that class.
   The web page's "mark wrong" writes the same kind of folder (`apps.corrections`): a photo the user marked is stored
   in the right class's folder, with a manifest row naming the folder the model chose.
-  A manifest that sort did not write as it is (a missing column, a destination outside the folder or in a folder
-  its label does not name) is refused with a line saying so: corrections are made by moving photos, not by editing
-  the manifest.
+  A manifest that sort did not write as it is (a missing column, a destination that is not a file in a class folder,
+  or one in a folder its label does not name) is refused with a line saying so: corrections are made by moving
+  photos, not by editing the manifest.
 
 Every photo is decoded by the prediction policy (`decode.try_decode`); a file that cannot be read is skipped and
-listed, never stops the run. The user's folders are only read.
+listed, never stops the run. One content is taught once: under two classes it is refused, naming both files; twice
+under one class, the second is skipped and listed (`TeachPhotos`). The user's folders are only read.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from heritage_cnn.base.io import file_sha256
 from heritage_cnn.base.names import CSV_ERRORS, shown
-from heritage_cnn.data.decode import try_decode
-from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError, walk_files
-from heritage_cnn.inference.sort import MANIFEST_FIELDS, NONE, UNCERTAIN
+from heritage_cnn.data.decode import ImageError, open_regular, try_decode
+from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError, display_name, walk_files
+from heritage_cnn.inference.sort import MANIFEST_FIELDS, MANIFEST_TOP, NONE, UNCERTAIN
 from heritage_cnn.models.metadata import class_name_problem
 
 RESERVED = (UNCERTAIN, NONE)
 MIN_NEW_PHOTOS = 20  # photos a new class needs: the fewest the issue's benchmark teaches from (docs/teach.md)
 SHARED = "manifest rows sharing another row's file (identical photos)"  # counted, not taught twice
 KINDS = ("new", "moved", "added", "confirmed")  # why a photo is taught; "new": a photo of a new class's folder
+UNREADABLE = "unreadable (skipped)"  # files that would have been taught but cannot be decoded
+REPEATED = "repeated (the same content twice in one class: taught once)"
+NOT_FOUND = "not where sort filed them, sources gone (deleted or renamed: cannot tell which)"
+ADDED_OR_RENAMED = "added or renamed (not in the manifest)"  # "added" while some rows are NOT_FOUND
 
 
 @dataclass
 class TeachPhotos:
     """Decoded photos (N, 3, S, S) uint8 with their class names, paths, SHA-256 and why each is taught; the files
-    skipped (path, reason) and what the corrections folders held (`found`: counts by kind, deleted included)."""
+    skipped (path, reason) and what the corrections folders held (`found`: counts by kind, deleted included).
+
+    One content, one photo, whatever built them (a reader, or several merged): a content found again under the same
+    class is dropped, listed in `skipped` and counted (`REPEATED`); under another class it is refused (DatasetError
+    naming both files)."""
 
     images: torch.Tensor
     labels: list[str]
@@ -58,6 +73,28 @@ class TeachPhotos:
     kinds: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     found: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        first: dict[str, int] = {}
+        keep = []
+        for i, digest in enumerate(self.digests):
+            j = first.setdefault(digest, i)
+            if j == i:
+                keep.append(i)
+            elif self.labels[j] != self.labels[i]:
+                raise DatasetError(
+                    f"{shown(self.paths[j])} and {shown(self.paths[i])}: one photo (the same content) as two classes, "
+                    f"{self.labels[j]!r} and {self.labels[i]!r}; keep it in one class's folder"
+                )
+            else:
+                same = "read twice" if self.paths[i] == self.paths[j] else f"the same photo as {shown(self.paths[j])}"
+                self.skipped.append((self.paths[i], f"{same}: taught once"))
+        if len(keep) < len(self.digests):
+            self.found[REPEATED] += len(self.digests) - len(keep)
+            self.images = self.images[torch.as_tensor(keep, dtype=torch.long)]
+            self.labels, self.paths, self.digests, self.kinds = (
+                [p[i] for i in keep] for p in (self.labels, self.paths, self.digests, self.kinds)
+            )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -71,31 +108,49 @@ class TeachPhotos:
         return dict(Counter(self.labels))
 
 
+def _sha256(path: Path) -> str | None:
+    """The SHA-256 of a regular file's bytes; None for one that cannot be read (or is no regular file: a FIFO named
+    photo.jpg would block a plain read)."""
+    try:
+        with open_regular(path) as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except (ImageError, OSError):
+        return None
+
+
 def _decoded(
     items: list[tuple[Path, str, str]],
     size: int,
     skipped: list[tuple[str, str]],
-    digests: dict[Path, str] | None = None,
+    digests: dict[Path, str | None] | None = None,
 ) -> TeachPhotos:
-    """Decode (path, class, kind) items; unreadable files go to `skipped`. `digests`: SHA-256 already read, by path."""
+    """Decode (path, class, kind) items; unreadable files go to `skipped`. `digests`: SHA-256 already read, by path.
+    `found` counts the photos by kind, and the unreadable ones (`UNREADABLE`)."""
     digests = digests or {}
     arrays, labels, paths, sha256, kinds = [], [], [], [], []
+    unreadable = 0
     for path, label, kind in items:
         pixels = try_decode(path, size)
-        if isinstance(pixels, str):
-            skipped.append((str(path), pixels))
+        digest = None if isinstance(pixels, str) else digests.get(path) or _sha256(path)
+        if digest is None:
+            skipped.append((str(path), pixels if isinstance(pixels, str) else "could not be read"))
+            unreadable += 1
             continue
         arrays.append(pixels)
         labels.append(label)
         paths.append(str(path))
-        sha256.append(digests.get(path) or file_sha256(path))
+        sha256.append(digest)
         kinds.append(kind)
     images = (
         torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         if arrays
         else torch.empty(0, 3, size, size, dtype=torch.uint8)
     )
-    return TeachPhotos(images, labels, paths, sha256, kinds, skipped)
+    photos = TeachPhotos(images, labels, paths, sha256, kinds, skipped)
+    photos.found.update(photos.kinds)
+    if unreadable:
+        photos.found[UNREADABLE] += unreadable
+    return photos
 
 
 def _class_subfolders(folder: Path) -> list[Path]:
@@ -104,9 +159,44 @@ def _class_subfolders(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _same_class(name: str) -> str:
+    """What two names of one class share: the display name (`bell_tower` and `bell tower`), case aside."""
+    return display_name(name).casefold()
+
+
+def _refuse_name(folder: Path, name: str, known: Iterable[str], taken: Iterable[str] = ()) -> None:
+    """DatasetError (one line) when the folder `name` cannot name a new class: a class of the model or another
+    folder's class but for case, spaces or underscores (`known`, `taken`), sort's reserved folders, or a name no
+    class may have."""
+    if name.casefold() in (r.casefold() for r in RESERVED):
+        raise DatasetError(f"{shown(folder)}: {name!r} is reserved for sort's photos of no class or an unsure one")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DatasetError(f"{shown(folder)}: the folder name is not valid UTF-8, so it cannot name a class") from None
+    problem = class_name_problem(name)
+    if problem:
+        raise DatasetError(f"{shown(folder)}: the folder name {problem}, so it cannot name a class")
+    key = _same_class(name)
+    same = next((k for k in known if _same_class(k) == key), None)
+    if same is not None:
+        raise DatasetError(
+            f"{shown(folder)}: {name!r} names the model's class {same!r} (the same name but for case, spaces or "
+            "underscores); photos of a class it knows are corrections (--corrections: a sorted folder whose photos "
+            "you moved)"
+        )
+    same = next((t for t in taken if t != name and _same_class(t) == key), None)
+    if same is not None:
+        raise DatasetError(
+            f"{shown(folder)}: {name!r} and the folder {same!r} would be two classes of one name (the same but for "
+            "case, spaces or underscores); put their photos in one folder"
+        )
+
+
 def read_new_classes(folder: str | os.PathLike, known: list[str], size: int = 64) -> TeachPhotos:
-    """The photos of a folder of new-class subfolders; DatasetError (one line) for a subfolder that cannot be a new
-    class (a known or reserved name, a name no class may have) or holds fewer than MIN_NEW_PHOTOS readable photos."""
+    """The photos of a folder of new-class subfolders, each labelled by its subfolder (its own subfolders included);
+    DatasetError (one line) for a subfolder that cannot be a new class (`_refuse_name`) or holds fewer than
+    MIN_NEW_PHOTOS readable photos of its own."""
     root = Path(folder)
     subfolders = _class_subfolders(root)
     if not subfolders:
@@ -115,26 +205,23 @@ def read_new_classes(folder: str | os.PathLike, known: list[str], size: int = 64
         )
     items, skipped = [], []
     for sub in subfolders:
-        name = sub.name
-        if name in known:
+        if sub.name in known:
             raise DatasetError(
-                f"{shown(sub)}: {name!r} is already a class of the model; photos of a class it knows are corrections "
-                "(--corrections: a sorted folder whose photos you moved)"
+                f"{shown(sub)}: {sub.name!r} is already a class of the model; photos of a class it knows are "
+                "corrections (--corrections: a sorted folder whose photos you moved)"
             )
-        if name in RESERVED:
-            raise DatasetError(f"{shown(sub)}: {name!r} is reserved for sort's photos of no class or an unsure one")
-        problem = class_name_problem(name)
-        if problem:
-            raise DatasetError(f"{shown(sub)}: the folder name {problem}, so it cannot name a class")
+        _refuse_name(sub, sub.name, known, [s.name for s in subfolders])
         files, problems = walk_files(sub, IMAGE_EXTENSIONS)
         skipped.extend(problems)
-        items.extend((path, name, "new") for path in files)
+        items.extend((path, sub.name, "new") for path in files)
     photos = _decoded(items, size, skipped)
     for sub in subfolders:
         count = photos.labels.count(sub.name)
         if count < MIN_NEW_PHOTOS:
-            raise DatasetError(f"{shown(sub)}: {count} readable photo(s); a new class needs at least {MIN_NEW_PHOTOS}")
-    photos.found = Counter({"new": len(photos)})
+            raise DatasetError(
+                f"{shown(sub)}: {count} readable photo(s) (each content counted once); a new class needs at least "
+                f"{MIN_NEW_PHOTOS}"
+            )
     return photos
 
 
@@ -160,77 +247,105 @@ def _manifest_rows(root: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _filed_folder(row: dict[str, str], root: Path, line: int) -> str:
-    """The folder sort filed a manifest row's photo in, checked against the row's own answer."""
+def _filed_at(row: dict[str, str], root: Path, line: int) -> Path:
+    """Where sort filed a manifest row's photo, inside `root`: its destination's class folder and file name (sort
+    writes absolute paths, and the folder may have been moved or copied since), checked against the row's answer."""
     where = f"{shown(root / 'manifest.csv')}: line {line}"
     destination = Path(row.get("destination") or "")
-    if destination.parent.parent != root:
-        raise DatasetError(f"{where}: was edited: its destination is not a folder of {shown(root)}")
-    folder = destination.parent.name
+    names = destination.parts[1:] if destination.is_absolute() else destination.parts
+    if len(names) < 2 or not (destination.is_absolute() or len(names) == 2):
+        raise DatasetError(f"{where}: was edited: its destination is not a file in a class folder")
+    folder, name = names[-2:]
     if folder not in RESERVED and folder != row.get("top1_label"):
         raise DatasetError(f"{where}: was edited: filed in {folder!r} but its answer is {row.get('top1_label')!r}")
-    return folder
+    return root / folder / name
 
 
-def read_corrections(folder: str | os.PathLike, size: int = 64) -> TeachPhotos:
-    """The labelled photos of a sorted folder after the user's moves (the module's docstring); DatasetError for a
-    folder without sort's manifest or with one that was edited."""
-    root = Path(folder).resolve()
-    rows = _manifest_rows(root)
-    filed = {Path(row["destination"]): _filed_folder(row, root, n) for n, row in enumerate(rows, start=2)}
-    sources = {Path(row["destination"]): Path(row["source"]) for row in rows}
-    # sort keeps one copy of identical photos of one name, and the manifest a row for each: one file, read once
-    shared = len(rows) - len(filed)
-    files, skipped = [], []
+def _class_files(root: Path) -> tuple[dict[Path, str], list[tuple[str, str]]]:
+    """Every image file below `root`'s class folders, with the class folder it lies in (subfolders included), and
+    the folders that could not be read."""
+    files: dict[Path, str] = {}
+    skipped: list[tuple[str, str]] = []
     for sub in _class_subfolders(root):
         found, problems = walk_files(sub, IMAGE_EXTENSIONS)
         skipped.extend(problems)
-        files.extend(found)
-    at_destination = {path for path in files if path in filed}
+        files.update((path, sub.name) for path in found)
+    return files, skipped
+
+
+def _manifest_classes(rows: list[dict[str, str]]) -> set[str]:
+    """The model's classes a manifest names (each row's answer and its top classes)."""
+    columns = ["label", *(f"top{i}_label" for i in range(1, MANIFEST_TOP + 1))]
+    return {row[c] for row in rows for c in columns if row.get(c)}
+
+
+def read_corrections(folder: str | os.PathLike, size: int = 64, known: list[str] | None = None) -> TeachPhotos:
+    """The labelled photos of a sorted folder after the user's moves (the module's docstring); DatasetError for a
+    folder without sort's manifest, with one that was edited, or with a class folder that cannot name a new class.
+    `known`: the model's classes, which a new class's name must differ from (the classes the manifest names are
+    checked whether given or not)."""
+    root = Path(folder).resolve()
+    rows = _manifest_rows(root)
+    filed = {_filed_at(row, root, n): Path(row["source"]) for n, row in enumerate(rows, start=2)}
+    # sort keeps one copy of identical photos of one name, and the manifest a row for each: one file, read once
+    shared = len(rows) - len(filed)
+    files, skipped = _class_files(root)
     # a photo still where sort put it is that row's, whatever its content: only the others are matched by content
-    digests = {path: file_sha256(path) for path in files if path not in at_destination}
-    by_content: dict[str, list[Path]] = {}
-    for path, digest in digests.items():
-        by_content.setdefault(digest, []).append(path)
-    counts: Counter = Counter({SHARED: shared} if shared else {})
-    items: list[tuple[Path, str, str]] = []
-    claimed: set[Path] = set()
-    for destination, was in filed.items():
-        if destination in at_destination:
-            claimed.add(destination)
-            if was not in RESERVED:
-                items.append((destination, was, "confirmed"))
-            counts["confirmed" if was not in RESERVED else f"left in {was}"] += 1
-            continue
-        now = _moved_to(destination, sources[destination], by_content, claimed)
-        if now is None:
-            counts["deleted"] += 1
-            continue
-        claimed.add(now)
-        if now.parent.name in RESERVED:
-            counts[f"moved to {now.parent.name}"] += 1
-        else:
-            items.append((now, now.parent.name, "moved" if now.parent.name != was else "confirmed"))
-            counts["moved" if now.parent.name != was else "confirmed"] += 1
-    for path in files:
-        if path not in claimed and path not in at_destination and path.parent.name not in RESERVED:
-            items.append((path, path.parent.name, "added"))
-            counts["added"] += 1
-    for name in {label for _, label, _ in items}:
-        problem = class_name_problem(name)
-        if problem:
-            raise DatasetError(f"{shown(root / name)}: the folder name {problem}, so it cannot name a class")
+    digests = {path: _sha256(path) for path in files if path not in filed}
+    items, counts = _matched(filed, files, digests)
+    if shared:
+        counts[SHARED] = shared
+    classes = _manifest_classes(rows) | set(known or ())
+    labels = sorted({label for _, label, _ in items})
+    for name in labels:
+        if name not in classes:
+            _refuse_name(root / name, name, classes, labels)
     photos = _decoded(items, size, skipped, digests)
-    photos.found = counts
+    if counts[NOT_FOUND] and photos.found["added"]:
+        photos.found[ADDED_OR_RENAMED] = photos.found.pop("added")
+    photos.found.update(counts)
     return photos
 
 
-def _moved_to(destination: Path, source: Path, by_content: dict[str, list[Path]], claimed: set[Path]) -> Path | None:
+def _matched(
+    filed: dict[Path, Path], files: dict[Path, str], digests: dict[Path, str | None]
+) -> tuple[list[tuple[Path, str, str]], Counter]:
+    """Each manifest row's photo found where it is now (`filed`: where sort put it -> its source; `files`: the files
+    now, with their class folders; `digests`: the SHA-256 of those not where sort put a photo, None if unreadable):
+    the photos to teach (path, class, kind), and the rows not taught, counted."""
+    by_content: dict[str, list[Path]] = {}
+    for path, digest in digests.items():
+        if digest is not None:
+            by_content.setdefault(digest, []).append(path)
+    counts: Counter = Counter()
+    items: list[tuple[Path, str, str]] = []
+    claimed: set[Path] = set()
+    for destination, source in filed.items():
+        was = destination.parent.name
+        now = destination if destination in files else None
+        if now is None:
+            now, searched = _moved_to(destination, source, by_content, claimed)
+            if now is None:
+                counts["deleted" if searched else NOT_FOUND] += 1
+                continue
+        claimed.add(now)
+        if files[now] in RESERVED:
+            counts[f"left in {was}" if files[now] == was else f"moved to {files[now]}"] += 1
+        else:
+            items.append((now, files[now], "confirmed" if files[now] == was else "moved"))
+    items += [(p, top, "added") for p, top in files.items() if p not in claimed and top not in RESERVED]
+    return items, counts
+
+
+def _moved_to(
+    destination: Path, source: Path, by_content: dict[str, list[Path]], claimed: set[Path]
+) -> tuple[Path | None, bool]:
     """Where the photo sort copied from `source` to `destination` is now: the unclaimed file with the source's content
-    (sort's copies and links are byte for byte the source), else one with the destination's file name; None: deleted."""
-    candidates: list[Path] = []
-    if source.is_file():
-        candidates = by_content.get(file_sha256(source), [])
+    (sort's copies and links are byte for byte the source), else one with the destination's file name; None when
+    neither is found. The flag: whether the source could be read, so that no file holding its content means the
+    photo is gone (else it may have been renamed)."""
+    digest = _sha256(source) if source.is_file() else None
+    candidates = by_content.get(digest, []) if digest is not None else []
     if not candidates:
         candidates = [p for paths in by_content.values() for p in paths if p.name == destination.name]
-    return next((p for p in candidates if p not in claimed), None)
+    return next((p for p in candidates if p not in claimed), None), digest is not None
