@@ -15,8 +15,10 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from heritage_cnn.apps.corrections import Corrections
 from heritage_cnn.apps.upload import (
@@ -47,6 +49,10 @@ BUSY_RETRY_S = 2  # the Retry-After of a 503
 # clients send, and keep two cores busy. A fifth waits for a slot, up to PREDICT_WAIT_S, then gets a 503.
 PREDICTIONS_AT_ONCE = 4
 PREDICT_WAIT_S = 30.0
+TOP_RANGE = (1, 100)  # `top` of /api/predict: how many classes an answer lists
+# What each query parameter must be, in a refusal's words (a parameter not named here: pydantic's own words)
+QUERY_RULES = {"top": f"an integer from {TOP_RANGE[0]} to {TOP_RANGE[1]}", "overlays": "true or false"}
+SHOWN_INPUT = 60  # characters of a refused value or Host header repeated in the refusal
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,7 @@ def class_image(name: str, state: State) -> FileResponse:
 async def predict(
     request: Request,
     state: State,
-    top: int = Query(5, ge=1, le=100, description="how many classes to return"),
+    top: int = Query(5, ge=TOP_RANGE[0], le=TOP_RANGE[1], description="how many classes to return"),
     overlays: bool = Query(False, description="add the input crop, Grad-CAM and deconvnet images (PNG data URLs)"),
 ) -> JSONResponse:
     try:
@@ -193,6 +199,57 @@ def refusal(error: UploadError) -> JSONResponse:
     if error.status in (408, 413):
         headers = {"connection": "close"}
     return Answer({"detail": error.message}, status_code=error.status, headers=headers)
+
+
+async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+    """A query parameter of the wrong kind or out of its range: 400 and one line naming each one, what it must be and
+    what was sent ("top: must be an integer from 1 to 100, got '0'", in the words of the CLI's `--top`), instead of
+    FastAPI's 422 with a list of objects, which the page would show as "[object Object]"."""
+    problems = []
+    for problem in error.errors():
+        name = str(problem["loc"][-1]) if problem.get("loc") else "request"
+        rule = QUERY_RULES.get(name)
+        given = problem.get("input")
+        if rule is None or not isinstance(given, str):
+            problems.append(f"{name}: {problem.get('msg', 'not valid')}")
+        else:
+            problems.append(f"{name}: must be {rule}, got {clipped(given)!r}")
+    return Answer({"detail": "; ".join(problems) or "invalid request"}, status_code=400)
+
+
+def clipped(text: str) -> str:
+    """`text` cut to SHOWN_INPUT characters: what a client sent, repeated in a refusal, stays short."""
+    return text if len(text) <= SHOWN_INPUT else text[:SHOWN_INPUT] + "..."
+
+
+class HostCheck:
+    """ASGI middleware: only requests whose Host header is one of `hosts` reach the app (Starlette's
+    TrustedHostMiddleware decides, `*` answering any); any other gets 400 with `{"detail": "<one line>"}`, as every
+    other error, instead of Starlette's plain-text "Invalid host header"."""
+
+    def __init__(self, app: Any, hosts: list[str]) -> None:
+        self.app, self.hosts = app, list(dict.fromkeys(hosts))  # each name once, in the order given
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # lifespan: no Host header to check
+            await self.app(scope, receive, send)
+            return
+        reached = False
+
+        async def trusted(scope: dict, receive: Any, _: Any) -> None:
+            nonlocal reached
+            reached = True
+            await self.app(scope, receive, send)
+
+        async def dropped(message: dict) -> None:  # Starlette's own plain-text refusal: the JSON one is sent below
+            pass
+
+        await TrustedHostMiddleware(trusted, allowed_hosts=self.hosts, www_redirect=False)(scope, receive, dropped)
+        if not reached:
+            given = Headers(scope=scope).get("host")
+            what = f"Host header {clipped(given)!r}" if given is not None else "a request without a Host header"
+            detail = f"{what} refused: this server answers only {', '.join(self.hosts)} (a guard against DNS rebinding)"
+            await Answer({"detail": detail}, status_code=400)(scope, receive, send)
 
 
 @dataclass(frozen=True)
@@ -285,8 +342,12 @@ __all__ = [
     "MULTIPART_SLACK",
     "PREDICTIONS_AT_ONCE",
     "PREDICT_WAIT_S",
+    "QUERY_RULES",
+    "TOP_RANGE",
     "Answer",
+    "HostCheck",
     "Served",
+    "invalid_request",
     "map_answer",
     "refusal",
     "router",

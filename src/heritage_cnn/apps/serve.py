@@ -16,6 +16,8 @@ What an upload must pass, in this order, so that nothing large is stored or deco
   `idle_timeout` between chunks) gets 408 and its connection is closed, so slow clients cannot pile up.
 - Host header: only the names of this machine's loopback (localhost, 127.0.0.1, [::1]) and the bound address
   are answered (400 otherwise), so a web page that rebinds its DNS name to 127.0.0.1 cannot read the API.
+Every refusal, a query parameter out of its range included (400, not FastAPI's 422 list), is `{"detail": "<one
+line>"}` (`routes.refusal`, `routes.invalid_request`, `routes.HostCheck`).
 The photo is then decoded with the same policy as training and `heritage predict` (EXIF orientation, RGB,
 shorter side to 64 px, centre crop). Answers use the one prediction schema (`Prediction.to_dict()`), with
 the upload's description and, on request, the overlays beside it. `POST /api/map` takes the same uploads through
@@ -175,9 +177,9 @@ def create_app(
     deconvnet overlays and the class images are those of network `member` (a single network is its own member 0).
     `corrections`: the folder where `POST /api/correct` keeps corrections, created if missing (None: it answers 404)."""
     from fastapi import FastAPI
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from fastapi.exceptions import RequestValidationError
 
-    from heritage_cnn.apps.routes import Answer, Served, router
+    from heritage_cnn.apps.routes import Answer, HostCheck, Served, invalid_request, router
 
     if max_upload_bytes < 1:
         raise ValueError(f"the upload limit must be positive, got {max_upload_bytes} bytes")
@@ -196,7 +198,8 @@ def create_app(
     limits = {"max_upload_bytes": max_upload_bytes, "body_timeout": body_timeout, "idle_timeout": idle_timeout}
     # no API docs pages: they need a CDN
     app = FastAPI(title="heritage-cnn", docs_url=None, redoc_url=None, default_response_class=Answer)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(hosts or allowed_hosts()))
+    app.add_middleware(HostCheck, hosts=list(hosts or allowed_hosts()))
+    app.add_exception_handler(RequestValidationError, invalid_request)  # every error one line: `{"detail": ...}`
     app.include_router(router)
     app.state.served = Served(classifier, overlays, gallery, page, member, **limits, corrections=kept)
     app.state.open_set = classifier.open_set  # the operating point in force (None: this model cannot reject)

@@ -17,16 +17,22 @@ answered at once.
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+from PIL import ExifTags, Image
 
 from heritage_cnn.data.decode import ImageError, ImageTooLarge, read_image
 
 Receive = Callable[[], Awaitable[dict]]
 DRAIN_FLOOR_BYTES = 64 * 2**20  # a refused body is drained up to max(4 x the limit, this)
+EMPTY = "empty file (0 bytes)"  # the decoder's words for a file of no bytes (`decode.read_image`), as the CLI says it
+# PNG chunks that can carry an EXIF orientation after the pixel data, where Pillow finds it only by decoding them
+PNG_LATE_EXIF = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
+QUARTER_TURNS = (5, 6, 7, 8)  # EXIF orientations that turn the stored image a quarter turn: width and height swap
 
 
 def drain_bound(max_upload_bytes: int) -> int:
@@ -99,7 +105,7 @@ def decoding(data: bytes) -> Iterator[None]:
     decode path (`decode.read_image`, `decode.read_whole`) leaves it as the upload's refusal, the same wording for
     every route: a header over the pixel limit a 413, anything else the decoder refuses a 415 with its reason."""
     if not data:
-        raise UploadError(400, "the file is empty (0 bytes)")
+        raise UploadError(400, EMPTY)
     try:
         yield
     except ImageTooLarge as error:
@@ -123,5 +129,18 @@ def decode_upload(data: bytes, size: int) -> tuple[np.ndarray, dict[str, Any]]:
     """
     with decoding(data):
         decoded = read_image(data, size, name="upload")
-    info = {"width": decoded.width, "height": decoded.height, "format": decoded.format, "bytes": len(data)}
+        width, height = oriented_size(data)
+    info = {"width": width, "height": height, "format": decoded.format, "bytes": len(data)}
     return decoded.pixels, info
+
+
+def oriented_size(data: bytes) -> tuple[int, int]:
+    """The photo's width and height with its EXIF orientation applied, as the decoder applies it: the size `/api/map`
+    and `heritage map` report, in whose frame their boxes lie. Read from the header (bytes already decoded once),
+    except a PNG whose orientation may follow its pixels."""
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        if image.format == "PNG" and not any(mark in data for mark in PNG_LATE_EXIF):
+            return width, height  # no EXIF or XMP anywhere: nothing to orient by
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return (height, width) if orientation in QUARTER_TURNS else (width, height)
