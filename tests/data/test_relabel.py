@@ -80,3 +80,52 @@ def test_train_refuses_a_bad_relabel_file(synthetic_root: Path, tmp_path: Path, 
     missing = tmp_path / "missing.csv"
     assert cli.main([*argv[:-1], str(missing), "--epochs", "1"]) == 2
     assert str(missing) in capsys.readouterr().err
+
+
+def test_a_relative_root_matches_relative_and_absolute_rows(synthetic_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """`--data flip` (relative, as typed) and the Kaggle layout's `kag/train`: the folder's photo paths are relative
+    to the working folder, the rows to the class-folder root or absolute; all of them match."""
+    import shutil
+
+    shutil.copytree(synthetic_root, tmp_path / "kag" / "train")
+    monkeypatch.chdir(tmp_path)
+    file = _write(
+        tmp_path / "relabel.csv",
+        "path,new_label\n"
+        "altar/000.png,apse\n"
+        "./column/001.png,vault\n"
+        f"{tmp_path / 'kag' / 'train' / 'vault' / '003.png'},gargoyle\n"
+        "apse/002.png,\n",
+    )
+    for root in (Path("kag/train"), Path("kag/../kag/train"), tmp_path / "kag" / "train"):
+        images = load_images(root)
+        relabel = read_relabel(file, images.classes, root)
+        relabelled, changed = apply_relabel(images, relabel, root)
+        assert changed == 3, root
+        label = dict(zip(images.paths, relabelled.labels.tolist(), strict=True))
+        assert label[str(root / "altar" / "000.png")] == images.classes.index("apse")
+        assert label[str(root / "column" / "001.png")] == images.classes.index("vault")
+        assert label[str(root / "vault" / "003.png")] == images.classes.index("gargoyle")
+
+
+def test_a_header_with_spaces_is_read_not_ignored(images, synthetic_root: Path, tmp_path: Path) -> None:
+    """`path, new_label` (a space after the comma) names the same columns, and the rows are read, not skipped."""
+    file = _write(tmp_path / "spaced.csv", "path, new_label\naltar/000.png, apse\n vault/003.png , gargoyle\n")
+    relabel = read_relabel(file, images.classes, synthetic_root)
+    assert relabel.record(images.classes)["rows"] == 2
+    _, changed = apply_relabel(images, relabel, synthetic_root)
+    assert changed == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("path,new_label\naltar/000.png,apse\naltar/999.png,\n", r"row 3: altar/999.png is not a photo of"),
+        ("path,new_label\naltar/000.png,\naltar/000.png,apse\n", r"row 3: altar/000.png is listed already \(row 2\)"),
+    ],
+)
+def test_a_row_that_keeps_its_label_still_names_a_photo(images, synthetic_root, tmp_path, text, message) -> None:
+    """An empty new label keeps the photo's label (docs/review.md), but its path must still be one of the photos."""
+    file = _write(tmp_path / "kept.csv", text)
+    with pytest.raises(DatasetError, match=rf"kept\.csv: {message}"):
+        apply_relabel(images, read_relabel(file, images.classes, synthetic_root), synthetic_root)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
 from dataclasses import replace
+from pathlib import Path
 
 from heritage_cnn.cli.options import UsageError, add_command, add_model, add_seed, int_in, load_model, number_in
 
@@ -59,7 +62,9 @@ def cmd_teach(args: argparse.Namespace) -> int:
     accuracy before and after, and how many of them a new class took); --max-known-loss PT lowers the new classes'
     answers until the known classes lose at most PT points there (a new class is then found less often). It
     records its parent, the classes added, that cost and the SHA-256 of each photo it learned from. The parent is
-    never changed; an existing --out is refused.
+    never changed. --out OUT writes OUT.safetensors + OUT.json (the whole name: M1.v2 writes M1.v2.safetensors); a
+    folder (an empty one, or a name ending in /) gets last.safetensors + last.json. An existing model file, a folder
+    that holds files and an empty --out are refused before anything is read.
 
     Examples:
       heritage teach survey/new_classes --out models/ours                 new classes, e.g. survey/new_classes/portal/
@@ -67,13 +72,15 @@ def cmd_teach(args: argparse.Namespace) -> int:
       heritage teach survey/new_classes --data data/ahe64 --out models/ours   replay the real training photos
       heritage teach survey/new_classes --data data/ahe64 --max-known-loss 1 --out models/ours
     """
-    from heritage_cnn.training.teach import teach
+    from heritage_cnn.training.teach import check_cache_dir, teach, teach_files
     from heritage_cnn.training.teach_fit import FitConfig
 
     if args.max_known_loss is not None and not args.data:
         raise UsageError("--max-known-loss measures the known classes on the model's validation photos: add --data")
     if args.cache_dir is not None and not args.data:
         raise UsageError("--cache-dir keeps the --data photos and their features between runs: add --data")
+    teach_files(args.out)  # refused before any photo is decoded: an existing model, a folder that holds files
+    check_cache_dir(args.cache_dir)
     parent = load_model(args)
     photos = _photos(args, parent.classes, parent.image_size)
     for path, reason in photos.skipped[:10]:
@@ -103,16 +110,36 @@ def cmd_teach(args: argparse.Namespace) -> int:
     print(f"replay: {result.replay}; {result.seconds:.1f} s")
     if result.cost is not None:
         print(_cost_line(result.cost, result.added))
-    print(f"model: {result.path} ({len(result.classes)} classes; use it with --model {result.path.with_suffix('')})")
+    meta = result.path.with_name(result.path.stem + ".json")
+    print(
+        f"model: {result.path} + {meta.name} ({len(result.classes)} classes; use it with --model {_hint(result.path)})"
+    )
     return 0
+
+
+def _hint(weights: Path) -> str:
+    """What --model takes to load the pair whose weights are `weights`, and nothing else: its stem, unless that names
+    a shipped model (`fast`: then `./fast`) or another pair (a folder of that name: then the weights file); quoted
+    for the shell where needed."""
+    from heritage_cnn.models.checkpoint import SHIPPED, checkpoint_files
+
+    stem = weights.with_name(weights.stem)
+    hint = str(stem)
+    if hint in SHIPPED:
+        hint = os.path.join(".", hint)
+    elif checkpoint_files(hint)[0] != weights:
+        hint = str(weights)
+    return shlex.quote(hint)
 
 
 def _cost_line(cost, added: list[str]) -> str:  # a KnownCost
     """One line: the known classes' accuracy on the model's validation photos before and after, and what the new
     classes took of them (corrections alone add none: the change is theirs)."""
+    change = round(-cost.loss_points, 1)
+    change_text = f"{change:+.1f}" if change else "0.0"  # a change that rounds to zero has no sign (never -0.0)
     line = (
         f"the known classes on the model's {cost.photos} validation photos: {cost.parent:.1%} -> {cost.taught:.1%} "
-        f"({-cost.loss_points:+.1f} pt)"
+        f"({change_text} pt)"
     )
     if added:
         line += f", {cost.new_answers:.1%} of them given a new class"
@@ -131,7 +158,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="SORTED",
         help="a sorted folder you corrected (repeatable)",
     )
-    p.add_argument("--out", required=True, help="the new model's path (MODEL: writes MODEL.safetensors, MODEL.json)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the new model's path: OUT writes OUT.safetensors + OUT.json (never over an existing file); a new or empty "
+        "folder (OUT/) gets last.safetensors + last.json",
+    )
     add_model(p)
     p.add_argument("--data", help="the parent's training folder, replayed so the known classes are kept (optional)")
     p.add_argument(

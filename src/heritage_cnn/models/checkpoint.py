@@ -118,13 +118,20 @@ class Checkpoint:
 
 def checkpoint_files(path: str | os.PathLike) -> tuple[Path, Path]:
     """The two files of a checkpoint named by its stem, either file, or a run folder (its `last`): the
-    (weights .safetensors, metadata .json) pair, whether or not they exist."""
-    path = Path(path)
-    if path.is_dir():  # a run folder stands for its last checkpoint
+    (weights .safetensors, metadata .json) pair, whether or not they exist.
+
+    The stem is the whole name less a final `.safetensors` or `.json`: `M1.v2` names `M1.v2.safetensors` and
+    `M1.v2.json` (a dot is part of a name, never an extension to replace), so the function gives the same pair for
+    a stem and for either of its files, however often it is applied. A name ending in a path separator (`out/`)
+    names a folder, existing or not: its `last` pair."""
+    text = os.fspath(path)
+    folder = text.endswith(("/", os.sep)) or bool(os.altsep and text.endswith(os.altsep))
+    path = Path(text)
+    if folder or path.is_dir():  # a run folder stands for its last checkpoint
         path = path / "last"
     if path.suffix in (".safetensors", ".json"):
         path = path.with_suffix("")
-    return path.with_suffix(".safetensors"), path.with_suffix(".json")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
 
 
 def weights_generation(state: dict[str, torch.Tensor]) -> str:

@@ -237,7 +237,8 @@ def offset_for_cost(parent_logits: torch.Tensor, logits: torch.Tensor, labels: t
     """The offset nearest 0 (0, -OFFSET_STEP, ... down to -OFFSET_RANGE) added to the new classes' logits at which the
     known classes lose at most `bound` accuracy points on these photos, with its cost: the fit's own answers when they
     meet the bound, never more new-class answers than it gave. Lowering the new classes' logits takes back photos
-    given a new class; a bound the known rows' own refit already exceeds cannot be met: ValueError."""
+    given a new class; a bound the known rows' own refit (with --data both layers are fitted again, new classes or
+    corrections alike) already exceeds cannot be met: ValueError."""
     known = parent_logits.shape[-1]
     parent = (answers(parent_logits, known) == labels).float().mean().item()  # the same at every offset
     for offset in torch.arange(0.0, -OFFSET_RANGE - OFFSET_STEP / 2, -OFFSET_STEP).tolist():
@@ -247,7 +248,8 @@ def offset_for_cost(parent_logits: torch.Tensor, logits: torch.Tensor, labels: t
     lowest = known_cost(parent_logits, logits, labels, -OFFSET_RANGE)
     raise ValueError(
         f"the known classes lose {lowest.loss_points:.2f} points on {lowest.photos} of their photos even when the new "
-        f"classes are never answered: --max-known-loss {bound:g} cannot be met (the corrections refit them)"
+        f"classes are never answered: --max-known-loss {bound:g} cannot be met (teaching fits the "
+        "known classes' weights again too, with the new classes and any corrections)"
     )
 
 
