@@ -487,3 +487,92 @@ def test_sort_summary_mentions_unreadable_files_only_when_there_are_some(
     (survey / "broken.jpg").write_bytes(b"not a jpeg")
     assert cli.main(["sort", str(survey), "--out", str(tmp_path / "b"), "--model", model]) == 0
     assert "1 unreadable file(s) skipped, listed in" in capsys.readouterr().out
+
+
+def test_predict_output_is_never_a_photo_it_reads(
+    tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `predict --format json -o ovr/g.jpg ovr/g.jpg` wrote the JSON over the photo and exited 0
+    survey = tmp_path / "survey"
+    survey.mkdir()
+    for name in ("000.png", "001.png"):
+        shutil.copy(synthetic_root / "apse" / name, survey / name)
+    photo, old = survey / "000.png", tmp_path / "old.png"
+    shutil.copy(photo, old)
+    before = {p: p.read_bytes() for p in (photo, old)}
+    model = ["--model", str(tiny_run.checkpoint), "--format", "json"]
+    cases = [
+        ([str(photo)], photo, f"is the input {photo}"),
+        ([str(survey)], photo, f"inside the input folder {survey}"),
+        ([str(survey)], survey / "p.json", f"inside the input folder {survey}"),  # among the photos it reads
+        ([str(photo)], survey / ".." / "survey" / "000.png", f"is the input {photo}"),
+    ]
+    for inputs, output, why in cases:
+        assert cli.main(["predict", *inputs, *model, "-o", str(output)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"heritage: error: -o {output}: {why}; write the predictions elsewhere\n"
+    assert cli.main(["predict", str(photo), *model, "-o", str(old)]) == 2  # an image elsewhere: never replaced
+    err = capsys.readouterr().err
+    assert (
+        err == f"heritage: error: -o {old}: an image file already there; predictions are never written over an image\n"
+    )
+    assert {p: p.read_bytes() for p in (photo, old)} == before and sorted(survey.iterdir()) == [
+        photo,
+        survey / "001.png",
+    ]
+    assert cli.main(["predict", str(survey), *model, "-o", str(tmp_path / "p.json")]) == 0  # beside it: written
+
+
+def test_none_threshold_help_says_which_score_and_where_to_read_it(
+    tiny_run, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from heritage_cnn.models.checkpoint import shipped_checkpoint_path
+
+    commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    helps = {
+        name: next(a.help for a in commands[name]._actions if "--none-threshold" in a.option_strings)
+        for name in ("predict", "sort", "map", "serve", "evaluate")
+    }
+    (text,) = set(helps.values())  # one text, declared once
+    assert "mahalanobis" not in text  # the shipped score has been energy since 2026-12-05
+    assert "energy for the shipped models" in text and "open_set_score" in text and "open_set.score" in text
+    for name in ("default", "fast"):  # what the help says is true: the shipped score, the fields it points to
+        assert (
+            json.loads(shipped_checkpoint_path(name).with_suffix(".json").read_text())["open_set"]["score"] == "energy"
+        )
+    assert json.loads(tiny_run.checkpoint.with_suffix(".json").read_text())["open_set"]["score"]
+    photo = str(synthetic_root / "apse" / "000.png")
+    assert cli.main(["predict", photo, "--model", str(tiny_run.checkpoint), "--format", "json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert isinstance(row["open_set_score"], float) and isinstance(row["none_threshold"], float)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc, where no file can be made")
+def test_an_output_that_cannot_be_made_is_named_not_its_temporary_file(
+    tiny_run, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photo = str(synthetic_root / "apse" / "000.png")
+    assert cli.main(["predict", photo, "--model", str(tiny_run.checkpoint), "-o", "/proc/x.csv"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("heritage: error: /proc/x.csv: ") and ".tmp" not in err and err.count("\n") == 1
+
+
+def test_a_symbolic_link_loop_gives_its_true_reason(
+    tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+    import os
+
+    loop = tmp_path / "loopA.jpg"
+    loop.symlink_to("loopB.jpg")
+    (tmp_path / "loopB.jpg").symlink_to("loopA.jpg")
+    reason = f"cannot read ({os.strerror(errno.ELOOP)})"
+    assert cli.main(["predict", str(loop), "--model", str(tiny_run.checkpoint)]) == 2  # given directly
+    assert capsys.readouterr().err.splitlines()[0] == f"heritage: {loop}: {reason}"  # was "no such file or folder"
+    shutil.copy(synthetic_root / "apse" / "000.png", tmp_path / "good.png")
+    assert cli.main(["predict", str(tmp_path), "--model", str(tiny_run.checkpoint)]) == 0  # found in a folder
+    assert f"heritage: skipped {loop}: {reason}" in capsys.readouterr().err.splitlines()
+    assert cli.main(["predict", str(tmp_path / "gone.jpg"), "--model", str(tiny_run.checkpoint)]) == 2
+    assert capsys.readouterr().err.splitlines()[0] == f"heritage: {tmp_path / 'gone.jpg'}: no such file or folder"

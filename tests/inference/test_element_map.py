@@ -19,8 +19,11 @@ from conftest import CLASSES, draw
 from heritage_cnn import cli
 from heritage_cnn.base.checks import ConfigError
 from heritage_cnn.data.decode import ImageError, read_whole, try_decode
+from heritage_cnn.inference import element_map
 from heritage_cnn.inference.classifier import Classifier, Prediction, elements_cell, flat_fields, parse_elements_cell
 from heritage_cnn.inference.element_map import (
+    MAX_SCALES,
+    MIN_STRIDE,
     Element,
     MapConfig,
     Tile,
@@ -28,6 +31,7 @@ from heritage_cnn.inference.element_map import (
     combine,
     map_elements,
     map_files,
+    plan,
     plan_tiles,
     tile_positions,
     with_elements,
@@ -111,6 +115,82 @@ def test_config_refuses_bad_values() -> None:
     for bad in (*bad_values, {"rule": "mean"}):
         with pytest.raises(ConfigError):
             MapConfig(**bad)
+
+
+@pytest.mark.parametrize("stride", ["1e-300", "1e-6", "0.001", "0.01", "0.1"])
+def test_a_stride_finer_than_a_cell_of_the_map_is_refused(stride: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # 1e-6 grew past 7.5 GB building tiles, 1e-300 ran for minutes, 0.001 and 0.01 dropped every scale but the
+    # coarsest and said "no element found"; below an eighth of a tile a step adds tiles and no detail
+    assert MIN_STRIDE == 1 / 8 and MapConfig(stride=MIN_STRIDE).stride == 0.125
+    with pytest.raises(ConfigError, match=r"stride must be from 0\.125 to 1"):
+        MapConfig(stride=float(stride))
+    with pytest.raises(SystemExit) as info:
+        cli.main(["map", "x.jpg", "--stride", stride])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 2 and last.startswith("heritage map: error: argument --stride: ") and stride in last
+
+
+def test_scales_are_capped_in_number(capsys: pytest.CaptureFixture[str]) -> None:
+    many = tuple(1 - i / 100 for i in range(MAX_SCALES + 1))  # each scale holds a plane of the map's grid
+    with pytest.raises(ConfigError, match=f"at most {MAX_SCALES} different scales"):
+        MapConfig(scales=many)
+    assert len(MapConfig(scales=many[:MAX_SCALES] * 2).scales) == MAX_SCALES  # repeats are one scale
+    with pytest.raises(SystemExit):
+        cli.main(["map", "x.jpg", "--scales", ",".join(map(str, many))])
+    assert f"at most {MAX_SCALES} different scales" in capsys.readouterr().err
+
+
+def test_the_plan_counts_tiles_before_making_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    made = []
+    monkeypatch.setattr(element_map, "Tile", lambda *a: made.append(a) or Tile(*a))
+    # a 62,500 x 64 strip at the finest stride: 7,806 tiles of its one scale, 2,048 of them made and kept
+    planned = plan(62_500, 64, MapConfig(scales=(1.0,), stride=MIN_STRIDE))
+    assert len(planned.tiles) == len(made) == 2048 and planned.thinned == 7806
+    assert [t.left for t in planned.tiles[:2]] == [0.0, pytest.approx(62_436 / 7805 * 4)]  # spread evenly
+    assert planned.note(2048) == "2048 of the 7806 tiles of scale 1 scored, spread evenly (the limit is 2048)"
+    made.clear()
+    planned = plan(341, 256, MapConfig(max_tiles=30))  # 2 + 6 + 15 made; 35 and 70 only counted
+    assert len(made) == 23 and planned.dropped == (0.35, 0.25) and planned.needed == 128
+    assert plan(341, 256, MapConfig()).note(2048) is None
+
+
+def test_scales_the_tile_limit_leaves_out_are_named_in_the_note(classifier: Classifier, tmp_path: Path) -> None:
+    path = tmp_path / "four.png"
+    Image.fromarray(np.concatenate([mosaic([0, 2]), mosaic([7, 8])], axis=0)).save(path)  # 1024 x 1024
+    emap = map_elements(classifier, path, MapConfig(max_tiles=30))  # reduced to 256 x 256: 1 + 4 + 9 + 25 + 49
+    assert emap.tiles == 14 and not emap.whole_photo and emap.tile_sides == (1024, 727, 512)
+    assert emap.note == (
+        "scales 0.35, 0.25 not scanned: all the scales would take 88 tiles at this stride, over the limit of 30 "
+        "(the finest are left out first)"
+    )
+    assert map_elements(classifier, path).note is None  # 88 tiles: every scale scanned
+
+
+def test_the_command_says_which_scales_were_not_scanned(tiny_run, two_halves: Path) -> None:
+    model = ("--model", str(tiny_run.checkpoint))
+    # 512 x 256 at the finest stride: 2363 tiles, over the 2048 limit without the 1455 of scale 0.25
+    code, stdout, stderr = run_cli("map", str(two_halves), *model, "--stride", "0.125", "--format", "json")
+    assert code == 0, stderr
+    (item,) = json.loads(stdout)
+    assert item["tiles"] == 938 and not item["whole_photo"]
+    assert item["note"].startswith("scale 0.25 not scanned: all the scales would take 2363 tiles at this stride")
+    code, table, _ = run_cli("map", str(two_halves), *model, "--stride", "0.125")
+    assert code == 0 and "note: scale 0.25 not scanned" in table.splitlines()[-1]
+
+
+def test_scales_too_small_for_a_tile_are_the_reason_given(classifier: Classifier, tmp_path: Path) -> None:
+    path = tmp_path / "square.png"
+    Image.fromarray(np.kron(draw(RIGHT, np.random.default_rng(0)), np.ones((24, 24, 1), np.uint8))).save(path)
+    emap = map_elements(classifier, path, MapConfig(scales=(0.01,)))  # 15 px tiles of a 1536 x 1536 photo
+    assert emap.whole_photo and "elongated" not in emap.note
+    assert emap.note == (
+        "scale 0.01 gives tiles under 64 px on this photo (15 px of its 1536 px shorter side, 1536x1536): "
+        "the whole photo was classified"
+    )
+    assert (
+        "scales up to 0.03 give tiles under 64 px"
+        in map_elements(classifier, path, MapConfig(scales=(0.03, 0.02))).note
+    )
 
 
 def test_combination_is_the_mean_of_covering_tiles_then_the_max_over_scales() -> None:
@@ -252,6 +332,28 @@ def test_cli_exits_2_naming_the_file_when_nothing_could_be_read(tiny_run, tmp_pa
 def test_cli_refuses_a_bad_scale() -> None:
     with pytest.raises(SystemExit):
         run_cli("map", "x.jpg", "--scales", "0.5,2")
+
+
+def test_out_inside_an_input_folder_is_refused(tiny_run, two_halves: Path, tmp_path: Path) -> None:
+    # the next run would map its own figures (IMG_1.jpg.map.png.map.png); a symbolic link does not hide the folder
+    survey = tmp_path / "survey"
+    survey.mkdir()
+    (survey / "two halves.png").write_bytes(two_halves.read_bytes())
+    (tmp_path / "link").symlink_to(survey)
+    model = ("--model", str(tiny_run.checkpoint))
+    for out in (survey / "maps", survey, tmp_path / "link" / "maps"):
+        code, stdout, stderr = run_cli("map", str(survey), *model, "--out", str(out))
+        assert code == 2 and stdout == ""
+        assert (
+            stderr == f"heritage: error: --out {out}: inside the input folder {survey}; write the figures elsewhere\n"
+        )
+    photo = survey / "two halves.png"
+    code, _, stderr = run_cli("map", str(photo), *model, "--out", str(photo))
+    assert (
+        code == 2 and stderr == f"heritage: error: --out {photo}: is the input {photo}; write the figures elsewhere\n"
+    )
+    assert sorted(p.name for p in survey.iterdir()) == ["two halves.png"]  # nothing written there
+    assert run_cli("map", str(survey), *model, "--out", str(tmp_path / "maps"))[0] == 0  # beside it: fine
 
 
 def test_map_explains_itself_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ import os
 import pickletools
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise IsADirectoryError(errno.EISDIR, "is a folder: give a file name", given)
     path.parent.mkdir(parents=True, exist_ok=True)
     short = os.fsdecode(os.fsencode(path.name)[:200])  # the temporary name must fit in 255 bytes too
-    fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:  # a folder where no file can be made (/proc, read-only): the file asked for, not ours
+        error.filename, error.filename2 = given, None
+        raise
     os.close(fd)
     try:
         yield Path(tmp)
@@ -54,6 +58,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if isinstance(error, OSError) and error.filename in (None, tmp):
             error.filename, error.filename2 = str(path), None  # a full disk says which file it was writing
         raise
+
+
+def inside_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> str | None:
+    """The input (a photo or a folder, as given) that the output `path` is or lies below, or None: a command that
+    writes there would overwrite what it reads, or read what it wrote on its next run. Paths are compared resolved
+    (`..` and symbolic links do not hide an input), and a second name of an input (a hard link) is found too. The
+    rule `heritage sort` applies to its OUT and IN_DIR, for the commands that take any photos and folders."""
+    target = Path(os.path.realpath(path))
+    for item in inputs:
+        source = Path(os.path.realpath(item))
+        if target == source or source in target.parents:
+            return os.fspath(item)
+        with contextlib.suppress(OSError):
+            if os.path.samefile(target, source):
+                return os.fspath(item)
+    return None
 
 
 def _umask() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -23,9 +24,14 @@ from heritage_cnn.cli.options import (
 
 
 def fractions(text: str) -> tuple[float, ...]:
-    """`1,0.5,0.25` -> (1.0, 0.5, 0.25), each in (0, 1]."""
+    """`1,0.5,0.25` -> (1.0, 0.5, 0.25), each in (0, 1], at most `MAX_SCALES` different ones."""
+    from heritage_cnn.inference.element_map import MAX_SCALES
+
     check = number_in(0, 1, above_low=True)
-    return tuple(check(part) for part in text.split(","))
+    values = tuple(check(part) for part in text.split(","))
+    if len(set(values)) > MAX_SCALES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SCALES} different scales, got {len(set(values))}")
+    return values
 
 
 def figure_names(paths: list[str]) -> list[str]:
@@ -64,6 +70,13 @@ def cmd_map(args: argparse.Namespace) -> int:
     from heritage_cnn.inference.element_map import format_maps, map_files
 
     config = map_config(args)
+    if args.out:
+        from heritage_cnn.base.io import inside_input
+
+        holder = inside_input(args.out, args.inputs)
+        if holder is not None:  # the next run would map the figures too
+            where = f"inside the input folder {holder}" if os.path.isdir(holder) else f"is the input {holder}"
+            raise UsageError(f"--out {args.out}: {where}; write the figures elsewhere")
     photos, missing = find_photos(args.inputs)
     for path, reason in missing:
         print(f"heritage: {shown(path)}: {reason}", file=sys.stderr)
@@ -111,14 +124,16 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from heritage_cnn.inference.element_map import RULES, MapConfig
+    from heritage_cnn.inference.element_map import MIN_STRIDE, RULES, MapConfig
 
     default = MapConfig()
     p = add_command(commands, "map", cmd_map)
     p.add_argument("inputs", nargs="+", metavar="PHOTO_OR_DIR", help="photos, or folders searched recursively")
     add_model(p)
     p.add_argument(
-        "--out", metavar="DIR", help="write a figure per photo (<photo name>.map.png) and elements.json into DIR"
+        "--out",
+        metavar="DIR",
+        help="write a figure per photo (<photo name>.map.png) and elements.json into DIR (not inside an input folder)",
     )
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     p.add_argument(
@@ -129,8 +144,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--stride",
-        type=number_in(0, 1, above_low=True),
-        help=f"step between tiles, as a fraction of their side (default {default.stride:g})",
+        type=number_in(MIN_STRIDE, 1),
+        help=f"step between tiles, as a fraction of their side, from {MIN_STRIDE:g} (one cell of the map at the "
+        f"smallest tile) to 1 (default {default.stride:g}); when the scales would take over {default.max_tiles} "
+        "tiles, the finest are left out and the note says so",
     )
     add_presence(p)
     p.add_argument(

@@ -230,8 +230,9 @@ def add_none_threshold(parser: argparse.ArgumentParser) -> None:
         type=finite_number,
         metavar="X",
         help="call a photo 'none of these' when its open-set score is below X, instead of the model's own threshold "
-        "(the score, e.g. mahalanobis[head.fc2], is the model's: see `heritage predict --format json`); refused for "
-        "a model without a none-of-these record",
+        "(the score is the model's, energy for the shipped models, higher for photos more like the ten; `heritage "
+        "predict --format json` gives each photo's open_set_score and the none_threshold in use, the model's .json "
+        "names the score, open_set.score); refused for a model without a none-of-these record",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -36,6 +37,20 @@ def output_format(args: argparse.Namespace) -> str:
             )
         return FORMATS[suffix]
     return "table"
+
+
+def check_output(output: str, inputs: list[str]) -> None:
+    """-o is refused when it is one of the inputs or lies in an input folder (writing it would overwrite a photo, or
+    put a file among the photos), or names an image already there: predictions never replace a photo."""
+    from heritage_cnn.base.io import inside_input
+    from heritage_cnn.data.folders import IMAGE_EXTENSIONS
+
+    holder = inside_input(output, inputs)
+    if holder is not None:
+        where = f"inside the input folder {holder}" if os.path.isdir(holder) else f"is the input {holder}"
+        raise UsageError(f"-o {output}: {where}; write the predictions elsewhere")
+    if Path(output).suffix.lower() in IMAGE_EXTENSIONS and os.path.lexists(output) and not os.path.isdir(output):
+        raise UsageError(f"-o {output}: an image file already there; predictions are never written over an image")
 
 
 def write_predictions(predictions: list, fmt: str, output: str | None) -> None:
@@ -94,6 +109,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.presence is not None and not args.elements:
         raise UsageError("--presence is the element map's: add --elements")
     fmt = output_format(args)
+    if args.output:
+        check_output(args.output, args.inputs)
     photos, missing = find_photos(args.inputs)
     for path, reason in missing:
         print(f"heritage: {shown(path)}: {reason}", file=sys.stderr)
@@ -179,7 +196,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         choices=["table", "json", "csv"],
         help="output format (default: from --output's extension, else table)",
     )
-    p.add_argument("-o", "--output", metavar="FILE", help="write the predictions to FILE (.json, .csv or .txt)")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the predictions to FILE (.json, .csv or .txt; not an input, not in an input folder, never over an image)",
+    )
     p.add_argument(
         "--elements",
         action="store_true",

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass
@@ -212,6 +213,18 @@ def _first_line(error: BaseException) -> str:
     return (text[0][:160] if text else "") or type(error).__name__
 
 
+def _declared(error: Image.DecompressionBombError) -> str:
+    """The size Pillow's refusal quotes, as "N pixels, " (Pillow 13: "Image size (N pixels) exceeds limit of ...";
+    older: "(WxH pixels)"); empty for other wording. Its own limit, twice ours, is never repeated."""
+    found = re.search(r"\((?:(\d+)x(\d+)|(\d+)) pixels\)", str(error))
+    if found is None:
+        return ""
+    if found[3] is not None:
+        return f"{int(found[3])} pixels, "
+    width, height = int(found[1]), int(found[2])
+    return f"{width}x{height} = {width * height} pixels, "
+
+
 def _check_header(image: Image.Image, name: str) -> None:
     """Refuse, before any pixel is decoded, a header that declares too many pixels or none."""
     width, height, kind = image.width, image.height, image.format
@@ -271,8 +284,10 @@ def _read(source: str | os.PathLike | bytes, name: str | None, use) -> DecodedIm
             return use(image, name)
     except ImageError:
         raise
-    except Image.DecompressionBombError as error:
-        raise ImageTooLarge(f"{name}: image too large to decode safely ({_first_line(error)})") from None
+    except Image.DecompressionBombError as error:  # over twice the limit, refused by Pillow: our words, our limit
+        raise ImageTooLarge(
+            f"{name}: image too large to decode safely ({_declared(error)}over the limit of {Image.MAX_IMAGE_PIXELS})"
+        ) from None
     except Image.UnidentifiedImageError:
         empty = (len(source) if is_bytes else _size_or_zero(source)) == 0
         raise ImageError(f"{name}: {'empty file (0 bytes)' if empty else 'not a recognised image format'}") from None

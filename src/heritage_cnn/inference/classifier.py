@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -35,7 +36,7 @@ from PIL import Image
 
 from heritage_cnn.base.devices import mixed_precision
 from heritage_cnn.base.names import cell_items, cell_text, json_text, shown
-from heritage_cnn.data.decode import ImageError, decode_image, fit_square, to_rgb, try_decode
+from heritage_cnn.data.decode import ImageError, decode_image, fit_square, os_reason, to_rgb, try_decode
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS, walk_files
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.models.network import fold_batch_norm
@@ -290,14 +291,18 @@ def find_photos(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[t
     problems: list[tuple[str, str]] = []
     for item in inputs:
         path = Path(item)
-        if path.is_dir():
+        try:  # os.stat, not Path.exists: it says why (a symbolic link loop, a folder without permission)
+            is_dir = stat.S_ISDIR(os.stat(path).st_mode)
+        except OSError as error:
+            missing = isinstance(error, FileNotFoundError)
+            problems.append((str(path), "no such file or folder" if missing else os_reason(error)))
+            continue
+        if is_dir:
             found, unreadable = walk_files(path, IMAGE_EXTENSIONS, hidden=True)
             photos += found
             problems += unreadable
-        elif path.exists():
-            photos.append(path)
         else:
-            problems.append((str(path), "no such file or folder"))
+            photos.append(path)
     return photos, problems
 
 

@@ -26,8 +26,10 @@ The combination rule, and why:
   half the peak. A coarse tile that sees the whole photo and names one of its elements would otherwise stretch every
   box to the whole photo;
 - presence: a peak of at least 0.4, the mean probability of the tiles at both scales of the pair.
-A photo smaller than one tile (shorter side under 64 px), or too elongated for one, gets the whole-photo answer
-(`Classifier.predict`'s policy: the centre square, enlarged) as its single tile, and `whole_photo` says so.
+A photo smaller than one tile (shorter side under 64 px), too elongated for one, or scanned at scales that all give
+tiles under 64 px, gets the whole-photo answer (`Classifier.predict`'s policy: the centre square, enlarged) as its
+single tile, and `whole_photo` and `note` say so. Over `MapConfig.max_tiles` tiles, the finest scales are left out
+(and a single scale's tiles thinned), counted before any tile is made; `note` names what was left out.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ from heritage_cnn.inference.classifier import Classifier, Prediction
 
 RULES = ("adjacent", "max")
 CELLS_PER_TILE = 8  # grid cells along the side of the smallest tile: 4 per stride at a stride of half a tile
+# The finest stride: one cell of the map at the smallest tile. A finer step adds tiles (as 1/stride^2) and no detail
+# to the map, and soon more tiles than `MapConfig.max_tiles`, which leaves only the coarsest scales scanned.
+MIN_STRIDE = 1 / CELLS_PER_TILE
+# At most this many scales: each holds a plane of the map's grid (ten classes, float64: 5 MB at the 4-megapixel
+# budget), and from the whole side down to a 64 px tile of that budget's 2000 px side is 10 steps of 1/sqrt(2).
+MAX_SCALES = 16
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,10 @@ class MapConfig:
         scales = tuple(float(s) for s in self.scales)
         object.__setattr__(self, "scales", tuple(sorted(set(scales), reverse=True)))
         require(bool(scales) and all(0 < s <= 1 for s in scales), f"{{0}} must be in (0, 1], got {scales}", "scales")
-        require(0 < self.stride <= 1, f"{{0}} must be in (0, 1], got {self.stride}", "stride")
+        count = len(self.scales)
+        require(count <= MAX_SCALES, f"{{0}}: at most {MAX_SCALES} different scales, got {count}", "scales")
+        stride = self.stride
+        require(MIN_STRIDE <= stride <= 1, f"{{0}} must be from {MIN_STRIDE:g} to 1, got {stride}", "stride")
         require(0 < self.presence <= 1, f"{{0}} must be in (0, 1], got {self.presence}", "presence")
         require(self.rule in RULES, f"{{0}} must be one of {', '.join(RULES)}, got {self.rule!r}", "rule")
         require(self.max_pixels >= 4096, f"{{0}} must be at least 4096, got {self.max_pixels}", "max_pixels")
@@ -101,33 +112,83 @@ class Tile:
     scale: int
 
 
+def _count(length: float, side: float, stride: float) -> int:
+    """How many tiles `tile_positions` places along an axis, without placing them."""
+    return 1 if side >= length else math.ceil((length - side) / stride - 1e-9) + 1
+
+
+def _position(length: float, side: float, count: int, index: int) -> float:
+    """Where tile `index` of `count` starts along an axis: the first at 0, the last ending at `length`."""
+    return 0.0 if count == 1 else (length - side) * index / (count - 1)
+
+
 def tile_positions(length: float, side: float, stride: float) -> list[float]:
     """Where tiles of `side` start along an axis of `length`: the first at 0, the last ending at `length`, evenly
     spaced at most `stride` apart (so the axis is covered with at least the overlap the stride promises)."""
-    if side >= length:
-        return [0.0]
-    steps = math.ceil((length - side) / stride - 1e-9)
-    return [(length - side) * i / steps for i in range(steps + 1)]
+    count = _count(length, side, stride)
+    return [_position(length, side, count, i) for i in range(count)]
 
 
-def plan_tiles(width: int, height: int, config: MapConfig, tile: int = 64) -> list[Tile]:
+@dataclass(frozen=True)
+class TilePlan:
+    """The tiles `plan` keeps, and what the tile limit left out (the map's note says it)."""
+
+    tiles: list[Tile]
+    needed: int  # the tiles of every scale with sides of at least the network's input, before the limit
+    dropped: tuple[float, ...] = ()  # scales left out by the limit (the finest ones)
+    thinned: int = 0  # when the one scale left still had too many: its tile count, of which `max_tiles` were kept
+    thinned_scale: float = 1.0
+
+    def note(self, limit: int) -> str | None:
+        """What the limit of `limit` tiles left out, in words; None when every planned tile is scored."""
+        notes = []
+        if self.dropped:
+            which = ", ".join(f"{s:g}" for s in self.dropped)
+            notes.append(
+                f"scale{'s' if len(self.dropped) > 1 else ''} {which} not scanned: all the scales would take "
+                f"{self.needed} tiles at this stride, over the limit of {limit} (the finest are left out first)"
+            )
+        if self.thinned:
+            notes.append(
+                f"{len(self.tiles)} of the {self.thinned} tiles of scale {self.thinned_scale:g} scored, spread evenly "
+                f"(the limit is {limit})"
+            )
+        return "; ".join(notes) or None
+
+
+def plan(width: int, height: int, config: MapConfig, tile: int = 64) -> TilePlan:
     """The tiles of a reduced photo of `width` x `height`: for each scale whose side is at least `tile` px (never
-    enlarged), a grid at `config.stride`; the finest scales are dropped while there are over `config.max_tiles`."""
+    enlarged), a grid at `config.stride`; the finest scales are dropped while there are over `config.max_tiles`,
+    and a single scale still over it keeps `max_tiles` tiles spread evenly. The grids are counted before any tile
+    is made, so time and memory follow the tiles kept, never the tiles a fine stride would ask for."""
     shorter = min(width, height)
-    grids = []
+    grids = []  # (scale index, side, step, tiles across, tiles down)
     for index, scale in enumerate(config.scales):
         side = scale * shorter
         if side < tile - 1e-6:
             continue
         step = config.stride * side
-        xs, ys = tile_positions(width, side, step), tile_positions(height, side, step)
-        grids.append([Tile(x, y, side, index) for y in ys for x in xs])
-    while len(grids) > 1 and sum(map(len, grids)) > config.max_tiles:
-        grids.pop()  # the finest scale: the most tiles
-    if grids and len(grids[0]) > config.max_tiles:  # a long panorama at one scale: tiles spread along it evenly
-        keep = np.linspace(0, len(grids[0]) - 1, config.max_tiles).round().astype(int)
-        grids[0] = [grids[0][i] for i in keep]
-    return [t for grid in grids for t in grid]
+        grids.append((index, side, step, _count(width, side, step), _count(height, side, step)))
+    counts = [across * down for *_, across, down in grids]
+    kept = len(grids)
+    while kept > 1 and sum(counts[:kept]) > config.max_tiles:
+        kept -= 1  # the finest scale: the most tiles
+    tiles, thinned, thinned_scale = [], 0, 1.0
+    for (index, side, _, across, down), count in zip(grids[:kept], counts, strict=False):
+        which: Iterable[int] = range(count)
+        if count > config.max_tiles:  # a long panorama at one scale: tiles spread along it evenly
+            which = np.linspace(0, count - 1, config.max_tiles).round().astype(int).tolist()
+            thinned, thinned_scale = count, config.scales[index]
+        for i in which:
+            y, x = divmod(i, across)
+            tiles.append(Tile(_position(width, side, across, x), _position(height, side, down, y), side, index))
+    dropped = tuple(config.scales[index] for index, *_ in grids[kept:])
+    return TilePlan(tiles, sum(counts), dropped, thinned, thinned_scale)
+
+
+def plan_tiles(width: int, height: int, config: MapConfig, tile: int = 64) -> list[Tile]:
+    """The tiles of `plan` alone."""
+    return plan(width, height, config, tile).tiles
 
 
 def cut_tiles(pixels: np.ndarray, tiles: list[Tile], size: int) -> torch.Tensor:
@@ -274,21 +335,34 @@ def _load(image: PhotoLike, shorter: int, max_pixels: int):
     return (*_reduce(image, shorter, max_pixels), None)
 
 
+def _why_whole(width: int, height: int, scales: tuple[float, ...], size: int) -> str:
+    """Why a photo of `width` x `height` got no tile of at least `size` px at any of `scales`."""
+    shorter = min(width, height)
+    if shorter < size:
+        return f"photo smaller than one tile ({width}x{height}, tiles are at least {size} px)"
+    if max(scales) * shorter < size - 1e-6:  # the photo's own pixels: even unreduced, the scales are too small
+        which = f"scale {max(scales):g} gives" if len(scales) == 1 else f"scales up to {max(scales):g} give"
+        return (
+            f"{which} tiles under {size} px on this photo ({max(scales) * shorter:.0f} px of its {shorter} px "
+            f"shorter side, {width}x{height})"
+        )
+    return f"photo too elongated for tiles ({width}x{height}, tiles are at least {size} px)"
+
+
 def map_elements(classifier: Classifier, image: PhotoLike, config: MapConfig | None = None) -> ElementMap:
     """The elements of one photo (a path, the bytes of an encoded image, a PIL image or an HxWx3 uint8 array) and
     their maps; raises ImageError for a file or bytes that cannot be read (`ImageTooLarge` over the pixel limit)."""
     config = config or MapConfig()
     size = classifier.checkpoint.image_size
     pixels, width, height, path = _load(image, config.reduced_shorter(size), config.max_pixels)
-    tiles = plan_tiles(pixels.shape[1], pixels.shape[0], config, size)
-    note = None
+    planned = plan(pixels.shape[1], pixels.shape[0], config, size)
+    tiles, note, whole_photo = planned.tiles, planned.note(config.max_tiles), not planned.tiles
     if tiles:
         batch = cut_tiles(pixels, tiles, size)
     else:  # the whole-photo answer: the centre square, enlarged, as `predict` sees it
         tiles = [Tile(0.0, 0.0, float(max(pixels.shape[:2])), 0)]
         batch = torch.from_numpy(np.array(fit_square(Image.fromarray(pixels), size))[None]).permute(0, 3, 1, 2)
-        why = "smaller than one tile" if min(width, height) < size else "too elongated for tiles"
-        note = f"photo {why} ({width}x{height}, tiles are at least {size} px): the whole photo was classified"
+        note = f"{_why_whole(width, height, config.scales, size)}: the whole photo was classified"
     probabilities, scores = classifier.scored(batch)
     evidence = probabilities.numpy().astype(np.float64)
     point = classifier.open_set
@@ -297,7 +371,7 @@ def map_elements(classifier: Classifier, image: PhotoLike, config: MapConfig | N
         evidence = evidence * known[:, None]
     cell = size / CELLS_PER_TILE
     grid = (math.ceil(pixels.shape[0] / cell), math.ceil(pixels.shape[1] / cell))
-    if note is not None:  # one tile over every cell
+    if whole_photo:  # one tile over every cell
         per_scale = np.broadcast_to(evidence[0][None, :, None, None], (1, evidence.shape[1], *grid)).copy()
     else:
         per_scale = combine(tiles, evidence, grid, cell, len(config.scales))
@@ -327,7 +401,7 @@ def map_elements(classifier: Classifier, image: PhotoLike, config: MapConfig | N
         tile_sides=sides,
         known_tiles=None if known is None else int(known.sum()),
         none_threshold=None if point is None else float(point.threshold),
-        whole_photo=note is not None,
+        whole_photo=whole_photo,
         note=note,
         preview=pixels,
     )
@@ -381,11 +455,14 @@ def format_maps(maps: list[ElementMap], fmt: str) -> str:
 
 __all__ = [
     "CELLS_PER_TILE",
+    "MAX_SCALES",
+    "MIN_STRIDE",
     "RULES",
     "Element",
     "ElementMap",
     "MapConfig",
     "Tile",
+    "TilePlan",
     "agreeing_maps",
     "combine",
     "cut_tiles",
@@ -393,6 +470,7 @@ __all__ = [
     "format_maps",
     "map_elements",
     "map_files",
+    "plan",
     "plan_tiles",
     "tile_positions",
     "with_elements",
