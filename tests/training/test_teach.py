@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -152,9 +153,33 @@ def test_photos_the_model_trained_on_are_not_learned_again(nine, synthetic_root,
     folder = tmp_path / "again" / "portal"
     shutil.copytree(synthetic_root / "altar", folder)  # photos the parent trained on, under a new name
     photos = read_new_classes(folder.parent, parent.classes)
-    with pytest.raises(DatasetError, match=r"portal: \d photo\(s\) new to the model \(\d+ already in its training"):
+    with pytest.raises(DatasetError, match=r"portal: \d+ photo\(s\) new to the model \(\d+ more look like") as refused:
         teach(parent, photos, tmp_path / "taught", log=lambda _: None)
+    assert sum(_counts(refused.value)) == len(photos.paths)
     assert not any(tmp_path.glob("taught.*"))
+
+
+def _counts(error: Exception) -> tuple[int, int]:
+    """(photos new to the model, photos that look like its training data) in a too-few refusal."""
+    new, alike = re.search(r"(\d+) photo\(s\) new to the model \((\d+) more", str(error)).groups()
+    return int(new), int(alike)
+
+
+def test_the_photos_too_few_are_counted_for_their_class_alone(nine, new_folder, synthetic_root, tmp_path) -> None:
+    """A class of known photos beside a class of new ones that holds a few known photos too: the refusal counts the
+    first class's photos only."""
+    parent = load_checkpoint(nine)
+    folder = tmp_path / "both"
+    shutil.copytree(synthetic_root / "altar", folder / "portal")
+    shutil.copytree(new_folder / NEW, folder / NEW)
+    for photo in sorted((synthetic_root / "apse").iterdir()):  # known photos in the other class as well
+        shutil.copy(photo, folder / NEW / f"apse_{photo.name}")
+    photos = read_new_classes(folder, parent.classes)
+    portal = sum(label == "portal" for label in photos.labels)
+    with pytest.raises(DatasetError, match="portal: ") as refused:
+        teach(parent, photos, tmp_path / "taught", log=lambda _: None)
+    new, alike = _counts(refused.value)
+    assert alike > 0 and new + alike == portal  # the other class's photos are not counted
 
 
 def test_an_ensemble_is_taught_member_by_member(nine, new_folder, synthetic_root, tmp_path) -> None:

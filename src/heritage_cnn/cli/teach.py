@@ -16,7 +16,7 @@ def _photos(args: argparse.Namespace, classes: list[str], size: int):  # -> Teac
 
     parts = [read_new_classes(folder, classes, size) for folder in args.new]
     for folder in args.corrections:
-        part = read_corrections(folder, size)
+        part = read_corrections(folder, size, known=classes)
         found = ", ".join(f"{count} {kind}" for kind, count in sorted(part.found.items())) or "no photo"
         print(f"{folder}: {found}")
         parts.append(part)

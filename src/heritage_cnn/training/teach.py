@@ -91,7 +91,10 @@ def known_already(
         return photos, hashes, []
     known, distance = record
     seen = near_any(hashes, known, distance)
-    reason = f"already in the model's training data (a perceptual hash within {distance} bits): not learned again"
+    # a hash match says "looks like", not "is": a flat sky or wall can match an unrelated photo's hash
+    reason = (
+        f"looks like a photo of the model's training data (perceptual hashes within {distance} bits): not learned again"
+    )
     skipped = [(photos.paths[i], reason) for i in np.flatnonzero(seen)]
     return photos.subset([i for i in range(len(photos)) if not seen[i]]), hashes[~seen], skipped
 
@@ -347,15 +350,18 @@ def _not_taught(held_out: ImageSet | None, hashes: np.ndarray, log: Log) -> Imag
 def _learnable(parent: Checkpoint, photos: TeachPhotos) -> tuple[TeachPhotos, np.ndarray, list, list[str]]:
     """The photos not yet in the parent's training data, their perceptual hashes, the others with why, and the
     classes they add; a DatasetError when nothing is left or a new class keeps fewer than MIN_NEW_PHOTOS."""
+    given = photos
     asked = list(dict.fromkeys(label for label in photos.labels if label not in parent.classes))
     photos, hashes, skipped_known = known_already(photos, perceptual_hashes(photos.images), parent)
     if not len(photos):
-        raise DatasetError("nothing to learn from: every photo is already in the model's training data")
+        raise DatasetError("nothing to learn from: every photo looks like a photo of the model's training data")
+    label_of = dict(zip(given.paths, given.labels, strict=True))
     for name in asked:
         count = photos.labels.count(name)
         if count < MIN_NEW_PHOTOS:
+            alike = sum(label_of[path] == name for path, _ in skipped_known)
             raise DatasetError(
-                f"{name}: {count} photo(s) new to the model ({len(skipped_known)} already in its training data); "
+                f"{name}: {count} photo(s) new to the model ({alike} more look like photos of its training data); "
                 f"a new class needs at least {MIN_NEW_PHOTOS}"
             )
     added = list(dict.fromkeys(label for label in photos.labels if label not in parent.classes))
