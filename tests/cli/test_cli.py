@@ -502,15 +502,15 @@ def test_predict_output_is_never_a_photo_it_reads(
     before = {p: p.read_bytes() for p in (photo, old)}
     model = ["--model", str(tiny_run.checkpoint), "--format", "json"]
     cases = [
-        ([str(photo)], photo, f"is the input {photo}"),
-        ([str(survey)], photo, f"inside the input folder {survey}"),
-        ([str(survey)], survey / "p.json", f"inside the input folder {survey}"),  # among the photos it reads
-        ([str(photo)], survey / ".." / "survey" / "000.png", f"is the input {photo}"),
+        ([str(photo)], photo, f"is the input {photo}; write the predictions elsewhere"),
+        ([str(photo)], survey / ".." / "survey" / "000.png", f"is the input {photo}; write the predictions elsewhere"),
+        ([str(survey)], photo, "an image file already there; predictions are never written over an image"),
+        ([str(survey)], survey / "new.jpg", f"an image's name inside the input folder {survey}; use .csv or .json"),
     ]
     for inputs, output, why in cases:
         assert cli.main(["predict", *inputs, *model, "-o", str(output)]) == 2
         err = capsys.readouterr().err
-        assert err == f"heritage: error: -o {output}: {why}; write the predictions elsewhere\n"
+        assert err == f"heritage: error: -o {output}: {why}\n"
     assert cli.main(["predict", str(photo), *model, "-o", str(old)]) == 2  # an image elsewhere: never replaced
     err = capsys.readouterr().err
     assert (
@@ -521,6 +521,10 @@ def test_predict_output_is_never_a_photo_it_reads(
         survey / "001.png",
     ]
     assert cli.main(["predict", str(survey), *model, "-o", str(tmp_path / "p.json")]) == 0  # beside it: written
+    # in the survey folder itself, a CSV is written and is not read as a photo on the next run
+    assert cli.main(["predict", str(survey), *model, "-o", str(survey / "p.csv")]) == 0
+    assert cli.main(["predict", str(survey), *model, "-o", str(tmp_path / "again.json")]) == 0
+    assert len(json.loads((tmp_path / "again.json").read_text())) == 2
 
 
 def test_none_threshold_help_says_which_score_and_where_to_read_it(

@@ -40,17 +40,20 @@ def output_format(args: argparse.Namespace) -> str:
 
 
 def check_output(output: str, inputs: list[str]) -> None:
-    """-o is refused when it is one of the inputs or lies in an input folder (writing it would overwrite a photo, or
-    put a file among the photos), or names an image already there: predictions never replace a photo."""
+    """-o is refused when it is a photo given as input, or has an image's name and is already there or lies in an
+    input folder: predictions never replace a photo, nor pass for one on the next run. A CSV or JSON file in the
+    survey folder itself (`predict . -o predictions.csv`) is written: it is not read as a photo."""
     from heritage_cnn.base.io import inside_input
     from heritage_cnn.data.folders import IMAGE_EXTENSIONS
 
     holder = inside_input(output, inputs)
-    if holder is not None:
-        where = f"inside the input folder {holder}" if os.path.isdir(holder) else f"is the input {holder}"
-        raise UsageError(f"-o {output}: {where}; write the predictions elsewhere")
-    if Path(output).suffix.lower() in IMAGE_EXTENSIONS and os.path.lexists(output) and not os.path.isdir(output):
-        raise UsageError(f"-o {output}: an image file already there; predictions are never written over an image")
+    if holder is not None and not os.path.isdir(holder):
+        raise UsageError(f"-o {output}: is the input {holder}; write the predictions elsewhere")
+    if Path(output).suffix.lower() in IMAGE_EXTENSIONS:
+        if os.path.lexists(output) and not os.path.isdir(output):
+            raise UsageError(f"-o {output}: an image file already there; predictions are never written over an image")
+        if holder is not None:
+            raise UsageError(f"-o {output}: an image's name inside the input folder {holder}; use .csv or .json")
 
 
 def write_predictions(predictions: list, fmt: str, output: str | None) -> None:
@@ -145,11 +148,14 @@ def cmd_sort(args: argparse.Namespace) -> int:
     Copy (never move, never delete) each photo below IN_DIR into OUT_DIR/<class>/, and write OUT_DIR/manifest.csv.
     First a photo that is none of the ten classes (its open-set score below the model's none-of-these threshold, or
     --none-threshold) goes to OUT_DIR/_none/; then one below the confidence threshold goes to OUT_DIR/_uncertain/
-    (one of the ten, unsure which). The manifest's `known` column says which photos were called none. Safe to run again: photos already sorted are skipped,
-    names never overwrite each other. One sort at a time per OUT_DIR: a second one exits 2 at once, naming the
-    process that holds OUT_DIR/.heritage-sort.lock. A copy's name is made valid (UTF-8, no control characters, at
-    most 255 bytes); manifest.csv keeps each source's exact path (bytes that are not UTF-8 as they are on disk:
-    read it with errors='surrogateescape').
+    (one of the ten, unsure which). The manifest's `known` column says which photos were called none. Safe to run
+    again: a photo the manifest lists is skipped, even if you moved or deleted its copy (your corrections for
+    `heritage teach --corrections` stay as you left them), names never overwrite each other, and identical photos
+    of one name share one copy. OUT_DIR/sort-settings.json records the model, --min-confidence, the none-of-these
+    threshold, the views and --multi; a run with other ones exits 2 naming them (sort into a new --out). One sort
+    at a time per OUT_DIR: a second one exits 2 at once, naming the process that holds OUT_DIR/.heritage-sort.lock.
+    A copy's name is made valid (UTF-8, no control characters, at most 255 bytes); manifest.csv keeps each source's
+    exact path (bytes that are not UTF-8 as they are on disk: read it with errors='surrogateescape').
 
     With --multi, a photo is filed under every element the element map (`heritage map`) finds in it, one copy or
     hard link in each element's class folder, whatever the whole photo's answer; a photo in which it finds none

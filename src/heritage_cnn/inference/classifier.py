@@ -285,7 +285,7 @@ def network_features(classifier: Classifier, images: torch.Tensor, layer: str = 
 
 
 def find_photos(inputs: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Image files named directly or found below folders (symlinked folders not followed), sorted;
+    """Image files named directly or found below folders (symlinked folders followed once each, loops listed), sorted;
     and what could not be looked at (a missing input, a folder without read permission)."""
     photos: list[Path] = []
     problems: list[tuple[str, str]] = []
