@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import os
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -20,7 +21,7 @@ from heritage_cnn import cli
 from heritage_cnn.base.names import cell_items
 from heritage_cnn.inference.classifier import Classifier, find_photos, parse_elements_cell
 from heritage_cnn.inference.element_map import MapConfig, map_elements
-from heritage_cnn.inference.sort import MANIFEST_FIELDS, MULTI_FIELDS, sort_photos
+from heritage_cnn.inference.sort import MANIFEST_FIELDS, MULTI_FIELDS, SETTINGS_NAME, sort_photos
 
 NONE_THRESHOLD = -20_000  # the element map tests' threshold for enlarged pictures (test_element_map.enlarged)
 
@@ -195,3 +196,21 @@ def test_multi_names_that_are_not_utf8_round_trip(tiny_mahalanobis: Path, tmp_pa
     assert all(d.parent.parent == out.resolve() and d.name == "caf_ halves.png" for d in destinations)
     assert all(_digest(d) == _digest(photo) for d in destinations)
     assert "out \udce9%3B%253B%3Ax/" in row["destinations"]  # the cell's separators escaped inside a path
+
+
+def test_a_rerun_with_other_element_map_settings_is_refused(enlarged: Classifier, tmp_path: Path) -> None:
+    """The element map's settings decide the folders of a --multi sort too: a resume with another --presence is
+    refused, naming it, before anything is written."""
+    survey = tmp_path / "survey"
+    survey.mkdir()
+    Image.fromarray(mosaic([LEFT, RIGHT])).save(survey / "two halves.png")
+    out = tmp_path / "out"
+    sort_photos(enlarged, survey, out, 0.6, progress=False, multi=True, map_config=MapConfig(presence=0.5))
+    settings = json.loads((out / SETTINGS_NAME).read_text(encoding="utf-8"))
+    assert settings["multi"] is True and settings["map"]["presence"] == 0.5
+    before = {p: _digest(p) for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(ValueError, match=r"\(--presence 0\.5 then, 0\.6 now\): the photos sorted then would keep"):
+        sort_photos(enlarged, survey, out, 0.6, progress=False, multi=True, map_config=MapConfig(presence=0.6))
+    assert {p: _digest(p) for p in out.rglob("*") if p.is_file()} == before
+    again = sort_photos(enlarged, survey, out, 0.6, progress=False, multi=True, map_config=MapConfig(presence=0.5))
+    assert again.already_done == 1 and again.placed == 0

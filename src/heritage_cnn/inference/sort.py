@@ -14,10 +14,23 @@ What it promises, and how:
 - The manifest is rewritten atomically (temp + rename) every few photos and at the end. After a kill,
   the next run finds the photos already placed by their content and lists them again: nothing missing,
   no second copy, and leftover temporary files of the killed run are removed.
+- A photo the manifest lists is done, whether its copy is still where sort put it, moved or deleted: the user's
+  corrections (`heritage teach --corrections` reads where the copies lie now) are never undone by a copy made
+  again, and no other photo is ever given a file name a manifest row names (teach reads a file still where sort
+  put it as that row's photo). The summary says how many of them were found moved or deleted.
+- Identical photos of one name (one content) share one copy, with a manifest row each, and are counted as such,
+  not as sorted twice nor as done earlier: the per-class counts are the files this run put in each folder.
+- What decides where a photo goes is recorded in OUT/sort-settings.json (`SETTINGS_NAME`, atomic) by the first
+  run: the model (its files' SHA-256), --min-confidence, the none-of-these threshold, --tta, --multi and the
+  element map's settings. A later run with other settings is refused in one line naming each difference (the
+  photos sorted earlier would keep the old ones); a folder sorted before the record existed is resumed, saying
+  its settings could not be checked. --mode is not recorded: a copy and a hard link are the same photo.
+- A photo whose real path lies inside OUT (IN holding a symbolic link to it) is left out, and counted: a sort
+  never files its own copies.
 - `multi=True` (`--multi`) files a photo under every element the element map finds in it (each element's class
   folder, as copies or hard links by the same rules), and under the single-class rule (`_none/`, `_uncertain/`
   or its class) when it finds none. The manifest keeps one row per photo, so that a reader keyed by `source` and
-  the resume (its `destination` exists: done) work unchanged: `destination` is the first placement (the most
+  the resume (a row: done) work unchanged: `destination` is the first placement (the most
   confident element's), `elements` and `destinations` (every placement) are two more columns, each a list in one
   cell (`base.names.cell_text`). An output folder is sorted one way only: mixing would leave photos filed once
   by a run that skips them as done.
@@ -27,8 +40,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import errno
+import hashlib
 import io
+import json
 import os
 import shutil
 import sys
@@ -37,10 +53,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heritage_cnn.base.io import FolderBusy, atomic_write_text, file_sha256, folder_lock
-from heritage_cnn.base.names import CSV_ERRORS, cell_text, portable_name, shown
+from heritage_cnn.base.io import FolderBusy, atomic_write_json, atomic_write_text, file_sha256, folder_lock
+from heritage_cnn.base.names import CSV_ERRORS, cell_items, cell_text, portable_name, shown
 from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos, flat_fields
 from heritage_cnn.inference.element_map import MapConfig, with_elements
+from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, weights_generation
 from heritage_cnn.models.openset_point import NOISE
 
 UNCERTAIN = "_uncertain"  # one of the ten, unsure which
@@ -52,6 +69,11 @@ MANIFEST_TOP = 3  # top-k columns in the manifest
 MANIFEST_FIELDS = ["source", "destination", *flat_fields(MANIFEST_TOP)[1:]]
 MULTI_FIELDS = [*MANIFEST_FIELDS, "elements", "destinations"]  # the manifest of a sort with `multi`
 SAVE_EVERY = 64  # photos between manifest saves
+SETTINGS_NAME = "sort-settings.json"  # beside manifest.csv: the settings the folder was sorted with
+SETTINGS_FORMAT = 1
+# How one placement of a photo went: a new copy or link; its copy found already there by content, left by an earlier
+# run killed before its manifest; or the file of an identical photo (a manifest row's, or one placed in this run).
+NEW, FOUND, SHARED = "new", "found", "shared"
 NOT_LINKABLE = {
     errno.EXDEV: "other file system",
     errno.EPERM: "hard link not permitted",
@@ -82,6 +104,10 @@ class SortSummary:
     multi: bool = False  # filed under every element found
     several: int = 0  # with multi: photos filed under two or more elements
     no_element: int = 0  # with multi: photos with no element found, filed by the single-class rule
+    identical: int = 0  # photos that share the copy of an identical one (one name, one content): a row, no file
+    moved_or_deleted: int = 0  # of `already_done`, those a manifest row lists whose copy is gone from where sort put it
+    inside_out: int = 0  # files below IN whose real path is inside OUT (a symbolic link to it): left out
+    settings_unchecked: bool = False  # OUT was sorted before sort recorded its settings: they could not be compared
 
     def how_placed(self) -> str:
         """E.g. "copied 12", or "linked 10, copied 2 (other file system)"."""
@@ -95,10 +121,30 @@ class SortSummary:
         """The summary the command prints."""
         noise = f" ({self.noise} of them noise)" if self.noise else ""
         none = f"{self.none} none of the ten in {NONE}/{noise}, " if self.rejects else ""
+        identical = (
+            f"{self.identical} identical to a photo sorted before it (sharing its copy: one file, a manifest row each), "
+            if self.identical
+            else ""
+        )
+        gone = (
+            f" ({self.moved_or_deleted} of them moved or deleted from where sort put them: left so, not copied again)"
+            if self.moved_or_deleted
+            else ""
+        )
         lines = [
             f"{self.placed} photo(s) sorted ({none}{self.uncertain} below {min_confidence:.2f} in {UNCERTAIN}/), "
-            f"{self.already_done} already done earlier; {self.how_placed()}"
+            f"{identical}{self.already_done} already done earlier{gone}; {self.how_placed()}"
         ]
+        if self.settings_unchecked:
+            lines.append(
+                f"settings not checked: {shown(self.manifest.parent)} has no {SETTINGS_NAME} (sorted by an earlier "
+                "version, or removed); the photos sorted before stay where their run's settings put them"
+            )
+        if self.inside_out:
+            lines.append(
+                f"{self.inside_out} file(s) left out: their real path is inside the output folder "
+                "(a symbolic link to it in the input folder)"
+            )
         if self.multi:
             lines.append(
                 f"--multi: {self.several} photo(s) filed under two or more elements, {self.no_element} with no "
@@ -168,20 +214,31 @@ def _candidates(folder: Path, name: str) -> Iterator[Path]:
         n += 1
 
 
-def _place(source: Path, folder: Path, mode: str, summary: SortSummary) -> tuple[Path, bool]:
-    """Put `source` in `folder` under a free name, or find it already there: (where it is, already there)."""
+def _place(source: Path, folder: Path, mode: str, summary: SortSummary, taken: set[Path]) -> tuple[Path, str]:
+    """Put `source` in `folder` under a free name, or find it already there: (where it is, NEW, FOUND or SHARED).
+
+    `taken`: every file a manifest row names (as `_in_out` gives it) or this run placed. Such a name is never given
+    to another photo, even once its file is gone (moved or deleted by the user): teach would read the newcomer as
+    that row's photo. A taken file holding the same bytes is an identical photo's copy: shared (SHARED). An untaken
+    one holding them was placed by an earlier run killed before its manifest (FOUND). Adds the name used to
+    `taken`."""
     temp = None
     try:
         for candidate in _candidates(folder, source.name):
             if candidate.exists() or candidate.is_symlink():
                 if candidate.is_file() and not candidate.is_symlink() and _same_content(candidate, source):
-                    return candidate, True  # placed by an earlier run that was killed before its manifest
+                    outcome = SHARED if candidate in taken else FOUND
+                    taken.add(candidate)
+                    return candidate, outcome
+                continue
+            if candidate in taken:  # a manifest row's copy, moved or deleted since: its name stays that row's
                 continue
             if mode == "link" and temp is None:
                 try:
                     os.link(source, candidate)  # fails if the name appeared meanwhile: never an overwrite
                     summary.linked += 1
-                    return candidate, False
+                    taken.add(candidate)
+                    return candidate, NEW
                 except FileExistsError:
                     continue
                 except OSError as error:
@@ -197,7 +254,8 @@ def _place(source: Path, folder: Path, mode: str, summary: SortSummary) -> tuple
             if not _publish(temp, candidate):
                 continue
             summary.copied += 1
-            return candidate, False
+            taken.add(candidate)
+            return candidate, NEW
     finally:
         if temp is not None:
             temp.unlink(missing_ok=True)
@@ -220,6 +278,115 @@ def _read_manifest(path: Path, multi: bool) -> dict[str, dict[str, str]]:
     return rows
 
 
+def _in_out(root: Path, destination: str) -> Path:
+    """A manifest destination as its class folder and file name inside `root` (resolved), as teach reads it: the
+    same file wherever the sorted folder was when the row was written."""
+    where = Path(destination)
+    return root / where.parent.name / where.name
+
+
+def _row_files(root: Path, row: dict[str, str]) -> list[Path]:
+    """Every file a manifest row says sort put its photo in (`destinations` with --multi), inside `root`."""
+    if row.get("destinations"):
+        return [_in_out(root, item[0]) for item in cell_items(row["destinations"]) if item and item[0]]
+    return [_in_out(root, row["destination"])] if row.get("destination") else []
+
+
+def _model_identity(checkpoint: Checkpoint) -> dict[str, object]:
+    """The model as sort records it: its path (for people) and what is compared, the SHA-256 of its weights and
+    metadata files (any change to either may change where a photo goes), its ensemble member and classes."""
+    digest = hashlib.sha256()
+    files = checkpoint_files(checkpoint.path) if checkpoint.path is not None else ()
+    if files and all(f.is_file() for f in files):
+        for name in files:
+            digest.update(bytes.fromhex(file_sha256(name)))
+    else:  # a model built in memory: its tensors
+        digest.update(weights_generation(checkpoint.model.state_dict()).encode())
+    return {
+        "path": None if checkpoint.path is None else str(checkpoint.path),
+        "sha256": digest.hexdigest(),
+        "member": checkpoint.index,
+        "classes": list(checkpoint.classes),
+    }
+
+
+def _settings(classifier: Classifier, min_confidence: float, map_config: MapConfig | None) -> dict[str, object]:
+    """Everything that decides where a photo goes, as JSON values (compared after a JSON round trip)."""
+    point = classifier.open_set
+    settings = {
+        "format": SETTINGS_FORMAT,
+        "model": _model_identity(classifier.checkpoint),
+        "min_confidence": float(min_confidence),
+        "none_threshold": None if point is None else float(point.threshold),
+        "tta": classifier.tta,
+        "multi": map_config is not None,
+        "map": None if map_config is None else dataclasses.asdict(map_config),
+    }
+    return json.loads(json.dumps(settings))
+
+
+def _differences(then: dict, now: dict) -> list[str]:
+    """Each setting that differs, for people: `--min-confidence 0.6 then, 0.95 now`."""
+    found = []
+    old_model, new_model = then.get("model") or {}, now["model"]
+    if any(old_model.get(key) != new_model[key] for key in ("sha256", "member", "classes")):
+        old_path, new_path = old_model.get("path"), new_model["path"]
+        if old_path == new_path:
+            found.append(f"--model {shown(str(new_path))}: its files changed since")
+        else:
+            found.append(f"--model {shown(str(old_path))} then, {shown(str(new_path))} now")
+
+    def text(value: object) -> str:
+        return "none" if value is None else repr(value) if isinstance(value, float) else str(value)
+
+    options = {"min_confidence": "--min-confidence", "none_threshold": "--none-threshold"}
+    for key, option in options.items():
+        if then.get(key) != now[key]:
+            found.append(f"{option} {text(then.get(key))} then, {text(now[key])} now")
+    if then.get("tta") != now["tta"]:  # the views, by the flag that asks for them
+        flags = {"none": "--one-view", "flip": "--tta", "multi": "--tta-multi"}
+        old_views, new_views = (flags.get(str(v), str(v)) for v in (then.get("tta"), now["tta"]))
+        found.append(f"views {old_views} then, {new_views} now")
+    if bool(then.get("multi")) != now["multi"]:
+        found.append(
+            f"{'with' if then.get('multi') else 'without'} --multi then, {'with' if now['multi'] else 'without'} now"
+        )
+    elif now["multi"]:
+        old_map = then.get("map") or {}
+        for key, value in now["map"].items():
+            if old_map.get(key) != value:
+                option = "--presence" if key == "presence" else f"element map {key}"
+                found.append(f"{option} {text(old_map.get(key))} then, {text(value)} now")
+    return found
+
+
+def _check_settings(root: Path, settings: dict, sorted_before: bool) -> bool:
+    """Compare `settings` with those OUT was sorted with (ValueError, one line, when they differ); record them when
+    OUT has none yet. False: OUT was sorted (`sorted_before`) by a version that kept no record, so they could not
+    be checked, and none is written (it would claim settings the photos sorted then were not sorted with)."""
+    path = root / SETTINGS_NAME
+    if not path.exists():
+        if sorted_before:
+            return False
+        atomic_write_json(path, settings)
+        return True
+    try:
+        then = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ValueError(f"{shown(path)}: not sort's settings record ({error}); sort into a new --out") from None
+    if not isinstance(then, dict) or then.get("format") != SETTINGS_FORMAT or not isinstance(then.get("model"), dict):
+        raise ValueError(
+            f"{shown(path)}: not sort's settings record (edited, or a newer version's); sort into a new --out"
+        )
+    differences = _differences(then, settings)
+    if differences:
+        raise ValueError(
+            f"{shown(root)} was sorted with other settings ({'; '.join(differences)}): the photos sorted then would "
+            "keep them; sort into a new --out, or run again with the settings it was sorted with"
+        )
+    return True
+
+
 def _write_rows(path: Path, fields: list[str], rows: Iterable[dict[str, str]]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, restval="", extrasaction="ignore")
@@ -233,7 +400,11 @@ def _remove_stale_temps(root: Path) -> None:
     for folder in [root, *(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())]:
         for temp in folder.glob(f"{TEMP_PREFIX}*.tmp"):
             temp.unlink(missing_ok=True)
-        for temp in [*folder.glob(".manifest.csv.*.tmp"), *folder.glob(".skipped.csv.*.tmp")]:  # atomic_path's
+        for temp in [
+            *folder.glob(".manifest.csv.*.tmp"),
+            *folder.glob(".skipped.csv.*.tmp"),
+            *folder.glob(f".{SETTINGS_NAME}.*.tmp"),
+        ]:  # atomic_path's
             temp.unlink(missing_ok=True)
 
 
@@ -269,9 +440,10 @@ def sort_photos(
     classifier has a none-of-these threshold) or `_uncertain/` (below `min_confidence`), with a manifest.
 
     `multi`: into the folder of every element the element map (`map_config`) finds in the photo instead, by the
-    rule above when it finds none. Running it again skips photos already in the manifest whose copy exists, so an
-    interrupted sort resumes. Raises SortLocked when another process sorts into `out_dir`, ValueError when it was
-    sorted the other way (`multi` or not).
+    rule above when it finds none. Running it again skips every photo the manifest lists (its copy there, moved or
+    deleted), so an interrupted sort resumes and the user's corrections stay. Raises SortLocked when another process
+    sorts into `out_dir`, ValueError when it was sorted the other way (`multi` or not) or with other settings
+    (`SETTINGS_NAME`).
     """
     if mode not in ("copy", "link"):
         raise ValueError(f"--mode must be copy or link, got {mode!r}")
@@ -299,25 +471,36 @@ def _file(
     min_confidence: float,
     mode: str,
     summary: SortSummary,
+    taken: set[Path],
 ) -> dict[str, str]:
-    """Place one photo in each of its folders, count it; its manifest row."""
+    """Place one photo in each of its folders, count it; its manifest row.
+
+    A photo with a new copy or link is sorted by this run, and counted in its folders; one whose every copy was
+    found already there, placed by an earlier run killed before its manifest, is done earlier; one whose every
+    placement is an identical photo's file shares it, a manifest row and no file, counted in no folder."""
     source = Path(str(item.path))
-    names, destinations, already = _folder_names(item, min_confidence), [], True
+    names, destinations, outcomes = _folder_names(item, min_confidence), [], []
     for name in names:
         folder = folders[name]
         folder.mkdir(exist_ok=True)
         _inside(target_root, folder)  # a class folder that is a symbolic link out of OUT is refused
-        destination, there = _place(source, folder, mode, summary)
+        destination, outcome = _place(source, folder, mode, summary, taken)
         destinations.append(destination)
-        already &= there
-        summary.per_class[name] = summary.per_class.get(name, 0) + 1
-    summary.placed += not already
-    summary.already_done += already
-    summary.uncertain += names == [UNCERTAIN]
-    summary.none += names == [NONE]
-    summary.noise += names == [NONE] and item.none_reason == NOISE
-    summary.several += len(names) > 1
-    summary.no_element += item.elements == ()
+        outcomes.append(outcome)
+    if NEW in outcomes:
+        summary.placed += 1
+        for name, outcome in zip(names, outcomes, strict=True):
+            if outcome != SHARED:
+                summary.per_class[name] = summary.per_class.get(name, 0) + 1
+        summary.uncertain += names == [UNCERTAIN]
+        summary.none += names == [NONE]
+        summary.noise += names == [NONE] and item.none_reason == NOISE
+        summary.several += len(names) > 1
+        summary.no_element += item.elements == ()
+    elif FOUND in outcomes:
+        summary.already_done += 1
+    else:
+        summary.identical += 1
     return _manifest_row(source, destinations, item)
 
 
@@ -333,11 +516,19 @@ def _sort_locked(
 ) -> SortSummary:
     manifest_path = target_root / "manifest.csv"
     manifest = _read_manifest(manifest_path, multi=map_config is not None)
+    checked = _check_settings(target_root, _settings(classifier, min_confidence, map_config), bool(manifest))
     fields = MANIFEST_FIELDS if map_config is None else MULTI_FIELDS
-    photos, problems = find_photos([source_root])
-    todo = [p for p in photos if not (str(p) in manifest and Path(manifest[str(p)].get("destination") or "").is_file())]
-    summary = SortSummary(already_done=len(photos) - len(todo), skipped=list(problems), manifest=manifest_path)
+    found, problems = find_photos([source_root])
+    # a file reached through a symbolic link to OUT is one of this sort's copies (or another file of OUT): never a photo
+    photos = [p for p in found if not _resolves_inside(target_root, p)]
+    # a photo the manifest lists is done, wherever its copy is now: the user may have moved or deleted it
+    todo = [p for p in photos if str(p) not in manifest]
+    done = [manifest[str(p)] for p in photos if str(p) in manifest]
+    summary = SortSummary(already_done=len(done), skipped=list(problems), manifest=manifest_path)
+    summary.moved_or_deleted = sum(not all(f.is_file() for f in _row_files(target_root, row)) for row in done)
+    summary.inside_out, summary.settings_unchecked = len(found) - len(photos), not checked
     summary.rejects, summary.multi = classifier.open_set is not None, map_config is not None
+    taken = {f for row in manifest.values() for f in _row_files(target_root, row)}
     items = classifier.predict_files(todo)
     if map_config is not None:
         items = with_elements(classifier, items, map_config)
@@ -351,7 +542,8 @@ def _sort_locked(
             if isinstance(item, tuple):
                 summary.skipped.append(item)
             else:
-                manifest[str(item.path)] = _file(item, target_root, folders, min_confidence, mode, summary)
+                row = _file(item, target_root, folders, min_confidence, mode, summary, taken)
+                manifest[str(item.path)] = row
             if bar is not None:
                 bar.update(1)
             if count % SAVE_EVERY == 0:  # progress survives an interruption
@@ -364,3 +556,9 @@ def _sort_locked(
             target_root / "skipped.csv", ["source", "reason"], ({"source": p, "reason": r} for p, r in summary.skipped)
         )
     return summary
+
+
+def _resolves_inside(root: Path, path: Path) -> bool:
+    """Whether `path`'s real path (every symbolic link followed) is `root` (resolved) or lies below it."""
+    real = Path(os.path.realpath(path))
+    return real == root or root in real.parents
