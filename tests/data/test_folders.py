@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +129,7 @@ def test_model_classes_map_labels_and_unknown_folders_are_named(synthetic_root: 
 
 def test_cache_round_trip(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = data.load_images(synthetic_root, cache_dir=tmp_path)
-    assert list(tmp_path.glob("images-*.safetensors"))
+    assert list(tmp_path.glob("pixels-*.safetensors"))
 
     def fail(*args, **kwargs):
         raise AssertionError("decoded again despite the cache")
@@ -136,6 +137,38 @@ def test_cache_round_trip(synthetic_root: Path, tmp_path: Path, monkeypatch: pyt
     monkeypatch.setattr(data, "try_decode", fail)
     second = data.load_images(synthetic_root, cache_dir=tmp_path)
     assert torch.equal(first.images, second.images) and first.paths == second.paths
+
+
+def test_the_cache_serves_a_model_with_more_classes(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A taught model's class list holds one more class: the pixels come from the cache, the labels from its list."""
+    classes = sorted(p.name for p in synthetic_root.iterdir())
+    first = data.load_images(synthetic_root, classes, cache_dir=tmp_path)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("decoded again despite the cache")
+
+    monkeypatch.setattr(data, "try_decode", fail)
+    taught = data.load_images(synthetic_root, ["portal", *classes], cache_dir=tmp_path)
+    assert torch.equal(first.images, taught.images) and first.paths == taught.paths
+    assert torch.equal(taught.labels, first.labels + 1) and taught.classes == ["portal", *classes]
+    assert len(list(tmp_path.glob("pixels-*.safetensors"))) == 1
+
+
+def test_a_cache_of_another_file_list_is_not_used(synthetic_root: Path, tmp_path: Path) -> None:
+    """A cache file renamed onto another folder's key holds other paths: it is ignored, said, and decoded again."""
+    data.load_images(synthetic_root, cache_dir=tmp_path)
+    other = tmp_path / "other"
+    shutil.copytree(synthetic_root / "apse", other / "apse")
+    key = next(tmp_path.glob("pixels-*.json")).stem
+    with pytest.warns(UserWarning, match="another file list"):
+        for suffix in (".safetensors", ".json"):  # the first folder's cache under the second's name
+            files = data.list_images(other)
+            name = f"pixels-{data._cache_key(files, data.IMAGE_SIZE, labelled=False)}{suffix}"
+            shutil.copy(tmp_path / f"{key}{suffix}", tmp_path / name)
+        again = data.load_images(other, cache_dir=tmp_path)
+    assert len(again.paths) == len(list((other / "apse").iterdir()))
 
 
 def test_a_folder_is_decoded_once_inside_reuse_decoded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

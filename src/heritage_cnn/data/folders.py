@@ -280,16 +280,19 @@ class ImageSet:
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
 
 
-def _cache_key(files: FileList, size: int) -> str:
-    """Key of a decoded-image cache: the file list with sizes and modification times."""
+def _cache_key(files: FileList, size: int, labelled: bool = True) -> str:
+    """Key of a decode: the file list with sizes and modification times, and (`labelled`) the classes and labels.
+    The disk cache leaves the labels out: the pixels are the same for a model with more classes (a taught one)."""
     digest = hashlib.sha256(f"heritage-cnn {__version__} size={size}\n".encode())
-    digest.update(json.dumps(files.classes).encode())
+    if labelled:
+        digest.update(json.dumps(files.classes).encode())
     for path, label in zip(files.files, files.labels, strict=True):
+        shown_label = f"\t{label}" if labelled else ""
         try:
             stat = path.stat()
-            line = f"{path}\t{label}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
+            line = f"{path}{shown_label}\t{stat.st_size}\t{stat.st_mtime_ns}\n"
         except OSError:
-            line = f"{path}\t{label}\tmissing\n"
+            line = f"{path}{shown_label}\tmissing\n"
         digest.update(line.encode("utf-8", "surrogateescape"))  # any file name: its bytes
     return digest.hexdigest()[:32]
 
@@ -365,10 +368,10 @@ def _decode_files(
     """`load_images`' work: read from `cache_dir` when it holds this file list (`key`), else decode (and store)."""
     cache_path = None
     if cache_dir is not None:
-        cache_path = Path(cache_dir) / f"images-{key}"
+        cache_path = Path(cache_dir) / f"pixels-{_cache_key(files, size, labelled=False)}"
         cached = _read_cache(cache_path, files)
         if cached is not None:
-            return cached
+            return _labelled(files, *cached, classes)
 
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
     items: Iterable[np.ndarray | str]
@@ -380,26 +383,37 @@ def _decode_files(
             items = tqdm(items, total=len(files.files), desc=f"decode {files.root.name}", unit="img")
         decoded = list(items)
 
-    arrays, labels, paths = [], [], []
-    skipped = list(files.skipped)
-    for path, label, item in zip(files.files, files.labels, decoded, strict=True):
+    arrays, paths, failed = [], [], []
+    for path, item in zip(files.files, decoded, strict=True):
         if isinstance(item, str):
-            skipped.append((str(path), item))
+            failed.append((str(path), item))
             continue
         arrays.append(item)
-        labels.append(label)
         paths.append(str(path))
-    if not arrays:
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous() if arrays else None
+    if cache_path is not None and images is not None:
+        _write_cache(cache_path, images, paths, failed)
+    return _labelled(files, images, paths, failed, classes)
+
+
+def _labelled(
+    files: FileList,
+    images: torch.Tensor | None,
+    paths: list[str],
+    failed: list[tuple[str, str]],
+    classes: Sequence[str] | None,
+) -> ImageSet:
+    """The decoded pixels of `files` (in its order, less the files that `failed`) with the labels of its class list."""
+    skipped = [*files.skipped, *failed]
+    if images is None:
         first = f" (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise DatasetError(f"{files.root}: none of the {len(files.files)} image files could be read{first}")
-    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    label_of = {str(path): label for path, label in zip(files.files, files.labels, strict=True)}
+    labels = [label_of[path] for path in paths]
     counts = np.bincount(labels, minlength=len(files.classes))
     present = {p.name for p in files.root.iterdir() if p.is_dir()} if classes is not None else set(files.classes)
     empty = [c for c, n in zip(files.classes, counts, strict=True) if n == 0 and c in present]
-    result = ImageSet(images, torch.tensor(labels, dtype=torch.long), paths, files.classes, skipped, empty)
-    if cache_path is not None:
-        _write_cache(cache_path, result)
-    return result
+    return ImageSet(images, torch.tensor(labels, dtype=torch.long), paths, files.classes, skipped, empty)
 
 
 def _check_classes(images: ImageSet, root: Path, require_every_class: bool) -> ImageSet:
@@ -416,39 +430,31 @@ def _check_classes(images: ImageSet, root: Path, require_every_class: bool) -> I
     raise DatasetError(f"{folder}: no readable image in this class folder ({why}){more}")
 
 
-def _write_cache(path: Path, images: ImageSet) -> None:
+def _write_cache(path: Path, images: torch.Tensor, paths: list[str], failed: list[tuple[str, str]]) -> None:
+    """The pixels of a decode and the files that could not be decoded (with why), without labels."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_tensors(path.with_suffix(".safetensors"), {"images": images.images, "labels": images.labels})
-        atomic_write_json(
-            path.with_suffix(".json"),
-            {
-                "paths": images.paths,
-                "classes": images.classes,
-                "skipped": images.skipped,
-                "empty_classes": images.empty_classes,
-            },
-        )
+        save_tensors(path.with_suffix(".safetensors"), {"images": images})
+        atomic_write_json(path.with_suffix(".json"), {"paths": paths, "failed": failed})
     except OSError as error:  # a cache that cannot be written only costs time
         warnings.warn(f"{path}: could not write the image cache ({error})", stacklevel=3)
 
 
-def _read_cache(path: Path, files: FileList) -> ImageSet | None:
+def _read_cache(path: Path, files: FileList) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]] | None:
+    """(pixels, paths decoded, files that failed) of `files` from the cache at `path`; None when it holds another
+    file list or does not read back as one."""
     tensors_path, meta_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
     if not (tensors_path.exists() and meta_path.exists()):
         return None
     try:
-        tensors = load_tensors(tensors_path)
+        images = load_tensors(tensors_path)["images"]
         meta = json.loads(meta_path.read_text())
-        return ImageSet(
-            tensors["images"],
-            tensors["labels"],
-            meta["paths"],
-            meta["classes"],
-            [tuple(s) for s in meta["skipped"]],
-            meta["empty_classes"],
-        )
-    except (OSError, ValueError, KeyError) as error:
+        paths, failed = list(meta["paths"]), [(str(p), str(why)) for p, why in meta["failed"]]
+        listed = [str(path) for path in files.files]
+        if sorted([*paths, *(p for p, _ in failed)]) != sorted(listed) or len(images) != len(paths):
+            raise ValueError("another file list")
+        return images, paths, failed
+    except (OSError, ValueError, KeyError, TypeError) as error:
         warnings.warn(f"{path}: ignoring an unreadable image cache ({error})", stacklevel=3)
         return None
 
