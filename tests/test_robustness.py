@@ -274,7 +274,9 @@ def test_awkward_files_and_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert len(images) == 2
     gif = images.images[[Path(p).name for p in images.paths].index("animated.gif")]
     assert gif[0].float().mean() > 200 and gif[1].float().mean() < 50  # the first frame (red)
-    assert [(Path(p).name, r) for p, r in images.skipped] == [("locked.png", "permission denied")]
+    skipped = {Path(p).name: r for p, r in images.skipped}
+    assert skipped.keys() == {"locked.png", "loop"} and skipped["locked.png"] == "permission denied"
+    assert "(a loop); not followed" in skipped["loop"]  # listed, never walked
 
 
 def test_unwritable_output_is_one_line(
