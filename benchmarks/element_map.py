@@ -29,8 +29,9 @@ from heritage_cnn.data.folders import find_layout, load_images
 from heritage_cnn.data.mosaics import mosaic_specs, photo_mosaic
 from heritage_cnn.data.split import perceptual_hashes
 from heritage_cnn.inference.classifier import Classifier
-from heritage_cnn.inference.element_map import MapConfig, map_elements
+from heritage_cnn.inference.element_map import map_elements
 from heritage_cnn.inference.evaluate import hashes_from_hex, near_any
+from heritage_cnn.inference.tiles import MapConfig
 from run import data_root, hardware
 
 NEGATIVES = Path(__file__).resolve().parents[1] / "data" / "negatives"

@@ -29,8 +29,9 @@ from heritage_cnn.data.decode import decode_image
 from heritage_cnn.data.labels import resolve_class
 from heritage_cnn.data.split import perceptual_hashes
 from heritage_cnn.inference.classifier import Classifier
-from heritage_cnn.inference.element_map import MapConfig, map_elements
+from heritage_cnn.inference.element_map import map_elements
 from heritage_cnn.inference.evaluate import hashes_from_hex, near_any
+from heritage_cnn.inference.tiles import MapConfig
 from run import data_root, hardware
 
 REVIEW = Path(__file__).resolve().parent / "hard_photos_review.csv"

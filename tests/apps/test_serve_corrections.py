@@ -19,7 +19,7 @@ from conftest import CLASSES, cli_server
 from heritage_cnn.apps.corrections import Corrections
 from heritage_cnn.apps.serve import create_app
 from heritage_cnn.inference.classifier import Classifier
-from heritage_cnn.inference.sort import MANIFEST_FIELDS
+from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS
 from heritage_cnn.inference.teach_photos import read_corrections
 
 

@@ -26,15 +26,10 @@ from conftest import draw, make_survey
 from heritage_cnn import cli
 from heritage_cnn.inference import sort as sort_module
 from heritage_cnn.inference.classifier import Classifier, find_photos
-from heritage_cnn.inference.sort import (
-    LOCK_NAME,
-    MANIFEST_FIELDS,
-    TEMP_PREFIX,
-    SortLocked,
-    SortSummary,
-    output_lock,
-    sort_photos,
-)
+from heritage_cnn.inference.sort import LOCK_NAME, TEMP_PREFIX, SortLocked, SortSummary, output_lock, sort_photos
+from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS
+from heritage_cnn.inference.sort_settings import SETTINGS_NAME
+from heritage_cnn.models.checkpoint import checkpoint_files
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -457,14 +452,12 @@ def test_a_rerun_with_other_settings_is_refused_in_one_line(
     the record existed resumes, saying its settings could not be checked."""
     survey = make_survey(synthetic_root, tmp_path / "survey")
     model = tmp_path / "model"
-    for source, suffix in zip(
-        sort_module.checkpoint_files(tiny_run.checkpoint), (".safetensors", ".json"), strict=True
-    ):
+    for source, suffix in zip(checkpoint_files(tiny_run.checkpoint), (".safetensors", ".json"), strict=True):
         (tmp_path / f"model{suffix}").write_bytes(source.read_bytes())
     out = tmp_path / "sorted"
     base = ["sort", str(survey), "--out", str(out), "-q"]
     assert cli.main([*base, "--model", str(model)]) == 0
-    record = out / sort_module.SETTINGS_NAME
+    record = out / SETTINGS_NAME
     settings = json.loads(record.read_text(encoding="utf-8"))
     assert (settings["min_confidence"], settings["multi"], settings["tta"]) == (0.6, False, "none")
     assert settings["none_threshold"] == pytest.approx(Classifier.load(model).open_set.threshold)
@@ -485,12 +478,10 @@ def test_a_rerun_with_other_settings_is_refused_in_one_line(
     assert "(views --one-view then, --tta now)" in refused("--model", str(model), "--tta")
     assert f"--model {model}.safetensors then, {old_checkpoint} now" in refused("--model", str(old_checkpoint))
     # the same path, other files: a model retrained or taught into it
-    for source, suffix in zip(sort_module.checkpoint_files(old_checkpoint), (".safetensors", ".json"), strict=True):
+    for source, suffix in zip(checkpoint_files(old_checkpoint), (".safetensors", ".json"), strict=True):
         (tmp_path / f"model{suffix}").write_bytes(source.read_bytes())
     assert f"--model {model}.safetensors: its files changed since" in refused("--model", str(model))
-    for source, suffix in zip(
-        sort_module.checkpoint_files(tiny_run.checkpoint), (".safetensors", ".json"), strict=True
-    ):
+    for source, suffix in zip(checkpoint_files(tiny_run.checkpoint), (".safetensors", ".json"), strict=True):
         (tmp_path / f"model{suffix}").write_bytes(source.read_bytes())
     assert cli.main([*base, "--model", str(tiny_run.checkpoint)]) == 0  # the same model elsewhere: the same settings
     assert "9 already done earlier" in capsys.readouterr().out
@@ -502,7 +493,7 @@ def test_a_rerun_with_other_settings_is_refused_in_one_line(
     )
     record.unlink()  # as an earlier version left it: resumed, said so, and no record written after the fact
     assert cli.main([*base, "--model", str(model), "--min-confidence", "0.95"]) == 0
-    assert f"settings not checked: {out.resolve()} has no {sort_module.SETTINGS_NAME}" in capsys.readouterr().out
+    assert f"settings not checked: {out.resolve()} has no {SETTINGS_NAME}" in capsys.readouterr().out
     assert not record.exists()
 
 

@@ -20,8 +20,11 @@ from conftest import CLASSES, draw, make_survey
 from heritage_cnn import cli
 from heritage_cnn.base.names import cell_items
 from heritage_cnn.inference.classifier import Classifier, find_photos, parse_elements_cell
-from heritage_cnn.inference.element_map import MapConfig, map_elements
-from heritage_cnn.inference.sort import MANIFEST_FIELDS, MULTI_FIELDS, SETTINGS_NAME, sort_photos
+from heritage_cnn.inference.element_map import map_elements
+from heritage_cnn.inference.sort import sort_photos
+from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS, MULTI_FIELDS
+from heritage_cnn.inference.sort_settings import SETTINGS_NAME
+from heritage_cnn.inference.tiles import MapConfig
 
 NONE_THRESHOLD = -20_000  # the element map tests' threshold for enlarged pictures (test_element_map.enlarged)
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from heritage_cnn.data.folders import DatasetError
-from heritage_cnn.inference.sort import MANIFEST_FIELDS, sort_photos
+from heritage_cnn.inference.sort import sort_photos
+from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS
 from heritage_cnn.inference.teach_photos import (
     ADDED_OR_RENAMED,
     NOT_FOUND,

@@ -1,7 +1,7 @@
 """The web page's "mark wrong": the user's corrections kept in a folder that `heritage teach --corrections` reads.
 
-The folder has `heritage sort`'s layout (one subfolder per class, `manifest.csv` with `sort.MANIFEST_FIELDS`) and is
-written as if sort had filed the photo in the folder of the model's answer and the user had then moved it:
+The folder has `heritage sort`'s layout (one subfolder per class, `manifest.csv` with `sort_manifest.MANIFEST_FIELDS`)
+and is written as if sort had filed the photo in the folder of the model's answer and the user had then moved it:
 - the photo's bytes, exactly as uploaded, at `DIR/<label>/<first 16 hex of their SHA-256><extension>` (the upload's
   extension when it is an image one, else `.jpg`; the content decides how it is decoded, never the name);
 - a manifest row: `source` `upload:<the uploaded file name>`, `destination` `DIR/<the model's top-1 label>/<the same
@@ -31,7 +31,8 @@ from heritage_cnn.base.io import FolderBusy, atomic_write_bytes, atomic_write_te
 from heritage_cnn.base.names import CSV_ERRORS, shown
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS
 from heritage_cnn.inference.classifier import Prediction
-from heritage_cnn.inference.sort import LOCK_NAME, MANIFEST_FIELDS, MANIFEST_TOP, NONE, UNCERTAIN
+from heritage_cnn.inference.sort import LOCK_NAME, NONE, UNCERTAIN
+from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS, MANIFEST_TOP
 from heritage_cnn.models.metadata import class_name_problem
 
 SOURCE_PREFIX = "upload:"  # a manifest row written by the page, not by sort

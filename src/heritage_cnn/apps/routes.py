@@ -35,7 +35,8 @@ from heritage_cnn.data.decode import MAX_IMAGE_PIXELS
 from heritage_cnn.inference.classifier import Classifier, Prediction
 from heritage_cnn.inference.element_figure import map_layers
 from heritage_cnn.inference.element_map import map_elements
-from heritage_cnn.inference.sort import MANIFEST_TOP, MIN_CONFIDENCE
+from heritage_cnn.inference.sort import MIN_CONFIDENCE
+from heritage_cnn.inference.sort_manifest import MANIFEST_TOP
 from heritage_cnn.inside.classimages import Gallery
 
 MULTIPART_SLACK = 64 * 1024  # a multipart body is the file plus boundaries and part headers

@@ -25,7 +25,7 @@ from heritage_cnn.cli.options import (
 
 def fractions(text: str) -> tuple[float, ...]:
     """`1,0.5,0.25` -> (1.0, 0.5, 0.25), each in (0, 1], at most `MAX_SCALES` different ones."""
-    from heritage_cnn.inference.element_map import MAX_SCALES
+    from heritage_cnn.inference.tiles import MAX_SCALES
 
     check = number_in(0, 1, above_low=True)
     values = tuple(check(part) for part in text.split(","))
@@ -124,7 +124,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    from heritage_cnn.inference.element_map import MIN_STRIDE, RULES, MapConfig
+    from heritage_cnn.inference.tiles import MIN_STRIDE, RULES, MapConfig
 
     default = MapConfig()
     p = add_command(commands, "map", cmd_map)

@@ -239,7 +239,7 @@ def add_none_threshold(parser: argparse.ArgumentParser) -> None:
 def add_presence(parser: argparse.ArgumentParser, needs: str = "") -> None:
     """The element map's presence (`heritage map`, and `predict`/`sort` with `needs`, the flag that turns the map
     on there); `map_config` reads it."""
-    from heritage_cnn.inference.element_map import MapConfig
+    from heritage_cnn.inference.tiles import MapConfig
 
     parser.add_argument(
         "--presence",
@@ -254,7 +254,7 @@ def map_config(args: argparse.Namespace) -> Any:
     command has and the user gave."""
     from dataclasses import replace
 
-    from heritage_cnn.inference.element_map import MapConfig
+    from heritage_cnn.inference.tiles import MapConfig
 
     changes = {key: getattr(args, key, None) for key in ("scales", "stride", "presence", "rule")}
     return replace(MapConfig(), **{k: v for k, v in changes.items() if v is not None})

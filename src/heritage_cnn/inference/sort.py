@@ -20,7 +20,7 @@ What it promises, and how:
   put it as that row's photo). The summary says how many of them were found moved or deleted.
 - Identical photos of one name (one content) share one copy, with a manifest row each, and are counted as such,
   not as sorted twice nor as done earlier: the per-class counts are the files this run put in each folder.
-- What decides where a photo goes is recorded in OUT/sort-settings.json (`SETTINGS_NAME`, atomic) by the first
+- What decides where a photo goes is recorded in OUT/sort-settings.json (`sort_settings`, atomic) by the first
   run: the model (its files' SHA-256), --min-confidence, the none-of-these threshold, --tta, --multi and the
   element map's settings. A later run with other settings is refused in one line naming each difference (the
   photos sorted earlier would keep the old ones); a folder sorted before the record existed is resumed, saying
@@ -29,8 +29,8 @@ What it promises, and how:
   never files its own copies.
 - `multi=True` (`--multi`) files a photo under every element the element map finds in it (each element's class
   folder, as copies or hard links by the same rules), and under the single-class rule (`_none/`, `_uncertain/`
-  or its class) when it finds none. The manifest keeps one row per photo, so that a reader keyed by `source` and
-  the resume (a row: done) work unchanged: `destination` is the first placement (the most
+  or its class) when it finds none. The manifest (`sort_manifest`) keeps one row per photo, so that a reader keyed
+  by `source` and the resume (a row: done) work unchanged: `destination` is the first placement (the most
   confident element's), `elements` and `destinations` (every placement) are two more columns, each a list in one
   cell (`base.names.cell_text`). An output folder is sorted one way only: mixing would leave photos filed once
   by a run that skips them as done.
@@ -39,12 +39,7 @@ What it promises, and how:
 from __future__ import annotations
 
 import contextlib
-import csv
-import dataclasses
 import errno
-import hashlib
-import io
-import json
 import os
 import shutil
 import sys
@@ -53,11 +48,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heritage_cnn.base.io import FolderBusy, atomic_write_json, atomic_write_text, file_sha256, folder_lock
-from heritage_cnn.base.names import CSV_ERRORS, cell_items, cell_text, portable_name, shown
-from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos, flat_fields
-from heritage_cnn.inference.element_map import MapConfig, with_elements
-from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, weights_generation
+from heritage_cnn.base.io import FolderBusy, file_sha256, folder_lock
+from heritage_cnn.base.names import portable_name, shown
+from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos
+from heritage_cnn.inference.element_map import with_elements
+from heritage_cnn.inference.sort_manifest import (
+    MANIFEST_FIELDS,
+    MULTI_FIELDS,
+    manifest_row,
+    read_manifest,
+    row_files,
+    write_rows,
+)
+from heritage_cnn.inference.sort_settings import SETTINGS_NAME, check_settings, settings_of
+from heritage_cnn.inference.tiles import MapConfig
 from heritage_cnn.models.openset_point import NOISE
 
 UNCERTAIN = "_uncertain"  # one of the ten, unsure which
@@ -65,12 +69,7 @@ NONE = "_none"  # none of the ten (open-set score below its threshold, or noise)
 MIN_CONFIDENCE = 0.6  # below this top-class probability a photo is "uncertain": sort's default, the web page's
 LOCK_NAME = ".heritage-sort.lock"
 TEMP_PREFIX = ".heritage-sort-"
-MANIFEST_TOP = 3  # top-k columns in the manifest
-MANIFEST_FIELDS = ["source", "destination", *flat_fields(MANIFEST_TOP)[1:]]
-MULTI_FIELDS = [*MANIFEST_FIELDS, "elements", "destinations"]  # the manifest of a sort with `multi`
 SAVE_EVERY = 64  # photos between manifest saves
-SETTINGS_NAME = "sort-settings.json"  # beside manifest.csv: the settings the folder was sorted with
-SETTINGS_FORMAT = 1
 # How one placement of a photo went: a new copy or link; its copy found already there by content, left by an earlier
 # run killed before its manifest; or the file of an identical photo (a manifest row's, or one placed in this run).
 NEW, FOUND, SHARED = "new", "found", "shared"
@@ -217,11 +216,11 @@ def _candidates(folder: Path, name: str) -> Iterator[Path]:
 def _place(source: Path, folder: Path, mode: str, summary: SortSummary, taken: set[Path]) -> tuple[Path, str]:
     """Put `source` in `folder` under a free name, or find it already there: (where it is, NEW, FOUND or SHARED).
 
-    `taken`: every file a manifest row names (as `_in_out` gives it) or this run placed. Such a name is never given
-    to another photo, even once its file is gone (moved or deleted by the user): teach would read the newcomer as
-    that row's photo. A taken file holding the same bytes is an identical photo's copy: shared (SHARED). An untaken
-    one holding them was placed by an earlier run killed before its manifest (FOUND). Adds the name used to
-    `taken`."""
+    `taken`: every file a manifest row names (as `sort_manifest.row_files` gives it) or this run placed. Such a name
+    is never given to another photo, even once its file is gone (moved or deleted by the user): teach would read the
+    newcomer as that row's photo. A taken file holding the same bytes is an identical photo's copy: shared (SHARED).
+    An untaken one holding them was placed by an earlier run killed before its manifest (FOUND). Adds the name used
+    to `taken`."""
     temp = None
     try:
         for candidate in _candidates(folder, source.name):
@@ -262,139 +261,6 @@ def _place(source: Path, folder: Path, mode: str, summary: SortSummary, taken: s
     raise AssertionError("unreachable")
 
 
-def _read_manifest(path: Path, multi: bool) -> dict[str, dict[str, str]]:
-    """The rows of an earlier sort, by source; ValueError when it was sorted the other way (`multi` or not)."""
-    if not path.exists():
-        return {}
-    with open(path, newline="", encoding="utf-8", errors=CSV_ERRORS) as handle:
-        reader = csv.DictReader(handle)
-        rows = {row["source"]: row for row in reader if row.get("source")}
-    was_multi = "destinations" in (reader.fieldnames or [])
-    if rows and was_multi != multi:
-        raise ValueError(
-            f"{path}: this folder was sorted {'with' if was_multi else 'without'} --multi; sort into it "
-            f"{'with' if was_multi else 'without'} --multi again, or into another folder"
-        )
-    return rows
-
-
-def _in_out(root: Path, destination: str) -> Path:
-    """A manifest destination as its class folder and file name inside `root` (resolved), as teach reads it: the
-    same file wherever the sorted folder was when the row was written."""
-    where = Path(destination)
-    return root / where.parent.name / where.name
-
-
-def _row_files(root: Path, row: dict[str, str]) -> list[Path]:
-    """Every file a manifest row says sort put its photo in (`destinations` with --multi), inside `root`."""
-    if row.get("destinations"):
-        return [_in_out(root, item[0]) for item in cell_items(row["destinations"]) if item and item[0]]
-    return [_in_out(root, row["destination"])] if row.get("destination") else []
-
-
-def _model_identity(checkpoint: Checkpoint) -> dict[str, object]:
-    """The model as sort records it: its path (for people) and what is compared, the SHA-256 of its weights and
-    metadata files (any change to either may change where a photo goes), its ensemble member and classes."""
-    digest = hashlib.sha256()
-    files = checkpoint_files(checkpoint.path) if checkpoint.path is not None else ()
-    if files and all(f.is_file() for f in files):
-        for name in files:
-            digest.update(bytes.fromhex(file_sha256(name)))
-    else:  # a model built in memory: its tensors
-        digest.update(weights_generation(checkpoint.model.state_dict()).encode())
-    return {
-        "path": None if checkpoint.path is None else str(checkpoint.path),
-        "sha256": digest.hexdigest(),
-        "member": checkpoint.index,
-        "classes": list(checkpoint.classes),
-    }
-
-
-def _settings(classifier: Classifier, min_confidence: float, map_config: MapConfig | None) -> dict[str, object]:
-    """Everything that decides where a photo goes, as JSON values (compared after a JSON round trip)."""
-    point = classifier.open_set
-    settings = {
-        "format": SETTINGS_FORMAT,
-        "model": _model_identity(classifier.checkpoint),
-        "min_confidence": float(min_confidence),
-        "none_threshold": None if point is None else float(point.threshold),
-        "tta": classifier.tta,
-        "multi": map_config is not None,
-        "map": None if map_config is None else dataclasses.asdict(map_config),
-    }
-    return json.loads(json.dumps(settings))
-
-
-def _differences(then: dict, now: dict) -> list[str]:
-    """Each setting that differs, for people: `--min-confidence 0.6 then, 0.95 now`."""
-    found = []
-    old_model, new_model = then.get("model") or {}, now["model"]
-    if any(old_model.get(key) != new_model[key] for key in ("sha256", "member", "classes")):
-        old_path, new_path = old_model.get("path"), new_model["path"]
-        if old_path == new_path:
-            found.append(f"--model {shown(str(new_path))}: its files changed since")
-        else:
-            found.append(f"--model {shown(str(old_path))} then, {shown(str(new_path))} now")
-
-    def text(value: object) -> str:
-        return "none" if value is None else repr(value) if isinstance(value, float) else str(value)
-
-    options = {"min_confidence": "--min-confidence", "none_threshold": "--none-threshold"}
-    for key, option in options.items():
-        if then.get(key) != now[key]:
-            found.append(f"{option} {text(then.get(key))} then, {text(now[key])} now")
-    if then.get("tta") != now["tta"]:  # the views, by the flag that asks for them
-        flags = {"none": "--one-view", "flip": "--tta", "multi": "--tta-multi"}
-        old_views, new_views = (flags.get(str(v), str(v)) for v in (then.get("tta"), now["tta"]))
-        found.append(f"views {old_views} then, {new_views} now")
-    if bool(then.get("multi")) != now["multi"]:
-        found.append(
-            f"{'with' if then.get('multi') else 'without'} --multi then, {'with' if now['multi'] else 'without'} now"
-        )
-    elif now["multi"]:
-        old_map = then.get("map") or {}
-        for key, value in now["map"].items():
-            if old_map.get(key) != value:
-                option = "--presence" if key == "presence" else f"element map {key}"
-                found.append(f"{option} {text(old_map.get(key))} then, {text(value)} now")
-    return found
-
-
-def _check_settings(root: Path, settings: dict, sorted_before: bool) -> bool:
-    """Compare `settings` with those OUT was sorted with (ValueError, one line, when they differ); record them when
-    OUT has none yet. False: OUT was sorted (`sorted_before`) by a version that kept no record, so they could not
-    be checked, and none is written (it would claim settings the photos sorted then were not sorted with)."""
-    path = root / SETTINGS_NAME
-    if not path.exists():
-        if sorted_before:
-            return False
-        atomic_write_json(path, settings)
-        return True
-    try:
-        then = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise ValueError(f"{shown(path)}: not sort's settings record ({error}); sort into a new --out") from None
-    if not isinstance(then, dict) or then.get("format") != SETTINGS_FORMAT or not isinstance(then.get("model"), dict):
-        raise ValueError(
-            f"{shown(path)}: not sort's settings record (edited, or a newer version's); sort into a new --out"
-        )
-    differences = _differences(then, settings)
-    if differences:
-        raise ValueError(
-            f"{shown(root)} was sorted with other settings ({'; '.join(differences)}): the photos sorted then would "
-            "keep them; sort into a new --out, or run again with the settings it was sorted with"
-        )
-    return True
-
-
-def _write_rows(path: Path, fields: list[str], rows: Iterable[dict[str, str]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, restval="", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue(), errors=CSV_ERRORS)  # source paths exact, byte for byte
-
-
 def _remove_stale_temps(root: Path) -> None:
     """Temporary copies left by a sort that was killed (only ours: the lock is held)."""
     for folder in [root, *(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())]:
@@ -406,13 +272,6 @@ def _remove_stale_temps(root: Path) -> None:
             *folder.glob(f".{SETTINGS_NAME}.*.tmp"),
         ]:  # atomic_path's
             temp.unlink(missing_ok=True)
-
-
-def _manifest_row(source: Path, destinations: list[Path], prediction: Prediction) -> dict[str, str]:
-    row = {"source": str(source), "destination": str(destinations[0]), **prediction.flat(MANIFEST_TOP)}
-    if prediction.elements is not None:  # multi: its `elements` column comes from `flat`
-        row["destinations"] = cell_text([[str(d)] for d in destinations])
-    return row
 
 
 def _folder_names(prediction: Prediction, min_confidence: float) -> list[str]:
@@ -501,7 +360,7 @@ def _file(
         summary.already_done += 1
     else:
         summary.identical += 1
-    return _manifest_row(source, destinations, item)
+    return manifest_row(source, destinations, item)
 
 
 def _sort_locked(
@@ -515,8 +374,8 @@ def _sort_locked(
     map_config: MapConfig | None,
 ) -> SortSummary:
     manifest_path = target_root / "manifest.csv"
-    manifest = _read_manifest(manifest_path, multi=map_config is not None)
-    checked = _check_settings(target_root, _settings(classifier, min_confidence, map_config), bool(manifest))
+    manifest = read_manifest(manifest_path, multi=map_config is not None)
+    checked = check_settings(target_root, settings_of(classifier, min_confidence, map_config), bool(manifest))
     fields = MANIFEST_FIELDS if map_config is None else MULTI_FIELDS
     found, problems = find_photos([source_root])
     # a file reached through a symbolic link to OUT is one of this sort's copies (or another file of OUT): never a photo
@@ -525,10 +384,10 @@ def _sort_locked(
     todo = [p for p in photos if str(p) not in manifest]
     done = [manifest[str(p)] for p in photos if str(p) in manifest]
     summary = SortSummary(already_done=len(done), skipped=list(problems), manifest=manifest_path)
-    summary.moved_or_deleted = sum(not all(f.is_file() for f in _row_files(target_root, row)) for row in done)
+    summary.moved_or_deleted = sum(not all(f.is_file() for f in row_files(target_root, row)) for row in done)
     summary.inside_out, summary.settings_unchecked = len(found) - len(photos), not checked
     summary.rejects, summary.multi = classifier.open_set is not None, map_config is not None
-    taken = {f for row in manifest.values() for f in _row_files(target_root, row)}
+    taken = {f for row in manifest.values() for f in row_files(target_root, row)}
     items = classifier.predict_files(todo)
     if map_config is not None:
         items = with_elements(classifier, items, map_config)
@@ -547,12 +406,12 @@ def _sort_locked(
             if bar is not None:
                 bar.update(1)
             if count % SAVE_EVERY == 0:  # progress survives an interruption
-                _write_rows(manifest_path, fields, manifest.values())
+                write_rows(manifest_path, fields, manifest.values())
     finally:
         if bar is not None:
             bar.close()
-        _write_rows(manifest_path, fields, manifest.values())
-        _write_rows(
+        write_rows(manifest_path, fields, manifest.values())
+        write_rows(
             target_root / "skipped.csv", ["source", "reason"], ({"source": p, "reason": r} for p, r in summary.skipped)
         )
     return summary
