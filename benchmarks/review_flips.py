@@ -27,7 +27,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from heritage_cnn.base.io import atomic_write_json, atomic_write_text
-from heritage_cnn.data.folders import IMAGE_EXTENSIONS, find_layout, walk_files
+from heritage_cnn.data.folders import IMAGE_EXTENSIONS, find_layout
+from heritage_cnn.data.walk import walk_files
 from run import data_root, hardware
 from two_elements import wilson
 

@@ -72,8 +72,9 @@ def cmd_teach(args: argparse.Namespace) -> int:
       heritage teach survey/new_classes --data data/ahe64 --out models/ours   replay the real training photos
       heritage teach survey/new_classes --data data/ahe64 --max-known-loss 1 --out models/ours
     """
-    from heritage_cnn.training.teach import check_cache_dir, teach, teach_files
+    from heritage_cnn.training.teach import teach
     from heritage_cnn.training.teach_fit import FitConfig
+    from heritage_cnn.training.teach_out import check_cache_dir, teach_files
 
     if args.max_known_loss is not None and not args.data:
         raise UsageError("--max-known-loss measures the known classes on the model's validation photos: add --data")

@@ -1,4 +1,5 @@
-"""Find and load photos (decoding one photo is `decode.py`; the validation split is `split.py`).
+"""Find and load photos (decoding one photo is `decode.py`; walking a folder tree is `walk.py`; the validation split
+is `split.py`).
 
 Every image is decoded once into a uint8 tensor held in memory (optionally cached on disk), so
 training never touches PIL or the file system in its hot loop.
@@ -12,7 +13,6 @@ import os
 import re
 import sys
 import warnings
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -25,12 +25,8 @@ import torch
 
 from heritage_cnn import __version__
 from heritage_cnn.base.io import atomic_write_json, load_tensors, save_tensors
-from heritage_cnn.base.names import shown
-from heritage_cnn.data.decode import (
-    IMAGE_SIZE,
-    os_reason,
-    try_decode,
-)
+from heritage_cnn.data.decode import IMAGE_SIZE, try_decode
+from heritage_cnn.data.walk import walk_files
 
 T = TypeVar("T")
 
@@ -99,88 +95,6 @@ def split_folder(layout: Layout, split: str) -> Path:
             raise DatasetError(f"{layout.root}: has no test/ folder")
         return layout.test
     raise ValueError(f"unknown split {split!r}")
-
-
-def walk_files(
-    folder: str | os.PathLike, extensions: frozenset[str] | None = None, hidden: bool = False
-) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Files below `folder` (names sorted, depth first, a folder's files before its subfolders; hidden ones skipped)
-    and what was not walked, with why: folders that could not be read, and the symlinked folders not followed.
-
-    Symlinked folders are followed, each folder (by its resolved path) walked once: the real folders below `folder`
-    first, then the links in order, so that a folder reached both directly and through a link is listed under its
-    own path. A link that leads to a folder walked already, or back to a folder that holds it (a loop), is listed
-    with its reason instead. A FIFO named photo.jpg is returned: the decoder refuses it before opening it, so it is
-    listed with the other skipped files."""
-    top = Path(folder)
-    found: list[Path] = []
-    problems: list[tuple[str, str]] = []
-    walked: dict[str, Path] = {}  # resolved path -> the path its files are listed under
-    links: deque[tuple[Path, str]] = deque()  # (a symlinked folder, the resolved path of the folder holding it)
-
-    def walk_tree(start: Path, resolved: str) -> None:
-        stack = [(start, resolved)]
-        while stack:
-            path, real = stack.pop()
-            if real in walked:  # a real folder inside a linked tree that was walked under another path
-                problems.append((str(path), f"folder already walked as {shown(walked[real])}; not walked again"))
-                continue
-            try:
-                with os.scandir(path) as listing:
-                    entries = sorted(listing, key=lambda e: e.name)
-            except OSError as error:
-                problems.append((str(error.filename or path), f"folder not read ({os_reason(error)})"))
-                continue
-            walked[real] = path
-            subfolders = []
-            for entry in entries:
-                if _is_folder(entry):
-                    if entry.name.startswith("."):
-                        continue
-                    if entry.is_symlink():
-                        links.append((path / entry.name, real))
-                    else:  # its resolved path without a system call: the holder's is resolved already
-                        subfolders.append((path / entry.name, os.path.join(real, entry.name)))
-                elif (hidden or not entry.name.startswith(".")) and (
-                    extensions is None or Path(entry.name).suffix.lower() in extensions
-                ):
-                    found.append(path / entry.name)
-            stack.extend(reversed(subfolders))
-
-    walk_tree(top, os.path.realpath(top))
-    while links:
-        link, holder = links.popleft()
-        target = os.path.realpath(link)
-        if Path(holder).is_relative_to(target):
-            problems.append(
-                (str(link), f"symlinked folder leading back to {shown(target)}, which holds it (a loop); not followed")
-            )
-        elif target in walked:
-            problems.append(
-                (
-                    str(link),
-                    f"symlinked folder leading to a folder already walked as {shown(walked[target])}; not walked again",
-                )
-            )
-        else:
-            walk_tree(link, target)
-    found.sort(key=lambda path: _walk_order(path.relative_to(top).parts))
-    return found, problems
-
-
-def _is_folder(entry: os.DirEntry) -> bool:
-    """A folder, or a symbolic link to one; an entry that cannot be examined is taken for a file, as `os.walk` does
-    (the decoder then says why it cannot be read)."""
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
-
-
-def _walk_order(parts: tuple[str, ...]) -> tuple[tuple[int, str], ...]:
-    """Sort key of a file below the walked folder: depth first, names sorted, a folder's files before its subfolders
-    (the order of `os.walk` with sorted names)."""
-    return (*((1, part) for part in parts[:-1]), (0, parts[-1]))
 
 
 @dataclass

@@ -43,7 +43,8 @@ import torch
 
 from heritage_cnn.base.names import CSV_ERRORS, shown
 from heritage_cnn.data.decode import ImageError, open_regular, try_decode
-from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError, display_name, walk_files
+from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError, display_name
+from heritage_cnn.data.walk import walk_files
 from heritage_cnn.inference.sort import NONE, UNCERTAIN
 from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS, MANIFEST_TOP
 from heritage_cnn.models.metadata import class_name_problem

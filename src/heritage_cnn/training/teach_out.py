@@ -1,0 +1,60 @@
+"""Where `heritage teach` writes, checked before any photo is read: the new model's pair of files, never over an
+existing one, and the `--cache-dir` folder. `teach` checks both again before it writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.models.checkpoint import checkpoint_files
+
+
+def _first_existing(path: Path) -> Path:
+    """`path`, or the nearest folder above it that exists."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    return path
+
+
+def teach_files(out: str | os.PathLike) -> tuple[Path, Path]:
+    """The (weights, metadata) pair `teach` writes for `out`, checked before any work: `OUT.safetensors` +
+    `OUT.json` (the whole name is the stem, `models.checkpoint.checkpoint_files`: `M1.v2` writes `M1.v2.safetensors`;
+    a final `.safetensors` or `.json` names the same pair), or for a folder (one that exists, or a name ending in
+    `/`) its `last.safetensors` + `last.json`. Refused, with a CheckpointError naming the path: an empty name, an
+    existing folder that holds anything, a file of the pair that exists (teach never overwrites a model, its parent
+    or any other), and a pair whose folder cannot be made because a file stands in the way."""
+    text = os.fspath(out)
+    if not text.strip():
+        raise CheckpointError("--out is empty: name the new model (OUT writes OUT.safetensors + OUT.json)")
+    folder = Path(text)
+    if folder.is_dir() and any(folder.iterdir()):
+        raise CheckpointError(
+            f"{folder}: a folder that holds files; teach writes a model into a new or empty folder (as last.safetensors "
+            "+ last.json) or as OUT.safetensors + OUT.json: choose another --out"
+        )
+    weights_path, meta_path = checkpoint_files(text)
+    for path in (weights_path, meta_path):
+        if path.exists() or path.is_symlink():
+            raise CheckpointError(f"{path}: exists; teach never overwrites a model: choose another --out")
+    above = _first_existing(weights_path.parent)
+    if not above.is_dir():
+        raise CheckpointError(f"{above}: not a folder, so {weights_path} cannot be written: choose another --out")
+    return weights_path, meta_path
+
+
+def check_cache_dir(cache_dir: str | os.PathLike | None) -> None:
+    """Refuse, before any photo is decoded, a `--cache-dir` that is not a folder and cannot be made one."""
+    if cache_dir is None:
+        return
+    text = os.fspath(cache_dir)
+    if not text.strip():
+        raise CheckpointError("--cache-dir is empty: name a folder")
+    above = _first_existing(Path(text))
+    if not above.is_dir():
+        where = text if above == Path(os.path.abspath(text)) else f"{text} ({above} is a file)"
+        raise CheckpointError(f"--cache-dir {where}: not a folder")
+
+
+__all__ = ["check_cache_dir", "teach_files"]
