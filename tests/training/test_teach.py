@@ -71,12 +71,16 @@ def nine(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     return train_nine(synthetic_root, tmp_path_factory)
 
 
-@pytest.fixture(scope="module")
-def new_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def new_class_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """20 photos of the new class, drawn apart from the training set (another seed)."""
     root = tmp_path_factory.mktemp("new")
     _photos(root / NEW, NEW_LABEL, MIN_NEW_PHOTOS, seed=11)
     return root
+
+
+@pytest.fixture(scope="module")
+def new_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return new_class_folder(tmp_path_factory)
 
 
 def _fresh(label: int, count: int = 24, seed: int = 99) -> np.ndarray:

@@ -8,26 +8,23 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_teach import NEW, NEW_LABEL, _digest, _nine_data, _photos, train_nine
+from test_teach import NEW, _digest, _nine_data, new_class_folder, train_nine
 
 from heritage_cnn import cli
 from heritage_cnn.base.io import CheckpointError
-from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, read_new_classes
+from heritage_cnn.inference.teach_photos import read_new_classes
 from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint
 from heritage_cnn.training.teach import teach
 
 
 @pytest.fixture(scope="module")
 def nine(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_nine(synthetic_root, tmp_path_factory)
+    return train_nine(synthetic_root, tmp_path_factory, epochs=2)  # where the files go is tested, not the answers
 
 
 @pytest.fixture(scope="module")
 def new_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """20 photos of the new class, drawn apart from the training set (another seed)."""
-    root = tmp_path_factory.mktemp("new")
-    _photos(root / NEW, NEW_LABEL, MIN_NEW_PHOTOS, seed=11)
-    return root
+    return new_class_folder(tmp_path_factory)
 
 
 @pytest.mark.parametrize("name", ["M1.v2.final", "portal_2024.12.07", "M3.txt", "a.b.safetensors", "a.b.json"])
