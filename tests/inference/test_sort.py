@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -537,3 +538,20 @@ def test_a_link_to_out_inside_in_is_not_sorted_again(filing: Classifier, synthet
     rows = _manifest(out)
     assert len(rows) == 9 and not any(out.resolve() in Path(os.path.realpath(r["source"])).parents for r in rows)
     assert len(_copies(out)) == 9
+
+
+def test_an_input_or_output_that_cannot_be_a_folder_is_named_with_why(tiny_run, synthetic_root, tmp_path) -> None:
+    """`sort nowhere` said "not a folder" and `--out afile` said "File exists" (mkdir's words)."""
+    classifier = Classifier.load(tiny_run.checkpoint)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [
+        (tmp_path / "nowhere", tmp_path / "out", "nowhere: no such folder"),
+        (afile, tmp_path / "out", "afile: not a folder"),
+        (synthetic_root, afile, "afile: is a file; the output folder must be a folder"),
+        (synthetic_root, afile / "sub", f"sub: cannot be made: {afile} is a file"),
+    ]
+    for in_dir, out_dir, message in cases:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            sort_photos(classifier, in_dir, out_dir)
+    assert not (tmp_path / "out").exists()

@@ -310,7 +310,11 @@ def sort_photos(
         raise ValueError(f"--min-confidence must be between 0 and 1, got {min_confidence}")
     source_root, target_root = Path(in_dir).resolve(), Path(out_dir).resolve()
     if not source_root.is_dir():
-        raise ValueError(f"{in_dir}: not a folder")
+        raise ValueError(f"{in_dir}: {'not a folder' if source_root.exists() else 'no such folder'}")
+    blocker = next((p for p in (target_root, *target_root.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:  # said before any photo is read, in words, not as an OSError of mkdir
+        what = "is a file" if blocker == target_root else f"cannot be made: {blocker} is a file"
+        raise ValueError(f"{out_dir}: {what}; the output folder must be a folder")
     if target_root == source_root or source_root in target_root.parents:
         raise ValueError(f"{out_dir}: the output folder must not be inside the input folder {in_dir}")
     if target_root in source_root.parents:
