@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -158,3 +159,67 @@ def test_predict_logits_averages_the_views() -> None:
     assert torch.allclose(
         predict_logits(model, images, normalise, tta=True), predict_logits(model, images, normalise, tta="flip")
     )
+
+
+@pytest.fixture
+def evaluate_reached(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """`heritage evaluate` with the model's loading and the evaluation replaced: what reaches the evaluation is
+    recorded, so a refusal is seen to come before any photo is read or any output made."""
+    from heritage_cnn.apps import pipeline
+    from heritage_cnn.cli import evaluate
+
+    reached: list[str] = []
+    monkeypatch.setattr(evaluate, "load_model", lambda *args, **kwargs: None)
+    monkeypatch.setattr(pipeline, "evaluate_on", lambda model, data, *args, **kwargs: reached.append(data))
+    return reached
+
+
+def _refusal(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    from heritage_cnn import cli
+
+    assert cli.main(["evaluate", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_evaluate_refuses_an_output_inside_the_data_or_that_is_a_file(
+    evaluate_reached: list[str], synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inside = synthetic_root / "altar" / "ev"  # its figures would be altar photos at the next `data check`
+    err = _refusal(["--data", str(synthetic_root), "--out", str(inside)], capsys)
+    assert f"--out {inside}: inside the --data folder {synthetic_root}" in err and not inside.exists()
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    err = _refusal(["--data", str(synthetic_root), "--out", str(afile)], capsys)
+    assert err.endswith(f"--out {afile}: is a file, not a folder")
+    err = _refusal(["--data", str(synthetic_root), "--out", str(afile / "ev")], capsys)
+    assert f"cannot be made: {afile} is a file" in err
+    assert evaluate_reached == []
+
+
+def test_evaluate_refuses_negatives_that_are_missing_or_the_labelled_photos(
+    evaluate_reached: list[str], synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--data", str(synthetic_root), "--out", str(tmp_path / "ev"), "--negatives"]
+    missing = tmp_path / "nonexist"
+    assert _refusal([*common, str(missing)], capsys).endswith(f"--negatives {missing}: no such folder")
+    for folder in (synthetic_root, synthetic_root / "apse"):  # the labelled folder itself, a class of it
+        assert f"--negatives {folder}: is or overlaps the data folder" in _refusal([*common, str(folder)], capsys)
+    around = tmp_path / "around"  # a folder that holds the labelled one
+    shutil.copytree(synthetic_root / "apse", around / "data" / "apse")
+    err = _refusal(["--data", str(around / "data"), "--out", str(tmp_path / "ev"), "--negatives", str(around)], capsys)
+    assert f"--negatives {around}: is or overlaps the data folder" in err
+    copies = tmp_path / "copies"  # photos of the data set under other names: the same content
+    copies.mkdir()
+    for i, name in enumerate(["altar", "apse", "vault"]):
+        (copies / f"n{i}.png").write_bytes((synthetic_root / name / "003.png").read_bytes())
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(copies / "grey.png")
+    err = _refusal([*common, str(copies)], capsys)
+    assert f"--negatives {copies}: 3 of its photos are files of the data folder {synthetic_root}" in err
+    assert evaluate_reached == [] and not (tmp_path / "ev").exists()
+    for copy in copies.glob("n*.png"):
+        copy.unlink()
+    from heritage_cnn import cli
+
+    assert cli.main(["evaluate", *common, str(copies)]) == 0 and evaluate_reached == [str(synthetic_root)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import make_dataset
 from heritage_cnn import cli
 from heritage_cnn.base.io import read_json
 from heritage_cnn.data.decode import decode_image
@@ -104,6 +106,34 @@ def test_none_fit_writes_a_new_checkpoint_and_never_touches_the_input(
     assert "already exists" in capsys.readouterr().err
     assert cli.main([*args[:-1], str(source)]) == 2  # nor the input itself
     assert _digests(source) == before
+
+
+def test_none_fit_refuses_a_folder_the_model_did_not_train_on(
+    tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The QA case: the model's folder inside a larger one (its split then trains on photos the model never saw and
+    validates on photos it trained on), and a folder of other photos altogether: one line, no checkpoint written."""
+    larger = tmp_path / "larger"
+    shutil.copytree(synthetic_root, larger)
+    extra = make_dataset(tmp_path / "extra", per_class=8, seed=9)
+    for photo in extra.rglob("*.png"):
+        shutil.copy(photo, larger / photo.parent.name / f"extra_{photo.name}")
+    other = make_dataset(tmp_path / "other", per_class=24, seed=7)
+    for folder in (larger, other):
+        out = tmp_path / f"fit_{folder.name}"
+        args = ["data", "none-fit", "--model", str(tiny_run.out), "--data", str(folder), "--out", str(out)]
+        assert cli.main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"--data {folder}: " in err, err
+        assert "did not train" in err and "not the folder the model was trained on" in err
+        assert not out.with_suffix(".json").exists() and not out.with_suffix(".safetensors").exists()
+
+
+def test_reject_share_of_one_is_refused_by_argparse_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["data", "none-fit", "--out", "x", "--reject-share", "1"])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert info.value.code == 2 and "--reject-share" in last and "below 1" in last
 
 
 def test_none_fit_with_energy_scores_the_logits_and_keeps_the_statistics(

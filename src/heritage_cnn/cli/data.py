@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from heritage_cnn.cli.options import (
+    UsageError,
     add_command,
     add_device,
     add_model,
@@ -14,6 +16,9 @@ from heritage_cnn.cli.options import (
     load_model,
     number_in,
 )
+
+if TYPE_CHECKING:
+    from heritage_cnn.models.checkpoint import Checkpoint
 
 
 def cmd_data_download(args: argparse.Namespace) -> int:
@@ -66,13 +71,16 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
     written). The split is the one the model records (as `heritage evaluate --split val` rebuilds it): the class
     statistics (which a Mahalanobis score reads and `heritage teach` replays) come from its training photos, the
     threshold calls --reject-share of its validation photos "none" (default 0.03, docs/open_set.md's operating
-    point). The command is recorded in the checkpoint.
+    point). The command is recorded in the checkpoint. --data must be the folder the model was trained on: a folder
+    whose rebuilt split trains on photos the model did not train on (by the perceptual hashes its checkpoint
+    records) is refused, and validation photos it trained on are left out of the threshold's photos.
 
     Examples:
       heritage data none-fit --model runs/a --data data/ahe64 --out runs/a/none
       heritage data none-fit --model default --data data/ahe64 --score mahalanobis --ridge 1e-4 --out /tmp/default
     """
     from heritage_cnn.apps.pipeline import fit_none_of_these
+    from heritage_cnn.data.folders import reuse_decoded
     from heritage_cnn.inference.openset_fit import default_score
 
     data = data_folder(args.data)
@@ -84,8 +92,31 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
         f"heritage data none-fit --model {args.model or 'default'} --data DATA --out OUT --score {score} "
         f"{settings}--reject-share {args.reject_share:g}"
     )
-    fit_none_of_these(checkpoint, data, args.out, score, args.layer, args.ridge, args.reject_share, command)
+    with reuse_decoded():  # the folder is decoded and split once, for the check and for the fit
+        _check_fit_folder(checkpoint, data, args.out)
+        fit_none_of_these(checkpoint, data, args.out, score, args.layer, args.ridge, args.reject_share, command)
     return 0
+
+
+def _check_fit_folder(checkpoint: Checkpoint, data: str, out: str) -> None:
+    """Before any fitting: the output is new, and `data` is the folder the model trained on (its rebuilt split's
+    training side is among the photos it records), so that the class statistics describe photos it trained on."""
+    from heritage_cnn.apps.pipeline import split_recipe
+    from heritage_cnn.inference.openset_fit import check_trained_on
+    from heritage_cnn.models.checkpoint import checkpoint_files
+    from heritage_cnn.training.config import TrainConfig
+    from heritage_cnn.training.prepare import prepare_data
+
+    existing = [path for path in checkpoint_files(out) if path.exists()]
+    if existing:
+        raise UsageError(f"--out {out}: {existing[0]} already exists; the fitted model is written as a new checkpoint")
+    recipe = split_recipe(checkpoint)
+    if not recipe:
+        return  # the fit says the split cannot be rebuilt
+    config = TrainConfig.from_dict({**recipe, "data": str(data), "out": "-", "progress": False})
+    _, train_set, _ = prepare_data(config, log=lambda _: None)
+    if train_set.classes == checkpoint.classes and not check_trained_on(checkpoint, train_set, f"--data {data}"):
+        print(f"note: {checkpoint.path} does not record which photos trained it: --data cannot be checked against them")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -141,7 +172,7 @@ def _register_none_fit(actions: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--reject-share",
-        type=number_in(0, 1),
+        type=number_in(0, 1, below_high=True),
         default=REJECT_SHARE,
         help="the share of validation photos the threshold calls none at most, below 1 (default %(default)g)",
     )

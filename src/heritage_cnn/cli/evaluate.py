@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from heritage_cnn.cli.options import (
+    UsageError,
     add_command,
     add_data,
     add_device,
@@ -44,6 +45,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from heritage_cnn.apps.pipeline import evaluate_on
 
     data = data_folder(args.data)
+    check_paths(data, args.out, args.negatives)
     checkpoint = load_model(args, device_name(args.device))
     evaluate_on(
         checkpoint,
@@ -70,6 +72,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from heritage_cnn.apps.pipeline import run_report
 
     data = data_folder(args.data)
+    check_paths(data, args.out, args.negatives)
     checkpoint = load_model(args)
     page = run_report(checkpoint, data, args.out, show_progress(args), member=args.member, negatives=args.negatives)
     print(f"report: {page.resolve()}")
@@ -103,6 +106,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
         run = Path(args.out) / f"train-{args.recipe}"
         config = replace(new_config(args, data, str(run)), progress=show_progress(args))
     return 0 if run_demo(data, args.out, config) is not None else 130
+
+
+def check_paths(data: str, out: str, negatives: str | None) -> None:
+    """Before anything is read or written: --out a folder outside the data and the negatives (its figures would be
+    read as their photos next time), and --negatives a folder of photos that are not the data set's."""
+    from pathlib import Path
+
+    from heritage_cnn.base.io import inside_input
+    from heritage_cnn.inference.openset_eval import photos_shared
+
+    target = Path(out).resolve()
+    blocker = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        what = "is a file, not a folder" if blocker == target else f"cannot be made: {blocker} is a file"
+        raise UsageError(f"--out {out}: {what}")
+    holder = inside_input(out, [data, negatives] if negatives is not None else [data])
+    if holder is not None:
+        flag = "--data" if holder == data else "--negatives"
+        raise UsageError(f"--out {out}: inside the {flag} folder {holder}; its figures would be read as photos there")
+    if negatives is None:
+        return
+    if not Path(negatives).is_dir():
+        raise UsageError(f"--negatives {negatives}: {'not a folder' if Path(negatives).exists() else 'no such folder'}")
+    if inside_input(negatives, [data]) is not None or inside_input(data, [negatives]) is not None:
+        raise UsageError(
+            f"--negatives {negatives}: is or overlaps the data folder {data}; give photos of none of the classes"
+        )
+    shared = photos_shared(negatives, data)
+    if shared:
+        raise UsageError(
+            f"--negatives {negatives}: {shared} of its photos are files of the data folder {data} (the same bytes); "
+            "give photos of none of the classes"
+        )
 
 
 def add_negatives(parser: argparse.ArgumentParser) -> None:

@@ -84,17 +84,19 @@ def int_in(low: int, high: int, meaning: str = "") -> Callable[[str], int]:
     return integer
 
 
-def number_in(low: float, high: float = math.inf, *, above_low: bool = False) -> Callable[[str], float]:
-    """An argument type: a finite number from `low` (or above it) up to `high`. Plain `type=float` takes
-    "nan" and "inf", which then pass every `<` check and reach the computation."""
+def number_in(
+    low: float, high: float = math.inf, *, above_low: bool = False, below_high: bool = False
+) -> Callable[[str], float]:
+    """An argument type: a finite number from `low` (or above it) up to `high` (or below it). Plain `type=float`
+    takes "nan" and "inf", which then pass every `<` check and reach the computation."""
 
     def number(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not in_range(value, low, high, above_low=above_low):
-            upper = "" if high == math.inf else f" and at most {high:g}"
+        if not in_range(value, low, high, above_low=above_low, below_high=below_high):
+            upper = "" if high == math.inf else f" and {'below' if below_high else 'at most'} {high:g}"
             raise argparse.ArgumentTypeError(
                 f"must be a finite number {'above' if above_low else 'at least'} {low:g}{upper}, got {text}"
             )

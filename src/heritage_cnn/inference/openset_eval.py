@@ -16,6 +16,7 @@ them (`score_auroc`, `score_fpr_at_95_tpr`). The histogram shows the score.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -97,6 +98,25 @@ def _read_negatives(
     if not good:
         raise ValueError(f"{flag} {folder}: no readable photos in it")
     return torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).contiguous(), skipped, read
+
+
+def photos_shared(negatives: str | os.PathLike, data: str | os.PathLike) -> int:
+    """How many photos below `negatives` have the bytes of a photo below `data`: none-photos that are photos of the
+    labelled data set (a copy of it, or some of its files) would be counted as "none" and their filing as a leak.
+    Only files of a size both sides hold are hashed, so a true negatives folder costs a walk and a stat of each."""
+    from heritage_cnn.base.io import file_sha256
+
+    def sizes(folder: str | os.PathLike) -> dict[int, list[Path]]:
+        found: dict[int, list[Path]] = {}
+        for photo in find_photos([folder])[0]:
+            with contextlib.suppress(OSError):  # an unreadable file: the reading says so later
+                found.setdefault(photo.stat().st_size, []).append(photo)
+        return found
+
+    ours, theirs = sizes(negatives), sizes(data)
+    common = set(ours) & set(theirs)
+    digests = {file_sha256(p) for size in common for p in theirs[size]}
+    return sum(file_sha256(p) in digests for size in common for p in ours[size])
 
 
 def _where_filed(

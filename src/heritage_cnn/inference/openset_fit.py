@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from heritage_cnn.data.folders import ImageSet
+from heritage_cnn.data.split import set_hashes
 from heritage_cnn.inference.classifier import Classifier, network_features
+from heritage_cnn.inference.evaluate import near_any, trained_on
 from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint, save_ensemble
 from heritage_cnn.models.ensemble import Ensemble
 from heritage_cnn.models.openset import PENULTIMATE, mahalanobis_fit, neighbour_correlation
@@ -121,6 +123,24 @@ def fit_operating_point(
     return replace(point, threshold=threshold, noise_threshold=noise_threshold, fitted_on=fitted_on, command=command)
 
 
+def check_trained_on(checkpoint: Checkpoint, train: ImageSet, where: str) -> bool:
+    """Refuse (ValueError naming `where`, the --data folder) a split whose training side holds photos the model
+    did not train on (by its `trained_on` record, near-duplicates as the record counts them): its class statistics
+    would describe photos it never saw, and its validation side would hold photos it did (`heritage data none-fit`
+    on a folder other than the one the model trained on). False when the model keeps no record to check against."""
+    record = trained_on(checkpoint)
+    if record is None:
+        return False
+    reference, distance = record
+    unseen = int((~near_any(set_hashes(train), reference, distance)).sum())
+    if unseen:
+        raise ValueError(
+            f"{where}: {unseen} of the {len(train)} photos its rebuilt split trains on did not train {checkpoint.path} "
+            f"(it trained on {len(reference)}): not the folder the model was trained on; give --data that folder"
+        )
+    return True
+
+
 def default_score(checkpoint: Checkpoint) -> str:
     """The score a fit uses when none is given: OUTLIER_EXPOSED_SCORE for a model whose networks were trained with
     outliers (every one of them), DEFAULT_SCORE otherwise."""
@@ -173,6 +193,7 @@ def save_with_point(checkpoint: Checkpoint, point: OperatingPoint, out: str | os
 __all__ = [
     "DEFAULT_RIDGE",
     "REJECT_SHARE",
+    "check_trained_on",
     "describe",
     "fit_for_run",
     "fit_operating_point",
