@@ -257,7 +257,7 @@ def flag_name(path: str) -> str:
 
 def resume_config(args: argparse.Namespace, out: str, data: str | None) -> TrainConfig | None:
     """The saved config of the run in `out` with the typed runtime flags; a typed flag that changes the
-    recipe is a one-line error naming it and both values. None when `out` holds no earlier run."""
+    recipe (`--recipe` included) is a one-line error naming it and both values. None when `out` holds no earlier run."""
     from heritage_cnn.base.io import read_json
 
     path = Path(out) / "config.json"
@@ -268,18 +268,55 @@ def resume_config(args: argparse.Namespace, out: str, data: str | None) -> Train
     wanted = build_config(saved, typed).to_dict()
     before = saved.to_dict()
     conflicts = [
-        f"{flag.name} {_shown(_get(wanted, flag.path))} (the run has {_shown(_get(before, flag.path))})"
-        for flag in typed
-        if not flag.runtime and _get(wanted, flag.path) != _get(before, flag.path)
+        _conflict(flag, _get(wanted, flag.path), _get(before, flag.path)) for flag in typed if not flag.runtime
     ]
-    if data is not None and Path(data).resolve() != Path(saved.data).resolve():
+    conflicts = [c for c in conflicts if c]
+    preset = getattr(args, "recipe", None)
+    if preset is not None:  # typed: the preset, with the typed flags, must be the run's recipe
+        named = build_config(recipe_config(preset, saved.data, out), typed).recipe_differences(saved)
+        if named:
+            conflicts.append(f"--recipe {preset} (the run's recipe differs: {_first(named)})")
+    # a run of before absolute paths, resumed from another directory: the data folder typed now is taken (the
+    # resume's data checks refuse it unless it gives the run's split)
+    moved = data is not None and not Path(saved.data).is_absolute() and not Path(saved.data).is_dir()
+    if data is not None and not moved and Path(data).resolve() != Path(saved.data).resolve():
         conflicts.append(f"--data {data} (the run has {saved.data})")
     if conflicts:
         raise UsageError(
             f"--resume: {'; '.join(conflicts)} in {path}: resume without these flags, or train into a new --out"
         )
     resumed = build_config(saved, {flag: value for flag, value in typed.items() if flag.runtime})
-    return replace(resumed, out=str(out))  # where the run is now: a copied or moved folder is written, not the old one
+    for field in ("threads", "device"):
+        if getattr(resumed, field) != getattr(saved, field):  # allowed, but the promise of --resume does not hold
+            print(
+                f"note: --{field} {_shown_typed(getattr(resumed, field))} differs from the run's "
+                f"({_shown_typed(getattr(saved, field))}): the result will not be bit-identical to an uninterrupted run"
+            )
+    # where the run is now: a copied or moved folder is written, not the old one
+    return replace(resumed, out=str(out), data=data if moved else resumed.data)
+
+
+def _shown_typed(value: Any) -> str:
+    """A value as the user would type it: `not set` for none."""
+    return "not set" if value is None else _shown(value)
+
+
+def _conflict(flag: Flag, wanted: Any, before: Any) -> str:
+    """'--flag NEW (the run has OLD)', only the differing keys of a sub-config (`--no-augment`); '' when equal."""
+    if wanted == before:
+        return ""
+    if isinstance(wanted, dict):
+        keys = [k for k in wanted if wanted[k] != before.get(k)]
+        shown = ", ".join(f"{k} {_shown_typed(wanted[k])}" for k in keys)
+        return f"{flag.name} sets {shown} (the run has {', '.join(f'{k} {_shown_typed(before.get(k))}' for k in keys)})"
+    if flag.const is not _UNSET:
+        return f"{flag.name} (the run has {_shown_typed(before)})"
+    return f"{flag.name} {_shown_typed(wanted)} (the run has {_shown_typed(before)})"
+
+
+def _first(differences: list[str]) -> str:
+    more = f", and {len(differences) - 3} more" if len(differences) > 3 else ""
+    return "; ".join(differences[:3]) + more
 
 
 def recipe_fields() -> set[str]:
@@ -340,4 +377,4 @@ def _leaves(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 def new_config(args: argparse.Namespace, data: str, out: str) -> TrainConfig:
     """A fresh run's config: the chosen preset (`--recipe`, default full: TrainConfig's defaults) with the
     typed flags."""
-    return build_config(recipe_config(getattr(args, "recipe", "full"), data, out), typed_flags(args))
+    return build_config(recipe_config(getattr(args, "recipe", None) or "full", data, out), typed_flags(args))

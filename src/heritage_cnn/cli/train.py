@@ -37,7 +37,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     Train a CNN from scratch on a class-folder dataset, validating on a duplicate-aware stratified split every
     epoch. Writes checkpoints (safetensors + JSON), metrics.csv/json and curves.png. With --resume, the run folder's
-    config.json is the recipe: a typed recipe flag that differs from it is refused.
+    config.json is the recipe: a typed recipe flag (--recipe too) that differs from it is refused, and so are photos
+    or a relabel file other than the run's; --threads or --device other than the run's are taken, with a note that
+    the result is then not bit-identical to an uninterrupted run.
 
     Examples:
       heritage train --data data/ahe64 --out runs/a
@@ -99,4 +101,5 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--nproc", type=positive_int, default=1, help="processes for distributed data-parallel training (torchrun)"
     )
     add_preset_option(p, default="full")
+    p.set_defaults(recipe=None)  # "full" unless typed: --resume tells a typed --recipe apart (`resume_config`)
     add_recipe_options(p)

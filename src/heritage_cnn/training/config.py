@@ -7,8 +7,9 @@ that start from it are in `recipes`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from heritage_cnn.models.network import ModelConfig
 Log = Callable[[str], None]  # where a run's messages go: print, a test's list, or nothing on ranks other than 0
 # How a run is run, not what it trains: free to differ on --resume.
 RUNTIME_FIELDS = ("out", "device", "threads", "progress", "cache_dir", "resume", "overwrite")
+# Fields that name files or folders (`teachers`: several): config.json stores them absolute, compared resolved.
+PATH_FIELDS = ("data", "relabel", "outliers", "cache_dir", "teachers")
 BN_STATISTICS = ("running", "precise")
 OPTIMIZERS = ("adamw", "sgd", "muon")  # what `training.optim.make_optimizer` builds
 
@@ -141,11 +144,24 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def with_absolute_paths(self) -> TrainConfig:
+        """This config with every path absolute (PATH_FIELDS), as config.json stores it: a run folder is then
+        resumed from any directory."""
+        absolute = {
+            k: os.path.abspath(v) if v else v for k in PATH_FIELDS if k != "teachers" for v in [getattr(self, k)]
+        }
+        return replace(self, **absolute, teachers=tuple(os.path.abspath(t) for t in self.teachers))
+
     def recipe_differences(self, saved: TrainConfig) -> list[str]:
         """'field: saved value -> this value' for every recipe field that differs (runtime fields may)."""
         mine, theirs = _flat(self.to_dict()), _flat(saved.to_dict())
-        if Path(self.data).resolve() == Path(saved.data).resolve():
-            mine["data"] = theirs["data"]  # the same folder, spelled another way
+        for key in PATH_FIELDS:
+            if _resolved(mine[key]) == _resolved(theirs[key]):
+                mine[key] = theirs[key]  # the same file or folder, spelled another way
+        if not Path(saved.data).is_absolute() and not Path(saved.data).is_dir():
+            # a run of before absolute paths, resumed from another directory: the data folder given now is taken,
+            # and the resume's data checks (`training.resume_checks`) refuse it unless it gives the run's split
+            mine["data"] = theirs["data"]
         return [
             f"{key}: {theirs.get(key)!r} in the run, {mine.get(key)!r} now"
             for key in sorted(set(mine) | set(theirs))
@@ -168,6 +184,13 @@ class TrainConfig:
             except ConfigError as error:
                 raise error.within(name) from None
         return cls(**data)
+
+
+def _resolved(value: Any) -> Any:
+    """A path (or a list of them) resolved, for comparing; None stays None."""
+    if isinstance(value, list):
+        return [_resolved(v) for v in value]
+    return os.path.realpath(value) if value else value
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

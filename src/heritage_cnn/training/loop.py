@@ -17,20 +17,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from heritage_cnn.base.devices import mixed_precision
-from heritage_cnn.base.io import atomic_write_json, folder_lock, read_json
+from heritage_cnn.base.io import atomic_write_json, folder_lock, inside_input
 from heritage_cnn.data.folders import ImageSet, channel_stats
 from heritage_cnn.inference.openset_fit import fit_for_run
 from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint
 from heritage_cnn.models.network import HeritageNet, forward_flops, parameter_count
 from heritage_cnn.training import state as trainstate
-from heritage_cnn.training.config import RUNTIME_FIELDS, Log, TrainConfig
+from heritage_cnn.training.config import Log, TrainConfig
 from heritage_cnn.training.distributed import Ranks, init_distributed
 from heritage_cnn.training.epoch import (
     Epoch,
@@ -44,6 +44,7 @@ from heritage_cnn.training.epoch import (
 from heritage_cnn.training.losses import NonFiniteLossError, TrainingLoss, check_teacher_classes, load_teachers
 from heritage_cnn.training.optim import Optimizer, Schedule, make_ema, make_optimizer
 from heritage_cnn.training.prepare import load_outliers, prepare_data, relabel_record
+from heritage_cnn.training.resume_checks import check_same_data, run_config, split_record
 
 
 @dataclass
@@ -132,6 +133,11 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
 def _train(config: TrainConfig, log: Log, should_stop: Callable[[int, int], bool] | None) -> TrainResult:
     started = time.perf_counter()
     out = Path(config.out)
+    # refused before anything is created: a run inside the data would become photos of a class
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a folder; name a folder for the run")
+    if inside_input(out, [config.data]) is not None:
+        raise ValueError(f"--out {out}: inside the data folder {config.data}; write the run elsewhere")
     if config.threads:
         torch.set_num_threads(config.threads)
     ranks, device = init_distributed(config.device, config.threads)
@@ -185,9 +191,11 @@ def _train_into(
 def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, log: Log) -> Run:
     """Decode the data and build the network, its optimizer and its loss; restore the state of a resumed run."""
     torch.manual_seed(config.seed)  # the network's initial weights
-    config, resuming = _run_config(out, config, log)
+    config, resuming = run_config(out, config, log)
     teachers = load_teachers(config.teachers, device)  # a wrong path fails now, not after decoding the photos
     all_images, train_set, val_set = prepare_data(config, log)
+    if resuming and ranks.main:  # before split.json is written again: a refusal leaves the run as it was
+        check_same_data(out, config, train_set, val_set)
     outliers, outlier_record, outliers_skipped = load_outliers(config, train_set.images.shape[-1], log)
     if ranks.main:
         _write_run_record(out, config, all_images.skipped + outliers_skipped, train_set, val_set)
@@ -238,34 +246,13 @@ def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, 
     return run
 
 
-def _run_config(out: Path, config: TrainConfig, log: Log) -> tuple[TrainConfig, bool]:
-    """(the run's config, whether it resumes): a resumed run is the same run, so a changed recipe is refused and
-    the saved recipe is taken, with this config's runtime settings."""
-    resuming = config.resume and trainstate.has_resume_state(out)
-    if config.resume and not resuming:
-        log(f"--resume: no earlier run in {out}, starting from scratch")
-    if not resuming:
-        return config, False
-    saved = TrainConfig.from_dict(read_json(out / "config.json"))
-    changed = config.recipe_differences(saved)
-    if changed:
-        raise ValueError(
-            f"{out}: --resume with a recipe other than the run's: {'; '.join(changed)} (a run of the new recipe "
-            "needs another folder, or this one emptied)"
-        )
-    return replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS}), True  # `out` too: where it is now
-
-
 def _write_run_record(
     out: Path, config: TrainConfig, skipped: list[tuple[str, str]], train_set: ImageSet, val_set: ImageSet
 ) -> None:
     """config.json, skipped.json and split.json: what the run trains on, written before its first step."""
-    atomic_write_json(out / "config.json", config.to_dict())
+    atomic_write_json(out / "config.json", config.with_absolute_paths().to_dict())  # resumable from anywhere
     atomic_write_json(out / "skipped.json", [{"path": p, "reason": r} for p, r in skipped])
-    atomic_write_json(
-        out / "split.json",
-        {"recipe": asdict(config.split), "train": len(train_set), "val": len(val_set), "val_paths": val_set.paths},
-    )
+    atomic_write_json(out / "split.json", split_record(config, train_set, val_set))
 
 
 def _placed(
@@ -358,8 +345,10 @@ def _session(run: Run, log: Log, should_stop: Callable[[int, int], bool] | None)
                 log(f"stopped at epoch {index + 1}, step {stopped_at}; continue with --resume")
                 return True
             train_seconds = run.partial["seconds"] + time.perf_counter() - tick
-            flag.stop = _end_epoch(run, index, lr, train_seconds, generator, flag.stop, log)
-            if flag.stop:
+            asked = _end_epoch(run, index, lr, train_seconds, generator, flag.stop, log)
+            flag.stop = flag.stop or asked  # sticky: a signal that came during validation or saving is kept
+            # the processes of a job stop together on what they summed; a lone process on its own flag
+            if asked or (flag.stop and network.ranks.world == 1):
                 log(f"stopped after epoch {index + 1}; continue with --resume")
                 return index + 1 < config.epochs
     return False

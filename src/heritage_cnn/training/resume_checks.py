@@ -1,0 +1,121 @@
+"""What `--resume` checks before a run folder is written to: the run's recipe (config.json) and its data (split.json).
+
+"--resume continues bit-exactly" is the promise, so a resumed run takes its saved recipe, and the photos, labels and
+split it trains on must be those it began with: a data folder that gained, lost or changed a photo, or a relabel file
+that was edited, is refused in one line naming what changed, unless the recorded split is rebuilt exactly (a file
+that cannot be read, added, changes nothing). The split record of a run (`split_record`) is what those checks read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from heritage_cnn.base.io import read_json
+from heritage_cnn.data.folders import ImageSet
+from heritage_cnn.training.config import RUNTIME_FIELDS, Log, TrainConfig
+from heritage_cnn.training.prepare import relabel_digest
+from heritage_cnn.training.state import has_resume_state
+
+_SHOWN = 3  # photos named in a refusal; the rest are counted
+
+
+def run_config(out: Path, config: TrainConfig, log: Log) -> tuple[TrainConfig, bool]:
+    """(the run's config, whether it resumes): a resumed run is the same run, so a changed recipe is refused and
+    the saved recipe is taken, with this config's runtime settings."""
+    resuming = config.resume and has_resume_state(out)
+    if config.resume and not resuming:
+        log(f"--resume: no earlier run in {out}, starting from scratch")
+    if not resuming:
+        return config, False
+    saved = TrainConfig.from_dict(read_json(out / "config.json"))
+    changed = config.recipe_differences(saved)
+    if changed:
+        raise ValueError(
+            f"{out}: --resume with a recipe other than the run's: {'; '.join(changed)} (a run of the new recipe "
+            "needs another folder, or this one emptied)"
+        )
+    resumed = replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS})  # `out` too: where it is now
+    return replace(resumed, data=config.data), True  # the same folder (`recipe_differences`), as it is reached now
+
+
+def split_record(config: TrainConfig, train_set: ImageSet, val_set: ImageSet) -> dict[str, Any]:
+    """split.json: the split's recipe and sizes, its validation photos, and what `check_same_data` compares on
+    resume: every photo's digest (of its decoded pixels) by its path in the data folder, and the relabel file's."""
+    return {
+        "recipe": asdict(config.split),
+        "train": len(train_set),
+        "val": len(val_set),
+        "data": config.data,  # as spelled here: the folder `val_paths` begin with
+        "val_paths": val_set.paths,
+        "photos": {**_digests(train_set, config.data), **_digests(val_set, config.data)},
+        "relabel_sha256": relabel_digest(config.relabel),
+    }
+
+
+def check_same_data(out: Path, config: TrainConfig, train_set: ImageSet, val_set: ImageSet) -> None:
+    """Refuse (ValueError, one line) a resume whose relabel file, photos or split are not those the run recorded."""
+    if not (out / "split.json").exists():
+        return
+    recorded = read_json(out / "split.json")
+    # the folder the recorded paths begin with, as spelled then (before split.json said: config.json's)
+    then_root = recorded.get("data") or read_json(out / "config.json")["data"]
+    refuse = f"{out}: --resume: "
+    fix = "restore them, or train into another --out"
+    if "relabel_sha256" in recorded:
+        relabel_then = recorded["relabel_sha256"]
+    else:  # a run from before split.json recorded it: its checkpoint did
+        relabel_then = (
+            read_json(out / "last.json").get("relabel", {}).get("sha256") if (out / "last.json").exists() else None
+        )
+    if relabel_digest(config.relabel) != relabel_then:
+        raise ValueError(
+            refuse + f"the relabel file {config.relabel or '(none)'} is not the one the run began with "
+            f"(SHA-256 {(relabel_then or 'none')[:12]} then, {(relabel_digest(config.relabel) or 'none')[:12]} now); {fix}"
+        )
+    if "photos" in recorded:
+        then, now = recorded["photos"], {**_digests(train_set, config.data), **_digests(val_set, config.data)}
+        changes = [
+            _named(sorted(set(now) - set(then)), "added"),
+            _named(sorted(set(then) - set(now)), "removed"),
+            _named(sorted(k for k in set(now) & set(then) if now[k] != then[k]), "changed"),
+        ]
+        if any(changes):
+            raise ValueError(
+                refuse + f"the photos of {config.data} are not those the run began with: "
+                f"{'; '.join(c for c in changes if c)}; {fix}"
+            )
+    val_then = {_key(p, then_root) for p in recorded["val_paths"]}
+    val_now = {_key(p, config.data) for p in val_set.paths}
+    if val_then != val_now or recorded["train"] != len(train_set):
+        raise ValueError(
+            refuse + f"the photos of {config.data} give another split than split.json records "
+            f"({len(val_then - val_now)} of {len(val_then)} validation photos are others now; {recorded['train']} "
+            f"training photos then, {len(train_set)} now: photos were added, removed or moved); {fix}"
+        )
+
+
+def _key(path: str, root: str) -> str:
+    """A photo's path inside the data folder (both as spelled in the same directory), with forward slashes."""
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def _digests(images: ImageSet, root: str) -> dict[str, str]:
+    return {
+        _key(path, root): hashlib.sha256(images.images[i].numpy().tobytes()).hexdigest()[:16]
+        for i, path in enumerate(images.paths)
+    }
+
+
+def _named(keys: list[str], what: str) -> str:
+    """'2 photos removed (a.jpg, b.jpg)', or '' for none."""
+    if not keys:
+        return ""
+    more = f", and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
+    return f"{len(keys)} photo{'s' if len(keys) > 1 else ''} {what} ({', '.join(keys[:_SHOWN])}{more})"
+
+
+__all__ = ["check_same_data", "run_config", "split_record"]
