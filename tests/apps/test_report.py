@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 from pathlib import Path
@@ -20,11 +22,23 @@ SECTIONS = ["data", "training", "eval-val", "inside", "class-images", "element-m
 
 
 @pytest.fixture(scope="module")
-def report(tiny_run, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def quiet_report(tiny_run, synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The report of the tiny run, made with -q; and what it wrote to stderr."""
     out = tmp_path_factory.mktemp("report")
-    args = ["report", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--out", str(out)]
-    assert cli.main(args) == 0
-    return out
+    args = ["report", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--out", str(out), "-q"]
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert cli.main(args) == 0
+    return out, err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def report(quiet_report: tuple[Path, str]) -> Path:
+    return quiet_report[0]
+
+
+def test_quiet_report_shows_no_progress_bar(quiet_report: tuple[Path, str]) -> None:
+    err = quiet_report[1]
+    assert "%|" not in err and "it/s" not in err, err  # every step's bars (class images included) obey -q
 
 
 def test_report_is_one_self_contained_page(report: Path, tiny_run) -> None:
@@ -148,3 +162,22 @@ def test_report_in_chromium(report: Path, browser, width: int) -> None:
     assert found["sections"] == SECTIONS, "missing section"
     if width == 1280:  # cell text of the confusion matrix as displayed, in CSS px
         assert CELL_FONT_PT * DPI / 72 * found["matrixScale"] >= 11
+
+
+def test_an_unfinished_run_says_so_and_how_to_finish_it(tiny_run, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    meta = json.loads(Path(str(tiny_run.checkpoint)).with_suffix(".json").read_text())
+    planned = meta["recipe"]["epochs"]
+    meta["epochs_trained"], meta["history"] = 1, meta["history"][:1]  # killed after its first epoch
+    (run / "last.json").write_text(json.dumps(meta))
+    (run / "last.safetensors").write_bytes(Path(str(tiny_run.checkpoint)).read_bytes())
+    page = build_html_report(tmp_path, tmp_path / "index.html", load_checkpoint(run / "last.safetensors")).read_text()
+    assert f"trained 1 of {planned} epochs (interrupted)<" in page  # no resume state beside it: nothing to resume
+    (run / "resume.safetensors").write_bytes(b"")
+    page = build_html_report(tmp_path, tmp_path / "index.html", load_checkpoint(run / "last.safetensors")).read_text()
+    assert f"trained 1 of {planned} epochs (interrupted: resume with heritage train --out {run} --resume)" in page
+    meta["recipe"]["epochs"] = 1
+    (run / "last.json").write_text(json.dumps(meta))
+    page = build_html_report(tmp_path, tmp_path / "index.html", load_checkpoint(run / "last.safetensors")).read_text()
+    assert "trained 1 epoch</dd>" in page and "interrupted" not in page

@@ -166,7 +166,9 @@ def test_channel_objective_reads_the_layer_before_its_relu(checkpoint) -> None:
     # the test means something only where the two readings differ: the channel has negative values on this image
     assert after_relu - before_relu > 0.05 * max(abs(before_relu), abs(after_relu), 1e-3)
     assert result.history[0] == pytest.approx(before_relu, rel=1e-4, abs=1e-6)  # float32, the same forward pass
-    with pytest.raises(KeyError, match="conv layers are"):
+    with pytest.raises(
+        KeyError, match=r"no layer 'stage9\.conv' to draw units of; choose one of: stage1\.block1\.conv"
+    ):
         draw.draw_units(checkpoint, "stage9.conv", settings=FAST, progress=False)
 
 
@@ -238,19 +240,38 @@ def test_generate_cli_writes_pngs_grid_and_json(tiny_run, tmp_path: Path, capsys
     assert len(report["images"]) == 10 and report["settings"]["steps"] == 4
     assert all(0 <= row["probability"] <= 1 and (out / row["file"]).exists() for row in report["images"])
     assert Image.open(out / "class_images.png").size[0] > 600
-    assert main([*args, "--class", "dome (inner)", "--n", "2", "--size", "128"]) == 0
-    assert Image.open(out / "dome_inner_1.png").size == (128, 128)
+    before = sorted(p.name for p in out.iterdir())
     capsys.readouterr()
+    # a second run into the same folder would leave the first one's PNGs beside its own, unlisted: refused
+    assert main([*args, "--class", "dome (inner)", "--n", "2"]) == 2
+    error = capsys.readouterr().err
+    assert (
+        error == f"heritage: error: --out {out}: already exists and is not empty; generate writes into a new folder\n"
+    )
+    assert sorted(p.name for p in out.iterdir()) == before
+    args[-1] = str(tmp_path / "domes")
+    assert main([*args, "--class", "dome (inner)", "--n", "2", "--size", "128"]) == 0
+    assert Image.open(tmp_path / "domes" / "dome_inner_1.png").size == (128, 128)
+    capsys.readouterr()
+    args[-1] = str(tmp_path / "dragons")
     assert main([*args, "--class", "dragon"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "unknown class 'dragon'" in error and "gargoyle" in error
 
 
-def test_visualize_units_cli(tiny_run, tmp_path: Path) -> None:
+def test_visualize_units_cli(tiny_run, tmp_path: Path, capsys) -> None:
     args = ["visualize", "units", "--model", str(tiny_run.checkpoint), "--steps", "3", "--out", str(tmp_path)]
     assert main([*args, "--layer", "stage1.block1.conv", "--channels", "0-2,5"]) == 0
     assert (tmp_path / "units_stage1_block1_conv.png").exists()
     assert main([*args, "--layer", "stage1.block1.conv", "--channels", "99"]) == 2
+    # the layer names of visualize features and deconv: a stage is its output, a 1x1 shortcut is no layer
+    assert main([*args, "--layer", "stage2", "--channels", "0"]) == 0
+    assert (tmp_path / "units_stage2_block1_conv2.png").exists()
+    capsys.readouterr()
+    assert main([*args, "--layer", "stage2.block1.shortcut.conv"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("heritage: error: no layer 'stage2.block1.shortcut.conv' to draw units of; choose one")
+    assert "shortcut" not in error.split("choose one of")[1]
 
 
 @pytest.mark.parametrize("make", [lambda: o.class_logit([1, 2]), lambda: o.class_margin(3)])

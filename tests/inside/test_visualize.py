@@ -38,9 +38,12 @@ def test_feature_maps_are_the_rectified_conv_outputs(tiny_run, synthetic_root: P
         torch.testing.assert_close(maps[name], seen[name][0])
 
 
-def test_features_and_kernels_commands(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
+def test_features_and_kernels_commands(tiny_run, synthetic_root: Path, tmp_path: Path, capsys) -> None:
     model = str(tiny_run.checkpoint)
     photo = a_photo(synthetic_root)
+    assert main(["visualize", "features", str(photo), "--model", model, "--layers", "nosuch", "--out", "x"]) == 2
+    error = capsys.readouterr().err  # its own words, not the deconvnet's "to project from"
+    assert error.startswith("heritage: error: no layer 'nosuch' to show feature maps of; choose one of: stage1")
     assert main(["visualize", "features", str(photo), "--model", model, "--out", str(tmp_path)]) == 0
     expected = [
         "feature_maps_layer1.png",

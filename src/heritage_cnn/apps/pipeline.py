@@ -354,7 +354,7 @@ def run_report(
     if history:
         plot_training_curves(history, out / "train" / "curves.png")  # atomic (heritage_cnn.base.figures)
     for step in FIGURE_STEPS:
-        step(checkpoint, data, layout, out, log, member=member)
+        step(checkpoint, data, layout, out, log, member=member, progress=progress)
     return build_html_report(out, out / "index.html", checkpoint, data=data, member=member)
 
 
@@ -403,7 +403,7 @@ def _demo(data: str, out: str | os.PathLike, config: Any | None, log: Log) -> Pa
         else:
             log("the shipped model knows other classes: no comparison")
     for step in FIGURE_STEPS:
-        step(checkpoint, data, layout, out, log)
+        step(checkpoint, data, layout, out, log, progress=progress)
     page = build_html_report(out, out / "index.html", checkpoint, data=data)
     log(f"\nreport: {page.resolve()}")
     log(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; everything is in {out.resolve()}")

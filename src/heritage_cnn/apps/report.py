@@ -131,13 +131,31 @@ def training_history(checkpoint: Checkpoint, member: int = 0) -> list[dict[str, 
     return checkpoint.info.get("history") or checkpoint.member(member).info.get("history")
 
 
+def _epochs(count: int) -> str:
+    return f"{count} epoch" if count == 1 else f"{count} epochs"
+
+
+def _epochs_trained(checkpoint: Checkpoint) -> str:
+    """How long the network trained; a run stopped before its recipe's last epoch says so, and how to finish it."""
+    from heritage_cnn.training.state import has_resume_state
+
+    epochs = checkpoint.info.get("epochs_trained")
+    if not epochs:
+        return ""
+    planned = (checkpoint.info.get("recipe") or {}).get("epochs")
+    if not isinstance(planned, int) or epochs >= planned:
+        return f", trained {_epochs(epochs)}"
+    run = Path(str(checkpoint.path)).parent if checkpoint.path is not None else None
+    how = f": resume with heritage train --out {shown(run)} --resume" if run and has_resume_state(run) else ""
+    return f", trained {epochs} of {_epochs(planned)} (interrupted{how})"
+
+
 def _model_facts(checkpoint: Checkpoint) -> str:
     from heritage_cnn.models.network import parameter_count
 
     mflop = checkpoint.info.get("forward_mflop")
     flops = f", {mflop:.0f} MFLOP per image" if isinstance(mflop, (int, float)) else ""
-    epochs = checkpoint.info.get("epochs_trained")
-    trained = f", trained {epochs} epochs" if epochs else ""
+    trained = _epochs_trained(checkpoint)
     if checkpoint.member_count > 1:
         trained = f", an ensemble of {checkpoint.member_count} networks (the mean of their probabilities)"
     if checkpoint.views != "none":
@@ -298,7 +316,7 @@ def build_html_report(
     sections = [_data_section(folder)]
     if curves.exists():
         caption = (
-            f"Loss and accuracy per epoch ({len(history or [])} epochs). Training figures are on "
+            f"Loss and accuracy per epoch ({_epochs(len(history or []))}). Training figures are on "
             "augmented images; validation on the untouched duplicate-aware split."
         )
         sections.append(Section("training", "Training", [_figure(curves, caption, "training curves")]))

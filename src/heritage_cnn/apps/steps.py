@@ -2,7 +2,8 @@
 where in mosaics of validation photos (the element map).
 
 Each step takes the loaded model and the data folder's layout, as `heritage_cnn.apps.pipeline` hands them on,
-and writes its figures under the output folder, where `heritage_cnn.apps.report` finds them.
+and writes its figures under the output folder, where `heritage_cnn.apps.report` finds them; `progress` says
+whether a step may show progress bars (off under `-q`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,13 @@ def validation_photo(checkpoint: Checkpoint, layout: Layout) -> str:
 
 
 def inside_step(
-    checkpoint: Checkpoint, data: str, layout: Layout, out: Path, log: Log = print, member: int = 0
+    checkpoint: Checkpoint,
+    data: str,
+    layout: Layout,
+    out: Path,
+    log: Log = print,
+    member: int = 0,
+    progress: bool = False,
 ) -> None:
     """Look inside network `member` of the model: first-layer feature maps, kernels, a deconvnet sheet, an explanation."""
     from heritage_cnn.inside import deconvnet, explain, visualize
@@ -47,12 +54,19 @@ def inside_step(
     visualize.write_feature_maps(network, photo, inside, [layers[0]])
     visualize.write_kernels(network, inside)
     images, total = visualize.sample_images(data, network.classes, limit=2000)
-    visualize.write_deconv(network, images, [layers[len(layers) // 2]], inside, top_channels=6, source=f" (of {total})")
+    middle = [layers[len(layers) // 2]]
+    visualize.write_deconv(network, images, middle, inside, top_channels=6, source=f" (of {total})", progress=progress)
     explain.write_explanation(network, photo, inside)
 
 
 def class_images_step(
-    checkpoint: Checkpoint, data: str, layout: Layout, out: Path, log: Log = print, member: int = 0
+    checkpoint: Checkpoint,
+    data: str,
+    layout: Layout,
+    out: Path,
+    log: Log = print,
+    member: int = 0,
+    progress: bool = False,
 ) -> None:
     """One generated image per class by network `member`, fewer steps than `heritage generate` (well under a
     minute on 2 cores). The shipped models' images come with the package (drawn with the full 160 steps by the
@@ -70,7 +84,7 @@ def class_images_step(
         log(f"{Path(out) / 'class_images'}: the shipped model's, from the package ({packaged})")
         return
     settings = replace(draw.Settings(), steps=96)
-    generated = draw.draw_classes(network, range(len(network.classes)), 1, 64, settings, seed=0)
+    generated = draw.draw_classes(network, range(len(network.classes)), 1, 64, settings, seed=0, progress=progress)
     grid = files.write_generated(Path(out) / "class_images", generated, network, seed=0, n=1)
     mean = sum(generated.probabilities) / len(generated.probabilities)
     log(f"{grid} ({generated.seconds:.0f} s, mean target probability {mean:.3f})")
@@ -129,7 +143,13 @@ def unseen_photos(checkpoint: Checkpoint, layout: Layout, per_class: int = MAP_P
 
 
 def element_map_step(
-    checkpoint: Checkpoint, data: str, layout: Layout, out: Path, log: Log = print, member: int = 0
+    checkpoint: Checkpoint,
+    data: str,
+    layout: Layout,
+    out: Path,
+    log: Log = print,
+    member: int = 0,
+    progress: bool = False,
 ) -> None:
     """What is where: the element map (`heritage map`, the whole model) of MAP_MOSAICS 2 x 2 mosaics of photos the
     model did not train on, drawn as `heritage map --out` draws it; `element_map/element_map.json` says what each

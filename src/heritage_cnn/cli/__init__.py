@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from heritage_cnn import __version__
@@ -59,8 +60,24 @@ def _where(args: argparse.Namespace) -> str:
     return str(default_checkpoint_path().with_suffix(".json"))
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *where: object, **more: object) -> None:
+    """A warning on the command line is one sentence for the user: no file, line number or source line."""
+    from heritage_cnn.base.names import shown
+
+    print(f"heritage: warning: {shown(str(message))}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `heritage` command; errors the user can fix are one line, exit 2."""
+    """Entry point of the `heritage` command; errors the user can fix are one line, exit 2.
+
+    Warnings are shown as `heritage: warning: <message>` only while a command runs; a library user
+    (who never calls `main`) keeps Python's usual warnings."""
+    with warnings.catch_warnings():  # restores showwarning on the way out
+        warnings.showwarning = _one_line_warning
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     from heritage_cnn.base.io import CheckpointError
     from heritage_cnn.base.names import shown
     from heritage_cnn.data.check import DownloadError

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from heritage_cnn.cli.options import (
+    UsageError,
     add_command,
     add_device,
     add_member,
@@ -55,8 +56,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with decorrelated colour, random pad/jitter/scale/rotation each step. An ensemble (the shipped default) draws
     with all its networks at once, each seeing the same transformed image (their mean logit is the objective:
     images that networks of other architectures recognise, docs/synthesis.md); `--member N` draws with one.
-    Writes one PNG per image, class_images.png (a column per class) and class_images.json (each image's
-    probability under the generating model).
+    Writes, into a new (or empty) folder, one PNG per image, class_images.png (a column per class) and
+    class_images.json (each image's probability under the generating model).
 
     Examples:
       heritage generate --all --n 4 --out runs/classes
@@ -66,6 +67,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from heritage_cnn.inside.synthesis.draw import ENSEMBLE_SETTINGS, Settings, draw_classes
     from heritage_cnn.inside.synthesis.files import write_generated
 
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # before any work, as review: never mix two runs
+        raise UsageError(f"--out {out}: already exists and is not empty; generate writes into a new folder")
     checkpoint = load_for_render(args)
     targets = list(range(len(checkpoint.classes))) if args.all else [resolve_class(args.cls, checkpoint.classes)]
     base = ENSEMBLE_SETTINGS if checkpoint.member_count > 1 else Settings()

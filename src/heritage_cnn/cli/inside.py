@@ -87,7 +87,7 @@ def cmd_deconv(args: argparse.Namespace) -> int:
         raise UsageError("visualize deconv: give --data DIR (images to scan) or a PHOTO")
     all_layers = deconvnet.deconv_layers(checkpoint.model)
     layers = args.layer or [all_layers[len(all_layers) // 2]]
-    images, total = sample_images(args.data, checkpoint.classes, args.limit)
+    images, total = sample_images(args.data, checkpoint.classes, args.limit, progress=not args.quiet)
     source = f" of {args.data}" if total < 0 else f" (random {len(images)} of {total}) of {args.data}"
     paths = write_deconv(
         checkpoint,
@@ -116,17 +116,17 @@ def cmd_units(args: argparse.Namespace) -> int:
     """
     from heritage_cnn.base.figures import image_grid
     from heritage_cnn.cli.generate import load_for_render, render_settings
+    from heritage_cnn.inside.deconvnet import resolve_layer
     from heritage_cnn.inside.synthesis.draw import UNIT_SETTINGS, draw_units
 
     checkpoint = load_for_render(args)
+    layer = resolve_layer(checkpoint.model, args.layer, "to draw units of")  # stage2 -> its last conv, named so
     settings = render_settings(args, replace(UNIT_SETTINGS, steps=UNIT_STEPS))
-    rendering = draw_units(
-        checkpoint, args.layer, args.channels, args.size, settings, args.seed, progress=not args.quiet
-    )
+    rendering = draw_units(checkpoint, layer, args.channels, args.size, settings, args.seed, progress=not args.quiet)
     channels = args.channels or list(range(len(rendering.images)))
-    path = Path(args.out) / f"units_{args.layer.replace('.', '_')}.png"
+    path = Path(args.out) / f"units_{layer.replace('.', '_')}.png"
     image_grid(rendering.images, [f"channel {c}" for c in channels], min(8, len(channels)), path)
-    print(f"{len(channels)} channels of {args.layer}: {path}")
+    print(f"{len(channels)} channels of {layer}: {path}")
     return 0
 
 
@@ -140,7 +140,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     Examples:
       heritage explain photo.jpg --out runs/explain
       heritage explain photo.jpg --target gargoyle --out runs/explain
-      heritage explain photo.jpg --member 3 --out runs/explain      the ensemble's member 3 (a plain VGG-style net)
+      heritage explain photo.jpg --member 2 --out runs/explain      the shipped ensemble's third network (0 to 2)
     """
     from heritage_cnn.data.labels import resolve_class
     from heritage_cnn.inside.explain import write_explanation
@@ -168,7 +168,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("photo", metavar="PHOTO", help="a photo, any size or format")
     add_model(p)
     add_member(p)
-    p.add_argument("--layers", nargs="+", help="layers to show, e.g. stage1.block1.conv stage2 (default: all)")
+    p.add_argument(
+        "--layers", nargs="+", help="layers to show, e.g. stage1.block1.conv stage2.block1 stage3 (default: all)"
+    )
     add_out(p)
 
     p = add_command(what, "kernels", cmd_kernels)
@@ -202,7 +204,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_out(p)
 
     p = add_command(what, "units", cmd_units)
-    p.add_argument("--layer", required=True, help="conv layer name, e.g. stage2.block1.conv1")
+    p.add_argument(
+        "--layer", required=True, help="layer, e.g. stage2.block1.conv1, or a block or stage (its output): stage2"
+    )
     add_channels(p)
     add_render_options(p, str(UNIT_STEPS), UNIT_SETTINGS.lr)
 

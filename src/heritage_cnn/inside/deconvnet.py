@@ -79,15 +79,21 @@ def deconv_layers(model: HeritageNet) -> list[str]:
     return names
 
 
-def resolve_layer(model: HeritageNet, name: str) -> str:
-    """A layer name as the user may type it: a conv name, a block (`stage2.block1`) or a stage (`stage2`)."""
+def resolve_layer(model: HeritageNet, name: str, purpose: str = "to project from") -> str:
+    """A layer name as the user may type it: a conv name, a block (`stage2.block1`) or a stage (`stage2`).
+    The same names for every tool that looks at a layer (deconvnet, feature maps, unit images); `purpose` says
+    in the refusal what the layer was for."""
     valid = deconv_layers(model)
     if name in valid:
         return name
     candidates = [v for v in valid if v.startswith(name + ".") and not v.endswith(".conv1")]
     if candidates:
         return candidates[-1]  # the output of the block or stage
-    raise KeyError(f"no layer {name!r} to project from; choose one of: {', '.join(valid)}")
+    block = valid[-1].rsplit(".", 1)[0]
+    raise KeyError(
+        f"no layer {name!r} {purpose}; choose one of: {', '.join(valid)}, "
+        f"or a stage or block for its output (e.g. {block.split('.')[0]} or {block})"
+    )
 
 
 # --------------------------------------------------------------------------------------------

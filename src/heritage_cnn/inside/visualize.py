@@ -88,7 +88,10 @@ def write_feature_maps(
     """One figure per layer; the first layer gets a large one, `feature_maps_layer1.png`."""
     out = Path(out)
     all_layers = deconvnet.deconv_layers(checkpoint.model)
-    layers = [deconvnet.resolve_layer(checkpoint.model, name) for name in layers] if layers else all_layers
+    if layers:
+        layers = [deconvnet.resolve_layer(checkpoint.model, name, "to show feature maps of") for name in layers]
+    else:
+        layers = all_layers
     photo = load_photo(image)
     maps = feature_maps(checkpoint, photo, layers)
     paths = []
@@ -324,12 +327,13 @@ def write_deconv_photo(checkpoint: Checkpoint, image: str | os.PathLike, out: st
 
 
 def sample_images(
-    data: str | os.PathLike, classes: list[str], limit: int | None = None, seed: int = 0
+    data: str | os.PathLike, classes: list[str], limit: int | None = None, seed: int = 0, progress: bool = True
 ) -> tuple[torch.Tensor, int]:
-    """Decoded uint8 images of a data folder's training images (a seeded random `limit` of them); and the total."""
+    """Decoded uint8 images of a data folder's training images (a seeded random `limit` of them); and the total.
+    `progress`: a bar while every image is decoded (no `limit`)."""
     folder = find_layout(data).train
     if limit is None:
-        return load_images(folder, classes=classes, progress=True).images, -1
+        return load_images(folder, classes=classes, progress=progress).images, -1
     files = list_images(folder, classes).files
     chosen = sorted(np.random.default_rng(seed).permutation(len(files))[:limit].tolist())
     with ThreadPoolExecutor(max_workers=4) as pool:

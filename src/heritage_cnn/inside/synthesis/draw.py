@@ -191,11 +191,12 @@ def draw_units(
     seed: int = 0,
     progress: bool = True,
 ) -> Rendering:
-    """One image per channel of a conv layer, each maximising that channel's mean response."""
-    convs = conv_layers(checkpoint.model)
-    if layer_name not in convs:
-        raise KeyError(f"no conv layer {layer_name!r}; conv layers are: {', '.join(convs)}")
-    count = convs[layer_name].out_channels
+    """One image per channel of a conv layer, each maximising that channel's mean response. `layer_name` as
+    the deconvnet and the feature maps take it: a conv layer, a block or a stage (its output), no 1x1 shortcut."""
+    from heritage_cnn.inside.deconvnet import resolve_layer
+
+    layer_name = resolve_layer(checkpoint.model, layer_name, "to draw units of")
+    count = conv_layers(checkpoint.model)[layer_name].out_channels
     channels = list(range(count)) if channels is None else list(channels)
     if not channels or min(channels) < 0 or max(channels) >= count:
         raise ValueError(f"{layer_name} has channels 0..{count - 1}, got {channels}")

@@ -1,0 +1,65 @@
+"""What the `heritage` command says besides its results: warnings, help examples, progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import warnings
+from pathlib import Path
+
+import pytest
+
+from conftest import CLASSES, make_dataset
+from heritage_cnn import cli
+
+
+def test_a_warning_inside_a_command_is_one_line_without_file_or_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = make_dataset(tmp_path / "data", per_class=3, classes=CLASSES[:2])
+    (root / "empty_class").mkdir()
+    before = warnings.showwarning
+    assert cli.main(["data", "check", str(root)]) == 0
+    assert warnings.showwarning is before  # only the command's own warnings are reworded, not a library user's
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "no readable images" in line]
+    assert lines == [f"heritage: warning: {root}: class folders with no readable images: ['empty_class']"]
+    assert ".py:" not in err and "UserWarning" not in err and "warnings.warn" not in err
+
+
+def _help_examples(parser: argparse.ArgumentParser) -> list[str]:
+    """Every example line (`heritage ...`, a comment after two spaces or a shell redirection dropped) of a parser and its subcommands."""
+    examples = [
+        re.split(r"\s{2,}|\s[>|]\s", line.strip())[0]
+        for line in parser.format_help().splitlines()
+        if line.strip().startswith("heritage ")
+    ]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share one parser
+                examples += _help_examples(sub)
+    return examples
+
+
+def test_every_help_example_parses_and_names_what_the_shipped_models_have() -> None:
+    from heritage_cnn.cli.options import inside_model
+    from heritage_cnn.data.labels import resolve_class
+    from heritage_cnn.inside.deconvnet import resolve_layer
+
+    parser = cli.build_parser()
+    examples = _help_examples(parser)
+    assert any("--member" in line for line in examples) and len(examples) > 40
+    for line in examples:
+        args = parser.parse_args(shlex.split(line)[1:])  # argparse exits on a flag the command does not take
+        names = [getattr(args, "target", None), getattr(args, "cls", None)]
+        if getattr(args, "member", None) is None and not getattr(args, "layer", None) and not any(names):
+            continue
+        if not hasattr(args, "member") or getattr(args, "model", None) not in (None, "default", "fast"):
+            continue  # not a look-inside command, or a run of the reader's own (runs/a): nothing shipped to check
+        network = inside_model(args)  # the member, or a one-line error naming the ones there are
+        layers = getattr(args, "layer", None)
+        for name in [layers] if isinstance(layers, str) else layers or []:
+            resolve_layer(network.model, name)
+        for name in filter(None, names):
+            resolve_class(name, network.classes)
