@@ -101,7 +101,9 @@ def test_none_fit_writes_a_new_checkpoint_and_never_touches_the_input(
     assert refit.info == original.info  # the same model, recipe and history: only the record is new
     for key, tensor in original.model.state_dict().items():
         assert torch.equal(refit.model.state_dict()[key], tensor), key
-    assert "4 of 48 validation photos none" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "4 of 48 validation photos none" in printed
+    assert f"written: {out}.safetensors + {out}.json" in printed  # both files with their folder
     assert cli.main(args) == 2  # an existing output is never overwritten
     assert "already exists" in capsys.readouterr().err
     assert cli.main([*args[:-1], str(source)]) == 2  # nor the input itself

@@ -302,7 +302,7 @@ def fit_none_of_these(
     weights = save_with_point(checkpoint, point, out)
     load_checkpoint(weights)  # the pair just written must load: a write that cannot be read back fails here
     log(describe(point))
-    log(f"written: {shown(weights)} + {shown(weights.with_suffix('.json').name)}")
+    log("written: " + " + ".join(shown(path) for path in checkpoint_files(weights)))  # both, folder and all
     return weights
 
 
