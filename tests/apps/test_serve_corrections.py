@@ -118,6 +118,46 @@ def test_a_label_that_cannot_name_a_class_is_400(tiny_run, tmp_path: Path, label
     assert not (tmp_path.parent / "outside").exists()
 
 
+@pytest.mark.parametrize("label", ["_None", "_UNCERTAIN", "   ", " portal", "portal ", "\tportal"])
+def test_a_label_teach_would_refuse_is_400(tiny_run, tmp_path: Path, label: str) -> None:
+    """Any case of sort's folders, blank names, names with blanks around them: teach would refuse the folder."""
+    client = client_for(tiny_run, tmp_path)
+    response = correct(client, png_bytes(2), label)
+    assert response.status_code == 400, response.text
+    assert list(response.json()) == ["detail"] and "\n" not in response.json()["detail"]
+    assert photos(tmp_path) == []
+
+
+def test_a_label_that_is_not_utf8_is_400(tiny_run, tmp_path: Path) -> None:
+    client = client_for(tiny_run, tmp_path)
+    parts = [  # written by hand: a client's form with the label's raw bytes, not text
+        b'--b\r\nContent-Disposition: form-data; name="label"\r\n\r\n\xff\xfe\r\n',
+        b'--b\r\nContent-Disposition: form-data; name="photo"; filename="a.png"\r\n\r\n' + png_bytes(2) + b"\r\n",
+        b"--b--\r\n",
+    ]
+    headers = {"content-type": "multipart/form-data; boundary=b"}
+    response = client.post("/api/correct", content=b"".join(parts), headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"detail": "the form field 'label' is not valid UTF-8"}
+    assert photos(tmp_path) == []
+    accented = correct(client, png_bytes(2), "café")  # UTF-8 beyond ASCII is a name like any other
+    assert accented.status_code == 200 and accented.json()["label"] == "café"
+
+
+def test_a_variant_of_a_class_name_is_that_class_and_teach_reads_the_folder(tiny_run, tmp_path: Path) -> None:
+    """The page shows display names (`bell tower`): typing one, or another case, files the photo in the class's own
+    folder, for the model's classes and for a new class already kept; teach then reads the folder."""
+    client = client_for(tiny_run, tmp_path)
+    known = "bell_tower"
+    variants = ["bell tower", "Bell Tower", "BELL_TOWER", "Bell_tower"]
+    for n, label in enumerate([*variants, "Portal", "portal", "PORTAL"]):
+        response = correct(client, png_bytes(n + 1), label)
+        assert response.status_code == 200, response.text
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == sorted({known, "Portal"})
+    taught = read_corrections(tmp_path, known=CLASSES)
+    assert sorted(taught.labels) == sorted([known] * 4 + ["Portal"] * 3)
+
+
 def test_the_upload_is_checked_as_for_a_prediction(tiny_run, tmp_path: Path) -> None:
     client = client_for(tiny_run, tmp_path)
     response = correct(client, b"just some notes\n" * 20, CLASSES[0], name="photo.jpg")

@@ -33,7 +33,7 @@ from heritage_cnn.data.folders import IMAGE_EXTENSIONS
 from heritage_cnn.inference.classifier import Prediction
 from heritage_cnn.inference.sort import LOCK_NAME, NONE, UNCERTAIN
 from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS, MANIFEST_TOP
-from heritage_cnn.models.metadata import class_name_problem
+from heritage_cnn.inference.teach_photos import new_class_problem, same_class_as
 
 SOURCE_PREFIX = "upload:"  # a manifest row written by the page, not by sort
 DIGEST_HEX = 16  # hex digits of the SHA-256 in a stored photo's name
@@ -61,21 +61,25 @@ class Corrections:
         self.lock = threading.Lock()
         self._read_manifest()  # a folder that cannot take corrections is refused when the server starts
 
-    def label_problem(self, label: object) -> str | None:
-        """Why `label` cannot be the right class of a photo (a one-line refusal), or None: one of the model's classes,
-        or a new class name that is not one of sort's reserved folders."""
-        if label in self.classes:
-            return None
+    def class_of(self, label: object) -> str:
+        """The class a photo's right `label` names: one of the model's classes, a new class already in the folder, or
+        a new one. A name that is one of those but for case, spaces or underscores (the page's display name `bell
+        tower`) is that class, so that teach never finds two folders of one class; anything teach would refuse as a
+        new class's name (`teach_photos.new_class_problem`) is an UploadError 400, one line."""
         if not isinstance(label, str) or not label:
-            return "send the right class in the form field 'label'"
-        if label in (UNCERTAIN, NONE):
-            return f"{label!r} is sort's folder for photos of no class or an unsure one, not a class"
-        problem = class_name_problem(label)
+            raise UploadError(400, "send the right class in the form field 'label'")
+        if label in self.classes:
+            return label
+        problem = new_class_problem(label)  # the name alone: a variant of a class is that class, below
         if problem:
-            return f"the class name {label!r} {problem}"
-        if (self.root / label).exists() and not (self.root / label).is_dir():
-            return f"{label!r} is a file of the corrections folder, so it cannot name a class"
-        return None
+            raise UploadError(400, problem)
+        taken = [p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        same = same_class_as(label, [*self.classes, *(t for t in taken if t not in (UNCERTAIN, NONE))])
+        if same is not None:
+            return same
+        if (self.root / label).exists():
+            raise UploadError(400, f"{label!r} is a file of the corrections folder, so it cannot name a class")
+        return label
 
     def save(self, data: bytes, upload_name: str, label: str, prediction: Prediction) -> dict[str, Any]:
         """Store the photo under `label` and its row (the model's answer: `prediction`), replacing an earlier mark of

@@ -8,6 +8,7 @@ module imports FastAPI at import time, so `heritage_cnn.apps.serve` imports it o
 
 import threading
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from heritage_cnn.apps.corrections import Corrections
@@ -182,10 +184,7 @@ async def correct(request: Request, state: State) -> JSONResponse:
         return Answer({"detail": message}, status_code=404)
     try:
         upload = await read_upload(request, state)
-        label = upload.fields.get("label")
-        problem = state.corrections.label_problem(label)
-        if problem:
-            raise UploadError(400, problem)
+        label = state.corrections.class_of(upload.fields.get("label"))
         prediction = await run_in_threadpool(in_turn, state, predict_upload, upload.data)
         saved = await run_in_threadpool(state.corrections.save, upload.data, upload.filename, label, prediction)
         return Answer(saved)
@@ -262,6 +261,20 @@ class Upload:
     fields: dict[str, str]
 
 
+class Utf8Form(MultiPartParser):
+    """Starlette's multipart parser, except that a text field whose bytes are not UTF-8 is refused (400) rather than
+    read as Latin-1 (the label bytes `\\xff\\xfe` would have named a class `ÿþ`)."""
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode("utf-8")
+            except UnicodeDecodeError:
+                raise MultiPartException(f"the form field {part.field_name!r} is not valid UTF-8") from None
+        super().on_part_end()
+
+
 async def read_upload(request: Request, state: Served) -> Upload:
     """The form with the bytes of its field `photo`, refused (413) before anything over the limit is stored; the rest
     of a refused body is drained (`RequestBody.drain`) so that the client reads the 413."""
@@ -283,12 +296,19 @@ async def read_photo(request: Request, body: RequestBody, state: Served) -> Uplo
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise UploadError(400, "send the photo as multipart/form-data in a field named 'photo'")
     try:
-        async with Request(request.scope, body.receive).form(max_files=1, max_fields=8) as form:
+        stream = Request(request.scope, body.receive).stream()
+        async with aclosing(stream):
+            form = await Utf8Form(request.headers, stream, max_files=1, max_fields=8).parse()
+        try:
             upload = form.get("photo")
             if not isinstance(upload, UploadFile):
                 raise UploadError(400, "no file in the form field 'photo'")
             data = await upload.read(limit + 1)
             fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
+        finally:
+            await form.close()
+    except MultiPartException as error:
+        raise UploadError(400, error.message) from None
     except BodyTooLarge:
         raise UploadError(413, state.too_large) from None
     except BodyTooSlow:

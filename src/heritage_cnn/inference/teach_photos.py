@@ -166,33 +166,51 @@ def _same_class(name: str) -> str:
     return display_name(name).casefold()
 
 
-def _refuse_name(folder: Path, name: str, known: Iterable[str], taken: Iterable[str] = ()) -> None:
-    """DatasetError (one line) when the folder `name` cannot name a new class: a class of the model or another
-    folder's class but for case, spaces or underscores (`known`, `taken`), sort's reserved folders, or a name no
-    class may have."""
+def same_class_as(name: str, names: Iterable[str]) -> str | None:
+    """The first of `names` that is `name` but for case, spaces or underscores (`Bell Tower`, `bell_tower`), or None."""
+    key = _same_class(name)
+    return next((n for n in names if _same_class(n) == key), None)
+
+
+def new_class_problem(
+    name: str, known: Iterable[str] = (), taken: Iterable[str] = (), called: str = "the class name"
+) -> str | None:
+    """Why `name` cannot name a new class (one line, naming it), or None: any case of sort's reserved folders, a name
+    that is blank or has blanks around it, one that is not UTF-8 or no class may have (`class_name_problem`), or one
+    that is a class of the model (`known`) or another new class (`taken`) but for case, spaces or underscores. The one
+    rule for teach's folders and the page's corrections (`apps.corrections`); `called`: the message's word for it."""
     if name.casefold() in (r.casefold() for r in RESERVED):
-        raise DatasetError(f"{shown(folder)}: {name!r} is reserved for sort's photos of no class or an unsure one")
+        return f"{name!r} is reserved for sort's photos of no class or an unsure one"
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise DatasetError(f"{shown(folder)}: the folder name is not valid UTF-8, so it cannot name a class") from None
+        return f"{called} is not valid UTF-8, so it cannot name a class"
+    if not name.strip() or name != name.strip():
+        return f"{name!r} is blank or has blanks around it, so it cannot name a class"
     problem = class_name_problem(name)
     if problem:
-        raise DatasetError(f"{shown(folder)}: the folder name {problem}, so it cannot name a class")
-    key = _same_class(name)
-    same = next((k for k in known if _same_class(k) == key), None)
+        return f"{called} {problem}, so it cannot name a class"
+    same = same_class_as(name, known)
     if same is not None:
-        raise DatasetError(
-            f"{shown(folder)}: {name!r} names the model's class {same!r} (the same name but for case, spaces or "
-            "underscores); photos of a class it knows are corrections (--corrections: a sorted folder whose photos "
-            "you moved)"
+        return (
+            f"{name!r} names the model's class {same!r} (the same name but for case, spaces or underscores); "
+            "photos of a class it knows are corrections (--corrections: a sorted folder whose photos you moved)"
         )
-    same = next((t for t in taken if t != name and _same_class(t) == key), None)
+    same = same_class_as(name, (t for t in taken if t != name))
     if same is not None:
-        raise DatasetError(
-            f"{shown(folder)}: {name!r} and the folder {same!r} would be two classes of one name (the same but for "
-            "case, spaces or underscores); put their photos in one folder"
+        return (
+            f"{name!r} and the folder {same!r} would be two classes of one name (the same but for case, spaces or "
+            "underscores); put their photos in one folder"
         )
+    return None
+
+
+def _refuse_name(folder: Path, name: str, known: Iterable[str], taken: Iterable[str] = ()) -> None:
+    """DatasetError (one line, starting with the folder) when the folder `name` cannot name a new class
+    (`new_class_problem`)."""
+    problem = new_class_problem(name, known, taken, called="the folder name")
+    if problem:
+        raise DatasetError(f"{shown(folder)}: {problem}")
 
 
 def read_new_classes(folder: str | os.PathLike, known: list[str], size: int = 64) -> TeachPhotos:
