@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from heritage_cnn import cli
+from heritage_cnn.apps.pipeline import demo_out_problem
 from heritage_cnn.cli.recipe import new_config
 from heritage_cnn.data import check as datacheck
 
@@ -146,6 +147,33 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
         "shipped/eval-test/metrics.md",
     ):
         assert (out / name).exists(), name
+    assert demo_out_problem(out) is None  # all of it the demo's own: `make demo` runs again into the same folder
+
+
+@pytest.mark.parametrize("foreign", ["photo.jpg", "holiday"])
+def test_demo_refuses_an_out_that_holds_other_files(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], foreign: str
+) -> None:
+    """Its figures would lie among the user's photos, and a later sort of the folder would read them as photos."""
+    out = tmp_path / "photos"
+    out.mkdir()
+    if "." in foreign:
+        (out / foreign).write_bytes(b"x")
+    else:
+        (out / foreign).mkdir()
+    (out / "index.html").write_text("an earlier demo's page")  # the demo's own: no reason to refuse
+    before = sorted(out.rglob("*"))
+    assert cli.main(["demo", "--no-train", "--data", str(synthetic_root), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"holds {foreign!r}, not the demo's" in err and len(err.strip().splitlines()) == 1
+    assert sorted(out.rglob("*")) == before
+
+
+def test_report_checks_member_before_making_out(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r5"
+    args = ["report", "--model", str(tiny_run.checkpoint), "--member", "5", "--data", str(synthetic_root)]
+    assert cli.main([*args, "--out", str(out), "-q"]) == 2
+    assert not out.exists()
 
 
 def test_recipe_presets_are_starting_points_that_typed_flags_override() -> None:

@@ -49,6 +49,7 @@ from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, load_ch
 from heritage_cnn.models.openset import PENULTIMATE
 from heritage_cnn.models.openset_point import CANNOT_REJECT, OperatingPoint, with_override
 from heritage_cnn.models.views import TTA_WORDS
+from heritage_cnn.training.recipes import RECIPES
 
 Log = Callable[[str], None]
 # what a workflow's `model` may be: a loaded checkpoint, or a pair, run folder or shipped name (None: the default)
@@ -343,9 +344,9 @@ def run_report(
     from heritage_cnn.training.curves import plot_training_curves
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint = resolve_model(model)
-    checkpoint.member(member)  # a bad --member fails before any work
+    checkpoint.member(member)  # a bad --member fails before any work, and before --out is made
+    out.mkdir(parents=True, exist_ok=True)
     layout = find_layout(data)
     with reuse_decoded():  # the data check and the evaluations read the folder decoded once
         atomic_write_json(out / "data_check.json", check_dataset(data))
@@ -356,6 +357,33 @@ def run_report(
     for step in FIGURE_STEPS:
         step(checkpoint, data, layout, out, log, member=member, progress=progress)
     return build_html_report(out, out / "index.html", checkpoint, data=data, member=member)
+
+
+# What the demo writes into --out (`_demo`, its figure steps, `build_html_report`, the run of each recipe): a
+# folder holding only these is a demo's, which a second run reuses (`make demo` into runs/demo, a resumed training)
+DEMO_ENTRIES = frozenset(
+    {"data_check.json", "index.html", "eval-val", "eval-test", "shipped", "inside", "class_images", "element_map"}
+    | {"train"}
+    | {f"train-{name}" for name in RECIPES}
+)
+
+
+def demo_out_problem(out: str | os.PathLike) -> str | None:
+    """Why the demo must not write into `out` (one line), or None: a file, or a folder holding anything that is not a
+    demo's own (the user's photos, which the figures would then lie among and be read with)."""
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        return f"--out {shown(folder)}: is a file, not a folder"
+    if not folder.is_dir():
+        return None
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in DEMO_ENTRIES and not p.name.startswith("."))
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        return (
+            f"--out {shown(folder)}: holds {foreign[0]!r}{more}, not the demo's; the demo writes into a new folder "
+            "or one an earlier demo wrote"
+        )
+    return None
 
 
 def run_demo(data: str, out: str | os.PathLike, config: Any | None = None, log: Log = print) -> Path | None:

@@ -95,11 +95,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from heritage_cnn.apps.pipeline import run_demo
+    from heritage_cnn.apps.pipeline import demo_out_problem, run_demo
     from heritage_cnn.base.devices import keep_freed_memory
     from heritage_cnn.cli.recipe import new_config
 
     data = data_folder(args.data)
+    problem = demo_out_problem(args.out)  # never among the user's photos: a later sort would read the figures
+    if problem:
+        raise UsageError(problem)
     config = None
     if not args.no_train:
         keep_freed_memory()
