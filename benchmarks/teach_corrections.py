@@ -97,6 +97,7 @@ def main() -> None:
         atomic_write_json(record, corrected_sort(val, half_a, args.work))
     corrected = json.loads(record.read_text())
     base = scored(MODEL, val, half_b)
+    wrong_a = half_a[~scored(MODEL, val, half_a)]  # the photos the user corrected whose top class was wrong
     result = {"date": datetime.date.today().isoformat(), "hardware": hardware(), "half_a": corrected}
     result["command"] = "python benchmarks/teach_corrections.py " + " ".join(sys.argv[1:])
     result |= {"half_b_photos": len(half_b), "shipped_accuracy_b": float(base.mean()), "runs": {}}
@@ -111,6 +112,8 @@ def main() -> None:
         taught = scored(out, val, half_b)
         result["runs"][mode] = {
             "seconds": seconds,
+            "wrong_a_photos": len(wrong_a),
+            "wrong_a_now_right": float(scored(out, val, wrong_a).mean()),
             "accuracy_b": float(taught.mean()),
             "change": paired(taught, base),
             "per_class": per_class(val, half_b, taught, base),
@@ -131,18 +134,22 @@ def markdown(result: dict) -> str:
         f"{result['shipped_accuracy_b']:.2%}. Half A: {result['half_a']['photos']} photos, "
         f"{result['half_a']['moved']} moved by hand to their true class after `heritage sort`.",
         "",
-        "| replay | accuracy on B | change (pt, paired 95 %) | classes worse by more than their interval | time (s) |",
-        "|---|---|---|---|---|",
+        "| replay | half A's wrong photos now right | accuracy on B | change (pt, paired 95 %) "
+        "| classes worse by more than their interval | time (s) |",
+        "|---|---|---|---|---|---|",
     ]
     for mode, run in result["runs"].items():
         lo, hi = run["change"]["ci95"]
         worse = [n for n, c in run["per_class"].items() if c["ci95"][1] < 0]
+        taught = f"{run['wrong_a_now_right']:.1%} of {run['wrong_a_photos']}" if "wrong_a_photos" in run else "-"
         lines.append(
-            f"| {mode} | {run['accuracy_b']:.2%} | {run['change']['difference'] * 100:+.2f} ({lo * 100:+.2f} to "
+            f"| {mode} | {taught} | {run['accuracy_b']:.2%} | {run['change']['difference'] * 100:+.2f} ({lo * 100:+.2f} to "
             f"{hi * 100:+.2f}) | {', '.join(worse) or 'none'} | {run['seconds']:.0f} |"
         )
     lines += [
         "",
+        "Half A's wrong photos: those whose top class the shipped model got wrong, which the user corrected and `teach`"
+        " learned from; the share the taught model gets right says the corrections were learned, not that they carry.",
         "Time: the wall time of the command (process start included) on the project's two cores.",
         "",
         "Command:",

@@ -608,3 +608,26 @@ def test_a_symbolic_link_loop_gives_its_true_reason(
     assert f"heritage: skipped {loop}: {reason}" in capsys.readouterr().err.splitlines()
     assert cli.main(["predict", str(tmp_path / "gone.jpg"), "--model", str(tiny_run.checkpoint)]) == 2
     assert capsys.readouterr().err.splitlines()[0] == f"heritage: {tmp_path / 'gone.jpg'}: no such file or folder"
+
+
+def test_teach_says_how_many_corrections_the_taught_model_answers_as_labelled(tiny_run) -> None:
+    """A photo labelled otherwise than the parent answers counts; the taught model is read, not assumed to agree."""
+    import torch
+
+    from heritage_cnn.cli.teach import _corrections_line
+    from heritage_cnn.inference.classifier import Classifier
+    from heritage_cnn.inference.teach_photos import TeachPhotos
+    from heritage_cnn.models.checkpoint import load_checkpoint
+
+    parent = load_checkpoint(tiny_run.checkpoint)
+    images = torch.randint(0, 256, (6, 3, 64, 64), dtype=torch.uint8)
+    answers = Classifier(parent, tta="none").probabilities(images).argmax(1).tolist()
+    agreed = [parent.classes[a] for a in answers]
+    other = [parent.classes[(a + 1) % len(parent.classes)] for a in answers]
+
+    def photos(labels: list[str]) -> TeachPhotos:
+        return TeachPhotos(images, labels, [f"{i}.png" for i in range(6)], [str(i) for i in range(6)], ["moved"] * 6)
+
+    assert _corrections_line(parent, tiny_run.checkpoint, photos(agreed)) is None  # nothing corrected
+    line = _corrections_line(parent, tiny_run.checkpoint, photos([*other[:4], *agreed[4:]]))  # the parent, unchanged
+    assert line.startswith("corrections: 0 of the 4 photo(s) the parent answered otherwise")

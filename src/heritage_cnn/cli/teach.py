@@ -111,11 +111,39 @@ def cmd_teach(args: argparse.Namespace) -> int:
     print(f"replay: {result.replay}; {result.seconds:.1f} s")
     if result.cost is not None:
         print(_cost_line(result.cost, result.added))
+    corrected = _corrections_line(parent, result.path, photos)
+    if corrected:
+        print(corrected)
     meta = result.path.with_name(result.path.stem + ".json")
     print(
         f"model: {result.path} + {meta.name} ({len(result.classes)} classes; use it with --model {_hint(result.path)})"
     )
     return 0
+
+
+def _corrections_line(parent, taught: Path, photos) -> str | None:  # a Checkpoint, TeachPhotos
+    """How many of the photos of known classes that the parent answered otherwise the taught model now answers as
+    the user labelled them: whether corrections were learned is measured, not assumed (a refit of the last layer
+    held near the parent's can leave most of them as they were)."""
+    from heritage_cnn.inference.classifier import Classifier
+
+    index = [i for i, label in enumerate(photos.labels) if label in parent.classes]
+    if not index:
+        return None
+    images = photos.images[index]
+    wanted = [photos.labels[i] for i in index]
+    before = Classifier(parent, tta="none").probabilities(images).argmax(1).tolist()
+    wrong = [k for k, label in enumerate(wanted) if parent.classes[before[k]] != label]
+    if not wrong:
+        return None
+    model = Classifier.load(taught, tta="none")
+    after = model.probabilities(images[wrong]).argmax(1).tolist()
+    right = sum(model.classes[a] == wanted[k] for a, k in zip(after, wrong, strict=True))
+    return (
+        f"corrections: {right} of the {len(wrong)} photo(s) the parent answered otherwise are now answered as you "
+        f"labelled them (one view)"
+        + ("" if right == len(wrong) else "; a refit of the head moves few answers: training with them moves more")
+    )
 
 
 def _hint(weights: Path) -> str:
