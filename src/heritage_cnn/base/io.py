@@ -60,6 +60,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The file that stops `path` being a folder: `path` itself, or a folder above it that is a file; None when
+    `path` is a folder or can be made one. Said before any work, in words, rather than as mkdir's OSError."""
+    target = Path(os.path.realpath(path))
+    return next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+
+
 def inside_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> str | None:
     """The input (a photo or a folder, as given) that the output `path` is or lies below, or None: a command that
     writes there would overwrite what it reads, or read what it wrote on its next run. Paths are compared resolved

@@ -116,13 +116,12 @@ def check_paths(data: str, out: str, negatives: str | None) -> None:
     read as their photos next time), and --negatives a folder of photos that are not the data set's."""
     from pathlib import Path
 
-    from heritage_cnn.base.io import inside_input
+    from heritage_cnn.base.io import file_in_the_way, inside_input
     from heritage_cnn.inference.openset_eval import photos_shared
 
-    target = Path(out).resolve()
-    blocker = next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(out)
     if blocker is not None:
-        what = "is a file, not a folder" if blocker == target else f"cannot be made: {blocker} is a file"
+        what = "is a file, not a folder" if blocker == Path(out).resolve() else f"cannot be made: {blocker} is a file"
         raise UsageError(f"--out {out}: {what}")
     holder = inside_input(out, [data, negatives] if negatives is not None else [data])
     if holder is not None:

@@ -48,7 +48,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heritage_cnn.base.io import FolderBusy, file_sha256, folder_lock
+from heritage_cnn.base.io import FolderBusy, file_in_the_way, file_sha256, folder_lock, inside_input
 from heritage_cnn.base.names import portable_name, shown
 from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos
 from heritage_cnn.inference.element_map import with_elements
@@ -311,11 +311,11 @@ def sort_photos(
     source_root, target_root = Path(in_dir).resolve(), Path(out_dir).resolve()
     if not source_root.is_dir():
         raise ValueError(f"{in_dir}: {'not a folder' if source_root.exists() else 'no such folder'}")
-    blocker = next((p for p in (target_root, *target_root.parents) if p.exists() and not p.is_dir()), None)
-    if blocker is not None:  # said before any photo is read, in words, not as an OSError of mkdir
+    blocker = file_in_the_way(target_root)
+    if blocker is not None:  # said before any photo is read
         what = "is a file" if blocker == target_root else f"cannot be made: {blocker} is a file"
         raise ValueError(f"{out_dir}: {what}; the output folder must be a folder")
-    if target_root == source_root or source_root in target_root.parents:
+    if inside_input(target_root, [source_root]) is not None:
         raise ValueError(f"{out_dir}: the output folder must not be inside the input folder {in_dir}")
     if target_root in source_root.parents:
         raise ValueError(f"{in_dir}: the input folder must not be inside the output folder {out_dir}")
