@@ -18,14 +18,17 @@ from test_serve import cards, open_page, overflow, png_bytes, settled
 from conftest import CLASSES, cli_server
 from heritage_cnn.apps.corrections import Corrections
 from heritage_cnn.apps.serve import create_app
-from heritage_cnn.inference.classifier import Classifier
+from heritage_cnn.inference.classifier import Classifier, Prediction, TopClass
+from heritage_cnn.inference.sort import sort_photos
 from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS
 from heritage_cnn.inference.teach_photos import read_corrections
 
+STRICT = 1e9  # a none-of-these threshold no photo reaches: every answer is "none of these"
 
-def client_for(tiny_run, folder: Path | None) -> TestClient:
+
+def client_for(tiny_run, folder: Path | None, none_threshold: float | None = None) -> TestClient:
     """A server on the tiny model keeping its corrections in `folder` (None: keeping none)."""
-    app = create_app(tiny_run.checkpoint, draw_class_images=False, corrections=folder)
+    app = create_app(tiny_run.checkpoint, draw_class_images=False, corrections=folder, none_threshold=none_threshold)
     return TestClient(app, base_url="http://127.0.0.1")
 
 
@@ -34,10 +37,16 @@ def correct(client: TestClient, data: bytes, label: str | None, name: str = "wes
     return client.post("/api/correct", files={"photo": (name, data, "image/png")}, data=form)
 
 
-def answer_of(tiny_run, data: bytes) -> str:
-    """The model's top-1 label for the photo, computed here as the server must."""
+def prediction_of(tiny_run, data: bytes, none_threshold: float | None = None) -> Prediction:
+    """The model's prediction for the photo, computed here as the server must."""
     photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-    return Classifier.load(tiny_run.checkpoint).predict(photo)[0].top[0].label
+    return Classifier.load(tiny_run.checkpoint, none_threshold=none_threshold).predict(photo)[0]
+
+
+def answer_of(tiny_run, data: bytes) -> str:
+    """The folder sort would file the photo in: `_none` for none of the ten, else the model's top-1 label."""
+    prediction = prediction_of(tiny_run, data)
+    return "_none" if prediction.known is False else prediction.top[0].label
 
 
 def manifest(folder: Path) -> list[dict[str, str]]:
@@ -105,6 +114,81 @@ def test_the_same_photo_marked_twice_keeps_one_file_and_the_latest_label(tiny_ru
     assert row["source"] == "upload:again.webp"
     taught = read_corrections(tmp_path)
     assert (taught.labels, taught.kinds) == ([second], ["moved"])
+
+
+def test_a_photo_of_none_of_the_ten_is_recorded_as_sort_and_a_move_out_of_none_would_be(
+    tiny_run, tmp_path: Path
+) -> None:
+    """The model said "none of these" (sort files the photo in `_none/`) and the user names its closest class: the
+    page's record reads, in teach, as that photo sorted by `heritage sort` and moved by hand out of `_none/` (a
+    correction, "moved"), never as the class confirmed."""
+    data = png_bytes(3, size=80)
+    prediction = prediction_of(tiny_run, data, none_threshold=STRICT)
+    closest = prediction.top[0].label
+    assert prediction.known is False and prediction.label == closest
+
+    # the reference: heritage sort with the same model, then the photo moved by hand from _none/ to its closest class
+    survey, by_hand = tmp_path / "survey", tmp_path / "sorted"
+    survey.mkdir()
+    (survey / "west front.png").write_bytes(data)
+    sort_photos(Classifier.load(tiny_run.checkpoint, none_threshold=STRICT), survey, by_hand, progress=False)
+    [sorted_row] = manifest(by_hand)
+    filed = Path(sorted_row["destination"])
+    assert filed.parent.name == "_none" and sorted_row["top1_label"] == closest
+    (by_hand / closest).mkdir()
+    filed.rename(by_hand / closest / filed.name)
+    reference = read_corrections(by_hand)
+
+    folder = tmp_path / "fixes"
+    response = correct(client_for(tiny_run, folder, none_threshold=STRICT), data, closest)
+    assert response.status_code == 200, response.text
+    name = hashlib.sha256(data).hexdigest()[:16] + ".png"
+    assert response.json() | {"folder": None} == {
+        "label": closest,
+        "answer": "_none",  # what the model answered: sort's folder for none of the ten, as in the destination
+        "kind": "moved",
+        "file": f"{closest}/{name}",
+        "replaced": 0,
+        "folder": None,
+    }
+    assert photos(folder) == [folder / closest / name]
+    [row] = manifest(folder)
+    assert row["destination"] == str(folder.resolve() / "_none" / name)
+    same = ("label", "known", "none_reason", "top1_label", "top2_label", "top3_label")
+    assert {k: row[k] for k in same} == {k: sorted_row[k] for k in same}  # the model's answer, as sort wrote it
+    taught = read_corrections(folder, known=CLASSES)
+    assert (taught.labels, taught.kinds) == (reference.labels, reference.kinds) == ([closest], ["moved"])
+    assert taught.found == reference.found == {"moved": 1}
+
+
+def test_the_recorded_answer_is_the_folder_sort_would_choose(tmp_path: Path) -> None:
+    """`Corrections.save` on predictions made by hand: none of the ten goes to `_none`, whatever its closest class;
+    a model that cannot tell (`known` None) and a known photo go to their top-1 class, which a label confirms."""
+    top = (TopClass("altar", "altar", 0.5), TopClass("apse", "apse", 0.3), TopClass("vault", "vault", 0.2))
+
+    def prediction(known: bool | None, reason: str | None = None) -> Prediction:
+        return Prediction("altar", "altar", 0.5, top, known=known, none_threshold=1.0, none_reason=reason)
+
+    corrections = Corrections(tmp_path, CLASSES)
+    cases = [(png_bytes(1), False, "score"), (png_bytes(2), False, "noise"), (png_bytes(4), None, None)]
+    cases += [(png_bytes(5), True, None)]
+    saved = [corrections.save(data, "p.png", "altar", prediction(known, reason)) for data, known, reason in cases]
+    assert [(s["answer"], s["kind"]) for s in saved] == [
+        ("_none", "moved"),
+        ("_none", "moved"),
+        ("altar", "confirmed"),
+        ("altar", "confirmed"),
+    ]
+    rows = manifest(tmp_path)
+    assert [Path(r["destination"]).parent.name for r in rows] == ["_none", "_none", "altar", "altar"]
+    assert [r["top1_label"] for r in rows] == ["altar"] * 4 and [r["known"] for r in rows] == [
+        "false",
+        "false",
+        "",
+        "true",
+    ]
+    taught = read_corrections(tmp_path, known=CLASSES)
+    assert sorted(taught.kinds) == ["confirmed", "confirmed", "moved", "moved"] and taught.labels == ["altar"] * 4
 
 
 @pytest.mark.parametrize("label", [None, "", "_uncertain", "_none", "../outside", "a/b", ".hidden", "manifest.csv"])

@@ -4,10 +4,16 @@ The folder has `heritage sort`'s layout (one subfolder per class, `manifest.csv`
 and is written as if sort had filed the photo in the folder of the model's answer and the user had then moved it:
 - the photo's bytes, exactly as uploaded, at `DIR/<label>/<first 16 hex of their SHA-256><extension>` (the upload's
   extension when it is an image one, else `.jpg`; the content decides how it is decoded, never the name);
-- a manifest row: `source` `upload:<the uploaded file name>`, `destination` `DIR/<the model's top-1 label>/<the same
+- a manifest row: `source` `upload:<the uploaded file name>`, `destination` `DIR/<the model's answer>/<the same
   file name>`, and the prediction's `flat(3)` columns. The prediction is the server's own, on the uploaded bytes.
+  The model's answer is the folder sort would have chosen (`answer_folder`): `_none` (sort's `NONE`) for a photo that
+  is none of the ten (`known` false; its top-1 label, the closest class, stays in the row's columns), else its top-1
+  label. A photo the page called "not sure" counts as its top-1 label: `_uncertain` depends on a sort's own
+  `--min-confidence`, and the page names the class.
 `teach_photos.read_corrections` then reads the photo as moved from the model's answer to `label` (found by its file
-name: the source is no file), or as confirmed when the label is the model's answer.
+name: the source is no file), or as confirmed when the label is the model's answer: a photo of none of the ten marked
+as a class is moved out of `_none/`, never confirmed. "None of these" is no label the page or `POST /api/correct`
+takes (`_none` is refused, as teach refuses a class folder of that name, and teach learns nothing from `_none/`).
 
 The same photo (the same bytes) marked again replaces its file and row: the latest label wins. Every file is written
 atomically (`base.io`); one request writes at a time (a thread lock), and never while another process holds sort's
@@ -38,6 +44,12 @@ from heritage_cnn.inference.teach_photos import new_class_problem, same_class_as
 SOURCE_PREFIX = "upload:"  # a manifest row written by the page, not by sort
 DIGEST_HEX = 16  # hex digits of the SHA-256 in a stored photo's name
 DEFAULT_EXTENSION = ".jpg"
+
+
+def answer_folder(prediction: Prediction) -> str:
+    """The folder `heritage sort` (without --multi) would have filed the photo in, were it sure enough: `_none` for
+    none of the ten, else the model's top-1 label."""
+    return NONE if prediction.known is False else prediction.top[0].label
 
 
 def photo_name(data: bytes, upload_name: str) -> str:
@@ -85,11 +97,11 @@ class Corrections:
         """Store the photo under `label` and its row (the model's answer: `prediction`), replacing an earlier mark of
         the same photo; what was stored. UploadError: a 409 for a folder that cannot take it, 503 while it is busy."""
         name = photo_name(data, upload_name)
-        answer = prediction.top[0].label
+        answer = answer_folder(prediction)
         photo = self._inside(label, name)
         row = {
             "source": SOURCE_PREFIX + PurePosixPath(upload_name.replace("\\", "/")).name,
-            "destination": str(self.root / answer / name),  # where sort would have filed it: the model's answer
+            "destination": str(self.root / answer / name),  # where sort would have filed it: `_none` or a class
             **prediction.flat(MANIFEST_TOP),
         }
         try:
