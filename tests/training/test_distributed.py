@@ -4,13 +4,18 @@ land where a 1-process run with the same global batch lands."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import CLASSES, TINY, make_dataset
 from heritage_cnn.models.checkpoint import load_checkpoint
+from heritage_cnn.models.network import ModelConfig
+from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.loop import train
 
 # float32 (--no-amp): the same numbers on every CPU family
 ARGS = ["--widths", "8,16", "--batch-size", "32", "--epochs", "8", "--lr", "0.01", "--threads", "1", "--no-amp"]
@@ -68,3 +73,48 @@ def test_batch_must_split_evenly(synthetic_root: Path, tmp_path: Path) -> None:
         timeout=300,
     )
     assert result.returncode != 0 and "must be divisible by the 2 processes" in result.stdout + result.stderr
+
+
+def _job(*argv: str, seconds: float = 120) -> list[tuple[int | None, str]]:
+    """`heritage train ARGV` as both processes of a 2-process gloo job, started as a launcher that does not end the
+    others when one fails (several machines, a scheduler's own launcher) starts them: (exit code or None if still
+    running after `seconds`, stderr) of each rank. A rank still running is killed."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    job = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-m", "heritage_cnn.cli", "train", *argv, "--threads", "1", "-q"],
+            env={**os.environ, **job, "RANK": str(rank), "LOCAL_RANK": str(rank), "OMP_NUM_THREADS": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(2)
+    ]
+    ended: list[tuple[int | None, str]] = []
+    for process in ranks:
+        try:
+            _, err = process.communicate(timeout=seconds)
+            ended.append((process.returncode, err))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            ended.append((None, process.communicate()[1]))
+    return ended
+
+
+def test_a_resume_refused_on_rank_0_ends_every_process_with_the_refusal(tmp_path: Path) -> None:
+    """Rank 0 alone checks the run folder; its refusal reaches the other process, which would otherwise wait for
+    rank 0 in the first collective."""
+    data = make_dataset(tmp_path / "data", per_class=8)
+    out = tmp_path / "run"
+    config = TrainConfig(
+        data=str(data), out=str(out), epochs=2, batch_size=16, model=ModelConfig(**TINY), amp=False, progress=False
+    )
+    train(config, log=lambda _: None, should_stop=lambda epoch, step: (epoch, step) == (0, 1))
+    sorted((data / CLASSES[0]).iterdir())[0].unlink()
+    ended = _job("--out", str(out), "--resume")
+    assert [code for code, _ in ended] == [2, 2], ended
+    for _, err in ended:
+        assert "are not those the run began with: 1 photo removed" in err, err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from heritage_cnn.data.folders import load_images
 from heritage_cnn.inference.evaluate import predict_logits
 from heritage_cnn.models.checkpoint import load_checkpoint
 from heritage_cnn.models.network import ModelConfig
+from heritage_cnn.training import state as trainstate
 from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.loop import train
 from heritage_cnn.training.losses import TrainingLoss, consistency_loss, uniform_cross_entropy
@@ -179,6 +181,28 @@ def test_a_run_with_outliers_resumes_exactly_and_refuses_outliers_that_changed(
     Image.new("RGB", (64, 64), (90, 90, 90)).save(changed / "walls" / "new.png")
     with pytest.raises(ValueError, match=r"--outliers .* not those the run began with"):
         train(replace(config, resume=True), log=lambda _: None)
+
+
+def test_a_resume_refused_for_changed_outliers_leaves_the_run_folder_as_it_was(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """The outliers are checked before config.json, skipped.json and split.json are written again."""
+    outliers = _outliers(tmp_path / "none", 12, seed=2)
+    out = tmp_path / "run"
+    config = _config(synthetic_root, out, epochs=2, outliers=str(outliers))
+    train(config, log=lambda _: None, should_stop=lambda epoch, step: (epoch, step) == (0, 2))
+
+    def snapshot() -> dict[str, tuple[bytes, int]]:  # the lock file is rewritten by whoever takes it
+        files = (f for f in out.rglob("*") if f.is_file() and f.name != trainstate.RUN_LOCK)
+        return {str(f.relative_to(out)): (f.read_bytes(), f.stat().st_mtime_ns) for f in files}
+
+    before = snapshot()
+    assert {"config.json", "skipped.json", "split.json", "resume.safetensors"} <= set(before)
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(next((outliers / "walls").iterdir()))  # a photo changed
+    time.sleep(0.01)  # a file written again would get another mtime
+    with pytest.raises(ValueError, match=r"--outliers .* not those the run began with \(a file was added"):
+        train(replace(config, resume=True), log=lambda _: None)
+    assert snapshot() == before
 
 
 def test_a_missing_outliers_folder_is_one_line_and_exit_2(synthetic_root: Path, tmp_path: Path, capsys) -> None:

@@ -7,6 +7,8 @@ so all processes hold the same weights. Run alone, everything here is the identi
 from __future__ import annotations
 
 import os
+import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +57,37 @@ def init_distributed(device_name: str, threads: int | None) -> tuple[Ranks, torc
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return ranks, device
+
+
+def run_on_main(ranks: Ranks, step: Callable[[], None]) -> None:
+    """Run `step` on rank 0 alone (a check of the run folder, its claim) and raise what it raises on every
+    process: a refusal ends the whole job at once, where the other processes would otherwise wait for rank 0 in
+    the next collective. Alone, it is `step()`."""
+    if ranks.world == 1:
+        step()
+        return
+    import torch.distributed as dist
+
+    outcome: list[BaseException | None] = [None]
+    try:
+        if ranks.main:
+            step()
+    except Exception as error:
+        outcome = [_portable(error)]
+        dist.broadcast_object_list(outcome, src=0)
+        raise
+    dist.broadcast_object_list(outcome, src=0)
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def _portable(error: Exception) -> Exception:
+    """`error` as it can travel to the other processes: itself, or its one line where it does not pickle."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
+    return error
 
 
 def replicas_check_wanted(ranks: Ranks) -> bool:

@@ -14,6 +14,7 @@ result as an uninterrupted run on the same machine.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint
 from heritage_cnn.models.network import HeritageNet, forward_flops, parameter_count
 from heritage_cnn.training import state as trainstate
 from heritage_cnn.training.config import Log, TrainConfig
-from heritage_cnn.training.distributed import Ranks, init_distributed
+from heritage_cnn.training.distributed import Ranks, init_distributed, run_on_main
 from heritage_cnn.training.epoch import (
     Epoch,
     Network,
@@ -146,10 +147,13 @@ def _train(config: TrainConfig, log: Log, should_stop: Callable[[int, int], bool
     if config.batch_size % ranks.world:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {ranks.world} processes")
     out.mkdir(parents=True, exist_ok=True)
-    if not ranks.main:  # rank 0 holds the folder for them all
-        return _train_into(out, config, ranks, device, log, should_stop, started)
-    with folder_lock(out, trainstate.RUN_LOCK, "trained into"):
-        trainstate.claim_run_folder(out, config.resume, config.overwrite)
+    with contextlib.ExitStack() as held:
+
+        def claim() -> None:  # rank 0 holds the folder for them all
+            held.enter_context(folder_lock(out, trainstate.RUN_LOCK, "trained into"))
+            trainstate.claim_run_folder(out, config.resume, config.overwrite)
+
+        run_on_main(ranks, claim)  # a folder in use, or holding another run, ends every process
         return _train_into(out, config, ranks, device, log, should_stop, started)
 
 
@@ -194,11 +198,14 @@ def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, 
     config, resuming = run_config(out, config, log)
     teachers = load_teachers(config.teachers, device)  # a wrong path fails now, not after decoding the photos
     all_images, train_set, val_set = prepare_data(config, log)
-    if resuming and ranks.main:  # before split.json is written again: a refusal leaves the run as it was
-        check_same_data(out, config, train_set, val_set)
     outliers, outlier_record, outliers_skipped = load_outliers(config, train_set.images.shape[-1], log)
-    if ranks.main:
+
+    def record() -> None:  # checked before the run folder is written again: a refusal leaves it as it was
+        if resuming:
+            check_same_data(out, config, train_set, val_set, outlier_record)
         _write_run_record(out, config, all_images.skipped + outliers_skipped, train_set, val_set)
+
+    run_on_main(ranks, record)  # rank 0 writes; what it refuses, or fails to write, ends every process
     classes = train_set.classes
     mean, std = channel_stats(train_set.images)
     model = HeritageNet(replace(config.model, num_classes=len(classes)))
@@ -298,12 +305,6 @@ def _resume(run: Run, log: Log) -> None:
     state, generator_state, global_state = trainstate.load_resume_state(
         run.out, run.optimizer, network.model, network.ema
     )
-    began_with, now = state.get("outliers_sha256"), run.record.get("outliers", {}).get("sha256")
-    if network.ranks.main and began_with != now:
-        raise ValueError(
-            f"{run.out}: --resume: the photos of --outliers {run.config.outliers} are not those the run began with "
-            "(a file was added, removed or changed); restore them, or train into another folder"
-        )
     run.history, run.best_acc = state["history"], state["best_val_accuracy"]
     run.start_epoch, run.start_step, run.partial = state["epoch"], state["step"], state["partial"]
     run.rng_states = generator_state, global_state

@@ -60,7 +60,7 @@ def load_outliers(config: TrainConfig, size: int, log: Log) -> tuple[torch.Tenso
         f"{config.outlier_weight:g}), as many as the training photos in every step"
         + (f"; {len(skipped)} file(s) skipped, listed in skipped.json" if skipped else "")
     )
-    # what the run learned "none" from: --resume refuses a folder whose photos changed (`_resume`)
+    # what the run learned "none" from: --resume refuses a folder whose photos changed (`check_same_data`)
     digest = hashlib.sha256(photos.numpy().tobytes()).hexdigest()
     record = {"folder": str(config.outliers), "photos": len(photos), "skipped": len(skipped), "sha256": digest}
     return photos, {"outliers": record}, skipped

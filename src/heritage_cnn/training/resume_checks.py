@@ -1,10 +1,11 @@
-"""What `--resume` checks before a run folder is written to: the run's recipe (config.json) and its data (split.json).
+"""What `--resume` checks before a run folder is written to: the run's recipe (config.json), its data (split.json)
+and its --outliers (the resume state).
 
 "--resume continues bit-exactly" is the promise, so a resumed run takes its saved recipe, and the photos, labels and
-split it trains on must be those it began with: a data folder that gained, lost or changed a photo, or a relabel file
-that was edited, is refused in one line naming what changed, unless the recorded split is rebuilt exactly (a file
-that cannot be read, added, changes nothing). The split record of a run (`split_record`) is what those checks read.
-"""
+split it trains on must be those it began with: a data folder that gained, lost or changed a photo, a relabel file
+that was edited, or an --outliers folder whose photos changed, is refused in one line naming what changed, unless the
+recorded split is rebuilt exactly (a file that cannot be read, added, changes nothing). The split record of a run
+(`split_record`) is what those checks read."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from heritage_cnn.base.io import read_json
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.training.config import RUNTIME_FIELDS, Log, TrainConfig
 from heritage_cnn.training.prepare import relabel_digest
-from heritage_cnn.training.state import has_resume_state
+from heritage_cnn.training.state import has_resume_state, resume_record
 
 _SHOWN = 3  # photos named in a refusal; the rest are counted
 
@@ -56,10 +57,22 @@ def split_record(config: TrainConfig, train_set: ImageSet, val_set: ImageSet) ->
     }
 
 
-def check_same_data(out: Path, config: TrainConfig, train_set: ImageSet, val_set: ImageSet) -> None:
-    """Refuse (ValueError, one line) a resume whose relabel file, photos or split are not those the run recorded."""
-    if not (out / "split.json").exists():
-        return
+def check_same_data(
+    out: Path, config: TrainConfig, train_set: ImageSet, val_set: ImageSet, outliers: dict[str, Any]
+) -> None:
+    """Refuse (ValueError, one line) a resume whose relabel file, photos, split or --outliers photos (`outliers`:
+    what `load_outliers` records of them now) are not those the run recorded."""
+    if (out / "split.json").exists():
+        _check_same_photos(out, config, train_set, val_set)
+    began_with, now = resume_record(out).get("outliers_sha256"), outliers.get("outliers", {}).get("sha256")
+    if began_with != now:
+        raise ValueError(
+            f"{out}: --resume: the photos of --outliers {config.outliers} are not those the run began with "
+            "(a file was added, removed or changed); restore them, or train into another folder"
+        )
+
+
+def _check_same_photos(out: Path, config: TrainConfig, train_set: ImageSet, val_set: ImageSet) -> None:
     recorded = read_json(out / "split.json")
     # the folder the recorded paths begin with, as spelled then (before split.json said: config.json's)
     then_root = recorded.get("data") or read_json(out / "config.json")["data"]

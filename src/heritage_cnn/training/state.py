@@ -24,12 +24,14 @@ import torch
 from heritage_cnn import __version__
 from heritage_cnn.base.devices import machine_description
 from heritage_cnn.base.io import (
+    MAX_HEADER_BYTES,
     CheckpointError,
     atomic_write_json,
     atomic_write_text,
     load_tensors,
     read_json,
     read_safetensors,
+    safetensors_header,
     save_tensors,
 )
 from heritage_cnn.data.folders import ImageSet
@@ -136,6 +138,24 @@ def load_resume_state(
         }
     optimizer.load_state_dict(opt_state)
     return state, tensors["rng.generator"], tensors["rng.global"]
+
+
+def resume_record(out: Path) -> dict[str, Any]:
+    """What the resume state records besides tensors (epoch, step, history, `outliers_sha256`, ...), read from the
+    file's header alone: what a resume is checked against before anything is loaded or written."""
+    path = out / RESUME_FILE
+    if not path.exists():
+        return read_json(out / _LEGACY[0])
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+            data = head + handle.read(min(int.from_bytes(head.ljust(8, b"\0"), "little"), MAX_HEADER_BYTES))
+    except OSError as error:
+        raise CheckpointError(f"{path}: cannot read ({error.strerror or error})") from None
+    metadata = (safetensors_header(data) or {}).get("__metadata__")
+    if not isinstance(metadata, dict) or metadata.get("format") != RESUME_FORMAT or "state" not in metadata:
+        raise CheckpointError(f"{path}: not a heritage-cnn resume file")
+    return json.loads(metadata["state"])
 
 
 def epoch_randomness(
