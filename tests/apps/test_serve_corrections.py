@@ -314,3 +314,26 @@ def test_page_saves_a_correction(correcting_server, browser, tmp_path: Path, tin
     assert f"heritage teach --corrections {folder.resolve()} will learn it" in control.text
     taught = read_corrections(folder)
     assert (taught.labels, taught.kinds) == (["portal"], ["moved"])
+
+
+def test_page_offers_the_closest_class_for_a_photo_of_none_of_the_ten(tiny_run, browser, tmp_path: Path) -> None:
+    """On a "none of these" card the page named no class, so the likeliest right class is the closest one; on a
+    card that named a class it is the runner-up."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    photo = tmp_path / "door.png"
+    photo.write_bytes(png_bytes(6))
+    top = prediction_of(tiny_run, photo.read_bytes()).top
+    for threshold, expected in ((STRICT, top[0].label), (None, top[1].label)):
+        extra = ["--none-threshold", str(threshold)] if threshold else []
+        args = ("--model", str(tiny_run.checkpoint), "--corrections", str(tmp_path / "fixes"), *extra)
+        with cli_server(*args) as (url, process):
+            process.stdout.readline()
+            wait = open_page(browser, url)
+            browser.find_element(By.ID, "file").send_keys(str(photo))
+            wait.until(lambda d: settled(d, 1))
+            card = cards(browser)[0]
+            assert ("none" in card.get_attribute("class").split()) == (threshold is not None)
+            choice = Select(card.find_element(By.CSS_SELECTOR, ".correct select"))
+            assert choice.first_selected_option.get_attribute("value") == expected
