@@ -256,6 +256,23 @@ def test_every_recipe_field_has_one_flag_and_its_default_comes_from_the_dataclas
     assert f"images per step (default {TrainConfig.batch_size})" in help_text
 
 
+@pytest.mark.parametrize("command, recipe", [("train", "full"), ("demo", "quick")])
+def test_the_defaults_shown_are_those_of_the_commands_own_recipe(
+    command: str, recipe: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`heritage demo` trains the quick recipe: its help shows the quick recipe's values, not the full one's."""
+    from heritage_cnn.training.recipes import recipe_config
+
+    config = recipe_config(recipe, "", "")
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"the {recipe} recipe" in help_text
+    widths = ",".join(map(str, config.model.widths))
+    for shown in (f"(default {config.epochs})", f"(default {config.optimizer})", f"(default {widths})"):
+        assert shown in help_text, shown
+
+
 def test_zero_is_a_value_not_a_missing_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = cli.build_parser()
     flags = "--label-smoothing 0 --warmup 0 --weight-decay 0 --dropout 0 --split-seed 0 --rotation 0"

@@ -353,6 +353,9 @@ def test_the_cost_line_names_new_classes_only_when_there_are() -> None:
         "the known classes on the model's 200 validation photos: 90.0% -> 89.0% (-1.0 pt), 2.0% of them given a new "
         "class; new classes' logits lowered by 1.50 to keep within 1 pt"
     )
+    for offset in (0.0, -0.0001):  # within the bound as taught: nothing lowered, never "lowered by -0.00"
+        within = KnownCost(photos=200, parent=0.9, taught=0.895, new_answers=0.01, offset=offset, bound=1.0)
+        assert _cost_line(within, ["portal"]).endswith("given a new class; within 1 pt as taught, nothing lowered")
 
 
 def test_an_ensemble_keeps_the_bound_in_the_float16_it_stores(nine, synthetic_root, tmp_path) -> None:

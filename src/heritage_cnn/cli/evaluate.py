@@ -183,5 +183,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_data(p)
     add_out(p, "output folder", default="runs/demo")
     p.add_argument("--no-train", action="store_true", help="use the shipped model instead of training")
-    add_preset_option(p, default="quick")
-    add_recipe_options(p)
+    first_look = "quick"  # minutes, on any CPU (training/recipes.py)
+    add_preset_option(p, default=first_look)
+    add_recipe_options(p, first_look)

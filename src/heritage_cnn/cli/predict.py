@@ -206,7 +206,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "-o",
         "--output",
         metavar="FILE",
-        help="write the predictions to FILE (.json, .csv or .txt; not an input, not in an input folder, never over an image)",
+        help="write the predictions to FILE (.json, .csv or .txt; never an input photo, nor an image's name in an input folder)",
     )
     p.add_argument(
         "--elements",

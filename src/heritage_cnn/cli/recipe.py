@@ -199,10 +199,11 @@ def add_preset_option(parser: argparse.ArgumentParser, default: str) -> None:
     )
 
 
-def add_recipe_options(parser: argparse.ArgumentParser) -> None:
-    """The recipe group; a flag not typed leaves no value behind (argparse.SUPPRESS), so defaults live only in TrainConfig."""
-    defaults = TrainConfig(data="", out="").to_dict()
-    group = parser.add_argument_group("recipe (defaults: the full recipe)")
+def add_recipe_options(parser: argparse.ArgumentParser, preset: str) -> None:
+    """The recipe group; a flag not typed leaves no value behind (argparse.SUPPRESS), so defaults live only in TrainConfig
+    and the recipes. The defaults shown are those of `preset`, the command's default --recipe."""
+    defaults = recipe_config(preset, "", "").to_dict()
+    group = parser.add_argument_group(f"recipe (defaults shown: the {preset} recipe; another --recipe changes them)")
     for flag in RECIPE:
         if flag.const is not _UNSET:
             group.add_argument(

@@ -172,8 +172,10 @@ def _cost_line(cost, added: list[str]) -> str:  # a KnownCost
     )
     if added:
         line += f", {cost.new_answers:.1%} of them given a new class"
-    if cost.bound is not None:
+    if cost.bound is not None and round(cost.offset, 2):
         line += f"; new classes' logits lowered by {-cost.offset:.2f} to keep within {cost.bound:g} pt"
+    elif cost.bound is not None:  # nothing lowered: "lowered by -0.00" would say otherwise
+        line += f"; within {cost.bound:g} pt as taught, nothing lowered"
     return line
 
 

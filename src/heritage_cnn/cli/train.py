@@ -102,4 +102,4 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     add_preset_option(p, default="full")
     p.set_defaults(recipe=None)  # "full" unless typed: --resume tells a typed --recipe apart (`resume_config`)
-    add_recipe_options(p)
+    add_recipe_options(p, "full")
