@@ -161,7 +161,7 @@ def test_writing_onto_a_folder_names_the_folder_not_a_temp_file(
     model = str(tiny_run.checkpoint)
     assert main(["predict", str(photo), "--model", model, "-o", str(tmp_path), "--format", "json"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == f"heritage: error: {tmp_path}: is a folder: give a file name", err
+    assert err == f"heritage: error: -o {tmp_path}: is a folder: give a file name", err
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -192,7 +192,7 @@ def test_evaluate_refuses_an_output_inside_the_data_or_that_is_a_file(
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
     err = _refusal(["--data", str(synthetic_root), "--out", str(afile)], capsys)
-    assert err.endswith(f"--out {afile}: is a file, not a folder")
+    assert err.endswith(f"--out {afile}: is a file; the output folder must be a folder")
     err = _refusal(["--data", str(synthetic_root), "--out", str(afile / "ev")], capsys)
     assert f"cannot be made: {afile} is a file" in err
     assert evaluate_reached == []

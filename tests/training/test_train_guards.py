@@ -131,7 +131,11 @@ def test_a_run_folder_inside_the_data_or_a_file_is_refused_before_anything_is_wr
     if where == "file":
         out.write_text("mine")
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    message = "is a file, not a folder" if where == "file" else "inside the data folder .*; write the run elsewhere"
+    message = (
+        "is a file; the output folder must be a folder"
+        if where == "file"
+        else "inside the data folder .*; write the run elsewhere"
+    )
     with pytest.raises(ValueError, match=rf"--out {out}: {message}"):
         train(_config(data, out), log=lambda _: None)
     assert sorted(p.name for p in tmp_path.rglob("*")) == before

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from heritage_cnn.apps.steps import FIGURE_STEPS
-from heritage_cnn.base.io import CheckpointError, atomic_write_json
+from heritage_cnn.base.io import CheckpointError, atomic_write_json, output_problem
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.folders import ImageSet, Layout, find_layout, load_images, reuse_decoded, split_folder
 from heritage_cnn.data.split import set_hashes
@@ -372,10 +372,9 @@ def demo_out_problem(out: str | os.PathLike) -> str | None:
     """Why the demo must not write into `out` (one line), or None: a file, or a folder holding anything that is not a
     demo's own (the user's photos, which the figures would then lie among and be read with)."""
     folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        return f"--out {shown(folder)}: is a file, not a folder"
-    if not folder.is_dir():
-        return None
+    problem = output_problem(folder, flag="--out")
+    if problem is not None or not folder.is_dir():
+        return problem
     foreign = sorted(p.name for p in folder.iterdir() if p.name not in DEMO_ENTRIES and not p.name.startswith("."))
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""

@@ -67,6 +67,26 @@ def file_in_the_way(path: str | os.PathLike) -> Path | None:
     return next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
 
 
+def output_problem(path: str | os.PathLike, folder: bool = True, flag: str = "") -> str | None:
+    """Why `path` cannot be written as an output folder (`folder`) or file, in one line that names the file in the
+    way (`flag`, e.g. "--out", before the path), or None. Asked before any work: otherwise a command learns it only
+    when it writes, after all its work, and says mkdir's "File exists" or "Not a directory", naming neither the file
+    in the way nor the fix. An output file's existing file is no problem: it is replaced atomically."""
+    given = os.fspath(path)
+    name = f"{flag} {given}" if flag else given
+    if not folder and (given.endswith(("/", os.sep)) or os.path.isdir(given)):
+        return f"{name}: is a folder: give a file name"
+    blocker = file_in_the_way(given if folder else Path(given).parent)
+    if blocker is None:
+        return None
+    if folder and blocker == Path(os.path.realpath(given)):
+        return f"{name}: is a file; the output folder must be a folder"
+    # the file in the way as the user typed it (`out/sub` names `out`), else its real path
+    typed = next((p for p in Path(given).parents if Path(os.path.realpath(p)) == blocker), blocker)
+    why = "; the output folder must be a folder" if folder else ", not a folder"
+    return f"{name}: cannot be made: {os.fspath(typed)} is a file{why}"
+
+
 def inside_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> str | None:
     """The input (a photo or a folder, as given) that the output `path` is or lies below, or None: a command that
     writes there would overwrite what it reads, or read what it wrote on its next run. Paths are compared resolved

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Sequence
 
 from heritage_cnn import __version__
-from heritage_cnn.cli.options import UsageError, formatter
+from heritage_cnn.cli.options import UsageError, formatter, refuse_outputs
 
 EPILOG = """\
 examples:
@@ -92,6 +92,7 @@ def _run(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv[1:]  # the subcommand's own arguments (relaunching under torchrun needs them)
     try:
+        refuse_outputs(args)  # every command's output folders and files, before any work
         return int(args.func(args) or 0)
     except KeyError as error:  # a lookup: a sentence from the library, or a bare key missing from a file
         key = error.args[0] if error.args else ""

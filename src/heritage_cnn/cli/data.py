@@ -14,6 +14,7 @@ from heritage_cnn.cli.options import (
     device_name,
     int_in,
     load_model,
+    mark_output,
     number_in,
 )
 
@@ -128,10 +129,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     actions = group.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     p = add_command(actions, "download", cmd_data_download)
     p.add_argument("--dest", default="data/ahe64", help="where to put it (default data/ahe64)")
+    mark_output(p, "dest", "--dest")
     p = add_command(actions, "check", cmd_data_check)
     p.add_argument("dir", nargs="?", help="data folder (default $HERITAGE_DATA)")
     p.add_argument("--format", choices=["table", "json"], default="table", help="what to print (default table)")
     p.add_argument("--json", help="also write the JSON report to this file")
+    mark_output(p, "json", "--json", "file")
     p.add_argument(
         "--near-duplicate-distance",
         type=int_in(0, HASH_BITS, f"a distance between {HASH_BITS}-bit hashes is 0 to {HASH_BITS}"),
@@ -149,6 +152,7 @@ def _register_none_fit(actions: argparse._SubParsersAction) -> None:
     add_model(p)
     p.add_argument("--data", help="the data folder the model was trained on (default $HERITAGE_DATA)")
     p.add_argument("--out", required=True, help="the new checkpoint to write (a stem: OUT.safetensors + OUT.json)")
+    mark_output(p, "out", "--out", "stem")
     p.add_argument(
         "--score",
         choices=SCORES,

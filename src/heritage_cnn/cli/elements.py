@@ -16,9 +16,12 @@ from heritage_cnn.cli.options import (
     add_presence,
     add_tta,
     device_name,
+    find_inputs,
     map_config,
     note_cannot_reject,
     number_in,
+    refuse_output,
+    say_skipped,
     show_progress,
 )
 
@@ -66,7 +69,7 @@ def cmd_map(args: argparse.Namespace) -> int:
       heritage map survey/ --model fast --out maps/ --format json > elements.json
     """
     from heritage_cnn.base.names import shown
-    from heritage_cnn.inference.classifier import Classifier, find_photos
+    from heritage_cnn.inference.classifier import Classifier
     from heritage_cnn.inference.element_map import format_maps, map_files
 
     config = map_config(args)
@@ -77,11 +80,10 @@ def cmd_map(args: argparse.Namespace) -> int:
         if holder is not None:  # the next run would map the figures too
             where = f"inside the input folder {holder}" if os.path.isdir(holder) else f"is the input {holder}"
             raise UsageError(f"--out {args.out}: {where}; write the figures elsewhere")
-    photos, missing = find_photos(args.inputs)
-    for path, reason in missing:
-        print(f"heritage: {shown(path)}: {reason}", file=sys.stderr)
+    refuse_output(args.out, "--out")  # after the input check, which says more when --out is an input photo
+    photos = find_inputs(args.inputs)
     if not photos:
-        raise UsageError("no photos found in " + ", ".join(args.inputs))
+        return 2
     classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
     note_cannot_reject(classifier.open_set)
     out = Path(args.out) if args.out else None
@@ -116,10 +118,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 
         atomic_write_text(out / "elements.json", format_maps(maps, "json") + "\n")
         print(f"heritage: {len(maps)} figure(s) and elements.json written to {shown(out)}", file=sys.stderr)
-    for path, reason in skipped:
-        print(f"heritage: skipped {shown(path)}: {reason}", file=sys.stderr)
-    if skipped:
-        print(f"heritage: {len(skipped)} of {len(photos)} file(s) could not be read", file=sys.stderr)
+    say_skipped(skipped, len(photos))
     return 0 if maps else 2
 
 

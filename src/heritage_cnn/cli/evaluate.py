@@ -112,17 +112,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def check_paths(data: str, out: str, negatives: str | None) -> None:
-    """Before anything is read or written: --out a folder outside the data and the negatives (its figures would be
-    read as their photos next time), and --negatives a folder of photos that are not the data set's."""
+    """Before anything is read or written: --out outside the data and the negatives (its figures would be read as
+    their photos next time; a file in its way is `refuse_outputs`'), and --negatives a folder of photos that are not
+    the data set's."""
     from pathlib import Path
 
-    from heritage_cnn.base.io import file_in_the_way, inside_input
+    from heritage_cnn.base.io import inside_input
     from heritage_cnn.inference.openset_eval import photos_shared
 
-    blocker = file_in_the_way(out)
-    if blocker is not None:
-        what = "is a file, not a folder" if blocker == Path(out).resolve() else f"cannot be made: {blocker} is a file"
-        raise UsageError(f"--out {out}: {what}")
     holder = inside_input(out, [data, negatives] if negatives is not None else [data])
     if holder is not None:
         flag = "--data" if holder == data else "--negatives"

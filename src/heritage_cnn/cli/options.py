@@ -184,6 +184,34 @@ def add_out(parser: argparse.ArgumentParser, help: str = "output folder", defaul
         parser.add_argument("--out", required=True, help=help)
     else:
         parser.add_argument("--out", default=default, help=f"{help} (default {default})")
+    mark_output(parser, "out", "--out")
+
+
+def mark_output(parser: argparse.ArgumentParser, dest: str, flag: str, kind: str = "folder") -> None:
+    """Declare the option `dest` (typed `flag`) an output "folder", "file" or checkpoint "stem" (OUT writes
+    OUT.safetensors + OUT.json; a folder, its last pair): `refuse_outputs` checks it before the command runs, so
+    that no command does its work and then fails on a file in the way."""
+    outputs = parser.get_default("outputs") or ()
+    parser.set_defaults(outputs=(*outputs, (dest, flag, kind)))
+
+
+def refuse_outputs(args: argparse.Namespace) -> None:
+    """Before any work: a UsageError naming the file in the way of an output the command declared (`mark_output`)."""
+    for dest, flag, kind in getattr(args, "outputs", ()):
+        refuse_output(getattr(args, dest, None), flag, kind)
+
+
+def refuse_output(value: str | None, flag: str, kind: str = "folder") -> None:
+    """A UsageError naming the file in the way of the output `value` (None: not given), a `mark_output` kind; for a
+    command that says first what is more to the point (`map`: that --out is one of its input photos)."""
+    from heritage_cnn.base.io import output_problem
+
+    if value is None:
+        return
+    folder = kind == "folder" or (kind == "stem" and (value.endswith(("/", os.sep)) or os.path.isdir(value)))
+    problem = output_problem(value, folder, flag)
+    if problem is not None:
+        raise UsageError(problem)
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:
@@ -309,6 +337,35 @@ def device_name(name: str) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available (use --device cpu)")
     return name
+
+
+def find_inputs(inputs: list[str]) -> list[Any]:
+    """The photos named or found below `inputs` (`find_photos`), each input that could not be looked at said on
+    stderr. Empty when there are none and the one input given was that one line's (the command then exits 2 with
+    nothing more: "no photos found in" would say it twice); a UsageError when there are none otherwise."""
+    from pathlib import Path
+
+    from heritage_cnn.base.names import shown
+    from heritage_cnn.inference.classifier import find_photos
+
+    photos, missing = find_photos(inputs)
+    for path, reason in missing:
+        print(f"heritage: {shown(path)}: {reason}", file=sys.stderr)
+    said = len(inputs) == 1 and [path for path, _ in missing] == [str(Path(inputs[0]))]
+    if not photos and not said:
+        raise UsageError("no photos found in " + ", ".join(inputs))
+    return photos
+
+
+def say_skipped(skipped: list[tuple[str, str]], total: int) -> None:
+    """Each of the `total` files that could not be read, on stderr, then how many they were; no count when only one
+    file was given, whose line already says that nothing could be read."""
+    from heritage_cnn.base.names import shown
+
+    for path, reason in skipped:
+        print(f"heritage: skipped {shown(path)}: {reason}", file=sys.stderr)
+    if skipped and total > 1:  # in a long run the count is what matters
+        print(f"heritage: {len(skipped)} of {total} file(s) could not be read", file=sys.stderr)
 
 
 def show_progress(args: argparse.Namespace) -> bool:

@@ -16,9 +16,12 @@ from heritage_cnn.cli.options import (
     add_presence,
     add_tta,
     device_name,
+    find_inputs,
     map_config,
+    mark_output,
     note_cannot_reject,
     positive_int,
+    say_skipped,
     show_progress,
 )
 
@@ -106,19 +109,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
       heritage predict survey/ --model runs/a --format json > predictions.json
       heritage predict west_front.jpg --elements --presence 0.5
     """
-    from heritage_cnn.base.names import shown
-    from heritage_cnn.inference.classifier import Classifier, find_photos
+    from heritage_cnn.inference.classifier import Classifier
 
     if args.presence is not None and not args.elements:
         raise UsageError("--presence is the element map's: add --elements")
     fmt = output_format(args)
     if args.output:
         check_output(args.output, args.inputs)
-    photos, missing = find_photos(args.inputs)
-    for path, reason in missing:
-        print(f"heritage: {shown(path)}: {reason}", file=sys.stderr)
+    photos = find_inputs(args.inputs)
     if not photos:
-        raise UsageError("no photos found in " + ", ".join(args.inputs))
+        return 2
     classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
     note_cannot_reject(classifier.open_set)
     items = classifier.predict_files(photos, top=args.top)
@@ -135,10 +135,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         (skipped if isinstance(item, tuple) else predictions).append(item)
     if predictions:
         write_predictions(predictions, fmt, args.output)
-    for path, reason in skipped:
-        print(f"heritage: skipped {shown(path)}: {reason}", file=sys.stderr)
-    if skipped:
-        print(f"heritage: {len(skipped)} of {len(photos)} file(s) could not be read", file=sys.stderr)
+    say_skipped(skipped, len(photos))
     return 0 if predictions else 2
 
 
@@ -187,6 +184,9 @@ def cmd_sort(args: argparse.Namespace) -> int:
         map_config=map_config(args),
     )
     print(summary.describe(args.min_confidence))
+    failed = summary.nothing_sorted(args.in_dir)
+    if failed:  # nothing could be sorted: exit 2, as predict and map do
+        raise UsageError(failed)
     return 0
 
 
@@ -208,6 +208,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="write the predictions to FILE (.json, .csv or .txt; never an input photo, nor an image's name in an input folder)",
     )
+    mark_output(p, "output", "-o", "file")
     p.add_argument(
         "--elements",
         action="store_true",
@@ -221,6 +222,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = add_command(commands, "sort", cmd_sort)
     p.add_argument("in_dir", metavar="IN_DIR", help="folder of photos (searched recursively; only read)")
     p.add_argument("--out", required=True, help="output folder (must not be inside IN_DIR)")
+    mark_output(p, "out", "--out")
     add_model(p)
     p.add_argument(
         "--min-confidence",

@@ -12,6 +12,7 @@ from heritage_cnn.cli.options import (
     device_name,
     int_in,
     load_model,
+    mark_output,
     show_progress,
 )
 
@@ -60,6 +61,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = add_command(commands, "review", cmd_review)
     p.add_argument("data", metavar="DATA", help="data folder: <root>/<class>/<image> or the Kaggle layout")
     p.add_argument("--out", required=True, help="new output folder (refused if it holds anything)")
+    mark_output(p, "out", "--out")
     add_model(p)
     p.add_argument(
         "--folds",

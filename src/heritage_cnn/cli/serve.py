@@ -11,6 +11,7 @@ from heritage_cnn.cli.options import (
     add_model,
     add_none_threshold,
     device_name,
+    mark_output,
     note_cannot_reject,
     number_in,
     port_number,
@@ -90,5 +91,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="keep the corrections made on the page in DIR (created if missing), a folder in heritage sort's layout "
         "that `heritage teach --corrections DIR` learns from (default: the page offers no correction)",
     )
+    mark_output(p, "corrections", "--corrections")
     add_none_threshold(p)
     add_device(p)

@@ -8,7 +8,15 @@ import subprocess
 import sys
 from dataclasses import replace
 
-from heritage_cnn.cli.options import UsageError, add_command, add_data, data_folder, positive_int, show_progress
+from heritage_cnn.cli.options import (
+    UsageError,
+    add_command,
+    add_data,
+    data_folder,
+    mark_output,
+    positive_int,
+    show_progress,
+)
 from heritage_cnn.cli.recipe import add_preset_option, add_recipe_options, new_config, resume_config
 
 
@@ -90,6 +98,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = add_command(commands, "train", cmd_train)
     add_data(p, "data folder (default $HERITAGE_DATA; with --resume, the run's own)")
     p.add_argument("--out", required=True, help="run folder for checkpoints, metrics and figures")
+    mark_output(p, "out", "--out")
     again = p.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     again.add_argument(

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from heritage_cnn import __version__
-from heritage_cnn.base.io import atomic_write_json, atomic_write_text
+from heritage_cnn.base.io import atomic_write_json, atomic_write_text, output_problem
 from heritage_cnn.data.folders import DatasetError, ImageSet, display_name, find_layout, load_images, split_folder
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, group_near_duplicates, set_hashes
 from heritage_cnn.inference.classifier import Classifier, network_features
@@ -263,8 +263,11 @@ def _versions() -> dict[str, str]:
 
 def new_out_folder(out: str | os.PathLike, data_root: Path) -> Path:
     """The output folder: new or empty, and outside the data folder (a folder there would read as a class)."""
+    problem = output_problem(out)
+    if problem is not None:
+        raise DatasetError(problem)
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.is_dir() and any(out.iterdir()):
         raise DatasetError(f"{out}: already exists and is not empty; review writes into a new folder")
     resolved, data = out.resolve(), data_root.resolve()
     if resolved == data or data in resolved.parents:

@@ -48,7 +48,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heritage_cnn.base.io import FolderBusy, file_in_the_way, file_sha256, folder_lock, inside_input
+from heritage_cnn.base.io import FolderBusy, file_sha256, folder_lock, inside_input, output_problem
 from heritage_cnn.base.names import portable_name, shown
 from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos
 from heritage_cnn.inference.element_map import with_elements
@@ -115,6 +115,19 @@ class SortSummary:
         why = ", ".join(f"{n} {reason}" if len(self.copied_because) > 1 else reason
                         for reason, n in sorted(self.copied_because.items()))  # fmt: skip
         return f"linked {self.linked}, copied {self.copied}" + (f" ({why})" if why else "")
+
+    def nothing_sorted(self, in_dir: str | os.PathLike) -> str | None:
+        """One line when not one photo of `in_dir` is sorted, by this run or an earlier one (every file unreadable,
+        or left out), for the command to exit 2 with, as predict does when it reads no photo; None otherwise. A run
+        that finds every photo done earlier sorted them: a resumed sort with nothing left to do is no error."""
+        if self.placed or self.already_done or self.identical:
+            return None
+        if not self.skipped:
+            return f"no photo of {shown(in_dir)} sorted: its {self.inside_out} file(s) lie inside the output folder"
+        (path, reason), count = self.skipped[0], len(self.skipped)
+        first = f"{shown(path)}: {reason}" if count == 1 else f"{count} files, the first {shown(path)}: {reason}"
+        listed = shown(self.manifest.parent / "skipped.csv")
+        return f"no photo of {shown(in_dir)} could be read ({first}); listed in {listed}"
 
     def describe(self, min_confidence: float) -> str:
         """The summary the command prints."""
@@ -301,8 +314,8 @@ def sort_photos(
     `multi`: into the folder of every element the element map (`map_config`) finds in the photo instead, by the
     rule above when it finds none. Running it again skips every photo the manifest lists (its copy there, moved or
     deleted), so an interrupted sort resumes and the user's corrections stay. Raises SortLocked when another process
-    sorts into `out_dir`, ValueError when it was sorted the other way (`multi` or not) or with other settings
-    (`SETTINGS_NAME`).
+    sorts into `out_dir`, ValueError when `in_dir` holds no photo (before `out_dir` is made), or when `out_dir` was
+    sorted the other way (`multi` or not) or with other settings (`SETTINGS_NAME`).
     """
     if mode not in ("copy", "link"):
         raise ValueError(f"--mode must be copy or link, got {mode!r}")
@@ -311,20 +324,23 @@ def sort_photos(
     source_root, target_root = Path(in_dir).resolve(), Path(out_dir).resolve()
     if not source_root.is_dir():
         raise ValueError(f"{in_dir}: {'not a folder' if source_root.exists() else 'no such folder'}")
-    blocker = file_in_the_way(target_root)
-    if blocker is not None:  # said before any photo is read
-        what = "is a file" if blocker == target_root else f"cannot be made: {blocker} is a file"
-        raise ValueError(f"{out_dir}: {what}; the output folder must be a folder")
+    problem = output_problem(out_dir)
+    if problem is not None:  # said before any photo is read
+        raise ValueError(problem)
     if inside_input(target_root, [source_root]) is not None:
         raise ValueError(f"{out_dir}: the output folder must not be inside the input folder {in_dir}")
     if target_root in source_root.parents:
         raise ValueError(f"{in_dir}: the input folder must not be inside the output folder {out_dir}")
     folders = _class_folders(target_root, classifier.classes)
+    found = find_photos([source_root])
+    if not found[0]:  # nothing to sort: refused before OUT is made, as predict refuses an empty folder
+        first = f" ({shown(found[1][0][0])}: {found[1][0][1]})" if found[1] else ""
+        raise ValueError(f"no photos found in {in_dir}{first}")
     target_root.mkdir(parents=True, exist_ok=True)
     with output_lock(target_root):
         _remove_stale_temps(target_root)
         config = (map_config or MapConfig()) if multi else None
-        return _sort_locked(classifier, source_root, target_root, folders, min_confidence, mode, progress, config)
+        return _sort_locked(classifier, found, target_root, folders, min_confidence, mode, progress, config)
 
 
 def _file(
@@ -369,7 +385,7 @@ def _file(
 
 def _sort_locked(
     classifier: Classifier,
-    source_root: Path,
+    found_photos: tuple[list[Path], list[tuple[str, str]]],
     target_root: Path,
     folders: dict[str, Path],
     min_confidence: float,
@@ -381,7 +397,7 @@ def _sort_locked(
     manifest = read_manifest(manifest_path, multi=map_config is not None)
     checked = check_settings(target_root, settings_of(classifier, min_confidence, map_config), bool(manifest))
     fields = MANIFEST_FIELDS if map_config is None else MULTI_FIELDS
-    found, problems = find_photos([source_root])
+    found, problems = found_photos  # `find_photos`, walked before OUT was made
     # a file reached through a symbolic link to OUT is one of this sort's copies (or another file of OUT): never a photo
     photos = [p for p in found if not _resolves_inside(target_root, p)]
     # a photo the manifest lists is done, wherever its copy is now: the user may have moved or deleted it

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from heritage_cnn.base.devices import mixed_precision
-from heritage_cnn.base.io import atomic_write_json, folder_lock, inside_input
+from heritage_cnn.base.io import atomic_write_json, folder_lock, inside_input, output_problem
 from heritage_cnn.data.folders import ImageSet, channel_stats
 from heritage_cnn.inference.openset_fit import fit_for_run
 from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint
@@ -135,8 +135,9 @@ def _train(config: TrainConfig, log: Log, should_stop: Callable[[int, int], bool
     started = time.perf_counter()
     out = Path(config.out)
     # refused before anything is created: a run inside the data would become photos of a class
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out}: is a file, not a folder; name a folder for the run")
+    problem = output_problem(out, flag="--out")
+    if problem is not None:
+        raise ValueError(problem)
     if inside_input(out, [config.data]) is not None:
         raise ValueError(f"--out {out}: inside the data folder {config.data}; write the run elsewhere")
     if config.threads:
