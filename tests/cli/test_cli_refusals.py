@@ -105,6 +105,9 @@ def test_one_input_that_cannot_be_read_is_one_line(
     assert cli.main([command, str(text), str(tmp_path / "second.jpg"), *MODEL]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == "heritage: 2 of 2 file(s) could not be read"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notimage.jpg", "second.jpg"]
+    if command == "map":  # no photo read, no figure: --out is not made
+        assert cli.main([command, str(text), *MODEL, "--out", str(tmp_path / "maps")]) == 2
+        assert not (tmp_path / "maps").exists()
 
 
 def test_sort_with_nothing_to_sort_exits_2_but_a_finished_sort_run_again_does_not(

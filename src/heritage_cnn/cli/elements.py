@@ -86,9 +86,7 @@ def cmd_map(args: argparse.Namespace) -> int:
         return 2
     classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
     note_cannot_reject(classifier.open_set)
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else None  # made by the first figure written: none when no photo is read
     names = iter(figure_names([str(p) for p in photos]))
     items = map_files(classifier, photos, config)
     if show_progress(args):
