@@ -20,10 +20,13 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own modules
+
 from heritage_cnn.base.io import atomic_write_json, atomic_write_text
 from heritage_cnn.data.folders import find_layout, load_images
 from heritage_cnn.inside import deconvnet
 from heritage_cnn.models.checkpoint import load_checkpoint
+from run import default_data
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,9 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint (default: the shipped model)")
     parser.add_argument("--member", type=int, default=0, help="network of an ensemble to look inside (default 0)")
-    parser.add_argument(
-        "--data", default=os.environ.get("HERITAGE_DATA") or str(HERE.parents[1] / "shared/datasets/ahe64")
-    )
+    parser.add_argument("--data", default=default_data())
     parser.add_argument("--layer", default="stage3.block1.conv2")
     parser.add_argument("--top", type=int, default=9)
     parser.add_argument("--baseline-images", type=int, default=1000)

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own modules
+
 from heritage_cnn.base.devices import machine_description
 from heritage_cnn.base.io import atomic_write_json
 from heritage_cnn.data.decode import decode_image
@@ -36,6 +38,7 @@ from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.evaluate import near_any, trained_on
 from heritage_cnn.models import openset
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
+from run import default_data
 
 HERE = Path(__file__).resolve().parent
 KINDS = ("photo", "artwork", "synthetic")
@@ -523,12 +526,8 @@ def measure_model(name: str, photos, hashes: np.ndarray, negatives: dict, args: 
 
 
 def main() -> None:
-    import os
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data", default=os.environ.get("HERITAGE_DATA", str(HERE.parent.parent / "shared/datasets/ahe64"))
-    )
+    parser.add_argument("--data", default=default_data())
     parser.add_argument("--negatives", type=Path, default=HERE.parent / "data" / "negatives")
     parser.add_argument("--models", nargs="+", default=["default", "fast"])
     parser.add_argument("--out", type=Path, default=HERE)

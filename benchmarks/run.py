@@ -39,8 +39,16 @@ HERE = Path(__file__).resolve().parent
 SECTIONS = ["gemm", "train", "predict", "shipped", "ddp", "deconv", "synthesis", "recipe"]
 
 
+SHARED_DATA = HERE.parents[1] / "shared" / "datasets" / "ahe64"  # ../shared beside the checkout
+
+
+def default_data() -> str:
+    """Every benchmark's --data default: $HERITAGE_DATA, else the shared copy (checked when read, not here)."""
+    return os.environ.get("HERITAGE_DATA") or str(SHARED_DATA)
+
+
 def data_root() -> Path:
-    for candidate in (os.environ.get("HERITAGE_DATA"), HERE.parents[1] / "shared" / "datasets" / "ahe64"):
+    for candidate in (os.environ.get("HERITAGE_DATA"), SHARED_DATA):
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
     sys.exit("benchmarks need the data: set HERITAGE_DATA or put it in ../shared/datasets/ahe64")

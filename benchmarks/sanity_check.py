@@ -26,12 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own modules
+
 from heritage_cnn.base.io import atomic_write_json, atomic_write_text
 from heritage_cnn.data.folders import find_layout, load_images
 from heritage_cnn.inside import explain, sanity
 from heritage_cnn.models.checkpoint import load_checkpoint
 from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.prepare import prepare_data
+from run import default_data
 
 HERE = Path(__file__).resolve().parent
 warnings.filterwarnings("ignore", message=".*(backward hooks|required_grads|requires_grad).*")
@@ -62,9 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="checkpoint (default: the shipped model)")
     parser.add_argument("--member", type=int, default=0, help="network of an ensemble to look inside (default 0)")
-    parser.add_argument(
-        "--data", default=os.environ.get("HERITAGE_DATA") or str(HERE.parents[1] / "shared/datasets/ahe64")
-    )
+    parser.add_argument("--data", default=default_data())
     parser.add_argument("--per-class", type=int, default=4, help="photos per class (default 4: 40 photos)")
     parser.add_argument("--occlusion-per-class", type=int, default=1, help="of those, how many get occlusion")
     parser.add_argument("--seed", type=int, default=0, help="seed of the photo choice and of the re-initialisation")

@@ -15,7 +15,6 @@ class images depend on the networks alone. The command each model was fitted wit
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -24,9 +23,12 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own modules
+
 from heritage_cnn.base.io import atomic_path, atomic_write_json, read_json
 from heritage_cnn.inside import classimages
 from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint, shipped_checkpoint_path
+from run import default_data
 
 HERE = Path(__file__).resolve().parent
 # docs/open_set.md, "One score for near and far negatives": energy for both; the class statistics every record carries
@@ -58,9 +60,7 @@ def install(name: str, fitted: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data", default=os.environ.get("HERITAGE_DATA", str(HERE.parent.parent / "shared/datasets/ahe64"))
-    )
+    parser.add_argument("--data", default=default_data())
     parser.add_argument("--models", nargs="+", choices=sorted(SETTINGS), default=["default", "fast"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ship-none-fit-") as tmp:

@@ -23,6 +23,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' own modules
+
+from run import default_data
+
 HERE = Path(__file__).resolve().parent
 # Every job below was logged when AdamW for 56 epochs was the default recipe; `--recipe adamw` keeps it their
 # starting point, so each line still reproduces its row now that the default is Muon (the flags after it win).
@@ -191,7 +195,7 @@ def finished(job: Job, out: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=os.environ.get("HERITAGE_DATA") or "../shared/datasets/ahe64")
+    parser.add_argument("--data", default=default_data())
     parser.add_argument("--out", required=True)
     parser.add_argument(
         "--only",
