@@ -11,7 +11,6 @@ benchmarks/recipes.md, "Where the AVX2 demo's time goes"). Run it on a quiet mac
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 from torch import nn
@@ -19,9 +18,9 @@ from torch import nn
 from heritage_cnn.data.decode import IMAGE_SIZE
 from heritage_cnn.models.network import build_model
 from heritage_cnn.training.config import TrainConfig
-from heritage_cnn.training.epoch import Epoch, TrainingData, train_one_epoch
+from heritage_cnn.training.epoch import TrainingData
 from heritage_cnn.training.recipes import QUICK
-from step_time import peak_rate_step
+from step_time import interleaved_ms, peak_rate_step
 
 
 def variant(kind: str) -> nn.Module:
@@ -47,18 +46,7 @@ def main() -> None:
     config = TrainConfig(data="-", out="-", optimizer=QUICK["optimizer"], progress=False)
     data = TrainingData(images, labels, batch, config.augment, args.steps)
     runs = {kind: peak_rate_step(variant(kind), config) for kind in ("pool last", "pool first", "no stem BN, ReLU")}
-
-    def milliseconds(kind: str, count: int) -> float:
-        start = time.perf_counter()
-        train_one_epoch(*runs[kind], data, Epoch(0, 1, order, generator, first_step=args.steps - count))
-        return (time.perf_counter() - start) / count * 1000
-
-    for kind in runs:
-        milliseconds(kind, 5)  # warm-up
-    timings: dict[str, list[float]] = {kind: [] for kind in runs}
-    for _ in range(args.rounds):
-        for kind in runs:
-            timings[kind].append(milliseconds(kind, args.steps))
+    timings = interleaved_ms(runs, data, order, generator, args.steps, args.rounds, warmup=5)
     base = sum(timings["pool last"])
     print(f"batch {batch}, {torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()}:")
     for kind, values in timings.items():

@@ -76,19 +76,7 @@ def main() -> None:
         model.stage1.block1 = StemInNCHW(model.stage1.block1)
         runs["muon, stem NCHW"] = step_of(model, "muon")
 
-    def steps(name: str, count: int) -> float:
-        """Milliseconds per step over the last `count` steps of an epoch of `--steps`."""
-        epoch = Epoch(0, 1, order, generator, first_step=args.steps - count)
-        start = time.perf_counter()
-        train_one_epoch(*runs[name], data, epoch)
-        return (time.perf_counter() - start) / count * 1000
-
-    for name in runs:  # warm-up
-        steps(name, 3)
-    timings: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(args.rounds):
-        for name in runs:
-            timings[name].append(steps(name, args.steps))
+    timings = interleaved_ms(runs, data, order, generator, args.steps, args.rounds, warmup=3)
     adamw = sum(timings["adamw"])
     print(f"batch {args.batch_size}, {torch.get_num_threads()} threads, {args.rounds} x {args.steps} steps each:")
     for name, values in timings.items():
@@ -99,7 +87,7 @@ def main() -> None:
     if args.profile:
         for name in runs:
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
-                steps(name, args.steps)
+                step_ms(runs[name], data, order, generator, args.steps, args.steps)
             print(f"{name}: share of the step's operator time, {args.steps} steps under torch.profiler")
             shares, stem = profile_shares(prof)
             for group, share in shares.items():
@@ -110,6 +98,36 @@ def main() -> None:
 
 
 Step = tuple[Network, TrainingLoss, Optimizer, Schedule]  # what `train_one_epoch` takes besides the data and epoch
+
+
+def step_ms(
+    run: Step, data: TrainingData, order: torch.Tensor, generator: torch.Generator, total: int, count: int
+) -> float:
+    """Milliseconds per step of `run` over the last `count` steps of an epoch of `total` steps."""
+    epoch = Epoch(0, 1, order, generator, first_step=total - count)
+    start = time.perf_counter()
+    train_one_epoch(*run, data, epoch)
+    return (time.perf_counter() - start) / count * 1000
+
+
+def interleaved_ms(
+    runs: dict[str, Step],
+    data: TrainingData,
+    order: torch.Tensor,
+    generator: torch.Generator,
+    steps: int,
+    rounds: int,
+    warmup: int,
+) -> dict[str, list[float]]:
+    """Each run's milliseconds per step in `rounds` rounds of `steps` steps, the runs taking turns after `warmup`
+    steps each: the machine's drift over minutes falls on every run alike."""
+    for run in runs.values():
+        step_ms(run, data, order, generator, steps, warmup)
+    timings: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            timings[name].append(step_ms(run, data, order, generator, steps, steps))
+    return timings
 
 
 def peak_rate_step(model: torch.nn.Module, config: TrainConfig) -> Step:
