@@ -24,6 +24,24 @@ def module_names() -> dict[str, Path]:
     return names
 
 
+def lazy_homes() -> dict[str, str]:
+    """`heritage_cnn.<name>` -> the module the root package's `__getattr__` loads it from, for each name of its
+    `__all__` but `__version__`: `from heritage_cnn import Classifier` imports that module, and its layer."""
+    init = PACKAGE / "__init__.py"
+    homes = {
+        alias.name: node.module
+        for node in ast.walk(ast.parse(init.read_text(), str(init)))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(f"{ROOT}.")
+        for alias in node.names
+    }
+    lazy = [name for name in heritage_cnn.__all__ if name != "__version__"]
+    assert set(lazy) <= set(homes), f"{init}: no `from heritage_cnn.<module> import` for {set(lazy) - set(homes)}"
+    return {f"{ROOT}.{name}": homes[name] for name in lazy}
+
+
+LAZY_HOMES = lazy_homes()
+
+
 def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """Every heritage_cnn module `name` imports, at module level or inside functions."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -41,6 +59,7 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         else:
             continue
         for target in targets:
+            target = LAZY_HOMES.get(target, target)
             while target and target not in modules:  # `from pkg import name`: the module, else the package
                 target = target.rpartition(".")[0]
             # every module already imports the root package (its parent); an edge to it is no cycle
@@ -80,10 +99,14 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-def test_the_walk_sees_function_level_and_relative_imports() -> None:
+def test_the_walk_sees_function_level_and_relative_imports(tmp_path: Path) -> None:
     edges = graph()
     assert f"{ROOT}.cli.options" in edges[f"{ROOT}.cli"]
     assert f"{ROOT}.training.loop" in edges[f"{ROOT}.apps.pipeline"]  # imported inside a function
+    probe = tmp_path / "probe.py"
+    probe.write_text("def f():\n    from heritage_cnn import Classifier, __version__\n")
+    lazy = imports_of(f"{ROOT}.base.probe", probe, module_names())
+    assert lazy == {f"{ROOT}.inference.classifier"}  # the root's lazy name counts as an import of its home
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 

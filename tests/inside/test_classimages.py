@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CLASSES
+from heritage_cnn.base.io import file_sha256
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inside.classimages import (
     PACKAGED,
@@ -16,7 +17,6 @@ from heritage_cnn.inside.classimages import (
     find_class_images,
     model_key,
     packaged_for,
-    weights_sha256,
 )
 from heritage_cnn.models.checkpoint import load_checkpoint
 
@@ -34,7 +34,7 @@ def test_shipped_model_class_images_are_packaged() -> None:
     default ensemble's member 0, one by the fast network; the other members get their own."""
     ensemble = Classifier.load(None).checkpoint
     fast = load_checkpoint("fast")
-    assert model_key(fast) == weights_sha256(fast.path)
+    assert model_key(fast) == file_sha256(fast.path)
     assert packaged_for(model_key(fast)) == PACKAGED_FAST and drawn_for(PACKAGED_FAST, model_key(fast))
     assert packaged_for(model_key(ensemble.member(0))) == PACKAGED
     assert packaged_for(model_key(ensemble.member(1))) is None
@@ -54,7 +54,7 @@ def test_other_models_draw_class_images_once_into_the_cache(tiny_run, tmp_path: 
     first.thread.join(120)
     images = first.current()
     assert images.state == "ready", images.note
-    folder = tmp_path / "class-images" / weights_sha256(tiny_run.checkpoint)[:16]
+    folder = tmp_path / "class-images" / file_sha256(tiny_run.checkpoint)[:16]
     assert sorted(images.per_class) == sorted(CLASSES) and all(p.parent == folder for p in images.files.values())
     assert not [p for p in tmp_path.rglob(".*")]  # no temporary folder or file left
 

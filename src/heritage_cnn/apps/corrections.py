@@ -38,7 +38,7 @@ from heritage_cnn.base.names import CSV_ERRORS, shown
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS
 from heritage_cnn.inference.classifier import Prediction
 from heritage_cnn.inference.sort import LOCK_NAME, NONE, UNCERTAIN
-from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS, MANIFEST_TOP
+from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS, MANIFEST_NAME, MANIFEST_TOP
 from heritage_cnn.inference.teach_photos import new_class_problem, same_class_as
 
 SOURCE_PREFIX = "upload:"  # a manifest row written by the page, not by sort
@@ -150,7 +150,7 @@ class Corrections:
     def _read_manifest(self) -> tuple[list[str], list[dict[str, str]]]:
         """The manifest's columns and rows (sort's columns and none when there is none yet); ValueError for one
         that sort did not write without --multi."""
-        manifest = self.root / "manifest.csv"
+        manifest = self.root / MANIFEST_NAME
         if not manifest.exists():
             return list(MANIFEST_FIELDS), []
         with open(manifest, newline="", encoding="utf-8", errors=CSV_ERRORS) as handle:
@@ -170,4 +170,4 @@ class Corrections:
         writer = csv.DictWriter(buffer, fieldnames=fields, restval="", extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write_text(self.root / "manifest.csv", buffer.getvalue(), errors=CSV_ERRORS)
+        atomic_write_text(self.root / MANIFEST_NAME, buffer.getvalue(), errors=CSV_ERRORS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import hashlib
 import io
 import json
@@ -41,16 +42,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if given.endswith(("/", os.sep)) or path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder: give a file name", given)
     path.parent.mkdir(parents=True, exist_ok=True)
-    short = os.fsdecode(os.fsencode(path.name)[:200])  # the temporary name must fit in 255 bytes too
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     except OSError as error:  # a folder where no file can be made (/proc, read-only): the file asked for, not ours
         error.filename, error.filename2 = given, None
         raise
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException as error:
         with contextlib.suppress(OSError):
@@ -58,6 +58,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if isinstance(error, OSError) and error.filename in (None, tmp):
             error.filename, error.filename2 = str(path), None  # a full disk says which file it was writing
         raise
+
+
+def _temp_prefix(name: str) -> str:
+    """How `atomic_path`'s temporary file for `name` begins; the name is cut so that it fits in 255 bytes too."""
+    return f".{os.fsdecode(os.fsencode(name)[:200])}."
+
+
+def stale_temps(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """The temporary files `atomic_path` left in `folder` for the file `name` (None: for any file) when its process
+    was killed mid-write. Remove them only while holding the folder's lock: otherwise one may be another process's
+    file being written."""
+    prefix = ".*" if name is None else glob.escape(_temp_prefix(name)) + "*"
+    return list(Path(folder).glob(f"{prefix}.tmp"))
 
 
 def file_in_the_way(path: str | os.PathLike) -> Path | None:
@@ -87,6 +100,13 @@ def output_problem(path: str | os.PathLike, folder: bool = True, flag: str = "")
     return f"{name}: cannot be made: {os.fspath(typed)} is a file{why}"
 
 
+def holds_anything(path: str | os.PathLike) -> bool:
+    """Whether `path` is a folder with anything in it. A command that writes a new folder of results takes only a
+    new or empty one, so that its files never mix with another run's."""
+    path = Path(path)
+    return path.is_dir() and any(path.iterdir())
+
+
 def inside_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> str | None:
     """The input (a photo or a folder, as given) that the output `path` is or lies below, or None: a command that
     writes there would overwrite what it reads, or read what it wrote on its next run. Paths are compared resolved
@@ -103,7 +123,8 @@ def inside_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -
     return None
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's file-creation mask (os.umask reads it only by setting it, so it is set back at once)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

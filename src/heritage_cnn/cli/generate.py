@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from heritage_cnn.base.io import holds_anything
 from heritage_cnn.cli.options import (
     UsageError,
     add_command,
@@ -68,7 +69,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from heritage_cnn.inside.synthesis.files import write_generated
 
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # before any work, as review: never mix two runs
+    if out.exists() and (not out.is_dir() or holds_anything(out)):  # before any work, as review: never mix two runs
         raise UsageError(f"--out {out}: already exists and is not empty; generate writes into a new folder")
     checkpoint = load_for_render(args)
     targets = list(range(len(checkpoint.classes))) if args.all else [resolve_class(args.cls, checkpoint.classes)]

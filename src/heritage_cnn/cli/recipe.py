@@ -277,9 +277,7 @@ def resume_config(args: argparse.Namespace, out: str, data: str | None) -> Train
         named = build_config(recipe_config(preset, saved.data, out), typed).recipe_differences(saved)
         if named:
             conflicts.append(f"--recipe {preset} (the run's recipe differs: {_first(named)})")
-    # a run of before absolute paths, resumed from another directory: the data folder typed now is taken (the
-    # resume's data checks refuse it unless it gives the run's split)
-    moved = data is not None and not Path(saved.data).is_absolute() and not Path(saved.data).is_dir()
+    moved = data is not None and saved.relative_data_missing()  # then the data folder typed now is taken
     if data is not None and not moved and Path(data).resolve() != Path(saved.data).resolve():
         conflicts.append(f"--data {data} (the run has {saved.data})")
     if conflicts:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from collections import Counter, defaultdict
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from heritage_cnn.base.names import shown
-from heritage_cnn.data.decode import ImageError, image_header, open_regular
+from heritage_cnn.data.decode import image_header, regular_file_sha256
 from heritage_cnn.data.folders import DatasetError, display_name, find_layout, list_images, load_images
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, hamming_pairs, set_hashes
 
@@ -26,15 +25,6 @@ MANUAL_STEPS = (
 
 class DownloadError(RuntimeError):
     """The dataset could not be fetched; the message says how to place it by hand."""
-
-
-def _file_digest(path: Path) -> str | None:
-    """SHA-256 of a regular file, read in blocks; None if it cannot be read (listed by the decoding pass)."""
-    try:
-        with open_regular(path) as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except (OSError, ImageError):
-        return None
 
 
 def check_dataset(root: str | os.PathLike, near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE) -> dict[str, Any]:
@@ -60,7 +50,7 @@ def check_dataset(root: str | os.PathLike, near_duplicate_distance: int = NEAR_D
             if header is not None:
                 modes[header[0]] += 1
                 sizes[f"{header[1][0]}x{header[1][1]}"] += 1
-            digest = _file_digest(path)
+            digest = regular_file_sha256(path)
             if digest:
                 by_digest[digest].append((split, files.classes[label], str(path)))
         counts = decoded.class_counts()

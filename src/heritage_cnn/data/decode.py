@@ -17,6 +17,7 @@ within a pixel budget, with the same checks and errors.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import os
@@ -113,6 +114,16 @@ def open_regular(path: str | os.PathLike) -> BinaryIO:
     except OSError as error:
         raise ImageError(f"{os.fsdecode(path)}: {os_reason(error)}") from None
     raise ImageError(f"{os.fsdecode(path)}: {reason}")
+
+
+def regular_file_sha256(path: str | os.PathLike) -> str | None:
+    """The SHA-256 of a regular file's bytes (hex), read in blocks; None for one that cannot be read or is no
+    regular file (a FIFO named photo.jpg would block a plain read): the decoding pass lists such files."""
+    try:
+        with open_regular(path) as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except (OSError, ImageError):
+        return None
 
 
 # --------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from heritage_cnn import __version__
-from heritage_cnn.base.io import atomic_write_json, atomic_write_text, output_problem
+from heritage_cnn.base.io import atomic_write_json, atomic_write_text, holds_anything, inside_input, output_problem
 from heritage_cnn.data.folders import DatasetError, ImageSet, display_name, find_layout, load_images, split_folder
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, group_near_duplicates, set_hashes
 from heritage_cnn.inference.classifier import Classifier, network_features
@@ -267,10 +267,9 @@ def new_out_folder(out: str | os.PathLike, data_root: Path) -> Path:
     if problem is not None:
         raise DatasetError(problem)
     out = Path(out)
-    if out.is_dir() and any(out.iterdir()):
+    if holds_anything(out):
         raise DatasetError(f"{out}: already exists and is not empty; review writes into a new folder")
-    resolved, data = out.resolve(), data_root.resolve()
-    if resolved == data or data in resolved.parents:
+    if inside_input(out, [data_root]) is not None:
         raise DatasetError(f"{out}: inside the data folder {data_root}; write the review elsewhere")
     out.mkdir(parents=True, exist_ok=True)
     return out

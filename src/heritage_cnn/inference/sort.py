@@ -48,13 +48,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heritage_cnn.base.io import FolderBusy, file_sha256, folder_lock, inside_input, output_problem
+from heritage_cnn.base.io import FolderBusy, file_sha256, folder_lock, inside_input, output_problem, stale_temps
 from heritage_cnn.base.names import portable_name, shown
 from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos
 from heritage_cnn.inference.element_map import with_elements
 from heritage_cnn.inference.sort_manifest import (
     MANIFEST_FIELDS,
+    MANIFEST_NAME,
     MULTI_FIELDS,
+    SKIPPED_NAME,
     manifest_row,
     read_manifest,
     row_files,
@@ -99,7 +101,7 @@ class SortSummary:
     copied_because: dict[str, int] = field(default_factory=dict)  # why a link became a copy -> count
     skipped: list[tuple[str, str]] = field(default_factory=list)
     per_class: dict[str, int] = field(default_factory=dict)
-    manifest: Path = Path("manifest.csv")
+    manifest: Path = Path(MANIFEST_NAME)
     multi: bool = False  # filed under every element found
     several: int = 0  # with multi: photos filed under two or more elements
     no_element: int = 0  # with multi: photos with no element found, filed by the single-class rule
@@ -126,7 +128,7 @@ class SortSummary:
             return f"no photo of {shown(in_dir)} sorted: its {self.inside_out} file(s) lie inside the output folder"
         (path, reason), count = self.skipped[0], len(self.skipped)
         first = f"{shown(path)}: {reason}" if count == 1 else f"{count} files, the first {shown(path)}: {reason}"
-        listed = shown(self.manifest.parent / "skipped.csv")
+        listed = shown(self.manifest.parent / SKIPPED_NAME)
         return f"no photo of {shown(in_dir)} could be read ({first}); listed in {listed}"
 
     def describe(self, min_confidence: float) -> str:
@@ -164,7 +166,7 @@ class SortSummary:
             )
         if self.skipped:
             lines.append(
-                f"{len(self.skipped)} unreadable file(s) skipped, listed in {shown(self.manifest.parent / 'skipped.csv')}"
+                f"{len(self.skipped)} unreadable file(s) skipped, listed in {shown(self.manifest.parent / SKIPPED_NAME)}"
             )
         lines += [f"  {name:<20} {count}" for name, count in sorted(self.per_class.items())]
         lines.append(f"manifest: {shown(self.manifest)}")
@@ -279,12 +281,9 @@ def _remove_stale_temps(root: Path) -> None:
     for folder in [root, *(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())]:
         for temp in folder.glob(f"{TEMP_PREFIX}*.tmp"):
             temp.unlink(missing_ok=True)
-        for temp in [
-            *folder.glob(".manifest.csv.*.tmp"),
-            *folder.glob(".skipped.csv.*.tmp"),
-            *folder.glob(f".{SETTINGS_NAME}.*.tmp"),
-        ]:  # atomic_path's
-            temp.unlink(missing_ok=True)
+        for name in (MANIFEST_NAME, SKIPPED_NAME, SETTINGS_NAME):
+            for temp in stale_temps(folder, name):
+                temp.unlink(missing_ok=True)
 
 
 def _folder_names(prediction: Prediction, min_confidence: float) -> list[str]:
@@ -393,7 +392,7 @@ def _sort_locked(
     progress: bool,
     map_config: MapConfig | None,
 ) -> SortSummary:
-    manifest_path = target_root / "manifest.csv"
+    manifest_path = target_root / MANIFEST_NAME
     manifest = read_manifest(manifest_path, multi=map_config is not None)
     checked = check_settings(target_root, settings_of(classifier, min_confidence, map_config), bool(manifest))
     fields = MANIFEST_FIELDS if map_config is None else MULTI_FIELDS
@@ -432,7 +431,7 @@ def _sort_locked(
             bar.close()
         write_rows(manifest_path, fields, manifest.values())
         write_rows(
-            target_root / "skipped.csv", ["source", "reason"], ({"source": p, "reason": r} for p, r in summary.skipped)
+            target_root / SKIPPED_NAME, ["source", "reason"], ({"source": p, "reason": r} for p, r in summary.skipped)
         )
     return summary
 

@@ -16,6 +16,8 @@ from heritage_cnn.base.io import atomic_write_text
 from heritage_cnn.base.names import CSV_ERRORS, cell_items, cell_text
 from heritage_cnn.inference.classifier import Prediction, flat_fields
 
+MANIFEST_NAME = "manifest.csv"  # in the sorted folder, beside its class folders
+SKIPPED_NAME = "skipped.csv"  # beside the manifest: the files sort could not read, and why
 MANIFEST_TOP = 3  # top-k columns in the manifest
 MANIFEST_FIELDS = ["source", "destination", *flat_fields(MANIFEST_TOP)[1:]]
 MULTI_FIELDS = [*MANIFEST_FIELDS, "elements", "destinations"]  # the manifest of a sort with `multi`

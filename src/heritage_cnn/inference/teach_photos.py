@@ -31,7 +31,6 @@ under one class, the second is skipped and listed (`TeachPhotos`). The user's fo
 from __future__ import annotations
 
 import csv
-import hashlib
 import os
 from collections import Counter
 from collections.abc import Iterable
@@ -42,11 +41,11 @@ import numpy as np
 import torch
 
 from heritage_cnn.base.names import CSV_ERRORS, shown
-from heritage_cnn.data.decode import ImageError, open_regular, try_decode
+from heritage_cnn.data.decode import regular_file_sha256, try_decode
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError, display_name
 from heritage_cnn.data.walk import walk_files
 from heritage_cnn.inference.sort import NONE, UNCERTAIN
-from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS, MANIFEST_TOP
+from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS, MANIFEST_NAME, MANIFEST_TOP
 from heritage_cnn.models.metadata import class_name_problem
 
 RESERVED = (UNCERTAIN, NONE)
@@ -110,16 +109,6 @@ class TeachPhotos:
         return dict(Counter(self.labels))
 
 
-def _sha256(path: Path) -> str | None:
-    """The SHA-256 of a regular file's bytes; None for one that cannot be read (or is no regular file: a FIFO named
-    photo.jpg would block a plain read)."""
-    try:
-        with open_regular(path) as handle:
-            return hashlib.file_digest(handle, "sha256").hexdigest()
-    except (ImageError, OSError):
-        return None
-
-
 def _decoded(
     items: list[tuple[Path, str, str]],
     size: int,
@@ -133,7 +122,7 @@ def _decoded(
     unreadable = 0
     for path, label, kind in items:
         pixels = try_decode(path, size)
-        digest = None if isinstance(pixels, str) else digests.get(path) or _sha256(path)
+        digest = None if isinstance(pixels, str) else digests.get(path) or regular_file_sha256(path)
         if digest is None:
             skipped.append((str(path), pixels if isinstance(pixels, str) else "could not be read"))
             unreadable += 1
@@ -246,7 +235,7 @@ def read_new_classes(folder: str | os.PathLike, known: list[str], size: int = 64
 
 
 def _manifest_rows(root: Path) -> list[dict[str, str]]:
-    manifest = root / "manifest.csv"
+    manifest = root / MANIFEST_NAME
     if not manifest.is_file():
         raise DatasetError(
             f"{shown(manifest)}: missing; --corrections reads a folder that heritage sort wrote (its manifest says "
@@ -270,7 +259,7 @@ def _manifest_rows(root: Path) -> list[dict[str, str]]:
 def _filed_at(row: dict[str, str], root: Path, line: int) -> Path:
     """Where sort filed a manifest row's photo, inside `root`: its destination's class folder and file name (sort
     writes absolute paths, and the folder may have been moved or copied since), checked against the row's answer."""
-    where = f"{shown(root / 'manifest.csv')}: line {line}"
+    where = f"{shown(root / MANIFEST_NAME)}: line {line}"
     destination = Path(row.get("destination") or "")
     names = destination.parts[1:] if destination.is_absolute() else destination.parts
     if len(names) < 2 or not (destination.is_absolute() or len(names) == 2):
@@ -311,7 +300,7 @@ def read_corrections(folder: str | os.PathLike, size: int = 64, known: list[str]
     shared = len(rows) - len(filed)
     files, skipped = _class_files(root)
     # a photo still where sort put it is that row's, whatever its content: only the others are matched by content
-    digests = {path: _sha256(path) for path in files if path not in filed}
+    digests = {path: regular_file_sha256(path) for path in files if path not in filed}
     items, counts = _matched(filed, files, digests)
     if shared:
         counts[SHARED] = shared
@@ -364,7 +353,7 @@ def _moved_to(
     (sort's copies and links are byte for byte the source), else one with the destination's file name; None when
     neither is found. The flag: whether the source could be read, so that no file holding its content means the
     photo is gone (else it may have been renamed)."""
-    digest = _sha256(source) if source.is_file() else None
+    digest = regular_file_sha256(source) if source.is_file() else None
     candidates = by_content.get(digest, []) if digest is not None else []
     if not candidates:
         candidates = [p for paths in by_content.values() for p in paths if p.name == destination.name]

@@ -25,7 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heritage_cnn.base.io import atomic_path, atomic_write_json
+from heritage_cnn.base.io import atomic_path, atomic_write_json, file_sha256, umask
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
 
 PACKAGED = Path(__file__).parents[1] / "weights" / "default.class_images"  # the default ensemble's member 0
@@ -74,15 +74,6 @@ def find_class_images(path: str | Path | None) -> ClassImages:
     return found
 
 
-def weights_sha256(path: str | Path) -> str:
-    """SHA-256 of a weights file, read in 1 MB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def default_cache_dir() -> Path:
     """`$HERITAGE_CACHE`, else `$XDG_CACHE_HOME/heritage-cnn`, else `~/.cache/heritage-cnn`."""
     if os.environ.get("HERITAGE_CACHE"):
@@ -92,7 +83,7 @@ def default_cache_dir() -> Path:
 
 def model_key(checkpoint: Checkpoint) -> str:
     """What class images are drawn for: the weights file's SHA-256, plus `:member<i>` for a member of an ensemble."""
-    sha = weights_sha256(checkpoint.path)
+    sha = file_sha256(checkpoint.path)
     return sha if checkpoint.index is None else f"{sha}:member{checkpoint.index}"
 
 
@@ -132,7 +123,7 @@ def draw_into(checkpoint: Checkpoint, folder: str | Path, steps: int | None = No
             return folder
         if folder.exists():  # drawn for other weights, or left incomplete: replace it
             shutil.rmtree(folder, ignore_errors=True)
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the usual permissions
+        tmp.chmod(0o777 & ~umask())  # mkdtemp makes 0700; give the usual permissions
         os.replace(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -148,12 +139,6 @@ def shrink_grid(path: Path) -> None:
         palette = image.convert("RGB").quantize(256, dither=Image.Dither.NONE)
     with atomic_path(path) as tmp:
         palette.save(tmp, format="PNG", optimize=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class Gallery:
@@ -231,5 +216,4 @@ __all__ = [
     "find_class_images",
     "model_key",
     "packaged_for",
-    "weights_sha256",
 ]

@@ -152,16 +152,20 @@ class TrainConfig:
         }
         return replace(self, **absolute, teachers=tuple(os.path.abspath(t) for t in self.teachers))
 
+    def relative_data_missing(self) -> bool:
+        """Whether `data` is a relative path that leads to no folder from here: a run recorded with a relative data
+        path, resumed from another directory. The resume then takes the data folder given now, and its data checks
+        (`training.resume_checks`) refuse one that does not give the run's split."""
+        return not Path(self.data).is_absolute() and not Path(self.data).is_dir()
+
     def recipe_differences(self, saved: TrainConfig) -> list[str]:
         """'field: saved value -> this value' for every recipe field that differs (runtime fields may)."""
         mine, theirs = _flat(self.to_dict()), _flat(saved.to_dict())
         for key in PATH_FIELDS:
             if _resolved(mine[key]) == _resolved(theirs[key]):
                 mine[key] = theirs[key]  # the same file or folder, spelled another way
-        if not Path(saved.data).is_absolute() and not Path(saved.data).is_dir():
-            # a run of before absolute paths, resumed from another directory: the data folder given now is taken,
-            # and the resume's data checks (`training.resume_checks`) refuse it unless it gives the run's split
-            mine["data"] = theirs["data"]
+        if saved.relative_data_missing():
+            mine["data"] = theirs["data"]  # the data folder given now is taken
         return [
             f"{key}: {theirs.get(key)!r} in the run, {mine.get(key)!r} now"
             for key in sorted(set(mine) | set(theirs))

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from heritage_cnn.base.io import file_sha256
 from heritage_cnn.data.folders import DatasetError, ImageSet, find_layout, folder_key, load_images, reused
 from heritage_cnn.data.relabel import apply_relabel, read_relabel
 from heritage_cnn.data.split import make_split
@@ -70,7 +71,7 @@ def relabel_digest(file: str | None) -> str | None:
     """The SHA-256 of a relabel file (None: none): an edited file is another run's data."""
     if not file:
         return None
-    return hashlib.sha256(Path(file).read_bytes()).hexdigest()
+    return file_sha256(file)
 
 
 def relabel_record(config: TrainConfig, classes: list[str]) -> dict:

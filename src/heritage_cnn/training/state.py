@@ -33,6 +33,7 @@ from heritage_cnn.base.io import (
     read_safetensors,
     safetensors_header,
     save_tensors,
+    stale_temps,
 )
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, set_hashes
@@ -77,7 +78,7 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     if overwrite:
         for name in found:
             (out / name).unlink(missing_ok=True)
-    for stale in out.glob(".*.tmp"):  # half-written files of a killed run (the lock says none is writing)
+    for stale in stale_temps(out):  # half-written files of a killed run (the lock says none is writing)
         stale.unlink(missing_ok=True)
 
 

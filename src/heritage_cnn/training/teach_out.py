@@ -6,16 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.base.io import CheckpointError, file_in_the_way, holds_anything
 from heritage_cnn.models.checkpoint import checkpoint_files
-
-
-def _first_existing(path: Path) -> Path:
-    """`path`, or the nearest folder above it that exists."""
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path.parent != path:
-        path = path.parent
-    return path
 
 
 def teach_files(out: str | os.PathLike) -> tuple[Path, Path]:
@@ -29,7 +21,7 @@ def teach_files(out: str | os.PathLike) -> tuple[Path, Path]:
     if not text.strip():
         raise CheckpointError("--out is empty: name the new model (OUT writes OUT.safetensors + OUT.json)")
     folder = Path(text)
-    if folder.is_dir() and any(folder.iterdir()):
+    if holds_anything(folder):
         raise CheckpointError(
             f"{folder}: a folder that holds files; teach writes a model into a new or empty folder (as last.safetensors "
             "+ last.json) or as OUT.safetensors + OUT.json: choose another --out"
@@ -38,9 +30,9 @@ def teach_files(out: str | os.PathLike) -> tuple[Path, Path]:
     for path in (weights_path, meta_path):
         if path.exists() or path.is_symlink():
             raise CheckpointError(f"{path}: exists; teach never overwrites a model: choose another --out")
-    above = _first_existing(weights_path.parent)
-    if not above.is_dir():
-        raise CheckpointError(f"{above}: not a folder, so {weights_path} cannot be written: choose another --out")
+    blocker = file_in_the_way(weights_path.parent)
+    if blocker is not None:
+        raise CheckpointError(f"{blocker}: not a folder, so {weights_path} cannot be written: choose another --out")
     return weights_path, meta_path
 
 
@@ -51,9 +43,9 @@ def check_cache_dir(cache_dir: str | os.PathLike | None) -> None:
     text = os.fspath(cache_dir)
     if not text.strip():
         raise CheckpointError("--cache-dir is empty: name a folder")
-    above = _first_existing(Path(text))
-    if not above.is_dir():
-        where = text if above == Path(os.path.abspath(text)) else f"{text} ({above} is a file)"
+    blocker = file_in_the_way(text)
+    if blocker is not None:
+        where = text if blocker == Path(os.path.realpath(text)) else f"{text} ({blocker} is a file)"
         raise CheckpointError(f"--cache-dir {where}: not a folder")
 
 
