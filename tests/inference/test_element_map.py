@@ -173,8 +173,8 @@ def test_a_photo_smaller_than_a_tile_gets_the_whole_photo_answer(classifier: Cla
         assert emap.maps[CLASSES.index(answer.label)].max() == pytest.approx(answer.probability, abs=1e-5)
     listed = [e.label for e in emap.elements]
     assert listed in ([], [answer.label])
-    if listed:
-        assert emap.elements[0].box == (0, 0, 50, 40)
+    if listed:  # the centre square that was classified, 40 px wide in the middle of 50
+        assert emap.elements[0].box == (5, 0, 45, 40) and emap.elements[0].tile == 40
 
 
 def test_a_panorama_is_bounded_in_pixels_and_tiles(enlarged: Classifier, tmp_path: Path) -> None:
@@ -187,6 +187,12 @@ def test_a_panorama_is_bounded_in_pixels_and_tiles(enlarged: Classifier, tmp_pat
     assert emap.maps[CLASSES.index(emap.elements[0].label), :, -8:].max() > 0  # the tiles reach the far end
     elongated = map_elements(enlarged, path, MapConfig(max_pixels=100_000))  # 64 px would make it too long
     assert elongated.whole_photo and "too elongated" in elongated.note
+    # only the centre square was classified: the map, boxes and tile side say so, not the whole 6400 px strip
+    assert elongated.tile_sides[0] <= 64
+    columns = np.flatnonzero(elongated.maps.max(axis=(0, 1)) > 0) * elongated.cell[0]  # in photo pixels
+    assert columns.size and 3200 - 64 - elongated.cell[0] <= columns.min() and columns.max() <= 3200 + 64
+    for element in elongated.elements:
+        assert 3200 - 64 <= element.box[0] < element.box[2] <= 3200 + 64 and element.tile <= 64
 
 
 def test_map_files_skips_and_lists_a_corrupt_file(classifier: Classifier, two_halves: Path, tmp_path: Path) -> None:

@@ -209,8 +209,9 @@ def map_elements(classifier: Classifier, image: PhotoLike, config: MapConfig | N
     tiles, note, whole_photo = planned.tiles, planned.note(config.max_tiles), not planned.tiles
     if tiles:
         batch = cut_tiles(pixels, tiles, size)
-    else:  # the whole-photo answer: the centre square, enlarged, as `predict` sees it
-        tiles = [Tile(0.0, 0.0, float(max(pixels.shape[:2])), 0)]
+    else:  # the whole-photo answer: the centre square, enlarged, as `predict` sees it, and nothing else of the photo
+        shorter = float(min(pixels.shape[:2]))
+        tiles = [Tile((pixels.shape[1] - shorter) / 2, (pixels.shape[0] - shorter) / 2, shorter, 0)]
         batch = torch.from_numpy(np.array(fit_square(Image.fromarray(pixels), size))[None]).permute(0, 3, 1, 2)
         note = f"{_why_whole(width, height, config.scales, size)}: the whole photo was classified"
     probabilities, scores = classifier.scored(batch)
@@ -221,8 +222,12 @@ def map_elements(classifier: Classifier, image: PhotoLike, config: MapConfig | N
         evidence = evidence * known[:, None]
     cell = size / CELLS_PER_TILE
     grid = (math.ceil(pixels.shape[0] / cell), math.ceil(pixels.shape[1] / cell))
-    if whole_photo:  # one tile over every cell
-        per_scale = np.broadcast_to(evidence[0][None, :, None, None], (1, evidence.shape[1], *grid)).copy()
+    if whole_photo:  # its evidence on every cell the centre square touches (a photo under one cell: that cell)
+        square = tiles[0]
+        per_scale = np.zeros((1, evidence.shape[1], *grid), dtype=np.float32)
+        rows = slice(int(square.top // cell), math.ceil((square.top + square.side) / cell))
+        columns = slice(int(square.left // cell), math.ceil((square.left + square.side) / cell))
+        per_scale[0, :, rows, columns] = evidence[0][:, None, None]
     else:
         per_scale = combine(tiles, evidence, grid, cell, len(config.scales))
     evidence_maps, finest = agreeing_maps(per_scale, sorted({t.scale for t in tiles}), config.rule)
@@ -234,6 +239,10 @@ def map_elements(classifier: Classifier, image: PhotoLike, config: MapConfig | N
         best = evidence_maps[:, c].max(0)
         y, x = np.unravel_index(int(best.argmax()), best.shape)
         centre = (min(width - 1, int((x + 0.5) * cell * fx)), min(height - 1, int((y + 0.5) * cell * fy)))
+        if whole_photo:  # the square that was classified and its centre, not the cells it touches
+            t = tiles[0]
+            box = (round(t.left * fx), round(t.top * fy), round((t.left + t.side) * fx), round((t.top + t.side) * fy))
+            centre = (min(width - 1, (box[0] + box[2]) // 2), min(height - 1, (box[1] + box[3]) // 2))
         side = next(t.side for t in tiles if t.scale == finest[k])
         label, name = classifier.classes[c], classifier.checkpoint.display_names[c]
         elements.append(Element(label, name, round(peak, 4), box, centre, round(side * min(fx, fy))))
