@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +72,6 @@ def class_images_step(
     `fast` network and by the ensemble's member 0): copied, not redrawn."""
     from heritage_cnn.base.io import atomic_write_bytes
     from heritage_cnn.inside import classimages
-    from heritage_cnn.inside.synthesis import draw, files
 
     log("\n== class images (gradient ascent, heritage generate)")
     network = checkpoint.member(member)
@@ -83,11 +81,11 @@ def class_images_step(
             atomic_write_bytes(Path(out) / "class_images" / path.name, path.read_bytes())
         log(f"{Path(out) / 'class_images'}: the shipped model's, from the package ({packaged})")
         return
-    settings = replace(draw.Settings(), steps=96)
-    generated = draw.draw_classes(network, range(len(network.classes)), 1, 64, settings, seed=0, progress=progress)
-    grid = files.write_generated(Path(out) / "class_images", generated, network, seed=0, n=1)
-    mean = sum(generated.probabilities) / len(generated.probabilities)
-    log(f"{grid} ({generated.seconds:.0f} s, mean target probability {mean:.3f})")
+    folder = classimages.draw_into(network, Path(out) / "class_images", steps=96, progress=progress)
+    drawn = read_json(folder / classimages.MANIFEST)
+    log(
+        f"{folder / classimages.GRID} ({drawn['seconds']:.0f} s, mean target probability {drawn['mean_probability']:.3f})"
+    )
 
 
 # The report's element maps: two 2 x 2 mosaics (seed 0) of photos the model did not train on, each cell one 64 px

@@ -96,7 +96,7 @@ def drawn_for(folder: Path, key: str) -> bool:
         return False
 
 
-def draw_into(checkpoint: Checkpoint, folder: str | Path, steps: int | None = None) -> Path:
+def draw_into(checkpoint: Checkpoint, folder: str | Path, steps: int | None = None, progress: bool = False) -> Path:
     """Draw one image per class (as `heritage generate --all --n 1`) and publish `folder` whole, by rename.
 
     The images are drawn into a temporary sibling folder, stamped with the weights' hash, then renamed
@@ -110,7 +110,7 @@ def draw_into(checkpoint: Checkpoint, folder: str | Path, steps: int | None = No
     folder.parent.mkdir(parents=True, exist_ok=True)
     sha = model_key(checkpoint)
     settings = Settings() if steps is None else replace(Settings(), steps=steps)
-    generated = draw_classes(checkpoint, range(len(checkpoint.classes)), 1, 64, settings, seed=0, progress=False)
+    generated = draw_classes(checkpoint, range(len(checkpoint.classes)), 1, 64, settings, seed=0, progress=progress)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         write_generated(tmp, generated, checkpoint, seed=0, n=1)
