@@ -25,7 +25,9 @@ Log = Callable[[str], None]
 def validation_photo(checkpoint: Checkpoint, layout: Layout) -> str:
     """A photo of the model's validation split (from its run's split.json), else the first training photo."""
     if checkpoint.path is not None:
-        split = Path(checkpoint.path).parent / "split.json"
+        from heritage_cnn.training.state import SPLIT_FILE
+
+        split = Path(checkpoint.path).parent / SPLIT_FILE
         if split.exists():
             paths = read_json(split).get("val_paths") or []
             if paths and Path(paths[0]).exists():

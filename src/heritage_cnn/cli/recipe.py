@@ -260,8 +260,9 @@ def resume_config(args: argparse.Namespace, out: str, data: str | None) -> Train
     """The saved config of the run in `out` with the typed runtime flags; a typed flag that changes the
     recipe (`--recipe` included) is a one-line error naming it and both values. None when `out` holds no earlier run."""
     from heritage_cnn.base.io import read_json
+    from heritage_cnn.training.state import CONFIG_FILE
 
-    path = Path(out) / "config.json"
+    path = Path(out) / CONFIG_FILE
     if not path.exists():
         return None
     saved = TrainConfig.from_dict(read_json(path))

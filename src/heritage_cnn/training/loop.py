@@ -258,9 +258,9 @@ def _write_run_record(
     out: Path, config: TrainConfig, skipped: list[tuple[str, str]], train_set: ImageSet, val_set: ImageSet
 ) -> None:
     """config.json, skipped.json and split.json: what the run trains on, written before its first step."""
-    atomic_write_json(out / "config.json", config.with_absolute_paths().to_dict())  # resumable from anywhere
-    atomic_write_json(out / "skipped.json", [{"path": p, "reason": r} for p, r in skipped])
-    atomic_write_json(out / "split.json", split_record(config, train_set, val_set))
+    atomic_write_json(out / trainstate.CONFIG_FILE, config.with_absolute_paths().to_dict())  # resumable from anywhere
+    atomic_write_json(out / trainstate.SKIPPED_FILE, [{"path": p, "reason": r} for p, r in skipped])
+    atomic_write_json(out / trainstate.SPLIT_FILE, split_record(config, train_set, val_set))
 
 
 def _placed(

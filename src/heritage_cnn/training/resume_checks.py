@@ -19,7 +19,7 @@ from heritage_cnn.base.io import read_json
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.training.config import RUNTIME_FIELDS, Log, TrainConfig
 from heritage_cnn.training.prepare import relabel_digest
-from heritage_cnn.training.state import has_resume_state, resume_record
+from heritage_cnn.training.state import CONFIG_FILE, SPLIT_FILE, has_resume_state, resume_record
 
 _SHOWN = 3  # photos named in a refusal; the rest are counted
 
@@ -32,7 +32,7 @@ def run_config(out: Path, config: TrainConfig, log: Log) -> tuple[TrainConfig, b
         log(f"--resume: no earlier run in {out}, starting from scratch")
     if not resuming:
         return config, False
-    saved = TrainConfig.from_dict(read_json(out / "config.json"))
+    saved = TrainConfig.from_dict(read_json(out / CONFIG_FILE))
     changed = config.recipe_differences(saved)
     if changed:
         raise ValueError(
@@ -62,7 +62,7 @@ def check_same_data(
 ) -> None:
     """Refuse (ValueError, one line) a resume whose relabel file, photos, split or --outliers photos (`outliers`:
     what `load_outliers` records of them now) are not those the run recorded."""
-    if (out / "split.json").exists():
+    if (out / SPLIT_FILE).exists():
         _check_same_photos(out, config, train_set, val_set)
     began_with, now = resume_record(out).get("outliers_sha256"), outliers.get("outliers", {}).get("sha256")
     if began_with != now:
@@ -73,9 +73,9 @@ def check_same_data(
 
 
 def _check_same_photos(out: Path, config: TrainConfig, train_set: ImageSet, val_set: ImageSet) -> None:
-    recorded = read_json(out / "split.json")
+    recorded = read_json(out / SPLIT_FILE)
     # the folder the recorded paths begin with, as spelled then (before split.json said: config.json's)
-    then_root = recorded.get("data") or read_json(out / "config.json")["data"]
+    then_root = recorded.get("data") or read_json(out / CONFIG_FILE)["data"]
     refuse = f"{out}: --resume: "
     fix = "restore them, or train into another --out"
     if "relabel_sha256" in recorded:

@@ -48,17 +48,20 @@ _LEGACY = ("state.json", "optimizer.safetensors")  # the two-file resume state, 
 
 
 RUN_LOCK = ".heritage-train.lock"  # one training process (rank 0) writes into a run folder at a time
+# The run folder's files, each named once here (docs/design.md lists what each holds).
+CONFIG_FILE, SKIPPED_FILE, SPLIT_FILE = "config.json", "skipped.json", "split.json"
+METRICS_CSV, METRICS_JSON, CURVES_FILE = "metrics.csv", "metrics.json", "curves.png"
 # Every file a run writes into its folder: what makes a folder "hold a run", and all that --overwrite removes.
 RUN_FILES = (
-    "config.json",
-    "skipped.json",
-    "split.json",
+    CONFIG_FILE,
+    SKIPPED_FILE,
+    SPLIT_FILE,
     RESUME_FILE,
     *_LEGACY,
     *(f"{name}.{suffix}" for name in ("last", "best") for suffix in ("safetensors", "json")),
-    "metrics.csv",
-    "metrics.json",
-    "curves.png",
+    METRICS_CSV,
+    METRICS_JSON,
+    CURVES_FILE,
 )
 
 
@@ -209,8 +212,8 @@ def write_history(out: Path, history: list[dict[str, float]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
     writer.writeheader()
     writer.writerows(history)
-    atomic_write_text(out / "metrics.csv", buffer.getvalue())
-    atomic_write_json(out / "metrics.json", history)
+    atomic_write_text(out / METRICS_CSV, buffer.getvalue())
+    atomic_write_json(out / METRICS_JSON, history)
 
 
 def provenance(train_set: ImageSet, device: torch.device, autocast: torch.dtype | None) -> dict[str, Any]:
@@ -251,4 +254,4 @@ def checkpoint_info(
 def plot_curves(out: Path, history: list[dict[str, float]]) -> None:
     from heritage_cnn.training.curves import plot_training_curves
 
-    plot_training_curves(history, out / "curves.png")  # saved atomically by figures.save_figure
+    plot_training_curves(history, out / CURVES_FILE)  # saved atomically by figures.save_figure
