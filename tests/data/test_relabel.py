@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,12 @@ def test_relabel_applied(images, synthetic_root: Path, tmp_path: Path) -> None:
         ("path,new_label\naltar/000.png,apse\naltar/000.png,vault\n", r"row 3: .* listed already \(row 2\)"),
         ("file,class\naltar/000.png,apse\n", r"row 1: expected the header path,new_label"),
         ("path,new_label\n,apse\n", r"row 2: no path"),
+        # a row without its comma is not "keep the label", nor is an extra cell ignored
+        ("path,new_label\naltar/000.png,apse\naltar/001.png\n", r"row 3: 1 cell, expected 2 \(path,new_label\)"),
+        ("path,new_label\naltar/000.png,apse,extra\n", r"row 2: 3 cells, expected 2 \(path,new_label\)"),
+        ("path, new_label,note\naltar/000.png,apse\n", r"row 2: 2 cells, expected 3 \(path,new_label,note\)"),
+        ("", r"empty; expected the header path,new_label$"),
+        ("\n", r'row 1: expected the header path,new_label, got ""$'),
     ],
 )
 def test_bad_relabel_refused(images, synthetic_root: Path, tmp_path: Path, text: str, message: str) -> None:
@@ -129,3 +137,68 @@ def test_a_row_that_keeps_its_label_still_names_a_photo(images, synthetic_root, 
     file = _write(tmp_path / "kept.csv", text)
     with pytest.raises(DatasetError, match=rf"kept\.csv: {message}"):
         apply_relabel(images, read_relabel(file, images.classes, synthetic_root), synthetic_root)
+
+
+# names review lists exactly (tests/test_file_names.py's hostile names): not UTF-8; a newline, comma and quotes; a
+# line separator (U+2028, a line end to str.splitlines, not to CSV); a class folder named "   " (spaces that
+# are part of a name, not around a cell)
+HOSTILE = {
+    b"apse/000.png": b"altar/caf\xe9 1.png",
+    b"altar/000.png": b'apse/new\nline,"q".png',
+    b"column/000.png": "column/sep\u2028x.png".encode(),
+    b"vault/001.png": b"   /001.png",
+}
+SPACES = [b"vault/002.png", b"vault/004.png", b"vault/005.png"]  # the rest of the class "   "
+
+
+@pytest.fixture(scope="module")
+def hostile_root(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("hostile") / "data"
+    shutil.copytree(synthetic_root, root)
+    os.mkdir(os.fsencode(root) + b"/   ")
+    for old, new in HOSTILE.items():
+        os.rename(os.fsencode(root) + b"/" + old, os.fsencode(root) + b"/" + new)
+    for old in SPACES:
+        os.rename(os.fsencode(root) + b"/" + old, os.fsencode(root) + b"/   /" + old.split(b"/")[1])
+    return root
+
+
+def _review_relabel(path: Path, rows: list[tuple[str, str]], bom: bool = False) -> Path:
+    """A relabel.csv as `heritage review` writes it (its own writer), with a byte-order mark as an editor may save."""
+    from heritage_cnn.inference.review import write_csv
+
+    write_csv(path, ["path", "new_label"], [{"path": p, "new_label": label} for p, label in rows])
+    if bom:
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    return path
+
+
+@pytest.mark.parametrize("bom", [False, True])
+def test_review_names_round_trip(hostile_root: Path, tmp_path: Path, bom: bool) -> None:
+    """Every row of review's relabel.csv names its photo exactly, whatever the photo's name."""
+    rows = [(os.fsdecode(new), "gargoyle") for new in HOSTILE.values()]
+    file = _review_relabel(tmp_path / "relabel.csv", rows, bom)
+    assert b"caf\xe9 1.png" in file.read_bytes()  # the bytes on disk, not an escape
+    images = load_images(hostile_root)
+    relabel = read_relabel(file, images.classes, hostile_root)
+    assert set(relabel.rows) == {path for path, _ in rows}
+    relabelled, changed = apply_relabel(images, relabel, hostile_root)
+    assert changed == len(HOSTILE)
+    label = dict(zip(images.paths, relabelled.labels.tolist(), strict=True))
+    for path, _ in rows:
+        assert label[str(hostile_root / path)] == images.classes.index("gargoyle"), path
+
+
+def test_train_reads_review_names(hostile_root: Path, tmp_path: Path, capsysbinary) -> None:
+    """`heritage train --relabel` end to end, on a relabel file that itself has a name that is not UTF-8."""
+    rows = [(os.fsdecode(new), "gargoyle") for new in HOSTILE.values()]
+    file = _review_relabel(Path(os.fsdecode(os.fsencode(tmp_path) + b"/rl\xe9.csv")), rows)
+    out = tmp_path / "run"
+    tiny = ["--widths", "8,16", "--blocks", "1,1", "--optimizer", "adamw", "--no-amp", "--epochs", "1"]
+    argv = ["train", "--data", str(hostile_root), "--out", str(out), "--relabel", str(file), *tiny]
+    assert cli.main(argv) == 0
+    assert json.loads((out / "last.json").read_text())["relabel"]["labels_changed"] == len(HOSTILE)
+    assert (
+        b"4 photos moved to another class by " + os.fsencode(tmp_path) + b"/rl\\xe9.csv"
+        in capsysbinary.readouterr().out
+    )

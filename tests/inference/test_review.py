@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -138,3 +139,41 @@ def test_cli_help_has_an_example(capsys) -> None:
     with pytest.raises(SystemExit):
         cli.main(["review", "--help"])
     assert "heritage review data/ahe64 --out runs/review" in capsys.readouterr().out
+
+
+# a Latin-1 name (not UTF-8), and a newline, comma and quotes (tests/test_file_names.py's hostile names)
+HOSTILE = {b"apse/000.png": b"altar/caf\xe9 1.png", b"altar/000.png": b'apse/new\nline,"q".png'}
+
+
+def test_hostile_names_round_trip(tiny_run, synthetic_root: Path, tmp_path: Path, capsysbinary) -> None:
+    """Every file review writes names a photo whatever its name: queue.csv and relabel.csv give back the exact path
+    (read as `train --relabel` reads them), summary.json stays valid UTF-8, and train reads the relabel.csv back."""
+    from heritage_cnn.base.names import CSV_ERRORS
+    from heritage_cnn.data.folders import load_images
+    from heritage_cnn.data.relabel import apply_relabel, read_relabel
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root, root)
+    for old, new in HOSTILE.items():  # each moved to another class's folder, so that review flags it
+        os.rename(os.fsencode(root) + b"/" + old, os.fsencode(root) + b"/" + new)
+    out = Path(os.fsdecode(os.fsencode(tmp_path) + b"/rev\xe9"))
+    assert cli.main(["review", str(root), "--out", str(out), "--model", str(tiny_run.checkpoint)]) == 0
+    assert b"rev\\xe9/queue.csv" in capsysbinary.readouterr().out
+
+    def read(name: str) -> list[dict[str, str]]:
+        with open(out / name, newline="", encoding="utf-8", errors=CSV_ERRORS) as handle:
+            return list(csv.DictReader(handle))
+
+    photos = {p.relative_to(root).as_posix() for p in root.rglob("*.png")}
+    hostile = {os.fsdecode(new) for new in HOSTILE.values()}
+    assert hostile <= photos and {row["path"] for row in read("queue.csv")} == photos
+    relabel = read("relabel.csv")
+    assert hostile <= {row["path"] for row in relabel}  # flagged, and named exactly
+    assert all((root / row["path"]).is_file() for row in relabel)
+    summary = json.loads((out / "summary.json").read_bytes().decode("utf-8"))
+    assert summary["data"] == str(root)
+    images = load_images(root)  # `train --relabel` on review's own file: every row names its photo
+    relabelled, changed = apply_relabel(images, read_relabel(out / "relabel.csv", images.classes, root), root)
+    assert changed == sum(row["new_label"] != row["path"].split("/")[0] for row in relabel) > 0
+    label = dict(zip(images.paths, relabelled.labels.tolist(), strict=True))
+    assert label[str(root / "altar" / "caf\udce9 1.png")] == images.classes.index("apse")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from heritage_cnn.cli.options import (
     add_command,
@@ -36,6 +37,7 @@ def cmd_review(args: argparse.Namespace) -> int:
       heritage review data/ahe64 --model runs/other --out runs/review2   a network trained on other labels
       heritage train --data data/ahe64 --out runs/b --relabel runs/review/relabel.csv   after editing it
     """
+    from heritage_cnn.base.names import shown
     from heritage_cnn.inference.review import run_review
 
     record = run_review(
@@ -52,7 +54,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     )
     print(
         f"review: {record['flagged']} of {record['photos']} photos flagged as likely mislabelled{skipped} in "
-        f"{record['seconds']['total']:.0f} s; queue: {args.out}/queue.csv"
+        f"{record['seconds']['total']:.0f} s; queue: {shown(os.path.join(args.out, 'queue.csv'))}"
     )
     return 0
 

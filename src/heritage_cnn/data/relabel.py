@@ -5,18 +5,26 @@
 absolute path below it; `new_label` is a class by folder name, display name or index (`data.labels.resolve_class`),
 and an empty one keeps the photo's label (a row a person decided against). The photos stay where they are: only the
 labels a run trains on change. A class that does not exist, a path that is not one of the folder's photos, a path
-listed twice or a file without the two columns is refused in one line naming the file and the row.
+listed twice, a row whose cells are not as many as the header's or a file without the two columns is refused in one
+line naming the file and the row.
+
+The file is read as review writes it and as every CSV of the tool is read (`base.names.CSV_ERRORS`): UTF-8 whose
+file names' undecodable bytes are the bytes on disk, and a quoted cell may hold a newline or a comma, so every
+name review lists, however hostile, names its photo exactly.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from heritage_cnn.base.names import CSV_ERRORS, shown
 from heritage_cnn.data.folders import DatasetError, ImageSet
 from heritage_cnn.data.labels import resolve_class
 
@@ -74,24 +82,16 @@ def _photo_key(path: str, root: Path) -> str:
 
 def read_relabel(file: str | os.PathLike, classes: list[str], root: Path) -> Relabel:
     """Read and check a relabel CSV against the folder's `classes`; paths are keyed relative to `root`. Header names
-    and cells are read without the spaces around them (`path, new_label` is the header)."""
+    and cells are read without the spaces around them (`path, new_label` is the header); every row has as many cells
+    as the header (an empty `new_label` cell keeps the label; a missing one is a mistake, never read as "keep")."""
     file = Path(file)
     data = file.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise DatasetError(f"{file}: not UTF-8 text") from None
-    reader = csv.reader(text.splitlines())
-    header = [name.strip() for name in next(reader, [])]
-    if not set(COLUMNS) <= set(header):
-        raise DatasetError(f"{file}: row 1: expected the header {','.join(COLUMNS)}, got {header or None}")
-    where = [header.index(c) for c in COLUMNS]
+    # newline="": a quoted cell's newline is part of a name, and only \r and \n end a row (not \x1c or \x85)
+    text = io.StringIO(data.decode("utf-8-sig", CSV_ERRORS), newline="")
     rows: dict[str, tuple[int, int]] = {}
     kept: dict[str, int] = {}
-    for number, cells in enumerate(reader, start=2):  # row 1 is the header
-        if not cells:  # a blank line
-            continue
-        path, label = (cells[i].strip() if i < len(cells) else "" for i in where)
+    for number, (cell, label) in _rows(file, csv.reader(text)):
+        path, label = _path_cell(cell, root), label.strip()
         if not path:
             raise DatasetError(f"{file}: row {number}: no path")
         key = _key(path, root)
@@ -107,6 +107,39 @@ def read_relabel(file: str | os.PathLike, classes: list[str], root: Path) -> Rel
             raise DatasetError(f"{file}: row {number}: {error}") from None
         rows[key] = (number, index)
     return Relabel(str(file), hashlib.sha256(data).hexdigest(), rows, kept)
+
+
+def _path_cell(cell: str, root: Path) -> str:
+    """A path cell without the spaces around it, unless they are part of a photo's name (`   .jpg`, a class folder
+    named `   `): the cell as written when it names a file, so that neither is read as another photo."""
+    if cell != cell.strip() and os.path.lexists(os.path.join(root, cell)):
+        return cell
+    return cell.strip()
+
+
+def _rows(file: Path, reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
+    """(row number, [path, new_label]) of each row after the header, as written; blank lines are passed over. An
+    empty file, a header without the two columns and a row with another number of cells than the header are refused
+    in one line naming the file and the row."""
+    expected = ",".join(COLUMNS)
+    number = 0  # the last row read: a row the csv module cannot read is the next one
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise DatasetError(f"{file}: empty; expected the header {expected}")
+        number, header = 1, [name.strip() for name in header]
+        if not set(COLUMNS) <= set(header):
+            raise DatasetError(f'{file}: row 1: expected the header {expected}, got "{shown(",".join(header))}"')
+        where = [header.index(c) for c in COLUMNS]
+        for number, cells in enumerate(reader, start=2):
+            if not cells:  # a blank line
+                continue
+            if len(cells) != len(header):
+                count = f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
+                raise DatasetError(f"{file}: row {number}: {count}, expected {len(header)} ({','.join(header)})")
+            yield number, [cells[i] for i in where]
+    except csv.Error as error:  # a cell past the csv module's size limit, say
+        raise DatasetError(f"{file}: row {number + 1}: not CSV: {error}") from None
 
 
 def apply_relabel(images: ImageSet, relabel: Relabel, root: Path) -> tuple[ImageSet, int]:

@@ -31,7 +31,9 @@ import numpy as np
 
 from heritage_cnn import __version__
 from heritage_cnn.base.io import atomic_write_json, atomic_write_text, holds_anything, inside_input, output_problem
+from heritage_cnn.base.names import CSV_ERRORS, shown
 from heritage_cnn.data.folders import DatasetError, ImageSet, display_name, find_layout, load_images, split_folder
+from heritage_cnn.data.relabel import COLUMNS as RELABEL_COLUMNS
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, group_near_duplicates, set_hashes
 from heritage_cnn.inference.classifier import Classifier, network_features
 from heritage_cnn.inference.evaluate import near_any, trained_on
@@ -189,12 +191,15 @@ def queue_rows(review: Review) -> list[dict[str, Any]]:
     return rows
 
 
-def _csv_text(fields: list[str], rows: list[dict[str, Any]]) -> str:
+def write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    """queue.csv and relabel.csv as predict and sort write theirs (`names.CSV_ERRORS`): a photo's name exact, its
+    undecodable bytes as they are on disk, a newline or comma in it quoted, so that reading the file back with
+    `CSV_ERRORS` and `newline=""` (as `train --relabel` does) gives the very path."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    return buffer.getvalue()
+    atomic_write_text(path, buffer.getvalue(), errors=CSV_ERRORS)
 
 
 def contact_sheets(review: Review, out: Path, photos: int) -> list[Path]:
@@ -216,8 +221,9 @@ def contact_sheets(review: Review, out: Path, photos: int) -> list[Path]:
         for k, i in enumerate(chunk):
             ax = axes.flat[k]
             ax.imshow(review.images.images[i].permute(1, 2, 0).numpy())
-            given = display_name(review.images.classes[labels[i]])
-            suggested = display_name(review.images.classes[review.suggested[i]])
+            # a caption is for people: a class folder's undecodable bytes or control characters shown, not drawn
+            given = shown(display_name(review.images.classes[labels[i]]))
+            suggested = shown(display_name(review.images.classes[review.suggested[i]]))
             rank = sheet * per_sheet + k + 1
             p = review.probabilities[i, review.suggested[i]]
             ax.set_title(f"#{rank} {given}\n\u2192 {suggested} {p:.0%}", fontsize=7)
@@ -296,9 +302,10 @@ def run_review(
     review = review_images(checkpoint, images, root, folds, seed, log)
     review.seconds = {"decode": decode, **review.seconds}
     rows = queue_rows(review)
-    atomic_write_text(out / "queue.csv", _csv_text(QUEUE_FIELDS, rows))
-    relabel = [{"path": r["path"], "new_label": r["suggested_label"]} for r in rows if r["flagged"] == "yes"]
-    atomic_write_text(out / "relabel.csv", _csv_text(["path", "new_label"], relabel))
+    write_csv(out / "queue.csv", QUEUE_FIELDS, rows)
+    path, label = RELABEL_COLUMNS  # the file `train --relabel` reads (`data.relabel`)
+    relabel = [{path: r["path"], label: r["suggested_label"]} for r in rows if r["flagged"] == "yes"]
+    write_csv(out / "relabel.csv", list(RELABEL_COLUMNS), relabel)
     sheets = contact_sheets(review, out, sheet_photos)
     review.seconds["total"] = time.perf_counter() - start
     settings = {
@@ -330,4 +337,5 @@ __all__ = [
     "review_images",
     "run_review",
     "summary",
+    "write_csv",
 ]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from heritage_cnn.base.io import file_sha256
+from heritage_cnn.base.names import shown
 from heritage_cnn.data.folders import DatasetError, ImageSet, find_layout, folder_key, load_images, reused
 from heritage_cnn.data.relabel import apply_relabel, read_relabel
 from heritage_cnn.data.split import make_split
@@ -39,7 +40,7 @@ def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, Image
     images, train_set, val_set = reused(key, lambda: _decode_and_split(config, layout.train))
     if relabel:
         changed = relabel_record(config, images.classes)["relabel"]["labels_changed"]
-        log(f"relabel: {changed} photos moved to another class by {config.relabel}")
+        log(f"relabel: {changed} photos moved to another class by {shown(config.relabel)}")
     for path, reason in images.skipped[:10]:
         log(f"skipped {os.fsencode(path).decode('utf-8', 'replace')}: {reason}")
     if images.skipped:
