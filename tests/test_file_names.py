@@ -77,6 +77,9 @@ def assert_valid_name(path: Path) -> None:
 def test_policy_helpers() -> None:
     latin = os.fsdecode(b"caf\xe9\n.jpg")
     assert shown(latin) == "caf\\xe9\\n.jpg" and shown("esc\x1b.png") == "esc\\x1b.png"
+    # invisible characters escaped (a right-to-left override would reorder the line), visible ones kept as they are
+    assert shown("x\u202egpj \u200b\U000e0041.png") == "x\\u202egpj \\u200b\\U000e0041.png"
+    assert shown("portál ａltar\xa0é.png") == "portál ａltar\xa0é.png"
     assert portable_name(latin) == "caf__.jpg" and portable_name("a.jpg", 2) == "a-2.jpg"
     long = os.fsdecode(LONG)
     assert len(os.fsencode(portable_name(long, 12))) == NAME_MAX and portable_name(long, 12).endswith("-12.jpg")

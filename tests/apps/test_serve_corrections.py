@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -240,6 +241,34 @@ def test_a_variant_of_a_class_name_is_that_class_and_teach_reads_the_folder(tiny
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == sorted({known, "Portal"})
     taught = read_corrections(tmp_path, known=CLASSES)
     assert sorted(taught.labels) == sorted([known] * 4 + ["Portal"] * 3)
+
+
+def test_a_label_that_prints_like_a_class_is_that_class(tiny_run, tmp_path: Path) -> None:
+    """Unicode spellings of one name (NFC and NFD `portál`, a fullwidth `ａltar`) are one class, as teach reads them:
+    the photo goes to the folder already there, never to a second folder that looks the same."""
+    client = client_for(tiny_run, tmp_path)
+    for n, label in enumerate(["portál", unicodedata.normalize("NFD", "portál"), "ａltar"]):
+        response = correct(client, png_bytes(n + 1), label)
+        assert response.status_code == 200, response.text
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["altar", "portál"]
+    assert sorted(read_corrections(tmp_path, known=CLASSES).labels) == ["altar", "portál", "portál"]
+
+
+@pytest.mark.parametrize("label", ["vault\u200b", "x\u202egpj", "nave\u2029aisle"])
+def test_a_label_with_an_invisible_character_is_400(tiny_run, tmp_path: Path, label: str) -> None:
+    response = correct(client_for(tiny_run, tmp_path), png_bytes(2), label)
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert f"the class name {label!r} holds the invisible character U+" in detail and detail.isprintable()
+    assert photos(tmp_path) == [] and not (tmp_path / "manifest.csv").exists()
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_takes_corrections(tiny_run, tmp_path: Path) -> None:
+    """Read as sort and teach read it (`sort_manifest.MANIFEST_ENCODING`), not refused as a manifest without `source`."""
+    (tmp_path / "manifest.csv").write_bytes(b"\xef\xbb\xbf" + ",".join(MANIFEST_FIELDS).encode() + b"\r\n")
+    response = correct(client_for(tiny_run, tmp_path), png_bytes(2), "vault")
+    assert response.status_code == 200, response.text
+    assert len(manifest(tmp_path)) == 1
 
 
 def test_the_upload_is_checked_as_for_a_prediction(tiny_run, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import csv
 import os
 import shutil
 import signal
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import torch
 
 from heritage_cnn.data.folders import DatasetError
 from heritage_cnn.inference.sort import sort_photos
-from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS
+from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS, read_manifest
 from heritage_cnn.inference.teach_photos import (
     ADDED_OR_RENAMED,
     NOT_FOUND,
@@ -356,3 +357,92 @@ def test_a_folder_name_that_is_not_utf8_is_said_so(synthetic_root: Path, tmp_pat
     (out / name).mkdir()
     (out / "altar" / "altar_0.png").rename(out / name / "altar_0.png")
     assert "the folder name is not valid UTF-8" in _one_line_error(read_corrections, out)
+
+
+NFD_PORTAL = unicodedata.normalize("NFD", "portál")  # `portál` with a combining accent: prints as the composed one
+
+
+@pytest.mark.parametrize(
+    ("names", "refusal"),
+    [
+        (["portál", NFD_PORTAL], "would be two classes of one name"),  # composed (NFC) and decomposed (NFD)
+        (["ａltar"], "names the model's class 'altar'"),  # fullwidth
+        (["bell\xa0tower"], "names the model's class 'bell_tower'"),  # a non-breaking space
+    ],
+)
+def test_names_that_print_alike_are_one_class(synthetic_root: Path, tmp_path: Path, names, refusal: str) -> None:
+    """Unicode spellings of one name (NFKC) collide as case and underscores do, among new classes and with known ones,
+    in a folder of new classes and in a corrections folder."""
+    new = tmp_path / "new"
+    for name in names:
+        _new_folder(synthetic_root, new, name)
+    assert refusal in _one_line_error(read_new_classes, new, KNOWN)
+    out = _hand_sorted(synthetic_root, tmp_path)
+    for i, name in enumerate(names):
+        (out / name).mkdir()
+        (out / "altar" / f"altar_{i}.png").rename(out / name / f"altar_{i}.png")
+    assert refusal in _one_line_error(read_corrections, out, known=KNOWN)
+
+
+def test_names_that_print_alike_are_told_apart_by_their_code_points(synthetic_root: Path, tmp_path: Path) -> None:
+    new = _new_folder(synthetic_root, tmp_path / "new", "portál")
+    _new_folder(synthetic_root, new, NFD_PORTAL, source="column")
+    assert "(spelt 'porta\\u0301l' and 'port\\xe1l')" in _one_line_error(read_new_classes, new, KNOWN)
+
+
+@pytest.mark.parametrize(
+    ("name", "escaped", "code"),
+    [
+        ("vault\u200b", "vault\\u200b", "U+200B (ZERO WIDTH SPACE)"),
+        ("x\u202egpj", "x\\u202egpj", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+        ("nave\u2028aisle", "nave\\u2028aisle", "U+2028 (LINE SEPARATOR)"),
+    ],
+)
+def test_a_name_with_an_invisible_character_is_refused_and_shown_escaped(
+    synthetic_root: Path, tmp_path: Path, name: str, escaped: str, code: str
+) -> None:
+    new = _new_folder(synthetic_root, tmp_path / "new", name)
+    message = _one_line_error(read_new_classes, new, KNOWN)
+    assert message.startswith(f"{new}/{escaped}: the folder name '{escaped}' holds the invisible character {code}")
+    assert message.isprintable()  # nothing in the line hides or reorders what it says
+    out = _hand_sorted(synthetic_root, tmp_path)
+    (out / name).mkdir()
+    (out / "altar" / "altar_0.png").rename(out / name / "altar_0.png")
+    assert f"holds the invisible character {code}" in _one_line_error(read_corrections, out)
+
+
+def test_a_manifest_left_with_its_header_only_is_refused(synthetic_root: Path, tmp_path: Path) -> None:
+    """Sort writes no manifest for a folder with nothing to sort: one without rows beside photos was emptied."""
+    out = _hand_sorted(synthetic_root, tmp_path)
+    _write_manifest(out, [])
+    message = _one_line_error(read_corrections, out)
+    assert message == f"{out}/manifest.csv: was edited or is not sort's: it lists no photo, but its folders hold 9"
+
+
+@pytest.mark.parametrize(
+    ("cut", "refusal"),
+    [
+        # the last row cut before its answer (top1_label), as a copy stopped mid-file leaves it
+        (lambda text: text[: text.rindex(",vault,")], "line 10: is incomplete, 9 of the header's 18 cells"),
+        (lambda text: text.rstrip("\r\n") + ",extra\r\n", "line 10: was edited: 19 cells, the header has 18"),
+    ],
+)
+def test_a_manifest_cut_off_mid_row_says_so(synthetic_root: Path, tmp_path: Path, cut, refusal: str) -> None:
+    out = _hand_sorted(synthetic_root, tmp_path)
+    manifest = out / "manifest.csv"
+    manifest.write_bytes(cut(manifest.read_bytes().decode()).encode())
+    message = _one_line_error(read_corrections, out)
+    assert f"manifest.csv: {refusal}" in message and "None" not in message
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_reads_as_sorts_own_reader_reads_it(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """An editor or spreadsheet that saves a BOM before the header: read past it, by teach and by sort alike."""
+    out = _hand_sorted(synthetic_root, tmp_path)
+    manifest = out / "manifest.csv"
+    plain = read_corrections(out)
+    manifest.write_bytes(b"\xef\xbb\xbf" + manifest.read_bytes())
+    marked = read_corrections(out)
+    assert marked.labels == plain.labels and marked.found == plain.found == {"confirmed": 9}
+    assert len(read_manifest(manifest, multi=False)) == 9

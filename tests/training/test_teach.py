@@ -159,8 +159,18 @@ def test_photos_the_model_trained_on_are_not_learned_again(nine, synthetic_root,
     photos = read_new_classes(folder.parent, parent.classes)
     with pytest.raises(DatasetError, match=r"portal: \d+ photo\(s\) new to the model \(\d+ more look like") as refused:
         teach(parent, photos, tmp_path / "taught", log=lambda _: None)
+    assert str(refused.value).startswith(f"{folder}: ")  # the folder, as the too-few-readable refusal names it
     assert sum(_counts(refused.value)) == len(photos.paths)
     assert not any(tmp_path.glob("taught.*"))
+
+
+def test_the_command_names_the_folder_that_dataset_copies_leave_too_few(nine, synthetic_root, tmp_path, capsys):
+    folder = tmp_path / "few" / "portal"
+    shutil.copytree(synthetic_root / "altar", folder)  # photos the parent trained on, under a new name
+    code = cli.main(["teach", str(folder.parent), "--model", str(nine), "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"heritage: error: {folder}: "), err
+    assert "photo(s) new to the model" in err and not any(tmp_path.glob("m.*"))
 
 
 def _counts(error: Exception) -> tuple[int, int]:
@@ -209,6 +219,8 @@ def test_an_ensemble_is_taught_member_by_member(nine, new_folder, synthetic_root
         ("portal", MIN_NEW_PHOTOS - 1, "needs at least 20"),
         ("altar", MIN_NEW_PHOTOS, "already a class of the model"),
         ("_none", MIN_NEW_PHOTOS, "reserved"),
+        ("ａltar", MIN_NEW_PHOTOS, "names the model's class 'altar'"),  # fullwidth: one name after NFKC
+        ("vault\u200b", MIN_NEW_PHOTOS, "'vault\\u200b' holds the invisible character U+200B"),
     ],
 )
 def test_a_folder_that_cannot_be_a_new_class_is_refused_in_one_line(nine, tmp_path, capsys, name, count, message):

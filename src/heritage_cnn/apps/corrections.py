@@ -38,7 +38,7 @@ from heritage_cnn.base.names import CSV_ERRORS, shown
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS
 from heritage_cnn.inference.classifier import Prediction
 from heritage_cnn.inference.sort import LOCK_NAME, NONE, UNCERTAIN
-from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS, MANIFEST_NAME, MANIFEST_TOP
+from heritage_cnn.inference.sort_manifest import MANIFEST_ENCODING, MANIFEST_FIELDS, MANIFEST_NAME, MANIFEST_TOP
 from heritage_cnn.inference.teach_photos import new_class_problem, same_class_as
 
 SOURCE_PREFIX = "upload:"  # a manifest row written by the page, not by sort
@@ -153,7 +153,7 @@ class Corrections:
         manifest = self.root / MANIFEST_NAME
         if not manifest.exists():
             return list(MANIFEST_FIELDS), []
-        with open(manifest, newline="", encoding="utf-8", errors=CSV_ERRORS) as handle:
+        with open(manifest, newline="", encoding=MANIFEST_ENCODING, errors=CSV_ERRORS) as handle:
             reader = csv.DictReader(handle)
             rows = list(reader)
             fields = list(reader.fieldnames or [])

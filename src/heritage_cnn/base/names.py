@@ -11,7 +11,8 @@ On Linux a file name is bytes; Python gives names that are not UTF-8 (an old cam
   Python's `json` reads back as the same `str`, so `os.fsencode(path)` gives the bytes; the file stays
   valid UTF-8 and other names are written as they are;
 - shown (the terminal, HTML, Markdown, figure titles): `shown(path)`, undecodable bytes as `\\xe9` and control
-  characters (a newline in a name) escaped, so a name never breaks a line or a table.
+  characters (a newline in a name) escaped, so a name never breaks a line or a table; invisible characters too
+  (a zero-width space, a right-to-left override), so that no name looks like another or reorders its line.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import unicodedata
 from typing import Any
 
 CSV_ERRORS = "surrogateescape"  # the errors handler of every CSV the tool writes and reads
@@ -26,12 +28,24 @@ NAME_MAX = 255  # bytes in one file name on Linux file systems
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # lone: an undecodable byte of a name is U+DC80-U+DCFF
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]")
+HIDDEN_CATEGORIES = ("Cc", "Cf", "Zl", "Zp")  # control, format (zero-width, bidi), line and paragraph separators
 
 
 def shown(path: str | os.PathLike) -> str:
-    """`path` for people: undecodable bytes as `\\xe9`, control characters as `\\n` or `\\x1b`; always encodable."""
+    """`path` for people: undecodable bytes as `\\xe9`, control characters as `\\n` or `\\x1b`, other invisible
+    ones (`HIDDEN_CATEGORIES`) as `\\u200b`; always encodable."""
     text = os.fsencode(path).decode("utf-8", "backslashreplace")
-    return _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+    text = _CONTROL.sub(lambda m: _ESCAPES.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+    return _NOT_ASCII.sub(_visible, text)
+
+
+def _visible(match: re.Match) -> str:
+    """A character beyond ASCII as it is, or escaped (`\\u202e`) when it shows nothing of its own."""
+    char = match.group()
+    if unicodedata.category(char) not in HIDDEN_CATEGORIES:
+        return char
+    return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
 
 
 def json_text(obj: Any, indent: int | None = 2) -> str:

@@ -24,10 +24,16 @@ def _photos(args: argparse.Namespace, classes: list[str], size: int):  # -> Teac
         raise UsageError("nothing to teach: give folders of new classes and/or --corrections SORTED_FOLDER")
     import torch
 
+    folders: dict[str, list[str]] = {}
+    for part in parts:
+        for label, where in part.folders.items():  # a class read from several folders: each named once
+            read = folders.setdefault(label, [])
+            read += [w for w in where if w not in read]
     merged = TeachPhotos(
         torch.cat([p.images for p in parts]),
         *([x for p in parts for x in getattr(p, name)] for name in ("labels", "paths", "digests", "kinds")),
         skipped=[s for p in parts for s in p.skipped],
+        folders=folders,
     )
     return merged
 

@@ -21,6 +21,9 @@ SKIPPED_NAME = "skipped.csv"  # beside the manifest: the files sort could not re
 MANIFEST_TOP = 3  # top-k columns in the manifest
 MANIFEST_FIELDS = ["source", "destination", *flat_fields(MANIFEST_TOP)[1:]]
 MULTI_FIELDS = [*MANIFEST_FIELDS, "elements", "destinations"]  # the manifest of a sort with `multi`
+# how every reader opens a manifest: a byte-order mark that an editor or a spreadsheet saved before the header is read
+# past, as CRLF line ends are (csv's newline=""), so the first column keeps its name; sort writes plain UTF-8
+MANIFEST_ENCODING = "utf-8-sig"
 
 
 def manifest_row(source: Path, destinations: list[Path], prediction: Prediction) -> dict[str, str]:
@@ -35,7 +38,7 @@ def read_manifest(path: Path, multi: bool) -> dict[str, dict[str, str]]:
     """The rows of an earlier sort, by source; ValueError when it was sorted the other way (`multi` or not)."""
     if not path.exists():
         return {}
-    with open(path, newline="", encoding="utf-8", errors=CSV_ERRORS) as handle:
+    with open(path, newline="", encoding=MANIFEST_ENCODING, errors=CSV_ERRORS) as handle:
         reader = csv.DictReader(handle)
         rows = {row["source"]: row for row in reader if row.get("source")}
     was_multi = "destinations" in (reader.fieldnames or [])

@@ -3,9 +3,9 @@
 Two sources, one result (`TeachPhotos`: decoded photos, each with its class and why it is there):
 
 - **New classes**: a folder holding one subfolder per new class (`PORTALS/portal/*.jpg`). A subfolder named like a
-  class the model knows (its name or display name, whatever the case: `Altar`, `bell tower` for `bell_tower`), or
-  like sort's reserved folders (`_uncertain`, `_none`), is refused: photos of a known class are corrections, and come
-  from a sorted folder.
+  class the model knows (its name or display name, whatever the case or Unicode spelling: `Altar`, `bell tower` for
+  `bell_tower`, a fullwidth `ａltar`), or like sort's reserved folders (`_uncertain`, `_none`), is refused: photos of a
+  known class are corrections, and come from a sorted folder. So is a name holding a character that prints nothing.
 - **Corrections**: a folder `heritage sort` wrote (its `manifest.csv` says where each photo was filed) after the user
   moved photos between its folders. A row's destination is read as its class folder and file name inside the folder
   being read, so a sorted folder that was moved or copied elsewhere reads the same. Each photo of the manifest is
@@ -19,8 +19,9 @@ Two sources, one result (`TeachPhotos`: decoded photos, each with its class and 
   A photo's class is the top folder it lies in: the user's subfolders inside a class folder belong to that class.
   The web page's "mark wrong" writes the same kind of folder (`apps.corrections`): a photo the user marked is stored
   in the right class's folder, with a manifest row naming the folder the model chose.
-  A manifest that sort did not write as it is (a missing column, a destination that is not a file in a class folder,
-  or one in a folder its label does not name) is refused with a line saying so: corrections are made by moving
+  A manifest that sort did not write as it is (a missing column, a row with more or fewer cells than the header, a
+  destination that is not a file in a class folder, one in a folder its label does not name, or no row beside
+  photos) is refused with a line saying so: corrections are made by moving
   photos, not by editing the manifest.
 
 Every photo is decoded by the prediction policy (`decode.try_decode`); a file that cannot be read is skipped and
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import csv
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ from heritage_cnn.data.decode import regular_file_sha256, try_decode
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError, display_name
 from heritage_cnn.data.walk import walk_files
 from heritage_cnn.inference.sort import NONE, UNCERTAIN
-from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS, MANIFEST_NAME, MANIFEST_TOP
+from heritage_cnn.inference.sort_manifest import MANIFEST_ENCODING, MANIFEST_FIELDS, MANIFEST_NAME, MANIFEST_TOP
 from heritage_cnn.models.metadata import class_name_problem
 
 RESERVED = (UNCERTAIN, NONE)
@@ -61,7 +63,8 @@ ADDED_OR_RENAMED = "added or renamed (not in the manifest)"  # "added" while som
 @dataclass
 class TeachPhotos:
     """Decoded photos (N, 3, S, S) uint8 with their class names, paths, SHA-256 and why each is taught; the files
-    skipped (path, reason) and what the corrections folders held (`found`: counts by kind, deleted included).
+    skipped (path, reason), what the corrections folders held (`found`: counts by kind, deleted included) and the
+    class folders each class was read from (`folders`, for messages that name them).
 
     One content, one photo, whatever built them (a reader, or several merged): a content found again under the same
     class is dropped, listed in `skipped` and counted (`REPEATED`); under another class it is refused (DatasetError
@@ -74,6 +77,7 @@ class TeachPhotos:
     kinds: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     found: Counter = field(default_factory=Counter)
+    folders: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         first: dict[str, int] = {}
@@ -103,7 +107,12 @@ class TeachPhotos:
     def subset(self, keep: list[int]) -> TeachPhotos:
         index = torch.as_tensor(keep, dtype=torch.long)
         pick = [self.labels, self.paths, self.digests, self.kinds]
-        return TeachPhotos(self.images[index], *([p[i] for i in keep] for p in pick), self.skipped, self.found)
+        kept = ([p[i] for i in keep] for p in pick)
+        return TeachPhotos(self.images[index], *kept, self.skipped, self.found, self.folders)
+
+    def where(self, label: str) -> str:
+        """The class folder(s) `label` was read from, shown (`few/portal`), or the label when none is recorded."""
+        return ", ".join(shown(folder) for folder in self.folders.get(label, [])) or label
 
     def per_class(self) -> dict[str, int]:
         return dict(Counter(self.labels))
@@ -151,12 +160,16 @@ def _class_subfolders(folder: Path) -> list[Path]:
 
 
 def _same_class(name: str) -> str:
-    """What two names of one class share: the display name (`bell_tower` and `bell tower`), case aside."""
-    return display_name(name).casefold()
+    """What two names of one class share: the display name (`bell_tower` and `bell tower`), case aside, after Unicode
+    compatibility normalisation (NFKC), so that names that print alike are one: `portál` spelt composed (NFC) or
+    decomposed (NFD), a fullwidth `ａltar` and `altar`, a non-breaking space and a space."""
+    folded = display_name(unicodedata.normalize("NFKC", name)).casefold()
+    return unicodedata.normalize("NFKC", folded)  # case folding can leave a name unnormalised (Unicode's NFKC_CF)
 
 
 def same_class_as(name: str, names: Iterable[str]) -> str | None:
-    """The first of `names` that is `name` but for case, spaces or underscores (`Bell Tower`, `bell_tower`), or None."""
+    """The first of `names` that is `name` but for case, spaces, underscores or Unicode spelling (`Bell Tower`,
+    `bell_tower`; `_same_class`), or None."""
     key = _same_class(name)
     return next((n for n in names if _same_class(n) == key), None)
 
@@ -176,22 +189,40 @@ def new_class_problem(
         return f"{called} is not valid UTF-8, so it cannot name a class"
     if not name.strip() or name != name.strip():
         return f"{name!r} is blank or has blanks around it, so it cannot name a class"
-    problem = class_name_problem(name)
+    problem = class_name_problem(name) or _invisible(name)
     if problem:
         return f"{called} {problem}, so it cannot name a class"
     same = same_class_as(name, known)
     if same is not None:
         return (
-            f"{name!r} names the model's class {same!r} (the same name but for case, spaces or underscores); "
-            "photos of a class it knows are corrections (--corrections: a sorted folder whose photos you moved)"
+            f"{name!r} names the model's class {same!r}{_spelt(name, same)} (the same name but for case, spaces, "
+            "underscores or Unicode spelling); photos of a class it knows are corrections (--corrections: a sorted folder whose photos you "
+            "moved)"
         )
     same = same_class_as(name, (t for t in taken if t != name))
     if same is not None:
         return (
-            f"{name!r} and the folder {same!r} would be two classes of one name (the same but for case, spaces or "
-            "underscores); put their photos in one folder"
+            f"{name!r} and the folder {same!r}{_spelt(name, same)} would be two classes of one name (the same but "
+            "for case, spaces, underscores or Unicode spelling); put their photos in one folder"
         )
     return None
+
+
+def _spelt(name: str, same: str) -> str:
+    """Both names by their code points when they print alike (`portál` composed and decomposed), else nothing."""
+    if unicodedata.normalize("NFC", name) != unicodedata.normalize("NFC", same):
+        return ""
+    return f" (spelt {name!a} and {same!a})"
+
+
+def _invisible(name: str) -> str | None:
+    """Why a name with a character that prints nothing (a zero-width space, a right-to-left override, a line
+    separator: `str.isprintable`) cannot name a class, or None: it would print like another name, or reorder the
+    line it is in. Spaces other than ' ' (a non-breaking one) print as spaces, and are folded as spaces are."""
+    hidden = next((c for c in name if not c.isprintable() and unicodedata.category(c) != "Zs"), None)
+    if hidden is None:
+        return None
+    return f"{name!r} holds the invisible character U+{ord(hidden):04X} ({unicodedata.name(hidden, 'unnamed')})"
 
 
 def _refuse_name(folder: Path, name: str, known: Iterable[str], taken: Iterable[str] = ()) -> None:
@@ -224,6 +255,7 @@ def read_new_classes(folder: str | os.PathLike, known: list[str], size: int = 64
         skipped.extend(problems)
         items.extend((path, sub.name, "new") for path in files)
     photos = _decoded(items, size, skipped)
+    photos.folders = {sub.name: [str(sub)] for sub in subfolders}
     for sub in subfolders:
         count = photos.labels.count(sub.name)
         if count < MIN_NEW_PHOTOS:
@@ -241,7 +273,7 @@ def _manifest_rows(root: Path) -> list[dict[str, str]]:
             f"{shown(manifest)}: missing; --corrections reads a folder that heritage sort wrote (its manifest says "
             "where each photo was filed)"
         )
-    with open(manifest, newline="", encoding="utf-8", errors=CSV_ERRORS) as handle:
+    with open(manifest, newline="", encoding=MANIFEST_ENCODING, errors=CSV_ERRORS) as handle:
         reader = csv.DictReader(handle)
         fields = reader.fieldnames or []
         rows = list(reader)
@@ -260,6 +292,7 @@ def _filed_at(row: dict[str, str], root: Path, line: int) -> Path:
     """Where sort filed a manifest row's photo, inside `root`: its destination's class folder and file name (sort
     writes absolute paths, and the folder may have been moved or copied since), checked against the row's answer."""
     where = f"{shown(root / MANIFEST_NAME)}: line {line}"
+    _check_cells(row, where)
     destination = Path(row.get("destination") or "")
     names = destination.parts[1:] if destination.is_absolute() else destination.parts
     if len(names) < 2 or not (destination.is_absolute() or len(names) == 2):
@@ -268,6 +301,20 @@ def _filed_at(row: dict[str, str], root: Path, line: int) -> Path:
     if folder not in RESERVED and folder != row.get("top1_label"):
         raise DatasetError(f"{where}: was edited: filed in {folder!r} but its answer is {row.get('top1_label')!r}")
     return root / folder / name
+
+
+def _check_cells(row: dict, where: str) -> None:
+    """DatasetError when a row has fewer cells than the header (csv gives the missing ones as None: a file cut off
+    mid-row, or a row cut short by hand) or more (kept under the key None): sort writes every cell of every row."""
+    header = [key for key in row if key is not None]
+    cells = sum(row[key] is not None for key in header)
+    if cells < len(header):
+        raise DatasetError(
+            f"{where}: is incomplete, {cells} of the header's {len(header)} cells (the file was cut off mid-row, "
+            "or the row edited)"
+        )
+    if None in row:
+        raise DatasetError(f"{where}: was edited: {cells + len(row[None])} cells, the header has {len(header)}")
 
 
 def _class_files(root: Path) -> tuple[dict[Path, str], list[tuple[str, str]]]:
@@ -299,6 +346,11 @@ def read_corrections(folder: str | os.PathLike, size: int = 64, known: list[str]
     # sort keeps one copy of identical photos of one name, and the manifest a row for each: one file, read once
     shared = len(rows) - len(filed)
     files, skipped = _class_files(root)
+    if not rows and files:  # sort refuses a folder with nothing to sort before writing anything: this was emptied
+        raise DatasetError(
+            f"{shown(root / MANIFEST_NAME)}: was edited or is not sort's: it lists no photo, but its folders hold "
+            f"{len(files)}"
+        )
     # a photo still where sort put it is that row's, whatever its content: only the others are matched by content
     digests = {path: regular_file_sha256(path) for path in files if path not in filed}
     items, counts = _matched(filed, files, digests)
@@ -310,6 +362,7 @@ def read_corrections(folder: str | os.PathLike, size: int = 64, known: list[str]
         if name not in classes:
             _refuse_name(root / name, name, classes, labels)
     photos = _decoded(items, size, skipped, digests)
+    photos.folders = {name: [str(root / name)] for name in labels}
     if counts[NOT_FOUND] and photos.found["added"]:
         photos.found[ADDED_OR_RENAMED] = photos.found.pop("added")
     photos.found.update(counts)

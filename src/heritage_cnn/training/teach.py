@@ -363,8 +363,8 @@ def _learnable(parent: Checkpoint, photos: TeachPhotos) -> tuple[TeachPhotos, np
         if count < MIN_NEW_PHOTOS:
             alike = sum(label_of[path] == name for path, _ in skipped_known)
             raise DatasetError(
-                f"{name}: {count} photo(s) new to the model ({alike} more look like photos of its training data); "
-                f"a new class needs at least {MIN_NEW_PHOTOS}"
+                f"{given.where(name)}: {count} photo(s) new to the model ({alike} more look like photos of its "
+                f"training data); a new class needs at least {MIN_NEW_PHOTOS}"
             )
     added = list(dict.fromkeys(label for label in photos.labels if label not in parent.classes))
     return photos, hashes, skipped_known, added
