@@ -21,8 +21,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import CLASSES, draw
-from heritage_cnn import cli
 from heritage_cnn.base.names import NAME_MAX, cell_items, cell_text, portable_name, shown
+from heritage_cnn.cli.main import main
 
 LONG = b"L" * 200 + b"\xe9" + b"x" * 50 + b".jpg"  # 255 bytes, one of them not UTF-8
 HOSTILE = [
@@ -94,7 +94,7 @@ def test_policy_helpers() -> None:
 def test_predict_table_csv_and_json(tiny_run, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
     photos = write_photos(tmp_path / "survey")
     model = ["--model", str(tiny_run.checkpoint), "-q"]
-    assert cli.main(["predict", *model, str(tmp_path / "survey")]) == 0
+    assert main(["predict", *model, str(tmp_path / "survey")]) == 0
     out, err = capsysbinary.readouterr()
     table = out.decode("utf-8").splitlines()  # valid UTF-8, one line a photo: no name breaks a line
     assert len(table) == 1 + len(photos) and b"\x1b" not in out
@@ -104,8 +104,8 @@ def test_predict_table_csv_and_json(tiny_run, tmp_path: Path, capsysbinary: pyte
     skipped = [line for line in err.decode("utf-8").splitlines() if "skipped" in line]
     assert len(skipped) == 1 and "broken_\\xff\\n.jpg" in skipped[0]
     for fmt in ("csv", "json"):
-        assert cli.main(["predict", *model, str(tmp_path / "survey"), "-o", str(tmp_path / f"p.{fmt}")]) == 0
-        assert cli.main(["predict", *model, str(tmp_path / "survey"), "--format", fmt]) == 0
+        assert main(["predict", *model, str(tmp_path / "survey"), "-o", str(tmp_path / f"p.{fmt}")]) == 0
+        assert main(["predict", *model, str(tmp_path / "survey"), "--format", fmt]) == 0
         written = (tmp_path / f"p.{fmt}").read_bytes()
         assert capsysbinary.readouterr().out == written  # `> file` and `-o file` give the same bytes
         if fmt == "csv":
@@ -120,7 +120,7 @@ def test_sort_folders_and_manifest(tiny_run, tmp_path: Path, capsysbinary: pytes
     # one folder, _uncertain/ (none is called none of the ten, and none is certain): names collide
     model = ["--model", str(tiny_run.checkpoint), "--none-threshold=-1e30", "--min-confidence", "1", "-q"]
     command = ["sort", str(tmp_path / "survey"), "--out", str(out), *model]
-    assert cli.main(command) == 0
+    assert main(command) == 0
     assert "manifest: " in capsysbinary.readouterr().out.decode("utf-8")
     rows = read_csv((out / "manifest.csv").read_bytes())
     assert sorted(row["source"] for row in rows) == photos  # every good photo, under its exact name
@@ -135,7 +135,7 @@ def test_sort_folders_and_manifest(tiny_run, tmp_path: Path, capsysbinary: pytes
     assert [row["source"] for row in read_csv((out / "skipped.csv").read_bytes())] == [
         os.fsdecode(os.fsencode(tmp_path / "survey") + b"/" + BROKEN)
     ]
-    assert cli.main(command) == 0  # a second run finds every photo done from the manifest
+    assert main(command) == 0  # a second run finds every photo done from the manifest
     assert f"0 photo(s) sorted (0 none of the ten in _none/, 0 below 1.00 in _uncertain/), {len(photos)} already" in (
         capsysbinary.readouterr().out.decode("utf-8")
     )
@@ -155,9 +155,7 @@ def hostile_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_evaluate_outputs(tiny_run, hostile_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval"
     model = str(tiny_run.checkpoint)
-    assert (
-        cli.main(["evaluate", "--model", model, "--data", str(hostile_data), "--split", "all", "--out", str(out)]) == 0
-    )
+    assert main(["evaluate", "--model", model, "--data", str(hostile_data), "--split", "all", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_bytes().decode("utf-8"))
     assert metrics["data"] == str(hostile_data)  # exact, through the \udcXX escapes
     broken = {os.fsdecode(os.fsencode(hostile_data / c) + b"/" + BROKEN) for c in CLASSES}
@@ -190,14 +188,14 @@ def test_report_escapes_names(tiny_run, hostile_data: Path, tmp_path: Path) -> N
 def test_train_and_data_check_record_exact_names(hostile_data: Path, tmp_path: Path, capsysbinary) -> None:
     out = tmp_path / "run"
     tiny = ["--epochs", "1", "--widths", "8,16", "--batch-size", "8", "-q"]
-    assert cli.main(["train", "--data", str(hostile_data), "--out", str(out), *tiny]) == 0
+    assert main(["train", "--data", str(hostile_data), "--out", str(out), *tiny]) == 0
     split = json.loads((out / "split.json").read_bytes().decode("utf-8"))
     every = {str(p) for p in hostile_data.rglob("*.*") if p.is_file()}
     assert split["val_paths"] and set(split["val_paths"]) <= every
     skipped = json.loads((out / "skipped.json").read_bytes().decode("utf-8"))
     assert {s["path"] for s in skipped} == {p for p in every if os.fsencode(p).endswith(BROKEN)}
     capsysbinary.readouterr()
-    assert cli.main(["data", "check", str(hostile_data), "--format", "json"]) == 0
+    assert main(["data", "check", str(hostile_data), "--format", "json"]) == 0
     report = json.loads(capsysbinary.readouterr().out.decode("utf-8"))
     assert report["root"] == str(hostile_data)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from heritage_cnn.apps.pipeline import split_recipe
-from heritage_cnn.cli import main
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.data.split import perceptual_hashes
 from heritage_cnn.inference.evaluate import near_any, predict_logits, trained_on

@@ -148,7 +148,7 @@ def test_writing_onto_a_folder_names_the_folder_not_a_temp_file(
 ) -> None:
     from PIL import Image
 
-    from heritage_cnn.cli import main
+    from heritage_cnn.cli.main import main
 
     with pytest.raises(IsADirectoryError) as error:
         hio.atomic_write_json(tmp_path, {})
@@ -282,10 +282,10 @@ def test_awkward_files_and_folders(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_unwritable_output_is_one_line(
     synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from heritage_cnn import cli
+    from heritage_cnn.cli.main import main
 
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be")
-    assert cli.main(["train", "--data", str(synthetic_root), "--out", str(blocker / "run"), "--epochs", "1"]) == 2
+    assert main(["train", "--data", str(synthetic_root), "--out", str(blocker / "run"), "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("heritage: error: ") and str(blocker) in err and len(err.strip().splitlines()) == 1

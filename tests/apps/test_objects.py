@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 import heritage_cnn
-from heritage_cnn import cli
 from heritage_cnn.apps.pipeline import evaluate_on, run_report
 from heritage_cnn.apps.serve import create_app
+from heritage_cnn.cli.main import main
 from heritage_cnn.data import folders
 from heritage_cnn.models import checkpoint as checkpoints
 
@@ -97,5 +97,5 @@ def test_the_cli_resolves_the_model_once(tiny_run, synthetic_root: Path, tmp_pat
     ]
     for command in commands:
         loads.clear()
-        assert cli.main(command) == 0
+        assert main(command) == 0
         assert sum(loads.values()) == 1, (command[0], loads)

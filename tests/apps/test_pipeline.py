@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from heritage_cnn import cli
 from heritage_cnn.apps.pipeline import evaluate_on
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.folders import find_layout
 from heritage_cnn.data.split import perceptual_hashes
 from heritage_cnn.inference.evaluate import hashes_from_hex, hashes_to_hex, near_any
@@ -65,16 +65,14 @@ def test_a_folder_holding_only_test_is_recognised(
     assert layout.test == only / "test" and not layout.train.is_dir()
     model = str(tiny_run.checkpoint)
     assert (
-        cli.main(["evaluate", "--model", model, "--data", str(only), "--split", "test", "--out", str(tmp_path / "t")])
-        == 0
+        main(["evaluate", "--model", model, "--data", str(only), "--split", "test", "--out", str(tmp_path / "t")]) == 0
     )
-    assert cli.main(["evaluate", "--model", model, "--data", str(only), "--out", str(tmp_path / "a")]) == 0
+    assert main(["evaluate", "--model", model, "--data", str(only), "--out", str(tmp_path / "a")]) == 0
     assert json.loads((tmp_path / "a" / "metrics.json").read_text())["split"] == "test"
-    assert cli.main(["data", "check", str(only)]) == 0
+    assert main(["data", "check", str(only)]) == 0
     capsys.readouterr()
     assert (
-        cli.main(["evaluate", "--model", model, "--data", str(only), "--split", "all", "--out", str(tmp_path / "x")])
-        == 2
+        main(["evaluate", "--model", model, "--data", str(only), "--split", "all", "--out", str(tmp_path / "x")]) == 2
     )
     assert "has no train/ folder" in capsys.readouterr().err
 
@@ -130,12 +128,12 @@ def test_on_another_folder_trained_on_copies_and_near_copies_are_flagged(
     for path in val_paths[:20]:  # photos the model never saw (no near-duplicate of them trained it either)
         (foreign / Path(path).parent.name).mkdir(exist_ok=True)
         shutil.copy(path, foreign / Path(path).parent.name / f"new_{Path(path).name}")
-    assert cli.main(["evaluate", "--model", str(model), "--data", str(foreign), "--out", str(tmp_path / "e")]) == 0
+    assert main(["evaluate", "--model", str(model), "--data", str(foreign), "--out", str(tmp_path / "e")]) == 0
     out = capsys.readouterr().out
     saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert saved["excluded"]["count"] == 4 and saved["n_images"] == 20 and "excluded 4 of 24" in out
     assert (
-        cli.main(
+        main(
             ["evaluate", "--model", str(model), "--data", str(foreign), "--split", "all", "--out", str(tmp_path / "a")]
         )
         == 0
@@ -151,7 +149,7 @@ def test_without_a_record_it_scores_everything_and_says_so(
     meta = json.loads(model.with_suffix(".json").read_text())
     meta.pop("trained_on", None)
     model.with_suffix(".json").write_text(json.dumps(meta))
-    assert cli.main(["evaluate", "--model", str(model), "--data", str(synthetic_root), "--out", str(tmp_path)]) == 0
+    assert main(["evaluate", "--model", str(model), "--data", str(synthetic_root), "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "WARNING" in out and "cannot be told apart" in out
     saved = json.loads((tmp_path / "metrics.json").read_text())

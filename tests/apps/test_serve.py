@@ -249,7 +249,7 @@ def test_info_gives_the_sort_threshold_and_deconvnet_in_words(client: TestClient
 
 
 def test_cli_help_and_busy_port() -> None:
-    from heritage_cnn.cli import build_parser
+    from heritage_cnn.cli.main import build_parser
 
     parser = build_parser()
     args = parser.parse_args(["serve", "--port", "0", "--max-upload-mb", "5"])

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from heritage_cnn import cli
 from heritage_cnn.apps.pipeline import demo_out_problem
+from heritage_cnn.cli.main import build_parser, main
 from heritage_cnn.cli.recipe import new_config
 from heritage_cnn.data import check as datacheck
 
@@ -28,7 +28,7 @@ def test_every_subcommand_explains_itself_with_an_example(
     command: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as info:
-        cli.main([*command, "--help"])
+        main([*command, "--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
     assert "example" in text and "heritage " + " ".join(command) in text
@@ -43,7 +43,7 @@ def test_data_check_reports_counts_and_conflicting_duplicates(
     shutil.copy(altar, root / "train" / "apse" / "copy_of_altar.png")  # same bytes, two labels
     shutil.copy(altar, root / "test" / "altar" / "leaked.png")  # same photo in train and test
     (root / "train" / "vault" / "broken.jpg").write_bytes(b"not a jpeg")
-    assert cli.main(["data", "check", str(root), "--json", str(tmp_path / "check.json")]) == 0
+    assert main(["data", "check", str(root), "--json", str(tmp_path / "check.json")]) == 0
     table = capsys.readouterr().out
     assert "dome (inner)" in table and "1 unreadable" in table
     report = json.loads((tmp_path / "check.json").read_text())
@@ -69,7 +69,7 @@ def test_download_without_network_fails_at_once_with_manual_steps(
     downloads = []
     fake = types.SimpleNamespace(dataset_download=lambda *args, **kwargs: downloads.append(args))
     monkeypatch.setitem(sys.modules, "kagglehub", fake)
-    assert cli.main(["data", "download", "--dest", str(tmp_path / "d")]) == 2
+    assert main(["data", "download", "--dest", str(tmp_path / "d")]) == 2
     assert len(probes) == 1 and downloads == [] and not (tmp_path / "d").exists()
     err = capsys.readouterr().err.strip()
     assert "cannot reach kaggle.com (Name or service not known)" in err
@@ -80,11 +80,11 @@ def test_missing_data_is_one_clear_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     monkeypatch.delenv("HERITAGE_DATA", raising=False)
-    assert cli.main(["train", "--out", str(tmp_path)]) == 2
+    assert main(["train", "--out", str(tmp_path)]) == 2
     assert "heritage data download" in capsys.readouterr().err
-    assert cli.main(["evaluate", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert main(["evaluate", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
     assert "nowhere: no such folder" in capsys.readouterr().err
-    assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--epochs", "0"]) == 2
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--epochs", "0"]) == 2
     assert "--epochs must be at least 1" in capsys.readouterr().err
 
 
@@ -93,7 +93,7 @@ def test_evaluate_command_writes_figures_and_names_unknown_classes(
 ) -> None:
     model = str(tiny_run.checkpoint)
     assert (
-        cli.main(
+        main(
             [
                 "evaluate",
                 "--model",
@@ -116,11 +116,11 @@ def test_evaluate_command_writes_figures_and_names_unknown_classes(
     subset = tmp_path / "subset"
     shutil.copytree(synthetic_root / "apse", subset / "apse")
     shutil.copytree(synthetic_root / "vault", subset / "vault")
-    assert cli.main(["evaluate", "--model", model, "--data", str(subset), "--out", str(tmp_path / "sub"), "--tta"]) == 0
+    assert main(["evaluate", "--model", model, "--data", str(subset), "--out", str(tmp_path / "sub"), "--tta"]) == 0
     assert "no images of 8 model class(es)" in capsys.readouterr().out
     (subset / "castle").mkdir()
     (subset / "castle" / "a.png").write_bytes((synthetic_root / "apse" / "000.png").read_bytes())
-    assert cli.main(["evaluate", "--model", model, "--data", str(subset), "--out", str(tmp_path / "x")]) == 2
+    assert main(["evaluate", "--model", model, "--data", str(subset), "--out", str(tmp_path / "x")]) == 2
     assert "unknown ['castle']" in capsys.readouterr().err
 
 
@@ -134,7 +134,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path, capsys: pytest.CaptureFixt
     make_dataset(data / "test", per_class=4, seed=2, classes=classes)
     out = tmp_path / "demo"
     args = ["demo", "--data", str(data), "--out", str(out), "--recipe", "quick", "--epochs", "2", "--widths", "8,16"]
-    assert cli.main(args) == 0
+    assert main(args) == 0
     text = capsys.readouterr().out
     assert "== 3/3 evaluate" in text and str(out.resolve()) in text
     assert "the shipped model, for comparison" in text
@@ -163,7 +163,7 @@ def test_demo_refuses_an_out_that_holds_other_files(
         (out / foreign).mkdir()
     (out / "index.html").write_text("an earlier demo's page")  # the demo's own: no reason to refuse
     before = sorted(out.rglob("*"))
-    assert cli.main(["demo", "--no-train", "--data", str(synthetic_root), "--out", str(out)]) == 2
+    assert main(["demo", "--no-train", "--data", str(synthetic_root), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"holds {foreign!r}, not the demo's" in err and len(err.strip().splitlines()) == 1
     assert sorted(out.rglob("*")) == before
@@ -172,7 +172,7 @@ def test_demo_refuses_an_out_that_holds_other_files(
 def test_report_checks_member_before_making_out(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "r5"
     args = ["report", "--model", str(tiny_run.checkpoint), "--member", "5", "--data", str(synthetic_root)]
-    assert cli.main([*args, "--out", str(out), "-q"]) == 2
+    assert main([*args, "--out", str(out), "-q"]) == 2
     assert not out.exists()
 
 
@@ -180,7 +180,7 @@ def test_recipe_presets_are_starting_points_that_typed_flags_override() -> None:
     from heritage_cnn.training.config import TrainConfig
     from heritage_cnn.training.recipes import recipe_config
 
-    parser = cli.build_parser()
+    parser = build_parser()
     quick = new_config(parser.parse_args(["demo", "--recipe", "quick"]), "d", "o")
     assert quick == recipe_config("quick", "d", "o")
     assert (quick.epochs, quick.model.blocks, quick.model.widths) == (13, (1, 1, 1, 1), (16, 32, 64, 128))
@@ -207,7 +207,7 @@ def test_a_config_saved_before_the_optimizer_field_reads_as_adamw_not_as_todays_
 def test_train_flags_become_the_recipe_and_defaults_stay_the_shipped_recipe() -> None:
     from heritage_cnn.training.config import TrainConfig
 
-    parser = cli.build_parser()
+    parser = build_parser()
     flags = "--ema 0.998 --cutmix 1 --mixup 0.2 --balanced-loss --zoom 0.3 --shift 0.05 --dropout 0.1 --warmup 2"
     flags += " --input-scale 1.5"
     args = parser.parse_args(["train", "--out", "o", *flags.split(), "--batch-size", "64"])
@@ -225,7 +225,7 @@ def test_train_flags_become_the_recipe_and_defaults_stay_the_shipped_recipe() ->
 def test_widths_keep_the_default_depth_when_the_stage_count_matches() -> None:
     from heritage_cnn.models.network import ModelConfig
 
-    parser = cli.build_parser()
+    parser = build_parser()
 
     def model_of(*flags: str) -> ModelConfig:
         return new_config(parser.parse_args(["train", "--out", "o", *flags]), "d", "o").model
@@ -251,7 +251,7 @@ def test_every_recipe_field_has_one_flag_and_its_default_comes_from_the_dataclas
     assert recipe.config_fields() <= recipe.recipe_fields()
     assert len({flag.name for flag in recipe.RECIPE}) == len(recipe.RECIPE)
     with pytest.raises(SystemExit):
-        cli.main(["train", "--help"])
+        main(["train", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"images per step (default {TrainConfig.batch_size})" in help_text
 
@@ -265,7 +265,7 @@ def test_the_defaults_shown_are_those_of_the_commands_own_recipe(
 
     config = recipe_config(recipe, "", "")
     with pytest.raises(SystemExit):
-        cli.main([command, "--help"])
+        main([command, "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"the {recipe} recipe" in help_text
     widths = ",".join(map(str, config.model.widths))
@@ -274,13 +274,13 @@ def test_the_defaults_shown_are_those_of_the_commands_own_recipe(
 
 
 def test_zero_is_a_value_not_a_missing_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    parser = cli.build_parser()
+    parser = build_parser()
     flags = "--label-smoothing 0 --warmup 0 --weight-decay 0 --dropout 0 --split-seed 0 --rotation 0"
     config = new_config(parser.parse_args(["train", "--out", "o", *flags.split()]), "d", "o")
     assert (config.label_smoothing, config.warmup_epochs, config.weight_decay, config.model.dropout) == (0, 0, 0, 0)
     assert config.augment.rotation_degrees == 0
     for flag, message in (("--lr", "--lr must be a positive"), ("--val-fraction", "--val-fraction must be in")):
-        assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), flag, "0"]) == 2
+        assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), flag, "0"]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1
     for flags, message in (
@@ -300,7 +300,7 @@ def test_zero_is_a_value_not_a_missing_flag(tmp_path: Path, capsys: pytest.Captu
             "with more than one convolution (it updates the ones after the stem): add --optimizer adamw",
         ),
     ):
-        assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *flags]) == 2
+        assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *flags]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1  # the flag the user typed, not the field
 
@@ -309,7 +309,7 @@ def test_too_few_photos_for_the_split_is_one_line_naming_the_folder(
     synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     args = ["train", "--data", str(synthetic_root), "--out", str(tmp_path / "r"), "--limit-per-class", "4", "-q"]
-    assert cli.main(args) == 2
+    assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(synthetic_root) in err and "needs at least 5 photos" in err
     assert not (tmp_path / "r" / "last.safetensors").exists()
@@ -320,7 +320,7 @@ def test_nproc_checks_the_batch_size_that_train_config_will_use(
 ) -> None:
     from heritage_cnn.training.config import TrainConfig
 
-    assert cli.main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--nproc", "3"]) == 2
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--nproc", "3"]) == 2
     assert f"--batch-size {TrainConfig.batch_size} must be divisible by the 3" in capsys.readouterr().err
 
 
@@ -342,16 +342,16 @@ def test_resume_takes_the_saved_recipe_and_refuses_a_different_one(
 
     monkeypatch.setattr(train, "train", fake_train)
     resume = ["train", "--out", str(run), "--resume"]
-    assert cli.main(resume) == 130
-    assert cli.main([*resume, "--epochs", "56", "--lr", "0.002", "--data", str(synthetic_root)]) == 130
-    assert cli.main([*resume, "--device", "cpu", "--threads", "1"]) == 130
+    assert main(resume) == 130
+    assert main([*resume, "--epochs", "56", "--lr", "0.002", "--data", str(synthetic_root)]) == 130
+    assert main([*resume, "--device", "cpu", "--threads", "1"]) == 130
     assert seen[0] == seen[1] and seen[0].resume and seen[0].epochs == 56 and seen[0].lr == 0.002
     assert (seen[2].device, seen[2].threads) == ("cpu", 1)
     capsys.readouterr()
-    assert cli.main([*resume, "--epochs", "80"]) == 2
+    assert main([*resume, "--epochs", "80"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--epochs 80 (the run has 56)" in err and "config.json" in err
-    assert cli.main([*resume, "--widths", "8,16", "--data", str(tmp_path)]) == 2
+    assert main([*resume, "--widths", "8,16", "--data", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--widths 8,16 (the run has 24,48,96,192)" in err and f"--data {tmp_path}" in err
     assert len(seen) == 3
@@ -367,10 +367,10 @@ def test_a_copied_run_resumes_into_its_own_folder_and_never_writes_the_original(
     original, copy = tmp_path / "original", tmp_path / "copy"
     tiny = ["--widths", ",".join(map(str, TINY["widths"])), "--blocks", ",".join(map(str, TINY["blocks"]))]
     common = ["--data", str(synthetic_root), "--epochs", "1", "--no-amp", "--optimizer", "adamw", "-q", *tiny]
-    assert cli.main(["train", "--out", str(original), *common]) == 0
+    assert main(["train", "--out", str(original), *common]) == 0
     shutil.copytree(original, copy)
     before = {p.name: p.read_bytes() for p in original.iterdir() if p.is_file()}
-    assert cli.main(["train", "--out", str(copy), "--resume", "-q"]) == 0
+    assert main(["train", "--out", str(copy), "--resume", "-q"]) == 0
     assert {p.name: p.read_bytes() for p in original.iterdir() if p.is_file()} == before
     assert json.loads((copy / "config.json").read_text())["out"] == str(copy)
 
@@ -385,7 +385,7 @@ def test_command_flags_rebuild_the_config_they_were_read_from() -> None:
     from heritage_cnn.training.config import TrainConfig
     from heritage_cnn.training.recipes import recipe_config
 
-    parser = cli.build_parser()
+    parser = build_parser()
     base = TrainConfig(data="d", out="o")
     configs = [
         base,
@@ -425,7 +425,7 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
     from heritage_cnn import __version__
 
     with pytest.raises(SystemExit) as info:
-        cli.main(["-V"])
+        main(["-V"])
     assert info.value.code == 0 and capsys.readouterr().out.strip() == f"heritage-cnn {__version__}"
 
 
@@ -433,17 +433,17 @@ def test_predict_output_file_format_and_device(
     tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model, photo = str(tiny_run.checkpoint), str(synthetic_root / "apse" / "000.png")
-    assert cli.main(["predict", photo, "--model", model, "--device", "cpu", "-o", str(tmp_path / "p.json")]) == 0
+    assert main(["predict", photo, "--model", model, "--device", "cpu", "-o", str(tmp_path / "p.json")]) == 0
     assert "written to" in capsys.readouterr().err
     rows = json.loads((tmp_path / "p.json").read_text())
     assert len(rows) == 1 and rows[0]["path"] == photo
-    assert cli.main(["predict", photo, "--model", model, "--output", str(tmp_path / "p.csv")]) == 0
+    assert main(["predict", photo, "--model", model, "--output", str(tmp_path / "p.csv")]) == 0
     assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("path")
-    assert cli.main(["predict", photo, "--model", model, "-o", str(tmp_path / "p.txt"), "--format", "json"]) == 0
+    assert main(["predict", photo, "--model", model, "-o", str(tmp_path / "p.txt"), "--format", "json"]) == 0
     assert json.loads((tmp_path / "p.txt").read_text())[0]["path"] == photo
     assert not list(tmp_path.glob(".*.tmp"))
     capsys.readouterr()
-    assert cli.main(["predict", photo, "--model", model, "-o", str(tmp_path / "p.xyz")]) == 2
+    assert main(["predict", photo, "--model", model, "-o", str(tmp_path / "p.xyz")]) == 2
     assert "p.xyz" in capsys.readouterr().err
 
 
@@ -458,7 +458,7 @@ def test_one_line_errors_name_the_file(
     meta = json.loads(tiny_run.checkpoint.with_suffix(".json").read_text())
     del meta["normalisation"]
     broken.with_suffix(".json").write_text(json.dumps(meta))
-    assert cli.main(["predict", photo, "--model", str(broken)]) == 2
+    assert main(["predict", photo, "--model", str(broken)]) == 2
     err = capsys.readouterr().err.strip()
     assert "broken" in err and err != "heritage: error: normalisation" and len(err.splitlines()) == 1
 
@@ -467,7 +467,7 @@ def test_one_line_errors_name_the_file(
 
     monkeypatch.setattr(os, "replace", full_disk)
     target = tmp_path / "out.json"
-    assert cli.main(["predict", photo, "--model", str(tiny_run.checkpoint), "-o", str(target)]) == 2
+    assert main(["predict", photo, "--model", str(tiny_run.checkpoint), "-o", str(target)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"heritage: error: {target}: No space left on device"
 
@@ -496,7 +496,7 @@ def test_one_line_errors_name_the_file(
 )
 def test_bad_numbers_are_refused_by_argparse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        cli.main(argv)
+        main(argv)
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert info.value.code == 2 and last.startswith("heritage ") and "--host" not in last
 
@@ -516,9 +516,9 @@ def test_cuda_when_absent_is_one_line(
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     photo = str(synthetic_root / "apse" / "000.png")
-    assert cli.main(["predict", photo, "--model", str(tiny_run.checkpoint), "--device", "cuda"]) == 2
+    assert main(["predict", photo, "--model", str(tiny_run.checkpoint), "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
-    assert cli.main(["predict", photo, "--model", str(tiny_run.checkpoint), "--device", "auto"]) == 0
+    assert main(["predict", photo, "--model", str(tiny_run.checkpoint), "--device", "auto"]) == 0
 
 
 def test_sort_summary_mentions_unreadable_files_only_when_there_are_some(
@@ -527,10 +527,10 @@ def test_sort_summary_mentions_unreadable_files_only_when_there_are_some(
     survey = tmp_path / "survey"
     shutil.copytree(synthetic_root / "apse", survey)
     model = str(tiny_run.checkpoint)
-    assert cli.main(["sort", str(survey), "--out", str(tmp_path / "a"), "--model", model, "-q"]) == 0
+    assert main(["sort", str(survey), "--out", str(tmp_path / "a"), "--model", model, "-q"]) == 0
     assert "unreadable" not in capsys.readouterr().out
     (survey / "broken.jpg").write_bytes(b"not a jpeg")
-    assert cli.main(["sort", str(survey), "--out", str(tmp_path / "b"), "--model", model]) == 0
+    assert main(["sort", str(survey), "--out", str(tmp_path / "b"), "--model", model]) == 0
     assert "1 unreadable file(s) skipped, listed in" in capsys.readouterr().out
 
 
@@ -553,10 +553,10 @@ def test_predict_output_is_never_a_photo_it_reads(
         ([str(survey)], survey / "new.jpg", f"an image's name inside the input folder {survey}; use .csv or .json"),
     ]
     for inputs, output, why in cases:
-        assert cli.main(["predict", *inputs, *model, "-o", str(output)]) == 2
+        assert main(["predict", *inputs, *model, "-o", str(output)]) == 2
         err = capsys.readouterr().err
         assert err == f"heritage: error: -o {output}: {why}\n"
-    assert cli.main(["predict", str(photo), *model, "-o", str(old)]) == 2  # an image elsewhere: never replaced
+    assert main(["predict", str(photo), *model, "-o", str(old)]) == 2  # an image elsewhere: never replaced
     err = capsys.readouterr().err
     assert (
         err == f"heritage: error: -o {old}: an image file already there; predictions are never written over an image\n"
@@ -565,10 +565,10 @@ def test_predict_output_is_never_a_photo_it_reads(
         photo,
         survey / "001.png",
     ]
-    assert cli.main(["predict", str(survey), *model, "-o", str(tmp_path / "p.json")]) == 0  # beside it: written
+    assert main(["predict", str(survey), *model, "-o", str(tmp_path / "p.json")]) == 0  # beside it: written
     # in the survey folder itself, a CSV is written and is not read as a photo on the next run
-    assert cli.main(["predict", str(survey), *model, "-o", str(survey / "p.csv")]) == 0
-    assert cli.main(["predict", str(survey), *model, "-o", str(tmp_path / "again.json")]) == 0
+    assert main(["predict", str(survey), *model, "-o", str(survey / "p.csv")]) == 0
+    assert main(["predict", str(survey), *model, "-o", str(tmp_path / "again.json")]) == 0
     assert len(json.loads((tmp_path / "again.json").read_text())) == 2
 
 
@@ -579,7 +579,7 @@ def test_none_threshold_help_says_which_score_and_where_to_read_it(
 
     from heritage_cnn.models.checkpoint import shipped_checkpoint_path
 
-    commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     helps = {
         name: next(a.help for a in commands[name]._actions if "--none-threshold" in a.option_strings)
         for name in ("predict", "sort", "map", "serve", "evaluate")
@@ -593,7 +593,7 @@ def test_none_threshold_help_says_which_score_and_where_to_read_it(
         )
     assert json.loads(tiny_run.checkpoint.with_suffix(".json").read_text())["open_set"]["score"]
     photo = str(synthetic_root / "apse" / "000.png")
-    assert cli.main(["predict", photo, "--model", str(tiny_run.checkpoint), "--format", "json"]) == 0
+    assert main(["predict", photo, "--model", str(tiny_run.checkpoint), "--format", "json"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
     assert isinstance(row["open_set_score"], float) and isinstance(row["none_threshold"], float)
 
@@ -603,7 +603,7 @@ def test_an_output_that_cannot_be_made_is_named_not_its_temporary_file(
     tiny_run, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     photo = str(synthetic_root / "apse" / "000.png")
-    assert cli.main(["predict", photo, "--model", str(tiny_run.checkpoint), "-o", "/proc/x.csv"]) == 2
+    assert main(["predict", photo, "--model", str(tiny_run.checkpoint), "-o", "/proc/x.csv"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("heritage: error: /proc/x.csv: ") and ".tmp" not in err and err.count("\n") == 1
 
@@ -618,12 +618,12 @@ def test_a_symbolic_link_loop_gives_its_true_reason(
     loop.symlink_to("loopB.jpg")
     (tmp_path / "loopB.jpg").symlink_to("loopA.jpg")
     reason = f"cannot read ({os.strerror(errno.ELOOP)})"
-    assert cli.main(["predict", str(loop), "--model", str(tiny_run.checkpoint)]) == 2  # given directly
+    assert main(["predict", str(loop), "--model", str(tiny_run.checkpoint)]) == 2  # given directly
     assert capsys.readouterr().err.splitlines()[0] == f"heritage: {loop}: {reason}"  # was "no such file or folder"
     shutil.copy(synthetic_root / "apse" / "000.png", tmp_path / "good.png")
-    assert cli.main(["predict", str(tmp_path), "--model", str(tiny_run.checkpoint)]) == 0  # found in a folder
+    assert main(["predict", str(tmp_path), "--model", str(tiny_run.checkpoint)]) == 0  # found in a folder
     assert f"heritage: skipped {loop}: {reason}" in capsys.readouterr().err.splitlines()
-    assert cli.main(["predict", str(tmp_path / "gone.jpg"), "--model", str(tiny_run.checkpoint)]) == 2
+    assert main(["predict", str(tmp_path / "gone.jpg"), "--model", str(tiny_run.checkpoint)]) == 2
     assert capsys.readouterr().err.splitlines()[0] == f"heritage: {tmp_path / 'gone.jpg'}: no such file or folder"
 
 

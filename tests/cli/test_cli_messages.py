@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CLASSES, make_dataset
-from heritage_cnn import cli
+from heritage_cnn.cli.main import build_parser, main
 
 
 def test_a_warning_inside_a_command_is_one_line_without_file_or_source(
@@ -20,7 +20,7 @@ def test_a_warning_inside_a_command_is_one_line_without_file_or_source(
     root = make_dataset(tmp_path / "data", per_class=3, classes=CLASSES[:2])
     (root / "empty_class").mkdir()
     before = warnings.showwarning
-    assert cli.main(["data", "check", str(root)]) == 0
+    assert main(["data", "check", str(root)]) == 0
     assert warnings.showwarning is before  # only the command's own warnings are reworded, not a library user's
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "no readable images" in line]
@@ -47,7 +47,7 @@ def test_every_help_example_parses_and_names_what_the_shipped_models_have() -> N
     from heritage_cnn.data.labels import resolve_class
     from heritage_cnn.inside.deconvnet import resolve_layer
 
-    parser = cli.build_parser()
+    parser = build_parser()
     examples = _help_examples(parser)
     assert any("--member" in line for line in examples) and len(examples) > 40
     for line in examples:

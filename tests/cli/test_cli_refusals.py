@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import CLASSES, make_dataset
-from heritage_cnn import cli
 from heritage_cnn.base.io import output_problem
+from heritage_cnn.cli.main import main
 
 MODEL = ["--model", "fast"]  # never loaded by a refusal: the check comes first
 # Every command that writes an output folder or file, with that output (OUT) below or at `afile`, a file. DATA is a
@@ -60,7 +60,7 @@ def test_an_output_with_a_file_in_its_way_is_refused_first_naming_that_file(
     afile.write_bytes(b"")  # empty: a file, not a folder that holds something
     argv = [str(afile) + arg[5:] if arg.startswith("AFILE") else str(inputs.get(arg, arg)) for arg in command]
     before = _files(tmp_path)
-    assert cli.main(argv) == 2
+    assert main(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.splitlines()) == 1, err  # nothing done, nothing printed but the one line
     assert err.startswith("heritage: error: ") and str(afile) in err
@@ -95,18 +95,18 @@ def test_one_input_that_cannot_be_read_is_one_line(
     text.write_text("not a photo")
     missing = tmp_path / "missing.jpg"
     for given, line in ((missing, f"{missing}: no such file or folder"), (text, f"skipped {text}: not a recognised")):
-        assert cli.main([command, str(given), *MODEL]) == 2
+        assert main([command, str(given), *MODEL]) == 2
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and err.startswith(f"heritage: {line}"), err
     # several: each named, and the count, which is what matters in a long run
-    assert cli.main([command, str(missing), str(tmp_path / "gone.jpg"), *MODEL]) == 2
+    assert main([command, str(missing), str(tmp_path / "gone.jpg"), *MODEL]) == 2
     assert capsys.readouterr().err.splitlines()[-1].startswith("heritage: error: no photos found in")
     shutil.copy(text, tmp_path / "second.jpg")
-    assert cli.main([command, str(text), str(tmp_path / "second.jpg"), *MODEL]) == 2
+    assert main([command, str(text), str(tmp_path / "second.jpg"), *MODEL]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == "heritage: 2 of 2 file(s) could not be read"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notimage.jpg", "second.jpg"]
     if command == "map":  # no photo read, no figure: --out is not made
-        assert cli.main([command, str(text), *MODEL, "--out", str(tmp_path / "maps")]) == 2
+        assert main([command, str(text), *MODEL, "--out", str(tmp_path / "maps")]) == 2
         assert not (tmp_path / "maps").exists()
 
 
@@ -121,17 +121,17 @@ def test_sort_with_nothing_to_sort_exits_2_but_a_finished_sort_run_again_does_no
     (broken / "b.jpg").write_text("not a jpeg")
     shutil.copy(inputs["PHOTO"], good / "a.png")
     for folder in (empty, notes):  # refused before OUT is made
-        assert cli.main(["sort", str(folder), "--out", str(tmp_path / "out"), *MODEL, "-q"]) == 2
+        assert main(["sort", str(folder), "--out", str(tmp_path / "out"), *MODEL, "-q"]) == 2
         assert capsys.readouterr().err == f"heritage: error: no photos found in {folder}\n"
         assert not (tmp_path / "out").exists()
     out = tmp_path / "sorted_broken"  # read, and listed: exit 2 after
-    assert cli.main(["sort", str(broken), "--out", str(out), *MODEL, "-q"]) == 2
+    assert main(["sort", str(broken), "--out", str(out), *MODEL, "-q"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and f"no photo of {broken} could be read ({broken / 'b.jpg'}: " in err
     assert "b.jpg" in (out / "skipped.csv").read_text()
     out = tmp_path / "sorted_good"
-    assert cli.main(["sort", str(good), "--out", str(out), *MODEL, "-q"]) == 0
+    assert main(["sort", str(good), "--out", str(out), *MODEL, "-q"]) == 0
     capsys.readouterr()
-    assert cli.main(["sort", str(good), "--out", str(out), *MODEL, "-q"]) == 0  # every photo done earlier: no error
+    assert main(["sort", str(good), "--out", str(out), *MODEL, "-q"]) == 0  # every photo done earlier: no error
     printed, err = capsys.readouterr()
     assert printed.startswith("0 photo(s) sorted") and "1 already done earlier" in printed and err == ""

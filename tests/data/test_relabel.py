@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from heritage_cnn import cli
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.folders import DatasetError, load_images
 from heritage_cnn.data.relabel import apply_relabel, read_relabel
 from heritage_cnn.models.checkpoint import load_checkpoint
@@ -70,7 +70,7 @@ def test_train_records_the_relabel(synthetic_root: Path, tmp_path: Path) -> None
     out = tmp_path / "run"
     tiny = ["--widths", "8,16", "--blocks", "1,1", "--optimizer", "adamw", "--no-amp", "--epochs", "1"]
     argv = ["train", "-q", "--data", str(synthetic_root), "--out", str(out), "--relabel", str(file), *tiny]
-    assert cli.main(argv) == 0
+    assert main(argv) == 0
     info = json.loads((out / "last.json").read_text())
     record = info["relabel"]
     assert record["file"] == str(file) and record["rows"] == 2 and record["labels_changed"] == 2
@@ -82,11 +82,11 @@ def test_train_records_the_relabel(synthetic_root: Path, tmp_path: Path) -> None
 def test_train_refuses_a_bad_relabel_file(synthetic_root: Path, tmp_path: Path, capsys) -> None:
     file = _write(tmp_path / "edits.csv", "path,new_label\naltar/000.png,apse\naltar/001.png,nave\n")
     argv = ["train", "-q", "--data", str(synthetic_root), "--out", str(tmp_path / "run"), "--relabel", str(file)]
-    assert cli.main([*argv, "--epochs", "1"]) == 2
+    assert main([*argv, "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"heritage: error: {file}: row 3: unknown class 'nave'") and err.count("\n") == 1
     missing = tmp_path / "missing.csv"
-    assert cli.main([*argv[:-1], str(missing), "--epochs", "1"]) == 2
+    assert main([*argv[:-1], str(missing), "--epochs", "1"]) == 2
     assert str(missing) in capsys.readouterr().err
 
 
@@ -196,7 +196,7 @@ def test_train_reads_review_names(hostile_root: Path, tmp_path: Path, capsysbina
     out = tmp_path / "run"
     tiny = ["--widths", "8,16", "--blocks", "1,1", "--optimizer", "adamw", "--no-amp", "--epochs", "1"]
     argv = ["train", "--data", str(hostile_root), "--out", str(out), "--relabel", str(file), *tiny]
-    assert cli.main(argv) == 0
+    assert main(argv) == 0
     assert json.loads((out / "last.json").read_text())["relabel"]["labels_changed"] == len(HOSTILE)
     assert (
         b"4 photos moved to another class by " + os.fsencode(tmp_path) + b"/rl\\xe9.csv"

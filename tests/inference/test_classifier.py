@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from conftest import make_survey
-from heritage_cnn import cli
 from heritage_cnn.base.devices import cpu_has_native_bf16
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.decode import ImageError, decode_image
 from heritage_cnn.inference.classifier import Classifier, Prediction, TopClass, format_predictions
 from heritage_cnn.models.checkpoint import load_checkpoint
@@ -70,18 +70,18 @@ def test_predict_command_formats_and_skips_bad_files(
 ) -> None:
     survey = make_survey(synthetic_root, tmp_path / "survey")
     model = str(tiny_run.checkpoint)
-    assert cli.main(["predict", "--model", model, str(survey), "--format", "json"]) == 0
+    assert main(["predict", "--model", model, str(survey), "--format", "json"]) == 0
     captured = capsys.readouterr()
     rows = json.loads(captured.out)
     fields = ["path", "label", "name", "probability", "known", "open_set_score", "none_threshold", "none_reason", "top"]
     assert len(rows) == 9 and list(rows[0]) == fields
     assert list(rows[0]["top"][0]) == ["label", "name", "probability"] and len(rows[0]["top"]) == 3
     assert "broken.jpg" in captured.err and "1 of 10 file(s) could not be read" in captured.err
-    assert cli.main(["predict", "--model", model, str(survey / "day1" / "altar.png"), "--format", "csv"]) == 0
+    assert main(["predict", "--model", model, str(survey / "day1" / "altar.png"), "--format", "csv"]) == 0
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
     assert len(rows) == 1 and rows[0]["label"] == rows[0]["top1_label"] == "altar"
     assert rows[0]["top3_name"] and "top4_label" not in rows[0]
-    assert cli.main(["predict", "--model", model, str(survey / "day2" / "broken.jpg")]) == 2
+    assert main(["predict", "--model", model, str(survey / "day2" / "broken.jpg")]) == 2
 
 
 def test_test_time_augmentation_in_classifier_and_commands(
@@ -113,10 +113,10 @@ def test_test_time_augmentation_in_classifier_and_commands(
         Classifier.load(tiny_run.checkpoint, tta="crops")
     model = str(tiny_run.checkpoint)
     # the photo after the flag stays a photo (no optional value that could swallow it)
-    assert cli.main(["predict", "--model", model, "--tta-multi", str(photos[0]), "--format", "csv"]) == 0
+    assert main(["predict", "--model", model, "--tta-multi", str(photos[0]), "--format", "csv"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
     with pytest.raises(SystemExit):
-        cli.main(["predict", "--model", model, "--tta", "--tta-multi", str(photos[0])])
+        main(["predict", "--model", model, "--tta", "--tta-multi", str(photos[0])])
 
 
 @pytest.mark.parametrize("n", [1, 4, 10])
@@ -127,14 +127,14 @@ def test_predict_top_n_in_table_and_json(
     # both photos answered with a class, whatever the tiny run's none-of-these score makes of them: the layout of a
     # photo called none has its own test
     model, *known = str(tiny_run.checkpoint), "--none-threshold", "-1000000000"
-    assert cli.main(["predict", *photos, "--model", model, *known, "--top", str(n), "--format", "json"]) == 0
+    assert main(["predict", *photos, "--model", model, *known, "--top", str(n), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [row["path"] for row in rows] == photos
     for row in rows:
         probabilities = [t["probability"] for t in row["top"]]
         assert len(row["top"]) == n and probabilities == sorted(probabilities, reverse=True)
         assert row["top"][0]["label"] == row["label"] and len({t["label"] for t in row["top"]}) == n
-    assert cli.main(["predict", *photos, "--model", model, *known, "--top", str(n)]) == 0
+    assert main(["predict", *photos, "--model", model, *known, "--top", str(n)]) == 0
     header, *lines = capsys.readouterr().out.splitlines()
     assert header.split() == ["path", "class", "prob", "top"] and len(lines) == len(photos)
     for line, row in zip(lines, rows, strict=True):  # the answer, then the other n - 1 as "name 0.12, ..."
@@ -151,7 +151,7 @@ def test_predict_top_refuses_what_is_not_a_positive_count(
 ) -> None:
     photo = str(synthetic_root / "apse" / "007.png")
     with pytest.raises(SystemExit) as info:
-        cli.main(["predict", photo, "--model", str(tiny_run.checkpoint), "--top", bad])
+        main(["predict", photo, "--model", str(tiny_run.checkpoint), "--top", bad])
     assert info.value.code == 2 and "--top" in capsys.readouterr().err
 
 
@@ -208,16 +208,16 @@ def test_none_of_these_in_python_json_csv_and_the_table(
     assert low.open_set_score < high.open_set_score and low.none_threshold == classifier.open_set.threshold
     middle = (low.open_set_score + high.open_set_score) / 2
     model = ["--model", str(tiny_run.checkpoint), "--none-threshold", repr(middle)]
-    assert cli.main(["predict", *photos, *model, "--format", "json"]) == 0
+    assert main(["predict", *photos, *model, "--format", "json"]) == 0
     rows = {row["path"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows[low.path]["known"] is False and rows[high.path]["known"] is True
     assert rows[low.path]["label"] == low.label and rows[low.path]["none_threshold"] == middle
     assert rows[low.path]["open_set_score"] == pytest.approx(low.open_set_score, rel=1e-6)
-    assert cli.main(["predict", *photos, *model, "--format", "csv"]) == 0
+    assert main(["predict", *photos, *model, "--format", "csv"]) == 0
     rows = {row["path"]: row for row in csv.DictReader(capsys.readouterr().out.splitlines())}
     assert (rows[low.path]["known"], rows[high.path]["known"]) == ("false", "true")
     assert float(rows[low.path]["none_threshold"]) == pytest.approx(middle, rel=1e-6)
-    assert cli.main(["predict", *photos, *model]) == 0
+    assert main(["predict", *photos, *model]) == 0
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     closest = ", ".join(f"{t.name} {t.probability:.2f}" for t in low.top)
     assert "none of these" in lines[low.path] and lines[low.path].endswith(f"closest: {closest}")
@@ -233,16 +233,16 @@ def test_noise_is_none_of_these_whatever_its_score_in_every_output(
     Image.fromarray(np.random.default_rng(3).integers(0, 256, (80, 80, 3), dtype=np.uint8)).save(noise)
     photo = str(synthetic_root / "apse" / "007.png")
     model = ["--model", str(tiny_run.checkpoint), "--none-threshold=-1e9"]  # the score alone would keep both
-    assert cli.main(["predict", photo, str(noise), *model, "--format", "json"]) == 0
+    assert main(["predict", photo, str(noise), *model, "--format", "json"]) == 0
     rows = {Path(row["path"]).name: row for row in json.loads(capsys.readouterr().out)}
     assert (rows["noise.png"]["known"], rows["noise.png"]["none_reason"]) == (False, "noise")
     assert (rows["007.png"]["known"], rows["007.png"]["none_reason"]) == (True, None)
     assert rows["noise.png"]["open_set_score"] > -1e9  # the score would have kept it
-    assert cli.main(["predict", photo, str(noise), *model, "--format", "csv"]) == 0
+    assert main(["predict", photo, str(noise), *model, "--format", "csv"]) == 0
     rows = {Path(row["path"]).name: row for row in csv.DictReader(capsys.readouterr().out.splitlines())}
     assert (rows["noise.png"]["known"], rows["noise.png"]["none_reason"]) == ("false", "noise")
     assert (rows["007.png"]["known"], rows["007.png"]["none_reason"]) == ("true", "")
-    assert cli.main(["predict", photo, str(noise), *model]) == 0
+    assert main(["predict", photo, str(noise), *model]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if "noise.png" in line)
     assert "none of these" in line and "noise, not a photo; closest:" in line
     low = classifier.predict([photo])[0]  # the model's own threshold: why a photo below it is none

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from conftest import CLASSES, draw
-from heritage_cnn import cli
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.decode import ImageError, read_whole, try_decode
 from heritage_cnn.inference.classifier import Classifier, Prediction, elements_cell, flat_fields, parse_elements_cell
 from heritage_cnn.inference.element_map import Element, agreeing_maps, combine, map_elements, map_files, with_elements
@@ -29,7 +29,7 @@ LEFT, RIGHT = 0, 5  # red and cyan: the two synthetic classes furthest apart in 
 def run_cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        code = cli.main(list(argv))
+        code = main(list(argv))
     return code, out.getvalue(), err.getvalue()
 
 
@@ -274,7 +274,7 @@ def test_out_inside_an_input_folder_is_refused(tiny_run, two_halves: Path, tmp_p
 
 def test_map_explains_itself_with_an_example(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        cli.main(["map", "--help"])
+        main(["map", "--help"])
     text = capsys.readouterr().out
     assert info.value.code == 0 and "example" in text and "heritage map west_front.jpg" in text
     assert "--presence" in text and "--rule" in text and "--scales" in text

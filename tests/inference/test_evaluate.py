@@ -175,9 +175,9 @@ def evaluate_reached(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _refusal(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
-    from heritage_cnn import cli
+    from heritage_cnn.cli.main import main
 
-    assert cli.main(["evaluate", *argv]) == 2
+    assert main(["evaluate", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     return err
@@ -220,6 +220,6 @@ def test_evaluate_refuses_negatives_that_are_missing_or_the_labelled_photos(
     assert evaluate_reached == [] and not (tmp_path / "ev").exists()
     for copy in copies.glob("n*.png"):
         copy.unlink()
-    from heritage_cnn import cli
+    from heritage_cnn.cli.main import main
 
-    assert cli.main(["evaluate", *common, str(copies)]) == 0 and evaluate_reached == [str(synthetic_root)]
+    assert main(["evaluate", *common, str(copies)]) == 0 and evaluate_reached == [str(synthetic_root)]

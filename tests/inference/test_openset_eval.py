@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from heritage_cnn import cli
 from heritage_cnn.apps.report import build_html_report
 from heritage_cnn.base.io import read_json
+from heritage_cnn.cli.main import main
 from heritage_cnn.inference.classifier import Classifier, find_photos
 from heritage_cnn.models.checkpoint import load_checkpoint
 
@@ -41,7 +41,7 @@ def negatives(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def evaluated(tiny_run, synthetic_root: Path, negatives: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("report") / "eval-val"
     args = ["evaluate", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--split", "val"]
-    assert cli.main([*args, "--negatives", str(negatives), "--out", str(out)]) == 0
+    assert main([*args, "--negatives", str(negatives), "--out", str(out)]) == 0
     return out
 
 
@@ -106,7 +106,7 @@ def test_the_report_shows_the_none_of_these_section(tiny_run, evaluated: Path) -
 
 def test_none_threshold_overrides_the_models_on_evaluate(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
     args = ["evaluate", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--split", "val"]
-    assert cli.main([*args, "--none-threshold", "1e9", "--out", str(tmp_path)]) == 0
+    assert main([*args, "--none-threshold", "1e9", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "metrics.json").read_text())["open_set"]
     assert summary["threshold"] == 1e9 and summary["threshold_from"] == "--none-threshold"
     assert summary["called_none"] == summary["photos"] == 48 and summary["accuracy_kept"] is None
@@ -117,9 +117,9 @@ def test_negatives_need_a_model_with_a_score(
     old_checkpoint: Path, synthetic_root: Path, negatives: Path, tmp_path: Path, capsys
 ) -> None:
     args = ["evaluate", "--model", str(old_checkpoint), "--data", str(synthetic_root), "--out", str(tmp_path / "e")]
-    assert cli.main([*args, "--negatives", str(negatives)]) == 2
+    assert main([*args, "--negatives", str(negatives)]) == 2
     assert "--negatives" in capsys.readouterr().err
-    assert cli.main(args) == 0  # without: the evaluation as before, and a note that it cannot reject
+    assert main(args) == 0  # without: the evaluation as before, and a note that it cannot reject
     assert "open_set" not in read_json(tmp_path / "e" / "metrics.json")
     assert "no none-of-these threshold" in capsys.readouterr().out
 
@@ -133,5 +133,5 @@ def test_report_passes_negatives_to_its_evaluations(
     monkeypatch.setattr(pipeline, "evaluate_split", lambda *args, **kwargs: seen.append(kwargs.get("negatives")))
     monkeypatch.setattr(pipeline, "FIGURE_STEPS", ())
     args = ["report", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--out", str(tmp_path)]
-    assert cli.main([*args, "--negatives", str(negatives)]) == 0
+    assert main([*args, "--negatives", str(negatives)]) == 0
     assert seen == [str(negatives)]  # the validation split (the folder has no test/)

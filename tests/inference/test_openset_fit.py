@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from conftest import make_dataset
-from heritage_cnn import cli
 from heritage_cnn.base.io import read_json
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.decode import decode_image
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.openset_fit import describe, full_float32, reject_threshold
@@ -89,7 +89,7 @@ def test_none_fit_writes_a_new_checkpoint_and_never_touches_the_input(
     before = _digests(source)
     out = tmp_path / "refit"
     args = ["data", "none-fit", "--model", str(tiny_run.out), "--data", str(synthetic_root), "--out", str(out)]
-    assert cli.main([*args, "--ridge", "0.1", "--reject-share", "0.1"]) == 0
+    assert main([*args, "--ridge", "0.1", "--reject-share", "0.1"]) == 0
     assert _digests(source) == before
     refit, original = load_checkpoint(out), load_checkpoint(tiny_run.out)
     point = refit.open_set
@@ -104,9 +104,9 @@ def test_none_fit_writes_a_new_checkpoint_and_never_touches_the_input(
     printed = capsys.readouterr().out
     assert "4 of 48 validation photos none" in printed
     assert f"written: {out}.safetensors + {out}.json" in printed  # both files with their folder
-    assert cli.main(args) == 2  # an existing output is never overwritten
+    assert main(args) == 2  # an existing output is never overwritten
     assert "already exists" in capsys.readouterr().err
-    assert cli.main([*args[:-1], str(source)]) == 2  # nor the input itself
+    assert main([*args[:-1], str(source)]) == 2  # nor the input itself
     assert _digests(source) == before
 
 
@@ -124,7 +124,7 @@ def test_none_fit_refuses_a_folder_the_model_did_not_train_on(
     for folder in (larger, other):
         out = tmp_path / f"fit_{folder.name}"
         args = ["data", "none-fit", "--model", str(tiny_run.out), "--data", str(folder), "--out", str(out)]
-        assert cli.main(args) == 2
+        assert main(args) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"--data {folder}: " in err, err
         assert "did not train" in err and "not the folder the model was trained on" in err
@@ -133,7 +133,7 @@ def test_none_fit_refuses_a_folder_the_model_did_not_train_on(
 
 def test_reject_share_of_one_is_refused_by_argparse_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        cli.main(["data", "none-fit", "--out", "x", "--reject-share", "1"])
+        main(["data", "none-fit", "--out", "x", "--reject-share", "1"])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert info.value.code == 2 and "--reject-share" in last and "below 1" in last
 
@@ -143,7 +143,7 @@ def test_none_fit_with_energy_scores_the_logits_and_keeps_the_statistics(
 ) -> None:
     out = tmp_path / "energy"
     args = ["data", "none-fit", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--out", str(out)]
-    assert cli.main([*args, "--score", "energy"]) == 0
+    assert main([*args, "--score", "energy"]) == 0
     point = load_checkpoint(out).open_set  # the class statistics beside, for `heritage teach`; the score reads none
     assert point.score == "energy" and len(point.stats) == 1 and point.layer == "head.fc2"
     assert point.fitted_on["train_photos"] == 192
@@ -162,7 +162,7 @@ def test_none_fit_keeps_an_ensemble_whole(tiny_run, synthetic_root: Path, tmp_pa
     other = replace(single, model=type(single.model)(single.model.config).eval())
     save_ensemble(tmp_path / "pair", [single, other], ["a", "b"], ["train a", "train b"], views="flip")
     args = ["data", "none-fit", "--model", str(tmp_path / "pair"), "--data", str(synthetic_root)]
-    assert cli.main([*args, "--out", str(tmp_path / "fitted")]) == 0
+    assert main([*args, "--out", str(tmp_path / "fitted")]) == 0
     before, after = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("pair", "fitted"))
     record = after.pop("open_set")
     assert record["fitted_on"]["views"] == "flip" and len(load_checkpoint(tmp_path / "fitted").open_set.stats) == 2

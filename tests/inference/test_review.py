@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from heritage_cnn import cli
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.folders import DatasetError
 from heritage_cnn.inference.review import QUEUE_FIELDS, check_counts, run_review
 from heritage_cnn.models.checkpoint import load_checkpoint
@@ -121,23 +121,23 @@ def test_too_few_photos_per_class() -> None:
 
 def test_cli_refuses_bad_input(tiny_run, synthetic_root: Path, tmp_path: Path, capsys) -> None:
     model = ["--model", str(tiny_run.checkpoint)]
-    assert cli.main(["review", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o1"), *model]) == 2
+    assert main(["review", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o1"), *model]) == 2
     assert "heritage: error:" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert cli.main(["review", str(tmp_path / "empty"), "--out", str(tmp_path / "o2"), *model]) == 2
+    assert main(["review", str(tmp_path / "empty"), "--out", str(tmp_path / "o2"), *model]) == 2
     err = capsys.readouterr().err
     assert err.startswith("heritage: error:") and err.count("\n") == 1
     few = tmp_path / "few"
     for name in sorted(p.name for p in synthetic_root.iterdir())[:2]:
         (few / name).mkdir(parents=True)
         shutil.copy(next((synthetic_root / name).iterdir()), few / name)
-    assert cli.main(["review", str(few), "--out", str(tmp_path / "o3"), *model]) == 2
+    assert main(["review", str(few), "--out", str(tmp_path / "o3"), *model]) == 2
     assert "needs at least 2 photos" in capsys.readouterr().err
 
 
 def test_cli_help_has_an_example(capsys) -> None:
     with pytest.raises(SystemExit):
-        cli.main(["review", "--help"])
+        main(["review", "--help"])
     assert "heritage review data/ahe64 --out runs/review" in capsys.readouterr().out
 
 
@@ -157,7 +157,7 @@ def test_hostile_names_round_trip(tiny_run, synthetic_root: Path, tmp_path: Path
     for old, new in HOSTILE.items():  # each moved to another class's folder, so that review flags it
         os.rename(os.fsencode(root) + b"/" + old, os.fsencode(root) + b"/" + new)
     out = Path(os.fsdecode(os.fsencode(tmp_path) + b"/rev\xe9"))
-    assert cli.main(["review", str(root), "--out", str(out), "--model", str(tiny_run.checkpoint)]) == 0
+    assert main(["review", str(root), "--out", str(out), "--model", str(tiny_run.checkpoint)]) == 0
     assert b"rev\\xe9/queue.csv" in capsysbinary.readouterr().out
 
     def read(name: str) -> list[dict[str, str]]:

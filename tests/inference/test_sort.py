@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from conftest import draw, make_survey
-from heritage_cnn import cli
+from heritage_cnn.cli.main import main
 from heritage_cnn.inference import sort as sort_module
 from heritage_cnn.inference.classifier import Classifier, find_photos
 from heritage_cnn.inference.sort import LOCK_NAME, TEMP_PREFIX, SortLocked, SortSummary, output_lock, sort_photos
@@ -233,7 +233,7 @@ def test_a_second_sort_refuses_while_the_folder_is_locked(
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "locked"
-        code = cli.main(["sort", str(survey), "--out", str(out), "--model", str(tiny_run.checkpoint)])
+        code = main(["sort", str(survey), "--out", str(out), "--model", str(tiny_run.checkpoint)])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1
         assert err.endswith(f"{out.resolve()} is being sorted by another process (pid {holder.pid})")
@@ -316,7 +316,7 @@ def test_sort_splits_at_the_threshold_and_a_photo_at_it_is_confident(
     probability = {name: p.probability for name, p in predictions.items()}
     none = {name for name, p in predictions.items() if p.known is False}
     model = str(tiny_run.checkpoint)
-    assert cli.main(["sort", str(survey), "--out", str(tmp_path / "default"), "--model", model, "-q"]) == 0
+    assert main(["sort", str(survey), "--out", str(tmp_path / "default"), "--model", model, "-q"]) == 0
     placed = _placed(tmp_path / "default")
     unsure = {name for name, p in probability.items() if p < sort_module.MIN_CONFIDENCE}
     uncertain = unsure - none
@@ -341,7 +341,7 @@ def test_sort_splits_at_the_threshold_and_a_photo_at_it_is_confident(
     for threshold, expected in ((at, "class"), (above, sort_module.UNCERTAIN)):
         out = tmp_path / f"at-{threshold!r}"
         args = ["sort", str(survey), "--out", str(out), "--model", model, "--min-confidence", repr(threshold), "-q"]
-        assert cli.main(args) == 0
+        assert main(args) == 0
         placed = _placed(out)
         label = {Path(r["source"]).name: r["label"] for r in _manifest(out)}[name]
         assert placed[name] == (label if expected == "class" else expected), (threshold, at)
@@ -363,7 +363,7 @@ def test_none_of_these_go_to_none_first_with_the_manifests_known_column(
     threshold = float(np.median(list(scores.values())))  # nine photos: the fifth one's score
     out = tmp_path / "sorted"
     args = ["sort", str(survey), "--out", str(out), "--model", str(tiny_run.checkpoint), "-q"]
-    assert cli.main([*args, "--none-threshold", repr(threshold), "--min-confidence", "1.0"]) == 0
+    assert main([*args, "--none-threshold", repr(threshold), "--min-confidence", "1.0"]) == 0
     rows = _manifest(out)
     none = {source for source, score in scores.items() if score < threshold}
     assert len(rows) == 9 and len(none) == 4
@@ -386,7 +386,7 @@ def test_noise_goes_to_none_and_the_summary_and_manifest_say_why(
         Image.fromarray(rng.integers(0, 256, (90, 70, 3), dtype=np.uint8)).save(survey / f"static_{i}.png")
     out = tmp_path / "sorted"
     args = ["sort", str(survey), "--out", str(out), "--model", str(tiny_run.checkpoint), "-q"]
-    assert cli.main([*args, "--none-threshold=-1e9"]) == 0  # the score rejects nothing: only the check does
+    assert main([*args, "--none-threshold=-1e9"]) == 0  # the score rejects nothing: only the check does
     rows = {Path(row["source"]).name: row for row in _manifest(out)}
     for name in ("static_0.png", "static_1.png"):
         assert Path(rows[name]["destination"]).parent.name == sort_module.NONE
@@ -457,7 +457,7 @@ def test_a_rerun_with_other_settings_is_refused_in_one_line(
         (tmp_path / f"model{suffix}").write_bytes(source.read_bytes())
     out = tmp_path / "sorted"
     base = ["sort", str(survey), "--out", str(out), "-q"]
-    assert cli.main([*base, "--model", str(model)]) == 0
+    assert main([*base, "--model", str(model)]) == 0
     record = out / SETTINGS_NAME
     settings = json.loads(record.read_text(encoding="utf-8"))
     assert (settings["min_confidence"], settings["multi"], settings["tta"]) == (0.6, False, "none")
@@ -466,7 +466,7 @@ def test_a_rerun_with_other_settings_is_refused_in_one_line(
     before = _tree_digest(out)
 
     def refused(*options: str) -> str:
-        assert cli.main([*base, *options]) == 2
+        assert main([*base, *options]) == 2
         # one line (after the note an old model without a none-of-these threshold gets)
         (err,) = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("heritage: note:")]
         assert err.startswith(f"heritage: error: {out.resolve()} was sorted with ")
@@ -484,16 +484,16 @@ def test_a_rerun_with_other_settings_is_refused_in_one_line(
     assert f"--model {model}.safetensors: its files changed since" in refused("--model", str(model))
     for source, suffix in zip(checkpoint_files(tiny_run.checkpoint), (".safetensors", ".json"), strict=True):
         (tmp_path / f"model{suffix}").write_bytes(source.read_bytes())
-    assert cli.main([*base, "--model", str(tiny_run.checkpoint)]) == 0  # the same model elsewhere: the same settings
+    assert main([*base, "--model", str(tiny_run.checkpoint)]) == 0  # the same model elsewhere: the same settings
     assert "9 already done earlier" in capsys.readouterr().out
 
     record.write_text("{not json", encoding="utf-8")  # damaged: refused, naming the file
-    assert cli.main([*base, "--model", str(model)]) == 2
+    assert main([*base, "--model", str(model)]) == 2
     assert (
         capsys.readouterr().err.strip().startswith(f"heritage: error: {record.resolve()}: not sort's settings record")
     )
     record.unlink()  # as an earlier version left it: resumed, said so, and no record written after the fact
-    assert cli.main([*base, "--model", str(model), "--min-confidence", "0.95"]) == 0
+    assert main([*base, "--model", str(model), "--min-confidence", "0.95"]) == 0
     assert f"settings not checked: {out.resolve()} has no {SETTINGS_NAME}" in capsys.readouterr().out
     assert not record.exists()
 

@@ -17,8 +17,8 @@ from PIL import Image
 from test_element_map import LEFT, RIGHT, mosaic
 
 from conftest import CLASSES, draw, make_survey
-from heritage_cnn import cli
 from heritage_cnn.base.names import cell_items
+from heritage_cnn.cli.main import main
 from heritage_cnn.inference.classifier import Classifier, find_photos, parse_elements_cell
 from heritage_cnn.inference.element_map import map_elements
 from heritage_cnn.inference.sort import sort_photos
@@ -32,7 +32,7 @@ NONE_THRESHOLD = -20_000  # the element map tests' threshold for enlarged pictur
 def run_cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
-        code = cli.main(list(argv))
+        code = main(list(argv))
     return code, out.getvalue(), err.getvalue()
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from heritage_cnn import cli
 from heritage_cnn.base.checks import ConfigError
+from heritage_cnn.cli.main import main
 from heritage_cnn.inference import tiles as tiles_module
 from heritage_cnn.inference.tiles import MAX_SCALES, MIN_STRIDE, MapConfig, Tile, plan, plan_tiles, tile_positions
 
@@ -59,7 +59,7 @@ def test_a_stride_finer_than_a_cell_of_the_map_is_refused(stride: str, capsys: p
     with pytest.raises(ConfigError, match=r"stride must be from 0\.125 to 1"):
         MapConfig(stride=float(stride))
     with pytest.raises(SystemExit) as info:
-        cli.main(["map", "x.jpg", "--stride", stride])
+        main(["map", "x.jpg", "--stride", stride])
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert info.value.code == 2 and last.startswith("heritage map: error: argument --stride: ") and stride in last
 
@@ -70,7 +70,7 @@ def test_scales_are_capped_in_number(capsys: pytest.CaptureFixture[str]) -> None
         MapConfig(scales=many)
     assert len(MapConfig(scales=many[:MAX_SCALES] * 2).scales) == MAX_SCALES  # repeats are one scale
     with pytest.raises(SystemExit):
-        cli.main(["map", "x.jpg", "--scales", ",".join(map(str, many))])
+        main(["map", "x.jpg", "--scales", ",".join(map(str, many))])
     assert f"at most {MAX_SCALES} different scales" in capsys.readouterr().err
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from heritage_cnn.cli import main
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.labels import resolve_class
 from heritage_cnn.inside import explain
 from heritage_cnn.inside.visualize import load_photo

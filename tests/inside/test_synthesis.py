@@ -14,7 +14,7 @@ from PIL import Image
 
 from heritage_cnn.base import figures
 from heritage_cnn.base.checks import ConfigError
-from heritage_cnn.cli import main
+from heritage_cnn.cli.main import main
 from heritage_cnn.data import labels
 from heritage_cnn.inside.synthesis import draw, loop, param, transforms
 from heritage_cnn.inside.synthesis import objectives as o

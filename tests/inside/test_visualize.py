@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import TINY
-from heritage_cnn.cli import main
+from heritage_cnn.cli.main import main
 from heritage_cnn.inside import deconvnet, visualize
 from heritage_cnn.models.checkpoint import load_checkpoint
 from heritage_cnn.models.network import build_model, layer

@@ -12,8 +12,8 @@ import torch
 from safetensors import safe_open
 
 from conftest import refused_in_one_line as _refused
-from heritage_cnn import cli
 from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.cli.main import build_parser, main
 from heritage_cnn.data.folders import load_images
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint, save_ensemble, shipped_checkpoint_path
@@ -192,7 +192,7 @@ def test_an_ensemble_carries_the_test_time_views_every_tool_uses(
 
 
 def test_view_flags_default_to_the_models_own_and_one_view_overrides_it() -> None:
-    parser = cli.build_parser()
+    parser = build_parser()
     for command in (["predict", "p.jpg"], ["evaluate", "--out", "eval"]):
         assert parser.parse_args(command).tta is None
         assert parser.parse_args([*command, "--one-view"]).tta == "none"
@@ -227,7 +227,7 @@ def test_each_shipped_command_rebuilds_the_recipe_its_network_records() -> None:
 
     members = json.loads(shipped_checkpoint_path("default").with_suffix(".json").read_text())["members"]
     fast = json.loads(shipped_checkpoint_path("fast").with_suffix(".json").read_text())
-    parser = cli.build_parser()
+    parser = build_parser()
     for info in [*members, fast]:
         args = parser.parse_args(shlex.split(info["command"])[1:])
         rebuilt = new_config(args, "DATA", "o")
@@ -241,20 +241,20 @@ def test_member_option_on_look_inside_commands(
     ensemble_path: Path, tiny_run, synthetic_root: Path, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "k"
-    assert cli.main(["visualize", "kernels", "--model", str(ensemble_path), "--member", "1", "--out", str(out)]) == 0
+    assert main(["visualize", "kernels", "--model", str(ensemble_path), "--member", "1", "--out", str(out)]) == 0
     assert (out / "kernels_layer1.png").exists()
     capsys.readouterr()
     bad = ["visualize", "kernels", "--model", str(ensemble_path), "--member", "3", "--out", str(tmp_path / "x")]
-    assert cli.main(bad) == 2
+    assert main(bad) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "ens.safetensors" in error and "--member 0 to 2" in error
     photo = str(sorted(synthetic_root.rglob("*.png"))[0])
     explained = tmp_path / "explained"
-    assert cli.main(["explain", photo, "--model", str(ensemble_path), "--member", "2", "--out", str(explained)]) == 0
+    assert main(["explain", photo, "--model", str(ensemble_path), "--member", "2", "--out", str(explained)]) == 0
     assert list(explained.glob("*.png"))
     capsys.readouterr()
     single = ["explain", photo, "--model", str(tiny_run.checkpoint), "--member", "1", "--out", str(tmp_path / "e")]
-    assert cli.main(single) == 2 and "has 1 network: --member 0" in capsys.readouterr().err
+    assert main(single) == 2 and "has 1 network: --member 0" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and not (tmp_path / "e").exists()
 
 
@@ -289,8 +289,8 @@ def test_generate_draws_with_every_member_unless_one_is_named(ensemble_path: Pat
     monkeypatch.setattr(draw, "draw_classes", spy)
     model = f"{ensemble_path}.safetensors"
     args = ["generate", "--model", model, "--class", "altar", "--n", "1", "--steps", "2"]
-    assert cli.main([*args, "--out", str(tmp_path / "all")]) == 0
-    assert cli.main([*args, "--member", "1", "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--out", str(tmp_path / "all")]) == 0
+    assert main([*args, "--member", "1", "--out", str(tmp_path / "one")]) == 0
     count = load_checkpoint(model).member_count
     assert count > 1
     assert seen == [(count, draw.ENSEMBLE_SETTINGS.pixels), (1, draw.Settings().pixels)]

@@ -14,8 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from conftest import refused_in_one_line as _refused
-from heritage_cnn import cli
 from heritage_cnn.base.io import load_tensors
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.decode import decode_image
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.openset_fit import fit_operating_point
@@ -166,7 +166,7 @@ def test_a_bad_record_is_refused_in_one_line_naming_the_file_and_field(tiny_run,
         edit(meta["open_set"])
     stem.with_suffix(".json").write_text(json.dumps(meta))  # NaN and Infinity as JSON writes them
     assert "open_set" in _refused(stem, field)
-    result = cli.main(["predict", str(tiny_run.checkpoint.parent), "--model", str(stem)])  # the CLI: exit 2
+    result = main(["predict", str(tiny_run.checkpoint.parent), "--model", str(stem)])  # the CLI: exit 2
     assert result == 2
 
 
@@ -221,7 +221,7 @@ def test_a_checkpoint_without_the_record_loads_works_and_says_it_cannot_reject(
     prediction = Classifier(checkpoint).predict(photo)[0]
     assert prediction.known is None and prediction.open_set_score is None and prediction.none_threshold is None
     assert prediction.to_dict()["known"] is None and prediction.flat()["known"] == ""
-    assert cli.main(["predict", str(photo), "--model", str(old_checkpoint), "--format", "json"]) == 0
+    assert main(["predict", str(photo), "--model", str(old_checkpoint), "--format", "json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)[0]["known"] is None
     assert captured.err.count(CANNOT_REJECT) == 1
@@ -237,7 +237,7 @@ def test_none_threshold_on_a_model_without_the_record_is_refused(
         "sort": ["sort", str(synthetic_root / "apse"), "--out", str(tmp_path / "out")],
         "evaluate": ["evaluate", "--data", str(synthetic_root), "--out", str(tmp_path / "eval")],
     }[command]
-    assert cli.main([*args, "--model", str(old_checkpoint), "--none-threshold", "-3"]) == 2
+    assert main([*args, "--model", str(old_checkpoint), "--none-threshold", "-3"]) == 2
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "--none-threshold" in error and str(old_checkpoint) in error
     assert not (tmp_path / "out").exists() and not (tmp_path / "eval").exists()  # refused before any work
@@ -248,9 +248,7 @@ def test_none_threshold_on_a_model_without_the_record_is_refused(
 @pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "many"])
 def test_none_threshold_must_be_a_finite_number(bad: str, tiny_run, synthetic_root: Path, capsys) -> None:
     with pytest.raises(SystemExit) as info:
-        cli.main(
-            ["predict", str(synthetic_root / "apse"), "--model", str(tiny_run.checkpoint), "--none-threshold", bad]
-        )
+        main(["predict", str(synthetic_root / "apse"), "--model", str(tiny_run.checkpoint), "--none-threshold", bad])
     assert info.value.code == 2 and "--none-threshold" in capsys.readouterr().err
 
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from conftest import TINY
-from heritage_cnn import cli
 from heritage_cnn.base.io import FolderBusy, load_tensors, read_safetensors
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.augment import AugmentConfig, augment_batch
 from heritage_cnn.data.folders import load_images
 from heritage_cnn.inference.evaluate import predict_logits
@@ -316,7 +316,7 @@ def test_a_run_folder_is_never_written_over_by_another_run(synthetic_root: Path,
     kept = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
     with pytest.raises(FileExistsError, match=f"^{out} already holds a training run .*--resume continues it"):
         train(_config(synthetic_root, out, epochs=1), log=lambda _: None)  # the same command typed again
-    assert cli.main(["train", "--data", str(synthetic_root), "--out", str(out), "--epochs", "1"]) == 2
+    assert main(["train", "--data", str(synthetic_root), "--out", str(out), "--epochs", "1"]) == 2
     assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == kept
     # a second process cannot train into a folder in use, not even to resume it
     holder = subprocess.Popen(

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from conftest import CLASSES, TINY, draw
-from heritage_cnn import cli
 from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.folders import DatasetError, load_images
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes
 from heritage_cnn.inference.classifier import Classifier
@@ -167,7 +167,7 @@ def test_photos_the_model_trained_on_are_not_learned_again(nine, synthetic_root,
 def test_the_command_names_the_folder_that_dataset_copies_leave_too_few(nine, synthetic_root, tmp_path, capsys):
     folder = tmp_path / "few" / "portal"
     shutil.copytree(synthetic_root / "altar", folder)  # photos the parent trained on, under a new name
-    code = cli.main(["teach", str(folder.parent), "--model", str(nine), "--out", str(tmp_path / "m")])
+    code = main(["teach", str(folder.parent), "--model", str(nine), "--out", str(tmp_path / "m")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"heritage: error: {folder}: "), err
     assert "photo(s) new to the model" in err and not any(tmp_path.glob("m.*"))
@@ -225,17 +225,17 @@ def test_an_ensemble_is_taught_member_by_member(nine, new_folder, synthetic_root
 )
 def test_a_folder_that_cannot_be_a_new_class_is_refused_in_one_line(nine, tmp_path, capsys, name, count, message):
     _photos(tmp_path / "new" / name, 3, count, seed=5)
-    code = cli.main(["teach", str(tmp_path / "new"), "--model", str(nine), "--out", str(tmp_path / "m")])
+    code = main(["teach", str(tmp_path / "new"), "--model", str(nine), "--out", str(tmp_path / "m")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1
     assert not any(tmp_path.glob("m.*"))
 
 
 def test_the_command_writes_a_model_every_command_takes(nine, new_folder, tmp_path, capsys) -> None:
-    code = cli.main(["teach", str(new_folder), "--model", str(nine), "--out", str(tmp_path / "m"), "--steps", "50"])
+    code = main(["teach", str(new_folder), "--model", str(nine), "--out", str(tmp_path / "m"), "--steps", "50"])
     out = capsys.readouterr().out
     assert code == 0 and "classes added: vault" in out
-    code = cli.main(["predict", str(new_folder / NEW / "000.png"), "--model", str(tmp_path / "m")])
+    code = main(["predict", str(new_folder / NEW / "000.png"), "--model", str(tmp_path / "m")])
     assert code == 0 and "vault" in capsys.readouterr().out
 
 
@@ -334,9 +334,7 @@ def test_a_bound_on_the_known_classes_needs_their_validation_photos_and_a_new_cl
     )
     with pytest.raises(ValueError, match="none is added"):
         teach(parent, corrections, tmp_path / "b", replayed, held_out=held_out, log=lambda _: None, max_known_loss=1.0)
-    code = cli.main(
-        ["teach", str(new_folder), "--model", str(nine), "--out", str(tmp_path / "c"), "--max-known-loss", "1"]
-    )
+    code = main(["teach", str(new_folder), "--model", str(nine), "--out", str(tmp_path / "c"), "--max-known-loss", "1"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "add --data" in err and len(err.splitlines()) == 1
     assert not any(tmp_path.glob("[abc].*"))
@@ -345,7 +343,7 @@ def test_a_bound_on_the_known_classes_needs_their_validation_photos_and_a_new_cl
 def test_the_command_reports_what_teaching_cost_the_known_classes(nine, new_folder, synthetic_root, tmp_path, capsys):
     data = _nine_data(synthetic_root, tmp_path)
     args = ["teach", str(new_folder), "--model", str(nine), "--data", str(data), "--out", str(tmp_path / "m")]
-    assert cli.main([*args, "--max-known-loss", "2", "--steps", "50"]) == 0
+    assert main([*args, "--max-known-loss", "2", "--steps", "50"]) == 0
     out = capsys.readouterr().out
     assert "the known classes on the model's" in out and "of them given a new class" in out
     assert "within 2 pt" in out  # lowered to keep within it, or within it as taught

@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_teach import NEW, NEW_LABEL, _nine_data, _photos, train_nine
 
-from heritage_cnn import cli
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.folders import load_images
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.teach_photos import read_new_classes
@@ -102,7 +102,7 @@ def test_a_damaged_cache_file_is_computed_again_never_used(setting, tmp_path, da
 def test_the_command_refuses_a_cache_without_data(parent, tmp_path, capsys) -> None:
     new = tmp_path / "new"
     _photos(new / NEW, NEW_LABEL, 20, seed=11)
-    code = cli.main(["teach", str(new), "--model", str(parent), "--out", str(tmp_path / "m"), "--cache-dir", "c"])
+    code = main(["teach", str(new), "--model", str(parent), "--out", str(tmp_path / "m"), "--cache-dir", "c"])
     assert code == 2
     assert "--cache-dir" in capsys.readouterr().err and not (tmp_path / "c").exists()
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_teach import NEW, _digest, _nine_data, new_class_folder, train_nine
 
-from heritage_cnn import cli
 from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.cli.main import main
 from heritage_cnn.inference.teach_photos import read_new_classes
 from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint
 from heritage_cnn.training.teach import teach
@@ -40,7 +40,7 @@ def test_a_dot_is_part_of_the_name_however_often_the_files_are_named(name, tmp_p
 
 
 def _teach_cli(new: Path, model: str | Path, out: str, *more: str) -> int:
-    return cli.main(["teach", str(new), "--model", str(model), "--out", out, "--steps", "5", *more])
+    return main(["teach", str(new), "--model", str(model), "--out", out, "--steps", "5", *more])
 
 
 def test_a_dotted_out_never_overwrites_the_parent(nine, new_folder, tmp_path, monkeypatch, capsys) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CLASSES, TINY, make_dataset
-from heritage_cnn import cli
+from heritage_cnn.cli.main import main
 from heritage_cnn.models.network import ModelConfig
 from heritage_cnn.training import loop as training
 from heritage_cnn.training import state as trainstate
@@ -102,7 +102,7 @@ def test_an_unchanged_run_resumes_from_another_directory(tmp_path: Path, monkeyp
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    assert cli.main(["train", "--out", "../run", "--resume", "--data", "../data", "-q"]) == 0
+    assert main(["train", "--out", "../run", "--resume", "--data", "../data", "-q"]) == 0
     assert len(json.loads((tmp_path / "run" / "metrics.json").read_text())) == 2
 
 
@@ -119,7 +119,7 @@ def test_an_older_run_with_a_relative_data_path_takes_the_data_folder_typed(
     (out / "split.json").write_text(json.dumps(split))
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    assert cli.main(["train", "--out", str(out), "--resume", "--data", str(data), "-q"]) == 0
+    assert main(["train", "--out", str(out), "--resume", "--data", str(data), "-q"]) == 0
 
 
 @pytest.mark.parametrize("where", ["inside", "class", "file"])
@@ -151,7 +151,7 @@ def test_resume_refusals_name_a_typed_recipe_and_values_as_typed(
         (["--limit-per-class", "10"], r"--limit-per-class 10 \(the run has not set\)"),
         (["--no-augment"], r"--no-augment sets rotation_degrees 0, hflip False, .*\(the run has rotation_degrees 15"),
     ):
-        assert cli.main(["train", "--out", str(out), "--resume", "-q", *flags]) == 2
+        assert main(["train", "--out", str(out), "--resume", "-q", *flags]) == 2
         error = capsys.readouterr().err
         assert re.search(said, error) and "{" not in error and "None" not in error, error
         assert len(error.strip().splitlines()) == 1
@@ -160,7 +160,7 @@ def test_resume_refusals_name_a_typed_recipe_and_values_as_typed(
 
 def test_resume_with_other_threads_says_it_is_not_bit_exact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _, out, _ = _cut_run(tmp_path)
-    assert cli.main(["train", "--out", str(out), "--resume", "-q", "--threads", "1"]) == 0
+    assert main(["train", "--out", str(out), "--resume", "-q", "--threads", "1"]) == 0
     assert (
         "note: --threads 1 differs from the run's (not set): the result will not be bit-identical"
         in capsys.readouterr().out

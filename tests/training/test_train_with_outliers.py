@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from conftest import TINY
-from heritage_cnn import cli
 from heritage_cnn.base.checks import ConfigError
 from heritage_cnn.base.io import load_tensors
+from heritage_cnn.cli.main import main
 from heritage_cnn.data.folders import load_images
 from heritage_cnn.inference.evaluate import predict_logits
 from heritage_cnn.models.checkpoint import load_checkpoint
@@ -153,9 +153,7 @@ def test_a_network_trained_with_outliers_says_none_by_max_softmax_the_others_by_
     for run, expected in ((plain, "energy"), (with_outliers, "max_softmax")):
         out = tmp_path / f"{run.out.name}-fit"
         assert (
-            cli.main(
-                ["data", "none-fit", "--model", str(run.out), "--data", str(synthetic_root), "--out", str(out), "-q"]
-            )
+            main(["data", "none-fit", "--model", str(run.out), "--data", str(synthetic_root), "--out", str(out), "-q"])
             == 0
         )
         record = json.loads(out.with_suffix(".json").read_text())["open_set"]
@@ -206,7 +204,7 @@ def test_a_resume_refused_for_changed_outliers_leaves_the_run_folder_as_it_was(
 
 
 def test_a_missing_outliers_folder_is_one_line_and_exit_2(synthetic_root: Path, tmp_path: Path, capsys) -> None:
-    code = cli.main(
+    code = main(
         ["train", "--data", str(synthetic_root), "--out", str(tmp_path / "run"), "--outliers", str(tmp_path / "no")]
     )
     error = capsys.readouterr().err.strip()

@@ -1,0 +1,110 @@
+"""`main`: the `heritage` command's parser (every group's `register`) and the one place errors become a line and
+exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+from heritage_cnn import __version__
+from heritage_cnn.cli.options import UsageError, formatter, refuse_outputs
+
+EPILOG = """\
+examples:
+  heritage data download --dest data/ahe64          fetch the Kaggle dataset
+  heritage data check data/ahe64                    counts, bad files, duplicates
+  heritage train --data data/ahe64 --out runs/a     train from scratch (its time on 2 CPU cores: see the README)
+  heritage evaluate --model runs/a --data data/ahe64 --out runs/a/eval    never scores trained-on images
+  heritage predict photo.jpg                        classify photos with the shipped model
+  heritage map west_front.jpg                       what is where in a whole photo
+  heritage demo --data data/ahe64                   the whole pipeline, figures in runs/demo
+  heritage review data/ahe64 --out runs/review      photos whose label is likely wrong (cleanlab)
+  heritage teach survey/new --out models/ours       new classes (survey/new/<class>/) and corrections, in seconds
+
+The data folder is either <root>/<class>/<image> or the Kaggle layout <root>/train/<class>/<image>
+(+ optional <root>/test/, or test/ alone). $HERITAGE_DATA is used when --data is not given.
+--model takes a checkpoint (.safetensors) or a run folder everywhere; -q silences progress bars.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from heritage_cnn.cli import data, elements, evaluate, generate, inside, predict, review, serve, teach, train
+
+    parser = argparse.ArgumentParser(
+        prog="heritage",
+        description="Recognise elements of architectural heritage in photos with a CNN trained from scratch.",
+        epilog=EPILOG,
+        formatter_class=formatter,
+    )
+    parser.add_argument("-V", "--version", action="version", version=f"heritage-cnn {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for group in (data, train, evaluate, predict, elements, inside, generate, review, teach, serve):
+        group.register(commands)
+    return parser
+
+
+def _where(args: argparse.Namespace) -> str:
+    """The file a bare KeyError most likely came from: the checkpoint a command loads."""
+    if not hasattr(args, "model"):
+        return "input"
+    if args.model:
+        return str(args.model)
+    from heritage_cnn.models.checkpoint import default_checkpoint_path
+
+    return str(default_checkpoint_path().with_suffix(".json"))
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *where: object, **more: object) -> None:
+    """A warning on the command line is one sentence for the user: no file, line number or source line."""
+    from heritage_cnn.base.names import shown
+
+    print(f"heritage: warning: {shown(str(message))}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `heritage` command; errors the user can fix are one line, exit 2.
+
+    Warnings are shown as `heritage: warning: <message>` only while a command runs; a library user
+    (who never calls `main`) keeps Python's usual warnings."""
+    with warnings.catch_warnings():  # restores showwarning on the way out
+        warnings.showwarning = _one_line_warning
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    from heritage_cnn.base.io import CheckpointError
+    from heritage_cnn.base.names import shown
+    from heritage_cnn.data.check import DownloadError
+    from heritage_cnn.data.decode import ImageError
+    from heritage_cnn.data.folders import DatasetError
+
+    for stream in (sys.stdout, sys.stderr):  # a name the terminal cannot encode is escaped, never a crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv[1:]  # the subcommand's own arguments (relaunching under torchrun needs them)
+    try:
+        refuse_outputs(args)  # every command's output folders and files, before any work
+        return int(args.func(args) or 0)
+    except KeyError as error:  # a lookup: a sentence from the library, or a bare key missing from a file
+        key = error.args[0] if error.args else ""
+        message = key if isinstance(key, str) and " " in key else f"{_where(args)}: missing entry {key!r}"
+        print(f"heritage: error: {shown(message)}", file=sys.stderr)
+        return 2
+    except (UsageError, DatasetError, ImageError, CheckpointError, DownloadError, ValueError) as error:
+        print(f"heritage: error: {shown(str(error))}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a read-only or full disk, a missing folder: name the file, no traceback
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"heritage: error: {shown(where + str(error.strerror or error))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("heritage: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["build_parser", "main"]
