@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from conftest import CLASSES
-from heritage_cnn import __version__, cli
+from heritage_cnn import __version__
 from heritage_cnn.apps.report import build_html_report
 from heritage_cnn.base.figures import DPI
+from heritage_cnn.cli.main import main
 from heritage_cnn.inference.plots import CELL_FONT_PT
 from heritage_cnn.models.checkpoint import load_checkpoint
 
@@ -27,7 +28,7 @@ def quiet_report(tiny_run, synthetic_root: Path, tmp_path_factory: pytest.TempPa
     out = tmp_path_factory.mktemp("report")
     args = ["report", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--out", str(out), "-q"]
     with contextlib.redirect_stderr(io.StringIO()) as err:
-        assert cli.main(args) == 0
+        assert main(args) == 0
     return out, err.getvalue()
 
 
