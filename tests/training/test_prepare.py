@@ -41,3 +41,15 @@ def _prepared_once_inside_the_block(root: Path, config: TrainConfig, decoded: li
     prepare_data(other, log=lambda _: None)
     assert len(decoded) == 3
     return other
+
+
+def test_a_skipped_file_is_logged_on_one_line_whatever_its_name(tmp_path: Path) -> None:
+    """The log names each unreadable file as every command shows names (`base.names.shown`): a newline or an
+    undecodable byte in the name is escaped, so it neither breaks the line nor turns into a replacement character."""
+    root = make_dataset(tmp_path / "data", per_class=8)
+    bad = os.fsdecode(b"broken\nname_\xe9.jpg")
+    (root / "altar" / bad).write_bytes(b"not an image")
+    lines: list[str] = []
+    prepare_data(TrainConfig(data=str(root), out="-", progress=False), log=lines.append)
+    [line] = [line for line in lines if line.startswith("skipped ") and "broken" in line]
+    assert "\n" not in line and "broken\\nname_\\xe9.jpg" in line, line

@@ -5,7 +5,6 @@ of the classes that outlier exposure shows it (`--outliers`)."""
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,7 +41,7 @@ def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, Image
         changed = relabel_record(config, images.classes)["relabel"]["labels_changed"]
         log(f"relabel: {changed} photos moved to another class by {shown(config.relabel)}")
     for path, reason in images.skipped[:10]:
-        log(f"skipped {os.fsencode(path).decode('utf-8', 'replace')}: {reason}")
+        log(f"skipped {shown(path)}: {reason}")
     if images.skipped:
         log(
             f"skipped {len(images.skipped)} unreadable file(s) or folder(s); all listed in skipped.json in the run folder"
@@ -56,7 +55,7 @@ def load_outliers(config: TrainConfig, size: int, log: Log) -> tuple[torch.Tenso
         return None, {}, []
     photos, skipped = load_negatives(config.outliers, size, flag="--outliers")
     for path, reason in skipped[:10]:
-        log(f"skipped {os.fsencode(path).decode('utf-8', 'replace')}: {reason}")
+        log(f"skipped {shown(path)}: {reason}")
     log(
         f"outlier exposure: {len(photos)} photos of none of the classes from {config.outliers} (weight "
         f"{config.outlier_weight:g}), as many as the training photos in every step"
