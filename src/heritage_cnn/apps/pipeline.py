@@ -27,6 +27,7 @@ import torch
 from heritage_cnn.apps.steps import FIGURE_STEPS
 from heritage_cnn.base.io import CheckpointError, atomic_write_json, output_problem
 from heritage_cnn.base.names import shown
+from heritage_cnn.data.check import DATA_CHECK_FILE
 from heritage_cnn.data.folders import ImageSet, Layout, find_layout, load_images, reuse_decoded, split_folder
 from heritage_cnn.data.split import set_hashes
 from heritage_cnn.inference.evaluate import (
@@ -349,7 +350,7 @@ def run_report(
     out.mkdir(parents=True, exist_ok=True)
     layout = find_layout(data)
     with reuse_decoded():  # the data check and the evaluations read the folder decoded once
-        atomic_write_json(out / "data_check.json", check_dataset(data))
+        atomic_write_json(out / DATA_CHECK_FILE, check_dataset(data))
         _evaluate_splits(checkpoint, data, layout, out, progress, log, negatives)
     history = training_history(checkpoint, member)
     if history:
@@ -362,7 +363,7 @@ def run_report(
 # What the demo writes into --out (`_demo`, its figure steps, `build_html_report`, the run of each recipe): a
 # folder holding only these is a demo's, which a second run reuses (`make demo` into runs/demo, a resumed training)
 DEMO_ENTRIES = frozenset(
-    {"data_check.json", "index.html", "eval-val", "eval-test", "shipped", "inside", "class_images", "element_map"}
+    {DATA_CHECK_FILE, "index.html", "eval-val", "eval-test", "shipped", "inside", "class_images", "element_map"}
     | {"train"}
     | {f"train-{name}" for name in RECIPES}
 )
@@ -405,7 +406,7 @@ def _demo(data: str, out: str | os.PathLike, config: Any | None, log: Log) -> Pa
     started = time.perf_counter()
     log("== 1/3 data check")
     report = check_dataset(data)
-    atomic_write_json(out / "data_check.json", report)
+    atomic_write_json(out / DATA_CHECK_FILE, report)
     log(format_report(report))
     layout = find_layout(data)
     trained: Checkpoint | None = None

@@ -20,11 +20,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from heritage_cnn.apps.steps import ELEMENT_MAP_FILE
 from heritage_cnn.base.figures import png_data_url
 from heritage_cnn.base.io import atomic_write_text
 from heritage_cnn.base.names import shown
+from heritage_cnn.data.check import DATA_CHECK_FILE
 from heritage_cnn.data.folders import display_name
+from heritage_cnn.inference.evaluate import CALIBRATION_FIGURE, CONFUSION_FIGURE, ERRORS_FIGURE, METRICS_FILE
 from heritage_cnn.inference.openset_eval import OPEN_SET_FIGURES, report_rows
+from heritage_cnn.inside.synthesis.files import GRID, MANIFEST
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.views import TTA_WORDS
 
@@ -84,7 +88,7 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _evaluation(sub: Path, split: str) -> Section | None:
     """Metrics, per-class table (display names), confusion matrix, calibration and the error gallery."""
-    metrics_path = sub / "metrics.json"
+    metrics_path = sub / METRICS_FILE
     if not metrics_path.exists():
         return None
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
@@ -101,11 +105,11 @@ def _evaluation(sub: Path, split: str) -> Section | None:
     if metrics.get("open_set"):  # the model's "none of these" operating point on these photos
         section.body.append("<h3>None of these</h3>" + _table(["figure", "value"], report_rows(metrics["open_set"])))
     captions = {
-        "confusion_matrix.png": "Each row is a true class, each column a predicted class; each cell gives the count of "
+        CONFUSION_FIGURE: "Each row is a true class, each column a predicted class; each cell gives the count of "
         "photos and their share of the row, so the diagonal is each class's recall.",
-        "calibration.png": "Is a 0.9 probability right 90 % of the time? Bars on the diagonal mean yes; the lower panel "
+        CALIBRATION_FIGURE: "Is a 0.9 probability right 90 % of the time? Bars on the diagonal mean yes; the lower panel "
         "shows how many photos fall at each confidence.",
-        "errors.png": "The mistakes the network was most sure of: worth a look for mislabelled photos and genuinely "
+        ERRORS_FIGURE: "The mistakes the network was most sure of: worth a look for mislabelled photos and genuinely "
         "ambiguous scenes.",
     }
     for name, caption in (captions | OPEN_SET_FIGURES).items():
@@ -117,7 +121,7 @@ def _evaluation(sub: Path, split: str) -> Section | None:
 def _headline(folder: Path) -> tuple[str, str]:
     """(the headline sentence, the split it comes from): the test split if evaluated, else validation."""
     for split in ("test", "val"):
-        path = folder / f"eval-{split}" / "metrics.json"
+        path = folder / f"eval-{split}" / METRICS_FILE
         if path.exists():
             m = json.loads(path.read_text(encoding="utf-8"))
             what = "test" if split == "test" else "validation"
@@ -165,7 +169,7 @@ def _model_facts(checkpoint: Checkpoint) -> str:
 
 
 def _data_section(folder: Path) -> Section | None:
-    check = folder / "data_check.json"
+    check = folder / DATA_CHECK_FILE
     if not check.exists():
         return None
     report = json.loads(check.read_text(encoding="utf-8"))
@@ -184,6 +188,7 @@ def _data_section(folder: Path) -> Section | None:
 def _inside_section(folder: Path, checkpoint: Checkpoint | None) -> Section | None:
     """First-layer kernels and maps inline; deconvnet sheets with true captions; deeper kernels linked."""
     from heritage_cnn.inside import deconvnet
+    from heritage_cnn.inside.visualize import CONTACT_SHEET_FILE, FIRST_KERNELS_FILE
 
     inside = folder / "inside"
     if not inside.is_dir():
@@ -192,10 +197,10 @@ def _inside_section(folder: Path, checkpoint: Checkpoint | None) -> Section | No
     for path in sorted(inside.glob("feature_maps*.png"))[:1]:
         caption = "What the first layer responds to in one photo: each tile is one filter's activation map."
         section.body.append(_figure(path, caption, "first-layer activation maps"))
-    if (inside / "kernels_layer1.png").exists():
+    if (inside / FIRST_KERNELS_FILE).exists():
         caption = "The first layer's learned filters as colour tiles (grey is zero): mostly edges and colour blobs."
-        section.body.append(_figure(inside / "kernels_layer1.png", caption, "first-layer kernels", width=480))
-    deeper = [p for p in sorted(inside.glob("kernels_*.png")) if p.name != "kernels_layer1.png"]
+        section.body.append(_figure(inside / FIRST_KERNELS_FILE, caption, "first-layer kernels", width=480))
+    deeper = [p for p in sorted(inside.glob("kernels_*.png")) if p.name != FIRST_KERNELS_FILE]
     section.body.append(_links(deeper, folder, "Deeper layers' strongest kernel slices (files beside this page)"))
     layers = deconvnet.deconv_layers(checkpoint.model) if checkpoint is not None else []
     for path in sorted(inside.glob("deconv_*.png")):
@@ -212,7 +217,7 @@ def _inside_section(folder: Path, checkpoint: Checkpoint | None) -> Section | No
             "99th percentile)."
         )
         section.body.append(_figure(path, caption, f"deconvnet top-9 sheet, {layer}"))
-    others = sorted(inside.glob("deconv_*projections.png")) + sorted(inside.glob("deconv_contact_sheet.png"))
+    others = sorted(inside.glob("deconv_*projections.png")) + sorted(inside.glob(CONTACT_SHEET_FILE))
     section.body.append(_links(others, folder, "Projections without the photos"))
     for path in sorted(inside.glob("explain_*.png")):
         caption = "Attribution maps for one photo: which pixels drove the prediction, by several methods."
@@ -222,7 +227,7 @@ def _inside_section(folder: Path, checkpoint: Checkpoint | None) -> Section | No
 
 def _class_images(sub: Path, checkpoint: Checkpoint) -> Section | None:
     """One grid in class order: each class's drawn image with its display name (HTML text: legible at any width)."""
-    manifest = sub / "class_images.json"
+    manifest = sub / MANIFEST
     if not manifest.exists():
         return None
     records = {r["class"]: r for r in json.loads(manifest.read_text(encoding="utf-8"))["images"]}
@@ -232,7 +237,7 @@ def _class_images(sub: Path, checkpoint: Checkpoint) -> Section | None:
         for c in checkpoint.classes
         if c in records and (sub / records[c]["file"]).exists()
     ]
-    grid = sub / "class_images.png"
+    grid = sub / GRID
     text = (
         "<p>One image per class, drawn by the network itself (gradient ascent from noise, no photo), in class "
         "order; p is the probability the network gives the class it was drawn for.</p>"
@@ -245,7 +250,7 @@ def _element_map(sub: Path) -> Section:
     """The element maps of a few mosaics of validation photos (`apps.steps.element_map_step`), or one line saying
     why there are none."""
     section = Section("element-map", "What is where")
-    record = sub / "element_map.json"
+    record = sub / ELEMENT_MAP_FILE
     if not record.exists():
         reason = "this folder holds no element maps (heritage report and heritage demo draw them from the data)"
     else:
@@ -275,10 +280,10 @@ def _element_map(sub: Path) -> Section:
 def _recorded_data(folder: Path) -> str | None:
     """The data folder an evaluation in `folder` recorded (metrics.json), else the data check's root."""
     for split in ("val", "test"):
-        path = folder / f"eval-{split}" / "metrics.json"
+        path = folder / f"eval-{split}" / METRICS_FILE
         if path.exists():
             return json.loads(path.read_text(encoding="utf-8")).get("data")
-    check = folder / "data_check.json"
+    check = folder / DATA_CHECK_FILE
     return json.loads(check.read_text(encoding="utf-8"))["root"] if check.exists() else None
 
 

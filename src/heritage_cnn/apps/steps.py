@@ -74,6 +74,7 @@ def class_images_step(
     `fast` network and by the ensemble's member 0): copied, not redrawn."""
     from heritage_cnn.base.io import atomic_write_bytes
     from heritage_cnn.inside import classimages
+    from heritage_cnn.inside.synthesis.files import GRID, MANIFEST
 
     log("\n== class images (gradient ascent, heritage generate)")
     network = checkpoint.member(member)
@@ -84,16 +85,15 @@ def class_images_step(
         log(f"{Path(out) / 'class_images'}: the shipped model's, from the package ({packaged})")
         return
     folder = classimages.draw_into(network, Path(out) / "class_images", steps=96, progress=progress)
-    drawn = read_json(folder / classimages.MANIFEST)
-    log(
-        f"{folder / classimages.GRID} ({drawn['seconds']:.0f} s, mean target probability {drawn['mean_probability']:.3f})"
-    )
+    drawn = read_json(folder / MANIFEST)
+    log(f"{folder / GRID} ({drawn['seconds']:.0f} s, mean target probability {drawn['mean_probability']:.3f})")
 
 
 # The report's element maps: two 2 x 2 mosaics (seed 0) of photos the model did not train on, each cell one 64 px
 # photo enlarged to 500 px, as the benchmark's mosaics (docs/element_map.md) at half their size; the map reduces any
 # of them to 256 px a side, so a larger cell would only cost time. A few seconds on two cores.
 MAP_MOSAICS, MAP_CELL_PX, MAP_SEED, MAP_PER_CLASS = 2, 500, 0, 2
+ELEMENT_MAP_FILE = "element_map.json"  # what `element_map_step` drew, or why it skipped: the report reads it
 
 
 def unseen_photos(checkpoint: Checkpoint, layout: Layout, per_class: int = MAP_PER_CLASS, seed: int = MAP_SEED):
@@ -165,7 +165,7 @@ def element_map_step(
     found = unseen_photos(checkpoint, layout)
     if isinstance(found, str):
         log(f"skipped: {found}")
-        atomic_write_json(folder / "element_map.json", {"skipped": found})
+        atomic_write_json(folder / ELEMENT_MAP_FILE, {"skipped": found})
         return
     photos, labels, described = found
     classifier = Classifier(checkpoint)
@@ -180,7 +180,7 @@ def element_map_step(
         mosaics.append({"figure": figure.name, "cells": cells, "listed": listed, "size": [emap.width, emap.height]})
     seconds = time.perf_counter() - started
     record = {"photos": described, "seed": MAP_SEED, "cell_px": MAP_CELL_PX, "mosaics": mosaics, "seconds": seconds}
-    atomic_write_json(folder / "element_map.json", record)
+    atomic_write_json(folder / ELEMENT_MAP_FILE, record)
     log(f"{len(mosaics)} mosaics mapped and drawn in {seconds:.1f} s")
 
 
@@ -188,6 +188,7 @@ FIGURE_STEPS = (inside_step, class_images_step, element_map_step)
 
 
 __all__ = [
+    "ELEMENT_MAP_FILE",
     "FIGURE_STEPS",
     "MAP_CELL_PX",
     "MAP_MOSAICS",

@@ -66,7 +66,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """
     from heritage_cnn.data.labels import resolve_class
     from heritage_cnn.inside.synthesis.draw import ENSEMBLE_SETTINGS, Settings, draw_classes
-    from heritage_cnn.inside.synthesis.files import write_generated
+    from heritage_cnn.inside.synthesis.files import MANIFEST, write_generated
 
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or holds_anything(out)):  # before any work, as review: never mix two runs
@@ -80,7 +80,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     mean = sum(generated.probabilities) / len(generated.probabilities)
     print(
         f"{len(generated.images)} images in {generated.seconds:.1f} s, mean probability of the target class "
-        f"{mean:.3f} (generating model)\ngrid: {grid}\nper image: {Path(args.out) / 'class_images.json'}"
+        f"{mean:.3f} (generating model)\ngrid: {grid}\nper image: {Path(args.out) / MANIFEST}"
     )
     return 0
 

@@ -23,6 +23,10 @@ MANUAL_STEPS = (
 )
 
 
+# The file the demo and `heritage report` save `check_dataset`'s report in (apps.pipeline), for the report page
+DATA_CHECK_FILE = "data_check.json"
+
+
 class DownloadError(RuntimeError):
     """The dataset could not be fetched; the message says how to place it by hand."""
 

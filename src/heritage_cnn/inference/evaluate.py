@@ -23,6 +23,10 @@ from heritage_cnn.base.io import CheckpointError, atomic_write_json, atomic_writ
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.views import tta_views
 
+# The names `write_evaluation` gives its files, which the report reads them by
+METRICS_FILE = "metrics.json"
+CONFUSION_FIGURE, CALIBRATION_FIGURE, ERRORS_FIGURE = "confusion_matrix.png", "calibration.png", "errors.png"
+
 
 def hashes_to_hex(hashes: np.ndarray) -> list[str]:
     """64-bit perceptual hashes as 16-digit hex strings (how a checkpoint records its training images)."""
@@ -264,11 +268,11 @@ def write_evaluation(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {
-        "metrics_json": out / "metrics.json",
+        "metrics_json": out / METRICS_FILE,
         "metrics_md": out / "metrics.md",
         "confusion_csv": out / "confusion_matrix.csv",
-        "confusion_png": out / "confusion_matrix.png",
-        "calibration_png": out / "calibration.png",
+        "confusion_png": out / CONFUSION_FIGURE,
+        "calibration_png": out / CALIBRATION_FIGURE,
     }
     atomic_write_json(paths["metrics_json"], {"title": title, **(extra or {}), **metrics})
     atomic_write_text(paths["metrics_md"], metrics_markdown(metrics, title))
@@ -282,7 +286,7 @@ def write_evaluation(
     plot_confusion_matrix(np.array(metrics["confusion_matrix"]), list(class_names), paths["confusion_png"], title=title)
     plot_calibration(metrics["calibration_bins"], metrics["expected_calibration_error"], paths["calibration_png"])
     if images is not None and probabilities is not None and y_true is not None:
-        paths["errors_png"] = out / "errors.png"
+        paths["errors_png"] = out / ERRORS_FIGURE
         predicted = probabilities.argmax(1)
         wrong = np.flatnonzero(predicted != y_true)
         worst = wrong[np.argsort(-probabilities[wrong, predicted[wrong]], kind="stable")][:error_count]

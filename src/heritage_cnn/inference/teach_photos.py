@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from heritage_cnn.base.names import CSV_ERRORS, shown
-from heritage_cnn.data.decode import regular_file_sha256, try_decode
+from heritage_cnn.data.decode import IMAGE_SIZE, regular_file_sha256, try_decode
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError, display_name
 from heritage_cnn.data.walk import walk_files
 from heritage_cnn.inference.sort import NONE, UNCERTAIN
@@ -233,7 +233,7 @@ def _refuse_name(folder: Path, name: str, known: Iterable[str], taken: Iterable[
         raise DatasetError(f"{shown(folder)}: {problem}")
 
 
-def read_new_classes(folder: str | os.PathLike, known: list[str], size: int = 64) -> TeachPhotos:
+def read_new_classes(folder: str | os.PathLike, known: list[str], size: int = IMAGE_SIZE) -> TeachPhotos:
     """The photos of a folder of new-class subfolders, each labelled by its subfolder (its own subfolders included);
     DatasetError (one line) for a subfolder that cannot be a new class (`_refuse_name`) or holds fewer than
     MIN_NEW_PHOTOS readable photos of its own."""
@@ -335,7 +335,7 @@ def _manifest_classes(rows: list[dict[str, str]]) -> set[str]:
     return {row[c] for row in rows for c in columns if row.get(c)}
 
 
-def read_corrections(folder: str | os.PathLike, size: int = 64, known: list[str] | None = None) -> TeachPhotos:
+def read_corrections(folder: str | os.PathLike, size: int = IMAGE_SIZE, known: list[str] | None = None) -> TeachPhotos:
     """The labelled photos of a sorted folder after the user's moves (the module's docstring); DatasetError for a
     folder without sort's manifest, with one that was edited, or with a class folder that cannot name a new class.
     `known`: the model's classes, which a new class's name must differ from (the classes the manifest names are

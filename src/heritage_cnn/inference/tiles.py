@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from heritage_cnn.base.checks import require
-from heritage_cnn.data.decode import RESIZE_BUDGET
+from heritage_cnn.data.decode import IMAGE_SIZE, RESIZE_BUDGET
 
 RULES = ("adjacent", "max")
 CELLS_PER_TILE = 8  # grid cells along the side of the smallest tile: 4 per stride at a stride of half a tile
@@ -124,7 +124,7 @@ class TilePlan:
         return "; ".join(notes) or None
 
 
-def plan(width: int, height: int, config: MapConfig, tile: int = 64) -> TilePlan:
+def plan(width: int, height: int, config: MapConfig, tile: int = IMAGE_SIZE) -> TilePlan:
     """The tiles of a reduced photo of `width` x `height`: for each scale whose side is at least `tile` px (never
     enlarged), a grid at `config.stride`; the finest scales are dropped while there are over `config.max_tiles`,
     and a single scale still over it keeps `max_tiles` tiles spread evenly. The grids are counted before any tile
@@ -154,7 +154,7 @@ def plan(width: int, height: int, config: MapConfig, tile: int = 64) -> TilePlan
     return TilePlan(tiles, sum(counts), dropped, thinned, thinned_scale)
 
 
-def plan_tiles(width: int, height: int, config: MapConfig, tile: int = 64) -> list[Tile]:
+def plan_tiles(width: int, height: int, config: MapConfig, tile: int = IMAGE_SIZE) -> list[Tile]:
     """The tiles of `plan` alone."""
     return plan(width, height, config, tile).tiles
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from heritage_cnn.base.io import atomic_path, atomic_write_json, file_sha256, umask
+from heritage_cnn.data.decode import IMAGE_SIZE
+from heritage_cnn.inside.synthesis.files import GRID, MANIFEST
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
 
 PACKAGED = Path(__file__).parents[1] / "weights" / "default.class_images"  # the default ensemble's member 0
@@ -35,10 +37,6 @@ PACKAGED_FAST = PACKAGED.with_name("fast.class_images")  # the fast network
 def packaged_for(key: str) -> Path | None:
     """The packaged folder of class images drawn for the network with this key (`model_key`), if any."""
     return next((folder for folder in (PACKAGED, PACKAGED_FAST) if drawn_for(folder, key)), None)
-
-
-MANIFEST = "class_images.json"
-GRID = "class_images.png"
 
 
 @dataclass
@@ -110,7 +108,9 @@ def draw_into(checkpoint: Checkpoint, folder: str | Path, steps: int | None = No
     folder.parent.mkdir(parents=True, exist_ok=True)
     sha = model_key(checkpoint)
     settings = Settings() if steps is None else replace(Settings(), steps=steps)
-    generated = draw_classes(checkpoint, range(len(checkpoint.classes)), 1, 64, settings, seed=0, progress=progress)
+    generated = draw_classes(
+        checkpoint, range(len(checkpoint.classes)), 1, IMAGE_SIZE, settings, seed=0, progress=progress
+    )
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         write_generated(tmp, generated, checkpoint, seed=0, n=1)

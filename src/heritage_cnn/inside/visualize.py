@@ -24,6 +24,9 @@ from heritage_cnn.inside import deconvnet
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.network import conv_layers
 
+# The names of the figures the report shows by name (`write_kernels`, `write_deconv`); the rest it finds by pattern
+FIRST_KERNELS_FILE, CONTACT_SHEET_FILE = "kernels_layer1.png", "deconv_contact_sheet.png"
+
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
@@ -142,7 +145,7 @@ def write_kernels(checkpoint: Checkpoint, out: str | os.PathLike) -> list[Path]:
     out = Path(out)
     convs = {name: conv for name, conv in conv_layers(checkpoint.model).items() if conv.kernel_size != (1, 1)}
     names = list(convs)
-    paths = [plot_first_layer_kernels(convs[names[0]].weight, out / "kernels_layer1.png")]
+    paths = [plot_first_layer_kernels(convs[names[0]].weight, out / FIRST_KERNELS_FILE)]
     for name in names[1:]:
         paths.append(plot_strongest_slices(convs[name].weight, name, out / f"kernels_{_file_name(name)}.png"))
     return paths
@@ -272,7 +275,7 @@ def write_deconv(
             )
         )
         sheets[name] = (projections, top, chosen)
-    paths.append(plot_contact_sheet(sheets, out / "deconv_contact_sheet.png", "strongest projection per channel"))
+    paths.append(plot_contact_sheet(sheets, out / CONTACT_SHEET_FILE, "strongest projection per channel"))
     return paths
 
 
@@ -342,6 +345,8 @@ def sample_images(
 
 
 __all__ = [
+    "CONTACT_SHEET_FILE",
+    "FIRST_KERNELS_FILE",
     "feature_maps",
     "load_photo",
     "write_deconv",

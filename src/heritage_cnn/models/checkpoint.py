@@ -27,6 +27,7 @@ from torch import nn
 
 from heritage_cnn import __version__
 from heritage_cnn.base.io import CheckpointError, atomic_write_json, read_json, read_safetensors, save_tensors
+from heritage_cnn.data.decode import IMAGE_SIZE
 from heritage_cnn.data.folders import display_name
 from heritage_cnn.models.ensemble import (
     ENSEMBLE_FORMAT,
@@ -59,7 +60,7 @@ class Checkpoint:
     classes: list[str]
     mean: list[float]
     std: list[float]
-    image_size: int = 64
+    image_size: int = IMAGE_SIZE
     info: dict[str, Any] = field(default_factory=dict)  # training recipe, metrics, seed, version
     path: Path | None = None
     index: int | None = None  # which member of the ensemble file at `path` this is; None: a single-network file
@@ -336,7 +337,7 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
         list(meta["classes"]),
         [float(v) for v in norm["mean"]],
         [float(v) for v in norm["std"]],
-        int(meta.get("image_size", 64)),
+        int(meta.get("image_size", IMAGE_SIZE)),
         layout.info,
         weights_path,
         open_set=point,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.data.decode import IMAGE_SIZE
 from heritage_cnn.models.ensemble import ENSEMBLE_FORMAT, MAX_MEMBERS, SHARED
 from heritage_cnn.models.network import MAX_PARAMETERS, ModelConfig
 from heritage_cnn.models.openset_point import OPEN_SET, check_record
@@ -103,7 +104,7 @@ def _check_shared(meta: dict[str, Any], where: Path) -> tuple[int, int]:
         raise fail("normalisation", "must hold 'mean' and 'std', each a list of 3 finite numbers")
     if min(norm["std"]) <= 0:
         raise fail("normalisation", f"std must be positive, got {norm['std']}")
-    size = meta.get("image_size", 64)
+    size = meta.get("image_size", IMAGE_SIZE)  # a model that names no size sees the data set's photos
     if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 512:
         raise fail("image_size", f"must be a whole number from 8 to 512, got {size!r}")
     return len(classes), size

@@ -18,6 +18,8 @@ def _slug(folder: str) -> str:
 
 
 GRID_ROWS = 16  # samples per class in the grid figure (every image still gets its own PNG)
+# The grid's and the JSON's names, which the web page's class images and the report read them by
+GRID, MANIFEST = "class_images.png", "class_images.json"
 
 
 def write_generated(out: str | Path, generated: Generated, checkpoint: Checkpoint, seed: int, n: int) -> Path:
@@ -44,11 +46,11 @@ def write_generated(out: str | Path, generated: Generated, checkpoint: Checkpoin
         generated.images[order],
         [display_name(names[generated.targets[i]]) if j < k else "" for j, i in enumerate(order)],
         k,
-        out / "class_images.png",
+        out / GRID,
         [f"p = {generated.probabilities[i]:.2f}" for i in order],
     )
     atomic_write_json(
-        out / "class_images.json",
+        out / MANIFEST,
         {
             "model": str(checkpoint.path),
             "seed": seed,
@@ -58,4 +60,4 @@ def write_generated(out: str | Path, generated: Generated, checkpoint: Checkpoin
             "images": records,
         },
     )
-    return out / "class_images.png"
+    return out / GRID
