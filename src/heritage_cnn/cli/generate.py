@@ -22,6 +22,7 @@ from heritage_cnn.cli.options import (
     number_in,
     positive_int,
 )
+from heritage_cnn.data.decode import IMAGE_SIZE
 
 # One run keeps every image it draws in memory (and draws them at ~5 s each on two cores): more than this per
 # class is a typo or a job for several runs with different --seed.
@@ -31,7 +32,13 @@ MAX_PER_CLASS = 256
 def add_render_options(p: argparse.ArgumentParser, steps: str, lr: float, every_member: bool = False) -> None:
     add_model(p)
     add_member(p, every_by_default=every_member)
-    p.add_argument("--size", type=int, choices=[64, 128], default=64, help="image size in pixels (default 64)")
+    p.add_argument(
+        "--size",
+        type=int,
+        choices=[IMAGE_SIZE, 2 * IMAGE_SIZE],
+        default=IMAGE_SIZE,
+        help=f"image size in pixels (default {IMAGE_SIZE}, the data set's)",
+    )
     p.add_argument("--steps", type=positive_int, help=f"optimisation steps (default {steps})")
     p.add_argument("--lr", type=number_in(0, above_low=True), help=f"Adam learning rate (default {lr:g})")
     p.add_argument("--param", choices=["fourier", "pixel"], default="fourier", help="parametrisation (default fourier)")

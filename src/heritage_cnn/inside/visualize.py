@@ -18,7 +18,7 @@ import torch
 
 from heritage_cnn.base.figures import PERCENTILE, draw_box, mosaic, save_figure, signed_to_rgb
 from heritage_cnn.base.names import portable_name, shown
-from heritage_cnn.data.decode import decode_image
+from heritage_cnn.data.decode import IMAGE_SIZE, decode_image
 from heritage_cnn.data.folders import find_layout, list_images, load_images
 from heritage_cnn.inside import deconvnet
 from heritage_cnn.models.checkpoint import Checkpoint
@@ -280,7 +280,13 @@ def write_deconv(
 
 
 def describe_unit(
-    layer: str, channel: int, row: int, col: int, box: tuple[int, int, int, int], size: tuple[int, int], side: int = 64
+    layer: str,
+    channel: int,
+    row: int,
+    col: int,
+    box: tuple[int, int, int, int],
+    size: tuple[int, int],
+    side: int = IMAGE_SIZE,
 ) -> str:
     """A unit in words, its place on its own map (`size`) and on the photo (`box`, clipped to the `side` px photo):
     "stage 3 (stage3.block1.conv2), channel 12:\nat (4, 5) of its 8x8 map; sees 22x22 px\nphoto rows 20-41, cols 28-49"."""

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from heritage_cnn.base.checks import config_from_dict, in_range, require
+from heritage_cnn.data.decode import IMAGE_SIZE
 
 MAX_PARAMETERS = 200_000_000  # far above any network this project trains; bounds what a crafted config allocates
 
@@ -243,7 +244,7 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def forward_flops(model: nn.Module, image_size: int = 64) -> int:
+def forward_flops(model: nn.Module, image_size: int = IMAGE_SIZE) -> int:
     """Forward FLOPs per image (multiply-add = 2), counted by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 import heritage_cnn.inside.synthesis.objectives as o
 from heritage_cnn.base.checks import in_range, require
+from heritage_cnn.data.decode import IMAGE_SIZE
 from heritage_cnn.inside.synthesis.loop import Rendering, networks_of, render
 from heritage_cnn.inside.synthesis.objectives import Objective
 from heritage_cnn.inside.synthesis.param import FourierImage, MacoImage, PixelImage
@@ -134,7 +135,7 @@ def draw_classes(
     checkpoint: Checkpoint | Sequence[Checkpoint],
     targets: Sequence[int],
     n: int = 4,
-    size: int = 64,
+    size: int = IMAGE_SIZE,
     settings: Settings = Settings(),
     seed: int = 0,
     progress: bool = True,
@@ -186,7 +187,7 @@ def draw_units(
     checkpoint: Checkpoint,
     layer_name: str,
     channels: Sequence[int] | None = None,
-    size: int = 64,
+    size: int = IMAGE_SIZE,
     settings: Settings = UNIT_SETTINGS,
     seed: int = 0,
     progress: bool = True,
