@@ -141,6 +141,16 @@ def test_a_run_folder_inside_the_data_or_a_file_is_refused_before_anything_is_wr
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
+def test_a_data_folder_that_is_not_there_makes_no_run_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --data is one line, exit 2, and leaves no new --out behind (not even the run's lock file)."""
+    out = tmp_path / "runs" / "a"
+    assert main(["train", "--data", str(tmp_path / "no-such-data"), "--out", str(out), "-q"]) == 2
+    assert capsys.readouterr().err.strip() == f"heritage: error: {tmp_path / 'no-such-data'}: no such folder"
+    assert not (tmp_path / "runs").exists()
+
+
 def test_resume_refusals_name_a_typed_recipe_and_values_as_typed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
