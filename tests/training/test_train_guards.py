@@ -149,6 +149,9 @@ def test_a_data_folder_that_is_not_there_makes_no_run_folder(
     assert main(["train", "--data", str(tmp_path / "no-such-data"), "--out", str(out), "-q"]) == 2
     assert capsys.readouterr().err.strip() == f"heritage: error: {tmp_path / 'no-such-data'}: no such folder"
     assert not (tmp_path / "runs").exists()
+    (tmp_path / "empty").mkdir()  # a folder, but no class folders in it
+    assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(out), "-q"]) == 2
+    assert "no class folders inside" in capsys.readouterr().err and not (tmp_path / "runs").exists()
 
 
 def test_resume_refusals_name_a_typed_recipe_and_values_as_typed(

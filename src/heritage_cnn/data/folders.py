@@ -109,18 +109,25 @@ class FileList:
     empty_classes: list[str] = field(default_factory=list)
 
 
+def class_folders(folder: str | os.PathLike) -> list[Path]:
+    """The class folders of a class-folder root (every folder not hidden), sorted; a DatasetError when `folder` is no
+    folder or holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: not a folder")
+    found = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise DatasetError(f"{folder}: no class folders inside (expected <root>/<class>/<image>)")
+    return found
+
+
 def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None) -> FileList:
     """List `<folder>/<class>/**/<image>`; classes are folder names kept exactly.
 
     With `classes` given (a model's classes), labels follow that order and folders of other
     names are an error; a subset of the classes is allowed.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(f"{folder}: not a folder")
-    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DatasetError(f"{folder}: no class folders inside (expected <root>/<class>/<image>)")
+    class_dirs = class_folders(folder)
     names = [p.name for p in class_dirs]
     if classes is None:
         classes = names

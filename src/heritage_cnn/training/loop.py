@@ -26,7 +26,7 @@ import torch
 
 from heritage_cnn.base.devices import mixed_precision
 from heritage_cnn.base.io import atomic_write_json, folder_lock, inside_input, output_problem
-from heritage_cnn.data.folders import ImageSet, channel_stats, find_layout
+from heritage_cnn.data.folders import ImageSet, channel_stats, class_folders, find_layout
 from heritage_cnn.inference.openset_fit import fit_for_run
 from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint
 from heritage_cnn.models.network import HeritageNet, forward_flops, parameter_count
@@ -148,7 +148,7 @@ def _train(config: TrainConfig, log: Log, should_stop: Callable[[int, int], bool
     if config.batch_size % ranks.world:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {ranks.world} processes")
     if not out.exists():  # a run folder is made only for data that is there: a mistyped --data leaves nothing
-        find_layout(config.data)
+        class_folders(find_layout(config.data).train)
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as held:
 
