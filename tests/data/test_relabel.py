@@ -165,9 +165,9 @@ def hostile_root(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory)
 
 def _review_relabel(path: Path, rows: list[tuple[str, str]], bom: bool = False) -> Path:
     """A relabel.csv as `heritage review` writes it (its own writer), with a byte-order mark as an editor may save."""
-    from heritage_cnn.inference.review import write_csv
+    from heritage_cnn.base.io import atomic_write_csv
 
-    write_csv(path, ["path", "new_label"], [{"path": p, "new_label": label} for p, label in rows])
+    atomic_write_csv(path, ["path", "new_label"], [{"path": p, "new_label": label} for p, label in rows], line_end="\n")
     if bom:
         path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
     return path

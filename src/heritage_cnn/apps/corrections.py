@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import os
 import threading
 from collections.abc import Sequence
@@ -33,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from heritage_cnn.apps.upload import UploadError
-from heritage_cnn.base.io import FolderBusy, atomic_write_bytes, atomic_write_text, folder_lock
+from heritage_cnn.base.io import FolderBusy, atomic_write_bytes, atomic_write_csv, folder_lock
 from heritage_cnn.base.names import CSV_ERRORS, shown
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS
 from heritage_cnn.inference.classifier import Prediction
@@ -166,8 +165,4 @@ class Corrections:
         return fields, rows
 
     def _write_manifest(self, fields: list[str], rows: list[dict[str, str]]) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=fields, restval="", extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write_text(self.root / MANIFEST_NAME, buffer.getvalue(), errors=CSV_ERRORS)
+        atomic_write_csv(self.root / MANIFEST_NAME, fields, rows)

@@ -8,6 +8,7 @@ safetensors, which cannot carry code, unlike pickles.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import fcntl
 import glob
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from heritage_cnn.base.names import json_text
+from heritage_cnn.base.names import CSV_ERRORS, json_text
 
 
 class CheckpointError(ValueError):
@@ -146,6 +147,18 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str, errors: str = "strict") -> None:
     """UTF-8; `errors="surrogateescape"` (`names.CSV_ERRORS`) writes file names' undecodable bytes as they are."""
     atomic_write_bytes(path, text.encode("utf-8", errors))
+
+
+def atomic_write_csv(
+    path: str | os.PathLike, fields: list[str], rows: Iterable[dict[str, Any]], line_end: str = "\r\n"
+) -> None:
+    """`rows` as a CSV of `fields` (a missing cell empty, other keys left out), written atomically, file names exact:
+    their undecodable bytes as they are on disk (`names.CSV_ERRORS`), a comma, quote or newline in one quoted."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="", extrasaction="ignore", lineterminator=line_end)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue(), errors=CSV_ERRORS)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

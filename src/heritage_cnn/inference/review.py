@@ -16,8 +16,6 @@ summary counts the photos the model trained on (by its `trained_on` record) and 
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import time
@@ -30,8 +28,14 @@ from typing import Any
 import numpy as np
 
 from heritage_cnn import __version__
-from heritage_cnn.base.io import atomic_write_json, atomic_write_text, holds_anything, inside_input, output_problem
-from heritage_cnn.base.names import CSV_ERRORS, shown
+from heritage_cnn.base.io import (
+    atomic_write_csv,
+    atomic_write_json,
+    holds_anything,
+    inside_input,
+    output_problem,
+)
+from heritage_cnn.base.names import shown
 from heritage_cnn.data.folders import DatasetError, ImageSet, display_name, find_layout, load_images, split_folder
 from heritage_cnn.data.relabel import COLUMNS as RELABEL_COLUMNS
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, group_near_duplicates, set_hashes
@@ -191,17 +195,6 @@ def queue_rows(review: Review) -> list[dict[str, Any]]:
     return rows
 
 
-def write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
-    """queue.csv and relabel.csv as predict and sort write theirs (`names.CSV_ERRORS`): a photo's name exact, its
-    undecodable bytes as they are on disk, a newline or comma in it quoted, so that reading the file back with
-    `CSV_ERRORS` and `newline=""` (as `train --relabel` does) gives the very path."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue(), errors=CSV_ERRORS)
-
-
 def contact_sheets(review: Review, out: Path, photos: int) -> list[Path]:
     """PNG grids of the first `photos` flagged photos in queue order, each titled `#rank given -> suggested p`."""
     import matplotlib.pyplot as plt
@@ -302,10 +295,12 @@ def run_review(
     review = review_images(checkpoint, images, root, folds, seed, log)
     review.seconds = {"decode": decode, **review.seconds}
     rows = queue_rows(review)
-    write_csv(out / "queue.csv", QUEUE_FIELDS, rows)
+    # names exact, as sort writes its CSVs: read back with `CSV_ERRORS` and newline="" (as `train --relabel` reads
+    # relabel.csv), a row gives the very path
+    atomic_write_csv(out / "queue.csv", QUEUE_FIELDS, rows, line_end="\n")
     path, label = RELABEL_COLUMNS  # the file `train --relabel` reads (`data.relabel`)
     relabel = [{path: r["path"], label: r["suggested_label"]} for r in rows if r["flagged"] == "yes"]
-    write_csv(out / "relabel.csv", list(RELABEL_COLUMNS), relabel)
+    atomic_write_csv(out / "relabel.csv", list(RELABEL_COLUMNS), relabel, line_end="\n")
     sheets = contact_sheets(review, out, sheet_photos)
     review.seconds["total"] = time.perf_counter() - start
     settings = {
@@ -337,5 +332,4 @@ __all__ = [
     "review_images",
     "run_review",
     "summary",
-    "write_csv",
 ]

@@ -48,7 +48,15 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heritage_cnn.base.io import FolderBusy, file_sha256, folder_lock, inside_input, output_problem, stale_temps
+from heritage_cnn.base.io import (
+    FolderBusy,
+    atomic_write_csv,
+    file_sha256,
+    folder_lock,
+    inside_input,
+    output_problem,
+    stale_temps,
+)
 from heritage_cnn.base.names import portable_name, shown
 from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos
 from heritage_cnn.inference.element_map import with_elements
@@ -60,7 +68,6 @@ from heritage_cnn.inference.sort_manifest import (
     manifest_row,
     read_manifest,
     row_files,
-    write_rows,
 )
 from heritage_cnn.inference.sort_settings import SETTINGS_NAME, check_settings, settings_of
 from heritage_cnn.inference.tiles import MapConfig
@@ -425,12 +432,12 @@ def _sort_locked(
             if bar is not None:
                 bar.update(1)
             if count % SAVE_EVERY == 0:  # progress survives an interruption
-                write_rows(manifest_path, fields, manifest.values())
+                atomic_write_csv(manifest_path, fields, manifest.values())
     finally:
         if bar is not None:
             bar.close()
-        write_rows(manifest_path, fields, manifest.values())
-        write_rows(
+        atomic_write_csv(manifest_path, fields, manifest.values())
+        atomic_write_csv(
             target_root / SKIPPED_NAME, ["source", "reason"], ({"source": p, "reason": r} for p, r in summary.skipped)
         )
     return summary

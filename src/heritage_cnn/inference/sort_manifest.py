@@ -8,11 +8,8 @@ With --multi, `destination` is the first placement (the most confident element's
 from __future__ import annotations
 
 import csv
-import io
-from collections.abc import Iterable
 from pathlib import Path
 
-from heritage_cnn.base.io import atomic_write_text
 from heritage_cnn.base.names import CSV_ERRORS, cell_items, cell_text
 from heritage_cnn.inference.classifier import Prediction, flat_fields
 
@@ -62,12 +59,3 @@ def row_files(root: Path, row: dict[str, str]) -> list[Path]:
     if row.get("destinations"):
         return [_in_out(root, item[0]) for item in cell_items(row["destinations"]) if item and item[0]]
     return [_in_out(root, row["destination"])] if row.get("destination") else []
-
-
-def write_rows(path: Path, fields: list[str], rows: Iterable[dict[str, str]]) -> None:
-    """`rows` as a CSV of `fields`, written atomically: the manifest, and skipped.csv beside it."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields, restval="", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue(), errors=CSV_ERRORS)  # source paths exact, byte for byte

@@ -9,8 +9,6 @@ previous state or the new one, whole: never new weights with old optimizer state
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import signal
 import sys
@@ -26,8 +24,8 @@ from heritage_cnn.base.devices import machine_description
 from heritage_cnn.base.io import (
     MAX_HEADER_BYTES,
     CheckpointError,
+    atomic_write_csv,
     atomic_write_json,
-    atomic_write_text,
     load_tensors,
     read_json,
     read_safetensors,
@@ -208,11 +206,7 @@ def write_history(out: Path, history: list[dict[str, float]]) -> None:
     """metrics.csv and metrics.json: one row per epoch."""
     if not history:
         return
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_text(out / METRICS_CSV, buffer.getvalue())
+    atomic_write_csv(out / METRICS_CSV, list(history[0]), history)
     atomic_write_json(out / METRICS_JSON, history)
 
 
