@@ -38,7 +38,7 @@ def cmd_review(args: argparse.Namespace) -> int:
       heritage train --data data/ahe64 --out runs/b --relabel runs/review/relabel.csv   after editing it
     """
     from heritage_cnn.base.names import shown
-    from heritage_cnn.inference.review import run_review
+    from heritage_cnn.inference.review import QUEUE_FILE, run_review
 
     record = run_review(
         load_model(args, device_name(args.device)),
@@ -54,7 +54,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     )
     print(
         f"review: {record['flagged']} of {record['photos']} photos flagged as likely mislabelled{skipped} in "
-        f"{record['seconds']['total']:.0f} s; queue: {shown(os.path.join(args.out, 'queue.csv'))}"
+        f"{record['seconds']['total']:.0f} s; queue: {shown(os.path.join(args.out, QUEUE_FILE))}"
     )
     return 0
 

@@ -47,6 +47,7 @@ from heritage_cnn.models.openset import PENULTIMATE
 Log = Callable[[str], None]
 FOLDS = 5
 MIN_PER_CLASS = 2  # a photo's out-of-fold fit must hold another photo of its class
+QUEUE_FILE, RELABEL_FILE = "queue.csv", "relabel.csv"  # in the review's folder; `train --relabel` reads the second
 TOP = 3  # classes listed per photo in queue.csv
 SHEET_COLUMNS, SHEET_ROWS = 8, 5  # photos per contact sheet: 40
 QUEUE_FIELDS = [
@@ -297,10 +298,10 @@ def run_review(
     rows = queue_rows(review)
     # names exact, as sort writes its CSVs: read back with `CSV_ERRORS` and newline="" (as `train --relabel` reads
     # relabel.csv), a row gives the very path
-    atomic_write_csv(out / "queue.csv", QUEUE_FIELDS, rows, line_end="\n")
+    atomic_write_csv(out / QUEUE_FILE, QUEUE_FIELDS, rows, line_end="\n")
     path, label = RELABEL_COLUMNS  # the file `train --relabel` reads (`data.relabel`)
     relabel = [{path: r["path"], label: r["suggested_label"]} for r in rows if r["flagged"] == "yes"]
-    atomic_write_csv(out / "relabel.csv", list(RELABEL_COLUMNS), relabel, line_end="\n")
+    atomic_write_csv(out / RELABEL_FILE, list(RELABEL_COLUMNS), relabel, line_end="\n")
     sheets = contact_sheets(review, out, sheet_photos)
     review.seconds["total"] = time.perf_counter() - start
     settings = {
@@ -322,6 +323,8 @@ __all__ = [
     "FOLDS",
     "MIN_PER_CLASS",
     "QUEUE_FIELDS",
+    "QUEUE_FILE",
+    "RELABEL_FILE",
     "Review",
     "check_counts",
     "contact_sheets",

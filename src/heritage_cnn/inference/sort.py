@@ -338,15 +338,17 @@ def sort_photos(
     if target_root in source_root.parents:
         raise ValueError(f"{in_dir}: the input folder must not be inside the output folder {out_dir}")
     folders = _class_folders(target_root, classifier.classes)
-    found = find_photos([source_root])
-    if not found[0]:  # nothing to sort: refused before OUT is made, as predict refuses an empty folder
-        first = f" ({shown(found[1][0][0])}: {found[1][0][1]})" if found[1] else ""
+    photos, problems = find_photos([source_root])
+    if not photos:  # nothing to sort: refused before OUT is made, as predict refuses an empty folder
+        first = f" ({shown(problems[0][0])}: {problems[0][1]})" if problems else ""
         raise ValueError(f"no photos found in {in_dir}{first}")
     target_root.mkdir(parents=True, exist_ok=True)
     with output_lock(target_root):
         _remove_stale_temps(target_root)
         config = (map_config or MapConfig()) if multi else None
-        return _sort_locked(classifier, found, target_root, folders, min_confidence, mode, progress, config)
+        return _sort_locked(
+            classifier, (photos, problems), target_root, folders, min_confidence, mode, progress, config
+        )
 
 
 def _file(
