@@ -439,9 +439,8 @@ def _sort_locked(
         if bar is not None:
             bar.close()
         atomic_write_csv(manifest_path, fields, manifest.values())
-        atomic_write_csv(
-            target_root / SKIPPED_NAME, ["source", "reason"], ({"source": p, "reason": r} for p, r in summary.skipped)
-        )
+        skipped = ({"source": p, "reason": r} for p, r in summary.skipped)
+        atomic_write_csv(target_root / SKIPPED_NAME, ["source", "reason"], skipped)
     return summary
 
 
