@@ -154,6 +154,24 @@ def test_a_data_folder_that_is_not_there_makes_no_run_folder(
     assert "no class folders inside" in capsys.readouterr().err and not (tmp_path / "runs").exists()
 
 
+def test_a_run_refused_after_its_folder_was_made_leaves_no_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refusals that need the photos or the relabel file come after the lock is taken; a new --out is removed."""
+    data = make_dataset(tmp_path / "data", per_class=4)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("nonsense\n")
+    out = tmp_path / "runs"
+    assert main(["train", "--data", str(data), "--out", str(out), "--relabel", str(bad), "-q"]) == 2
+    assert "expected the header" in capsys.readouterr().err and not out.exists()
+    (data / "no_photos").mkdir()
+    assert main(["train", "--data", str(data), "--out", str(out), "-q"]) == 2
+    assert "no readable image" in capsys.readouterr().err and not out.exists()
+    out.mkdir()  # the user's own folder stays, with nothing of the run's but its lock
+    assert main(["train", "--data", str(data), "--out", str(out), "-q"]) == 2
+    assert [p.name for p in out.iterdir()] == [trainstate.RUN_LOCK]
+
+
 def test_resume_refusals_name_a_typed_recipe_and_values_as_typed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

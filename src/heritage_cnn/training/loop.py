@@ -147,7 +147,8 @@ def _train(config: TrainConfig, log: Log, should_stop: Callable[[int, int], bool
         log = _silent
     if config.batch_size % ranks.world:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {ranks.world} processes")
-    if not out.exists():  # a run folder is made only for data that is there: a mistyped --data leaves nothing
+    made = not out.exists()
+    if made:  # a run folder is made only for data that is there: a mistyped --data leaves nothing
         class_folders(find_layout(config.data).train)
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as held:
@@ -157,7 +158,12 @@ def _train(config: TrainConfig, log: Log, should_stop: Callable[[int, int], bool
             trainstate.claim_run_folder(out, config.resume, config.overwrite)
 
         run_on_main(ranks, claim)  # a folder in use, or holding another run, ends every process
-        return _train_into(out, config, ranks, device, log, should_stop, started)
+        try:
+            return _train_into(out, config, ranks, device, log, should_stop, started)
+        except BaseException:
+            if made and ranks.main:  # refused before writing (a bad --relabel, a class with no readable photo)
+                trainstate.abandon_run_folder(out)
+            raise
 
 
 def _train_into(

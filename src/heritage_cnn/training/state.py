@@ -9,6 +9,7 @@ previous state or the new one, whole: never new weights with old optimizer state
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
@@ -81,6 +82,19 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
             (out / name).unlink(missing_ok=True)
     for stale in stale_temps(out):  # half-written files of a killed run (the lock says none is writing)
         stale.unlink(missing_ok=True)
+
+
+def abandon_run_folder(out: Path) -> None:
+    """Remove `out`, made by this run, if the run failed before writing anything but its lock.
+
+    Called with the lock still held: a process that opened the lock file meanwhile is refused as busy rather than
+    left holding a lock in a removed folder; one that comes later finds no folder, or a new lock file, which keeps
+    the folder (rmdir removes only an empty one)."""
+    if [path.name for path in out.iterdir()] != [RUN_LOCK]:
+        return
+    (out / RUN_LOCK).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # another process put a file there after the unlink: the folder is theirs
+        out.rmdir()
 
 
 def save_resume_state(
