@@ -24,7 +24,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from heritage_cnn.apps.steps import FIGURE_STEPS
+from heritage_cnn.apps.steps import (
+    CLASS_IMAGES_FOLDER,
+    ELEMENT_MAP_FOLDER,
+    FIGURE_STEPS,
+    INSIDE_FOLDER,
+    REPORT_PAGE,
+    SHIPPED_FOLDER,
+    TRAIN_FOLDER,
+    demo_run_folder,
+    eval_folder,
+)
 from heritage_cnn.base.io import CheckpointError, atomic_write_json, output_problem
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.check import DATA_CHECK_FILE
@@ -320,11 +330,11 @@ def _evaluate_splits(
     """The model's validation split (when its recipe and the training folder allow) and the test split."""
     common = {"progress": progress, "log": log, "negatives": negatives}
     if split_recipe(checkpoint) and layout.train.is_dir():
-        evaluate_split(checkpoint, data, layout, "val", out / "eval-val", **common)
+        evaluate_split(checkpoint, data, layout, "val", out / eval_folder("val"), **common)
     elif layout.test is None:
-        evaluate_split(checkpoint, data, layout, "auto", out / "eval-val", **common)
+        evaluate_split(checkpoint, data, layout, "auto", out / eval_folder("val"), **common)
     if layout.test is not None:
-        evaluate_split(checkpoint, data, layout, "test", out / "eval-test", **common)
+        evaluate_split(checkpoint, data, layout, "test", out / eval_folder("test"), **common)
 
 
 def run_report(
@@ -343,6 +353,7 @@ def run_report(
     from heritage_cnn.apps.report import build_html_report, training_history
     from heritage_cnn.data.check import check_dataset
     from heritage_cnn.training.curves import plot_training_curves
+    from heritage_cnn.training.state import CURVES_FILE
 
     out = Path(out)
     checkpoint = resolve_model(model)
@@ -354,18 +365,18 @@ def run_report(
         _evaluate_splits(checkpoint, data, layout, out, progress, log, negatives)
     history = training_history(checkpoint, member)
     if history:
-        plot_training_curves(history, out / "train" / "curves.png")  # atomic (heritage_cnn.base.figures)
+        plot_training_curves(history, out / TRAIN_FOLDER / CURVES_FILE)  # atomic (heritage_cnn.base.figures)
     for step in FIGURE_STEPS:
         step(checkpoint, data, layout, out, log, member=member, progress=progress)
-    return build_html_report(out, out / "index.html", checkpoint, data=data, member=member)
+    return build_html_report(out, out / REPORT_PAGE, checkpoint, data=data, member=member)
 
 
 # What the demo writes into --out (`_demo`, its figure steps, `build_html_report`, the run of each recipe): a
 # folder holding only these is a demo's, which a second run reuses (`make demo` into runs/demo, a resumed training)
 DEMO_ENTRIES = frozenset(
-    {DATA_CHECK_FILE, "index.html", "eval-val", "eval-test", "shipped", "inside", "class_images", "element_map"}
-    | {"train"}
-    | {f"train-{name}" for name in RECIPES}
+    {DATA_CHECK_FILE, REPORT_PAGE, eval_folder("val"), eval_folder("test"), SHIPPED_FOLDER, TRAIN_FOLDER}
+    | {INSIDE_FOLDER, CLASS_IMAGES_FOLDER, ELEMENT_MAP_FOLDER}
+    | {demo_run_folder(name) for name in RECIPES}
 )
 
 
@@ -426,13 +437,13 @@ def _demo(data: str, out: str | os.PathLike, config: Any | None, log: Log) -> Pa
     _evaluate_splits(checkpoint, data, layout, out, progress, log)
     if trained is not None:  # the network just trained beside the shipped one, on the same images
         if shipped.classes == trained.classes:
-            log("the shipped model, for comparison (figures in shipped/):")
-            _evaluate_splits(shipped, data, layout, out / "shipped", progress, log)
+            log(f"the shipped model, for comparison (figures in {SHIPPED_FOLDER}/):")
+            _evaluate_splits(shipped, data, layout, out / SHIPPED_FOLDER, progress, log)
         else:
             log("the shipped model knows other classes: no comparison")
     for step in FIGURE_STEPS:
         step(checkpoint, data, layout, out, log, progress=progress)
-    page = build_html_report(out, out / "index.html", checkpoint, data=data)
+    page = build_html_report(out, out / REPORT_PAGE, checkpoint, data=data)
     log(f"\nreport: {page.resolve()}")
     log(f"demo finished in {(time.perf_counter() - started) / 60:.1f} min; everything is in {out.resolve()}")
     return page

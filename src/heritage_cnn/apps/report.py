@@ -20,7 +20,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from heritage_cnn.apps.steps import ELEMENT_MAP_FILE
+from heritage_cnn.apps.steps import (
+    CLASS_IMAGES_FOLDER,
+    ELEMENT_MAP_FILE,
+    ELEMENT_MAP_FOLDER,
+    INSIDE_FOLDER,
+    TRAIN_FOLDER,
+    eval_folder,
+)
 from heritage_cnn.base.figures import png_data_url
 from heritage_cnn.base.io import atomic_write_text
 from heritage_cnn.base.names import shown
@@ -92,7 +99,7 @@ def _evaluation(sub: Path, split: str) -> Section | None:
     if not metrics_path.exists():
         return None
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    section = Section(f"eval-{split}", f"{'Test' if split == 'test' else 'Validation'} split")
+    section = Section(eval_folder(split), f"{'Test' if split == 'test' else 'Validation'} split")
     section.body.append(f"<p>{escape(metrics.get('title', ''))}: {metrics['n_images']} images.</p>")
     names = {"accuracy": "accuracy", "top3_accuracy": "top-3 accuracy", "balanced_accuracy": "balanced accuracy"}
     rows = [(label, _ci(metrics[key])) for key, label in (names | {"macro_f1": "macro F1"}).items() if key in metrics]
@@ -121,7 +128,7 @@ def _evaluation(sub: Path, split: str) -> Section | None:
 def _headline(folder: Path) -> tuple[str, str]:
     """(the headline sentence, the split it comes from): the test split if evaluated, else validation."""
     for split in ("test", "val"):
-        path = folder / f"eval-{split}" / METRICS_FILE
+        path = folder / eval_folder(split) / METRICS_FILE
         if path.exists():
             m = json.loads(path.read_text(encoding="utf-8"))
             what = "test" if split == "test" else "validation"
@@ -190,10 +197,10 @@ def _inside_section(folder: Path, checkpoint: Checkpoint | None) -> Section | No
     from heritage_cnn.inside import deconvnet
     from heritage_cnn.inside.visualize import CONTACT_SHEET_FILE, FIRST_KERNELS_FILE
 
-    inside = folder / "inside"
+    inside = folder / INSIDE_FOLDER
     if not inside.is_dir():
         return None
-    section = Section("inside", "Inside the network")
+    section = Section(INSIDE_FOLDER, "Inside the network")
     for path in sorted(inside.glob("feature_maps*.png"))[:1]:
         caption = "What the first layer responds to in one photo: each tile is one filter's activation map."
         section.body.append(_figure(path, caption, "first-layer activation maps"))
@@ -280,7 +287,7 @@ def _element_map(sub: Path) -> Section:
 def _recorded_data(folder: Path) -> str | None:
     """The data folder an evaluation in `folder` recorded (metrics.json), else the data check's root."""
     for split in ("val", "test"):
-        path = folder / f"eval-{split}" / METRICS_FILE
+        path = folder / eval_folder(split) / METRICS_FILE
         if path.exists():
             return json.loads(path.read_text(encoding="utf-8")).get("data")
     check = folder / DATA_CHECK_FILE
@@ -303,10 +310,11 @@ def build_html_report(
     when relative (an absolute path says little to a reader)."""
     from heritage_cnn import __version__
     from heritage_cnn.training.curves import plot_training_curves
+    from heritage_cnn.training.state import CURVES_FILE
 
     folder = Path(folder)
     data = data if data is not None else _recorded_data(folder)
-    curves = folder / "train" / "curves.png"
+    curves = folder / TRAIN_FOLDER / CURVES_FILE
     history = training_history(checkpoint, member)
     if not curves.exists() and history:
         plot_training_curves(history, curves)  # saved atomically
@@ -325,10 +333,10 @@ def build_html_report(
             "augmented images; validation on the untouched duplicate-aware split."
         )
         sections.append(Section("training", "Training", [_figure(curves, caption, "training curves")]))
-    sections += [_evaluation(folder / "eval-val", "val"), _evaluation(folder / "eval-test", "test")]
+    sections += [_evaluation(folder / eval_folder(split), split) for split in ("val", "test")]
     sections.append(_inside_section(folder, checkpoint.member(member)))
-    sections.append(_class_images(folder / "class_images", checkpoint))
-    sections.append(_element_map(folder / "element_map"))
+    sections.append(_class_images(folder / CLASS_IMAGES_FOLDER, checkpoint))
+    sections.append(_element_map(folder / ELEMENT_MAP_FOLDER))
     present = [s for s in sections if s is not None]
     toc = "".join(f"<li><a href='#{s.anchor}'>{escape(s.heading)}</a></li>" for s in present)
     header = (

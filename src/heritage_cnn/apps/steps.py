@@ -21,6 +21,23 @@ from heritage_cnn.models.checkpoint import Checkpoint
 
 Log = Callable[[str], None]
 
+# A report folder (`heritage report`, `heritage demo`), each entry named once: the steps and the pipeline write
+# them, `heritage_cnn.apps.report` reads them.
+REPORT_PAGE = "index.html"
+TRAIN_FOLDER = "train"  # the training curves, drawn from the model's history
+SHIPPED_FOLDER = "shipped"  # the demo: the shipped model's evaluation beside the network it trained
+INSIDE_FOLDER, CLASS_IMAGES_FOLDER, ELEMENT_MAP_FOLDER = "inside", "class_images", "element_map"  # the figure steps
+
+
+def eval_folder(split: str) -> str:
+    """The evaluation of one split ("val" or "test")."""
+    return f"eval-{split}"
+
+
+def demo_run_folder(recipe: str) -> str:
+    """The run folder the demo trains `recipe` into, resumed by the next demo."""
+    return f"train-{recipe}"
+
 
 def validation_photo(checkpoint: Checkpoint, layout: Layout) -> str:
     """A photo of the model's validation split (from its run's split.json), else the first training photo."""
@@ -47,7 +64,7 @@ def inside_step(
     """Look inside network `member` of the model: first-layer feature maps, kernels, a deconvnet sheet, an explanation."""
     from heritage_cnn.inside import deconvnet, explain, visualize
 
-    inside = Path(out) / "inside"
+    inside = Path(out) / INSIDE_FOLDER
     network = checkpoint.member(member)
     photo = validation_photo(checkpoint, layout)
     log(f"\n== look inside the network -> {shown(inside)}  (photo: {shown(photo)})")
@@ -81,10 +98,10 @@ def class_images_step(
     packaged = classimages.packaged_for(classimages.model_key(network))
     if packaged is not None:
         for path in sorted(packaged.iterdir()):
-            atomic_write_bytes(Path(out) / "class_images" / path.name, path.read_bytes())
+            atomic_write_bytes(Path(out) / CLASS_IMAGES_FOLDER / path.name, path.read_bytes())
         log(f"{Path(out) / 'class_images'}: the shipped model's, from the package ({packaged})")
         return
-    folder = classimages.draw_into(network, Path(out) / "class_images", steps=96, progress=progress)
+    folder = classimages.draw_into(network, Path(out) / CLASS_IMAGES_FOLDER, steps=96, progress=progress)
     drawn = read_json(folder / MANIFEST)
     log(f"{folder / GRID} ({drawn['seconds']:.0f} s, mean target probability {drawn['mean_probability']:.3f})")
 
@@ -159,7 +176,7 @@ def element_map_step(
     from heritage_cnn.inference.element_figure import draw_element_map
     from heritage_cnn.inference.element_map import map_elements
 
-    folder = Path(out) / "element_map"
+    folder = Path(out) / ELEMENT_MAP_FOLDER
     log(f"\n== what is where: the element map of {MAP_MOSAICS} mosaics of validation photos -> {shown(folder)}")
     started = time.perf_counter()
     found = unseen_photos(checkpoint, layout)
@@ -188,14 +205,22 @@ FIGURE_STEPS = (inside_step, class_images_step, element_map_step)
 
 
 __all__ = [
+    "CLASS_IMAGES_FOLDER",
     "ELEMENT_MAP_FILE",
+    "ELEMENT_MAP_FOLDER",
     "FIGURE_STEPS",
+    "INSIDE_FOLDER",
     "MAP_CELL_PX",
     "MAP_MOSAICS",
     "MAP_PER_CLASS",
     "MAP_SEED",
+    "REPORT_PAGE",
+    "SHIPPED_FOLDER",
+    "TRAIN_FOLDER",
     "class_images_step",
+    "demo_run_folder",
     "element_map_step",
+    "eval_folder",
     "inside_step",
     "unseen_photos",
     "validation_photo",

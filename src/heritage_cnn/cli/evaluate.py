@@ -96,6 +96,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from heritage_cnn.apps.pipeline import demo_out_problem, run_demo
+    from heritage_cnn.apps.steps import demo_run_folder
     from heritage_cnn.base.devices import keep_freed_memory
     from heritage_cnn.cli.recipe import new_config
 
@@ -106,7 +107,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = None
     if not args.no_train:
         keep_freed_memory()
-        run = Path(args.out) / f"train-{args.recipe}"
+        run = Path(args.out) / demo_run_folder(args.recipe)
         config = replace(new_config(args, data, str(run)), progress=show_progress(args))
     return 0 if run_demo(data, args.out, config) is not None else 130
 

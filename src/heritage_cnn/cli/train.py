@@ -61,6 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from heritage_cnn.base.devices import keep_freed_memory
     from heritage_cnn.training.distributed import leave_process_group
     from heritage_cnn.training.loop import train
+    from heritage_cnn.training.state import CURVES_FILE
 
     keep_freed_memory()
     config = resume_config(args, args.out, args.data) if args.resume else None
@@ -83,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{final.get('val_accuracy', float('nan')):.4f} ({result.val_size} images, duplicate-aware split)"
             + (" [interrupted: run again with --resume]" if result.interrupted else "")
         )
-        print(f"checkpoint: {result.checkpoint}\ncurves:     {result.out / 'curves.png'}")
+        print(f"checkpoint: {result.checkpoint}\ncurves:     {result.out / CURVES_FILE}")
     if result.ranks.world > 1:
         # Every file is written (atomically) and the process group is gone. Skip the interpreter's teardown, where
         # gloo's threads can still abort a finished worker (SIGABRT, "terminate called without an active
