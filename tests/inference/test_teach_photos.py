@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from heritage_cnn.base.names import shown
 from heritage_cnn.data.folders import DatasetError
 from heritage_cnn.inference.sort import sort_photos
 from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS, read_manifest
@@ -22,6 +23,7 @@ from heritage_cnn.inference.teach_photos import (
     SHARED,
     UNREADABLE,
     TeachPhotos,
+    new_class_problem,
     read_corrections,
     read_new_classes,
 )
@@ -409,6 +411,15 @@ def test_a_name_with_an_invisible_character_is_refused_and_shown_escaped(
     (out / name).mkdir()
     (out / "altar" / "altar_0.png").rename(out / name / "altar_0.png")
     assert f"holds the invisible character {code}" in _one_line_error(read_corrections, out)
+
+
+def test_a_class_name_is_refused_for_exactly_the_characters_that_shown_escapes() -> None:
+    """One rule for invisible characters: a non-breaking space, a private-use character and one newer than Python's
+    Unicode tables (U+1FAE8, an emoji of Unicode 15) print, so they may name a class; what `shown` escapes may not."""
+    for char in ("\u200b", "\u202e", "\u2028", "\u00a0", "\ue000", "\U0001fae8", "\u00e9"):
+        name = f"nave{char}aisle"
+        refused = "invisible character" in (new_class_problem(name) or "")
+        assert refused == (shown(name) != name), ascii(char)
 
 
 def test_a_manifest_left_with_its_header_only_is_refused(synthetic_root: Path, tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from heritage_cnn.base.names import CSV_ERRORS, shown
+from heritage_cnn.base.names import CSV_ERRORS, HIDDEN_CATEGORIES, shown
 from heritage_cnn.data.decode import IMAGE_SIZE, regular_file_sha256, try_decode
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError, display_name
 from heritage_cnn.data.walk import walk_files
@@ -217,9 +217,10 @@ def _spelt(name: str, same: str) -> str:
 
 def _invisible(name: str) -> str | None:
     """Why a name with a character that prints nothing (a zero-width space, a right-to-left override, a line
-    separator: `str.isprintable`) cannot name a class, or None: it would print like another name, or reorder the
-    line it is in. Spaces other than ' ' (a non-breaking one) print as spaces, and are folded as spaces are."""
-    hidden = next((c for c in name if not c.isprintable() and unicodedata.category(c) != "Zs"), None)
+    separator: the characters `shown` escapes, `HIDDEN_CATEGORIES`) cannot name a class, or None: it would print like
+    another name, or reorder the line it is in. Spaces other than ' ' (a non-breaking one) print as spaces, and are
+    folded as spaces are; a character newer than Python's Unicode tables (an emoji) is allowed."""
+    hidden = next((c for c in name if unicodedata.category(c) in HIDDEN_CATEGORIES), None)
     if hidden is None:
         return None
     return f"{name!r} holds the invisible character U+{ord(hidden):04X} ({unicodedata.name(hidden, 'unnamed')})"
