@@ -110,6 +110,21 @@ def test_one_input_that_cannot_be_read_is_one_line(
         assert not (tmp_path / "maps").exists()
 
 
+@pytest.mark.parametrize("command", ["predict", "map"])
+def test_the_closing_count_holds_the_inputs_that_were_not_there(
+    command: str, inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The count said "1 of 2 file(s)" for three inputs, one of them missing: the missing one was left out."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not a photo")
+    given = [str(inputs["PHOTO"]), str(tmp_path / "gone.jpg"), str(broken)]
+    assert main([command, *given, *MODEL, "-q"]) == 0
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == "heritage: 1 of 2 file(s) could not be read; 1 input(s) named could not be looked at"
+    assert main([command, given[0], given[1], *MODEL, "-q"]) == 0
+    assert capsys.readouterr().err.splitlines()[-1] == "heritage: 1 input(s) named could not be looked at"
+
+
 def test_sort_with_nothing_to_sort_exits_2_but_a_finished_sort_run_again_does_not(
     inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

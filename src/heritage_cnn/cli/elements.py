@@ -81,7 +81,7 @@ def cmd_map(args: argparse.Namespace) -> int:
             where = f"inside the input folder {holder}" if os.path.isdir(holder) else f"is the input {holder}"
             raise UsageError(f"--out {args.out}: {where}; write the figures elsewhere")
     refuse_output(args.out, "--out")  # after the input check, which says more when --out is an input photo
-    photos = find_inputs(args.inputs)
+    photos, missing = find_inputs(args.inputs)
     if not photos:
         return 2
     classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
@@ -116,7 +116,7 @@ def cmd_map(args: argparse.Namespace) -> int:
 
         atomic_write_text(out / "elements.json", format_maps(maps, "json") + "\n")
         print(f"heritage: {len(maps)} figure(s) and elements.json written to {shown(out)}", file=sys.stderr)
-    say_skipped(skipped, len(photos))
+    say_skipped(skipped, len(photos), missing)
     return 0 if maps else 2
 
 

@@ -339,10 +339,10 @@ def device_name(name: str) -> str:
     return name
 
 
-def find_inputs(inputs: list[str]) -> list[Any]:
-    """The photos named or found below `inputs` (`find_photos`), each input that could not be looked at said on
-    stderr. Empty when there are none and the one input given was that one line's (the command then exits 2 with
-    nothing more: "no photos found in" would say it twice); a UsageError when there are none otherwise."""
+def find_inputs(inputs: list[str]) -> tuple[list[Any], int]:
+    """The photos named or found below `inputs` (`find_photos`) and how many inputs could not be looked at, each
+    said on stderr. No photos when there are none and the one input given was that one line's (the command then
+    exits 2 with nothing more: "no photos found in" would say it twice); a UsageError when there are none otherwise."""
     from pathlib import Path
 
     from heritage_cnn.base.names import shown
@@ -354,18 +354,22 @@ def find_inputs(inputs: list[str]) -> list[Any]:
     said = len(inputs) == 1 and [path for path, _ in missing] == [str(Path(inputs[0]))]
     if not photos and not said:
         raise UsageError("no photos found in " + ", ".join(inputs))
-    return photos
+    return photos, len(missing)
 
 
-def say_skipped(skipped: list[tuple[str, str]], total: int) -> None:
-    """Each of the `total` files that could not be read, on stderr, then how many they were; no count when only one
-    file was given, whose line already says that nothing could be read."""
+def say_skipped(skipped: list[tuple[str, str]], total: int, missing: int = 0) -> None:
+    """Each of the `total` files that could not be read, on stderr, then how many they were and how many inputs
+    could not be looked at (`find_inputs` said which, before the run); no count when only one file was given, whose
+    line already says that nothing could be read."""
     from heritage_cnn.base.names import shown
 
     for path, reason in skipped:
         print(f"heritage: skipped {shown(path)}: {reason}", file=sys.stderr)
-    if skipped and total > 1:  # in a long run the count is what matters
-        print(f"heritage: {len(skipped)} of {total} file(s) could not be read", file=sys.stderr)
+    counts = [f"{len(skipped)} of {total} file(s) could not be read"] if skipped and (total > 1 or missing) else []
+    if missing:  # in a long run the count is what matters: the inputs' own lines have scrolled away
+        counts.append(f"{missing} input(s) named could not be looked at")
+    if counts:
+        print(f"heritage: {'; '.join(counts)}", file=sys.stderr)
 
 
 def show_progress(args: argparse.Namespace) -> bool:

@@ -116,7 +116,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     fmt = output_format(args)
     if args.output:
         check_output(args.output, args.inputs)
-    photos = find_inputs(args.inputs)
+    photos, missing = find_inputs(args.inputs)
     if not photos:
         return 2
     classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
@@ -135,7 +135,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         (skipped if isinstance(item, tuple) else predictions).append(item)
     if predictions:
         write_predictions(predictions, fmt, args.output)
-    say_skipped(skipped, len(photos))
+    say_skipped(skipped, len(photos), missing)
     return 0 if predictions else 2
 
 
