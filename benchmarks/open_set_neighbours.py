@@ -34,6 +34,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _open_set_metrics import auroc_fpr
+from _open_set_scores import forward, load_negatives
+from _open_set_timing import TIME_PHOTOS, timing
 from heritage_cnn.base.io import atomic_write_json, atomic_write_text
 from heritage_cnn.data.split import perceptual_hashes
 from heritage_cnn.inference.classifier import Classifier
@@ -41,7 +44,6 @@ from heritage_cnn.inference.evaluate import near_any, trained_on
 from heritage_cnn.models import openset
 from heritage_cnn.models.checkpoint import load_checkpoint
 from heritage_cnn.models.ensemble import networks
-from open_set import TIME_PHOTOS, auroc_fpr, forward, load_negatives, timing
 from open_set_loco import pick as pick_photos
 from run import data_root, hardware
 from teach_new_class import ALL_CLASSES, split_of

@@ -9,7 +9,7 @@ network's own training photos (its recorded split, rebuilt and checked) are repl
 augmentation and label-smoothed cross-entropy (with `--teacher`, mixed with the teachers' soft targets on the same
 augmented photos, as `heritage train --teacher` distils: each member of a teacher ensemble is one teacher); each step adds as many outlier images, augmented alike, whose loss is
 the cross-entropy to the uniform distribution times `--weight`. The outliers are `NEG/tuning/` and further images
-drawn by `benchmarks/negatives.py`'s generators under another seed (with `--with-training`, also `NEG/training/`);
+drawn by `benchmarks/negative_pictures.py`'s generators under another seed (with `--with-training`, also `NEG/training/`);
 `NEG/reporting/` is never read. Writes
 OUT.safetensors / OUT.json (a checkpoint every command and `benchmarks/open_set.py --models OUT` loads; it keeps
 the base network's records and adds `outlier_exposure`) and prints the validation accuracy of both networks with a
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from _negatives_build import TRAINING, draw_synthetic
 from heritage_cnn.data.augment import AugmentConfig, augment_batch
 from heritage_cnn.data.split import SplitRecipe
 from heritage_cnn.inference.evaluate import predict_logits
@@ -45,7 +46,6 @@ from heritage_cnn.training.losses import (
 from heritage_cnn.training.optim import learning_rate, make_optimizer
 from heritage_cnn.training.prepare import prepare_data
 from negative_pictures import GENERATORS
-from negatives import TRAINING, draw_synthetic
 
 DRAWN_PER_GENERATOR = 150  # 1,050 drawn images beside tuning/'s 755
 DRAWN_SEED = 1  # tuning/ and reporting/ are drawn under seed 0: a stream neither of them uses

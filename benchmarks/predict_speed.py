@@ -16,7 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from run import bench_predict, data_root
+from _bench_sections import bench_predict
+from run import data_root
 
 
 def main() -> None:

@@ -184,7 +184,7 @@ def test_scores_agree_with_pytorch_ood_when_it_is_installed() -> None:
 
 
 def test_the_benchmarks_weighted_metrics_equal_scikit_learn_on_the_drawn_photos() -> None:
-    from open_set import auroc_fpr, cluster_weights, weighted_auroc_fpr
+    from _open_set_metrics import auroc_fpr, cluster_weights, weighted_auroc_fpr
 
     rng = np.random.default_rng(0)
     positives = np.round(rng.normal(1.0, 1.0, 40), 1)  # rounded: ties within and across the two sides
@@ -200,7 +200,8 @@ def test_the_benchmarks_weighted_metrics_equal_scikit_learn_on_the_drawn_photos(
 
 
 def test_the_benchmarks_thresholds_and_rule() -> None:
-    from open_set import filed_threshold, pick, reject_threshold
+    from _open_set_metrics import filed_threshold, reject_threshold
+    from _open_set_timing import pick
 
     positives = np.arange(100, dtype=float)
     threshold = reject_threshold(positives, 0.03)
