@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import contextlib
+import hashlib
 import os
 import select
 import shutil
@@ -97,6 +98,78 @@ def kaggle_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 TINY = {"widths": (8, 16), "blocks": (1, 1), "hidden": 32, "stem_kernel": 3}
+
+
+# ---- `heritage teach`: a parent that knows nine of the synthetic classes, the tenth taught as new -------------------
+
+NEW = "vault"  # the class the parent never saw: the last of the synthetic ten
+NEW_LABEL = CLASSES.index(NEW)
+
+
+def _photos(root: Path, label: int, count: int, seed: int) -> Path:
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        Image.fromarray(draw(label, rng)).save(root / f"{i:03d}.png")
+    return root
+
+
+def train_nine(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory, epochs: int = 8) -> Path:
+    """A tiny network trained on nine of the synthetic classes (not `vault`), float32, with its none-of-these fit."""
+    from heritage_cnn.models.network import ModelConfig
+    from heritage_cnn.training.config import TrainConfig
+    from heritage_cnn.training.loop import train
+
+    data = tmp_path_factory.mktemp("nine") / "data"
+    shutil.copytree(synthetic_root, data, ignore=shutil.ignore_patterns(NEW))
+    out = tmp_path_factory.mktemp("nine_run")
+    config = TrainConfig(
+        data=str(data),
+        out=str(out),
+        epochs=epochs,
+        batch_size=32,
+        lr=1e-2,
+        model=ModelConfig(**TINY, num_classes=9),
+        amp=False,
+        progress=False,
+    )
+    return train(config, log=lambda _: None).checkpoint
+
+
+def new_class_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 photos of the new class, drawn apart from the training set (another seed)."""
+    from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS
+
+    root = tmp_path_factory.mktemp("new")
+    _photos(root / NEW, NEW_LABEL, MIN_NEW_PHOTOS, seed=11)
+    return root
+
+
+def _fresh(label: int, count: int = 24, seed: int = 99) -> np.ndarray:
+    rng = np.random.default_rng(seed + label)
+    return np.stack([draw(label, rng) for _ in range(count)])
+
+
+def _nine_data(synthetic_root: Path, tmp_path: Path) -> Path:
+    data = tmp_path / "nine_data"
+    shutil.copytree(synthetic_root, data, ignore=shutil.ignore_patterns(NEW))
+    return data
+
+
+@pytest.fixture(scope="session")
+def nine(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The parent of the teach tests (`train_nine`), trained once: no test may change it (they check that)."""
+    return train_nine(synthetic_root, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def new_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return new_class_folder(tmp_path_factory)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes: that a file was left exactly as it was."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @pytest.fixture(autouse=True)

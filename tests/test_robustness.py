@@ -76,7 +76,7 @@ def uninterrupted(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory
     return train(config, log=lambda _: None)
 
 
-# SIGKILL (no handler runs; the last whole save is resumed) is training/test_loop.py's, beside the save window it targets.
+# SIGKILL (no handler runs; the last whole save is resumed) is training/test_loop_safety.py's, beside the save window it targets.
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_training_resumes_to_the_same_result(
     sig: signal.Signals, uninterrupted, synthetic_root: Path, tmp_path: Path

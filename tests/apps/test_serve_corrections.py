@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _serve_helpers import cards, open_page, overflow, png_bytes, settled
 from fastapi.testclient import TestClient
 from PIL import Image
-from test_serve import cards, open_page, overflow, png_bytes, settled
 
 from conftest import CLASSES, cli_server
 from heritage_cnn.apps.corrections import Corrections

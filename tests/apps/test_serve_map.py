@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from _serve_helpers import declared_png, open_page, overflow, settled
 from fastapi.testclient import TestClient
 from PIL import Image
-from test_serve import declared_png, open_page, overflow, settled
 
 from conftest import CLASSES, draw, server_process
 from heritage_cnn.apps import routes

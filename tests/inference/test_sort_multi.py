@@ -4,7 +4,6 @@ photo with none, one manifest row per photo listing every copy, resuming, hard l
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
@@ -16,7 +15,7 @@ import pytest
 from PIL import Image
 from test_element_map import LEFT, RIGHT, mosaic
 
-from conftest import CLASSES, draw, make_survey
+from conftest import CLASSES, draw, file_digest, make_survey
 from heritage_cnn.base.names import cell_items
 from heritage_cnn.cli.main import main
 from heritage_cnn.inference.classifier import Classifier, find_photos, parse_elements_cell
@@ -34,10 +33,6 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     with redirect_stdout(out), redirect_stderr(err):
         code = main(list(argv))
     return code, out.getvalue(), err.getvalue()
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _manifest(out: Path) -> tuple[list[str], list[dict[str, str]]]:
@@ -80,7 +75,7 @@ def test_multi_files_every_element_and_the_single_rule_without_one(
     enlarged: Classifier, synthetic_root: Path, tmp_path: Path
 ) -> None:
     survey = _survey(synthetic_root, tmp_path / "survey")
-    before = {p: _digest(p) for p in survey.rglob("*") if p.is_file()}
+    before = {p: file_digest(p) for p in survey.rglob("*") if p.is_file()}
     expected = _expected(enlarged, survey, 0.6)
     # the survey exercises every branch: two elements in a photo that is none of the ten as a whole, and photos
     # with no element that are none of the ten, or unsure which
@@ -90,14 +85,14 @@ def test_multi_files_every_element_and_the_single_rule_without_one(
     assert ["_none"] in expected.values() and ["_uncertain"] in expected.values()
     out = tmp_path / "sorted"
     summary = sort_photos(enlarged, survey, out, 0.6, progress=False, multi=True)
-    assert {p: _digest(p) for p in survey.rglob("*") if p.is_file()} == before  # nothing moved, changed or deleted
+    assert {p: file_digest(p) for p in survey.rglob("*") if p.is_file()} == before  # nothing moved, changed or deleted
     fields, rows = _manifest(out)
     assert fields == MULTI_FIELDS and len(rows) == len(expected) == summary.placed  # one row per photo
     for row in rows:
         destinations = [Path(d) for (d,) in cell_items(row["destinations"])]
         assert [d.parent.name for d in destinations] == expected[row["source"]], row["source"]
         assert row["destination"] == str(destinations[0])  # the most confident element's copy
-        assert all(_digest(d) == _digest(Path(row["source"])) for d in destinations)
+        assert all(file_digest(d) == file_digest(Path(row["source"])) for d in destinations)
         folders = expected[row["source"]]
         labels = [label for label, _, _ in parse_elements_cell(row["elements"])]
         assert labels == ([] if folders[0].startswith("_") else folders)  # no element: a single-rule folder
@@ -161,13 +156,13 @@ def test_a_folder_is_sorted_one_way(tiny_run, enlarged: Classifier, synthetic_ro
     sort_photos(enlarged, survey, single, progress=False)
     sort_photos(enlarged, survey, multi, progress=False, multi=True, map_config=MapConfig(presence=0.5))
     assert _manifest(single)[0] == MANIFEST_FIELDS  # the manifest of a plain sort is unchanged
-    before = {p: _digest(p) for p in [*single.rglob("*"), *multi.rglob("*")] if p.is_file()}
+    before = {p: file_digest(p) for p in [*single.rglob("*"), *multi.rglob("*")] if p.is_file()}
     with pytest.raises(ValueError, match="sorted without --multi; sort into it without --multi again"):
         sort_photos(enlarged, survey, single, progress=False, multi=True)
     code, _, stderr = run_cli("sort", str(survey), "--out", str(multi), "--model", str(tiny_run.checkpoint))
     assert code == 2 and len(stderr.strip().splitlines()) == 1
     assert "manifest.csv: this folder was sorted with --multi" in stderr
-    assert {p: _digest(p) for p in [*single.rglob("*"), *multi.rglob("*")] if p.is_file()} == before  # untouched
+    assert {p: file_digest(p) for p in [*single.rglob("*"), *multi.rglob("*")] if p.is_file()} == before  # untouched
 
 
 def test_presence_needs_multi_and_a_number_in_range(tiny_run, tmp_path: Path) -> None:
@@ -197,7 +192,7 @@ def test_multi_names_that_are_not_utf8_round_trip(tiny_mahalanobis: Path, tmp_pa
     destinations = [Path(d) for (d,) in cell_items(row["destinations"])]
     assert sorted(d.parent.name for d in destinations) == sorted([CLASSES[LEFT], CLASSES[RIGHT]])
     assert all(d.parent.parent == out.resolve() and d.name == "caf_ halves.png" for d in destinations)
-    assert all(_digest(d) == _digest(photo) for d in destinations)
+    assert all(file_digest(d) == file_digest(photo) for d in destinations)
     assert "out \udce9%3B%253B%3Ax/" in row["destinations"]  # the cell's separators escaped inside a path
 
 
@@ -211,9 +206,9 @@ def test_a_rerun_with_other_element_map_settings_is_refused(enlarged: Classifier
     sort_photos(enlarged, survey, out, 0.6, progress=False, multi=True, map_config=MapConfig(presence=0.5))
     settings = json.loads((out / SETTINGS_NAME).read_text(encoding="utf-8"))
     assert settings["multi"] is True and settings["map"]["presence"] == 0.5
-    before = {p: _digest(p) for p in out.rglob("*") if p.is_file()}
+    before = {p: file_digest(p) for p in out.rglob("*") if p.is_file()}
     with pytest.raises(ValueError, match=r"\(--presence 0\.5 then, 0\.6 now\): the photos sorted then would keep"):
         sort_photos(enlarged, survey, out, 0.6, progress=False, multi=True, map_config=MapConfig(presence=0.6))
-    assert {p: _digest(p) for p in out.rglob("*") if p.is_file()} == before
+    assert {p: file_digest(p) for p in out.rglob("*") if p.is_file()} == before
     again = sort_photos(enlarged, survey, out, 0.6, progress=False, multi=True, map_config=MapConfig(presence=0.5))
     assert again.already_done == 1 and again.placed == 0

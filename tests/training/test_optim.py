@@ -1,5 +1,5 @@
 """Muon on convolution filters (heritage_cnn.training.optim): it must be torch's Muon on the filters as matrices, leave the
-stem, batch norm and head to AdamW, and keep every parameter's layout. Resuming is tested in test_train."""
+stem, batch norm and head to AdamW, and keep every parameter's layout. Resuming is tested in test_loop.py."""
 
 from __future__ import annotations
 

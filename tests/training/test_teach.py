@@ -1,20 +1,18 @@
-"""`heritage teach`: a new class is learned, the known classes keep their answers, the parent is never touched."""
+"""`heritage teach`: a new class is learned, the known classes keep their answers, the parent is never touched;
+what teaching costs the known classes is test_teach_cost.py's."""
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import CLASSES, TINY, draw
+from conftest import CLASSES, NEW, NEW_LABEL, _fresh, _nine_data, _photos, file_digest
 from heritage_cnn.base.io import CheckpointError
 from heritage_cnn.cli.main import main
 from heritage_cnn.data.folders import DatasetError, load_images
@@ -28,70 +26,11 @@ from heritage_cnn.models.ensemble import copy_model
 from heritage_cnn.training.teach import replay_split, teach
 from heritage_cnn.training.teach_fit import FitConfig
 
-NEW = "vault"  # the class the parent never saw: the last of the synthetic ten
-NEW_LABEL = CLASSES.index(NEW)
-
-
-def _photos(root: Path, label: int, count: int, seed: int) -> Path:
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
-    for i in range(count):
-        Image.fromarray(draw(label, rng)).save(root / f"{i:03d}.png")
-    return root
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def train_nine(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory, epochs: int = 8) -> Path:
-    """A tiny network trained on nine of the synthetic classes (not `vault`), float32, with its none-of-these fit."""
-    from heritage_cnn.models.network import ModelConfig
-    from heritage_cnn.training.config import TrainConfig
-    from heritage_cnn.training.loop import train
-
-    data = tmp_path_factory.mktemp("nine") / "data"
-    shutil.copytree(synthetic_root, data, ignore=shutil.ignore_patterns(NEW))
-    out = tmp_path_factory.mktemp("nine_run")
-    config = TrainConfig(
-        data=str(data),
-        out=str(out),
-        epochs=epochs,
-        batch_size=32,
-        lr=1e-2,
-        model=ModelConfig(**TINY, num_classes=9),
-        amp=False,
-        progress=False,
-    )
-    return train(config, log=lambda _: None).checkpoint
-
-
-@pytest.fixture(scope="module")
-def nine(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_nine(synthetic_root, tmp_path_factory)
-
-
-def new_class_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """20 photos of the new class, drawn apart from the training set (another seed)."""
-    root = tmp_path_factory.mktemp("new")
-    _photos(root / NEW, NEW_LABEL, MIN_NEW_PHOTOS, seed=11)
-    return root
-
-
-@pytest.fixture(scope="module")
-def new_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return new_class_folder(tmp_path_factory)
-
-
-def _fresh(label: int, count: int = 24, seed: int = 99) -> np.ndarray:
-    rng = np.random.default_rng(seed + label)
-    return np.stack([draw(label, rng) for _ in range(count)])
-
 
 def test_a_new_class_is_learned_and_the_known_keep_their_answers(nine, new_folder, tmp_path) -> None:
     """Without --data: the known rows are frozen, so among the known classes every answer is the parent's."""
     parent = load_checkpoint(nine)
-    before = {p: _digest(p) for p in checkpoint_files(nine)}
+    before = {p: file_digest(p) for p in checkpoint_files(nine)}
     result = teach(parent, read_new_classes(new_folder, parent.classes), tmp_path / "taught", log=lambda _: None)
     assert result.added == [NEW] and result.classes == [*parent.classes, NEW]
     child = Classifier.load(tmp_path / "taught", bf16=False)
@@ -100,7 +39,7 @@ def test_a_new_class_is_learned_and_the_known_keep_their_answers(nine, new_folde
     p_old, p_new = Classifier(parent, bf16=False).probabilities(x), child.probabilities(x)
     assert torch.equal(p_old.argmax(1), p_new[:, :9].argmax(1))
     assert (p_new.argmax(1) < 9).float().mean().item() >= 0.95  # the new class takes almost none of the known photos
-    assert {p: _digest(p) for p in checkpoint_files(nine)} == before  # the parent is only read
+    assert {p: file_digest(p) for p in checkpoint_files(nine)} == before  # the parent is only read
 
 
 def test_with_data_both_layers_are_fitted_and_none_of_these_is_fitted_again(nine, new_folder, synthetic_root, tmp_path):
@@ -128,12 +67,6 @@ def test_with_data_both_layers_are_fitted_and_none_of_these_is_fitted_again(nine
     assert load_checkpoint(without.path).open_set is None  # no validation photos: it cannot reject, and says so
 
 
-def _nine_data(synthetic_root: Path, tmp_path: Path) -> Path:
-    data = tmp_path / "nine_data"
-    shutil.copytree(synthetic_root, data, ignore=shutil.ignore_patterns(NEW))
-    return data
-
-
 def test_the_taught_model_records_what_it_learned(nine, new_folder, tmp_path) -> None:
     parent = load_checkpoint(nine)
     teach(parent, read_new_classes(new_folder, parent.classes), tmp_path / "taught", log=lambda _: None)
@@ -142,7 +75,7 @@ def test_the_taught_model_records_what_it_learned(nine, new_folder, tmp_path) ->
     assert record["classes_added"] == [NEW]
     assert record["parent"]["generation"] == json.loads(checkpoint_files(nine)[1].read_text())["generation"]
     files = sorted((new_folder / NEW).iterdir())
-    assert sorted(p["sha256"] for p in record["photos"]) == sorted(_digest(p) for p in files)
+    assert sorted(p["sha256"] for p in record["photos"]) == sorted(file_digest(p) for p in files)
     assert len(meta["trained_on"]["phash"]) == len(parent.info["trained_on"]["phash"]) + len(files)
     # the none-of-these record goes with it (fitted for these weights), with the new class's mean
     child = load_checkpoint(tmp_path / "taught")
@@ -287,113 +220,6 @@ def test_data_without_a_class_the_model_knows_is_refused(nine, new_folder, synth
     assert not any(tmp_path.glob("again.*"))
 
 
-def test_with_data_the_cost_to_the_known_classes_is_measured_and_can_be_bounded(nine, synthetic_root, tmp_path):
-    """Two "new" classes drawn like two known ones take those classes' validation photos; the cost is measured on
-    the parent's validation photos, and --max-known-loss lowers the new classes until the known classes lose no more
-    than that there, in the model file written."""
-    parent = load_checkpoint(nine)
-    replayed, held_out = replay_split(load_images(_nine_data(synthetic_root, tmp_path)), parent)
-    _photos(tmp_path / "new" / "portal", CLASSES.index("altar"), 24, seed=31)
-    _photos(tmp_path / "new" / "porch", CLASSES.index("apse"), 24, seed=32)
-    photos = read_new_classes(tmp_path / "new", parent.classes)
-
-    def accuracy(model) -> float:
-        answers = Classifier(model, bf16=False, tta="none").probabilities(held_out.images).argmax(1).tolist()
-        labels = [held_out.classes[i] for i in held_out.labels.tolist()]
-        return float(np.mean([model.classes[a] == t for a, t in zip(answers, labels, strict=True)]))
-
-    free = teach(parent, photos, tmp_path / "free", data=replayed, held_out=held_out, log=lambda _: None)
-    cost = free.cost
-    assert cost is not None and cost.photos == len(held_out) and cost.bound is None and cost.offset == 0.0
-    assert cost.parent == pytest.approx(accuracy(parent), abs=1e-6) and cost.new_answers > 0.1
-    assert cost.loss_points > 5  # the new class took photos the parent had right
-    bound = cost.loss_points / 2
-    bounded = teach(parent, photos, tmp_path / "b", data=replayed, held_out=held_out, log=print, max_known_loss=bound)
-    assert bounded.cost.offset < 0 and bounded.cost.loss_points <= bound
-    # the file written keeps it; half a photo of slack, as the bound is the float32 share of whole photos
-    assert accuracy(load_checkpoint(bounded.path)) >= accuracy(parent) - bound / 100 - 0.5 / len(held_out)
-    record = json.loads((tmp_path / "b.json").read_text())["taught"]["known_cost"]
-    assert record["bound"] == bound and record["offset"] == bounded.cost.offset and record["photos"] == len(held_out)
-
-
-def test_a_bound_on_the_known_classes_needs_their_validation_photos_and_a_new_class(
-    nine, synthetic_root, new_folder, tmp_path, capsys
-):
-    parent = load_checkpoint(nine)
-    photos = read_new_classes(new_folder, parent.classes)
-    with pytest.raises(ValueError, match="give --data"):
-        teach(parent, photos, tmp_path / "a", log=lambda _: None, max_known_loss=1.0)
-    replayed, held_out = replay_split(load_images(_nine_data(synthetic_root, tmp_path)), parent)
-    apse = _fresh(CLASSES.index("apse"), 4, seed=41)
-    corrections = TeachPhotos(
-        torch.from_numpy(apse).permute(0, 3, 1, 2).contiguous(),
-        ["apse"] * 4,
-        ["m.png"] * 4,
-        ["0" * 64] * 4,
-        ["moved"] * 4,
-    )
-    with pytest.raises(ValueError, match="none is added"):
-        teach(parent, corrections, tmp_path / "b", replayed, held_out=held_out, log=lambda _: None, max_known_loss=1.0)
-    code = main(["teach", str(new_folder), "--model", str(nine), "--out", str(tmp_path / "c"), "--max-known-loss", "1"])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and "add --data" in err and len(err.splitlines()) == 1
-    assert not any(tmp_path.glob("[abc].*"))
-
-
-def test_the_command_reports_what_teaching_cost_the_known_classes(nine, new_folder, synthetic_root, tmp_path, capsys):
-    data = _nine_data(synthetic_root, tmp_path)
-    args = ["teach", str(new_folder), "--model", str(nine), "--data", str(data), "--out", str(tmp_path / "m")]
-    assert main([*args, "--max-known-loss", "2", "--steps", "50"]) == 0
-    out = capsys.readouterr().out
-    assert "the known classes on the model's" in out and "of them given a new class" in out
-    assert "within 2 pt" in out  # lowered to keep within it, or within it as taught
-
-
-def test_the_cost_line_names_new_classes_only_when_there_are() -> None:
-    from heritage_cnn.cli.teach import _cost_line
-    from heritage_cnn.training.teach_fit import KnownCost
-
-    cost = KnownCost(photos=200, parent=0.9, taught=0.905, new_answers=0.0)
-    assert _cost_line(cost, []) == "the known classes on the model's 200 validation photos: 90.0% -> 90.5% (+0.5 pt)"
-    for taught in (0.9, 0.8996, 0.9004):  # no change, or one that rounds to none: 0.0 without a sign, never -0.0
-        same = KnownCost(photos=2026, parent=0.9, taught=taught, new_answers=0.0)
-        assert _cost_line(same, []).endswith(f"90.0% -> {taught:.1%} (0.0 pt)")
-    bounded = KnownCost(photos=200, parent=0.9, taught=0.89, new_answers=0.02, offset=-1.5, bound=1.0)
-    assert _cost_line(bounded, ["portal"]) == (
-        "the known classes on the model's 200 validation photos: 90.0% -> 89.0% (-1.0 pt), 2.0% of them given a new "
-        "class; new classes' logits lowered by 1.50 to keep within 1 pt"
-    )
-    for offset in (0.0, -0.0001):  # within the bound as taught: nothing lowered, never "lowered by -0.00"
-        within = KnownCost(photos=200, parent=0.9, taught=0.895, new_answers=0.01, offset=offset, bound=1.0)
-        assert _cost_line(within, ["portal"]).endswith("given a new class; within 1 pt as taught, nothing lowered")
-
-
-def test_an_ensemble_keeps_the_bound_in_the_float16_it_stores(nine, synthetic_root, tmp_path) -> None:
-    """Both networks' new biases lowered by the same offset, rounded to the file's float16, and the cost recorded is
-    that of the weights as stored."""
-    single = load_checkpoint(nine)
-    twin = dataclasses.replace(single, model=copy_model(single.model))
-    save_ensemble(tmp_path / "pair", [single, twin], names=["a", "b"])
-    parent = load_checkpoint(tmp_path / "pair")
-    replayed, held_out = replay_split(load_images(_nine_data(synthetic_root, tmp_path)), parent)
-    _photos(tmp_path / "new" / "portal", CLASSES.index("altar"), 24, seed=31)
-    _photos(tmp_path / "new" / "porch", CLASSES.index("apse"), 24, seed=32)
-    photos = read_new_classes(tmp_path / "new", parent.classes)
-    free = teach(parent, photos, tmp_path / "free", replayed, held_out=held_out, log=lambda _: None)
-    bound = free.cost.loss_points / 2
-    result = teach(
-        parent, photos, tmp_path / "b", replayed, held_out=held_out, log=lambda _: None, max_known_loss=bound
-    )
-    assert result.cost.offset < 0 and result.cost.loss_points <= bound
-    child = load_checkpoint(result.path)
-    for member in child.model.members:
-        bias = member.head.fc2.bias
-        assert torch.equal(bias, bias.half().float())
-    answers = Classifier(child, bf16=False, tta="none").probabilities(held_out.images).argmax(1)
-    labels = torch.tensor([parent.classes.index(held_out.classes[i]) for i in held_out.labels.tolist()])
-    assert (answers == labels).float().mean().item() == pytest.approx(result.cost.taught, abs=0.5 / len(held_out))
-
-
 def test_the_none_of_these_refit_reads_the_features_the_fit_computed(nine, new_folder, synthetic_root, tmp_path):
     """The refit reuses the replayed photos' pooled features through the new head: the same statistics and threshold
     as a fit that runs the taught network over the photos again (float32 sums in another order: 1e-4)."""
@@ -435,45 +261,3 @@ def test_one_seed_gives_one_model(nine, new_folder, synthetic_root, tmp_path) ->
     a, b, c = (load_checkpoint(r.path).model.head for r in runs)
     assert torch.equal(a.fc1.weight, b.fc1.weight) and torch.equal(a.fc2.weight, b.fc2.weight)
     assert not torch.equal(a.fc1.weight, c.fc1.weight)
-
-
-def test_validation_photos_that_are_taught_set_neither_threshold_nor_cost(nine, new_folder, synthetic_root, tmp_path):
-    """Corrections made on a sort of the model's own validation photos: those photos are left out of the photos the
-    threshold and the cost are measured on, and the command says how many."""
-    parent = load_checkpoint(nine)
-    replayed, held_out = replay_split(load_images(_nine_data(synthetic_root, tmp_path)), parent)
-    new = read_new_classes(new_folder, parent.classes)
-    pick = [0, 5, 9]
-    photos = TeachPhotos(
-        torch.cat([new.images, held_out.images[pick]]),
-        [*new.labels, *(held_out.classes[int(held_out.labels[i])] for i in pick)],
-        [*new.paths, *(f"confirmed_{i}.png" for i in pick)],
-        [*new.digests, *(f"{i:064x}" for i in pick)],
-        [*new.kinds, *["confirmed"] * len(pick)],
-    )
-    lines: list[str] = []
-    result = teach(
-        parent, photos, tmp_path / "taught", replayed, held_out=held_out, log=lambda line: lines.append(line)
-    )
-    # the three, and any other within the near-duplicate distance of a taught photo (synthetic photos of one class
-    # can be: their perceptual hashes are those of a smooth pattern)
-    near = near_any(perceptual_hashes(held_out.images), perceptual_hashes(photos.images), NEAR_DUPLICATE_DISTANCE)
-    assert near[pick].all() and result.cost.photos == len(held_out) - near.sum()
-    assert load_checkpoint(result.path).open_set.fitted_on["val_photos"] == len(held_out) - near.sum()
-    assert any(line.startswith(f"{near.sum()} of the model's {len(held_out)} validation photos are") for line in lines)
-
-
-def test_a_bound_that_cannot_be_met_names_a_true_reason() -> None:
-    """New classes only, no correction: the known classes' rows are fitted again all the same (with --data), and the
-    message says so rather than naming corrections that do not exist."""
-    from heritage_cnn.training.teach_fit import offset_for_cost
-
-    labels = torch.tensor([0, 1, 0, 1])
-    parent = torch.tensor([[[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 2.0]]])
-    taught = torch.tensor([[[0.0, 2.0, 0.0], [0.0, 2.0, 0.0], [2.0, 0.0, 0.0], [0.0, 2.0, 0.0]]])  # one photo lost
-    with pytest.raises(ValueError, match="cannot be met") as error:
-        offset_for_cost(parent, taught, labels, 0.0)
-    assert "corrections refit them" not in str(error.value)
-    assert "teaching fits the known classes' weights again too, with the new classes and any corrections" in str(
-        error.value
-    )

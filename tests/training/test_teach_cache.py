@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_teach import NEW, NEW_LABEL, _nine_data, _photos, train_nine
 
+from conftest import NEW, NEW_LABEL, _nine_data, _photos, train_nine
 from heritage_cnn.cli.main import main
 from heritage_cnn.data.folders import load_images
 from heritage_cnn.inference.classifier import Classifier

@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_teach import NEW, _digest, _nine_data, new_class_folder, train_nine
 
+from conftest import NEW, _nine_data, file_digest, new_class_folder, train_nine
 from heritage_cnn.base.io import CheckpointError
 from heritage_cnn.cli.main import main
 from heritage_cnn.inference.teach_photos import read_new_classes
@@ -49,23 +49,23 @@ def test_a_dotted_out_never_overwrites_the_parent(nine, new_folder, tmp_path, mo
     monkeypatch.chdir(tmp_path)
     for source, target in zip(checkpoint_files(nine), checkpoint_files("M1"), strict=True):
         shutil.copy(source, target)
-    parent = {p: _digest(p) for p in checkpoint_files("M1")}
+    parent = {p: file_digest(p) for p in checkpoint_files("M1")}
     for out in ("M1.v2.final", "portal_2024.12.07"):
         assert _teach_cli(new_folder, "M1", out) == 0
         printed = capsys.readouterr().out.splitlines()[-1]
         assert printed == f"model: {out}.safetensors + {out}.json (10 classes; use it with --model {out})"
         assert load_checkpoint(out).classes[-1] == NEW and Path(f"{out}.json").exists()
-        assert {p: _digest(p) for p in checkpoint_files("M1")} == parent  # the parent is never written
+        assert {p: file_digest(p) for p in checkpoint_files("M1")} == parent  # the parent is never written
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == sorted(
         f"{stem}.{ext}" for stem in ("M1", "M1.v2.final", "portal_2024.12.07") for ext in ("json", "safetensors")
     )
-    child = {p: _digest(p) for p in checkpoint_files("M1.v2.final")}
+    child = {p: file_digest(p) for p in checkpoint_files("M1.v2.final")}
     for out in ("M1.v2.final", "M1.v2.final.json", "M1"):
         assert _teach_cli(new_folder, "M1", out) == 2
         err = capsys.readouterr().err
         assert "exists; teach never overwrites a model" in err and err.count("\n") == 1
-    assert {p: _digest(p) for p in checkpoint_files("M1.v2.final")} == child
-    assert {p: _digest(p) for p in checkpoint_files("M1")} == parent
+    assert {p: file_digest(p) for p in checkpoint_files("M1.v2.final")} == child
+    assert {p: file_digest(p) for p in checkpoint_files("M1")} == parent
 
 
 @pytest.mark.parametrize(

@@ -11,21 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from _loop_helpers import _config
 
-from conftest import CLASSES, TINY, make_dataset
+from conftest import CLASSES, make_dataset
 from heritage_cnn.cli.main import main
-from heritage_cnn.models.network import ModelConfig
 from heritage_cnn.training import loop as training
 from heritage_cnn.training import state as trainstate
 from heritage_cnn.training.config import TrainConfig
 from heritage_cnn.training.loop import train
-
-
-def _config(root: Path, out: Path, **overrides) -> TrainConfig:
-    base = TrainConfig(
-        data=str(root), out=str(out), epochs=3, batch_size=32, model=ModelConfig(**TINY), amp=False, progress=False
-    )
-    return replace(base, **overrides)
 
 
 def test_a_signal_during_the_end_of_an_epoch_stops_the_run(synthetic_root: Path, tmp_path: Path, monkeypatch) -> None:
