@@ -131,6 +131,30 @@ def test_what_is_where_is_skipped_with_the_reason(tiny_run, synthetic_root: Path
     assert not list((tmp_path / "element_map").glob("*.png"))
 
 
+def test_the_inside_step_skips_and_lists_unreadable_photos(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
+    """A truncated photo (the first training photo, the one the step would show) and an empty one: skipped, each
+    logged by name, another photo shown, every figure drawn."""
+    import shutil
+    from dataclasses import replace
+
+    from heritage_cnn.apps.steps import inside_step
+    from heritage_cnn.data.folders import find_layout
+
+    data = shutil.copytree(synthetic_root, tmp_path / "data")
+    first = data / "altar" / "000.png"
+    first.write_bytes(first.read_bytes()[:1500])
+    (data / "vault" / "zero.png").write_bytes(b"")
+    no_split = replace(load_checkpoint(tiny_run.checkpoint), path=None)  # no split.json: a training photo is shown
+    lines: list[str] = []
+    inside_step(no_split, str(data), find_layout(data), tmp_path / "out", lines.append)
+    assert f"(photo: {data / 'altar' / '001.png'})" in lines[0]
+    assert lines[1].startswith(f"skipped {first}: corrupt or truncated image")
+    assert lines[2:] == [f"skipped {data / 'vault' / 'zero.png'}: empty file (0 bytes)", "2 unreadable file(s) skipped"]
+    inside = tmp_path / "out" / "inside"
+    for pattern in ("feature_maps_001.png_layer1.png", "kernels_layer1.png", "deconv_*.png", "explain_001.png.png"):
+        assert list(inside.glob(pattern)), pattern
+
+
 def _check_in_chromium(browser, page: Path, width: int) -> dict:
     from selenium.webdriver.support.ui import WebDriverWait
 

@@ -50,7 +50,7 @@ def test_explain_command(tiny_run, synthetic_root: Path, tmp_path: Path, capsys,
     monkeypatch.setattr(explain, "attribute_all", spy)
     model = ["--model", str(tiny_run.checkpoint)]
     assert main(["explain", str(photo), *model, "--out", str(tmp_path / "p")]) == 0
-    figure = tmp_path / "p" / f"explain_{photo.stem}.png"
+    figure = tmp_path / "p" / f"explain_{photo.name}.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     target = checkpoint.display_names[wanted]  # by display name, as a user types it
     assert main(["explain", str(photo), *model, "--target", target, "--out", str(tmp_path / "t")]) == 0

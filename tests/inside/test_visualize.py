@@ -45,10 +45,10 @@ def test_features_and_kernels_commands(tiny_run, synthetic_root: Path, tmp_path:
     error = capsys.readouterr().err  # its own words, not the deconvnet's "to project from"
     assert error.startswith("heritage: error: no layer 'nosuch' to show feature maps of; choose one of: stage1")
     assert main(["visualize", "features", str(photo), "--model", model, "--out", str(tmp_path)]) == 0
-    expected = [
-        "feature_maps_layer1.png",
-        "feature_maps_stage2_block1_conv1.png",
-        "feature_maps_stage2_block1_conv2.png",
+    expected = [  # named after the photo's whole file name
+        f"feature_maps_{photo.name}_layer1.png",
+        f"feature_maps_{photo.name}_stage2_block1_conv1.png",
+        f"feature_maps_{photo.name}_stage2_block1_conv2.png",
     ]
     assert sorted(p.name for p in tmp_path.glob("feature_maps_*.png")) == sorted(expected)
     assert main(["visualize", "kernels", "--model", model, "--out", str(tmp_path)]) == 0
@@ -78,7 +78,7 @@ def test_deconv_commands(tiny_run, synthetic_root: Path, tmp_path: Path, capsys)
     assert "no channel 99" in capsys.readouterr().err
     photo = a_photo(synthetic_root)
     assert main(["visualize", "deconv", str(photo), "--model", model, "--out", str(tmp_path)]) == 0
-    assert (tmp_path / f"deconv_image_{photo.stem}.png").read_bytes()[:8] == PNG
+    assert (tmp_path / f"deconv_image_{photo.name}.png").read_bytes()[:8] == PNG
     assert main(["visualize", "deconv", str(tmp_path / "none.jpg"), "--model", model, "--out", "x"]) == 2
     assert "none.jpg" in capsys.readouterr().err
 

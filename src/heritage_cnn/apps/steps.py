@@ -39,17 +39,27 @@ def demo_run_folder(recipe: str) -> str:
     return f"train-{recipe}"
 
 
-def validation_photo(checkpoint: Checkpoint, layout: Layout) -> str:
-    """A photo of the model's validation split (from its run's split.json), else the first training photo."""
-    if checkpoint.path is not None:
-        from heritage_cnn.training.state import SPLIT_FILE
+def validation_photo(checkpoint: Checkpoint, layout: Layout) -> tuple[str, list[tuple[str, str]]]:
+    """A readable photo of the model's validation split (from its run's split.json), else the first readable
+    training photo; and the unreadable ones tried before it, (path, why) each."""
+    from heritage_cnn.data.decode import try_decode
 
-        split = Path(checkpoint.path).parent / SPLIT_FILE
-        if split.exists():
-            paths = read_json(split).get("val_paths") or []
-            if paths and Path(paths[0]).exists():
-                return paths[0]
-    return str(list_images(split_folder(layout, "train"), checkpoint.classes).files[0])
+    def candidates():
+        if checkpoint.path is not None:
+            from heritage_cnn.training.state import SPLIT_FILE
+
+            split = Path(checkpoint.path).parent / SPLIT_FILE
+            if split.exists():  # photos moved since the training are not the data's to list
+                yield from (p for p in read_json(split).get("val_paths") or [] if Path(p).exists())
+        yield from map(str, list_images(split_folder(layout, "train"), checkpoint.classes).files)
+
+    skipped = []
+    for path in candidates():
+        why = try_decode(path)  # as the figures decode it (`visualize.load_photo`)
+        if not isinstance(why, str):
+            return path, skipped
+        skipped.append((path, why))
+    raise DatasetError(f"{split_folder(layout, 'train')}: no readable photo to look inside the network with")
 
 
 def inside_step(
@@ -61,20 +71,27 @@ def inside_step(
     member: int = 0,
     progress: bool = False,
 ) -> None:
-    """Look inside network `member` of the model: first-layer feature maps, kernels, a deconvnet sheet, an explanation."""
+    """Look inside network `member` of the model: first-layer feature maps, kernels, a deconvnet sheet, an
+    explanation. Unreadable photos are skipped, each logged."""
     from heritage_cnn.inside import deconvnet, explain, visualize
 
     inside = Path(out) / INSIDE_FOLDER
     network = checkpoint.member(member)
-    photo = validation_photo(checkpoint, layout)
+    photo, skipped = validation_photo(checkpoint, layout)
     log(f"\n== look inside the network -> {shown(inside)}  (photo: {shown(photo)})")
     layers = deconvnet.deconv_layers(network.model)
     visualize.write_feature_maps(network, photo, inside, [layers[0]])
     visualize.write_kernels(network, inside)
-    images, total = visualize.sample_images(data, network.classes, limit=2000)
+    sample = visualize.sample_images(data, network.classes, limit=2000)
     middle = [layers[len(layers) // 2]]
-    visualize.write_deconv(network, images, middle, inside, top_channels=6, source=f" (of {total})", progress=progress)
+    source = f" (of {sample.total})"
+    visualize.write_deconv(network, sample.images, middle, inside, top_channels=6, source=source, progress=progress)
     explain.write_explanation(network, photo, inside)
+    skipped += [item for item in sample.skipped if item not in skipped]
+    for path, why in skipped:
+        log(f"skipped {shown(path)}: {why}")
+    if skipped:
+        log(f"{len(skipped)} unreadable file(s) skipped")
 
 
 def class_images_step(

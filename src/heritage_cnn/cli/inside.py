@@ -19,6 +19,7 @@ from heritage_cnn.cli.options import (
     inside_model,
     int_in,
     positive_int,
+    say_skipped,
 )
 
 # Projections kept per channel: each is a float image held in memory, so a large --top would exhaust it; the
@@ -31,16 +32,18 @@ def cmd_features(args: argparse.Namespace) -> int:
     """Activation maps of every conv layer for one photo.
 
     One grid per conv layer of the activation maps (after ReLU) for one photo, preprocessed as for prediction,
-    channels ordered by mean activation, one colour scale per grid, the input beside it. The first layer gets a
-    large figure, feature_maps_layer1.png.
+    channels ordered by mean activation, one colour scale per grid, the input beside it:
+    feature_maps_<photo>_<layer>.png, named after the photo's whole file name (a.jpg and a.png apart). The first
+    layer gets a large figure, feature_maps_<photo>_layer1.png.
 
     Example:
       heritage visualize features photo.jpg --out runs/inside
     """
+    from heritage_cnn.base.names import shown
     from heritage_cnn.inside.visualize import write_feature_maps
 
     paths = write_feature_maps(inside_model(args), args.photo, args.out, args.layers)
-    print(f"{len(paths)} feature-map figures in {args.out}/ (first layer: {paths[0].name})")
+    print(f"{len(paths)} feature-map figures in {shown(args.out)}/ (first: {shown(paths[0].name)})")
     return 0
 
 
@@ -53,11 +56,17 @@ def cmd_kernels(args: argparse.Namespace) -> int:
     Example:
       heritage visualize kernels --out runs/inside
     """
+    from heritage_cnn.base.names import shown
     from heritage_cnn.inside.visualize import write_kernels
 
     paths = write_kernels(inside_model(args), args.out)
-    print(f"{len(paths)} kernel figures in {args.out}/ (first layer: {paths[0].name})")
+    print(f"{len(paths)} kernel figures in {shown(args.out)}/ (first layer: {paths[0].name})")
     return 0
+
+
+# The options that choose what to scan and show of a data folder; a PHOTO is one image, scanned whole
+DATA_ONLY = (("channels", "--channels"), ("top_channels", "--top-channels"), ("top", "--top"), ("limit", "--limit"))
+TOP_CHANNELS, TOP = 16, 9  # the defaults of --top-channels and --top (None in the parser: given or not)
 
 
 def cmd_deconv(args: argparse.Namespace) -> int:
@@ -65,43 +74,67 @@ def cmd_deconv(args: argparse.Namespace) -> int:
 
     Zeiler & Fergus deconvnet. With --data: one pass over the images records the 9 strongest activations of every
     channel of a layer; each is projected alone back to pixel space (max-unpooling at the recorded switches, ReLU,
-    transposed BN-folded filters) and shown beside the image patch under the unit's receptive field. With a PHOTO:
-    the strongest activation of every layer for that photo.
+    transposed BN-folded filters) and shown beside the image patch under the unit's receptive field; unreadable
+    files are skipped and listed. With a PHOTO: the strongest activation of every layer (or of each --layer) for
+    that photo, deconv_image_<photo>.png; --channels, --top-channels, --top and --limit apply with --data only.
 
     Examples:
       heritage visualize deconv --data data/ahe64 --layer stage3 --top-channels 16 --out runs/deconv
       heritage visualize deconv --data data/ahe64 --layer stage2.block1.conv2 --channels 0-3,7 --out runs/deconv
       heritage visualize deconv photo.jpg --out runs/deconv
+      heritage visualize deconv photo.jpg --layer stage2 stage3 --out runs/deconv
     """
-    from heritage_cnn.inside import deconvnet
-    from heritage_cnn.inside.visualize import sample_images, write_deconv, write_deconv_photo
+    from heritage_cnn.base.names import shown
 
     if args.photo and args.data:
         raise UsageError("visualize deconv: give a PHOTO or --data DIR, not both")
-    checkpoint = inside_model(args)
     if args.photo:
-        path = write_deconv_photo(checkpoint, args.photo, args.out)
-        print(f"projections of the strongest activation of every layer: {path}")
+        given = [flag for dest, flag in DATA_ONLY if getattr(args, dest) is not None]
+        if given:
+            raise UsageError(f"visualize deconv: {given[0]} applies with --data only, not with a PHOTO")
+        from heritage_cnn.inside.visualize import write_deconv_photo
+
+        path = write_deconv_photo(inside_model(args), args.photo, args.out, args.layer)
+        print(f"deconvnet projections of the strongest unit of each layer: {shown(path)}")
         return 0
     if not args.data:
         raise UsageError("visualize deconv: give --data DIR (images to scan) or a PHOTO")
+    checkpoint = inside_model(args)
+    paths, sample = _deconv_data(args, checkpoint)
+    print(f"{len(paths)} deconvnet figures in {shown(args.out)}/: " + ", ".join(p.name for p in paths))
+    say_skipped(sample.skipped, len(sample.images) + len(sample.skipped))
+    return 0
+
+
+def _deconv_data(args: argparse.Namespace, checkpoint):
+    """`visualize deconv --data`: the figures written, and the images they were drawn from (`Sample`)."""
+    from heritage_cnn.base.names import shown
+    from heritage_cnn.inside import deconvnet
+    from heritage_cnn.inside.visualize import sample_images, write_deconv
+
     all_layers = deconvnet.deconv_layers(checkpoint.model)
     layers = args.layer or [all_layers[len(all_layers) // 2]]
-    images, total = sample_images(args.data, checkpoint.classes, args.limit, progress=not args.quiet)
-    source = f" of {args.data}" if total < 0 else f" (random {len(images)} of {total}) of {args.data}"
+    for layer in layers:  # a wrong name fails before the images are decoded
+        deconvnet.resolve_layer(checkpoint.model, layer)
+    sample = sample_images(args.data, checkpoint.classes, args.limit, progress=not args.quiet)
+    images = len(sample.images)
+    source = (
+        f" of {shown(args.data)}"
+        if args.limit is None
+        else f" (random {images} of {sample.total}) of {shown(args.data)}"
+    )
     paths = write_deconv(
         checkpoint,
-        images,
+        sample.images,
         layers,
         args.out,
         args.channels,
-        args.top_channels,
-        args.top,
+        TOP_CHANNELS if args.top_channels is None else args.top_channels,
+        TOP if args.top is None else args.top,
         source,
         progress=not args.quiet,
     )
-    print(f"{len(paths)} deconvnet figures in {args.out}/: " + ", ".join(p.name for p in paths))
-    return 0
+    return paths, sample
 
 
 def cmd_units(args: argparse.Namespace) -> int:
@@ -115,6 +148,7 @@ def cmd_units(args: argparse.Namespace) -> int:
       heritage visualize units --layer stage3.block1.conv2 --channels 0-15 --out runs/units
     """
     from heritage_cnn.base.figures import image_grid
+    from heritage_cnn.base.names import shown
     from heritage_cnn.cli.generate import load_for_render, render_settings
     from heritage_cnn.inside.deconvnet import resolve_layer
     from heritage_cnn.inside.synthesis.draw import UNIT_SETTINGS, draw_units
@@ -126,7 +160,7 @@ def cmd_units(args: argparse.Namespace) -> int:
     channels = args.channels or list(range(len(rendering.images)))
     path = Path(args.out) / f"units_{layer.replace('.', '_')}.png"
     image_grid(rendering.images, [f"channel {c}" for c in channels], min(8, len(channels)), path)
-    print(f"{len(channels)} channels of {layer}: {path}")
+    print(f"{len(channels)} channels of {layer}: {shown(path)}")
     return 0
 
 
@@ -142,6 +176,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
       heritage explain photo.jpg --target gargoyle --out runs/explain
       heritage explain photo.jpg --member 2 --out runs/explain      the shipped ensemble's third network (0 to 2)
     """
+    from heritage_cnn.base.names import shown
     from heritage_cnn.data.labels import resolve_class
     from heritage_cnn.inside.explain import write_explanation
 
@@ -149,7 +184,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if args.target is not None:
         resolve_class(args.target, checkpoint.classes)  # fail before any work
     path = write_explanation(checkpoint, args.photo, args.out, args.target)
-    print(f"attribution maps: {path}")
+    print(f"attribution maps: {shown(path)}")
     return 0
 
 
@@ -180,27 +215,34 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     p = add_command(what, "deconv", cmd_deconv)
     p.add_argument(
-        "photo", metavar="PHOTO", nargs="?", help="one photo: project the strongest activation of every layer"
+        "photo", metavar="PHOTO", nargs="?", help="one photo: project the strongest activation of each layer"
     )
     add_model(p)
     add_member(p)
-    add_data(p, "data folder whose training images are scanned")
-    p.add_argument("--layer", nargs="+", help="layer(s), e.g. stage2.block1.conv2 or stage3 (default: a middle one)")
+    add_data(p, "data folder whose training images are scanned (unreadable files are skipped and listed)")
+    p.add_argument(
+        "--layer",
+        nargs="+",
+        help="layer(s), e.g. stage2.block1.conv2 or stage3 (default: with --data a middle one, with a PHOTO all)",
+    )
     which = p.add_mutually_exclusive_group()
-    add_channels(which, "which channels, e.g. 0-7,12")
+    add_channels(which, "which channels, e.g. 0-7,12; with --data only")
     which.add_argument(
         "--top-channels",
         type=positive_int,
-        default=16,
-        help="the N channels with the strongest top activation (default 16)",
+        help=f"the N channels with the strongest top activation (default {TOP_CHANNELS}); with --data only",
     )
     p.add_argument(
         "--top",
         type=int_in(1, MAX_TOP),
-        default=9,
-        help=f"activations per channel, 1 to {MAX_TOP} (default 9, as in Zeiler & Fergus)",
+        help=f"activations per channel, 1 to {MAX_TOP} (default {TOP}, as in Zeiler & Fergus); with --data only",
     )
-    p.add_argument("--limit", type=positive_int, help="scan a seeded random N of the images (default: all)")
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        help="scan a seeded random N of the images, drawing more in place of unreadable ones (default: all); "
+        "with --data only",
+    )
     add_out(p)
 
     p = add_command(what, "units", cmd_units)

@@ -19,7 +19,7 @@ from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGr
 from torch import nn
 
 from heritage_cnn.base.figures import PERCENTILE, overlay, save_figure
-from heritage_cnn.base.names import portable_name, shown
+from heritage_cnn.base.names import shown
 from heritage_cnn.data.labels import resolve_class
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.network import HeritageNet
@@ -123,8 +123,9 @@ def plot_explanation(
 def write_explanation(
     checkpoint: Checkpoint, image: str | os.PathLike, out: str | os.PathLike, target: str | None = None
 ) -> Path:
-    """explain_<photo>.png: the five maps for `target` (default: the predicted class), with the top-3."""
-    from heritage_cnn.inside.visualize import load_photo
+    """explain_<photo>.png (`photo_figure_name`): the five maps for `target` (default: the predicted class), with
+    the top-3."""
+    from heritage_cnn.inside.visualize import load_photo, photo_figure_name
 
     names = checkpoint.display_names
     index = parse_target(target, checkpoint.classes, names)
@@ -137,9 +138,8 @@ def write_explanation(
     maps = {method: heat.cpu() for method, heat in attribute_all(captum_ready(checkpoint.model), x, index).items()}
     top3 = ", ".join(f"{names[i]} {p:.0%}" for p, i in zip(best.values.tolist(), best.indices.tolist(), strict=True))
     title = f"{shown(Path(image).name)}: top-3 {top3}; maps for '{names[index]}'"
-    return plot_explanation(
-        photo[0].permute(1, 2, 0).numpy(), maps, title, Path(out) / portable_name(f"explain_{Path(image).stem}.png")
-    )
+    path = Path(out) / photo_figure_name("explain", image)
+    return plot_explanation(photo[0].permute(1, 2, 0).numpy(), maps, title, path)
 
 
 __all__ = [

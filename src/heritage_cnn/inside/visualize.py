@@ -11,15 +11,16 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
 from heritage_cnn.base.figures import PERCENTILE, draw_box, mosaic, save_figure, signed_to_rgb
-from heritage_cnn.base.names import portable_name, shown
-from heritage_cnn.data.decode import IMAGE_SIZE, decode_image
-from heritage_cnn.data.folders import find_layout, list_images, load_images
+from heritage_cnn.base.names import NAME_MAX, portable_name, shown
+from heritage_cnn.data.decode import IMAGE_SIZE, decode_image, try_decode
+from heritage_cnn.data.folders import DatasetError, find_layout, list_images, load_images
 from heritage_cnn.inside import deconvnet
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.network import conv_layers
@@ -39,6 +40,15 @@ def load_photo(path: str | os.PathLike) -> torch.Tensor:
 
 def _file_name(layer: str) -> str:
     return layer.replace(".", "_")
+
+
+def photo_figure_name(prefix: str, image: str | os.PathLike, suffix: str = "") -> str:
+    """`<prefix>_<photo's file name><suffix>.png`, a valid name (`portable_name`): the whole file name, so that
+    `a.jpg` and `a.png` get figures of their own; a long name is cut, never `prefix` or `suffix`."""
+    tail = f"{suffix}.png"
+    name = portable_name(Path(image).name)
+    room = NAME_MAX - len(f"{prefix}_{tail}".encode())
+    return f"{prefix}_{name.encode()[:room].decode('utf-8', 'ignore')}{tail}"  # cut on a character boundary
 
 
 # --------------------------------------------------------------------------------------------
@@ -88,7 +98,8 @@ def plot_feature_maps(photo: torch.Tensor, maps: torch.Tensor, layer: str, path:
 def write_feature_maps(
     checkpoint: Checkpoint, image: str | os.PathLike, out: str | os.PathLike, layers: list[str] | None = None
 ) -> list[Path]:
-    """One figure per layer; the first layer gets a large one, `feature_maps_layer1.png`."""
+    """One figure per layer, `feature_maps_<photo>_<layer>.png`; the first layer gets a large one,
+    `feature_maps_<photo>_layer1.png`."""
     out = Path(out)
     all_layers = deconvnet.deconv_layers(checkpoint.model)
     if layers:
@@ -100,7 +111,7 @@ def write_feature_maps(
     paths = []
     for name, activation in maps.items():
         first = name == all_layers[0]
-        path = out / ("feature_maps_layer1.png" if first else f"feature_maps_{_file_name(name)}.png")
+        path = out / photo_figure_name("feature_maps", image, "_layer1" if first else f"_{_file_name(name)}")
         paths.append(plot_feature_maps(photo, activation, name, path, large=first))
     return paths
 
@@ -259,7 +270,8 @@ def write_deconv(
     out = Path(out)
     model = checkpoint.model
     paths, sheets = [], {}
-    for name in [deconvnet.resolve_layer(model, layer) for layer in layers]:
+    # `stage2` and `stage2.block1.conv2` are one layer: its figures once
+    for name in dict.fromkeys(deconvnet.resolve_layer(model, layer) for layer in layers):
         top = deconvnet.scan_top_activations(model, images, checkpoint.normalise, name, k=k, progress=progress)
         count = top.values.shape[0]
         chosen = channels if channels is not None else top.strongest_channels(top_channels)
@@ -299,15 +311,21 @@ def describe_unit(
     )
 
 
-def write_deconv_photo(checkpoint: Checkpoint, image: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """For one photo, per layer: the strongest unit's window outlined on the photo, and beside it (same
-    scale, same window) its deconvnet projection alone, the unit described in words."""
+def write_deconv_photo(
+    checkpoint: Checkpoint, image: str | os.PathLike, out: str | os.PathLike, layers: list[str] | None = None
+) -> Path:
+    """`deconv_image_<photo>.png`: for one photo, per layer (`layers`, default all): the strongest unit's window
+    outlined on the photo, and beside it (same scale, same window) its deconvnet projection alone, the unit
+    described in words."""
     model = checkpoint.model
+    if layers:
+        layers = list(dict.fromkeys(deconvnet.resolve_layer(model, name) for name in layers))
+    else:
+        layers = deconvnet.deconv_layers(model)
     photo = load_photo(image)
     rgb = photo[0].permute(1, 2, 0).numpy()
     x = checkpoint.normalise(photo)
-    layers = deconvnet.deconv_layers(model)
-    fig, axes = plt.subplots(2, len(layers), figsize=(3.0 * len(layers), 6.6), squeeze=False)
+    fig, axes = plt.subplots(2, len(layers), figsize=(3.0 * max(len(layers), 2), 6.6), squeeze=False)
     for column, name in enumerate(layers):
         with torch.no_grad():
             activation, _ = deconvnet.forward_to(model, x, name)
@@ -326,35 +344,62 @@ def write_deconv_photo(checkpoint: Checkpoint, image: str | os.PathLike, out: st
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(
-        f"{shown(Path(image).name)}: the strongest unit of each layer; top: the window it sees on the photo, "
+        f"{shown(Path(image).name)}: the strongest unit of {'each layer' if len(layers) > 1 else 'the layer'}; "
+        "top: the window it sees on the photo, "
         f"bottom: what it responded to there (deconvnet projection, grey = 0, clipped at the {PERCENTILE:g}th "
         "percentile)",
         fontsize=9,
     )
     fig.tight_layout(h_pad=2.0, rect=(0, 0, 1, 0.96))  # the top strip for the suptitle: three-line titles reach it
-    return save_figure(fig, Path(out) / portable_name(f"deconv_image_{Path(image).stem}.png"))
+    return save_figure(fig, Path(out) / photo_figure_name("deconv_image", image))
+
+
+class Sample(NamedTuple):
+    """Decoded training images of a data folder (`sample_images`)."""
+
+    images: torch.Tensor  # (N, 3, 64, 64) uint8
+    total: int  # the image files the sample was drawn from (without a limit: every file found)
+    skipped: list[tuple[str, str]]  # (path, why) of each file found unusable: never in `images`
 
 
 def sample_images(
     data: str | os.PathLike, classes: list[str], limit: int | None = None, seed: int = 0, progress: bool = True
-) -> tuple[torch.Tensor, int]:
-    """Decoded uint8 images of a data folder's training images (a seeded random `limit` of them); and the total.
-    `progress`: a bar while every image is decoded (no `limit`)."""
+) -> Sample:
+    """Every training image of a data folder, or a seeded random `limit` of them; unreadable files are skipped and
+    listed, and further files drawn in their place, so that the sample holds `limit` images when the folder has
+    that many readable ones. `progress`: a bar while every image is decoded (no `limit`)."""
     folder = find_layout(data).train
     if limit is None:
-        return load_images(folder, classes=classes, progress=progress).images, -1
-    files = list_images(folder, classes).files
-    chosen = sorted(np.random.default_rng(seed).permutation(len(files))[:limit].tolist())
+        loaded = load_images(folder, classes=classes, progress=progress)
+        return Sample(loaded.images, len(loaded) + len(loaded.skipped), list(loaded.skipped))
+    listing = list_images(folder, classes)
+    files, skipped = listing.files, list(listing.skipped)
+    order = np.random.default_rng(seed).permutation(len(files)).tolist()
+    kept: dict[int, np.ndarray] = {}
+    tried = 0
     with ThreadPoolExecutor(max_workers=4) as pool:
-        arrays = list(pool.map(lambda i: decode_image(files[i]), chosen))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), len(files)
+        while len(kept) < limit and tried < len(order):
+            batch = order[tried : tried + limit - len(kept)]  # as many as are still missing, in the seeded order
+            tried += len(batch)
+            for i, item in zip(batch, pool.map(lambda i: try_decode(files[i]), batch), strict=True):
+                if isinstance(item, str):
+                    skipped.append((str(files[i]), item))
+                else:
+                    kept[i] = item
+    if not kept:
+        raise DatasetError(f"{folder}: none of the {tried} image files tried could be read (first: {skipped[-1][0]})")
+    arrays = [kept[i] for i in sorted(kept)]
+    return Sample(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), len(files), skipped)
 
 
 __all__ = [
     "CONTACT_SHEET_FILE",
     "FIRST_KERNELS_FILE",
+    "Sample",
     "feature_maps",
     "load_photo",
+    "photo_figure_name",
+    "sample_images",
     "write_deconv",
     "write_deconv_photo",
     "write_feature_maps",
