@@ -154,3 +154,40 @@ def test_without_a_record_it_scores_everything_and_says_so(
     assert "WARNING" in out and "cannot be told apart" in out
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["split"] == "all" and saved["trained_on_known"] is False and saved["n_images"] == 240
+
+
+def test_a_test_split_holding_trained_on_photos_is_warned_about_and_counted(
+    tiny_run, recorded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """test/ with copies (and a brightened near-copy) of photos the model trained on: --split auto and --split test
+    score them as --split all does, with a warning that counts them, the count in metrics.json and the report."""
+    from heritage_cnn.apps.report import build_html_report
+    from heritage_cnn.models.checkpoint import load_checkpoint
+
+    model, train_paths, val_paths = recorded
+    data = tmp_path / "k"
+    for part in ("train", "test"):
+        for i, path in enumerate([*train_paths[:3], *val_paths[:12]]):
+            (data / part / Path(path).parent.name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, data / part / Path(path).parent.name / f"{i:02d}{Path(path).suffix}")
+    near = Path(train_paths[3])
+    pixels = np.asarray(Image.open(near)).astype(np.int16) + 6
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(data / "test" / near.parent.name / "brighter.png")
+    for split in ("auto", "test"):
+        out = tmp_path / "report" / f"eval-{split}"
+        assert main(["evaluate", "--model", str(model), "--data", str(data), "--split", split, "--out", str(out)]) == 0
+        said = capsys.readouterr().out
+        assert "warning: the test split includes 4 of 16 images the model trained on" in said
+        saved = json.loads((out / "metrics.json").read_text())
+        assert saved["split"] == "test" and saved["n_images"] == 16 and saved["trained_on_known"] is True
+        assert saved["trained_on_included"]["count"] == 4 and "4 trained on" in saved["title"]
+    (tmp_path / "report" / "eval-auto").rename(tmp_path / "report" / "eval-val")
+    page = build_html_report(tmp_path / "report", tmp_path / "index.html", load_checkpoint(model)).read_text()
+    header = page[: page.index("<nav")]
+    assert "on the test split (16 images). 4 of them the model trained on, which may overstate accuracy." in header
+    # a test/ free of them: no warning, a count of none
+    for copy in [*(data / "test").rglob("0[0-2].*"), data / "test" / near.parent.name / "brighter.png"]:
+        copy.unlink()
+    assert main(["evaluate", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "clean")]) == 0
+    assert "warning" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "clean" / "metrics.json").read_text())["trained_on_included"]["count"] == 0

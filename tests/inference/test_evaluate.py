@@ -16,10 +16,12 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from heritage_cnn.base.io import read_json
 from heritage_cnn.inference.evaluate import (
     bootstrap_resamples,
     calibration,
     compute_metrics,
+    metrics_markdown,
     predict_logits,
     resampled_headline,
     write_evaluation,
@@ -223,3 +225,77 @@ def test_evaluate_refuses_negatives_that_are_missing_or_the_labelled_photos(
     from heritage_cnn.cli.main import main
 
     assert main(["evaluate", *common, str(copies)]) == 0 and evaluate_reached == [str(synthetic_root)]
+
+
+TEN = [f"class {k}" for k in range(10)]
+
+
+def test_macro_figures_leave_out_classes_neither_true_nor_predicted(tmp_path: Path) -> None:
+    """Photos of two of ten classes, all right: macro F1 is 1, not 0.2 (eight classes of no photos at F1 0); a class
+    predicted but never true still counts, at 0, as scikit-learn's labels=None has it; the per-class table keeps every
+    class and shows the figures a class of no photos does not have as not defined."""
+    y_true = np.array([1] * 6 + [7] * 6)
+    metrics = compute_metrics(y_true, np.eye(10)[y_true], TEN, bootstrap_rounds=200)
+    assert metrics["accuracy"]["value"] == metrics["balanced_accuracy"]["value"] == 1.0
+    assert metrics["macro_f1"] == {"value": 1.0, "ci95": [1.0, 1.0]}
+    assert metrics["macro_avg"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0}
+    assert metrics["macro_classes"] == ["class 1", "class 7"] and len(metrics["per_class"]) == 10
+    absent = metrics["per_class"][0]
+    assert absent == {"class": "class 0", "precision": None, "recall": None, "f1": None, "support": 0}
+    table = metrics_markdown(metrics, "two classes")
+    assert "| class 0 | – | – | – | 0 |" in table and "| class 7 | 1.000 | 1.000 | 1.000 | 6 |" in table
+    assert "| *macro avg* | 1.000 | 1.000 | 1.000 | 12 |" in table and "| 0.000 |" not in table
+    assert "average over the 2 classes" in table
+    write_evaluation(tmp_path, metrics, TEN, "two classes")
+    assert read_json(tmp_path / "metrics.json")["macro_classes"] == ["class 1", "class 7"]
+
+    y_pred = y_true.copy()
+    y_pred[0] = 3  # one photo of class 1 called class 3, which has no photos
+    metrics = compute_metrics(y_true, np.eye(10)[y_pred], TEN, bootstrap_rounds=200)
+    assert metrics["macro_f1"]["value"] == pytest.approx(f1_score(y_true, y_pred, average="macro", zero_division=0))
+    p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, average="macro", zero_division=0)
+    assert metrics["macro_avg"] == pytest.approx({"precision": p, "recall": r, "f1": f})
+    assert metrics["macro_classes"] == ["class 1", "class 3", "class 7"]
+    assert metrics["per_class"][3] == {"class": "class 3", "precision": 0.0, "recall": None, "f1": 0.0, "support": 0}
+    low, high = metrics["macro_f1"]["ci95"]
+    assert low <= metrics["macro_f1"]["value"] <= high and high <= 1.0 and low > 0.5
+    assert "| class 3 | 0.000 | – | 0.000 | 0 |" in metrics_markdown(metrics, "three classes")
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+def test_resamples_average_macro_f1_over_the_evaluations_classes() -> None:
+    """Each resample's macro F1 averages over the classes the whole evaluation's does (zero for one a resample lacks):
+    scikit-learn's f1_score with those labels; without them, over every class, as before."""
+    rng = np.random.default_rng(4)
+    k, n = 10, 30
+    y_true = rng.choice([2, 5, 8], n)
+    probabilities = rng.dirichlet(np.ones(k), n)
+    probabilities[np.arange(n), y_true] += 0.3
+    y_pred = probabilities.argmax(1)
+    present = np.union1d(y_true, y_pred)
+    assert len(present) < k
+    hit = np.ones(n)
+    indices = next(bootstrap_resamples(n, 30, seed=2))
+    averaged = resampled_headline(y_true, y_pred, hit, k, indices, present)["macro_f1"]
+    every = resampled_headline(y_true, y_pred, hit, k, indices)["macro_f1"]
+    for row, idx in enumerate(indices):
+        t, p = y_true[idx], y_pred[idx]
+        assert averaged[row] == pytest.approx(f1_score(t, p, labels=present, average="macro", zero_division=0))
+        assert every[row] == pytest.approx(f1_score(t, p, labels=np.arange(k), average="macro", zero_division=0))
+
+
+def test_with_every_class_present_the_figures_are_as_before() -> None:
+    """The macro set is then every class: the same figures and intervals as scoring over every class (the shipped
+    docs' figures)."""
+    y_true, probabilities = _predictions(300)
+    metrics = compute_metrics(y_true, probabilities, NAMES, bootstrap_rounds=200)
+    y_pred = probabilities.argmax(1)
+    labels = np.arange(3)
+    assert metrics["macro_classes"] == NAMES
+    assert metrics["macro_f1"]["value"] == f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)
+    top3 = np.ones(len(y_true))
+    resampled = np.concatenate(
+        [resampled_headline(y_true, y_pred, top3, 3, b)["macro_f1"] for b in bootstrap_resamples(300, 200)]
+    )
+    assert metrics["macro_f1"]["ci95"] == [float(np.quantile(resampled, q)) for q in (0.025, 0.975)]
+    assert all(row[k] is not None for row in metrics["per_class"] for k in ("precision", "recall", "f1"))

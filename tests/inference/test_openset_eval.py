@@ -3,7 +3,9 @@ photos of none of the ten, the operating point and what it costs on the ten."""
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +137,83 @@ def test_report_passes_negatives_to_its_evaluations(
     args = ["report", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--out", str(tmp_path)]
     assert main([*args, "--negatives", str(negatives)]) == 0
     assert seen == [str(negatives)]  # the validation split (the folder has no test/)
+
+
+def _unreadable_negatives(root: Path) -> dict[str, str]:
+    """Eight valid none-photos and four files that cannot be read, by name: what each one's reason says."""
+    import struct
+    import zlib
+
+    root.mkdir()
+    rng = np.random.default_rng(9)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)).save(root / f"ok{i}.png")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "text.jpg").write_text("not a photo\n")
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
+    (root / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 8)))
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    (root / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 3])
+    return {"empty.jpg": "empty", "text.jpg": "not a recognised", "huge.png": "too large", "truncated.jpg": "truncated"}
+
+
+def test_unreadable_files_are_named_on_stderr_and_listed_in_metrics(
+    tiny_run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each unreadable none-photo, and each unreadable photo of the data, is named on stderr as every command names
+    skipped files and listed with its reason in metrics.json; the run goes on with the rest."""
+    from conftest import make_dataset
+
+    bad = _unreadable_negatives(tmp_path / "neg")
+    data = make_dataset(tmp_path / "data", per_class=2, seed=3)
+    (data / "altar" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+    out = tmp_path / "e"
+    args = ["evaluate", "--model", str(tiny_run.checkpoint), "--data", str(data), "--split", "all", "--out", str(out)]
+    assert main([*args, "--negatives", str(tmp_path / "neg")]) == 0
+    captured = capsys.readouterr()
+    saved = read_json(out / "metrics.json")
+    listed = {Path(entry["path"]).name: entry["reason"] for entry in saved["negatives_skipped"]}
+    assert set(listed) == set(bad) and saved["open_set"]["negatives"]["unreadable"] == 4
+    for name, reason in bad.items():
+        assert reason in listed[name]
+        line = f"heritage: skipped {tmp_path / 'neg' / name}: {listed[name]}"
+        assert line in captured.err.splitlines(), (line, captured.err)
+    assert saved["open_set"]["negatives"]["photos"] == 8 and "skipped" not in saved["open_set"]["negatives"]
+    assert "8 in neg (4 unreadable skipped)" in (out / "open_set.md").read_text()
+    assert "skipped 4 unreadable file(s) of --negatives" in captured.out
+    assert [Path(entry["path"]).name for entry in saved["skipped"]] == ["broken.jpg"] and saved["n_images"] == 20
+    assert f"heritage: skipped {data / 'altar' / 'broken.jpg'}: " in captured.err
+
+
+def test_an_evaluation_leaves_no_figure_of_an_earlier_one(
+    tiny_run, old_checkpoint: Path, synthetic_root: Path, evaluated: Path, tmp_path: Path
+) -> None:
+    """Evaluated with --negatives, then again into the same folder without: the ROC of the first goes, so the folder
+    (and the report made of it) describes the second; then a model with no none-of-these score: its figures go too.
+    Files of other names are never touched."""
+    folder = tmp_path / "eval-val"
+    shutil.copytree(evaluated, folder)
+    (folder / "notes.txt").write_text("mine")
+    (folder / "open_set_roc.png.keep").write_text("mine too")
+    assert (folder / "open_set_roc.png").exists() and read_json(folder / "metrics.json")["open_set"]["negatives"]
+    args = ["evaluate", "--data", str(synthetic_root), "--split", "val", "--out", str(folder)]
+    assert main([*args, "--model", str(tiny_run.checkpoint)]) == 0
+    names = {path.name for path in folder.iterdir()}
+    assert "open_set_roc.png" not in names and {"open_set_scores.png", "open_set.md", "errors.png"} <= names
+    assert {"notes.txt", "open_set_roc.png.keep"} <= names
+    assert read_json(folder / "metrics.json")["open_set"]["negatives"] is None
+    page = build_html_report(tmp_path, tmp_path / "index.html", load_checkpoint(tiny_run.checkpoint)).read_text()
+    assert "alt='open set scores, val split'" in page and "alt='open set roc, val split'" not in page
+    # a folder an earlier version left a stale figure in: the report shows only what metrics.json says was drawn
+    shutil.copy(evaluated / "open_set_roc.png", folder / "open_set_roc.png")
+    page = build_html_report(tmp_path, tmp_path / "index.html", load_checkpoint(tiny_run.checkpoint)).read_text()
+    assert "alt='open set roc, val split'" not in page
+    assert main([*args, "--model", str(old_checkpoint)]) == 0
+    names = {path.name for path in folder.iterdir()}
+    assert not names & {"open_set_scores.png", "open_set.md", "open_set_roc.png"}
+    assert {"metrics.json", "metrics.md", "confusion_matrix.csv", "notes.txt", "open_set_roc.png.keep"} <= names

@@ -5,10 +5,10 @@ The `heritage` command and Python users call the same functions; nothing here kn
 Messages go through `log` (default `print`) so a caller can silence or capture them.
 
 Which images an evaluation scores is the point of this module. `evaluate_on(..., split="auto")` never
-silently mixes training images into a figure: it uses the official `test/` folder when there is one;
-else, when the checkpoint records the perceptual hashes of the images that trained it
-(`info["trained_on"]`), every image within that Hamming distance of a training image is left out and
-counted (on the training folder this is the validation split again); else it scores every image and
+silently mixes training images into a figure: it uses the official `test/` folder when there is one, with a
+warning that counts any photos in it the model trained on (by the record below); else, when the checkpoint
+records the perceptual hashes of the images that trained it (`info["trained_on"]`), every image within that
+Hamming distance of a training image is left out and counted (on the training folder this is the validation split again); else it scores every image and
 says loudly that it cannot tell trained-on images apart.
 """
 
@@ -39,15 +39,18 @@ from heritage_cnn.base.io import CheckpointError, atomic_write_json, output_prob
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.check import DATA_CHECK_FILE
 from heritage_cnn.data.folders import ImageSet, Layout, find_layout, load_images, reuse_decoded, split_folder
-from heritage_cnn.data.split import set_hashes
 from heritage_cnn.inference.evaluate import (
+    EVALUATION_FILES,
+    Skipped,
     compute_metrics,
-    near_any,
     predict_logits,
+    remove_stale,
+    tell_evaluation,
     trained_on,
+    trained_on_mask,
     write_evaluation,
 )
-from heritage_cnn.inference.openset_eval import open_set_section, scored_logits
+from heritage_cnn.inference.openset_eval import OPEN_SET_FILES, open_set_section, scored_logits, written_files
 from heritage_cnn.inference.openset_fit import (
     DEFAULT_RIDGE,
     DEFAULT_SCORE,
@@ -122,36 +125,35 @@ def _select(
     missing = [c for c, n in zip(checkpoint.classes, images.class_counts(), strict=True) if n == 0]
     if missing:
         log(f"note: no images of {len(missing)} model class(es) in the folder: {', '.join(missing)}")
-    if split == "test":
-        return images, f"test split of {data} ({len(images)} images)", {}
-    if split == "all":
-        return _all_images(checkpoint, images, folder, log)
-    return _unseen(checkpoint, images, f"images of {folder} the model did not train on", str(folder), log)
+    if split == "unseen":
+        return _unseen(checkpoint, images, f"images of {folder} the model did not train on", str(folder), log)
+    return _every_image(checkpoint, images, split, data if split == "test" else str(folder), log)
 
 
-def _trained_on_mask(checkpoint: Checkpoint, images: ImageSet) -> tuple[np.ndarray, str] | None:
-    """Which images the model trained on (or near-duplicates of them), and why; None when it does not record it."""
-    record = trained_on(checkpoint)
-    if record is None:
-        return None
-    reference, distance = record
-    reason = f"trained on, or a near-duplicate of a training image (pHash distance <= {distance})"
-    return near_any(set_hashes(images), reference, distance), reason
-
-
-def _all_images(checkpoint: Checkpoint, images: ImageSet, folder: Path, log: Log) -> tuple[ImageSet, str, dict]:
-    seen = _trained_on_mask(checkpoint, images)
+def _every_image(
+    checkpoint: Checkpoint, images: ImageSet, split: str, where: str, log: Log
+) -> tuple[ImageSet, str, dict]:
+    """Every image of test/ (`split` "test") or of the training folder ("all"), those the model trained on counted
+    and warned about, by its record (test/ may hold copies of training photos); --split all without a record warns
+    that they cannot be told apart (test/ is meant to hold none: a note)."""
+    seen = trained_on_mask(checkpoint, images)
+    described = f"test split of {where}" if split == "test" else f"all of {where}"
     if seen is None:
-        log(
-            f"WARNING: {checkpoint.path} does not record which images trained it, so trained-on images cannot be "
-            f"told apart: the figure below may include them and overstate accuracy"
-        )
-        return images, f"all of {folder} ({len(images)} images)", {"trained_on_known": False}
+        if split == "all":
+            log(
+                f"WARNING: {checkpoint.path} does not record which images trained it, so trained-on images cannot be "
+                f"told apart: the figure below may include them and overstate accuracy"
+            )
+        else:
+            log(f"note: {checkpoint.path} does not record which images trained it: test/ cannot be checked for them")
+        return images, f"{described} ({len(images)} images)", {"trained_on_known": False}
     count = int(seen[0].sum())
     if count:
-        log(f"warning: --split all includes {count} of {len(images)} images the model {seen[1]}")
+        what = "--split all" if split == "all" else "the test split"
+        log(f"warning: {what} includes {count} of {len(images)} images the model {seen[1]}")
     extra = {"trained_on_known": True, "trained_on_included": {"count": count, "reason": seen[1]}}
-    return images, f"all of {folder} ({len(images)} images, {count} trained on)", extra
+    trained = f", {count} trained on" if count or split == "all" else ""
+    return images, f"{described} ({len(images)} images{trained})", extra
 
 
 def _unseen(
@@ -159,7 +161,7 @@ def _unseen(
 ) -> tuple[ImageSet, str, dict]:
     """`images` less those the model trained on; with no record, all of them (a rebuilt split silently, since it
     was drawn to leave the training photos out; any other folder with a warning)."""
-    seen = _trained_on_mask(checkpoint, images)
+    seen = trained_on_mask(checkpoint, images)
     if seen is None:
         if not rebuilt:
             log(
@@ -194,6 +196,7 @@ def evaluate_on(
     log: Log = print,
     none_threshold: float | None = None,
     negatives: str | os.PathLike | None = None,
+    name_skipped: Skipped | None = None,
 ) -> dict[str, Any]:
     """Evaluate a model on one split of a data folder, write the figures to `out`, return the metrics.
 
@@ -207,10 +210,16 @@ def evaluate_on(
 
     A model with a "none of these" operating point (its threshold, or `none_threshold`) also gets the open-set
     section (`heritage_cnn.inference.openset_eval`), with the ROC against `negatives`, a folder of photos of none of the ten.
+
+    Each file of the data or of `negatives` that could not be read is skipped, listed in metrics.json (`skipped`,
+    `negatives_skipped`) and named: to `name_skipped(path, reason)`, by default in a line through `log`. Files of
+    an earlier evaluation in `out` that this one did not write (its open-set figures, say) are removed.
     """
     checkpoint = resolve_model(model, device)
     layout = find_layout(data)
-    return evaluate_split(checkpoint, str(data), layout, split, out, tta, progress, log, none_threshold, negatives)
+    return evaluate_split(
+        checkpoint, str(data), layout, split, out, tta, progress, log, none_threshold, negatives, name_skipped
+    )
 
 
 def _operating_point(
@@ -236,6 +245,7 @@ def evaluate_split(
     log: Log = print,
     none_threshold: float | None = None,
     negatives: str | os.PathLike | None = None,
+    name_skipped: Skipped | None = None,
 ) -> dict[str, Any]:
     """`evaluate_on` for a loaded model and a data folder whose layout is known; `data` is the folder as the
     caller named it, for the titles and metrics.json."""
@@ -253,31 +263,17 @@ def evaluate_split(
     title = shown(f"{Path(str(checkpoint.path)).name} on the {described}{TTA_LABELS[tta]}")  # text in figures
     extra = {"model": str(checkpoint.path), "data": data, "split": split, "tta": tta, **extra}
     if point is not None:
-        overridden = none_threshold is not None
+        noise, overridden = point.noise(images.images), none_threshold is not None
         extra["open_set"] = open_set_section(
-            checkpoint,
-            point,
-            scores,
-            point.noise(images.images),
-            probabilities,
-            labels,
-            out,
-            negatives,
-            tta,
-            overridden,
-            log,
+            checkpoint, point, scores, noise, probabilities, labels, out, negatives, tta, overridden, log
         )
     extra["skipped"] = [{"path": p, "reason": r} for p, r in images.skipped]
+    if negatives is not None:  # beside the data's, where a reader looks for what was skipped
+        extra["negatives_skipped"] = extra["open_set"]["negatives"].pop("skipped")
     paths = write_evaluation(out, metrics, checkpoint.display_names, title, extra, images.images, probabilities, labels)
-    low, high = metrics["accuracy"]["ci95"]
-    log(
-        f"{split}: accuracy {metrics['accuracy']['value']:.4f} (95% CI {low:.4f}-{high:.4f}), "
-        f"macro F1 {metrics['macro_f1']['value']:.4f}, {metrics['n_images']} images{TTA_LABELS[tta]}"
-    )
-    if images.skipped:
-        log(f"skipped {len(images.skipped)} unreadable file(s): listed in {shown(paths['metrics_json'])}")
-    none_of_these = ", open_set_scores.png, open_set.md" if point is not None else ""
-    log(f"figures: {shown(out)}/ (confusion_matrix.png, errors.png, calibration.png, metrics.md{none_of_these})")
+    written = [path.name for path in paths.values()] + written_files(extra.get("open_set"))
+    removed = remove_stale(out, [*EVALUATION_FILES, *OPEN_SET_FILES], written)
+    tell_evaluation(metrics, extra, Path(out), written, removed, TTA_LABELS[tta], log, name_skipped)
     return metrics
 
 
@@ -326,9 +322,10 @@ def _evaluate_splits(
     progress: bool,
     log: Log,
     negatives: str | None = None,
+    name_skipped: Skipped | None = None,
 ) -> None:
     """The model's validation split (when its recipe and the training folder allow) and the test split."""
-    common = {"progress": progress, "log": log, "negatives": negatives}
+    common = {"progress": progress, "log": log, "negatives": negatives, "name_skipped": name_skipped}
     if split_recipe(checkpoint) and layout.train.is_dir():
         evaluate_split(checkpoint, data, layout, "val", out / eval_folder("val"), **common)
     elif layout.test is None:
@@ -345,11 +342,13 @@ def run_report(
     log: Log = print,
     member: int = 0,
     negatives: str | None = None,
+    name_skipped: Skipped | None = None,
 ) -> Path:
     """Every figure for one model, gathered in one self-contained `out/index.html`; returns its path.
     `model`: a loaded `Checkpoint`, or a checkpoint pair, run folder or shipped name (None: the shipped default).
     The figures from inside the network (and the class images) are those of network `member`; `negatives`: a
-    folder of photos of none of the ten for the evaluations' none-of-these section."""
+    folder of photos of none of the ten for the evaluations' none-of-these section; `name_skipped`: as for
+    `evaluate_on`."""
     from heritage_cnn.apps.report import build_html_report, training_history
     from heritage_cnn.data.check import check_dataset
     from heritage_cnn.training.curves import plot_training_curves
@@ -362,7 +361,7 @@ def run_report(
     layout = find_layout(data)
     with reuse_decoded():  # the data check and the evaluations read the folder decoded once
         atomic_write_json(out / DATA_CHECK_FILE, check_dataset(data))
-        _evaluate_splits(checkpoint, data, layout, out, progress, log, negatives)
+        _evaluate_splits(checkpoint, data, layout, out, progress, log, negatives, name_skipped)
     history = training_history(checkpoint, member)
     if history:
         plot_training_curves(history, out / TRAIN_FOLDER / CURVES_FILE)  # atomic (heritage_cnn.base.figures)

@@ -33,8 +33,15 @@ from heritage_cnn.base.io import atomic_write_text
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.check import DATA_CHECK_FILE
 from heritage_cnn.data.folders import display_name
-from heritage_cnn.inference.evaluate import CALIBRATION_FIGURE, CONFUSION_FIGURE, ERRORS_FIGURE, METRICS_FILE
-from heritage_cnn.inference.openset_eval import OPEN_SET_FIGURES, report_rows
+from heritage_cnn.inference.evaluate import (
+    CALIBRATION_FIGURE,
+    CONFUSION_FIGURE,
+    ERRORS_FIGURE,
+    METRICS_FILE,
+    macro_note,
+    shown_figure,
+)
+from heritage_cnn.inference.openset_eval import OPEN_SET_FIGURES, report_rows, written_files
 from heritage_cnn.inside.synthesis.files import GRID, MANIFEST
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.views import TTA_WORDS
@@ -100,15 +107,17 @@ def _evaluation(sub: Path, split: str) -> Section | None:
         return None
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
     section = Section(eval_folder(split), f"{'Test' if split == 'test' else 'Validation'} split")
-    section.body.append(f"<p>{escape(metrics.get('title', ''))}: {metrics['n_images']} images.</p>")
+    section.body.append(f"<p>{escape(metrics.get('title', ''))}: {metrics['n_images']} images.{_trained(metrics)}</p>")
     names = {"accuracy": "accuracy", "top3_accuracy": "top-3 accuracy", "balanced_accuracy": "balanced accuracy"}
     rows = [(label, _ci(metrics[key])) for key, label in (names | {"macro_f1": "macro F1"}).items() if key in metrics]
     section.body.append(_table(["figure", "value (bootstrap CI)"], rows))
     per_class = [
-        (display_name(r["class"]), f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", r["support"])
+        (display_name(r["class"]), *(shown_figure(r[k]) for k in ("precision", "recall", "f1")), r["support"])
         for r in metrics["per_class"]
     ]
     section.body.append(_table(["class", "precision", "recall", "F1", "photos"], per_class))
+    if macro_note(metrics):
+        section.body.append(f"<p>{escape(macro_note(metrics))}</p>")
     if metrics.get("open_set"):  # the model's "none of these" operating point on these photos
         section.body.append("<h3>None of these</h3>" + _table(["figure", "value"], report_rows(metrics["open_set"])))
     captions = {
@@ -119,10 +128,18 @@ def _evaluation(sub: Path, split: str) -> Section | None:
         ERRORS_FIGURE: "The mistakes the network was most sure of: worth a look for mislabelled photos and genuinely "
         "ambiguous scenes.",
     }
+    drawn = set(captions) | set(written_files(metrics.get("open_set")))  # never an earlier evaluation's figure
     for name, caption in (captions | OPEN_SET_FIGURES).items():
-        if (sub / name).exists():
+        if name in drawn and (sub / name).exists():
             section.body.append(_figure(sub / name, caption, f"{name[:-4].replace('_', ' ')}, {split} split"))
     return section
+
+
+def _trained(metrics: dict[str, Any]) -> str:
+    """A sentence when the photos scored include some the model trained on (`--split all`, a test/ holding copies of
+    training photos), else nothing."""
+    included = (metrics.get("trained_on_included") or {}).get("count")
+    return f" {included} of them the model trained on, which may overstate accuracy." if included else ""
 
 
 def _headline(folder: Path) -> tuple[str, str]:
@@ -133,7 +150,7 @@ def _headline(folder: Path) -> tuple[str, str]:
             m = json.loads(path.read_text(encoding="utf-8"))
             what = "test" if split == "test" else "validation"
             text = f"Accuracy {_ci(m['accuracy'])}, macro F1 {100 * m['macro_f1']['value']:.1f} % on the {what} split"
-            return f"{text} ({m['n_images']} images).", split
+            return f"{text} ({m['n_images']} images).{_trained(m)}", split
     return "No evaluation in this folder.", ""
 
 

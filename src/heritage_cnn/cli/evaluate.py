@@ -17,19 +17,32 @@ from heritage_cnn.cli.options import (
     data_folder,
     device_name,
     load_model,
+    say_skipped,
     show_progress,
 )
+
+
+def name_skipped(path: str, reason: str) -> None:
+    """A file an evaluation could not read (of --data or --negatives), named on stderr as every command names them."""
+    say_skipped([(path, reason)], 1)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Accuracy, per-class P/R/F1, confusion matrix.
 
     Evaluate a checkpoint on a labelled folder: accuracy, top-3, balanced accuracy, per-class precision/recall/F1
-    with bootstrap confidence intervals, and the confusion matrix (PNG + CSV).
+    with bootstrap confidence intervals, and the confusion matrix (PNG + CSV). Macro averages are over the classes
+    among the true labels or the predictions (metrics.json: macro_classes); a class with no photos shows "–".
 
-    Which images are scored (--split auto): the folder's test/ when it has one (Kaggle layout); else the images the
-    model did not train on, when the checkpoint records its training images (each image within the split's
-    perceptual-hash distance of one is left out and counted); else every image, with a warning.
+    Which images are scored (--split auto): the folder's test/ when it has one (Kaggle layout), every photo of it,
+    with a warning that counts those the model trained on (copies or near-duplicates of its training photos, by the
+    record in the checkpoint); else the images the model did not train on, when the checkpoint records its training
+    images (each image within the split's perceptual-hash distance of one is left out and counted); else every
+    image, with a warning.
+
+    Files that cannot be read (of --data or --negatives) are skipped, named on stderr and listed in metrics.json
+    (skipped, negatives_skipped). Files an earlier evaluation wrote into --out that this one does not write (the
+    none-of-these figures of a run with --negatives, say) are removed, so the folder describes one evaluation.
 
     None of these: for a model with a none-of-these threshold, the open-set score's histogram on the scored photos
     (open_set_scores.png), the share of them called none and the accuracy on the rest (open_set.md, metrics.json);
@@ -56,6 +69,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         progress=show_progress(args),
         none_threshold=args.none_threshold,
         negatives=args.negatives,
+        name_skipped=name_skipped,
     )
     return 0
 
@@ -74,7 +88,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     data = data_folder(args.data)
     check_paths(data, args.out, args.negatives)
     checkpoint = load_model(args)
-    page = run_report(checkpoint, data, args.out, show_progress(args), member=args.member, negatives=args.negatives)
+    page = run_report(
+        checkpoint,
+        data,
+        args.out,
+        show_progress(args),
+        member=args.member,
+        negatives=args.negatives,
+        name_skipped=name_skipped,
+    )
     print(f"report: {page.resolve()}")
     return 0
 
@@ -160,9 +182,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--split",
         choices=["auto", "test", "val", "unseen", "all"],
         default="auto",
-        help="test: DIR/test; val: the model's own validation split, rebuilt from its recipe; unseen: the images "
-        "it did not train on; all: every image, trained-on ones included (a warning counts them); "
-        "default auto: test, else unseen, else all",
+        help="test: DIR/test (a warning counts any photos the model trained on); val: the model's own validation "
+        "split, rebuilt from its recipe; unseen: the images it did not train on; all: every image, trained-on ones "
+        "included (a warning counts them); default auto: test, else unseen, else all",
     )
     add_tta(p)
     add_device(p)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -20,12 +21,18 @@ import numpy as np
 import torch
 
 from heritage_cnn.base.io import CheckpointError, atomic_write_json, atomic_write_text
+from heritage_cnn.base.names import shown
+from heritage_cnn.data.folders import ImageSet
+from heritage_cnn.data.split import set_hashes
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.views import tta_views
 
 # The names `write_evaluation` gives its files, which the report reads them by
-METRICS_FILE = "metrics.json"
+METRICS_FILE, METRICS_TABLE, CONFUSION_TABLE = "metrics.json", "metrics.md", "confusion_matrix.csv"
 CONFUSION_FIGURE, CALIBRATION_FIGURE, ERRORS_FIGURE = "confusion_matrix.png", "calibration.png", "errors.png"
+EVALUATION_FILES = (METRICS_FILE, METRICS_TABLE, CONFUSION_TABLE, CONFUSION_FIGURE, CALIBRATION_FIGURE, ERRORS_FIGURE)
+Skipped = Callable[[str, str], None]  # told each file an evaluation could not read: its path and why
+UNDEFINED = "–"  # a per-class figure of a class the evaluated photos hold none of (and, for precision, never predicted)
 
 
 def hashes_to_hex(hashes: np.ndarray) -> list[str]:
@@ -60,6 +67,30 @@ def trained_on(checkpoint: Checkpoint) -> tuple[np.ndarray, int] | None:
     except (KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{checkpoint.path}: invalid trained_on record ({error})") from None
     return hashes, distance
+
+
+def trained_on_mask(checkpoint: Checkpoint, images: ImageSet) -> tuple[np.ndarray, str] | None:
+    """Which images the model trained on (or near-duplicates of them), and why; None when it does not record it."""
+    record = trained_on(checkpoint)
+    if record is None:
+        return None
+    reference, distance = record
+    reason = f"trained on, or a near-duplicate of a training image (pHash distance <= {distance})"
+    return near_any(set_hashes(images), reference, distance), reason
+
+
+def remove_stale(out: str | os.PathLike, known: Sequence[str], written: Sequence[str | os.PathLike]) -> list[str]:
+    """Remove, from an evaluation's folder `out`, the files of the `known` names (what evaluations write there) that
+    this one did not write (`written`), so that the folder describes one evaluation: an earlier one's open-set
+    figures must not sit beside new metrics. Nothing else is touched; returns the names removed."""
+    kept = {Path(name).name for name in written}
+    removed = []
+    for name in known:
+        path = Path(out) / name
+        if name not in kept and path.is_file():
+            path.unlink()
+            removed.append(name)
+    return removed
 
 
 @torch.no_grad()
@@ -110,12 +141,18 @@ def bootstrap_resamples(
 
 
 def resampled_headline(
-    y_true: np.ndarray, y_pred: np.ndarray, top3_hit: np.ndarray, num_classes: int, indices: np.ndarray
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    top3_hit: np.ndarray,
+    num_classes: int,
+    indices: np.ndarray,
+    averaged: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Accuracy, top-3 accuracy, balanced accuracy and macro F1 of each row of `indices` (a resample), with
     scikit-learn's definitions: balanced accuracy averages recall over the classes present in the resample,
-    macro F1 averages over every class with zero for an empty one (zero_division=0). Per-class counts only
-    (rows x classes), never a confusion matrix per resample, so many classes cost no more than many photos."""
+    macro F1 averages over the classes `averaged` (default every class) with zero for one the resample lacks
+    (`f1_score(labels=averaged, zero_division=0)`). Per-class counts only (rows x classes), never a confusion matrix
+    per resample, so many classes cost no more than many photos."""
     k, rows = num_classes, len(indices)
     offsets = (np.arange(rows) * k)[:, None]
 
@@ -133,7 +170,7 @@ def resampled_headline(
         "accuracy": hits.sum(1) / indices.shape[1],
         "top3_accuracy": top3_hit[indices].mean(1),
         "balanced_accuracy": np.nanmean(recall, axis=1),
-        "macro_f1": f1.mean(1),
+        "macro_f1": f1.mean(1) if averaged is None else f1[:, averaged].mean(1),
     }
 
 
@@ -144,7 +181,13 @@ def compute_metrics(
     bootstrap_rounds: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """All figures of an evaluation, from true labels and predicted class probabilities (N, C)."""
+    """All figures of an evaluation, from true labels and predicted class probabilities (N, C).
+
+    Macro averages (macro F1 and its interval, the macro precision / recall / F1 row) are over the classes that
+    occur among the true labels or the predictions, scikit-learn's own `labels=None` convention (`macro_classes`):
+    a class predicted but never true counts, at zero; one neither true nor predicted (a folder of two of the ten
+    classes) is not a zero in the mean. Its per-class figures are None (not defined), as are the recall of any class
+    with no photos and the precision of any class never predicted that has none."""
     from sklearn.metrics import (
         accuracy_score,
         balanced_accuracy_score,
@@ -161,6 +204,7 @@ def compute_metrics(
     n = len(y_true)
     if n == 0:
         raise ValueError("no images to evaluate")
+    present = np.union1d(y_true, y_pred)  # the classes the macro averages are over
 
     if len(class_names) <= 3:  # every class is in the top 3
         top3_value, top3_hit = 1.0, np.ones(n)
@@ -174,11 +218,11 @@ def compute_metrics(
             "accuracy": float(accuracy_score(y_true, y_pred)),
             "top3_accuracy": top3_value,
             "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-            "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+            "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         }
     resampled: dict[str, list[np.ndarray]] = {name: [] for name in values}
     for block in bootstrap_resamples(n, bootstrap_rounds, seed, row_items=len(labels)):
-        for name, figures in resampled_headline(y_true, y_pred, top3_hit, len(labels), block).items():
+        for name, figures in resampled_headline(y_true, y_pred, top3_hit, len(labels), block, present).items():
             resampled[name].append(figures)
     result: dict[str, Any] = {"n_images": int(n)}
     for name, value in values.items():
@@ -189,17 +233,42 @@ def compute_metrics(
         )
         result[name] = {"value": value, "ci95": [low, high]}
 
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    result["per_class"] = [
-        {"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-        for c, p, r, f, s in zip(class_names, precision, recall, f1, support, strict=True)
-    ]
-    for average in ("macro", "weighted"):
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=average, zero_division=0)
+    result["per_class"] = _per_class(y_true, y_pred, class_names)
+    result["macro_classes"] = [class_names[k] for k in present]
+    for average, over in (("macro", present), ("weighted", labels)):
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=over, average=average, zero_division=0)
         result[f"{average}_avg"] = {"precision": float(p), "recall": float(r), "f1": float(f)}
     result["confusion_matrix"] = confusion_matrix(y_true, y_pred, labels=labels).tolist()
     result["expected_calibration_error"], result["calibration_bins"] = calibration(y_true, probabilities)
     return result
+
+
+def _per_class(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """scikit-learn's per-class precision, recall and F1, None where not defined: a class with no photos has no
+    recall, nor a precision unless predicted, nor an F1 unless predicted (then 0, as the macro average counts it)."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = np.arange(len(class_names))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
+    guessed = np.bincount(y_pred, minlength=len(class_names))
+    rows = []
+    for c, p, r, f, s, g in zip(class_names, precision, recall, f1, support, guessed, strict=True):
+        defined = s > 0 or g > 0
+        rows.append(
+            {
+                "class": c,
+                "precision": float(p) if defined else None,
+                "recall": float(r) if s > 0 else None,
+                "f1": float(f) if defined else None,
+                "support": int(s),
+            }
+        )
+    return rows
+
+
+def shown_figure(value: float | None) -> str:
+    """A per-class figure as the tables show it: three decimals, or a dash where it is not defined."""
+    return UNDEFINED if value is None else f"{value:.3f}"
 
 
 def calibration(
@@ -240,15 +309,27 @@ def metrics_markdown(metrics: dict[str, Any], title: str) -> str:
     lines.append(f"| expected calibration error | {metrics['expected_calibration_error']:.4f} | |")
     lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for row in metrics["per_class"]:
-        lines.append(
-            f"| {row['class']} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |"
-        )
+        figures = " | ".join(shown_figure(row[name]) for name in ("precision", "recall", "f1"))
+        lines.append(f"| {row['class']} | {figures} | {row['support']} |")
     for average in ("macro", "weighted"):
         row = metrics[f"{average}_avg"]
         lines.append(
             f"| *{average} avg* | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {metrics['n_images']} |"
         )
-    return "\n".join(lines) + "\n"
+    note = macro_note(metrics)
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
+
+
+def macro_note(metrics: dict[str, Any]) -> str:
+    """One sentence when the macro figures average over fewer classes than the model knows (else empty)."""
+    averaged = metrics.get("macro_classes")
+    if averaged is None or len(averaged) == len(metrics["per_class"]):
+        return ""
+    absent = len(metrics["per_class"]) - len(averaged)
+    return (
+        f"Macro figures average over the {len(averaged)} classes among the true labels or the predictions; "
+        f"{absent} class(es) neither in the photos nor predicted ({UNDEFINED}) are left out."
+    )
 
 
 def write_evaluation(
@@ -269,8 +350,8 @@ def write_evaluation(
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "metrics_json": out / METRICS_FILE,
-        "metrics_md": out / "metrics.md",
-        "confusion_csv": out / "confusion_matrix.csv",
+        "metrics_md": out / METRICS_TABLE,
+        "confusion_csv": out / CONFUSION_TABLE,
         "confusion_png": out / CONFUSION_FIGURE,
         "calibration_png": out / CALIBRATION_FIGURE,
     }
@@ -298,3 +379,32 @@ def write_evaluation(
             paths["errors_png"],
         )
     return paths
+
+
+def tell_evaluation(
+    metrics: dict[str, Any],
+    record: dict[str, Any],
+    out: Path,
+    written: Sequence[str],
+    removed: Sequence[str],
+    views: str,
+    log: Callable[[str], None],
+    name_skipped: Skipped | None = None,
+) -> None:
+    """What an evaluation says when done, through `log`: its headline (`views`: how the test-time views read, or
+    ""), the files it could not read (`record`'s `skipped`, `negatives_skipped`: each named to `name_skipped`, by
+    default through `log`, then counted), the files of an earlier evaluation it removed and those it wrote."""
+    low, high = metrics["accuracy"]["ci95"]
+    log(
+        f"{record['split']}: accuracy {metrics['accuracy']['value']:.4f} (95% CI {low:.4f}-{high:.4f}), "
+        f"macro F1 {metrics['macro_f1']['value']:.4f}, {metrics['n_images']} images{views}"
+    )
+    name = name_skipped or (lambda path, reason: log(f"skipped {shown(path)}: {reason}"))
+    for key, what in (("skipped", "unreadable file(s)"), ("negatives_skipped", "unreadable file(s) of --negatives")):
+        for entry in record.get(key) or []:
+            name(entry["path"], entry["reason"])
+        if record.get(key):
+            log(f"skipped {len(record[key])} {what}: listed in {shown(out / METRICS_FILE)} ({key})")
+    if removed:
+        log(f"removed {', '.join(removed)} from {shown(out)}/: an earlier evaluation's, not this one's")
+    log(f"figures: {shown(out)}/ ({', '.join(name for name in written if name != METRICS_FILE)})")

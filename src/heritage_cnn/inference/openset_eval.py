@@ -35,14 +35,23 @@ from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.openset_point import OperatingPoint
 from heritage_cnn.models.views import tta_views
 
+SCORES_FIGURE, ROC_FIGURE, OPEN_SET_TABLE = "open_set_scores.png", "open_set_roc.png", "open_set.md"
 OPEN_SET_FIGURES = {
-    "open_set_scores.png": "How much each photo looks like one of the ten (the open-set score; higher: more alike), on "
+    SCORES_FIGURE: "How much each photo looks like one of the ten (the open-set score; higher: more alike), on "
     "the evaluated photos and, when given, on photos of none of the ten. Left of the dashed line a photo is called "
     "'none of these'.",
-    "open_set_roc.png": "Telling the ten from none of them at every threshold: the share of the ten kept against the "
+    ROC_FIGURE: "Telling the ten from none of them at every threshold: the share of the ten kept against the "
     "share of none-photos still filed into a class; the dot is the operating point.",
 }
+OPEN_SET_FILES = (*OPEN_SET_FIGURES, OPEN_SET_TABLE)  # every file `open_set_section` may write
 TPR = 0.95  # the FPR@95%TPR figure, as docs/open_set.md reports it
+
+
+def written_files(summary: dict[str, Any] | None) -> list[str]:
+    """The files `open_set_section` wrote for `summary` (none without one): the ROC only given negatives."""
+    if not summary:
+        return []
+    return [SCORES_FIGURE, *([ROC_FIGURE] if summary.get("negatives") else []), OPEN_SET_TABLE]
 
 
 @torch.no_grad()
@@ -170,7 +179,7 @@ def open_set_section(
 ) -> dict[str, Any]:
     """The operating point on the evaluated photos (`scores`, and `noise`: which of them the noise check calls noise)
     and on `negatives`, a folder of photos of none of the ten: figures, open_set.md, and the summary metrics.json
-    keeps."""
+    keeps (`negatives.skipped`: the files of `negatives` that could not be read, each a path and a reason)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     positives = scores.numpy().astype(np.float64)
@@ -209,6 +218,7 @@ def open_set_section(
             "folder": str(negatives),
             "photos": len(negative_scores),
             "unreadable": len(skipped),
+            "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
             "called_noise": int(negative_noise.sum()),
             "filed": int(filed.sum()),
             "filed_share": float(filed.mean()),
@@ -218,10 +228,10 @@ def open_set_section(
             "score_fpr_at_95_tpr": score_fpr95,
             **_where_filed(negatives, paths, filed, negative_logits.argmax(1).numpy(), checkpoint.classes),
         }
-        _plot_roc(fpr, tpr, auroc, 1 - summary["called_none_share"], float(filed.mean()), out / "open_set_roc.png")
-    _plot_scores(positives, negative_scores, point, out / "open_set_scores.png")
+        _plot_roc(fpr, tpr, auroc, 1 - summary["called_none_share"], float(filed.mean()), out / ROC_FIGURE)
+    _plot_scores(positives, negative_scores, point, out / SCORES_FIGURE)
     rows = "\n".join(f"| {name} | {value} |" for name, value in report_rows(summary))
-    atomic_write_text(out / "open_set.md", f"# None of these\n\n| figure | value |\n|---|---|\n{rows}\n")
+    atomic_write_text(out / OPEN_SET_TABLE, f"# None of these\n\n| figure | value |\n|---|---|\n{rows}\n")
     log(_log_line(summary))
     return summary
 
@@ -349,4 +359,13 @@ def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, auroc: float, kept: float, filed
     save_figure(fig, path)
 
 
-__all__ = ["OPEN_SET_FIGURES", "load_negatives", "open_set_section", "report_rows", "scored_logits"]
+__all__ = [
+    "OPEN_SET_FIGURES",
+    "OPEN_SET_FILES",
+    "OPEN_SET_TABLE",
+    "load_negatives",
+    "open_set_section",
+    "report_rows",
+    "scored_logits",
+    "written_files",
+]
