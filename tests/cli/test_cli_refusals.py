@@ -68,6 +68,48 @@ def test_an_output_with_a_file_in_its_way_is_refused_first_naming_that_file(
     assert _files(tmp_path) == before and afile.read_bytes() == b""
 
 
+EMPTY = {key: command for key, command in WRITERS.items() if key != "map --out below"}
+
+
+@pytest.mark.parametrize("command", EMPTY.values(), ids=EMPTY.keys())
+def test_an_empty_output_is_refused_first_naming_the_flag(
+    command: list[str], inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Was: `data check --json ""` exit 0 with no JSON and nothing said, `explain --out ""` (and the other folders)
+    written into the current folder, `predict -o ""` printed as if no -o were given."""
+    from heritage_cnn.apps import serve
+
+    monkeypatch.chdir(tmp_path)  # where "" wrote, before
+    monkeypatch.setattr(serve, "run", lambda *args: None)  # before, `serve --corrections ""` served until stopped
+    at = next(i for i, arg in enumerate(command) if arg.startswith("AFILE"))
+    argv = [str(inputs.get(arg, arg)) for arg in command[:at]] + [""] + command[at + 1 :]
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"heritage: error: {command[at - 1]}") and " empty" in err, err
+    assert len(err.splitlines()) == 1 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "--all", "--out", "g"],
+        ["data", "none-fit", "--data", "DATA", "--out", "n"],
+        ["predict", "PHOTO"],
+        ["visualize", "kernels", "--out", "k"],
+    ],
+)
+def test_an_empty_model_is_refused_naming_the_flag(
+    command: list[str], inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Was `.: a folder without last.safetensors` (the current folder taken for a run folder), --model unnamed."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main([*(str(inputs.get(arg, arg)) for arg in command), "--model", ""])
+    out, err = capsys.readouterr()
+    assert info.value.code == 2 and out == "" and "error: argument --model: empty; " in err.splitlines()[-1], err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_what_is_in_the_way_is_named_as_typed(tmp_path: Path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("x")

@@ -20,7 +20,7 @@ from heritage_cnn.cli.main import main
 from heritage_cnn.data.decode import decode_image
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.openset_fit import describe, full_float32, reject_threshold
-from heritage_cnn.models.checkpoint import load_checkpoint, save_ensemble
+from heritage_cnn.models.checkpoint import load_checkpoint, save_checkpoint, save_ensemble
 from heritage_cnn.models.openset_point import OperatingPoint, network_id
 
 
@@ -128,6 +128,27 @@ def test_none_fit_refuses_a_folder_the_model_did_not_train_on(
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and f"--data {folder}: " in err, err
         assert "did not train" in err and "not the folder the model was trained on" in err
+        assert not out.with_suffix(".json").exists() and not out.with_suffix(".safetensors").exists()
+
+
+def test_none_fit_with_a_ridge_too_small_to_invert_is_one_line_naming_the_flag(
+    tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The QA case: `--score mahalanobis --ridge 0` (and 1e-300) ended in linalg's traceback, exit 1. The tiny run's
+    network with one hidden unit that never fires (a dead ReLU unit, as real networks have): its features' covariance
+    is singular without a ridge. One line naming --ridge and a ridge that works, exit 2, nothing written."""
+    checkpoint = load_checkpoint(tiny_run.out)
+    with torch.no_grad():
+        checkpoint.model.head.fc1.weight[0] = 0.0
+        checkpoint.model.head.fc1.bias[0] = -1.0
+    dead = save_checkpoint(tmp_path / "dead", replace(checkpoint, open_set=None))
+    for ridge in ("0", "1e-300"):
+        out = tmp_path / f"fit_{ridge}"
+        args = ["data", "none-fit", "--model", str(dead), "--data", str(synthetic_root), "--out", str(out), "-q"]
+        assert main([*args, "--score", "mahalanobis", "--ridge", ridge]) == 2
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and err.startswith(f"heritage: error: --ridge {ridge}: "), err
+        assert "singular" in err and "such as 1e-4" in err
         assert not out.with_suffix(".json").exists() and not out.with_suffix(".safetensors").exists()
 
 

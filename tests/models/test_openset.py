@@ -66,6 +66,21 @@ def test_mahalanobis_refuses_a_missing_class_and_a_constant_feature_stays_invert
     assert torch.isfinite(score).all()
 
 
+@pytest.mark.parametrize("ridge", [0.0, 1e-300])
+def test_a_ridge_too_small_to_invert_a_dead_unit_is_a_clear_value_error(ridge: float) -> None:
+    """Was linalg's "inv: ... singular" or "cholesky: ... not positive-definite" at ridge 0, and at 1e-300 (which adds
+    nothing a float64 diagonal can hold) a whitening matrix of infinities returned as if fitted."""
+    features, labels = two_clusters()
+    dead = torch.cat([features, torch.zeros(4, 1)], 1)
+    with pytest.raises(openset.SingularCovariance, match=r"^ridge .*singular.*such as 1e-4") as info:
+        openset.mahalanobis_fit(dead, labels, ridge=ridge)
+    assert isinstance(info.value, ValueError) and info.value.ridge == ridge
+    few = torch.randn(3, 5, generator=torch.Generator().manual_seed(0))  # fewer photos than features
+    with pytest.raises(openset.SingularCovariance):
+        openset.mahalanobis_fit(few, torch.tensor([0, 1, 0]), ridge=ridge)
+    assert torch.isfinite(openset.mahalanobis_fit(dead, labels, ridge=1e-4).whitening).all()
+
+
 def test_disagreement_by_hand() -> None:
     opposite = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])  # two members, one photo, two classes
     assert openset.disagreement(opposite).tolist() == pytest.approx([-math.log(2)])

@@ -50,7 +50,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     from heritage_cnn.base.names import shown
     from heritage_cnn.data.check import check_dataset, format_report
 
-    report = check_dataset(data_folder(args.dir), args.near_duplicate_distance)
+    report = check_dataset(data_folder(args.dir, "DIR"), args.near_duplicate_distance)
     if args.format == "json":
         from heritage_cnn.base.names import json_text
 
@@ -83,6 +83,7 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
     from heritage_cnn.apps.pipeline import fit_none_of_these
     from heritage_cnn.data.folders import reuse_decoded
     from heritage_cnn.inference.openset_fit import default_score
+    from heritage_cnn.models.openset import SingularCovariance
 
     data = data_folder(args.data)
     checkpoint = load_model(args, device_name(args.device))
@@ -95,7 +96,10 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
     )
     with reuse_decoded():  # the folder is decoded and split once, for the check and for the fit
         _check_fit_folder(checkpoint, data, args.out)
-        fit_none_of_these(checkpoint, data, args.out, score, args.layer, args.ridge, args.reject_share, command)
+        try:
+            fit_none_of_these(checkpoint, data, args.out, score, args.layer, args.ridge, args.reject_share, command)
+        except SingularCovariance as error:  # known only once the features are in: said as the flag's problem
+            raise UsageError(f"--ridge {args.ridge:g}: {error.problem}") from None
     return 0
 
 
@@ -131,7 +135,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--dest", default="data/ahe64", help="where to put it (default data/ahe64)")
     mark_output(p, "dest", "--dest")
     p = add_command(actions, "check", cmd_data_check)
-    p.add_argument("dir", nargs="?", help="data folder (default $HERITAGE_DATA)")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="data folder (default $HERITAGE_DATA)")
     p.add_argument("--format", choices=["table", "json"], default="table", help="what to print (default table)")
     p.add_argument("--json", help="also write the JSON report to this file")
     mark_output(p, "json", "--json", "file")

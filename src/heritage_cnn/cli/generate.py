@@ -65,7 +65,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     with all its networks at once, each seeing the same transformed image (their mean logit is the objective:
     images that networks of other architectures recognise, docs/synthesis.md); `--member N` draws with one.
     Writes, into a new (or empty) folder, one PNG per image, class_images.png (a column per class) and
-    class_images.json (each image's probability under the generating model).
+    class_images.json (each image's probability under the generating model: the member's with --member, which it
+    records).
 
     Examples:
       heritage generate --all --n 4 --out runs/classes
@@ -75,19 +76,25 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from heritage_cnn.inside.synthesis.draw import ENSEMBLE_SETTINGS, Settings, draw_classes
     from heritage_cnn.inside.synthesis.files import MANIFEST, write_generated
 
+    if args.diversity is not None and args.n < 2:  # typed: it rewards images of one class for differing
+        raise UsageError(
+            f"--diversity {args.diversity:g}: rewards images of one class for differing from each other, so it needs "
+            f"--n 2 or more; with --n {args.n} it would change nothing"
+        )
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or holds_anything(out)):  # before any work, as review: never mix two runs
         raise UsageError(f"--out {out}: already exists and is not empty; generate writes into a new folder")
     checkpoint = load_for_render(args)
     targets = list(range(len(checkpoint.classes))) if args.all else [resolve_class(args.cls, checkpoint.classes)]
     base = ENSEMBLE_SETTINGS if checkpoint.member_count > 1 else Settings()
-    settings = render_settings(args, base, diversity=args.diversity)
+    settings = render_settings(args, base, diversity=base.diversity if args.diversity is None else args.diversity)
     generated = draw_classes(checkpoint, targets, args.n, args.size, settings, args.seed, progress=not args.quiet)
     grid = write_generated(args.out, generated, checkpoint, args.seed, args.n)
     mean = sum(generated.probabilities) / len(generated.probabilities)
+    who = "generating model" if checkpoint.index is None else f"member {checkpoint.index}"
     print(
         f"{len(generated.images)} images in {generated.seconds:.1f} s, mean probability of the target class "
-        f"{mean:.3f} (generating model)\ngrid: {grid}\nper image: {Path(args.out) / MANIFEST}"
+        f"{mean:.3f} ({who})\ngrid: {grid}\nper image: {Path(args.out) / MANIFEST}"
     )
     return 0
 
@@ -103,7 +110,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--n", type=int_in(1, MAX_PER_CLASS), default=4, help=f"images per class, 1 to {MAX_PER_CLASS} (default 4)"
     )
     p.add_argument(
-        "--diversity", type=number_in(0), default=0.0, help="reward images of a class for differing (e.g. 0.5)"
+        "--diversity",
+        type=number_in(0),
+        default=None,
+        help="reward images of a class for differing (e.g. 0.5; default 0); needs --n 2 or more",
     )
     add_render_options(
         p, f"{Settings.steps}; {ENSEMBLE_SETTINGS.steps} for an ensemble", Settings.lr, every_member=True

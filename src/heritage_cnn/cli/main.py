@@ -16,7 +16,7 @@ examples:
   heritage data download --dest data/ahe64          fetch the Kaggle dataset
   heritage data check data/ahe64                    counts, bad files, duplicates
   heritage train --data data/ahe64 --out runs/a     train from scratch (its time on 2 CPU cores: see the README)
-  heritage evaluate --model runs/a --data data/ahe64 --out runs/a/eval    never scores trained-on images
+  heritage evaluate --model runs/a --data data/ahe64 --out runs/a/eval    scores unseen photos (warns of any other)
   heritage predict photo.jpg                        classify photos with the shipped model
   heritage map west_front.jpg                       what is where in a whole photo
   heritage demo --data data/ahe64                   the whole pipeline, figures in runs/demo

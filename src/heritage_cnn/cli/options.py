@@ -107,6 +107,12 @@ def number_in(
 
 port_number = int_in(0, 65535, "a port is 1 to 65535 (0: any free port)")
 
+# The largest seed every command can use: scikit-learn's folds (`review`, `train`'s split) take a NumPy seed below
+# 2**32, and training seeds each epoch with seed * 1_000_003 + epoch, and a distributed run's other ranks with that
+# times 7919 (training.state), which must stay below 2**64, torch.Generator's limit: below 2**31 it does.
+SEED_MAX = 2**31 - 1
+seed_number = int_in(0, SEED_MAX, f"a seed is 0 to {SEED_MAX}")
+
 
 def finite_number(text: str) -> float:
     """Any finite number (an open-set score can be negative): "nan" and "inf" are refused."""
@@ -153,7 +159,13 @@ def channel_list(text: str) -> list[int]:
 
 
 def add_model(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help=MODEL_HELP)
+    parser.add_argument("--model", type=_model, help=MODEL_HELP)
+
+
+def _model(text: str) -> str:
+    if not text:  # not the current folder taken for a run folder, nor the default
+        raise argparse.ArgumentTypeError("empty; give a checkpoint, a run folder, default or fast (or leave it out)")
+    return text
 
 
 def add_member(parser: argparse.ArgumentParser, every_by_default: bool = False, what: str = "to use") -> None:
@@ -195,6 +207,9 @@ def mark_output(parser: argparse.ArgumentParser, dest: str, flag: str, kind: str
     parser.set_defaults(outputs=(*outputs, (dest, flag, kind)))
 
 
+_OUTPUT_KINDS = {"folder": "folder", "file": "file's name", "stem": "checkpoint's name (OUT for OUT.safetensors)"}
+
+
 def refuse_outputs(args: argparse.Namespace) -> None:
     """Before any work: a UsageError naming the file in the way of an output the command declared (`mark_output`)."""
     for dest, flag, kind in getattr(args, "outputs", ()):
@@ -208,6 +223,8 @@ def refuse_output(value: str | None, flag: str, kind: str = "folder") -> None:
 
     if value is None:
         return
+    if not value:  # "" would write into the current folder, or (a file) nowhere at all
+        raise UsageError(f"{flag}: empty; give the output {_OUTPUT_KINDS[kind]}")
     folder = kind == "folder" or (kind == "stem" and (value.endswith(("/", os.sep)) or os.path.isdir(value)))
     problem = output_problem(value, folder, flag)
     if problem is not None:
@@ -221,7 +238,7 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def add_seed(parser: argparse.ArgumentParser, help: str = "same seed, same result") -> None:
-    parser.add_argument("--seed", type=int, default=0, help=f"{help} (default 0)")
+    parser.add_argument("--seed", type=seed_number, default=0, help=f"{help}, 0 to {SEED_MAX} (default 0)")
 
 
 def add_channels(parser: Any, help: str = "which channels, e.g. 0-7,12 (default all)") -> None:
@@ -318,8 +335,11 @@ def inside_model(args: argparse.Namespace, device: str = "cpu") -> Any:
     return checkpoint if args.member is None else checkpoint.member(args.member)
 
 
-def data_folder(value: str | None) -> str:
-    """--data, else $HERITAGE_DATA, else a one-line error that says how to get the data."""
+def data_folder(value: str | None, flag: str = "--data") -> str:
+    """--data (`flag`: as the command names it), else $HERITAGE_DATA, else a one-line error that says how to get the
+    data. An empty value is refused: it is not a folder, and $HERITAGE_DATA in its place would be a surprise."""
+    if value == "":
+        raise UsageError(f"{flag}: empty; give the data folder (or leave it out for $HERITAGE_DATA)")
     data = value or os.environ.get("HERITAGE_DATA")
     if not data:
         raise UsageError(

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from heritage_cnn.base.checks import ConfigError
-from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int
+from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int, seed_number
 from heritage_cnn.training.config import BN_STATISTICS, OPTIMIZERS, RUNTIME_FIELDS, TrainConfig
 from heritage_cnn.training.recipes import RECIPES, recipe_config
 
@@ -113,9 +113,9 @@ RECIPE = (
         show_default=False,
     ),
     Flag("--outlier-weight", "outlier_weight", "the outliers' share of the loss (with --outliers)"),
-    Flag("--seed", "seed", "seed of initialisation, order and augmentation", int),
+    Flag("--seed", "seed", "seed of initialisation, order and augmentation", seed_number),
     Flag("--val-fraction", "split.val_fraction", "validation share, 1/k of a stratified group k-fold"),
-    Flag("--split-seed", "split.seed", "seed of the validation split", int),
+    Flag("--split-seed", "split.seed", "seed of the validation split", seed_number),
     Flag(
         "--limit-per-class",
         "limit_per_class",

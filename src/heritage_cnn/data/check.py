@@ -108,14 +108,16 @@ def check_dataset(root: str | os.PathLike, near_duplicate_distance: int = NEAR_D
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """The check as a plain-text table for the terminal."""
+    """The check as a plain-text table for the terminal; every name through `shown` (the JSON keeps them exact), so
+    that a class folder named with a newline or a zero-width space neither breaks a line nor hides."""
     splits = report["splits"]
     names = sorted({c for s in splits.values() for c in s["per_class"]})
-    width = max(len(display_name(c)) for c in names) + 2
+    label = {c: shown(display_name(c)) for c in names}
+    width = max(len(label[c]) for c in names) + 2
     lines = [f"{shown(report['root'])} ({report['layout']} layout)", ""]
     lines.append("class".ljust(width) + "".join(f"{s:>8}" for s in splits))
     for c in names:
-        lines.append(display_name(c).ljust(width) + "".join(f"{s['per_class'].get(c, 0):>8}" for s in splits.values()))
+        lines.append(label[c].ljust(width) + "".join(f"{s['per_class'].get(c, 0):>8}" for s in splits.values()))
     lines.append("total".ljust(width) + "".join(f"{s['images']:>8}" for s in splits.values()))
     lines.append("")
     for name, s in splits.items():
@@ -124,23 +126,25 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{name}: modes {modes}; sizes {sizes}{' ...' if s['distinct_sizes'] > 3 else ''}")
         lines.append(f"{name}: {len(s['unreadable'])} unreadable or non-image file(s)")
         for bad in s["unreadable"][:10]:
-            lines.append(f"  {shown(bad['path'])}: {bad['reason']}")
+            lines.append(f"  {shown(bad['path'])}: {shown(bad['reason'])}")
         if s["empty_classes"]:
-            lines.append(f"{name}: class folders with no images: {', '.join(s['empty_classes'])}")
+            lines.append(f"{name}: class folders with no images: {', '.join(map(shown, s['empty_classes']))}")
     ident = report["identical_files"]
     lines.append(
         f"byte-identical files: {ident['files']} in {ident['groups']} groups, "
         f"{len(ident['conflicting_labels'])} group(s) with conflicting labels, {len(ident['across_splits'])} across splits"
     )
     for group in ident["conflicting_labels"][:10]:
-        lines.append("  " + "  ==  ".join(f"{g['class']}/{shown(Path(g['path']).name)}" for g in group))
+        lines.append("  " + "  ==  ".join(shown(f"{g['class']}/{Path(g['path']).name}") for g in group))
     near = report["near_duplicates"]
     lines.append(
         f"near-duplicates ({near['method']}): {near['pairs']} pairs, "
         f"{near['pairs_with_different_labels']} with different labels, {len(near['across_splits'])} across splits"
     )
     if "class_mismatch" in report:
-        lines.append(f"class mismatch between train and test: {report['class_mismatch']}")
+        mismatch = report["class_mismatch"]
+        only = [f"only in {s}: {', '.join(map(shown, mismatch[f'only_in_{s}'])) or '-'}" for s in ("train", "test")]
+        lines.append(f"class mismatch between train and test: {'; '.join(only)}")
     return "\n".join(lines)
 
 

@@ -109,6 +109,21 @@ class MahalanobisStats:
         return cls(tensors[f"{prefix}means"].float(), tensors[f"{prefix}whitening"].float())
 
 
+class SingularCovariance(ValueError):
+    """The class statistics' covariance cannot be inverted at this ridge (`mahalanobis_fit`)."""
+
+    def __init__(self, ridge: float) -> None:
+        self.ridge = ridge
+        self.problem = (
+            "the covariance of the class statistics' features is singular at this ridge (a feature that never "
+            "varies, or fewer photos than features), so it has no inverse; a ridge such as 1e-4 makes it invertible"
+        )
+        super().__init__(f"ridge {ridge:g}: {self.problem}")
+
+    def __reduce__(self) -> tuple[type, tuple[float]]:  # pickled (a worker's error) by its ridge, not its message
+        return type(self), (self.ridge,)
+
+
 def mahalanobis_fit(
     features: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None, ridge: float = 1e-3
 ) -> MahalanobisStats:
@@ -117,6 +132,7 @@ def mahalanobis_fit(
     The covariance is the mean outer product of each feature vector minus its class mean (the maximum-likelihood
     estimate, divided by N); `ridge` times its mean diagonal is added to the diagonal before inverting, so the
     ridge is relative to the features' scale and a rank-deficient covariance (dead ReLU units) stays invertible.
+    A covariance that no ridge so small makes invertible (ridge 0 with a dead unit) is a `SingularCovariance`.
     """
     if features.ndim != 2 or labels.shape != features.shape[:1]:
         raise ValueError(f"features must be (N, D) and labels (N,), got {tuple(features.shape)}, {tuple(labels.shape)}")
@@ -133,9 +149,14 @@ def mahalanobis_fit(
     covariance = centred.T @ centred / len(x)
     scale = covariance.diagonal().mean().clamp_min(torch.finfo(x.dtype).tiny)
     covariance = covariance + ridge * scale * torch.eye(x.shape[1], dtype=x.dtype)
-    precision = torch.linalg.inv(covariance)
-    whitening = torch.linalg.cholesky((precision + precision.T) / 2)
-    return MahalanobisStats(means.float(), whitening.float())
+    try:
+        precision = torch.linalg.inv(covariance)
+        whitening = torch.linalg.cholesky((precision + precision.T) / 2).float()
+    except torch.linalg.LinAlgError:
+        raise SingularCovariance(ridge) from None
+    if not bool(torch.isfinite(whitening).all()):  # a ridge too small to count (1e-300): float32 overflows
+        raise SingularCovariance(ridge)
+    return MahalanobisStats(means.float(), whitening)
 
 
 def stacked_whitening(stats: Sequence[MahalanobisStats]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,6 +295,7 @@ __all__ = [
     "POOLED",
     "ForwardRecord",
     "MahalanobisStats",
+    "SingularCovariance",
     "combine",
     "disagreement",
     "energy",

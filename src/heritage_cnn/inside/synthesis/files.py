@@ -22,9 +22,18 @@ GRID_ROWS = 16  # samples per class in the grid figure (every image still gets i
 GRID, MANIFEST = "class_images.png", "class_images.json"
 
 
+def drawn_by(checkpoint: Checkpoint) -> str:
+    """Whose probabilities the JSON records: the networks' that drew (a member's are not the ensemble's)."""
+    if checkpoint.index is not None:
+        return f"member {checkpoint.index} of the model (one network of its ensemble, --member {checkpoint.index})"
+    count = checkpoint.member_count
+    return f"the model's {count} networks together (their mean softmax)" if count > 1 else "the model (one network)"
+
+
 def write_generated(out: str | Path, generated: Generated, checkpoint: Checkpoint, seed: int, n: int) -> Path:
     """One PNG per image, the grid `class_images.png` (a column per class, its first `GRID_ROWS` images: a
-    figure of thousands of panels would take minutes and gigabytes) and `class_images.json`."""
+    figure of thousands of panels would take minutes and gigabytes) and `class_images.json`, which records what
+    reproduces them: the model and its member (`checkpoint.index`), the seed, settings, size and images per class."""
     out = Path(out)
     names = checkpoint.classes
     records = []
@@ -53,7 +62,11 @@ def write_generated(out: str | Path, generated: Generated, checkpoint: Checkpoin
         out / MANIFEST,
         {
             "model": str(checkpoint.path),
+            "member": checkpoint.index,  # the network of the ensemble at `model` that drew (None: the whole model)
+            "probabilities_of": drawn_by(checkpoint),
             "seed": seed,
+            "size": int(generated.images.shape[-1]),
+            "per_class": n,
             "settings": asdict(generated.settings),
             "seconds": round(generated.seconds, 2),
             "mean_probability": round(sum(generated.probabilities) / len(generated.probabilities), 6),
