@@ -19,12 +19,13 @@ def test_a_warning_inside_a_command_is_one_line_without_file_or_source(
 ) -> None:
     root = make_dataset(tmp_path / "data", per_class=3, classes=CLASSES[:2])
     (root / "empty_class").mkdir()
+    (root / "zw\u200bc").mkdir()  # a name shown escaped, not as a Python list's repr
     before = warnings.showwarning
     assert main(["data", "check", str(root)]) == 0
     assert warnings.showwarning is before  # only the command's own warnings are reworded, not a library user's
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if "no readable images" in line]
-    assert lines == [f"heritage: warning: {root}: class folders with no readable images: ['empty_class']"]
+    assert lines == [f"heritage: warning: {root}: class folders with no readable images: empty_class, zw\\u200bc"]
     assert ".py:" not in err and "UserWarning" not in err and "warnings.warn" not in err
 
 

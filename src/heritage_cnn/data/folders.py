@@ -25,6 +25,7 @@ import torch
 
 from heritage_cnn import __version__
 from heritage_cnn.base.io import atomic_write_json, load_tensors, save_tensors
+from heritage_cnn.base.names import shown
 from heritage_cnn.data.decode import IMAGE_SIZE, try_decode
 from heritage_cnn.data.walk import walk_files
 
@@ -342,7 +343,8 @@ def _check_classes(images: ImageSet, root: Path, require_every_class: bool) -> I
     if not images.empty_classes:
         return images
     if not require_every_class:
-        warnings.warn(f"{root}: class folders with no readable images: {images.empty_classes}", stacklevel=3)
+        empty = ", ".join(shown(name) for name in images.empty_classes)
+        warnings.warn(f"{shown(root)}: class folders with no readable images: {empty}", stacklevel=3)
         return images
     folder = root / images.empty_classes[0]
     reasons = [r for p, r in images.skipped if p == str(folder) or p.startswith(str(folder) + os.sep)]
