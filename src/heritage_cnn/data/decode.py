@@ -7,6 +7,8 @@ visualize, explain), so its promises hold everywhere:
 - any exception from Pillow or one of its decoder plugins (NotImplementedError from a DDS texture,
   struct.error, SyntaxError, MemoryError, ...) becomes an ImageError whose message starts with the file's
   name: the caller skips and lists the file, a long run goes on;
+- a JPEG holding fewer bytes than its declared size needs (a corrupt header, a file cut short) is refused: libjpeg
+  would decode it without an error, as flat grey;
 - memory is bounded by the header: above MAX_IMAGE_PIXELS a file is refused before its pixels are decoded,
   and only the window of the image that lands in the centre square is converted and resized. A 1 x 300,000
   strip therefore costs what a 300,000-pixel photo costs, not a 64 x 19,200,000 intermediate image.
@@ -237,7 +239,8 @@ def _declared(error: Image.DecompressionBombError) -> str:
 
 
 def _check_header(image: Image.Image, name: str) -> None:
-    """Refuse, before any pixel is decoded, a header that declares too many pixels or none."""
+    """Refuse, before any pixel is decoded, a header that declares too many pixels or none, or a JPEG too short
+    for the pixels it declares."""
     width, height, kind = image.width, image.height, image.format
     if width * height > Image.MAX_IMAGE_PIXELS:
         raise ImageTooLarge(
@@ -246,6 +249,41 @@ def _check_header(image: Image.Image, name: str) -> None:
         )
     if width < 1 or height < 1:
         raise ImageError(f"{name}: {kind} image of {width}x{height} pixels has nothing to show")
+    if kind == "JPEG":
+        _check_jpeg_length(image, name)
+
+
+# Frame markers of Huffman-coded JPEGs (baseline, extended, progressive, lossless and their differential forms);
+# arithmetic coding (0xC9-0xCB, 0xCD-0xCF) can spend less than a bit on a block, so it has no such bound.
+_HUFFMAN_FRAMES = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7})
+
+
+def _check_jpeg_length(image: Image.Image, name: str) -> None:
+    """Refuse a Huffman-coded JPEG holding fewer bytes than its declared size needs: every 8 x 8 block of its
+    full-resolution component costs at least one bit (its DC code), so W x H pixels need at least W*H/512 bytes.
+    libjpeg decodes such a file (a corrupt header, a file cut off) without an error, as flat grey."""
+    stream = image.fp
+    if stream is None:
+        return
+    here = stream.tell()
+    try:
+        size = stream.seek(0, os.SEEK_END)
+        stream.seek(2)  # past the start-of-image marker
+        while True:  # the markers before the frame header; anything unexpected is left to the decoder
+            marker = stream.read(4)
+            if len(marker) < 4 or marker[0] != 0xFF or marker[1] in (0xD8, 0xDA, 0xFF):
+                return
+            if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):
+                break
+            stream.seek(int.from_bytes(marker[2:4], "big") - 2, os.SEEK_CUR)
+    finally:
+        stream.seek(here)
+    needed = image.width * image.height // 512
+    if marker[1] in _HUFFMAN_FRAMES and size < needed:
+        raise ImageError(
+            f"{name}: corrupt or truncated JPEG (its header declares {image.width}x{image.height} pixels, which "
+            f"need at least {needed} bytes; the file holds {size})"
+        )
 
 
 def _decode_open(image: Image.Image, name: str, size: int) -> DecodedImage:
