@@ -129,6 +129,11 @@ def undecodable_files(c: Cases) -> Path:
     """Files no decoder can read, or that claim more pixels than the limits allow; returns the PNG bomb."""
     jpeg = encoded(photo(size=(400, 300)), "JPEG")
     c.bad_file("truncated JPEG", "truncated.jpg", jpeg[:3000])
+    frame = jpeg.index(b"\xff\xc0") + 5  # the baseline frame header's height and width
+    header = (10_000).to_bytes(2, "big") + (11_000).to_bytes(2, "big")
+    c.bad_file(
+        "JPEG header declaring 110 MP over a 400x300 photo", "sof.jpg", jpeg[:frame] + header + jpeg[frame + 4 :]
+    )
     c.bad_file("zero-byte file", "empty.jpg", b"")
     c.bad_file("random bytes named .jpg", "noise.jpg", os.urandom(5000))
     c.bad_file("text file named .png", "notes.png", b"field notes, day 3")
