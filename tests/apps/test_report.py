@@ -153,6 +153,10 @@ def test_the_inside_step_skips_and_lists_unreadable_photos(tiny_run, synthetic_r
     inside = tmp_path / "out" / "inside"
     for pattern in ("feature_maps_001.png_layer1.png", "kernels_layer1.png", "deconv_*.png", "explain_001.png.png"):
         assert list(inside.glob(pattern)), pattern
+    # the page says so too, not only the log
+    page = build_html_report(tmp_path / "out", tmp_path / "out" / "index.html", no_split).read_text(encoding="utf-8")
+    assert f"2 unreadable file(s) skipped: {first}: corrupt or truncated image" in page
+    assert f"{data / 'vault' / 'zero.png'}: empty file (0 bytes)" in page
 
 
 def _check_in_chromium(browser, page: Path, width: int) -> dict:

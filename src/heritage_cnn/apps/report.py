@@ -25,6 +25,7 @@ from heritage_cnn.apps.steps import (
     ELEMENT_MAP_FILE,
     ELEMENT_MAP_FOLDER,
     INSIDE_FOLDER,
+    INSIDE_SKIPPED_FILE,
     TRAIN_FOLDER,
     eval_folder,
 )
@@ -246,6 +247,14 @@ def _inside_section(folder: Path, checkpoint: Checkpoint | None) -> Section | No
     for path in sorted(inside.glob("explain_*.png")):
         caption = "Attribution maps for one photo: which pixels drove the prediction, by several methods."
         section.body.append(_figure(path, caption, "attribution maps"))
+    record = inside / INSIDE_SKIPPED_FILE  # the photos the step could not read
+    skipped = json.loads(record.read_text(encoding="utf-8"))["skipped"] if record.exists() else []
+    if skipped:
+        listed = "; ".join(f"{shown(path)}: {why}" for path, why in skipped[:10])
+        more = (
+            f" and {len(skipped) - 10} more (all in {INSIDE_FOLDER}/{INSIDE_SKIPPED_FILE})" if len(skipped) > 10 else ""
+        )
+        section.body.append(f"<p>{len(skipped)} unreadable file(s) skipped: {escape(listed)}{more}.</p>")
     return section
 
 

@@ -27,6 +27,7 @@ REPORT_PAGE = "index.html"
 TRAIN_FOLDER = "train"  # the training curves, drawn from the model's history
 SHIPPED_FOLDER = "shipped"  # the demo: the shipped model's evaluation beside the network it trained
 INSIDE_FOLDER, CLASS_IMAGES_FOLDER, ELEMENT_MAP_FOLDER = "inside", "class_images", "element_map"  # the figure steps
+INSIDE_SKIPPED_FILE = "skipped.json"  # in INSIDE_FOLDER: the photos the inside step could not read, and why
 
 
 def eval_folder(split: str) -> str:
@@ -92,6 +93,7 @@ def inside_step(
         log(f"skipped {shown(path)}: {why}")
     if skipped:
         log(f"{len(skipped)} unreadable file(s) skipped")
+    atomic_write_json(inside / INSIDE_SKIPPED_FILE, {"skipped": skipped})  # the report lists them; empty: none
 
 
 def class_images_step(
@@ -227,6 +229,7 @@ __all__ = [
     "ELEMENT_MAP_FOLDER",
     "FIGURE_STEPS",
     "INSIDE_FOLDER",
+    "INSIDE_SKIPPED_FILE",
     "MAP_CELL_PX",
     "MAP_MOSAICS",
     "MAP_PER_CLASS",
