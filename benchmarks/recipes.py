@@ -105,7 +105,9 @@ def judge(run: Path, data: str) -> dict[str, Any]:
         figures[name] = {
             "accuracy": metrics["accuracy"],
             "macro_f1": metrics["macro_f1"],
-            "per_class_f1": {row["class"]: round(row["f1"], 4) for row in metrics["per_class"]},
+            "per_class_f1": {
+                row["class"]: None if row["f1"] is None else round(row["f1"], 4) for row in metrics["per_class"]
+            },
             "correct": "".join("1" if ok else "0" for ok in probabilities.argmax(1) == val_set.labels.numpy()),
         }
     figures["val_images"] = len(val_set)
