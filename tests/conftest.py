@@ -70,6 +70,17 @@ def draw(label: int, rng: np.random.Generator, size: int = 64) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
+LEFT, RIGHT = 0, 5  # red and cyan: the two synthetic classes furthest apart in hue (element map tests)
+
+
+def mosaic(labels: list[int], enlarge: int = 8, seed: int = 3) -> np.ndarray:
+    """Synthetic class pictures side by side, enlarged `enlarge` times (nearest: the pictures' own pixels, as a
+    photo at a survey camera's resolution would hold one element per region)."""
+    rng = np.random.default_rng(seed)
+    row = np.concatenate([draw(label, rng) for label in labels], axis=1)
+    return np.kron(row, np.ones((enlarge, enlarge, 1), dtype=np.uint8))
+
+
 def make_dataset(
     root: Path, per_class: int = 20, seed: int = 0, classes: list[str] = CLASSES, fmt: str = "png"
 ) -> Path:

@@ -7,17 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from _pictures import cut_out
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import negative_pictures
-
-
-def cut_out(name: str, size: tuple[int, int] = (100, 50)) -> Image.Image:
-    """A transparent picture holding one opaque pure-red rectangle of 40 x 20, off centre."""
-    image = Image.new("RGBA", size, (0, 0, 0, 0))
-    image.paste(Image.new("RGBA", (40, 20), (255, 0, 0, 255)), (10 + len(name) % 7, 20))
-    return image
 
 
 def test_a_scene_shows_the_whole_cut_out_where_its_record_says() -> None:

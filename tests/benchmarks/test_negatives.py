@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from test_negative_pictures import cut_out
+from _pictures import cut_out
 
 from _negatives_build import (
     SCENES,

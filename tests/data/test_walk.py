@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_folders import _save
 
 from conftest import draw
 from heritage_cnn.data.folders import list_images
@@ -21,7 +20,8 @@ def linked_survey(tmp_path: Path) -> Path:
     real subfolder and one into the linked folder (both reached already), one back to survey/ (a loop)."""
     rng = np.random.default_rng(0)
     for label, photo in enumerate(["survey/own.png", "survey/real/a.png", "elsewhere/b.png", "elsewhere/sub/c.png"]):
-        _save(tmp_path / photo, Image.fromarray(draw(label, rng)))
+        (tmp_path / photo).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(draw(label, rng)).save(tmp_path / photo)
     survey = tmp_path / "survey"
     (survey / "link").symlink_to("../elsewhere", target_is_directory=True)
     (survey / "again").symlink_to("real", target_is_directory=True)  # named before real/: real/ still comes first

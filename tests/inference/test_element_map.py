@@ -16,14 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, draw
+from conftest import CLASSES, LEFT, RIGHT, draw, mosaic
 from heritage_cnn.cli.main import main
 from heritage_cnn.data.decode import ImageError, read_whole, try_decode
 from heritage_cnn.inference.classifier import Classifier, Prediction, elements_cell, flat_fields, parse_elements_cell
 from heritage_cnn.inference.element_map import Element, agreeing_maps, combine, map_elements, map_files, with_elements
 from heritage_cnn.inference.tiles import MapConfig, Tile
-
-LEFT, RIGHT = 0, 5  # red and cyan: the two synthetic classes furthest apart in hue
 
 
 def run_cli(*argv: str) -> tuple[int, str, str]:
@@ -31,14 +29,6 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     with redirect_stdout(out), redirect_stderr(err):
         code = main(list(argv))
     return code, out.getvalue(), err.getvalue()
-
-
-def mosaic(labels: list[int], enlarge: int = 8, seed: int = 3) -> np.ndarray:
-    """Synthetic class pictures side by side, enlarged `enlarge` times (nearest: the pictures' own pixels, as a
-    photo at a survey camera's resolution would hold one element per region)."""
-    rng = np.random.default_rng(seed)
-    row = np.concatenate([draw(label, rng) for label in labels], axis=1)
-    return np.kron(row, np.ones((enlarge, enlarge, 1), dtype=np.uint8))
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_element_map import LEFT, RIGHT, mosaic
 
-from conftest import CLASSES, draw, file_digest, make_survey
+from conftest import CLASSES, LEFT, RIGHT, draw, file_digest, make_survey, mosaic
 from heritage_cnn.base.names import cell_items
 from heritage_cnn.cli.main import main
 from heritage_cnn.inference.classifier import Classifier, find_photos, parse_elements_cell
