@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from heritage_cnn.apps.pipeline import evaluate_on
+from heritage_cnn.apps import pipeline
+from heritage_cnn.apps.pipeline import evaluate_on, run_report
 from heritage_cnn.cli.main import main
 from heritage_cnn.data.folders import find_layout
 from heritage_cnn.data.split import perceptual_hashes
@@ -191,3 +192,34 @@ def test_a_test_split_holding_trained_on_photos_is_warned_about_and_counted(
     assert main(["evaluate", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "clean")]) == 0
     assert "warning" not in capsys.readouterr().out
     assert json.loads((tmp_path / "clean" / "metrics.json").read_text())["trained_on_included"]["count"] == 0
+
+
+def test_a_report_into_an_earlier_one_shows_no_split_it_did_not_evaluate(
+    tiny_run, kaggle_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report of a folder with test/, then one of a folder without it, into one --out: the page showed the first
+    one's test split, headline included, as the second's."""
+    monkeypatch.setattr(pipeline, "FIGURE_STEPS", ())  # the evaluations are what is tested
+    out = tmp_path / "report"
+    run_report(str(tiny_run.checkpoint), str(kaggle_root), out, log=lambda _: None)
+    assert (out / "eval-test" / "metrics.json").exists()
+    without_test = shutil.copytree(kaggle_root / "train", tmp_path / "only" / "train")
+    page = run_report(str(tiny_run.checkpoint), str(without_test.parent), out, log=lambda _: None)
+    assert not any((out / "eval-test").iterdir()) and (out / "eval-val" / "metrics.json").exists()
+    html = page.read_text(encoding="utf-8")
+    assert "Test split" not in html and "on the validation split" in html
+
+
+def test_curves_an_earlier_report_drew_are_not_shown_for_a_model_without_history(tiny_run, tmp_path: Path) -> None:
+    """The page showed the curves an earlier report left in the folder as this model's, which has none."""
+    import dataclasses
+
+    from heritage_cnn.apps.report import build_html_report
+    from heritage_cnn.models.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    (tmp_path / "train").mkdir()
+    Image.new("RGB", (40, 30), "white").save(tmp_path / "train" / "curves.png")  # another model's
+    bare = dataclasses.replace(checkpoint, info={k: v for k, v in checkpoint.info.items() if k != "history"})
+    html = build_html_report(tmp_path, tmp_path / "index.html", bare).read_text(encoding="utf-8")
+    assert "training curves" not in html

@@ -324,14 +324,16 @@ def _evaluate_splits(
     negatives: str | None = None,
     name_skipped: Skipped | None = None,
 ) -> None:
-    """The model's validation split (when its recipe and the training folder allow) and the test split."""
+    """The model's validation split (when its recipe and the training folder allow) and the test split; a split
+    that an earlier run into `out` evaluated and this one does not loses its files, never shown as this model's."""
     common = {"progress": progress, "log": log, "negatives": negatives, "name_skipped": name_skipped}
-    if split_recipe(checkpoint) and layout.train.is_dir():
-        evaluate_split(checkpoint, data, layout, "val", out / eval_folder("val"), **common)
-    elif layout.test is None:
-        evaluate_split(checkpoint, data, layout, "auto", out / eval_folder("val"), **common)
-    if layout.test is not None:
-        evaluate_split(checkpoint, data, layout, "test", out / eval_folder("test"), **common)
+    own_val = bool(split_recipe(checkpoint)) and layout.train.is_dir()
+    splits = {"val": "val" if own_val else "auto"} if own_val or layout.test is None else {}
+    splits |= {"test": "test"} if layout.test is not None else {}
+    for folder, how in splits.items():
+        evaluate_split(checkpoint, data, layout, how, out / eval_folder(folder), **common)
+    for folder in {"val", "test"} - set(splits):
+        remove_stale(out / eval_folder(folder), [*EVALUATION_FILES, *OPEN_SET_FILES], [])
 
 
 def run_report(

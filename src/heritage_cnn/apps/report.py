@@ -353,7 +353,7 @@ def build_html_report(
         ("made", f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z} with heritage-cnn {__version__}"),
     ]
     sections = [_data_section(folder)]
-    if curves.exists():
+    if curves.exists() and history:  # no history: the curves in the folder are an earlier model's
         caption = (
             f"Loss and accuracy per epoch ({_epochs(len(history or []))}). Training figures are on "
             "augmented images; validation on the untouched duplicate-aware split."
