@@ -145,6 +145,9 @@ def test_the_inside_step_skips_and_lists_unreadable_photos(tiny_run, synthetic_r
     first.write_bytes(first.read_bytes()[:1500])
     (data / "vault" / "zero.png").write_bytes(b"")
     no_split = replace(load_checkpoint(tiny_run.checkpoint), path=None)  # no split.json: a training photo is shown
+    earlier = tmp_path / "out" / "inside" / "explain_another.jpg.png"  # a figure of an earlier report's photo
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(b"")
     lines: list[str] = []
     inside_step(no_split, str(data), find_layout(data), tmp_path / "out", lines.append)
     assert f"(photo: {data / 'altar' / '001.png'})" in lines[0]
@@ -153,6 +156,7 @@ def test_the_inside_step_skips_and_lists_unreadable_photos(tiny_run, synthetic_r
     inside = tmp_path / "out" / "inside"
     for pattern in ("feature_maps_001.png_layer1.png", "kernels_layer1.png", "deconv_*.png", "explain_001.png.png"):
         assert list(inside.glob(pattern)), pattern
+    assert not earlier.exists()  # else the page would show it as this model's
     # the page says so too, not only the log
     page = build_html_report(tmp_path / "out", tmp_path / "out" / "index.html", no_split).read_text(encoding="utf-8")
     assert f"2 unreadable file(s) skipped: {first}: corrupt or truncated image" in page

@@ -27,6 +27,7 @@ REPORT_PAGE = "index.html"
 TRAIN_FOLDER = "train"  # the training curves, drawn from the model's history
 SHIPPED_FOLDER = "shipped"  # the demo: the shipped model's evaluation beside the network it trained
 INSIDE_FOLDER, CLASS_IMAGES_FOLDER, ELEMENT_MAP_FOLDER = "inside", "class_images", "element_map"  # the figure steps
+INSIDE_FIGURES = ("feature_maps_*.png", "kernels_*.png", "deconv_*.png", "explain_*.png")  # what inside_step draws
 INSIDE_SKIPPED_FILE = "skipped.json"  # in INSIDE_FOLDER: the photos the inside step could not read, and why
 
 
@@ -79,6 +80,8 @@ def inside_step(
     inside = Path(out) / INSIDE_FOLDER
     network = checkpoint.member(member)
     photo, skipped = validation_photo(checkpoint, layout)
+    for stale in [path for pattern in INSIDE_FIGURES for path in inside.glob(pattern)]:  # an earlier run's, of
+        stale.unlink()  # another photo or layer: the report shows every figure of these names as this model's
     log(f"\n== look inside the network -> {shown(inside)}  (photo: {shown(photo)})")
     layers = deconvnet.deconv_layers(network.model)
     visualize.write_feature_maps(network, photo, inside, [layers[0]])
@@ -228,6 +231,7 @@ __all__ = [
     "ELEMENT_MAP_FILE",
     "ELEMENT_MAP_FOLDER",
     "FIGURE_STEPS",
+    "INSIDE_FIGURES",
     "INSIDE_FOLDER",
     "INSIDE_SKIPPED_FILE",
     "MAP_CELL_PX",
