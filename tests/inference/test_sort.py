@@ -24,9 +24,10 @@ from PIL import Image
 
 from conftest import draw, file_digest, make_survey
 from heritage_cnn.cli.main import main
-from heritage_cnn.inference import sort as sort_module
+from heritage_cnn.inference import sort_files
 from heritage_cnn.inference.classifier import Classifier
-from heritage_cnn.inference.sort import LOCK_NAME, TEMP_PREFIX, SortLocked, SortSummary, output_lock, sort_photos
+from heritage_cnn.inference.sort import LOCK_NAME, SortLocked, SortSummary, output_lock, sort_photos
+from heritage_cnn.inference.sort_files import TEMP_PREFIX
 from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -57,13 +58,13 @@ def _run_sort(model: Path, survey: Path, out: Path, slow_s: float = 0.0) -> subp
     """`sort_photos` in its own process (optionally with a slow disk: a pause after each copy)."""
     script = textwrap.dedent(f"""
         import shutil, sys, time
-        from heritage_cnn.inference import sort
+        from heritage_cnn.inference import sort, sort_files
         from heritage_cnn.inference.classifier import Classifier, find_photos
         copy = shutil.copy2
         def slow_copy(a, b):
             copy(a, b)
             time.sleep({slow_s})
-        sort.shutil.copy2 = slow_copy
+        sort_files.shutil.copy2 = slow_copy
         try:
             sort.sort_photos(Classifier.load({str(model)!r}), {str(survey)!r}, {str(out)!r}, 0.0, progress=False)
         except sort.SortLocked as error:
@@ -184,7 +185,7 @@ def test_file_system_without_hard_links(
     def no_links(source: object, target: object) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(sort_module.os, "link", no_links)
+    monkeypatch.setattr(sort_files.os, "link", no_links)
     survey = make_survey(synthetic_root, tmp_path / "survey")
     for mode in ("copy", "link"):
         out = tmp_path / mode

@@ -34,32 +34,26 @@ What it promises, and how:
   confident element's), `elements` and `destinations` (every placement) are two more columns, each a list in one
   cell (`base.names.cell_text`). An output folder is sorted one way only: mixing would leave photos filed once
   by a run that skips them as done.
+
+Placing one file (a copy published under a free name, a hard link or why not, the names manifest rows keep, the copy
+identical photos share, a killed run's temporary files) is `sort_files`'s; the manifest is `sort_manifest`'s, the
+settings' record `sort_settings`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from heritage_cnn.base.io import (
-    FolderBusy,
-    atomic_write_csv,
-    file_sha256,
-    folder_lock,
-    inside_input,
-    output_problem,
-    stale_temps,
-)
-from heritage_cnn.base.names import portable_name, shown
+from heritage_cnn.base.io import FolderBusy, atomic_write_csv, folder_lock, inside_input, output_problem
+from heritage_cnn.base.names import shown
 from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos
 from heritage_cnn.inference.element_map import with_elements
+from heritage_cnn.inference.sort_files import FOUND, NEW, SHARED, place, remove_stale_temps
 from heritage_cnn.inference.sort_manifest import (
     MANIFEST_FIELDS,
     MANIFEST_NAME,
@@ -77,18 +71,7 @@ UNCERTAIN = "_uncertain"  # one of the ten, unsure which
 NONE = "_none"  # none of the ten (open-set score below its threshold, or noise): checked before UNCERTAIN
 MIN_CONFIDENCE = 0.6  # below this top-class probability a photo is "uncertain": sort's default, the web page's
 LOCK_NAME = ".heritage-sort.lock"
-TEMP_PREFIX = ".heritage-sort-"
 SAVE_EVERY = 64  # photos between manifest saves
-# How one placement of a photo went: a new copy or link; its copy found already there by content, left by an earlier
-# run killed before its manifest; or the file of an identical photo (a manifest row's, or one placed in this run).
-NEW, FOUND, SHARED = "new", "found", "shared"
-NOT_LINKABLE = {
-    errno.EXDEV: "other file system",
-    errno.EPERM: "hard link not permitted",
-    errno.EACCES: "hard link not permitted",
-    errno.EMLINK: "too many links",
-    errno.ENOTSUP: "file system without hard links",
-}
 
 
 class SortLocked(FolderBusy):
@@ -203,96 +186,6 @@ def _class_folders(root: Path, classes: Iterable[str]) -> dict[str, Path]:
     return folders
 
 
-def _same_content(a: Path, b: Path) -> bool:
-    return a.stat().st_size == b.stat().st_size and file_sha256(a) == file_sha256(b)
-
-
-def _publish(temp: Path, name: Path) -> bool:
-    """Give the finished copy `temp` the name `name` unless that name exists (False): never an overwrite.
-
-    A hard link does it atomically; on a file system without hard links (FAT, exFAT) a rename after a
-    check, safe because the folder is locked against other sorts."""
-    try:
-        os.link(temp, name)
-        return True
-    except FileExistsError:
-        return False
-    except OSError as error:
-        if error.errno not in NOT_LINKABLE:
-            raise
-    if name.exists() or name.is_symlink():
-        return False
-    os.rename(temp, name)
-    return True
-
-
-def _candidates(folder: Path, name: str) -> Iterator[Path]:
-    """`name` made valid (`names.portable_name`: UTF-8, no control characters, at most 255 bytes), then
-    `-1`, `-2`, ... before the suffix."""
-    n = 0
-    while True:
-        yield folder / portable_name(name, n)
-        n += 1
-
-
-def _place(source: Path, folder: Path, mode: str, summary: SortSummary, taken: set[Path]) -> tuple[Path, str]:
-    """Put `source` in `folder` under a free name, or find it already there: (where it is, NEW, FOUND or SHARED).
-
-    `taken`: every file a manifest row names (as `sort_manifest.row_files` gives it) or this run placed. Such a name
-    is never given to another photo, even once its file is gone (moved or deleted by the user): teach would read the
-    newcomer as that row's photo. A taken file holding the same bytes is an identical photo's copy: shared (SHARED).
-    An untaken one holding them was placed by an earlier run killed before its manifest (FOUND). Adds the name used
-    to `taken`."""
-    temp = None
-    try:
-        for candidate in _candidates(folder, source.name):
-            if candidate.exists() or candidate.is_symlink():
-                if candidate.is_file() and not candidate.is_symlink() and _same_content(candidate, source):
-                    outcome = SHARED if candidate in taken else FOUND
-                    taken.add(candidate)
-                    return candidate, outcome
-                continue
-            if candidate in taken:  # a manifest row's copy, moved or deleted since: its name stays that row's
-                continue
-            if mode == "link" and temp is None:
-                try:
-                    os.link(source, candidate)  # fails if the name appeared meanwhile: never an overwrite
-                    summary.linked += 1
-                    taken.add(candidate)
-                    return candidate, NEW
-                except FileExistsError:
-                    continue
-                except OSError as error:
-                    if error.errno not in NOT_LINKABLE:
-                        raise
-                    reason = NOT_LINKABLE[error.errno]
-                    summary.copied_because[reason] = summary.copied_because.get(reason, 0) + 1
-            if temp is None:
-                fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
-                os.close(fd)
-                temp = Path(name)
-                shutil.copy2(source, temp)
-            if not _publish(temp, candidate):
-                continue
-            summary.copied += 1
-            taken.add(candidate)
-            return candidate, NEW
-    finally:
-        if temp is not None:
-            temp.unlink(missing_ok=True)
-    raise AssertionError("unreachable")
-
-
-def _remove_stale_temps(root: Path) -> None:
-    """Temporary copies left by a sort that was killed (only ours: the lock is held)."""
-    for folder in [root, *(p for p in root.iterdir() if p.is_dir() and not p.is_symlink())]:
-        for temp in folder.glob(f"{TEMP_PREFIX}*.tmp"):
-            temp.unlink(missing_ok=True)
-        for name in (MANIFEST_NAME, SKIPPED_NAME, SETTINGS_NAME):
-            for temp in stale_temps(folder, name):
-                temp.unlink(missing_ok=True)
-
-
 def _folder_names(prediction: Prediction, min_confidence: float) -> list[str]:
     """Where a photo goes: the folder of each element the map found (multi), most confident first, whatever the
     whole photo's answer (a west front can be none of the ten as a whole and hold three of them); else the
@@ -344,7 +237,7 @@ def sort_photos(
         raise ValueError(f"no photos found in {in_dir}{first}")
     target_root.mkdir(parents=True, exist_ok=True)
     with output_lock(target_root):
-        _remove_stale_temps(target_root)
+        remove_stale_temps(target_root)
         config = (map_config or MapConfig()) if multi else None
         return _sort_locked(
             classifier, (photos, problems), target_root, folders, min_confidence, mode, progress, config
@@ -371,7 +264,7 @@ def _file(
         folder = folders[name]
         folder.mkdir(exist_ok=True)
         _inside(target_root, folder)  # a class folder that is a symbolic link out of OUT is refused
-        destination, outcome = _place(source, folder, mode, summary, taken)
+        destination, outcome = place(source, folder, mode, summary, taken)
         destinations.append(destination)
         outcomes.append(outcome)
     if NEW in outcomes:
