@@ -232,7 +232,7 @@ def bench_shipped(root: Path, out: Path) -> dict[str, Any]:
     """The two shipped models as users get them (`--model default`, the ensemble, and `--model fast`, one
     network): accuracy on the validation split they were trained beside, and prediction speed (decode
     excluded; one photo end to end), each through the same code as `heritage evaluate` and `predict`."""
-    from heritage_cnn.apps.pipeline import evaluate_on
+    from heritage_cnn.apps.evaluation import evaluate_on
 
     figures: dict[str, Any] = {}
     for name in ("default", "fast"):

@@ -222,7 +222,7 @@ def tiny_mahalanobis(tiny_run, synthetic_root: Path, tmp_path_factory: pytest.Te
     """The tiny run with a Mahalanobis none-of-these record instead of `heritage train`'s default energy: its scale
     (thousands of units between a picture's tiles and tiles straddling two pictures) is what the element map's tests
     set their threshold by."""
-    from heritage_cnn.apps.pipeline import fit_none_of_these
+    from heritage_cnn.apps.evaluation import fit_none_of_these
     from heritage_cnn.models.checkpoint import load_checkpoint
 
     out = tmp_path_factory.mktemp("mahalanobis") / "tiny"

@@ -167,7 +167,7 @@ def test_evaluate_outputs(tiny_run, hostile_data: Path, tmp_path: Path) -> None:
 
 
 def test_report_escapes_names(tiny_run, hostile_data: Path, tmp_path: Path) -> None:
-    from heritage_cnn.apps.pipeline import evaluate_on
+    from heritage_cnn.apps.evaluation import evaluate_on
     from heritage_cnn.apps.report import build_html_report
     from heritage_cnn.base.io import atomic_write_json
     from heritage_cnn.data.check import check_dataset

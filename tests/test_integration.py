@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from heritage_cnn.apps.pipeline import split_recipe
+from heritage_cnn.apps.evaluation import split_recipe
 from heritage_cnn.cli.main import main
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.data.split import perceptual_hashes

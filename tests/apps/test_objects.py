@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import heritage_cnn
-from heritage_cnn.apps.pipeline import evaluate_on, run_report
+from heritage_cnn.apps.evaluation import evaluate_on
+from heritage_cnn.apps.pipeline import run_report
 from heritage_cnn.apps.serve import create_app
 from heritage_cnn.cli.main import main
 from heritage_cnn.data import folders

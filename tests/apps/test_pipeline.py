@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from heritage_cnn.apps import pipeline
-from heritage_cnn.apps.pipeline import evaluate_on, run_report
+from heritage_cnn.apps.evaluation import evaluate_on
+from heritage_cnn.apps.pipeline import run_report
 from heritage_cnn.cli.main import main
 from heritage_cnn.data.folders import find_layout
 from heritage_cnn.data.split import perceptual_hashes

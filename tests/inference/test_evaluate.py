@@ -167,12 +167,12 @@ def test_predict_logits_averages_the_views() -> None:
 def evaluate_reached(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """`heritage evaluate` with the model's loading and the evaluation replaced: what reaches the evaluation is
     recorded, so a refusal is seen to come before any photo is read or any output made."""
-    from heritage_cnn.apps import pipeline
+    from heritage_cnn.apps import evaluation
     from heritage_cnn.cli import evaluate
 
     reached: list[str] = []
     monkeypatch.setattr(evaluate, "load_model", lambda *args, **kwargs: None)
-    monkeypatch.setattr(pipeline, "evaluate_on", lambda model, data, *args, **kwargs: reached.append(data))
+    monkeypatch.setattr(evaluation, "evaluate_on", lambda model, data, *args, **kwargs: reached.append(data))
     return reached
 
 

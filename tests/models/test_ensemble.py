@@ -171,7 +171,7 @@ def test_an_ensemble_carries_the_test_time_views_every_tool_uses(
     members, ensemble_path: Path, synthetic_root: Path, tmp_path: Path
 ) -> None:
     """`views` in the JSON is what Classifier and evaluate average unless told otherwise; it costs its passes."""
-    from heritage_cnn.apps.pipeline import evaluate_on
+    from heritage_cnn.apps.evaluation import evaluate_on
     from heritage_cnn.inference.evaluate import predict_logits
 
     save_ensemble(tmp_path / "flip", members, views="flip")
@@ -261,7 +261,7 @@ def test_member_option_on_look_inside_commands(
 def test_evaluate_rebuilds_the_members_split_and_leaves_out_what_trained_them(
     ensemble_path: Path, tiny_run, synthetic_root: Path, tmp_path: Path
 ) -> None:
-    from heritage_cnn.apps.pipeline import choose_split, evaluate_on
+    from heritage_cnn.apps.evaluation import choose_split, evaluate_on
     from heritage_cnn.data.folders import find_layout
 
     quiet = {"log": lambda _: None}

@@ -1,1 +1,2 @@
-"""Workflows built from the layers below: the HTML report, the web server and its uploads, the demo and report pipelines."""
+"""Workflows built from the layers below: the HTML report, the web server and its uploads, the evaluation on a split,
+the demo and report pipelines."""

@@ -1,29 +1,19 @@
-"""Workflows that chain the tools: honest evaluation on a named split, fitting a model's "none of these" operating
-point on its own split (`fit_none_of_these`), the report, the demo.
+"""Workflows that chain the tools: the report (`run_report`) and the demo (`run_demo`), each evaluating the model on
+its splits (`heritage_cnn.apps.evaluation`) and drawing the figure steps; the model loaded once and passed on.
 
 The `heritage` command and Python users call the same functions; nothing here knows about argparse.
 Messages go through `log` (default `print`) so a caller can silence or capture them.
-
-Which images an evaluation scores is the point of this module. `evaluate_on(..., split="auto")` never
-silently mixes training images into a figure: it uses the official `test/` folder when there is one, with a
-warning that counts any photos in it the model trained on (by the record below); else, when the checkpoint
-records the perceptual hashes of the images that trained it (`info["trained_on"]`), every image within that
-Hamming distance of a training image is left out and counted (on the training folder this is the validation split again); else it scores every image and
-says loudly that it cannot tell trained-on images apart.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
+from heritage_cnn.apps.evaluation import Log, Model, evaluate_split, resolve_model, split_recipe
 from heritage_cnn.apps.steps import (
     CLASS_IMAGES_FOLDER,
     ELEMENT_MAP_FOLDER,
@@ -35,283 +25,14 @@ from heritage_cnn.apps.steps import (
     demo_run_folder,
     eval_folder,
 )
-from heritage_cnn.base.io import CheckpointError, atomic_write_json, output_problem
+from heritage_cnn.base.io import atomic_write_json, output_problem
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.check import DATA_CHECK_FILE
-from heritage_cnn.data.folders import ImageSet, Layout, find_layout, load_images, reuse_decoded, split_folder
-from heritage_cnn.inference.evaluate import (
-    EVALUATION_FILES,
-    Skipped,
-    compute_metrics,
-    predict_logits,
-    remove_stale,
-    tell_evaluation,
-    trained_on,
-    trained_on_mask,
-    write_evaluation,
-)
-from heritage_cnn.inference.openset_eval import OPEN_SET_FILES, open_set_section, scored_logits, written_files
-from heritage_cnn.inference.openset_fit import (
-    DEFAULT_RIDGE,
-    DEFAULT_SCORE,
-    REJECT_SHARE,
-    describe,
-    fit_operating_point,
-    save_with_point,
-)
-from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, load_checkpoint
-from heritage_cnn.models.openset import PENULTIMATE
-from heritage_cnn.models.openset_point import CANNOT_REJECT, OperatingPoint, with_override
-from heritage_cnn.models.views import TTA_WORDS
+from heritage_cnn.data.folders import Layout, find_layout, reuse_decoded
+from heritage_cnn.inference.evaluate import EVALUATION_FILES, Skipped, remove_stale
+from heritage_cnn.inference.openset_eval import OPEN_SET_FILES
+from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.training.recipes import RECIPES
-
-Log = Callable[[str], None]
-# what a workflow's `model` may be: a loaded checkpoint, or a pair, run folder or shipped name (None: the default)
-Model = str | os.PathLike | Checkpoint | None
-SPLITS = ("auto", "test", "val", "unseen", "all")
-TTA_LABELS = {mode: "" if mode == "none" else f", TTA ({words})" for mode, words in TTA_WORDS.items()}
-
-
-def resolve_model(model: Model, device: str = "cpu") -> Checkpoint:
-    """The checkpoint a workflow works on: a loaded one as it is, else loaded (once) from `model`."""
-    return model if isinstance(model, Checkpoint) else load_checkpoint(model, device=device)
-
-
-def split_recipe(checkpoint: Checkpoint) -> dict[str, Any] | None:
-    """The recipe that rebuilds the model's validation split: its own, or an ensemble's first member's
-    (the members share one split; `heritage_cnn.models.checkpoint.save_ensemble` refuses to save members trained on others)."""
-    return checkpoint.info.get("recipe") or checkpoint.member(0).info.get("recipe")
-
-
-def choose_split(layout: Layout, checkpoint: Checkpoint, split: str = "auto") -> str:
-    """`auto`: test when the folder has test/, else unseen when the checkpoint records its training images, else all."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    if split != "auto":
-        return split
-    if layout.test is not None:
-        return "test"
-    return "unseen" if trained_on(checkpoint) is not None else "all"
-
-
-def _validation_images(checkpoint: Checkpoint, data: str, log: Log) -> tuple[ImageSet, str]:
-    from heritage_cnn.training.config import TrainConfig
-    from heritage_cnn.training.prepare import prepare_data
-
-    recipe = split_recipe(checkpoint)
-    if not recipe:
-        raise CheckpointError(f"{checkpoint.path}: has no training recipe, so its validation split cannot be rebuilt")
-    config = TrainConfig.from_dict({**recipe, "data": data, "out": "-", "progress": False})
-    _, _, images = prepare_data(config, log=lambda _: None)
-    if images.classes != checkpoint.classes:
-        raise ValueError(f"{data}: classes {images.classes} differ from the model's {checkpoint.classes}")
-    return (
-        images,
-        f"validation split (duplicate-aware, stratified, seed {config.split.seed}, {len(images)} images) of {data}",
-    )
-
-
-def _select(
-    checkpoint: Checkpoint, data: str, layout: Layout, split: str, progress: bool, log: Log
-) -> tuple[ImageSet, str, dict[str, Any]]:
-    """The images a split scores, a description for titles, and what was left out or mixed in."""
-    if split == "val":
-        images, described = _validation_images(checkpoint, data, log)
-        # rebuilt from another copy of the data (fewer photos, other files), the split can hold photos the model
-        # trained on: those are left out too, as for --split unseen
-        return _unseen(checkpoint, images, described, str(data), log, rebuilt=True)
-    folder = split_folder(layout, "test" if split == "test" else "train")
-    images = load_images(folder, classes=checkpoint.classes, progress=progress)
-    missing = [c for c, n in zip(checkpoint.classes, images.class_counts(), strict=True) if n == 0]
-    if missing:
-        log(f"note: no images of {len(missing)} model class(es) in the folder: {', '.join(missing)}")
-    if split == "unseen":
-        return _unseen(checkpoint, images, f"images of {folder} the model did not train on", str(folder), log)
-    return _every_image(checkpoint, images, split, data if split == "test" else str(folder), log)
-
-
-def _every_image(
-    checkpoint: Checkpoint, images: ImageSet, split: str, where: str, log: Log
-) -> tuple[ImageSet, str, dict]:
-    """Every image of test/ (`split` "test") or of the training folder ("all"), those the model trained on counted
-    and warned about, by its record (test/ may hold copies of training photos); --split all without a record warns
-    that they cannot be told apart (test/ is meant to hold none: a note)."""
-    seen = trained_on_mask(checkpoint, images)
-    described = f"test split of {where}" if split == "test" else f"all of {where}"
-    if seen is None:
-        if split == "all":
-            log(
-                f"WARNING: {checkpoint.path} does not record which images trained it, so trained-on images cannot be "
-                f"told apart: the figure below may include them and overstate accuracy"
-            )
-        else:
-            log(f"note: {checkpoint.path} does not record which images trained it: test/ cannot be checked for them")
-        return images, f"{described} ({len(images)} images)", {"trained_on_known": False}
-    count = int(seen[0].sum())
-    if count:
-        what = "--split all" if split == "all" else "the test split"
-        log(f"warning: {what} includes {count} of {len(images)} images the model {seen[1]}")
-    extra = {"trained_on_known": True, "trained_on_included": {"count": count, "reason": seen[1]}}
-    trained = f", {count} trained on" if count or split == "all" else ""
-    return images, f"{described} ({len(images)} images{trained})", extra
-
-
-def _unseen(
-    checkpoint: Checkpoint, images: ImageSet, described: str, where: str, log: Log, rebuilt: bool = False
-) -> tuple[ImageSet, str, dict]:
-    """`images` less those the model trained on; with no record, all of them (a rebuilt split silently, since it
-    was drawn to leave the training photos out; any other folder with a warning)."""
-    seen = trained_on_mask(checkpoint, images)
-    if seen is None:
-        if not rebuilt:
-            log(
-                f"WARNING: {checkpoint.path} does not record which images trained it, so trained-on images cannot "
-                f"be told apart: the figure below may include them and overstate accuracy"
-            )
-        if rebuilt:
-            return images, described, {}
-        return images, f"all of {where} ({len(images)} images)", {"trained_on_known": False}
-    mask, reason = seen
-    count = int(mask.sum())
-    if count == len(images):
-        raise ValueError(
-            f"{where}: all {count} images were {reason}: nothing unseen to evaluate (--split all scores them)"
-        )
-    if count or not rebuilt:
-        log(f"excluded {count} of {len(images)} images: {reason}")
-    kept = images.subset(np.flatnonzero(~mask))
-    kept.skipped = images.skipped
-    extra = {"trained_on_known": True, "excluded": {"count": count, "of": len(images), "reason": reason}}
-    return kept, (described if rebuilt and not count else f"{described} ({len(kept)} of {len(images)})"), extra
-
-
-def evaluate_on(
-    model: Model,
-    data: str | os.PathLike,
-    split: str = "auto",
-    out: str | os.PathLike = "eval",
-    tta: str | None = None,
-    device: str = "cpu",
-    progress: bool = False,
-    log: Log = print,
-    none_threshold: float | None = None,
-    negatives: str | os.PathLike | None = None,
-    name_skipped: Skipped | None = None,
-) -> dict[str, Any]:
-    """Evaluate a model on one split of a data folder, write the figures to `out`, return the metrics.
-
-    `model`: a loaded `Checkpoint`, or a checkpoint pair, run folder or shipped name (None: the shipped
-    default) loaded on `device`. `tta`: the test-time views ("none", "flip", "multi"); None, the model's own
-    (`Checkpoint.views`), so that the figures are those of the model as `heritage predict` uses it.
-
-    Splits: test (DIR/test), val (the model's own validation split, rebuilt from its recipe), unseen
-    (the folder's images that did not train the model), all (every image, trained-on ones counted),
-    auto (test, else unseen, else all; see the module's docstring).
-
-    A model with a "none of these" operating point (its threshold, or `none_threshold`) also gets the open-set
-    section (`heritage_cnn.inference.openset_eval`), with the ROC against `negatives`, a folder of photos of none of the ten.
-
-    Each file of the data or of `negatives` that could not be read is skipped, listed in metrics.json (`skipped`,
-    `negatives_skipped`) and named: to `name_skipped(path, reason)`, by default in a line through `log`. Files of
-    an earlier evaluation in `out` that this one did not write (its open-set figures, say) are removed.
-    """
-    checkpoint = resolve_model(model, device)
-    layout = find_layout(data)
-    return evaluate_split(
-        checkpoint, str(data), layout, split, out, tta, progress, log, none_threshold, negatives, name_skipped
-    )
-
-
-def _operating_point(
-    checkpoint: Checkpoint, none_threshold: float | None, negatives: str | os.PathLike | None, log: Log
-) -> OperatingPoint | None:
-    """The "none of these" operating point an evaluation uses (`none_threshold` replacing the model's threshold)."""
-    point = with_override(checkpoint.open_set, none_threshold, checkpoint.path)
-    if point is None and negatives is not None:
-        raise ValueError(f"--negatives: {checkpoint.path} has no none-of-these score to tell them apart with")
-    if point is None:
-        log(f"note: {CANNOT_REJECT}")
-    return point
-
-
-def evaluate_split(
-    checkpoint: Checkpoint,
-    data: str,
-    layout: Layout,
-    split: str = "auto",
-    out: str | os.PathLike = "eval",
-    tta: str | None = None,
-    progress: bool = False,
-    log: Log = print,
-    none_threshold: float | None = None,
-    negatives: str | os.PathLike | None = None,
-    name_skipped: Skipped | None = None,
-) -> dict[str, Any]:
-    """`evaluate_on` for a loaded model and a data folder whose layout is known; `data` is the folder as the
-    caller named it, for the titles and metrics.json."""
-    point = _operating_point(checkpoint, none_threshold, negatives, log)
-    tta = checkpoint.views if tta is None else tta
-    split = choose_split(layout, checkpoint, split)
-    images, described, extra = _select(checkpoint, data, layout, split, progress, log)
-    if point is None:
-        logits = predict_logits(checkpoint.model, images.images, checkpoint.normalise, tta=tta, progress=progress)
-    else:
-        logits, scores = scored_logits(checkpoint, point, images.images, tta, progress=progress)
-    probabilities = torch.softmax(logits.float(), 1).cpu().numpy()
-    labels = images.labels.numpy()
-    metrics = compute_metrics(labels, probabilities, checkpoint.display_names)
-    title = shown(f"{Path(str(checkpoint.path)).name} on the {described}{TTA_LABELS[tta]}")  # text in figures
-    extra = {"model": str(checkpoint.path), "data": data, "split": split, "tta": tta, **extra}
-    if point is not None:
-        noise, overridden = point.noise(images.images), none_threshold is not None
-        extra["open_set"] = open_set_section(
-            checkpoint, point, scores, noise, probabilities, labels, out, negatives, tta, overridden, log
-        )
-    extra["skipped"] = [{"path": p, "reason": r} for p, r in images.skipped]
-    if negatives is not None:  # beside the data's, where a reader looks for what was skipped
-        extra["negatives_skipped"] = extra["open_set"]["negatives"].pop("skipped")
-    paths = write_evaluation(out, metrics, checkpoint.display_names, title, extra, images.images, probabilities, labels)
-    written = [path.name for path in paths.values()] + written_files(extra.get("open_set"))
-    removed = remove_stale(out, [*EVALUATION_FILES, *OPEN_SET_FILES], written)
-    tell_evaluation(metrics, extra, Path(out), written, removed, TTA_LABELS[tta], log, name_skipped)
-    return metrics
-
-
-def fit_none_of_these(
-    checkpoint: Checkpoint,
-    data: str | os.PathLike,
-    out: str | os.PathLike,
-    score: str = DEFAULT_SCORE,
-    layer: str = PENULTIMATE,
-    ridge: float = DEFAULT_RIDGE,
-    reject_share: float = REJECT_SHARE,
-    command: str | None = None,
-    log: Log = print,
-) -> Path:
-    """(Re)fit a model's "none of these" operating point on a data folder and write the model with it as a new
-    checkpoint at `out` (the model's own files are never written): the class statistics on the photos its recorded
-    split trained on, the threshold on its validation photos less any it trained on (as `evaluate --split val`)."""
-    from heritage_cnn.training.config import TrainConfig
-    from heritage_cnn.training.prepare import prepare_data
-
-    existing = [path for path in checkpoint_files(out) if path.exists()]
-    if existing:
-        raise ValueError(f"{existing[0]}: already exists; the fitted model is written as a new checkpoint")
-    recipe = split_recipe(checkpoint)
-    if not recipe:
-        raise CheckpointError(f"{checkpoint.path}: has no training recipe, so its split cannot be rebuilt")
-    config = TrainConfig.from_dict({**recipe, "data": str(data), "out": "-", "progress": False})
-    _, train_set, val_set = prepare_data(config, log=lambda _: None)
-    if train_set.classes != checkpoint.classes:
-        raise ValueError(f"{data}: classes {train_set.classes} differ from the model's {checkpoint.classes}")
-    val, _, _ = _unseen(checkpoint, val_set, "validation split", str(data), log, rebuilt=True)
-    log(f"fitting on {len(train_set)} training and {len(val)} validation photos of {data}")
-    point = fit_operating_point(checkpoint, train_set, val.images, score, layer, ridge, reject_share, command)
-    weights = save_with_point(checkpoint, point, out)
-    load_checkpoint(weights)  # the pair just written must load: a write that cannot be read back fails here
-    log(describe(point))
-    log("written: " + " + ".join(shown(path) for path in checkpoint_files(weights)))  # both, folder and all
-    return weights
 
 
 def _evaluate_splits(

@@ -80,7 +80,7 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
       heritage data none-fit --model runs/a --data data/ahe64 --out runs/a/none
       heritage data none-fit --model default --data data/ahe64 --score mahalanobis --ridge 1e-4 --out /tmp/default
     """
-    from heritage_cnn.apps.pipeline import fit_none_of_these
+    from heritage_cnn.apps.evaluation import fit_none_of_these
     from heritage_cnn.data.folders import reuse_decoded
     from heritage_cnn.inference.openset_fit import default_score
     from heritage_cnn.models.openset import SingularCovariance
@@ -106,7 +106,7 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
 def _check_fit_folder(checkpoint: Checkpoint, data: str, out: str) -> None:
     """Before any fitting: the output is new, and `data` is the folder the model trained on (its rebuilt split's
     training side is among the photos it records), so that the class statistics describe photos it trained on."""
-    from heritage_cnn.apps.pipeline import split_recipe
+    from heritage_cnn.apps.evaluation import split_recipe
     from heritage_cnn.inference.openset_fit import check_trained_on
     from heritage_cnn.models.checkpoint import checkpoint_files
     from heritage_cnn.training.config import TrainConfig

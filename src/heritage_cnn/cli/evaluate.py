@@ -1,4 +1,5 @@
-"""`heritage evaluate | report | demo`: thin shells over `heritage_cnn.apps.pipeline`."""
+"""`heritage evaluate | report | demo`: thin shells over `heritage_cnn.apps.evaluation` (evaluate) and
+`heritage_cnn.apps.pipeline` (report, demo)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
       heritage evaluate --data data/ahe64 --split val --negatives data/negatives/reporting --out runs/none
       heritage evaluate --model runs/a/last.safetensors --data my_photos --out runs/mine
     """
-    from heritage_cnn.apps.pipeline import evaluate_on
+    from heritage_cnn.apps.evaluation import evaluate_on
 
     data = data_folder(args.data)
     check_paths(data, args.out, args.negatives)

@@ -1,7 +1,7 @@
 """The "none of these" part of an evaluation: the open-set score on the evaluated photos (and on photos of none of
 the ten, given a folder of them), the operating point and what it costs on the ten.
 
-`heritage evaluate` (`pipeline.evaluate_on`) scores the photos in the same float32 pass as its logits
+`heritage evaluate` (`evaluation.evaluate_on`) scores the photos in the same float32 pass as its logits
 (`scored_logits`), then `open_set_section` writes `open_set_scores.png` (the histogram of the score, the threshold
 drawn), `open_set_roc.png` (given negatives: the ROC curve, its AUROC and the operating point on it) and
 `open_set.md`, and returns the figures that metrics.json keeps under `open_set`; the HTML report shows them

@@ -6,7 +6,7 @@ that at most 3 % of photos of the ten are called "none" (the validation photos a
 model has not seen; they set the threshold); and the noise check's threshold just below the least correlated of those
 photos (`openset_point.NOISE_MARGIN`), so that it calls none of them noise. `fit_operating_point` does it for a loaded checkpoint and two sets of
 photos; `heritage train` calls it at the end of a run (`fit_for_run`), `heritage data none-fit` on any checkpoint
-and a data folder (`pipeline.fit_none_of_these`). Every pass goes through `Classifier`, as predictions do (batch
+and a data folder (`evaluation.fit_none_of_these`). Every pass goes through `Classifier`, as predictions do (batch
 norm folded, the model's own test-time views), in float32 on every CPU and GPU (no bf16 autocast, no TF32): the same
 model gets the same statistics and threshold on an AVX2 CPU, on one with bf16 in hardware and on a GPU, and
 `heritage evaluate` (float32) reports the share the fit chose. A device that predicts in bf16 or TF32 computes the
