@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from conftest import declared_png
 from heritage_cnn.base.names import NAME_MAX, shown
 from heritage_cnn.cli.main import main
-from heritage_cnn.data.folders import DatasetError
+from heritage_cnn.data.folders import DatasetError, list_images
 from heritage_cnn.inside import visualize
 from heritage_cnn.models.checkpoint import load_checkpoint
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def write_bad_files(root: Path, photo: Path) -> list[Path]:
@@ -29,9 +25,8 @@ def write_bad_files(root: Path, photo: Path) -> list[Path]:
     bad[0].write_bytes(photo.read_bytes()[:1500])
     bad[1].write_bytes(b"")
     bad[2].write_text("not a photo\n")
-    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     huge = root / "vault" / "huge.png"
-    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IEND", b""))
+    huge.write_bytes(declared_png(100_000, 100_000))
     return [*bad, huge]
 
 
@@ -63,8 +58,10 @@ def test_a_folder_of_only_unreadable_files_is_one_error(tiny_run, tmp_path: Path
         (data / name).mkdir(parents=True)
     write_bad_files(data, synthetic_root / "altar" / "000.png")
     classes = load_checkpoint(tiny_run.checkpoint).classes
-    with pytest.raises(DatasetError, match="none of the 4 image files tried could be read"):
+    with pytest.raises(DatasetError, match="none of the 4 image files tried could be read") as refused:
         visualize.sample_images(data, classes, limit=10)
+    files = list_images(data, classes).files  # tried in the seeded order: the first of it is named
+    assert str(refused.value).endswith(f"(first: {files[np.random.default_rng(0).permutation(len(files))[0]]})")
 
 
 @pytest.mark.parametrize("limit", [[], ["--limit", "240"]])

@@ -386,8 +386,9 @@ def sample_images(
                     skipped.append((str(files[i]), item))
                 else:
                     kept[i] = item
-    if not kept:
-        raise DatasetError(f"{folder}: none of the {tried} image files tried could be read (first: {skipped[-1][0]})")
+    if not kept:  # every file tried failed to decode: the first of those is named (the listing's own come before)
+        first = skipped[len(listing.skipped)][0]
+        raise DatasetError(f"{folder}: none of the {tried} image files tried could be read (first: {first})")
     arrays = [kept[i] for i in sorted(kept)]
     return Sample(torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous(), len(files), skipped)
 
