@@ -8,8 +8,10 @@ import hashlib
 import os
 import select
 import shutil
+import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +81,17 @@ def mosaic(labels: list[int], enlarge: int = 8, seed: int = 3) -> np.ndarray:
     rng = np.random.default_rng(seed)
     row = np.concatenate([draw(label, rng) for label in labels], axis=1)
     return np.kron(row, np.ones((enlarge, enlarge, 1), dtype=np.uint8))
+
+
+def declared_png(width: int, height: int) -> bytes:
+    """A PNG of a few hundred bytes whose header declares width x height pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * 4096)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
 
 
 def make_dataset(

@@ -20,7 +20,6 @@ import pytest
 from _serve_helpers import (
     cards,
     class_images,
-    declared_png,
     open_page,
     overflow,
     photo_with_confidence,
@@ -29,7 +28,7 @@ from _serve_helpers import (
 )
 from PIL import Image
 
-from conftest import CLASSES, cli_server, draw, server_process
+from conftest import CLASSES, cli_server, declared_png, draw, server_process
 from heritage_cnn.data.decode import decode_image
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.sort import MIN_CONFIDENCE

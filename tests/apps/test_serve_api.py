@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _serve_helpers import class_images, declared_png, photo_with_confidence, png_bytes
+from _serve_helpers import class_images, photo_with_confidence, png_bytes
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import CLASSES
+from conftest import CLASSES, declared_png
 from heritage_cnn.apps.serve import allowed_hosts, create_app, listen
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.sort import MIN_CONFIDENCE

@@ -12,11 +12,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from _serve_helpers import declared_png, open_page, overflow, settled
+from _serve_helpers import open_page, overflow, settled
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from conftest import CLASSES, draw, server_process
+from conftest import CLASSES, declared_png, draw, server_process
 from heritage_cnn.apps import routes
 from heritage_cnn.apps.routes import MAPS_AT_ONCE, PREDICTIONS_AT_ONCE
 from heritage_cnn.apps.serve import create_app

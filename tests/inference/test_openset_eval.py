@@ -141,8 +141,7 @@ def test_report_passes_negatives_to_its_evaluations(
 
 def _unreadable_negatives(root: Path) -> dict[str, str]:
     """Eight valid none-photos and four files that cannot be read, by name: what each one's reason says."""
-    import struct
-    import zlib
+    from conftest import declared_png
 
     root.mkdir()
     rng = np.random.default_rng(9)
@@ -151,11 +150,7 @@ def _unreadable_negatives(root: Path) -> dict[str, str]:
     (root / "empty.jpg").write_bytes(b"")
     (root / "text.jpg").write_text("not a photo\n")
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0))
-    (root / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 8)))
+    (root / "huge.png").write_bytes(declared_png(100_000, 100_000))
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(buffer, "JPEG")
     (root / "truncated.jpg").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 3])
