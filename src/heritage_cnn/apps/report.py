@@ -16,10 +16,6 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 from heritage_cnn.apps.steps import (
     CLASS_IMAGES_FOLDER,
     ELEMENT_MAP_FILE,

@@ -13,13 +13,14 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.patches import Rectangle
 
 from heritage_cnn.base.io import atomic_path
 
@@ -27,14 +28,22 @@ DPI = 120
 PERCENTILE = 99.0  # maps are clipped at this percentile of |map| before display
 
 
-def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
-    """Write a matplotlib figure as PNG atomically and close it."""
+def new_figure(rows: int = 1, columns: int = 1, figsize: tuple[float, float] | None = None, **subplots: Any) -> Any:
+    """(figure, axes): a figure made without pyplot and its grid of axes (`Figure.subplots`' arguments and return).
+
+    Outside pyplot, a figure belongs to no backend and no global list: importing this package leaves a notebook's
+    backend as it was, nothing needs closing, and threads (the web server's) may draw at once. Matplotlib's own
+    advice for figures made in a server: https://matplotlib.org/stable/gallery/user_interfaces/web_application_server_sgskip.html
+    """
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, columns, **subplots)
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
+    """Write a matplotlib figure as PNG atomically."""
     path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
-    finally:
-        plt.close(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format="png")
     return path
 
 
@@ -84,7 +93,7 @@ def image_grid(
 ) -> Path:
     """A figure of (N, 3, H, W) images in [0, 1], `columns` wide, a title above and an optional caption below."""
     rows = math.ceil(len(images) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.45 * columns, 1.65 * rows), squeeze=False)
+    fig, axes = new_figure(rows, columns, figsize=(1.45 * columns, 1.65 * rows), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < len(images):
@@ -118,14 +127,14 @@ def signed_to_rgb(x: np.ndarray, percentile: float = 100.0) -> np.ndarray:
 
 
 def overlay(
-    ax: plt.Axes,
+    ax: Axes,
     photo: np.ndarray,
     heat: np.ndarray,
     signed: bool = False,
     alpha: float = 0.55,
     percentile: float = PERCENTILE,
     label: str = "",
-) -> matplotlib.image.AxesImage:
+) -> AxesImage:
     """A map over a photo, clipped at `percentile` of |map|, with a colour bar.
 
     Signed maps use a diverging map centred on zero (red > 0 > blue), others `inferno` from zero."""
@@ -144,14 +153,10 @@ def overlay(
     return shown
 
 
-def draw_box(
-    ax: plt.Axes, box: tuple[int, int, int, int], colour: str = "#00e5ff", width: float = 1.5
-) -> matplotlib.patches.Rectangle:
+def draw_box(ax: Axes, box: tuple[int, int, int, int], colour: str = "#00e5ff", width: float = 1.5) -> Rectangle:
     """Outline a receptive field (top, left, bottom, right; bottom/right exclusive, in image pixels).
 
     The box is clipped to the image it is drawn on (a window reaching over the edge is padding there)."""
-    from matplotlib.patches import Rectangle
-
     top, left, bottom, right = box
     image = ax.get_images()[0].get_array() if ax.get_images() else None
     if image is not None:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from PIL import Image
 
 from heritage_cnn.base.figures import draw_box, png_data_url, save_figure
@@ -28,7 +28,7 @@ def draw_element_map(emap: ElementMap, path: str | os.PathLike) -> Path:
     columns = 5
     rows = -(-len(emap.classes) // columns)
     aspect = h / w
-    fig = plt.figure(figsize=(10, 10 * aspect * 0.6 + 2.2 * rows * max(aspect, 0.3)))
+    fig = Figure(figsize=(10, 10 * aspect * 0.6 + 2.2 * rows * max(aspect, 0.3)))
     grid = fig.add_gridspec(1 + rows, columns, height_ratios=[3 * max(aspect, 0.3) * columns / 3] + [1] * rows)
     ax = fig.add_subplot(grid[0, :])
     ax.imshow(photo)

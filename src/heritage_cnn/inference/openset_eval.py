@@ -321,14 +321,12 @@ def _filed_rows(negatives: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _plot_scores(positives: np.ndarray, negatives: np.ndarray | None, point: OperatingPoint, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from heritage_cnn.base.figures import save_figure
+    from heritage_cnn.base.figures import new_figure, save_figure
 
     every = positives if negatives is None else np.r_[positives, negatives]
     low = float(np.percentile(every, 1))  # a long tail of very unlike photos would squeeze the rest
     edges = np.linspace(min(low, point.threshold), max(float(every.max()), point.threshold), 51)
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    fig, ax = new_figure(figsize=(7, 3.6))
     for scores, label, alpha in ((positives, "evaluated photos", 0.7), (negatives, "none-photos", 0.6)):
         if scores is not None:  # each set as shares of itself: sets of different sizes side by side
             weights = np.full(len(scores), 1 / len(scores))
@@ -344,11 +342,9 @@ def _plot_scores(positives: np.ndarray, negatives: np.ndarray | None, point: Ope
 
 
 def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, auroc: float, kept: float, filed: float, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from heritage_cnn.base.figures import new_figure, save_figure
 
-    from heritage_cnn.base.figures import save_figure
-
-    fig, ax = plt.subplots(figsize=(4.4, 4.2))
+    fig, ax = new_figure(figsize=(4.4, 4.2))
     ax.plot(fpr, tpr, label=f"AUROC {auroc:.3f}")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.plot([filed], [kept], "o", color="tab:red", label=f"operating point: {kept:.1%} kept, {filed:.1%} filed")

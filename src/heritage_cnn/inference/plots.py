@@ -5,13 +5,9 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 
-from heritage_cnn.base.figures import save_figure
+from heritage_cnn.base.figures import new_figure, save_figure
 
 CELL_FONT_PT = 10  # confusion-matrix cell text: 10 pt at 120 dpi is 16.7 px, at least 14 px on a 1280 px page
 
@@ -26,7 +22,7 @@ def plot_confusion_matrix(
     with np.errstate(invalid="ignore", divide="ignore"):
         normalised = np.nan_to_num(matrix / matrix.sum(axis=1, keepdims=True))
     side = min(8.5, max(5.0, 0.62 * len(class_names) + 1.8))
-    fig, ax = plt.subplots(figsize=(side + 1.6, side))
+    fig, ax = new_figure(figsize=(side + 1.6, side))
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, label="share of the true class (row)")
     for i in range(matrix.shape[0]):
@@ -63,7 +59,7 @@ def plot_errors(
     """A gallery of mistakes: each photo with its true class, the prediction and its probability."""
     count = len(images)
     rows = max(1, -(-count // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.9, rows * 2.3), squeeze=False)
+    fig, axes = new_figure(rows, columns, figsize=(columns * 1.9, rows * 2.3), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, image, true, predicted, confidence in zip(
@@ -80,7 +76,7 @@ def plot_errors(
 
 def plot_calibration(bins: Sequence[dict[str, float]], ece: float, path: str | os.PathLike) -> None:
     """Reliability diagram: accuracy per confidence bin against the diagonal, and how many images fall in each bin."""
-    fig, (ax, ax_hist) = plt.subplots(2, 1, figsize=(4.6, 5.2), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    fig, (ax, ax_hist) = new_figure(2, 1, figsize=(4.6, 5.2), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     centres = [(b["low"] + b["high"]) / 2 for b in bins]
     width = bins[0]["high"] - bins[0]["low"] if bins else 0.1
     ax.bar(centres, [b["accuracy"] for b in bins], width=width * 0.95, color="tab:blue", alpha=0.8, label="accuracy")

@@ -198,9 +198,7 @@ def queue_rows(review: Review) -> list[dict[str, Any]]:
 
 def contact_sheets(review: Review, out: Path, photos: int) -> list[Path]:
     """PNG grids of the first `photos` flagged photos in queue order, each titled `#rank given -> suggested p`."""
-    import matplotlib.pyplot as plt
-
-    from heritage_cnn.base.figures import save_figure
+    from heritage_cnn.base.figures import new_figure, save_figure
 
     flagged = [i for i in review.order.tolist() if review.flagged[i]][:photos]
     labels = review.images.labels.numpy()
@@ -209,7 +207,7 @@ def contact_sheets(review: Review, out: Path, photos: int) -> list[Path]:
     for sheet in range(math.ceil(len(flagged) / per_sheet)):
         chunk = flagged[sheet * per_sheet : (sheet + 1) * per_sheet]
         rows = math.ceil(len(chunk) / SHEET_COLUMNS)
-        fig, axes = plt.subplots(rows, SHEET_COLUMNS, figsize=(SHEET_COLUMNS * 1.5, rows * 1.75), squeeze=False)
+        fig, axes = new_figure(rows, SHEET_COLUMNS, figsize=(SHEET_COLUMNS * 1.5, rows * 1.75), squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
         for k, i in enumerate(chunk):

@@ -5,18 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-from heritage_cnn.base.figures import save_figure
+from heritage_cnn.base.figures import new_figure, save_figure
 
 
 def plot_training_curves(history: Sequence[dict[str, float]], path: str | os.PathLike) -> None:
     """Loss and accuracy per epoch, training and validation side by side."""
     epochs = [row["epoch"] for row in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax_loss, ax_acc) = new_figure(1, 2, figsize=(10, 3.8))
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train (augmented)")
     ax_loss.plot(epochs, [r["val_loss"] for r in history], "o-", label="validation")
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
