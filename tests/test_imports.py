@@ -131,6 +131,19 @@ def test_classifier_is_importable_from_the_package_which_stays_light() -> None:
     assert result.stdout.split() == ["False", heritage_cnn.__version__]
 
 
+def test_importing_the_package_leaves_matplotlib_as_the_user_set_it() -> None:
+    """Every module was imported with `matplotlib.use("Agg")` at its top, which switched a notebook's backend for the
+    rest of the session; figures are made without pyplot, so neither the backend nor pyplot's state is touched."""
+    names = [name for name in module_names() if not name.endswith("__main__")]
+    code = (
+        "import importlib, sys, matplotlib; matplotlib.use('svg')\n"
+        f"for name in {names!r}: importlib.import_module(name)\n"
+        "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["svg", "False"]
+
+
 MAX_MODULE_LINES = 450  # a module longer than this holds two ideas: split it
 
 

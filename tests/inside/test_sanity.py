@@ -123,3 +123,29 @@ def test_gradient_maps_sum_magnitudes_over_channels() -> None:
     assert (summed >= largest - 1e-7).all() and (summed <= 3 * largest + 1e-7).all()
     with pytest.raises(ValueError, match="channels"):
         explain.attribute("saliency", model, x, 0, channels="mean")
+
+
+def test_the_cascade_draws_from_a_stream_of_its_own() -> None:
+    """The caller's random draws between steps are those it makes without the cascade, and take nothing from it:
+    the randomised weights depend on the seed alone."""
+    model = tiny_net(blocks=(1, 2))
+    torch.manual_seed(7)
+    expected = [torch.rand(3) for _ in range(5)]  # the caller's draws, without the cascade
+    torch.manual_seed(7)
+    steps, drawn = [], []
+    for name, randomised in sanity.cascading_randomisation(model, seed=1):
+        drawn.append(torch.rand(3))  # the caller draws between steps
+        steps.append((name, randomised))
+    assert all(torch.equal(a, b) for a, b in zip(drawn, expected, strict=True))
+    torch.manual_seed(123)  # another state of the caller's stream, and no draws between steps
+    alone = list(sanity.cascading_randomisation(model, seed=1))
+    for (name, a), (_, b) in zip(steps, alone, strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)), (
+            name
+        )
+    # worked out directly: the first step is head.fc2 re-initialised from the seed's stream
+    torch.manual_seed(1)
+    fc2 = torch.nn.Linear(32, 4)
+    assert torch.equal(alone[0][1].head.fc2.weight, fc2.weight) and torch.equal(alone[0][1].head.fc2.bias, fc2.bias)
+    other = list(sanity.cascading_randomisation(model, seed=2))
+    assert not torch.equal(other[0][1].head.fc2.weight, fc2.weight)

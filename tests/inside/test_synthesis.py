@@ -304,7 +304,7 @@ def test_render_over_several_networks_reads_their_mean_logits(checkpoint) -> Non
 
     # the mean of two equal logits is the logit: (a + a) / 2 is exact in float32, one forward pass each
     torch.testing.assert_close(first_logits([checkpoint, checkpoint]), first_logits(checkpoint), rtol=1e-6, atol=1e-6)
-    other = replace(checkpoint, model=copy_model(checkpoint.model))
+    other = replace(checkpoint, model=copy_model(checkpoint.model).eval())  # a new module starts in train mode
     with torch.no_grad():
         for p in other.model.parameters():
             p.mul_(0.5)
@@ -369,3 +369,12 @@ def test_settings_refuse_nan_and_negative_numbers(field: str) -> None:
     for bad in (math.nan, -1.0):
         with pytest.raises(ConfigError, match=f"^{field} must be"):
             draw.Settings(**{field: bad})
+
+
+def test_a_layer_that_is_not_there_leaves_no_hook_behind(checkpoint) -> None:
+    """The objective's layers are found before any hook is set: a bad name (sorted after a good one, whose hook
+    would otherwise be set first) fails the render and leaves every module of the network without forward hooks."""
+    objective = o.channel("stage1.block1.conv", [0]) + o.channel("zzz_bad", [0])
+    with pytest.raises(KeyError, match="zzz_bad"):
+        loop.render(checkpoint, objective, param.PixelImage(1, 32, torch.Generator()), (), 1, progress=False)
+    assert [name for name, module in checkpoint.model.named_modules() if module._forward_hooks] == []

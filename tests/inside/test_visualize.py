@@ -108,3 +108,23 @@ def test_a_unit_is_placed_on_its_map_and_on_the_photo() -> None:
         "stage 3 (stage3.block1.conv2), channel 12:\nat (4, 5) of its 8x8 map; sees 22x22 px\n"
         "photo rows 0-18, cols 10-31"  # the window clipped to the photo; map and photo are named apart
     )
+
+
+def test_feature_maps_take_the_layer_names_of_the_other_tools(tiny_run, synthetic_root: Path) -> None:
+    """A stage or a block stands for its output, as in `write_feature_maps` and the deconvnet; the maps are keyed
+    by the names given. The tiny network's stage 2 output: 16 channels (its width) at 64 / 2 = 32 px (one pool
+    before it)."""
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    photo = visualize.load_photo(a_photo(synthetic_root))
+    maps = visualize.feature_maps(checkpoint, photo, ["stage2", "stage2.block1", "stage1"])
+    assert list(maps) == ["stage2", "stage2.block1", "stage1"]
+    assert maps["stage2"].shape == (16, 32, 32) and maps["stage1"].shape == (8, 64, 64)
+    conv = visualize.feature_maps(checkpoint, photo, ["stage2.block1.conv2", "stage1.block1.conv"])
+    assert torch.equal(maps["stage2"], conv["stage2.block1.conv2"]) and torch.equal(
+        maps["stage2.block1"], maps["stage2"]
+    )
+    assert torch.equal(maps["stage1"], conv["stage1.block1.conv"])
+    with pytest.raises(ValueError, match=r"^no layers to show feature maps of"):
+        visualize.feature_maps(checkpoint, photo, [])
+    with pytest.raises(KeyError, match="no layer 'stage9' to show feature maps of"):
+        visualize.feature_maps(checkpoint, photo, ["stage9"])

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heritage_cnn.inside.guards import eval_mode, one_network
 from heritage_cnn.models.network import ConvBlock, HeritageNet, ResidualBlock, fold_batch_norm
 
 Step = tuple[str, nn.Module, str]  # (name, module, kind): pool, conv, conv_pool, residual or residual_conv1
@@ -70,6 +71,7 @@ def _steps(model: HeritageNet, stop: str | None = None) -> list[Step]:
 
 def deconv_layers(model: HeritageNet) -> list[str]:
     """Every layer whose units can be projected, in forward order (conv layers other than 1x1 shortcuts)."""
+    one_network(model)
     names = []
     for name, _, kind in _steps(model):
         if kind == "residual":
@@ -83,6 +85,7 @@ def resolve_layer(model: HeritageNet, name: str, purpose: str = "to project from
     """A layer name as the user may type it: a conv name, a block (`stage2.block1`) or a stage (`stage2`).
     The same names for every tool that looks at a layer (deconvnet, feature maps, unit images); `purpose` says
     in the refusal what the layer was for."""
+    one_network(model)
     valid = deconv_layers(model)
     if name in valid:
         return name
@@ -114,8 +117,18 @@ def forward_to(
     """Replay the network on normalised images up to `layer`; return its rectified output and the switches.
 
     `keep`, if given, receives the rectified output of every conv layer passed on the way. No autograd:
-    the ReLUs and the residual sum work in place on fresh tensors.
+    the ReLUs and the residual sum work in place on fresh tensors. The network runs in eval mode (the caller's
+    mode is given back after).
     """
+    one_network(model)
+    with eval_mode(model):
+        return _replay(model, x, layer, keep, record_switches)
+
+
+def _replay(
+    model: HeritageNet, x: torch.Tensor, layer: str, keep: dict[str, torch.Tensor] | None, record_switches: bool
+) -> tuple[torch.Tensor, Switches]:
+    """`forward_to`'s pass, the model already in eval mode."""
     switches: Switches = {}
     if not isinstance(model.resize, nn.Identity):
         switches[RESIZE] = (torch.empty(0), x.shape[-2:])
@@ -177,6 +190,7 @@ def _down(signal: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Te
 
 def project_down(model: HeritageNet, signal: torch.Tensor, layer: str, switches: Switches) -> torch.Tensor:
     """Walk a signal at `layer`'s output down to pixel space (normalised input scale), layer by layer."""
+    one_network(model)
     for name, block, kind in reversed(_steps(model, layer)):
         if kind == "pool":
             signal = _unpool(signal, block, switches[name])
@@ -221,8 +235,8 @@ def project(
     All other activations of the layer are set to zero. The unit keeps its own value unless `values`
     is given (`values=1` gives the input gradient under the deconvnet rule). Returns (N, 3, H, W).
     """
-    model.eval()
-    activation, switches = forward_to(model, x, layer)
+    one_network(model)
+    activation, switches = forward_to(model, x, layer)  # in eval mode: the batch norm project_down folds in
     n = len(x)
     batch = torch.arange(n)
     channels, rows, cols = channels.long(), positions[:, 0].long(), positions[:, 1].long()
@@ -234,6 +248,7 @@ def project(
 
 def receptive_field(model: HeritageNet, layer: str, row: int, col: int) -> tuple[int, int, int, int]:
     """Input box (top, left, bottom, right; bottom/right exclusive, may exceed the image) a unit sees."""
+    one_network(model)
     box = [row, row, col, col]  # inclusive
     for _, block, kind in reversed(_steps(model, layer)):
         if kind == "pool":
@@ -299,6 +314,7 @@ def scan_top_activations(
     Each image counts once per channel (its strongest position), as in Zeiler & Fergus: nine views of
     one photo would say little. Batched forward up to the layer only, then a running top-k merge.
     """
+    one_network(model)
     model = fold_batch_norm(model)
     top_values = top_images = top_positions = None
     width = 1
@@ -340,6 +356,7 @@ def project_top(
 
     Slots with no image, or whose unit never fired (value <= 0), stay zero.
     """
+    one_network(model)
     k = top.values.shape[1]
     rows = [(c, j) for c in channels for j in range(k) if top.images[c, j] >= 0 and top.values[c, j] > 0]
     out = torch.zeros(len(channels), k, 3, *images.shape[-2:])

@@ -12,15 +12,14 @@ import copy
 import os
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGradCam, Occlusion, Saliency
 from torch import nn
 
-from heritage_cnn.base.figures import PERCENTILE, overlay, save_figure
+from heritage_cnn.base.figures import PERCENTILE, new_figure, overlay, save_figure
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.labels import resolve_class
+from heritage_cnn.inside.guards import eval_mode, one_network
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.network import HeritageNet
 
@@ -45,6 +44,7 @@ def captum_ready(model: nn.Module) -> nn.Module:
 
 def last_conv_block(model: HeritageNet) -> nn.Module:
     """The last block of the last stage: its output is the last conv layer's rectified feature map."""
+    one_network(model)
     stage = getattr(model, model.stage_names[-1])
     return [module for name, module in stage.named_children() if name != "pool"][-1]
 
@@ -54,6 +54,10 @@ def attribute(method: str, model: nn.Module, x: torch.Tensor, target: int, chann
 
     Gradient methods give |map| reduced over colour channels by `channels`: "max" or "sum".
     """
+    # imported here: importing Captum imports pyplot, which the package leaves alone until a map is asked for
+    from captum.attr import Deconvolution, GuidedBackprop, LayerAttribution, LayerGradCam, Occlusion, Saliency
+
+    one_network(model)
     if channels not in ("max", "sum"):
         raise ValueError(f"channels must be 'max' or 'sum', got {channels!r}")
     x = x.detach().clone().requires_grad_(True)
@@ -85,6 +89,7 @@ def attribute(method: str, model: nn.Module, x: torch.Tensor, target: int, chann
 def attribute_all(model: nn.Module, x: torch.Tensor, target: int, channels: str = "max") -> dict[str, torch.Tensor]:
     import warnings
 
+    one_network(model)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(backward hooks|required_grads|requires_grad).*")
         return {method: attribute(method, model, x, target, channels) for method in METHODS}
@@ -106,7 +111,7 @@ def plot_explanation(
     """The photo, then every map laid over it, clipped at the 99th percentile of |map|, each with a colour bar.
 
     Clipping keeps a few extreme pixels (gradients are heavy-tailed) from washing out the rest of the map."""
-    fig, axes = plt.subplots(1, len(maps) + 1, figsize=(3.0 * (len(maps) + 1), 3.3))
+    fig, axes = new_figure(1, len(maps) + 1, figsize=(3.0 * (len(maps) + 1), 3.3))
     axes[0].imshow(photo)
     axes[0].set_title("photo (as predicted)", fontsize=9)
     axes[0].axis("off")
@@ -127,12 +132,13 @@ def write_explanation(
     the top-3."""
     from heritage_cnn.inside.visualize import load_photo, photo_figure_name
 
+    one_network(checkpoint)
     names = checkpoint.display_names
     index = parse_target(target, checkpoint.classes, names)
     photo = load_photo(image)
     x = checkpoint.normalise(photo.to(next(checkpoint.model.parameters()).device))
-    with torch.no_grad():
-        probabilities = torch.softmax(checkpoint.model.eval()(x), 1)[0].cpu()
+    with torch.no_grad(), eval_mode(checkpoint.model):
+        probabilities = torch.softmax(checkpoint.model(x), 1)[0].cpu()
     best = probabilities.topk(3)
     index = int(best.indices[0]) if index is None else index
     maps = {method: heat.cpu() for method, heat in attribute_all(captum_ready(checkpoint.model), x, index).items()}

@@ -20,12 +20,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from heritage_cnn.inside.guards import one_network
 from heritage_cnn.models.network import HeritageNet
 
 TOP_LAYERS = ("head.fc2", "head.fc1")  # the criterion is read once both are re-initialised
@@ -41,22 +43,56 @@ def cascading_randomisation(model: HeritageNet, seed: int = 0) -> Iterator[tuple
     Yields (name of the last block re-initialised, model): head.fc2, head.fc1, then every block of
     the last stage (last first), then the stage before, ... Conv, linear and batch-norm layers get
     their PyTorch default initialisation (batch norm: identity statistics).
+
+    The new weights are drawn from a random stream of their own, seeded with `seed`: they depend on nothing
+    else, and the caller's random draws, between steps too, are those it would make without this generator.
     """
+    one_network(model)
     groups: list[str] = list(TOP_LAYERS)
     for stage_name in reversed(model.stage_names):
         stage = getattr(model, stage_name)
         groups += [f"{stage_name}.{name}" for name, _ in reversed(list(stage.named_children())) if name != "pool"]
-    randomised = copy.deepcopy(model).eval()
+    return _cascade(copy.deepcopy(model).eval(), groups, _own_stream(next(model.parameters()).device, seed))
+
+
+def _cascade(
+    randomised: HeritageNet, groups: list[str], stream: Callable[[], AbstractContextManager[None]]
+) -> Iterator[tuple[str, HeritageNet]]:
+    """`cascading_randomisation`'s steps: re-initialise each group in turn inside `stream`, yield a copy."""
     modules = dict(randomised.named_modules())
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for name in groups:
+    for name in groups:
+        with stream():
             for module in modules[name].modules():
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
                 if isinstance(module, nn.BatchNorm2d):
                     module.reset_running_stats()
-            yield name, copy.deepcopy(randomised)
+        yield name, copy.deepcopy(randomised)
+
+
+def _own_stream(device: torch.device, seed: int) -> Callable[[], AbstractContextManager[None]]:
+    """A context manager factory: inside each `with`, the default generators that layer initialisation draws from
+    (the CPU's, and the device's for a CUDA model) continue a stream seeded with `seed`, carried from one `with`
+    to the next; after each, they are back where the caller left them."""
+    generators = [torch.default_generator]
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        generators.append(torch.cuda.default_generators[index])
+    carried = [torch.Generator(device=g.device).manual_seed(seed).get_state() for g in generators]
+
+    @contextmanager
+    def active() -> Iterator[None]:
+        callers = [g.get_state() for g in generators]
+        try:
+            for g, state in zip(generators, carried, strict=True):
+                g.set_state(state)
+            yield
+            carried[:] = [g.get_state() for g in generators]
+        finally:
+            for g, state in zip(generators, callers, strict=True):
+                g.set_state(state)
+
+    return active
 
 
 def flatness(heat: torch.Tensor) -> str | None:
@@ -149,6 +185,7 @@ def cascade_scores(
     """
     from heritage_cnn.inside.explain import captum_ready
 
+    one_network(model)
     if len(photos) != len(targets):
         raise ValueError(f"{len(photos)} photos but {len(targets)} targets")
     trained = captum_ready(model)

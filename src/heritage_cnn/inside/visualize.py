@@ -13,15 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
-import matplotlib.pyplot as plt
+import matplotlib
 import numpy as np
 import torch
 
-from heritage_cnn.base.figures import PERCENTILE, draw_box, mosaic, save_figure, signed_to_rgb
+from heritage_cnn.base.figures import PERCENTILE, draw_box, mosaic, new_figure, save_figure, signed_to_rgb
 from heritage_cnn.base.names import NAME_MAX, portable_name, shown
 from heritage_cnn.data.decode import IMAGE_SIZE, decode_image, try_decode
 from heritage_cnn.data.folders import DatasetError, find_layout, list_images, load_images
 from heritage_cnn.inside import deconvnet
+from heritage_cnn.inside.guards import one_network
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.network import conv_layers
 
@@ -57,13 +58,18 @@ def photo_figure_name(prefix: str, image: str | os.PathLike, suffix: str = "") -
 
 
 def feature_maps(checkpoint: Checkpoint, photo: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
-    """Rectified activations (C, h, w) of each layer for one uint8 photo (1, 3, H, W)."""
-    model = checkpoint.model.eval()
+    """Rectified activations (C, h, w) of each layer for one uint8 photo (1, 3, H, W), keyed by the names given:
+    conv layers, blocks or stages, as `deconvnet.resolve_layer` takes them."""
+    one_network(checkpoint)
+    model = checkpoint.model
+    if not layers:
+        raise ValueError("no layers to show feature maps of; name at least one (deconvnet.deconv_layers lists them)")
+    resolved = {name: deconvnet.resolve_layer(model, name, "to show feature maps of") for name in layers}
     kept: dict[str, torch.Tensor] = {}
-    last = max(layers, key=deconvnet.deconv_layers(model).index)
-    with torch.no_grad():
+    last = max(resolved.values(), key=deconvnet.deconv_layers(model).index)
+    with torch.no_grad():  # forward_to runs the network in eval mode
         deconvnet.forward_to(model, checkpoint.normalise(photo), last, keep=kept)
-    return {name: kept[name][0] for name in layers}
+    return {name: kept[layer][0] for name, layer in resolved.items()}
 
 
 def plot_feature_maps(photo: torch.Tensor, maps: torch.Tensor, layer: str, path: Path, large: bool = False) -> Path:
@@ -73,12 +79,12 @@ def plot_feature_maps(photo: torch.Tensor, maps: torch.Tensor, layer: str, path:
     columns = math.ceil(math.sqrt(len(tiles) * 1.5))
     sheet = mosaic(tiles, columns)
     size = 12 if large else 8
-    fig, (ax_in, ax_maps) = plt.subplots(
+    fig, (ax_in, ax_maps) = new_figure(
         1, 2, figsize=(size * 1.35, size * sheet.shape[0] / sheet.shape[1] + 1), width_ratios=[1, 3.5]
     )
     ax_in.imshow(photo[0].permute(1, 2, 0).numpy())
     ax_in.set_title("input (64x64, as predicted)")
-    cmap = plt.get_cmap("viridis").with_extremes(bad="white")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="white")
     image = ax_maps.imshow(sheet, cmap=cmap, vmin=0, vmax=max(float(tiles.max()), 1e-8), interpolation="nearest")
     if large:  # label each map with its channel number
         h, w = tiles.shape[1:]
@@ -100,6 +106,7 @@ def write_feature_maps(
 ) -> list[Path]:
     """One figure per layer, `feature_maps_<photo>_<layer>.png`; the first layer gets a large one,
     `feature_maps_<photo>_layer1.png`."""
+    one_network(checkpoint)
     out = Path(out)
     all_layers = deconvnet.deconv_layers(checkpoint.model)
     if layers:
@@ -125,7 +132,7 @@ def plot_first_layer_kernels(weight: torch.Tensor, path: Path, title: str = "") 
     """First-layer filters (C, 3, k, k) as RGB tiles, each normalised by its own largest weight, zero grey."""
     tiles = np.stack([signed_to_rgb(w) for w in weight.detach().numpy()])
     columns = math.ceil(math.sqrt(len(tiles)))
-    fig, ax = plt.subplots(figsize=(6, 6))
+    fig, ax = new_figure(figsize=(6, 6))
     ax.imshow(mosaic(tiles, columns, fill=1.0), interpolation="nearest")
     ax.set_title(title or f"first-layer filters: {len(tiles)} x {weight.shape[2]}x{weight.shape[3]} RGB (grey = 0)")
     ax.axis("off")
@@ -140,8 +147,8 @@ def plot_strongest_slices(weight: torch.Tensor, layer: str, path: Path) -> Path:
     scale = np.abs(slices).reshape(len(slices), -1).max(1).reshape(-1, 1, 1)
     tiles = slices / np.where(scale > 0, scale, 1)
     columns = math.ceil(math.sqrt(len(tiles) * 1.5))
-    fig, ax = plt.subplots(figsize=(8, 8 * math.ceil(len(tiles) / columns) / columns + 0.6))
-    cmap = plt.get_cmap("RdBu_r").with_extremes(bad="white")
+    fig, ax = new_figure(figsize=(8, 8 * math.ceil(len(tiles) / columns) / columns + 0.6))
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
     ax.imshow(mosaic(tiles, columns), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_title(
         f"{layer}: strongest input-channel slice of each of {len(tiles)} filters "
@@ -153,6 +160,7 @@ def plot_strongest_slices(weight: torch.Tensor, layer: str, path: Path) -> Path:
 
 def write_kernels(checkpoint: Checkpoint, out: str | os.PathLike) -> list[Path]:
     """kernels_layer1.png (RGB) and one strongest-slice grid per deeper conv layer (1x1 shortcuts left out)."""
+    one_network(checkpoint)
     out = Path(out)
     convs = {name: conv for name, conv in conv_layers(checkpoint.model).items() if conv.kernel_size != (1, 1)}
     names = list(convs)
@@ -181,6 +189,7 @@ def deconv_tiles(
     checkpoint: Checkpoint, images: torch.Tensor, top: deconvnet.TopActivations, channels: list[int]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Projections and image patches, each cropped to the unit's receptive field: two (K, k, s, s, 3) arrays."""
+    one_network(checkpoint)
     projections = deconvnet.project_top(checkpoint.model, images, checkpoint.normalise, top, channels).numpy()
     k = top.values.shape[1]
     proj_tiles, patch_tiles = [], []
@@ -224,7 +233,7 @@ def plot_deconv_sheet(
     per_row = 4 if patches is None else 2
     rows = math.ceil(len(channels) / per_row)
     inch = 4.2 if patches is None else 6.5  # a 22 px window becomes ~80 screen px
-    fig, axes = plt.subplots(rows, per_row, figsize=(inch * per_row, inch * rows * (1 if patches is None else 0.55)))
+    fig, axes = new_figure(rows, per_row, figsize=(inch * per_row, inch * rows * (1 if patches is None else 0.55)))
     for ax in np.atleast_1d(axes).ravel():
         ax.axis("off")
     for ax, i, channel in zip(np.atleast_1d(axes).ravel(), range(len(channels)), channels, strict=False):
@@ -241,7 +250,7 @@ def plot_contact_sheet(
 ) -> Path:
     """Projections only: per layer (row), the strongest activation's projection of each shown channel."""
     width = max(len(channels) for _, _, channels in sheets.values())
-    fig, axes = plt.subplots(len(sheets), 1, figsize=(min(1.1 * width, 20), 1.8 * len(sheets) + 0.6), squeeze=False)
+    fig, axes = new_figure(len(sheets), 1, figsize=(min(1.1 * width, 20), 1.8 * len(sheets) + 0.6), squeeze=False)
     for ax, (layer, (projections, _, channels)) in zip(axes[:, 0], sheets.items(), strict=True):
         ax.imshow(mosaic(projections[:, 0], width, pad=2, fill=1.0), interpolation="nearest")
         ax.set_title(f"{layer}: channels {', '.join(map(str, channels))}", fontsize=9)
@@ -267,6 +276,7 @@ def write_deconv(
     Per layer: `deconv_<layer>.png` (projections + patches) and `deconv_<layer>_projections.png`
     (projections only); then `deconv_contact_sheet.png`, every layer's strongest projections.
     """
+    one_network(checkpoint)
     out = Path(out)
     model = checkpoint.model
     paths, sheets = [], {}
@@ -317,6 +327,7 @@ def write_deconv_photo(
     """`deconv_image_<photo>.png`: for one photo, per layer (`layers`, default all): the strongest unit's window
     outlined on the photo, and beside it (same scale, same window) its deconvnet projection alone, the unit
     described in words."""
+    one_network(checkpoint)
     model = checkpoint.model
     if layers:
         layers = list(dict.fromkeys(deconvnet.resolve_layer(model, name) for name in layers))
@@ -325,7 +336,7 @@ def write_deconv_photo(
     photo = load_photo(image)
     rgb = photo[0].permute(1, 2, 0).numpy()
     x = checkpoint.normalise(photo)
-    fig, axes = plt.subplots(2, len(layers), figsize=(3.0 * max(len(layers), 2), 6.6), squeeze=False)
+    fig, axes = new_figure(2, len(layers), figsize=(3.0 * max(len(layers), 2), 6.6), squeeze=False)
     for column, name in enumerate(layers):
         with torch.no_grad():
             activation, _ = deconvnet.forward_to(model, x, name)

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 import heritage_cnn.inside.synthesis.objectives as o
 from heritage_cnn.base.checks import in_range, require
 from heritage_cnn.data.decode import IMAGE_SIZE
+from heritage_cnn.inside.guards import eval_mode, one_network
 from heritage_cnn.inside.synthesis.loop import Rendering, networks_of, render
 from heritage_cnn.inside.synthesis.objectives import Objective
 from heritage_cnn.inside.synthesis.param import FourierImage, MacoImage, PixelImage
@@ -113,8 +114,8 @@ def classify(checkpoint: Checkpoint | Sequence[Checkpoint], images: Tensor) -> T
         return sum(classify(net, images) for net in networks) / len(networks)
     if images.shape[-1] != checkpoint.image_size:
         images = F.interpolate(images, size=checkpoint.image_size, mode="bilinear", antialias=True)
-    model = checkpoint.model.eval()
-    with torch.no_grad():
+    model = checkpoint.model
+    with torch.no_grad(), eval_mode(model):
         return torch.softmax(model(checkpoint.normalise(images.to(next(model.parameters()).device))), 1).cpu()
 
 
@@ -196,6 +197,7 @@ def draw_units(
     the deconvnet and the feature maps take it: a conv layer, a block or a stage (its output), no 1x1 shortcut."""
     from heritage_cnn.inside.deconvnet import resolve_layer
 
+    one_network(checkpoint)
     layer_name = resolve_layer(checkpoint.model, layer_name, "to draw units of")
     count = conv_layers(checkpoint.model)[layer_name].out_channels
     channels = list(range(count)) if channels is None else list(channels)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from heritage_cnn.inside.guards import eval_mode
 from heritage_cnn.inside.synthesis.objectives import Context, Objective
 from heritage_cnn.inside.synthesis.transforms import Transform
 from heritage_cnn.models.checkpoint import Checkpoint
@@ -74,9 +75,10 @@ def render(
     from tqdm import tqdm
 
     networks = networks_of(checkpoint)
-    checkpoint = networks[0]
-    model = checkpoint.model.eval()
-    models = [net.model.eval() for net in networks]
+    model = networks[0].model
+    models = [net.model for net in networks]
+    # every layer is found before any hook is set: a name that is not there leaves no hook behind
+    responses = {name: _response_module(model, name) for name in sorted(objective.layers)}
     param = param.to(next(model.parameters()).device)  # the image lives where the network does
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     activations: dict[str, Tensor] = {}
@@ -87,27 +89,30 @@ def render(
 
         return store
 
-    handles = [_response_module(model, name).register_forward_hook(hook(name)) for name in sorted(objective.layers)]
+    handles: list[torch.utils.hooks.RemovableHandle] = []
     trainable = [[p.requires_grad for p in m.parameters()] for m in models]
-    for p in (p for m in models for p in m.parameters()):
-        p.requires_grad_(False)  # gradients for the image only: faster, and the weights stay untouched
     optimizer = torch.optim.Adam(param.parameters(), lr=lr)
     history: list[float] = []
     try:
-        bar = tqdm(range(steps), desc=desc, leave=False, dynamic_ncols=True, disable=not progress)
-        for _ in bar:
-            image = param()
-            x = image
-            for transform in transforms:
-                x = transform(x, generator)
-            activations.clear()
-            logits = sum(_logits(net, x, image.shape[-1]) for net in networks) / len(networks)
-            value = objective(Context(image, logits, activations))
-            optimizer.zero_grad(set_to_none=True)
-            (-value).backward()
-            optimizer.step()
-            history.append(value.item() / len(image))
-            bar.set_postfix(objective=f"{history[-1]:.3f}", refresh=False)
+        with eval_mode(*models):
+            for name, module in responses.items():
+                handles.append(module.register_forward_hook(hook(name)))
+            for p in (p for m in models for p in m.parameters()):
+                p.requires_grad_(False)  # gradients for the image only: faster, and the weights stay untouched
+            bar = tqdm(range(steps), desc=desc, leave=False, dynamic_ncols=True, disable=not progress)
+            for _ in bar:
+                image = param()
+                x = image
+                for transform in transforms:
+                    x = transform(x, generator)
+                activations.clear()
+                logits = sum(_logits(net, x, image.shape[-1]) for net in networks) / len(networks)
+                value = objective(Context(image, logits, activations))
+                optimizer.zero_grad(set_to_none=True)
+                (-value).backward()
+                optimizer.step()
+                history.append(value.item() / len(image))
+                bar.set_postfix(objective=f"{history[-1]:.3f}", refresh=False)
     finally:
         for handle in handles:
             handle.remove()
