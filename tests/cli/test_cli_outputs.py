@@ -21,7 +21,9 @@ def test_predict_output_file_format_and_device(
     rows = json.loads((tmp_path / "p.json").read_text())
     assert len(rows) == 1 and rows[0]["path"] == photo
     assert main(["predict", photo, "--model", model, "--output", str(tmp_path / "p.csv")]) == 0
-    assert (tmp_path / "p.csv").read_text().splitlines()[0].startswith("path")
+    data = (tmp_path / "p.csv").read_bytes()
+    assert data.startswith(b"path") and data.endswith(b"\r\n")  # every row in CRLF, the last one too
+    assert data.count(b"\n") == data.count(b"\r\n") == 2
     assert main(["predict", photo, "--model", model, "-o", str(tmp_path / "p.txt"), "--format", "json"]) == 0
     assert json.loads((tmp_path / "p.txt").read_text())[0]["path"] == photo
     assert not list(tmp_path.glob(".*.tmp"))

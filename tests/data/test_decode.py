@@ -76,6 +76,18 @@ def test_same_pixels_as_before_in_every_mode(tmp_path: Path, mode: str) -> None:
     assert np.array_equal(decode_image(path), reference(path))
 
 
+def test_a_float_tiff_in_0_1_reads_as_the_same_photo_in_0_255(tmp_path: Path) -> None:
+    """Float pixels in [0, 1] (their usual scale) decoded as near-black: read on 0-255, every value rounds to 0 or 1."""
+    grey = np.asarray(_photo(300, 200, seed=4).convert("L"))
+    Image.fromarray(grey.astype(np.float32) / 255, mode="F").save(tmp_path / "unit.tif")
+    Image.fromarray(grey.astype(np.float32), mode="F").save(tmp_path / "levels.tif")
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    expected = decode_image(tmp_path / "grey.png")
+    assert expected.mean() > 50
+    assert np.array_equal(decode_image(tmp_path / "levels.tif"), expected)
+    assert np.abs(decode_image(tmp_path / "unit.tif").astype(int) - expected).max() <= 1  # float rounding
+
+
 def test_exif_rotation_matches_before(tmp_path: Path) -> None:
     for orientation in range(1, 9):
         image = _photo(120, 80, seed=orientation)

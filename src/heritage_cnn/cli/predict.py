@@ -66,7 +66,8 @@ def write_predictions(predictions: list, fmt: str, output: str | None) -> None:
     from heritage_cnn.inference.classifier import format_predictions
 
     text = format_predictions(predictions, fmt)
-    data = (text + "\n").encode("utf-8", CSV_ERRORS if fmt == "csv" else "strict")
+    ending = "\r\n" if fmt == "csv" else "\n"  # CSV's rows end in CRLF (RFC 4180), the last one too
+    data = (text + ending).encode("utf-8", CSV_ERRORS if fmt == "csv" else "strict")
     if output:
         from heritage_cnn.base.io import atomic_write_bytes
 

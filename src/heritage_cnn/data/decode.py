@@ -134,7 +134,7 @@ def regular_file_sha256(path: str | os.PathLike) -> str | None:
 
 
 def to_rgb(image: Image.Image, peak: float | None = None) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB: 16-bit is scaled (not clipped), alpha is laid on white.
+    """Any Pillow mode to 8-bit RGB: 16-bit is scaled (not clipped), float in [0, 1] too, alpha is laid on white.
 
     `peak` is the largest value of a 32-bit ("I") or float ("F") image when `image` is a window of it,
     so that the window is scaled as the whole image would be.
@@ -146,7 +146,9 @@ def to_rgb(image: Image.Image, peak: float | None = None) -> Image.Image:
     if mode in ("I", "F"):
         array = np.asarray(image).astype(np.float64)
         peak = array.max(initial=0) if peak is None else peak
-        if peak > 255:
+        if mode == "F" and 0 < peak <= 1:  # float pixels in [0, 1], their usual scale: black on 0-255
+            array = array * 255.0
+        elif peak > 255:
             array = array * (255.0 / peak)
         grey = np.clip(np.rint(array), 0, 255).astype(np.uint8)
         return Image.fromarray(grey, mode="L").convert("RGB")
@@ -157,6 +159,12 @@ def to_rgb(image: Image.Image, peak: float | None = None) -> Image.Image:
     if mode != "RGB":
         return image.convert("RGB")
     return image
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """An image already open (a PIL image a caller holds) as its file is decoded: turned upright by its EXIF
+    orientation, then 8-bit RGB (`to_rgb`). The caller's image is left as it is."""
+    return to_rgb(ImageOps.exif_transpose(image))
 
 
 @dataclass(frozen=True)

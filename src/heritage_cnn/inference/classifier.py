@@ -36,7 +36,7 @@ from PIL import Image
 
 from heritage_cnn.base.devices import mixed_precision
 from heritage_cnn.base.names import cell_items, cell_text, json_text, shown
-from heritage_cnn.data.decode import ImageError, decode_image, fit_square, os_reason, to_rgb, try_decode
+from heritage_cnn.data.decode import ImageError, decode_image, fit_square, os_reason, try_decode, upright_rgb
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS
 from heritage_cnn.data.walk import walk_files
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
@@ -45,7 +45,10 @@ from heritage_cnn.models.openset import PENULTIMATE, forward_with_features
 from heritage_cnn.models.openset_point import NOISE, with_override
 from heritage_cnn.models.views import tta_views
 
-ImageLike = str | os.PathLike | Image.Image | np.ndarray
+ImageLike = str | os.PathLike | bytes | Image.Image | np.ndarray | torch.Tensor
+_ONE_PHOTO = (str, os.PathLike, bytes, bytearray, memoryview, Image.Image)  # never iterated as several
+_ENCODED = (str, os.PathLike, bytes, bytearray, memoryview)  # decoded by `decode.decode_image`
+FLOAT_TOLERANCE = 1 / 255  # how far outside [0, 1] a float pixel may lie (one uint8 level): rounding, not a scale
 NONE_OF_THESE = "none of these"  # how the table shows a photo that is none of the ten classes
 
 
@@ -139,6 +142,46 @@ def parse_elements_cell(text: str) -> list[tuple[str, float, tuple[int, int, int
     return parsed
 
 
+def _array_error(shape: Sequence[int], dtype: Any) -> ImageError:
+    return ImageError(
+        f"array input must be HxWx3 uint8 (or 3xHxW; a batch NxHxWx3 or Nx3xHxW), got shape {tuple(shape)} dtype {dtype}"
+    )
+
+
+def _pixels(image: np.ndarray | torch.Tensor) -> np.ndarray:
+    """One photo's pixels (H, W, 3) uint8 from an array or tensor, channels last (HxWx3) or first (3xHxW); channels
+    last when both could be."""
+    if isinstance(image, torch.Tensor):
+        if image.dtype != torch.uint8:
+            raise _array_error(image.shape, image.dtype)
+        image = image.detach().cpu().numpy()
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] != 3 and array.shape[0] == 3:
+        array = array.transpose(1, 2, 0)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise _array_error(array.shape, array.dtype)
+    return np.ascontiguousarray(array)
+
+
+def photo_items(images: ImageLike | Iterable[ImageLike]) -> list[ImageLike]:
+    """What `Classifier.predict` was given, as one list of photos, read once (a generator is consumed here): a path,
+    encoded bytes or a PIL image is one photo; an array or tensor of 4 dimensions is a batch of photos, of 3 one
+    photo, and a 1-d array of strings or objects (`df.path.values`) a list of photos; anything else is iterated."""
+    if isinstance(images, _ONE_PHOTO):
+        return [images]
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        if isinstance(images, np.ndarray) and images.ndim == 1 and images.dtype.kind in "OUS":
+            return list(images)
+        return list(images) if images.ndim == 4 else [images]
+    return list(images)
+
+
+def check_top(top: int) -> None:
+    """`top` is how many classes a prediction lists: a whole number, at least 1 (more than the model has: all)."""
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 1:
+        raise ValueError(f"top must be a whole number of classes, at least 1, got {top!r}")
+
+
 class Classifier:
     """A trained network (or ensemble) ready for photos: `Classifier.load(path).predict(images)`."""
 
@@ -184,24 +227,44 @@ class Classifier:
 
     def _to_array(self, image: ImageLike) -> np.ndarray:
         size = self.checkpoint.image_size
-        if isinstance(image, (str, os.PathLike)):
+        if isinstance(image, _ENCODED):
             return decode_image(image, size)
         if isinstance(image, Image.Image):
-            return np.asarray(fit_square(to_rgb(image), size), dtype=np.uint8)
-        array = np.asarray(image)
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-            raise ImageError(f"array input must be HxWx3 uint8, got shape {array.shape} dtype {array.dtype}")
-        return np.asarray(fit_square(Image.fromarray(array), size), dtype=np.uint8)
+            return np.asarray(fit_square(upright_rgb(image), size), dtype=np.uint8)
+        return np.asarray(fit_square(Image.fromarray(_pixels(image)), size), dtype=np.uint8)
+
+    def check_batch(self, images: torch.Tensor) -> None:
+        """Refuse what `scored` cannot read as photos: not (N, 3, S, S) at the network's size S, or float pixels
+        outside [0, 1] (photos at the 0-255 scale must be uint8)."""
+        size = self.checkpoint.image_size
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else None
+        if shape is None or len(shape) != 4 or shape[1] != 3:
+            raise ValueError(f"images must be a (N, 3, {size}, {size}) tensor, got {shape or type(images).__name__}")
+        if shape[2:] != (size, size):
+            raise ValueError(
+                f"images are {shape[3]}x{shape[2]} px, the model's input is {size}x{size} px: resize them (predict does)"
+            )
+        if images.dtype == torch.uint8 or not len(images):
+            return
+        if not images.is_floating_point():
+            raise ValueError(f"images must be uint8 (0-255) or float in [0, 1], got dtype {images.dtype}")
+        low, high = (float(v) for v in images.aminmax())
+        if not (low >= -FLOAT_TOLERANCE and high <= 1 + FLOAT_TOLERANCE):  # NaN fails too
+            raise ValueError(
+                f"float images must lie in [0, 1] (uint8 for 0-255), got values from {low:.4g} to {high:.4g}"
+            )
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """Class probabilities for a uint8 batch (N, 3, H, W) already at the network's size."""
+        """Class probabilities for a batch (N, 3, H, W) already at the network's size: uint8 (0-255) or float in
+        [0, 1]; ValueError for another size, or float pixels outside [0, 1]."""
         return self.scored(images, with_score=False)[0]
 
     @torch.no_grad()
     def scored(self, images: torch.Tensor, with_score: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Class probabilities (N, C) and, when the model has an operating point, the open-set score (N,) of a
-        uint8 batch, both from one forward pass per view (the score: the mean over the views); CPU tensors whatever
-        the model's device."""
+        batch as `probabilities` takes it, both from one forward pass per view (the score: the mean over the views);
+        CPU tensors whatever the model's device."""
+        self.check_batch(images)
         point = self.open_set if with_score else None
         outputs, scores = [], []
         for start in range(0, len(images), self.batch_size):
@@ -224,7 +287,7 @@ class Classifier:
             return []
         batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
         probs, scores = self.scored(batch)
-        k = min(top, len(self.classes))
+        k = min(top, len(self.classes))  # more than the model has: all of them
         values, indices = probs.topk(k, dim=1)
         names, labels = self.checkpoint.display_names, self.classes
         point = self.open_set
@@ -250,18 +313,22 @@ class Classifier:
             )
         return result
 
-    def predict(self, images: ImageLike | Sequence[ImageLike], top: int = 3) -> list[Prediction]:
-        """Predict photos given as paths, PIL images or HxWx3 uint8 arrays; raises ImageError on a bad one."""
-        if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
-            images = [images]
-        arrays = [self._to_array(image) for image in images]
-        paths = [str(i) if isinstance(i, (str, os.PathLike)) else None for i in images]
+    def predict(self, images: ImageLike | Iterable[ImageLike], top: int = 3) -> list[Prediction]:
+        """Predict photos given as paths, encoded bytes, PIL images (turned upright by their EXIF orientation, as a
+        file is), or uint8 arrays or tensors (HxWx3 or 3xHxW; a batch NxHxWx3 or Nx3xHxW): one of them, or any
+        iterable of them (`photo_items`). `top` classes are listed (at least 1; more than the model has: all).
+        Raises ImageError on a bad photo, ValueError on a bad `top`."""
+        check_top(top)
+        items = photo_items(images)
+        arrays = [self._to_array(image) for image in items]
+        paths = [str(i) if isinstance(i, (str, os.PathLike)) else None for i in items]
         return self._predictions(arrays, paths, top)
 
     def predict_files(
         self, paths: Iterable[str | os.PathLike], top: int = 3, workers: int = 4, chunk: int = 512
     ) -> Iterator[Prediction | tuple[str, str]]:
         """Predict many files in batches, decoding in threads; yields a Prediction or (path, reason)."""
+        check_top(top)
         paths = [str(p) for p in paths]
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for start in range(0, len(paths), chunk):
@@ -277,6 +344,7 @@ class Classifier:
 def network_features(classifier: Classifier, images: torch.Tensor, layer: str = PENULTIMATE) -> torch.Tensor:
     """Each network's input to `layer` (M, N, D) for uint8 photos (N, 3, H, W), as `Classifier` runs them (batch norm
     folded, its autocast; one view): what the none-of-these fit and `heritage review` learn from."""
+    classifier.check_batch(images)
     parts = []
     for start in range(0, len(images), classifier.batch_size):
         x = classifier.checkpoint.normalise(images[start : start + classifier.batch_size].to(classifier.device))
@@ -316,16 +384,18 @@ def format_predictions(predictions: Sequence[Prediction], fmt: str) -> str:
     """Predictions as text: "table" (for people), "json" (a list of `to_dict()`), "csv" (flat top-k columns).
 
     File names follow `heritage_cnn.base.names`: exact in JSON and CSV (write CSV text with `names.CSV_ERRORS`),
-    shown safely in the table."""
+    shown safely in the table. No format ends with a line end: CSV rows are separated by CRLF, the caller ends the
+    last line."""
     if fmt == "json":
         return json_text([p.to_dict() for p in predictions])
     if fmt == "csv":
         buffer = io.StringIO()
         elements = any(p.elements is not None for p in predictions)
-        writer = csv.DictWriter(buffer, fieldnames=flat_fields(max([len(p.top) for p in predictions] + [0]), elements))
+        fields = flat_fields(max([len(p.top) for p in predictions] + [0]), elements)
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\r\n")
         writer.writeheader()
         writer.writerows(p.flat() for p in predictions)
-        return buffer.getvalue().rstrip("\n")
+        return buffer.getvalue().removesuffix("\r\n")  # rows end CRLF; the last one's end is the writer's
     if fmt != "table":
         raise ValueError(f"unknown output format {fmt!r}: choose table, json or csv")
     predictions = [replace(p, path=shown(p.path) if p.path is not None else None) for p in predictions]

@@ -47,7 +47,7 @@ import torch
 from PIL import Image
 
 from heritage_cnn.base.names import json_text, shown
-from heritage_cnn.data.decode import ImageError, fit_square, read_whole, to_rgb
+from heritage_cnn.data.decode import ImageError, fit_square, read_whole, to_rgb, upright_rgb
 from heritage_cnn.inference.classifier import Classifier, Prediction
 from heritage_cnn.inference.tiles import CELLS_PER_TILE, MapConfig, Tile, cut_tiles, plan
 
@@ -160,8 +160,9 @@ def find_elements(maps: np.ndarray, presence: float) -> list[tuple[int, float, t
 
 
 def _reduce(image: Image.Image | np.ndarray, shorter: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
-    """An in-memory photo reduced as `read_whole` reduces a file."""
-    image = to_rgb(image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image)))
+    """An in-memory photo reduced as `read_whole` reduces a file (a PIL image turned upright by its EXIF orientation
+    first, as a file is)."""
+    image = upright_rgb(image) if isinstance(image, Image.Image) else to_rgb(Image.fromarray(np.asarray(image)))
     width, height = image.size
     factor = min(1.0, shorter / min(width, height), math.sqrt(max_pixels / (width * height)))
     target = (max(1, math.floor(width * factor)), max(1, math.floor(height * factor)))
@@ -282,11 +283,17 @@ def with_elements(
 ) -> Iterator[Prediction | tuple[str, str]]:
     """`predict_files`' items, each prediction with the elements the map finds in its whole photo (`elements`);
     the answer itself is unchanged. A photo that decodes at 64 px but not whole becomes (path, reason), as
-    `map_files` gives it; (path, reason) items pass through."""
+    `map_files` gives it; (path, reason) items pass through. A prediction without a path (made from an in-memory
+    image) has no file to map: ValueError (`map_elements` takes the image itself)."""
     for item in items:
         if isinstance(item, tuple):
             yield item
             continue
+        if item.path is None:
+            raise ValueError(
+                "with_elements: a prediction made from an in-memory image has no file to map; "
+                "call map_elements(classifier, image) with the image"
+            )
         emap = next(map_files(classifier, [item.path], config))
         yield emap if isinstance(emap, tuple) else replace(item, elements=emap.elements)
 
