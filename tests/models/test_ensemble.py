@@ -17,7 +17,7 @@ from heritage_cnn.cli.main import build_parser, main
 from heritage_cnn.data.folders import load_images
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint, save_ensemble, shipped_checkpoint_path
-from heritage_cnn.models.ensemble import MAX_MEMBERS, Ensemble
+from heritage_cnn.models.ensemble import MAX_MEMBERS, Ensemble, copy_model
 from heritage_cnn.models.network import HeritageNet, ModelConfig
 
 
@@ -294,3 +294,14 @@ def test_generate_draws_with_every_member_unless_one_is_named(ensemble_path: Pat
     count = load_checkpoint(model).member_count
     assert count > 1
     assert seen == [(count, draw.ENSEMBLE_SETTINGS.pixels), (1, draw.Settings().pixels)]
+
+
+def test_loading_or_copying_a_model_leaves_the_callers_random_stream_alone(ensemble_path: Path) -> None:
+    """Building each network drew its (then overwritten) initial weights from the global generator, so seeding,
+    loading and sampling gave other numbers than seeding and sampling."""
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    checkpoint = load_checkpoint(ensemble_path)
+    copy_model(checkpoint.model)
+    assert torch.equal(torch.rand(3), expected)

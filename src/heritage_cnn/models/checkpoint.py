@@ -357,7 +357,9 @@ class _Layout:
 
 
 def _layout(meta: dict[str, Any], configs: list[ModelConfig]) -> _Layout:
-    nets = [HeritageNet(config) for config in configs]
+    # their initial weights are overwritten: loading draws nothing from the caller's random stream
+    with torch.random.fork_rng(devices=[]):
+        nets = [HeritageNet(config) for config in configs]
     if meta["format"] != ENSEMBLE_FORMAT:
         info = {k: v for k, v in meta.items() if k not in _NOT_INFO and k != "model_config"}
         return _Layout(nets[0], [""], info, "the model config")

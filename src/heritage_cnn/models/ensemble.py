@@ -94,7 +94,8 @@ def copy_model(model: nn.Module) -> nn.Module:
     if isinstance(model, Ensemble):
         return Ensemble([copy_model(member) for member in model.members], model.infos)
     assert isinstance(model, HeritageNet)
-    clone = HeritageNet(model.config)
+    with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: a copy draws nothing
+        clone = HeritageNet(model.config)
     clone.load_state_dict(model.state_dict())
     return clone
 
