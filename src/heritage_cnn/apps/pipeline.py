@@ -54,7 +54,9 @@ def _evaluate_splits(
     for folder, how in splits.items():
         evaluate_split(checkpoint, data, layout, how, out / eval_folder(folder), **common)
     for folder in {"val", "test"} - set(splits):
-        remove_stale(out / eval_folder(folder), [*EVALUATION_FILES, *OPEN_SET_FILES], [])
+        stale = out / eval_folder(folder)
+        if remove_stale(stale, [*EVALUATION_FILES, *OPEN_SET_FILES], []) and not any(stale.iterdir()):
+            stale.rmdir()  # emptied here: an empty eval-test/ would still read as a split evaluated
 
 
 def run_report(
