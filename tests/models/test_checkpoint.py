@@ -205,3 +205,93 @@ def test_non_finite_weights_are_never_written(tiny_run, tmp_path: Path) -> None:
         save_checkpoint(tmp_path / "good", checkpoint)
     assert (tmp_path / "good.safetensors").read_bytes() == before
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _consistent(stem: Path, state: dict, meta: dict) -> None:
+    """Write `state` and `meta` as a pair whose halves carry the generation of `state`: only the edit is wrong."""
+    generation = weights_generation(state)
+    stem.with_suffix(".safetensors").write_bytes(save(state, metadata={"format": FORMAT, "generation": generation}))
+    stem.with_suffix(".json").write_text(json.dumps({**meta, "generation": generation}))
+
+
+@pytest.mark.parametrize(
+    ("field", "edit"),
+    [
+        ("classes", lambda c: c.classes.pop()),  # 9 names for a network with 10 outputs
+        ("classes", lambda c: c.classes.__setitem__(1, "tab\there")),
+        ("normalisation", lambda c: c.std.__setitem__(1, 0.0)),
+        ("image_size", lambda c: setattr(c, "image_size", 4)),
+        ("image_size", lambda c: setattr(c, "image_size", 2)),  # under the stages' pooling too
+    ],
+)
+def test_a_pair_the_loader_would_refuse_is_never_written(tiny_run, tmp_path: Path, field, edit) -> None:
+    """The save runs the loader's validation on what it is about to write, before either file is touched: a good
+    pair is never replaced by one that cannot be read back."""
+    checkpoint = load_checkpoint(tiny_run.out)
+    weights = save_checkpoint(tmp_path / "good", checkpoint)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    checkpoint.classes = list(checkpoint.classes)
+    checkpoint.std = list(checkpoint.std)
+    edit(checkpoint)
+    with pytest.raises(CheckpointError) as caught:
+        save_checkpoint(tmp_path / "good", checkpoint)
+    message = str(caught.value)
+    assert message.startswith(f"{weights}: not written: {field}: ") and "\n" not in message, message
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # both halves, and no temporary file
+    assert load_checkpoint(tmp_path / "good").classes == load_checkpoint(tiny_run.out).classes
+
+
+def _tensor_bytes(path: Path, name: str) -> tuple[int, int]:
+    """Where tensor `name`'s bytes lie in the safetensors file `path`: (first, end)."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    first, end = json.loads(data[8 : 8 + length])[name]["data_offsets"]
+    return 8 + length + first, 8 + length + end
+
+
+@pytest.mark.parametrize("damage", ["flipped bit", "scaled by 100"])
+def test_weights_edited_after_the_save_are_refused(tiny_run, tmp_path: Path, damage: str) -> None:
+    """The generation both halves record is computed again from the tensors read: a flipped bit or a rescaled
+    tensor under an untouched header is refused (with it the none-of-these record fitted for the saved weights)."""
+    stem, meta = _copy(tiny_run, tmp_path)
+    weights = stem.with_suffix(".safetensors")
+    assert load_checkpoint(stem).open_set is not None
+    if damage == "flipped bit":
+        first, _ = _tensor_bytes(weights, "head.fc2.weight")
+        data = bytearray(weights.read_bytes())
+        data[first] ^= 1  # the lowest bit of the first float32's mantissa: still a finite weight
+        weights.write_bytes(bytes(data))
+    else:
+        state = load_tensors(weights)
+        state["head.fc2.weight"] = state["head.fc2.weight"] * 100
+        weights.write_bytes(save(state, metadata={"format": FORMAT, "generation": meta["generation"]}))
+    message = _refused(stem, "edited or damaged after the save")
+    assert str(weights) in message and meta["generation"] in message
+
+
+def test_a_negative_running_variance_is_refused_when_loaded_and_never_written(tiny_run, tmp_path: Path) -> None:
+    stem, meta = _copy(tiny_run, tmp_path)
+    state = load_tensors(stem.with_suffix(".safetensors"))
+    name = next(k for k in state if k.endswith("running_var"))
+    state[name][0] = -1.0  # finite, but its square root is not: every output would be NaN
+    _consistent(stem, state, meta)
+    assert "negative variance" in _refused(stem, name)
+    checkpoint = load_checkpoint(tiny_run.out)
+    with torch.no_grad():
+        checkpoint.model.get_buffer(name)[0] = -1.0
+    with pytest.raises(CheckpointError, match=f"not written: tensor {name} holds a negative variance"):
+        save_checkpoint(tmp_path / "never", checkpoint)
+    assert not list(tmp_path.glob("never*"))
+
+
+def test_missing_and_unexpected_tensors_are_named(tiny_run, tmp_path: Path) -> None:
+    stem, meta = _copy(tiny_run, tmp_path)
+    state = load_tensors(stem.with_suffix(".safetensors"))
+    state["head.fc2.extra"] = state.pop("head.fc2.bias")
+    _consistent(stem, state, meta)
+    message = _refused(stem, "missing tensors head.fc2.bias")
+    assert "unexpected tensors head.fc2.extra" in message and "do not match the model config" in message
+    state = load_tensors(tiny_run.checkpoint)
+    state["head.fc2.bias"] = state["head.fc2.bias"][:-1]
+    _consistent(stem, state, meta)
+    _refused(stem, f"tensor head.fc2.bias is ({len(meta['classes']) - 1},), expected ({len(meta['classes'])},)")

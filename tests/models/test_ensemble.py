@@ -305,3 +305,13 @@ def test_loading_or_copying_a_model_leaves_the_callers_random_stream_alone(ensem
     checkpoint = load_checkpoint(ensemble_path)
     copy_model(checkpoint.model)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_an_ensemble_the_loader_would_refuse_is_never_written(members, tmp_path: Path) -> None:
+    """save_ensemble checks its JSON as the loader does (each member's record included) before writing anything."""
+    control = [replace(m, classes=["bell\x07", *m.classes[1:]]) for m in members]
+    with pytest.raises(CheckpointError, match=r"ens\.safetensors: not written: classes: 'bell\\x07' contains"):
+        save_ensemble(tmp_path / "ens", control)
+    with pytest.raises(CheckpointError, match=r"not written: members\[1\]\.name: must be a string"):
+        save_ensemble(tmp_path / "ens", members, ["a", "b" * 3000, "c"])
+    assert list(tmp_path.iterdir()) == []

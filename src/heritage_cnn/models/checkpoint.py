@@ -3,7 +3,9 @@
 A checkpoint is a pair `NAME.safetensors` + `NAME.json`. Loading never executes code from a file,
 and checks the JSON as a whole before building anything: an edited or hostile file is refused with
 one line naming the file and the field. Both halves carry the same `generation` (a hash of the
-weights), so a pair whose halves come from different saves is refused rather than silently mixed.
+weights), so a pair whose halves come from different saves is refused rather than silently mixed, and the loader
+computes it again from the tensors it read, so that weights edited or damaged after the save are refused too. What
+the loader refuses is never written: a save checks its JSON and tensors as a load would, before either file.
 The package ships two models, named on every command with `--model NAME`: `default` (also what no
 --model means), an ensemble of networks (`heritage_cnn.models.ensemble`: one pair holding every member), and
 `fast`, a single network distilled from ensemble members (`heritage_cnn/weights/{default,fast}.*`).
@@ -15,6 +17,7 @@ weights: `heritage_cnn.models.openset_point`); one without it files every photo 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +30,7 @@ from torch import nn
 
 from heritage_cnn import __version__
 from heritage_cnn.base.io import CheckpointError, atomic_write_json, read_json, read_safetensors, save_tensors
+from heritage_cnn.base.names import json_text
 from heritage_cnn.data.decode import IMAGE_SIZE
 from heritage_cnn.data.folders import display_name
 from heritage_cnn.models.ensemble import (
@@ -42,6 +46,7 @@ from heritage_cnn.models.ensemble import (
 from heritage_cnn.models.metadata import FORMAT, validate_metadata
 from heritage_cnn.models.network import HeritageNet, ModelConfig
 from heritage_cnn.models.openset_point import OPEN_SET, OperatingPoint, fitted_for, load_point, split_tensors
+from heritage_cnn.models.tensor_checks import check_tensors, negative_variance, state_mismatch
 from heritage_cnn.models.views import TTA_MODES, TTA_VIEWS
 
 SHIPPED = ("default", "fast")  # names of the packaged models: the ensemble, and a single distilled network
@@ -155,7 +160,9 @@ def first_non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
     """Write `path.safetensors` and `path.json` atomically, tagged with one generation; returns the weights
-    path. Non-finite weights are refused: a diverged network is never written over a good one. The "none of these"
+    path. What `load_checkpoint` would refuse (metadata it rejects, classes that are not the network's outputs,
+    non-finite weights) is refused before either file is touched: a diverged network or a bad field is never written
+    over a good pair. The "none of these"
     record is written only when it was fitted for these weights (`openset_point.fitted_for`)."""
     if isinstance(checkpoint.model, Ensemble):
         raise CheckpointError(
@@ -163,7 +170,7 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> Path:
         )
     meta = replace(checkpoint, open_set=None).metadata()
     state = dict(checkpoint.model.state_dict())
-    return _write_pair(path, state, meta, checkpoint.open_set, ensemble=False)
+    return _write_pair(path, state, meta, checkpoint.open_set, [checkpoint.model.config])
 
 
 def _shared(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -217,7 +224,8 @@ def save_ensemble(
     for key in ("trained_on", "taught"):
         if first.info.get(key) is not None:
             meta[key] = first.info[key]
-    return _write_pair(path, stored_state([m.model for m in members]), meta, open_set, ensemble=True)
+    configs = [m.model.config for m in members]
+    return _write_pair(path, stored_state([m.model for m in members]), meta, open_set, configs)
 
 
 def _check_members(weights_path: Path, members: Sequence[Checkpoint], views: str) -> None:
@@ -247,44 +255,73 @@ def _write_pair(
     state: dict[str, torch.Tensor],
     meta: dict[str, Any],
     open_set: OperatingPoint | None,
-    ensemble: bool,
+    configs: Sequence[ModelConfig],
 ) -> Path:
     """Write a checkpoint's tensors and JSON, both tagged with the generation of the tensors; the open-set record
-    and its statistics go with them only when it was fitted for these weights."""
+    and its statistics go with them only when it was fitted for these weights. `configs`: each network's own."""
     weights_path, meta_path = checkpoint_files(path)
     open_set = fitted_for(open_set, state)  # none fitted for other weights
     if open_set is not None:
-        state |= open_set.tensors(ensemble=ensemble)
+        state |= open_set.tensors(ensemble=meta["format"] == ENSEMBLE_FORMAT)
         meta |= {OPEN_SET: open_set.to_dict()}
-    bad = first_non_finite(state)
-    if bad is not None:
-        problem = "is NaN or infinite (in float16)" if ensemble else "holds NaN or infinite values"
-        raise CheckpointError(f"{weights_path}: not written: tensor {bad} {problem}")
+    _check_writable(weights_path, meta_path, state, meta, configs)
     generation = weights_generation(state)
     save_tensors(weights_path, state, metadata={"format": meta["format"], "generation": generation})
     atomic_write_json(meta_path, {**meta, "generation": generation})
     return weights_path
 
 
-def _check_tensors(tensors: dict[str, torch.Tensor], model: nn.Module, where: Path) -> None:
-    """Float parameters must come as finite floats: an integer or NaN tensor would predict garbage."""
-    for name, expected in model.state_dict().items():
-        tensor = tensors.get(name)
-        if tensor is None or not expected.is_floating_point():
-            continue
-        if not tensor.is_floating_point():
-            raise CheckpointError(f"{where}: tensor {name} is {tensor.dtype}, not floating point")
-        if not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"{where}: tensor {name} holds NaN or infinite values")
+def _check_writable(
+    weights_path: Path,
+    meta_path: Path,
+    state: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    configs: Sequence[ModelConfig],
+) -> None:
+    """Refuse, before either file is touched, a pair that `load_checkpoint` would refuse: its JSON as the loader
+    checks it (`validate_metadata`), networks other than the ones that JSON describes, tensors no network may hold."""
+    try:  # the JSON as the loader will read it back: tuples as lists, say
+        read_back = json.loads(json_text(meta, indent=None))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{weights_path}: not written: its metadata is not JSON ({error})") from None
+    try:
+        described = validate_metadata(read_back, meta_path)
+    except CheckpointError as error:
+        raise CheckpointError(f"{weights_path}: not written: {str(error).removeprefix(f'{meta_path}: ')}") from None
+    for ours, theirs in zip(configs, described, strict=True):
+        if ours.num_classes != theirs.num_classes:
+            raise CheckpointError(
+                f"{weights_path}: not written: classes: {theirs.num_classes} names for a network with "
+                f"{ours.num_classes} outputs"
+            )
+        if ours != theirs:
+            raise CheckpointError(f"{weights_path}: not written: model_config: does not describe the network")
+    bad = first_non_finite(state)
+    if bad is not None:
+        ensemble = meta["format"] == ENSEMBLE_FORMAT
+        problem = "is NaN or infinite (in float16)" if ensemble else "holds NaN or infinite values"
+        raise CheckpointError(f"{weights_path}: not written: tensor {bad} {problem}")
+    bad = negative_variance(state)
+    if bad is not None:
+        raise CheckpointError(f"{weights_path}: not written: tensor {bad} holds a negative variance")
 
 
-def check_generation(weights_path: Path, meta_path: Path, tensor_meta: dict[str, str], meta: dict) -> None:
-    """Both halves of a pair must carry the same generation (a pair written without generations carries neither)."""
+def check_generation(
+    weights_path: Path, meta_path: Path, tensor_meta: dict[str, str], meta: dict, tensors: dict[str, torch.Tensor]
+) -> None:
+    """Both halves of a pair must carry the same generation (a pair written without generations carries neither),
+    and it must be that of the file's tensors as stored: weights edited or damaged after the save are refused rather
+    than loaded under a JSON, and a none-of-these record, that describe others."""
     ours, theirs = tensor_meta.get("generation"), meta.get("generation")
     if (ours or theirs) and ours != theirs:
         raise CheckpointError(
             f"{weights_path}: its weights (generation {ours}) and {meta_path.name} (generation {theirs}) "
             "come from different saves"
+        )
+    if ours and weights_generation(tensors) != ours:
+        raise CheckpointError(
+            f"{weights_path}: its tensors are not the weights of generation {ours} that both halves record "
+            "(edited or damaged after the save)"
         )
 
 
@@ -316,18 +353,19 @@ def load_checkpoint(path: str | os.PathLike | None = None, device: str | torch.d
     meta = read_json(meta_path)
     layout = _layout(meta, validate_metadata(meta, meta_path))
     model = layout.model
-    state, tensor_meta = read_safetensors(weights_path)
-    state, statistics = split_tensors(state)
-    _check_tensors(state, model, weights_path)
+    stored, tensor_meta = read_safetensors(weights_path)
+    state, statistics = split_tensors(stored)
+    check_tensors(state, model, weights_path)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}  # an ensemble's are float16
+    mismatch = state_mismatch(state, model)
     try:
-        model.load_state_dict(state, strict=True)
+        if mismatch is None:
+            model.load_state_dict(state, strict=True)
     except RuntimeError as error:
-        first = str(error).splitlines()[0] if str(error) else "shape or key mismatch"
-        raise CheckpointError(
-            f"{weights_path}: weights do not match {layout.matches} in {meta_path.name} ({first})"
-        ) from None
-    check_generation(weights_path, meta_path, tensor_meta, meta)
+        mismatch = str(error).splitlines()[0] if str(error) else "shape or key mismatch"
+    if mismatch is not None:
+        raise CheckpointError(f"{weights_path}: weights do not match {layout.matches} in {meta_path.name} ({mismatch})")
+    check_generation(weights_path, meta_path, tensor_meta, meta, stored)
     nets, classes = networks(model), len(meta["classes"])
     point = load_point(meta.get(OPEN_SET), statistics, nets, layout.prefixes, classes, weights_path)
     model.to(device).eval()
