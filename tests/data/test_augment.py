@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
 from heritage_cnn.data.augment import AugmentConfig, augment_batch
@@ -52,3 +53,17 @@ def test_random_erase_replaces_one_rectangle_in_about_the_chosen_share_of_images
         assert box.float().mean() > 0.98  # a filled rectangle (noise may equal 0.5 at a pixel or two)
         assert 0.01 <= box.numel() / mask.numel() <= 0.3
     assert torch.equal(augment_batch(x, replace(OFF, erase=0.0)), x.float() / 255)
+
+
+def test_a_float_batch_is_refused_and_left_as_it_was() -> None:
+    """Only uint8 is taken: a float batch was divided by 255 in place (`.float()` of a float tensor is itself), the
+    caller's images ruined and the output near black."""
+    images = _batch().float() / 255
+    before = images.clone()
+    with pytest.raises(TypeError, match=r"uint8 images .* got torch\.float32"):
+        augment_batch(images, OFF)
+    assert torch.equal(images, before)
+    x = _batch()
+    kept = x.clone()
+    augment_batch(x, AugmentConfig(erase=0.5), torch.Generator().manual_seed(5))
+    assert torch.equal(x, kept)

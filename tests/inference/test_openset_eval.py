@@ -212,3 +212,23 @@ def test_an_evaluation_leaves_no_figure_of_an_earlier_one(
     names = {path.name for path in folder.iterdir()}
     assert not names & {"open_set_scores.png", "open_set.md", "open_set_roc.png"}
     assert {"metrics.json", "metrics.md", "confusion_matrix.csv", "notes.txt", "open_set_roc.png.keep"} <= names
+
+
+def test_evaluation_leaves_the_callers_model_in_its_mode(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
+    """Scored in eval mode (as predict_logits scores), then handed back as it came: a model being trained stays in
+    training mode."""
+    import torch
+
+    from heritage_cnn.apps.evaluation import evaluate_on
+    from heritage_cnn.data.folders import load_images
+    from heritage_cnn.inference.openset_eval import scored_logits
+
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    assert checkpoint.open_set is not None  # the evaluation takes the scored path
+    images = load_images(synthetic_root).images[:16]
+    expected = scored_logits(checkpoint, checkpoint.open_set, images)
+    checkpoint.model.train()
+    got = scored_logits(checkpoint, checkpoint.open_set, images)
+    assert checkpoint.model.training and all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    evaluate_on(checkpoint, synthetic_root, "val", tmp_path / "eval", log=lambda _: None)
+    assert all(module.training for module in checkpoint.model.modules())

@@ -177,3 +177,30 @@ def test_hostile_names_round_trip(tiny_run, synthetic_root: Path, tmp_path: Path
     assert changed == sum(row["new_label"] != row["path"].split("/")[0] for row in relabel) > 0
     label = dict(zip(images.paths, relabelled.labels.tolist(), strict=True))
     assert label[str(root / "altar" / "caf\udce9 1.png")] == images.classes.index("apse")
+
+
+@pytest.mark.parametrize(("folds", "seed", "message"), [(1, 0, "folds must be"), (5, -1, "seed must be")])
+def test_bad_folds_or_seed_are_refused_before_any_photo_is_read(
+    tiny_run, synthetic_root: Path, tmp_path: Path, folds: int, seed: int, message: str
+) -> None:
+    """scikit-learn would refuse them, but only after every photo was decoded and run through the network."""
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    out = tmp_path / "review"
+    with pytest.raises(ValueError, match=message) as caught:
+        run_review(checkpoint, synthetic_root, out, folds=folds, seed=seed, log=lambda _: None)
+    assert "\n" not in str(caught.value) and not out.exists()
+
+
+def test_an_in_memory_model_is_recorded_as_one(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
+    """A checkpoint built in memory (no path) is not the shipped default: summary.json says what it is."""
+    from dataclasses import replace
+
+    small = tmp_path / "data"
+    for name in ("altar", "apse", "vault"):
+        (small / name).mkdir(parents=True)
+        for photo in sorted((synthetic_root / name).iterdir())[:6]:
+            shutil.copy(photo, small / name)
+    checkpoint = replace(load_checkpoint(tiny_run.checkpoint), path=None)
+    record = run_review(checkpoint, small, tmp_path / "review", folds=2, sheet_photos=0, log=lambda _: None)
+    assert record["model"] == "an in-memory model (no file)"
+    assert json.loads((tmp_path / "review" / "summary.json").read_text())["model"] == record["model"]

@@ -10,6 +10,10 @@ warning that counts any photos in it the model trained on (by the record below);
 records the perceptual hashes of the images that trained it (`info["trained_on"]`), every image within that
 Hamming distance of a training image is left out and counted (on the training folder this is the validation split again); else it scores every image and
 says loudly that it cannot tell trained-on images apart.
+
+Where an evaluation writes is checked before any work (`check_evaluation_paths`, which `heritage evaluate` calls
+too): a folder given by the caller (there is no default), outside the data and the negatives, and not a training
+run's folder, whose metrics.json holds its epochs.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.base.io import CheckpointError, inside_input, output_problem
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.folders import ImageSet, Layout, find_layout, load_images, split_folder
 from heritage_cnn.inference.evaluate import (
@@ -170,11 +174,68 @@ def _unseen(
     return kept, (described if rebuilt and not count else f"{described} ({len(kept)} of {len(images)})"), extra
 
 
+def _named(option: str, flags: bool) -> str:
+    """A path's name in a message: the CLI's option (--out) or the function's parameter (out)."""
+    return f"--{option}" if flags else option
+
+
+def check_input_paths(
+    data: str | os.PathLike, out: str | os.PathLike, negatives: str | os.PathLike | None = None, flags: bool = False
+) -> None:
+    """Before anything is read or written: `out` a folder that can be made, outside the data and the negatives (its
+    figures would be read as their photos next time), and `negatives` a folder of photos that are not the data
+    set's. A ValueError in one line; `flags`: the paths named as the CLI's options (--out), else as parameters."""
+    from heritage_cnn.inference.openset_eval import photos_shared
+
+    def named(option: str) -> str:
+        return _named(option, flags)
+
+    problem = output_problem(out, flag=named("out"))
+    if problem is not None:
+        raise ValueError(problem)
+    for option, given in (("data", data), ("negatives", negatives)):
+        if given is not None and inside_input(out, [given]) is not None:
+            raise ValueError(
+                f"{named('out')} {out}: inside the {named(option)} folder {given}; its figures would be read as "
+                "photos there"
+            )
+    if negatives is None:
+        return
+    where = f"{named('negatives')} {negatives}"
+    if not Path(negatives).is_dir():
+        raise ValueError(f"{where}: {'not a folder' if Path(negatives).exists() else 'no such folder'}")
+    if inside_input(negatives, [data]) is not None or inside_input(data, [negatives]) is not None:
+        raise ValueError(f"{where}: is or overlaps the data folder {data}; give photos of none of the classes")
+    shared = photos_shared(negatives, data)
+    if shared:
+        raise ValueError(
+            f"{where}: {shared} of its photos are files of the data folder {data} (the same bytes); give photos of "
+            "none of the classes"
+        )
+
+
+def check_evaluation_paths(
+    data: str | os.PathLike, out: str | os.PathLike, negatives: str | os.PathLike | None = None, flags: bool = False
+) -> None:
+    """`check_input_paths`, and `out` not a training run's folder: the evaluation's metrics.json would replace the
+    run's (its epochs), and its figures would mix with the run's files."""
+    from heritage_cnn.training.state import RUN_FILES
+
+    check_input_paths(data, out, negatives, flags)
+    ours = {*EVALUATION_FILES, *OPEN_SET_FILES}  # an earlier evaluation's files mark no run
+    found = [name for name in RUN_FILES if name not in ours and (Path(out) / name).exists()]
+    if found:
+        raise ValueError(
+            f"{_named('out', flags)} {out}: a training run's folder (it holds {', '.join(found[:3])}); its "
+            f"metrics.json would be replaced: write the evaluation elsewhere, {Path(out) / 'eval'} say"
+        )
+
+
 def evaluate_on(
     model: Model,
     data: str | os.PathLike,
     split: str = "auto",
-    out: str | os.PathLike = "eval",
+    out: str | os.PathLike | None = None,
     tta: str | None = None,
     device: str = "cpu",
     progress: bool = False,
@@ -183,7 +244,8 @@ def evaluate_on(
     negatives: str | os.PathLike | None = None,
     name_skipped: Skipped | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a model on one split of a data folder, write the figures to `out`, return the metrics.
+    """Evaluate a model on one split of a data folder, write the figures to the folder `out` (required: outside the
+    data and the negatives, not a training run's folder: `check_evaluation_paths`), return the metrics.
 
     `model`: a loaded `Checkpoint`, or a checkpoint pair, run folder or shipped name (None: the shipped
     default) loaded on `device`. `tta`: the test-time views ("none", "flip", "multi"); None, the model's own
@@ -200,6 +262,7 @@ def evaluate_on(
     `negatives_skipped`) and named: to `name_skipped(path, reason)`, by default in a line through `log`. Files of
     an earlier evaluation in `out` that this one did not write (its open-set figures, say) are removed.
     """
+    check_evaluation_paths(data, _required(out), negatives)
     checkpoint = resolve_model(model, device)
     layout = find_layout(data)
     return evaluate_split(
@@ -219,12 +282,19 @@ def _operating_point(
     return point
 
 
+def _required(out: str | os.PathLike | None) -> str | os.PathLike:
+    """The output folder an evaluation was given: there is no default (the current folder would be a surprise)."""
+    if out is None:
+        raise ValueError("out: give the folder the evaluation writes its figures and metrics.json into")
+    return out
+
+
 def evaluate_split(
     checkpoint: Checkpoint,
     data: str,
     layout: Layout,
     split: str = "auto",
-    out: str | os.PathLike = "eval",
+    out: str | os.PathLike | None = None,
     tta: str | None = None,
     progress: bool = False,
     log: Log = print,
@@ -233,7 +303,8 @@ def evaluate_split(
     name_skipped: Skipped | None = None,
 ) -> dict[str, Any]:
     """`evaluate_on` for a loaded model and a data folder whose layout is known; `data` is the folder as the
-    caller named it, for the titles and metrics.json."""
+    caller named it, for the titles and metrics.json. The caller has checked the paths (`check_evaluation_paths`)."""
+    out = _required(out)
     point = _operating_point(checkpoint, none_threshold, negatives, log)
     tta = checkpoint.views if tta is None else tta
     split = choose_split(layout, checkpoint, split)

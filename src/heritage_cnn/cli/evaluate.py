@@ -56,10 +56,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
       heritage evaluate --data data/ahe64 --split val --negatives data/negatives/reporting --out runs/none
       heritage evaluate --model runs/a/last.safetensors --data my_photos --out runs/mine
     """
-    from heritage_cnn.apps.evaluation import evaluate_on
+    from heritage_cnn.apps.evaluation import check_evaluation_paths, evaluate_on
 
     data = data_folder(args.data)
-    check_paths(data, args.out, args.negatives)
+    check_evaluation_paths(data, args.out, args.negatives, flags=True)  # before the model is loaded
     checkpoint = load_model(args, device_name(args.device))
     evaluate_on(
         checkpoint,
@@ -84,10 +84,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     Example:
       heritage report --data data/ahe64 --out report/
     """
+    from heritage_cnn.apps.evaluation import check_input_paths
     from heritage_cnn.apps.pipeline import run_report
 
     data = data_folder(args.data)
-    check_paths(data, args.out, args.negatives)
+    check_input_paths(data, args.out, args.negatives, flags=True)
     checkpoint = load_model(args)
     page = run_report(
         checkpoint,
@@ -133,35 +134,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         run = Path(args.out) / demo_run_folder(args.recipe)
         config = replace(new_config(args, data, str(run)), progress=show_progress(args))
     return 0 if run_demo(data, args.out, config) is not None else 130
-
-
-def check_paths(data: str, out: str, negatives: str | None) -> None:
-    """Before anything is read or written: --out outside the data and the negatives (its figures would be read as
-    their photos next time; a file in its way is `refuse_outputs`'), and --negatives a folder of photos that are not
-    the data set's."""
-    from pathlib import Path
-
-    from heritage_cnn.base.io import inside_input
-    from heritage_cnn.inference.openset_eval import photos_shared
-
-    holder = inside_input(out, [data, negatives] if negatives is not None else [data])
-    if holder is not None:
-        flag = "--data" if holder == data else "--negatives"
-        raise UsageError(f"--out {out}: inside the {flag} folder {holder}; its figures would be read as photos there")
-    if negatives is None:
-        return
-    if not Path(negatives).is_dir():
-        raise UsageError(f"--negatives {negatives}: {'not a folder' if Path(negatives).exists() else 'no such folder'}")
-    if inside_input(negatives, [data]) is not None or inside_input(data, [negatives]) is not None:
-        raise UsageError(
-            f"--negatives {negatives}: is or overlaps the data folder {data}; give photos of none of the classes"
-        )
-    shared = photos_shared(negatives, data)
-    if shared:
-        raise UsageError(
-            f"--negatives {negatives}: {shared} of its photos are files of the data folder {data} (the same bytes); "
-            "give photos of none of the classes"
-        )
 
 
 def add_negatives(parser: argparse.ArgumentParser) -> None:

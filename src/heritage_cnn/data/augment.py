@@ -133,8 +133,11 @@ def random_erase(images: torch.Tensor, probability: float, generator: torch.Gene
 def augment_batch(
     images: torch.Tensor, config: AugmentConfig, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """uint8 images (B, 3, H, W) -> augmented float images in [0, 1]."""
-    x = images.float().div_(255.0)
+    """uint8 images (B, 3, H, W) -> augmented float images in [0, 1], new tensors: `images` is left as it was.
+    Other dtypes are refused: a float batch's scale (0-1 or 0-255) cannot be told from its values."""
+    if images.dtype != torch.uint8:
+        raise TypeError(f"augment_batch takes uint8 images (B, 3, H, W), got {images.dtype}")
+    x = images.float().div_(255.0)  # a new float tensor: dividing it in place leaves the caller's uint8 alone
     if config.rotation_degrees or config.hflip or config.zoom or config.shift:
         x = random_affine(x, config, generator)
     if config.brightness or config.contrast or config.saturation:

@@ -63,9 +63,10 @@ def scored_logits(
     batch_size: int = 64,
     progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (N, C), as `evaluate.predict_logits` computes them (float32, the model as loaded, `tta` views
-    averaged), and the open-set score (N,) of the same forward passes (the mean over the views)."""
-    model = checkpoint.model.eval()
+    """Logits (N, C), as `evaluate.predict_logits` computes them (float32, the model in eval mode, `tta` views
+    averaged), and the open-set score (N,) of the same forward passes (the mean over the views). The model is left
+    in the mode it came in, as predict_logits leaves it: a caller's training model stays in training mode."""
+    model = checkpoint.model
     device = next(model.parameters()).device
     logits, scores = [], []
     starts: Any = range(0, len(images), batch_size)
@@ -73,11 +74,16 @@ def scored_logits(
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="predict", unit="batch", leave=False, dynamic_ncols=True)
-    for start in starts:
-        x = checkpoint.normalise(images[start : start + batch_size].to(device))
-        outputs = [point.forward(model, view) for view in tta_views(x, tta)]
-        logits.append(sum(o[0] for o in outputs) / len(outputs))
-        scores.append((sum(o[1] for o in outputs) / len(outputs)).cpu())
+    was_training = model.training
+    model.eval()
+    try:
+        for start in starts:
+            x = checkpoint.normalise(images[start : start + batch_size].to(device))
+            outputs = [point.forward(model, view) for view in tta_views(x, tta)]
+            logits.append(sum(o[0] for o in outputs) / len(outputs))
+            scores.append((sum(o[1] for o in outputs) / len(outputs)).cpu())
+    finally:
+        model.train(was_training)
     if not logits:
         return torch.empty(0, len(checkpoint.classes)), torch.empty(0)
     return torch.cat(logits).cpu(), torch.cat(scores)

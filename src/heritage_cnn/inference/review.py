@@ -17,6 +17,7 @@ summary counts the photos the model trained on (by its `trained_on` record) and 
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 import warnings
@@ -59,6 +60,8 @@ QUEUE_FIELDS = [
     *[f"top{k}_{part}" for k in range(1, TOP + 1) for part in ("label", "probability")],
     "flagged",
 ]
+SEED_MAX = 2**32 - 1  # scikit-learn's splitter takes a NumPy seed
+IN_MEMORY = "an in-memory model (no file)"  # summary.json's `model` for a checkpoint not loaded from a file
 MEMORISED = (
     "the model trained on {n} of these {total} photos: it memorised their labels, wrong ones included, so the queue "
     "misses some; a model trained on other labels reviews them honestly"
@@ -86,6 +89,15 @@ class Review:
 
     def relative(self, i: int) -> str:
         return Path(os.path.relpath(self.images.paths[i], self.root)).as_posix()
+
+
+def check_settings(folds: int, seed: int) -> None:
+    """`folds` and `seed` as scikit-learn's splitter takes them, refused in one line before any photo is read
+    (scikit-learn would refuse them only after every photo's features)."""
+    if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2:
+        raise ValueError(f"folds must be a whole number of at least 2, got {folds!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
 
 
 def check_counts(labels: np.ndarray, classes: list[str], folds: int = FOLDS) -> None:
@@ -140,6 +152,7 @@ def review_images(
     checkpoint: Checkpoint, images: ImageSet, root: Path, folds: int = FOLDS, seed: int = 0, log: Log = print
 ) -> Review:
     """The queue of `images` (labels in the checkpoint's class order) with `checkpoint`'s features."""
+    check_settings(folds, seed)
     labels = images.labels.numpy()
     check_counts(labels, images.classes, folds)
     seconds: dict[str, float] = {}
@@ -285,6 +298,7 @@ def run_review(
 ) -> dict[str, Any]:
     """Review the training photos of `data` (the Kaggle layout's train/, or bare class folders) into the new folder
     `out`: queue.csv, relabel.csv, contact sheets, summary.json. Returns the summary."""
+    check_settings(folds, seed)
     start = time.perf_counter()
     layout = find_layout(data)
     root = split_folder(layout, "train")
@@ -311,7 +325,7 @@ def run_review(
         "label_issues": "cleanlab.filter.find_label_issues, ranked by self_confidence",
         "contact_sheets": [p.name for p in sheets],
     }
-    model = str(checkpoint.path) if checkpoint.path else "the shipped default"
+    model = str(checkpoint.path) if checkpoint.path is not None else IN_MEMORY
     record = summary(review, model, settings)
     atomic_write_json(out / "summary.json", record)
     return record
@@ -325,6 +339,7 @@ __all__ = [
     "RELABEL_FILE",
     "Review",
     "check_counts",
+    "check_settings",
     "contact_sheets",
     "new_out_folder",
     "out_of_fold_probabilities",
