@@ -191,3 +191,12 @@ def test_a_folder_is_decoded_once_inside_reuse_decoded(tmp_path: Path, monkeypat
         assert changed is not first and len(decodes) == 12
     assert data._REUSED is None
     assert data.load_images(tmp_path) is not changed and len(decodes) == 18
+
+
+def test_a_channel_that_never_varies_is_normalised_by_one_uint8_step() -> None:
+    """std 0 (blue 0 in every photo) would divide by zero; the floor is what the recorded (rounded) std says."""
+    images = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    images[:, 0] = torch.arange(16, dtype=torch.uint8).view(4, 4) * 16
+    mean, std = data.channel_stats(images)
+    assert std[1] == std[2] == round(data.MIN_CHANNEL_STD, 4) > 0 and mean[1] == mean[2] == 0.0
+    assert std[0] > 0.1

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from heritage_cnn.base.checks import ConfigError
 from heritage_cnn.models.network import ModelConfig
-from heritage_cnn.training.config import TrainConfig
+from heritage_cnn.training.config import SEED_MAX, TrainConfig
 
 
 def test_bad_recipes_are_refused(tmp_path: Path) -> None:
@@ -26,3 +29,46 @@ def test_bad_recipes_are_refused(tmp_path: Path) -> None:
     ):
         with pytest.raises(ValueError):
             TrainConfig(data="x", out=str(tmp_path), **bad)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("amp", "no"),
+        ("resume", "no"),
+        ("compile", "no"),
+        ("balanced_loss", "false"),
+        ("progress", 1),
+        ("teachers", "abc"),
+        ("teachers", ["a", 3]),
+        ("epochs", True),
+        ("batch_size", 8.0),
+        ("seed", 1.5),
+        ("seed", -1),
+        ("seed", SEED_MAX + 1),
+        ("eval_batch_size", 0),
+        ("threads", 0),
+        ("limit_per_class", np.int64(1)),
+        ("cache_dir", ""),
+        ("cache_dir", "  "),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_refused_naming_it(field: str, value: object, tmp_path: Path) -> None:
+    """Not read by truthiness (amp="no" was AMP on) nor by iteration (teachers="abc" was three teachers)."""
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(data="x", out=str(tmp_path), **{field: value})
+    assert caught.value.fields == (field,) and str(caught.value).startswith(f"{field} must ")
+
+
+def test_numpy_whole_numbers_are_taken_as_ints(tmp_path: Path) -> None:
+    config = TrainConfig(data="x", out=str(tmp_path), batch_size=np.int64(8), epochs=np.int32(2), seed=np.uint8(3))
+    assert (config.batch_size, config.epochs, config.seed) == (8, 2, 3)
+    assert all(type(v) is int for v in (config.batch_size, config.epochs, config.seed))
+    json.dumps(config.to_dict())  # config.json can hold it
+    assert TrainConfig(data="x", out=str(tmp_path), teachers=[tmp_path]).teachers == (str(tmp_path),)
+
+
+def test_a_recorded_empty_cache_dir_reads_as_none(tmp_path: Path) -> None:
+    """A runtime field, recorded as given before it was checked: a run that recorded "" still resumes."""
+    saved = {**TrainConfig(data="x", out=str(tmp_path)).to_dict(), "cache_dir": ""}
+    assert TrainConfig.from_dict(saved).cache_dir is None

@@ -261,3 +261,18 @@ def test_one_seed_gives_one_model(nine, new_folder, synthetic_root, tmp_path) ->
     a, b, c = (load_checkpoint(r.path).model.head for r in runs)
     assert torch.equal(a.fc1.weight, b.fc1.weight) and torch.equal(a.fc2.weight, b.fc2.weight)
     assert not torch.equal(a.fc1.weight, c.fc1.weight)
+
+
+@pytest.mark.parametrize("replay", ["stats", "data"])
+def test_teach_leaves_the_callers_random_stream_alone(nine, new_folder, synthetic_root, tmp_path, replay) -> None:
+    parent = load_checkpoint(nine)
+    photos = read_new_classes(new_folder, parent.classes)
+    replayed, held_out = (
+        replay_split(load_images(_nine_data(synthetic_root, tmp_path)), parent) if replay == "data" else (None, None)
+    )
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    config = FitConfig(steps=5, hidden_steps=5)
+    teach(parent, photos, tmp_path / "m", replayed, config, log=lambda _: None, held_out=held_out)
+    assert torch.equal(torch.rand(4), expected)

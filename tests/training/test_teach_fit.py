@@ -5,10 +5,23 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from heritage_cnn.training.teach_fit import OFFSET_STEP, answers, known_cost, offset_for_cost
+from conftest import TINY
+from heritage_cnn.base.checks import ConfigError
+from heritage_cnn.models.network import HeritageNet, ModelConfig
+from heritage_cnn.training.teach_fit import (
+    OFFSET_STEP,
+    FitConfig,
+    answers,
+    fit_hidden_and_last,
+    fit_last_layer,
+    imprint,
+    known_cost,
+    offset_for_cost,
+)
 
 
 def test_answers_add_the_offset_to_the_new_classes_only() -> None:
@@ -61,3 +74,52 @@ def test_a_bound_the_known_rows_themselves_break_cannot_be_met() -> None:
     known[0, 0] = torch.tensor([0.0, 2.0])  # a corrections refit moved photo 0 to the other known class
     with pytest.raises(ValueError, match=r"lose 25.00 points on 4 of their photos even when the new classes are never"):
         offset_for_cost(PARENT, _taught(known), LABELS, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("steps", -5),
+        ("hidden_steps", -1),
+        ("samples_per_class", 0),
+        ("taught_per_batch", 0),
+        ("steps", True),
+        ("lr", 1e9),
+        ("lr", math.nan),
+        ("lr", 0.0),
+        ("hidden_lr", math.inf),
+        ("anchor", -1.0),
+        ("distill_weight", math.nan),
+        ("seed", -1),
+    ],
+)
+def test_a_fit_setting_that_cannot_teach_is_refused_naming_it(field: str, value: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        FitConfig(**{field: value})
+    assert caught.value.fields == (field,) and str(caught.value).startswith(f"{field} must ")
+
+
+def test_a_numpy_whole_number_is_taken_as_an_int() -> None:
+    config = FitConfig(steps=np.int64(7))
+    assert config.steps == 7 and type(config.steps) is int
+
+
+def _draws_after(fit) -> torch.Tensor:
+    torch.manual_seed(5)
+    fit()
+    return torch.rand(4)
+
+
+def test_the_fits_leave_the_callers_random_stream_alone() -> None:
+    """The heads they build are overwritten: building them draws nothing from the caller's stream."""
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    head = HeritageNet(ModelConfig(**TINY, num_classes=3)).head  # pooled features of 16, fc1 to 32
+    features, labels = torch.randn(40, 32), torch.arange(40) % 4
+    rows = imprint(head.fc2, features[:2], features[2:5])[0][:1], torch.zeros(1)
+    config = FitConfig(steps=2, hidden_steps=2)
+    assert torch.equal(_draws_after(lambda: fit_last_layer(head.fc2, features, labels, rows, True, config)), expected)
+    pooled, known = torch.randn(30, 16), torch.arange(30) % 3
+    taught, new = torch.randn(6, 16), torch.full((6,), 3)
+    fit = lambda: fit_hidden_and_last(head, pooled, known, taught, new, 1, config)  # noqa: E731
+    assert torch.equal(_draws_after(fit), expected)

@@ -382,9 +382,15 @@ def _read_cache(path: Path, files: FileList) -> tuple[torch.Tensor, list[str], l
         return None
 
 
+# The least std a channel is normalised by: one uint8 step. A channel that never varies (blue 0 in every photo) has
+# std 0, and dividing by it gives NaN on the first step and a checkpoint no loader accepts (std must be positive).
+MIN_CHANNEL_STD = 1 / 255
+
+
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 images, in [0, 1] units (the normalisation constants)."""
+    """Per-channel mean and std of uint8 images, in [0, 1] units (the normalisation constants), rounded as the
+    checkpoint records them; the std at least MIN_CHANNEL_STD."""
     x = images.float().div_(255)
     mean = x.mean(dim=(0, 2, 3))
-    std = x.std(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(MIN_CHANNEL_STD)
     return [round(v, 4) for v in mean.tolist()], [round(v, 4) for v in std.tolist()]

@@ -7,6 +7,7 @@ that start from it are in `recipes`.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +26,9 @@ RUNTIME_FIELDS = ("out", "device", "threads", "progress", "cache_dir", "resume",
 PATH_FIELDS = ("data", "relabel", "outliers", "cache_dir", "teachers")
 BN_STATISTICS = ("running", "precise")
 OPTIMIZERS = ("adamw", "sgd", "muon")  # what `training.optim.make_optimizer` builds
+# Switches: only True or False, since truthiness would read amp="no" as on.
+BOOL_FIELDS = ("balanced_loss", "amp", "sync_bn", "compile", "resume", "overwrite", "progress")
+SEED_MAX = 2**31 - 1  # the seeds the command line takes (`--seed`)
 
 
 @dataclass
@@ -75,14 +79,7 @@ class TrainConfig:
     eval_batch_size: int = 64  # small batches keep channels_last inference in cache
 
     def __post_init__(self) -> None:
-        require(
-            isinstance(self.epochs, int) and self.epochs >= 1, f"{{0}} must be at least 1, got {self.epochs}", "epochs"
-        )
-        require(
-            isinstance(self.batch_size, int) and self.batch_size >= 2,
-            f"{{0}} must be at least 2 (batch norm), got {self.batch_size}",
-            "batch_size",
-        )
+        self._check_kinds()
         require(
             self.optimizer in OPTIMIZERS,
             f"{{0}} must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}",
@@ -120,7 +117,6 @@ class TrainConfig:
             "mixup_alpha",
             "cutmix_alpha",
         )
-        object.__setattr__(self, "teachers", tuple(str(t) for t in self.teachers))
         require(
             in_range(self.distill_weight, 0, 1), f"{{0}} must be in [0, 1], got {self.distill_weight}", "distill_weight"
         )
@@ -135,10 +131,31 @@ class TrainConfig:
             "outlier_weight",
         )
         require(not (self.resume and self.overwrite), "{0} and {1} exclude each other", "resume", "overwrite")
+
+    def _check_kinds(self) -> None:
+        """The fields whose type decides their meaning: switches, whole numbers (a numpy integer is stored as an
+        int, so that config.json can hold it), the list of teachers and the cache folder."""
+        for name in BOOL_FIELDS:
+            value = getattr(self, name)
+            require(isinstance(value, bool), f"{{0}} must be True or False, got {value!r}", name)
+        check_whole(self, "epochs", 1)
+        check_whole(self, "batch_size", 2, why=" (batch norm)")
+        check_whole(self, "seed", 0, SEED_MAX)
+        check_whole(self, "eval_batch_size", 1)
+        check_whole(self, "limit_per_class", 2, optional=True)
+        check_whole(self, "threads", 1, optional=True)
+        teachers = self.teachers
         require(
-            self.limit_per_class is None or (isinstance(self.limit_per_class, int) and self.limit_per_class >= 2),
-            f"{{0}} must be at least 2, got {self.limit_per_class}",
-            "limit_per_class",
+            isinstance(teachers, list | tuple) and all(isinstance(t, str | os.PathLike) for t in teachers),
+            f"{{0}} must be a list of checkpoint paths, got {teachers!r}",
+            "teachers",
+        )
+        self.teachers = tuple(os.fspath(t) for t in teachers)
+        cache = self.cache_dir
+        require(
+            cache is None or (isinstance(cache, str | os.PathLike) and bool(os.fspath(cache).strip())),
+            f"{{0}} must name a folder (None: no cache), got {cache!r}",
+            "cache_dir",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -178,6 +195,8 @@ class TrainConfig:
         # a config without the field trained with AdamW (benchmarks/recipes.md, "Muon becomes the default"): it reads
         # as AdamW, never as today's default, so that --resume cannot switch a run's optimizer
         data.setdefault("optimizer", "adamw")
+        if data.get("cache_dir") == "":  # a runtime field, recorded as given before it was checked
+            data["cache_dir"] = None
         for name, make in (
             ("split", SplitRecipe.from_dict),
             ("model", ModelConfig.from_dict),
@@ -188,6 +207,28 @@ class TrainConfig:
             except ConfigError as error:
                 raise error.within(name) from None
         return cls(**data)
+
+
+def whole_number(value: object) -> int | None:
+    """`value` as an int when it is a whole number (a numpy integer too), else None: True is not 1 epoch."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
+def check_whole(
+    config: object, name: str, low: int, high: int | None = None, why: str = "", optional: bool = False
+) -> None:
+    """Refuse field `name` of `config` unless a whole number from `low` (to `high`), or None when `optional`;
+    store it as an int."""
+    value = getattr(config, name)
+    if value is None and optional:
+        return
+    number = whole_number(value)
+    require(number is not None, f"{{0}} must be a whole number, got {value!r}", name)
+    limit = f"at least {low}" if high is None else f"from {low} to {high}"
+    require(low <= number and (high is None or number <= high), f"{{0}} must be {limit}{why}, got {number}", name)
+    object.__setattr__(config, name, number)
 
 
 def _resolved(value: Any) -> Any:

@@ -48,6 +48,31 @@ class TrainingData:
     steps_per_epoch: int  # the ragged last batch is dropped
     outliers: torch.Tensor | None = None  # uint8 photos of none of the classes (outlier exposure), or None
 
+    @classmethod
+    def on_device(
+        cls,
+        train_set: ImageSet,
+        outliers: torch.Tensor | None,
+        batch_size: int,
+        augment: AugmentConfig,
+        steps_per_epoch: int,
+        device: torch.device,
+    ) -> TrainingData:
+        """The whole uint8 training set (and outliers) on the device; on a GPU copied once from pinned memory."""
+        pinned = device.type == "cuda"
+
+        def placed(images: torch.Tensor) -> torch.Tensor:
+            return (images.pin_memory() if pinned else images).to(device, non_blocking=pinned)
+
+        return cls(
+            placed(train_set.images),
+            train_set.labels.to(device),
+            batch_size,
+            augment,
+            steps_per_epoch,
+            None if outliers is None else placed(outliers),
+        )
+
 
 def fresh_sums() -> dict[str, float]:
     """An epoch's running sums before its first step (saved as they are in the resume state)."""
@@ -66,6 +91,13 @@ class Epoch:
     partial: dict[str, float] = field(default_factory=fresh_sums)  # loss_sum, correct, seen (and seconds)
     stop: Callable[[int, int], bool] = lambda epoch, step: False  # polled after every step
     progress: bool = False  # a progress bar on a terminal
+
+
+def diverged(what: str, saved: bool) -> NonFiniteLossError:
+    """The error of a run whose loss became NaN or infinite (`what`: where), saying whether a checkpoint was
+    `saved` before it (an epoch had ended, or the run resumed from one)."""
+    kept = "The last good checkpoint is kept" if saved else "No checkpoint was written: no epoch had ended"
+    return NonFiniteLossError(f"{what}: training diverged; try a lower --lr. {kept}")
 
 
 def train_one_epoch(
@@ -114,7 +146,7 @@ def train_one_epoch(
             network.ema.update_parameters(network.model)
         if check_replicas:
             check_replicas_agree(network.model, ranks)
-        _add_step(partial, value.item(), logits, y, lr, epoch.index, step)
+        _add_step(partial, value.item(), logits, y, lr, epoch, step)
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(
                 loss=f"{partial['loss_sum'] / partial['seen']:.3f}", acc=f"{partial['correct'] / partial['seen']:.3f}"
@@ -126,14 +158,14 @@ def train_one_epoch(
 
 
 def _add_step(
-    partial: dict[str, float], value: float, logits: torch.Tensor, y: torch.Tensor, lr: float, epoch: int, step: int
+    partial: dict[str, float], value: float, logits: torch.Tensor, y: torch.Tensor, lr: float, epoch: Epoch, step: int
 ) -> None:
     """Add a step's loss and correct answers to the epoch's sums; `value` is the step's one sync point (`.item()`),
     so the loss is checked here, for free."""
     if not math.isfinite(value):
-        raise NonFiniteLossError(
-            f"the training loss became {value} at epoch {epoch + 1}, step {step + 1} (learning rate "
-            f"{lr:.3g}): training diverged; try a lower --lr. The last good checkpoint is kept"
+        raise diverged(
+            f"the training loss became {value} at epoch {epoch.index + 1}, step {step + 1} (learning rate {lr:.3g})",
+            saved=epoch.index > 0 or epoch.first_step > 0,
         )
     partial["loss_sum"] += value * len(y)
     partial["correct"] += int((logits.argmax(1) == y).sum())
@@ -200,4 +232,13 @@ def _progress(iterable: range, enabled: bool, desc: str) -> Any:
     return tqdm(iterable, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
 
 
-__all__ = ["Epoch", "Network", "TrainingData", "fresh_sums", "precise_batch_norm", "train_one_epoch", "validate"]
+__all__ = [
+    "Epoch",
+    "Network",
+    "TrainingData",
+    "diverged",
+    "fresh_sums",
+    "precise_batch_norm",
+    "train_one_epoch",
+    "validate",
+]

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from heritage_cnn.base.devices import mixed_precision
-from heritage_cnn.base.io import atomic_write_json, folder_lock, inside_input, output_problem
-from heritage_cnn.data.folders import ImageSet, channel_stats, class_folders, find_layout
+from heritage_cnn.base.io import atomic_write_json, folder_lock
+from heritage_cnn.data.folders import ImageSet, channel_stats, find_layout
 from heritage_cnn.inference.openset_fit import fit_for_run
 from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint
 from heritage_cnn.models.network import HeritageNet, forward_flops, parameter_count
@@ -37,14 +37,16 @@ from heritage_cnn.training.epoch import (
     Epoch,
     Network,
     TrainingData,
+    diverged,
     fresh_sums,
     precise_batch_norm,
     train_one_epoch,
     validate,
 )
-from heritage_cnn.training.losses import NonFiniteLossError, TrainingLoss, check_teacher_classes, load_teachers
+from heritage_cnn.training.losses import TrainingLoss, check_teacher_classes, load_teachers
 from heritage_cnn.training.optim import Optimizer, Schedule, make_ema, make_optimizer
-from heritage_cnn.training.prepare import load_outliers, prepare_data, relabel_record
+from heritage_cnn.training.preflight import check_batch, check_checkpoint_loads, check_outputs
+from heritage_cnn.training.prepare import check_class_folders, load_outliers, prepare_data, relabel_record
 from heritage_cnn.training.resume_checks import check_same_data, run_config, split_record
 
 
@@ -122,7 +124,8 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
     """Train a network from scratch (or resume one) and write the run folder.
 
     `should_stop(epoch, step)` is polled after every step like Ctrl-C is (tests use it to interrupt).
-    The caller's thread count is restored on return: a library call leaves no global state behind.
+    The caller's thread count and random generators are restored on return or error: a library call leaves no
+    global state behind.
     """
     threads = torch.get_num_threads()
     try:
@@ -134,12 +137,7 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
 def _train(config: TrainConfig, log: Log, should_stop: Callable[[int, int], bool] | None) -> TrainResult:
     started = time.perf_counter()
     out = Path(config.out)
-    # refused before anything is created: a run inside the data would become photos of a class
-    problem = output_problem(out, flag="--out")
-    if problem is not None:
-        raise ValueError(problem)
-    if inside_input(out, [config.data]) is not None:
-        raise ValueError(f"--out {out}: inside the data folder {config.data}; write the run elsewhere")
+    check_outputs(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     ranks, device = init_distributed(config.device, config.threads)
@@ -147,11 +145,12 @@ def _train(config: TrainConfig, log: Log, should_stop: Callable[[int, int], bool
         log = _silent
     if config.batch_size % ranks.world:
         raise ValueError(f"--batch-size {config.batch_size} must be divisible by the {ranks.world} processes")
+    # a run folder is made only for data that can train: a mistyped --data, or one class, leaves nothing
+    check_class_folders(find_layout(config.data).train)
     made = not out.exists()
-    if made:  # a run folder is made only for data that is there: a mistyped --data leaves nothing
-        class_folders(find_layout(config.data).train)
     out.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as held:
+    written: list[str] = []  # the run records a fresh run wrote (`_write_run_record`)
+    with contextlib.ExitStack() as held, trainstate.caller_random_state(device):
 
         def claim() -> None:  # rank 0 holds the folder for them all
             held.enter_context(folder_lock(out, trainstate.RUN_LOCK, "trained into"))
@@ -159,10 +158,10 @@ def _train(config: TrainConfig, log: Log, should_stop: Callable[[int, int], bool
 
         run_on_main(ranks, claim)  # a folder in use, or holding another run, ends every process
         try:
-            return _train_into(out, config, ranks, device, log, should_stop, started)
+            return _train_into(out, config, ranks, device, log, should_stop, started, written)
         except BaseException:
-            if made and ranks.main:  # refused before writing (a bad --relabel, a class with no readable photo)
-                trainstate.abandon_run_folder(out)
+            if ranks.main:  # failed before its first checkpoint: the same command can be run again
+                trainstate.abandon_run_folder(out, written, made)
             raise
 
 
@@ -174,9 +173,10 @@ def _train_into(
     log: Log,
     should_stop: Callable[[int, int], bool] | None,
     started: float,
+    written: list[str],
 ) -> TrainResult:
-    """train() in a run folder this process holds."""
-    run = _set_up(out, config, ranks, device, log)
+    """train() in a run folder this process holds; `written` gathers the run records a fresh run writes."""
+    run = _set_up(out, config, ranks, device, log, written)
     interrupted = _session(run, log, should_stop)
     validation = _precise_statistics(run, log) if config.bn_statistics == "precise" and not interrupted else {}
     if ranks.main and not interrupted:  # "none of these": the last weights' operating point, fitted on this split
@@ -201,22 +201,25 @@ def _train_into(
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, log: Log) -> Run:
+def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, log: Log, written: list[str]) -> Run:
     """Decode the data and build the network, its optimizer and its loss; restore the state of a resumed run."""
-    torch.manual_seed(config.seed)  # the network's initial weights
+    trainstate.seed_globals(config.seed, device)  # the network's initial weights
     config, resuming = run_config(out, config, log)
     teachers = load_teachers(config.teachers, device)  # a wrong path fails now, not after decoding the photos
     all_images, train_set, val_set = prepare_data(config, log)
     outliers, outlier_record, outliers_skipped = load_outliers(config, train_set.images.shape[-1], log)
+    classes = train_set.classes
+    mean, std = channel_stats(train_set.images)
+    check_batch(config, len(train_set), resuming, log)
+    check_checkpoint_loads(config, classes, mean, std, train_set.images.shape[-1], out / "last.json")
 
     def record() -> None:  # checked before the run folder is written again: a refusal leaves it as it was
         if resuming:
             check_same_data(out, config, train_set, val_set, outlier_record)
-        _write_run_record(out, config, all_images.skipped + outliers_skipped, train_set, val_set)
+        skipped = all_images.skipped + outliers_skipped
+        _write_run_record(out, config, skipped, train_set, val_set, [] if resuming else written)
 
     run_on_main(ranks, record)  # rank 0 writes; what it refuses, or fails to write, ends every process
-    classes = train_set.classes
-    mean, std = channel_stats(train_set.images)
     model = HeritageNet(replace(config.model, num_classes=len(classes)))
     flops = forward_flops(model)
     use_amp, amp_dtype = mixed_precision(device, config.amp)
@@ -248,7 +251,7 @@ def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, 
         loss=TrainingLoss.for_run(config, train_set.labels, len(classes), teachers, device),
         optimizer=optimizer,
         schedule=Schedule.for_run(config, steps_per_epoch),
-        data=_on_device(train_set, outliers, config, steps_per_epoch, device),
+        data=TrainingData.on_device(train_set, outliers, config.batch_size, config.augment, steps_per_epoch, device),
         checkpoint=checkpoint,
         flops=flops,
         record=trainstate.provenance(train_set, device, amp_dtype if use_amp else None)
@@ -263,12 +266,22 @@ def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, 
 
 
 def _write_run_record(
-    out: Path, config: TrainConfig, skipped: list[tuple[str, str]], train_set: ImageSet, val_set: ImageSet
+    out: Path,
+    config: TrainConfig,
+    skipped: list[tuple[str, str]],
+    train_set: ImageSet,
+    val_set: ImageSet,
+    written: list[str],
 ) -> None:
-    """config.json, skipped.json and split.json: what the run trains on, written before its first step."""
-    atomic_write_json(out / trainstate.CONFIG_FILE, config.with_absolute_paths().to_dict())  # resumable from anywhere
-    atomic_write_json(out / trainstate.SKIPPED_FILE, [{"path": p, "reason": r} for p, r in skipped])
-    atomic_write_json(out / trainstate.SPLIT_FILE, split_record(config, train_set, val_set))
+    """config.json, skipped.json and split.json: what the run trains on, written before its first step; each name
+    added to `written` once it is."""
+    for name, record in (
+        (trainstate.CONFIG_FILE, config.with_absolute_paths().to_dict()),  # resumable from anywhere
+        (trainstate.SKIPPED_FILE, [{"path": p, "reason": r} for p, r in skipped]),
+        (trainstate.SPLIT_FILE, split_record(config, train_set, val_set)),
+    ):
+        atomic_write_json(out / name, record)
+        written.append(name)
 
 
 def _placed(
@@ -287,25 +300,6 @@ def _placed(
     if config.compile:
         runner = torch.compile(runner)
     return model, optimizer, runner
-
-
-def _on_device(
-    train_set: ImageSet, outliers: torch.Tensor | None, config: TrainConfig, steps_per_epoch: int, device: torch.device
-) -> TrainingData:
-    """The whole uint8 training set (and outliers) on the device; on a GPU copied once from pinned memory."""
-    pinned = device.type == "cuda"
-
-    def placed(images: torch.Tensor) -> torch.Tensor:
-        return (images.pin_memory() if pinned else images).to(device, non_blocking=pinned)
-
-    return TrainingData(
-        placed(train_set.images),
-        train_set.labels.to(device),
-        config.batch_size,
-        config.augment,
-        steps_per_epoch,
-        None if outliers is None else placed(outliers),
-    )
 
 
 def _resume(run: Run, log: Log) -> None:
@@ -409,10 +403,7 @@ def _end_epoch(
         [run.partial["loss_sum"], run.partial["correct"], run.partial["seen"], *val_sums, float(stop_asked)]
     )
     if not math.isfinite(loss_sum + val_loss_sum):  # another process diverged, or the last step did
-        raise NonFiniteLossError(
-            f"the loss became non-finite in epoch {epoch + 1}: training diverged; try a lower --lr. "
-            "The last good checkpoint is kept"
-        )
+        raise diverged(f"the loss became non-finite in epoch {epoch + 1}", saved=epoch > 0 or run.start_step > 0)
     row = {
         "epoch": epoch + 1,
         "lr": lr,

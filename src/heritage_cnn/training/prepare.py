@@ -13,10 +13,19 @@ import torch
 
 from heritage_cnn.base.io import file_sha256
 from heritage_cnn.base.names import shown
-from heritage_cnn.data.folders import DatasetError, ImageSet, find_layout, folder_key, load_images, reused
+from heritage_cnn.data.folders import (
+    DatasetError,
+    ImageSet,
+    class_folders,
+    find_layout,
+    folder_key,
+    load_images,
+    reused,
+)
 from heritage_cnn.data.relabel import apply_relabel, read_relabel
 from heritage_cnn.data.split import make_split
 from heritage_cnn.inference.openset_eval import load_negatives
+from heritage_cnn.models.metadata import MAX_CLASSES, class_name_problem
 from heritage_cnn.training.config import Log, TrainConfig
 
 
@@ -26,6 +35,24 @@ def stratified_limit(images: ImageSet, per_class: int, seed: int) -> ImageSet:
     labels = images.labels.numpy()
     keep = [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(len(images.classes))]
     return images.subset(np.sort(np.concatenate(keep)))
+
+
+def check_class_folders(folder: str | Path) -> None:
+    """Refuse, before a run folder is made or any photo decoded (`loop.train`), class folders a trained model could
+    not have: a name its checkpoint would be refused for when loaded (`class_name_problem`), or fewer than 2 (or
+    more than MAX_CLASSES) of them."""
+    found = class_folders(folder)
+    for path in found:
+        problem = class_name_problem(path.name)
+        if problem:
+            raise DatasetError(
+                f"{shown(path)}: the class folder's name {problem}: rename it (class names become file names)"
+            )
+    if not 2 <= len(found) <= MAX_CLASSES:
+        raise DatasetError(
+            f"{shown(folder)}: {len(found)} class folder(s) ({', '.join(shown(p.name) for p in found[:3])}"
+            f"{', ...' if len(found) > 3 else ''}); a classifier is trained on 2 to {MAX_CLASSES} classes"
+        )
 
 
 def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, ImageSet, ImageSet]:
@@ -46,7 +73,23 @@ def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, Image
         log(
             f"skipped {len(images.skipped)} unreadable file(s) or folder(s); all listed in skipped.json in the run folder"
         )
+    _log_unvalidated(images, val_set, log)
     return images, train_set, val_set
+
+
+def _log_unvalidated(images: ImageSet, val_set: ImageSet, log: Log) -> None:
+    """Name the classes the split gave no validation photo (one photo, or all near-duplicates of each other): they
+    train, but the validation accuracy says nothing of them."""
+    counts, held = images.class_counts(), val_set.class_counts()
+    missing = [
+        f"{shown(name)} ({n} photo{'s' if n != 1 else ''})"
+        for name, n, v in zip(images.classes, counts, held, strict=True)
+        if not v
+    ]
+    if missing:
+        log(
+            f"no validation photo for {len(missing)} class(es): {', '.join(missing)}; validation accuracy leaves them out"
+        )
 
 
 def load_outliers(config: TrainConfig, size: int, log: Log) -> tuple[torch.Tensor | None, dict, list]:

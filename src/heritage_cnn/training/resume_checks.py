@@ -19,7 +19,14 @@ from heritage_cnn.base.io import read_json
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.training.config import RUNTIME_FIELDS, Log, TrainConfig
 from heritage_cnn.training.prepare import relabel_digest
-from heritage_cnn.training.state import CONFIG_FILE, SPLIT_FILE, has_resume_state, resume_record
+from heritage_cnn.training.state import (
+    CONFIG_FILE,
+    RUN_FILES,
+    SPLIT_FILE,
+    has_resume_state,
+    holds_checkpoint,
+    resume_record,
+)
 
 _SHOWN = 3  # photos named in a refusal; the rest are counted
 
@@ -29,7 +36,7 @@ def run_config(out: Path, config: TrainConfig, log: Log) -> tuple[TrainConfig, b
     the saved recipe is taken, with this config's runtime settings."""
     resuming = config.resume and has_resume_state(out)
     if config.resume and not resuming:
-        log(f"--resume: no earlier run in {out}, starting from scratch")
+        log(f"--resume: {_nothing_to_resume(out)}, starting from scratch")
     if not resuming:
         return config, False
     saved = TrainConfig.from_dict(read_json(out / CONFIG_FILE))
@@ -41,6 +48,15 @@ def run_config(out: Path, config: TrainConfig, log: Log) -> tuple[TrainConfig, b
         )
     resumed = replace(saved, **{k: getattr(config, k) for k in RUNTIME_FIELDS})  # `out` too: where it is now
     return replace(resumed, data=config.data), True  # the same folder (`recipe_differences`), as it is reached now
+
+
+def _nothing_to_resume(out: Path) -> str:
+    """What `out`, without a resume state, holds: in the words a fresh run's refusal uses (`claim_run_folder`)."""
+    if holds_checkpoint(out):
+        return f"{out} holds checkpoints but no resume state to continue from"
+    if any((out / name).exists() for name in RUN_FILES):
+        return f"{out} holds the records of a run that stopped before its first checkpoint"
+    return f"no earlier run in {out}"
 
 
 def split_record(config: TrainConfig, train_set: ImageSet, val_set: ImageSet) -> dict[str, Any]:

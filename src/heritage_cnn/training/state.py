@@ -62,10 +62,21 @@ RUN_FILES = (
     METRICS_JSON,
     CURVES_FILE,
 )
+# What a run writes from its first checkpoint on: a folder without any of them holds no trained weights to keep.
+CHECKPOINT_FILES = (
+    RESUME_FILE,
+    *_LEGACY,
+    *(f"{name}.{suffix}" for name in ("last", "best") for suffix in ("safetensors", "json")),
+)
 
 
 def has_resume_state(out: Path) -> bool:
     return (out / RESUME_FILE).exists() or (out / _LEGACY[0]).exists()
+
+
+def holds_checkpoint(out: Path) -> bool:
+    """Whether `out` holds trained weights of a run (a checkpoint or a resume state), not only its records."""
+    return any((out / name).exists() for name in CHECKPOINT_FILES)
 
 
 def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
@@ -73,8 +84,14 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     `overwrite` says so, and then removes exactly the files a run writes (RUN_FILES, nothing else)."""
     found = [name for name in RUN_FILES if (out / name).exists()]
     if found and not resume and not overwrite:
+        listed = f"{', '.join(found[:3])}{', ...' if len(found) > 3 else ''}"
+        if not holds_checkpoint(out):  # what `run_config` says of it too: --resume starts it from scratch
+            raise FileExistsError(
+                f"{out} holds the records of a run that stopped before its first checkpoint ({listed}): --resume "
+                "starts it again from scratch, --overwrite starts another in its place, or choose another --out"
+            )
         raise FileExistsError(
-            f"{out} already holds a training run ({', '.join(found[:3])}{', ...' if len(found) > 3 else ''}): "
+            f"{out} already holds a training run ({listed}): "
             "--resume continues it, --overwrite starts again in its place, or choose another --out"
         )
     if overwrite:
@@ -84,13 +101,18 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
         stale.unlink(missing_ok=True)
 
 
-def abandon_run_folder(out: Path) -> None:
-    """Remove `out`, made by this run, if the run failed before writing anything but its lock.
+def abandon_run_folder(out: Path, written: list[str], made: bool) -> None:
+    """Undo a fresh run that failed before its first checkpoint, so that the same command can be run again: remove
+    the run records it wrote (`written`: names in `out`), then `out` itself if this run `made` it and nothing but the
+    lock is left. A folder that holds a checkpoint or a resume state keeps everything: a run to resume or look at.
 
     Called with the lock still held: a process that opened the lock file meanwhile is refused as busy rather than
     left holding a lock in a removed folder; one that comes later finds no folder, or a new lock file, which keeps
     the folder (rmdir removes only an empty one)."""
-    if [path.name for path in out.iterdir()] != [RUN_LOCK]:
+    if not holds_checkpoint(out):
+        for name in written:
+            (out / name).unlink(missing_ok=True)
+    if not made or [path.name for path in out.iterdir()] != [RUN_LOCK]:
         return
     (out / RUN_LOCK).unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # another process put a file there after the unlink: the folder is theirs
@@ -182,11 +204,25 @@ def epoch_randomness(
     epoch_seed = config.seed * 1_000_003 + epoch
     generator = torch.Generator(device=device).manual_seed(epoch_seed)
     order = torch.randperm(n, generator=generator, device=device)
-    torch.manual_seed(epoch_seed + 7919 * ranks.rank)  # dropout
+    seed_globals(epoch_seed + 7919 * ranks.rank, device)  # dropout
     augment_generator = generator
     if ranks.rank:
         augment_generator = torch.Generator(device=device).manual_seed(epoch_seed * 7919 + ranks.rank)
     return generator, order, augment_generator
+
+
+def seed_globals(seed: int, device: torch.device) -> None:
+    """Seed the global generators a run draws from (initial weights, dropout): the CPU's, and the run's GPU's when
+    it runs on one; no other GPU's, nor a seed left queued for a GPU the caller has not started."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(seed)
+
+
+def caller_random_state(device: torch.device) -> contextlib.AbstractContextManager:
+    """A block after which the global generators `seed_globals` seeds are as the caller left them."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 class StopFlag:

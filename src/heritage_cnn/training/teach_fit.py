@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from heritage_cnn.base.checks import in_range, require
 from heritage_cnn.models.openset import MahalanobisStats
+from heritage_cnn.training.config import check_whole
 
 SAMPLES_PER_CLASS = 512  # Gaussian replay features per class without --data
 ANCHOR = 1e-2  # L2 pull of the known rows to the parent's, per weight, when corrections refit them
@@ -53,6 +55,19 @@ class FitConfig:
     taught_per_batch: int = TAUGHT_PER_BATCH
     distill_weight: float = DISTILL_WEIGHT
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_whole(self, "steps", 0)  # 0: the imprinted rows as they are
+        check_whole(self, "hidden_steps", 0)
+        check_whole(self, "samples_per_class", 1)
+        check_whole(self, "taught_per_batch", 1)
+        check_whole(self, "seed", 0, 2**63 - 1)  # what torch.Generator takes; ensemble members add their index
+        for name in ("lr", "hidden_lr"):  # Adam moves every weight by about lr a step: beyond 1 a fit only diverges
+            value = getattr(self, name)
+            require(in_range(value, 0, 1, above_low=True), f"{{0}} must be in (0, 1], got {value}", name)
+        for name in ("anchor", "distill_weight"):
+            value = getattr(self, name)
+            require(in_range(value, 0), f"{{0}} must be a finite number >= 0, got {value}", name)
 
 
 def balanced_weights(labels: torch.Tensor, classes: int) -> torch.Tensor:
@@ -110,7 +125,7 @@ def fit_last_layer(
         weight.grad.mul_(mask)
         bias.grad.mul_(mask[:, 0])
         optimiser.step()
-    head = nn.Linear(old.in_features, total)
+    head = _linear(old.in_features, total)
     with torch.no_grad():
         head.weight.copy_(weight)
         head.bias.copy_(bias)
@@ -150,7 +165,7 @@ def fit_hidden_and_last(
             else hidden[:0]
         )
         rows, biases = imprint(old2, new_means, known_means)
-    fc2 = nn.Linear(old2.in_features, known + new_classes)
+    fc2 = _linear(old2.in_features, known + new_classes)
     with torch.no_grad():
         fc2.weight.copy_(torch.cat([old2.weight, rows]))
         fc2.bias.copy_(torch.cat([old2.bias, biases]))
@@ -254,9 +269,15 @@ def offset_for_cost(parent_logits: torch.Tensor, logits: torch.Tensor, labels: t
 
 
 def _copy(layer: nn.Linear) -> nn.Linear:
-    copy = nn.Linear(layer.in_features, layer.out_features)
+    copy = _linear(layer.in_features, layer.out_features)
     copy.load_state_dict(layer.state_dict())
     return copy
+
+
+def _linear(in_features: int, out_features: int) -> nn.Linear:
+    """A linear layer whose weights are set after: its initialisation draws nothing from the caller's random stream."""
+    with torch.random.fork_rng(devices=[]):
+        return nn.Linear(in_features, out_features)
 
 
 __all__ = [
