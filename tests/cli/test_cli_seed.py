@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from heritage_cnn.base.checks import SEED_MAX
 from heritage_cnn.cli.main import build_parser, main
-from heritage_cnn.cli.options import SEED_MAX
 
 # Every command with a --seed: those declared by `add_seed`, and train's recipe flag
 COMMANDS = {

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from heritage_cnn.base.checks import ConfigError
+from heritage_cnn.base.checks import SEED_MAX, ConfigError
 from heritage_cnn.models.network import ModelConfig
-from heritage_cnn.training.config import SEED_MAX, TrainConfig
+from heritage_cnn.training.config import TrainConfig
 
 
 def test_bad_recipes_are_refused(tmp_path: Path) -> None:

@@ -63,8 +63,9 @@ def test_train_leaves_the_callers_random_stream_as_it_was(tmp_path: Path) -> Non
     train(_tiny(data, tmp_path / "run"), log=_quiet)
     assert torch.equal(torch.rand(3), expected)
     torch.manual_seed(1)
-    with pytest.raises(ValueError, match="--batch-size"):
-        train(_tiny(data, tmp_path / "refused", batch_size=64), log=_quiet)
+    deep = ModelConfig(**{**TINY, "widths": (8,) * 7, "blocks": (1,) * 7})  # refused once the photos are in
+    with pytest.raises(ValueError, match="for 7 stages"):
+        train(_tiny(data, tmp_path / "refused", model=deep), log=_quiet)
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -152,14 +153,35 @@ def test_a_cache_inside_the_data_folder_is_refused_before_anything_is_written(tm
         with pytest.raises(ValueError, match=said):
             train(_tiny(data, tmp_path / "run", cache_dir=str(cache)), log=_quiet)
     assert _names(tmp_path) == before
+    # a hidden folder there is one the data set's walk skips: never read as photos, so it is taken
+    result = train(_tiny(data, tmp_path / "run", cache_dir=str(data / ".cache")), log=_quiet)
+    assert result.train_size == 28 and any((data / ".cache").iterdir())
 
 
-def test_a_batch_larger_than_the_training_set_is_refused(tmp_path: Path) -> None:
+def test_a_refused_overwrite_leaves_the_earlier_run_as_it_was(tmp_path: Path) -> None:
+    """--overwrite removed the earlier run's files before the new run's checks, so a refused one lost both."""
     data = _data(tmp_path / "data")
     out = tmp_path / "run"
-    with pytest.raises(ValueError, match=r"^--batch-size 64: more than the 28 training photos .* --batch-size 28 or"):
-        train(_tiny(data, out, batch_size=64), log=_quiet)
-    assert not out.exists()
+    train(_tiny(data, out), log=_quiet)
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+    deep = ModelConfig(**{**TINY, "widths": (8,) * 7, "blocks": (1,) * 7})
+    with pytest.raises(ValueError, match="for 7 stages"):
+        train(_tiny(data, out, overwrite=True, model=deep), log=_quiet)
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+    train(_tiny(data, out, overwrite=True, epochs=2), log=_quiet)  # one that passes replaces it
+    assert len(json.loads((out / "metrics.json").read_text())) == 2
+
+
+def test_a_batch_larger_than_the_training_set_trains_and_says_so(tmp_path: Path) -> None:
+    """A first try on a few dozen photos with the default batch: one step an epoch, said in one line."""
+    data = _data(tmp_path / "data")
+    lines: list[str] = []
+    result = train(_tiny(data, tmp_path / "run", batch_size=64), log=lines.append)
+    assert (
+        f"note: --batch-size 64 is more than the 28 training photos of {data}: each step takes all 28, one step an epoch"
+        in lines
+    )
+    assert result.checkpoint.exists()
 
 
 def test_classes_without_a_validation_photo_are_named(tmp_path: Path) -> None:

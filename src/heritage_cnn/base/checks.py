@@ -15,6 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any, TypeVar
 
+# The largest seed every command takes (`--seed`): scikit-learn's folds (`review`, `train`'s split) take a NumPy seed
+# below 2**32, and training seeds each epoch with seed * 1_000_003 + epoch, and its augmentation with that times 7919
+# (training.state), which must stay below 2**64, torch.Generator's limit: below 2**31 it does.
+SEED_MAX = 2**31 - 1
+
 Config = TypeVar("Config")
 
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from heritage_cnn.base.checks import in_range
+from heritage_cnn.base.checks import SEED_MAX, in_range
 
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_HELP = (
@@ -107,10 +107,6 @@ def number_in(
 
 port_number = int_in(0, 65535, "a port is 1 to 65535 (0: any free port)")
 
-# The largest seed every command can use: scikit-learn's folds (`review`, `train`'s split) take a NumPy seed below
-# 2**32, and training seeds each epoch with seed * 1_000_003 + epoch, and a distributed run's other ranks with that
-# times 7919 (training.state), which must stay below 2**64, torch.Generator's limit: below 2**31 it does.
-SEED_MAX = 2**31 - 1
 seed_number = int_in(0, SEED_MAX, f"a seed is 0 to {SEED_MAX}")
 
 

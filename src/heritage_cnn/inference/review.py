@@ -60,7 +60,7 @@ QUEUE_FIELDS = [
     *[f"top{k}_{part}" for k in range(1, TOP + 1) for part in ("label", "probability")],
     "flagged",
 ]
-SEED_MAX = 2**32 - 1  # scikit-learn's splitter takes a NumPy seed
+FOLD_SEED_MAX = 2**32 - 1  # scikit-learn's splitter takes a NumPy seed
 IN_MEMORY = "an in-memory model (no file)"  # summary.json's `model` for a checkpoint not loaded from a file
 MEMORISED = (
     "the model trained on {n} of these {total} photos: it memorised their labels, wrong ones included, so the queue "
@@ -96,8 +96,8 @@ def check_settings(folds: int, seed: int) -> None:
     (scikit-learn would refuse them only after every photo's features)."""
     if isinstance(folds, bool) or not isinstance(folds, numbers.Integral) or folds < 2:
         raise ValueError(f"folds must be a whole number of at least 2, got {folds!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_MAX:
-        raise ValueError(f"seed must be a whole number from 0 to {SEED_MAX}, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= FOLD_SEED_MAX:
+        raise ValueError(f"seed must be a whole number from 0 to {FOLD_SEED_MAX}, got {seed!r}")
 
 
 def check_counts(labels: np.ndarray, classes: list[str], folds: int = FOLDS) -> None:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from heritage_cnn.base.checks import ConfigError, in_range, require
+from heritage_cnn.base.checks import SEED_MAX, ConfigError, in_range, require
 from heritage_cnn.data.augment import AugmentConfig
 from heritage_cnn.data.split import SplitRecipe
 from heritage_cnn.models.network import ModelConfig
@@ -28,7 +28,6 @@ BN_STATISTICS = ("running", "precise")
 OPTIMIZERS = ("adamw", "sgd", "muon")  # what `training.optim.make_optimizer` builds
 # Switches: only True or False, since truthiness would read amp="no" as on.
 BOOL_FIELDS = ("balanced_loss", "amp", "sync_bn", "compile", "resume", "overwrite", "progress")
-SEED_MAX = 2**31 - 1  # the seeds the command line takes (`--seed`)
 
 
 @dataclass

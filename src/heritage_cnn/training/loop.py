@@ -45,7 +45,7 @@ from heritage_cnn.training.epoch import (
 )
 from heritage_cnn.training.losses import TrainingLoss, check_teacher_classes, load_teachers
 from heritage_cnn.training.optim import Optimizer, Schedule, make_ema, make_optimizer
-from heritage_cnn.training.preflight import check_batch, check_checkpoint_loads, check_outputs
+from heritage_cnn.training.preflight import check_checkpoint_loads, check_outputs, note_batch
 from heritage_cnn.training.prepare import check_class_folders, load_outliers, prepare_data, relabel_record
 from heritage_cnn.training.resume_checks import check_same_data, run_config, split_record
 
@@ -210,13 +210,15 @@ def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, 
     outliers, outlier_record, outliers_skipped = load_outliers(config, train_set.images.shape[-1], log)
     classes = train_set.classes
     mean, std = channel_stats(train_set.images)
-    check_batch(config, len(train_set), resuming, log)
+    note_batch(config, len(train_set), log)
     check_checkpoint_loads(config, classes, mean, std, train_set.images.shape[-1], out / "last.json")
 
     def record() -> None:  # checked before the run folder is written again: a refusal leaves it as it was
         if resuming:
             check_same_data(out, config, train_set, val_set, outlier_record)
         skipped = all_images.skipped + outliers_skipped
+        if config.overwrite and not resuming:  # the earlier run goes only now, once this one has passed its checks
+            trainstate.remove_run_files(out)
         _write_run_record(out, config, skipped, train_set, val_set, [] if resuming else written)
 
     run_on_main(ranks, record)  # rank 0 writes; what it refuses, or fails to write, ends every process

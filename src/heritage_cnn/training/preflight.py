@@ -1,6 +1,6 @@
 """What `train` refuses before it trains, each in one line naming the flag or file: outputs that would land in the
-data (the run folder, the decoded-image cache), a batch larger than the training set, and a network whose checkpoint
-could not be loaded. The data folder's own refusals are `prepare.check_class_folders`, the run folder's
+data (the run folder, the decoded-image cache) and a network whose checkpoint could not be loaded; and the note on a
+batch larger than the training set. The data folder's own refusals are `prepare.check_class_folders`, the run folder's
 `state.claim_run_folder`."""
 
 from __future__ import annotations
@@ -26,28 +26,28 @@ def check_outputs(config: TrainConfig) -> None:
         raise ValueError(f"--out {out}: inside the data folder {config.data}; write the run elsewhere")
     if config.cache_dir is not None:
         check_cache_dir(config.cache_dir)
-        if inside_input(config.cache_dir, [config.data]) is not None:
+        if inside_input(config.cache_dir, [config.data]) is not None and not _hidden(config.cache_dir, config.data):
             raise ValueError(
                 f"--cache-dir {config.cache_dir}: inside the data folder {config.data}; keep the cache elsewhere"
             )
 
 
-def check_batch(config: TrainConfig, train_size: int, resuming: bool, log: Log) -> None:
-    """A batch larger than the training set is refused for a new run, as the project refuses other settings the
-    data or the job cannot meet (a --batch-size the processes do not divide): every step would take the whole set,
-    while config.json and every checkpoint recorded the batch asked for, and the learning rate was chosen for it. A
-    resumed run that began so (before this refusal) goes on as it began, and says so."""
-    if config.batch_size <= train_size:
-        return
-    if resuming:
+def _hidden(path: str | Path, data: str | Path) -> bool:
+    """Whether `path`, inside `data`, lies in a hidden folder there (a name starting with "."), which the data set's
+    walk skips: a cache in data/.cache is never read as photos."""
+    relative = Path(path).resolve().relative_to(Path(data).resolve())
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def note_batch(config: TrainConfig, train_size: int, log: Log) -> None:
+    """Say so when the batch is larger than the training set: each step then takes the whole set, one step an
+    epoch, while config.json records the batch asked for (a first try on a few dozen photos is ordinary use, so it
+    trains rather than being refused; the same command resumes it)."""
+    if config.batch_size > train_size:
         log(
-            f"note: --batch-size {config.batch_size} is more than the {train_size} training photos: each step takes all"
+            f"note: --batch-size {config.batch_size} is more than the {train_size} training photos of {config.data}: "
+            f"each step takes all {train_size}, one step an epoch"
         )
-        return
-    raise ValueError(
-        f"--batch-size {config.batch_size}: more than the {train_size} training photos of {config.data}; give "
-        f"--batch-size {train_size} or less"
-    )
 
 
 def check_checkpoint_loads(
@@ -70,4 +70,4 @@ def check_checkpoint_loads(
         ) from None
 
 
-__all__ = ["check_batch", "check_checkpoint_loads", "check_outputs"]
+__all__ = ["check_checkpoint_loads", "check_outputs", "note_batch"]

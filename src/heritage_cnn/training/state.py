@@ -81,7 +81,8 @@ def holds_checkpoint(out: Path) -> bool:
 
 def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     """Make `out` this run's, with its lock held: a fresh run never writes over another run's files unless
-    `overwrite` says so, and then removes exactly the files a run writes (RUN_FILES, nothing else)."""
+    `overwrite` says so; those are removed by `remove_run_files` once the new run has passed its checks, so that a
+    refused --overwrite leaves the earlier run as it was."""
     found = [name for name in RUN_FILES if (out / name).exists()]
     if found and not resume and not overwrite:
         listed = f"{', '.join(found[:3])}{', ...' if len(found) > 3 else ''}"
@@ -94,11 +95,15 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
             f"{out} already holds a training run ({listed}): "
             "--resume continues it, --overwrite starts again in its place, or choose another --out"
         )
-    if overwrite:
-        for name in found:
-            (out / name).unlink(missing_ok=True)
     for stale in stale_temps(out):  # half-written files of a killed run (the lock says none is writing)
         stale.unlink(missing_ok=True)
+
+
+def remove_run_files(out: Path) -> None:
+    """--overwrite: remove an earlier run's files from `out`, exactly the files a run writes (RUN_FILES), nothing
+    else."""
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
 
 
 def abandon_run_folder(out: Path, written: list[str], made: bool) -> None:
