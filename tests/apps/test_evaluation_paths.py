@@ -64,3 +64,18 @@ def test_out_is_required_and_an_earlier_evaluation_may_be_replaced(
     first = evaluate_on(tiny_run.checkpoint, synthetic_root, "val", out, **QUIET)
     assert (out / "metrics.json").exists()  # an evaluation's own metrics.json marks no training run
     assert evaluate_on(tiny_run.checkpoint, synthetic_root, "val", out, **QUIET)["accuracy"] == first["accuracy"]
+
+
+def test_a_folder_holding_only_a_runs_name_of_file_is_no_run(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
+    """Any folder with a config.json or a curves.png was refused as a training run's, though nothing there would be
+    replaced: a run is its weights, or a metrics.json of epochs."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.json").write_text("{}")
+    (project / "curves.png").write_bytes(b"\x89PNG")
+    assert evaluate_on(tiny_run.checkpoint, synthetic_root, "val", project, **QUIET)["accuracy"]["value"] > 0
+    epochs = tmp_path / "epochs"
+    epochs.mkdir()
+    (epochs / "metrics.json").write_text('[{"epoch": 1}]')
+    with pytest.raises(ValueError, match=r"a training run's folder \(it holds metrics\.json\)"):
+        evaluate_on(tiny_run.checkpoint, synthetic_root, "val", epochs, **QUIET)

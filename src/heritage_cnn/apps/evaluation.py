@@ -18,6 +18,7 @@ run's folder, whose metrics.json holds its epochs.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -217,18 +218,27 @@ def check_input_paths(
 def check_evaluation_paths(
     data: str | os.PathLike, out: str | os.PathLike, negatives: str | os.PathLike | None = None, flags: bool = False
 ) -> None:
-    """`check_input_paths`, and `out` not a training run's folder: the evaluation's metrics.json would replace the
-    run's (its epochs), and its figures would mix with the run's files."""
-    from heritage_cnn.training.state import RUN_FILES
+    """`check_input_paths`, and `out` not a training run's folder (trained weights, or a metrics.json of epochs): the
+    evaluation's metrics.json would replace the run's, and its figures would mix with the run's files."""
+    from heritage_cnn.training.state import CHECKPOINT_FILES, METRICS_JSON
 
     check_input_paths(data, out, negatives, flags)
-    ours = {*EVALUATION_FILES, *OPEN_SET_FILES}  # an earlier evaluation's files mark no run
-    found = [name for name in RUN_FILES if name not in ours and (Path(out) / name).exists()]
+    found = [name for name in CHECKPOINT_FILES if (Path(out) / name).exists()]
+    if not found and _holds_epochs(Path(out) / METRICS_JSON):
+        found = [METRICS_JSON]
     if found:
         raise ValueError(
             f"{_named('out', flags)} {out}: a training run's folder (it holds {', '.join(found[:3])}); its "
             f"metrics.json would be replaced: write the evaluation elsewhere, {Path(out) / 'eval'} say"
         )
+
+
+def _holds_epochs(path: Path) -> bool:
+    """Whether `path` is a training run's metrics.json (a list of epochs; an evaluation's is one object)."""
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), list)
+    except (OSError, ValueError):
+        return False
 
 
 def evaluate_on(
