@@ -363,21 +363,7 @@ def test_fifo_never_hangs_a_command(fifo_dataset: Path, tiny_run, tmp_path: Path
     assert sort.returncode == 0, sort.stderr
     assert "named pipe" in (tmp_path / "sorted" / "skipped.csv").read_text()
     run = tmp_path / "run"
-    trained = heritage(
-        [
-            "train",
-            "--data",
-            str(fifo_dataset),
-            "--out",
-            str(run),
-            "--epochs",
-            "1",
-            "--widths",
-            "8,16",
-            "--batch-size",
-            "8",
-        ]
-    )
+    trained = heritage(["train", "--data", str(fifo_dataset), "--out", str(run), "--epochs", "1", "--widths", "8,16"])
     assert trained.returncode == 0, trained.stderr + trained.stdout
     assert f"skipped {pipe}: is a named pipe" in trained.stdout
     assert "named pipe" in (run / "skipped.json").read_text()
