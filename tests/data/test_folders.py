@@ -139,6 +139,20 @@ def test_cache_round_trip(synthetic_root: Path, tmp_path: Path, monkeypatch: pyt
     assert torch.equal(first.images, second.images) and first.paths == second.paths
 
 
+def test_a_cache_of_an_earlier_decoder_is_decoded_again(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key named the package's version only, so a decoder change that kept it served the pixels it used to give."""
+    data.load_images(synthetic_root, cache_dir=tmp_path)
+    monkeypatch.setattr(data, "DECODE_REVISION", data.DECODE_REVISION + 1)
+    decoded = []
+    monkeypatch.setattr(
+        data, "try_decode", lambda *args, **kwargs: decoded.append(1) or decode.try_decode(*args, **kwargs)
+    )
+    data.load_images(synthetic_root, cache_dir=tmp_path)
+    assert decoded and len(list(tmp_path.glob("pixels-*.safetensors"))) == 2
+
+
 def test_the_cache_serves_a_model_with_more_classes(
     synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -33,6 +33,9 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 IMAGE_SIZE = 64
+# Raised with every change here that changes the pixels some file decodes to: decoded images kept on disk
+# (`folders.py`'s cache, keyed on it) are then decoded again, never served as the earlier decoder gave them.
+DECODE_REVISION = 2
 MAX_OUTPUT_SIZE = 2048  # the largest square this module produces (a checkpoint asking for more is refused)
 # Pillow's decompression-bomb guard, set deliberately: a survey photo from a 100 MP camera passes,
 # a PNG that declares a gigapixel canvas to exhaust memory does not.

@@ -26,7 +26,7 @@ import torch
 from heritage_cnn import __version__
 from heritage_cnn.base.io import atomic_write_json, load_tensors, save_tensors
 from heritage_cnn.base.names import shown
-from heritage_cnn.data.decode import IMAGE_SIZE, try_decode
+from heritage_cnn.data.decode import DECODE_REVISION, IMAGE_SIZE, try_decode
 from heritage_cnn.data.walk import walk_files
 
 T = TypeVar("T")
@@ -205,7 +205,7 @@ class ImageSet:
 def _cache_key(files: FileList, size: int, labelled: bool = True) -> str:
     """Key of a decode: the file list with sizes and modification times, and (`labelled`) the classes and labels.
     The disk cache leaves the labels out: the pixels are the same for a model with more classes (a taught one)."""
-    digest = hashlib.sha256(f"heritage-cnn {__version__} size={size}\n".encode())
+    digest = hashlib.sha256(f"heritage-cnn {__version__} decode {DECODE_REVISION} size={size}\n".encode())
     if labelled:
         digest.update(json.dumps(files.classes).encode())
     for path, label in zip(files.files, files.labels, strict=True):
