@@ -193,3 +193,23 @@ def test_classes_without_a_validation_photo_are_named(tmp_path: Path) -> None:
     assert [line for line in lines if "validation" in line] == [
         f"no validation photo for 1 class(es): {CLASSES[3]} (1 photo); validation accuracy leaves them out"
     ]
+
+
+def test_photos_a_new_decoder_reads_otherwise_are_said_so_on_resume(tmp_path: Path) -> None:
+    """A run begun before a decoder change was told its photos had changed and to restore them, though only the
+    decoder had: the files are as they were, so restoring them cannot help."""
+    data = _data(tmp_path / "data")
+    out = tmp_path / "run"
+    train(_tiny(data, out, epochs=2), log=_quiet, should_stop=lambda epoch, step: (epoch, step) == (0, 1))
+    split = json.loads((out / "split.json").read_text())
+    first = sorted(split["photos"])[0]
+    split["photos"][first] = "0" * 16  # the pixels an earlier decoder gave this file
+    del split["decode_revision"]  # a run from before split.json recorded it
+    (out / "split.json").write_text(json.dumps(split))
+    said = r"1 photo changed \(.*\) in .*: this version decodes photos otherwise .* \(decoder revision 1 then, 2 now\)"
+    with pytest.raises(ValueError, match=said):
+        train(_tiny(data, out, epochs=2, resume=True), log=_quiet)
+    split["decode_revision"] = 2  # the same decoder: the file itself changed
+    (out / "split.json").write_text(json.dumps(split))
+    with pytest.raises(ValueError, match=r"are not those the run began with: 1 photo changed .*; restore them"):
+        train(_tiny(data, out, epochs=2, resume=True), log=_quiet)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from heritage_cnn.base.io import read_json
+from heritage_cnn.data.decode import DECODE_REVISION
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.training.config import RUNTIME_FIELDS, Log, TrainConfig
 from heritage_cnn.training.prepare import relabel_digest
@@ -70,6 +71,7 @@ def split_record(config: TrainConfig, train_set: ImageSet, val_set: ImageSet) ->
         "val_paths": val_set.paths,
         "photos": {**_digests(train_set, config.data), **_digests(val_set, config.data)},
         "relabel_sha256": relabel_digest(config.relabel),
+        "decode_revision": DECODE_REVISION,  # photos that decode otherwise after a decoder change: said as that
     }
 
 
@@ -112,6 +114,13 @@ def _check_same_photos(out: Path, config: TrainConfig, train_set: ImageSet, val_
             _named(sorted(set(then) - set(now)), "removed"),
             _named(sorted(k for k in set(now) & set(then) if now[k] != then[k]), "changed"),
         ]
+        decoder_then = recorded.get("decode_revision", 1)  # the revision before split.json recorded it
+        if changes[2] and not any(changes[:2]) and decoder_then != DECODE_REVISION:
+            raise ValueError(
+                refuse + f"{changes[2]} in {config.data}: this version decodes photos otherwise than the one the run "
+                f"began with (decoder revision {decoder_then} then, {DECODE_REVISION} now), so the run cannot go on "
+                "with the same photos; train into another --out"
+            )
         if any(changes):
             raise ValueError(
                 refuse + f"the photos of {config.data} are not those the run began with: "
