@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from heritage_cnn.inside import deconvnet, explain, sanity, visualize
-from heritage_cnn.inside.guards import eval_mode
 from heritage_cnn.inside.synthesis import draw, loop, param
 from heritage_cnn.inside.synthesis import objectives as o
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
@@ -128,16 +127,6 @@ def test_every_tool_leaves_the_model_in_its_own_mode(single: Checkpoint, synthet
             call()
         assert {n: m.training for n, m in model.named_modules()} == modes, name
         assert all(torch.equal(a, b) for a, b in zip(bn_statistics(model), statistics, strict=True)), name
-
-
-def test_eval_mode_gives_each_module_its_own_mode_back() -> None:
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(), torch.nn.Sequential(torch.nn.ReLU()))
-    model.train()
-    model[1].eval()
-    with pytest.raises(KeyError), eval_mode(model):
-        assert not any(m.training for m in model.modules())
-        raise KeyError("stop")
-    assert [m.training for m in model.modules()] == [True, True, False, True, True]
 
 
 def test_no_module_draws_through_pyplot(single: Checkpoint, tmp_path: Path) -> None:

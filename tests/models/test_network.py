@@ -9,6 +9,7 @@ from heritage_cnn.models.network import (
     ModelConfig,
     build_model,
     conv_layers,
+    eval_mode,
     fold_batch_norm,
     forward_flops,
     layer,
@@ -127,3 +128,13 @@ def test_folding_a_stem_that_pools_first(sign: float) -> None:
     x = torch.randn(4, 3, 64, 64)
     torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-4)
     assert isinstance(folded.stage1.block1.bn, nn.BatchNorm2d) == (sign < 0)
+
+
+def test_eval_mode_gives_each_module_its_own_mode_back() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(), torch.nn.Sequential(torch.nn.ReLU()))
+    model.train()
+    model[1].eval()
+    with pytest.raises(KeyError), eval_mode(model):
+        assert not any(m.training for m in model.modules())
+        raise KeyError("stop")
+    assert [m.training for m in model.modules()] == [True, True, False, True, True]

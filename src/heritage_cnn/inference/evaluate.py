@@ -25,6 +25,7 @@ from heritage_cnn.base.names import shown
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.data.split import set_hashes
 from heritage_cnn.models.checkpoint import Checkpoint
+from heritage_cnn.models.network import eval_mode
 from heritage_cnn.models.views import tta_views
 
 # The names `write_evaluation` gives its files, which the report reads them by
@@ -109,19 +110,17 @@ def predict_logits(
     """
     mode = ("flip" if tta else "none") if isinstance(tta, bool) else tta
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     outputs = []
     starts: Any = range(0, len(images), batch_size)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="predict", unit="batch", leave=False, dynamic_ncols=True)
-    for start in starts:
-        x = normalise(images[start : start + batch_size].to(device, non_blocking=True))
-        views = tta_views(x, mode)
-        outputs.append(sum(model(view).float() for view in views) / len(views))
-    model.train(was_training)
+    with eval_mode(model):
+        for start in starts:
+            x = normalise(images[start : start + batch_size].to(device, non_blocking=True))
+            views = tta_views(x, mode)
+            outputs.append(sum(model(view).float() for view in views) / len(views))
     if not outputs:
         return torch.empty(0, 0)
     return torch.cat(outputs)

@@ -32,6 +32,7 @@ from heritage_cnn.data.decode import try_decode
 from heritage_cnn.data.folders import display_name
 from heritage_cnn.inference.classifier import find_photos
 from heritage_cnn.models.checkpoint import Checkpoint
+from heritage_cnn.models.network import eval_mode
 from heritage_cnn.models.openset_point import OperatingPoint
 from heritage_cnn.models.views import tta_views
 
@@ -74,16 +75,12 @@ def scored_logits(
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="predict", unit="batch", leave=False, dynamic_ncols=True)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in starts:
             x = checkpoint.normalise(images[start : start + batch_size].to(device))
             outputs = [point.forward(model, view) for view in tta_views(x, tta)]
             logits.append(sum(o[0] for o in outputs) / len(outputs))
             scores.append((sum(o[1] for o in outputs) / len(outputs)).cpu())
-    finally:
-        model.train(was_training)
     if not logits:
         return torch.empty(0, len(checkpoint.classes)), torch.empty(0)
     return torch.cat(logits).cpu(), torch.cat(scores)

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from heritage_cnn.inside.guards import eval_mode, one_network
-from heritage_cnn.models.network import ConvBlock, HeritageNet, ResidualBlock, fold_batch_norm
+from heritage_cnn.inside.guards import one_network
+from heritage_cnn.models.network import ConvBlock, HeritageNet, ResidualBlock, eval_mode, fold_batch_norm
 
 Step = tuple[str, nn.Module, str]  # (name, module, kind): pool, conv, conv_pool, residual or residual_conv1
 

@@ -19,9 +19,9 @@ from torch import nn
 from heritage_cnn.base.figures import PERCENTILE, new_figure, overlay, save_figure
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.labels import resolve_class
-from heritage_cnn.inside.guards import eval_mode, one_network
+from heritage_cnn.inside.guards import one_network
 from heritage_cnn.models.checkpoint import Checkpoint
-from heritage_cnn.models.network import HeritageNet
+from heritage_cnn.models.network import HeritageNet, eval_mode
 
 METHODS = ("saliency", "guided_backprop", "deconvolution", "grad_cam", "occlusion")
 LABELS = {

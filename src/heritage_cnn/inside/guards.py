@@ -1,16 +1,10 @@
-"""What every tool that looks inside a network shares: it works on one network, and leaves the caller's model as
-it found it.
-
-- `one_network(checkpoint or model)`: the refusal of an ensemble, in one line that says how to pick a member, at
-  the top of each public entry point that reads a network's layers (an ensemble's are its members', side by side);
-- `eval_mode(*models)`: eval mode for the duration of a `with` block, each module's own mode given back after,
-  also when the block raises.
+"""What every tool that looks inside a network shares: it works on one network. `one_network(checkpoint or model)`
+refuses an ensemble, in one line that says how to pick a member, at the top of each public entry point that reads a
+network's layers (an ensemble's are its members', side by side). The caller's model is left in its own mode by
+`models.network.eval_mode`, which every tool that runs a model shares.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from torch import nn
 
@@ -30,17 +24,4 @@ def one_network(network: Checkpoint | nn.Module) -> None:
         )
 
 
-@contextmanager
-def eval_mode(*models: nn.Module) -> Iterator[None]:
-    """Every module of `models` in eval mode inside the block; after it, each module back in its own mode."""
-    modes = [(module, module.training) for model in models for module in model.modules()]
-    try:
-        for model in models:
-            model.eval()
-        yield
-    finally:
-        for module, training in modes:
-            module.training = training
-
-
-__all__ = ["eval_mode", "one_network"]
+__all__ = ["one_network"]

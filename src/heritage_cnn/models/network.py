@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TypeVar
 
@@ -240,6 +241,20 @@ def fold_batch_norm(model: Net) -> Net:
     return folded
 
 
+@contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Every module of `models` in eval mode inside the block; after it, also when it raises, each module back in its
+    own mode: a caller's model in training stays in training, whichever tool looked at it."""
+    modes = [(module, module.training) for model in models for module in model.modules()]
+    try:
+        for model in models:
+            model.eval()
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -248,12 +263,9 @@ def forward_flops(model: nn.Module, image_size: int = IMAGE_SIZE) -> int:
     """Forward FLOPs per image (multiply-add = 2), counted by torch.utils.flop_counter."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), eval_mode(model), FlopCounterMode(display=False) as counter:
         model(torch.zeros(1, 3, image_size, image_size, device=device))
-    model.train(was_training)
     return int(counter.get_total_flops())
 
 
@@ -277,6 +289,7 @@ __all__ = [
     "ResidualBlock",
     "build_model",
     "conv_layers",
+    "eval_mode",
     "fold_batch_norm",
     "forward_flops",
     "layer",

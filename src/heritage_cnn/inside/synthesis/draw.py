@@ -13,13 +13,13 @@ from torch import Tensor, nn
 import heritage_cnn.inside.synthesis.objectives as o
 from heritage_cnn.base.checks import in_range, require
 from heritage_cnn.data.decode import IMAGE_SIZE
-from heritage_cnn.inside.guards import eval_mode, one_network
+from heritage_cnn.inside.guards import one_network
 from heritage_cnn.inside.synthesis.loop import Rendering, networks_of, render
 from heritage_cnn.inside.synthesis.objectives import Objective
 from heritage_cnn.inside.synthesis.param import FourierImage, MacoImage, PixelImage
 from heritage_cnn.inside.synthesis.transforms import standard_transforms
 from heritage_cnn.models.checkpoint import Checkpoint
-from heritage_cnn.models.network import conv_layers
+from heritage_cnn.models.network import conv_layers, eval_mode
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from heritage_cnn.inside.guards import eval_mode
 from heritage_cnn.inside.synthesis.objectives import Context, Objective
 from heritage_cnn.inside.synthesis.transforms import Transform
 from heritage_cnn.models.checkpoint import Checkpoint
-from heritage_cnn.models.network import layer
+from heritage_cnn.models.network import eval_mode, layer
 
 
 @dataclass
