@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import CLASSES, draw
-from heritage_cnn.base.names import NAME_MAX, cell_items, cell_text, portable_name, shown
+from heritage_cnn.base.names import NAME_MAX, cell_items, cell_text, is_hidden, portable_name, shown, visible_subfolders
 from heritage_cnn.cli.main import main
 
 LONG = b"L" * 200 + b"\xe9" + b"x" * 50 + b".jpg"  # 255 bytes, one of them not UTF-8
@@ -89,6 +89,16 @@ def test_policy_helpers() -> None:
     fields = [["a;b", "c:d%3B"], [latin], [""]]  # the cell's own separators, an escape's look-alike, a lone surrogate
     assert cell_text(fields) == "a%3Bb:c%3Ad%253B;caf\udce9\n.jpg;"
     assert cell_items(cell_text(fields)) == fields and cell_items("") == []
+
+
+def test_hidden_names_and_visible_subfolders(tmp_path: Path) -> None:
+    assert (
+        is_hidden(".cache") and is_hidden(".") and is_hidden("..") and not is_hidden("a.b") and not is_hidden("_none")
+    )
+    for name in ("vault", ".cache", "Apse", "_none", ".git"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "altar").write_bytes(b"")  # a file, not a folder
+    assert [p.name for p in visible_subfolders(tmp_path)] == ["Apse", "_none", "vault"]
 
 
 def test_predict_table_csv_and_json(tiny_run, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:

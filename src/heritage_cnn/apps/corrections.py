@@ -33,7 +33,7 @@ from typing import Any
 
 from heritage_cnn.apps.upload import UploadError
 from heritage_cnn.base.io import FolderBusy, atomic_write_bytes, atomic_write_csv, folder_lock
-from heritage_cnn.base.names import CSV_ERRORS, shown
+from heritage_cnn.base.names import CSV_ERRORS, shown, visible_subfolders
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS
 from heritage_cnn.inference.classifier import Prediction
 from heritage_cnn.inference.sort import LOCK_NAME, NONE, UNCERTAIN
@@ -84,7 +84,7 @@ class Corrections:
         problem = new_class_problem(label)  # the name alone: a variant of a class is that class, below
         if problem:
             raise UploadError(400, problem)
-        taken = [p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        taken = [p.name for p in visible_subfolders(self.root)]
         same = same_class_as(label, [*self.classes, *(t for t in taken if t not in (UNCERTAIN, NONE))])
         if same is not None:
             return same

@@ -26,7 +26,7 @@ from heritage_cnn.apps.steps import (
     eval_folder,
 )
 from heritage_cnn.base.io import atomic_write_json, output_problem
-from heritage_cnn.base.names import shown
+from heritage_cnn.base.names import is_hidden, shown
 from heritage_cnn.data.check import DATA_CHECK_FILE
 from heritage_cnn.data.folders import Layout, find_layout, reuse_decoded
 from heritage_cnn.inference.evaluate import EVALUATION_FILES, Skipped, remove_stale
@@ -111,7 +111,7 @@ def demo_out_problem(out: str | os.PathLike) -> str | None:
     problem = output_problem(folder, flag="--out")
     if problem is not None or not folder.is_dir():
         return problem
-    foreign = sorted(p.name for p in folder.iterdir() if p.name not in DEMO_ENTRIES and not p.name.startswith("."))
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in DEMO_ENTRIES and not is_hidden(p.name))
     if foreign:
         more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
         return (

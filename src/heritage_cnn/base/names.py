@@ -13,6 +13,9 @@ On Linux a file name is bytes; Python gives names that are not UTF-8 (an old cam
 - shown (the terminal, HTML, Markdown, figure titles): `shown(path)`, undecodable bytes as `\\xe9` and control
   characters (a newline in a name) escaped, so a name never breaks a line or a table; invisible characters too
   (a zero-width space, a right-to-left override), so that no name looks like another or reorders its line.
+
+And which names every listing passes over: a hidden one (`is_hidden`), so a cache, a lock or a tool's own folder
+kept beside the photos is never read as a photo, a class or a user's file.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import json
 import os
 import re
 import unicodedata
+from pathlib import Path
 from typing import Any
 
 CSV_ERRORS = "surrogateescape"  # the errors handler of every CSV the tool writes and reads
@@ -46,6 +50,17 @@ def _visible(match: re.Match) -> str:
     if unicodedata.category(char) not in HIDDEN_CATEGORIES:
         return char
     return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+
+
+def is_hidden(name: str) -> bool:
+    """Whether a file or folder name is hidden, as Unix tools treat it (it starts with "."): the walks for photos,
+    the listings of class folders and the checks of an output folder all pass over it."""
+    return name.startswith(".")
+
+
+def visible_subfolders(folder: str | os.PathLike) -> list[Path]:
+    """The folders directly in `folder` whose names are not hidden, sorted by name."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not is_hidden(p.name))
 
 
 def json_text(obj: Any, indent: int | None = 2) -> str:

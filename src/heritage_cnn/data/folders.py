@@ -25,7 +25,7 @@ import torch
 
 from heritage_cnn import __version__
 from heritage_cnn.base.io import atomic_write_json, load_tensors, save_tensors
-from heritage_cnn.base.names import shown
+from heritage_cnn.base.names import shown, visible_subfolders
 from heritage_cnn.data.decode import DECODE_REVISION, IMAGE_SIZE, try_decode
 from heritage_cnn.data.walk import walk_files
 
@@ -81,8 +81,7 @@ def find_layout(root: str | os.PathLike) -> Layout:
 
 def _only_test_folder(root: Path, test: Path) -> bool:
     """`<root>/test/<class>/*` and no other folder: a Kaggle layout without train/, not a class named test."""
-    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return folders == [test] and any(p.is_dir() and not p.name.startswith(".") for p in test.iterdir())
+    return visible_subfolders(root) == [test] and bool(visible_subfolders(test))
 
 
 def split_folder(layout: Layout, split: str) -> Path:
@@ -116,7 +115,7 @@ def class_folders(folder: str | os.PathLike) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder")
-    found = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = visible_subfolders(folder)
     if not found:
         raise DatasetError(f"{folder}: no class folders inside (expected <root>/<class>/<image>)")
     return found

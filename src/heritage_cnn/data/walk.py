@@ -10,7 +10,7 @@ import os
 from collections import deque
 from pathlib import Path
 
-from heritage_cnn.base.names import shown
+from heritage_cnn.base.names import is_hidden, shown
 from heritage_cnn.data.decode import os_reason
 
 
@@ -48,13 +48,13 @@ def walk_files(
             subfolders = []
             for entry in entries:
                 if _is_folder(entry):
-                    if entry.name.startswith("."):
+                    if is_hidden(entry.name):
                         continue
                     if entry.is_symlink():
                         links.append((path / entry.name, real))
                     else:  # its resolved path without a system call: the holder's is resolved already
                         subfolders.append((path / entry.name, os.path.join(real, entry.name)))
-                elif (hidden or not entry.name.startswith(".")) and (
+                elif (hidden or not is_hidden(entry.name)) and (
                     extensions is None or Path(entry.name).suffix.lower() in extensions
                 ):
                     found.append(path / entry.name)

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from heritage_cnn.base.names import CSV_ERRORS, HIDDEN_CATEGORIES, shown
+from heritage_cnn.base.names import CSV_ERRORS, HIDDEN_CATEGORIES, shown, visible_subfolders
 from heritage_cnn.data.decode import IMAGE_SIZE, regular_file_sha256, try_decode
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError, display_name
 from heritage_cnn.data.walk import walk_files
@@ -156,7 +156,7 @@ def _decoded(
 def _class_subfolders(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"{shown(folder)}: not a folder")
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return visible_subfolders(folder)
 
 
 def _same_class(name: str) -> str:

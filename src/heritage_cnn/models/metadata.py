@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.base.names import is_hidden
 from heritage_cnn.data.decode import IMAGE_SIZE
 from heritage_cnn.models.ensemble import ENSEMBLE_FORMAT, MAX_MEMBERS, SHARED
 from heritage_cnn.models.network import MAX_PARAMETERS, ModelConfig
@@ -46,7 +47,7 @@ def class_name_problem(name: object) -> str | None:
     """Why `name` cannot be a class name (tools use class names as folder names), or None."""
     if not isinstance(name, str) or not name:
         return "is not a non-empty string"
-    if name in (".", "..") or name.startswith("."):
+    if is_hidden(name):
         return "starts with '.'"
     if "/" in name or "\\" in name:
         return "contains a path separator"

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from heritage_cnn.base.io import CheckpointError, inside_input, output_problem
+from heritage_cnn.base.names import is_hidden
 from heritage_cnn.models.metadata import FORMAT, validate_metadata
 from heritage_cnn.training.config import Log, TrainConfig
 from heritage_cnn.training.teach_out import check_cache_dir
@@ -36,7 +37,7 @@ def _hidden(path: str | Path, data: str | Path) -> bool:
     """Whether `path`, inside `data`, lies in a hidden folder there (a name starting with "."), which the data set's
     walk skips: a cache in data/.cache is never read as photos."""
     relative = Path(path).resolve().relative_to(Path(data).resolve())
-    return any(part.startswith(".") for part in relative.parts)
+    return any(is_hidden(part) for part in relative.parts)
 
 
 def note_batch(config: TrainConfig, train_size: int, log: Log) -> None:
