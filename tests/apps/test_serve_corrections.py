@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import shutil
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,13 +204,124 @@ def test_a_label_that_cannot_name_a_class_is_400(tiny_run, tmp_path: Path, label
     assert not (tmp_path.parent / "outside").exists()
 
 
-@pytest.mark.parametrize("label", ["_None", "_UNCERTAIN", "   ", " portal", "portal ", "\tportal"])
+# any case or Unicode spelling of sort's folders and of the files beside them (`manifest.csv` on a folder with no manifest
+# yet: a class folder of that name would stand where the manifest goes), blank names, names with blanks around them
+@pytest.mark.parametrize(
+    "label",
+    [
+        *("_None", "_UNCERTAIN", "\uff3fnone", "\uff3f\uff35NCERTAIN"),
+        *("manifest.csv", "SKIPPED.CSV", "sort-settings.json"),
+        *("   ", " portal", "portal ", "\tportal"),
+    ],
+)
 def test_a_label_teach_would_refuse_is_400(tiny_run, tmp_path: Path, label: str) -> None:
     """Any case of sort's folders, blank names, names with blanks around them: teach would refuse the folder."""
     client = client_for(tiny_run, tmp_path)
     response = correct(client, png_bytes(2), label)
     assert response.status_code == 400, response.text
     assert list(response.json()) == ["detail"] and "\n" not in response.json()["detail"]
+    assert photos(tmp_path) == []
+
+
+def test_two_spellings_of_one_new_class_at_once_land_in_one_folder(tiny_run, tmp_path: Path) -> None:
+    """Two requests each name the new class before either has made its folder (`class_of` finds none); the second to
+    store is filed in the first one's folder, as teach reads them: one class, not two folders teach refuses."""
+    kept = Corrections(tmp_path, CLASSES)
+    first, second = kept.class_of("Portál"), kept.class_of("PORTÁL")  # both asked before either is stored
+    assert (first, second) == ("Portál", "PORTÁL")
+    for n, label in enumerate([first, second]):
+        data = png_bytes(n + 1)
+        assert kept.save(data, "a.png", label, prediction_of(tiny_run, data))["label"] == "Portál"
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["Portál"]
+    assert read_corrections(tmp_path, known=CLASSES).labels == ["Portál", "Portál"]
+
+
+def test_a_photo_the_user_filed_deeper_is_replaced_when_marked_again(tiny_run, tmp_path: Path) -> None:
+    """teach reads the folders a user makes inside a class folder: a photo moved into one and then marked again keeps
+    one file, under the latest label, not a second copy teach would refuse as one photo of two classes."""
+    client = client_for(tiny_run, tmp_path)
+    data = png_bytes(7)
+    answer = answer_of(tiny_run, data)
+    first, second = [c for c in CLASSES if c != answer][:2]
+    stored = tmp_path / correct(client, data, first).json()["file"]
+    (tmp_path / first / "maybe").mkdir()
+    stored.rename(tmp_path / first / "maybe" / stored.name)
+    assert correct(client, data, second).json()["replaced"] == 1
+    assert photos(tmp_path) == [tmp_path / second / stored.name]
+    assert read_corrections(tmp_path, known=CLASSES).labels == [second]
+
+
+def test_a_folder_removed_while_the_server_runs_is_made_again(tiny_run, tmp_path: Path) -> None:
+    folder = tmp_path / "fixes"
+    client = client_for(tiny_run, folder)
+    folder.rename(tmp_path / "moved away")
+    for label in ("vault", "portal"):  # a class of the model, a new class
+        response = correct(client, png_bytes(len(label)), label)
+        assert response.status_code == 200, response.text
+    assert len(manifest(folder)) == 2
+    shutil.rmtree(folder)
+    folder.write_text("a file where the folder was")
+    response = correct(client, png_bytes(2), "vault")
+    assert response.status_code == 409 and response.json()["detail"].endswith("cannot hold corrections (File exists)")
+
+
+def test_a_fault_of_the_server_is_one_line_of_json(tiny_run, tmp_path: Path, monkeypatch) -> None:
+    client = TestClient(
+        create_app(tiny_run.checkpoint, draw_class_images=False, corrections=tmp_path),
+        base_url="http://127.0.0.1",
+        raise_server_exceptions=False,
+    )
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the disk\nwent away")
+
+    monkeypatch.setattr(Corrections, "save", broken)
+    response = correct(client, png_bytes(2), "vault")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "the server failed: RuntimeError: the disk went away"}
+
+
+def _form(*parts: tuple[str, str | None, bytes]) -> tuple[bytes, dict[str, str]]:
+    """A multipart body written by hand: each part (field name, file name or None for a text field, bytes)."""
+    body = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--b\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    return body + b"--b--\r\n", {"content-type": "multipart/form-data; boundary=b"}
+
+
+@pytest.mark.parametrize(
+    ("parts", "detail"),
+    [
+        (
+            [("label", None, b"vault"), ("label", None, b"apse"), ("photo", "a.png", b"P")],
+            "the form field 'label' was sent 2 times; send it once",
+        ),
+        (
+            [("label", "l.txt", b"vault"), ("photo", "a.png", b"P")],
+            "the form field 'label' holds a file; only 'photo' does",
+        ),
+        (
+            [("photo", "a.png", b"P"), ("label", "l.txt", b"vault")],
+            "the form field 'label' holds a file; only 'photo' does",
+        ),
+        (
+            [("label", None, b"vault"), ("photo", None, b"P")],
+            "the form field 'photo' holds text: send the photo as a file (curl -F photo=@FILE)",
+        ),
+        (
+            [("photo", "a.png", b"P"), ("photo", "b.png", b"P")],
+            "more than one file in the form field 'photo': send one photo",
+        ),
+    ],
+)
+def test_a_form_in_the_wrong_shape_is_400_saying_which_field(tiny_run, tmp_path: Path, parts, detail: str) -> None:
+    """Two labels (which one was meant?), the label as a file, the photo as text, two photos: each refused in words
+    that name the field, nothing stored."""
+    photo = png_bytes(2)
+    body, headers = _form(*[(name, filename, photo if data == b"P" else data) for name, filename, data in parts])
+    response = client_for(tiny_run, tmp_path).post("/api/correct", content=body, headers=headers)
+    assert (response.status_code, response.json()) == (400, {"detail": detail})
     assert photos(tmp_path) == []
 
 

@@ -125,8 +125,9 @@ def test_a_bad_upload_is_refused_as_predict_refuses_it(client: TestClient) -> No
         assert mapped.status_code == predicted.status_code == status, name
         assert mapped.json() == predicted.json(), name  # the same words: one refusal code
     assert client.post("/api/map", files={"image": ("x.png", data, "image/png")}).json()["detail"] == (
-        "no file in the form field 'photo'"
+        "the form field 'image' holds a file; only 'photo' does"
     )
+    assert client.post("/api/map", files={"label": (None, "x")}).json()["detail"] == "no file in the form field 'photo'"
 
 
 def test_a_busy_server_answers_503_and_maps_again_when_free(app, client: TestClient) -> None:

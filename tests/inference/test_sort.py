@@ -244,6 +244,31 @@ def test_a_second_sort_refuses_while_the_folder_is_locked(
         pass
 
 
+def test_a_lock_file_that_is_no_plain_file_is_refused_and_nothing_written_through_it(
+    tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The pid is written into the lock file: one that is a link would overwrite the file it leads to, outside the
+    folder; a pipe would block the opening. Each is refused in one line, naming it."""
+    survey = make_survey(synthetic_root, tmp_path / "survey")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's notes\n")
+    for kind in ("link", "dangling link", "folder", "pipe"):
+        out = tmp_path / kind.replace(" ", "_")
+        out.mkdir()
+        lock = out / LOCK_NAME
+        if kind == "folder":
+            lock.mkdir()
+        elif kind == "pipe":
+            os.mkfifo(lock)
+        else:
+            lock.symlink_to(victim if kind == "link" else tmp_path / "nowhere")
+        code = main(["sort", str(survey), "--out", str(out), "--model", str(tiny_run.checkpoint)])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and len(err.splitlines()) == 1 and LOCK_NAME in err and err.endswith("remove it"), (kind, err)
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME], kind  # nothing sorted
+    assert victim.read_text() == "the user's notes\n" and not (tmp_path / "nowhere").exists()
+
+
 def test_two_sorts_at_once_lose_no_row_and_overwrite_nothing(tiny_run, tmp_path: Path) -> None:
     """Two real processes into one folder with the same file names: one runs, the other refuses (exit 2) or
     runs after it; re-running the refused one, every photo of both surveys is there once, with its row."""

@@ -33,7 +33,7 @@ from typing import Any
 
 from heritage_cnn.apps.upload import UploadError
 from heritage_cnn.base.io import FolderBusy, atomic_write_bytes, atomic_write_csv, folder_lock
-from heritage_cnn.base.names import CSV_ERRORS, shown, visible_subfolders
+from heritage_cnn.base.names import CSV_ERRORS, is_hidden, shown, visible_subfolders
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS
 from heritage_cnn.inference.classifier import Prediction
 from heritage_cnn.inference.sort import LOCK_NAME, NONE, UNCERTAIN
@@ -84,6 +84,7 @@ class Corrections:
         problem = new_class_problem(label)  # the name alone: a variant of a class is that class, below
         if problem:
             raise UploadError(400, problem)
+        self._make_root()
         taken = [p.name for p in visible_subfolders(self.root)]
         same = same_class_as(label, [*self.classes, *(t for t in taken if t not in (UNCERTAIN, NONE))])
         if same is not None:
@@ -97,14 +98,18 @@ class Corrections:
         the same photo; what was stored. UploadError: a 409 for a folder that cannot take it, 503 while it is busy."""
         name = photo_name(data, upload_name)
         answer = answer_folder(prediction)
-        photo = self._inside(label, name)
         row = {
             "source": SOURCE_PREFIX + PurePosixPath(upload_name.replace("\\", "/")).name,
             "destination": str(self.root / answer / name),  # where sort would have filed it: `_none` or a class
             **prediction.flat(MANIFEST_TOP),
         }
         try:
+            self._make_root()
             with self.lock, folder_lock(self.root, LOCK_NAME, "written"):
+                # named again under the lock: two requests naming one new class two ways (`Portál`, `PORTÁL`) at
+                # once must land in one folder, the one the first of them made
+                label = self.class_of(label)
+                photo = self._inside(label, name)
                 fields, rows = self._read_manifest()
                 earlier = [r for r in rows if self._same_photo(r, name)]
                 # the earlier mark's file goes first: a crash after it leaves the old row, which then finds the new
@@ -118,6 +123,9 @@ class Corrections:
             raise UploadError(503, f"{error}; try again in a few seconds") from None
         except ValueError as error:  # the manifest was replaced by one that cannot take corrections
             raise UploadError(409, str(error)) from None
+        except OSError as error:  # a full disk, a folder made read-only while the server runs
+            where = shown(error.filename or self.root)
+            raise UploadError(500, f"{where}: {error.strerror or error}; the correction was not stored") from None
         return {
             "label": label,
             "answer": answer,
@@ -126,6 +134,13 @@ class Corrections:
             "replaced": len(earlier),
             "folder": str(self.root),
         }
+
+    def _make_root(self) -> None:
+        """The folder again, if it was moved or removed while the server ran (409 if a file now stands there)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UploadError(409, f"{shown(self.root)}: cannot hold corrections ({error.strerror})") from None
 
     def _inside(self, label: str, name: str) -> Path:
         """`DIR/label/name`, refused (409) if it resolves (through a link) outside DIR's own subfolder `label`."""
@@ -140,10 +155,12 @@ class Corrections:
         return (row.get("source") or "").startswith(SOURCE_PREFIX) and stored == name[:DIGEST_HEX]
 
     def _remove_everywhere(self, name: str, keep: Path) -> None:
-        """Remove the file `name` from every class subfolder (not following links), except `keep`."""
-        for folder in self.root.iterdir():
-            old = folder / name
-            if folder.is_dir() and not folder.is_symlink() and old != keep and old.is_file():
+        """Remove the file `name` from every class folder and the folders the user made inside them (teach reads
+        those too), not following links, except `keep`."""
+        for folder, subfolders, files in os.walk(self.root):
+            subfolders[:] = [d for d in subfolders if not is_hidden(d)]  # os.walk follows no link by default
+            old = Path(folder) / name
+            if name in files and folder != str(self.root) and old != keep and not old.is_symlink():
                 old.unlink()
 
     def _read_manifest(self) -> tuple[list[str], list[dict[str, str]]]:

@@ -7,6 +7,7 @@ module imports FastAPI at import time, so `heritage_cnn.apps.serve` imports it o
 """
 
 import threading
+from collections import Counter
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from heritage_cnn.inference.sort import MIN_CONFIDENCE
 from heritage_cnn.inference.sort_manifest import MANIFEST_TOP
 from heritage_cnn.inside.classimages import Gallery
 
+PHOTO_FIELD = "photo"  # the form field of the upload; every other field is text
 MULTIPART_SLACK = 64 * 1024  # a multipart body is the file plus boundaries and part headers
 # Element maps computed at once; one more is answered 503. A map is 88 to 2,048 tiles (a 12 MP photo: 128, about
 # 0.4 s for `fast` and 1.2 s for `default` on two cores) and holds its decoded photo (bounded by the decode limits,
@@ -201,6 +203,13 @@ def refusal(error: UploadError) -> JSONResponse:
     return Answer({"detail": error.message}, status_code=error.status, headers=headers)
 
 
+async def internal_error(request: Request, error: Exception) -> JSONResponse:
+    """A fault of the server's own (a bug, a folder removed under it): still one line of JSON, as every answer is,
+    naming what failed; the traceback goes to the server's log (Starlette raises the error again once answered)."""
+    said = " ".join(str(error).split())[:300] or "no message"
+    return Answer({"detail": f"the server failed: {type(error).__name__}: {said}"}, status_code=500)
+
+
 async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
     """A query parameter of the wrong kind or out of its range: 400 and one line naming each one, what it must be and
     what was sent ("top: must be an integer from 1 to 100, got '0'", in the words of the CLI's `--top`), instead of
@@ -263,7 +272,26 @@ class Upload:
 
 class Utf8Form(MultiPartParser):
     """Starlette's multipart parser, except that a text field whose bytes are not UTF-8 is refused (400) rather than
-    read as Latin-1 (the label bytes `\\xff\\xfe` would have named a class `ÿþ`)."""
+    read as Latin-1 (the label bytes `\\xff\\xfe` would have named a class `ÿþ`), and that a part in the wrong form
+    (the photo as text, another field as a file, a second photo) is refused in words that say which."""
+
+    def on_headers_finished(self) -> None:
+        try:
+            super().on_headers_finished()
+        except MultiPartException:
+            name = self._current_part.field_name
+            if not name:  # no name at all: Starlette's words say so
+                raise
+            if name == PHOTO_FIELD:
+                raise MultiPartException(f"more than one file in the form field {name!r}: send one photo") from None
+            raise MultiPartException(f"the form field {name!r} holds a file; only {PHOTO_FIELD!r} does") from None
+        name = self._current_part.field_name
+        if self._current_part.file is not None and name != PHOTO_FIELD:
+            raise MultiPartException(f"the form field {name!r} holds a file; only {PHOTO_FIELD!r} does")
+        if self._current_part.file is None and name == PHOTO_FIELD:
+            raise MultiPartException(
+                f"the form field {name!r} holds text: send the photo as a file (curl -F photo=@FILE)"
+            )
 
     def on_part_end(self) -> None:
         part = self._current_part
@@ -300,9 +328,13 @@ async def read_photo(request: Request, body: RequestBody, state: Served) -> Uplo
         async with aclosing(stream):
             form = await Utf8Form(request.headers, stream, max_files=1, max_fields=8).parse()
         try:
-            upload = form.get("photo")
+            upload = form.get(PHOTO_FIELD)
             if not isinstance(upload, UploadFile):
-                raise UploadError(400, "no file in the form field 'photo'")
+                raise UploadError(400, f"no file in the form field {PHOTO_FIELD!r}")
+            sent = Counter(key for key, _ in form.multi_items())
+            twice = next((key for key, count in sent.items() if count > 1), None)
+            if twice is not None:  # two labels: which one did the user mean?
+                raise UploadError(400, f"the form field {twice!r} was sent {sent[twice]} times; send it once")
             data = await upload.read(limit + 1)
             fields = {key: value for key, value in form.multi_items() if isinstance(value, str)}
         finally:
@@ -311,8 +343,8 @@ async def read_photo(request: Request, body: RequestBody, state: Served) -> Uplo
         raise UploadError(400, error.message) from None
     except BodyTooLarge:
         raise UploadError(413, state.too_large) from None
-    except BodyTooSlow:
-        raise UploadError(408, f"the upload was not received within {state.body_timeout:g} s; try again") from None
+    except BodyTooSlow as error:
+        raise UploadError(408, f"{error}; try again") from None
     if len(data) > limit:
         raise UploadError(413, state.too_large)
     return Upload(data, upload.filename or "", fields)

@@ -179,7 +179,7 @@ def create_app(
     from fastapi import FastAPI
     from fastapi.exceptions import RequestValidationError
 
-    from heritage_cnn.apps.routes import Answer, HostCheck, Served, invalid_request, router
+    from heritage_cnn.apps.routes import Answer, HostCheck, Served, internal_error, invalid_request, router
 
     if max_upload_bytes < 1:
         raise ValueError(f"the upload limit must be positive, got {max_upload_bytes} bytes")
@@ -200,6 +200,7 @@ def create_app(
     app = FastAPI(title="heritage-cnn", docs_url=None, redoc_url=None, default_response_class=Answer)
     app.add_middleware(HostCheck, hosts=list(hosts or allowed_hosts()))
     app.add_exception_handler(RequestValidationError, invalid_request)  # every error one line: `{"detail": ...}`
+    app.add_exception_handler(Exception, internal_error)  # a 500 too
     app.include_router(router)
     app.state.served = Served(classifier, overlays, gallery, page, member, **limits, corrections=kept)
     app.state.open_set = classifier.open_set  # the operating point in force (None: this model cannot reject)

@@ -54,7 +54,7 @@ class BodyTooLarge(Exception):
 
 
 class BodyTooSlow(Exception):
-    pass
+    """The body missed one of its two time limits; the message says which."""
 
 
 class RequestBody:
@@ -62,17 +62,20 @@ class RequestBody:
     in all, `idle_s` between chunks); it counts what arrived and knows whether the body has ended."""
 
     def __init__(self, receive: Receive, limit: int, total_s: float, idle_s: float) -> None:
-        self.raw, self.limit, self.idle_s = receive, limit, idle_s
+        self.raw, self.limit, self.total_s, self.idle_s = receive, limit, total_s, idle_s
         self.loop = asyncio.get_running_loop()
         self.deadline = self.loop.time() + total_s
         self.received, self.started, self.ended = 0, False, False
 
     async def _next(self) -> dict:
         self.started = True
+        left = self.deadline - self.loop.time()
         try:
-            message = await asyncio.wait_for(self.raw(), max(0.0, min(self.idle_s, self.deadline - self.loop.time())))
+            message = await asyncio.wait_for(self.raw(), max(0.0, min(self.idle_s, left)))
         except TimeoutError:
-            raise BodyTooSlow from None
+            if left <= self.idle_s:
+                raise BodyTooSlow(f"the upload was not received within {self.total_s:g} s") from None
+            raise BodyTooSlow(f"the upload paused for more than {self.idle_s:g} s") from None
         self.received += len(message.get("body", b""))
         self.ended = message.get("type") != "http.request" or not message.get("more_body", False)
         return message

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import pickletools
+import stat
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
@@ -260,8 +261,20 @@ def folder_lock(folder: Path, name: str, doing: str, busy: type[FolderBusy] = Fo
     """Hold an exclusive, non-blocking `flock` on `folder / name` or raise `busy` at once, naming the holder's pid.
 
     The kernel releases the lock with the process, so a killed holder never leaves the folder locked; the
-    file stays (removing it would race with a process that has just opened it)."""
-    handle = open(folder / name, "a+", encoding="utf-8")  # noqa: SIM115 - closed below
+    file stays (removing it would race with a process that has just opened it). A lock that is not a plain file
+    (a link, which the pid would be written through to a file outside the folder; a folder; a pipe) is a ValueError
+    naming it: nothing is written."""
+    path = folder / name
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # no link, never wait on a pipe
+    try:
+        descriptor = os.open(path, flags, 0o666)
+    except OSError as error:
+        kind = "a link" if error.errno == errno.ELOOP else error.strerror
+        raise ValueError(f"{path}: the folder's lock file cannot be used ({kind}); remove it") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ValueError(f"{path}: the folder's lock file is not a plain file; remove it")
+    handle = os.fdopen(descriptor, "r+", encoding="utf-8")
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

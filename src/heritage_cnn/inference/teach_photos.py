@@ -47,10 +47,18 @@ from heritage_cnn.data.decode import IMAGE_SIZE, regular_file_sha256, try_decode
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError, display_name
 from heritage_cnn.data.walk import walk_files
 from heritage_cnn.inference.sort import NONE, UNCERTAIN
-from heritage_cnn.inference.sort_manifest import MANIFEST_ENCODING, MANIFEST_FIELDS, MANIFEST_NAME, MANIFEST_TOP
+from heritage_cnn.inference.sort_manifest import (
+    MANIFEST_ENCODING,
+    MANIFEST_FIELDS,
+    MANIFEST_NAME,
+    MANIFEST_TOP,
+    SKIPPED_NAME,
+)
+from heritage_cnn.inference.sort_settings import SETTINGS_NAME
 from heritage_cnn.models.metadata import class_name_problem
 
 RESERVED = (UNCERTAIN, NONE)
+SORT_FILES = (MANIFEST_NAME, SKIPPED_NAME, SETTINGS_NAME)  # beside a sorted folder's class folders: no class's name
 MIN_NEW_PHOTOS = 20  # photos a new class needs: the fewest the issue's benchmark teaches from (docs/teach.md)
 SHARED = "manifest rows sharing another row's file (identical photos)"  # counted, not taught twice
 KINDS = ("new", "moved", "added", "confirmed")  # why a photo is taught; "new": a photo of a new class's folder
@@ -177,12 +185,15 @@ def same_class_as(name: str, names: Iterable[str]) -> str | None:
 def new_class_problem(
     name: str, known: Iterable[str] = (), taken: Iterable[str] = (), called: str = "the class name"
 ) -> str | None:
-    """Why `name` cannot name a new class (one line, naming it), or None: any case of sort's reserved folders, a name
-    that is blank or has blanks around it, one that is not UTF-8 or no class may have (`class_name_problem`), or one
-    that is a class of the model (`known`) or another new class (`taken`) but for case, spaces or underscores. The one
-    rule for teach's folders and the page's corrections (`apps.corrections`); `called`: the message's word for it."""
-    if name.casefold() in (r.casefold() for r in RESERVED):
+    """Why `name` cannot name a new class (one line, naming it), or None: any case or Unicode spelling of sort's reserved
+    folders or of the files beside them (`SORT_FILES`), a name that is blank or has blanks around it, one that is not
+    UTF-8 or no class may have (`class_name_problem`), or one that is a class of the model (`known`) or another new
+    class (`taken`) but for case, spaces or underscores. The one rule for teach's folders and the page's corrections
+    (`apps.corrections`); `called`: the message's word for it."""
+    if _folded(name) in {_folded(r) for r in RESERVED}:
         return f"{name!r} is reserved for sort's photos of no class or an unsure one"
+    if _folded(name) in {_folded(f) for f in SORT_FILES}:
+        return f"{name!r} is a file sort keeps beside its class folders, so it cannot name a class"
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
@@ -206,6 +217,11 @@ def new_class_problem(
             "for case, spaces, underscores or Unicode spelling); put their photos in one folder"
         )
     return None
+
+
+def _folded(name: str) -> str:
+    """`name` as the reserved names are compared: any case, any Unicode spelling (a fullwidth `＿ｎｏｎｅ` is `_none`)."""
+    return unicodedata.normalize("NFKC", name).casefold()
 
 
 def _spelt(name: str, same: str) -> str:
