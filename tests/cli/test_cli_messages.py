@@ -64,3 +64,14 @@ def test_every_help_example_parses_and_names_what_the_shipped_models_have() -> N
             resolve_layer(network.model, name)
         for name in filter(None, names):
             resolve_class(name, network.classes)
+
+
+@pytest.mark.parametrize("value", ["-1e3", "-1.5E-2", "-.5e+1", "-7", "-7.25"])
+def test_a_negative_number_in_exponent_notation_is_a_value_in_every_command(value: str) -> None:
+    """argparse alone takes `-1e3` for an unknown option ("expected one argument"); energies are negative numbers."""
+    parser = build_parser()
+    for command in (["predict", "p.jpg"], ["sort", "in", "--out", "o"], ["map", "p.jpg"]):
+        args = parser.parse_args([*command, "--none-threshold", value])
+        assert args.none_threshold == float(value), command
+    with pytest.raises(SystemExit):  # an option that looks like a number is still refused where none is expected
+        parser.parse_args(["predict", "p.jpg", "-1e3x"])

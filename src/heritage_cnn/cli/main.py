@@ -4,6 +4,7 @@ exit 2."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -29,10 +30,24 @@ The data folder is either <root>/<class>/<image> or the Kaggle layout <root>/tra
 """
 
 
+# A negative number as a value (`--none-threshold -1e3`): argparse reads `-1` and `-1.5` so, but takes `-1e3` or
+# `-1E-2` for an unknown option and says "expected one argument".
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser (every subcommand's too: `add_subparsers` makes them of the same class), reading a negative
+    number in exponent notation as a value."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = NEGATIVE_NUMBER  # argparse's own hook for what a negative number looks like
+
+
 def build_parser() -> argparse.ArgumentParser:
     from heritage_cnn.cli import data, elements, evaluate, generate, inside, predict, review, serve, teach, train
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="heritage",
         description="Recognise elements of architectural heritage in photos with a CNN trained from scratch.",
         epilog=EPILOG,
