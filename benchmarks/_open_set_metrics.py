@@ -16,7 +16,8 @@ def auroc_fpr(positives: np.ndarray, negatives: np.ndarray, tpr: float = TPR) ->
     keeps `tpr` of the positives, by scikit-learn."""
     labels = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
     scores = np.r_[positives, negatives]
-    fpr, tprs, _ = roc_curve(labels, scores)
+    # every threshold: the default drops collinear points, among them the one where TPR may reach `tpr`
+    fpr, tprs, _ = roc_curve(labels, scores, drop_intermediate=False)
     return float(roc_auc_score(labels, scores)), float(fpr[np.argmax(tprs >= tpr - 1e-12)])
 
 

@@ -40,6 +40,6 @@ def test_two_classes_of_ten_are_averaged_over_two(
     table = (out / "metrics.md").read_text()
     assert f"| {absent[0]['class']} | – | – | – | 0 |" in table
     page = build_html_report(tmp_path, tmp_path / "index.html", load_checkpoint(tiny_run.checkpoint)).read_text()
-    assert f"macro F1 {100 * expected:.1f} % on the validation split" in page[: page.index("<nav")]
+    assert f"macro F1 {100 * expected:.1f} % on all photos of the folder" in page[: page.index("<nav")]  # --split all
     assert f"<td>{absent[0]['class']}</td><td>–</td><td>–</td><td>–</td><td>0</td>" in page
     assert f"Macro figures average over the {len(saved['macro_classes'])} classes" in page

@@ -114,6 +114,32 @@ def test_what_is_where_maps_mosaics_of_photos_the_model_did_not_train_on(report:
     assert not near_any(hashes, *trained_on(checkpoint)).any()
 
 
+def test_a_model_that_cannot_rebuild_its_split_is_reported_on_what_was_scored(
+    tiny_run, synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model that records neither its recipe nor its training photos: the report scores every photo (--split auto,
+    into eval-val/), and the page said "validation split" with no warning; it names what was scored and carries the
+    warning `heritage evaluate` prints."""
+    from dataclasses import replace
+
+    from heritage_cnn.apps import pipeline
+
+    monkeypatch.setattr(pipeline, "FIGURE_STEPS", ())  # the evaluation is what is tested
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    blind = replace(checkpoint, info={k: v for k, v in checkpoint.info.items() if k not in ("recipe", "trained_on")})
+    said: list[str] = []
+    page = pipeline.run_report(blind, str(synthetic_root), tmp_path, log=said.append).read_text()
+    assert json.loads((tmp_path / "eval-val" / "metrics.json").read_text())["split"] == "all"
+    assert any("trained-on images cannot be told apart" in line for line in said)  # the CLI's warning
+    header = page[: page.index("<nav")]
+    assert "on all photos of the folder (" in header and "validation" not in header
+    warning = "Warning: the model does not record which images trained it, so trained-on images cannot be told apart"
+    assert warning in header
+    section = page[page.index("<section id='eval-val'>") :]
+    assert section.startswith("<section id='eval-val'><h2>All photos of the folder</h2>") and warning in section
+    assert "Validation split" not in page
+
+
 def test_what_is_where_is_skipped_with_the_reason(tiny_run, synthetic_root: Path, tmp_path: Path) -> None:
     """A model that does not record its training photos: no photo can be shown as unseen, and the page says so."""
     from dataclasses import replace

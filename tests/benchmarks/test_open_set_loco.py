@@ -24,6 +24,13 @@ def test_auroc_counts_the_ordered_pairs() -> None:
     assert fpr == 1.0
 
 
+def test_fpr_at_95_tpr_keeps_the_point_where_tpr_reaches_95_percent_among_ties() -> None:
+    # 20 positives (18 at 5, one at 3, one at 2), 10 negatives (one at 3, one at 2, eight at 0): TPR reaches 95 % at
+    # threshold 3, where one negative of ten passes; scikit-learn's default curve drops that collinear point (0.2)
+    positives, negatives = np.r_[np.full(18, 5.0), 3.0, 2.0], np.r_[3.0, 2.0, np.zeros(8)]
+    assert roc_figures(positives, negatives) == pytest.approx((0.99, 0.1))
+
+
 def test_the_interval_holds_the_estimate_and_is_fixed_by_its_seed() -> None:
     rng = np.random.default_rng(0)
     positives, negatives = rng.normal(1.0, 1.0, 200), rng.normal(0.0, 1.0, 100)

@@ -84,7 +84,7 @@ def test_resamples_are_scored_as_scikit_learn_scores_them() -> None:
         t, p = y_true[idx], y_pred[idx]
         assert scored["accuracy"][row] == pytest.approx(accuracy_score(t, p))
         assert scored["balanced_accuracy"][row] == pytest.approx(balanced_accuracy_score(t, p))
-        assert scored["macro_f1"][row] == pytest.approx(f1_score(t, p, labels=labels, average="macro", zero_division=0))
+        assert scored["macro_f1"][row] == pytest.approx(f1_score(t, p, average="macro", zero_division=0))
         expected_top3 = top_k_accuracy_score(t, probabilities[idx], k=3, labels=labels)
         assert scored["top3_accuracy"][row] == pytest.approx(expected_top3)
     assert any(len(np.unique(y_true[idx])) < k for idx in indices)  # the case that needs care did occur
@@ -263,25 +263,36 @@ def test_macro_figures_leave_out_classes_neither_true_nor_predicted(tmp_path: Pa
 
 
 @pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
-def test_resamples_average_macro_f1_over_the_evaluations_classes() -> None:
-    """Each resample's macro F1 averages over the classes the whole evaluation's does (zero for one a resample lacks):
-    scikit-learn's f1_score with those labels; without them, over every class, as before."""
+def test_resamples_average_macro_f1_over_their_own_classes() -> None:
+    """Each resample's macro F1 averages over the classes among its own true labels or predictions, as the point
+    estimate does over the whole set's (scikit-learn's labels=None): a class the resample lacks is not a zero."""
+    y_true, y_pred = np.array([0, 1, 2]), np.array([0, 1, 1])
+    indices = np.array([[0, 0, 0], [1, 2, 2], [0, 1, 2]])
+    scored = resampled_headline(y_true, y_pred, np.ones(3), 3, indices)
+    # [0,0,0]: only class 0, right: 1 (not 1/3 with two zeros); [1,2,2]: class 1 F1 2*1/(1+3) = 0.5, class 2 F1 0,
+    # class 0 left out: 0.25 (not 1/6); the whole set: (1 + 2/3 + 0) / 3
+    assert scored["macro_f1"] == pytest.approx([1.0, 0.25, 5 / 9])
+    assert scored["balanced_accuracy"] == pytest.approx([1.0, 0.5, 2 / 3])  # over the true classes, likewise
     rng = np.random.default_rng(4)
     k, n = 10, 30
     y_true = rng.choice([2, 5, 8], n)
     probabilities = rng.dirichlet(np.ones(k), n)
     probabilities[np.arange(n), y_true] += 0.3
     y_pred = probabilities.argmax(1)
-    present = np.union1d(y_true, y_pred)
-    assert len(present) < k
-    hit = np.ones(n)
     indices = next(bootstrap_resamples(n, 30, seed=2))
-    averaged = resampled_headline(y_true, y_pred, hit, k, indices, present)["macro_f1"]
-    every = resampled_headline(y_true, y_pred, hit, k, indices)["macro_f1"]
+    scored = resampled_headline(y_true, y_pred, np.ones(n), k, indices)
     for row, idx in enumerate(indices):
         t, p = y_true[idx], y_pred[idx]
-        assert averaged[row] == pytest.approx(f1_score(t, p, labels=present, average="macro", zero_division=0))
-        assert every[row] == pytest.approx(f1_score(t, p, labels=np.arange(k), average="macro", zero_division=0))
+        assert scored["macro_f1"][row] == pytest.approx(f1_score(t, p, average="macro", zero_division=0))
+
+
+def test_macro_f1_interval_holds_its_estimate_with_one_photo_per_class() -> None:
+    """One photo per class, all right: macro F1 is 1 and so is every resample's, whatever classes it missed, so the
+    interval is [1, 1] (it was 0.5-0.8, excluding its own estimate, when a missed class scored 0)."""
+    y_true = np.arange(10)
+    metrics = compute_metrics(y_true, np.eye(10), TEN, bootstrap_rounds=200)
+    assert metrics["macro_f1"] == {"value": 1.0, "ci95": [1.0, 1.0]}
+    assert metrics["balanced_accuracy"] == {"value": 1.0, "ci95": [1.0, 1.0]}
 
 
 def test_with_every_class_present_the_figures_are_as_before() -> None:

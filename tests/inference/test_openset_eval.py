@@ -102,7 +102,7 @@ def test_the_report_shows_the_none_of_these_section(tiny_run, evaluated: Path) -
     section = page[page.index("<h3>None of these</h3>") :]
     assert "<td>photos of the ten called none</td><td>1 of 48 (2.08 %)</td>" in section
     assert "<td>AUROC (the ten against the none-photos)</td>" in section
-    for alt in ("open set scores, val split", "open set roc, val split"):
+    for alt in ("open set scores, validation split", "open set roc, validation split"):
         assert f"alt='{alt}'" in section
 
 
@@ -203,11 +203,11 @@ def test_an_evaluation_leaves_no_figure_of_an_earlier_one(
     assert {"notes.txt", "open_set_roc.png.keep"} <= names
     assert read_json(folder / "metrics.json")["open_set"]["negatives"] is None
     page = build_html_report(tmp_path, tmp_path / "index.html", load_checkpoint(tiny_run.checkpoint)).read_text()
-    assert "alt='open set scores, val split'" in page and "alt='open set roc, val split'" not in page
+    assert "alt='open set scores, validation split'" in page and "alt='open set roc, validation split'" not in page
     # a folder an earlier version left a stale figure in: the report shows only what metrics.json says was drawn
     shutil.copy(evaluated / "open_set_roc.png", folder / "open_set_roc.png")
     page = build_html_report(tmp_path, tmp_path / "index.html", load_checkpoint(tiny_run.checkpoint)).read_text()
-    assert "alt='open set roc, val split'" not in page
+    assert "alt='open set roc, validation split'" not in page
     assert main([*args, "--model", str(old_checkpoint)]) == 0
     names = {path.name for path in folder.iterdir()}
     assert not names & {"open_set_scores.png", "open_set.md", "open_set_roc.png"}
@@ -232,3 +232,17 @@ def test_evaluation_leaves_the_callers_model_in_its_mode(tiny_run, synthetic_roo
     assert checkpoint.model.training and all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
     evaluate_on(checkpoint, synthetic_root, "val", tmp_path / "eval", log=lambda _: None)
     assert all(module.training for module in checkpoint.model.modules())
+
+
+def test_fpr_at_95_tpr_takes_the_threshold_where_tpr_reaches_95_percent_with_ties() -> None:
+    """20 positives (18 at 5, one at 3, one at 2) and 10 negatives (one at 3, one at 2, eight at 0): the highest
+    threshold keeping 95 % of the positives is 3, where one negative of ten passes: FPR 0.1. That point lies on a
+    straight run of the curve (a positive and a negative tied at 3, again at 2), which scikit-learn drops by default,
+    and the figure was the next point's 0.2. AUROC: (180 + 9.5 + 8.5) / 200 pairs, a tie counting half."""
+    from heritage_cnn.inference.openset_eval import _roc
+
+    positives = np.r_[np.full(18, 5.0), 3.0, 2.0]
+    negatives = np.r_[3.0, 2.0, np.zeros(8)]
+    auroc, fpr95, fpr, tpr = _roc(positives, negatives)
+    assert fpr95 == pytest.approx(0.1) and auroc == pytest.approx(0.99)
+    assert (0.1, 0.95) in zip(fpr.round(12), tpr.round(12), strict=True)  # the ROC drawn passes through it

@@ -212,6 +212,11 @@ def test_the_benchmarks_weighted_metrics_equal_scikit_learn_on_the_drawn_photos(
         expected = auroc_fpr(np.repeat(positives, w_pos[r]), np.repeat(negatives, w_neg[r]))
         assert (aurocs[r], fprs[r]) == pytest.approx(expected, abs=1e-12)
     assert auroc_fpr(np.array([2.0, 3.0]), np.array([1.0, 2.0])) == (0.875, 0.5)  # by hand: one tie counts half
+    # TPR reaches 95 % at 3, where one negative of ten passes (0.1), a point scikit-learn's default curve drops
+    positives, negatives = np.r_[np.full(18, 5.0), 3.0, 2.0], np.r_[3.0, 2.0, np.zeros(8)]
+    assert auroc_fpr(positives, negatives) == pytest.approx((0.99, 0.1))
+    ones = np.ones((1, 20)), np.ones((1, 10))
+    assert weighted_auroc_fpr(positives, negatives, *ones)[1] == pytest.approx([0.1])
 
 
 def test_the_benchmarks_thresholds_and_rule() -> None:

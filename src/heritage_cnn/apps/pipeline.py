@@ -46,7 +46,9 @@ def _evaluate_splits(
     name_skipped: Skipped | None = None,
 ) -> None:
     """The model's validation split (when its recipe and the training folder allow) and the test split; a split
-    that an earlier run into `out` evaluated and this one does not loses its files, never shown as this model's."""
+    that an earlier run into `out` evaluated and this one does not loses its files, never shown as this model's.
+    Without its own validation split a model is scored on `auto` (unseen or all photos) in eval-val/ all the same:
+    its metrics.json records which, and the report names that, not "validation"."""
     common = {"progress": progress, "log": log, "negatives": negatives, "name_skipped": name_skipped}
     own_val = bool(split_recipe(checkpoint)) and layout.train.is_dir()
     splits = {"val": "val" if own_val else "auto"} if own_val or layout.test is None else {}

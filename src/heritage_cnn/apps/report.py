@@ -97,13 +97,30 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<div class='scroll'><table><tr>{''.join(f'<th>{escape(h)}</th>' for h in head)}</tr>{cells}</table></div>"
 
 
+# What an evaluation scored, by the split its metrics.json records (`--split`, `auto` resolved): a model that cannot
+# rebuild its validation split is evaluated on `auto` into eval-val, which then holds all photos, not validation ones
+SCORED = {
+    "test": "the test split",
+    "val": "the validation split",
+    "unseen": "the photos the model did not train on",
+    "all": "all photos of the folder",
+}
+
+
+def _scored(metrics: dict[str, Any], folder_split: str) -> str:
+    """What the evaluation in eval-`folder_split` scored ("the test split"), from its metrics.json; an older one that
+    records no split: the folder's."""
+    return SCORED.get(metrics.get("split") or folder_split, SCORED["val"])
+
+
 def _evaluation(sub: Path, split: str) -> Section | None:
     """Metrics, per-class table (display names), confusion matrix, calibration and the error gallery."""
     metrics_path = sub / METRICS_FILE
     if not metrics_path.exists():
         return None
     metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-    section = Section(eval_folder(split), f"{'Test' if split == 'test' else 'Validation'} split")
+    scored = _scored(metrics, split).removeprefix("the ")
+    section = Section(eval_folder(split), scored[0].upper() + scored[1:])
     section.body.append(f"<p>{escape(metrics.get('title', ''))}: {metrics['n_images']} images.{_trained(metrics)}</p>")
     names = {"accuracy": "accuracy", "top3_accuracy": "top-3 accuracy", "balanced_accuracy": "balanced accuracy"}
     rows = [(label, _ci(metrics[key])) for key, label in (names | {"macro_f1": "macro F1"}).items() if key in metrics]
@@ -128,26 +145,33 @@ def _evaluation(sub: Path, split: str) -> Section | None:
     drawn = set(captions) | set(written_files(metrics.get("open_set")))  # never an earlier evaluation's figure
     for name, caption in (captions | OPEN_SET_FIGURES).items():
         if name in drawn and (sub / name).exists():
-            section.body.append(_figure(sub / name, caption, f"{name[:-4].replace('_', ' ')}, {split} split"))
+            section.body.append(_figure(sub / name, caption, f"{name[:-4].replace('_', ' ')}, {scored}"))
     return section
 
 
 def _trained(metrics: dict[str, Any]) -> str:
     """A sentence when the photos scored include some the model trained on (`--split all`, a test/ holding copies of
-    training photos), else nothing."""
+    training photos), or may and cannot be told apart (the warning `heritage evaluate` prints: a model that does not
+    record its training photos, scored on a folder other than test/), else nothing."""
     included = (metrics.get("trained_on_included") or {}).get("count")
-    return f" {included} of them the model trained on, which may overstate accuracy." if included else ""
+    if included:
+        return f" {included} of them the model trained on, which may overstate accuracy."
+    if metrics.get("trained_on_known") is False and metrics.get("split") != "test":
+        return (
+            " Warning: the model does not record which images trained it, so trained-on images cannot be told "
+            "apart: these figures may include them and overstate accuracy."
+        )
+    return ""
 
 
 def _headline(folder: Path) -> tuple[str, str]:
-    """(the headline sentence, the split it comes from): the test split if evaluated, else validation."""
+    """(the headline sentence, the folder split it comes from): the test split if evaluated, else eval-val's."""
     for split in ("test", "val"):
         path = folder / eval_folder(split) / METRICS_FILE
         if path.exists():
             m = json.loads(path.read_text(encoding="utf-8"))
-            what = "test" if split == "test" else "validation"
-            text = f"Accuracy {_ci(m['accuracy'])}, macro F1 {100 * m['macro_f1']['value']:.1f} % on the {what} split"
-            return f"{text} ({m['n_images']} images).{_trained(m)}", split
+            figures = f"Accuracy {_ci(m['accuracy'])}, macro F1 {100 * m['macro_f1']['value']:.1f} %"
+            return f"{figures} on {_scored(m, split)} ({m['n_images']} images).{_trained(m)}", split
     return "No evaluation in this folder.", ""
 
 

@@ -145,13 +145,13 @@ def resampled_headline(
     top3_hit: np.ndarray,
     num_classes: int,
     indices: np.ndarray,
-    averaged: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Accuracy, top-3 accuracy, balanced accuracy and macro F1 of each row of `indices` (a resample), with
-    scikit-learn's definitions: balanced accuracy averages recall over the classes present in the resample,
-    macro F1 averages over the classes `averaged` (default every class) with zero for one the resample lacks
-    (`f1_score(labels=averaged, zero_division=0)`). Per-class counts only (rows x classes), never a confusion matrix
-    per resample, so many classes cost no more than many photos."""
+    scikit-learn's definitions: balanced accuracy averages recall over the classes among the resample's true labels,
+    macro F1 over the classes among its true labels or predictions (`f1_score(average="macro", zero_division=0)`,
+    `labels=None`), as the point estimate is: a class the resample lacks altogether is left out, not a zero, else a
+    small class would pull the interval below its own estimate. Per-class counts only (rows x classes), never a
+    confusion matrix per resample, so many classes cost no more than many photos."""
     k, rows = num_classes, len(indices)
     offsets = (np.arange(rows) * k)[:, None]
 
@@ -164,12 +164,12 @@ def resampled_headline(
     hits = per_class(true, (true == predicted).astype(np.float64))
     with np.errstate(divide="ignore", invalid="ignore"):
         recall = np.where(support > 0, hits / support, np.nan)
-        f1 = np.where(support + guessed > 0, 2 * hits / (support + guessed), 0.0)
-    return {
+        f1 = np.where(support + guessed > 0, 2 * hits / (support + guessed), np.nan)
+    return {  # a resample is never empty, so every row has a class with photos: nanmean never sees only NaN
         "accuracy": hits.sum(1) / indices.shape[1],
         "top3_accuracy": top3_hit[indices].mean(1),
         "balanced_accuracy": np.nanmean(recall, axis=1),
-        "macro_f1": f1.mean(1) if averaged is None else f1[:, averaged].mean(1),
+        "macro_f1": np.nanmean(f1, axis=1),
     }
 
 
@@ -182,11 +182,12 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """All figures of an evaluation, from true labels and predicted class probabilities (N, C).
 
-    Macro averages (macro F1 and its interval, the macro precision / recall / F1 row) are over the classes that
-    occur among the true labels or the predictions, scikit-learn's own `labels=None` convention (`macro_classes`):
-    a class predicted but never true counts, at zero; one neither true nor predicted (a folder of two of the ten
-    classes) is not a zero in the mean. Its per-class figures are None (not defined), as are the recall of any class
-    with no photos and the precision of any class never predicted that has none."""
+    Macro averages (macro F1, the macro precision / recall / F1 row) are over the classes that occur among the true
+    labels or the predictions, scikit-learn's own `labels=None` convention (`macro_classes`), and each resample's
+    macro F1 over those of that resample: a class predicted but never true counts, at zero; one neither true nor
+    predicted (a folder of two of the ten classes) is not a zero in the mean. Its per-class figures are None (not
+    defined), as are the recall of any class with no photos and the precision of any class never predicted that has
+    none."""
     from sklearn.metrics import (
         accuracy_score,
         balanced_accuracy_score,
@@ -221,7 +222,7 @@ def compute_metrics(
         }
     resampled: dict[str, list[np.ndarray]] = {name: [] for name in values}
     for block in bootstrap_resamples(n, bootstrap_rounds, seed, row_items=len(labels)):
-        for name, figures in resampled_headline(y_true, y_pred, top3_hit, len(labels), block, present).items():
+        for name, figures in resampled_headline(y_true, y_pred, top3_hit, len(labels), block).items():
             resampled[name].append(figures)
     result: dict[str, Any] = {"n_images": int(n)}
     for name, value in values.items():

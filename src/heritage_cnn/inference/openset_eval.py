@@ -158,12 +158,15 @@ def decision_scores(scores: np.ndarray, noise: np.ndarray, floor: float) -> np.n
 
 
 def _roc(positives: np.ndarray, negatives: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """AUROC, FPR at 95 % TPR, and the ROC curve (scikit-learn; the ten are the positives)."""
+    """AUROC, FPR at 95 % TPR (the share of negatives at or above the highest threshold that keeps 95 % of the
+    positives), and the ROC curve (scikit-learn; the ten are the positives)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     truth = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
     scores = np.r_[positives, negatives]
-    fpr, tpr, _ = roc_curve(truth, scores)
+    # every threshold: the default drops collinear points (ties of positives and negatives), among them the one
+    # where TPR reaches 95 %, and the search would land on a later one with more negatives
+    fpr, tpr, _ = roc_curve(truth, scores, drop_intermediate=False)
     return float(roc_auc_score(truth, scores)), float(fpr[np.searchsorted(tpr, TPR)]), fpr, tpr
 
 
