@@ -32,6 +32,23 @@ def test_predict_output_file_format_and_device(
     assert "p.xyz" in capsys.readouterr().err
 
 
+def test_a_format_that_contradicts_the_output_extension_is_refused(
+    tiny_run, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-o y.json --format csv` wrote CSV into y.json (and `-o y.csv --format table` a table into y.csv): a usage
+    error naming both, before any work; a --format that agrees is written, and .txt takes any format."""
+    model, photo = str(tiny_run.checkpoint), str(synthetic_root / "apse" / "000.png")
+    for name, fmt in (("y.json", "csv"), ("y.csv", "table"), ("y.CSV", "json")):
+        assert main(["predict", photo, "--model", model, "-o", str(tmp_path / name), "--format", fmt]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"--format {fmt}" in err and name in err, err
+        assert not (tmp_path / name).exists()
+    assert main(["predict", photo, "--model", model, "-o", str(tmp_path / "y.csv"), "--format", "csv"]) == 0
+    assert (tmp_path / "y.csv").read_bytes().startswith(b"path")
+    assert main(["predict", photo, "--model", model, "-o", str(tmp_path / "y.txt"), "--format", "csv"]) == 0
+    assert (tmp_path / "y.txt").read_bytes().startswith(b"path")
+
+
 def test_one_line_errors_name_the_file(
     tiny_run, synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -90,7 +107,7 @@ def test_predict_output_is_never_a_photo_it_reads(
     ]
     assert main(["predict", str(survey), *model, "-o", str(tmp_path / "p.json")]) == 0  # beside it: written
     # in the survey folder itself, a CSV is written and is not read as a photo on the next run
-    assert main(["predict", str(survey), *model, "-o", str(survey / "p.csv")]) == 0
+    assert main(["predict", str(survey), *model[:2], "-o", str(survey / "p.csv")]) == 0  # CSV, by its extension
     assert main(["predict", str(survey), *model, "-o", str(tmp_path / "again.json")]) == 0
     assert len(json.loads((tmp_path / "again.json").read_text())) == 2
 

@@ -127,6 +127,18 @@ def test_model_classes_map_labels_and_unknown_folders_are_named(synthetic_root: 
         data.list_images(synthetic_root, classes=[c for c in CLASSES if c != "altar"])
 
 
+def test_load_images_takes_the_folder_as_a_string(tmp_path: Path) -> None:
+    """`load_images("some/dir", classes=[...])` failed with AttributeError ('str' object has no attribute 'iterdir')
+    though its signature takes a str: the file list's root is a Path whatever the caller gave."""
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("apse", "vault")):
+        (tmp_path / name).mkdir()
+        Image.fromarray(draw(label, rng)).save(tmp_path / name / "0.png")
+    images = data.load_images(str(tmp_path), classes=["apse", "dome", "vault"])
+    assert images.labels.tolist() == [0, 2] and images.classes == ["apse", "dome", "vault"]
+    assert images.empty_classes == [] and data.list_images(str(tmp_path)).root == tmp_path
+
+
 def test_cache_round_trip(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = data.load_images(synthetic_root, cache_dir=tmp_path)
     assert list(tmp_path.glob("pixels-*.safetensors"))

@@ -26,14 +26,20 @@ from heritage_cnn.cli.options import (
 )
 
 FORMATS = {".json": "json", ".csv": "csv", ".txt": "table"}
+NAMED = frozenset({".json", ".csv"})  # extensions that name one format; .txt is text, which all three are
 
 
 def output_format(args: argparse.Namespace) -> str:
-    """--format, else the extension of -o/--output, else a table."""
+    """--format, else the extension of -o/--output, else a table. A --format that -o's .json or .csv contradicts is
+    refused (a usage error, exit 2), since the file would be read by its name and fail; a .txt takes any."""
+    suffix = Path(args.output).suffix.lower() if args.output else ""
     if args.format:
+        if suffix in NAMED and FORMATS[suffix] != args.format:
+            raise UsageError(
+                f"--format {args.format} contradicts -o {args.output} ({FORMATS[suffix]}): drop one or make them agree"
+            )
         return args.format
     if args.output:
-        suffix = Path(args.output).suffix.lower()
         if suffix not in FORMATS:
             raise UsageError(
                 f"{args.output}: cannot tell the format from {suffix or 'no extension'}: use .json, .csv, .txt or --format"
@@ -201,7 +207,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--format",
         choices=["table", "json", "csv"],
-        help="output format (default: from --output's extension, else table)",
+        help="output format (default: from --output's extension, else table; a .json or .csv -o must agree)",
     )
     p.add_argument(
         "-o",

@@ -139,7 +139,7 @@ def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None)
                 f"{folder}: class folders differ from the model's classes: unknown {unknown}, missing {missing}"
             )
     index = {c: i for i, c in enumerate(classes)}
-    out = FileList(folder, list(classes), [], [])
+    out = FileList(Path(folder), list(classes), [], [])  # a str or PathLike too: callers use root as a Path
     for class_dir in class_dirs:
         count = 0
         paths, problems = walk_files(class_dir)
