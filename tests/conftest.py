@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import colorsys
 import contextlib
+import ctypes
 import hashlib
 import os
 import select
@@ -11,6 +12,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -370,3 +372,42 @@ def server_process(create_args: str, run_args: str = "") -> Iterator[tuple[int, 
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+# --------------------------------------------------------------------------------------------
+# Permissions that bind root too
+# --------------------------------------------------------------------------------------------
+
+
+def _drop_file_permission_override() -> None:
+    """In the child, before exec: leave root's CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH out of the bounding set,
+    so the command runs as root (it can read the package wherever the checkout is) but chmod 000 binds it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH (linux/capability.h)
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: needs CAP_SETPCAP, which root has
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def without_permission_override() -> dict:
+    """subprocess.run arguments under which a chmod 000 folder is unreadable: none for a plain user; for root
+    (CI, containers), root without the capabilities that override file permissions (test: such a child cannot
+    list a chmod 000 folder). Skips only where even that is impossible (no CAP_SETPCAP)."""
+    if os.geteuid() != 0:
+        return {}
+    probe = Path(tempfile.mkdtemp(prefix="locked-"))
+    try:
+        probe.chmod(0)
+        result = subprocess.run(
+            [sys.executable, "-c", f"import os; os.listdir({str(probe)!r})"],
+            capture_output=True,
+            preexec_fn=_drop_file_permission_override,
+            timeout=60,
+        )
+    except subprocess.SubprocessError as error:  # prctl refused in the child
+        pytest.skip(f"root cannot drop CAP_DAC_OVERRIDE here ({error}), so it reads chmod 000 folders")
+    finally:
+        probe.chmod(0o700)
+        probe.rmdir()
+    if b"PermissionError" not in result.stderr:
+        pytest.skip("root still reads chmod 000 folders without CAP_DAC_OVERRIDE here")
+    return {"preexec_fn": _drop_file_permission_override}

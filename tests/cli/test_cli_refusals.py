@@ -3,12 +3,15 @@ an output folder or file with a file in its way, an input that is missing or unr
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import CLASSES, make_dataset
+from conftest import CLASSES, make_dataset, without_permission_override
 from heritage_cnn.base.io import output_problem
 from heritage_cnn.cli.main import main
 
@@ -66,6 +69,40 @@ def test_an_output_with_a_file_in_its_way_is_refused_first_naming_that_file(
     assert err.startswith("heritage: error: ") and str(afile) in err
     assert "is a file" in err or "not a folder" in err, err
     assert _files(tmp_path) == before and afile.read_bytes() == b""
+
+
+def test_an_output_that_cannot_be_written_is_refused_first_naming_the_folder(
+    inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Was found only when the results were written (predict -o after classifying every photo): every command,
+    as root too (`without_permission_override`), with its output in or at a read-only folder."""
+    locked = tmp_path / "read-only"
+    locked.mkdir()
+    argvs = [
+        [str(locked) + a[5:] if a.startswith("AFILE") else str(inputs.get(a, a)) for a in c] for c in WRITERS.values()
+    ]
+    script = (
+        "import json, sys\nfrom heritage_cnn.cli.main import main\nfor argv in json.load(sys.stdin): print(main(argv))"
+    )
+    locked.chmod(0o555)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            input=json.dumps(argvs),
+            capture_output=True,
+            text=True,
+            timeout=120,  # the refusals take seconds; without them serve would listen and train would train
+            **without_permission_override(),
+        )
+    finally:
+        locked.chmod(0o755)
+    errors = result.stderr.splitlines()
+    assert result.stdout.split() == ["2"] * len(WRITERS) and len(errors) == len(WRITERS), result.stderr
+    for key, err in zip(WRITERS, errors, strict=True):
+        assert err.startswith("heritage: error: ") and err.endswith(
+            f"{locked} is not writable (permissions or a read-only disk)"
+        ), (key, err)
+    assert list(locked.iterdir()) == []
 
 
 EMPTY = {key: command for key, command in WRITERS.items() if key != "map --out below"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import io
 import os
 import re
@@ -19,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
-from conftest import draw
+from conftest import draw, without_permission_override
 from heritage_cnn.data import decode
 from heritage_cnn.data.decode import ImageError, ImageTooLarge, decode_image, read_image
 from heritage_cnn.data.folders import DatasetError, load_images
@@ -385,43 +384,9 @@ def test_class_with_no_readable_image_stops_training(tmp_path: Path) -> None:
         load_images(tmp_path, require_every_class=True)
 
 
-def _drop_file_permission_override() -> None:
-    """In the child, before exec: leave root's CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH out of the bounding set,
-    so the command runs as root (it can read the package wherever the checkout is) but chmod 000 binds it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH (linux/capability.h)
-        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: needs CAP_SETPCAP, which root has
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
-
-
-def _without_override() -> dict:
-    """subprocess.run arguments under which a chmod 000 folder is unreadable: none for a plain user; for root
-    (CI, containers), root without the capabilities that override file permissions (test: such a child cannot
-    list a chmod 000 folder). Skips only where even that is impossible (no CAP_SETPCAP)."""
-    if os.geteuid() != 0:
-        return {}
-    probe = Path(tempfile.mkdtemp(prefix="locked-"))
-    try:
-        probe.chmod(0)
-        result = subprocess.run(
-            [sys.executable, "-c", f"import os; os.listdir({str(probe)!r})"],
-            capture_output=True,
-            preexec_fn=_drop_file_permission_override,
-            timeout=60,
-        )
-    except subprocess.SubprocessError as error:  # prctl refused in the child
-        pytest.skip(f"root cannot drop CAP_DAC_OVERRIDE here ({error}), so it reads chmod 000 folders")
-    finally:
-        probe.chmod(0o700)
-        probe.rmdir()
-    if b"PermissionError" not in result.stderr:
-        pytest.skip("root still reads chmod 000 folders without CAP_DAC_OVERRIDE here")
-    return {"preexec_fn": _drop_file_permission_override}
-
-
 def test_unreadable_folder_is_listed(tiny_run, tmp_path: Path) -> None:
-    """Real chmod 000 folders through the real commands; as root too (see _without_override)."""
-    unprivileged = _without_override()
+    """Real chmod 000 folders through the real commands; as root too (see conftest.without_permission_override)."""
+    unprivileged = without_permission_override()
     top, data = tmp_path, tmp_path / "data"
     rng = np.random.default_rng(2)
     for label, name in enumerate(["apse", "vault"]):

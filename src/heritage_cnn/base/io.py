@@ -93,13 +93,23 @@ def output_problem(path: str | os.PathLike, folder: bool = True, flag: str = "")
         return f"{name}: is a folder: give a file name"
     blocker = file_in_the_way(given if folder else Path(given).parent)
     if blocker is None:
-        return None
+        return writable_problem(given if folder else Path(given).parent, name)
     if folder and blocker == Path(os.path.realpath(given)):
         return f"{name}: is a file; the output folder must be a folder"
     # the file in the way as the user typed it (`out/sub` names `out`), else its real path
     typed = next((p for p in Path(given).parents if Path(os.path.realpath(p)) == blocker), blocker)
     why = "; the output folder must be a folder" if folder else ", not a folder"
     return f"{name}: cannot be made: {os.fspath(typed)} is a file{why}"
+
+
+def writable_problem(folder: str | os.PathLike, name: str) -> str | None:
+    """Why nothing can be written in the folder `folder` (or made there: its nearest existing folder above), or None:
+    otherwise a long command learns it only when it writes its results, at the end, and loses them."""
+    target = Path(os.path.realpath(folder))
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if os.access(existing, os.W_OK | os.X_OK):
+        return None
+    return f"{name}: cannot be written: {os.fspath(existing)} is not writable (permissions or a read-only disk)"
 
 
 def holds_anything(path: str | os.PathLike) -> bool:

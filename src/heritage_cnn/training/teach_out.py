@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from heritage_cnn.base.io import CheckpointError, file_in_the_way, holds_anything
+from heritage_cnn.base.io import CheckpointError, file_in_the_way, holds_anything, writable_problem
 from heritage_cnn.models.checkpoint import checkpoint_files
 
 
@@ -33,6 +33,9 @@ def teach_files(out: str | os.PathLike) -> tuple[Path, Path]:
     blocker = file_in_the_way(weights_path.parent)
     if blocker is not None:
         raise CheckpointError(f"{blocker}: not a folder, so {weights_path} cannot be written: choose another --out")
+    problem = writable_problem(weights_path.parent, f"--out {text}")
+    if problem is not None:
+        raise CheckpointError(problem)
     return weights_path, meta_path
 
 
