@@ -49,9 +49,9 @@ MULTIPART_SLACK = 64 * 1024  # a multipart body is the file plus boundaries and 
 # as a prediction's is), so two keep both cores busy while predictions still get their turn.
 MAPS_AT_ONCE = 2
 BUSY_RETRY_S = 2  # the Retry-After of a 503
-# Predictions decoded and run at once. A photo's decode holds its whole raster while it lasts (a 120 MP PNG, the
-# decode limit: about 360 MB), and the thread pool would run 40: four bound that at about 1.4 GB whatever the
-# clients send, and keep two cores busy. A fifth waits for a slot, up to PREDICT_WAIT_S, then gets a 503.
+# Predictions decoded and run at once. A photo's decode holds its whole raster while it lasts (a 120 MP photo, the
+# decode limit: 0.2 to 0.9 GB by its mode, docs/serve.md), and the thread pool would run 40: four bound that at about
+# 4 GB whatever the clients send, and keep two cores busy. A fifth waits for a slot, up to PREDICT_WAIT_S, then 503.
 PREDICTIONS_AT_ONCE = 4
 PREDICT_WAIT_S = 30.0
 TOP_RANGE = (1, 100)  # `top` of /api/predict: how many classes an answer lists

@@ -62,7 +62,8 @@ def cmd_map(args: argparse.Namespace) -> int:
     box around the peak (left, top, right, bottom in the photo's pixels; right and bottom exclusive). A photo
     smaller than one tile gets the whole-photo answer, and says so. Unreadable files are listed and skipped. With
     --out DIR, a figure per photo (the photo with each element's box named, and the ten maps) and
-    DIR/elements.json (the JSON, whatever --format says).
+    DIR/elements.json (the JSON, whatever --format says); a figure that cannot be drawn is listed, its photo's map
+    is still in elements.json ("figure": null), and the other photos go on.
 
     Examples:
       heritage map west_front.jpg
@@ -93,15 +94,19 @@ def cmd_map(args: argparse.Namespace) -> int:
         from tqdm import tqdm
 
         items = tqdm(items, total=len(photos), desc="map", unit="photo", leave=False)
-    maps, skipped = [], []
+    maps, skipped, undrawn = [], [], []
     for item, name in zip(items, names, strict=True):
         if isinstance(item, tuple):
             skipped.append(item)
             continue
-        if out is not None:
-            from heritage_cnn.inference.element_figure import draw_element_map
+        if out is not None:  # a figure that cannot be drawn is listed; the photo's map is kept in elements.json
+            from heritage_cnn.inference.element_figure import figure_or_reason
 
-            item.figure = str(draw_element_map(item, out / name))
+            drawn = figure_or_reason(item, out / name)
+            if isinstance(drawn, str):
+                undrawn.append((item.path, drawn))
+            else:
+                item.figure = str(drawn)
         maps.append(item)
     if maps:
         text = format_maps(maps, args.format)
@@ -115,7 +120,10 @@ def cmd_map(args: argparse.Namespace) -> int:
         from heritage_cnn.base.io import atomic_write_text
 
         atomic_write_text(out / "elements.json", format_maps(maps, "json") + "\n")
-        print(f"heritage: {len(maps)} figure(s) and elements.json written to {shown(out)}", file=sys.stderr)
+        for path, reason in undrawn:
+            print(f"heritage: no figure for {shown(path)}: {reason}", file=sys.stderr)
+        written = f"{len(maps) - len(undrawn)} figure(s)" + (f" ({len(undrawn)} could not be drawn)" if undrawn else "")
+        print(f"heritage: {written} and elements.json written to {shown(out)}", file=sys.stderr)
     say_skipped(skipped, len(photos), missing)
     return 0 if maps else 2
 

@@ -19,19 +19,50 @@ from heritage_cnn.inference.element_map import ElementMap
 COLOURS = ("#00e5ff", "#ffd400", "#ff4fd8", "#7cff4f", "#ff8a00", "#4f8aff", "#ff4f4f", "#ffffff", "#b04fff", "#4fffc4")
 
 
+# The figure's shape is bounded whatever the photo's: its width is fixed (10 in at `figures.DPI`), and the photo panel
+# is drawn as if the photo were at most TALLEST times as high as wide, so a figure is at most about 1200 x 3100 px
+# (10 classes). A photo more elongated than STRETCH (1:8 or 8:1) is shown stretched to that aspect, and the title says
+# so: a 50 x 20,000 px strip would otherwise be a line a few pixels wide, or, drawn at its own aspect, a figure of
+# 1200 x 500,000 px (22.7 GB to render).
+TALLEST = 2.5
+STRETCH = 8.0
+TITLE_CHARACTERS = 160  # a longer file name is shortened in the middle: the title never widens the figure
+
+
+def _ratio(aspect: float) -> str:
+    """A photo's aspect (height / width) as width:height, "1:400" or "400:1"."""
+    return f"1:{aspect:.3g}" if aspect >= 1 else f"{1 / aspect:.3g}:1"
+
+
+def _title(emap: ElementMap, aspect: float, shown_aspect: float) -> str:
+    found = ", ".join(e.name for e in emap.elements) or "no element found"
+    name = shown(emap.path) if emap.path else "photo"
+    if len(name) > TITLE_CHARACTERS:
+        name = name[: TITLE_CHARACTERS // 2 - 1] + "..." + name[-(TITLE_CHARACTERS // 2 - 2) :]
+    lines = [f"{name} ({emap.width}x{emap.height}): {found}"]
+    if shown_aspect != aspect:
+        lines.append(f"shown stretched to {_ratio(shown_aspect)} (the photo is {_ratio(aspect)})")
+    return "\n".join(lines + ([emap.note] if emap.note else []))
+
+
 def draw_element_map(emap: ElementMap, path: str | os.PathLike) -> Path:
     """Write the figure of one photo's element map as a PNG (atomically): the reduced photo with the elements'
-    boxes, then one map per class on the same scale (0 to 1), each titled with its peak."""
+    boxes, then one map per class on the same scale (0 to 1), each titled with its peak. The figure's size is
+    bounded whatever the photo's aspect (`TALLEST`, `STRETCH`)."""
     photo = emap.preview
     h, w = photo.shape[:2]
     sx, sy = w / emap.width, h / emap.height  # preview pixels per photo pixel
     columns = 5
     rows = -(-len(emap.classes) // columns)
     aspect = h / w
-    fig = Figure(figsize=(10, 10 * aspect * 0.6 + 2.2 * rows * max(aspect, 0.3)))
-    grid = fig.add_gridspec(1 + rows, columns, height_ratios=[3 * max(aspect, 0.3) * columns / 3] + [1] * rows)
+    shown_aspect = min(max(aspect, 1 / STRETCH), STRETCH)
+    stretch = shown_aspect / aspect  # imshow's aspect: 1 (square pixels) unless the photo is too elongated
+    drawn = min(aspect, TALLEST)  # the panel's shape
+    said = 0.5 if stretch != 1 else 0  # room for the title's line saying so
+    fig = Figure(figsize=(10, 10 * drawn * 0.6 + 2.2 * rows * max(drawn, 0.3) + said))
+    grid = fig.add_gridspec(1 + rows, columns, height_ratios=[3 * max(drawn, 0.3) * columns / 3] + [1] * rows)
     ax = fig.add_subplot(grid[0, :])
-    ax.imshow(photo)
+    ax.imshow(photo, aspect=stretch)
     placed: list[tuple[float, float]] = []
     line = h / 30  # a label's height in preview pixels, about
     for element in emap.elements:
@@ -46,18 +77,29 @@ def draw_element_map(emap: ElementMap, path: str | os.PathLike) -> Path:
             y += line
         placed.append((x, y))
         ax.text(x, y, label, color="black", fontsize=8, va="top", bbox=style)
-    found = ", ".join(e.name for e in emap.elements) or "no element found"
-    title = f"{shown(emap.path) if emap.path else 'photo'} ({emap.width}x{emap.height}): {found}"
-    ax.set_title(title + (f"\n{emap.note}" if emap.note else ""), fontsize=9)
+    ax.set_title(_title(emap, aspect, shown_aspect), fontsize=9)
     ax.axis("off")
     for c, name in enumerate(emap.names):
         ax = fig.add_subplot(grid[1 + c // columns, c % columns])
         heat = emap.maps[c]
-        ax.imshow(np.clip(heat, 0, 1), cmap="inferno", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(np.clip(heat, 0, 1), cmap="inferno", vmin=0, vmax=1, interpolation="nearest", aspect=stretch)
         ax.set_title(f"{name} {float(heat.max()):.2f}", fontsize=8)
         ax.axis("off")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def figure_or_reason(emap: ElementMap, path: str | os.PathLike) -> Path | str:
+    """`draw_element_map`, or why this photo's figure could not be drawn or written, in one line: any failure of
+    matplotlib, Pillow or the write (MemoryError included) is this photo's, and a run over many photos goes on."""
+    try:
+        return draw_element_map(emap, path)
+    except MemoryError:
+        return "not enough memory to draw its figure"
+    except Exception as error:  # whatever matplotlib raises on one photo, the others are still drawn
+        text = str(error).strip().splitlines()
+        detail = text[0][:160] if text else ""
+        return f"its figure could not be drawn ({type(error).__name__}{': ' + detail if detail else ''})"
 
 
 LAYER_LONGEST = 640  # the photo layer's longest side in pixels: a page's width; the map is coarser still
@@ -87,4 +129,4 @@ def map_layers(emap: ElementMap, longest: int = LAYER_LONGEST) -> dict[str, Any]
     return {"photo": png_data_url(photo), "heat": heat, "extent": extent}
 
 
-__all__ = ["HEAT_OPACITY", "LAYER_LONGEST", "draw_element_map", "map_layers"]
+__all__ = ["HEAT_OPACITY", "LAYER_LONGEST", "STRETCH", "TALLEST", "draw_element_map", "figure_or_reason", "map_layers"]
