@@ -57,14 +57,14 @@ def _check_complete(sources: list[Path], out: Path) -> None:
 def _run_sort(model: Path, survey: Path, out: Path, slow_s: float = 0.0) -> subprocess.Popen:
     """`sort_photos` in its own process (optionally with a slow disk: a pause after each copy)."""
     script = textwrap.dedent(f"""
-        import shutil, sys, time
+        import sys, time
         from heritage_cnn.inference import sort, sort_files
         from heritage_cnn.inference.classifier import Classifier, find_photos
-        copy = shutil.copy2
-        def slow_copy(a, b):
-            copy(a, b)
+        copy = sort_files._copy
+        def slow_copy(*args):
+            copy(*args)
             time.sleep({slow_s})
-        sort_files.shutil.copy2 = slow_copy
+        sort_files._copy = slow_copy
         try:
             sort.sort_photos(Classifier.load({str(model)!r}), {str(survey)!r}, {str(out)!r}, 0.0, progress=False)
         except sort.SortLocked as error:

@@ -3,15 +3,19 @@ refused, identical photos share one copy, and a link to OUT inside IN is not sor
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import shutil
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from _sort_helpers import _copies, _manifest, _tree_digest
 
-from conftest import file_digest, make_survey
+from conftest import file_digest, make_survey, without_permission_override
 from heritage_cnn.cli.main import main
 from heritage_cnn.inference.classifier import Classifier
 from heritage_cnn.inference.sort import sort_photos
@@ -163,3 +167,105 @@ def test_a_link_to_out_inside_in_is_not_sorted_again(filing: Classifier, synthet
     rows = _manifest(out)
     assert len(rows) == 9 and not any(out.resolve() in Path(os.path.realpath(r["source"])).parents for r in rows)
     assert len(_copies(out)) == 9
+
+
+def _refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one error line of a sort that exits 2 (after the note an old model without a none-of-these threshold
+    gets)."""
+    assert main(argv) == 2
+    (err,) = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("heritage: note:")]
+    return err
+
+
+def test_a_manifest_or_skipped_list_that_sort_did_not_write_is_refused_before_any_work(
+    old_checkpoint: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was read as no rows and overwritten: the user's own manifest.csv lost, or sort's own, saved again by a
+    spreadsheet with `;` between cells, read as empty and every photo copied again (the user's moves undone). Teach
+    refuses the same file. A column the user added to sort's manifest is kept."""
+    survey = make_survey(synthetic_root, tmp_path / "survey")
+    argv = ["sort", str(survey), "--model", str(old_checkpoint), "--min-confidence", "0", "-q", "--out"]
+    cases = {
+        "manifest.csv": ("name,notes\r\nIMG_1.jpg,the west door\r\n", "has no source or destination column"),
+        "skipped.csv": ("file;why\r\nIMG_2.jpg;blurred\r\n", "has no source or reason column"),
+    }
+    for name, (text, problem) in cases.items():
+        out = tmp_path / name
+        out.mkdir()
+        (out / name).write_bytes(text.encode())
+        err = _refused([*argv, str(out)], capsys)
+        assert err.startswith(f"heritage: error: {out.resolve() / name}: {problem}"), err
+        assert err.endswith("which sort would overwrite; move it away, or sort into another --out")
+        assert [p.name for p in out.iterdir()] == [name] and (out / name).read_bytes() == text.encode()
+
+    out = tmp_path / "sorted"
+    assert main([*argv, str(out)]) == 0
+    manifest = out / "manifest.csv"
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        lines = list(csv.reader(handle))
+    with open(manifest, "w", newline="", encoding="utf-8") as handle:  # as a spreadsheet set to `;` saves it
+        csv.writer(handle, delimiter=";").writerows(lines)
+    moved = Path(lines[1][1])
+    moved.rename(moved.with_name("moved_" + moved.name))  # a correction, which a re-copy would undo
+    before = _tree_digest(out)
+    err = _refused([*argv, str(out)], capsys)
+    assert f"{manifest.resolve()}: has no source or destination column (its first line: 'source;destination;" in err
+    assert _tree_digest(out) == before
+
+    with open(manifest, "w", newline="", encoding="utf-8") as handle:  # back to commas, with a column of notes
+        csv.writer(handle).writerows([[*lines[0], "notes"], *([*row, f"note {n}"] for n, row in enumerate(lines[1:]))])
+    assert main([*argv, str(out)]) == 0
+    rows = _manifest(out)
+    assert [r["notes"] for r in rows] == [f"note {n}" for n in range(len(rows))] and len(rows) == 9
+    assert not moved.exists() and len(_copies(out)) == 9
+
+
+def test_a_class_folder_sort_cannot_write_is_refused_before_any_work(
+    old_checkpoint: Path, synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A class folder replaced by a file, or a broken link: sort copied a new photo first, then stopped with
+    `out/altar: File exists`. A read-only one: stopped mid-run naming a temporary file that did not exist. Each is now
+    refused before any photo is read, naming the folder; nothing is written."""
+    survey = make_survey(synthetic_root, tmp_path / "survey")
+    out = tmp_path / "sorted"
+    argv = ["sort", str(survey / "day1"), "--model", str(old_checkpoint), "--min-confidence", "0", "-q", "--out"]
+    assert main([*argv, str(out)]) == 0
+    argv[1] = str(survey)  # day2's photos are new
+    first, second = sorted(p for p in out.resolve().iterdir() if p.is_dir())[:2]
+    shutil.rmtree(first)
+    first.write_text("x\n")
+    shutil.rmtree(second)
+    second.symlink_to(tmp_path / "nowhere")
+    before = _tree_digest(out)
+    err = _refused([*argv, str(out)], capsys)
+    assert err == (
+        f"heritage: error: {first}: is a file, where sort puts the photos of {first.name}; move it away, or sort "
+        "into another --out"
+    )
+    first.unlink()
+    err = _refused([*argv, str(out)], capsys)
+    assert err.startswith(f"heritage: error: {second}: is a link to nothing, where sort puts the photos of ")
+    assert _tree_digest(out) == {k: v for k, v in before.items() if k != first.name}
+    second.unlink()
+
+    locked = next(p for p in out.resolve().iterdir() if p.is_dir())
+    before = _tree_digest(out)
+    script = "import json, sys\nfrom heritage_cnn.cli.main import main\nprint(main(json.load(sys.stdin)))"
+    locked.chmod(0o555)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script],
+            input=json.dumps([*argv, str(out)]),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            **without_permission_override(),
+        )
+    finally:
+        locked.chmod(0o755)
+    (err,) = [line for line in result.stderr.splitlines() if not line.startswith("heritage: note:")]
+    assert result.stdout.split() == ["2"], result.stderr
+    assert err == (
+        f"heritage: error: {locked}: the folder of {locked.name} is not writable (permissions or a read-only disk)"
+    )
+    assert _tree_digest(out) == before

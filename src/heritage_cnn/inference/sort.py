@@ -27,6 +27,11 @@ What it promises, and how:
   its settings could not be checked. --mode is not recorded: a copy and a hard link are the same photo.
 - A photo whose real path lies inside OUT (IN holding a symbolic link to it) is left out, and counted: a sort
   never files its own copies.
+- A photo that cannot be read any more when it is copied (moved away or made unreadable since it was decoded:
+  `sort_files.SourceError`) is skipped and listed like a file that cannot be decoded, and the run goes on; an error
+  writing the output stops it, naming the class folder. What would stop a run half-way through is refused before
+  any work, nothing written (`_output_refusal`): a manifest.csv or skipped.csv sort did not write (it would
+  overwrite the user's file), a class folder that is a file, a broken link, leads out of OUT or cannot be written.
 - `multi=True` (`--multi`) files a photo under every element the element map finds in it (each element's class
   folder, as copies or hard links by the same rules), and under the single-class rule (`_none/`, `_uncertain/`
   or its class) when it finds none. The manifest (`sort_manifest`) keeps one row per photo, so that a reader keyed
@@ -53,13 +58,15 @@ from heritage_cnn.base.io import FolderBusy, atomic_write_csv, folder_lock, insi
 from heritage_cnn.base.names import shown
 from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos
 from heritage_cnn.inference.element_map import with_elements
-from heritage_cnn.inference.sort_files import FOUND, NEW, SHARED, place, remove_stale_temps
+from heritage_cnn.inference.sort_files import FOUND, NEW, SHARED, Digests, SourceError, place, remove_stale_temps
 from heritage_cnn.inference.sort_manifest import (
     MANIFEST_FIELDS,
     MANIFEST_NAME,
     MULTI_FIELDS,
     SKIPPED_NAME,
+    manifest_columns,
     manifest_row,
+    not_sorts,
     read_manifest,
     row_files,
 )
@@ -186,6 +193,29 @@ def _class_folders(root: Path, classes: Iterable[str]) -> dict[str, Path]:
     return folders
 
 
+def _output_refusal(root: Path, folders: dict[str, Path]) -> str | None:
+    """Why sort cannot write into OUT (`root`, resolved) as it is, in one line, or None; asked before any work, so that
+    a run never stops on it after copying some photos: a manifest.csv or skipped.csv that sort did not write
+    (`sort_manifest.not_sorts`), a class folder that is a file or a broken link, leads out of OUT, or cannot be
+    written. Only folders that exist are asked about: the others are made when a photo goes there."""
+    problem = not_sorts(root)
+    if problem is not None:
+        return problem
+    for name, folder in folders.items():
+        if not (folder.exists() or folder.is_symlink()):
+            continue
+        if not folder.is_dir():
+            what = "a link to nothing" if folder.is_symlink() and not folder.exists() else "a file"
+            return (
+                f"{shown(folder)}: is {what}, where sort puts the photos of {name}; move it away, or sort into "
+                "another --out"
+            )
+        _inside(root, folder)  # a class folder that is a symbolic link out of OUT is refused
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return f"{shown(folder)}: the folder of {name} is not writable (permissions or a read-only disk)"
+    return None
+
+
 def _folder_names(prediction: Prediction, min_confidence: float) -> list[str]:
     """Where a photo goes: the folder of each element the map found (multi), most confident first, whatever the
     whole photo's answer (a west front can be none of the ten as a whole and hold three of them); else the
@@ -213,8 +243,10 @@ def sort_photos(
     `multi`: into the folder of every element the element map (`map_config`) finds in the photo instead, by the
     rule above when it finds none. Running it again skips every photo the manifest lists (its copy there, moved or
     deleted), so an interrupted sort resumes and the user's corrections stay. Raises SortLocked when another process
-    sorts into `out_dir`, ValueError when `in_dir` holds no photo (before `out_dir` is made), or when `out_dir` was
-    sorted the other way (`multi` or not) or with other settings (`SETTINGS_NAME`).
+    sorts into `out_dir`, ValueError when `in_dir` holds no photo (before `out_dir` is made), when `out_dir` holds
+    what sort must not overwrite or cannot write into (`_output_refusal`, before any work), or when it was sorted
+    the other way (`multi` or not) or with other settings (`SETTINGS_NAME`). A photo that cannot be read when it is
+    copied is skipped and listed (`SortSummary.skipped`), as one that cannot be decoded.
     """
     if mode not in ("copy", "link"):
         raise ValueError(f"--mode must be copy or link, got {mode!r}")
@@ -231,6 +263,10 @@ def sort_photos(
     if target_root in source_root.parents:
         raise ValueError(f"{in_dir}: the input folder must not be inside the output folder {out_dir}")
     folders = _class_folders(target_root, classifier.classes)
+    if target_root.is_dir():
+        problem = _output_refusal(target_root, folders)
+        if problem is not None:  # said before any photo is read, and nothing written
+            raise ValueError(problem)
     photos, problems = find_photos([source_root])
     if not photos:  # nothing to sort: refused before OUT is made, as predict refuses an empty folder
         first = f" ({shown(problems[0][0])}: {problems[0][1]})" if problems else ""
@@ -244,29 +280,47 @@ def sort_photos(
         )
 
 
-def _file(
-    item: Prediction,
-    target_root: Path,
-    folders: dict[str, Path],
-    min_confidence: float,
-    mode: str,
-    summary: SortSummary,
-    taken: set[Path],
-) -> dict[str, str]:
-    """Place one photo in each of its folders, count it; its manifest row.
+@dataclass
+class _Filing:
+    """What filing one photo needs, the same for the whole run."""
+
+    root: Path  # OUT, resolved
+    folders: dict[str, Path]
+    min_confidence: float
+    mode: str
+    summary: SortSummary
+    taken: set[Path]  # `place`'s
+    digests: Digests = field(default_factory=Digests)  # each file hashed once per run
+
+
+def _file(item: Prediction, filing: _Filing) -> dict[str, str] | None:
+    """Place one photo in each of its folders, count it; its manifest row, or None when it could not be read any more
+    (moved away or made unreadable since it was decoded): then skipped and listed, as a file that cannot be decoded.
 
     A photo with a new copy or link is sorted by this run, and counted in its folders; one whose every copy was
     found already there, placed by an earlier run killed before its manifest, is done earlier; one whose every
     placement is an identical photo's file shares it, a manifest row and no file, counted in no folder."""
-    source = Path(str(item.path))
-    names, destinations, outcomes = _folder_names(item, min_confidence), [], []
-    for name in names:
-        folder = folders[name]
-        folder.mkdir(exist_ok=True)
-        _inside(target_root, folder)  # a class folder that is a symbolic link out of OUT is refused
-        destination, outcome = place(source, folder, mode, summary, taken)
-        destinations.append(destination)
-        outcomes.append(outcome)
+    source, summary = Path(str(item.path)), filing.summary
+    names, destinations, outcomes = _folder_names(item, filing.min_confidence), [], []
+    counts = (summary.linked, summary.copied, dict(summary.copied_because))
+    try:
+        for name in names:
+            folder = filing.folders[name]
+            folder.mkdir(exist_ok=True)
+            _inside(filing.root, folder)  # a class folder made a symbolic link out of OUT since the start: refused
+            destination, outcome = place(source, folder, filing.mode, summary, filing.taken, filing.digests)
+            destinations.append(destination)
+            outcomes.append(outcome)
+    except SourceError as error:
+        # a photo is filed whole or not at all: the files made for it already (--multi) go, and their counts
+        for destination, outcome in zip(destinations, outcomes, strict=True):
+            if outcome == NEW:
+                destination.unlink(missing_ok=True)
+                filing.taken.discard(destination)
+        summary.linked, summary.copied, summary.copied_because = counts
+        why = f"could not be copied: {error.strerror} (moved, deleted or made unreadable after it was read)"
+        summary.skipped.append((str(item.path), why))
+        return None
     if NEW in outcomes:
         summary.placed += 1
         for name, outcome in zip(names, outcomes, strict=True):
@@ -297,7 +351,7 @@ def _sort_locked(
     manifest_path = target_root / MANIFEST_NAME
     manifest = read_manifest(manifest_path, multi=map_config is not None)
     checked = check_settings(target_root, settings_of(classifier, min_confidence, map_config), bool(manifest))
-    fields = MANIFEST_FIELDS if map_config is None else MULTI_FIELDS
+    fields = manifest_columns(manifest_path, MANIFEST_FIELDS if map_config is None else MULTI_FIELDS)
     found, problems = found_photos  # `find_photos`, walked before OUT was made
     # a file reached through a symbolic link to OUT is one of this sort's copies (or another file of OUT): never a photo
     photos = [p for p in found if not _resolves_inside(target_root, p)]
@@ -309,6 +363,7 @@ def _sort_locked(
     summary.inside_out, summary.settings_unchecked = len(found) - len(photos), not checked
     summary.rejects, summary.multi = classifier.open_set is not None, map_config is not None
     taken = {f for row in manifest.values() for f in row_files(target_root, row)}
+    filing = _Filing(target_root, folders, min_confidence, mode, summary, taken)
     items = classifier.predict_files(todo)
     if map_config is not None:
         items = with_elements(classifier, items, map_config)
@@ -322,8 +377,9 @@ def _sort_locked(
             if isinstance(item, tuple):
                 summary.skipped.append(item)
             else:
-                row = _file(item, target_root, folders, min_confidence, mode, summary, taken)
-                manifest[str(item.path)] = row
+                row = _file(item, filing)
+                if row is not None:
+                    manifest[str(item.path)] = row
             if bar is not None:
                 bar.update(1)
             if count % SAVE_EVERY == 0:  # progress survives an interruption

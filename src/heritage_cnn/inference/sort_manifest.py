@@ -3,6 +3,10 @@ run, so that a listed photo is done), written atomically, and the files a row sa
 
 With --multi, `destination` is the first placement (the most confident element's), and `elements` and
 `destinations` (every placement) are two more columns, each a list in one cell (`base.names.cell_text`).
+
+Sort rewrites OUT/manifest.csv and OUT/skipped.csv on every run, so a file of either name that sort did not write (the
+user's own CSV, or sort's saved again by a spreadsheet with `;` between cells) is refused before any work
+(`not_sorts`): read as no rows, it would be lost, and the photos its rows list sorted again, the user's moves undone.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from heritage_cnn.base.names import CSV_ERRORS, cell_items, cell_text
+from heritage_cnn.base.names import CSV_ERRORS, cell_items, cell_text, shown
 from heritage_cnn.inference.classifier import Prediction, flat_fields
 
 MANIFEST_NAME = "manifest.csv"  # in the sorted folder, beside its class folders
@@ -21,6 +25,49 @@ MULTI_FIELDS = [*MANIFEST_FIELDS, "elements", "destinations"]  # the manifest of
 # how every reader opens a manifest: a byte-order mark that an editor or a spreadsheet saved before the header is read
 # past, as CRLF line ends are (csv's newline=""), so the first column keeps its name; sort writes plain UTF-8
 MANIFEST_ENCODING = "utf-8-sig"
+# the columns a file must have to be taken for sort's (only what sort reads back: earlier versions wrote fewer others)
+NEEDED = {MANIFEST_NAME: ("source", "destination"), SKIPPED_NAME: ("source", "reason")}
+
+
+def _header_problem(path: Path, needed: tuple[str, ...]) -> str | None:
+    """Why `path` (present) is not a CSV sort wrote, or None: its first line must name the columns `needed`."""
+    if not path.is_file():  # a folder, or a pipe that would block the read
+        return "is not a file"
+    try:
+        with open(path, newline="", encoding=MANIFEST_ENCODING, errors=CSV_ERRORS) as handle:
+            header = next(csv.reader(handle), None)
+    except (OSError, csv.Error) as error:
+        return f"cannot be read as a CSV ({error})"
+    if not header:
+        return "is empty, with no header"
+    missing = [name for name in needed if name not in header]
+    if not missing:
+        return None
+    first = ",".join(header)
+    first = first if len(first) <= 60 else first[:57] + "..."
+    return f"has no {' or '.join(missing)} column (its first line: {first!r})"
+
+
+def _refusal(path: Path, needed: tuple[str, ...]) -> str | None:
+    problem = _header_problem(path, needed)
+    if problem is None:
+        return None
+    return (
+        f"{shown(path)}: {problem}: not a file heritage sort wrote (another program's, or sort's saved again with "
+        "another delimiter), which sort would overwrite; move it away, or sort into another --out"
+    )
+
+
+def not_sorts(root: Path) -> str | None:
+    """One line when OUT (`root`) holds a manifest.csv or skipped.csv that sort did not write: another program's file,
+    or sort's re-saved with another delimiter; None otherwise. Asked before any work: sort would overwrite it."""
+    for name, needed in NEEDED.items():
+        path = root / name
+        if path.exists() or path.is_symlink():
+            problem = _refusal(path, needed)
+            if problem is not None:
+                return problem
+    return None
 
 
 def manifest_row(source: Path, destinations: list[Path], prediction: Prediction) -> dict[str, str]:
@@ -32,12 +79,19 @@ def manifest_row(source: Path, destinations: list[Path], prediction: Prediction)
 
 
 def read_manifest(path: Path, multi: bool) -> dict[str, dict[str, str]]:
-    """The rows of an earlier sort, by source; ValueError when it was sorted the other way (`multi` or not)."""
+    """The rows of an earlier sort, by source; ValueError when it was sorted the other way (`multi` or not), or is not
+    sort's (`not_sorts`)."""
     if not path.exists():
         return {}
+    problem = _refusal(path, NEEDED[MANIFEST_NAME])
+    if problem is not None:  # `not_sorts` asked before any work; again here, under the lock, for one written since
+        raise ValueError(problem)
     with open(path, newline="", encoding=MANIFEST_ENCODING, errors=CSV_ERRORS) as handle:
         reader = csv.DictReader(handle)
-        rows = {row["source"]: row for row in reader if row.get("source")}
+        try:
+            rows = {row["source"]: row for row in reader if row.get("source")}
+        except csv.Error as error:  # a cell over csv's size limit, a NUL: not what sort writes
+            raise ValueError(f"{shown(path)}: line {reader.line_num}: {error}; not as sort wrote it") from None
     was_multi = "destinations" in (reader.fieldnames or [])
     if rows and was_multi != multi:
         raise ValueError(
@@ -45,6 +99,17 @@ def read_manifest(path: Path, multi: bool) -> dict[str, dict[str, str]]:
             f"{'with' if was_multi else 'without'} --multi again, or into another folder"
         )
     return rows
+
+
+def manifest_columns(path: Path, fields: list[str]) -> list[str]:
+    """The columns to write the manifest `path` with: sort's `fields`, then any the user added to it (a notes column
+    in a spreadsheet), in their order, so that a run keeps them rather than dropping them with their cells."""
+    if not path.is_file():
+        return fields
+    with open(path, newline="", encoding=MANIFEST_ENCODING, errors=CSV_ERRORS) as handle:
+        header = next(csv.reader(handle), None) or []
+    ours = {*fields, *MULTI_FIELDS}  # sort's own columns, --multi's included: only `fields` says which are written
+    return [*fields, *(name for name in dict.fromkeys(header) if name and name not in ours)]
 
 
 def _in_out(root: Path, destination: str) -> Path:
