@@ -199,9 +199,15 @@ def test_the_closing_count_holds_the_inputs_that_were_not_there(
     given = [str(inputs["PHOTO"]), str(tmp_path / "gone.jpg"), str(broken)]
     assert main([command, *given, *MODEL, "-q"]) == 0
     last = capsys.readouterr().err.splitlines()[-1]
-    assert last == "heritage: 1 of 2 file(s) could not be read; 1 input(s) named could not be looked at"
+    assert (
+        last
+        == "heritage: 1 of 2 file(s) could not be read; 1 input(s) named, or folder(s) or link(s) below them, could not be looked at"
+    )
     assert main([command, given[0], given[1], *MODEL, "-q"]) == 0
-    assert capsys.readouterr().err.splitlines()[-1] == "heritage: 1 input(s) named could not be looked at"
+    assert (
+        capsys.readouterr().err.splitlines()[-1]
+        == "heritage: 1 input(s) named, or folder(s) or link(s) below them, could not be looked at"
+    )
 
 
 def test_sort_with_nothing_to_sort_exits_2_but_a_finished_sort_run_again_does_not(

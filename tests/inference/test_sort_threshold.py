@@ -124,3 +124,11 @@ def test_noise_goes_to_none_and_the_summary_and_manifest_say_why(
         assert (rows[name]["known"], rows[name]["none_reason"]) == ("false", "noise")
     assert all(row["none_reason"] == "" for name, row in rows.items() if not name.startswith("static"))
     assert "2 none of the ten in _none/ (2 of them noise)" in capsys.readouterr().out
+
+
+def test_the_summary_counts_the_classes_of_a_taught_model() -> None:
+    """A taught model has more than the ten: its none-of-these photos are none of its own classes."""
+    ten = sort_module.SortSummary(placed=3, none=2, rejects=True).describe(0.6)
+    taught = sort_module.SortSummary(placed=3, none=2, rejects=True, classes=12).describe(0.6)
+    assert "(2 none of the ten in _none/, 0 below 0.60 in _uncertain/)" in ten
+    assert "(2 none of the 12 classes in _none/, 0 below 0.60 in _uncertain/)" in taught

@@ -356,7 +356,8 @@ def device_name(name: str) -> str:
 
 
 def find_inputs(inputs: list[str]) -> tuple[list[Any], int]:
-    """The photos named or found below `inputs` (`find_photos`) and how many inputs could not be looked at, each
+    """The photos named or found below `inputs` (`find_photos`) and how many inputs, or folders and links below them
+    (a link loop, an unreadable subfolder), could not be looked at, each
     said on stderr. No photos when there are none and the one input given was that one line's (the command then
     exits 2 with nothing more: "no photos found in" would say it twice); a UsageError when there are none otherwise."""
     from pathlib import Path
@@ -383,7 +384,7 @@ def say_skipped(skipped: list[tuple[str, str]], total: int, missing: int = 0) ->
         print(f"heritage: skipped {shown(path)}: {reason}", file=sys.stderr)
     counts = [f"{len(skipped)} of {total} file(s) could not be read"] if skipped and (total > 1 or missing) else []
     if missing:  # in a long run the count is what matters: the inputs' own lines have scrolled away
-        counts.append(f"{missing} input(s) named could not be looked at")
+        counts.append(f"{missing} input(s) named, or folder(s) or link(s) below them, could not be looked at")
     if counts:
         print(f"heritage: {'; '.join(counts)}", file=sys.stderr)
 

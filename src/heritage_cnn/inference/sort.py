@@ -92,7 +92,8 @@ class SortSummary:
     uncertain: int = 0
     none: int = 0
     noise: int = 0  # of `none`, those the noise check called noise (`Prediction.none_reason`)
-    rejects: bool = False  # whether the model can call a photo none of the ten
+    rejects: bool = False  # whether the model can call a photo none of its classes
+    classes: int = 10  # how many the model has (a taught model: more than the ten), for "none of the 12 classes"
     linked: int = 0
     copied: int = 0
     copied_because: dict[str, int] = field(default_factory=dict)  # why a link became a copy -> count
@@ -131,7 +132,8 @@ class SortSummary:
     def describe(self, min_confidence: float) -> str:
         """The summary the command prints."""
         noise = f" ({self.noise} of them noise)" if self.noise else ""
-        none = f"{self.none} none of the ten in {NONE}/{noise}, " if self.rejects else ""
+        of = "the ten" if self.classes == 10 else f"the {self.classes} classes"  # a taught model has more
+        none = f"{self.none} none of {of} in {NONE}/{noise}, " if self.rejects else ""
         identical = (
             f"{self.identical} identical to a photo sorted before it (sharing its copy: one file, a manifest row each), "
             if self.identical
@@ -362,6 +364,7 @@ def _sort_locked(
     summary.moved_or_deleted = sum(not all(f.is_file() for f in row_files(target_root, row)) for row in done)
     summary.inside_out, summary.settings_unchecked = len(found) - len(photos), not checked
     summary.rejects, summary.multi = classifier.open_set is not None, map_config is not None
+    summary.classes = len(classifier.checkpoint.classes)
     taken = {f for row in manifest.values() for f in row_files(target_root, row)}
     filing = _Filing(target_root, folders, min_confidence, mode, summary, taken)
     items = classifier.predict_files(todo)
