@@ -144,6 +144,9 @@ def test_an_ensemble_is_taught_member_by_member(nine, new_folder, synthetic_root
     assert child.member_count == 2 and child.classes[-1] == NEW
     assert child.open_set is not None  # fitted for the float16 weights the file stores
     assert "taught" in child.info
+    # each member's validation figure was its parent member's, measured before its head was fitted again
+    assert all("validation" in m for m in json.loads(checkpoint_files(parent.path)[1].read_text())["members"])
+    assert not any("validation" in m for m in json.loads((tmp_path / "taught.json").read_text())["members"])
 
 
 @pytest.mark.parametrize(

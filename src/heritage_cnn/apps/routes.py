@@ -114,7 +114,8 @@ def info(state: State) -> dict[str, Any]:
         "model": Path(str(checkpoint.path)).name,
         "classes": [{"label": c, "name": n} for n, c in labels.items()],
         "image_size": checkpoint.image_size,
-        "val_accuracy": checkpoint.info.get("validation", {}).get("val_accuracy"),
+        "val_accuracy": own_accuracy(checkpoint.info),  # None for a taught model: its parent's was measured, not its
+        "taught": taught_from(checkpoint.info),  # None, or its parent and what was measured after teaching
         "members": checkpoint.member_count,  # networks averaged; overlays and class images: member `member`
         "member": state.member,
         "max_upload_bytes": state.max_upload_bytes,
@@ -131,6 +132,28 @@ def info(state: State) -> dict[str, Any]:
             "per_class": {c: [f"/class-images/{f}" for f in fs] for c, fs in images.per_class.items()},
             "note": images.note,
         },
+    }
+
+
+def own_accuracy(info: dict[str, Any]) -> float | None:
+    """The model's accuracy on its validation photos, as training measured it; None for a taught model, whose JSON
+    may still carry its parent's figure (`heritage teach` copied it before it recorded it as the parent's)."""
+    return None if info.get("taught") else (info.get("validation") or {}).get("val_accuracy")
+
+
+def taught_from(info: dict[str, Any]) -> dict[str, Any] | None:
+    """For a model `heritage teach` wrote: its parent's file name, the classes it added and, where teach measured it
+    (with --data), the known classes' accuracy on the parent's validation photos before and after teaching."""
+    record = info.get("taught")
+    if not isinstance(record, dict):
+        return None
+    parent, cost = record.get("parent") or {}, record.get("known_cost") or {}
+    return {
+        "parent": Path(str(parent.get("path"))).name if parent.get("path") else None,
+        "classes_added": record.get("classes_added") or [],
+        "known_photos": cost.get("photos"),  # the parent's validation photos it was measured on; None: not measured
+        "known_accuracy_before": cost.get("parent"),
+        "known_accuracy": cost.get("taught"),
     }
 
 

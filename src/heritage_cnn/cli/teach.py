@@ -117,7 +117,8 @@ def cmd_teach(args: argparse.Namespace) -> int:
     print(f"replay: {result.replay}; {result.seconds:.1f} s")
     if result.cost is not None:
         print(_cost_line(result.cost, result.added))
-    corrected = _corrections_line(parent, result.path, photos)
+    # the photos learned from: one skipped as looking like the parent's training data was not, so it is not counted
+    corrected = _corrections_line(parent, result.path, result.learned, _known_skipped(parent, photos, result))
     if corrected:
         print(corrected)
     meta = result.path.with_name(result.path.stem + ".json")
@@ -127,10 +128,17 @@ def cmd_teach(args: argparse.Namespace) -> int:
     return 0
 
 
-def _corrections_line(parent, taught: Path, photos) -> str | None:  # a Checkpoint, TeachPhotos
-    """How many of the photos of known classes that the parent answered otherwise the taught model now answers as
-    the user labelled them: whether corrections were learned is measured, not assumed (a refit of the last layer
-    held near the parent's can leave most of them as they were)."""
+def _known_skipped(parent, photos, result) -> int:  # a Checkpoint, TeachPhotos, TeachResult
+    """How many photos labelled with a class the parent knows were skipped as looking like its training data."""
+    label = dict(zip(photos.paths, photos.labels, strict=True))
+    return sum(label.get(path) in parent.classes for path, _ in result.skipped_known)
+
+
+def _corrections_line(parent, taught: Path, photos, skipped: int = 0) -> str | None:  # a Checkpoint, TeachPhotos
+    """How many of the photos of known classes learned from (`photos`) that the parent answered otherwise the taught
+    model now answers as the user labelled them: whether corrections were learned is measured, not assumed (a refit
+    of the last layer held near the parent's can leave most of them as they were). `skipped`: the photos of known
+    classes not learned from (they look like the parent's training data), named apart, never counted."""
     from heritage_cnn.inference.classifier import Classifier
 
     index = [i for i, label in enumerate(photos.labels) if label in parent.classes]
@@ -149,6 +157,7 @@ def _corrections_line(parent, taught: Path, photos) -> str | None:  # a Checkpoi
         f"corrections: {right} of the {len(wrong)} photo(s) the parent answered otherwise are now answered as you "
         f"labelled them (one view)"
         + ("" if right == len(wrong) else "; a refit of the head moves few answers: training with them moves more")
+        + (f"; {skipped} more of known classes skipped, not learned (listed above)" if skipped else "")
     )
 
 

@@ -63,13 +63,24 @@ def find_class_images(path: str | Path | None) -> ClassImages:
     found = ClassImages(files, GRID if GRID in files else None)
     manifest = path / MANIFEST
     if manifest.is_file():
-        for record in json.loads(manifest.read_text(encoding="utf-8")).get("images", []):
-            if record.get("file") in files:
+        records = json.loads(manifest.read_text(encoding="utf-8")).get("images", [])
+        shared = _shared_files(records)  # an older generate wrote two classes to one file: it shows only one of them
+        for record in records:
+            if record.get("file") in files and record["file"] not in shared:
                 found.per_class.setdefault(record["class"], []).append(record["file"])
     if not files:
         found.note = f"no PNG files in {path}: make them with `heritage generate --all --out {path}`"
         found.state = "none"
     return found
+
+
+def _shared_files(records: list[dict]) -> set[str]:
+    """The files a manifest lists for more than one class (a version before `files.class_stems` wrote `портал` and
+    `купол` both to `_0.png`, the last drawn over the first)."""
+    classes: dict[str, set] = {}
+    for record in records:
+        classes.setdefault(record.get("file"), set()).add(record.get("class"))
+    return {file for file, names in classes.items() if len(names) > 1}
 
 
 def default_cache_dir() -> Path:
@@ -89,8 +100,10 @@ def drawn_for(folder: Path, key: str) -> bool:
     """Whether `folder` holds a complete set of class images drawn for the network with this key (`model_key`)."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        if _shared_files(manifest.get("images", [])):  # drawn before each class had its own file: drawn again
+            return False
         return manifest.get("weights_sha256") == key or key in (manifest.get("also_for") or [])
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, AttributeError):
         return False
 
 

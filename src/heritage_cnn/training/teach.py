@@ -18,9 +18,10 @@ Every network of the model keeps its convolutional layers frozen; its head is fi
 With `--data`, what the taught heads cost the known classes is measured on the parent's validation photos, and
 bounded where asked (`--max-known-loss`: the new classes' logits lowered until the known classes lose no more).
 
-Each taught photo is seen in `VIEWS` views. The taught model records its parent (path and generation), the classes
-it added, and the SHA-256, class and kind of every photo it learned from (`taught` in its JSON); its `trained_on`
-adds their perceptual hashes, so that the next teach finds photos already learned. The parent is only read; where
+Each taught photo is seen in `VIEWS` views. The taught model records its parent (resolved path, generation and own
+validation figure, which the taught model does not carry as its own: `teach_out.own_info`), the classes it added, and
+the SHA-256, class and kind of every photo it learned from (`taught` in its JSON); its `trained_on` adds their
+perceptual hashes, so that the next teach finds photos already learned. The parent is only read; where
 the taught model is written is checked before any work and again before it is written (`teach_out`).
 """
 
@@ -45,7 +46,7 @@ from heritage_cnn.inference.classifier import Classifier, network_features
 from heritage_cnn.inference.evaluate import near_any, trained_on
 from heritage_cnn.inference.openset_fit import DEFAULT_RIDGE, fit_operating_point
 from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, TeachPhotos
-from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, save_checkpoint, save_ensemble
+from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint, save_ensemble
 from heritage_cnn.models.ensemble import Ensemble, networks
 from heritage_cnn.models.openset import PENULTIMATE, POOLED, MahalanobisStats
 from heritage_cnn.models.openset_point import OperatingPoint, network_id
@@ -60,7 +61,7 @@ from heritage_cnn.training.teach_fit import (
     known_cost,
     offset_for_cost,
 )
-from heritage_cnn.training.teach_out import check_cache_dir, teach_files
+from heritage_cnn.training.teach_out import check_cache_dir, own_info, parent_record, teach_files
 
 Log = Callable[[str], None]
 VIEWS = ("identity", "mirror", "turn+10", "turn-10")  # the views of each taught photo: the training's flips, rotations
@@ -76,6 +77,7 @@ class TeachResult:
     seconds: float
     skipped_known: list[tuple[str, str]] = field(default_factory=list)
     cost: KnownCost | None = None  # on the parent's validation photos, with --data
+    learned: TeachPhotos | None = None  # the photos learned from: those given less `skipped_known`
 
 
 def views(images: torch.Tensor) -> torch.Tensor:
@@ -310,14 +312,8 @@ def _known_cost(parent: Checkpoint, model: nn.Module, held_out: ImageSet, bound:
 
 
 def _record(parent: Checkpoint, photos: TeachPhotos, added: list[str], replay: str, config: FitConfig) -> dict:
-    from heritage_cnn.base.io import read_json
-
-    generation = None
-    if parent.path is not None:
-        meta = checkpoint_files(parent.path)[1]
-        generation = read_json(meta).get("generation") if meta.exists() else None
     return {
-        "parent": {"path": str(parent.path), "generation": generation, "taught": parent.info.get("taught")},
+        "parent": parent_record(parent),
         "classes_added": added,
         "replay": replay,
         "method": {"layer": PENULTIMATE, "views": list(VIEWS), **config.__dict__},
@@ -424,18 +420,18 @@ def teach(
     record = _record(parent, photos, added, replay, config)
     if cost is not None:
         record["known_cost"] = {**asdict(cost), "loss_points": cost.loss_points, "view": "one view, float32"}
-    info = {**parent.info, "taught": record, "trained_on": _trained_on(parent, hashes)}
+    info = own_info(parent.info) | {"taught": record, "trained_on": _trained_on(parent, hashes)}
     child = replace(child, info=info, open_set=point)
     teach_files(out)  # again: nothing may have appeared there while the heads were fitted
     if ensemble:
         members = [child.member(i) for i in range(child.member_count)]
         for member in members:
-            member.info = {**member.info, "trained_on": info["trained_on"], "taught": info["taught"]}
+            member.info = own_info(member.info) | {"trained_on": info["trained_on"], "taught": info["taught"]}
         save_ensemble(weights_path, members, views=parent.views, open_set=point)
     else:
         save_checkpoint(weights_path, child)
     seconds = time.perf_counter() - started
-    return TeachResult(weights_path, classes, added, photos.per_class(), replay, seconds, skipped_known, cost)
+    return TeachResult(weights_path, classes, added, photos.per_class(), replay, seconds, skipped_known, cost, photos)
 
 
 __all__ = ["VIEWS", "TeachResult", "known_already", "replay_split", "teach", "views"]

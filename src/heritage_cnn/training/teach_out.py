@@ -1,13 +1,14 @@
 """Where `heritage teach` writes, checked before any photo is read: the new model's pair of files, never over an
-existing one, and the `--cache-dir` folder. `teach` checks both again before it writes."""
+existing one, and the `--cache-dir` folder. `teach` checks both again before it writes. And what of the parent's
+info the taught model does not carry as its own (`own_info`)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from heritage_cnn.base.io import CheckpointError, file_in_the_way, holds_anything, writable_problem
-from heritage_cnn.models.checkpoint import checkpoint_files
+from heritage_cnn.base.io import CheckpointError, file_in_the_way, holds_anything, read_json, writable_problem
+from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files
 
 
 def teach_files(out: str | os.PathLike) -> tuple[Path, Path]:
@@ -39,6 +40,29 @@ def teach_files(out: str | os.PathLike) -> tuple[Path, Path]:
     return weights_path, meta_path
 
 
+# What a parent's info records of its own weights as measured, which the taught weights are not: the taught model
+# records it under `taught.parent` instead, so that no reader (the web page's "94.5% right") takes it for its own
+PARENTS_OWN = ("validation",)
+
+
+def own_info(parent_info: dict) -> dict:
+    """A parent's (or a parent member's) info less what it measured of its own weights (`PARENTS_OWN`)."""
+    return {key: value for key, value in parent_info.items() if key not in PARENTS_OWN}
+
+
+def parent_record(parent: Checkpoint) -> dict:
+    """What the taught model records of its parent: its weights' resolved path (not relative to wherever teach ran:
+    `fast.safetensors` from inside a folder would read as the shipped model), its `generation`, its own `taught`
+    record and its own validation figure (`PARENTS_OWN`; None for a taught parent, whose copy may be its parent's)."""
+    generation = where = None
+    if parent.path is not None:
+        where = str(Path(parent.path).resolve())
+        meta = checkpoint_files(parent.path)[1]
+        generation = read_json(meta).get("generation") if meta.exists() else None
+    measured = None if "taught" in parent.info else parent.info.get("validation")
+    return {"path": where, "generation": generation, "taught": parent.info.get("taught"), "validation": measured}
+
+
 def check_cache_dir(cache_dir: str | os.PathLike | None) -> None:
     """Refuse, before any photo is decoded, a `--cache-dir` that is not a folder and cannot be made one."""
     if cache_dir is None:
@@ -52,4 +76,4 @@ def check_cache_dir(cache_dir: str | os.PathLike | None) -> None:
         raise CheckpointError(f"--cache-dir {where}: not a folder")
 
 
-__all__ = ["check_cache_dir", "teach_files"]
+__all__ = ["PARENTS_OWN", "check_cache_dir", "own_info", "parent_record", "teach_files"]

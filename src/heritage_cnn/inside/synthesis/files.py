@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import re
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -12,9 +14,27 @@ from heritage_cnn.data.folders import display_name
 from heritage_cnn.inside.synthesis.draw import Generated
 from heritage_cnn.models.checkpoint import Checkpoint
 
+SLUG_BYTES = 200  # a stem's most UTF-8 bytes: "_<sample>.png" still fits the 255 bytes of a file name
+
 
 def _slug(folder: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", display_name(folder).lower()).strip("_")
+    """The display name in lower case, its letters, digits and marks in any script kept (NFC: an accent composed or
+    not is one name), every other run of characters one "_": `dome(inner)` -> `dome_inner`, `портал` -> `портал`.
+    It never holds "-", which `class_stems` keeps for telling apart classes whose slugs are one."""
+    name = unicodedata.normalize("NFC", display_name(folder)).lower()
+    kept = "".join(c if unicodedata.category(c)[0] in "LMN" else " " for c in name)
+    return "_".join(kept.split()).encode()[:SLUG_BYTES].decode("utf-8", "ignore").strip("_")
+
+
+def class_stems(names: Sequence[str]) -> list[str]:
+    """The stem of each class's files (`<stem>_<sample>.png`), one per class whatever the names: its slug where no
+    other class has it (the shipped classes' files, `dome_inner_0.png`, keep their names), else, and for a slug that
+    is empty, `<slug or "class">-<class index>`. A slug holds no "-", so no stem is another's: `portàl` and `portál`
+    get their own files, and so do `-portal` and `portal` (`portal-0`, `portal-1`). Slugs are compared case-folded,
+    as a file system that ignores case would."""
+    slugs = [_slug(name) for name in names]
+    count = Counter(slug.casefold() for slug in slugs)
+    return [slug if slug and count[slug.casefold()] == 1 else f"{slug or 'class'}-{i}" for i, slug in enumerate(slugs)]
 
 
 GRID_ROWS = 16  # samples per class in the grid figure (every image still gets its own PNG)
@@ -36,9 +56,10 @@ def write_generated(out: str | Path, generated: Generated, checkpoint: Checkpoin
     reproduces them: the model and its member (`checkpoint.index`), the seed, settings, size and images per class."""
     out = Path(out)
     names = checkpoint.classes
+    stems = class_stems(names)  # of every class, not only those drawn: `--class X` writes the files `--all` does
     records = []
     for i, (image, target) in enumerate(zip(generated.images, generated.targets, strict=True)):
-        file = f"{_slug(names[target])}_{i % n}.png"
+        file = f"{stems[target]}_{i % n}.png"
         save_png(image, out / file)
         records.append(
             {
