@@ -240,3 +240,29 @@ def test_an_unfinished_run_says_so_and_how_to_finish_it(tiny_run, tmp_path: Path
     (run / "last.json").write_text(json.dumps(meta))
     page = build_html_report(tmp_path, tmp_path / "index.html", load_checkpoint(run / "last.safetensors")).read_text()
     assert "trained 1 epoch</dd>" in page and "interrupted" not in page
+
+
+def test_a_folder_holding_test_alone_is_reported_on_its_test_split(
+    tiny_run, kaggle_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`DIR/test/<class>/` alone, a layout every command takes (`heritage --help`): the report wrote the test
+    evaluation, then failed in its figure steps (no train/ folder). It scores the test split, says there is no
+    validation section and why, and draws its figures from the test photos."""
+    import shutil
+
+    from heritage_cnn.apps import pipeline
+    from heritage_cnn.apps.steps import element_map_step, inside_step
+
+    monkeypatch.setattr(pipeline, "FIGURE_STEPS", (inside_step, element_map_step))  # the class images read no data
+    only = tmp_path / "only"
+    shutil.copytree(kaggle_root / "test", only / "test")
+    out = tmp_path / "out"
+    assert main(["report", "--model", str(tiny_run.checkpoint), "--data", str(only), "--out", str(out), "-q"]) == 0
+    assert f"note: {only} holds test/ alone: no validation split" in capsys.readouterr().out
+    page = (out / "index.html").read_text()
+    assert re.findall(r"<a href='#([^']+)'>", page) == ["data", "training", "eval-test", "inside", "element-map"]
+    assert "The folder holds test/ alone" in page and "there is no validation section" in page
+    assert not (out / "eval-val").exists()
+    drawn = json.loads((out / "element_map" / "element_map.json").read_text())
+    assert drawn["photos"].startswith(f"photos of {only / 'test'} the model did not train on")
+    assert list((out / "inside").glob("explain_*.png"))

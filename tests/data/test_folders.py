@@ -127,6 +127,38 @@ def test_model_classes_map_labels_and_unknown_folders_are_named(synthetic_root: 
         data.list_images(synthetic_root, classes=[c for c in CLASSES if c != "altar"])
 
 
+def test_a_class_folder_in_another_unicode_spelling_is_that_class(tmp_path: Path) -> None:
+    """macOS writes `portál` decomposed (NFD: `a` and a combining accent); the model's class is composed (NFC). The
+    folder is that class, for the labels and the check of empty classes; `evaluate` refused it, saying the name was
+    both unknown and missing."""
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("altar", "porta\u0301l")):
+        (tmp_path / name).mkdir()
+        Image.fromarray(draw(label, rng)).save(tmp_path / name / "0.png")
+    (tmp_path / "vaulte\u0301").mkdir()  # a class folder holding no photo: named as that class, in its spelling
+    classes = ["altar", "port\u00e1l", "vault\u00e9"]
+    files = data.list_images(tmp_path, classes)
+    assert files.labels == [0, 1] and files.present == classes and files.empty_classes == ["vault\u00e9"]
+    with pytest.warns(UserWarning, match="no readable images: vault\u00e9"):
+        images = data.load_images(tmp_path, classes)
+    assert images.labels.tolist() == [0, 1] and images.classes == classes
+    assert data.folder_classes(["porta\u0301l"], ["porta\u0301l", "port\u00e1l"], tmp_path) == ["porta\u0301l"]
+
+
+def test_names_that_truly_differ_are_listed_once_with_their_code_points(tmp_path: Path) -> None:
+    """A Cyrillic о in `pоrtal` prints as the Latin `portal`: the message shows the code points, and no name is both
+    unknown and missing."""
+    for name in ("altar", "p\u043ertal"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(draw(0, np.random.default_rng(0))).save(tmp_path / name / "0.png")
+    with pytest.raises(DatasetError) as caught:
+        data.list_images(tmp_path, ["altar", "portal"])
+    message = str(caught.value)
+    unknown, missing = message.split("unknown ")[1].split(", missing ")
+    assert "'p\u043ertal' (U+043E)" in unknown and missing == "['portal']", message
+    assert "\n" not in message
+
+
 def test_load_images_takes_the_folder_as_a_string(tmp_path: Path) -> None:
     """`load_images("some/dir", classes=[...])` failed with AttributeError ('str' object has no attribute 'iterdir')
     though its signature takes a str: the file list's root is a Path whatever the caller gave."""

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -142,6 +143,21 @@ def test_written_files_decode(tmp_path: Path) -> None:
     assert "| dome (inner) |" in paths["metrics_md"].read_text()
     rows = paths["confusion_csv"].read_text().splitlines()
     assert rows[0].endswith("altar,apse,dome (inner)") and len(rows) == 4
+
+
+def _cells(line: str) -> list[str]:
+    """The cells of a Markdown table row, split as GitHub-flavoured Markdown splits them (at every `|` not escaped)."""
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def test_a_pipe_in_a_class_name_stays_in_its_cell_of_metrics_md() -> None:
+    """`nave|aisle` shifted every column of its row: each cell of the tables is escaped (`base.names.markdown_cell`)."""
+    y_true, probabilities = _predictions(30)
+    names = ["altar", "nave|aisle", "dome (inner)"]
+    table = metrics_markdown(compute_metrics(y_true, probabilities, names, bootstrap_rounds=20), "a title")
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert {len(_cells(row)) for row in rows[7:]} == {5}  # the per-class table: five columns in every row
+    assert [_cells(row)[0] for row in rows[9:12]] == ["altar", "nave\\|aisle", "dome (inner)"]
 
 
 def test_predict_logits_averages_the_views() -> None:

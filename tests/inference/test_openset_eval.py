@@ -246,3 +246,36 @@ def test_fpr_at_95_tpr_takes_the_threshold_where_tpr_reaches_95_percent_with_tie
     auroc, fpr95, fpr, tpr = _roc(positives, negatives)
     assert fpr95 == pytest.approx(0.1) and auroc == pytest.approx(0.99)
     assert (0.1, 0.95) in zip(fpr.round(12), tpr.round(12), strict=True)  # the ROC drawn passes through it
+
+
+def test_a_pipe_in_a_name_stays_in_its_cell_of_open_set_md(
+    tiny_run, synthetic_root: Path, negatives: Path, tmp_path: Path
+) -> None:
+    """A none-photo subfolder `pat|terns` shifted its row of open_set.md: every cell is escaped
+    (`base.names.markdown_cell`), so each row keeps its two columns."""
+    import re
+
+    shutil.copytree(negatives, tmp_path / "none")
+    (tmp_path / "none" / "patterns").rename(tmp_path / "none" / "pat|terns")
+    args = ["evaluate", "--model", str(tiny_run.checkpoint), "--data", str(synthetic_root), "--split", "val"]
+    assert main([*args, "--negatives", str(tmp_path / "none"), "--out", str(tmp_path / "e")]) == 0
+    rows = [line for line in (tmp_path / "e" / "open_set.md").read_text().splitlines() if line.startswith("|")]
+    cells = [re.split(r"(?<!\\)\|", row.strip())[1:-1] for row in rows]
+    assert {len(row) for row in cells} == {2}, rows
+    assert any(row[0].strip() == r"filed, of those in pat\|terns/" for row in cells)
+
+
+@pytest.mark.parametrize(("count", "known"), [(10, "the ten"), (12, "the 12 classes"), (None, "the model's classes")])
+def test_the_texts_name_the_models_classes_by_its_count(count: int | None, known: str) -> None:
+    """A taught model has 11 or more classes: "photos of the ten" was wrong for it. The count is the summary's (the
+    model's, recorded by `open_set_section`); a summary written before it was recorded says "the model's classes"."""
+    from heritage_cnn.inference.openset_eval import report_rows
+
+    summary = {"score": "energy", "threshold": 1.0, "threshold_from": "the model", "called_none": 1, "photos": 4}
+    summary |= {"called_none_share": 0.25, "misclassified_among_none": 0, "accuracy_kept": 1.0, "accuracy_all": 0.75}
+    negatives = {"folder": "none", "photos": 3, "unreadable": 0, "filed": 1, "filed_share": 1 / 3, "auroc": 0.9}
+    summary |= {"negatives": negatives | {"fpr_at_95_tpr": 0.5}} | ({"classes": count} if count else {})
+    rows = dict(report_rows(summary))
+    assert rows[f"photos of {known} called none"] == "1 of 4 (25.00 %)"
+    assert f"AUROC ({known} against the none-photos)" in rows
+    assert f"none-photos filed at 95 % of {known} kept (FPR@95%TPR)" in rows

@@ -1,6 +1,7 @@
 """Evaluating a model on one split of a data folder (`evaluate_on`, `evaluate_split`), and fitting its "none of
-these" operating point on its own split (`fit_none_of_these`): both rebuild the model's validation split from its
-recipe and leave out the photos it trained on.
+these" operating point on its own split (`fit_none_of_these`): both rebuild the model's split from its recipe
+(`rebuilt_split`: as its training run drew it, labelled in the model's class order, which for a taught model is not
+the folders' alphabetical one) and leave out the photos it trained on.
 
 Messages go through `log` (default `print`) so a caller can silence or capture them; nothing here knows about argparse.
 
@@ -22,14 +23,24 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from heritage_cnn.base.io import CheckpointError, inside_input, output_problem
 from heritage_cnn.base.names import shown
-from heritage_cnn.data.folders import ImageSet, Layout, find_layout, load_images, split_folder
+from heritage_cnn.data.folders import (
+    DatasetError,
+    ImageSet,
+    Layout,
+    class_folders,
+    find_layout,
+    folder_classes,
+    in_class_order,
+    load_images,
+    split_folder,
+)
 from heritage_cnn.inference.evaluate import (
     EVALUATION_FILES,
     Skipped,
@@ -54,6 +65,9 @@ from heritage_cnn.models.checkpoint import Checkpoint, checkpoint_files, load_ch
 from heritage_cnn.models.openset import PENULTIMATE
 from heritage_cnn.models.openset_point import CANNOT_REJECT, OperatingPoint, with_override
 from heritage_cnn.models.views import TTA_WORDS
+
+if TYPE_CHECKING:
+    from heritage_cnn.training.config import TrainConfig
 
 Log = Callable[[str], None]
 # what a workflow's `model` may be: a loaded checkpoint, or a pair, run folder or shipped name (None: the default)
@@ -84,21 +98,73 @@ def choose_split(layout: Layout, checkpoint: Checkpoint, split: str = "auto") ->
     return "unseen" if trained_on(checkpoint) is not None else "all"
 
 
-def _validation_images(checkpoint: Checkpoint, data: str, log: Log) -> tuple[ImageSet, str]:
+def run_classes(checkpoint: Checkpoint) -> list[str]:
+    """The classes the model's training run split its photos by, in its label order: the model's classes less those
+    `heritage teach` added in any generation (its `taught` record's `classes_added`, and its parent's, nested in it)."""
+    added: set[str] = set()
+    record = checkpoint.info.get("taught") or checkpoint.member(0).info.get("taught")
+    for _ in range(1000):  # each record nests its parent's; a bound, not a count anyone reaches
+        if not isinstance(record, dict):
+            break
+        added.update(c for c in record.get("classes_added") or [] if isinstance(c, str))
+        parent = record.get("parent")
+        record = parent.get("taught") if isinstance(parent, dict) else None
+    return [c for c in checkpoint.classes if c not in added]
+
+
+def rebuilt_split(checkpoint: Checkpoint, data: str | os.PathLike) -> tuple[ImageSet, ImageSet, int]:
+    """The photos of `data` on each side of the model's recorded split, (training, validation), labelled in the
+    model's class order, and the split's seed. The split is drawn as the training run drew it, over the run's own
+    classes (`run_classes`) with the run's labels, whatever order the model lists its classes in (a taught model
+    appends its own after them) and whatever class folders a teach added beside them: the photos of a taught class
+    are on the training side when the model learned them (by its `trained_on` record), else on the validation side."""
     from heritage_cnn.training.config import TrainConfig
     from heritage_cnn.training.prepare import prepare_data
 
     recipe = split_recipe(checkpoint)
     if not recipe:
-        raise CheckpointError(f"{checkpoint.path}: has no training recipe, so its validation split cannot be rebuilt")
-    config = TrainConfig.from_dict({**recipe, "data": data, "out": "-", "progress": False})
-    _, _, images = prepare_data(config, log=lambda _: None)
-    if images.classes != checkpoint.classes:
-        raise ValueError(f"{data}: classes {images.classes} differ from the model's {checkpoint.classes}")
-    return (
-        images,
-        f"validation split (duplicate-aware, stratified, seed {config.split.seed}, {len(images)} images) of {data}",
-    )
+        raise CheckpointError(f"{checkpoint.path}: has no training recipe, so its split cannot be rebuilt")
+    config = TrainConfig.from_dict({**recipe, "data": str(data), "out": "-", "progress": False})
+    folder = split_folder(find_layout(data), "train")
+    found = folder_classes([path.name for path in class_folders(folder)], checkpoint.classes, folder)
+    run = run_classes(checkpoint)
+    missing = [name for name in run if name not in found]
+    if missing:
+        raise DatasetError(
+            f"{folder}: no class folder of {', '.join(map(repr, missing))}, which the model's training run split "
+            "its photos by: its split cannot be rebuilt from this folder"
+        )
+    if set(found) == set(run):  # the run's own folders (every model not taught): as the run split them
+        sides = prepare_data(config, log=lambda _: None)[1:]
+    else:
+        sides = _split_with_taught(checkpoint, config, folder, run)
+    train, val = (in_class_order(side, checkpoint.classes, folder) for side in sides)
+    return train, val, config.split.seed
+
+
+def _split_with_taught(
+    checkpoint: Checkpoint, config: TrainConfig, folder: Path, run: list[str]
+) -> tuple[ImageSet, ImageSet]:
+    """`rebuilt_split` of a folder holding classes a teach added too: the run's photos split as the run split them
+    (`prepare.split_as_run`, with the run's class list and labels), the taught classes' photos each on the side the
+    model's record says."""
+    from heritage_cnn.data.split import joined, of_classes, set_hashes
+    from heritage_cnn.training.prepare import split_as_run
+
+    decoded = load_images(folder, cache_dir=config.cache_dir, require_every_class=True)
+    set_hashes(decoded)  # on the set `reuse_decoded` shares: hashed once, however often the split is rebuilt
+    every = in_class_order(decoded, checkpoint.classes, folder)
+    own, ours = of_classes(every, run)
+    _, train, val = (in_class_order(side, checkpoint.classes, folder) for side in split_as_run(own, config, folder))
+    taught = every.subset(np.flatnonzero(~ours))
+    seen = trained_on_mask(checkpoint, taught)
+    learned = seen[0] if seen is not None else np.ones(len(taught), dtype=bool)  # no record: never validation
+    return joined(train, taught.subset(np.flatnonzero(learned))), joined(val, taught.subset(np.flatnonzero(~learned)))
+
+
+def _validation_images(checkpoint: Checkpoint, data: str) -> tuple[ImageSet, str]:
+    _, images, seed = rebuilt_split(checkpoint, data)
+    return images, f"validation split (duplicate-aware, stratified, seed {seed}, {len(images)} images) of {data}"
 
 
 def _select(
@@ -106,7 +172,7 @@ def _select(
 ) -> tuple[ImageSet, str, dict[str, Any]]:
     """The images a split scores, a description for titles, and what was left out or mixed in."""
     if split == "val":
-        images, described = _validation_images(checkpoint, data, log)
+        images, described = _validation_images(checkpoint, data)
         # rebuilt from another copy of the data (fewer photos, other files), the split can hold photos the model
         # trained on: those are left out too, as for --split unseen
         return _unseen(checkpoint, images, described, str(data), log, rebuilt=True)
@@ -266,7 +332,8 @@ def evaluate_on(
     auto (test, else unseen, else all; see the module's docstring).
 
     A model with a "none of these" operating point (its threshold, or `none_threshold`) also gets the open-set
-    section (`heritage_cnn.inference.openset_eval`), with the ROC against `negatives`, a folder of photos of none of the ten.
+    section (`heritage_cnn.inference.openset_eval`), with the ROC against `negatives`, a folder of photos of none of
+    its classes.
 
     Each file of the data or of `negatives` that could not be read is skipped, listed in metrics.json (`skipped`,
     `negatives_skipped`) and named: to `name_skipped(path, reason)`, by default in a line through `log`. Files of
@@ -357,19 +424,10 @@ def fit_none_of_these(
     """(Re)fit a model's "none of these" operating point on a data folder and write the model with it as a new
     checkpoint at `out` (the model's own files are never written): the class statistics on the photos its recorded
     split trained on, the threshold on its validation photos less any it trained on (as `evaluate --split val`)."""
-    from heritage_cnn.training.config import TrainConfig
-    from heritage_cnn.training.prepare import prepare_data
-
     existing = [path for path in checkpoint_files(out) if path.exists()]
     if existing:
         raise ValueError(f"{existing[0]}: already exists; the fitted model is written as a new checkpoint")
-    recipe = split_recipe(checkpoint)
-    if not recipe:
-        raise CheckpointError(f"{checkpoint.path}: has no training recipe, so its split cannot be rebuilt")
-    config = TrainConfig.from_dict({**recipe, "data": str(data), "out": "-", "progress": False})
-    _, train_set, val_set = prepare_data(config, log=lambda _: None)
-    if train_set.classes != checkpoint.classes:
-        raise ValueError(f"{data}: classes {train_set.classes} differ from the model's {checkpoint.classes}")
+    train_set, val_set, _ = rebuilt_split(checkpoint, data)
     val, _, _ = _unseen(checkpoint, val_set, "validation split", str(data), log, rebuilt=True)
     log(f"fitting on {len(train_set)} training and {len(val)} validation photos of {data}")
     point = fit_operating_point(checkpoint, train_set, val.images, score, layer, ridge, reject_share, command)

@@ -50,6 +50,8 @@ def _evaluate_splits(
     Without its own validation split a model is scored on `auto` (unseen or all photos) in eval-val/ all the same:
     its metrics.json records which, and the report names that, not "validation"."""
     common = {"progress": progress, "log": log, "negatives": negatives, "name_skipped": name_skipped}
+    if not layout.train.is_dir():  # test/ alone (the Kaggle test split downloaded by itself): the test split only
+        log(f"note: {shown(layout.root)} holds test/ alone: no validation split to rebuild; the test split is scored")
     own_val = bool(split_recipe(checkpoint)) and layout.train.is_dir()
     splits = {"val": "val" if own_val else "auto"} if own_val or layout.test is None else {}
     splits |= {"test": "test"} if layout.test is not None else {}
@@ -74,7 +76,7 @@ def run_report(
     """Every figure for one model, gathered in one self-contained `out/index.html`; returns its path.
     `model`: a loaded `Checkpoint`, or a checkpoint pair, run folder or shipped name (None: the shipped default).
     The figures from inside the network (and the class images) are those of network `member`; `negatives`: a
-    folder of photos of none of the ten for the evaluations' none-of-these section; `name_skipped`: as for
+    folder of photos of none of its classes for the evaluations' none-of-these section; `name_skipped`: as for
     `evaluate_on`."""
     from heritage_cnn.apps.report import build_html_report, training_history
     from heritage_cnn.data.check import check_dataset
@@ -162,7 +164,7 @@ def _demo(data: str, out: str | os.PathLike, config: Any | None, log: Log) -> Pa
     checkpoint = trained or shipped
     _evaluate_splits(checkpoint, data, layout, out, progress, log)
     if trained is not None:  # the network just trained beside the shipped one, on the same images
-        if shipped.classes == trained.classes:
+        if set(shipped.classes) == set(trained.classes):  # as sets: each evaluation labels by its model's order
             log(f"the shipped model, for comparison (figures in {SHIPPED_FOLDER}/):")
             _evaluate_splits(shipped, data, layout, out / SHIPPED_FOLDER, progress, log)
         else:

@@ -38,7 +38,7 @@ from heritage_cnn.inference.evaluate import (
     macro_note,
     shown_figure,
 )
-from heritage_cnn.inference.openset_eval import OPEN_SET_FIGURES, report_rows, written_files
+from heritage_cnn.inference.openset_eval import open_set_captions, report_rows, written_files
 from heritage_cnn.inside.synthesis.files import GRID, MANIFEST
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.views import TTA_WORDS
@@ -99,12 +99,8 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 # What an evaluation scored, by the split its metrics.json records (`--split`, `auto` resolved): a model that cannot
 # rebuild its validation split is evaluated on `auto` into eval-val, which then holds all photos, not validation ones
-SCORED = {
-    "test": "the test split",
-    "val": "the validation split",
-    "unseen": "the photos the model did not train on",
-    "all": "all photos of the folder",
-}
+SCORED = {"test": "the test split", "val": "the validation split", "all": "all photos of the folder"}
+SCORED["unseen"] = "the photos the model did not train on"
 
 
 def _scored(metrics: dict[str, Any], folder_split: str) -> str:
@@ -133,7 +129,8 @@ def _evaluation(sub: Path, split: str) -> Section | None:
     if macro_note(metrics):
         section.body.append(f"<p>{escape(macro_note(metrics))}</p>")
     if metrics.get("open_set"):  # the model's "none of these" operating point on these photos
-        section.body.append("<h3>None of these</h3>" + _table(["figure", "value"], report_rows(metrics["open_set"])))
+        rows = report_rows({"classes": len(metrics["per_class"])} | metrics["open_set"])  # an older one: no count
+        section.body.append("<h3>None of these</h3>" + _table(["figure", "value"], rows))
     captions = {
         CONFUSION_FIGURE: "Each row is a true class, each column a predicted class; each cell gives the count of "
         "photos and their share of the row, so the diagonal is each class's recall.",
@@ -143,7 +140,8 @@ def _evaluation(sub: Path, split: str) -> Section | None:
         "ambiguous scenes.",
     }
     drawn = set(captions) | set(written_files(metrics.get("open_set")))  # never an earlier evaluation's figure
-    for name, caption in (captions | OPEN_SET_FIGURES).items():
+    count = (metrics.get("open_set") or {}).get("classes") or len(metrics["per_class"])  # the model's classes
+    for name, caption in (captions | open_set_captions(count)).items():
         if name in drawn and (sub / name).exists():
             section.body.append(_figure(sub / name, caption, f"{name[:-4].replace('_', ' ')}, {scored}"))
     return section
@@ -199,14 +197,63 @@ def _epochs_trained(checkpoint: Checkpoint) -> str:
     return f", trained {epochs} of {_epochs(planned)} (interrupted{how})"
 
 
+def taught_record(checkpoint: Checkpoint, member: int = 0) -> dict[str, Any] | None:
+    """What `heritage teach` recorded of the model (`taught` in its JSON), or None. Each field is checked where read:
+    the record grows with the tool, so an older or newer one may lack a field or hold more."""
+    record = checkpoint.info.get("taught") or checkpoint.member(member).info.get("taught")
+    return record if isinstance(record, dict) else None
+
+
+def _parents(record: dict[str, Any]) -> list[str]:
+    """The models a taught one descends from, its parent first, as the page names them (`fast.safetensors
+    (generation f581e7f75d386d40)`): the last is the trained one whose epochs it carries."""
+    names: list[str] = []
+    while isinstance(record, dict) and len(names) < 100:  # each parent's record nests its own parent's
+        parent = record.get("parent") if isinstance(record.get("parent"), dict) else {}
+        path, generation = parent.get("path"), parent.get("generation")
+        name = shown(Path(str(path)).name) if path else "a model it does not name"
+        names.append(f"{name} (generation {generation})" if generation else name)
+        record = parent.get("taught")
+    return names
+
+
+def _taught_text(record: dict[str, Any]) -> str:
+    """What the Training section says of a taught model: its parent, what it added, from how many photos."""
+    parents = _parents(record)
+    added = [display_name(c) for c in record.get("classes_added") or [] if isinstance(c, str)]
+    photos = record.get("photos")
+    text = f"This model was taught from {parents[0]} by heritage teach"
+    text += f", which added {len(added)} class{'es' if len(added) != 1 else ''}: {', '.join(added)}" if added else ""
+    text += f" (from {len(photos)} photos)" if isinstance(photos, list) else ""
+    text += f"; its chain of {len(parents)} teaches started from {parents[-1]}" if len(parents) > 1 else ""
+    return text + ". Teaching fits the network's head again, in seconds, with no epochs."
+
+
+def _training_section(checkpoint: Checkpoint, curves: Path, history: list | None, member: int) -> Section | None:
+    """The curves of the model's training; for a taught model, what it was taught from, and the curves (its info
+    carries the history of the trained model it descends from) labelled as that model's, not its own."""
+    record = taught_record(checkpoint, member)
+    section = Section("training", "Training", [f"<p>{escape(_taught_text(record))}</p>"] if record else [])
+    if curves.exists() and history:  # no history: the curves in the folder are an earlier model's
+        epochs = f"loss and accuracy per epoch ({_epochs(len(history))})"
+        whose = f"Before teaching, the training of {_parents(record)[-1]}: {epochs}" if record else epochs.capitalize()
+        caption = (
+            f"{whose}. Training figures are on augmented images; validation on the untouched duplicate-aware split."
+        )
+        section.body.append(_figure(curves, caption, "training curves" + (" before teaching" if record else "")))
+    return section if section.body else None
+
+
 def _model_facts(checkpoint: Checkpoint) -> str:
     from heritage_cnn.models.network import parameter_count
 
     mflop = checkpoint.info.get("forward_mflop")
     flops = f", {mflop:.0f} MFLOP per image" if isinstance(mflop, (int, float)) else ""
-    trained = _epochs_trained(checkpoint)
+    record = taught_record(checkpoint)
+    trained = _epochs_trained(checkpoint) if record is None else ""  # a taught model's epochs are its parent's
     if checkpoint.member_count > 1:
         trained = f", an ensemble of {checkpoint.member_count} networks (the mean of their probabilities)"
+    trained += f", taught from {_parents(record)[0]}" if record else ""
     if checkpoint.views != "none":
         trained += f", test-time views averaged ({TTA_WORDS[checkpoint.views]})"
     name = shown(Path(str(checkpoint.path)).name)
@@ -227,6 +274,11 @@ def _data_section(folder: Path) -> Section | None:
         f"{ident['files']} byte-identical files in {ident['groups']} groups, {len(ident['conflicting_labels'])} with "
         f"conflicting labels; {near['pairs']} near-duplicate pairs ({escape(near['method'])}).</p>"
     )
+    if "train" not in splits:  # the Kaggle test split downloaded alone: what the page can and cannot show
+        text += (
+            "<p>The folder holds test/ alone: no training folder to rebuild the model's validation split from, so "
+            "there is no validation section; the evaluation and the figures below are of the test photos.</p>"
+        )
     return Section("data", "Data", [text, _table(["class", *splits], rows)])
 
 
@@ -372,13 +424,7 @@ def build_html_report(
         ("data", f"{data_name} ({shown(data)})" if data and not Path(str(data)).is_absolute() else data_name),
         ("made", f"{datetime.now().astimezone():%Y-%m-%d %H:%M %Z} with heritage-cnn {__version__}"),
     ]
-    sections = [_data_section(folder)]
-    if curves.exists() and history:  # no history: the curves in the folder are an earlier model's
-        caption = (
-            f"Loss and accuracy per epoch ({_epochs(len(history or []))}). Training figures are on "
-            "augmented images; validation on the untouched duplicate-aware split."
-        )
-        sections.append(Section("training", "Training", [_figure(curves, caption, "training curves")]))
+    sections = [_data_section(folder), _training_section(checkpoint, curves, history, member)]
     sections += [_evaluation(folder / eval_folder(split), split) for split in ("val", "test")]
     sections.append(_inside_section(folder, checkpoint.member(member)))
     sections.append(_class_images(folder / CLASS_IMAGES_FOLDER, checkpoint))
@@ -401,4 +447,4 @@ def build_html_report(
     return out_file
 
 
-__all__ = ["build_html_report", "training_history"]
+__all__ = ["build_html_report", "taught_record", "training_history"]

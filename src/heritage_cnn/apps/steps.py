@@ -16,7 +16,7 @@ import numpy as np
 
 from heritage_cnn.base.io import atomic_write_json, read_json
 from heritage_cnn.base.names import shown
-from heritage_cnn.data.folders import DatasetError, Layout, list_images, split_folder
+from heritage_cnn.data.folders import DatasetError, Layout, list_images
 from heritage_cnn.models.checkpoint import Checkpoint
 
 Log = Callable[[str], None]
@@ -41,9 +41,16 @@ def demo_run_folder(recipe: str) -> str:
     return f"train-{recipe}"
 
 
+def photo_folder(layout: Layout) -> Path:
+    """The class-folder root the figure steps draw photos from: the training folder, or test/ in a layout that holds
+    test/ alone (the Kaggle test split downloaded by itself, a layout every command takes)."""
+    return layout.train if layout.train.is_dir() or layout.test is None else layout.test
+
+
 def validation_photo(checkpoint: Checkpoint, layout: Layout) -> tuple[str, list[tuple[str, str]]]:
     """A readable photo of the model's validation split (from its run's split.json), else the first readable
-    training photo; and the unreadable ones tried before it, (path, why) each."""
+    photo of the folder the figures draw on (`photo_folder`); and the unreadable ones tried before it, (path, why)
+    each."""
     from heritage_cnn.data.decode import try_decode
 
     def candidates():
@@ -53,7 +60,7 @@ def validation_photo(checkpoint: Checkpoint, layout: Layout) -> tuple[str, list[
             split = Path(checkpoint.path).parent / SPLIT_FILE
             if split.exists():  # photos moved since the training are not the data's to list
                 yield from (p for p in read_json(split).get("val_paths") or [] if Path(p).exists())
-        yield from map(str, list_images(split_folder(layout, "train"), checkpoint.classes).files)
+        yield from map(str, list_images(photo_folder(layout), checkpoint.classes).files)
 
     skipped = []
     for path in candidates():
@@ -61,7 +68,7 @@ def validation_photo(checkpoint: Checkpoint, layout: Layout) -> tuple[str, list[
         if not isinstance(why, str):
             return path, skipped
         skipped.append((path, why))
-    raise DatasetError(f"{split_folder(layout, 'train')}: no readable photo to look inside the network with")
+    raise DatasetError(f"{photo_folder(layout)}: no readable photo to look inside the network with")
 
 
 def inside_step(
@@ -86,7 +93,7 @@ def inside_step(
     layers = deconvnet.deconv_layers(network.model)
     visualize.write_feature_maps(network, photo, inside, [layers[0]])
     visualize.write_kernels(network, inside)
-    sample = visualize.sample_images(data, network.classes, limit=2000)
+    sample = visualize.sample_images(photo_folder(layout), network.classes, limit=2000)
     middle = [layers[len(layers) // 2]]
     source = f" (of {sample.total})"
     visualize.write_deconv(network, sample.images, middle, inside, top_channels=6, source=source, progress=progress)
@@ -137,9 +144,9 @@ ELEMENT_MAP_FILE = "element_map.json"  # what `element_map_step` drew, or why it
 
 def unseen_photos(checkpoint: Checkpoint, layout: Layout, per_class: int = MAP_PER_CLASS, seed: int = MAP_SEED):
     """(photos (N, 64, 64, 3) uint8, labels, what they are) for up to `per_class` photos of each class of the
-    training folder that the model did not train on (its `trained_on` record: no photo within that pHash distance of
-    a training photo), tried in a seeded order and decoded a batch at a time until every class has its share; or
-    the reason there are none (a str)."""
+    folder the figures draw on (`photo_folder`: the training folder, or test/ alone) that the model did not train on
+    (its `trained_on` record: no photo within that pHash distance of a training photo), tried in a seeded order and
+    decoded a batch at a time until every class has its share; or the reason there are none (a str)."""
     import torch
 
     from heritage_cnn.data.decode import try_decode
@@ -150,7 +157,7 @@ def unseen_photos(checkpoint: Checkpoint, layout: Layout, per_class: int = MAP_P
     if record is None:
         return "the model does not record the photos it trained on, so no photo can be shown as one it did not see"
     try:
-        listed = list_images(split_folder(layout, "train"), checkpoint.classes)
+        listed = list_images(photo_folder(layout), checkpoint.classes)
     except DatasetError as error:
         return f"no photos to draw from ({error})"
     order = np.random.default_rng(seed).permutation(len(listed.files))
@@ -199,7 +206,9 @@ def element_map_step(
     from heritage_cnn.inference.element_map import map_elements
 
     folder = Path(out) / ELEMENT_MAP_FOLDER
-    log(f"\n== what is where: the element map of {MAP_MOSAICS} mosaics of validation photos -> {shown(folder)}")
+    log(
+        f"\n== what is where: the element map of {MAP_MOSAICS} mosaics of photos it did not train on -> {shown(folder)}"
+    )
     started = time.perf_counter()
     found = unseen_photos(checkpoint, layout)
     if isinstance(found, str):
@@ -246,6 +255,7 @@ __all__ = [
     "element_map_step",
     "eval_folder",
     "inside_step",
+    "photo_folder",
     "unseen_photos",
     "validation_photo",
 ]

@@ -12,7 +12,8 @@ On Linux a file name is bytes; Python gives names that are not UTF-8 (an old cam
   valid UTF-8 and other names are written as they are;
 - shown (the terminal, HTML, Markdown, figure titles): `shown(path)`, undecodable bytes as `\\xe9` and control
   characters (a newline in a name) escaped, so a name never breaks a line or a table; invisible characters too
-  (a zero-width space, a right-to-left override), so that no name looks like another or reorders its line.
+  (a zero-width space, a right-to-left override), so that no name looks like another or reorders its line. In a
+  Markdown table, every cell also goes through `markdown_cell`, so that a `|` in a name (`nave|aisle`) is text.
 
 And which names every listing passes over: a hidden one (`is_hidden`), so a cache, a lock or a tool's own folder
 kept beside the photos is never read as a photo, a class or a user's file.
@@ -50,6 +51,13 @@ def _visible(match: re.Match) -> str:
     if unicodedata.category(char) not in HIDDEN_CATEGORIES:
         return char
     return f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}"
+
+
+def markdown_cell(value: object) -> str:
+    """`value` as the text of one cell of a Markdown table (metrics.md, open_set.md): `shown`, and `\\` and `|`
+    escaped with a backslash, since GitHub-flavoured Markdown ends a cell at any `|` not escaped (a class
+    `nave|aisle` would shift every column after it) and a backslash of the name's own must not escape what follows."""
+    return shown(str(value)).replace("\\", "\\\\").replace("|", "\\|")
 
 
 def is_hidden(name: str) -> bool:

@@ -67,7 +67,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def cmd_data_none_fit(args: argparse.Namespace) -> int:
     """Fit a model's "none of these" threshold on its data; write it as a new checkpoint.
 
-    Fit the open-set score that lets a model say "none of these" (a photo of none of the ten classes) and its
+    Fit the open-set score that lets a model say "none of these" (a photo of none of its classes) and its
     threshold, and write the model with them as a new checkpoint pair at --out (the model's own files are never
     written). The split is the one the model records (as `heritage evaluate --split val` rebuilds it): the class
     statistics (which a Mahalanobis score reads and `heritage teach` replays) come from its training photos, the
@@ -106,21 +106,17 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
 def _check_fit_folder(checkpoint: Checkpoint, data: str, out: str) -> None:
     """Before any fitting: the output is new, and `data` is the folder the model trained on (its rebuilt split's
     training side is among the photos it records), so that the class statistics describe photos it trained on."""
-    from heritage_cnn.apps.evaluation import split_recipe
+    from heritage_cnn.apps.evaluation import rebuilt_split, split_recipe
     from heritage_cnn.inference.openset_fit import check_trained_on
     from heritage_cnn.models.checkpoint import checkpoint_files
-    from heritage_cnn.training.config import TrainConfig
-    from heritage_cnn.training.prepare import prepare_data
 
     existing = [path for path in checkpoint_files(out) if path.exists()]
     if existing:
         raise UsageError(f"--out {out}: {existing[0]} already exists; the fitted model is written as a new checkpoint")
-    recipe = split_recipe(checkpoint)
-    if not recipe:
+    if not split_recipe(checkpoint):
         return  # the fit says the split cannot be rebuilt
-    config = TrainConfig.from_dict({**recipe, "data": str(data), "out": "-", "progress": False})
-    _, train_set, _ = prepare_data(config, log=lambda _: None)
-    if train_set.classes == checkpoint.classes and not check_trained_on(checkpoint, train_set, f"--data {data}"):
+    train_set, _, _ = rebuilt_split(checkpoint, data)  # labelled in the model's class order, whatever its order
+    if not check_trained_on(checkpoint, train_set, f"--data {data}"):
         print(f"note: {checkpoint.path} does not record which photos trained it: --data cannot be checked against them")
 
 

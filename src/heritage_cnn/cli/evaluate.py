@@ -47,7 +47,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     None of these: for a model with a none-of-these threshold, the open-set score's histogram on the scored photos
     (open_set_scores.png), the share of them called none and the accuracy on the rest (open_set.md, metrics.json);
-    with --negatives DIR (photos of none of the ten) also their histogram, the ROC and AUROC (open_set_roc.png) and
+    with --negatives DIR (photos of none of its classes) also their histogram, the ROC and AUROC (open_set_roc.png) and
     the share of them still filed into a class.
 
     Examples:
@@ -140,7 +140,7 @@ def add_negatives(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--negatives",
         metavar="DIR",
-        help="a folder of photos that are none of the ten classes (searched recursively): the none-of-these section "
+        help="a folder of photos of none of the model's classes (searched recursively): the none-of-these section "
         "adds their scores, the ROC and AUROC (needs a model with a none-of-these threshold)",
     )
 

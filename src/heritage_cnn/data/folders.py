@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -107,6 +108,7 @@ class FileList:
     labels: list[int]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     empty_classes: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)  # the classes that have a folder
 
 
 def class_folders(folder: str | os.PathLike) -> list[Path]:
@@ -121,26 +123,59 @@ def class_folders(folder: str | os.PathLike) -> list[Path]:
     return found
 
 
+def composed(name: str) -> str:
+    """A name as Unicode composes it (NFC): `portál` typed on Linux (one code point, NFC) and as macOS writes file
+    names (NFD: `a` and a combining accent) are one text, and one class; names that differ otherwise stay apart."""
+    return unicodedata.normalize("NFC", name)
+
+
+def _spelled(names: Iterable[str], codes: bool) -> str:
+    """Names for a message: as Python writes them (an invisible character escaped), with the code points of each
+    character beyond ASCII when `codes` (names that print alike, a Cyrillic о for a Latin o, told apart)."""
+    shown_names = [
+        repr(n) + (f" ({' '.join(f'U+{ord(c):04X}' for c in n if ord(c) > 127)})" if codes and not n.isascii() else "")
+        for n in names
+    ]
+    return f"[{', '.join(shown_names)}]"
+
+
+def folder_classes(names: Sequence[str], classes: Sequence[str], folder: str | os.PathLike) -> list[str]:
+    """The class of each class folder name: the class of that name, else the one class it spells in another Unicode
+    normalisation (`composed`). A DatasetError naming the folders that are no class and the classes with no folder
+    (a name never both; code points shown when both lists are there, so that names printed alike can be compared)."""
+    spellings: dict[str, list[str]] = {}
+    for name in classes:
+        spellings.setdefault(composed(name), []).append(name)
+
+    def class_of(name: str) -> str | None:
+        alike = spellings.get(composed(name), [])
+        return name if name in alike else alike[0] if len(alike) == 1 else None
+
+    found = [class_of(name) for name in names]
+    unknown = sorted(n for n, c in zip(names, found, strict=True) if c is None)
+    if unknown:
+        missing = sorted(set(classes) - set(found))
+        raise DatasetError(
+            f"{folder}: class folders differ from the model's classes: unknown {_spelled(unknown, bool(missing))}, "
+            f"missing {_spelled(missing, True)}"
+        )
+    return [c for c in found if c is not None]
+
+
 def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None) -> FileList:
     """List `<folder>/<class>/**/<image>`; classes are folder names kept exactly.
 
     With `classes` given (a model's classes), labels follow that order and folders of other
-    names are an error; a subset of the classes is allowed.
+    names are an error; a subset of the classes is allowed, and a folder named in another Unicode spelling of a
+    class (`folder_classes`: macOS's decomposed `porta\u0301l` for `portál`) is that class.
     """
     class_dirs = class_folders(folder)
     names = [p.name for p in class_dirs]
-    if classes is None:
-        classes = names
-    else:
-        unknown = sorted(set(names) - set(classes))
-        if unknown:
-            missing = sorted(set(classes) - set(names))
-            raise DatasetError(
-                f"{folder}: class folders differ from the model's classes: unknown {unknown}, missing {missing}"
-            )
+    classes = names if classes is None else list(classes)
+    found = folder_classes(names, classes, folder)
     index = {c: i for i, c in enumerate(classes)}
-    out = FileList(Path(folder), list(classes), [], [])  # a str or PathLike too: callers use root as a Path
-    for class_dir in class_dirs:
+    out = FileList(Path(folder), classes, [], [], present=found)  # a str or PathLike too: callers use root as a Path
+    for class_dir, name in zip(class_dirs, found, strict=True):
         count = 0
         paths, problems = walk_files(class_dir)
         out.skipped.extend(problems)
@@ -149,10 +184,10 @@ def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None)
                 out.skipped.append((str(path), f"not an image file extension ({path.suffix or 'none'})"))
                 continue
             out.files.append(path)
-            out.labels.append(index[class_dir.name])
+            out.labels.append(index[name])
             count += 1
         if count == 0:
-            out.empty_classes.append(class_dir.name)
+            out.empty_classes.append(name)
     if not out.files:
         unread = [f"{p}: {r}" for p, r in out.skipped if r.startswith("folder not read")]
         detail = f" ({len(unread)} folder(s) could not be read, first: {unread[0]})" if unread else ""
@@ -199,6 +234,17 @@ class ImageSet:
 
     def class_counts(self) -> list[int]:
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+
+def in_class_order(images: ImageSet, classes: Sequence[str], where: str | os.PathLike) -> ImageSet:
+    """The same photos labelled in the order of `classes` (a model's: a taught one appends its classes after its
+    parent's, so its order is not the folders' alphabetical one), each folder's class found by `folder_classes`
+    (`where`: the folder, for its message). The labels change, nothing else: a split drawn before keeps its sides."""
+    found = folder_classes(images.classes, classes, where)
+    index = torch.tensor([list(classes).index(c) for c in found], dtype=torch.long)
+    empty = [found[images.classes.index(c)] for c in images.empty_classes]
+    labels = index[images.labels]
+    return ImageSet(images.images, labels, images.paths, list(classes), images.skipped, empty, images.hashes)
 
 
 def _cache_key(files: FileList, size: int, labelled: bool = True) -> str:
@@ -332,7 +378,7 @@ def _labelled(
     label_of = {str(path): label for path, label in zip(files.files, files.labels, strict=True)}
     labels = [label_of[path] for path in paths]
     counts = np.bincount(labels, minlength=len(files.classes))
-    present = {p.name for p in files.root.iterdir() if p.is_dir()} if classes is not None else set(files.classes)
+    present = set(files.present)  # a model's class with no folder here is not an empty folder
     empty = [c for c, n in zip(files.classes, counts, strict=True) if n == 0 and c in present]
     return ImageSet(images, torch.tensor(labels, dtype=torch.long), paths, files.classes, skipped, empty)
 

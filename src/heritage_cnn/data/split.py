@@ -130,6 +130,24 @@ class SplitRecipe:
         return config_from_dict(cls, data)
 
 
+def of_classes(images: ImageSet, classes: list[str]) -> tuple[ImageSet, np.ndarray]:
+    """The photos of `classes` (some of `images.classes`), labelled by that list, and which of `images` they are: a
+    taught model's training run split the photos of its own classes only, labelled by its own class list."""
+    wanted = np.isin(images.labels.numpy(), [images.classes.index(name) for name in classes])
+    kept = images.subset(np.flatnonzero(wanted))
+    kept.labels = torch.tensor([classes.index(images.classes[k]) for k in kept.labels.tolist()], dtype=torch.long)
+    kept.classes = list(classes)
+    return kept, wanted
+
+
+def joined(first: ImageSet, second: ImageSet) -> ImageSet:
+    """The photos of two sets labelled by the same classes, the first set's first (with their hashes, if both have
+    them)."""
+    hashes = None if first.hashes is None or second.hashes is None else np.concatenate([first.hashes, second.hashes])
+    images, labels = torch.cat([first.images, second.images]), torch.cat([first.labels, second.labels])
+    return ImageSet(images, labels, [*first.paths, *second.paths], first.classes, hashes=hashes)
+
+
 def make_split(images: ImageSet, recipe: SplitRecipe = SplitRecipe()) -> tuple[ImageSet, ImageSet]:
     """Duplicate-aware stratified train/validation split of a decoded training set."""
     groups = group_near_duplicates(set_hashes(images), recipe.near_duplicate_distance)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from heritage_cnn.base.io import CheckpointError, atomic_write_json, atomic_write_text
-from heritage_cnn.base.names import shown
+from heritage_cnn.base.names import markdown_cell, shown
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.data.split import set_hashes
 from heritage_cnn.models.checkpoint import Checkpoint
@@ -297,25 +297,28 @@ def calibration(
     return float(ece), bins
 
 
+def _row(*cells: Any) -> str:
+    """One row of a Markdown table, every cell escaped (`markdown_cell`: a class `nave|aisle` stays one cell)."""
+    return "| " + " | ".join(markdown_cell(cell) for cell in cells) + " |"
+
+
 def metrics_markdown(metrics: dict[str, Any], title: str) -> str:
     """A readable table of the figures, with the split they were measured on in the title."""
     lines = [f"# {title}", "", f"{metrics['n_images']} images.", ""]
-    lines += ["| figure | value | 95 % CI (bootstrap) |", "|---|---|---|"]
+    lines += [_row("figure", "value", "95 % CI (bootstrap)"), "|---|---|---|"]
     for name in ("accuracy", "top3_accuracy", "balanced_accuracy", "macro_f1"):
         entry = metrics[name]
-        lines.append(
-            f"| {name.replace('_', ' ')} | {entry['value']:.4f} | {entry['ci95'][0]:.4f} – {entry['ci95'][1]:.4f} |"
-        )
-    lines.append(f"| expected calibration error | {metrics['expected_calibration_error']:.4f} | |")
-    lines += ["", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        interval = f"{entry['ci95'][0]:.4f} – {entry['ci95'][1]:.4f}"
+        lines.append(_row(name.replace("_", " "), f"{entry['value']:.4f}", interval))
+    lines.append(_row("expected calibration error", f"{metrics['expected_calibration_error']:.4f}", ""))
+    lines += ["", _row("class", "precision", "recall", "F1", "support"), "|---|---|---|---|---|"]
     for row in metrics["per_class"]:
-        figures = " | ".join(shown_figure(row[name]) for name in ("precision", "recall", "f1"))
-        lines.append(f"| {row['class']} | {figures} | {row['support']} |")
+        figures = (shown_figure(row[name]) for name in ("precision", "recall", "f1"))
+        lines.append(_row(row["class"], *figures, row["support"]))
     for average in ("macro", "weighted"):
         row = metrics[f"{average}_avg"]
-        lines.append(
-            f"| *{average} avg* | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {metrics['n_images']} |"
-        )
+        figures = (f"{row[name]:.3f}" for name in ("precision", "recall", "f1"))
+        lines.append(_row(f"*{average} avg*", *figures, metrics["n_images"]))
     note = macro_note(metrics)
     return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
 

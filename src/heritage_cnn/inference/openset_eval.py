@@ -1,12 +1,13 @@
 """The "none of these" part of an evaluation: the open-set score on the evaluated photos (and on photos of none of
-the ten, given a folder of them), the operating point and what it costs on the ten.
+the model's classes, given a folder of them), the operating point and what it costs on the model's classes.
 
 `heritage evaluate` (`evaluation.evaluate_on`) scores the photos in the same float32 pass as its logits
 (`scored_logits`), then `open_set_section` writes `open_set_scores.png` (the histogram of the score, the threshold
 drawn), `open_set_roc.png` (given negatives: the ROC curve, its AUROC and the operating point on it) and
 `open_set.md`, and returns the figures that metrics.json keeps under `open_set`; the HTML report shows them
 (`report_rows`, `OPEN_SET_FIGURES`). Positives are the evaluated photos (label 1), negatives the folder's photos; higher
-scores mean "one of the ten", as everywhere in `heritage_cnn.models.openset`.
+scores mean "one of the model's classes", as everywhere in `heritage_cnn.models.openset`. The texts name those
+classes by their count (`known_classes`: "the ten" of the shipped models, "the 12 classes" of a taught one).
 
 With a noise check in the record (`OperatingPoint.noise_threshold`), the decision is the score's and the check's
 together: the shares called none and filed count both, and the AUROC and FPR@95 %TPR are those of the decision's
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from heritage_cnn.base.io import atomic_write_text
-from heritage_cnn.base.names import shown
+from heritage_cnn.base.names import markdown_cell, shown
 from heritage_cnn.data.decode import try_decode
 from heritage_cnn.data.folders import display_name
 from heritage_cnn.inference.classifier import find_photos
@@ -37,15 +38,30 @@ from heritage_cnn.models.openset_point import OperatingPoint
 from heritage_cnn.models.views import tta_views
 
 SCORES_FIGURE, ROC_FIGURE, OPEN_SET_TABLE = "open_set_scores.png", "open_set_roc.png", "open_set.md"
-OPEN_SET_FIGURES = {
-    SCORES_FIGURE: "How much each photo looks like one of the ten (the open-set score; higher: more alike), on "
-    "the evaluated photos and, when given, on photos of none of the ten. Left of the dashed line a photo is called "
-    "'none of these'.",
-    ROC_FIGURE: "Telling the ten from none of them at every threshold: the share of the ten kept against the "
-    "share of none-photos still filed into a class; the dot is the operating point.",
-}
+OPEN_SET_FIGURES = (SCORES_FIGURE, ROC_FIGURE)
 OPEN_SET_FILES = (*OPEN_SET_FIGURES, OPEN_SET_TABLE)  # every file `open_set_section` may write
 TPR = 0.95  # the FPR@95%TPR figure, as docs/open_set.md reports it
+
+
+def known_classes(count: int | None) -> str:
+    """How the texts name the photos' classes, by the model's count: "the ten" (a ten-class model, the shipped ones:
+    the texts read as they always have), "the 12 classes" (a model taught more), "the model's classes" (an
+    evaluation written before its summary recorded the count)."""
+    if count is None:
+        return "the model's classes"
+    return "the ten" if count == 10 else f"the {count} classes"
+
+
+def open_set_captions(count: int | None) -> dict[str, str]:
+    """The captions of the OPEN_SET_FIGURES in the HTML report, for a model of `count` classes (`known_classes`)."""
+    known = known_classes(count)
+    return {
+        SCORES_FIGURE: f"How much each photo looks like one of {known} (the open-set score; higher: more alike), on "
+        f"the evaluated photos and, when given, on photos of none of {known}. Left of the dashed line a photo is "
+        "called 'none of these'.",
+        ROC_FIGURE: f"Telling {known} from none of them at every threshold: the share of photos of {known} kept "
+        "against the share of none-photos still filed into a class; the dot is the operating point.",
+    }
 
 
 def written_files(summary: dict[str, Any] | None) -> list[str]:
@@ -159,7 +175,7 @@ def decision_scores(scores: np.ndarray, noise: np.ndarray, floor: float) -> np.n
 
 def _roc(positives: np.ndarray, negatives: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
     """AUROC, FPR at 95 % TPR (the share of negatives at or above the highest threshold that keeps 95 % of the
-    positives), and the ROC curve (scikit-learn; the ten are the positives)."""
+    positives), and the ROC curve (scikit-learn; the photos of the model's classes are the positives)."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     truth = np.r_[np.ones(len(positives)), np.zeros(len(negatives))]
@@ -184,8 +200,9 @@ def open_set_section(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The operating point on the evaluated photos (`scores`, and `noise`: which of them the noise check calls noise)
-    and on `negatives`, a folder of photos of none of the ten: figures, open_set.md, and the summary metrics.json
-    keeps (`negatives.skipped`: the files of `negatives` that could not be read, each a path and a reason)."""
+    and on `negatives`, a folder of photos of none of the model's classes: figures, open_set.md, and the summary
+    metrics.json keeps (`classes`: the model's count, which the texts name them by; `negatives.skipped`: the files
+    of `negatives` that could not be read, each a path and a reason)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     positives = scores.numpy().astype(np.float64)
@@ -206,6 +223,7 @@ def open_set_section(
         "accuracy_all": float(correct.mean()),
         "accuracy_kept": float(correct[kept].mean()) if kept.any() else None,
         "misclassified_among_none": int((~correct[~kept]).sum()),
+        "classes": len(checkpoint.classes),
         "negatives": None,
     }
     negative_scores = None
@@ -234,9 +252,10 @@ def open_set_section(
             "score_fpr_at_95_tpr": score_fpr95,
             **_where_filed(negatives, paths, filed, negative_logits.argmax(1).numpy(), checkpoint.classes),
         }
-        _plot_roc(fpr, tpr, auroc, 1 - summary["called_none_share"], float(filed.mean()), out / ROC_FIGURE)
+        known = known_classes(len(checkpoint.classes))
+        _plot_roc(fpr, tpr, auroc, 1 - summary["called_none_share"], float(filed.mean()), known, out / ROC_FIGURE)
     _plot_scores(positives, negative_scores, point, out / SCORES_FIGURE)
-    rows = "\n".join(f"| {name} | {value} |" for name, value in report_rows(summary))
+    rows = "\n".join(f"| {markdown_cell(name)} | {markdown_cell(value)} |" for name, value in report_rows(summary))
     atomic_write_text(out / OPEN_SET_TABLE, f"# None of these\n\n| figure | value |\n|---|---|\n{rows}\n")
     log(_log_line(summary))
     return summary
@@ -269,6 +288,7 @@ def report_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
     if source == "the model" and fitted.get("val_photos"):
         source += f", fitted to call {fitted['val_called_none']} of its {fitted['val_photos']} validation photos none"
     kept = summary["accuracy_kept"]
+    known = known_classes(summary.get("classes"))
     rows = [
         ("score", f"{summary['score']}{ridge}"),
         ("threshold", f"{summary['threshold']:.6g} ({source})"),
@@ -280,7 +300,7 @@ def report_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
         )
     rows += [
         (
-            "photos of the ten called none",
+            f"photos of {known} called none",
             f"{summary['called_none']} of {summary['photos']} ({100 * summary['called_none_share']:.2f} %)",
         ),
         ("  of them misclassified anyway", str(summary["misclassified_among_none"])),
@@ -297,8 +317,8 @@ def report_rows(summary: dict[str, Any]) -> list[tuple[str, str]]:
             ),
             ("none-photos filed into a class", f"{negatives['filed']} ({100 * negatives['filed_share']:.2f} %)"),
             *_filed_rows(negatives),
-            ("AUROC (the ten against the none-photos)", f"{negatives['auroc']:.3f}"),
-            ("none-photos filed at 95 % of the ten kept (FPR@95%TPR)", f"{100 * negatives['fpr_at_95_tpr']:.1f} %"),
+            (f"AUROC ({known} against the none-photos)", f"{negatives['auroc']:.3f}"),
+            (f"none-photos filed at 95 % of {known} kept (FPR@95%TPR)", f"{100 * negatives['fpr_at_95_tpr']:.1f} %"),
         ]
         if noise is not None:  # the decision's figures above; the score's alone, and what the check caught
             rows += [
@@ -347,15 +367,17 @@ def _plot_scores(positives: np.ndarray, negatives: np.ndarray | None, point: Ope
     save_figure(fig, path)
 
 
-def _plot_roc(fpr: np.ndarray, tpr: np.ndarray, auroc: float, kept: float, filed: float, path: Path) -> None:
+def _plot_roc(
+    fpr: np.ndarray, tpr: np.ndarray, auroc: float, kept: float, filed: float, known: str, path: Path
+) -> None:
     from heritage_cnn.base.figures import new_figure, save_figure
 
     fig, ax = new_figure(figsize=(4.4, 4.2))
     ax.plot(fpr, tpr, label=f"AUROC {auroc:.3f}")
     ax.plot([0, 1], [0, 1], "k:", lw=0.8)
     ax.plot([filed], [kept], "o", color="tab:red", label=f"operating point: {kept:.1%} kept, {filed:.1%} filed")
-    ax.set(xlabel="none-photos filed into a class", ylabel="photos of the ten kept", xlim=(0, 1), ylim=(0, 1.01))
-    ax.set_title("ROC: the ten against none of them", fontsize=11)
+    ax.set(xlabel="none-photos filed into a class", ylabel=f"photos of {known} kept", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set_title(f"ROC: {known} against none of them", fontsize=11)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
@@ -365,7 +387,9 @@ __all__ = [
     "OPEN_SET_FIGURES",
     "OPEN_SET_FILES",
     "OPEN_SET_TABLE",
+    "known_classes",
     "load_negatives",
+    "open_set_captions",
     "open_set_section",
     "report_rows",
     "scored_logits",

@@ -127,6 +127,12 @@ def relabel_record(config: TrainConfig, classes: list[str]) -> dict:
 
 def _decode_and_split(config: TrainConfig, folder: Path) -> tuple[ImageSet, ImageSet, ImageSet]:
     images = load_images(folder, cache_dir=config.cache_dir, progress=config.progress, require_every_class=True)
+    return split_as_run(images, config, folder)
+
+
+def split_as_run(images: ImageSet, config: TrainConfig, folder: Path) -> tuple[ImageSet, ImageSet, ImageSet]:
+    """The decoded photos of the run's classes relabelled, limited per class and split as the recipe `config` says:
+    (all of them, training, validation). The one home of those steps, for a run and for a split rebuilt later."""
     if config.relabel:  # before the split: the split is stratified by the labels the run trains on
         images, _ = apply_relabel(images, read_relabel(config.relabel, images.classes, folder), folder)
     skipped = images.skipped
