@@ -112,7 +112,9 @@ def run_classes(checkpoint: Checkpoint) -> list[str]:
     return [c for c in checkpoint.classes if c not in added]
 
 
-def rebuilt_split(checkpoint: Checkpoint, data: str | os.PathLike) -> tuple[ImageSet, ImageSet, int]:
+def rebuilt_split(
+    checkpoint: Checkpoint, data: str | os.PathLike, layout: Layout | None = None
+) -> tuple[ImageSet, ImageSet, int]:
     """The photos of `data` on each side of the model's recorded split, (training, validation), labelled in the
     model's class order, and the split's seed. The split is drawn as the training run drew it, over the run's own
     classes (`run_classes`) with the run's labels, whatever order the model lists its classes in (a taught model
@@ -125,7 +127,7 @@ def rebuilt_split(checkpoint: Checkpoint, data: str | os.PathLike) -> tuple[Imag
     if not recipe:
         raise CheckpointError(f"{checkpoint.path}: has no training recipe, so its split cannot be rebuilt")
     config = TrainConfig.from_dict({**recipe, "data": str(data), "out": "-", "progress": False})
-    folder = split_folder(find_layout(data), "train")
+    folder = split_folder(layout or find_layout(data), "train")  # `layout`: the caller found it already
     found = folder_classes([path.name for path in class_folders(folder)], checkpoint.classes, folder)
     run = run_classes(checkpoint)
     missing = [name for name in run if name not in found]
@@ -162,8 +164,8 @@ def _split_with_taught(
     return joined(train, taught.subset(np.flatnonzero(learned))), joined(val, taught.subset(np.flatnonzero(~learned)))
 
 
-def _validation_images(checkpoint: Checkpoint, data: str) -> tuple[ImageSet, str]:
-    _, images, seed = rebuilt_split(checkpoint, data)
+def _validation_images(checkpoint: Checkpoint, data: str, layout: Layout) -> tuple[ImageSet, str]:
+    _, images, seed = rebuilt_split(checkpoint, data, layout)
     return images, f"validation split (duplicate-aware, stratified, seed {seed}, {len(images)} images) of {data}"
 
 
@@ -172,7 +174,7 @@ def _select(
 ) -> tuple[ImageSet, str, dict[str, Any]]:
     """The images a split scores, a description for titles, and what was left out or mixed in."""
     if split == "val":
-        images, described = _validation_images(checkpoint, data)
+        images, described = _validation_images(checkpoint, data, layout)
         # rebuilt from another copy of the data (fewer photos, other files), the split can hold photos the model
         # trained on: those are left out too, as for --split unseen
         return _unseen(checkpoint, images, described, str(data), log, rebuilt=True)
