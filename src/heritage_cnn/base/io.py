@@ -17,8 +17,8 @@ import io
 import json
 import os
 import pickletools
+import secrets
 import stat
-import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -44,19 +44,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     if given.endswith(("/", os.sep)) or path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder: give a file name", given)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # named before it is made, so that an interrupt at any moment after (Ctrl-C inside mkstemp) still removes it
+    tmp = str(path.parent / f"{_temp_prefix(path.name)}{secrets.token_hex(8)}.tmp")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path.name), suffix=".tmp", dir=path.parent)
-    except OSError as error:  # a folder where no file can be made (/proc, read-only): the file asked for, not ours
-        error.filename, error.filename2 = given, None
-        raise
-    os.close(fd)
-    try:
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        except OSError as error:  # a folder where no file can be made (/proc, read-only): the file asked for, not ours
+            error.filename, error.filename2 = given, None
+            tmp = None  # not made: nothing to remove
+            raise
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException as error:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         if isinstance(error, OSError) and error.filename in (None, tmp):
             error.filename, error.filename2 = str(path), None  # a full disk says which file it was writing
         raise
