@@ -303,7 +303,7 @@ class Utf8Form(MultiPartParser):
             super().on_headers_finished()
         except MultiPartException:
             name = self._current_part.field_name
-            if not name:  # no name at all: Starlette's words say so
+            if not name or self._current_files <= self.max_files:  # no name, too many fields: Starlette's words
                 raise
             if name == PHOTO_FIELD:
                 raise MultiPartException(f"more than one file in the form field {name!r}: send one photo") from None

@@ -198,8 +198,8 @@ def _class_folders(root: Path, classes: Iterable[str]) -> dict[str, Path]:
 def _output_refusal(root: Path, folders: dict[str, Path]) -> str | None:
     """Why sort cannot write into OUT (`root`, resolved) as it is, in one line, or None; asked before any work, so that
     a run never stops on it after copying some photos: a manifest.csv or skipped.csv that sort did not write
-    (`sort_manifest.not_sorts`), a class folder that is a file or a broken link, leads out of OUT, or cannot be
-    written. Only folders that exist are asked about: the others are made when a photo goes there."""
+    (`sort_manifest.not_sorts`), a class folder that is a file or a broken link, or leads out of OUT. Only folders
+    that exist are asked about: the others are made when a photo goes there."""
     problem = not_sorts(root)
     if problem is not None:
         return problem
@@ -213,8 +213,8 @@ def _output_refusal(root: Path, folders: dict[str, Path]) -> str | None:
                 "another --out"
             )
         _inside(root, folder)  # a class folder that is a symbolic link out of OUT is refused
-        if not os.access(folder, os.W_OK | os.X_OK):
-            return f"{shown(folder)}: the folder of {name} is not writable (permissions or a read-only disk)"
+    # A read-only class folder is no refusal: a user may lock a folder they reviewed, and a run that files nothing
+    # there must go on; a photo that must go there stops the run naming the folder (`sort_files._writing`).
     return None
 
 
