@@ -100,15 +100,10 @@ def choose_split(layout: Layout, checkpoint: Checkpoint, split: str = "auto") ->
 
 def run_classes(checkpoint: Checkpoint) -> list[str]:
     """The classes the model's training run split its photos by, in its label order: the model's classes less those
-    `heritage teach` added in any generation (its `taught` record's `classes_added`, and its parent's, nested in it)."""
-    added: set[str] = set()
-    record = checkpoint.info.get("taught") or checkpoint.member(0).info.get("taught")
-    for _ in range(1000):  # each record nests its parent's; a bound, not a count anyone reaches
-        if not isinstance(record, dict):
-            break
-        added.update(c for c in record.get("classes_added") or [] if isinstance(c, str))
-        parent = record.get("parent")
-        record = parent.get("taught") if isinstance(parent, dict) else None
+    `heritage teach` added in any generation (`teach_out.taught_chain`)."""
+    from heritage_cnn.training.teach_out import taught_chain
+
+    added = {c for record in taught_chain(checkpoint) for c in record.get("classes_added") or [] if isinstance(c, str)}
     return [c for c in checkpoint.classes if c not in added]
 
 
@@ -157,7 +152,7 @@ def _split_with_taught(
     set_hashes(decoded)  # on the set `reuse_decoded` shares: hashed once, however often the split is rebuilt
     every = in_class_order(decoded, checkpoint.classes, folder)
     own, ours = of_classes(every, run)
-    _, train, val = (in_class_order(side, checkpoint.classes, folder) for side in split_as_run(own, config, folder))
+    train, val = (in_class_order(side, checkpoint.classes, folder) for side in split_as_run(own, config, folder)[1:])
     taught = every.subset(np.flatnonzero(~ours))
     seen = trained_on_mask(checkpoint, taught)
     learned = seen[0] if seen is not None else np.ones(len(taught), dtype=bool)  # no record: never validation

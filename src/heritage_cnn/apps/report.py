@@ -42,6 +42,7 @@ from heritage_cnn.inference.openset_eval import open_set_captions, report_rows, 
 from heritage_cnn.inside.synthesis.files import GRID, MANIFEST
 from heritage_cnn.models.checkpoint import Checkpoint
 from heritage_cnn.models.views import TTA_WORDS
+from heritage_cnn.training.teach_out import taught_chain
 
 # --------------------------------------------------------------------------------------------
 # The one-file HTML report
@@ -197,29 +198,21 @@ def _epochs_trained(checkpoint: Checkpoint) -> str:
     return f", trained {epochs} of {_epochs(planned)} (interrupted{how})"
 
 
-def taught_record(checkpoint: Checkpoint, member: int = 0) -> dict[str, Any] | None:
-    """What `heritage teach` recorded of the model (`taught` in its JSON), or None. Each field is checked where read:
-    the record grows with the tool, so an older or newer one may lack a field or hold more."""
-    record = checkpoint.info.get("taught") or checkpoint.member(member).info.get("taught")
-    return record if isinstance(record, dict) else None
-
-
-def _parents(record: dict[str, Any]) -> list[str]:
-    """The models a taught one descends from, its parent first, as the page names them (`fast.safetensors
-    (generation f581e7f75d386d40)`): the last is the trained one whose epochs it carries."""
+def _parents(chain: list[dict[str, Any]]) -> list[str]:
+    """The models a taught one descends from (its `teach_out.taught_chain`), its parent first, as the page names them
+    (`fast.safetensors (generation f581e7f75d386d40)`): the last is the trained one whose epochs it carries."""
     names: list[str] = []
-    while isinstance(record, dict) and len(names) < 100:  # each parent's record nests its own parent's
+    for record in chain:
         parent = record.get("parent") if isinstance(record.get("parent"), dict) else {}
         path, generation = parent.get("path"), parent.get("generation")
         name = shown(Path(str(path)).name) if path else "a model it does not name"
         names.append(f"{name} (generation {generation})" if generation else name)
-        record = parent.get("taught")
     return names
 
 
-def _taught_text(record: dict[str, Any]) -> str:
+def _taught_text(chain: list[dict[str, Any]]) -> str:
     """What the Training section says of a taught model: its parent, what it added, from how many photos."""
-    parents = _parents(record)
+    record, parents = chain[0], _parents(chain)
     added = [display_name(c) for c in record.get("classes_added") or [] if isinstance(c, str)]
     photos = record.get("photos")
     text = f"This model was taught from {parents[0]} by heritage teach"
@@ -232,15 +225,15 @@ def _taught_text(record: dict[str, Any]) -> str:
 def _training_section(checkpoint: Checkpoint, curves: Path, history: list | None, member: int) -> Section | None:
     """The curves of the model's training; for a taught model, what it was taught from, and the curves (its info
     carries the history of the trained model it descends from) labelled as that model's, not its own."""
-    record = taught_record(checkpoint, member)
-    section = Section("training", "Training", [f"<p>{escape(_taught_text(record))}</p>"] if record else [])
+    chain = taught_chain(checkpoint, member)
+    section = Section("training", "Training", [f"<p>{escape(_taught_text(chain))}</p>"] if chain else [])
     if curves.exists() and history:  # no history: the curves in the folder are an earlier model's
         epochs = f"loss and accuracy per epoch ({_epochs(len(history))})"
-        whose = f"Before teaching, the training of {_parents(record)[-1]}: {epochs}" if record else epochs.capitalize()
+        whose = f"Before teaching, the training of {_parents(chain)[-1]}: {epochs}" if chain else epochs.capitalize()
         caption = (
             f"{whose}. Training figures are on augmented images; validation on the untouched duplicate-aware split."
         )
-        section.body.append(_figure(curves, caption, "training curves" + (" before teaching" if record else "")))
+        section.body.append(_figure(curves, caption, "training curves" + (" before teaching" if chain else "")))
     return section if section.body else None
 
 
@@ -249,11 +242,11 @@ def _model_facts(checkpoint: Checkpoint) -> str:
 
     mflop = checkpoint.info.get("forward_mflop")
     flops = f", {mflop:.0f} MFLOP per image" if isinstance(mflop, (int, float)) else ""
-    record = taught_record(checkpoint)
-    trained = _epochs_trained(checkpoint) if record is None else ""  # a taught model's epochs are its parent's
+    chain = taught_chain(checkpoint)
+    trained = "" if chain else _epochs_trained(checkpoint)  # a taught model's epochs are its parent's
     if checkpoint.member_count > 1:
         trained = f", an ensemble of {checkpoint.member_count} networks (the mean of their probabilities)"
-    trained += f", taught from {_parents(record)[0]}" if record else ""
+    trained += f", taught from {_parents(chain)[0]}" if chain else ""
     if checkpoint.views != "none":
         trained += f", test-time views averaged ({TTA_WORDS[checkpoint.views]})"
     name = shown(Path(str(checkpoint.path)).name)
@@ -447,4 +440,4 @@ def build_html_report(
     return out_file
 
 
-__all__ = ["build_html_report", "taught_record", "training_history"]
+__all__ = ["build_html_report", "training_history"]

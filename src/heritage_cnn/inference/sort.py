@@ -31,7 +31,7 @@ What it promises, and how:
   `sort_files.SourceError`) is skipped and listed like a file that cannot be decoded, and the run goes on; an error
   writing the output stops it, naming the class folder. What would stop a run half-way through is refused before
   any work, nothing written (`_output_refusal`): a manifest.csv or skipped.csv sort did not write (it would
-  overwrite the user's file), a class folder that is a file, a broken link, leads out of OUT or cannot be written.
+  overwrite the user's file), a class folder that is a file, a broken link or leads out of OUT.
 - `multi=True` (`--multi`) files a photo under every element the element map finds in it (each element's class
   folder, as copies or hard links by the same rules), and under the single-class rule (`_none/`, `_uncertain/`
   or its class) when it finds none. The manifest (`sort_manifest`) keeps one row per photo, so that a reader keyed
@@ -58,6 +58,7 @@ from heritage_cnn.base.io import FolderBusy, atomic_write_csv, folder_lock, insi
 from heritage_cnn.base.names import shown
 from heritage_cnn.inference.classifier import Classifier, Prediction, find_photos
 from heritage_cnn.inference.element_map import with_elements
+from heritage_cnn.inference.openset_eval import known_classes
 from heritage_cnn.inference.sort_files import FOUND, NEW, SHARED, Digests, SourceError, place, remove_stale_temps
 from heritage_cnn.inference.sort_manifest import (
     MANIFEST_FIELDS,
@@ -132,8 +133,7 @@ class SortSummary:
     def describe(self, min_confidence: float) -> str:
         """The summary the command prints."""
         noise = f" ({self.noise} of them noise)" if self.noise else ""
-        of = "the ten" if self.classes == 10 else f"the {self.classes} classes"  # a taught model has more
-        none = f"{self.none} none of {of} in {NONE}/{noise}, " if self.rejects else ""
+        none = f"{self.none} none of {known_classes(self.classes)} in {NONE}/{noise}, " if self.rejects else ""
         identical = (
             f"{self.identical} identical to a photo sorted before it (sharing its copy: one file, a manifest row each), "
             if self.identical

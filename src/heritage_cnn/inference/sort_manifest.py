@@ -29,13 +29,18 @@ MANIFEST_ENCODING = "utf-8-sig"
 NEEDED = {MANIFEST_NAME: ("source", "destination"), SKIPPED_NAME: ("source", "reason")}
 
 
+def _header(path: Path) -> list[str]:
+    """The column names on a CSV's first line ([] for an empty file)."""
+    with open(path, newline="", encoding=MANIFEST_ENCODING, errors=CSV_ERRORS) as handle:
+        return next(csv.reader(handle), None) or []
+
+
 def _header_problem(path: Path, needed: tuple[str, ...]) -> str | None:
     """Why `path` (present) is not a CSV sort wrote, or None: its first line must name the columns `needed`."""
     if not path.is_file():  # a folder, or a pipe that would block the read
         return "is not a file"
     try:
-        with open(path, newline="", encoding=MANIFEST_ENCODING, errors=CSV_ERRORS) as handle:
-            header = next(csv.reader(handle), None)
+        header = _header(path)
     except (OSError, csv.Error) as error:
         return f"cannot be read as a CSV ({error})"
     if not header:
@@ -106,8 +111,7 @@ def manifest_columns(path: Path, fields: list[str]) -> list[str]:
     in a spreadsheet), in their order, so that a run keeps them rather than dropping them with their cells."""
     if not path.is_file():
         return fields
-    with open(path, newline="", encoding=MANIFEST_ENCODING, errors=CSV_ERRORS) as handle:
-        header = next(csv.reader(handle), None) or []
+    header = _header(path)
     ours = {*fields, *MULTI_FIELDS}  # sort's own columns, --multi's included: only `fields` says which are written
     return [*fields, *(name for name in dict.fromkeys(header) if name and name not in ours)]
 

@@ -50,6 +50,19 @@ def own_info(parent_info: dict) -> dict:
     return {key: value for key, value in parent_info.items() if key not in PARENTS_OWN}
 
 
+def taught_chain(checkpoint: Checkpoint, member: int = 0) -> list[dict]:
+    """The `taught` records of a model and of each model it descends from, its own first (each nests its parent's
+    under `parent.taught`); [] for a model no teach wrote. An ensemble's record is on the model or on its members.
+    Readers check each field they use: the record grows with the tool, so an older one may lack a field."""
+    record = checkpoint.info.get("taught") or checkpoint.member(member).info.get("taught")
+    chain: list[dict] = []
+    while isinstance(record, dict) and len(chain) < 1000:  # a bound on a file's nesting, not a count anyone reaches
+        chain.append(record)
+        parent = record.get("parent")
+        record = parent.get("taught") if isinstance(parent, dict) else None
+    return chain
+
+
 def parent_record(parent: Checkpoint) -> dict:
     """What the taught model records of its parent: its weights' resolved path (not relative to wherever teach ran:
     `fast.safetensors` from inside a folder would read as the shipped model), its `generation`, its own `taught`
@@ -76,4 +89,4 @@ def check_cache_dir(cache_dir: str | os.PathLike | None) -> None:
         raise CheckpointError(f"--cache-dir {where}: not a folder")
 
 
-__all__ = ["PARENTS_OWN", "check_cache_dir", "own_info", "parent_record", "teach_files"]
+__all__ = ["PARENTS_OWN", "check_cache_dir", "own_info", "parent_record", "taught_chain", "teach_files"]
