@@ -209,10 +209,29 @@ def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
     ids=" ".join,
 )
 def test_bad_numbers_are_refused_by_argparse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """One line, as every other error: argparse put its usage block (four or five lines) before the reason."""
     with pytest.raises(SystemExit) as info:
         main(argv)
-    last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert info.value.code == 2 and last.startswith("heritage ") and "--host" not in last
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and err.startswith(f"heritage {argv[0]}"), err
+    assert "--host" not in err and err.endswith(" --help)\n")
+
+
+def test_a_reader_that_stops_early_is_no_error(tmp_path: Path) -> None:
+    """`heritage data check DIR | head` said "heritage: error: Broken pipe" (exit 2) or printed a traceback."""
+    code = (
+        "import sys\n"
+        "from heritage_cnn.cli import main as cli\n"
+        "def flood(args):\n"  # stands in for any command printing more than the reader takes
+        "    for _ in range(100_000): print('x' * 100)\n"
+        "cli.refuse_outputs = flood\n"
+        "sys.exit(cli.main(['predict', 'p.jpg']))\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process.stdout.read(10)
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141 and err == "", err
 
 
 def test_one_channel_grammar() -> None:

@@ -165,6 +165,23 @@ def test_what_is_in_the_way_is_named_as_typed(tmp_path: Path) -> None:
     assert output_problem(tmp_path / "new" / "sub") is None and output_problem(tmp_path / "folder") is None
 
 
+def test_a_link_to_nothing_is_refused_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Was mkdir's "danglink: File exists", once every image was drawn (`generate`, `explain`, `visualize kernels`)."""
+    link = tmp_path / "danglink"
+    link.symlink_to(tmp_path / "notyet")
+    assert output_problem(link, flag="--out") == (
+        f"--out {link}: cannot be made: {link} is a link to {tmp_path}/notyet, which does not exist; make that folder "
+        "or choose another"
+    )
+    assert output_problem(link / "sub").startswith(f"{link}/sub: cannot be made: {link} is a link to ")
+    assert output_problem(link / "p.csv", folder=False).endswith("make its folder or choose another name")
+    assert output_problem(link, folder=False) is None  # an output file's link is replaced, as a file is
+    code = main(["visualize", "kernels", "--model", "nowhere.safetensors", "--out", str(link / "k")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and f"is a link to {tmp_path}/notyet" in err, err
+    assert not (tmp_path / "notyet").exists()
+
+
 @pytest.mark.parametrize("command", ["predict", "map"])
 def test_one_input_that_cannot_be_read_is_one_line(
     command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

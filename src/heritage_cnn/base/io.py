@@ -80,7 +80,13 @@ def stale_temps(folder: str | os.PathLike, name: str | None = None) -> list[Path
 
 def file_in_the_way(path: str | os.PathLike) -> Path | None:
     """The file that stops `path` being a folder: `path` itself, or a folder above it that is a file; None when
-    `path` is a folder or can be made one. Said before any work, in words, rather than as mkdir's OSError."""
+    `path` is a folder or can be made one. Said before any work, in words, rather than as mkdir's OSError. A
+    symbolic link to nothing on the way (`path` or a folder above it, as typed) is such a file: mkdir cannot make a
+    folder through it and says only "File exists"; it is returned as typed."""
+    typed = Path(path)
+    dangling = next((p for p in (typed, *typed.parents) if p.is_symlink() and not p.exists()), None)
+    if dangling is not None:
+        return dangling
     target = Path(os.path.realpath(path))
     return next((p for p in (target, *target.parents) if p.exists() and not p.is_dir()), None)
 
@@ -97,6 +103,9 @@ def output_problem(path: str | os.PathLike, folder: bool = True, flag: str = "")
     blocker = file_in_the_way(given if folder else Path(given).parent)
     if blocker is None:
         return writable_problem(given if folder else Path(given).parent, name)
+    if blocker.is_symlink():
+        why = "make that folder or choose another" if folder else "make its folder or choose another name"
+        return f"{name}: cannot be made: {os.fspath(blocker)} is a link to {os.readlink(blocker)}, which does not exist; {why}"
     if folder and blocker == Path(os.path.realpath(given)):
         return f"{name}: is a file; the output folder must be a folder"
     # the file in the way as the user typed it (`out/sub` names `out`), else its real path

@@ -4,10 +4,12 @@ exit 2."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import NoReturn
 
 from heritage_cnn import __version__
 from heritage_cnn.cli.options import UsageError, formatter, refuse_outputs
@@ -42,6 +44,11 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._negative_number_matcher = NEGATIVE_NUMBER  # argparse's own hook for what a negative number looks like
+
+    def error(self, message: str) -> NoReturn:
+        """A wrong argument is one line, as every other error of the command line: the usage block argparse prints
+        first is what `--help` is for, and on a narrow terminal it pushes the reason out of sight."""
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     (who never calls `main`) keeps Python's usual warnings."""
     with warnings.catch_warnings():  # restores showwarning on the way out
         warnings.showwarning = _one_line_warning
-        return _run(argv)
+        try:
+            return _run(argv)
+        except BrokenPipeError:  # the reader stopped early (`| head`): nothing is wrong, and no one to tell
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the flush at exit is quiet too
+            return 141  # as a shell reports a command ended by SIGPIPE
 
 
 def _run(argv: Sequence[str] | None) -> int:
@@ -112,6 +123,11 @@ def _run(argv: Sequence[str] | None) -> int:
         return 2
     except (UsageError, DatasetError, ImageError, CheckpointError, DownloadError, ValueError) as error:
         print(f"heritage: error: {shown(str(error))}", file=sys.stderr)
+        return 2
+    except BrokenPipeError as error:  # the reader of our output went away (`main` says nothing), or a file's
+        if error.filename is None:
+            raise
+        print(f"heritage: error: {shown(f'{error.filename}: {error.strerror}')}", file=sys.stderr)
         return 2
     except OSError as error:  # a read-only or full disk, a missing folder: name the file, no traceback
         where = f"{error.filename}: " if error.filename else ""
