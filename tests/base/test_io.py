@@ -41,3 +41,12 @@ def test_ctrl_c_at_any_moment_leaves_the_old_file_and_no_temporary_one(
         raise KeyboardInterrupt
     assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["manifest.csv"]
     assert io.stale_temps(tmp_path) == []
+
+
+def test_only_atomic_paths_own_temporary_files_are_stale(tmp_path: Path) -> None:
+    """Any hidden `*.tmp` of the user's in a run folder was taken for a half-written file and removed."""
+    names = [".fieldnotes.tmp", ".last.json.backup.tmp", ".last.json.0123456789abcdef.tmp", ".x.fedcba9876543210.tmp"]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    assert sorted(p.name for p in io.stale_temps(tmp_path)) == names[2:]
+    assert [p.name for p in io.stale_temps(tmp_path, "last.json")] == [names[2]]

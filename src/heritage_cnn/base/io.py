@@ -17,6 +17,7 @@ import io
 import json
 import os
 import pickletools
+import re
 import secrets
 import stat
 import zipfile
@@ -73,9 +74,11 @@ def _temp_prefix(name: str) -> str:
 def stale_temps(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
     """The temporary files `atomic_path` left in `folder` for the file `name` (None: for any file) when its process
     was killed mid-write. Remove them only while holding the folder's lock: otherwise one may be another process's
-    file being written."""
+    file being written. Only names of `atomic_path`'s exact shape (its 16 hex digits) are ours: a user's own
+    `.notes.tmp` in an output folder is not."""
     prefix = ".*" if name is None else glob.escape(_temp_prefix(name)) + "*"
-    return list(Path(folder).glob(f"{prefix}.tmp"))
+    ours = re.compile(("." + ".+" if name is None else re.escape(_temp_prefix(name))) + r"[0-9a-f]{16}\.tmp")
+    return [path for path in Path(folder).glob(f"{prefix}.tmp") if ours.fullmatch(path.name)]
 
 
 def file_in_the_way(path: str | os.PathLike) -> Path | None:

@@ -95,8 +95,9 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
             f"{out} already holds a training run ({listed}): "
             "--resume continues it, --overwrite starts again in its place, or choose another --out"
         )
-    for stale in stale_temps(out):  # half-written files of a killed run (the lock says none is writing)
-        stale.unlink(missing_ok=True)
+    for name in RUN_FILES:  # half-written files of a killed run (the lock says none is writing); only the run's own
+        for stale in stale_temps(out, name):
+            stale.unlink(missing_ok=True)
 
 
 def remove_run_files(out: Path) -> None:
