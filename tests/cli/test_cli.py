@@ -314,3 +314,16 @@ def test_teach_says_how_many_corrections_the_taught_model_answers_as_labelled(ti
     assert _corrections_line(parent, tiny_run.checkpoint, photos(agreed)) is None  # nothing corrected
     line = _corrections_line(parent, tiny_run.checkpoint, photos([*other[:4], *agreed[4:]]))  # the parent, unchanged
     assert line.startswith("corrections: 0 of the 4 photo(s) the parent answered otherwise")
+
+
+def test_ctrl_c_before_a_command_starts_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while torch was still being imported (before the command's own handler) printed a traceback."""
+    from heritage_cnn.cli import main as cli
+
+    def interrupted(argv: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_run", interrupted)
+    assert main(["predict", "p.jpg"]) == 130 and capsys.readouterr().err == "heritage: interrupted\n"

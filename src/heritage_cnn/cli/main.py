@@ -94,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         warnings.showwarning = _one_line_warning
         try:
             return _run(argv)
+        except KeyboardInterrupt:  # while torch is imported, before `_run` reaches its own handler
+            print("heritage: interrupted", file=sys.stderr)
+            return 130
         except BrokenPipeError:  # the reader stopped early (`| head`): nothing is wrong, and no one to tell
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the flush at exit is quiet too
             return 141  # as a shell reports a command ended by SIGPIPE

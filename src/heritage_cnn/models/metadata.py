@@ -51,7 +51,9 @@ def class_name_problem(name: object) -> str | None:
         return "starts with '.'"
     if "/" in name or "\\" in name:
         return "contains a path separator"
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in name):
+    if any(unicodedata.category(c) == "Cs" for c in name):  # how Python reads a file name's undecodable bytes
+        return "is not valid UTF-8 (rename the folder: a checkpoint's JSON holds text only)"
+    if any(unicodedata.category(c) == "Cc" for c in name):
         return "contains a control character"
     if len(name.encode("utf-8", "surrogatepass")) > 255:
         return "is longer than a file name may be"
