@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLASSES, make_dataset
+from conftest import CLASSES, declared_png, make_dataset
 from heritage_cnn.cli.main import main
 
 NEWLINE, ZERO_WIDTH = "a\nb", "zw\u200bc"  # a class folder whose name breaks a line, one whose name hides a character
@@ -68,3 +68,59 @@ def test_an_empty_json_path_is_refused_naming_the_flag(
         out == "" and err == "heritage: error: DIR: empty; give the data folder (or leave it out for $HERITAGE_DATA)\n"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A class-folder root: a copy of an altar photo in a subfolder of vault/, a PNG too large to decode in altar/,
+    and beside the class folders a photo, a text file and a hidden file."""
+    root = make_dataset(tmp_path_factory.mktemp("plain") / "data", per_class=3, classes=["altar", "vault"])
+    (root / "vault" / "altarlink").mkdir()
+    shutil.copy(root / "altar" / "000.png", root / "vault" / "altarlink" / "000.png")
+    (root / "altar" / "huge.png").write_bytes(declared_png(11000, 11000))
+    shutil.copy(root / "altar" / "001.png", root / "stray.png")
+    (root / "notes.txt").write_text("field notes")
+    (root / ".DS_Store").write_bytes(b"\0")
+    return root
+
+
+def _check(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[list[str], dict]:
+    """(the text report's lines, the JSON report) of `heritage data check root`."""
+    assert main(["data", "check", str(root), "--json", str(tmp_path / "check.json")]) == 0
+    return capsys.readouterr().out.splitlines(), json.loads((tmp_path / "check.json").read_text(encoding="utf-8"))
+
+
+def test_identical_files_are_shown_by_their_path_below_the_data_folder(
+    plain: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was `altar/000.png  ==  vault/000.png`: the class and the file's name, a path that does not exist."""
+    lines, report = _check(plain, tmp_path, capsys)
+    assert [line for line in lines if "  ==  " in line] == ["  altar/000.png  ==  vault/altarlink/000.png"]
+    (group,) = report["identical_files"]["conflicting_labels"]
+    assert [entry["path"] for entry in group] == [
+        str(plain / "altar" / "000.png"),
+        str(plain / "vault" / "altarlink" / "000.png"),
+    ]
+
+
+def test_modes_and_sizes_count_the_images_read(plain: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The PNG refused as too large was counted among the modes and sizes (RGB 8 beside 7 images read)."""
+    lines, report = _check(plain, tmp_path, capsys)
+    train = report["splits"]["train"]
+    assert train["images"] == 7 and [bad["path"] for bad in train["unreadable"]] == [str(plain / "altar" / "huge.png")]
+    assert train["modes"] == {"RGB": 7} and train["sizes"] == {"64x64": 7} and train["distinct_sizes"] == 1
+    assert "train: modes RGB 7; sizes 64x64 7" in lines
+
+
+def test_files_beside_the_class_folders_are_said_not_read(
+    plain: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A photo at the root of a class-folder root was passed over without a word. One line says how many, with a few
+    names; the JSON lists them (hidden files aside, as everywhere)."""
+    lines, report = _check(plain, tmp_path, capsys)
+    assert report["splits"]["train"]["beside_class_folders"] == [str(plain / "notes.txt"), str(plain / "stray.png")]
+    (line,) = [line for line in lines if "beside the class folders" in line]
+    assert line == (
+        "train: 2 file(s) beside the class folders not read (notes.txt, stray.png): "
+        "photos must be inside a class folder"
+    )

@@ -145,6 +145,28 @@ def test_a_class_folder_in_another_unicode_spelling_is_that_class(tmp_path: Path
     assert data.folder_classes(["porta\u0301l"], ["porta\u0301l", "port\u00e1l"], tmp_path) == ["porta\u0301l"]
 
 
+def test_two_class_folders_of_one_name_in_two_unicode_spellings_are_refused_naming_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dôme` composed (NFC) and decomposed (NFD) were two classes that print alike: two identical rows in `data
+    check`, two classes in training. One line names both, by the code points that tell them apart."""
+    from heritage_cnn.cli.main import main
+
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(("altar", "d\u00f4me", "do\u0302me")):
+        (tmp_path / name).mkdir()
+        Image.fromarray(draw(label, rng)).save(tmp_path / name / "0.png")
+    for listing in (data.class_folders, data.list_images):  # training's check of the class folders, and the listing
+        with pytest.raises(DatasetError) as caught:
+            listing(tmp_path)
+        message = str(caught.value)
+        assert "'do\\u0302me' and 'd\\xf4me' are one name in two Unicode spellings" in message
+        assert message.startswith(f"{tmp_path}: class folders ") and "\n" not in message
+    assert main(["data", "check", str(tmp_path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"heritage: error: {message}\n"
+
+
 def test_names_that_truly_differ_are_listed_once_with_their_code_points(tmp_path: Path) -> None:
     """A Cyrillic о in `pоrtal` prints as the Latin `portal`: the message shows the code points, and no name is both
     unknown and missing."""

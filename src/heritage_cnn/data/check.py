@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from heritage_cnn.base.names import shown
+from heritage_cnn.base.names import is_hidden, shown
 from heritage_cnn.data.decode import image_header, regular_file_sha256
-from heritage_cnn.data.folders import DatasetError, display_name, find_layout, list_images, load_images
+from heritage_cnn.data.folders import DatasetError, ImageSet, display_name, find_layout, list_images, load_images
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, hamming_pairs, set_hashes
 
 KAGGLE_DATASET = "ikobzev/architectural-heritage-elements-image64-dataset"
@@ -47,27 +47,11 @@ def check_dataset(root: str | os.PathLike, near_duplicate_distance: int = NEAR_D
         files = list_images(folder)
         classes_seen[split] = files.classes
         decoded = load_images(folder)
-        modes: Counter[str] = Counter()
-        sizes: Counter[str] = Counter()
         for path, label in zip(files.files, files.labels, strict=True):
-            header = image_header(path)
-            if header is not None:
-                modes[header[0]] += 1
-                sizes[f"{header[1][0]}x{header[1][1]}"] += 1
             digest = regular_file_sha256(path)
             if digest:
                 by_digest[digest].append((split, files.classes[label], str(path)))
-        counts = decoded.class_counts()
-        report["splits"][split] = {
-            "folder": str(folder),
-            "images": len(decoded),
-            "per_class": {c: n for c, n in zip(decoded.classes, counts, strict=True)},
-            "unreadable": [{"path": p, "reason": r} for p, r in decoded.skipped],
-            "empty_classes": decoded.empty_classes,
-            "modes": dict(modes.most_common()),
-            "sizes": dict(sizes.most_common(10)),
-            "distinct_sizes": len(sizes),
-        }
+        report["splits"][split] = _split_report(folder, decoded)
         hashes.append(set_hashes(decoded))
         owners += [
             (split, decoded.classes[int(label)], path)
@@ -107,6 +91,40 @@ def check_dataset(root: str | os.PathLike, near_duplicate_distance: int = NEAR_D
     return report
 
 
+def _split_report(folder: Path, decoded: ImageSet) -> dict[str, Any]:
+    """One split's part of the report: its counts, the files not read and why, and the modes and sizes of the
+    images read (from their headers: a file refused, too large to decode, is not one of them)."""
+    modes: Counter[str] = Counter()
+    sizes: Counter[str] = Counter()
+    for path in decoded.paths:
+        header = image_header(path)
+        if header is not None:
+            modes[header[0]] += 1
+            sizes[f"{header[1][0]}x{header[1][1]}"] += 1
+    return {
+        "folder": str(folder),
+        "images": len(decoded),
+        "per_class": {c: n for c, n in zip(decoded.classes, decoded.class_counts(), strict=True)},
+        "unreadable": [{"path": p, "reason": r} for p, r in decoded.skipped],
+        "empty_classes": decoded.empty_classes,
+        # photos must be in a class folder: a file beside them is not read, and said so rather than silently
+        "beside_class_folders": [str(path) for path in _files_beside(folder)],
+        "modes": dict(modes.most_common()),
+        "sizes": dict(sizes.most_common(10)),
+        "distinct_sizes": len(sizes),
+    }
+
+
+def _files_beside(folder: Path) -> list[Path]:
+    """The files (not hidden) that lie in a class-folder root beside its class folders, sorted."""
+    return sorted(path for path in folder.iterdir() if not is_hidden(path.name) and not path.is_dir())
+
+
+def _relative(path: str, root: str) -> str:
+    """`path` as it lies below the data folder `root` (the report keeps it whole)."""
+    return str(Path(path).relative_to(root)) if Path(path).is_relative_to(root) else path
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The check as a plain-text table for the terminal; every name through `shown` (the JSON keeps them exact), so
     that a class folder named with a newline or a zero-width space neither breaks a line nor hides."""
@@ -127,6 +145,13 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{name}: {len(s['unreadable'])} unreadable or non-image file(s)")
         for bad in s["unreadable"][:10]:
             lines.append(f"  {shown(bad['path'])}: {shown(bad['reason'])}")
+        beside = s["beside_class_folders"]
+        if beside:
+            examples = ", ".join(shown(Path(p).name) for p in beside[:3]) + (", ..." if len(beside) > 3 else "")
+            lines.append(
+                f"{name}: {len(beside)} file(s) beside the class folders not read ({examples}): photos must be inside "
+                "a class folder"
+            )
         if s["empty_classes"]:
             lines.append(f"{name}: class folders with no images: {', '.join(map(shown, s['empty_classes']))}")
     ident = report["identical_files"]
@@ -135,7 +160,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"{len(ident['conflicting_labels'])} group(s) with conflicting labels, {len(ident['across_splits'])} across splits"
     )
     for group in ident["conflicting_labels"][:10]:
-        lines.append("  " + "  ==  ".join(shown(f"{g['class']}/{Path(g['path']).name}") for g in group))
+        lines.append("  " + "  ==  ".join(shown(_relative(g["path"], report["root"])) for g in group))
     near = report["near_duplicates"]
     lines.append(
         f"near-duplicates ({near['method']}): {near['pairs']} pairs, "

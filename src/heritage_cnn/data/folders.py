@@ -28,7 +28,7 @@ from heritage_cnn import __version__
 from heritage_cnn.base.io import atomic_write_json, load_tensors, save_tensors
 from heritage_cnn.base.names import shown, visible_subfolders
 from heritage_cnn.data.decode import DECODE_REVISION, IMAGE_SIZE, try_decode
-from heritage_cnn.data.walk import walk_files
+from heritage_cnn.data.walk import distinct_folders, walk_folders
 
 T = TypeVar("T")
 
@@ -111,15 +111,24 @@ class FileList:
     present: list[str] = field(default_factory=list)  # the classes that have a folder
 
 
-def class_folders(folder: str | os.PathLike) -> list[Path]:
-    """The class folders of a class-folder root (every folder not hidden), sorted; a DatasetError when `folder` is no
-    folder or holds none."""
+def class_folders(folder: str | os.PathLike, skipped: list[tuple[str, str]] | None = None) -> list[Path]:
+    """The class folders of a class-folder root (every folder not hidden), sorted, less the symlinked ones leading
+    back to it or to another class folder (`walk.distinct_folders`: listed in `skipped`). A DatasetError when `folder`
+    is no folder, holds none, or holds two whose names are one in two Unicode spellings (`composed`)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: not a folder")
-    found = visible_subfolders(folder)
+    left_out = [] if skipped is None else skipped
+    found = distinct_folders(folder, visible_subfolders(folder), left_out)
     if not found:
-        raise DatasetError(f"{folder}: no class folders inside (expected <root>/<class>/<image>)")
+        first = f" (left out: {shown(left_out[0][0])}: {left_out[0][1]})" if left_out else ""
+        raise DatasetError(f"{folder}: no class folders inside (expected <root>/<class>/<image>){first}")
+    names = [composed(path.name) for path in found]
+    if alike := [path.name for path, name in zip(found, names, strict=True) if names.count(name) > 1]:
+        raise DatasetError(  # they would be two classes that print alike
+            f"{shown(folder)}: class folders {' and '.join(map(ascii, alike))} are one name in two Unicode spellings "
+            "(composed and decomposed, as macOS writes names); put their photos in one folder"
+        )
     return found
 
 
@@ -163,21 +172,21 @@ def folder_classes(names: Sequence[str], classes: Sequence[str], folder: str | o
 
 
 def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None) -> FileList:
-    """List `<folder>/<class>/**/<image>`; classes are folder names kept exactly.
+    """List `<folder>/<class>/**/<image>`; classes are folder names kept exactly, their folders walked together
+    (`walk.walk_folders`: a real folder, or photo, reached from two class folders is listed for one of them).
 
-    With `classes` given (a model's classes), labels follow that order and folders of other
-    names are an error; a subset of the classes is allowed, and a folder named in another Unicode spelling of a
-    class (`folder_classes`: macOS's decomposed `porta\u0301l` for `portál`) is that class.
-    """
-    class_dirs = class_folders(folder)
+    With `classes` given (a model's classes), labels follow that order and folders of other names are an error; a
+    subset of the classes is allowed, and a folder named in another Unicode spelling of a class (`folder_classes`:
+    macOS's decomposed `porta\u0301l` for `portál`) is that class."""
+    left_out: list[tuple[str, str]] = []
+    class_dirs = class_folders(folder, left_out)
     names = [p.name for p in class_dirs]
     classes = names if classes is None else list(classes)
     found = folder_classes(names, classes, folder)
     index = {c: i for i, c in enumerate(classes)}
-    out = FileList(Path(folder), classes, [], [], present=found)  # a str or PathLike too: callers use root as a Path
-    for class_dir, name in zip(class_dirs, found, strict=True):
+    out = FileList(Path(folder), classes, [], [], left_out, present=found)  # a str or PathLike: root is a Path
+    for (paths, problems), name in zip(walk_folders(class_dirs, files_once=True), found, strict=True):
         count = 0
-        paths, problems = walk_files(class_dir)
         out.skipped.extend(problems)
         for path in sorted(paths):
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
