@@ -14,7 +14,7 @@ from heritage_cnn.apps import pipeline
 from heritage_cnn.apps.evaluation import evaluate_on
 from heritage_cnn.apps.pipeline import run_report
 from heritage_cnn.cli.main import main
-from heritage_cnn.data.folders import find_layout
+from heritage_cnn.data.folders import DatasetError, find_layout
 from heritage_cnn.data.split import perceptual_hashes
 from heritage_cnn.inference.evaluate import hashes_from_hex, hashes_to_hex, near_any
 
@@ -224,3 +224,50 @@ def test_curves_an_earlier_report_drew_are_not_shown_for_a_model_without_history
     bare = dataclasses.replace(checkpoint, info={k: v for k, v in checkpoint.info.items() if k != "history"})
     html = build_html_report(tmp_path, tmp_path / "index.html", bare).read_text(encoding="utf-8")
     assert "training curves" not in html
+
+
+def test_a_refused_report_leaves_no_out_folder_behind(
+    tiny_run, synthetic_root: Path, kaggle_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A folder of two of the model's ten classes: exit 2 with the reason, but --out was made and held
+    data_check.json."""
+    data = tmp_path / "mix"
+    for name in ("altar", "gargoyle"):
+        shutil.copytree(synthetic_root / name, data / name)
+    out = tmp_path / "out" / "report"
+    assert main(["report", "--model", str(tiny_run.checkpoint), "--data", str(data), "--out", str(out), "-q"]) == 2
+    assert "no class folder of 'apse'" in capsys.readouterr().err
+    assert not out.exists()
+    # refused by the test split after the validation split was written: none of the run's files is kept
+    real = pipeline.evaluate_split
+
+    def test_split_refused(checkpoint, data, layout, how, folder, **common):
+        if how == "test":
+            raise DatasetError(f"{data}: test/ refused")
+        return real(checkpoint, data, layout, how, folder, **common)
+
+    monkeypatch.setattr(pipeline, "evaluate_split", test_split_refused)
+    with pytest.raises(ValueError, match="test/ refused"):
+        run_report(str(tiny_run.checkpoint), str(kaggle_root), out, log=lambda _: None)
+    assert not out.exists()
+    out.mkdir(parents=True)  # a folder the user made is left, as it was
+    with pytest.raises(ValueError, match="test/ refused"):
+        run_report(str(tiny_run.checkpoint), str(kaggle_root), out, log=lambda _: None)
+    assert out.is_dir()
+
+
+def test_the_demo_never_writes_into_the_data_folder(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """`demo --data D --out D/x --no-train` drew its figures among the photos, which the next run read as photos."""
+    data = shutil.copytree(synthetic_root, tmp_path / "data")
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    monkeypatch.setattr(pipeline, "FIGURE_STEPS", ())  # the place is what is tested
+    out = data / "x"
+    assert main(["demo", "--data", str(data), "--out", str(out), "--no-train", "-q"]) == 2
+    assert capsys.readouterr().err == (
+        f"heritage: error: --out {out}: inside the --data folder {data}; its figures would be read as photos there\n"
+    )
+    with pytest.raises(ValueError, match="inside the --data folder"):
+        pipeline.run_demo(str(data), data / "y", log=lambda _: None)
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before

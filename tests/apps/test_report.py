@@ -266,3 +266,29 @@ def test_a_folder_holding_test_alone_is_reported_on_its_test_split(
     drawn = json.loads((out / "element_map" / "element_map.json").read_text())
     assert drawn["photos"].startswith(f"photos of {only / 'test'} the model did not train on")
     assert list((out / "inside").glob("explain_*.png"))
+
+
+def test_the_sections_of_one_network_of_an_ensemble_name_that_member(tiny_run, tmp_path: Path) -> None:
+    """`report --member 1` of the shipped ensemble: the inside, class-image and training sections show member 1
+    alone, and the page never said "member" (its header: an ensemble of 3 networks)."""
+    from PIL import Image
+
+    (tmp_path / "inside").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "inside" / "kernels_layer1.png")
+    (tmp_path / "class_images").mkdir()
+    (tmp_path / "class_images" / "class_images.json").write_text(json.dumps({"images": []}))
+    ensemble = load_checkpoint(None)
+    page = build_html_report(tmp_path, tmp_path / "index.html", ensemble, member=1).read_text()
+    note = (
+        "<p>This section shows one network of the ensemble: member 1 of 3 (numbered from 0; heritage report --member "
+        "picks another). The evaluations are of all 3 together.</p>"
+    )
+    for anchor, heading in (
+        ("training", "Training"),
+        ("inside", "Inside the network"),
+        ("class-images", "Class images"),
+    ):
+        assert f"<section id='{anchor}'><h2>{heading}</h2>{note}" in page, anchor
+    assert page.count(note) == 3
+    single = build_html_report(tmp_path, tmp_path / "index.html", load_checkpoint(tiny_run.checkpoint)).read_text()
+    assert "member" not in single  # one network: nothing to choose among

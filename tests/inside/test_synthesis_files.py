@@ -4,9 +4,11 @@ the shipped classes' files under the names their packaged folders hold."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from heritage_cnn.cli.main import main
@@ -87,3 +89,40 @@ def test_a_folder_that_gave_two_classes_one_file_shows_neither_and_is_drawn_agai
     assert not drawn_for(tmp_path, "k")
     (tmp_path / MANIFEST).write_text(json.dumps({"images": records[2:], "weights_sha256": "k"}), encoding="utf-8")
     assert drawn_for(tmp_path, "k")
+
+
+def test_an_interrupted_generate_leaves_no_folder_and_the_next_run_writes_it_whole(
+    tiny_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Ctrl-C in the write phase left 160 PNGs and no class_images.json in --out, and the rerun was refused (not
+    empty). The folder appears whole or not at all, and a temporary one a killed run left is removed."""
+    save = synthesis_files.save_png
+    written: list[Path] = []
+
+    def interrupted(image, path):
+        if len(written) == 5:
+            raise KeyboardInterrupt
+        written.append(save(image, path))
+        return written[-1]
+
+    argv = ["generate", "--model", str(tiny_run.checkpoint), "--all", "--n", "2", "--steps", "1", "-q"]
+    out = tmp_path / "runs" / "w11"
+    monkeypatch.setattr(synthesis_files, "save_png", interrupted)
+    assert main([*argv, "--out", str(out)]) == 130
+    assert capsys.readouterr().err == "heritage: interrupted\n"
+    assert len(written) == 5 and not out.exists() and not list(out.parent.iterdir())  # nor a temporary folder
+    monkeypatch.setattr(synthesis_files, "save_png", save)
+    killed = out.parent / ".w11.partial-999999999-abc"  # a run killed outright: its process is gone
+    running = out.parent / f".w11.partial-{os.getpid()}-abc"  # a run still writing: left alone
+    for folder in (killed, running):
+        folder.mkdir()
+        (folder / "altar_0.png").write_bytes(b"")
+    assert main([*argv, "--out", str(out)]) == 0
+    assert len(_records(out)) == 20 and len(list(out.glob("*.png"))) == 21  # every image and the grid
+    assert sorted(p.name for p in out.parent.iterdir()) == [running.name, "w11"]
+    empty = tmp_path / "empty"  # an empty folder is still taken, its files published into it whole
+    empty.mkdir()
+    inode = empty.stat().st_ino  # the folder itself is kept: `--out .` left the shell in a removed folder
+    monkeypatch.chdir(empty)
+    assert main([*argv, "--out", "."]) == 0 and empty.stat().st_ino == inode
+    assert len(_records(empty)) == 20 and sorted(p.name for p in tmp_path.iterdir()) == ["empty", "runs"]

@@ -8,6 +8,7 @@ Messages go through `log` (default `print`) so a caller can silence or capture t
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,7 @@ from heritage_cnn.apps.steps import (
     demo_run_folder,
     eval_folder,
 )
-from heritage_cnn.base.io import atomic_write_json, output_problem
+from heritage_cnn.base.io import atomic_write_json, inside_input, output_problem
 from heritage_cnn.base.names import is_hidden, shown
 from heritage_cnn.data.check import DATA_CHECK_FILE
 from heritage_cnn.data.folders import Layout, find_layout, reuse_decoded
@@ -86,11 +87,19 @@ def run_report(
     out = Path(out)
     checkpoint = resolve_model(model)
     checkpoint.member(member)  # a bad --member fails before any work, and before --out is made
-    out.mkdir(parents=True, exist_ok=True)
     layout = find_layout(data)
-    with reuse_decoded():  # the data check and the evaluations read the folder decoded once
-        atomic_write_json(out / DATA_CHECK_FILE, check_dataset(data))
-        _evaluate_splits(checkpoint, data, layout, out, progress, log, negatives, name_skipped)
+    made = not out.exists()
+    try:
+        with reuse_decoded():  # the data check and the evaluations read the folder decoded once
+            check = check_dataset(data)
+            # each evaluation refuses a folder it cannot score (a class folder of the model's split missing) before
+            # it writes; the data check is written after them, so that a refused folder leaves no --out behind
+            _evaluate_splits(checkpoint, data, layout, out, progress, log, negatives, name_skipped)
+            atomic_write_json(out / DATA_CHECK_FILE, check)
+    except ValueError:  # a refusal (DatasetError, CheckpointError) by a later split, after an earlier one wrote
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     history = training_history(checkpoint, member)
     if history:
         plot_training_curves(history, out / TRAIN_FOLDER / CURVES_FILE)  # atomic (heritage_cnn.base.figures)
@@ -108,11 +117,14 @@ DEMO_ENTRIES = frozenset(
 )
 
 
-def demo_out_problem(out: str | os.PathLike) -> str | None:
-    """Why the demo must not write into `out` (one line), or None: a file, or a folder holding anything that is not a
-    demo's own (the user's photos, which the figures would then lie among and be read with)."""
+def demo_out_problem(out: str | os.PathLike, data: str | os.PathLike | None = None) -> str | None:
+    """Why the demo must not write into `out` (one line), or None: a file, a folder inside the data folder `data`
+    (when given), or a folder holding anything that is not a demo's own (the user's photos, which the figures would
+    then lie among and be read with)."""
     folder = Path(out)
     problem = output_problem(folder, flag="--out")
+    if problem is None and data is not None and inside_input(folder, [data]) is not None:
+        return f"--out {out}: inside the --data folder {data}; its figures would be read as photos there"
     if problem is not None or not folder.is_dir():
         return problem
     foreign = sorted(p.name for p in folder.iterdir() if p.name not in DEMO_ENTRIES and not is_hidden(p.name))
@@ -129,8 +141,12 @@ def run_demo(data: str, out: str | os.PathLike, config: Any | None = None, log: 
     """Check the data, train `config` (resuming an interrupted run; None: the shipped model), evaluate, draw.
 
     Returns the report page, or None when training was interrupted (run it again to resume). The folder is decoded
-    once for the check, the training and the evaluations (`reuse_decoded`).
+    once for the check, the training and the evaluations (`reuse_decoded`). An `out` that `demo_out_problem` refuses
+    is a ValueError, before anything is read or written.
     """
+    problem = demo_out_problem(out, data)
+    if problem is not None:
+        raise ValueError(problem)
     with reuse_decoded():
         return _demo(data, out, config, log)
 

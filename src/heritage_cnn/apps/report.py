@@ -423,6 +423,13 @@ def build_html_report(
     sections.append(_class_images(folder / CLASS_IMAGES_FOLDER, checkpoint))
     sections.append(_element_map(folder / ELEMENT_MAP_FOLDER))
     present = [s for s in sections if s is not None]
+    count = checkpoint.member_count  # the sections of one network of an ensemble say which
+    for section in (s for s in present if count > 1 and s.anchor in ("training", INSIDE_FOLDER, "class-images")):
+        section.body.insert(
+            0,
+            f"<p>This section shows one network of the ensemble: member {member} of {count} (numbered from 0; heritage "
+            f"report --member picks another). The evaluations are of all {count} together.</p>",
+        )
     toc = "".join(f"<li><a href='#{s.anchor}'>{escape(s.heading)}</a></li>" for s in present)
     header = (
         f"<header><h1>{escape(title)}</h1><p class='headline'>{escape(headline)}</p><dl class='facts'>"

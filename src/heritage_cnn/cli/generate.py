@@ -66,7 +66,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     images that networks of other architectures recognise, docs/synthesis.md); `--member N` draws with one.
     Writes, into a new (or empty) folder, one PNG per image, class_images.png (a column per class) and
     class_images.json (each image's probability under the generating model: the member's with --member, which it
-    records).
+    records); the folder appears whole once every file is written, so an interrupted run leaves none.
 
     Examples:
       heritage generate --all --n 4 --out runs/classes
@@ -74,7 +74,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """
     from heritage_cnn.data.labels import resolve_class
     from heritage_cnn.inside.synthesis.draw import ENSEMBLE_SETTINGS, Settings, draw_classes
-    from heritage_cnn.inside.synthesis.files import MANIFEST, write_generated
+    from heritage_cnn.inside.synthesis.files import MANIFEST, publish_generated
 
     if args.diversity is not None and args.n < 2:  # typed: it rewards images of one class for differing
         raise UsageError(
@@ -89,7 +89,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     base = ENSEMBLE_SETTINGS if checkpoint.member_count > 1 else Settings()
     settings = render_settings(args, base, diversity=base.diversity if args.diversity is None else args.diversity)
     generated = draw_classes(checkpoint, targets, args.n, args.size, settings, args.seed, progress=not args.quiet)
-    grid = write_generated(args.out, generated, checkpoint, args.seed, args.n)
+    grid = publish_generated(args.out, generated, checkpoint, args.seed, args.n)  # whole, or not at all
     mean = sum(generated.probabilities) / len(generated.probabilities)
     who = "generating model" if checkpoint.index is None else f"member {checkpoint.index}"
     print(

@@ -84,6 +84,7 @@ def cmd_deconv(args: argparse.Namespace) -> int:
       heritage visualize deconv photo.jpg --out runs/deconv
       heritage visualize deconv photo.jpg --layer stage2 stage3 --out runs/deconv
     """
+    from heritage_cnn.base.io import inside_input
     from heritage_cnn.base.names import shown
 
     if args.photo and args.data:
@@ -99,6 +100,10 @@ def cmd_deconv(args: argparse.Namespace) -> int:
         return 0
     if not args.data:
         raise UsageError("visualize deconv: give --data DIR (images to scan) or a PHOTO")
+    if inside_input(args.out, [args.data]) is not None:  # the next scan of the folder would read the figures
+        raise UsageError(
+            f"--out {args.out}: inside the --data folder {args.data}; its figures would be read as photos there"
+        )
     checkpoint = inside_model(args)
     paths, sample = _deconv_data(args, checkpoint)
     print(f"{len(paths)} deconvnet figures in {shown(args.out)}/: " + ", ".join(p.name for p in paths))
@@ -114,8 +119,10 @@ def _deconv_data(args: argparse.Namespace, checkpoint):
 
     all_layers = deconvnet.deconv_layers(checkpoint.model)
     layers = args.layer or [all_layers[len(all_layers) // 2]]
-    for layer in layers:  # a wrong name fails before the images are decoded
-        deconvnet.resolve_layer(checkpoint.model, layer)
+    # a wrong name, or a channel a layer does not have, fails before the images are decoded
+    check_channels(
+        checkpoint.model, [deconvnet.resolve_layer(checkpoint.model, layer) for layer in layers], args.channels
+    )
     sample = sample_images(args.data, checkpoint.classes, args.limit, progress=not args.quiet)
     images = len(sample.images)
     source = (
@@ -137,6 +144,20 @@ def _deconv_data(args: argparse.Namespace, checkpoint):
     return paths, sample
 
 
+def check_channels(model, layers: list[str], channels: list[int] | None) -> None:
+    """A UsageError naming --channels when a channel is not one of each layer's (resolved names), before any work."""
+    from heritage_cnn.models.network import conv_layers
+
+    if not channels:  # every channel
+        return
+    convs = conv_layers(model)
+    for layer in layers:
+        count = convs[layer].out_channels
+        bad = [channel for channel in channels if channel >= count]  # the parser takes no negative channel
+        if bad:
+            raise UsageError(f"--channels: {layer} has channels 0..{count - 1}; no channel {bad[0]}")
+
+
 def cmd_units(args: argparse.Namespace) -> int:
     """Images that excite each channel of a conv layer.
 
@@ -155,6 +176,7 @@ def cmd_units(args: argparse.Namespace) -> int:
 
     checkpoint = load_for_render(args)
     layer = resolve_layer(checkpoint.model, args.layer, "to draw units of")  # stage2 -> its last conv, named so
+    check_channels(checkpoint.model, [layer], args.channels)
     settings = render_settings(args, replace(UNIT_SETTINGS, steps=UNIT_STEPS))
     rendering = draw_units(checkpoint, layer, args.channels, args.size, settings, args.seed, progress=not args.quiet)
     channels = args.channels or list(range(len(rendering.images)))

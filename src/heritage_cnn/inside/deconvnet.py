@@ -99,6 +99,21 @@ def resolve_layer(model: HeritageNet, name: str, purpose: str = "to project from
     )
 
 
+# What the rectified output of each kind of step is, as a figure's title says it (models/network.py's blocks)
+OUTPUTS = {
+    "conv": "conv -> BN -> ReLU",
+    "conv_pool": "conv -> max-pool -> BN -> ReLU",
+    "residual_conv1": "inside a residual block: conv1 -> BN -> ReLU",
+    "residual": "the residual block's output: ReLU of (conv2 -> BN) + shortcut",
+}
+
+
+def layer_output(model: HeritageNet, layer: str) -> str:
+    """What `layer`'s rectified output is, in words (`OUTPUTS`): a conv block's conv, a residual block's first conv,
+    or (conv2) the whole block's output; `layer` as `resolve_layer` takes it."""
+    return OUTPUTS[_steps(model, resolve_layer(model, layer))[-1][2]]
+
+
 # --------------------------------------------------------------------------------------------
 # Forward with switches
 # --------------------------------------------------------------------------------------------
@@ -378,6 +393,7 @@ __all__ = [
     "deconv_layers",
     "folded_weight",
     "forward_to",
+    "layer_output",
     "project",
     "project_down",
     "project_top",

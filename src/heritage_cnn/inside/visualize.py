@@ -72,8 +72,11 @@ def feature_maps(checkpoint: Checkpoint, photo: torch.Tensor, layers: list[str])
     return {name: kept[layer][0] for name, layer in resolved.items()}
 
 
-def plot_feature_maps(photo: torch.Tensor, maps: torch.Tensor, layer: str, path: Path, large: bool = False) -> Path:
-    """A grid of one layer's activation maps, strongest mean first, one colour scale; the input beside it."""
+def plot_feature_maps(
+    photo: torch.Tensor, maps: torch.Tensor, layer: str, output: str, path: Path, large: bool = False
+) -> Path:
+    """A grid of one layer's activation maps, strongest mean first, one colour scale; the input beside it.
+    `output`: what the maps are (`deconvnet.layer_output`), for the title."""
     order = maps.mean(dim=(1, 2)).argsort(descending=True)
     tiles = maps[order].numpy()
     columns = math.ceil(math.sqrt(len(tiles) * 1.5))
@@ -93,7 +96,7 @@ def plot_feature_maps(photo: torch.Tensor, maps: torch.Tensor, layer: str, path:
             ax_maps.text(c * (w + 1) + 1, r * (h + 1) + 1, str(channel), color="white", fontsize=7, va="top")
     fig.colorbar(image, ax=ax_maps, fraction=0.03, pad=0.02, label="activation (after ReLU)")
     ax_maps.set_title(
-        f"{layer}: {len(tiles)} feature maps after ReLU (conv -> BN -> ReLU), {tiles.shape[1]}x{tiles.shape[2]}, "
+        f"{layer}: {len(tiles)} feature maps, {tiles.shape[1]}x{tiles.shape[2]}, {output}\n"
         "ordered by mean activation, shared colour scale"
     )
     for ax in (ax_in, ax_maps):
@@ -119,7 +122,8 @@ def write_feature_maps(
     for name, activation in maps.items():
         first = name == all_layers[0]
         path = out / photo_figure_name("feature_maps", image, "_layer1" if first else f"_{_file_name(name)}")
-        paths.append(plot_feature_maps(photo, activation, name, path, large=first))
+        output = deconvnet.layer_output(checkpoint.model, name)
+        paths.append(plot_feature_maps(photo, activation, name, output, path, large=first))
     return paths
 
 

@@ -12,7 +12,8 @@ In the spirit of Lucid's optvis, built from small parts that can be swapped inde
                 list of them (the ensemble objective: their mean logits)
   draw          Settings, draw_classes, draw_units         the tuned defaults of `heritage generate`;
                 ENSEMBLE_SETTINGS                          with a list of networks (the ensemble)
-  files         write_generated, class_stems               PNGs (one file name per class), the grid, the JSON
+  files         write_generated, class_stems               PNGs (one file name per class), the grid, the JSON;
+                publish_generated                          `heritage generate`'s folder, whole or not at all
 
 `draw_classes()` puts them together with the defaults of `heritage generate` (`Settings`, tuned on the
 shipped model; figures in docs/synthesis.md). Unregularised ascent on raw pixels finds high-frequency

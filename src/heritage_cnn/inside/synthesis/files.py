@@ -1,7 +1,13 @@
-"""Saving drawn classes: one PNG per image, the grid `class_images.png` and `class_images.json`."""
+"""Saving drawn classes: one PNG per image, the grid `class_images.png` and `class_images.json`; `heritage generate`
+publishes its folder whole (`publish_generated`)."""
 
 from __future__ import annotations
 
+import errno
+import glob
+import os
+import shutil
+import tempfile
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -9,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from heritage_cnn.base.figures import image_grid, save_png
-from heritage_cnn.base.io import atomic_write_json
+from heritage_cnn.base.io import atomic_write_json, umask
 from heritage_cnn.data.folders import display_name
 from heritage_cnn.inside.synthesis.draw import Generated
 from heritage_cnn.models.checkpoint import Checkpoint
@@ -95,3 +101,65 @@ def write_generated(out: str | Path, generated: Generated, checkpoint: Checkpoin
         },
     )
     return out / GRID
+
+
+def publish_generated(out: str | Path, generated: Generated, checkpoint: Checkpoint, seed: int, n: int) -> Path:
+    """`write_generated` into a temporary folder beside `out`, renamed onto `out` (new, or an empty folder) once every
+    file is there: `out` holds a whole run or nothing, never PNGs without their JSON. An interrupt or an error removes
+    the temporary folder; one a killed run left behind is removed by the next run into `out`. Returns the grid's path
+    under `out` as given."""
+    target = Path(os.path.realpath(out))  # a link to an empty folder: the folder it names is filled
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(target.name)}{os.getpid()}-", dir=target.parent))
+    try:
+        write_generated(tmp, generated, checkpoint, seed, n)
+        tmp.chmod(0o777 & ~umask())  # mkdtemp makes 0700; give the usual permissions
+        try:
+            if target.is_dir():  # an empty folder the user made: kept (it may be a shell's current folder), filled
+                _move_files(tmp, target)
+                tmp.rmdir()
+            else:
+                os.replace(tmp, target)
+        except OSError as error:  # written into meanwhile: name `out`, not the temporary folder
+            raise OSError(
+                error.errno, f"{error.strerror}; generate writes into a new or empty folder", str(out)
+            ) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Path(out) / GRID
+
+
+def _move_files(source: Path, target: Path) -> None:
+    """Each file of `source` renamed into `target` (one file system: no copy), the JSON last: it is what readers take
+    for a whole run. Milliseconds, against the minutes of drawing that the temporary folder protects."""
+    for path in sorted(source.iterdir(), key=lambda p: p.name == MANIFEST):
+        if (target / path.name).exists():
+            raise FileExistsError(errno.EEXIST, "File exists", str(target / path.name))
+        os.replace(path, target / path.name)
+
+
+def _partial_prefix(name: str) -> str:
+    """How a folder being written for the folder `name` begins (hidden, named for it); cut to fit 255 bytes."""
+    return f".{os.fsdecode(os.fsencode(name)[:200])}.partial-"
+
+
+def remove_abandoned(target: Path) -> None:
+    """Remove the temporary folders that runs into `target` left when killed (SIGKILL, SIGTERM: no chance to clean
+    up), known by the process id in their names being no process's now; a running one's is left alone."""
+    prefix = _partial_prefix(target.name)
+    for folder in target.parent.glob(glob.escape(prefix) + "*"):
+        pid = folder.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and folder.is_dir() and not folder.is_symlink() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, another user's
+        pass
+    return True
