@@ -79,3 +79,50 @@ def test_a_folder_holding_only_a_runs_name_of_file_is_no_run(tiny_run, synthetic
     (epochs / "metrics.json").write_text('[{"epoch": 1}]')
     with pytest.raises(ValueError, match=r"a training run's folder \(it holds metrics\.json\)"):
         evaluate_on(tiny_run.checkpoint, synthetic_root, "val", epochs, **QUIET)
+
+
+@pytest.fixture
+def no_scoring(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What an evaluation scored: a refusal that should come before any scoring finds this empty."""
+    from heritage_cnn.apps import evaluation
+
+    scored: list[str] = []
+    monkeypatch.setattr(evaluation, "scored_logits", lambda *a, **k: scored.append("scored") or [][0])
+    monkeypatch.setattr(evaluation, "predict_logits", lambda *a, **k: scored.append("predicted") or [][0])
+    return scored
+
+
+def test_negatives_without_photos_are_refused_before_anything_is_made(
+    tiny_run, synthetic_root: Path, tmp_path: Path, no_scoring: list[str], capsys
+) -> None:
+    """An empty --negatives folder: refused before the model is loaded, in one line, leaving no --out behind."""
+    (tmp_path / "negempty").mkdir()
+    out = tmp_path / "n1"
+    args = ["evaluate", "--model", str(tiny_run.out), "--data", str(synthetic_root), "--out", str(out)]
+    assert main([*args, "--negatives", str(tmp_path / "negempty")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"heritage: error: --negatives {tmp_path / 'negempty'}: no photos in it\n"
+    assert not out.exists() and no_scoring == []
+    with pytest.raises(ValueError, match=r"negatives .*negempty: no photos in it"):
+        evaluate_on(tiny_run.checkpoint, synthetic_root, "val", out, negatives=tmp_path / "negempty", **QUIET)
+    assert not out.exists()
+
+
+def test_unreadable_negatives_are_named_and_refused_before_the_data_is_scored(
+    tiny_run, synthetic_root: Path, tmp_path: Path, no_scoring: list[str], capsys
+) -> None:
+    bad = tmp_path / "negbad"
+    bad.mkdir()
+    (bad / "a.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "n2"
+    args = ["evaluate", "--model", str(tiny_run.out), "--data", str(synthetic_root), "--out", str(out)]
+    assert main([*args, "--split", "val", "--negatives", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(f"heritage: error: --negatives {bad}: no readable photos in it (1 file(s) could ")
+    assert f"{bad / 'a.jpg'}: " in captured.err and captured.err.count("\n") == 1
+    assert not out.exists() and no_scoring == [] and "excluded" not in captured.out
+    for i in range(4):  # the first few named, the rest counted
+        (bad / f"b{i}.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"\(5 file\(s\) could not be read: .*; and 2 more\)$"):
+        evaluate_on(tiny_run.checkpoint, synthetic_root, "val", out, negatives=bad, **QUIET)
+    assert not out.exists() and no_scoring == []

@@ -251,3 +251,49 @@ def test_command_flags_rebuild_the_config_they_were_read_from() -> None:
         assert new_config(parser.parse_args(["train", "--out", "o", *typed]), "d", "o") == config, flags
     odd = replace(base, eval_batch_size=16, split=replace(base.split, near_duplicate_distance=4))
     assert command_flags(odd)[-1] == "(split.near_duplicate_distance 4)"  # no flag sets it: named, not lost
+
+
+@pytest.mark.parametrize(
+    ("record", "said"),
+    [
+        ('{"survey": "site list"}', "unknown TrainConfig keys: ['survey']"),
+        ("[1, 2]", "must be a JSON object of its fields, got a list"),
+        ("null", "must be a JSON object of its fields, got null"),
+        ('{"out": "o"}', "lacks the required keys ['data']"),
+        (
+            '{"data": "d", "out": "o", "split": null}',
+            "split: SplitRecipe must be a JSON object of its fields, got null",
+        ),
+        ('{"data": "d", "out": "o", "epochs": "4"}', "epochs must be a whole number, got '4'"),
+        ('{"data": "d", "out": "o", "model": "x"}', "model: ModelConfig must be a JSON object of its fields"),
+        ('{"data": "d", "out": "o", "model": {"hidden": "x"}}', "model: ModelConfig: a value of the wrong type"),
+        ('{"data": 5, "out": "o"}', "data must be a path, got a number"),
+    ],
+)
+def test_a_config_json_of_another_shape_is_one_line_naming_it(
+    record: str, said: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(record)
+    assert main(["train", "--out", str(run), "--resume", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{run / 'config.json'}: " in err and said in err, err
+
+
+def test_a_width_or_learning_rate_no_machine_can_train_is_refused_as_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Once a traceback at the first step: the allocator's (--widths 100000) or AdamW's float32 overflow (--lr 1e300)."""
+    for flags, message in (
+        (["--widths", "100000"], "--widths must be from 1 to 1024 channels each, got (100000,)"),
+        (["--widths", "8,2048"], "--widths must be from 1 to 1024 channels each"),
+        (["--lr", "1e300"], "--lr must be a positive finite number up to 1e+06, got 1e+300"),
+        (["--lr", "1e7"], "--lr must be a positive finite number up to 1e+06"),
+    ):
+        assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
+    assert not (tmp_path / "r").exists()
+    parser = build_parser()
+    assert new_config(parser.parse_args(["train", "--out", "o", "--lr", "1e6", "--widths", "8,1024"]), "d", "o")

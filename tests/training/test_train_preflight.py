@@ -158,6 +158,20 @@ def test_a_cache_inside_the_data_folder_is_refused_before_anything_is_written(tm
     assert result.train_size == 28 and any((data / ".cache").iterdir())
 
 
+def test_outliers_that_overlap_the_data_folder_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """Once taken without a word: the network was taught a uniform answer on its own training photos."""
+    data = _data(tmp_path / "data")
+    before = _names(tmp_path)
+    for outliers, said in (
+        (data, f"is the data folder {data}"),
+        (data / CLASSES[1], f"lies inside the data folder {data}"),
+        (tmp_path, f"holds the data folder {data}"),
+    ):
+        with pytest.raises(ValueError, match=rf"^--outliers {re.escape(str(outliers))}: {re.escape(said)}"):
+            train(_tiny(data, tmp_path / "run", outliers=str(outliers)), log=_quiet)
+    assert _names(tmp_path) == before
+
+
 def test_a_refused_overwrite_leaves_the_earlier_run_as_it_was(tmp_path: Path) -> None:
     """--overwrite removed the earlier run's files before the new run's checks, so a refused one lost both."""
     data = _data(tmp_path / "data")

@@ -52,7 +52,13 @@ from heritage_cnn.inference.evaluate import (
     trained_on_mask,
     write_evaluation,
 )
-from heritage_cnn.inference.openset_eval import OPEN_SET_FILES, open_set_section, scored_logits, written_files
+from heritage_cnn.inference.openset_eval import (
+    OPEN_SET_FILES,
+    open_set_section,
+    read_negatives,
+    scored_logits,
+    written_files,
+)
 from heritage_cnn.inference.openset_fit import (
     DEFAULT_RIDGE,
     DEFAULT_SCORE,
@@ -114,7 +120,8 @@ def rebuilt_split(
     model's class order, and the split's seed. The split is drawn as the training run drew it, over the run's own
     classes (`run_classes`) with the run's labels, whatever order the model lists its classes in (a taught model
     appends its own after them) and whatever class folders a teach added beside them: the photos of a taught class
-    are on the training side when the model learned them (by its `trained_on` record), else on the validation side."""
+    are on the training side when the model learned them (by its `trained_on` record), else on the validation side.
+    Each side's `skipped` lists the folder's files that could not be read (the split was drawn without them)."""
     from heritage_cnn.training.config import TrainConfig
     from heritage_cnn.training.prepare import prepare_data
 
@@ -132,19 +139,21 @@ def rebuilt_split(
             "its photos by: its split cannot be rebuilt from this folder"
         )
     if set(found) == set(run):  # the run's own folders (every model not taught): as the run split them
-        sides = prepare_data(config, log=lambda _: None)[1:]
+        every, *sides = prepare_data(config, log=lambda _: None)
+        skipped = every.skipped
     else:
-        sides = _split_with_taught(checkpoint, config, folder, run)
+        sides, skipped = _split_with_taught(checkpoint, config, folder, run)
     train, val = (in_class_order(side, checkpoint.classes, folder) for side in sides)
+    train.skipped, val.skipped = list(skipped), list(skipped)
     return train, val, config.split.seed
 
 
 def _split_with_taught(
     checkpoint: Checkpoint, config: TrainConfig, folder: Path, run: list[str]
-) -> tuple[ImageSet, ImageSet]:
+) -> tuple[tuple[ImageSet, ImageSet], list[tuple[str, str]]]:
     """`rebuilt_split` of a folder holding classes a teach added too: the run's photos split as the run split them
     (`prepare.split_as_run`, with the run's class list and labels), the taught classes' photos each on the side the
-    model's record says."""
+    model's record says; and the folder's files that could not be read."""
     from heritage_cnn.data.split import joined, of_classes, set_hashes
     from heritage_cnn.training.prepare import split_as_run
 
@@ -156,7 +165,8 @@ def _split_with_taught(
     taught = every.subset(np.flatnonzero(~ours))
     seen = trained_on_mask(checkpoint, taught)
     learned = seen[0] if seen is not None else np.ones(len(taught), dtype=bool)  # no record: never validation
-    return joined(train, taught.subset(np.flatnonzero(learned))), joined(val, taught.subset(np.flatnonzero(~learned)))
+    sides = joined(train, taught.subset(np.flatnonzero(learned))), joined(val, taught.subset(np.flatnonzero(~learned)))
+    return sides, decoded.skipped
 
 
 def _validation_images(checkpoint: Checkpoint, data: str, layout: Layout) -> tuple[ImageSet, str]:
@@ -248,8 +258,9 @@ def check_input_paths(
 ) -> None:
     """Before anything is read or written: `out` a folder that can be made, outside the data and the negatives (its
     figures would be read as their photos next time), and `negatives` a folder of photos that are not the data
-    set's. A ValueError in one line; `flags`: the paths named as the CLI's options (--out), else as parameters."""
-    from heritage_cnn.inference.openset_eval import photos_shared
+    set's (`openset_eval.check_negatives`). A ValueError in one line; `flags`: the paths named as the CLI's options
+    (--out), else as parameters."""
+    from heritage_cnn.inference.openset_eval import check_negatives
 
     def named(option: str) -> str:
         return _named(option, flags)
@@ -263,19 +274,8 @@ def check_input_paths(
                 f"{named('out')} {out}: inside the {named(option)} folder {given}; its figures would be read as "
                 "photos there"
             )
-    if negatives is None:
-        return
-    where = f"{named('negatives')} {negatives}"
-    if not Path(negatives).is_dir():
-        raise ValueError(f"{where}: {'not a folder' if Path(negatives).exists() else 'no such folder'}")
-    if inside_input(negatives, [data]) is not None or inside_input(data, [negatives]) is not None:
-        raise ValueError(f"{where}: is or overlaps the data folder {data}; give photos of none of the classes")
-    shared = photos_shared(negatives, data)
-    if shared:
-        raise ValueError(
-            f"{where}: {shared} of its photos are files of the data folder {data} (the same bytes); give photos of "
-            "none of the classes"
-        )
+    if negatives is not None:
+        check_negatives(negatives, data, f"{named('negatives')} {negatives}")
 
 
 def check_evaluation_paths(
@@ -380,6 +380,8 @@ def evaluate_split(
     caller named it, for the titles and metrics.json. The caller has checked the paths (`check_evaluation_paths`)."""
     out = _required(out)
     point = _operating_point(checkpoint, none_threshold, negatives, log)
+    # read before the data is scored: a folder without one readable photo is refused before that work
+    negative_photos = None if negatives is None else read_negatives(negatives, checkpoint.image_size)
     tta = checkpoint.views if tta is None else tta
     split = choose_split(layout, checkpoint, split)
     images, described, extra = _select(checkpoint, data, layout, split, progress, log)
@@ -395,7 +397,7 @@ def evaluate_split(
     if point is not None:
         noise, overridden = point.noise(images.images), none_threshold is not None
         extra["open_set"] = open_set_section(
-            checkpoint, point, scores, noise, probabilities, labels, out, negatives, tta, overridden, log
+            checkpoint, point, scores, noise, probabilities, labels, out, negative_photos, tta, overridden, log
         )
     extra["skipped"] = [{"path": p, "reason": r} for p, r in images.skipped]
     if negatives is not None:  # beside the data's, where a reader looks for what was skipped
@@ -417,14 +419,22 @@ def fit_none_of_these(
     reject_share: float = REJECT_SHARE,
     command: str | None = None,
     log: Log = print,
+    name_skipped: Skipped | None = None,
 ) -> Path:
     """(Re)fit a model's "none of these" operating point on a data folder and write the model with it as a new
     checkpoint at `out` (the model's own files are never written): the class statistics on the photos its recorded
-    split trained on, the threshold on its validation photos less any it trained on (as `evaluate --split val`)."""
+    split trained on, the threshold on its validation photos less any it trained on (as `evaluate --split val`).
+    Each file of the folder that could not be read is left out and named, as an evaluation names them: to
+    `name_skipped(path, reason)`, by default in a line through `log`; then counted."""
     existing = [path for path in checkpoint_files(out) if path.exists()]
     if existing:
         raise ValueError(f"{existing[0]}: already exists; the fitted model is written as a new checkpoint")
     train_set, val_set, _ = rebuilt_split(checkpoint, data)
+    name = name_skipped or (lambda path, reason: log(f"skipped {shown(path)}: {reason}"))
+    for path, reason in train_set.skipped:
+        name(path, reason)
+    if train_set.skipped:
+        log(f"skipped {len(train_set.skipped)} unreadable file(s) of {shown(data)}: left out of the fit")
     val, _, _ = _unseen(checkpoint, val_set, "validation split", str(data), log, rebuilt=True)
     log(f"fitting on {len(train_set)} training and {len(val)} validation photos of {data}")
     point = fit_operating_point(checkpoint, train_set, val.images, score, layer, ridge, reject_share, command)

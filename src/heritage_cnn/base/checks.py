@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Any, TypeVar
 
 # The largest seed every command takes (`--seed`): scikit-learn's folds (`review`, `train`'s split) take a NumPy seed
@@ -59,9 +59,27 @@ def in_range(
 
 
 def config_from_dict(cls: type[Config], data: Mapping[str, Any]) -> Config:
-    """`cls(**data)` for a config dataclass, with a one-line error for keys it does not have (a config.json
-    or checkpoint written by hand or by a newer version) instead of a TypeError."""
+    """`cls(**data)` for a config dataclass, with a one-line ValueError instead of a TypeError for what a config.json
+    or checkpoint written by hand or by a newer version can hold: not a mapping, keys it does not have, fields it
+    needs missing, or a value of a type its checks cannot compare."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{cls.__name__} must be a JSON object of its fields, got {json_kind(data)}")
     unknown = set(data) - {f.name for f in fields(cls)}
     if unknown:
         raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
-    return cls(**data)
+    needed = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    missing = [name for name in needed if name not in data]
+    if missing:
+        raise ValueError(f"{cls.__name__} lacks the required keys {missing}")
+    try:
+        return cls(**data)
+    except TypeError as error:  # `"hidden": "x"` meets `>=` in a check: a wrong type, not a bug
+        raise ValueError(f"{cls.__name__}: a value of the wrong type ({error})") from None
+
+
+def json_kind(value: object) -> str:
+    """What a JSON value is, in JSON's words (a whole list would make the message as long as the file)."""
+    if value is None:
+        return "null"
+    kinds = ((bool, "true/false"), (str, "a string"), (int | float, "a number"), (list | tuple, "a list"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)

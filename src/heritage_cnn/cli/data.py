@@ -74,13 +74,15 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
     threshold calls --reject-share of its validation photos "none" (default 0.03, docs/open_set.md's operating
     point). The command is recorded in the checkpoint. --data must be the folder the model was trained on: a folder
     whose rebuilt split trains on photos the model did not train on (by the perceptual hashes its checkpoint
-    records) is refused, and validation photos it trained on are left out of the threshold's photos.
+    records) is refused, and validation photos it trained on are left out of the threshold's photos. Files that
+    cannot be read are skipped and named on stderr.
 
     Examples:
       heritage data none-fit --model runs/a --data data/ahe64 --out runs/a/none
       heritage data none-fit --model default --data data/ahe64 --score mahalanobis --ridge 1e-4 --out /tmp/default
     """
     from heritage_cnn.apps.evaluation import fit_none_of_these
+    from heritage_cnn.cli.evaluate import name_skipped
     from heritage_cnn.data.folders import reuse_decoded
     from heritage_cnn.inference.openset_fit import default_score
     from heritage_cnn.models.openset import SingularCovariance
@@ -97,7 +99,17 @@ def cmd_data_none_fit(args: argparse.Namespace) -> int:
     with reuse_decoded():  # the folder is decoded and split once, for the check and for the fit
         _check_fit_folder(checkpoint, data, args.out)
         try:
-            fit_none_of_these(checkpoint, data, args.out, score, args.layer, args.ridge, args.reject_share, command)
+            fit_none_of_these(
+                checkpoint,
+                data,
+                args.out,
+                score,
+                args.layer,
+                args.ridge,
+                args.reject_share,
+                command,
+                name_skipped=name_skipped,  # on stderr, as evaluate names them
+            )
         except SingularCovariance as error:  # known only once the features are in: said as the flag's problem
             raise UsageError(f"--ridge {args.ridge:g}: {error.problem}") from None
     return 0

@@ -15,7 +15,7 @@ from typing import Any
 
 from heritage_cnn.base.checks import ConfigError
 from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int, seed_number
-from heritage_cnn.training.config import BN_STATISTICS, OPTIMIZERS, RUNTIME_FIELDS, TrainConfig
+from heritage_cnn.training.config import BN_STATISTICS, OPTIMIZERS, RUNTIME_FIELDS, TrainConfig, read_config
 from heritage_cnn.training.recipes import RECIPES, recipe_config
 
 _UNSET = object()
@@ -114,7 +114,12 @@ RECIPE = (
     ),
     Flag("--outlier-weight", "outlier_weight", "the outliers' share of the loss (with --outliers)"),
     Flag("--seed", "seed", "seed of initialisation, order and augmentation", seed_number),
-    Flag("--val-fraction", "split.val_fraction", "validation share, 1/k of a stratified group k-fold"),
+    Flag(
+        "--val-fraction",
+        "split.val_fraction",
+        "validation share, up to 0.5: one fold of a stratified group k-fold, so rounded to 1/k, k = round(1 / "
+        "VAL_FRACTION) (0.3 is a third, 0.4 a half)",
+    ),
     Flag("--split-seed", "split.seed", "seed of the validation split", seed_number),
     Flag(
         "--limit-per-class",
@@ -259,13 +264,12 @@ def flag_name(path: str) -> str:
 def resume_config(args: argparse.Namespace, out: str, data: str | None) -> TrainConfig | None:
     """The saved config of the run in `out` with the typed runtime flags; a typed flag that changes the
     recipe (`--recipe` included) is a one-line error naming it and both values. None when `out` holds no earlier run."""
-    from heritage_cnn.base.io import read_json
     from heritage_cnn.training.state import CONFIG_FILE
 
     path = Path(out) / CONFIG_FILE
     if not path.exists():
         return None
-    saved = TrainConfig.from_dict(read_json(path))
+    saved = read_config(path)
     typed = typed_flags(args)
     wanted = build_config(saved, typed).to_dict()
     before = saved.to_dict()

@@ -46,8 +46,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     Train a CNN from scratch on a class-folder dataset, validating on a duplicate-aware stratified split every
     epoch. Writes checkpoints (safetensors + JSON), metrics.csv/json and curves.png. With --resume, the run folder's
     config.json is the recipe: a typed recipe flag (--recipe too) that differs from it is refused, and so are photos
-    or a relabel file other than the run's; --threads or --device other than the run's are taken, with a note that
-    the result is then not bit-identical to an uninterrupted run.
+    or a relabel file other than the run's; --threads, --device or --nproc other than the run's are taken, with a
+    note that the result is then not bit-identical to an uninterrupted run.
 
     Examples:
       heritage train --data data/ahe64 --out runs/a

@@ -6,7 +6,9 @@ absolute path below it; `new_label` is a class by folder name, display name or i
 and an empty one keeps the photo's label (a row a person decided against). The photos stay where they are: only the
 labels a run trains on change. A class that does not exist, a path that is not one of the folder's photos, a path
 listed twice, a row whose cells are not as many as the header's or a file without the two columns is refused in one
-line naming the file and the row.
+line naming the file and the row. The file may be as a spreadsheet saves it: cells separated by semicolons or tabs
+(where the decimal comma makes Excel save CSV so), header names in any case, a cleared row as empty cells (passed
+over).
 
 The file is read as review writes it and as every CSV of the tool is read (`base.names.CSV_ERRORS`): UTF-8 whose
 file names' undecodable bytes are the bytes on disk, and a quoted cell may hold a newline or a comma, so every
@@ -29,6 +31,8 @@ from heritage_cnn.data.folders import DatasetError, ImageSet
 from heritage_cnn.data.labels import resolve_class
 
 COLUMNS = ("path", "new_label")
+# a spreadsheet's CSV: commas, or semicolons (Excel where the decimal separator is a comma), or tabs (its text export)
+DELIMITERS = (",", ";", "\t")
 
 
 @dataclass(frozen=True)
@@ -41,14 +45,21 @@ class Relabel:
     rows: dict[str, tuple[int, int]] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)
 
-    def changes(self, classes: list[str]) -> int:
-        """Rows that move a photo to another class than its folder's (the first part of its relative path)."""
-        return sum(key.split("/")[0] != classes[index] for key, (_, index) in self.rows.items())
+    def moves(self, classes: list[str]) -> list[str]:
+        """The paths of the rows that move a photo to another class than its folder's (the first part of the path)."""
+        return [key for key, (_, index) in self.rows.items() if key.split("/")[0] != classes[index]]
 
-    def record(self, classes: list[str]) -> dict[str, Any]:
-        """What a run records of it (the checkpoint's provenance): `rows` counts the rows that give a label."""
-        changed = self.changes(classes)
-        return {"file": self.file, "sha256": self.sha256, "rows": len(self.rows), "labels_changed": changed}
+    def changes(self, classes: list[str]) -> int:
+        """Rows that move a photo to another class than its folder's: as many as change a label when every photo
+        they name is one a run trains on (`applied` counts those that are)."""
+        return len(self.moves(classes))
+
+    def record(self, changed: int, not_applied: dict[str, int] | None = None) -> dict[str, Any]:
+        """What a run records of it (the checkpoint's provenance): `rows` counts the rows that give a label,
+        `labels_changed` the photos of the run it moved (`applied`), `not_applied` the moving rows it could not apply,
+        by why (absent when there are none)."""
+        record = {"file": self.file, "sha256": self.sha256, "rows": len(self.rows), "labels_changed": changed}
+        return record | ({"not_applied": dict(not_applied)} if not_applied else {})
 
 
 def _inside(path: str, root: str) -> str | None:
@@ -86,11 +97,12 @@ def read_relabel(file: str | os.PathLike, classes: list[str], root: Path) -> Rel
     as the header (an empty `new_label` cell keeps the label; a missing one is a mistake, never read as "keep")."""
     file = Path(file)
     data = file.read_bytes()
+    decoded = data.decode("utf-8-sig", CSV_ERRORS)
     # newline="": a quoted cell's newline is part of a name, and only \r and \n end a row (not \x1c or \x85)
-    text = io.StringIO(data.decode("utf-8-sig", CSV_ERRORS), newline="")
+    text = io.StringIO(decoded, newline="")
     rows: dict[str, tuple[int, int]] = {}
     kept: dict[str, int] = {}
-    for number, (cell, label) in _rows(file, csv.reader(text)):
+    for number, (cell, label) in _rows(file, csv.reader(text, delimiter=_delimiter(decoded))):
         path, label = _path_cell(cell, root), label.strip()
         if not path:
             raise DatasetError(f"{file}: row {number}: no path")
@@ -117,22 +129,42 @@ def _path_cell(cell: str, root: Path) -> str:
     return cell.strip()
 
 
+def _header_names(line: str, delimiter: str) -> list[str]:
+    """The names of a header `line` split at `delimiter`: without the spaces around them, in lower case."""
+    cells = next(csv.reader([line], delimiter=delimiter), [])
+    return [name.strip().lower() for name in cells]
+
+
+def _delimiter(text: str) -> str:
+    """The delimiter the header line of `text` names both columns with (`DELIMITERS`, the comma first); the comma
+    when none does, so that the refusal quotes the header as written. Only the header decides: a semicolon or tab in
+    a photo's name never does."""
+    line = text.split("\n", 1)[0].rstrip("\r")
+    for delimiter in DELIMITERS:
+        if set(COLUMNS) <= set(_header_names(line, delimiter)):
+            return delimiter
+    return ","
+
+
 def _rows(file: Path, reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
-    """(row number, [path, new_label]) of each row after the header, as written; blank lines are passed over. An
-    empty file, a header without the two columns and a row with another number of cells than the header are refused
-    in one line naming the file and the row."""
+    """(row number, [path, new_label]) of each row after the header, as written; blank lines and rows of empty cells
+    (a row a spreadsheet cleared) are passed over. An empty file, a header without the two columns and a row with
+    another number of cells than the header are refused in one line naming the file and the row."""
     expected = ",".join(COLUMNS)
     number = 0  # the last row read: a row the csv module cannot read is the next one
     try:
         header = next(reader, None)
         if header is None:
             raise DatasetError(f"{file}: empty; expected the header {expected}")
-        number, header = 1, [name.strip() for name in header]
+        number, written, header = 1, header, [name.strip().lower() for name in header]
         if not set(COLUMNS) <= set(header):
-            raise DatasetError(f'{file}: row 1: expected the header {expected}, got "{shown(",".join(header))}"')
+            got = shown(",".join(name.strip() for name in written))
+            raise DatasetError(
+                f'{file}: row 1: expected the header {expected} (or with ";" or tabs between), got "{got}"'
+            )
         where = [header.index(c) for c in COLUMNS]
         for number, cells in enumerate(reader, start=2):
-            if not cells:  # a blank line
+            if not any(cell.strip() for cell in cells):  # a blank line, or a row whose cells were cleared
                 continue
             if len(cells) != len(header):
                 count = f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
@@ -163,4 +195,20 @@ def apply_relabel(images: ImageSet, relabel: Relabel, root: Path) -> tuple[Image
     return relabelled, changed
 
 
-__all__ = ["COLUMNS", "Relabel", "apply_relabel", "read_relabel"]
+def applied(relabel: Relabel, images: ImageSet, root: Path, limited: bool = False) -> tuple[int, dict[str, int]]:
+    """What `relabel` did to the photos a run trains on (`images`, relabelled, limited per class if `limited`, the
+    folder's unreadable files in `skipped`): (the photos it moved to another class; the moving rows it did not apply,
+    counted by why: `unreadable` photos, photos `limited_out` by --limit-per-class, photos `not_read` otherwise)."""
+    held = {_photo_key(p, root) for p in images.paths}
+    unreadable = {_photo_key(p, root) for p, _ in images.skipped}
+    changed, not_applied = 0, {}  # type: dict[str, int]
+    for key in relabel.moves(images.classes):
+        if key in held:
+            changed += 1
+            continue
+        why = "unreadable" if key in unreadable else "limited_out" if limited else "not_read"
+        not_applied[why] = not_applied.get(why, 0) + 1
+    return changed, not_applied
+
+
+__all__ = ["COLUMNS", "DELIMITERS", "Relabel", "applied", "apply_relabel", "read_relabel"]

@@ -7,6 +7,7 @@ near-copies (re-uploads, crops, the same dome twice) that would otherwise inflat
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,6 +76,12 @@ def group_near_duplicates(hashes: np.ndarray, max_distance: int = NEAR_DUPLICATE
     return np.array([find(i) for i in range(len(hashes))])
 
 
+def folds(val_fraction: float) -> int:
+    """k of the k-fold split whose one fold is the validation side: round(1 / val_fraction), so that 0.2 is exactly
+    a fifth; any other share is rounded to 1/k (0.3 to a third, 0.4 and 0.45 to a half)."""
+    return max(2, round(1.0 / val_fraction))
+
+
 def split_train_val(
     labels: Sequence[int] | np.ndarray,
     groups: Sequence[int] | np.ndarray,
@@ -83,15 +90,15 @@ def split_train_val(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, group-aware split with a fixed seed (scikit-learn's StratifiedGroupKFold).
 
-    The validation side is one of round(1 / val_fraction) folds, so 0.2 gives exactly a fifth;
+    The validation side is one of `folds(val_fraction)` folds, so 0.2 gives exactly a fifth;
     every near-duplicate group lies wholly on one side.
     """
-    if not 0.0 < val_fraction < 0.5:
-        raise ValueError(f"val_fraction must be in (0, 0.5), got {val_fraction}")
+    if not 0.0 < val_fraction <= 0.5:
+        raise ValueError(f"val_fraction must be in (0, 0.5], got {val_fraction}")
     from sklearn.model_selection import StratifiedGroupKFold
 
     labels = np.asarray(labels)
-    n_splits = max(2, round(1.0 / val_fraction))
+    n_splits = folds(val_fraction)
     largest = int(np.bincount(labels).max(initial=0)) if labels.size else 0
     if largest < n_splits:  # scikit-learn's own message names neither the fraction nor the photos
         raise DatasetError(
@@ -114,15 +121,31 @@ class SplitRecipe:
     near_duplicate_distance: int = NEAR_DUPLICATE_DISTANCE
 
     def __post_init__(self) -> None:  # refused when the recipe is made, not after the images are decoded
+        # up to a half, the share of the coarsest split (2 folds), which 0.4 and 0.45 were already rounded to
         require(
-            in_range(self.val_fraction, 0, 0.5, above_low=True, below_high=True),
-            f"{{0}} must be in (0, 0.5), got {self.val_fraction}",
+            in_range(self.val_fraction, 0, 0.5, above_low=True),
+            f"{{0}} must be in (0, 0.5], got {self.val_fraction}",
             "val_fraction",
         )
         require(
             isinstance(self.near_duplicate_distance, int) and 0 <= self.near_duplicate_distance <= HASH_BITS,
             f"{{0}} must be a Hamming distance from 0 to {HASH_BITS} bits, got {self.near_duplicate_distance}",
             "near_duplicate_distance",
+        )
+
+    @property
+    def folds(self) -> int:
+        """k: the validation side is 1/k of the photos (`folds`)."""
+        return folds(self.val_fraction)
+
+    def rounding(self) -> str | None:
+        """What the share taken is, where it is not `val_fraction` itself (0.45: a half); None where it is."""
+        k = self.folds
+        if math.isclose(self.val_fraction * k, 1.0):
+            return None
+        return (
+            f"validation: 1 fold in {k} ({100 / k:.0f} %) of a stratified group {k}-fold split: --val-fraction "
+            f"{self.val_fraction:g} is rounded to 1/k, k = round(1 / {self.val_fraction:g})"
         )
 
     @classmethod

@@ -21,13 +21,14 @@ import contextlib
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from heritage_cnn.base.io import atomic_write_text
+from heritage_cnn.base.io import atomic_write_text, inside_input
 from heritage_cnn.base.names import markdown_cell, shown
 from heritage_cnn.data.decode import try_decode
 from heritage_cnn.data.folders import display_name
@@ -41,6 +42,18 @@ SCORES_FIGURE, ROC_FIGURE, OPEN_SET_TABLE = "open_set_scores.png", "open_set_roc
 OPEN_SET_FIGURES = (SCORES_FIGURE, ROC_FIGURE)
 OPEN_SET_FILES = (*OPEN_SET_FIGURES, OPEN_SET_TABLE)  # every file `open_set_section` may write
 TPR = 0.95  # the FPR@95%TPR figure, as docs/open_set.md reports it
+NAMED = 3  # unreadable files a refusal names; the rest are counted
+
+
+@dataclass(frozen=True)
+class Negatives:
+    """The photos of a folder of none of the model's classes, read (`read_negatives`): uint8 N x 3 x size x size, the
+    path of each, and the files that could not be read (path, reason)."""
+
+    folder: str | os.PathLike
+    images: torch.Tensor
+    paths: list[Path]
+    skipped: list[tuple[str, str]]
 
 
 def known_classes(count: int | None) -> str:
@@ -107,14 +120,13 @@ def load_negatives(
 ) -> tuple[torch.Tensor, list[tuple[str, str]]]:
     """Every readable photo below `folder` (uint8, N x 3 x size x size), and the files that could not be read;
     errors name the folder after `flag`, the option that gave it."""
-    images, skipped, _ = _read_negatives(folder, size, flag)
-    return images, skipped
+    negatives = read_negatives(folder, size, flag)
+    return negatives.images, negatives.skipped
 
 
-def _read_negatives(
-    folder: str | os.PathLike, size: int, flag: str = "--negatives"
-) -> tuple[torch.Tensor, list[tuple[str, str]], list[Path]]:
-    """`load_negatives`, and the path of each photo read, in its order."""
+def read_negatives(folder: str | os.PathLike, size: int, flag: str = "--negatives") -> Negatives:
+    """`load_negatives`, with the path of each photo read, in its order. A folder without one readable photo is
+    refused in one line naming the first files that could not be read, and why."""
     if not Path(folder).is_dir():
         raise ValueError(f"{flag} {folder}: not a folder")
     photos, problems = find_photos([folder])
@@ -124,8 +136,37 @@ def _read_negatives(
     read = [p for p, d in zip(photos, decoded, strict=True) if not isinstance(d, str)]
     skipped = problems + [(str(p), d) for p, d in zip(photos, decoded, strict=True) if isinstance(d, str)]
     if not good:
-        raise ValueError(f"{flag} {folder}: no readable photos in it")
-    return torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).contiguous(), skipped, read
+        raise ValueError(f"{flag} {folder}: no readable photos in it{_first_unreadable(skipped)}")
+    images = torch.from_numpy(np.stack(good)).permute(0, 3, 1, 2).contiguous()
+    return Negatives(folder, images, read, skipped)
+
+
+def _first_unreadable(skipped: list[tuple[str, str]]) -> str:
+    """The first NAMED of `skipped` for a one-line refusal ("" when there are none), the rest counted."""
+    if not skipped:
+        return ""
+    named = "; ".join(f"{shown(path)}: {reason}" for path, reason in skipped[:NAMED])
+    more = f"; and {len(skipped) - NAMED} more" if len(skipped) > NAMED else ""
+    return f" ({len(skipped)} file(s) could not be read: {named}{more})"
+
+
+def check_negatives(negatives: str | os.PathLike, data: str | os.PathLike, where: str) -> None:
+    """Before anything is read: `negatives` (named `where` in the refusal) a folder holding photo files, none of them
+    the data set's (`data`): a ValueError in one line. Whether the photos can be read is known once they are read
+    (`read_negatives`), which an evaluation does before it scores the data."""
+    if not Path(negatives).is_dir():
+        raise ValueError(f"{where}: {'not a folder' if Path(negatives).exists() else 'no such folder'}")
+    if inside_input(negatives, [data]) is not None or inside_input(data, [negatives]) is not None:
+        raise ValueError(f"{where}: is or overlaps the data folder {data}; give photos of none of the classes")
+    photos, problems = find_photos([negatives])
+    if not photos:
+        raise ValueError(f"{where}: no photos in it{_first_unreadable(problems)}")
+    shared = photos_shared(negatives, data)
+    if shared:
+        raise ValueError(
+            f"{where}: {shared} of its photos are files of the data folder {data} (the same bytes); give photos of "
+            "none of the classes"
+        )
 
 
 def photos_shared(negatives: str | os.PathLike, data: str | os.PathLike) -> int:
@@ -194,15 +235,16 @@ def open_set_section(
     probabilities: np.ndarray,
     labels: np.ndarray,
     out: str | os.PathLike,
-    negatives: str | os.PathLike | None = None,
+    negatives: str | os.PathLike | Negatives | None = None,
     tta: str = "none",
     overridden: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """The operating point on the evaluated photos (`scores`, and `noise`: which of them the noise check calls noise)
-    and on `negatives`, a folder of photos of none of the model's classes: figures, open_set.md, and the summary
-    metrics.json keeps (`classes`: the model's count, which the texts name them by; `negatives.skipped`: the files
-    of `negatives` that could not be read, each a path and a reason)."""
+    and on `negatives`, a folder of photos of none of the model's classes (or its photos, read already: an
+    evaluation reads them before it scores its data, so that a folder without one is refused before): figures,
+    open_set.md, and the summary metrics.json keeps (`classes`: the model's count, which the texts name them by;
+    `negatives.skipped`: the files of `negatives` that could not be read, each a path and a reason)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     positives = scores.numpy().astype(np.float64)
@@ -228,7 +270,9 @@ def open_set_section(
     }
     negative_scores = None
     if negatives is not None:
-        images, skipped, paths = _read_negatives(negatives, checkpoint.image_size)
+        if not isinstance(negatives, Negatives):
+            negatives = read_negatives(negatives, checkpoint.image_size)
+        images, skipped, paths = negatives.images, negatives.skipped, negatives.paths
         negative_logits, negative_scores = scored_logits(checkpoint, point, images, tta)
         negative_scores = negative_scores.numpy().astype(np.float64)
         negative_noise = point.noise(images).numpy()
@@ -239,7 +283,7 @@ def open_set_section(
         score_auroc, score_fpr95, _, _ = _roc(positives, negative_scores)
         filed = point.keeps(torch.from_numpy(negative_scores), torch.from_numpy(negative_noise)).numpy()
         summary["negatives"] = {
-            "folder": str(negatives),
+            "folder": str(negatives.folder),
             "photos": len(negative_scores),
             "unreadable": len(skipped),
             "skipped": [{"path": path, "reason": reason} for path, reason in skipped],
@@ -250,7 +294,7 @@ def open_set_section(
             "fpr_at_95_tpr": fpr95,
             "score_auroc": score_auroc,
             "score_fpr_at_95_tpr": score_fpr95,
-            **_where_filed(negatives, paths, filed, negative_logits.argmax(1).numpy(), checkpoint.classes),
+            **_where_filed(negatives.folder, paths, filed, negative_logits.argmax(1).numpy(), checkpoint.classes),
         }
         known = known_classes(len(checkpoint.classes))
         _plot_roc(fpr, tpr, auroc, 1 - summary["called_none_share"], float(filed.mean()), known, out / ROC_FIGURE)
@@ -387,10 +431,13 @@ __all__ = [
     "OPEN_SET_FIGURES",
     "OPEN_SET_FILES",
     "OPEN_SET_TABLE",
+    "Negatives",
+    "check_negatives",
     "known_classes",
     "load_negatives",
     "open_set_captions",
     "open_set_section",
+    "read_negatives",
     "report_rows",
     "scored_logits",
     "written_files",

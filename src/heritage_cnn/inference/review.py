@@ -272,8 +272,10 @@ def _versions() -> dict[str, str]:
     return {"heritage_cnn": __version__, "cleanlab": cleanlab.__version__, "scikit-learn": sklearn.__version__}
 
 
-def new_out_folder(out: str | os.PathLike, data_root: Path) -> Path:
-    """The output folder: new or empty, and outside the data folder (a folder there would read as a class)."""
+def check_out_folder(out: str | os.PathLike, data_root: Path) -> Path:
+    """The output folder, checked before any photo is read: new or empty, and outside the data folder (a folder there
+    would read as a class). Not made: `run_review` makes it once it has something to write, so that a refusal
+    leaves no folder behind."""
     problem = output_problem(out)
     if problem is not None:
         raise DatasetError(problem)
@@ -282,7 +284,6 @@ def new_out_folder(out: str | os.PathLike, data_root: Path) -> Path:
         raise DatasetError(f"{out}: already exists and is not empty; review writes into a new folder")
     if inside_input(out, [data_root]) is not None:
         raise DatasetError(f"{out}: inside the data folder {data_root}; write the review elsewhere")
-    out.mkdir(parents=True, exist_ok=True)
     return out
 
 
@@ -302,12 +303,17 @@ def run_review(
     start = time.perf_counter()
     layout = find_layout(data)
     root = split_folder(layout, "train")
-    out = new_out_folder(out, layout.root)
+    out = check_out_folder(out, layout.root)
     images = load_images(root, classes=checkpoint.classes, progress=progress)
     decode = time.perf_counter() - start
+    try:  # before the features: a folder too small for the folds is refused at once, named
+        check_counts(images.labels.numpy(), images.classes, folds)
+    except DatasetError as error:
+        raise DatasetError(f"{root}: {error}") from None
     review = review_images(checkpoint, images, root, folds, seed, log)
     review.seconds = {"decode": decode, **review.seconds}
     rows = queue_rows(review)
+    out.mkdir(parents=True, exist_ok=True)
     # names exact, as sort writes its CSVs: read back with `CSV_ERRORS` and newline="" (as `train --relabel` reads
     # relabel.csv), a row gives the very path
     atomic_write_csv(out / QUEUE_FILE, QUEUE_FIELDS, rows, line_end="\n")
@@ -339,9 +345,9 @@ __all__ = [
     "RELABEL_FILE",
     "Review",
     "check_counts",
+    "check_out_folder",
     "check_settings",
     "contact_sheets",
-    "new_out_folder",
     "out_of_fold_probabilities",
     "queue_rows",
     "rank_queue",

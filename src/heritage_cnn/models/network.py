@@ -24,6 +24,11 @@ from heritage_cnn.base.checks import config_from_dict, in_range, require
 from heritage_cnn.data.decode import IMAGE_SIZE
 
 MAX_PARAMETERS = 200_000_000  # far above any network this project trains; bounds what a crafted config allocates
+# The widest stage: 1024 channels on a 64 x 64 photo are 4 M values per photo in each layer's output, 0.5 GiB for a
+# batch of 32 in float32, of which training keeps several per layer: about what a machine with tens of GiB trains,
+# and over 5x the widest stage a recipe uses (192). Wider asks for more memory than the machine has at the first step
+# (100000 channels: 1.6 TiB per layer), a traceback from the allocator instead of a refusal of the setting.
+MAX_WIDTH = 1024
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,11 @@ class ModelConfig:
             "widths",
             "blocks",
         )
-        require(min(self.widths) >= 1, f"{{0}} must be at least 1 channel each, got {self.widths}", "widths")
+        require(
+            min(self.widths) >= 1 and max(self.widths) <= MAX_WIDTH,
+            f"{{0}} must be from 1 to {MAX_WIDTH} channels each, got {self.widths}",
+            "widths",
+        )
         require(min(self.blocks) >= 1, f"{{0}} must be at least 1 block per stage, got {self.blocks}", "blocks")
         require(self.num_classes >= 2, f"{{0}} must be at least 2, got {self.num_classes}", "num_classes")
         require(

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from heritage_cnn.base.checks import SEED_MAX, ConfigError, in_range, require
+from heritage_cnn.base.checks import SEED_MAX, ConfigError, config_from_dict, in_range, json_kind, require
+from heritage_cnn.base.io import CheckpointError, read_json
 from heritage_cnn.data.augment import AugmentConfig
 from heritage_cnn.data.split import SplitRecipe
 from heritage_cnn.models.network import ModelConfig
@@ -27,6 +28,10 @@ PATH_FIELDS = ("data", "relabel", "outliers", "cache_dir", "teachers")
 BN_STATISTICS = ("running", "precise")
 OPTIMIZERS = ("adamw", "sgd", "muon")  # what `training.optim.make_optimizer` builds
 # Switches: only True or False, since truthiness would read amp="no" as on.
+# The largest --lr: each optimizer moves a weight by about lr per step (AdamW, Muon at AdamW's scale), or lr times
+# the gradient (SGD), so far above 1 nothing trains; 1e6 is taken and stops at the first epoch as diverged, which
+# says why. Much higher, the optimizer's float32 arithmetic overflows (AdamW's step at 3e38) with a traceback.
+MAX_LR = 1e6
 BOOL_FIELDS = ("balanced_loss", "amp", "sync_bn", "compile", "resume", "overwrite", "progress")
 
 
@@ -90,7 +95,11 @@ class TrainConfig:
             "stem): add {0} adamw",
             "optimizer",
         )
-        require(in_range(self.lr, 0, above_low=True), f"{{0}} must be a positive finite number, got {self.lr}", "lr")
+        require(
+            in_range(self.lr, 0, MAX_LR, above_low=True),
+            f"{{0}} must be a positive finite number up to {MAX_LR:g}, got {self.lr}",
+            "lr",
+        )
         for name in ("weight_decay", "warmup_epochs", "mixup_alpha", "cutmix_alpha", "consistency_weight"):
             value = getattr(self, name)
             require(in_range(value, 0), f"{{0}} must be a finite number >= 0, got {value}", name)
@@ -190,12 +199,20 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """The config a dict (config.json, a checkpoint's recipe) holds; one of another shape is a ValueError naming
+        what is wrong, a refused value a ConfigError naming its field as a dotted path (`model.widths`)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a training config must be a JSON object of its fields, got {json_kind(data)}")
         data = dict(data)
         # a config without the field trained with AdamW (benchmarks/recipes.md, "Muon becomes the default"): it reads
         # as AdamW, never as today's default, so that --resume cannot switch a run's optimizer
         data.setdefault("optimizer", "adamw")
         if data.get("cache_dir") == "":  # a runtime field, recorded as given before it was checked
             data["cache_dir"] = None
+        for name in ("data", "out", "relabel", "outliers"):  # read as paths long after the config is made
+            optional = name in ("relabel", "outliers")
+            if name in data and not (isinstance(data[name], str) or (optional and data[name] is None)):
+                raise ValueError(f"{name} must be a path, got {json_kind(data[name])}")
         for name, make in (
             ("split", SplitRecipe.from_dict),
             ("model", ModelConfig.from_dict),
@@ -205,7 +222,21 @@ class TrainConfig:
                 data[name] = make(data.get(name, {}))
             except ConfigError as error:
                 raise error.within(name) from None
-        return cls(**data)
+            except ValueError as error:
+                raise ValueError(f"{name}: {error}") from None
+        return config_from_dict(cls, data)
+
+
+def read_config(path: Path) -> TrainConfig:
+    """A run's config.json; a file that is no training config, or holds a value the recipe refuses, is one line
+    naming the file and what is wrong (CheckpointError), as for any other record of a run."""
+    record = read_json(path)
+    try:
+        return TrainConfig.from_dict(record)
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: {error.named(lambda field: field)}") from None
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
 
 
 def whole_number(value: object) -> int | None:

@@ -30,6 +30,7 @@ from heritage_cnn.data.folders import ImageSet, channel_stats, find_layout
 from heritage_cnn.inference.openset_fit import fit_for_run
 from heritage_cnn.models.checkpoint import Checkpoint, save_checkpoint
 from heritage_cnn.models.network import HeritageNet, forward_flops, parameter_count
+from heritage_cnn.training import preflight
 from heritage_cnn.training import state as trainstate
 from heritage_cnn.training.config import Log, TrainConfig
 from heritage_cnn.training.distributed import Ranks, init_distributed, run_on_main
@@ -45,7 +46,6 @@ from heritage_cnn.training.epoch import (
 )
 from heritage_cnn.training.losses import TrainingLoss, check_teacher_classes, load_teachers
 from heritage_cnn.training.optim import Optimizer, Schedule, make_ema, make_optimizer
-from heritage_cnn.training.preflight import check_checkpoint_loads, check_outputs, note_batch
 from heritage_cnn.training.prepare import check_class_folders, load_outliers, prepare_data, relabel_record
 from heritage_cnn.training.resume_checks import check_same_data, run_config, split_record
 
@@ -115,6 +115,7 @@ class Run:
             "history": self.history,
             "best_val_accuracy": self.best_acc,
             "outliers_sha256": self.record.get("outliers", {}).get("sha256"),
+            "processes": self.network.ranks.world,  # what --resume compares its own count with (`run_config`)
         }
         trainstate.save_resume_state(self.out, self.network.model, self.network.ema, self.optimizer, generator, state)
         self.save("last")
@@ -137,7 +138,8 @@ def train(config: TrainConfig, log: Log = print, should_stop: Callable[[int, int
 def _train(config: TrainConfig, log: Log, should_stop: Callable[[int, int], bool] | None) -> TrainResult:
     started = time.perf_counter()
     out = Path(config.out)
-    check_outputs(config)
+    preflight.check_outputs(config)
+    preflight.check_outliers(config)
     if config.threads:
         torch.set_num_threads(config.threads)
     ranks, device = init_distributed(config.device, config.threads)
@@ -204,14 +206,15 @@ def _train_into(
 def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, log: Log, written: list[str]) -> Run:
     """Decode the data and build the network, its optimizer and its loss; restore the state of a resumed run."""
     trainstate.seed_globals(config.seed, device)  # the network's initial weights
-    config, resuming = run_config(out, config, log)
+    config, resuming = run_config(out, config, log, ranks.world)
     teachers = load_teachers(config.teachers, device)  # a wrong path fails now, not after decoding the photos
     all_images, train_set, val_set = prepare_data(config, log)
     outliers, outlier_record, outliers_skipped = load_outliers(config, train_set.images.shape[-1], log)
     classes = train_set.classes
     mean, std = channel_stats(train_set.images)
-    note_batch(config, len(train_set), log)
-    check_checkpoint_loads(config, classes, mean, std, train_set.images.shape[-1], out / "last.json")
+    preflight.note_batch(config, len(train_set), log)
+    preflight.note_split(config, log)
+    preflight.check_checkpoint_loads(config, classes, mean, std, train_set.images.shape[-1], out / "last.json")
 
     def record() -> None:  # checked before the run folder is written again: a refusal leaves it as it was
         if resuming:
@@ -256,8 +259,8 @@ def _set_up(out: Path, config: TrainConfig, ranks: Ranks, device: torch.device, 
         data=TrainingData.on_device(train_set, outliers, config.batch_size, config.augment, steps_per_epoch, device),
         checkpoint=checkpoint,
         flops=flops,
-        record=trainstate.provenance(train_set, device, amp_dtype if use_amp else None)
-        | relabel_record(config, classes)
+        record=trainstate.provenance(train_set, device, amp_dtype if use_amp else None, ranks.world)
+        | relabel_record(config, all_images)
         | outlier_record
         if ranks.main
         else {},
@@ -363,8 +366,8 @@ def _session(run: Run, log: Log, should_stop: Callable[[int, int], bool] | None)
 def _precise_statistics(run: Run, log: Log) -> dict[str, float]:
     """`--bn-statistics precise`: the saved network's batch-norm statistics recomputed over the training photos
     once the last epoch is done (again, to the same values, when a finished run is resumed), validated again;
-    last.* is written again with the new statistics, recording both accuracies (`bn_statistics`); best.* stays the
-    epoch it was. Returns the saved network's validation (loss, accuracy)."""
+    last.* is written again with the new statistics, recording both accuracies (`bn_statistics`), and metrics.*
+    and curves.png add the new one; best.* stays the epoch it was. Returns the saved network's validation (loss, accuracy)."""
     network, batch, before = run.network, run.config.eval_batch_size, run.history[-1]
     photos, outliers = run.train_set.images, run.data.outliers
     precise_batch_norm(run.checkpoint.model, photos, network.normalise, batch, network.device, outliers)
@@ -380,6 +383,8 @@ def _precise_statistics(run: Run, log: Log) -> dict[str, float]:
     }
     if network.ranks.main:
         run.save("last")  # saved as it is validated, whatever the none-of-these fit after it does
+        trainstate.write_history(run.out, run.history, after)  # the records say it, beside the running figures
+        trainstate.plot_curves(run.out, run.history, after)
     log(
         f"precise batch norm: statistics over {len(photos)} training photos{'' if outliers is None else ' and outliers'}"
         "; validation accuracy "

@@ -1,6 +1,7 @@
 """What `train` refuses before it trains, each in one line naming the flag or file: outputs that would land in the
-data (the run folder, the decoded-image cache) and a network whose checkpoint could not be loaded; and the note on a
-batch larger than the training set. The data folder's own refusals are `prepare.check_class_folders`, the run folder's
+data (the run folder, the decoded-image cache), an --outliers folder that overlaps the data, and a network whose
+checkpoint could not be loaded; and the notes on a batch larger than the training set and on a validation share
+rounded to 1/k. The data folder's own refusals are `prepare.check_class_folders`, the run folder's
 `state.claim_run_folder`."""
 
 from __future__ import annotations
@@ -33,6 +34,27 @@ def check_outputs(config: TrainConfig) -> None:
             )
 
 
+def check_outliers(config: TrainConfig) -> None:
+    """Refuse, before any work, an `--outliers` folder that is the data folder, lies inside it (a class folder) or
+    holds it: the run would learn to answer "none of these" on photos of its own classes, a network that spreads its
+    answer over them, without a word. A hidden folder inside the data (data/.outliers) is apart: the data's walk
+    skips it."""
+    if not config.outliers:
+        return
+    outliers, data = config.outliers, config.data
+    if inside_input(outliers, [data]) is not None and not _hidden(outliers, data):
+        where = "is" if Path(outliers).resolve() == Path(data).resolve() else "lies inside"
+        raise ValueError(
+            f"--outliers {outliers}: {where} the data folder {data}: its photos are of the classes the run learns, "
+            "and would be taught as none of them; give a folder of other photos"
+        )
+    if inside_input(data, [outliers]) is not None:
+        raise ValueError(
+            f"--outliers {outliers}: holds the data folder {data}: the run's own photos would be taught as none of "
+            "the classes; give a folder of other photos"
+        )
+
+
 def _hidden(path: str | Path, data: str | Path) -> bool:
     """Whether `path`, inside `data`, lies in a hidden folder there (a name starting with "."), which the data set's
     walk skips: a cache in data/.cache is never read as photos."""
@@ -49,6 +71,14 @@ def note_batch(config: TrainConfig, train_size: int, log: Log) -> None:
             f"note: --batch-size {config.batch_size} is more than the {train_size} training photos of {config.data}: "
             f"each step takes all {train_size}, one step an epoch"
         )
+
+
+def note_split(config: TrainConfig, log: Log) -> None:
+    """Say the validation share taken where --val-fraction is not one over a whole number: the split is one fold of
+    a k-fold, so 0.45 becomes a half (split.json records k)."""
+    rounding = config.split.rounding()
+    if rounding is not None:
+        log(f"note: {rounding}")
 
 
 def check_checkpoint_loads(
@@ -71,4 +101,4 @@ def check_checkpoint_loads(
         ) from None
 
 
-__all__ = ["check_checkpoint_loads", "check_outputs", "note_batch"]
+__all__ = ["check_checkpoint_loads", "check_outliers", "check_outputs", "note_batch", "note_split"]

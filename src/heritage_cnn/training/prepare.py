@@ -22,11 +22,18 @@ from heritage_cnn.data.folders import (
     load_images,
     reused,
 )
-from heritage_cnn.data.relabel import apply_relabel, read_relabel
+from heritage_cnn.data.relabel import applied, apply_relabel, read_relabel
 from heritage_cnn.data.split import make_split
 from heritage_cnn.inference.openset_eval import load_negatives
 from heritage_cnn.models.metadata import MAX_CLASSES, class_name_problem
 from heritage_cnn.training.config import Log, TrainConfig
+
+# why a row that moves a photo was not applied, in a run's log (`relabel.applied`'s counts)
+_NOT_APPLIED = {
+    "unreadable": "unreadable",
+    "limited_out": "left out by --limit-per-class",
+    "not_read": "not among the photos read",
+}
 
 
 def stratified_limit(images: ImageSet, per_class: int, seed: int) -> ImageSet:
@@ -65,8 +72,7 @@ def prepare_data(config: TrainConfig, log: Log = print) -> tuple[ImageSet, Image
     key = f"split {folder_key(layout.train)} {asdict(config.split)} {limit} {relabel}"
     images, train_set, val_set = reused(key, lambda: _decode_and_split(config, layout.train))
     if relabel:
-        changed = relabel_record(config, images.classes)["relabel"]["labels_changed"]
-        log(f"relabel: {changed} photos moved to another class by {shown(config.relabel)}")
+        log(_relabel_line(config, relabel_record(config, images)["relabel"]))
     for path, reason in images.skipped[:10]:
         log(f"skipped {shown(path)}: {reason}")
     if images.skipped:
@@ -117,12 +123,27 @@ def relabel_digest(file: str | None) -> str | None:
     return file_sha256(file)
 
 
-def relabel_record(config: TrainConfig, classes: list[str]) -> dict:
-    """The run's relabel file as its checkpoint records it (file, SHA-256, rows, labels changed); {} without one."""
+def relabel_record(config: TrainConfig, images: ImageSet) -> dict:
+    """The run's relabel file as its checkpoint records it (file, SHA-256, rows, the labels of the run's photos it
+    changed and the rows it could not apply: `Relabel.record`); {} without one. `images`: the photos `prepare_data`
+    returned (relabelled and limited, the unreadable files in `skipped`): only they tell which rows moved a photo
+    the run trains on."""
     if not config.relabel:
         return {}
-    relabel = read_relabel(config.relabel, classes, find_layout(config.data).train)
-    return {"relabel": relabel.record(classes)}
+    folder = find_layout(config.data).train
+    relabel = read_relabel(config.relabel, images.classes, folder)
+    return {"relabel": relabel.record(*applied(relabel, images, folder, limited=bool(config.limit_per_class)))}
+
+
+def _relabel_line(config: TrainConfig, record: dict) -> str:
+    """The log's line of what the relabel file did: the photos it moved, and the rows it could not apply, by why."""
+    line = f"relabel: {record['labels_changed']} photos moved to another class by {shown(config.relabel)}"
+    not_applied = record.get("not_applied") or {}
+    if not_applied:
+        count = sum(not_applied.values())
+        whys = ", ".join(f"{n} photo{'s' if n != 1 else ''} {_NOT_APPLIED[why]}" for why, n in not_applied.items())
+        line += f"; {count} row{'s' if count != 1 else ''} not applied: {whys}"
+    return line
 
 
 def _decode_and_split(config: TrainConfig, folder: Path) -> tuple[ImageSet, ImageSet, ImageSet]:
@@ -135,6 +156,12 @@ def split_as_run(images: ImageSet, config: TrainConfig, folder: Path) -> tuple[I
     (all of them, training, validation). The one home of those steps, for a run and for a split rebuilt later."""
     if config.relabel:  # before the split: the split is stratified by the labels the run trains on
         images, _ = apply_relabel(images, read_relabel(config.relabel, images.classes, folder), folder)
+        emptied = [shown(name) for name, n in zip(images.classes, images.class_counts(), strict=True) if not n]
+        if emptied:  # an empty class folder is refused; a class the relabel file empties would train on nothing
+            raise DatasetError(
+                f"{shown(config.relabel)}: moves every photo out of {', '.join(emptied)}; a class needs photos to "
+                "train on: keep some, or remove its folder"
+            )
     skipped = images.skipped
     if config.limit_per_class:
         images = stratified_limit(images, config.limit_per_class, config.seed)

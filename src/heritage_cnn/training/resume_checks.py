@@ -18,7 +18,7 @@ from typing import Any
 from heritage_cnn.base.io import read_json
 from heritage_cnn.data.decode import DECODE_REVISION
 from heritage_cnn.data.folders import ImageSet
-from heritage_cnn.training.config import RUNTIME_FIELDS, Log, TrainConfig
+from heritage_cnn.training.config import RUNTIME_FIELDS, Log, TrainConfig, read_config
 from heritage_cnn.training.prepare import relabel_digest
 from heritage_cnn.training.state import (
     CONFIG_FILE,
@@ -32,15 +32,22 @@ from heritage_cnn.training.state import (
 _SHOWN = 3  # photos named in a refusal; the rest are counted
 
 
-def run_config(out: Path, config: TrainConfig, log: Log) -> tuple[TrainConfig, bool]:
+def run_config(out: Path, config: TrainConfig, log: Log, processes: int = 1) -> tuple[TrainConfig, bool]:
     """(the run's config, whether it resumes): a resumed run is the same run, so a changed recipe is refused and
-    the saved recipe is taken, with this config's runtime settings."""
+    the saved recipe is taken, with this config's runtime settings. Another number of `processes` than the run's
+    is taken, with the note --threads and --device get (`cli.recipe.resume_config`)."""
     resuming = config.resume and has_resume_state(out)
     if config.resume and not resuming:
         log(f"--resume: {_nothing_to_resume(out)}, starting from scratch")
     if not resuming:
         return config, False
-    saved = TrainConfig.from_dict(read_json(out / CONFIG_FILE))
+    recorded = resume_record(out).get("processes")  # None: a run from before it was recorded
+    if recorded is not None and recorded != processes:
+        log(
+            f"note: --nproc {processes} differs from the run's ({recorded}): the result will not be bit-identical to "
+            "an uninterrupted run"
+        )
+    saved = read_config(out / CONFIG_FILE)
     changed = config.recipe_differences(saved)
     if changed:
         raise ValueError(
@@ -65,6 +72,7 @@ def split_record(config: TrainConfig, train_set: ImageSet, val_set: ImageSet) ->
     resume: every photo's digest (of its decoded pixels) by its path in the data folder, and the relabel file's."""
     return {
         "recipe": asdict(config.split),
+        "folds": config.split.folds,  # the validation side is 1/folds of the photos, whatever val_fraction says
         "train": len(train_set),
         "val": len(val_set),
         "data": config.data,  # as spelled here: the folder `val_paths` begin with

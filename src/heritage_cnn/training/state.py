@@ -258,21 +258,30 @@ class StopFlag:
             signal.signal(signum, previous)
 
 
-def write_history(out: Path, history: list[dict[str, float]]) -> None:
-    """metrics.csv and metrics.json: one row per epoch."""
+def write_history(out: Path, history: list[dict[str, float]], precise: dict[str, float] | None = None) -> None:
+    """metrics.csv and metrics.json: one row per epoch, each validated with the statistics batch norm kept while
+    training. `precise`: the saved network's validation once its statistics were recomputed (`--bn-statistics
+    precise`), which the last row holds as well, as `precise_bn_val_loss` and `precise_bn_val_accuracy`: the figures
+    last.* records, never to be taken for the epoch's own."""
     if not history:
         return
-    atomic_write_csv(out / METRICS_CSV, list(history[0]), history)
-    atomic_write_json(out / METRICS_JSON, history)
+    rows = [dict(row) for row in history]
+    rows[-1] |= {f"precise_bn_{key}": value for key, value in (precise or {}).items()}
+    atomic_write_csv(out / METRICS_CSV, list(dict.fromkeys(key for row in rows for key in row)), rows)
+    atomic_write_json(out / METRICS_JSON, rows)
 
 
-def provenance(train_set: ImageSet, device: torch.device, autocast: torch.dtype | None) -> dict[str, Any]:
+def provenance(
+    train_set: ImageSet, device: torch.device, autocast: torch.dtype | None, processes: int = 1
+) -> dict[str, Any]:
     """What trained the model, computed once per run: the perceptual hash of every training image (so that
-    evaluation can tell trained-on images apart) and the machine and autocast (bf16 kernels differ between CPUs)."""
+    evaluation can tell trained-on images apart), the machine and autocast (bf16 kernels differ between CPUs) and
+    the number of processes (--nproc: each sums its share of a batch, so another count sums in another order)."""
     hashes = set_hashes(train_set)
     return {
         "trained_on": {"phash": [f"{int(h):016x}" for h in hashes], "distance": NEAR_DUPLICATE_DISTANCE},
         "trained_on_machine": machine_description(device, autocast),
+        "processes": processes,
     }
 
 
@@ -288,7 +297,7 @@ def checkpoint_info(
     return {
         "trained_with": f"heritage-cnn {__version__}, torch {torch.__version__}",
         "seed": config.seed,
-        "split": {**asdict(config.split), "train": n_train, "val": n_val},
+        "split": {**asdict(config.split), "folds": config.split.folds, "train": n_train, "val": n_val},
         "recipe": {
             k: v for k, v in config.to_dict().items() if k not in {"data", "out", "resume", "progress", "cache_dir"}
         },
@@ -301,7 +310,8 @@ def checkpoint_info(
     }
 
 
-def plot_curves(out: Path, history: list[dict[str, float]]) -> None:
+def plot_curves(out: Path, history: list[dict[str, float]], precise: dict[str, float] | None = None) -> None:
+    """curves.png; `precise` as for `write_history`, marked apart from the epochs' curves."""
     from heritage_cnn.training.curves import plot_training_curves
 
-    plot_training_curves(history, out / CURVES_FILE)  # saved atomically by figures.save_figure
+    plot_training_curves(history, out / CURVES_FILE, precise)  # saved atomically by figures.save_figure
