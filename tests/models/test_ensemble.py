@@ -114,7 +114,11 @@ def test_members_must_agree_and_be_at_most_sixteen(members, tmp_path: Path) -> N
         ("members[1].model_config", lambda m: m["members"][1]["model_config"].__setitem__("widths", "wide")),
         ("members", lambda m: m.__setitem__("members", m["members"] * 6)),
         ("members", lambda m: m.__setitem__("members", [])),
-        ("parameters in all", lambda m: [x["model_config"].__setitem__("widths", [3000, 3000]) for x in m["members"]]),
+        # each member within MAX_PARAMETERS (at most about 104 M) and MAX_WIDTH, the three together over it
+        (
+            "parameters in all",
+            lambda m: [x["model_config"].update(widths=[1024, 1024], blocks=[4, 4]) for x in m["members"]],
+        ),
         ("members[0].command", lambda m: m["members"][0].__setitem__("command", 3)),
         ("classes", lambda m: m["classes"].__setitem__(0, "../up")),
         ("normalisation", lambda m: m["normalisation"].__setitem__("std", [1, 0, 1])),
