@@ -189,6 +189,33 @@ def test_resume_takes_the_saved_recipe_and_refuses_a_different_one(
     assert len(seen) == 3
 
 
+def test_resume_takes_the_runs_own_files_typed_relative_and_refuses_others(
+    synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command that started a run, typed again with --resume, was refused: `--relabel rl.csv (the run has
+    /abs/rl.csv)`, the run's config holding the absolute path of the same file."""
+    from heritage_cnn.base.io import atomic_write_json
+    from heritage_cnn.training import loop as train
+    from heritage_cnn.training.config import TrainConfig
+
+    relabel, other = tmp_path / "rl.csv", tmp_path / "other.csv"
+    for path in (relabel, other):
+        path.write_text("path,new_label\n")
+    run = tmp_path / "run"
+    atomic_write_json(
+        run / "config.json", TrainConfig(data=str(synthetic_root), out=str(run), relabel=str(relabel)).to_dict()
+    )
+
+    def started(config: TrainConfig, *args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # the run got past its checks
+
+    monkeypatch.setattr(train, "train", started)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--out", "run", "--resume", "--relabel", "rl.csv"]) == 130
+    assert main(["train", "--out", "run", "--resume", "--relabel", "other.csv"]) == 2
+    assert "--relabel other.csv (the run has " in capsys.readouterr().err
+
+
 def test_a_copied_run_resumes_into_its_own_folder_and_never_writes_the_original(
     synthetic_root: Path, tmp_path: Path
 ) -> None:

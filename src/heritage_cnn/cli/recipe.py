@@ -15,7 +15,15 @@ from typing import Any
 
 from heritage_cnn.base.checks import ConfigError
 from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int, seed_number
-from heritage_cnn.training.config import BN_STATISTICS, OPTIMIZERS, RUNTIME_FIELDS, TrainConfig, read_config
+from heritage_cnn.training.config import (
+    BN_STATISTICS,
+    OPTIMIZERS,
+    PATH_FIELDS,
+    RUNTIME_FIELDS,
+    TrainConfig,
+    read_config,
+    resolved_paths,
+)
 from heritage_cnn.training.recipes import RECIPES, recipe_config
 
 _UNSET = object()
@@ -274,7 +282,9 @@ def resume_config(args: argparse.Namespace, out: str, data: str | None) -> Train
     wanted = build_config(saved, typed).to_dict()
     before = saved.to_dict()
     conflicts = [
-        _conflict(flag, _get(wanted, flag.path), _get(before, flag.path)) for flag in typed if not flag.runtime
+        _conflict(flag, _get(wanted, flag.path), _get(before, flag.path))
+        for flag in typed
+        if not flag.runtime and not _same_file(flag, _get(wanted, flag.path), _get(before, flag.path))
     ]
     conflicts = [c for c in conflicts if c]
     preset = getattr(args, "recipe", None)
@@ -298,6 +308,12 @@ def resume_config(args: argparse.Namespace, out: str, data: str | None) -> Train
             )
     # where the run is now: a copied or moved folder is written, not the old one
     return replace(resumed, out=str(out), data=data if moved else resumed.data)
+
+
+def _same_file(flag: Flag, wanted: Any, before: Any) -> bool:
+    """Whether a path flag names the run's own file or folder, spelled another way (`--relabel rl.csv` for the run's
+    absolute `/surveys/rl.csv`: the command that started the run, typed again)."""
+    return flag.path in PATH_FIELDS and resolved_paths(wanted) == resolved_paths(before)
 
 
 def _shown_typed(value: Any) -> str:

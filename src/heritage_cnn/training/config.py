@@ -187,7 +187,7 @@ class TrainConfig:
         """'field: saved value -> this value' for every recipe field that differs (runtime fields may)."""
         mine, theirs = _flat(self.to_dict()), _flat(saved.to_dict())
         for key in PATH_FIELDS:
-            if _resolved(mine[key]) == _resolved(theirs[key]):
+            if resolved_paths(mine[key]) == resolved_paths(theirs[key]):
                 mine[key] = theirs[key]  # the same file or folder, spelled another way
         if saved.relative_data_missing():
             mine["data"] = theirs["data"]  # the data folder given now is taken
@@ -261,10 +261,11 @@ def check_whole(
     object.__setattr__(config, name, number)
 
 
-def _resolved(value: Any) -> Any:
-    """A path (or a list of them) resolved, for comparing; None stays None."""
+def resolved_paths(value: Any) -> Any:
+    """A path (or a list of them) resolved, for comparing (`out/../rl.csv` and an absolute path to it are one file);
+    None stays None."""
     if isinstance(value, list):
-        return [_resolved(v) for v in value]
+        return [resolved_paths(v) for v in value]
     return os.path.realpath(value) if value else value
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from heritage_cnn.base.io import read_json
+from heritage_cnn.base.io import CheckpointError, read_json
 from heritage_cnn.data.decode import DECODE_REVISION
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.training.config import RUNTIME_FIELDS, Log, TrainConfig, read_config
@@ -99,7 +99,7 @@ def check_same_data(
 
 
 def _check_same_photos(out: Path, config: TrainConfig, train_set: ImageSet, val_set: ImageSet) -> None:
-    recorded = read_json(out / SPLIT_FILE)
+    recorded = _split_record(out / SPLIT_FILE)
     # the folder the recorded paths begin with, as spelled then (before split.json said: config.json's)
     then_root = recorded.get("data") or read_json(out / CONFIG_FILE)["data"]
     refuse = f"{out}: --resume: "
@@ -142,6 +142,25 @@ def _check_same_photos(out: Path, config: TrainConfig, train_set: ImageSet, val_
             f"({len(val_then - val_now)} of {len(val_then)} validation photos are others now; {recorded['train']} "
             f"training photos then, {len(train_set)} now: photos were added, removed or moved); {fix}"
         )
+
+
+def _split_record(path: Path) -> dict:
+    """split.json as the run wrote it; one edited or damaged into another shape is one line naming it (a bare
+    KeyError said only "input: missing entry 'val_paths'")."""
+    recorded = read_json(path)
+    shapes = {"val_paths": list, "train": int, "photos": dict}
+    wrong = [
+        key
+        for key, kind in shapes.items()
+        if not isinstance(recorded, dict)
+        or not (isinstance(recorded.get(key), kind) or (key == "photos" and key not in recorded))
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{path}: not the split record this run wrote ({', '.join(wrong)} missing or of another type); restore "
+            "it, or train into another --out"
+        )
+    return recorded
 
 
 def _key(path: str, root: str) -> str:
