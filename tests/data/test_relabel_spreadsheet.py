@@ -50,3 +50,12 @@ def test_a_header_of_other_names_says_which_delimiters_are_read(images, syntheti
     file.write_text("file;class\naltar/000.png;apse\n")
     with pytest.raises(DatasetError, match=r'row 1: expected the header path,new_label \(or with ";" or tabs'):
         read_relabel(file, images.classes, synthetic_root)
+
+
+def test_a_binary_file_given_as_relabel_file_is_a_short_line(images, synthetic_root: Path, tmp_path: Path) -> None:
+    """A photo given for the relabel file printed some 500 escaped bytes of its first line in the error."""
+    file = tmp_path / "photo.jpg"
+    file.write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(128, 256)) * 4)  # no line break: all one "header"
+    with pytest.raises(DatasetError) as caught:
+        read_relabel(file, images.classes, synthetic_root)
+    assert len(str(caught.value)) < len(str(file)) + 200 and str(caught.value).endswith('..."'), caught.value

@@ -159,6 +159,7 @@ def _rows(file: Path, reader: Iterator[list[str]]) -> Iterator[tuple[int, list[s
         number, written, header = 1, header, [name.strip().lower() for name in header]
         if not set(COLUMNS) <= set(header):
             got = shown(",".join(name.strip() for name in written))
+            got = got if len(got) <= 60 else f"{got[:60]}..."  # a binary file's first line would fill the screen
             raise DatasetError(
                 f'{file}: row 1: expected the header {expected} (or with ";" or tabs between), got "{got}"'
             )
