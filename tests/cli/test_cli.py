@@ -327,3 +327,26 @@ def test_ctrl_c_before_a_command_starts_is_one_line(
 
     monkeypatch.setattr(cli, "_run", interrupted)
     assert main(["predict", "p.jpg"]) == 130 and capsys.readouterr().err == "heritage: interrupted\n"
+
+
+def test_review_names_each_file_it_skipped_as_every_command_does(
+    tiny_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """review said only "2 unreadable files skipped (listed in summary.json)"; evaluate and predict name each."""
+    from heritage_cnn.inference import review
+
+    record = {
+        "flagged": 1,
+        "photos": 8,
+        "skipped": [{"path": "d/altar/a.jpg", "reason": "truncated"}, {"path": "d/apse/b.jpg", "reason": "empty"}],
+        "seconds": {"total": 1.0},
+    }
+    monkeypatch.setattr(review, "run_review", lambda *args, **kwargs: record)
+    assert main(["review", str(tmp_path), "--model", str(tiny_run.checkpoint), "--out", str(tmp_path / "r")]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        "heritage: skipped d/altar/a.jpg: truncated",
+        "heritage: skipped d/apse/b.jpg: empty",
+        "heritage: 2 of 10 file(s) could not be read",
+    ]
+    assert "2 unreadable files skipped (listed in summary.json)" in out

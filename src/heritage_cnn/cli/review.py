@@ -14,6 +14,7 @@ from heritage_cnn.cli.options import (
     int_in,
     load_model,
     mark_output,
+    say_skipped,
     show_progress,
 )
 
@@ -49,9 +50,9 @@ def cmd_review(args: argparse.Namespace) -> int:
         sheet_photos=args.sheet_photos,
         progress=show_progress(args),
     )
-    skipped = (
-        f", {len(record['skipped'])} unreadable files skipped (listed in summary.json)" if record["skipped"] else ""
-    )
+    unread = [(item["path"], item["reason"]) for item in record["skipped"]]
+    say_skipped(unread, record["photos"] + len(unread))  # named as every command names them, and in summary.json
+    skipped = f", {len(unread)} unreadable files skipped (listed in summary.json)" if unread else ""
     print(
         f"review: {record['flagged']} of {record['photos']} photos flagged as likely mislabelled{skipped} in "
         f"{record['seconds']['total']:.0f} s; queue: {shown(os.path.join(args.out, QUEUE_FILE))}"
