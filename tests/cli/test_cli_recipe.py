@@ -234,6 +234,31 @@ def test_a_copied_run_resumes_into_its_own_folder_and_never_writes_the_original(
     assert json.loads((copy / "config.json").read_text())["out"] == str(copy)
 
 
+def test_a_moved_data_folder_resumes_when_it_holds_the_runs_photos(
+    synthetic_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the data folder moved, --resume said "DATA: no such folder" and --resume --data NEW "the run has DATA":
+    no way on. The new place is taken when the old one is gone, and its photos are checked against the run's."""
+    from conftest import TINY
+
+    data, moved, other = tmp_path / "data", tmp_path / "moved", tmp_path / "other"
+    shutil.copytree(synthetic_root, data)
+    tiny = ["--widths", ",".join(map(str, TINY["widths"])), "--blocks", ",".join(map(str, TINY["blocks"]))]
+    common = ["--epochs", "1", "--no-amp", "--optimizer", "adamw", "-q", *tiny]
+    assert main(["train", "--out", str(tmp_path / "run"), "--data", str(data), *common]) == 0
+    data.rename(moved)
+    shutil.copytree(moved, other)
+    next(p for p in (other / "altar").iterdir()).unlink()
+    capsys.readouterr()
+    resume = ["train", "--out", str(tmp_path / "run"), "--resume", "-q"]
+    assert main(resume) == 2
+    assert f"the run's data folder {data} is not there" in capsys.readouterr().err
+    assert main([*resume, "--data", str(other)]) == 2
+    assert "are not those the run began with: 1 photo removed" in capsys.readouterr().err
+    assert main([*resume, "--data", str(moved)]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data"] == str(moved)
+
+
 def test_command_flags_rebuild_the_config_they_were_read_from() -> None:
     """What the recipe log records as a run's command is the command line's own table read backwards: typed again,
     it gives the same config, for every kind of flag (values, lists, switches, repeated ones, --no-augment)."""

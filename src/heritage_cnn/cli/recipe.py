@@ -292,7 +292,12 @@ def resume_config(args: argparse.Namespace, out: str, data: str | None) -> Train
         named = build_config(recipe_config(preset, saved.data, out), typed).recipe_differences(saved)
         if named:
             conflicts.append(f"--recipe {preset} (the run's recipe differs: {_first(named)})")
-    moved = data is not None and saved.relative_data_missing()  # then the data folder typed now is taken
+    if data is None and saved.data_missing():
+        raise UsageError(
+            f"--resume: the run's data folder {saved.data} is not there ({path}); if it moved, give its new place "
+            "with --data: its photos are checked against the run's"
+        )
+    moved = data is not None and saved.data_missing()  # then the data folder typed now is taken
     if data is not None and not moved and Path(data).resolve() != Path(saved.data).resolve():
         conflicts.append(f"--data {data} (the run has {saved.data})")
     if conflicts:

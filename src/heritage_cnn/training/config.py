@@ -177,11 +177,11 @@ class TrainConfig:
         }
         return replace(self, **absolute, teachers=tuple(os.path.abspath(t) for t in self.teachers))
 
-    def relative_data_missing(self) -> bool:
-        """Whether `data` is a relative path that leads to no folder from here: a run recorded with a relative data
-        path, resumed from another directory. The resume then takes the data folder given now, and its data checks
-        (`training.resume_checks`) refuse one that does not give the run's split."""
-        return not Path(self.data).is_absolute() and not Path(self.data).is_dir()
+    def data_missing(self) -> bool:
+        """Whether `data` leads to no folder from here: the data folder moved or renamed since, or a relative path
+        recorded elsewhere. A resume then takes the data folder given now, and its data checks
+        (`training.resume_checks`: the same photos by their digests, the same split) refuse one that is not the run's."""
+        return not Path(self.data).is_dir()
 
     def recipe_differences(self, saved: TrainConfig) -> list[str]:
         """'field: saved value -> this value' for every recipe field that differs (runtime fields may)."""
@@ -189,7 +189,7 @@ class TrainConfig:
         for key in PATH_FIELDS:
             if resolved_paths(mine[key]) == resolved_paths(theirs[key]):
                 mine[key] = theirs[key]  # the same file or folder, spelled another way
-        if saved.relative_data_missing():
+        if saved.data_missing():
             mine["data"] = theirs["data"]  # the data folder given now is taken
         return [
             f"{key}: {theirs.get(key)!r} in the run, {mine.get(key)!r} now"
