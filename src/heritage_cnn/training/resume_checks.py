@@ -37,6 +37,11 @@ def run_config(out: Path, config: TrainConfig, log: Log, processes: int = 1) -> 
     the saved recipe is taken, with this config's runtime settings. Another number of `processes` than the run's
     is taken, with the note --threads and --device get (`cli.recipe.resume_config`)."""
     resuming = config.resume and has_resume_state(out)
+    if config.resume and not resuming and holds_checkpoint(out):  # trained weights that a fresh start would replace
+        raise FileExistsError(
+            f"{_nothing_to_resume(out)} (resume.safetensors was removed?): --resume cannot continue it and would "
+            "train over its weights; --overwrite starts again in its place, or choose another --out"
+        )
     if config.resume and not resuming:
         log(f"--resume: {_nothing_to_resume(out)}, starting from scratch")
     if not resuming:
