@@ -28,7 +28,7 @@ def test_none_fit_names_the_files_it_skips(tiny_run, data: Path, tmp_path: Path,
         [line] = [line for line in captured.err.splitlines() if name in line]
         assert line.startswith(f"heritage: skipped {data / name}: ") and len(line) > len(f"{data / name}: ") + 20
     assert f"skipped 2 unreadable file(s) of {data}: left out of the fit" in captured.out
-    assert Path(f"{out}.json").exists()
+    assert read_json(Path(f"{out}.json"))["open_set"]["fitted_on"]["skipped_files"] == 2  # and the record says so
 
 
 def test_evaluate_val_lists_them_too(tiny_run, data: Path, tmp_path: Path, capsys) -> None:

@@ -113,6 +113,8 @@ def fit_operating_point(
     noise_threshold = float(neighbour_correlation(val_images).min()) - NOISE_MARGIN
     fitted_on = {
         "train_photos": len(train),
+        # the data folder's unreadable files, named when they were skipped (a subset, as a run's split, has none)
+        **({"skipped_files": len(train.skipped)} if train.skipped else {}),
         "val_photos": len(val_images),
         "val_called_none": rejected,
         "val_called_none_share": rejected / len(val_images),

@@ -16,7 +16,8 @@ as `open_set`, validated like every other field (a bad value is one line naming 
   (`openset.neighbour_correlation` of the image the network sees) is noise, none of these whatever its score; fitted
   just below the least correlated validation photo, so that the check calls none of them. Without it (every record
   saved before 2026-12-05) the score alone decides;
-- `fitted_on`: `train_photos` (the statistics' photos), `val_photos`, `val_called_none` and its share, `views`
+- `fitted_on`: `train_photos` (the statistics' photos), `skipped_files` (optional: the data folder's files that
+  could not be read, left out), `val_photos`, `val_called_none` and its share, `views`
   (the test-time views of the fitting passes), `autocast` (the precision of those passes) and `network`
   (`network_id` of the weights it was fitted for: a checkpoint saved with other weights, a fine-tuned copy say,
   is written without the record rather than with one that no longer fits it);
@@ -68,7 +69,7 @@ LAYERS = (PENULTIMATE, POOLED)
 OPEN_SET = "open_set"  # the JSON key
 TENSOR_PREFIX = "openset.mahalanobis."
 _MEMBER_TENSOR = re.compile(r"^members\.\d+\.openset\.")
-_COUNTS = ("train_photos", "val_photos", "val_called_none")
+_COUNTS = ("train_photos", "skipped_files", "val_photos", "val_called_none")
 _FITTED_KEYS = {*_COUNTS, "val_called_none_share", "views", "autocast", "network"}
 _KEYS = {"score", "layer", "ridge", "threshold", "noise_threshold", "reject_share", "fitted_on", "command"}
 
