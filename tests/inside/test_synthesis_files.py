@@ -126,3 +126,24 @@ def test_an_interrupted_generate_leaves_no_folder_and_the_next_run_writes_it_who
     monkeypatch.chdir(empty)
     assert main([*argv, "--out", "."]) == 0 and empty.stat().st_ino == inode
     assert len(_records(empty)) == 20 and sorted(p.name for p in tmp_path.iterdir()) == ["empty", "runs"]
+
+
+def test_an_empty_out_is_filled_from_inside_it(tiny_run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temporary folder was made beside --out: an empty --out that is a mount point (another disk: "Invalid
+    cross-device link") or whose parent is read-only failed once every image was drawn. It is made inside it, and a
+    killed run's left there does not make --out "not empty"."""
+    save = synthesis_files.save_png
+    homes: set[Path] = set()
+
+    def recorded(image, path):
+        homes.add(Path(path).parent.parent)
+        return save(image, path)
+
+    mine = tmp_path / "parent" / "mine"
+    mine.mkdir(parents=True)
+    (mine / ".mine.partial-999999999-abc").mkdir()  # a run killed outright: its process is gone
+    monkeypatch.setattr(synthesis_files, "save_png", recorded)
+    argv = ["generate", "--model", str(tiny_run.checkpoint), "--all", "--n", "1", "--steps", "1", "-q"]
+    assert main([*argv, "--out", str(mine)]) == 0
+    assert homes == {mine} and sorted(p.name for p in mine.iterdir() if p.name.startswith(".")) == []
+    assert len(_records(mine)) == 10 and sorted(p.name for p in (tmp_path / "parent").iterdir()) == ["mine"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     """
     from heritage_cnn.data.labels import resolve_class
     from heritage_cnn.inside.synthesis.draw import ENSEMBLE_SETTINGS, Settings, draw_classes
-    from heritage_cnn.inside.synthesis.files import MANIFEST, publish_generated
+    from heritage_cnn.inside.synthesis.files import MANIFEST, publish_generated, remove_abandoned
 
     if args.diversity is not None and args.n < 2:  # typed: it rewards images of one class for differing
         raise UsageError(
@@ -82,6 +83,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"--n 2 or more; with --n {args.n} it would change nothing"
         )
     out = Path(args.out)
+    remove_abandoned(Path(os.path.realpath(out)))  # a killed run's temporary folder inside an empty --out is no run
     if out.exists() and (not out.is_dir() or holds_anything(out)):  # before any work, as review: never mix two runs
         raise UsageError(f"--out {out}: already exists and is not empty; generate writes into a new folder")
     checkpoint = load_for_render(args)

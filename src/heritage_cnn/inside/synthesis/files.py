@@ -104,22 +104,25 @@ def write_generated(out: str | Path, generated: Generated, checkpoint: Checkpoin
 
 
 def publish_generated(out: str | Path, generated: Generated, checkpoint: Checkpoint, seed: int, n: int) -> Path:
-    """`write_generated` into a temporary folder beside `out`, renamed onto `out` (new, or an empty folder) once every
-    file is there: `out` holds a whole run or nothing, never PNGs without their JSON. An interrupt or an error removes
-    the temporary folder; one a killed run left behind is removed by the next run into `out`. Returns the grid's path
-    under `out` as given."""
+    """`write_generated` into a temporary folder, published as `out` once every file is there: `out` holds a whole run
+    or nothing, never PNGs without their JSON. A new `out` is the temporary folder renamed (made beside it); an empty
+    folder the user made is kept and filled, the temporary folder inside it (on its disk, even a mount point, and
+    whatever its parent allows). An interrupt or an error removes the temporary folder; one a killed run left behind
+    is removed by the next run into `out` (`remove_abandoned`). Returns the grid's path under `out` as given."""
     target = Path(os.path.realpath(out))  # a link to an empty folder: the folder it names is filled
-    target.parent.mkdir(parents=True, exist_ok=True)
+    made = target.is_dir()
+    home = target if made else target.parent
+    home.mkdir(parents=True, exist_ok=True)
     remove_abandoned(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(target.name)}{os.getpid()}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(target.name)}{os.getpid()}-", dir=home))
     try:
         write_generated(tmp, generated, checkpoint, seed, n)
-        tmp.chmod(0o777 & ~umask())  # mkdtemp makes 0700; give the usual permissions
         try:
-            if target.is_dir():  # an empty folder the user made: kept (it may be a shell's current folder), filled
+            if made:
                 _move_files(tmp, target)
                 tmp.rmdir()
             else:
+                tmp.chmod(0o777 & ~umask())  # mkdtemp makes 0700; give the usual permissions
                 os.replace(tmp, target)
         except OSError as error:  # written into meanwhile: name `out`, not the temporary folder
             raise OSError(
@@ -146,10 +149,11 @@ def _partial_prefix(name: str) -> str:
 
 
 def remove_abandoned(target: Path) -> None:
-    """Remove the temporary folders that runs into `target` left when killed (SIGKILL, SIGTERM: no chance to clean
+    """Remove the temporary folders (beside `target` or inside it) that runs into `target` left when killed (SIGKILL, SIGTERM: no chance to clean
     up), known by the process id in their names being no process's now; a running one's is left alone."""
     prefix = _partial_prefix(target.name)
-    for folder in target.parent.glob(glob.escape(prefix) + "*"):
+    homes = [target.parent, *([target] if target.is_dir() and not target.is_symlink() else [])]
+    for folder in [found for home in homes for found in home.glob(glob.escape(prefix) + "*")]:
         pid = folder.name[len(prefix) :].split("-", 1)[0]
         if pid.isdigit() and folder.is_dir() and not folder.is_symlink() and not _running(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
