@@ -172,6 +172,20 @@ def test_outliers_that_overlap_the_data_folder_are_refused_before_anything_is_wr
     assert _names(tmp_path) == before
 
 
+def test_outliers_beside_a_kaggle_layouts_splits_are_no_photos_of_them(tmp_path: Path) -> None:
+    """ahe64/outliers next to ahe64/train was refused as "inside the data folder ahe64": training reads train/ only."""
+    from heritage_cnn.training.preflight import check_outliers
+
+    root = tmp_path / "kaggle"
+    for split in ("train", "test"):
+        _data(root / split)
+    (root / "outliers").mkdir()
+    check_outliers(TrainConfig(data=str(root), out="-", outliers=str(root / "outliers")))  # no error
+    for outliers, said in ((root / "test", f"is the data folder {root / 'test'}"), (root, "holds the data folder")):
+        with pytest.raises(ValueError, match=rf"^--outliers {re.escape(str(outliers))}: {re.escape(said)}"):
+            check_outliers(TrainConfig(data=str(root), out="-", outliers=str(outliers)))
+
+
 def test_a_refused_overwrite_leaves_the_earlier_run_as_it_was(tmp_path: Path) -> None:
     """--overwrite removed the earlier run's files before the new run's checks, so a refused one lost both."""
     data = _data(tmp_path / "data")

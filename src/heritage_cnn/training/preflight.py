@@ -12,6 +12,7 @@ from pathlib import Path
 
 from heritage_cnn.base.io import CheckpointError, inside_input, output_problem
 from heritage_cnn.base.names import is_hidden
+from heritage_cnn.data.folders import find_layout
 from heritage_cnn.models.metadata import FORMAT, validate_metadata
 from heritage_cnn.training.config import Log, TrainConfig
 from heritage_cnn.training.teach_out import check_cache_dir
@@ -35,24 +36,26 @@ def check_outputs(config: TrainConfig) -> None:
 
 
 def check_outliers(config: TrainConfig) -> None:
-    """Refuse, before any work, an `--outliers` folder that is the data folder, lies inside it (a class folder) or
-    holds it: the run would learn to answer "none of these" on photos of its own classes, a network that spreads its
-    answer over them, without a word. A hidden folder inside the data (data/.outliers) is apart: the data's walk
-    skips it."""
+    """Refuse, before any work, an `--outliers` folder that is a folder of the data set's photos (the class-folder
+    root, or a Kaggle layout's train/ or test/), lies inside one (a class folder) or holds one: the run would learn to
+    answer "none of these" on photos of its own classes, a network that spreads its answer over them, without a word.
+    A folder beside them (ahe64/outliers next to ahe64/train) is no photo of theirs, and a hidden folder inside them
+    (data/.outliers) neither: the data's walk skips it."""
     if not config.outliers:
         return
-    outliers, data = config.outliers, config.data
-    if inside_input(outliers, [data]) is not None and not _hidden(outliers, data):
-        where = "is" if Path(outliers).resolve() == Path(data).resolve() else "lies inside"
-        raise ValueError(
-            f"--outliers {outliers}: {where} the data folder {data}: its photos are of the classes the run learns, "
-            "and would be taught as none of them; give a folder of other photos"
-        )
-    if inside_input(data, [outliers]) is not None:
-        raise ValueError(
-            f"--outliers {outliers}: holds the data folder {data}: the run's own photos would be taught as none of "
-            "the classes; give a folder of other photos"
-        )
+    outliers, layout = config.outliers, find_layout(config.data)
+    for folder in [layout.train, *([layout.test] if layout.test is not None else [])]:
+        if inside_input(outliers, [folder]) is not None and not _hidden(outliers, folder):
+            where = "is" if Path(outliers).resolve() == folder.resolve() else "lies inside"
+            raise ValueError(
+                f"--outliers {outliers}: {where} the data folder {folder}: its photos are of the classes the run "
+                "learns, and would be taught as none of them; give a folder of other photos"
+            )
+        if inside_input(folder, [outliers]) is not None:
+            raise ValueError(
+                f"--outliers {outliers}: holds the data folder {folder}: photos of the run's classes would be taught "
+                "as none of them; give a folder of other photos"
+            )
 
 
 def _hidden(path: str | Path, data: str | Path) -> bool:
