@@ -173,7 +173,7 @@ def folder_classes(names: Sequence[str], classes: Sequence[str], folder: str | o
 
 def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None) -> FileList:
     """List `<folder>/<class>/**/<image>`; classes are folder names kept exactly, their folders walked together
-    (`walk.walk_folders`: a real folder, or photo, reached from two class folders is listed for one of them).
+    (`walk.walk_folders`: a real folder reached from two class folders is listed for one of them).
 
     With `classes` given (a model's classes), labels follow that order and folders of other names are an error; a
     subset of the classes is allowed, and a folder named in another Unicode spelling of a class (`folder_classes`:
@@ -185,7 +185,7 @@ def list_images(folder: str | os.PathLike, classes: Sequence[str] | None = None)
     found = folder_classes(names, classes, folder)
     index = {c: i for i, c in enumerate(classes)}
     out = FileList(Path(folder), classes, [], [], left_out, present=found)  # a str or PathLike: root is a Path
-    for (paths, problems), name in zip(walk_folders(class_dirs, files_once=True), found, strict=True):
+    for (paths, problems), name in zip(walk_folders(class_dirs), found, strict=True):
         count = 0
         out.skipped.extend(problems)
         for path in sorted(paths):

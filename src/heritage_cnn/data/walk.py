@@ -37,15 +37,13 @@ def walk_folders(
     folders: Sequence[str | os.PathLike],
     extensions: frozenset[str] | None = None,
     hidden: bool = False,
-    files_once: bool = False,
 ) -> list[tuple[list[Path], list[Problem]]]:
     """`walk_files` of each of `folders` (the class folders of a data root), walked together so that no folder is
     walked twice across them either: a real folder gives its files to one of them, never to two classes. The real
     folders below all of them are walked first, then the links in order, so a folder is listed under its own path
-    wherever it has one. With `files_once`, a symbolic link to a file listed already (under its own path, or
-    through a link before it) is listed with its reason instead: one photo is not read twice, nor under two classes
-    (`predict` and `sort` read every link: a survey may link one photo into two days' folders)."""
-    walk = _Walk(extensions, hidden, files_once)
+    wherever it has one. A symbolic link to a file is read as the file, as everywhere: a survey may link one photo
+    into two folders, and a run trained on such a folder must find the same photos when it resumes."""
+    walk = _Walk(extensions, hidden)
     for folder in folders:
         walk.problems.append([])
         walk.found.append([])
@@ -53,8 +51,6 @@ def walk_folders(
     walk.follow_links()
     for folder, found in zip(folders, walk.found, strict=True):
         found.sort(key=lambda path, top=Path(folder): _walk_order(path.relative_to(top).parts))
-    if files_once:
-        walk.drop_linked_repeats()
     return list(zip(walk.found, walk.problems, strict=True))
 
 
@@ -62,14 +58,12 @@ class _Walk:
     """What a walk of one or more folders has seen: the folders walked (by resolved path), the symlinked folders
     still to follow, and for each folder walked from (by its index) the files found and the problems met."""
 
-    def __init__(self, extensions: frozenset[str] | None, hidden: bool, files_once: bool) -> None:
-        self.extensions, self.hidden, self.files_once = extensions, hidden, files_once
+    def __init__(self, extensions: frozenset[str] | None, hidden: bool) -> None:
+        self.extensions, self.hidden = extensions, hidden
         self.walked: dict[str, Path] = {}  # resolved path -> the path its files are listed under
         self.links: deque[tuple[int, Path, str]] = deque()  # (index, a symlinked folder, resolved path of its holder)
         self.found: list[list[Path]] = []
         self.problems: list[list[Problem]] = []
-        self.own_files: dict[str, Path] = {}  # (`files_once`) resolved path -> each file found that is no link
-        self.linked_files: set[Path] = set()  # (`files_once`) the files found that are symbolic links
 
     def tree(self, index: int, start: Path, resolved: str) -> None:
         """Walk the real folders below `start` (resolved: `resolved`), queueing the symlinked ones."""
@@ -100,15 +94,7 @@ class _Walk:
                     self.extensions is None or Path(entry.name).suffix.lower() in self.extensions
                 ):
                     found.append(path / entry.name)
-                    if self.files_once:
-                        self._note_file(entry, path / entry.name, real)
             stack.extend(reversed(subfolders))
-
-    def _note_file(self, entry: os.DirEntry, path: Path, real: str) -> None:
-        if entry.is_symlink():
-            self.linked_files.add(path)
-        else:
-            self.own_files[os.path.join(real, entry.name)] = path
 
     def follow_links(self) -> None:
         """Walk the symlinked folders queued, in order (and those found in them): each one leading to a folder not
@@ -125,25 +111,6 @@ class _Walk:
                 self.tree(index, link, target)
                 continue
             self.problems[index].append((str(link), reason))
-
-    def drop_linked_repeats(self) -> None:
-        """Leave out each symbolic link to a file listed already: under its own path, or through a link listed
-        before it (in the order of the folders, then of the walk)."""
-        if not self.linked_files:
-            return
-        listed = dict(self.own_files)  # resolved path -> the path it is listed under
-        for index, found in enumerate(self.found):
-            kept = []
-            for path in found:
-                target = os.path.realpath(path) if path in self.linked_files else None
-                if target in listed:
-                    reason = f"symbolic link to a file already listed as {shown(listed[target])}; not read again"
-                    self.problems[index].append((str(path), reason))
-                    continue
-                if target is not None:
-                    listed[target] = path
-                kept.append(path)
-            self.found[index] = kept
 
 
 def distinct_folders(root: str | os.PathLike, folders: Sequence[Path], left_out: list[Problem]) -> list[Path]:
