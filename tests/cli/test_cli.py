@@ -350,3 +350,13 @@ def test_review_names_each_file_it_skipped_as_every_command_does(
         "heritage: 2 of 10 file(s) could not be read",
     ]
     assert "2 unreadable files skipped (listed in summary.json)" in out
+
+
+def test_a_flag_a_command_does_not_take_points_to_that_commands_help(capsys: pytest.CaptureFixture[str]) -> None:
+    """The top level said it, pointing at `heritage --help`, which lists no command's options."""
+    with pytest.raises(SystemExit) as info:
+        main(["data", "check", "DIR", "--foo"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err == (
+        "heritage data check: error: unrecognized arguments: --foo (see heritage data check --help)\n"
+    )

@@ -114,7 +114,9 @@ def _run(argv: Sequence[str] | None) -> int:
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command's parser: its --help lists what it takes, the top level's does not
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = argv[1:]  # the subcommand's own arguments (relaunching under torchrun needs them)
     try:
         refuse_outputs(args)  # every command's output folders and files, before any work

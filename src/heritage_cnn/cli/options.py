@@ -48,7 +48,7 @@ def add_command(
     parser = commands.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=formatter)
     if func is not None:
         parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-        parser.set_defaults(func=func)
+        parser.set_defaults(func=func, parser=parser)  # `parser`: the command's own, to say what it does not take
     return parser
 
 
