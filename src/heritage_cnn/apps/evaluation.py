@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from heritage_cnn.base.io import CheckpointError, inside_input, output_problem
+from heritage_cnn.base.io import CheckpointError, inside_problem, output_problem
 from heritage_cnn.base.names import shown
 from heritage_cnn.data.folders import (
     DatasetError,
@@ -269,11 +269,9 @@ def check_input_paths(
     if problem is not None:
         raise ValueError(problem)
     for option, given in (("data", data), ("negatives", negatives)):
-        if given is not None and inside_input(out, [given]) is not None:
-            raise ValueError(
-                f"{named('out')} {out}: inside the {named(option)} folder {given}; its figures would be read as "
-                "photos there"
-            )
+        problem = None if given is None else inside_problem(out, given, named("out"), named(option))
+        if problem is not None:
+            raise ValueError(problem)
     if negatives is not None:
         check_negatives(negatives, data, f"{named('negatives')} {negatives}")
 

@@ -26,7 +26,7 @@ from heritage_cnn.apps.steps import (
     demo_run_folder,
     eval_folder,
 )
-from heritage_cnn.base.io import atomic_write_json, inside_input, output_problem
+from heritage_cnn.base.io import atomic_write_json, inside_problem, output_problem
 from heritage_cnn.base.names import is_hidden, shown
 from heritage_cnn.data.check import DATA_CHECK_FILE
 from heritage_cnn.data.folders import Layout, find_layout, reuse_decoded
@@ -123,8 +123,8 @@ def demo_out_problem(out: str | os.PathLike, data: str | os.PathLike | None = No
     then lie among and be read with)."""
     folder = Path(out)
     problem = output_problem(folder, flag="--out")
-    if problem is None and data is not None and inside_input(folder, [data]) is not None:
-        return f"--out {out}: inside the --data folder {data}; its figures would be read as photos there"
+    if problem is None and data is not None:
+        problem = inside_problem(out, data, "--out", "--data")
     if problem is not None or not folder.is_dir():
         return problem
     foreign = sorted(p.name for p in folder.iterdir() if p.name not in DEMO_ENTRIES and not is_hidden(p.name))

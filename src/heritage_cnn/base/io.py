@@ -127,6 +127,15 @@ def writable_problem(folder: str | os.PathLike, name: str) -> str | None:
     return f"{name}: cannot be written: {os.fspath(existing)} is not writable (permissions or a read-only disk)"
 
 
+def inside_problem(out: str | os.PathLike, folder: str | os.PathLike, out_name: str, folder_name: str) -> str | None:
+    """Why the output folder `out` must not be written, in one line naming both as the caller calls them (`--out`,
+    `--data`): it is, or lies inside, the folder of photos `folder` (`inside_input`), whose next reading would take
+    its figures for photos; None when it does not."""
+    if inside_input(out, [folder]) is None:
+        return None
+    return f"{out_name} {out}: inside the {folder_name} folder {folder}; its figures would be read as photos there"
+
+
 def holds_anything(path: str | os.PathLike) -> bool:
     """Whether `path` is a folder with anything in it. A command that writes a new folder of results takes only a
     new or empty one, so that its files never mix with another run's."""

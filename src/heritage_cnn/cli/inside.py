@@ -84,7 +84,7 @@ def cmd_deconv(args: argparse.Namespace) -> int:
       heritage visualize deconv photo.jpg --out runs/deconv
       heritage visualize deconv photo.jpg --layer stage2 stage3 --out runs/deconv
     """
-    from heritage_cnn.base.io import inside_input
+    from heritage_cnn.base.io import inside_problem
     from heritage_cnn.base.names import shown
 
     if args.photo and args.data:
@@ -100,10 +100,9 @@ def cmd_deconv(args: argparse.Namespace) -> int:
         return 0
     if not args.data:
         raise UsageError("visualize deconv: give --data DIR (images to scan) or a PHOTO")
-    if inside_input(args.out, [args.data]) is not None:  # the next scan of the folder would read the figures
-        raise UsageError(
-            f"--out {args.out}: inside the --data folder {args.data}; its figures would be read as photos there"
-        )
+    problem = inside_problem(args.out, args.data, "--out", "--data")  # the next scan would read the figures
+    if problem is not None:
+        raise UsageError(problem)
     checkpoint = inside_model(args)
     paths, sample = _deconv_data(args, checkpoint)
     print(f"{len(paths)} deconvnet figures in {shown(args.out)}/: " + ", ".join(p.name for p in paths))

@@ -49,11 +49,6 @@ class Relabel:
         """The paths of the rows that move a photo to another class than its folder's (the first part of the path)."""
         return [key for key, (_, index) in self.rows.items() if key.split("/")[0] != classes[index]]
 
-    def changes(self, classes: list[str]) -> int:
-        """Rows that move a photo to another class than its folder's: as many as change a label when every photo
-        they name is one a run trains on (`applied` counts those that are)."""
-        return len(self.moves(classes))
-
     def record(self, changed: int, not_applied: dict[str, int] | None = None) -> dict[str, Any]:
         """What a run records of it (the checkpoint's provenance): `rows` counts the rows that give a label,
         `labels_changed` the photos of the run it moved (`applied`), `not_applied` the moving rows it could not apply,
