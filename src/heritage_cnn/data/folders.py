@@ -1,5 +1,5 @@
 """Find and load photos (decoding one photo is `decode.py`; walking a folder tree is `walk.py`; the validation split
-is `split.py`).
+is `split.py`; the decoded pixels kept on disk, `pixel_cache.py`).
 
 Every image is decoded once into a uint8 tensor held in memory (optionally cached on disk), so
 training never touches PIL or the file system in its hot loop.
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from heritage_cnn import __version__
-from heritage_cnn.base.io import atomic_write_json, load_tensors, save_tensors
 from heritage_cnn.base.names import shown, visible_subfolders
 from heritage_cnn.data.decode import DECODE_REVISION, IMAGE_SIZE, try_decode
+from heritage_cnn.data.pixel_cache import read_pixels, write_pixels
 from heritage_cnn.data.walk import distinct_folders, walk_folders
 
 T = TypeVar("T")
@@ -345,7 +345,7 @@ def _decode_files(
     cache_path = None
     if cache_dir is not None:
         cache_path = Path(cache_dir) / f"pixels-{_cache_key(files, size, labelled=False)}"
-        cached = _read_cache(cache_path, files)
+        cached = read_pixels(cache_path, [str(path) for path in files.files], size)
         if cached is not None:
             return _labelled(files, *cached, classes)
 
@@ -368,7 +368,7 @@ def _decode_files(
         paths.append(str(path))
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous() if arrays else None
     if cache_path is not None and images is not None:
-        _write_cache(cache_path, images, paths, failed)
+        write_pixels(cache_path, images, paths, failed)
     return _labelled(files, images, paths, failed, classes)
 
 
@@ -405,35 +405,6 @@ def _check_classes(images: ImageSet, root: Path, require_every_class: bool) -> I
     why = f"{len(reasons)} skipped, first: {reasons[0]}" if reasons else "no image files"
     more = f"; also {images.empty_classes[1:]}" if len(images.empty_classes) > 1 else ""
     raise DatasetError(f"{folder}: no readable image in this class folder ({why}){more}")
-
-
-def _write_cache(path: Path, images: torch.Tensor, paths: list[str], failed: list[tuple[str, str]]) -> None:
-    """The pixels of a decode and the files that could not be decoded (with why), without labels."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_tensors(path.with_suffix(".safetensors"), {"images": images})
-        atomic_write_json(path.with_suffix(".json"), {"paths": paths, "failed": failed})
-    except OSError as error:  # a cache that cannot be written only costs time
-        warnings.warn(f"{path}: could not write the image cache ({error})", stacklevel=3)
-
-
-def _read_cache(path: Path, files: FileList) -> tuple[torch.Tensor, list[str], list[tuple[str, str]]] | None:
-    """(pixels, paths decoded, files that failed) of `files` from the cache at `path`; None when it holds another
-    file list or does not read back as one."""
-    tensors_path, meta_path = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    if not (tensors_path.exists() and meta_path.exists()):
-        return None
-    try:
-        images = load_tensors(tensors_path)["images"]
-        meta = json.loads(meta_path.read_text())
-        paths, failed = list(meta["paths"]), [(str(p), str(why)) for p, why in meta["failed"]]
-        listed = [str(path) for path in files.files]
-        if sorted([*paths, *(p for p, _ in failed)]) != sorted(listed) or len(images) != len(paths):
-            raise ValueError("another file list")
-        return images, paths, failed
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        warnings.warn(f"{path}: ignoring an unreadable image cache ({error})", stacklevel=3)
-        return None
 
 
 # The least std a channel is normalised by: one uint8 step. A channel that never varies (blue 0 in every photo) has
