@@ -124,3 +124,20 @@ def test_files_beside_the_class_folders_are_said_not_read(
         "train: 2 file(s) beside the class folders not read (notes.txt, stray.png): "
         "photos must be inside a class folder"
     )
+
+
+def test_copies_of_an_unreadable_file_are_not_duplicates_with_conflicting_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two empty files (a failed copy, twice) in two classes were counted as a byte-identical group with conflicting
+    labels: they are listed as unreadable, and a duplicate of a photo is still found beside them."""
+    root = make_dataset(tmp_path / "data", per_class=2, classes=["altar", "vault"])
+    for name in ("altar", "vault"):
+        (root / name / "failed_copy.jpg").write_bytes(b"")
+    shutil.copy(root / "altar" / "000.png", root / "vault" / "copy.png")
+    lines, report = _check(root, tmp_path, capsys)
+    (group,) = report["identical_files"]["conflicting_labels"]
+    assert [entry["path"] for entry in group] == [str(root / "altar" / "000.png"), str(root / "vault" / "copy.png")]
+    unreadable = [bad["path"] for bad in report["splits"]["train"]["unreadable"]]
+    assert unreadable == [str(root / name / "failed_copy.jpg") for name in ("altar", "vault")]
+    assert "byte-identical files: 2 in 1 groups, 1 group(s) with conflicting labels, 0 across splits" in lines

@@ -47,8 +47,9 @@ def check_dataset(root: str | os.PathLike, near_duplicate_distance: int = NEAR_D
         files = list_images(folder)
         classes_seen[split] = files.classes
         decoded = load_images(folder)
+        read = set(decoded.paths)  # two copies of one unreadable file are listed as unreadable, not as duplicates
         for path, label in zip(files.files, files.labels, strict=True):
-            digest = regular_file_sha256(path)
+            digest = regular_file_sha256(path) if str(path) in read else None
             if digest:
                 by_digest[digest].append((split, files.classes[label], str(path)))
         report["splits"][split] = _split_report(folder, decoded)
