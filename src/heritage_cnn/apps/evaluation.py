@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from heritage_cnn.base.io import CheckpointError, inside_problem, output_problem
-from heritage_cnn.base.names import shown
+from heritage_cnn.base.names import first_few, shown
 from heritage_cnn.data.folders import (
     DatasetError,
     ImageSet,
@@ -289,7 +289,7 @@ def check_evaluation_paths(
         found = [METRICS_JSON]
     if found:
         raise ValueError(
-            f"{_named('out', flags)} {out}: a training run's folder (it holds {', '.join(found[:3])}); its "
+            f"{_named('out', flags)} {out}: a training run's folder (it holds {first_few(found)}); its "
             f"metrics.json would be replaced: write the evaluation elsewhere, {Path(out) / 'eval'} say"
         )
 

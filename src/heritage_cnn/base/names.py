@@ -25,6 +25,7 @@ import json
 import os
 import re
 import unicodedata
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,13 @@ def portable_name(name: str, n: int = 0) -> str:
 CELL_ITEMS, CELL_FIELDS = ";", ":"
 _CELL_QUOTE = str.maketrans({"%": "%25", ";": "%3B", ":": "%3A"})
 _CELL_UNQUOTE = re.compile("%(25|3B|3A)")
+
+
+def first_few(items: Sequence[str], separator: str = ", ", few: int = 3) -> str:
+    """The first `few` of `items` for a one-line message, the rest counted: `a, b, c, and 4 more` (a long list would
+    push the reason out of sight; the full list is in the file the message names, or a --help away)."""
+    more = f"{separator}and {len(items) - few} more" if len(items) > few else ""
+    return separator.join(items[:few]) + more
 
 
 def cell_text(items: list[list[str]]) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from heritage_cnn.base.checks import ConfigError
+from heritage_cnn.base.names import first_few
 from heritage_cnn.cli.options import DEVICES, UsageError, int_list, positive_int, seed_number
 from heritage_cnn.training.config import (
     BN_STATISTICS,
@@ -291,7 +292,7 @@ def resume_config(args: argparse.Namespace, out: str, data: str | None) -> Train
     if preset is not None:  # typed: the preset, with the typed flags, must be the run's recipe
         named = build_config(recipe_config(preset, saved.data, out), typed).recipe_differences(saved)
         if named:
-            conflicts.append(f"--recipe {preset} (the run's recipe differs: {_first(named)})")
+            conflicts.append(f"--recipe {preset} (the run's recipe differs: {first_few(named, '; ')})")
     if data is None and saved.data_missing():
         raise UsageError(
             f"--resume: the run's data folder {saved.data} is not there ({path}); if it moved, give its new place "
@@ -337,11 +338,6 @@ def _conflict(flag: Flag, wanted: Any, before: Any) -> str:
     if flag.const is not _UNSET:
         return f"{flag.name} (the run has {_shown_typed(before)})"
     return f"{flag.name} {_shown_typed(wanted)} (the run has {_shown_typed(before)})"
-
-
-def _first(differences: list[str]) -> str:
-    more = f", and {len(differences) - 3} more" if len(differences) > 3 else ""
-    return "; ".join(differences[:3]) + more
 
 
 def recipe_fields() -> set[str]:

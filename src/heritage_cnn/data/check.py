@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from heritage_cnn.base.names import is_hidden, shown
+from heritage_cnn.base.names import first_few, is_hidden, shown
 from heritage_cnn.data.decode import image_header, regular_file_sha256
 from heritage_cnn.data.folders import DatasetError, ImageSet, display_name, find_layout, list_images, load_images
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, hamming_pairs, set_hashes
@@ -148,7 +148,7 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  {shown(bad['path'])}: {shown(bad['reason'])}")
         beside = s["beside_class_folders"]
         if beside:
-            examples = ", ".join(shown(Path(p).name) for p in beside[:3]) + (", ..." if len(beside) > 3 else "")
+            examples = first_few([shown(Path(p).name) for p in beside])
             lines.append(
                 f"{name}: {len(beside)} file(s) beside the class folders not read ({examples}): photos must be inside "
                 "a class folder"

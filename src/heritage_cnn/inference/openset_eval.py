@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from heritage_cnn.base.io import atomic_write_text, inside_input
-from heritage_cnn.base.names import markdown_cell, shown
+from heritage_cnn.base.names import first_few, markdown_cell, shown
 from heritage_cnn.data.decode import try_decode
 from heritage_cnn.data.folders import display_name
 from heritage_cnn.inference.classifier import find_photos
@@ -42,7 +42,6 @@ SCORES_FIGURE, ROC_FIGURE, OPEN_SET_TABLE = "open_set_scores.png", "open_set_roc
 OPEN_SET_FIGURES = (SCORES_FIGURE, ROC_FIGURE)
 OPEN_SET_FILES = (*OPEN_SET_FIGURES, OPEN_SET_TABLE)  # every file `open_set_section` may write
 TPR = 0.95  # the FPR@95%TPR figure, as docs/open_set.md reports it
-NAMED = 3  # unreadable files a refusal names; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -142,12 +141,11 @@ def read_negatives(folder: str | os.PathLike, size: int, flag: str = "--negative
 
 
 def _first_unreadable(skipped: list[tuple[str, str]]) -> str:
-    """The first NAMED of `skipped` for a one-line refusal ("" when there are none), the rest counted."""
+    """The first few of `skipped` for a one-line refusal ("" when there are none), the rest counted."""
     if not skipped:
         return ""
-    named = "; ".join(f"{shown(path)}: {reason}" for path, reason in skipped[:NAMED])
-    more = f"; and {len(skipped) - NAMED} more" if len(skipped) > NAMED else ""
-    return f" ({len(skipped)} file(s) could not be read: {named}{more})"
+    named = first_few([f"{shown(path)}: {reason}" for path, reason in skipped], "; ")
+    return f" ({len(skipped)} file(s) could not be read: {named})"
 
 
 def check_negatives(negatives: str | os.PathLike, data: str | os.PathLike, where: str) -> None:

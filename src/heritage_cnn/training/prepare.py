@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from heritage_cnn.base.io import file_sha256
-from heritage_cnn.base.names import shown
+from heritage_cnn.base.names import first_few, shown
 from heritage_cnn.data.folders import (
     DatasetError,
     ImageSet,
@@ -57,8 +57,8 @@ def check_class_folders(folder: str | Path) -> None:
             )
     if not 2 <= len(found) <= MAX_CLASSES:
         raise DatasetError(
-            f"{shown(folder)}: {len(found)} class folder(s) ({', '.join(shown(p.name) for p in found[:3])}"
-            f"{', ...' if len(found) > 3 else ''}); a classifier is trained on 2 to {MAX_CLASSES} classes"
+            f"{shown(folder)}: {len(found)} class folder(s) ({first_few([shown(p.name) for p in found])}); a "
+            f"classifier is trained on 2 to {MAX_CLASSES} classes"
         )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from heritage_cnn.base.io import CheckpointError, read_json
+from heritage_cnn.base.names import first_few
 from heritage_cnn.data.decode import DECODE_REVISION
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.training.config import RUNTIME_FIELDS, Log, TrainConfig, read_config
@@ -28,8 +29,6 @@ from heritage_cnn.training.state import (
     holds_checkpoint,
     resume_record,
 )
-
-_SHOWN = 3  # photos named in a refusal; the rest are counted
 
 
 def run_config(out: Path, config: TrainConfig, log: Log, processes: int = 1) -> tuple[TrainConfig, bool]:
@@ -184,8 +183,7 @@ def _named(keys: list[str], what: str) -> str:
     """'2 photos removed (a.jpg, b.jpg)', or '' for none."""
     if not keys:
         return ""
-    more = f", and {len(keys) - _SHOWN} more" if len(keys) > _SHOWN else ""
-    return f"{len(keys)} photo{'s' if len(keys) > 1 else ''} {what} ({', '.join(keys[:_SHOWN])}{more})"
+    return f"{len(keys)} photo{'s' if len(keys) > 1 else ''} {what} ({first_few(keys)})"
 
 
 __all__ = ["check_same_data", "run_config", "split_record"]

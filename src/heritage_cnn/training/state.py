@@ -34,6 +34,7 @@ from heritage_cnn.base.io import (
     save_tensors,
     stale_temps,
 )
+from heritage_cnn.base.names import first_few
 from heritage_cnn.data.folders import ImageSet
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, set_hashes
 from heritage_cnn.models.checkpoint import first_non_finite, load_checkpoint
@@ -85,7 +86,7 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     refused --overwrite leaves the earlier run as it was."""
     found = [name for name in RUN_FILES if (out / name).exists()]
     if found and not resume and not overwrite:
-        listed = f"{', '.join(found[:3])}{', ...' if len(found) > 3 else ''}"
+        listed = first_few(found)
         if not holds_checkpoint(out):  # what `run_config` says of it too: --resume starts it from scratch
             raise FileExistsError(
                 f"{out} holds the records of a run that stopped before its first checkpoint ({listed}): --resume "
