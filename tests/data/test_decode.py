@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageOps
 
 from conftest import draw, without_permission_override
-from heritage_cnn.data import decode
+from heritage_cnn.data import decode, pillow_limits
 from heritage_cnn.data.decode import ImageError, ImageTooLarge, decode_image, read_image
 from heritage_cnn.data.folders import DatasetError, load_images
 
@@ -129,7 +129,7 @@ def test_strips_take_their_window_only(tmp_path: Path, width: int, height: int) 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
 def test_pixel_limit_and_output_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    monkeypatch.setattr(pillow_limits, "MAX_IMAGE_PIXELS", 10_000)
     # far over the limit (Pillow raises, its own words quoting its own limit, twice ours: "exceeds limit of 20000
     # pixels, could be decompression bomb DOS attack") and just over it (Pillow only warns): both refused in the
     # tool's words, with the tool's limit, whichever decode reads them

@@ -34,7 +34,7 @@ from heritage_cnn.apps.upload import (
     drain_bound,
 )
 from heritage_cnn.base.names import json_text
-from heritage_cnn.data.decode import MAX_IMAGE_PIXELS
+from heritage_cnn.data.pillow_limits import MAX_IMAGE_PIXELS
 from heritage_cnn.inference.classifier import Classifier, Prediction
 from heritage_cnn.inference.element_figure import map_layers
 from heritage_cnn.inference.element_map import map_elements

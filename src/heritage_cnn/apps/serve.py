@@ -10,7 +10,7 @@ What an upload must pass, in this order, so that nothing large is stored or deco
   multipart parser spools anything; the rest of a refused body is read and discarded (up to a bound, never
   stored) before the 413 is sent, so a client that sends its whole body before reading hears the refusal;
 - type: the content is decoded by Pillow; the file name and the declared content type are ignored (415);
-- pixels: the size declared in the image header is checked against `decode.MAX_IMAGE_PIXELS` before the
+- pixels: the size declared in the image header is checked against `pillow_limits.MAX_IMAGE_PIXELS` before the
   pixels are decoded, so a small PNG that declares a gigapixel canvas (a decompression bomb) is refused (413).
 - time: a client that has not sent its whole body within `body_timeout` seconds (or pauses longer than
   `idle_timeout` between chunks) gets 408 and its connection is closed, so slow clients cannot pile up.

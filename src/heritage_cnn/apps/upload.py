@@ -5,7 +5,7 @@
 - time: a body not received within `total_s` seconds, or pausing longer than `idle_s` between chunks, is a 408;
 - type and pixels: `decode_upload` decodes with the one decode path (`decode.read_image`), and `/api/map` with
   `decode.read_whole`, both inside `decoding`: anything Pillow cannot decode is a 415, a header over
-  `decode.MAX_IMAGE_PIXELS` a 413, in the same words.
+  `pillow_limits.MAX_IMAGE_PIXELS` a 413, in the same words.
 
 A refusal for size is answered after the rest of the body has been read and discarded (`RequestBody.drain`, up to
 `drain_bytes`; nothing is kept): a server that closes while the client is still sending makes the kernel reset
@@ -26,6 +26,7 @@ import numpy as np
 from PIL import ExifTags, Image
 
 from heritage_cnn.data.decode import ImageError, ImageTooLarge, read_image
+from heritage_cnn.data.pillow_limits import held
 
 Receive = Callable[[], Awaitable[dict]]
 DRAIN_FLOOR_BYTES = 64 * 2**20  # a refused body is drained up to max(4 x the limit, this)
@@ -141,7 +142,7 @@ def oriented_size(data: bytes) -> tuple[int, int]:
     """The photo's width and height with its EXIF orientation applied, as the decoder applies it: the size `/api/map`
     and `heritage map` report, in whose frame their boxes lie. Read from the header (bytes already decoded once),
     except a PNG whose orientation may follow its pixels."""
-    with Image.open(io.BytesIO(data)) as image:
+    with held(), Image.open(io.BytesIO(data)) as image:
         width, height = image.size
         if image.format == "PNG" and not any(mark in data for mark in PNG_LATE_EXIF):
             return width, height  # no EXIF or XMP anywhere: nothing to orient by

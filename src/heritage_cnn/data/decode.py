@@ -9,7 +9,7 @@ visualize, explain), so its promises hold everywhere:
   name: the caller skips and lists the file, a long run goes on;
 - a JPEG holding fewer bytes than its declared size needs (a corrupt header, a file cut short) is refused: libjpeg
   would decode it without an error, as flat grey;
-- memory is bounded by the header: above MAX_IMAGE_PIXELS a file is refused before its pixels are decoded,
+- memory is bounded by the header: above MAX_IMAGE_PIXELS (`pillow_limits.py`) a file is refused before its pixels are decoded,
   and only the window of the image that lands in the centre square is converted and resized. A 1 x 300,000
   strip therefore costs what a 300,000-pixel photo costs, not a 64 x 19,200,000 intermediate image.
 The policy: EXIF orientation honoured, any mode to 8-bit RGB, shorter side scaled to `size` (bicubic,
@@ -25,26 +25,19 @@ import math
 import os
 import re
 import stat
-import warnings
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
+
+from heritage_cnn.data import pillow_limits
 
 IMAGE_SIZE = 64
 # Raised with every change here that changes the pixels some file decodes to: decoded images kept on disk
 # (`folders.py`'s cache, keyed on it) are then decoded again, never served as the earlier decoder gave them.
 DECODE_REVISION = 2
 MAX_OUTPUT_SIZE = 2048  # the largest square this module produces (a checkpoint asking for more is refused)
-# Pillow's decompression-bomb guard, set deliberately: a survey photo from a 100 MP camera passes,
-# a PNG that declares a gigapixel canvas to exhaust memory does not.
-MAX_IMAGE_PIXELS = 120_000_000
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never half a photo
-# Between the limit and twice it Pillow only warns; read_image refuses those on the header itself. Set once
-# here: warnings.catch_warnings() is not thread-safe, and files are decoded in threads.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 REDUCING_GAP = 3.0  # integer box reduction first, then bicubic over the last factor of at least 3
 _BICUBIC_SUPPORT = 2.0
 # Pixels of the "shorter side scaled to size" image up to which it is made whole and cropped (16 MB of RGB):
@@ -58,7 +51,7 @@ class ImageError(ValueError):
 
 
 class ImageTooLarge(ImageError):
-    """An image whose header declares more pixels than MAX_IMAGE_PIXELS (the server answers 413)."""
+    """An image whose header declares more pixels than `pillow_limits.MAX_IMAGE_PIXELS` (the server answers 413)."""
 
 
 @dataclass(frozen=True)
@@ -291,10 +284,10 @@ def _check_header(image: Image.Image, name: str) -> None:
     """Refuse, before any pixel is decoded, a header that declares too many pixels or none, or a JPEG too short
     for the pixels it declares."""
     width, height, kind = image.width, image.height, image.format
-    if width * height > Image.MAX_IMAGE_PIXELS:
+    if width * height > pillow_limits.MAX_IMAGE_PIXELS:
         raise ImageTooLarge(
             f"{name}: image too large to decode safely ({width}x{height} = {width * height} pixels, "
-            f"over the limit of {Image.MAX_IMAGE_PIXELS})"
+            f"over the limit of {pillow_limits.MAX_IMAGE_PIXELS})"
         )
     if width < 1 or height < 1:
         raise ImageError(f"{name}: {kind} image of {width}x{height} pixels has nothing to show")
@@ -377,14 +370,14 @@ def _read(source: str | os.PathLike | bytes, name: str | None, use) -> DecodedIm
     stream = io.BytesIO(source) if is_bytes else open_regular(source)
     kind = None
     try:
-        with stream, Image.open(stream) as image:
+        with pillow_limits.held(), stream, Image.open(stream) as image:  # the decoder's limits, whatever the caller's
             kind = image.format
             return use(image, name)
     except ImageError:
         raise
     except Image.DecompressionBombError as error:  # over twice the limit, refused by Pillow: our words, our limit
         raise ImageTooLarge(
-            f"{name}: image too large to decode safely ({_declared(error)}over the limit of {Image.MAX_IMAGE_PIXELS})"
+            f"{name}: image too large to decode safely ({_declared(error)}over the limit of {pillow_limits.MAX_IMAGE_PIXELS})"
         ) from None
     except Image.UnidentifiedImageError:
         empty = (len(source) if is_bytes else _size_or_zero(source)) == 0
@@ -443,7 +436,7 @@ def try_decode(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray | 
 def image_header(path: str | os.PathLike) -> tuple[str, tuple[int, int]] | None:
     """Mode and size from the header of a regular file (no pixels decoded); None if unreadable."""
     try:
-        with open_regular(path) as stream, Image.open(stream) as image:
+        with pillow_limits.held(), open_regular(path) as stream, Image.open(stream) as image:
             return image.mode, image.size
     except Exception:  # any unreadable header: the decoding pass says why
         return None
