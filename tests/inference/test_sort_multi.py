@@ -211,3 +211,27 @@ def test_a_rerun_with_other_element_map_settings_is_refused(enlarged: Classifier
     assert {p: file_digest(p) for p in out.rglob("*") if p.is_file()} == before
     again = sort_photos(enlarged, survey, out, 0.6, progress=False, multi=True, map_config=MapConfig(presence=0.5))
     assert again.already_done == 1 and again.placed == 0
+
+
+def test_a_manifest_that_lost_multis_columns_is_said_as_edited(enlarged: Classifier, tmp_path: Path) -> None:
+    """A --multi manifest whose `destinations` column a spreadsheet dropped was refused with --multi as "sorted
+    without --multi" and without it as "with --multi then": each message sent the user to the other. Both now say
+    what happened, naming the manifest."""
+    survey = tmp_path / "survey"
+    survey.mkdir()
+    Image.fromarray(mosaic([LEFT, RIGHT])).save(survey / "two halves.png")
+    out = tmp_path / "out"
+    sort_photos(enlarged, survey, out, 0.6, progress=False, multi=True, map_config=MapConfig(presence=0.5))
+    manifest = out / "manifest.csv"
+    with open(manifest, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(manifest, "w", newline="", encoding="utf-8") as handle:
+        kept = [name for name in rows[0] if name != "destinations"]
+        writer = csv.DictWriter(handle, kept, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    edited = "manifest.csv: has no destinations column, but the folder was sorted with --multi"
+    with pytest.raises(ValueError, match=edited):
+        sort_photos(enlarged, survey, out, 0.6, progress=False, multi=True, map_config=MapConfig(presence=0.5))
+    with pytest.raises(ValueError, match=edited):
+        sort_photos(enlarged, survey, out, 0.6, progress=False)

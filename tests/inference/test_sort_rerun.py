@@ -270,3 +270,23 @@ def test_a_class_folder_sort_cannot_write_is_refused_before_any_work(
     assert {k: v for k, v in _tree_digest(out).items() if k != LOCK_NAME} == {
         k: v for k, v in before.items() if k != LOCK_NAME
     }  # the lock file holds the pid of the run
+
+
+def test_a_sort_that_placed_no_photo_does_not_hold_the_folder_to_its_settings(
+    filing: Classifier, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """A first run that could read no photo recorded its settings all the same, and the next run, with a readable
+    photo and another --min-confidence, was refused as "sorted with other settings" though nothing was sorted."""
+    survey = tmp_path / "survey"
+    survey.mkdir()
+    (survey / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "sorted"
+    assert sort_photos(filing, survey, out, min_confidence=0.6, progress=False).placed == 0  # exit 2 on the CLI
+    assert json.loads((out / SETTINGS_NAME).read_text(encoding="utf-8"))["min_confidence"] == 0.6
+    shutil.copy(next((synthetic_root / "apse").glob("*.png")), survey / "apse.png")
+    summary = sort_photos(filing, survey, out, min_confidence=0.8, progress=False)
+    assert (
+        summary.placed == 1 and json.loads((out / SETTINGS_NAME).read_text(encoding="utf-8"))["min_confidence"] == 0.8
+    )
+    with pytest.raises(ValueError, match=r"--min-confidence 0\.8 then, 0\.6 now"):  # a photo keeps them now
+        sort_photos(filing, survey, out, min_confidence=0.6, progress=False)

@@ -132,3 +132,9 @@ def test_the_summary_counts_the_classes_of_a_taught_model() -> None:
     taught = sort_module.SortSummary(placed=3, none=2, rejects=True, classes=12).describe(0.6)
     assert "(2 none of the ten in _none/, 0 below 0.60 in _uncertain/)" in ten
     assert "(2 none of the 12 classes in _none/, 0 below 0.60 in _uncertain/)" in taught
+
+
+def test_the_summary_shows_the_threshold_as_given() -> None:
+    """`--min-confidence 0.555` was said as "below 0.56": a threshold the photos were not sorted at."""
+    assert "0 below 0.555 in _uncertain/" in sort_module.SortSummary(placed=1).describe(0.555)
+    assert "0 below 0.90 in _uncertain/" in sort_module.SortSummary(placed=1).describe(0.9)

@@ -71,7 +71,7 @@ from heritage_cnn.inference.sort_manifest import (
     read_manifest,
     row_files,
 )
-from heritage_cnn.inference.sort_settings import SETTINGS_NAME, check_settings, settings_of
+from heritage_cnn.inference.sort_settings import SETTINGS_NAME, check_settings, recorded_settings, settings_of
 from heritage_cnn.inference.tiles import MapConfig
 from heritage_cnn.models.openset_point import NOISE
 
@@ -144,8 +144,10 @@ class SortSummary:
             if self.moved_or_deleted
             else ""
         )
+        # two decimals, or as many as the threshold has: --min-confidence 0.555 is not "below 0.56"
+        threshold = f"{min_confidence:.2f}" if round(min_confidence, 2) == min_confidence else f"{min_confidence:g}"
         lines = [
-            f"{self.placed} photo(s) sorted ({none}{self.uncertain} below {min_confidence:.2f} in {UNCERTAIN}/), "
+            f"{self.placed} photo(s) sorted ({none}{self.uncertain} below {threshold} in {UNCERTAIN}/), "
             f"{identical}{self.already_done} already done earlier{gone}; {self.how_placed()}"
         ]
         if self.settings_unchecked:
@@ -351,8 +353,10 @@ def _sort_locked(
     map_config: MapConfig | None,
 ) -> SortSummary:
     manifest_path = target_root / MANIFEST_NAME
-    manifest = read_manifest(manifest_path, multi=map_config is not None)
-    checked = check_settings(target_root, settings_of(classifier, min_confidence, map_config), bool(manifest))
+    then = recorded_settings(target_root)
+    manifest = read_manifest(manifest_path, map_config is not None, None if then is None else bool(then.get("multi")))
+    placed = bool(manifest) or any(folder.is_dir() and any(folder.iterdir()) for folder in folders.values())
+    checked = check_settings(target_root, settings_of(classifier, min_confidence, map_config), then, placed)
     fields = manifest_columns(manifest_path, MANIFEST_FIELDS if map_config is None else MULTI_FIELDS)
     found, problems = found_photos  # `find_photos`, walked before OUT was made
     # a file reached through a symbolic link to OUT is one of this sort's copies (or another file of OUT): never a photo

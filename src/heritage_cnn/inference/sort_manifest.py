@@ -83,9 +83,10 @@ def manifest_row(source: Path, destinations: list[Path], prediction: Prediction)
     return row
 
 
-def read_manifest(path: Path, multi: bool) -> dict[str, dict[str, str]]:
-    """The rows of an earlier sort, by source; ValueError when it was sorted the other way (`multi` or not), or is not
-    sort's (`not_sorts`)."""
+def read_manifest(path: Path, multi: bool, recorded_multi: bool | None = None) -> dict[str, dict[str, str]]:
+    """The rows of an earlier sort, by source; ValueError when it was sorted the other way (`multi` or not), is not
+    sort's (`not_sorts`), or has lost or gained --multi's columns against the folder's record (`recorded_multi`,
+    from sort-settings.json; None without one)."""
     if not path.exists():
         return {}
     problem = _refusal(path, NEEDED[MANIFEST_NAME])
@@ -98,6 +99,12 @@ def read_manifest(path: Path, multi: bool) -> dict[str, dict[str, str]]:
         except csv.Error as error:  # a cell over csv's size limit, a NUL: not what sort writes
             raise ValueError(f"{shown(path)}: line {reader.line_num}: {error}; not as sort wrote it") from None
     was_multi = "destinations" in (reader.fieldnames or [])
+    if rows and recorded_multi is not None and was_multi != recorded_multi:  # said as the edit, not as a flag to change
+        raise ValueError(
+            f"{shown(path)}: {'has no' if recorded_multi else 'has a'} destinations column, but the folder was sorted "
+            f"{'with' if recorded_multi else 'without'} --multi (its sort-settings.json): edited since; put the "
+            "manifest back as sort wrote it, or sort into another folder"
+        )
     if rows and was_multi != multi:
         raise ValueError(
             f"{path}: this folder was sorted {'with' if was_multi else 'without'} --multi; sort into it "

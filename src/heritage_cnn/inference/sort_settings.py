@@ -1,5 +1,5 @@
 """What decides where `heritage sort` puts a photo, recorded in OUT/sort-settings.json by the first run and checked by
-every later one (`inference.sort`).
+every later one once a photo was placed (`inference.sort`).
 
 The record: the model (the SHA-256 of its weights and metadata files, its ensemble member and classes),
 --min-confidence, the none-of-these threshold, the views (--tta), --multi and the element map's settings. A later run
@@ -93,16 +93,12 @@ def _differences(then: dict, now: dict) -> list[str]:
     return found
 
 
-def check_settings(root: Path, settings: dict, sorted_before: bool) -> bool:
-    """Compare `settings` with those OUT was sorted with (ValueError, one line, when they differ); record them when
-    OUT has none yet. False: OUT was sorted (`sorted_before`) by a version that kept no record, so they could not
-    be checked, and none is written (it would claim settings the photos sorted then were not sorted with)."""
+def recorded_settings(root: Path) -> dict | None:
+    """The settings OUT (`root`) was sorted with, None when it has no record; ValueError, one line, for a record that
+    is not sort's."""
     path = root / SETTINGS_NAME
     if not path.exists():
-        if sorted_before:
-            return False
-        atomic_write_json(path, settings)
-        return True
+        return None
     try:
         then = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
@@ -111,6 +107,20 @@ def check_settings(root: Path, settings: dict, sorted_before: bool) -> bool:
         raise ValueError(
             f"{shown(path)}: not sort's settings record (edited, or a newer version's); sort into a new --out"
         )
+    return then
+
+
+def check_settings(root: Path, settings: dict, then: dict | None, placed: bool) -> bool:
+    """Compare `settings` with those OUT was sorted with (`then`, from `recorded_settings`; ValueError, one line,
+    when they differ), or record them. OUT in which no photo was `placed` yet (a first run, or one that could read
+    none) takes them whatever it recorded: no photo keeps the old ones. False: OUT was sorted by a version that kept
+    no record, so they could not be checked, and none is written (it would claim settings the photos sorted then
+    were not sorted with)."""
+    if then is None and placed:
+        return False
+    if then is None or not placed:
+        atomic_write_json(root / SETTINGS_NAME, settings)
+        return True
     differences = _differences(then, settings)
     if differences:
         raise ValueError(
