@@ -1,6 +1,6 @@
 """Converting 16-bit, 32-bit, float and 1-bit images to 8-bit costs memory in proportion to the 8-bit result, never a
 float64 copy of the whole image (a 118.8 MP float TIFF of 829 KB once took 3.9 GB to predict), and gives the pixels
-the whole-image conversion gave."""
+the whole-image conversion gave; a photo decoded whole holds at most its pixel budget, a strip 1 px wide too."""
 
 from __future__ import annotations
 
@@ -158,3 +158,17 @@ def test_thin_images_stay_small_in_memory(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) < 200  # MB above the interpreter's own peak
+
+
+@pytest.mark.parametrize("kind", ["PNG", "JPEG"])
+@pytest.mark.parametrize("size,shape", [((1, 5000), (1000, 1)), ((5000, 1), (1, 1000)), ((2, 5000), (1000, 1))])
+def test_a_strip_is_reduced_within_the_pixel_budget(
+    tmp_path: Path, kind: str, size: tuple[int, int], shape: tuple[int, int]
+) -> None:
+    """Reduced to the budget, a strip's short side would be under 1 px: it stays 1 px, and its long side is cut
+    further, so the budget holds (a 1 x 20,000,000 PNG came back 8.9 megapixels against 4 million, and a 1 x 119 MP
+    one failed as "not enough memory" where predict read it)."""
+    path = tmp_path / f"strip.{kind.lower()}"
+    Image.new("L", size, 100).save(path, format=kind)
+    decoded = read_whole(path, 256, max_pixels=1000)
+    assert decoded.pixels.shape == (*shape, 3) and (decoded.width, decoded.height) == size

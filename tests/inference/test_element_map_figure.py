@@ -78,6 +78,22 @@ def test_an_elongated_photo_is_shown_stretched_and_says_so(monkeypatch: pytest.M
     assert "stretched" not in ordinary.get_title() and ordinary.get_aspect() == 1  # square pixels, as before
 
 
+@pytest.mark.parametrize(
+    "aspect,text",
+    [(999.7, "1:1000"), (1000, "1:1000"), (1 / 1000, "1000:1"), (1 / 64_000, "64000:1"), (123_456.7, "1:123457")],
+)
+def test_a_long_ratio_is_written_in_whole_numbers(aspect: float, text: str) -> None:
+    """From 1000:1 on, three significant digits need an exponent: the title said "the photo is 1e+03:1"."""
+    assert element_figure._ratio(aspect) == text
+
+
+def test_the_title_of_a_strip_says_its_ratio_in_whole_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    figures = []
+    monkeypatch.setattr(element_figure, "save_figure", lambda fig, path: figures.append(fig))
+    element_figure.draw_element_map(element_map(1, 5000), "unused.png")
+    assert "shown stretched to 1:8 (the photo is 1:5000)" in figures[0].axes[0].get_title()
+
+
 def run_cli(*argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from heritage_cnn.cli.options import (
@@ -52,6 +53,50 @@ def figure_names(paths: list[str]) -> list[str]:
     return names
 
 
+def places(path: str | os.PathLike) -> set[Path]:
+    """Where `path` lies, resolved: its folder's real path with its own name (the entry a write there would replace)
+    and, for a link, the file it leads to. `..` and symbolic links hide neither."""
+    path = Path(path)
+    return {Path(os.path.realpath(path.parent)) / path.name, Path(os.path.realpath(path))}
+
+
+def refuse_holding(out: str, inputs: Iterable[str | os.PathLike]) -> None:
+    """A UsageError naming --out and the input when --out holds (at any depth) one of `inputs`, a photo or a folder:
+    a figure could replace a photo there, and the next run would map the figures. An input that does not exist holds
+    nothing (`find_inputs` says it is missing)."""
+    from heritage_cnn.base.names import shown
+
+    root = Path(os.path.realpath(out))
+    for item in inputs:
+        if os.path.lexists(item) and any(root in place.parents for place in places(item)):
+            kind = "folder" if os.path.isdir(item) else "photo"
+            raise UsageError(f"--out {shown(out)}: holds the input {kind} {shown(item)}; write the figures elsewhere")
+
+
+def refuse_out(out: str | None, inputs: list[str]) -> None:
+    """Before any work, a UsageError in one line when --out `out` (None: not given) cannot take the figures: it is an
+    input, lies inside an input folder or holds an input (the figures could replace a photo, and the next run would
+    map them), a file is in its way, or a folder is where elements.json goes (otherwise found after every photo is
+    mapped)."""
+    from heritage_cnn.base.io import inside_input, output_problem
+    from heritage_cnn.base.names import shown
+
+    if out:
+        holder = inside_input(out, inputs)
+        if holder is not None:
+            where = "inside the input folder" if os.path.isdir(holder) else "is the input"
+            raise UsageError(f"--out {shown(out)}: {where} {shown(holder)}; write the figures elsewhere")
+        refuse_holding(out, inputs)
+    refuse_output(out, "--out")  # after the input checks, which say more when --out is an input photo
+    if out:
+        path = os.path.join(out, "elements.json")
+        problem = output_problem(path, folder=False)
+        if problem is not None and os.path.isdir(path):
+            problem = f"{shown(path)}: is a folder, where map writes elements.json; move it away, or use another --out"
+        if problem is not None:
+            raise UsageError(problem)
+
+
 def cmd_map(args: argparse.Namespace) -> int:
     """Find the elements in whole photos: what is where.
 
@@ -74,17 +119,14 @@ def cmd_map(args: argparse.Namespace) -> int:
     from heritage_cnn.inference.element_map import format_maps, map_files
 
     config = map_config(args)
-    if args.out:
-        from heritage_cnn.base.io import inside_input
-
-        holder = inside_input(args.out, args.inputs)
-        if holder is not None:  # the next run would map the figures too
-            where = f"inside the input folder {holder}" if os.path.isdir(holder) else f"is the input {holder}"
-            raise UsageError(f"--out {args.out}: {where}; write the figures elsewhere")
-    refuse_output(args.out, "--out")  # after the input check, which says more when --out is an input photo
+    refuse_out(args.out, args.inputs)
     photos, missing = find_inputs(args.inputs)
     if not photos:
         return 2
+    taken: set[Path] = set()  # where the photos lie: no figure is ever written there
+    if args.out:
+        refuse_holding(args.out, photos)  # a photo found through a link into --out: said before the model is loaded
+        taken = set().union(*map(places, photos))
     classifier = Classifier.load(args.model, device_name(args.device), args.tta, none_threshold=args.none_threshold)
     note_cannot_reject(classifier.open_set)
     out = Path(args.out) if args.out else None  # made by the first figure written: none when no photo is read
@@ -102,7 +144,10 @@ def cmd_map(args: argparse.Namespace) -> int:
         if out is not None:  # a figure that cannot be drawn is listed; the photo's map is kept in elements.json
             from heritage_cnn.inference.element_figure import figure_or_reason
 
-            drawn = figure_or_reason(item, out / name)
+            if places(out / name) & taken:  # the last guard: a figure never replaces an input, even through a link
+                drawn = f"its figure {shown(out / name)} would replace an input photo"
+            else:
+                drawn = figure_or_reason(item, out / name)
             if isinstance(drawn, str):
                 undrawn.append((item.path, drawn))
             else:
@@ -138,7 +183,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         metavar="DIR",
-        help="write a figure per photo (<photo name>.map.png) and elements.json into DIR (not inside an input folder)",
+        help="write a figure per photo (<photo name>.map.png) and elements.json into DIR (neither inside an input "
+        "folder nor holding an input)",
     )
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format (default table)")
     p.add_argument(

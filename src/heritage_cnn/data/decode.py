@@ -347,6 +347,9 @@ def _decode_whole(image: Image.Image, name: str, shorter: int, max_pixels: int) 
     width, height = image.size
     factor = min(1.0, shorter / min(width, height), math.sqrt(max_pixels / (width * height)))
     target = (max(1, math.floor(width * factor)), max(1, math.floor(height * factor)))
+    if target[0] * target[1] > max_pixels:  # a strip's short side clamped up to 1 px: its long side is cut further
+        short = min(target)
+        target = (short, max_pixels // short) if target[0] == short else (max_pixels // short, short)
     if kind == "JPEG" and factor < 0.5:  # the DCT decodes at 1/2, 1/4 or 1/8 directly, never below the target
         image.draft("RGB", target)
     image.load()

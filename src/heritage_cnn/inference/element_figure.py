@@ -30,8 +30,13 @@ TITLE_CHARACTERS = 160  # a longer file name is shortened in the middle: the tit
 
 
 def _ratio(aspect: float) -> str:
-    """A photo's aspect (height / width) as width:height, "1:400" or "400:1"."""
-    return f"1:{aspect:.3g}" if aspect >= 1 else f"{1 / aspect:.3g}:1"
+    """A photo's aspect (height / width) as width:height, "1:400" or "400:1"; from 1000:1 on in whole numbers,
+    "64000:1", never in powers of ten ("1e+03:1")."""
+    value = aspect if aspect >= 1 else 1 / aspect
+    text = f"{value:.3g}"
+    if "e" in text:  # three significant digits no longer fit without an exponent
+        text = str(round(value))
+    return f"1:{text}" if aspect >= 1 else f"{text}:1"
 
 
 def _title(emap: ElementMap, aspect: float, shown_aspect: float) -> str:

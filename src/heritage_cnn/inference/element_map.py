@@ -166,6 +166,9 @@ def _reduce(image: Image.Image | np.ndarray, shorter: int, max_pixels: int) -> t
     width, height = image.size
     factor = min(1.0, shorter / min(width, height), math.sqrt(max_pixels / (width * height)))
     target = (max(1, math.floor(width * factor)), max(1, math.floor(height * factor)))
+    if target[0] * target[1] > max_pixels:  # a strip's short side clamped up to 1 px: its long side is cut further
+        short = min(target)
+        target = (short, max_pixels // short) if target[0] == short else (max_pixels // short, short)
     if target != image.size:
         image = image.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
     return np.asarray(image, dtype=np.uint8), width, height
