@@ -16,7 +16,8 @@ from PIL import Image
 
 from _negatives_sources import TRAINING_ONLY, Source
 from heritage_cnn.base.io import atomic_write_json
-from heritage_cnn.data.decode import IMAGE_SIZE, fit_square, to_rgb
+from heritage_cnn.data.decode import IMAGE_SIZE
+from heritage_cnn.data.resize import fit_square, to_rgb
 from negative_pictures import GENERATORS, stamp_scene
 
 SPLITS = ("tuning", "reporting")

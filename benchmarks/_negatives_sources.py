@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
-from heritage_cnn.data.decode import to_rgb
+from heritage_cnn.data.resize import to_rgb
 from package_readers import dep5_licence, plasma_metadata, pzl_picture, readme_note, skimage_note, wheel_licence
 
 REVIEW = Path(__file__).resolve().parent / "negatives_review.csv"

@@ -10,7 +10,8 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from heritage_cnn.data.decode import IMAGE_SIZE, fit_square
+from heritage_cnn.data.decode import IMAGE_SIZE
+from heritage_cnn.data.resize import fit_square
 
 CANVAS = 256  # pages, plans and lens caps are drawn larger, then resized like a photo
 

@@ -22,7 +22,7 @@ their own kind) are used; `exclude` is not (architecture of any kind, duplicates
 candidate without a row, or whose bytes changed since the review, is skipped and listed.
 
 Each source image gives `--crops` random squares (at least `MIN_CROP` of its shorter side: a scene, not a
-texture patch) and the whole photo, each resized like a data-set photo (heritage_cnn.data.decode.fit_square) to a
+texture patch) and the whole photo, each resized like a data-set photo (heritage_cnn.data.resize.fit_square) to a
 64x64 PNG. Sources are split into `tuning/` and `reporting/` by group (a Debian source package, a wheel), so
 that one photographer's or one desktop's style never sits on both sides; drawn images come from seed streams
 that differ between the two. `OUT/manifest.json` lists every file with its split, kind, package, version,

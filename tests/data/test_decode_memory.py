@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from heritage_cnn.data import decode
+from heritage_cnn.data import decode, resize
 from heritage_cnn.data.decode import read_image, read_whole
 
 SRC = str(Path(decode.__file__).resolve().parents[2])
@@ -52,10 +52,10 @@ def images(width: int, height: int) -> dict[str, Image.Image]:
 def test_the_same_pixels_as_the_whole_image_conversion(monkeypatch: pytest.MonkeyPatch, kind: str, strip: int) -> None:
     """Strips of any height (one row, a few rows, the whole image) give exactly the whole image's pixels: the same
     float64 arithmetic per pixel, scaled by the whole image's peak."""
-    monkeypatch.setattr(decode, "STRIP_PIXELS", strip, raising=False)
+    monkeypatch.setattr(resize, "STRIP_PIXELS", strip, raising=False)
     image = images(123, 77)[kind]
     expected = whole_image_grey(image)
-    assert np.array_equal(np.asarray(decode.to_rgb(image)), np.repeat(expected[..., None], 3, axis=2))
+    assert np.array_equal(np.asarray(resize.to_rgb(image)), np.repeat(expected[..., None], 3, axis=2))
 
 
 def whole_image_rgb(image: Image.Image) -> Image.Image:
@@ -74,7 +74,7 @@ def test_read_image_and_read_whole_give_the_same_pixels(
 ) -> None:
     """Through the file paths too: grey images are resized as one channel now, and made RGB after, which gives the
     pixels resizing them as RGB gave (Pillow filters each channel alike); alpha is laid on white a strip at a time."""
-    monkeypatch.setattr(decode, "STRIP_PIXELS", 5000, raising=False)
+    monkeypatch.setattr(resize, "STRIP_PIXELS", 5000, raising=False)
     rng = np.random.default_rng(7)
     if mode in ("F", "I", "I;16"):
         image = images(301, 203)[{"F": "F wide", "I": "I", "I;16": "I;16"}[mode]]
@@ -87,9 +87,9 @@ def test_read_image_and_read_whole_give_the_same_pixels(
     with Image.open(path) as opened:
         assert opened.mode == mode.split()[0] and ("transparency" in opened.info) == (mode == "P transparent")
         old = whole_image_rgb(opened)
-    resized = old.resize((95, 64), Image.Resampling.BICUBIC, reducing_gap=decode.REDUCING_GAP)
+    resized = old.resize((95, 64), Image.Resampling.BICUBIC, reducing_gap=resize.REDUCING_GAP)
     assert np.array_equal(read_image(path).pixels, np.asarray(resized.crop((15, 0, 79, 64))))
-    whole = old.resize((149, 101), Image.Resampling.BICUBIC, reducing_gap=decode.REDUCING_GAP)
+    whole = old.resize((149, 101), Image.Resampling.BICUBIC, reducing_gap=resize.REDUCING_GAP)
     assert np.array_equal(read_whole(path, 101).pixels, np.asarray(whole))
 
 
@@ -100,7 +100,7 @@ def test_the_conversion_never_copies_the_whole_image_at_high_precision(mode: str
     image = images(3000, 3000)[{"F": "F wide", "I": "I", "I;16": "I;16"}[mode]]
     tracemalloc.start()
     try:
-        grey = decode.to_rgb(image)
+        grey = resize.to_rgb(image)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

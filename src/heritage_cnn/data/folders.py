@@ -26,13 +26,16 @@ import torch
 
 from heritage_cnn import __version__
 from heritage_cnn.base.names import shown, visible_subfolders
-from heritage_cnn.data.decode import DECODE_REVISION, IMAGE_SIZE, try_decode
+from heritage_cnn.data.decode import DECODE_REVISION, IMAGE_SIZE, UNDECODED_PHOTOS, try_decode
 from heritage_cnn.data.pixel_cache import read_pixels, write_pixels
 from heritage_cnn.data.walk import distinct_folders, walk_folders
 
 T = TypeVar("T")
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
+# The photo files looked at, those Pillow cannot decode included (they are skipped and listed, saying why)
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif", *UNDECODED_PHOTOS}
+)
 
 
 class DatasetError(ValueError):

@@ -36,8 +36,9 @@ from PIL import Image
 
 from heritage_cnn.base.devices import mixed_precision
 from heritage_cnn.base.names import cell_items, cell_text, json_text, shown
-from heritage_cnn.data.decode import ImageError, decode_image, fit_square, os_reason, try_decode, upright_rgb
+from heritage_cnn.data.decode import ImageError, decode_image, os_reason, try_decode
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS
+from heritage_cnn.data.resize import fit_square, upright_rgb
 from heritage_cnn.data.walk import walk_files
 from heritage_cnn.models.checkpoint import Checkpoint, load_checkpoint
 from heritage_cnn.models.network import fold_batch_norm

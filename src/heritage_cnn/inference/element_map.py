@@ -47,7 +47,8 @@ import torch
 from PIL import Image
 
 from heritage_cnn.base.names import json_text, shown
-from heritage_cnn.data.decode import ImageError, fit_square, read_whole, to_rgb, upright_rgb
+from heritage_cnn.data.decode import ImageError, read_whole
+from heritage_cnn.data.resize import fit_square, to_rgb, upright_rgb
 from heritage_cnn.inference.classifier import Classifier, Prediction
 from heritage_cnn.inference.tiles import CELLS_PER_TILE, MapConfig, Tile, cut_tiles, plan
 

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from heritage_cnn.base.checks import require
-from heritage_cnn.data.decode import IMAGE_SIZE, RESIZE_BUDGET
+from heritage_cnn.data.decode import IMAGE_SIZE
+from heritage_cnn.data.resize import RESIZE_BUDGET
 
 RULES = ("adjacent", "max")
 CELLS_PER_TILE = 8  # grid cells along the side of the smallest tile: 4 per stride at a stride of half a tile
