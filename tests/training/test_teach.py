@@ -23,7 +23,7 @@ from heritage_cnn.inference.openset_fit import fit_operating_point
 from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, TeachPhotos, read_new_classes
 from heritage_cnn.models.checkpoint import checkpoint_files, load_checkpoint, save_ensemble
 from heritage_cnn.models.ensemble import copy_model
-from heritage_cnn.training.teach import replay_split, teach
+from heritage_cnn.training.teach import known_already, replay_split, teach
 from heritage_cnn.training.teach_fit import FitConfig
 
 
@@ -95,6 +95,44 @@ def test_photos_the_model_trained_on_are_not_learned_again(nine, synthetic_root,
     assert str(refused.value).startswith(f"{folder}: ")  # the folder, as the too-few-readable refusal names it
     assert sum(_counts(refused.value)) == len(photos.paths)
     assert not any(tmp_path.glob("taught.*"))
+
+
+def test_nothing_to_learn_from_names_the_folders_it_read(nine, synthetic_root, tmp_path) -> None:
+    """Every photo one the parent trained on: the refusal named no folder, so the user could not tell which."""
+    parent = load_checkpoint(nine)
+    for name in ("altar", "apse"):
+        shutil.copytree(synthetic_root / name, tmp_path / "source" / name / "portal", dirs_exist_ok=True)
+    known = []
+    for name in ("altar", "apse"):
+        photos = read_new_classes(tmp_path / "source" / name, parent.classes)
+        known += known_already(photos, perceptual_hashes(photos.images), parent)[2]
+    folder = tmp_path / "again" / "portal"
+    folder.mkdir(parents=True)
+    for n, (path, _) in enumerate(known):  # only photos the parent trained on, at least the 20 a new class needs
+        shutil.copy(path, folder / f"{n}.png")
+    again = read_new_classes(folder.parent, parent.classes)
+    with pytest.raises(DatasetError) as refused:
+        teach(parent, again, tmp_path / "taught", log=lambda _: None)
+    assert str(refused.value) == (
+        f"{folder}: nothing to learn from: all {len(known)} photo(s) look like photos the model trained on (its "
+        "training data, or photos it was taught already)"
+    )
+
+
+def test_the_command_lists_the_data_files_it_could_not_read(nine, new_folder, synthetic_root, tmp_path, capsys):
+    """An unreadable file of --data was left out of the replay without a word; it is named and counted now, and a
+    name with a line break is shown escaped on its one line."""
+    data = _nine_data(synthetic_root, tmp_path)
+    (data / "altar" / "bad\nname.jpg").write_text("not a photo")
+    out = tmp_path / "m"
+    code = main(
+        ["teach", str(new_folder), "--data", str(data), "--model", str(nine), "--out", str(out), "--steps", "2"]
+    )
+    captured = capsys.readouterr()
+    printed = captured.out.splitlines()
+    assert code == 0, captured.err
+    assert f"skipped {data / 'altar' / 'bad'}\\n{'name.jpg'}: not a recognised image format" in printed
+    assert "--data: 1 unreadable file(s) skipped (the first ten listed above)" in printed
 
 
 def test_the_command_names_the_folder_that_dataset_copies_leave_too_few(nine, synthetic_root, tmp_path, capsys):

@@ -38,6 +38,14 @@ def _photos(args: argparse.Namespace, classes: list[str], size: int):  # -> Teac
     return merged
 
 
+def _list_skipped(skipped: list[tuple[str, str]]) -> None:
+    """The first ten files left out, each with why (the rest are counted where the list is summed up)."""
+    from heritage_cnn.base.names import shown
+
+    for path, reason in skipped[:10]:
+        print(f"skipped {shown(path)}: {reason}")
+
+
 def _replay(args: argparse.Namespace, checkpoint):  # -> (ImageSet | None, uint8 tensor | None)
     if not args.data:
         return None, None
@@ -45,6 +53,9 @@ def _replay(args: argparse.Namespace, checkpoint):  # -> (ImageSet | None, uint8
     from heritage_cnn.training.teach import replay_split
 
     images = load_images(find_layout(args.data).train, checkpoint.classes, cache_dir=args.cache_dir)
+    _list_skipped(images.skipped)
+    if images.skipped:
+        print(f"--data: {len(images.skipped)} unreadable file(s) skipped (the first ten listed above)")
     replayed, held_out = replay_split(images, checkpoint)
     if held_out is None:
         print(f"--data: {len(images)} photos replayed (the model keeps no record of its own training photos)")
@@ -90,8 +101,7 @@ def cmd_teach(args: argparse.Namespace) -> int:
     check_cache_dir(args.cache_dir)
     parent = load_model(args)
     photos = _photos(args, parent.classes, parent.image_size)
-    for path, reason in photos.skipped[:10]:
-        print(f"skipped {path}: {reason}")
+    _list_skipped(photos.skipped)
     data, held_out = _replay(args, parent)
     config = FitConfig(seed=args.seed)
     if args.steps is not None:  # the steps of whichever fit runs
@@ -106,8 +116,7 @@ def cmd_teach(args: argparse.Namespace) -> int:
         max_known_loss=args.max_known_loss,
         cache_dir=args.cache_dir,
     )
-    for path, reason in result.skipped_known[:10]:
-        print(f"skipped {path}: {reason}")
+    _list_skipped(result.skipped_known)
     skipped = len(photos.skipped) + len(result.skipped_known)
     counts = ", ".join(f"{name} {count}" for name, count in result.per_class.items())
     added = f"; classes added: {', '.join(result.added)}" if result.added else "; no class added"

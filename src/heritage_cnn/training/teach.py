@@ -40,6 +40,7 @@ import torchvision.transforms.v2.functional as TF
 from torch import nn
 
 from heritage_cnn.base.io import CheckpointError
+from heritage_cnn.base.names import first_few
 from heritage_cnn.data.folders import DatasetError, ImageSet
 from heritage_cnn.data.split import NEAR_DUPLICATE_DISTANCE, perceptual_hashes, set_hashes
 from heritage_cnn.inference.classifier import Classifier, network_features
@@ -352,7 +353,11 @@ def _learnable(parent: Checkpoint, photos: TeachPhotos) -> tuple[TeachPhotos, np
     asked = list(dict.fromkeys(label for label in photos.labels if label not in parent.classes))
     photos, hashes, skipped_known = known_already(photos, perceptual_hashes(photos.images), parent)
     if not len(photos):
-        raise DatasetError("nothing to learn from: every photo looks like a photo of the model's training data")
+        read = first_few(list(dict.fromkeys(given.where(label) for label in given.labels)))
+        raise DatasetError(
+            f"{read}: nothing to learn from: all {len(given)} photo(s) look like photos the model trained on (its "
+            "training data, or photos it was taught already)"
+        )
     label_of = dict(zip(given.paths, given.labels, strict=True))
     for name in asked:
         count = photos.labels.count(name)
