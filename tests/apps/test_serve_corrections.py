@@ -14,12 +14,14 @@ from _serve_helpers import cards, open_page, overflow, png_bytes, settled
 from fastapi.testclient import TestClient
 
 from conftest import CLASSES, cli_server
-from heritage_cnn.apps.corrections import Corrections
+from heritage_cnn.apps.corrections import Corrections, looks_trained_on
 from heritage_cnn.apps.serve import create_app
+from heritage_cnn.apps.upload import decode_upload
 from heritage_cnn.inference.classifier import Classifier, Prediction, TopClass
 from heritage_cnn.inference.sort import sort_photos
 from heritage_cnn.inference.sort_manifest import MANIFEST_FIELDS
-from heritage_cnn.inference.teach_photos import read_corrections
+from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, read_corrections
+from heritage_cnn.models.checkpoint import load_checkpoint
 
 STRICT = 1e9  # a none-of-these threshold no photo reaches: every answer is "none of these"
 
@@ -33,13 +35,17 @@ def test_a_correction_is_read_by_teach_as_a_moved_photo(tiny_run, tmp_path: Path
     response = correct(client, data, right, top1_label=right)  # the client's say on the model's answer is ignored
     assert response.status_code == 200, response.text
     name = hashlib.sha256(data).hexdigest()[:16] + ".png"
-    assert response.json() | {"folder": None} == {
+    assert response.json() | {"folder": None, "looks_trained_on": None} == {
         "label": right,
         "answer": answer,
         "kind": "moved",
         "file": f"{right}/{name}",
         "replaced": 0,
+        "moved_from": [],  # the folder held no file of the photo: the page's own copy
         "folder": None,
+        "class_photos": 1,
+        "new_class_needs": None,  # a class of the model: no minimum
+        "looks_trained_on": None,
     }
     assert photos(folder) == [folder / right / name] and (folder / right / name).read_bytes() == data
     [row] = manifest(folder)
@@ -107,13 +113,17 @@ def test_a_photo_of_none_of_the_ten_is_recorded_as_sort_and_a_move_out_of_none_w
     response = correct(client_for(tiny_run, folder, none_threshold=STRICT), data, closest)
     assert response.status_code == 200, response.text
     name = hashlib.sha256(data).hexdigest()[:16] + ".png"
-    assert response.json() | {"folder": None} == {
+    assert response.json() | {"folder": None, "looks_trained_on": None} == {
         "label": closest,
         "answer": "_none",  # what the model answered: sort's folder for none of the ten, as in the destination
         "kind": "moved",
         "file": f"{closest}/{name}",
         "replaced": 0,
+        "moved_from": [],
         "folder": None,
+        "class_photos": 1,
+        "new_class_needs": None,
+        "looks_trained_on": None,
     }
     assert photos(folder) == [folder / closest / name]
     [row] = manifest(folder)
@@ -277,9 +287,22 @@ def test_page_saves_a_correction(correcting_server, browser, tmp_path: Path, tin
     control.find_element(By.TAG_NAME, "button").click()
     wait.until(lambda d: "Saved:" in control.text)
     assert overflow(browser) == 0
-    assert f"heritage teach --corrections {folder.resolve()} will learn it" in control.text
+    # a new class's first photo: teach refuses the whole folder until the class has its photos, and the page says so
+    teach = f"heritage teach --corrections {folder.resolve()}"
+    assert (
+        f"Saved: 1 of the {MIN_NEW_PHOTOS} photos a new class needs; {teach} refuses the folder until" in control.text
+    )
+    assert "will learn it" not in control.text
     taught = read_corrections(folder)
     assert (taught.labels, taught.kinds) == (["portal"], ["moved"])
+    # a class of the model: learned, unless the photo looks like one the model trained on, which teach skips
+    choice.select_by_value("vault")
+    control.find_element(By.TAG_NAME, "button").click()
+    wait.until(lambda d: "portal" not in read_corrections(folder).labels)
+    checkpoint = load_checkpoint(tiny_run.checkpoint)
+    trained = looks_trained_on(checkpoint, decode_upload(photo.read_bytes(), checkpoint.image_size)[0])
+    said = f"Saved: {teach} skips this photo: it looks like one the model trained on" if trained else "will learn it"
+    wait.until(lambda d: said in control.text)
 
 
 def test_page_offers_the_closest_class_for_a_photo_of_none_of_the_ten(tiny_run, browser, tmp_path: Path) -> None:

@@ -301,3 +301,25 @@ def test_a_manifest_saved_with_a_byte_order_mark_reads_as_sorts_own_reader_reads
     marked = read_corrections(out)
     assert marked.labels == plain.labels and marked.found == plain.found == {"confirmed": 9}
     assert len(read_manifest(manifest, multi=False)) == 9
+
+
+def test_a_source_that_is_no_path_or_cannot_be_looked_up_counts_as_not_there(
+    synthetic_root: Path, tmp_path: Path
+) -> None:
+    """A moved photo's row is looked up by its source's content. The web page's `upload:<name>` is no path and is never
+    looked up: with a 254-byte upload name (valid on ext4), `upload:<name>` is too long for a file name and teach
+    stopped with "File name too long", naming neither the manifest nor the row. A source path that cannot be looked at
+    (too long, a NUL in it) is not there either. Each photo is then found by the file name sort gave it."""
+    out = _hand_sorted(synthetic_root, tmp_path, per_class=1)
+    rows = _rows(out)
+    rows[0]["source"] = "upload:" + "é" * 125 + ".jpg"
+    rows[1]["source"] = str(tmp_path / ("x" * 300 + ".png"))
+    rows[2]["source"] = str(tmp_path / "survey" / "nul\0.png")
+    _write_manifest(out, rows)
+    (out / "column").mkdir()
+    for name in ("altar", "apse", "vault"):  # every photo moved by hand: its row's source is looked at
+        (out / name / f"{name}_0.png").rename(out / "column" / f"{name}_0.png")
+    photos = read_corrections(out, known=KNOWN)
+    assert photos.found == {"moved": 3}
+    assert sorted(Path(p).name for p in photos.paths) == ["altar_0.png", "apse_0.png", "vault_0.png"]
+    assert photos.labels == ["column"] * 3

@@ -23,7 +23,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from heritage_cnn.apps.corrections import Corrections
+from heritage_cnn.apps.corrections import Corrections, looks_trained_on
 from heritage_cnn.apps.upload import (
     BodyTooLarge,
     BodyTooSlow,
@@ -100,12 +100,17 @@ State = Annotated[Served, Depends(served)]
 router = APIRouter(default_response_class=Answer)
 
 
-@router.get("/", response_class=HTMLResponse)
+# Every GET route answers HEAD too (RFC 9110 9.3.2: a general-purpose server MUST): the same status and headers, and
+# no body (uvicorn, and Starlette's test client, send none for HEAD; FileResponse sends none itself).
+GET_OR_HEAD = ["GET", "HEAD"]
+
+
+@router.api_route("/", methods=GET_OR_HEAD, response_class=HTMLResponse)
 def index(state: State) -> str:
     return state.page
 
 
-@router.get("/api/info")
+@router.api_route("/api/info", methods=GET_OR_HEAD)
 def info(state: State) -> dict[str, Any]:
     checkpoint, open_set = state.classifier.checkpoint, state.classifier.open_set
     labels = dict(zip(checkpoint.display_names, checkpoint.classes, strict=True))  # display name -> class folder
@@ -157,7 +162,7 @@ def taught_from(info: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
-@router.get("/class-images/{name}")
+@router.api_route("/class-images/{name}", methods=GET_OR_HEAD)
 def class_image(name: str, state: State) -> FileResponse:
     files = state.gallery.current().files
     if name not in files:
@@ -210,9 +215,9 @@ async def correct(request: Request, state: State) -> JSONResponse:
     try:
         upload = await read_upload(request, state)
         label = state.corrections.class_of(upload.fields.get("label"))
-        prediction = await run_in_threadpool(in_turn, state, predict_upload, upload.data)
+        prediction, trained = await run_in_threadpool(in_turn, state, predict_upload, upload.data)
         saved = await run_in_threadpool(state.corrections.save, upload.data, upload.filename, label, prediction)
-        return Answer(saved)
+        return Answer(saved | {"looks_trained_on": trained})  # teach skips such a photo: the page says so
     except UploadError as error:
         return refusal(error)
 
@@ -344,7 +349,8 @@ async def read_photo(request: Request, body: RequestBody, state: Served) -> Uplo
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + MULTIPART_SLACK:
         raise UploadError(413, state.too_large)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()  # a MIME type has no case
+    if media_type != "multipart/form-data":
         raise UploadError(400, "send the photo as multipart/form-data in a field named 'photo'")
     try:
         stream = Request(request.scope, body.receive).stream()
@@ -395,10 +401,12 @@ def answer(state: Served, data: bytes, top: int, with_overlays: bool) -> dict[st
     return result
 
 
-def predict_upload(state: Served, data: bytes) -> Prediction:
-    """The model's answer for uploaded bytes, with the top classes a manifest row holds."""
+def predict_upload(state: Served, data: bytes) -> tuple[Prediction, bool | None]:
+    """The model's answer for uploaded bytes, with the top classes a manifest row holds, and whether the photo looks
+    like one the model trained on (`corrections.looks_trained_on`: None when the model keeps no record of them)."""
     photo, _ = decode_upload(data, state.classifier.checkpoint.image_size)
-    return state.classifier.predict(photo, top=MANIFEST_TOP)[0]
+    prediction = state.classifier.predict(photo, top=MANIFEST_TOP)[0]
+    return prediction, looks_trained_on(state.classifier.checkpoint, photo)
 
 
 def map_answer(state: Served, data: bytes, with_overlays: bool) -> dict[str, Any]:

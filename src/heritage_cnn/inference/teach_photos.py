@@ -18,7 +18,8 @@ Two sources, one result (`TeachPhotos`: decoded photos, each with its class and 
   Photos in a class folder that the manifest does not list were **added** by the user and learn as that class.
   A photo's class is the top folder it lies in: the user's subfolders inside a class folder belong to that class.
   The web page's "mark wrong" writes the same kind of folder (`apps.corrections`): a photo the user marked is stored
-  in the right class's folder, with a manifest row naming the folder the model chose.
+  in the right class's folder, with a manifest row naming the folder the model chose and a source `upload:<name>`
+  (`UPLOAD_SOURCE`), which is no path and is never looked up as one.
   A manifest that sort did not write as it is (a missing column, a row with more or fewer cells than the header, a
   destination that is not a file in a class folder, one in a folder its label does not name, or no row beside
   photos) is refused with a line saying so: corrections are made by moving
@@ -66,6 +67,7 @@ UNREADABLE = "unreadable (skipped)"  # files that would have been taught but can
 REPEATED = "repeated (the same content twice in one class: taught once)"
 NOT_FOUND = "not where sort filed them, sources gone (deleted or renamed: cannot tell which)"
 ADDED_OR_RENAMED = "added or renamed (not in the manifest)"  # "added" while some rows are NOT_FOUND
+UPLOAD_SOURCE = "upload:"  # the source of a row the web page wrote (`apps.corrections`): a file name, not a path
 
 
 @dataclass
@@ -305,6 +307,13 @@ def _manifest_rows(root: Path) -> list[dict[str, str]]:
     return rows
 
 
+def filed_photos(rows: list[dict[str, str]], root: Path) -> list[Path]:
+    """Where sort filed each manifest row's photo inside `root` (`_filed_at`); DatasetError naming the first row teach
+    refuses, by its line. The one rule for teach and for the web page, which must never write beside such a row
+    (rewriting the manifest would hide the damage from teach)."""
+    return [_filed_at(row, root, n) for n, row in enumerate(rows, start=2)]
+
+
 def _filed_at(row: dict[str, str], root: Path, line: int) -> Path:
     """Where sort filed a manifest row's photo, inside `root`: its destination's class folder and file name (sort
     writes absolute paths, and the folder may have been moved or copied since), checked against the row's answer."""
@@ -334,9 +343,9 @@ def _check_cells(row: dict, where: str) -> None:
         raise DatasetError(f"{where}: was edited: {cells + len(row[None])} cells, the header has {len(header)}")
 
 
-def _class_files(root: Path) -> tuple[dict[Path, str], list[tuple[str, str]]]:
+def class_files(root: Path) -> tuple[dict[Path, str], list[tuple[str, str]]]:
     """Every image file below `root`'s class folders, with the class folder it lies in (subfolders included), and
-    the folders that could not be read."""
+    the folders that could not be read: the files teach reads (the web page looks there for a photo sort filed)."""
     files: dict[Path, str] = {}
     skipped: list[tuple[str, str]] = []
     for sub in _class_subfolders(root):
@@ -359,10 +368,10 @@ def read_corrections(folder: str | os.PathLike, size: int = IMAGE_SIZE, known: l
     checked whether given or not)."""
     root = Path(folder).resolve()
     rows = _manifest_rows(root)
-    filed = {_filed_at(row, root, n): Path(row["source"]) for n, row in enumerate(rows, start=2)}
+    filed = dict(zip(filed_photos(rows, root), (row["source"] for row in rows), strict=True))
     # sort keeps one copy of identical photos of one name, and the manifest a row for each: one file, read once
     shared = len(rows) - len(filed)
-    files, skipped = _class_files(root)
+    files, skipped = class_files(root)
     if not rows and files:  # sort refuses a folder with nothing to sort before writing anything: this was emptied
         raise DatasetError(
             f"{shown(root / MANIFEST_NAME)}: was edited or is not sort's: it lists no photo, but its folders hold "
@@ -387,7 +396,7 @@ def read_corrections(folder: str | os.PathLike, size: int = IMAGE_SIZE, known: l
 
 
 def _matched(
-    filed: dict[Path, Path], files: dict[Path, str], digests: dict[Path, str | None]
+    filed: dict[Path, str], files: dict[Path, str], digests: dict[Path, str | None]
 ) -> tuple[list[tuple[Path, str, str]], Counter]:
     """Each manifest row's photo found where it is now (`filed`: where sort put it -> its source; `files`: the files
     now, with their class folders; `digests`: the SHA-256 of those not where sort put a photo, None if unreadable):
@@ -417,14 +426,26 @@ def _matched(
 
 
 def _moved_to(
-    destination: Path, source: Path, by_content: dict[str, list[Path]], claimed: set[Path]
+    destination: Path, source: str, by_content: dict[str, list[Path]], claimed: set[Path]
 ) -> tuple[Path | None, bool]:
     """Where the photo sort copied from `source` to `destination` is now: the unclaimed file with the source's content
     (sort's copies and links are byte for byte the source), else one with the destination's file name; None when
     neither is found. The flag: whether the source could be read, so that no file holding its content means the
     photo is gone (else it may have been renamed)."""
-    digest = regular_file_sha256(source) if source.is_file() else None
+    digest = _source_sha256(source)
     candidates = by_content.get(digest, []) if digest is not None else []
     if not candidates:
         candidates = [p for paths in by_content.values() for p in paths if p.name == destination.name]
     return next((p for p in candidates if p not in claimed), None), digest is not None
+
+
+def _source_sha256(source: str) -> str | None:
+    """The SHA-256 of a row's source, None when it is not there to read: the web page's `upload:<name>` (no path, never
+    looked up: a long name would fail as too long for a file name), a path that cannot be looked at (too long, a NUL
+    in it: any OSError or ValueError), or one that is no regular file."""
+    if not source or source.startswith(UPLOAD_SOURCE):
+        return None
+    try:
+        return regular_file_sha256(source)  # None for an OSError while it opens or reads the file
+    except (OSError, ValueError):  # what it lets through: a NUL in the path is a ValueError
+        return None
