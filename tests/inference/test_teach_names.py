@@ -11,7 +11,8 @@ import pytest
 from _teach_photo_helpers import KNOWN, _hand_sorted, _new_folder, _one_line_error
 
 from heritage_cnn.base.names import shown
-from heritage_cnn.inference.teach_photos import new_class_problem, read_corrections, read_new_classes
+from heritage_cnn.inference.class_names import new_class_problem
+from heritage_cnn.inference.teach_photos import read_corrections, read_new_classes
 
 
 @pytest.mark.parametrize("name", ["bell tower", "Altar", "Bell_Tower", "dome (inner)", "VAULT", "_None", "_UNCERTAIN"])

@@ -52,19 +52,13 @@ from heritage_cnn.data.decode import regular_file_sha256
 from heritage_cnn.data.folders import IMAGE_EXTENSIONS
 from heritage_cnn.data.split import perceptual_hashes
 from heritage_cnn.data.walk import walk_files
+from heritage_cnn.inference.class_names import new_class_problem, same_class_as
 from heritage_cnn.inference.classifier import Prediction
 from heritage_cnn.inference.evaluate import near_any, trained_on
 from heritage_cnn.inference.sort import LOCK_NAME, NONE, UNCERTAIN
 from heritage_cnn.inference.sort_files import NOT_LINKABLE
 from heritage_cnn.inference.sort_manifest import MANIFEST_ENCODING, MANIFEST_FIELDS, MANIFEST_NAME, MANIFEST_TOP
-from heritage_cnn.inference.teach_photos import (
-    MIN_NEW_PHOTOS,
-    UPLOAD_SOURCE,
-    class_files,
-    filed_photos,
-    new_class_problem,
-    same_class_as,
-)
+from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, UPLOAD_SOURCE, class_files, filed_photos
 from heritage_cnn.models.checkpoint import Checkpoint
 
 SOURCE_PREFIX = UPLOAD_SOURCE  # a manifest row written by the page, not by sort: teach never looks it up as a path
@@ -147,7 +141,7 @@ class Corrections:
         """The class a photo's right `label` names: one of the model's classes, a new class already in the folder, or
         a new one. A name that is one of those but for case, spaces or underscores (the page's display name `bell
         tower`) is that class, so that teach never finds two folders of one class; anything teach would refuse as a
-        new class's name (`teach_photos.new_class_problem`) is an UploadError 400, one line."""
+        new class's name (`class_names.new_class_problem`) is an UploadError 400, one line."""
         if not isinstance(label, str) or not label:
             raise UploadError(400, "send the right class in the form field 'label'")
         if label in self.classes:

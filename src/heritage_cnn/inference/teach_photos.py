@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import os
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,23 +42,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from heritage_cnn.base.names import CSV_ERRORS, HIDDEN_CATEGORIES, shown, visible_subfolders
+from heritage_cnn.base.names import CSV_ERRORS, shown, visible_subfolders
 from heritage_cnn.data.decode import IMAGE_SIZE, regular_file_sha256, try_decode
-from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError, display_name
+from heritage_cnn.data.folders import IMAGE_EXTENSIONS, DatasetError
 from heritage_cnn.data.walk import walk_files
-from heritage_cnn.inference.sort import NONE, UNCERTAIN
+from heritage_cnn.inference.class_names import RESERVED, new_class_problem
 from heritage_cnn.inference.sort_manifest import (
     MANIFEST_ENCODING,
     MANIFEST_FIELDS,
     MANIFEST_NAME,
     MANIFEST_TOP,
-    SKIPPED_NAME,
 )
-from heritage_cnn.inference.sort_settings import SETTINGS_NAME
-from heritage_cnn.models.metadata import class_name_problem
 
-RESERVED = (UNCERTAIN, NONE)
-SORT_FILES = (MANIFEST_NAME, SKIPPED_NAME, SETTINGS_NAME)  # beside a sorted folder's class folders: no class's name
 MIN_NEW_PHOTOS = 20  # photos a new class needs: the fewest the issue's benchmark teaches from (docs/teach.md)
 SHARED = "manifest rows sharing another row's file (identical photos)"  # counted, not taught twice
 KINDS = ("new", "moved", "added", "confirmed")  # why a photo is taught; "new": a photo of a new class's folder
@@ -167,81 +161,6 @@ def _class_subfolders(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise DatasetError(f"{shown(folder)}: not a folder")
     return visible_subfolders(folder)
-
-
-def _same_class(name: str) -> str:
-    """What two names of one class share: the display name (`bell_tower` and `bell tower`), case aside, after Unicode
-    compatibility normalisation (NFKC), so that names that print alike are one: `portál` spelt composed (NFC) or
-    decomposed (NFD), a fullwidth `ａltar` and `altar`, a non-breaking space and a space."""
-    folded = display_name(unicodedata.normalize("NFKC", name)).casefold()
-    return unicodedata.normalize("NFKC", folded)  # case folding can leave a name unnormalised (Unicode's NFKC_CF)
-
-
-def same_class_as(name: str, names: Iterable[str]) -> str | None:
-    """The first of `names` that is `name` but for case, spaces, underscores or Unicode spelling (`Bell Tower`,
-    `bell_tower`; `_same_class`), or None."""
-    key = _same_class(name)
-    return next((n for n in names if _same_class(n) == key), None)
-
-
-def new_class_problem(
-    name: str, known: Iterable[str] = (), taken: Iterable[str] = (), called: str = "the class name"
-) -> str | None:
-    """Why `name` cannot name a new class (one line, naming it), or None: any case or Unicode spelling of sort's reserved
-    folders or of the files beside them (`SORT_FILES`), a name that is blank or has blanks around it, one that is not
-    UTF-8 or no class may have (`class_name_problem`), or one that is a class of the model (`known`) or another new
-    class (`taken`) but for case, spaces or underscores. The one rule for teach's folders and the page's corrections
-    (`apps.corrections`); `called`: the message's word for it."""
-    if _folded(name) in {_folded(r) for r in RESERVED}:
-        return f"{name!r} is reserved for sort's photos of no class or an unsure one"
-    if _folded(name) in {_folded(f) for f in SORT_FILES}:
-        return f"{name!r} is a file sort keeps beside its class folders, so it cannot name a class"
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"{called} is not valid UTF-8, so it cannot name a class"
-    if not name.strip() or name != name.strip():
-        return f"{name!r} is blank or has blanks around it, so it cannot name a class"
-    problem = class_name_problem(name) or _invisible(name)
-    if problem:
-        return f"{called} {problem}, so it cannot name a class"
-    same = same_class_as(name, known)
-    if same is not None:
-        return (
-            f"{name!r} names the model's class {same!r}{_spelt(name, same)} (the same name but for case, spaces, "
-            "underscores or Unicode spelling); photos of a class it knows are corrections (--corrections: a sorted folder whose photos you "
-            "moved)"
-        )
-    same = same_class_as(name, (t for t in taken if t != name))
-    if same is not None:
-        return (
-            f"{name!r} and the folder {same!r}{_spelt(name, same)} would be two classes of one name (the same but "
-            "for case, spaces, underscores or Unicode spelling); put their photos in one folder"
-        )
-    return None
-
-
-def _folded(name: str) -> str:
-    """`name` as the reserved names are compared: any case, any Unicode spelling (a fullwidth `＿ｎｏｎｅ` is `_none`)."""
-    return unicodedata.normalize("NFKC", name).casefold()
-
-
-def _spelt(name: str, same: str) -> str:
-    """Both names by their code points when they print alike (`portál` composed and decomposed), else nothing."""
-    if unicodedata.normalize("NFC", name) != unicodedata.normalize("NFC", same):
-        return ""
-    return f" (spelt {name!a} and {same!a})"
-
-
-def _invisible(name: str) -> str | None:
-    """Why a name with a character that prints nothing (a zero-width space, a right-to-left override, a line
-    separator: the characters `shown` escapes, `HIDDEN_CATEGORIES`) cannot name a class, or None: it would print like
-    another name, or reorder the line it is in. Spaces other than ' ' (a non-breaking one) print as spaces, and are
-    folded as spaces are; a character newer than Python's Unicode tables (an emoji) is allowed."""
-    hidden = next((c for c in name if unicodedata.category(c) in HIDDEN_CATEGORIES), None)
-    if hidden is None:
-        return None
-    return f"{name!r} holds the invisible character U+{ord(hidden):04X} ({unicodedata.name(hidden, 'unnamed')})"
 
 
 def _refuse_name(folder: Path, name: str, known: Iterable[str], taken: Iterable[str] = ()) -> None:
