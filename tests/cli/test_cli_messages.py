@@ -29,6 +29,32 @@ def test_a_warning_inside_a_command_is_one_line_without_file_or_source(
     assert ".py:" not in err and "UserWarning" not in err and "warnings.warn" not in err
 
 
+def _corrupt_exif_jpeg(path: Path, colour: tuple[int, int, int]) -> None:
+    """A JPEG whose EXIF block declares a tag longer than it holds (Pillow warns "Corrupt EXIF data")."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    data = BytesIO()
+    Image.new("RGB", (64, 64), colour).save(data, format="JPEG")
+    exif = b"Exif\0\0MM\0\x2a\0\0\0\x08\xff\xff" + b"\0" * 10
+    jpeg = data.getvalue()
+    path.write_bytes(jpeg[:2] + b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + jpeg[2:])
+
+
+def test_pillows_warnings_name_the_photo_each_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Three photos with a damaged EXIF block gave one line, once a run, naming none of them."""
+    root = make_dataset(tmp_path / "data", per_class=3, classes=CLASSES[:2])
+    bad = [root / CLASSES[0] / "exif_a.jpg", root / CLASSES[0] / "exif_b.jpg", root / CLASSES[1] / "exif_c.jpg"]
+    for n, path in enumerate(bad):
+        _corrupt_exif_jpeg(path, (40 * n, 90, 200))
+    assert main(["data", "check", str(root)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "Corrupt EXIF" in line]
+    assert sorted(lines) == [
+        f"heritage: warning: {path}: Corrupt EXIF data.  Expecting to read 12 bytes but only got 10." for path in bad
+    ]
+
+
 def _help_examples(parser: argparse.ArgumentParser) -> list[str]:
     """Every example line (`heritage ...`, a comment after two spaces or a shell redirection dropped) of a parser and its subcommands."""
     examples = [

@@ -4,6 +4,7 @@ exit 2."""
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -78,11 +79,24 @@ def _where(args: argparse.Namespace) -> str:
     return str(default_checkpoint_path().with_suffix(".json"))
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], *where: object, **more: object) -> None:
-    """A warning on the command line is one sentence for the user: no file, line number or source line."""
+def _one_line_warning(
+    message: Warning | str, category: type[Warning], filename: str = "", *where: object, said: set[str], **more: object
+) -> None:
+    """A warning on the command line is one sentence for the user: no source file, line number or source line. One
+    of Pillow's, which names no photo, is said with the photo being decoded (`decode.reading_now`), once a photo
+    (`said`: a command may open a photo twice, to decode it and to read its header)."""
     from heritage_cnn.base.names import shown
 
-    print(f"heritage: warning: {shown(str(message))}", file=sys.stderr)
+    text = str(message).strip()
+    if f"{os.sep}PIL{os.sep}" in str(filename):
+        from heritage_cnn.data.decode import reading_now
+
+        photo = reading_now()
+        text = text if photo is None else f"{photo}: {text}"
+        if text in said:
+            return
+        said.add(text)
+    print(f"heritage: warning: {shown(text)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Warnings are shown as `heritage: warning: <message>` only while a command runs; a library user
     (who never calls `main`) keeps Python's usual warnings."""
     with warnings.catch_warnings():  # restores showwarning on the way out
-        warnings.showwarning = _one_line_warning
+        warnings.showwarning = functools.partial(_one_line_warning, said=set())
+        # said for every photo whose EXIF is damaged (its orientation ignored), not once a run
+        warnings.filterwarnings("always", message="Corrupt EXIF", module="PIL")
         try:
             return _run(argv)
         except KeyboardInterrupt:  # while torch is imported, before `_run` reaches its own handler

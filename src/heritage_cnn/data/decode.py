@@ -25,6 +25,9 @@ import math
 import os
 import re
 import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -229,6 +232,26 @@ def _decode_whole(image: Image.Image, name: str, shorter: int, max_pixels: int) 
     return DecodedImage(np.asarray(to_rgb(image), dtype=np.uint8).copy(), width, height, kind)
 
 
+# The file each thread is decoding: Pillow's warnings (a corrupt EXIF block, whose orientation is then ignored) name
+# none, and the command line names it for them (`reading_now`)
+_reading = threading.local()
+
+
+def reading_now() -> str | None:
+    """The name of the file this thread is decoding, None outside a decode."""
+    return getattr(_reading, "name", None)
+
+
+@contextmanager
+def _naming(name: str) -> Iterator[None]:
+    """Within the block this thread decodes the file `name` (`reading_now`)."""
+    _reading.name = name
+    try:
+        yield
+    finally:
+        _reading.name = None  # a warning outside a decode is about no file
+
+
 def _read(source: str | os.PathLike | bytes, name: str | None, use) -> DecodedImage:
     """Open a file (by path) or bytes, pass the open image to `use(image, name)`; every failure is an ImageError
     that names the file."""
@@ -239,7 +262,7 @@ def _read(source: str | os.PathLike | bytes, name: str | None, use) -> DecodedIm
     stream = io.BytesIO(source) if is_bytes else open_regular(source)
     kind = None
     try:
-        with pillow_limits.held(), stream, Image.open(stream) as image:  # the decoder's limits, whatever the caller's
+        with pillow_limits.held(), _naming(name), stream, Image.open(stream) as image:  # the decoder's limits
             kind = image.format
             return use(image, name)
     except ImageError:
@@ -323,7 +346,12 @@ def try_decode(path: str | os.PathLike, size: int = IMAGE_SIZE) -> np.ndarray | 
 def image_header(path: str | os.PathLike) -> tuple[str, tuple[int, int]] | None:
     """Mode and size from the header of a regular file (no pixels decoded); None if unreadable."""
     try:
-        with pillow_limits.held(), open_regular(path) as stream, Image.open(stream) as image:
+        with (
+            pillow_limits.held(),
+            _naming(os.fsdecode(path)),
+            open_regular(path) as stream,
+            Image.open(stream) as image,
+        ):
             return image.mode, image.size
     except Exception:  # any unreadable header: the decoding pass says why
         return None
