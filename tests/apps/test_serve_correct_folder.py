@@ -114,6 +114,29 @@ def test_a_filed_photo_that_cannot_be_moved_is_409_and_nothing_changes(tiny_run,
     )
 
 
+def test_a_file_whose_folder_is_locked_is_409_and_left_in_one_class(tiny_run, tmp_path: Path, monkeypatch) -> None:
+    """A class folder the user made read-only: the new name was linked, the old one could not be removed, and the
+    photo was left in two classes (teach refused the folder) behind a 500 saying nothing was stored."""
+    out, data, filed = _sorted(tiny_run, tmp_path)
+    name = next(n for n, f in filed.items() if f.parent.name not in RESERVED)
+    was = filed[name].parent.name
+    right = next(c for c in CLASSES if c != was)
+    locked = (out / was / name).resolve()
+    real_unlink = Path.unlink
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:  # as a read-only folder answers (root passes them all)
+        if self.resolve() == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    response = correct(client_for(tiny_run, out), data[name], right)
+    assert response.status_code == 409, response.text
+    assert response.json()["detail"] == f"{locked}: cannot be moved (Permission denied); nothing was moved"
+    assert [p for p in photos(out) if p.read_bytes() == data[name]] == [out / was / name]
+    assert _taught(out)[name] == (was, "confirmed")
+
+
 def test_a_manifest_teach_refuses_is_409_and_left_as_it_is(tiny_run, tmp_path: Path) -> None:
     """A manifest cut off mid-row: teach refuses it naming the line; the page must not pad the row with empty cells
     (teach would no longer see the damage). The answer names the line; nothing is written. The server does not start

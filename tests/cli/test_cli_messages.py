@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import shlex
+import shutil
 import warnings
 from pathlib import Path
 
@@ -52,6 +53,33 @@ def test_pillows_warnings_name_the_photo_each_time(tmp_path: Path, capsys: pytes
     lines = [line for line in capsys.readouterr().err.splitlines() if "Corrupt EXIF" in line]
     assert sorted(lines) == [
         f"heritage: warning: {path}: Corrupt EXIF data.  Expecting to read 12 bytes but only got 10." for path in bad
+    ]
+
+
+def test_every_pillow_warning_names_each_photo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pillow's other warnings ("Tag data larger than file") were said for the first photo only."""
+    import struct
+    from io import BytesIO
+
+    from PIL import Image
+
+    data = BytesIO()
+    Image.new("RGB", (64, 64), (30, 90, 200)).save(data, format="JPEG")
+    # one IFD entry, the image description (tag 270), whose 100 bytes lie past the end of the EXIF block
+    tiff = b"MM\x00\x2a" + struct.pack(">IHHHIII", 8, 1, 0x010E, 2, 100, 0x100, 0)
+    exif = b"Exif\0\0" + tiff
+    jpeg = data.getvalue()
+    photos = [tmp_path / "t1.jpg", tmp_path / "t2.jpg"]
+    for path in photos:
+        path.write_bytes(jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + jpeg[2:])
+    root = make_dataset(tmp_path / "data", per_class=2, classes=CLASSES[:2])
+    shutil.copy(photos[0], root / CLASSES[0])
+    shutil.copy(photos[1], root / CLASSES[1])
+    assert main(["data", "check", str(root)]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "Skipping tag 270" in line]
+    assert sorted(lines) == [
+        f"heritage: warning: {root / name / path.name}: Tag data larger than file. Skipping tag 270"
+        for name, path in zip(CLASSES[:2], photos, strict=True)
     ]
 
 

@@ -416,14 +416,3 @@ def test_a_heic_photo_is_skipped_saying_what_to_do(tmp_path: Path) -> None:
         read_image(HEIF_HEAD + bytes(100), name="upload")
     with pytest.raises(ImageError, match=r": not a recognised image format$"):  # another ISO BMFF file: a video
         read_image(b"\x00\x00\x00\x18ftypisom" + bytes(100), name="clip.mp4")
-
-
-def test_an_avif_photo_is_read(tmp_path: Path) -> None:
-    """Pillow decodes AVIF: its extension is looked for like the others'."""
-    (tmp_path / "apse").mkdir()
-    (tmp_path / "vault").mkdir()
-    Image.new("RGB", (80, 64), (200, 30, 10)).save(tmp_path / "apse" / "a.avif")
-    Image.new("RGB", (64, 64), (10, 30, 200)).save(tmp_path / "vault" / "b.png")
-    images = load_images(tmp_path)
-    assert images.paths == [str(tmp_path / "apse" / "a.avif"), str(tmp_path / "vault" / "b.png")]
-    assert abs(int(images.images[0, 0].float().mean()) - 200) <= 6  # red, through AVIF's lossy coding

@@ -72,3 +72,13 @@ def test_importing_the_package_leaves_pillow_as_it_was() -> None:
         "assert (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == before, before"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.usefixtures("caller_settings")
+def test_a_setting_the_caller_makes_during_a_decode_stays() -> None:
+    """The last decode to end wrote back the values the first had kept, over the ones the caller set meanwhile."""
+    with pillow_limits.held():
+        assert Image.MAX_IMAGE_PIXELS == pillow_limits.MAX_IMAGE_PIXELS and ImageFile.LOAD_TRUNCATED_IMAGES is False
+        Image.MAX_IMAGE_PIXELS = 5_000_000  # the caller's thread, while another decodes
+    assert Image.MAX_IMAGE_PIXELS == 5_000_000  # theirs, not the None kept when the decode began
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # untouched meanwhile: the caller's again

@@ -290,3 +290,20 @@ def test_a_sort_that_placed_no_photo_does_not_hold_the_folder_to_its_settings(
     )
     with pytest.raises(ValueError, match=r"--min-confidence 0\.8 then, 0\.6 now"):  # a photo keeps them now
         sort_photos(filing, survey, out, min_confidence=0.6, progress=False)
+
+
+def test_a_first_sort_into_a_folder_with_files_of_its_own_records_its_settings(
+    filing: Classifier, synthetic_root: Path, tmp_path: Path
+) -> None:
+    """A user's photo already in a class folder of OUT (no manifest) was taken for a sort of an earlier version: no
+    record was written, and a second run with another --min-confidence was accepted."""
+    survey = tmp_path / "survey"
+    survey.mkdir()
+    shutil.copy(next((synthetic_root / "apse").glob("*.png")), survey / "apse.png")
+    out = tmp_path / "library"
+    (out / "altar").mkdir(parents=True)
+    shutil.copy(next((synthetic_root / "altar").glob("*.png")), out / "altar" / "my_altar.png")
+    summary = sort_photos(filing, survey, out, min_confidence=0.6, progress=False)
+    assert not summary.settings_unchecked and (out / SETTINGS_NAME).exists()
+    with pytest.raises(ValueError, match=r"--min-confidence 0\.6 then, 0\.9 now"):
+        sort_photos(filing, survey, out, min_confidence=0.9, progress=False)

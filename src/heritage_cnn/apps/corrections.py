@@ -120,7 +120,11 @@ def _move_no_replace(path: Path, target: Path) -> None:
             raise UploadError(409, f"{shown(target)}: another file has that name; nothing was moved") from None
         os.rename(path, target)
         return
-    path.unlink()
+    try:
+        path.unlink()
+    except OSError as error:  # its folder locked (read-only): the photo is not left in two classes
+        target.unlink()
+        raise UploadError(409, f"{shown(path)}: cannot be moved ({error.strerror}); nothing was moved") from None
 
 
 class Corrections:

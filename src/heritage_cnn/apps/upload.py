@@ -120,8 +120,7 @@ def decoding(data: bytes) -> Iterator[None]:
         reason = str(error).removeprefix("upload: ")
         if reason == "not a recognised image format":
             reason = (
-                "not an image: the content is not JPEG, PNG, WebP, AVIF, TIFF, BMP or GIF "
-                "(the file name does not matter)"
+                "not an image: the content is not JPEG, PNG, WebP, TIFF, BMP or GIF (the file name does not matter)"
             )
         raise UploadError(415, reason) from None
 

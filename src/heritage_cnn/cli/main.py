@@ -106,8 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (who never calls `main`) keeps Python's usual warnings."""
     with warnings.catch_warnings():  # restores showwarning on the way out
         warnings.showwarning = functools.partial(_one_line_warning, said=set())
-        # said for every photo whose EXIF is damaged (its orientation ignored), not once a run
-        warnings.filterwarnings("always", message="Corrupt EXIF", module="PIL")
+        # Pillow's said for every photo (a damaged EXIF block: its orientation ignored), not once a run; once a photo
+        warnings.filterwarnings("always", module="PIL")
         try:
             return _run(argv)
         except KeyboardInterrupt:  # while torch is imported, before `_run` reaches its own handler

@@ -92,7 +92,7 @@ def write_predictions(predictions: list, fmt: str, output: str | None) -> None:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Classify photos.
 
-    Classify photos of any size and common format (JPEG, PNG, WebP, AVIF, TIFF, BMP, GIF). Each is decoded as in training:
+    Classify photos of any size and common format (JPEG, PNG, WebP, TIFF, BMP, GIF). Each is decoded as in training:
     EXIF orientation honoured, converted to RGB, shorter side scaled to 64 px, centre square cropped. Unreadable
     files are listed and skipped. File names that are not UTF-8 are written back exactly: as their bytes in CSV
     (read with errors='surrogateescape'), as \\udcXX escapes in JSON; the table shows them as \\xe9.

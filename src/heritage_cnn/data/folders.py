@@ -33,9 +33,7 @@ from heritage_cnn.data.walk import distinct_folders, walk_folders
 T = TypeVar("T")
 
 # The photo files looked at, those Pillow cannot decode included (they are skipped and listed, saying why)
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".avif", ".tif", ".tiff", ".bmp", ".gif", *UNDECODED_PHOTOS}
-)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", *UNDECODED_PHOTOS})
 
 
 class DatasetError(ValueError):

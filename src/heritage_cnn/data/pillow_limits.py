@@ -4,8 +4,8 @@ Pillow keeps its decompression-bomb limit (`Image.MAX_IMAGE_PIXELS`) and whether
 photo (`ImageFile.LOAD_TRUNCATED_IMAGES`) in module globals. Code that imports this package sets them as it likes
 (`MAX_IMAGE_PIXELS = None` and `LOAD_TRUNCATED_IMAGES = True` are common in notebooks); with those, every photo was
 refused with a TypeError, and a truncated JPEG decoded without a word, grey below the cut. So the decoder holds
-them (`held()`) while any decode runs, in any thread, and gives the caller's values back when the last one ends;
-outside a decode the caller's settings are as they set them.
+them (`held()`) while any decode runs, in any thread, and gives the caller's values back when the last one ends (a
+value the caller set meanwhile stays theirs); outside a decode the caller's settings are as they set them.
 """
 
 from __future__ import annotations
@@ -45,8 +45,11 @@ def held() -> Iterator[None]:
     finally:
         with _lock:
             _decoding -= 1
-            if _decoding == 0:
-                Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES = _callers
+            if _decoding == 0:  # each the caller's again, unless the caller set it meanwhile: theirs stays
+                if Image.MAX_IMAGE_PIXELS == MAX_IMAGE_PIXELS:
+                    Image.MAX_IMAGE_PIXELS = _callers[0]
+                if ImageFile.LOAD_TRUNCATED_IMAGES is False:
+                    ImageFile.LOAD_TRUNCATED_IMAGES = _callers[1]
 
 
 __all__ = ["MAX_IMAGE_PIXELS", "held"]

@@ -356,7 +356,8 @@ def _sort_locked(
     then = recorded_settings(target_root)
     manifest = read_manifest(manifest_path, map_config is not None, None if then is None else bool(then.get("multi")))
     placed = bool(manifest) or any(folder.is_dir() and any(folder.iterdir()) for folder in folders.values())
-    checked = check_settings(target_root, settings_of(classifier, min_confidence, map_config), then, placed)
+    settings = settings_of(classifier, min_confidence, map_config)
+    checked = check_settings(target_root, settings, then, bool(manifest), placed)
     fields = manifest_columns(manifest_path, MANIFEST_FIELDS if map_config is None else MULTI_FIELDS)
     found, problems = found_photos  # `find_photos`, walked before OUT was made
     # a file reached through a symbolic link to OUT is one of this sort's copies (or another file of OUT): never a photo

@@ -110,13 +110,13 @@ def recorded_settings(root: Path) -> dict | None:
     return then
 
 
-def check_settings(root: Path, settings: dict, then: dict | None, placed: bool) -> bool:
+def check_settings(root: Path, settings: dict, then: dict | None, sorted_before: bool, placed: bool) -> bool:
     """Compare `settings` with those OUT was sorted with (`then`, from `recorded_settings`; ValueError, one line,
     when they differ), or record them. OUT in which no photo was `placed` yet (a first run, or one that could read
-    none) takes them whatever it recorded: no photo keeps the old ones. False: OUT was sorted by a version that kept
-    no record, so they could not be checked, and none is written (it would claim settings the photos sorted then
-    were not sorted with)."""
-    if then is None and placed:
+    none) takes them whatever it recorded: no photo keeps the old ones. False: OUT has a manifest's rows
+    (`sorted_before`) but no record, sorted by a version that kept none, so they could not be checked, and none is
+    written (it would claim settings the photos sorted then were not sorted with)."""
+    if then is None and sorted_before:
         return False
     if then is None or not placed:
         atomic_write_json(root / SETTINGS_NAME, settings)
