@@ -61,7 +61,6 @@ from heritage_cnn.inference.sort_manifest import MANIFEST_ENCODING, MANIFEST_FIE
 from heritage_cnn.inference.teach_photos import MIN_NEW_PHOTOS, UPLOAD_SOURCE, class_files, filed_photos
 from heritage_cnn.models.checkpoint import Checkpoint
 
-SOURCE_PREFIX = UPLOAD_SOURCE  # a manifest row written by the page, not by sort: teach never looks it up as a path
 DIGEST_HEX = 16  # hex digits of the SHA-256 in a stored photo's name
 DEFAULT_EXTENSION = ".jpg"
 
@@ -84,9 +83,9 @@ def upload_source(upload_name: str) -> str:
     (`names.portable_name`: UTF-8, no control characters, at most NAME_MAX bytes, the stem cut and the extension kept),
     so that a tool reading it as a path finds nothing there rather than a name too long for the file system."""
     name = PurePosixPath(upload_name.replace("\\", "/")).name
-    source = portable_name(SOURCE_PREFIX + name)
-    if not source.startswith(SOURCE_PREFIX):  # an "extension" nearly a file name long: the whole name cut instead
-        source = portable_name(SOURCE_PREFIX + name.replace(".", "_"))
+    source = portable_name(UPLOAD_SOURCE + name)
+    if not source.startswith(UPLOAD_SOURCE):  # an "extension" nearly a file name long: the whole name cut instead
+        source = portable_name(UPLOAD_SOURCE + name.replace(".", "_"))
     return source
 
 
@@ -253,7 +252,7 @@ class Corrections:
         a file no sort row lists (put there by hand), one reached through a link, or one whose name another file has
         in `label`'s folder. Its kind: teach's reading, against the folder sort filed it in."""
         fields, rows, filed = manifest
-        by_sort = [f for f, r in zip(filed, rows, strict=True) if not (r.get("source") or "").startswith(SOURCE_PREFIX)]
+        by_sort = [f for f, r in zip(filed, rows, strict=True) if not (r.get("source") or "").startswith(UPLOAD_SOURCE)]
         moves: list[tuple[Path, Path]] = []
         sorted_in: dict[Path, str] = {}
         for path, folder in copies.items():
@@ -314,7 +313,7 @@ class Corrections:
     def _same_photo(self, row: dict[str, str], name: str) -> bool:
         """A row this server wrote for the same bytes (its file name's digest), whatever extension it had."""
         stored = PurePosixPath(row.get("destination") or "").stem
-        return (row.get("source") or "").startswith(SOURCE_PREFIX) and stored == name[:DIGEST_HEX]
+        return (row.get("source") or "").startswith(UPLOAD_SOURCE) and stored == name[:DIGEST_HEX]
 
     def _remove_everywhere(self, name: str, keep: Path | None) -> None:
         """Remove the file `name` from every class folder and the folders the user made inside them (teach reads
